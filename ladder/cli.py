@@ -1,0 +1,89 @@
+"""`ladder <verb>`: a thin shell over the Python API.
+
+Each verb lives in `ladder/commands/<verb>.py` with two functions, `add_arguments(parser)` and
+`run(args) -> int`, and is imported only when invoked, so `ladder plan` never pays for JAX.
+Any `LadderError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ladder.errors import LadderError
+
+# verb -> (module under ladder.commands, one-line help). Order is the order of the data flow.
+VERBS: dict[str, tuple[str, str]] = {
+    "plan": ("plan", "plan a ladder for one or more targets: rungs, budgets, batch sizes, LRs, FLOPs"),
+    "data": ("data", "build the embedded corpus or a local tfds dataset, tokenize and cache it"),
+    "train": ("train", "train one rung (or any config) with the sharded trainer; resumes automatically"),
+    "eval": ("eval", "score a checkpoint on multiple-choice tasks (ranked classification)"),
+    "import": ("import_", "import published ladder results (e.g. OLMo) into a results table"),
+    "predict": ("predict", "fit the two-step laws on a results table and predict target accuracy"),
+    "run": ("run", "end to end: plan, train every rung, evaluate, predict, self-check, report"),
+    "launch": ("launch", "launch a plan's rungs locally or on Cloud TPU (tpu-vm, queued-resources, xpk)"),
+    "status": ("status", "one line per rung of a launched plan: state, step, loss, tokens/s, ETA"),
+    "collect": ("collect", "gather every rung's evaluation rows into one results table"),
+    "compile": ("compile", "compile each rung for a Cloud TPU topology on CPU; report HBM use and FLOPs"),
+    "cpt": ("cpt", "continual pretraining grids: specialize checkpoints on domain mixtures"),
+    "fit": ("fit", "fit specialization laws (D-CPT, pretrain/specialize split) on a results table"),
+    "allocate": ("allocate", "split a compute budget between pretraining and k domain specializations"),
+    "report": ("report", "write reports (e.g. the specialization compute-effectiveness report)"),
+}
+
+
+def _load(verb: str):
+    module, _ = VERBS[verb]
+    return importlib.import_module(f"ladder.commands.{module}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ladder",
+        description="Model ladders for scaling-law research. Run `ladder VERB --help` for a verb's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="verbs:\n" + "\n".join(f"  {v:<9} {h}" for v, (_, h) in VERBS.items()),
+    )
+    parser.add_argument("verb", choices=list(VERBS), metavar="VERB", help="one of the verbs below")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0
+    if argv[0] not in VERBS:
+        top.print_usage(sys.stderr)
+        print(f"ladder: error: unknown verb {argv[0]!r}; choose one of {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    verb, rest = argv[0], argv[1:]
+    try:
+        module = _load(verb)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("ladder.commands"):
+            print(f"ladder {verb}: not implemented yet", file=sys.stderr)
+            return 2
+        raise
+    parser = argparse.ArgumentParser(prog=f"ladder {verb}", description=VERBS[verb][1])
+    module.add_arguments(parser)
+    args, unknown = parser.parse_known_args(rest)
+    # `--config.a.b=value` overrides (the ml_collections idiom) are collected for verbs that take a config.
+    args.config_overrides = [u[len("--config."):] for u in unknown if u.startswith("--config.")]
+    leftover = [u for u in unknown if not u.startswith("--config.")]
+    if leftover:
+        parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    try:
+        return int(module.run(args) or 0)
+    except LadderError as e:
+        print(f"ladder {verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ladder {verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Every text source is a tfds dataset read as array_record through grain: no TensorFlow, no network.
+
+- `EmbeddedCorpus` ("ladder_corpus/<domain>"): the embedded corpus of `ladder.data.corpus`, built offline.
+- `LocalText` ("ladder_files/<name>"): text or JSONL files (a directory, a glob, or a comma-separated list).
+- catalog datasets by name (e.g. "c4/en" with a gs:// data_dir) for cloud runs: `catalog_source` only opens
+  a dataset that is already prepared under data_dir (or on GCS when try_gcs is asked for); it never
+  downloads unless `download=True` is explicit, because an unbuilt dataset makes tfds hang for minutes.
+
+Splits are train/validation/test by document hash (`ladder.data.corpus.split_of`) for local builders.
+Each built dataset records in its metadata the document count and bytes per split and a sha256 of its
+content, so two machines can tell whether they trained on the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+from ladder.data import corpus
+from ladder.errors import LadderError
+
+_FEATURES = lambda: tfds.features.FeaturesDict({"text": tfds.features.Text(), "id": tfds.features.Text()})  # noqa: E731
+
+
+def default_cache_dir() -> Path:
+    """$LADDER_CACHE, else ~/.cache/ladder. Built datasets and token caches live under it."""
+    return Path(os.environ.get("LADDER_CACHE") or Path.home() / ".cache" / "ladder").expanduser()
+
+
+def cache_dir(data_cfg=None) -> Path:
+    value = data_cfg.get("cache_dir", "") if data_cfg is not None else ""
+    return Path(value).expanduser() if value else default_cache_dir()
+
+
+class _SplitByHash(tfds.core.GeneratorBasedBuilder):
+    """Shared machinery: gather (id, text) documents once, split them by hash, record counts and a hash."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _documents(self):  # -> iterable of (id, text)
+        raise NotImplementedError
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        # Built directly (not dataset_info_from_configs): that path needs package-level metadata files.
+        return tfds.core.DatasetInfo(builder=self, features=_FEATURES(), metadata=tfds.core.MetadataDict(),
+                                     description=self.__doc__)
+
+    def _split_generators(self, dl_manager):
+        start = time.perf_counter()
+        by_split: dict[str, list[tuple[str, str]]] = {s: [] for s in corpus.SPLITS}
+        digest = hashlib.sha256()
+        for doc_id, text in self._documents():
+            by_split[corpus.split_of(text)].append((doc_id, text))
+            digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+        total = sum(len(v) for v in by_split.values())
+        if total == 0:
+            raise LadderError(f"{self.name}/{self.builder_config.name}: no documents found; {self._empty_hint()}")
+        counts = {s: {"documents": len(v), "bytes": sum(len(t.encode("utf-8")) for _, t in v)}
+                  for s, v in by_split.items()}
+        self.info.metadata.update({"counts": counts, "content_sha256": digest.hexdigest(),
+                                   "python": sys.version.split()[0], "gathered_s": round(time.perf_counter() - start, 2)})
+        print(f"{self.name}/{self.builder_config.name}: " + ", ".join(
+            f"{s} {c['documents']} docs {c['bytes'] / 1e6:.2f} MB" for s, c in counts.items()), flush=True)
+        return {s: self._generate(v) for s, v in by_split.items() if v}
+
+    def _generate(self, docs):
+        for i, (doc_id, text) in enumerate(docs):
+            yield i, {"text": text, "id": doc_id}
+
+    def _generate_examples(self, *args):  # required abstract method; _split_generators returns generators
+        raise NotImplementedError
+
+    def _empty_hint(self) -> str:
+        return "check the inputs"
+
+
+class LadderCorpus(_SplitByHash):
+    """The embedded corpus (prose, code, legal) gathered from the installed Python; see ladder/data/corpus.py."""
+
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=d, description=f"embedded {d} documents") for d in corpus.DOMAINS]
+
+    def _documents(self):
+        return corpus.documents(self.builder_config.name)
+
+    def _empty_hint(self) -> str:
+        return "this Python installation ships none of this domain's files; pick another data.domains"
+
+
+@dataclasses.dataclass(eq=False)
+class FilesConfig(tfds.core.BuilderConfig):
+    paths: tuple[str, ...] = ()
+    text_field: str = "text"
+
+
+class LadderFiles(_SplitByHash):
+    """Local text (.txt/.md: one document per file) or JSONL (.jsonl: one document per line) files."""
+
+    BUILDER_CONFIGS = []  # configs are made per call by `files_builder`
+
+    def _documents(self):
+        cfg = self.builder_config
+        for path in cfg.paths:
+            if path.endswith((".jsonl", ".json")):
+                yield from read_jsonl_texts(path, cfg.text_field)
+            else:
+                text = Path(path).read_text("utf-8", errors="replace")
+                if text.strip():
+                    yield path, text
+
+    def _empty_hint(self) -> str:
+        return "the files are empty or hold no non-blank text field"
+
+
+def read_jsonl_texts(path: str, field: str):
+    """(id, text) per JSONL line; a malformed line is a LadderError naming the file and line number."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LadderError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove the line") from None
+            if not isinstance(record, dict) or field not in record:
+                raise LadderError(f"{path}:{lineno}: no {field!r} field; set data.text_field to the text's key")
+            text = record[field]
+            if not isinstance(text, str):
+                raise LadderError(f"{path}:{lineno}: field {field!r} is {type(text).__name__}, not a string")
+            if text.strip():
+                yield f"{path}:{lineno}", text
+
+
+def expand_paths(spec: str) -> list[str]:
+    """A directory (every .txt/.md/.jsonl/.json under it), a glob, or a comma-separated list of those."""
+    out: list[str] = []
+    for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
+        p = Path(part).expanduser()
+        if p.is_dir():
+            out += sorted(str(q) for q in p.rglob("*") if q.is_file() and q.suffix in (".txt", ".md", ".jsonl", ".json"))
+        else:
+            out += sorted(glob.glob(str(p), recursive=True))
+    out = sorted(set(out))
+    if not out:
+        raise LadderError(f"data.files: {spec!r} matches no .txt/.md/.jsonl files; give a directory, glob or list")
+    return out
+
+
+def embedded_builder(domain: str, data_dir: Path) -> LadderCorpus:
+    if domain not in corpus.DOMAINS:
+        raise LadderError(f"data.domains: unknown embedded domain {domain!r}; choose from {', '.join(corpus.DOMAINS)}")
+    return LadderCorpus(config=domain, data_dir=str(data_dir), file_format="array_record")
+
+
+def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str = "") -> LadderFiles:
+    paths = tuple(expand_paths(spec))
+    # The config name identifies the inputs (paths, sizes, mtimes): changed files build a new dataset.
+    key = hashlib.sha256(json.dumps([text_field] + [(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths]).encode())
+    cfg = FilesConfig(name=name or f"files-{key.hexdigest()[:12]}", paths=paths, text_field=text_field,
+                      description=f"{len(paths)} local files")
+    return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")
+
+
+def prepared(builder) -> object:
+    """Build the dataset if needed (offline) and return it; datasets are built once per cache dir."""
+    if not builder.is_prepared():
+        tfds.disable_progress_bar()
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return builder
+
+
+def read_split(builder, split: str):
+    """A random-access source of {"text": bytes, "id": bytes} records (tfds array_record, no TF)."""
+    sources = builder.as_data_source()
+    if split not in sources:
+        raise LadderError(f"data.split: {builder.name}/{builder.builder_config.name} has no split {split!r}; "
+                          f"it has {', '.join(sources)}")
+    return sources[split]
+
+
+def catalog_source(name: str, split: str, data_dir: str, *, try_gcs: bool = False, download: bool = False):
+    """A tfds catalog dataset (e.g. "c4/en") as an array_record data source, without network unless asked.
+
+    The dataset must already be prepared under data_dir in array_record format (e.g. by
+    `tfds build --file_format=array_record` on a machine with TensorFlow), or on GCS with try_gcs=True.
+    """
+    if not data_dir:
+        raise LadderError(f"data.data_dir: empty for catalog dataset {name!r}; set it to the directory (or gs:// "
+                          "bucket) where the dataset is prepared")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, try_gcs=try_gcs)
+    except Exception as e:  # unknown name / missing module: tfds raises many types
+        raise LadderError(f"data.tfds_name: tfds cannot open {name!r} ({type(e).__name__}: {e}); check the name") from None
+    if not builder.is_prepared():
+        if not download:
+            raise LadderError(f"data.tfds_name: {name!r} is not prepared under {data_dir}; prepare it there in "
+                              "array_record format (tfds build --file_format=array_record) or set data.download=True")
+        builder.download_and_prepare(file_format="array_record")
+    return read_split(builder, split)

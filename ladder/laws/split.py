@@ -1,0 +1,273 @@
+"""The pretrain/specialize split: a law L(N, D, D') and an allocator for one pretraining run + k specializations.
+
+The question is Seto et al. (2026)'s: with a compute budget C, how large a model, how many general
+pretraining tokens D shared by all domains, and how many domain tokens D'_i for each of k specializations?
+
+Form (domain loss after D general tokens, then D' domain tokens; docs/specialization.md for the rationale):
+
+    L(N, D, D') = E + A / N^alpha + B / (D' + k D^rho)^beta              (7 parameters, all > 0, rho <= 1)
+
+k D^rho is the pretraining data "transferred" to the domain, in domain-token units (the effective-data
+view of Hernandez et al. 2021): pretraining helps the domain with diminishing returns (rho < 1), domain
+tokens count in full. At D' = 0 it is exactly the Chinchilla form E + A/N^alpha + B'/D^beta' with
+B' = B k^-beta and beta' = rho beta, so a general ladder's fit is its D' = 0 slice.
+
+The allocator minimises sum_i L_i(N, D, D'_i) subject to 6 N (D + sum_i D'_i) <= C with exact searches:
+for fixed N and D the domain tokens are water-filled (KKT, bisection on the multiplier); for fixed N the
+problem is convex in D (each L_i is a convex decreasing function of the concave D' + k D^rho), so a
+bounded scalar search is exact; N is searched on a log grid and refined. numpy/scipy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.optimize import brentq, minimize_scalar
+
+from ladder.errors import require
+from ladder.laws.dcpt import r_squared
+from ladder.laws.fitting import FitResult, huber, minimize_from_grid
+
+NAMES = ("e", "a", "alpha", "b", "beta", "log_k", "rho")
+BOUNDS = {"e": (-10.0, 10.0), "a": (-30.0, 60.0), "alpha": (1e-3, 2.0), "b": (-30.0, 60.0), "beta": (1e-3, 2.0),
+          "log_k": (-30.0, 30.0), "rho": (1e-3, 1.0)}
+HUBER_DELTA = 1e-3
+
+
+@dataclass(frozen=True)
+class SplitLaw:
+    E: float
+    A: float
+    alpha: float
+    B: float
+    beta: float
+    k: float
+    rho: float
+
+    def effective_tokens(self, d, d_prime) -> np.ndarray:
+        """D' + k D^rho: domain-equivalent tokens behind the model."""
+        return np.asarray(d_prime, dtype=np.float64) + self.k * np.asarray(d, dtype=np.float64) ** self.rho
+
+    def __call__(self, n, d, d_prime) -> np.ndarray:
+        return self.E + self.A / np.asarray(n, dtype=np.float64) ** self.alpha + self.B / self.effective_tokens(d, d_prime) ** self.beta
+
+    def chinchilla(self) -> dict:
+        """The D' = 0 slice as Chinchilla parameters (E, A, alpha, B', beta')."""
+        return {"E": self.E, "A": self.A, "alpha": self.alpha, "B": self.B * self.k**-self.beta, "beta": self.rho * self.beta}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_fit(cls, p: dict) -> "SplitLaw":
+        return cls(E=np.exp(p["e"]), A=np.exp(p["a"]), alpha=p["alpha"], B=np.exp(p["b"]), beta=p["beta"],
+                   k=np.exp(p["log_k"]), rho=p["rho"])
+
+
+@dataclass
+class SplitPoints:
+    n: np.ndarray
+    d: np.ndarray  # general tokens (pretraining plus the general part of any CPT mixture)
+    d_prime: np.ndarray  # domain tokens
+    loss: np.ndarray  # domain loss
+    run: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+    def subset(self, mask: np.ndarray) -> "SplitPoints":
+        return SplitPoints(self.n[mask], self.d[mask], self.d_prime[mask], self.loss[mask],
+                           None if self.run is None else self.run[mask])
+
+
+def points_from_table(table: dict[str, np.ndarray], *, domain: str | None = None) -> SplitPoints:
+    """Split-law points from a results table: every run's final row with a domain loss.
+
+    D = (d - d_cpt) + (1 - r) d_cpt (pretraining plus the CPT mixture's general tokens), D' = r d_cpt, where
+    `d` is the total tokens behind the checkpoint and `r` the domain share (columns: docs/specialization.md).
+    Base runs (d_cpt = 0 or blank) are the D' = 0 points.
+    """
+    for col in ("run", "n", "d", "step", "domain_loss"):
+        require(col in table, col, "column missing from the results table", "see docs/specialization.md")
+    num = lambda c: np.asarray(table[c], dtype=np.float64) if c in table else np.zeros(len(table["run"]))  # noqa: E731
+    run, step, loss = table["run"], num("step"), num("domain_loss")
+    d_cpt, r = np.nan_to_num(num("d_cpt")), np.nan_to_num(num("r"))
+    bad = ~((r >= 0) & (r <= 1))
+    require(not bad.any(), "r", f"mixture ratios must lie in [0, 1], got {r[bad][:3].tolist()}",
+            "write r as the domain share of the CPT mixture")
+    keep = np.isfinite(loss)
+    if domain is not None:
+        require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
+        keep &= table["domain"] == domain
+    last = {}
+    for i in np.flatnonzero(keep):
+        if run[i] not in last or step[i] > step[last[run[i]]]:
+            last[run[i]] = i
+    idx = np.array(sorted(last.values()), dtype=int)
+    d = num("d")[idx]
+    return SplitPoints(num("n")[idx], d - d_cpt[idx] + (1 - r[idx]) * d_cpt[idx], r[idx] * d_cpt[idx], loss[idx], run[idx])
+
+
+def _objective(x: np.ndarray, p: SplitPoints, delta: float) -> tuple[float, np.ndarray]:
+    e, a, alpha, b, beta, log_k, rho = x
+    log_n, log_d = np.log(p.n), np.log(np.maximum(p.d, 1e-300))
+    transfer = np.exp(log_k + rho * log_d) * (p.d > 0)
+    u = p.d_prime + transfer
+    log_u = np.log(u)
+    t = np.stack([np.full_like(log_n, e), a - alpha * log_n, b - beta * log_u], axis=1)
+    m = t.max(axis=1, keepdims=True)
+    w = np.exp(t - m)
+    s = w.sum(axis=1, keepdims=True)
+    w /= s
+    h, dh = huber((m + np.log(s))[:, 0] - np.log(p.loss), delta)
+    share = transfer / u  # d log u / d log_k; times log D for d / d rho
+    g = np.array([
+        np.sum(dh * w[:, 0]),
+        np.sum(dh * w[:, 1]), np.sum(dh * w[:, 1] * -log_n),
+        np.sum(dh * w[:, 2]), np.sum(dh * w[:, 2] * -log_u),
+        np.sum(dh * w[:, 2] * -beta * share), np.sum(dh * w[:, 2] * -beta * share * log_d),
+    ])
+    return float(h.sum()), g
+
+
+def _starts(p: SplitPoints) -> np.ndarray:
+    lmin, lmed = float(p.loss.min()), float(np.median(p.loss))
+    mlog_n, mlog_d = float(np.median(np.log(p.n))), float(np.median(np.log(p.d[p.d > 0])))
+    starts = []
+    for e in (np.log(0.5 * lmin), np.log(0.85 * lmin)):
+        for alpha in (0.2, 0.5):
+            for beta in (0.2, 0.5):
+                for rho in (0.5, 0.9):
+                    for log_k in (-2.0, 1.0):
+                        amp = np.log(0.2 * lmed)
+                        starts.append([e, amp + alpha * mlog_n, alpha, amp + beta * (log_k + rho * mlog_d), beta, log_k, rho])
+    return np.array(starts)
+
+
+@dataclass
+class SplitFit:
+    law: SplitLaw
+    result: FitResult
+    huber: float
+    r2: float
+    n_points: int
+
+    def summary(self) -> dict:
+        return {"params": self.law.to_dict(), "chinchilla_at_d_prime_0": self.law.chinchilla(), "huber": self.huber,
+                "r2": self.r2, "n_points": self.n_points, "converged": self.result.converged,
+                "at_bound": self.result.at_bound}
+
+
+def fit_split(p: SplitPoints, *, delta: float = HUBER_DELTA) -> SplitFit:
+    """Fit the split law by L-BFGS-B on the summed Huber of log residuals from a grid of starts."""
+    for name, v in (("n", p.n), ("domain_loss", p.loss)):
+        require(bool(np.all(np.isfinite(v) & (v > 0))), name, "must be finite and > 0", "fix or drop those rows")
+    require(bool(np.all(p.d > 0)), "d", "every point needs general pretraining tokens D > 0", "drop rows without a base run")
+    require(bool(np.all(p.d_prime >= 0)), "d_cpt", "domain tokens must be >= 0", "check d_cpt and r")
+    distinct = len({(a, b, c) for a, b, c in zip(p.n, p.d, p.d_prime)})
+    require(distinct > len(NAMES), "results", f"{distinct} distinct (N, D, D') points cannot pin down the split law's "
+            f"{len(NAMES)} parameters", "add base runs and domain CPT runs: 8+ points over 2+ sizes")
+    require(len(np.unique(p.d_prime)) >= 2, "d_cpt", "every point has the same domain tokens D'",
+            "add domain CPT runs of different lengths (and base runs for D' = 0)")
+    fit = minimize_from_grid(lambda x: _objective(x, p, delta), _starts(p), NAMES, bounds=[BOUNDS[k] for k in NAMES],
+                             residual_fn=lambda x: SplitLaw.from_fit(dict(zip(NAMES, x)))(p.n, p.d, p.d_prime) - p.loss)
+    law = SplitLaw.from_fit(fit.params)
+    return SplitFit(law, fit, fit.objective, r_squared(law(p.n, p.d, p.d_prime), p.loss), len(p))
+
+
+def holdout_checks(p: SplitPoints) -> list[dict]:
+    """Refit without the largest size / the longest specialization / every other split D'/(D+D'), predict them."""
+    frac = np.round(p.d_prime / (p.d + p.d_prime), 6)
+    fracs = np.unique(frac[frac > 0])
+    splits = {f"size N={p.n.max():.3g}": p.n == p.n.max(),
+              f"domain tokens D'={p.d_prime.max():.3g}": p.d_prime == p.d_prime.max(),
+              f"splits D'/(D+D')={fracs[1::2].tolist()}": np.isin(frac, fracs[1::2])}
+    out = []
+    for name, held in splits.items():
+        row = {"held_out": name, "n_train": int((~held).sum()), "n_test": int(held.sum())}
+        try:
+            law = fit_split(p.subset(~held)).law
+        except Exception as e:  # a LadderError (too few points left) is reported, not raised
+            out.append(row | {"error": str(e)})
+            continue
+        test = p.subset(held)
+        pred = law(test.n, test.d, test.d_prime)
+        rel = np.abs(pred / test.loss - 1)
+        out.append(row | {"mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max())})
+    return out
+
+
+# --- allocator -------------------------------------------------------------------------------------------
+
+def water_fill(laws: list[SplitLaw], d: float, remaining: float) -> np.ndarray:
+    """Domain tokens D'_i >= 0 summing to `remaining` that minimise sum_i B_i / (D'_i + k_i D^rho_i)^beta_i.
+
+    KKT: every funded domain has the same marginal gain B beta u^-(beta+1) = lam, so
+    u_i(lam) = max(c_i, (B_i beta_i / lam)^(1/(beta_i+1))) with c_i = k_i D^rho_i; bisect lam.
+    """
+    c = np.array([law.k * d**law.rho for law in laws])
+    if remaining <= 0:
+        return np.zeros(len(laws))
+    bb = np.array([law.B * law.beta for law in laws])
+    p = np.array([1.0 / (law.beta + 1) for law in laws])
+
+    def excess(log_lam: float) -> float:
+        return float(np.sum(np.maximum(c, (bb / np.exp(log_lam)) ** p) - c)) - remaining
+
+    lo, hi = -50.0, 50.0
+    while excess(lo) < 0:
+        lo -= 50.0
+    while excess(hi) > 0:
+        hi += 50.0
+    log_lam = brentq(excess, lo, hi, xtol=1e-14, rtol=1e-15, maxiter=500)
+    spend = np.maximum(c, (bb / np.exp(log_lam)) ** p) - c
+    return spend * (remaining / spend.sum()) if spend.sum() > 0 else spend
+
+
+def _best_at_n(laws: list[SplitLaw], n: float, tokens: float) -> tuple[float, float, np.ndarray]:
+    """Given N (so `tokens` = C/(6N) in all), the best pretraining share: returns (total loss, D, D')."""
+
+    def total(frac: float):
+        d = frac * tokens
+        dp = water_fill(laws, d, tokens - d)
+        return float(sum(law(n, d, x) for law, x in zip(laws, dp))), d, dp
+
+    res = minimize_scalar(lambda f: total(f)[0], bounds=(1e-9, 1.0), method="bounded", options={"xatol": 1e-10})
+    best = min((total(res.x), total(1.0)), key=lambda t: t[0])  # D' = 0 everywhere is a corner the search may miss
+    return best
+
+
+@dataclass
+class Allocation:
+    n: float
+    d: float
+    d_prime: dict[str, float]
+    loss: dict[str, float]
+    total_loss: float
+    compute: float
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"flops_used": 6 * self.n * (self.d + sum(self.d_prime.values()))}
+
+
+def allocate(laws: dict[str, SplitLaw], compute: float, *, n_range: tuple[float, float] = (1e6, 1e13),
+             n_grid: int = 121) -> Allocation:
+    """N, shared pretraining tokens D and per-domain tokens D'_i minimising sum_i L_i subject to
+    6 N (D + sum_i D'_i) <= C (the budget is always spent: every L_i decreases in every token count)."""
+    require(compute > 0, "budget", f"{compute} is not > 0", "give the compute budget in FLOPs")
+    require(len(laws) >= 1, "laws", "no domain laws to allocate over", "fit the split law for at least one domain")
+    lo, hi = n_range
+    require(0 < lo < hi, "n_range", f"({lo}, {hi}) is not an increasing positive range", "use 0 < lo < hi")
+    names, law_list = list(laws), list(laws.values())
+    log_ns = np.linspace(np.log(lo), np.log(hi), n_grid)
+    scores = [_best_at_n(law_list, np.exp(x), compute / (6 * np.exp(x)))[0] for x in log_ns]
+    i = int(np.argmin(scores))
+    bracket = (log_ns[max(i - 1, 0)], log_ns[min(i + 1, n_grid - 1)])
+    res = minimize_scalar(lambda x: _best_at_n(law_list, np.exp(x), compute / (6 * np.exp(x)))[0], bounds=bracket,
+                          method="bounded", options={"xatol": 1e-9})
+    n = float(np.exp(res.x)) if res.fun <= scores[i] else float(np.exp(log_ns[i]))
+    total, d, dp = _best_at_n(law_list, n, compute / (6 * n))
+    return Allocation(n=n, d=float(d), d_prime={k: float(v) for k, v in zip(names, dp)},
+                      loss={k: float(law(n, d, v)) for (k, law), v in zip(laws.items(), dp)}, total_loss=total,
+                      compute=compute)

@@ -1,0 +1,53 @@
+"""`ladder launch PLAN --backend {local,tpu-vm,queued-resources,xpk} [--dry-run]`: see launch/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from launch import BACKENDS, LaunchOptions, launch_plan
+from launch.jobs import DEFAULT_CHIP, parse_slice_overrides
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("plan", help="plan file written by `ladder plan`")
+    parser.add_argument("--backend", choices=list(BACKENDS), default="local", help="where the rungs run")
+    parser.add_argument("--dry-run", action="store_true", help="print every command exactly; execute nothing")
+    parser.add_argument("--run-root", help="root of the rungs' run dirs (a path, or gs://BUCKET/PATH for cloud "
+                        "backends); rung run dir = ROOT/RUNG. Default (local): runs/<plan name>")
+    parser.add_argument("--rung", action="append", dest="rungs", metavar="NAME", help="launch only this rung "
+                        "(repeatable)")
+    cloud = parser.add_argument_group("Cloud TPU (tpu-vm, queued-resources, xpk)")
+    cloud.add_argument("--chip", default=DEFAULT_CHIP, help="TPU generation the slices are chosen from "
+                       "(v4, v5e, v5p, v6e; default %(default)s)")
+    cloud.add_argument("--slice", action="append", metavar="RUNG=TYPE", help="override a rung's (or a size's) "
+                       "slice: 370M-5xC=v5litepod-16, 7B=2xv5p-256 (two slices over DCN); repeatable")
+    cloud.add_argument("--project", help="GCP project (default: gcloud's configured project)")
+    cloud.add_argument("--zone", help="zone with TPU quota, e.g. us-west4-a (default: gcloud's configured zone)")
+    cloud.add_argument("--runtime-version", help="TPU software version (default: chosen per chip)")
+    cloud.add_argument("--package", help="what workers pip-install: a requirement such as "
+                       "'ladder[tpu] @ git+https://github.com/ORG/ladder@REF', or a gs:// wheel")
+    cloud.add_argument("--image", help="xpk: container image with ladder installed")
+    cloud.add_argument("--cluster", help="xpk: GKE cluster name")
+    cloud.add_argument("--spot", action="store_true", help="spot (preemptible) capacity; preempted rungs resume")
+    cloud.add_argument("--pack", action="store_true", help="queued-resources: one request per slice type, "
+                       "running its rungs one after another")
+    cloud.add_argument("--name-prefix", default="ladder", help="prefix of TPU VM / request / workload names")
+    cloud.add_argument("--work-dir", default=".ladder-launch", help="local dir for generated startup scripts")
+    local = parser.add_argument_group("local")
+    local.add_argument("--parallel", type=int, default=1, help="rungs at once (default 1)")
+    local.add_argument("--processes", type=int, default=1, help="processes per rung on 127.0.0.1 (multi-host path)")
+    local.add_argument("--devices", help="comma-separated GPU ids split between --parallel rungs, e.g. 0,1,2,3")
+    local.add_argument("--max-attempts", type=int, default=3, help="tries per rung before it is failed")
+
+
+def run(args) -> int:
+    run_root = args.run_root or ("runs/" + Path(args.plan).stem if args.backend == "local" else "")
+    opts = LaunchOptions(
+        plan_path=args.plan, run_root=run_root, backend=args.backend, dry_run=args.dry_run, chip=args.chip,
+        slices=parse_slice_overrides(args.slice), rungs=args.rungs, overrides=tuple(args.config_overrides),
+        project=args.project, zone=args.zone, runtime_version=args.runtime_version, package=args.package,
+        image=args.image, cluster=args.cluster, spot=args.spot, pack=args.pack, name_prefix=args.name_prefix,
+        work_dir=args.work_dir, parallel=args.parallel, processes=args.processes,
+        devices=args.devices.split(",") if args.devices else None, max_attempts=args.max_attempts,
+    )
+    return launch_plan(opts)

@@ -1,0 +1,147 @@
+"""Launch a plan's rungs on the engines users already have: this machine, Cloud TPU VMs, queued resources,
+or GKE through xpk. Never a scheduler of our own: each backend turns `Job`s into that engine's commands.
+
+    from launch import LaunchOptions, launch_plan
+    launch_plan(LaunchOptions("plan.json", "gs://bucket/ladder", backend="queued-resources", ...))
+
+Relaunching is always safe: finished rungs are skipped, partial ones resume from their last checkpoint
+(the trainer does that), and a run directory written by another plan is refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import shutil
+import sys
+from typing import ClassVar
+
+from ladder.errors import LadderError
+from launch import jobs as jobs_lib
+from launch.jobs import Job
+
+BACKENDS = {
+    "local": ("launch.local", "LocalBackend"),
+    "tpu-vm": ("launch.tpu_vm", "TpuVmBackend"),
+    "queued-resources": ("launch.queued_resources", "QueuedResourcesBackend"),
+    "xpk": ("launch.xpk", "XpkBackend"),
+}
+
+
+@dataclasses.dataclass
+class LaunchOptions:
+    plan_path: str
+    run_root: str
+    backend: str = "local"
+    dry_run: bool = False
+    chip: str = jobs_lib.DEFAULT_CHIP
+    slices: dict = dataclasses.field(default_factory=dict)  # from jobs.parse_slice_overrides
+    rungs: list[str] | None = None  # launch only these rungs
+    overrides: tuple[str, ...] = ()  # "key=value" train-config overrides for every rung
+    # Cloud backends.
+    project: str | None = None
+    zone: str | None = None
+    runtime_version: str | None = None
+    package: str | None = None  # pip requirement or gs:// wheel installed on TPU VMs
+    image: str | None = None  # container image with ladder installed (xpk)
+    cluster: str | None = None  # GKE cluster (xpk)
+    spot: bool = False
+    pack: bool = False  # queued-resources: one request per slice type, running its rungs in turn
+    name_prefix: str = "ladder"
+    work_dir: str = ".ladder-launch"  # local files a cloud launch writes (startup scripts)
+    # Local backend.
+    parallel: int = 1
+    processes: int = 1
+    devices: list[str] | None = None
+    max_attempts: int = 3
+    python: str = sys.executable
+
+
+class Backend(abc.ABC):
+    """An engine that runs jobs. `launch` returns an exit code (0: all launched or done)."""
+
+    name: ClassVar[str]
+    tools: ClassVar[tuple[str, ...]] = ()  # CLIs a real launch needs (never a dry run)
+    cloud: ClassVar[bool] = True  # cloud backends need a gs:// run root and a slice per rung
+
+    def check_options(self, opts: LaunchOptions) -> None:
+        """Raise LadderError for options this backend cannot work with."""
+
+    @abc.abstractmethod
+    def launch(self, jobs: list[Job], opts: LaunchOptions, print_fn=print) -> int: ...
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise LadderError(f"--backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
+    """Check everything, then hand the rungs that still need work to the backend."""
+    backend = get_backend(opts.backend)
+    if backend.cloud and not opts.run_root.startswith("gs://"):
+        raise LadderError(f"--run-root: {opts.backend} workers write to Cloud Storage; pass gs://BUCKET/PATH "
+                          f"(got {opts.run_root!r})")
+    backend.check_options(opts)
+    if not opts.dry_run:
+        missing = [t for t in backend.tools if shutil.which(t) is None]
+        if missing:
+            raise LadderError(f"--backend {opts.backend}: {', '.join(missing)} not found on PATH; install it "
+                              "(docs/cloud-tpu.md) or pass --dry-run to print the commands")
+    plan = jobs_lib.load(opts.plan_path)
+    all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=opts.chip if backend.cloud else None,
+                                  slices=opts.slices, rungs=opts.rungs, overrides=opts.overrides)
+    todo = pending(plan, all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
+    if not todo:
+        print_fn(f"# all {len(all_jobs)} rungs are done; see `ladder status {opts.plan_path}`")
+        return 0
+    return backend.launch(todo, opts, print_fn)
+
+
+def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:
+    """The jobs still to run. Done rungs are skipped; a run dir of another plan is an error.
+
+    With read_remote=False (a dry run), gs:// run dirs are not read: every rung is listed, which is
+    still safe because the trainer does nothing for a finished rung.
+    """
+    todo = []
+    for job in jobs:
+        if job.run_dir.startswith("gs://") and not read_remote:
+            todo.append(job)
+            continue
+        check_owner(plan, job)
+        status = jobs_lib.read_json(jobs_lib.join(job.run_dir, "status.json")) or {}
+        if status.get("state") == "done":
+            print_fn(f"# {job.name}: done (step {status.get('step')}), skipped")
+            continue
+        todo.append(job)
+    return todo
+
+
+def check_owner(plan: dict, job: Job) -> None:
+    """Refuse a run dir whose config.json was written for a different config (another plan, other
+    overrides): resuming it would mix two runs. Nothing is overwritten."""
+    saved = jobs_lib.read_json(jobs_lib.join(job.run_dir, "config.json"))
+    if not saved or "config_hash" not in saved:
+        return
+    expected = expected_config_hash(plan, job)
+    if saved["config_hash"] != expected:
+        raise LadderError(
+            f"{job.run_dir}: this run directory belongs to a different plan or config (config_hash "
+            f"{saved['config_hash'][:12]} there, {expected[:12]} for rung {job.name} of this plan); "
+            "pass another --run-root, or delete the directory if it is no longer needed"
+        )
+
+
+def expected_config_hash(plan: dict, job: Job) -> str:
+    """The hash the trainer will record for this job: the rung's train config with the plan's defaults
+    and the job's overrides applied, hashed by the trainer's own function."""
+    from ladder import train
+    from ladder.config import apply_overrides
+
+    cfg = train.config_from_rung(job.rung, plan.get("defaults") or {})
+    cfg = apply_overrides(cfg, job.overrides)
+    return train.config_hash(cfg)

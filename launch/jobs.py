@@ -1,0 +1,155 @@
+"""From a plan to jobs: one per rung, with its run directory, its slice and the overrides it trains with.
+
+Every backend launches the same `Job`s, so slice choice, run-directory naming and the checks that keep a
+relaunch safe (skip finished rungs, refuse a run directory that belongs to another plan) live here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from ladder import chips
+from ladder.errors import LadderError
+
+# The trainer's mesh axis across slices (DCN); multislice rungs train data-parallel over it.
+DCN_DATA_KEY = "mesh.dcn_data"
+DEFAULT_CHIP = "v5e"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One rung as a backend sees it."""
+
+    rung: dict
+    run_dir: str  # <run root>/<rung name>: a local path or gs://...
+    accelerator: str = ""  # Cloud TPU accelerator type, e.g. "v5litepod-16"; "" on the local backend
+    num_slices: int = 1
+    overrides: tuple[str, ...] = ()  # "key=value" train-config overrides, passed as --config.key=value
+
+    @property
+    def name(self) -> str:
+        return self.rung["name"]
+
+
+def load(plan_path: str) -> dict:
+    """The planner's validated plan (version and keys checked there, a LadderError otherwise)."""
+    from ladder import plan as plan_lib
+
+    if not Path(plan_path).is_file():
+        raise LadderError(f"plan: no such file {plan_path!r}; write one with `ladder plan ... -o PLAN.json`")
+    return plan_lib.load_plan(plan_path)
+
+
+def plan_digest(plan_path: str) -> str:
+    """The first 12 hex digits of the plan file's sha256: names the copy shipped to the workers."""
+    return hashlib.sha256(Path(plan_path).read_bytes()).hexdigest()[:12]
+
+
+def parse_slice_overrides(items: list[str] | None) -> dict[str, tuple[str, int]]:
+    """`--slice RUNG=TYPE` items -> {rung name or size: (accelerator type, slices)}.
+
+    TYPE is a Cloud TPU accelerator type, optionally prefixed by a slice count: `v5litepod-16`,
+    `2xv5litepod-256` (two slices, trained data-parallel over DCN).
+    """
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        m = re.fullmatch(r"(?:(\d+)x)?(\S+)", value.strip())
+        if not sep or not key or not m:
+            raise LadderError(f"--slice {item}: expected RUNG=TYPE such as 370M-5xC=v5litepod-16 or 7B=2xv5p-256")
+        chips.parse_slice(m.group(2))  # validates the accelerator type
+        n = int(m.group(1) or 1)
+        if n < 1:
+            raise LadderError(f"--slice {item}: the slice count must be at least 1")
+        out[key.strip()] = (m.group(2), n)
+    return out
+
+
+def split_slices(accelerator: str) -> tuple[str, int]:
+    """'2xv5p-256' -> ('v5p-256', 2); 'v5litepod-16' -> ('v5litepod-16', 1) (choose_slice may give either)."""
+    m = re.fullmatch(r"(?:(\d+)x)?(\S+)", accelerator)
+    return m.group(2), int(m.group(1) or 1)
+
+
+def make_jobs(
+    plan: dict,
+    run_root: str,
+    *,
+    chip: str | None = DEFAULT_CHIP,
+    slices: dict[str, tuple[str, int]] | None = None,
+    rungs: list[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> list[Job]:
+    """One Job per rung (or per named rung), in plan order.
+
+    chip=None means no slices (the local backend). Otherwise each rung's slice is `slices[name]`,
+    else `slices[size]`, else `ladder.plan.choose_slice(rung, chip)`. Multislice rungs get the DCN data
+    axis; user overrides come last so they win.
+    """
+    slices = dict(slices or {})
+    by_name = {r["name"]: r for r in plan["rungs"]}
+    sizes = {r["size"] for r in plan["rungs"]}
+    unknown = [k for k in slices if k not in by_name and k not in sizes]
+    if unknown:
+        raise LadderError(f"--slice: no rung or size named {', '.join(unknown)} in the plan; "
+                          f"rungs: {', '.join(by_name)}")
+    chosen = list(plan["rungs"])
+    if rungs:
+        missing = [n for n in rungs if n not in by_name]
+        if missing:
+            raise LadderError(f"--rung: no rung named {', '.join(missing)} in the plan; rungs: {', '.join(by_name)}")
+        chosen = [by_name[n] for n in rungs]
+
+    jobs = []
+    for rung in chosen:
+        accelerator, n_slices, extra = "", 1, []
+        if chip is not None:
+            if rung["name"] in slices or rung["size"] in slices:
+                accelerator, n_slices = slices.get(rung["name"]) or slices[rung["size"]]
+            else:
+                from ladder import plan as plan_lib
+
+                accelerator, n_slices = split_slices(plan_lib.choose_slice(rung, chip))
+            if n_slices > 1:
+                extra.append(f"{DCN_DATA_KEY}={n_slices}")
+        jobs.append(Job(rung, join(run_root, rung["name"]), accelerator, n_slices, tuple(extra) + tuple(overrides)))
+    return jobs
+
+
+def join(root: str, name: str) -> str:
+    """Join a local or gs:// root with a child name (no os.path: gs:// keeps its double slash)."""
+    return root.rstrip("/") + "/" + name
+
+
+def resource_name(prefix: str, *parts: str) -> str:
+    """A Cloud TPU / GKE resource name: lowercase letters, digits and dashes, starting with a letter.
+
+    '370M-5xC' -> 'ladder-370m-5xc'; '1.3B-10xC' -> 'ladder-1-3b-10xc'. GKE caps workload names, so
+    names are kept to 40 characters (a hash suffix keeps long ones distinct).
+    """
+    raw = "-".join((prefix,) + parts).lower()
+    name = re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", raw)).strip("-")
+    if not name or not name[0].isalpha():
+        name = "l-" + name
+    if len(name) > 40:
+        name = name[:33].rstrip("-") + "-" + hashlib.sha256(raw.encode()).hexdigest()[:6]
+    return name
+
+
+def read_json(path: str) -> dict | None:
+    """A JSON file from a local or gs:// path; None when absent. gs:// needs gcsfs (etils.epath)."""
+    from etils import epath
+
+    p = epath.Path(path)
+    try:
+        if not p.exists():
+            return None
+        return json.loads(p.read_text())
+    except ImportError as e:
+        raise LadderError(f"{path}: reading gs:// needs gcsfs ({e}); run `pip install gcsfs`") from e
+    except json.JSONDecodeError:
+        return None  # a torn write is read as "no information"; status.json is written atomically anyway

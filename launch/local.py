@@ -1,0 +1,167 @@
+"""`local`: rungs as `python -m ladder train` subprocesses on this machine, one after another or several at
+once on disjoint device subsets, each logging to <run dir>/launch.log.
+
+A rung that exits non-zero is retried (the trainer resumes from its last checkpoint) up to
+`max_attempts` times, then reported failed; exit 2 (bad input) is not retried. `--processes N` runs a
+rung as N processes on 127.0.0.1 (the multi-host path: explicit coordinator, process count and id).
+The outcome of each rung is recorded in <run dir>/launch.json for `ladder status`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import queue
+import shlex
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from launch import Backend, LaunchOptions, commands
+from launch.jobs import Job
+from ladder.errors import LadderError
+
+BAD_INPUT = 2
+
+
+class LocalBackend(Backend):
+    name = "local"
+    cloud = False
+
+    def check_options(self, opts: LaunchOptions) -> None:
+        if opts.run_root.startswith("gs://"):
+            raise LadderError("--run-root: the local backend writes run directories on this machine; pass a path")
+        if opts.parallel < 1 or opts.processes < 1 or opts.max_attempts < 1:
+            raise LadderError("--parallel, --processes and --max-attempts must be at least 1")
+        if opts.devices and len(opts.devices) < opts.parallel:
+            raise LadderError(f"--devices: {len(opts.devices)} devices cannot be split {opts.parallel} ways "
+                              "(--parallel)")
+
+    def device_groups(self, opts: LaunchOptions) -> list[str | None]:
+        """Disjoint CUDA_VISIBLE_DEVICES values, one per parallel slot (None: leave the env alone)."""
+        if not opts.devices:
+            return [None] * opts.parallel
+        per = len(opts.devices) // opts.parallel
+        return [",".join(opts.devices[i * per:(i + 1) * per]) for i in range(opts.parallel)]
+
+    def argvs(self, job: Job, opts: LaunchOptions, port: int | str | None) -> list[list[str]]:
+        """One trainer argv per process of the rung."""
+        plan = str(Path(opts.plan_path).resolve())
+        if opts.processes == 1:
+            return [commands.train_argv(opts.python, plan, job)]
+        return [commands.train_argv(opts.python, plan, job, (
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(opts.processes), "--process-id", str(i)))
+            for i in range(opts.processes)]
+
+    def launch(self, jobs: list[Job], opts: LaunchOptions, print_fn=print) -> int:
+        groups = self.device_groups(opts)
+        if opts.dry_run:
+            for i, job in enumerate(jobs):
+                env = groups[i % len(groups)]
+                # The coordinator port is picked free at launch time; a dry run names it $PORT.
+                for argv in self.argvs(job, opts, port="$PORT" if opts.processes > 1 else None):
+                    prefix = f"CUDA_VISIBLE_DEVICES={env} " if env is not None else ""
+                    print_fn(f"{prefix}{shlex.join(argv)}  # log: {job.run_dir}/launch.log")
+            return 0
+        free: queue.Queue = queue.Queue()
+        for g in groups:
+            free.put(g)
+
+        def run_one(job: Job) -> bool:
+            group = free.get()
+            try:
+                return self.run_rung(job, opts, group, print_fn)
+            finally:
+                free.put(group)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=opts.parallel) as pool:
+            ok = dict(zip((j.name for j in jobs), pool.map(run_one, jobs)))
+        failed = [n for n, good in ok.items() if not good]
+        if failed:
+            print_fn(f"# failed: {', '.join(failed)} (logs: launch.log in each run directory)")
+            return 1
+        print_fn(f"# {len(jobs)} rung(s) done")
+        return 0
+
+    def run_rung(self, job: Job, opts: LaunchOptions, devices: str | None, print_fn=print) -> bool:
+        """Run one rung to completion with retries; True when it finished."""
+        run_dir = Path(job.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices
+        codes: list[int] = []
+        for attempt in range(1, opts.max_attempts + 1):
+            print_fn(f"# {job.name}: attempt {attempt}/{opts.max_attempts}")
+            rc = run_processes(self.argvs(job, opts, free_port() if opts.processes > 1 else None), run_dir, env,
+                               attempt)
+            codes.append(rc)
+            write_launch_record(run_dir, attempts=attempt, exit_codes=codes,
+                                state="done" if rc == 0 else ("failed" if rc == BAD_INPUT or attempt == opts.max_attempts
+                                                              else "retrying"))
+            if rc == 0:
+                print_fn(f"# {job.name}: done")
+                return True
+            if rc == BAD_INPUT:
+                break
+        print_fn(f"# {job.name}: failed after {len(codes)} attempt(s), exit codes {codes}; see {run_dir}/launch.log")
+        return False
+
+
+def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int) -> int:
+    """Start one process per argv (logs: launch.log for process 0, launch.<i>.log for the others) and wait.
+
+    If one process fails the others are stopped: peers of a dead process would wait in a collective forever.
+    Returns 0 when all succeed, else the first non-zero exit code.
+    """
+    procs, logs = [], []
+    for i, argv in enumerate(argvs):
+        log = open(run_dir / ("launch.log" if i == 0 else f"launch.{i}.log"), "a")
+        log.write(f"\n=== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n")
+        log.flush()
+        logs.append(log)
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True))
+    rc = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            bad = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if bad:
+                rc = bad[0]
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                for p in procs:
+                    try:
+                        p.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                break
+            time.sleep(0.2)
+        if rc == 0:
+            rc = next((p.returncode for p in procs if p.returncode != 0), 0)
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        raise
+    finally:
+        for log in logs:
+            log.close()
+    return rc
+
+
+def write_launch_record(run_dir: Path, **record) -> None:
+    """<run dir>/launch.json: what the local launcher saw (attempts, exit codes, state). Atomic write."""
+    record["updated"] = time.time()
+    tmp = run_dir / "launch.json.tmp"
+    tmp.write_text(json.dumps(record, sort_keys=True))
+    tmp.replace(run_dir / "launch.json")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

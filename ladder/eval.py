@@ -1,0 +1,134 @@
+"""Ranked classification: score every choice by the log-likelihood of its tokens after the prompt.
+
+For each task (formulas: docs/tasks.md, as the reference OLMo ladder evaluates):
+    loss    = mean_q  -log p(gold tokens | prompt) / (ln 2 * UTF-8 bytes of the gold choice)   (bits per byte)
+    acc     = mean_q  [argmax_j log p(choice_j) / characters(choice_j) == gold]    (length-normalised)
+    acc_raw = mean_q  [argmax_j log p(choice_j) == gold]
+    prob    = mean_q  p(gold) / sum_j p(choice_j)      (softmax over the choices' total log-likelihoods)
+
+Every (question, choice) pair becomes one row [EOS, prompt..., choice...] (EOS starts every document in
+training too), truncated from the left to seq_len + 1 tokens and padded to a fixed [batch_size, seq_len],
+so the model's logits function and the scoring function each compile once for a whole evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ladder.errors import LadderError
+
+
+@jax.jit
+def _choice_logprobs(logits, targets, mask):
+    """Sum over masked positions of log softmax(logits)[target]: float32 [B]."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(mask, picked, 0.0), axis=-1)
+
+
+def _to_host(x) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)
+
+
+def encode_rows(task, tokenizer, seq_len: int):
+    """Token rows of every (question, choice): list of (question, choice, ids, n_answer_tokens)."""
+    rows = []
+    for i, q in enumerate(task.questions):
+        prompt = [tokenizer.eos_id] + list(tokenizer.encode(task.prompt(i)))
+        for j, choice in enumerate(q.choices):
+            answer = list(tokenizer.encode(choice))
+            if not answer:
+                raise LadderError(f"task {task.name}, question {i}, choice {j}: {choice!r} tokenizes to nothing")
+            if len(answer) > seq_len:
+                raise LadderError(f"task {task.name}, question {i}, choice {j}: {len(answer)} tokens, more than "
+                                  f"the evaluation sequence length {seq_len}; raise seq_len or shorten the choice")
+            ids = (prompt + answer)[-(seq_len + 1):]  # keep the answer, cut the prompt from the left
+            rows.append((i, j, ids, len(answer)))
+    return rows
+
+
+def score_rows(logits_fn, rows, *, batch_size: int, seq_len: int, pad_id: int) -> np.ndarray:
+    """Summed log-likelihood of each row's answer tokens, float64 [len(rows)]."""
+    out = np.zeros(len(rows), np.float64)
+    positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len))
+    for lo in range(0, len(rows), batch_size):
+        chunk = rows[lo : lo + batch_size]
+        inputs = np.full((batch_size, seq_len), pad_id, np.int32)
+        targets = np.full((batch_size, seq_len), pad_id, np.int32)
+        segments = np.zeros((batch_size, seq_len), np.int32)
+        mask = np.zeros((batch_size, seq_len), bool)
+        for r, (_, _, ids, n_answer) in enumerate(chunk):
+            n = len(ids) - 1
+            inputs[r, :n], targets[r, :n], segments[r, :n] = ids[:-1], ids[1:], 1
+            mask[r, n - n_answer : n] = True
+        logits = logits_fn(inputs, segments, positions)
+        out[lo : lo + len(chunk)] = _to_host(_choice_logprobs(logits, targets, mask))[: len(chunk)]
+    return out
+
+
+def task_metrics(task, logprobs: np.ndarray, rows) -> dict:
+    """Per-task metrics from each row's summed answer log-likelihood (natural log)."""
+    by_question: dict[int, dict[int, float]] = {}
+    for (i, j, _, _), lp in zip(rows, logprobs):
+        by_question.setdefault(i, {})[j] = lp
+    loss, acc, acc_raw, prob = [], [], [], []
+    for i, q in enumerate(task.questions):
+        lp = np.array([by_question[i][j] for j in range(len(q.choices))])
+        chars = np.array([max(len(c), 1) for c in q.choices])
+        loss.append(-lp[q.gold] / (math.log(2) * len(q.choices[q.gold].encode("utf-8"))))
+        acc.append(float(np.argmax(lp / chars) == q.gold))
+        acc_raw.append(float(np.argmax(lp) == q.gold))
+        p = np.exp(lp - lp.max())
+        prob.append(float(p[q.gold] / p.sum()))
+    return {"task": task.name, "loss": float(np.mean(loss)), "acc": float(np.mean(acc)),
+            "acc_raw": float(np.mean(acc_raw)), "prob": float(np.mean(prob)), "n_questions": len(task.questions)}
+
+
+def evaluate(logits_fn, tasks, tokenizer, *, batch_size: int, seq_len: int) -> list[dict]:
+    """Score every task; logits_fn(inputs, segment_ids, positions) int32 [B, L] -> logits [B, L, V].
+
+    Returns one dict per task: task, loss (bits per byte of the gold answer), acc (length-normalised),
+    acc_raw, prob, n_questions.
+    """
+    if batch_size < 1 or seq_len < 2:
+        raise LadderError(f"eval: batch_size {batch_size} and seq_len {seq_len} must be >= 1 and >= 2")
+    results = []
+    for task in tasks:
+        rows = encode_rows(task, tokenizer, seq_len)
+        logprobs = score_rows(logits_fn, rows, batch_size=batch_size, seq_len=seq_len, pad_id=tokenizer.pad_id)
+        results.append(task_metrics(task, logprobs, rows))
+    return results
+
+
+def rows_for_results(metrics: list[dict], run: str, n: int, d: int, step: int, **extra) -> list[dict]:
+    """Rows for `ladder.results.append_rows`: run, n, d, step, task, loss, acc, acc_raw, prob (+ extra)."""
+    keys = ("task", "loss", "acc", "acc_raw", "prob")
+    return [{"run": run, "n": n, "d": d, "step": step, **{k: m[k] for k in keys}, **extra} for m in metrics]
+
+
+def ngram_logits_fn(counts: np.ndarray, order: int):
+    """A fixed byte n-gram model as a logits function (for tests and for checking task difficulty).
+
+    counts: float [V^(order-1), V] smoothed next-token counts indexed by the previous order-1 tokens in base V.
+    """
+    V = counts.shape[-1]
+    table = jnp.asarray(np.log(counts / counts.sum(-1, keepdims=True)), jnp.float32)
+
+    @partial(jax.jit)
+    def logits_fn(inputs, segment_ids, positions):
+        idx = jnp.zeros(inputs.shape, jnp.int32)
+        for back in range(order - 1):  # context index from the previous order-1 inputs (within the row)
+            shifted = jnp.pad(inputs, ((0, 0), (back, 0)), constant_values=0)[:, : inputs.shape[1]]
+            idx = idx + jnp.clip(shifted, 0, V - 1) * (V**back)
+        return table[idx]
+
+    return logits_fn

@@ -1,0 +1,296 @@
+"""Multiple-choice tasks for ranked classification: JSONL files, tfds catalog tasks, embedded tasks.
+
+A question is a context and two or more choices, one of them gold; the evaluator scores each choice by the
+log-likelihood of its tokens after the (k-shot) prompt. Three sources (schema and examples: docs/tasks.md):
+
+- JSONL files: one question per line, {"context": str, "choices": [str, ...], "gold": int}; lines with
+  "fewshot": true form the task's few-shot pool instead of being questions.
+- tfds catalog tasks (cloud runs): ARC-Easy/Challenge, HellaSwag, PIQA, OpenBookQA, BoolQ, read from a
+  prepared data_dir; never downloaded unless asked.
+- embedded tasks built from the held-out (test) split of the embedded corpus, one per domain:
+  `prose_continuation`, `legal_continuation` (which of four passages continues the text: the true one or
+  passages from other held-out documents) and `code_next_line` (which of four lines comes next: the true
+  one or lines with the same indentation from other files). Few-shot pools come from the validation split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ladder.errors import LadderError
+
+EMBEDDED = {"prose_continuation": "prose", "code_next_line": "code", "legal_continuation": "legal"}
+CATALOG = {  # task name -> (tfds name, split evaluated, few-shot split)
+    "arc_easy": ("ai2_arc/ARC-Easy", "test", "train"),
+    "arc_challenge": ("ai2_arc/ARC-Challenge", "test", "train"),
+    "hellaswag": ("hellaswag", "validation", "train"),
+    "piqa": ("piqa", "validation", "train"),
+    "openbookqa": ("openbookqa", "test", "train"),
+    "boolq": ("bool_q", "validation", "train"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    context: str
+    choices: tuple[str, ...]
+    gold: int
+
+
+@dataclasses.dataclass
+class Task:
+    name: str
+    questions: list[Question]
+    fewshot: list[Question] = dataclasses.field(default_factory=list)
+    k_shot: int = 0
+    seed: int = 0
+    fewshot_separator: str = "\n\n"
+
+    def __post_init__(self):
+        if not self.questions:
+            raise LadderError(f"task {self.name}: no questions; check the task file or source")
+        for i, q in enumerate(self.questions):
+            validate_question(q, f"task {self.name}, question {i}")
+        if self.k_shot > len(self.fewshot):
+            raise LadderError(f"task {self.name}: k_shot={self.k_shot} but the few-shot pool has "
+                              f"{len(self.fewshot)} examples; lower eval.k_shot or add \"fewshot\": true lines")
+
+    def prompt(self, i: int) -> str:
+        """Question i's context after k solved examples drawn from the pool by (seed, i)."""
+        q = self.questions[i]
+        if not self.k_shot:
+            return q.context
+        rng = np.random.default_rng([self.seed, i])
+        shots = [self.fewshot[j] for j in rng.choice(len(self.fewshot), self.k_shot, replace=False)]
+        return "".join(s.context + s.choices[s.gold] + self.fewshot_separator for s in shots) + q.context
+
+
+def validate_question(q: Question, where: str) -> None:
+    if not isinstance(q.context, str):
+        raise LadderError(f"{where}: context must be a string")
+    if len(q.choices) < 2:
+        raise LadderError(f"{where}: {len(q.choices)} choice(s); a question needs at least 2")
+    if not all(isinstance(c, str) for c in q.choices):
+        raise LadderError(f"{where}: every choice must be a string")
+    if not (isinstance(q.gold, (int, np.integer)) and 0 <= q.gold < len(q.choices)):
+        raise LadderError(f"{where}: gold index {q.gold!r} is out of range for {len(q.choices)} choices")
+    empty = [j for j, c in enumerate(q.choices) if not c.encode("utf-8")]
+    if empty:
+        raise LadderError(f"{where}: choice {empty[0]} is empty; every choice needs at least one byte")
+
+
+# ------------------------------------------------------------------------------------------ JSONL
+def read_jsonl_task(path: str | Path, name: str | None = None, k_shot: int = 0, seed: int = 0) -> Task:
+    path = Path(path)
+    if not path.is_file():
+        raise LadderError(f"eval.tasks: no task file {str(path)!r}")
+    questions, pool = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LadderError(f"{where}: malformed JSON ({e.msg}); fix or remove the line") from None
+            if not isinstance(r, dict) or not {"context", "choices", "gold"} <= set(r):
+                raise LadderError(f"{where}: needs keys context, choices, gold (see docs/tasks.md)")
+            if not isinstance(r["choices"], list):
+                raise LadderError(f"{where}: choices must be a list of strings")
+            q = Question(r["context"], tuple(r["choices"]), r["gold"])
+            validate_question(q, where)
+            (pool if r.get("fewshot") else questions).append(q)
+    if not questions:
+        raise LadderError(f"{path}: no questions (empty file, or every line is a few-shot example)")
+    return Task(name or path.stem, questions, pool, k_shot, seed)
+
+
+def write_jsonl_task(task: Task, path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for q, shot in [(q, False) for q in task.questions] + [(q, True) for q in task.fewshot]:
+            record = {"context": q.context, "choices": list(q.choices), "gold": int(q.gold)}
+            f.write(json.dumps(record | ({"fewshot": True} if shot else {})) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ catalog
+def _s(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def catalog_question(task: str, r: dict) -> Question:
+    """One tfds record -> Question, formatted as the OLMo evaluation suite formats ranked classification."""
+    if task.startswith("arc"):
+        return Question(f"Question: {_s(r['question'])}\nAnswer:", tuple(" " + _s(t) for t in r["choices"]["text"]),
+                        int(list(r["choices"]["label"]).index(r["answerKey"])))
+    if task == "hellaswag":
+        return Question(f"{_s(r['activity_label'])}: {_s(r['context'])}", tuple(" " + _s(e) for e in r["endings"]),
+                        int(r["label"]))
+    if task == "piqa":
+        return Question(f"Question: {_s(r['goal'])}\nAnswer:", (" " + _s(r["sol1"]), " " + _s(r["sol2"])), int(r["label"]))
+    if task == "openbookqa":
+        q = r["question"]
+        return Question(f"Question: {_s(q['stem'])}\nAnswer:", tuple(" " + _s(q[f"choice_{c}"]) for c in "ABCD"),
+                        int(r["answerKey"]))
+    if task == "boolq":
+        return Question(f"{_s(r['passage'])}\nQuestion: {_s(r['question'])}?\nAnswer:", (" no", " yes"),
+                        int(bool(r["answer"])))
+    raise LadderError(f"eval.tasks: no formatter for catalog task {task!r}")
+
+
+def catalog_task(task: str, data_dir: str, k_shot: int = 0, seed: int = 0, max_questions: int = 0,
+                 try_gcs: bool = False, download: bool = False) -> Task:
+    from ladder.data.tfds_builder import catalog_source
+
+    if task not in CATALOG:
+        raise LadderError(f"eval.tasks: unknown catalog task {task!r}; choose from {', '.join(CATALOG)}")
+    name, split, shot_split = CATALOG[task]
+    source = catalog_source(name, split, data_dir, try_gcs=try_gcs, download=download)
+    n = min(len(source), max_questions or len(source))
+    questions = [catalog_question(task, source[i]) for i in range(n)]
+    pool = []
+    if k_shot:
+        shots = catalog_source(name, shot_split, data_dir, try_gcs=try_gcs, download=download)
+        pool = [catalog_question(task, shots[i]) for i in range(min(len(shots), 1000))]
+    return Task(task, questions, pool, k_shot, seed)
+
+
+# ------------------------------------------------------------------------------------------ embedded
+_BOUNDARY = re.compile(r"(?<=[.!?:;])\s+|\n+")
+
+
+def _snap(text: str, pos: int) -> int | None:
+    """The first sentence or line start at or after pos (None if there is none)."""
+    m = _BOUNDARY.search(text, pos)
+    return m.end() if m and m.end() < len(text) else None
+
+
+def _passage(text: str, start: int, n_chars: int) -> str | None:
+    """About n_chars of text from start, cut at a word boundary; None if too short or blank."""
+    piece = text[start : start + n_chars + 16]
+    cut = piece.rfind(" ", n_chars // 2, n_chars + 16)
+    piece = piece[:cut] if cut > 0 else piece[:n_chars]
+    return piece if len(piece.strip()) >= n_chars // 2 else None
+
+
+def continuation_questions(docs: list[str], n: int, seed: int, context_chars: int = 160,
+                           answer_chars: int = 48, n_choices: int = 4) -> list[Question]:
+    """Which passage continues the context: the true one, or one from another held-out document."""
+    docs = [d for d in docs if len(d) > context_chars + 2 * answer_chars]
+    if len(docs) < n_choices:
+        raise LadderError(f"embedded task: {len(docs)} usable held-out documents, need {n_choices}; corpus too small")
+    weights = np.array([len(d) for d in docs], float)
+    rng = np.random.default_rng(seed)
+    out, tries = [], 0
+    while len(out) < n and tries < 50 * n:
+        tries += 1
+        i = rng.choice(len(docs), p=weights / weights.sum())
+        doc = docs[i]
+        at = _snap(doc, int(rng.integers(context_chars, len(doc) - answer_chars)))
+        if at is None or at < context_chars:
+            continue
+        gold = _passage(doc, at, answer_chars)
+        if gold is None:
+            continue
+        distractors = []
+        for j in rng.permutation(len(docs)):
+            if j == i or len(distractors) == n_choices - 1:
+                continue
+            start = _snap(docs[j], int(rng.integers(0, len(docs[j]) - answer_chars)))
+            piece = _passage(docs[j], start, answer_chars) if start is not None else None
+            if piece and piece != gold:
+                distractors.append(piece)
+        if len(distractors) < n_choices - 1:
+            continue
+        g = int(rng.integers(n_choices))
+        choices = distractors[:g] + [gold] + distractors[g:]
+        out.append(Question(doc[at - context_chars : at], tuple(choices), g))
+    return out
+
+
+def _lines(doc: str) -> list[str]:
+    return [ln for ln in doc.splitlines() if len(ln.strip()) >= 8 and len(ln) <= 100]
+
+
+def next_line_questions(docs: list[str], n: int, seed: int, context_chars: int = 160,
+                        n_choices: int = 4) -> list[Question]:
+    """Which line comes next in a source file: the true one or same-indentation lines from other files."""
+    by_indent: dict[str, list[tuple[int, str]]] = {}
+    for d, doc in enumerate(docs):
+        for ln in _lines(doc):
+            by_indent.setdefault(ln[: len(ln) - len(ln.lstrip())], []).append((d, ln))
+    rng = np.random.default_rng(seed)
+    usable = [d for d in range(len(docs)) if len(docs[d]) > 2 * context_chars]
+    if len(usable) < n_choices:
+        raise LadderError(f"embedded task: {len(usable)} usable held-out source files, need {n_choices}")
+    out, tries = [], 0
+    while len(out) < n and tries < 50 * n:
+        tries += 1
+        d = int(rng.choice(usable))
+        doc = docs[d]
+        lines = doc.splitlines(keepends=True)
+        k = int(rng.integers(1, len(lines)))
+        line = lines[k].rstrip("\n")
+        start = sum(len(x) for x in lines[:k])
+        if len(line.strip()) < 8 or len(line) > 100 or start < context_chars:
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        pool = by_indent.get(indent, [])
+        others = [pool[j][1] for j in rng.permutation(len(pool))[: 8 * n_choices] if pool[j][0] != d]
+        others = list(dict.fromkeys(o for o in others if o != line))[: n_choices - 1]
+        if len(others) < n_choices - 1:
+            continue
+        g = int(rng.integers(n_choices))
+        choices = [o + "\n" for o in others[:g]] + [line + "\n"] + [o + "\n" for o in others[g:]]
+        out.append(Question(doc[start - context_chars : start], tuple(choices), g))
+    return out
+
+
+def embedded_task(name: str, data_cfg=None, n_questions: int = 300, k_shot: int = 0, seed: int = 0) -> Task:
+    from ladder.data.pipeline import documents
+
+    if name not in EMBEDDED:
+        raise LadderError(f"eval.tasks: unknown embedded task {name!r}; choose from {', '.join(EMBEDDED)}")
+    domain = EMBEDDED[name]
+    make = next_line_questions if domain == "code" else continuation_questions
+    test = documents(data_cfg, "test", domain=domain)
+    questions = make(test, n_questions, seed=1000 + seed)
+    pool = make(documents(data_cfg, "validation", domain=domain), 64, seed=2000 + seed) if k_shot else []
+    return Task(name, questions, pool, k_shot, seed)
+
+
+# ------------------------------------------------------------------------------------------ config
+def load_tasks(task_cfg=None, data_cfg=None) -> list[Task]:
+    """Tasks named by `eval.tasks` (a comma string or list). Each entry is one of:
+    "embedded" (all embedded tasks) | an embedded task name | a catalog task name | a path to a .jsonl file.
+    Other fields: k_shot (0), max_questions (0 = all; embedded tasks are built with n_questions = 300),
+    seed (0), tfds_data_dir (for catalog tasks), try_gcs/download (False).
+    """
+    get = (lambda k, d: task_cfg.get(k, d) if task_cfg is not None else d)
+    names = get("tasks", "embedded")
+    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    names = [e for n in names if n for e in (list(EMBEDDED) if n == "embedded" else [n])]
+    if not names:
+        raise LadderError("eval.tasks: empty; name tasks such as 'embedded' or a .jsonl file")
+    k_shot, seed, cap = int(get("k_shot", 0)), int(get("seed", 0)), int(get("max_questions", 0))
+    tasks = []
+    for n in names:
+        if n in EMBEDDED:
+            task = embedded_task(n, data_cfg, n_questions=int(get("n_questions", 300)), k_shot=k_shot, seed=seed)
+        elif n in CATALOG:
+            task = catalog_task(n, get("tfds_data_dir", ""), k_shot, seed, cap, bool(get("try_gcs", False)),
+                                bool(get("download", False)))
+        elif n.endswith(".jsonl") or Path(n).is_file():
+            task = read_jsonl_task(n, k_shot=k_shot, seed=seed)
+        else:
+            raise LadderError(f"eval.tasks: {n!r} is neither an embedded task ({', '.join(EMBEDDED)}), a catalog "
+                              f"task ({', '.join(CATALOG)}) nor a .jsonl file")
+        if cap:
+            task.questions = task.questions[:cap]
+        tasks.append(task)
+    return tasks

@@ -114,3 +114,79 @@ def minimize_from_grid(
         n_starts=len(starts),
         message=str(best.message),
     )
+
+
+def best_starts(objective_batch: Callable[[np.ndarray], np.ndarray], grid: np.ndarray, k: int) -> np.ndarray:
+    """The k rows of `grid` [S, P] with the lowest objective, evaluated in one vectorised call.
+
+    A 4,500-point grid costs one broadcast here instead of 4,500 L-BFGS runs; L-BFGS then starts only from
+    the most promising basins (tests check this still reaches the published Chinchilla optimum).
+    """
+    f = np.asarray(objective_batch(grid), dtype=np.float64)
+    f = np.where(np.isfinite(f), f, np.inf)
+    order = np.argsort(f, kind="stable")[: max(1, k)]
+    return grid[order[np.isfinite(f[order])]] if np.isfinite(f[order]).any() else grid[order]
+
+
+def robust_loss(r: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rho(r), rho'(r), IRLS curvature rho'(r)/r): squared error when delta is None, else Huber(delta)."""
+    if delta is None:
+        return 0.5 * r * r, r, np.ones_like(r)
+    v, d = huber(r, delta)
+    return v, d, np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
+
+
+def minimize_batched(
+    residual_fn: Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]],
+    x0: np.ndarray,
+    weights: np.ndarray,
+    *,
+    delta: float | None = None,
+    bounds: Sequence[tuple[float | None, float | None]] | None = None,
+    max_iter: int = 200,
+    rtol: float = 1e-12,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Minimise sum_i w[b, i] rho(r_i(x_b)) for B independent problems at once (bootstrap samples).
+
+    `residual_fn(X [B, P], jac) -> (r [B, n], J [B, n, P] or None)`. Levenberg-Marquardt on the IRLS
+    (majorising) curvature J^T diag(w rho'(r)/r) J, which for squared error is Gauss-Newton and for Huber
+    never overestimates a step's gain; steps are clipped to `bounds` and kept only where they lower the
+    objective. One numpy pass serves all B problems, which is what makes a 1,000-sample bootstrap cheap.
+    Returns (X [B, P], objective [B], converged [B]).
+    """
+    x = np.array(x0, dtype=np.float64)
+    lo = np.array([-np.inf if b is None or b[0] is None else b[0] for b in bounds]) if bounds else None
+    hi = np.array([np.inf if b is None or b[1] is None else b[1] for b in bounds]) if bounds else None
+    B, P = x.shape
+    lam = np.full(B, 1e-3)
+    done = np.zeros(B, dtype=bool)
+    r, J = residual_fn(x, True)
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), r.shape)
+    v, d, c = robust_loss(r, delta)
+    f = (w * v).sum(-1)
+    eye = np.eye(P)
+    for _ in range(max_iter):
+        g = np.einsum("bn,bnp->bp", w * d, J)
+        H = np.matmul(np.swapaxes(J * (w * c)[..., None], 1, 2), J)
+        diag = np.diagonal(H, axis1=1, axis2=2)
+        A = H + lam[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)
+        try:
+            step = -np.linalg.solve(A, g[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = -np.linalg.lstsq(A.reshape(-1, P), g.reshape(-1), rcond=None)[0].reshape(B, P)
+        x_new = x + np.where(done[:, None], 0.0, step)
+        if lo is not None:
+            x_new = np.clip(x_new, lo, hi)
+        r_new, _ = residual_fn(x_new, False)
+        f_new = (w * robust_loss(r_new, delta)[0]).sum(-1)
+        accept = (f_new <= f) & ~done & np.isfinite(f_new)
+        gain = np.where(accept, f - f_new, 0.0)
+        x = np.where(accept[:, None], x_new, x)
+        lam = np.clip(np.where(accept, lam / 3.0, lam * 4.0), 1e-12, 1e16)
+        done |= (accept & (gain <= rtol * np.maximum(f, 1e-300))) | (lam >= 1e16)
+        f = np.where(accept, f_new, f)
+        if done.all():
+            break
+        r, J = residual_fn(x, True)
+        v, d, c = robust_loss(r, delta)
+    return x, f, done

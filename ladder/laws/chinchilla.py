@@ -1,0 +1,124 @@
+"""Step 1: loss as a power law of parameters N and tokens D (or of compute C = 6ND).
+
+    L(N, D) = E + A / N^alpha + B / D^beta            (Hoffmann et al. 2022, eq. 2)
+    log L   = LSE(a - alpha log N, b - beta log D, e)  with A = e^a, B = e^b, E = e^e
+
+fitted by L-BFGS on the SUM over points of Huber(delta = 1e-3) of the log residual, from a grid of starts
+(Besiroglu et al. 2024, "Chinchilla scaling: a replication attempt"). The compute-only form
+L(C) = E + A / C^alpha is the same with one power term. Formulas and sources: docs/laws.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ladder.laws.fitting import FitResult, best_starts, minimize_batched, minimize_from_grid, robust_loss
+
+HUBER_DELTA = 1e-3
+
+
+def _grid(*axes) -> np.ndarray:
+    return np.array(list(itertools.product(*axes)), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class LossForm:
+    """One step-1 functional form: parameter names, a vectorised log-loss with Jacobian, a start grid."""
+
+    name: str
+    names: tuple[str, ...]
+    grid: np.ndarray
+
+    def log_loss(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray, jac: bool = True):
+        """log L-hat [B, n] for parameter rows X [B, P] and its Jacobian [B, n, P] (None unless jac)."""
+        X = np.atleast_2d(X)
+        if self.name == "nd":
+            a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
+            terms = np.stack([a - alpha * logN, b - beta * logD, np.broadcast_to(e, (len(X), logN.size))], -1)
+        else:  # "c": compute C = 6ND
+            a, e, alpha = (X[:, i : i + 1] for i in range(3))
+            logC = np.log(6.0) + logN + logD
+            terms = np.stack([a - alpha * logC, np.broadcast_to(e, (len(X), logN.size))], -1)
+        m = terms.max(-1, keepdims=True)
+        ex = np.exp(terms - m)
+        s = ex.sum(-1, keepdims=True)
+        y = (m + np.log(s))[..., 0]
+        if not jac:
+            return y, None
+        p = ex / s  # softmax: d LSE / d term
+        if self.name == "nd":
+            J = np.stack([p[..., 0], p[..., 1], p[..., 2], -p[..., 0] * logN, -p[..., 1] * logD], -1)
+        else:
+            J = np.stack([p[..., 0], p[..., 1], -p[..., 0] * logC], -1)
+        return y, J
+
+    def predict(self, params: dict | np.ndarray, N, D) -> np.ndarray:
+        """L-hat at (N, D), broadcasting N and D; params a dict or an array [P] or [B, P] (-> [B, ...])."""
+        x = np.array([params[k] for k in self.names]) if isinstance(params, dict) else np.asarray(params)
+        N, D = np.broadcast_arrays(np.asarray(N, dtype=np.float64), np.asarray(D, dtype=np.float64))
+        y, _ = self.log_loss(np.atleast_2d(x), np.log(N).reshape(-1), np.log(D).reshape(-1), jac=False)
+        out = np.exp(y).reshape((-1,) + N.shape)
+        return out[0] if x.ndim == 1 else out
+
+    def readable(self, params: dict) -> dict:
+        """E, A, B (and alpha, beta) as in the paper's tables, from the log-space parameters."""
+        out = {"E": float(np.exp(params["e"])), "A": float(np.exp(params["a"])), "alpha": params["alpha"]}
+        if self.name == "nd":
+            out |= {"B": float(np.exp(params["b"])), "beta": params["beta"]}
+        return out
+
+
+# Besiroglu et al.'s grid: a, b in {0, 5, ..., 25}, e in {-1, -0.5, ..., 1}, alpha, beta in {0, 0.5, ..., 2}.
+LOSS_ND = LossForm("nd", ("a", "b", "e", "alpha", "beta"),
+                   _grid(np.arange(0, 30, 5), np.arange(0, 30, 5), np.arange(-1, 1.5, 0.5),
+                         np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5)))
+# Compute-only: C spans more decades than N or D, so a reaches further.
+LOSS_C = LossForm("c", ("a", "e", "alpha"),
+                  _grid(np.arange(0, 65, 5), np.arange(-1, 1.5, 0.5), np.arange(0, 1.05, 0.05)))
+FORMS = {"nd": LOSS_ND, "c": LOSS_C}
+
+
+def _objective(form: LossForm, logN, logD, logL, w, delta):
+    def fun_and_grad(x):
+        y, J = form.log_loss(x[None], logN, logD)
+        v, d, _ = robust_loss(y[0] - logL, delta)
+        return float(w @ v), J[0].T @ (w * d)
+
+    def batch(X):
+        y, _ = form.log_loss(X, logN, logD, jac=False)
+        return (w * robust_loss(y - logL, delta)[0]).sum(-1)
+
+    return fun_and_grad, batch
+
+
+def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELTA, top_k: int = 64) -> FitResult:
+    """Fit `form` to points (N, D, L): sum of Huber(delta) of log residuals, L-BFGS from the best grid starts.
+
+    The whole grid is scored in one vectorised pass; L-BFGS-B runs from its `top_k` best rows (top_k >= the
+    grid size runs from every start). Residuals are log L-hat - log L.
+    """
+    logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
+    w = np.ones_like(logL) if weights is None else np.asarray(weights, dtype=np.float64)
+    fun_and_grad, batch = _objective(form, logN, logD, logL, w, delta)
+    starts = best_starts(batch, form.grid, top_k)
+    return minimize_from_grid(fun_and_grad, starts, form.names,
+                              residual_fn=lambda x: form.log_loss(x[None], logN, logD, jac=False)[0][0] - logL)
+
+
+def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA):
+    """Refit many weightings of the same points at once (bootstrap), warm-started from x0 [P] or [B, P].
+
+    weights [B, n] (e.g. how often each point's run was drawn). Returns (X [B, P], objective [B], converged [B]).
+    """
+    logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
+    weights = np.atleast_2d(weights)
+    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(weights), len(form.names)))
+
+    def residual_fn(X, jac):
+        y, J = form.log_loss(X, logN, logD, jac)
+        return y - logL, J
+
+    return minimize_batched(residual_fn, X0, weights, delta=delta)

@@ -1,0 +1,141 @@
+"""The ladder planner: from target runs and a compute fraction (or explicit sizes and multiples) to rungs.
+
+Pure Python and instant (no JAX). `plan_ladder` returns the plan dict that `write_plan` stores and that the
+trainer (`ladder train --plan`) and the launcher read unchanged; docs/planning.md has every formula.
+
+    plan = plan_ladder(["7b-4t", "13b-5t"], preset="olmo-ladder")
+    print_table(plan); write_plan(plan, "plan.json")
+"""
+
+from __future__ import annotations
+
+import re
+
+from ladder.arch import Arch, flops_per_token_reference, n_params
+from ladder.errors import LadderError
+from ladder.plan.budget import choose_rungs
+from ladder.plan.planfile import VERSION, format_table, load_plan, print_table, rung_arch, write_plan
+from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset
+from ladder.plan.resources import check_rung, choose_slice, estimate_memory, estimate_seconds
+from ladder.plan.rungs import make_rung
+from ladder.plan.sizes import arch_for_size, format_count, parse_count
+
+__all__ = [
+    "plan_ladder", "write_plan", "load_plan", "rung_arch", "estimate_memory", "estimate_seconds", "choose_slice",
+    "check_rung", "print_table", "format_table", "parse_count", "arch_for_size", "LADDERS", "TARGETS", "VERSION",
+]
+
+DEFAULT_FRACTION = 0.01
+
+
+def _target(spec, family: Family) -> tuple[dict, Family]:
+    """A preset name ('7b-4t'), 'SIZE-TOKENS' ('3b-60b', shape by arch search), or a dict
+    {'name', 'tokens', and 'arch' (Arch fields) or 'n'}."""
+    if isinstance(spec, str) and spec.lower() in TARGETS:
+        preset = TARGETS[spec.lower()]
+        name, arch, tokens, family = spec.lower(), preset.arch, preset.tokens, preset.family
+    elif isinstance(spec, str):
+        m = re.fullmatch(r"([^-]+)-([^-]+)", spec.strip())
+        if not m:
+            raise LadderError(f"target: {spec!r} is neither a preset ({', '.join(TARGETS)}) nor SIZE-TOKENS "
+                              "such as 3b-60b")
+        n, tokens = parse_count(m.group(1), "target"), parse_count(m.group(2), "target")
+        name, arch = spec.lower(), arch_for_size(n, family.vocab_size, family.seq_len, field="target")
+    elif isinstance(spec, dict) and "tokens" in spec and ("arch" in spec or "n" in spec):
+        name, tokens = str(spec.get("name", "target")), parse_count(spec["tokens"], "target")
+        arch = (Arch(**spec["arch"]) if "arch" in spec else
+                arch_for_size(parse_count(spec["n"], "target"), family.vocab_size, family.seq_len, field="target"))
+    else:
+        raise LadderError(f"target: cannot read {spec!r}; give a preset name, SIZE-TOKENS, or a dict with "
+                          "tokens and arch or n")
+    tokens, n = int(tokens), n_params(arch)
+    return {"name": name, "n": n, "tokens": tokens, "flops_6nd": 6 * n * tokens,
+            "flops": flops_per_token_reference(arch) * tokens, "arch": arch.to_dict()}, family
+
+
+def _multiples(values) -> tuple[float, ...]:
+    out = []
+    for v in values:
+        try:
+            c = float(v)
+        except (TypeError, ValueError):
+            raise LadderError(f"multiples: cannot read {v!r} as a number; write e.g. 1,2,5,10")
+        if not c > 0 or c != c or c == float("inf"):
+            raise LadderError(f"multiples: {v!r} is not positive; Chinchilla multiples are > 0, e.g. 0.5,1,2,5")
+        out.append(int(c) if c.is_integer() else c)
+    if not out:
+        raise LadderError("multiples: the list is empty; write e.g. 1,2,5,10")
+    return tuple(sorted(set(out)))
+
+
+def _sizes(values, family: Family) -> list[tuple[str, Arch]]:
+    out = {}
+    for v in values:
+        label = v if isinstance(v, str) and v in family.named_archs else None
+        if label:
+            arch = family.named_archs[label]
+        else:
+            n = parse_count(v, "sizes")
+            arch = arch_for_size(n, family.vocab_size, family.seq_len, field="sizes")
+            label = v.strip() if isinstance(v, str) and not re.fullmatch(r"[0-9.e+]+", v.strip()) else format_count(n)
+        out[label] = arch
+    if not out:
+        raise LadderError("sizes: the list is empty; write e.g. 60M,150M,370M")
+    return sorted(out.items(), key=lambda kv: n_params(kv[1]))
+
+
+def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multiples=None, preset: str | None = None,
+                *, seed: int = 0, schedule: str = "cosine") -> dict:
+    """The plan for `targets` (names, SIZE-TOKENS strings or dicts; default: the preset's own targets).
+
+    Rungs come from, in order: explicit `sizes` (names like '60M', '1.3B' or numbers; a family's published
+    sizes keep their published shape), the preset's sizes, or, when neither is given, the widest ladder that
+    `fraction` (default 1%) of the targets' combined 6ND buys. `multiples` likewise. With explicit sizes a
+    given `fraction` is a cap: a plan that spends more is an error.
+    """
+    ladder = ladder_preset(preset) if preset is not None else None
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise LadderError(f"fraction: {fraction!r} is outside (0, 1]; give a share of the targets' compute, "
+                          "e.g. 0.01")
+    if schedule not in ("cosine", "wsd"):
+        raise LadderError(f"schedule: {schedule!r} is unknown; choose cosine or wsd")
+    family = ladder.family if ladder else OLMO
+    specs = list(targets) if targets else list(ladder.targets if ladder else [])
+    if not specs:
+        raise LadderError("target: no target given; pass --target (e.g. 7b-4t) or a --preset")
+    resolved = [_target(s, family) for s in specs]
+    if ladder is None:  # the targets' family decides vocab, seq_len and the batch/LR rules
+        families = {f.name for _, f in resolved}
+        if len(families) > 1:
+            raise LadderError(f"target: targets from different families ({', '.join(sorted(families))}); plan "
+                              "them separately or pass --preset")
+        family = resolved[0][1]
+    target_list = [t for t, _ in resolved]
+    if len({t["name"] for t in target_list}) < len(target_list):
+        raise LadderError("target: the same target is listed twice; list each once")
+    total_6nd = sum(t["flops_6nd"] for t in target_list)
+    smallest = min(t["n"] for t in target_list)
+
+    mults = _multiples(multiples) if multiples is not None else None
+    if sizes is not None:
+        chosen = _sizes(sizes, family)
+    elif ladder is not None and fraction is None:
+        chosen = [(s, family.named_archs[s]) for s in ladder.sizes]
+    else:
+        chosen, mults = choose_rungs(fraction or DEFAULT_FRACTION, total_6nd, family, smallest, mults)
+    if mults is None:
+        mults = ladder.multiples if ladder else (1, 2, 5, 10)
+
+    too_big = [label for label, a in chosen if n_params(a) >= smallest]
+    if too_big:
+        raise LadderError(f"target: the smallest target ({smallest:,} parameters) is not larger than rung size "
+                          f"{', '.join(too_big)}; a ladder predicts a larger model: use smaller --sizes")
+    rungs = [make_rung(label, a, c, family, seed=seed, schedule=schedule) for label, a in chosen for c in mults]
+    for r in rungs:
+        r["share"] = r["flops_6nd"] / total_6nd
+    spent = sum(r["share"] for r in rungs)
+    if fraction is not None and spent > fraction * (1 + 1e-9):
+        raise LadderError(f"fraction: these rungs spend {spent:.3%} of the targets' compute, more than the "
+                          f"--fraction cap {fraction:.3%}; drop sizes or multiples, or raise --fraction")
+    return {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
+            "fraction": spent, "defaults": dict(family.defaults), "rungs": rungs}

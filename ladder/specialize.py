@@ -1,0 +1,257 @@
+"""Specialization studies: continual-pretraining (CPT) grids for the planner and the compute-effectiveness
+analysis of specialized vs general continued pretraining (numpy only; plots in `plot_effectiveness`).
+
+Compute effectiveness (the question of Malaquias Junior et al. 2025): from one base checkpoint per size,
+continue pretraining on general data (kind "general") and on domain data (kind "domain") with the same
+token budgets. For each domain run at compute C_s = 6 N D_cpt, how much CPT compute C_g would the general
+run need to reach the same domain metric? We fit the general runs' curve per size (log loss linear in
+log compute; accuracy linear in log compute) and invert it: ratio = C_g / C_s (> 1: specializing pays).
+The trend in N is a log-linear fit log ratio = u + v log N. Formulas: docs/specialization.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from ladder.errors import require
+
+CPT_KINDS = ("general", "domain")
+
+
+# --- CPT grids ---------------------------------------------------------------------------------------------
+
+def cpt_grid(base_rungs: list[dict], ratios: list[float], budgets: list[float], *, per_param: bool = True,
+             warmup_fraction: float = 0.02, lr_factor: float = 1.0, restore_optimizer: bool = False) -> list[dict]:
+    """Plan-like CPT rungs: every base rung x domain share r x token budget.
+
+    Each rung is a copy of its base rung (architecture, batch, optimizer) with its own length and schedule:
+    `tokens` = budget (times N when `per_param`, so budgets are tokens per parameter), a re-warmup of
+    `warmup_fraction` of its steps, peak LR times `lr_factor`, plus CPT keys the trainer reads:
+    `base_run` (the base rung's name), `init_from` {run, step: "final", restore_optimizer}, `r` (domain share),
+    `mixture` {general: 1 - r, domain: r}, `d_cpt` (= tokens) and `kind` ("general" at r = 0, else "domain").
+    """
+    for i, r in enumerate(ratios):
+        require(0 <= r <= 1, f"ratios[{i}]", f"{r} is outside [0, 1]", "give domain shares of the CPT mixture in [0, 1]")
+    for i, b in enumerate(budgets):
+        require(b > 0, f"budgets[{i}]", f"{b} is not > 0", "give CPT budgets as tokens per parameter (or tokens)")
+    require(0 <= warmup_fraction < 1, "warmup_fraction", f"{warmup_fraction} is outside [0, 1)", "use e.g. 0.02")
+    needed = ("name", "size", "n", "tokens", "batch_tokens", "peak_lr", "flops_per_token", "flops_per_token_6n")
+    rungs = []
+    for base in base_rungs:
+        for key in needed:
+            require(key in base, f"rung.{key}", f"missing from base rung {base.get('name', '?')!r}", "pass rungs of a plan file")
+        for budget in budgets:
+            tokens = budget * base["n"] if per_param else budget
+            steps = max(1, math.ceil(tokens / base["batch_tokens"]))
+            tokens = steps * base["batch_tokens"]
+            for r in ratios:
+                rung = copy.deepcopy(base)
+                tag = f"{budget:g}xN" if per_param else f"{tokens:.3g}tok"
+                rung.update(
+                    name=f"{base['name']}-cpt-r{r:g}-{tag}", tokens=tokens, total_steps=steps,
+                    warmup_steps=max(1, round(warmup_fraction * steps)), peak_lr=base["peak_lr"] * lr_factor,
+                    eval_steps=[steps], checkpoint_steps=[steps],
+                    flops=base["flops_per_token"] * tokens, flops_6n=base["flops_per_token_6n"] * tokens,
+                    base_run=base["name"], init_from={"run": base["name"], "step": "final", "restore_optimizer": restore_optimizer},
+                    r=float(r), mixture={"general": 1.0 - r, "domain": float(r)}, d_cpt=tokens,
+                    kind="general" if r == 0 else "domain",
+                )
+                if "share" in base and base.get("flops"):
+                    rung["share"] = base["share"] * rung["flops"] / base["flops"]
+                rungs.append(rung)
+    return rungs
+
+
+# --- compute effectiveness ---------------------------------------------------------------------------------
+
+def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> dict[str, np.ndarray]:
+    """One row per CPT run (its last step): n, compute 6 N d_cpt, kind, base_run, the metric, general_loss."""
+    for col in ("run", "n", "step", "d_cpt", "kind", "base_run"):
+        require(col in table, col, "column missing from the results table", "see docs/specialization.md")
+    num = lambda c: np.asarray(table[c], dtype=np.float64)  # noqa: E731
+    value_col = "acc" if task else metric
+    require(value_col in table, value_col, "column missing from the results table", "see docs/specialization.md")
+    keep = np.isin(table["kind"], CPT_KINDS) & (np.nan_to_num(num("d_cpt")) > 0)
+    if task:
+        keep &= table["task"] == task
+        require(keep.any(), "task", f"no CPT rows for task {task!r}", f"choose one of {sorted(set(table['task']))}")
+    last = {}
+    step = num("step")
+    for i in np.flatnonzero(keep):
+        if table["run"][i] not in last or step[i] > step[last[table["run"][i]]]:
+            last[table["run"][i]] = i
+    idx = np.array(sorted(last.values()), dtype=int)
+    require(len(idx) > 0, "kind", "no general/domain CPT rows in the results table",
+            "write CPT runs with kind 'general' or 'domain' and d_cpt > 0")
+    n = num("n")[idx]
+    general = num("general_loss")[idx] if "general_loss" in table else np.full(len(idx), np.nan)
+    return {"run": table["run"][idx], "n": n, "d_cpt": num("d_cpt")[idx], "compute": 6 * n * num("d_cpt")[idx],
+            "kind": table["kind"][idx], "base_run": table["base_run"][idx], "value": num(value_col)[idx],
+            "general_loss": general}
+
+
+def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain_loss", task: str | None = None) -> dict:
+    """Per size: how much general-CPT compute matches each domain-CPT run's domain metric, and the trend in N.
+
+    `metric` is a loss column (lower is better; fitted as log metric linear in log compute), or pass `task`
+    to use that task's accuracy (higher is better; fitted as accuracy linear in log compute).
+    """
+    rows = _final_rows(table, metric, task)
+    higher_better = task is not None
+    out_points, sizes = [], []
+    for base in sorted(set(rows["base_run"])):
+        at = rows["base_run"] == base
+        n = float(rows["n"][at][0])
+        gen, dom = at & (rows["kind"] == "general"), at & (rows["kind"] == "domain")
+        entry = {"base_run": base, "n": n, "n_general": int(gen.sum()), "n_domain": int(dom.sum())}
+        if gen.sum() < 2 or dom.sum() < 1:
+            sizes.append(entry | {"error": "needs 2+ general CPT runs and 1+ domain CPT run"})
+            continue
+        x = np.log(rows["compute"][gen])
+        y = rows["value"][gen] if higher_better else np.log(rows["value"][gen])
+        slope, intercept = np.polyfit(x, y, 1)
+        improves = slope > 0 if higher_better else slope < 0
+        ratios = []
+        for i in np.flatnonzero(dom):
+            target = rows["value"][i] if higher_better else np.log(rows["value"][i])
+            c_gen = float(np.exp((target - intercept) / slope)) if improves else math.inf
+            ratio = c_gen / rows["compute"][i]
+            same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
+            forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
+                          if same_budget.any() else math.nan)
+            out_points.append({"base_run": base, "n": n, "run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
+                               "compute": float(rows["compute"][i]), "value": float(rows["value"][i]),
+                               "general_compute_to_match": c_gen, "compute_ratio": ratio,
+                               "extrapolated": bool(not (x.min() <= math.log(c_gen) <= x.max())) if math.isfinite(c_gen) else True,
+                               "general_loss": float(rows["general_loss"][i]), "forgetting_vs_general_cpt": forgetting})
+            ratios.append(ratio)
+        ratios = np.array(ratios)
+        finite = ratios[np.isfinite(ratios)]
+        sizes.append(entry | {"general_fit": {"slope": float(slope), "intercept": float(intercept),
+                                              "form": "acc = i + s log C" if higher_better else "log L = i + s log C"},
+                              "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.inf})
+    trend = None
+    fitted = [s for s in sizes if math.isfinite(s.get("compute_ratio_geomean", math.nan))]
+    if len(fitted) >= 2:
+        v, u = np.polyfit(np.log([s["n"] for s in fitted]), np.log([s["compute_ratio_geomean"] for s in fitted]), 1)
+        trend = {"form": "log ratio = u + v log N", "u": float(u), "v": float(v),
+                 "ratio_x10_n": float(10**v), "n_sizes": len(fitted)}
+    return {"metric": f"acc[{task}]" if task else metric, "higher_is_better": higher_better, "sizes": sizes,
+            "points": out_points, "trend": trend, "curves": {k: v.tolist() for k, v in rows.items()}}
+
+
+def plot_effectiveness(report: dict, out_dir) -> list[str]:
+    """PNG plots: the domain metric and the general loss (forgetting) against CPT compute, and the ratio vs N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c = {k: np.asarray(v) for k, v in report["curves"].items()}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    paths = []
+    for key, ylabel, fname in (("value", report["metric"], "domain_metric_vs_compute.png"),
+                               ("general_loss", "general loss (bits per byte)", "general_loss_vs_compute.png")):
+        if not np.isfinite(c[key].astype(float)).any():
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for j, n in enumerate(sorted(set(c["n"].tolist()))):
+            for kind, style in (("general", "--o"), ("domain", "-s")):
+                sel = (c["n"] == n) & (c["kind"] == kind)
+                order = np.argsort(c["compute"][sel])
+                ax.plot(c["compute"][sel][order], c[key][sel][order].astype(float), style, color=colors[j % len(colors)],
+                        label=f"N={n:.3g}, {kind} CPT")
+        ax.set_xscale("log")
+        ax.set_xlabel("CPT compute 6 N D_cpt (FLOPs)")
+        ax.set_ylabel(ylabel)
+        ax.set_title("Specialized vs general continued pretraining" if key == "value" else "Forgetting: general loss after CPT")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / fname, dpi=120)
+        plt.close(fig)
+        paths.append(str(out_dir / fname))
+    fitted = [s for s in report["sizes"] if math.isfinite(s.get("compute_ratio_geomean", math.nan))]
+    if fitted:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        pts = [p for p in report["points"] if math.isfinite(p["compute_ratio"])]
+        ax.scatter([p["n"] for p in pts], [p["compute_ratio"] for p in pts], alpha=0.5, label="per budget")
+        ax.plot([s["n"] for s in fitted], [s["compute_ratio_geomean"] for s in fitted], "o", color="k", label="geometric mean per size")
+        if report["trend"]:
+            ns = np.geomspace(min(s["n"] for s in fitted), max(s["n"] for s in fitted), 50)
+            t = report["trend"]
+            ax.plot(ns, np.exp(t["u"]) * ns ** t["v"], "-", color="k", alpha=0.6, label=f"fit: ratio ∝ N^{t['v']:.2f}")
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model size N (parameters)")
+        ax.set_ylabel("general CPT compute / domain CPT compute\nto reach the same domain metric")
+        ax.set_title("Compute effectiveness of specialization")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "compute_ratio_vs_n.png", dpi=120)
+        plt.close(fig)
+        paths.append(str(out_dir / "compute_ratio_vs_n.png"))
+    return paths
+
+
+def plot_dcpt(fits: dict, points: dict, path) -> str:
+    """One PNG for D-CPT fits: per loss, observed points and fitted curves against the share r, one line
+    per (N, D); `fits`/`points` map "domain"/"general" to a DcptFit and its Points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(fits), figsize=(6.0 * len(fits), 4.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    r_line = np.linspace(0.0, 1.0, 200)
+    for ax, (name, fit) in zip(axes[0], fits.items()):
+        p = points[name]
+        combos = sorted({(a, b) for a, b in zip(p.n.tolist(), p.d.tolist())})
+        for j, (n, d) in enumerate(combos):
+            sel = (p.n == n) & (p.d == d)
+            color = colors[j % len(colors)]
+            ax.plot(p.r[sel], p.loss[sel], "o", color=color, ms=4)
+            k = None if p.k is None else np.full_like(r_line, p.k[sel][0])
+            ax.plot(r_line, fit.law(n, d, r_line, k), "-", color=color, lw=1, label=f"N={n:.3g}, D={d:.3g}")
+        ax.set_xlabel("own-data share r of the CPT mixture" + (" (general share)" if name == "general" else " (domain share)"))
+        ax.set_ylabel(f"{name} loss (bits per byte)")
+        ax.set_yscale("log")
+        ax.set_title(f"D-CPT law, {name} loss: R^2 = {fit.r2:.4f}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_split(fit, points, path) -> str:
+    """Observed vs predicted domain loss for a split-law fit, coloured by the domain share D'/(D + D')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred = fit.law(points.n, points.d, points.d_prime)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    sc = ax.scatter(points.loss, pred, c=points.d_prime / (points.d + points.d_prime), cmap="viridis", s=18)
+    lo, hi = float(min(points.loss.min(), pred.min())), float(max(points.loss.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="y = x")
+    ax.set_xlabel("observed domain loss (bits per byte)")
+    ax.set_ylabel("split law prediction (bits per byte)")
+    ax.set_title(f"L(N, D, D') fit: R^2 = {fit.r2:.4f}")
+    fig.colorbar(sc, ax=ax, label="domain token share D'/(D+D')")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

@@ -12,11 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ladder.errors import LadderError, require
+
 # Required columns, in file order. `loss` is the task loss in bits per byte of the correct answer.
 REQUIRED = ("run", "n", "d", "step", "task", "loss", "acc")
 # Optional columns the suite knows; any other column is kept as an extra feature.
-OPTIONAL = ("acc_raw", "prob", "lm_loss", "flops", "size", "multiple")
-NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops", "multiple"}
+OPTIONAL = ("acc_raw", "prob", "lm_loss", "flops", "size", "multiple", "chance")
+NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops", "multiple", "chance"}
+# Columns that must be finite and > 0, and columns that are fractions in [0, 1] where present.
+POSITIVE = ("n", "d", "loss")
+FRACTIONS = ("acc", "acc_raw", "prob", "chance")
 
 
 def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -49,17 +54,64 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def read_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a results CSV into columns: numeric columns as float64 (blank -> NaN), others as str arrays."""
+def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, np.ndarray]:
+    """Read a results CSV into columns: numeric columns as float64 (blank -> NaN), others as str arrays.
+
+    With validate=True the table is checked by `validate_table` (a LadderError naming run and column).
+    """
+    path = Path(path)
+    require(path.is_file(), str(path), "results table not found", "pass the CSV written by the evaluator or `ladder import`")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
+        if validate:
+            raise LadderError(f"{path}: results table has no rows; evaluate some checkpoints or import a ladder")
         return {}
     cols = {}
     for k in rows[0]:
         vals = [r[k] for r in rows]
         if k in NUMERIC:
-            cols[k] = np.array([float(v) if v not in ("", None) else np.nan for v in vals], dtype=np.float64)
+            try:
+                cols[k] = np.array([float(v) if v not in ("", None) else np.nan for v in vals], dtype=np.float64)
+            except ValueError:
+                bad = next(i for i, v in enumerate(vals) if not _is_float(v))
+                raise LadderError(f"{path}: column {k!r} row {bad + 2} (run {rows[bad].get('run')!r}) has "
+                                  f"{vals[bad]!r}, not a number; fix that row") from None
         else:
             cols[k] = np.array(vals, dtype=str)
+    return validate_table(cols, str(path)) if validate else cols
+
+
+def _is_float(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return v in ("", None)
+
+
+def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -> dict[str, np.ndarray]:
+    """Check a column dict against the schema; raise a LadderError naming the column and the first bad run.
+
+    Required columns present; n, d, loss finite and positive; acc (and acc_raw, prob, chance) in [0, 1].
+    Optional numeric columns may be blank (NaN) except where a method needs them (it says so itself).
+    """
+    missing = [k for k in REQUIRED if k not in cols]
+    require(not missing, source, f"missing required columns {missing} (has {sorted(cols)})",
+            f"write at least {', '.join(REQUIRED)} (docs/results.md)")
+    run = cols["run"]
+    for k in POSITIVE:
+        bad = ~(np.isfinite(cols[k]) & (cols[k] > 0))
+        require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
+                f"{run[bad.argmax()]!r} (step {cols['step'][bad.argmax()]:g}, value {cols[k][bad.argmax()]!r})",
+                "drop or fix those rows")
+    for k in FRACTIONS:
+        if k not in cols:
+            continue
+        v = cols[k]
+        bad = np.isnan(v) if k == "acc" else np.zeros(len(v), dtype=bool)
+        bad |= (v < 0) | (v > 1)
+        require(not bad.any(), source, f"column {k!r} outside [0, 1] in {int(bad.sum())} rows, first in run "
+                f"{run[bad.argmax()]!r} (step {cols['step'][bad.argmax()]:g}, value {v[bad.argmax()]!r})",
+                "accuracies and probabilities are fractions, not percentages")
     return cols

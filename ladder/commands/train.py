@@ -1,0 +1,103 @@
+"""`ladder train CONFIG | --plan PLAN --rung NAME [--run-dir DIR] [--config.k=v ...]`.
+
+Exit 0 when the run is done (also when it already was), 2 on bad input, 1 on failure (NaN, distributed
+start-up), 143 when stopped by SIGTERM after saving a checkpoint (run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ladder.errors import LadderError
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, the shell's convention for "terminated"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", nargs="?", help="get_config() file, e.g. configs/tiny.py (or file.py:arg)")
+    parser.add_argument("--plan", help="plan JSON from `ladder plan`; train one of its rungs")
+    parser.add_argument("--rung", help="rung name within --plan, e.g. 370M-5xC")
+    parser.add_argument("--run-dir", help="run directory (default runs/<config name>); resumes from it")
+    parser.add_argument("--coordinator", help="HOST:PORT of process 0 for multi-process runs")
+    parser.add_argument("--num-processes", type=int, help="number of processes in a multi-process run")
+    parser.add_argument("--process-id", type=int, help="this process's index in [0, num-processes)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() with no arguments (TPU VM environment)")
+
+
+def build_config(args):
+    """The train config the arguments describe (no JAX import)."""
+    from ladder.config import apply_overrides, load_config
+
+    if args.plan:
+        if args.config or not args.rung:
+            raise LadderError("--plan: give --plan PLAN.json --rung NAME (and no CONFIG file)")
+        from ladder.plan import load_plan
+        from ladder.train import config_from_rung
+
+        plan = load_plan(args.plan)
+        rungs = {r["name"]: r for r in plan["rungs"]}
+        if args.rung not in rungs:
+            raise LadderError(f"--rung: {args.rung!r} is not in {args.plan}; rungs: {', '.join(rungs)}")
+        config = config_from_rung(rungs[args.rung], plan.get("defaults") or {})
+        config = apply_overrides(config, args.config_overrides)
+    elif args.config:
+        config = load_config(args.config, args.config_overrides)
+    else:
+        raise LadderError("config: give a CONFIG file (e.g. configs/tiny.py) or --plan PLAN.json --rung NAME")
+    d = config.distributed
+    if args.coordinator or args.num_processes is not None or args.process_id is not None:
+        if not (args.coordinator and args.num_processes is not None and args.process_id is not None):
+            raise LadderError("--coordinator: multi-process runs need --coordinator, --num-processes and --process-id")
+        d.update(initialize=True, coordinator=args.coordinator, num_processes=args.num_processes,
+                 process_id=args.process_id)
+    elif args.distributed:
+        d.initialize = True
+    return config
+
+
+def make_on_eval(config, run_dir):
+    """Evaluate on the config's tasks at eval steps and write results.csv; None when no tasks are configured."""
+    if "tasks" not in config:
+        return None
+    from ladder import eval as eval_lib
+    from ladder import results, tasks
+    from ladder.arch import n_params
+    from ladder.data.tokenizer import make_tokenizer
+    from ladder.train import arch_of
+
+    import jax
+
+    tokenizer = make_tokenizer(config.data)
+    task_list = tasks.load_tasks(config.tasks)
+    a = arch_of(config)
+
+    def on_eval(step, params, logits_fn):
+        rows = eval_lib.evaluate(logits_fn, task_list, tokenizer, batch_size=config.train.global_batch,
+                                 seq_len=a.seq_len)
+        if jax.process_index() == 0:
+            results.append_rows(f"{run_dir}/results.csv",
+                                eval_lib.rows_for_results(rows, config.name, n_params(a), a.d_model, step))
+
+    return on_eval
+
+
+def run(args) -> int:
+    config = build_config(args)
+    run_dir = args.run_dir or f"runs/{config.name}"
+    from ladder.train import TrainingFailed, train
+
+    try:
+        summary = train(config, run_dir, on_eval=make_on_eval(config, run_dir))
+    except TrainingFailed as e:
+        print(f"ladder train: failed: {e}", file=sys.stderr)
+        return 1
+    if summary["state"] == "preempted":
+        print(f"ladder train: stopped by SIGTERM at step {summary['step']} after saving a checkpoint; "
+              f"run the same command to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
+    mfu = summary.get("mfu")
+    print(f"ladder train: {summary['state']} {run_dir}: step {summary['step']}/{summary['total_steps']}, "
+          f"loss {summary.get('loss')}, N={summary.get('n'):,}" + (f", mfu {mfu:.1%}" if mfu else ""),
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,104 @@
+"""Model-FLOP utilisation, the run directory's metric files and the terminal progress line.
+
+MFU = (training FLOPs per token, from ladder.arch) x tokens/s / peak FLOP/s of all devices (docs/flops.md).
+The peak comes from ladder.chips for TPUs and GPUs; a CPU has no datasheet peak, so the trainer measures a
+jitted float32 matmul once at start and uses that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from ladder.chips import CHIPS
+
+# device_kind substrings (lower case) -> ladder.chips name; first match wins, so "v5 lite" precedes "v5".
+DEVICE_KINDS = (("v5 lite", "v5e"), ("v5e", "v5e"), ("v6 lite", "v6e"), ("v6e", "v6e"), ("v5p", "v5p"),
+                ("v5", "v5p"), ("v4", "v4"), ("h200", "h200"), ("h100", "h100"), ("a100", "a100"))
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, device=None) -> float:
+    """FLOP/s of the best of `repeats` jitted n x n matmuls (2 n^3 FLOPs each) on one device."""
+    device = device or jax.local_devices()[0]
+    a = jax.device_put(jnp.ones((n, n), dtype), device)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def chip_for(device) -> str | None:
+    kind = device.device_kind.lower()
+    return next((chip for key, chip in DEVICE_KINDS if key in kind), None)
+
+
+def peak_flops(devices) -> tuple[float, str]:
+    """(peak FLOP/s summed over `devices`, where the number came from)."""
+    devices = list(devices)
+    if devices[0].platform == "cpu":
+        # Forced host devices share one CPU: the host's peak is one matmul's, once per process.
+        return measure_matmul_peak() * jax.process_count(), "measured fp32 matmul (cpu)"
+    name = chip_for(devices[0])
+    if name is None:
+        return float("nan"), f"unknown device kind {devices[0].device_kind!r} (add it to metrics.DEVICE_KINDS)"
+    return CHIPS[name].peak_flops * len(devices), f"ladder.chips[{name!r}] x {len(devices)}"
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def format_duration(seconds: float) -> str:
+    if not seconds == seconds or seconds == float("inf"):  # nan or inf
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class MetricsWriter:
+    """metrics.jsonl, tb/ event files and a one-line progress display. Create it on process 0 only."""
+
+    def __init__(self, run_dir: Path, total_steps: int, stream=sys.stderr):
+        from tensorboardX import SummaryWriter  # imported here: only process 0 pays for it
+
+        self.run_dir, self.total_steps, self.stream = Path(run_dir), total_steps, stream
+        self.jsonl = open(self.run_dir / "metrics.jsonl", "a")
+        self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        self.tty = stream.isatty()
+
+    def write(self, row: dict, eta_s: float) -> None:
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        for key, value in row.items():
+            if key not in ("step", "time") and value is not None:
+                self.tb.add_scalar(f"train/{key}", value, row["step"])
+        line = (f"step {row['step']}/{self.total_steps}  loss {row['loss']:.4f}  "
+                f"{row['tokens_per_s']:,.0f} tok/s  mfu {row['mfu']:.1%}  eta {format_duration(eta_s)}")
+        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+        self.jsonl.close()
+        self.tb.close()
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop rows past `last_step` (written after the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(r + "\n" for r in rows))

@@ -1,0 +1,86 @@
+"""The device mesh and the one table that maps logical axis names to mesh axes (MaxText style).
+
+Mesh axes are named by role: `data` (pure data parallelism: replicas), `fsdp` (data parallelism whose
+replicas also shard parameters and optimizer state), `tensor` (Megatron-style splits of heads, MLP width and
+vocabulary). The batch is split over data x fsdp. Changing a parallelism strategy means editing RULES,
+never the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from ladder.errors import LadderError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# logical name -> mesh axis (or axes, or None = replicated). Parameters: model.py; activations: "act_*".
+RULES = (
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("norm", None),
+    ("layers", None),
+    ("act_batch", BATCH_AXES),
+    ("act_length", None),
+    ("act_embed", None),
+)
+
+
+def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
+    """Resolve config sizes (one may be -1 = fill) against the device count; LadderError when they cannot fit."""
+    sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+    for axis, size in zip(MESH_AXES, sizes):
+        if size == 0 or size < -1:
+            raise LadderError(f"mesh.{axis}: size {size} is invalid; use a positive size or -1 (fill)")
+    fills = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
+    if len(fills) > 1:
+        raise LadderError(f"mesh: {' and '.join('mesh.' + a for a in fills)} are both -1; at most one axis may fill")
+    fixed = math.prod(s for s in sizes if s != -1)
+    if fills:
+        if n_devices % fixed:
+            raise LadderError(f"mesh.{fills[0]}: cannot fill {n_devices} devices when the other axes multiply to "
+                              f"{fixed}; make {n_devices} divisible by the fixed sizes")
+        sizes = [n_devices // fixed if s == -1 else s for s in sizes]
+    elif fixed != n_devices:
+        raise LadderError(f"mesh: data*fsdp*tensor = {fixed} but there are {n_devices} devices; "
+                          "set the sizes to multiply to the device count or set one to -1")
+    return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices=None) -> Mesh:
+    """A mesh over `devices` (default: all devices of all processes) with Auto axis types."""
+    devices = jax.devices() if devices is None else list(devices)
+    shape = mesh_shape(mesh_cfg, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def logical_shardings(logical_specs, mesh: Mesh):
+    """A pytree of logical PartitionSpecs -> NamedShardings on `mesh` through RULES."""
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, RULES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """[batch, length] arrays: rows split over data x fsdp, replicated over tensor."""
+    return NamedSharding(mesh, P(BATCH_AXES, None))
+
+
+def local_rows(sharding: NamedSharding, global_batch: int, seq_len: int) -> tuple[int, int]:
+    """The contiguous block of global batch rows this process's devices hold, as [start, stop)."""
+    index_map = sharding.addressable_devices_indices_map((global_batch, seq_len))
+    starts = [idx[0].start or 0 for idx in index_map.values()]
+    stops = [global_batch if idx[0].stop is None else idx[0].stop for idx in index_map.values()]
+    return min(starts), max(stops)
+
+
+def to_global(local_batch: dict[str, np.ndarray], sharding: NamedSharding, global_batch: int) -> dict:
+    """Host-local rows -> global jax.Arrays (the multi-host path; also right on one host)."""
+    return {k: jax.make_array_from_process_local_data(sharding, v, (global_batch,) + v.shape[1:])
+            for k, v in local_batch.items()}

@@ -1,0 +1,453 @@
+"""The one trainer: a config (or a plan rung) in, a run directory out; resumes by itself.
+
+    config = default_config()                      # every key a train config may have, with defaults
+    summary = train(config, "runs/tiny")           # validate, init or resume, train, checkpoint, log
+
+The order inside train() is the contract users rely on: every config check runs before anything is compiled
+or written (a LadderError names the field and the fix); batches are a pure function of (data seed, step), so
+the step stored in a checkpoint is the data position; metrics are read one step late so the host never
+stalls the device queue; a NaN or Inf loss stops the run before a bad state can be checkpointed.
+Run-directory layout and status fields: docs/training.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ladder import arch as arch_lib
+from ladder import metrics as metrics_lib
+from ladder import sharding
+from ladder.checkpoint import Checkpoints
+from ladder.config import set_path, to_json
+from ladder.data import make_source
+from ladder.errors import LadderError, require
+from ladder.model import DTYPES, loss_fn, make_model
+from ladder.optimizer import SCHEDULES, make_optimizer
+
+
+class TrainingFailed(Exception):
+    """The run started but cannot go on (NaN loss, distributed start-up failure): exit code 1."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key a train config has. Config files start from this; unknown override keys are errors."""
+    c = ml_collections.ConfigDict()
+    c.name = "run"
+    c.model = dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden=0, vocab_size=259, seq_len=128,
+                   dtype="float32", param_dtype="float32", rope_theta=500_000.0, norm_eps=1e-6, init_std=0.02,
+                   scan_layers=True, remat=False)
+    # The data section is passed to ladder.data.make_source; its vocab_size is model.vocab_size.
+    c.data = dict(source="synthetic", seed=0)
+    c.train = dict(global_batch=16, total_steps=100, seed=0, z_loss=1e-4, eval_steps=[], checkpoint_steps=[],
+                   checkpoint_every=1000, keep_checkpoints=2, async_checkpoints=True, log_every=10,
+                   mfu_accounting="6n")
+    c.optim = dict(peak_lr=3e-3, final_lr_ratio=0.1, warmup_steps=10, schedule="cosine", decay_fraction=0.2,
+                   beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0)
+    c.mesh = dict(data=1, fsdp=-1, tensor=1)
+    # initialize=True with no coordinator: jax.distributed.initialize() reads the TPU VM environment.
+    c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300)
+    return c
+
+
+RUNG_KEYS = {  # plan rung key -> train config key
+    "d_model": "model.d_model", "n_layers": "model.n_layers", "n_heads": "model.n_heads",
+    "mlp_hidden": "model.mlp_hidden", "vocab_size": "model.vocab_size", "seq_len": "model.seq_len",
+    "batch_sequences": "train.global_batch", "total_steps": "train.total_steps", "seed": "train.seed",
+    "z_loss": "train.z_loss", "eval_steps": "train.eval_steps", "checkpoint_steps": "train.checkpoint_steps",
+    "peak_lr": "optim.peak_lr", "final_lr_ratio": "optim.final_lr_ratio", "warmup_steps": "optim.warmup_steps",
+    "schedule": "optim.schedule", "beta1": "optim.beta1", "beta2": "optim.beta2", "eps": "optim.eps",
+    "weight_decay": "optim.weight_decay", "clip": "optim.clip",
+}
+
+
+def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections.ConfigDict:
+    """A plan rung (plus the plan's dotted-key defaults) -> a train config."""
+    cfg = default_config()
+    cfg.name = rung["name"]
+    for key, path in RUNG_KEYS.items():
+        set_path(cfg, path, rung[key])
+    cfg.data.seed = rung["seed"]
+    for path, value in (defaults or {}).items():
+        set_path(cfg, path, value)
+    return cfg
+
+
+def arch_of(config) -> arch_lib.Arch:
+    m = config.model
+    return arch_lib.Arch(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab_size=m.vocab_size,
+                         seq_len=m.seq_len, mlp_hidden=m.mlp_hidden)
+
+
+def config_hash(config) -> str:
+    """sha256 of the canonical config JSON without the `distributed` section (it differs per process)."""
+    cfg = ml_collections.ConfigDict(config)
+    del cfg["distributed"]
+    return hashlib.sha256(to_json(cfg).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def validate(config) -> None:
+    """Checks that need no devices. Each failure is one line naming the field and the fix."""
+    m, t, o = config.model, config.train, config.optim
+    for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len")),
+                      ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
+                      ("optim", ("peak_lr",))):
+        for key in keys:
+            value = config[sec][key]
+            require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")
+    require(m.mlp_hidden >= 0, "model.mlp_hidden", f"must be >= 0, got {m.mlp_hidden}", "use 0 for 4*d_model")
+    require(m.d_model % m.n_heads == 0, "model.n_heads", f"{m.n_heads} heads do not divide d_model={m.d_model}",
+            "choose n_heads dividing d_model")
+    require((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", f"head width {m.d_model // m.n_heads} is odd",
+            "RoPE needs an even head width; change n_heads")
+    for key in ("dtype", "param_dtype"):
+        require(m[key] in DTYPES, f"model.{key}", f"unknown dtype {m[key]!r}", f"use one of {', '.join(DTYPES)}")
+    require(o.schedule in SCHEDULES, "optim.schedule", f"unknown schedule {o.schedule!r}",
+            f"use one of {', '.join(SCHEDULES)}")
+    require(0 <= o.warmup_steps <= t.total_steps, "optim.warmup_steps",
+            f"{o.warmup_steps} is outside [0, total_steps={t.total_steps}]", "lower warmup_steps")
+    require(0 <= o.final_lr_ratio <= 1, "optim.final_lr_ratio", f"{o.final_lr_ratio} is outside [0, 1]",
+            "use e.g. 0.1")
+    require(0 <= o.decay_fraction <= 1, "optim.decay_fraction", f"{o.decay_fraction} is outside [0, 1]",
+            "use e.g. 0.2")
+    for key in ("beta1", "beta2"):
+        require(0 <= o[key] < 1, f"optim.{key}", f"{o[key]} is outside [0, 1)", "use e.g. 0.9 / 0.95")
+    require(o.eps > 0, "optim.eps", f"must be positive, got {o.eps}", "use e.g. 1e-8")
+    for key in ("weight_decay", "clip"):
+        require(o[key] >= 0, f"optim.{key}", f"must be >= 0, got {o[key]}", "use 0 to turn it off")
+    require(t.z_loss >= 0, "train.z_loss", f"must be >= 0, got {t.z_loss}", "use 0 to turn it off")
+    require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}",
+            "use 0 for no periodic saves")
+    require(t.mfu_accounting in arch_lib.FLOP_COUNTS, "train.mfu_accounting", f"unknown {t.mfu_accounting!r}",
+            f"use one of {', '.join(arch_lib.FLOP_COUNTS)}")
+    for key in ("eval_steps", "checkpoint_steps"):
+        bad = [s for s in t[key] if not 0 < s <= t.total_steps]
+        require(not bad, f"train.{key}", f"steps {bad} are outside [1, total_steps={t.total_steps}]",
+                "remove them or raise total_steps")
+
+
+def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
+    """Checks that need the mesh: batch and parameter dimensions must split evenly over their mesh axes."""
+    m, t = config.model, config.train
+    a = arch_of(config)
+    dp = mesh_shape["data"] * mesh_shape["fsdp"]
+    require(t.global_batch % dp == 0, "train.global_batch",
+            f"{t.global_batch} is not divisible by data*fsdp = {dp}", f"use a multiple of {dp}")
+    require(t.global_batch % process_count == 0, "train.global_batch",
+            f"{t.global_batch} is not divisible by {process_count} processes", f"use a multiple of {process_count}")
+    require(m.d_model % mesh_shape["fsdp"] == 0, "mesh.fsdp",
+            f"fsdp={mesh_shape['fsdp']} does not divide d_model={m.d_model}", "choose a divisor of d_model")
+    tp = mesh_shape["tensor"]
+    for field, size in (("model.n_heads", m.n_heads), ("model.mlp_hidden", a.mlp_hidden),
+                        ("model.vocab_size", a.padded_vocab)):
+        require(size % tp == 0, "mesh.tensor", f"tensor={tp} does not divide {field}={size}",
+                "choose a tensor size dividing heads, MLP width and padded vocab")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """The run directory must be creatable and writable; checked without writing anything."""
+    require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
+            "pass a directory path")
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    require(os.access(probe, os.W_OK | os.X_OK), "--run-dir", f"{probe} is not writable",
+            "choose a directory you can write to")
+
+
+def initialize_distributed(dist) -> None:
+    """jax.distributed.initialize when the config asks; before any other JAX call touches the backend."""
+    if not dist.initialize:
+        return
+    kwargs = {"initialization_timeout": int(dist.timeout_s)}
+    if dist.coordinator:
+        require(dist.num_processes > 0 and 0 <= dist.process_id < dist.num_processes, "distributed.process_id",
+                f"process_id={dist.process_id} with num_processes={dist.num_processes}",
+                "give --num-processes N and --process-id in [0, N)")
+        kwargs.update(coordinator_address=dist.coordinator, num_processes=dist.num_processes,
+                      process_id=dist.process_id)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except Exception as e:  # noqa: BLE001 (jax raises several types; all mean the same thing here)
+        where = dist.coordinator or "the TPU environment"
+        raise TrainingFailed(f"jax.distributed.initialize via {where} failed within {dist.timeout_s}s "
+                             f"(check the coordinator address/port and that every process started): "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+# ------------------------------------------------------------------------------------------ the program
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+    """Everything compiled for one (config, mesh); usable ahead of time for another topology."""
+
+    step_fn: Callable  # (state, batch) -> (state, metrics); jitted, state donated
+    init_fn: Callable  # (rng key) -> state on state_shardings
+    logits_fn: Callable  # (params, inputs, segment_ids, positions) -> float32 logits [B, L, vocab_size]
+    abstract_state: dict  # ShapeDtypeStructs with .sharding
+    state_shardings: dict
+    batch_shardings: dict
+    mesh: jax.sharding.Mesh
+    schedule: Callable
+
+
+def make_train_step(config, mesh) -> TrainProgram:
+    a = arch_of(config)
+    model = make_model(config.model, a)
+    tx, schedule = make_optimizer(config.optim, config.train.total_steps)
+    z_coef = float(config.train.z_loss)
+    B, L = config.train.global_batch, a.seq_len
+
+    def boxed_state(rng):
+        ids = jnp.zeros((1, L), jnp.int32)
+        params = model.init(rng, ids, ids, ids)["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+    # eval_shape -> logical PartitionSpecs -> NamedShardings (optimizer moments inherit their param's names).
+    abstract_boxed = jax.eval_shape(boxed_state, jax.random.key(0))
+    state_shardings = sharding.logical_shardings(nn.get_partition_spec(abstract_boxed), mesh)
+    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  nn.meta.unbox(abstract_boxed), state_shardings)
+    row_sharding = sharding.batch_sharding(mesh)
+    batch_shardings = {k: row_sharding for k in ("inputs", "targets", "segment_ids", "positions")}
+    replicated = NamedSharding(mesh, P())
+
+    def init(rng):
+        return nn.meta.unbox(boxed_state(rng))
+
+    def in_mesh_context():
+        return jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(sharding.RULES)
+
+    def train_step(state, batch):
+        mesh_ctx, rules_ctx = in_mesh_context()
+        with mesh_ctx, rules_ctx:
+            def objective(params):
+                logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"], batch["positions"])
+                ce, z = loss_fn(logits, batch["targets"], batch["segment_ids"], z_coef)
+                return ce + z, (ce, z)
+
+            (_, (ce, z)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+            params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": ce, "z_loss": z, "grad_norm": optax.global_norm(grads), "lr": schedule(state["step"])}
+        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+    def logits(params, inputs, segment_ids, positions):
+        mesh_ctx, rules_ctx = in_mesh_context()
+        with mesh_ctx, rules_ctx:
+            return model.apply({"params": params}, inputs, segment_ids, positions)[..., : a.vocab_size]
+
+    param_shardings = state_shardings["params"]
+    return TrainProgram(
+        step_fn=jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
+                        out_shardings=(state_shardings, replicated), donate_argnums=0),
+        init_fn=jax.jit(init, out_shardings=state_shardings),
+        logits_fn=jax.jit(logits, in_shardings=(param_shardings, row_sharding, row_sharding, row_sharding),
+                          out_shardings=replicated),
+        abstract_state=abstract_state, state_shardings=state_shardings, batch_shardings=batch_shardings,
+        mesh=mesh, schedule=schedule,
+    )
+
+
+def bind_logits_fn(program: TrainProgram, params, data_parallel: int):
+    """logits_fn(inputs, segment_ids, positions) for the evaluator: host int arrays in, float32 logits out.
+
+    Rows are padded up to a multiple of the data-parallel size and the padding is cut off again. Every process
+    must call it with the same arrays.
+    """
+
+    def logits_fn(inputs, segment_ids, positions):
+        rows = inputs.shape[0]
+        pad = (-rows) % data_parallel
+        arrays = [np.pad(np.asarray(x, np.int32), ((0, pad), (0, 0))) for x in (inputs, segment_ids, positions)]
+        arrays = [jax.device_put(x, program.batch_shardings["inputs"]) for x in arrays]
+        return program.logits_fn(params, *arrays)[:rows]
+
+    return logits_fn
+
+
+# -------------------------------------------------------------------------------------------- the loop
+
+
+class _Preemption:
+    """SIGTERM -> save at the next step boundary and stop. Multi-process runs ask JAX's preemption service,
+    which agrees on one step across processes (a save called on one host only would hang the others)."""
+
+    def __init__(self):
+        self.flag = False
+        self.multi = jax.process_count() > 1
+        if not self.multi:
+            try:
+                self.previous = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not the main thread: no handler, no preemption saves
+                self.previous = None
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def reached(self, step: int) -> bool:
+        if not self.multi:
+            return self.flag
+        from jax.experimental import multihost_utils
+
+        try:
+            return multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError:
+            return False
+
+    def restore(self):
+        if not self.multi and self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def train(config, run_dir, on_eval: Callable | None = None) -> dict:
+    """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
+    run_dir = Path(run_dir)
+    validate(config)
+    check_run_dir(run_dir)
+    initialize_distributed(config.distributed)
+    mesh = sharding.make_mesh(config.mesh)
+    validate_for_mesh(config, dict(mesh.shape), jax.process_count())
+    digest = config_hash(config)
+    saved = _read_json(run_dir / "config.json")
+    require(saved is None or saved.get("config_hash") == digest, "--run-dir",
+            f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
+    status = _read_json(run_dir / "status.json")
+    if status and status.get("state") == "done":
+        return dict(status, run_dir=str(run_dir))
+
+    # Everything checked: from here on we write.
+    t, a = config.train, arch_of(config)
+    lead = jax.process_index() == 0
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if saved is None:
+            metrics_lib.write_json_atomic(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
+    program = make_train_step(config, mesh)
+    ckpts = Checkpoints(run_dir / "checkpoints", t.keep_checkpoints, t.checkpoint_steps, t.async_checkpoints)
+    start = ckpts.latest_step()
+    if start is None:
+        state, start = program.init_fn(jax.random.key(t.seed)), 0
+    else:
+        state = ckpts.restore(start, program.abstract_state)
+    data_cfg = ml_collections.ConfigDict(config.data)
+    data_cfg.vocab_size = a.vocab_size
+    source = make_source(data_cfg, a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
+    row_sharding = program.batch_shardings["inputs"]
+    local = t.global_batch // jax.process_count()
+    rows = sharding.local_rows(row_sharding, t.global_batch, a.seq_len)
+    require(rows == (jax.process_index() * local, (jax.process_index() + 1) * local), "mesh",
+            f"process {jax.process_index()} holds batch rows {rows}, not one contiguous per-process block",
+            "keep mesh.tensor within one host")
+
+    flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
+    tokens_per_step = t.global_batch * a.seq_len
+    peak, peak_source = metrics_lib.peak_flops(jax.devices())
+    writer = None
+    if lead:
+        metrics_lib.truncate_jsonl(run_dir / "metrics.jsonl", start)
+        writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
+    dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
+    eval_steps, save_steps = set(t.eval_steps), set(t.checkpoint_steps) | {t.total_steps}
+    base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=flops_per_token,
+                peak_flops=peak, peak_source=peak_source)
+    progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
+    clock = {"t": None, "step": start}
+
+    def set_status(state_name, **extra):
+        if lead:
+            done = progress["step"]
+            metrics_lib.write_json_atomic(run_dir / "status.json", dict(
+                base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
+                eta_s=progress["eta_s"], tokens=done * tokens_per_step,
+                flops_done=done * tokens_per_step * flops_per_token, updated=time.time(), **extra))
+
+    def record(done: int, device_metrics, force_log: bool) -> None:
+        """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""
+        m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+            raise TrainingFailed(f"step {done}: loss={m['loss']} grad_norm={m['grad_norm']} is not finite; "
+                                 f"stopped; the last good checkpoint (step {ckpts.latest_step()}) is kept; "
+                                 "lower optim.peak_lr, raise optim.warmup_steps or check the data")
+        now = time.perf_counter()
+        progress.update(step=done, loss=m["loss"])
+        if clock["t"] is None:  # the first step includes compilation: rates start after it
+            clock.update(t=now, step=done)
+            return
+        if not (force_log or done % t.log_every == 0) or done == clock["step"]:
+            return
+        rate = (done - clock["step"]) * tokens_per_step / (now - clock["t"])
+        clock.update(t=now, step=done)
+        eta = (t.total_steps - done) * tokens_per_step / rate
+        mfu = flops_per_token * rate / peak
+        progress.update(tokens_per_s=rate, eta_s=eta, mfu=mfu)
+        if lead:
+            writer.write(dict(step=done, loss=m["loss"], z_loss=m["z_loss"], grad_norm=m["grad_norm"], lr=m["lr"],
+                              tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu, time=time.time()), eta)
+            set_status("running")
+
+    preemption = _Preemption()
+    pending = None  # (step, device metrics) of the step before the newest: read after the next dispatch
+    set_status("running")
+    try:
+        for k in range(start, t.total_steps):
+            batch = sharding.to_global(source.batch(k), row_sharding, t.global_batch)
+            state, device_metrics = program.step_fn(state, batch)
+            done = k + 1
+            if pending:
+                record(*pending, force_log=False)
+            pending = (done, device_metrics)
+            preempted = preemption.reached(done)
+            must_save = done in save_steps or (t.checkpoint_every and done % t.checkpoint_every == 0) or preempted
+            if must_save or done in eval_steps or done == t.total_steps:
+                record(*pending, force_log=True)  # a state is saved or evaluated only after its loss is checked
+                pending = None
+            if done in eval_steps or (done == t.total_steps and on_eval):
+                if on_eval:
+                    on_eval(done, state["params"], bind_logits_fn(program, state["params"], dp))
+            if must_save:
+                ckpts.save(done, state)
+            if preempted:
+                ckpts.wait()
+                set_status("preempted")
+                return dict(base, state="preempted", step=done, loss=progress["loss"], run_dir=str(run_dir))
+        ckpts.wait()
+    except TrainingFailed as e:
+        ckpts.wait()
+        set_status("failed", error=str(e))
+        raise
+    finally:
+        preemption.restore()
+        if writer:
+            writer.close()
+        ckpts.close()
+    progress["eta_s"] = 0.0
+    set_status("done", mfu=progress["mfu"])
+    return dict(base, state="done", step=t.total_steps, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
+                mfu=progress["mfu"], run_dir=str(run_dir))

@@ -40,7 +40,7 @@ def cache_dir(data_cfg=None) -> Path:
     return Path(value).expanduser() if value else default_cache_dir()
 
 
-class _SplitByHash(tfds.core.GeneratorBasedBuilder):
+class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared machinery: gather (id, text) documents once, split them by hash, record counts and a hash."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -197,7 +197,9 @@ def catalog_source(name: str, split: str, data_dir: str, *, try_gcs: bool = Fals
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=try_gcs)
     except Exception as e:  # unknown name / missing module: tfds raises many types
-        raise LadderError(f"data.tfds_name: tfds cannot open {name!r} ({type(e).__name__}: {e}); check the name") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise LadderError(f"data.tfds_name: tfds cannot open {name!r} under {data_dir} ({type(e).__name__}: {first}); "
+                          "check the name and that it is prepared there") from None
     if not builder.is_prepared():
         if not download:
             raise LadderError(f"data.tfds_name: {name!r} is not prepared under {data_dir}; prepare it there in "

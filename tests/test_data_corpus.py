@@ -1,0 +1,72 @@
+"""The embedded corpus builds offline in a fresh directory, and the embedded tasks are built from it."""
+
+import socket
+
+import ml_collections
+import numpy as np
+import pytest
+
+from ladder import tasks as T
+from ladder.data import corpus, make_source
+from ladder.data.tfds_builder import embedded_builder, prepared, read_split
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Build every domain into a fresh cache with the network forbidden."""
+    root = tmp_path_factory.mktemp("ladder-cache")
+    real_connect = socket.socket.connect
+
+    def refuse(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError(f"network access attempted: {address}")
+        return real_connect(self, address)
+
+    socket.socket.connect = refuse
+    try:
+        builders = {d: prepared(embedded_builder(d, root / "tfds")) for d in corpus.DOMAINS}
+    finally:
+        socket.socket.connect = real_connect
+    return root, builders
+
+
+def test_embedded_corpus_builds_offline_with_counts_and_hash(built):
+    root, builders = built
+    for domain, b in builders.items():
+        meta = b.info.metadata
+        assert len(meta["content_sha256"]) == 64
+        counts = meta["counts"]
+        assert counts["train"]["documents"] > counts["test"]["documents"] > 0, domain
+        assert len(read_split(b, "test")) == counts["test"]["documents"]
+    assert builders["code"].info.metadata["counts"]["train"]["bytes"] > 1e6  # the stdlib is megabytes of code
+    # Splits come from the document hash: a test document is never also a training document.
+    test_docs = {bytes(r["text"]) for r in (read_split(builders["prose"], "test")[i] for i in range(20))}
+    assert all(corpus.split_of(t.decode()) == "test" for t in test_docs)
+
+
+def test_embedded_source_serves_the_pinned_batch(built):
+    root, _ = built
+    cfg = ml_collections.ConfigDict(dict(source="embedded", domains="prose,legal", weights="0.8,0.2",
+                                         cache_dir=str(root), seed=0, segment_ids=True))
+    src = make_source(cfg, 128, 4)
+    batch = src.batch(17)
+    assert set(batch) == {"inputs", "targets", "segment_ids", "positions"}
+    assert all(v.shape == (4, 128) and v.dtype == np.int32 for v in batch.values())
+    assert np.array_equal(make_source(cfg, 128, 4).batch(17)["targets"], batch["targets"])
+
+
+def test_embedded_tasks_are_deterministic_and_well_formed(built):
+    root, _ = built
+    cfg = ml_collections.ConfigDict(dict(source="embedded", cache_dir=str(root)))
+    tasks = T.load_tasks(ml_collections.ConfigDict(dict(tasks="embedded", n_questions=120)), cfg)
+    again = T.load_tasks(ml_collections.ConfigDict(dict(tasks="embedded", n_questions=120)), cfg)
+    assert [t.name for t in tasks] == list(T.EMBEDDED)
+    for t, u in zip(tasks, again):
+        assert len(t.questions) == 120 and t.questions == u.questions
+        golds = np.bincount([q.gold for q in t.questions], minlength=4)
+        assert golds.min() > 10  # the true answer's position is uniform, not a give-away
+        for q in t.questions:
+            assert len(q.choices) == 4 and len(set(q.choices)) == 4 and len(q.context) >= 100
+    # few-shot prompts come from the validation split and prefix the question's context
+    shot = T.load_tasks(ml_collections.ConfigDict(dict(tasks="code_next_line", n_questions=10, k_shot=2)), cfg)[0]
+    assert shot.prompt(0).endswith(shot.questions[0].context) and len(shot.prompt(0)) > len(shot.questions[0].context)

@@ -16,13 +16,13 @@ from ladder.errors import LadderError
 from ladder.plan.budget import choose_rungs
 from ladder.plan.planfile import VERSION, format_table, load_plan, print_table, rung_arch, write_plan
 from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset
-from ladder.plan.resources import check_rung, choose_slice, estimate_memory, estimate_seconds
+from ladder.plan.resources import MFU, check_rung, choose_slice, estimate_memory, estimate_seconds
 from ladder.plan.rungs import make_rung
 from ladder.plan.sizes import arch_for_size, format_count, parse_count
 
 __all__ = [
     "plan_ladder", "write_plan", "load_plan", "rung_arch", "estimate_memory", "estimate_seconds", "choose_slice",
-    "check_rung", "print_table", "format_table", "parse_count", "arch_for_size", "LADDERS", "TARGETS", "VERSION",
+    "check_rung", "print_table", "FAMILIES", "MFU", "format_table", "parse_count", "arch_for_size", "LADDERS", "TARGETS", "VERSION",
 ]
 
 DEFAULT_FRACTION = 0.01

@@ -45,7 +45,7 @@ def choose_rungs(fraction: float, targets_6nd: float, family: Family, smallest_t
     cap = MAX_SHARE_OF_TARGET * smallest_target_n
     for n_sizes, mults in shapes:
         n_max = min(cap, math.sqrt(budget_6nd / _cost(1.0, n_sizes, mults)))
-        for _ in range(60):  # shapes land within a few % of the asked N: shrink until the exact cost fits
+        for _ in range(200):  # shapes land within a few % of the asked N: shrink until the exact cost fits
             if n_max / SIZE_STEP ** (n_sizes - 1) < family.min_n:
                 break
             sizes = _sizes(n_max, n_sizes, family)
@@ -53,11 +53,11 @@ def choose_rungs(fraction: float, targets_6nd: float, family: Family, smallest_t
                 spent = sum(make_rung(s, a, c, family)["flops_6nd"] for s, a in sizes for c in mults)
                 if spent <= budget_6nd:
                     return sizes, mults
-            n_max *= 0.98
+            n_max *= 0.99
     n_sizes, mults = shapes[-1]
     need = _cost(family.min_n * SIZE_STEP ** (n_sizes - 1), n_sizes, mults)
     raise LadderError(
         f"fraction: the budget buys no useful ladder: {n_sizes} sizes from {format_count(family.min_n)} "
         f"(the smallest useful rung of the {family.name} family) x multiples {', '.join(f'{c:g}' for c in mults)} "
-        f"need {need / targets_6nd:.2%} of the targets' compute, more than {fraction:.2%}; raise --fraction "
+        f"need {100 * need / targets_6nd:.3g}% of the targets' compute, more than {100 * fraction:.3g}%; raise --fraction "
         "or list --sizes and --multiples yourself")

@@ -28,6 +28,7 @@ class Family:
     min_n: float  # smallest rung the budget chooser may emit (below it tasks sit at chance)
     named_archs: dict[str, Arch]  # size labels with a published shape; others go through arch search
     defaults: dict  # dotted train-config overrides for every rung
+    chip: str  # what `ladder plan --dry-run` checks against unless told otherwise
 
     def arch(self, d_model: int, n_layers: int, n_heads: int, mlp_hidden: int = 0) -> Arch:
         return Arch(d_model, n_layers, n_heads, self.vocab_size, self.seq_len, mlp_hidden)
@@ -47,11 +48,15 @@ OLMO = Family(
                  "1.3B": _olmo(2048, 16, 16), "1B": _olmo(2048, 16, 16), "3B": _olmo(3328, 16, 16)},
     # bf16 compute with per-layer rematerialisation: what estimate_memory assumes for these sizes
     defaults={"model.dtype": "bfloat16", "model.remat": True},
+    # v5e's 16 GiB cannot hold one 4096-token row of the 370M+ rungs with materialised attention scores
+    # and full-vocabulary logits (docs/planning.md, "Memory"); v5p's 95 GiB can.
+    chip="v5p",
 )
 SMOKE = Family(
     name="smoke", vocab_size=BYTE_VOCAB, seq_len=128, batch_multiple=8, max_lr=1e-2, min_n=25e3,
     named_archs={"45k": _byte(32, 2, 1), "93k": _byte(48, 2, 3), "160k": _byte(64, 2, 2)},
     defaults={"data.source": "embedded"},
+    chip="cpu",
 )
 FAMILIES = {f.name: f for f in (OLMO, SMOKE)}
 

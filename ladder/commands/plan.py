@@ -1,0 +1,88 @@
+"""`ladder plan`: print a ladder's rungs and FLOP budget, write the plan file, optionally dry-run it on a mesh."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ladder import plan as plan_lib
+from ladder.chips import GiB
+from ladder.errors import LadderError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--target", action="append", metavar="T",
+                        help=f"a target run: preset ({', '.join(plan_lib.TARGETS)}) or SIZE-TOKENS such as "
+                             "3b-60b; repeat for several (default: the preset's targets)")
+    parser.add_argument("--preset", help=f"ladder preset: {', '.join(plan_lib.LADDERS)}")
+    parser.add_argument("--fraction", type=float,
+                        help="share of the targets' combined 6ND to spend (default 0.01 when choosing sizes; "
+                             "a cap when sizes are given)")
+    parser.add_argument("--sizes", help="comma-separated sizes, e.g. 60M,150M,370M or 2e8")
+    parser.add_argument("--multiples", help="comma-separated Chinchilla multiples, e.g. 1,2,5,10")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule", default="cosine", choices=("cosine", "wsd"))
+    parser.add_argument("--out", "-o", help="write the plan file (JSON) here")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every rung on --chip/--devices/--mesh: batch divisibility, memory, time")
+    parser.add_argument("--chip", help="chip for --dry-run (v4, v5e, v5p, v6e, cpu; default: the family's, "
+                                       "v5p for the OLMo ladder, cpu for smoke)")
+    parser.add_argument("--devices", type=int, help="devices per rung for --dry-run (default: choose_slice)")
+    parser.add_argument("--mesh", help="mesh for --dry-run, e.g. data=2,fsdp=-1,tensor=1 (default fsdp=-1)")
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [s for s in text.split(",") if s.strip()]
+
+
+def _mesh(text: str | None) -> dict | None:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise LadderError(f"mesh: cannot read {item!r}; write AXIS=SIZE items such as data=2,fsdp=-1")
+    return out
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def dry_run(plan: dict, chip: str, devices: int | None, mesh: dict | None) -> int:
+    if devices is not None and devices < 1:
+        raise LadderError(f"devices: {devices} must be at least 1")
+    rows = [plan_lib.check_rung(r, chip, devices, mesh) for r in plan["rungs"]]
+    print(f"\ndry run on {chip}:")
+    print(f"{'rung':<12} {'slice':<14} {'rows/dev':>8} {'GiB/dev':>8} {'of HBM':>7} {'time':>9}  notes")
+    for row in rows:
+        if "memory" in row:
+            print(f"{row['name']:<12} {row['slice']:<14} {row['rows_per_device']:>8} "
+                  f"{row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
+                  f"{_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")
+        else:
+            print(f"{row['name']:<12} {'-':<14} {'':>8} {'':>8} {'':>7} {'':>9}  {'; '.join(row['errors'])}")
+    timed = [row for row in rows if "hours" in row]
+    print(f"total time if run one after another: {_duration(3600 * sum(row['hours'] for row in timed))} "
+          f"({'measured CPU rate' if chip == 'cpu' else f'at {plan_lib.MFU:.0%} MFU'})")
+    bad = [row for row in rows if row["errors"]]
+    if bad:
+        raise LadderError(f"dry-run: {len(bad)} of {len(rows)} rungs fail ({bad[0]['name']}: {bad[0]['errors'][0]})")
+    return 0
+
+
+def run(args) -> int:
+    plan = plan_lib.plan_ladder(args.target, fraction=args.fraction, sizes=_split(args.sizes),
+                                multiples=_split(args.multiples), preset=args.preset, seed=args.seed,
+                                schedule=args.schedule)
+    plan_lib.print_table(plan)
+    if args.out:  # the plan does not depend on hardware: write it even if the dry run finds problems
+        plan_lib.write_plan(plan, args.out)
+        print(f"\nwrote {args.out}", file=sys.stderr)
+    if args.dry_run:
+        dry_run(plan, args.chip or plan_lib.FAMILIES[plan["family"]].chip, args.devices, _mesh(args.mesh))
+    return 0

@@ -1,0 +1,172 @@
+"""The planner against the published ladder (numbers from ../shared/README.md, hardcoded), budget choice,
+architecture search, dry runs, bad input and the plan file round trip. Pure Python: all fast."""
+
+import json
+import math
+
+import pytest
+
+from ladder import cli
+from ladder import plan as plan_lib
+from ladder.arch import n_params
+from ladder.errors import LadderError
+
+# size: (N, batch sequences of 4096, peak LR, d_model, layers, heads), Bhagia et al. 2024 / shared README
+PUBLISHED = {
+    "190M": (190_354_176, 128, 9.727e-4, 768, 12, 12),
+    "370M": (371_262_464, 192, 7.785e-4, 1024, 16, 16),
+    "760M": (758_220_288, 320, 6.136e-4, 1536, 16, 16),
+    "1.3B": (1_279_395_840, 384, 5.154e-4, 2048, 16, 16),
+}
+
+
+@pytest.fixture(scope="module")
+def olmo():
+    return plan_lib.plan_ladder(["7b-4t", "13b-5t"], preset="olmo-ladder")
+
+
+def test_olmo_preset_matches_published_table(olmo):
+    assert [r["name"] for r in olmo["rungs"]] == [f"{s}-{c}xC" for s in PUBLISHED for c in (1, 2, 5, 10)]
+    for r in olmo["rungs"]:
+        n, batch, lr, d, layers, heads = PUBLISHED[r["size"]]
+        assert (r["n"], r["batch_sequences"], r["d_model"], r["n_layers"], r["n_heads"]) == (n, batch, d, layers, heads)
+        assert r["peak_lr"] == pytest.approx(lr, rel=1e-3)
+        assert r["seq_len"] == 4096 and r["batch_tokens"] == batch * 4096
+        assert r["warmup_steps"] == round(n / r["batch_tokens"])  # N tokens of warmup
+        assert r["total_steps"] == math.ceil(r["multiple"] * 20 * n / r["batch_tokens"])
+        assert r["tokens"] == r["total_steps"] * r["batch_tokens"]
+        assert r["flops_6nd"] == 6 * n * r["tokens"]
+
+
+def test_olmo_fraction_is_the_published_092_percent(olmo):
+    # 6ND of the 16 rungs over the targets' combined 6ND: the paper's 0.92%
+    assert olmo["fraction"] == pytest.approx(0.0092, abs=0.00005)
+    assert sum(r["share"] for r in olmo["rungs"]) == pytest.approx(olmo["fraction"])
+    targets = {t["name"]: t for t in olmo["targets"]}
+    assert targets["7b-4t"]["n"] == 6_887_575_552 and targets["13b-5t"]["n"] == 13_202_396_160
+    assert targets["7b-4t"]["flops_6nd"] == 6 * 6_887_575_552 * 3_945_065_873_408
+
+
+def test_eval_and_checkpoint_steps(olmo):
+    for r in olmo["rungs"]:
+        steps, total = r["eval_steps"], r["total_steps"]
+        assert steps == sorted(set(steps)) and steps[-1] == total and steps[0] >= 1
+        assert sum(s > 0.9 * total for s in steps) >= 5  # the predictor averages the last five evaluations
+        assert r["checkpoint_steps"][-1] == total and len(r["checkpoint_steps"]) <= len(steps)
+
+
+@pytest.mark.parametrize("size", ["10M", "30M", "60M", "150M", "400M", "1B", "2.7B", "7B", "13B", "30B"])
+def test_arch_search_hits_n_within_5_percent(size):
+    want = plan_lib.parse_count(size, "sizes")
+    a = plan_lib.arch_for_size(want, 100_278, 4096)
+    assert abs(n_params(a) / want - 1) <= 0.05
+    assert a.d_model % a.n_heads == 0 and 8 <= a.d_model / a.n_layers <= 256
+
+
+def test_arch_search_reproduces_the_published_shapes():
+    for n, _, _, d, layers, heads in PUBLISHED.values():
+        a = plan_lib.arch_for_size(n, 100_278, 4096)
+        assert (a.d_model, a.n_layers, a.n_heads) == (d, layers, heads)
+
+
+def test_named_and_numeric_sizes():
+    p = plan_lib.plan_ladder(["7b-4t"], sizes=["150M", "4e8", "190M"], multiples=[1, 0.5])
+    assert [r["name"] for r in p["rungs"]] == ["150M-0.5xC", "150M-1xC", "190M-0.5xC", "190M-1xC",
+                                               "400M-0.5xC", "400M-1xC"]
+    assert p["rungs"][2]["n"] == 190_354_176  # a published size keeps its published shape
+
+
+@pytest.mark.parametrize("targets,fraction", [(["7b-4t", "13b-5t"], 0.01), (["7b-4t", "13b-5t"], 0.002),
+                                              (["3b-1t"], 0.01), (["smoke-target"], 0.01)])
+def test_budget_choice_spans_3x3_within_fraction(targets, fraction):
+    p = plan_lib.plan_ladder(targets, fraction=fraction)
+    sizes = {r["n"] for r in p["rungs"]}
+    multiples = {r["multiple"] for r in p["rungs"]}
+    assert len(sizes) >= 3 and len(multiples) >= 3
+    assert max(sizes) / min(sizes) >= 3 and max(multiples) / min(multiples) >= 5
+    assert 0.6 * fraction < p["fraction"] <= fraction
+
+
+def test_budget_choice_refuses_a_too_small_fraction():
+    with pytest.raises(LadderError, match="fraction: .*no useful ladder"):
+        plan_lib.plan_ladder(["7b-4t", "13b-5t"], fraction=1e-5)
+
+
+def test_smoke_preset_is_a_small_1_percent_ladder():
+    p = plan_lib.plan_ladder(preset="smoke")
+    assert p["defaults"] == {"data.source": "embedded"}
+    assert len({r["size"] for r in p["rungs"]}) == 3 and len({r["multiple"] for r in p["rungs"]}) == 3
+    assert 0.009 < p["fraction"] <= 0.0101
+    target = p["targets"][0]
+    assert 2e6 < target["n"] < 5e6 and 20 <= target["tokens"] / target["n"] <= 40
+    assert sum(r["tokens"] for r in p["rungs"]) < 25e6  # a few minutes on 2 CPU cores
+    for r in p["rungs"]:
+        assert r["vocab_size"] == 259 and r["batch_sequences"] % 8 == 0 and r["peak_lr"] <= 1e-2
+
+
+def test_memory_estimate_and_slice_choice(olmo):
+    r = olmo["rungs"][0]  # 190M-1xC
+    mem = plan_lib.estimate_memory(r, 16)
+    assert mem["params"] == 4 * r["n_total"] // 16 and mem["optimizer"] == 8 * r["n_total"] // 16
+    assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
+    assert plan_lib.estimate_memory(r, 32)["total"] < mem["total"]
+    with pytest.raises(LadderError, match="batch"):
+        plan_lib.estimate_memory(r, 48)  # 128 sequences over 48 devices
+    name = plan_lib.choose_slice(r, "v5p")
+    assert name.startswith("v5p-")
+    assert plan_lib.choose_slice(olmo["rungs"][-1], "v5p") != name  # 1.3B-10xC needs a larger slice
+
+
+@pytest.mark.parametrize("preset", sorted(plan_lib.LADDERS))
+def test_dry_run_every_preset(preset, capsys):
+    assert cli.main(["plan", "--preset", preset, "--dry-run"]) == 0
+    assert "dry run" in capsys.readouterr().out
+
+
+def test_dry_run_reports_indivisible_batch(capsys):
+    assert cli.main(["plan", "--preset", "olmo-ladder", "--dry-run", "--chip", "v5p", "--devices", "48"]) == 2
+    assert "divisible" in capsys.readouterr().err
+
+
+def test_cli_writes_plan_and_round_trips(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert cli.main(["plan", "--target", "7b-4t", "--target", "13b-5t", "--preset", "olmo-ladder",
+                     "--out", str(out)]) == 0
+    assert "0.92" in capsys.readouterr().out
+    plan = plan_lib.load_plan(out)
+    assert plan == json.loads(json.dumps(plan_lib.plan_ladder(["7b-4t", "13b-5t"], preset="olmo-ladder")))
+    for key in ("targets", "fraction", "rungs"):
+        assert key in plan
+    assert plan_lib.rung_arch(plan["rungs"][0]).d_model == 768
+
+
+def test_load_plan_names_the_bad_key(tmp_path):
+    p = tmp_path / "p.json"
+    plan = plan_lib.plan_ladder(preset="smoke")
+    del plan["rungs"][0]["peak_lr"]
+    p.write_text(json.dumps(plan))
+    with pytest.raises(LadderError, match="peak_lr"):
+        plan_lib.load_plan(p)
+    plan["version"] = 99
+    p.write_text(json.dumps(plan))
+    with pytest.raises(LadderError, match="version"):
+        plan_lib.load_plan(p)
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--target", "7b-4t", "--sizes=-60M"], "sizes"),
+    (["--target", "7b-4t", "--sizes", "0"], "sizes"),
+    (["--target", "7b-4t", "--fraction", "1.5"], "fraction"),
+    (["--target", "7b-4t", "--fraction", "0"], "fraction"),
+    (["--target", "7b-4t", "--multiples", "1,-2"], "multiples"),
+    (["--target", "7b-4t", "--multiples", "0"], "multiples"),
+    (["--target", "7b-4t", "--sizes", "10B"], "target"),
+    (["--target", "7b-4t", "--preset", "nope"], "preset"),
+    (["--target", "bogus"], "target"),
+    (["--target", "7b-4t", "--sizes", "190M,370M", "--fraction", "0.0001"], "fraction"),
+    (["--target", "7b-4t", "--fraction", "0.00001"], "fraction"),
+])
+def test_bad_input_is_one_line_naming_the_argument(argv, field, capsys):
+    assert cli.main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"ladder plan: error: {field}")

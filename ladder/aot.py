@@ -1,0 +1,388 @@
+"""Compile a rung's real train step for a Cloud TPU slice on a machine without TPUs, and read its cost.
+
+With `libtpu` installed (`pip install 'ladder[tpu]'`), JAX can describe a TPU topology and compile for it
+ahead of time on CPU. We build the trainer's own step (`ladder.train.make_train_step`) over a Mesh of the
+topology's compile-only devices, lower it on ShapeDtypeStructs and compile it, so the sharding, the fusion
+and the memory plan are the ones XLA would produce on the real slice. From the compiled program we report,
+per device: parameter and optimizer-state bytes (from the state shardings), the rest of the arguments, the
+temporaries (activations and workspace) and the generated code, against the chip's HBM; and the compiled
+FLOPs per step against ladder.arch's formula. Method and measured tables: docs/tpu-compile.md.
+
+Facts this module relies on (libtpu 0.0.51, jax 0.10.2, measured):
+  - `memory_analysis().temp_size_in_bytes` is always 0 for TPU compile-only programs; `peak_memory_in_bytes`
+    is the HBM the program needs (arguments + live temporaries + outputs that do not alias arguments).
+  - `cost_analysis()['flops']` counts one device's SPMD program; the step's total is that times the devices.
+  - libtpu takes /tmp/libtpu_lockfile on load: ALLOW_MULTIPLE_LIBTPU_LOAD=1 lets compiles run beside other
+    JAX processes; TPU_SKIP_MDS_QUERY=1 skips the GCE metadata probe. CPU stays JAX's default backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import math
+import os
+import re
+import time
+
+from ladder import chips
+from ladder.arch import Arch, flops_per_token_6n, flops_per_token_reference
+from ladder.errors import LadderError
+
+# Cloud TPU slice shapes (chips). v5e/v6e are 2-D tori; v4/v5p 3-D, grown by doubling the smallest axis.
+_GRID_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
+_GRID_3D = {4 * 2**i: s for i, s in enumerate([(2, 2, 1), (2, 2, 2), (2, 2, 4), (2, 4, 4), (4, 4, 4), (4, 4, 8),
+                                                (4, 8, 8), (8, 8, 8), (8, 8, 16), (8, 16, 16), (16, 16, 16)])}
+GRIDS = {"v5e": _GRID_2D, "v6e": _GRID_2D, "v4": _GRID_3D, "v5p": _GRID_3D}
+
+# A compile "fits" when its per-device total stays under this fraction of HBM: XLA's own reservations,
+# fragmentation and the runtime take the rest.
+HBM_USABLE_FRACTION = 0.94
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """One or more identical Cloud TPU slices (multislice: slices joined over the data-center network)."""
+
+    chip: chips.Chip
+    chips_per_slice: int
+    num_slices: int = 1
+
+    @property
+    def accelerator_type(self) -> str:
+        return chips.slice_name(self.chip, self.chips_per_slice)
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return GRIDS[self.chip.name][self.chips_per_slice]
+
+    @property
+    def n_devices(self) -> int:  # one JAX device per chip (v4 and v5p in megacore mode)
+        return self.chips_per_slice * self.num_slices
+
+    @property
+    def jax_topology_name(self) -> str:
+        return f"{self.chip.name}:{'x'.join(map(str, self.grid))}"
+
+    @property
+    def chips_per_host_bounds(self) -> tuple[int, int, int]:
+        if self.chip.name in ("v5e", "v6e") and self.chips_per_slice <= 8:  # single-host slices
+            return {1: (1, 1, 1), 4: (2, 2, 1), 8: (2, 4, 1)}[self.chips_per_slice]
+        return (2, 2, 1)  # 4-chip hosts: v4, v5p, and multi-host v5e/v6e
+
+    def __str__(self) -> str:
+        return self.accelerator_type if self.num_slices == 1 else f"{self.num_slices}x{self.accelerator_type}"
+
+
+def parse_topology(accelerator_type: str, num_slices: int = 1) -> Topology:
+    """'v5litepod-16' (or 'v5e-16', 'v4-32', 'v5p-8', 'v6e-64'), optionally as `num_slices` slices."""
+    chip, n_chips = chips.parse_slice(accelerator_type)
+    if chip.name not in GRIDS:
+        raise LadderError(f"topology: {accelerator_type!r} is not a Cloud TPU slice")
+    if n_chips not in GRIDS[chip.name]:
+        sizes = ", ".join(chips.slice_name(chip, n) for n in GRIDS[chip.name])
+        raise LadderError(f"topology: {accelerator_type!r} is not a {chip.name} slice shape; use one of {sizes}")
+    if num_slices < 1:
+        raise LadderError(f"num_slices: {num_slices} is invalid; use 1 (one slice) or more (multislice)")
+    return Topology(chip, n_chips, num_slices)
+
+
+def next_topology(topo: Topology) -> Topology | None:
+    """The next larger slice of the same chip (same number of slices), or None at the largest."""
+    bigger = [n for n in GRIDS[topo.chip.name] if n > topo.chips_per_slice]
+    return dataclasses.replace(topo, chips_per_slice=bigger[0]) if bigger else None
+
+
+def libtpu_available() -> bool:
+    return importlib.util.find_spec("libtpu") is not None
+
+
+def require_libtpu() -> None:
+    if not libtpu_available():
+        raise LadderError("compile: libtpu is not installed, so JAX cannot compile for Cloud TPU here; "
+                          "install the extra: pip install 'ladder[tpu]' (libtpu==0.0.51)")
+
+
+@functools.cache
+def topology_devices(topo: Topology) -> tuple:
+    """Compile-only TPU devices for the topology (loads libtpu once; CPU stays the default backend)."""
+    require_libtpu()
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+
+    try:
+        desc = topologies.get_topology_desc(
+            platform="tpu", topology_name=topo.jax_topology_name,
+            chip_config_name="megacore" if topo.chip.name == "v4" else "default",
+            chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=topo.num_slices)
+    except Exception as e:  # JaxRuntimeError from libtpu: version mismatch, lockfile, bad shape
+        raise LadderError(f"topology: libtpu could not describe {topo} ({topo.jax_topology_name}): "
+                          f"{str(e).splitlines()[0]}; check that libtpu==0.0.51 matches jax") from e
+    devices = tuple(desc.devices)
+    assert len(devices) == topo.n_devices, (topo, len(devices))
+    return devices
+
+
+def topology_mesh(mesh_cfg, topo: Topology):
+    """The trainer's (data, fsdp, tensor) mesh over the topology's devices.
+
+    The config's mesh sizes describe ONE slice (-1 fills it); with several slices the `data` axis also
+    spans the slices (data-parallel replicas over the data-center network, MaxText's dcn_data), so only
+    gradients cross slices.
+    """
+    import jax
+    from jax.experimental import mesh_utils
+    from jax.sharding import AxisType, Mesh
+
+    from ladder import sharding
+
+    devices = topology_devices(topo)
+    try:
+        ici = sharding.mesh_shape(mesh_cfg, topo.chips_per_slice)
+    except LadderError as e:
+        raise LadderError(f"{e} (on {topo.accelerator_type}: {topo.chips_per_slice} chips per slice)") from None
+    axis_types = (AxisType.Auto,) * len(sharding.MESH_AXES)
+    if topo.num_slices == 1:
+        return jax.make_mesh(ici, sharding.MESH_AXES, axis_types=axis_types, devices=devices)
+    dcn = (topo.num_slices,) + (1,) * (len(ici) - 1)
+    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
+    return Mesh(grid, sharding.MESH_AXES, axis_types=axis_types)
+
+
+def per_device_bytes(abstract_tree, shardings) -> int:
+    """Bytes one device holds of a pytree of ShapeDtypeStructs laid out by matching shardings."""
+    import jax
+
+    sizes = jax.tree.map(lambda a, s: math.prod(s.shard_shape(a.shape)) * a.dtype.itemsize, abstract_tree, shardings)
+    return int(sum(jax.tree.leaves(sizes)))
+
+
+@dataclasses.dataclass
+class CompileReport:
+    """What one rung's train step needs per device on one topology (bytes), and its FLOPs per step."""
+
+    rung: str
+    topology: str
+    mesh: dict  # axis -> size
+    n_devices: int
+    params: int
+    opt_state: int
+    other_args: int  # batch, step counter, RNG
+    temp: int  # activations and XLA workspace live at the peak beyond arguments and outputs
+    code: int
+    peak: int  # XLA's peak (arguments + temporaries + non-aliased outputs)
+    total: int  # peak + generated code
+    hbm: int
+    fits: bool
+    flops_compiled: float  # whole step, all devices
+    flops_6n: float  # ladder.arch 6N + attention, x tokens per step
+    flops_reference: float
+    tokens_per_step: int
+    compile_s: float
+    suggestions: list[str] = dataclasses.field(default_factory=list)
+    error: str = ""  # XLA's out-of-memory message when it refused to compile
+
+    @property
+    def hbm_fraction(self) -> float:
+        return self.total / self.hbm
+
+    @property
+    def flops_ratio(self) -> float:
+        return self.flops_compiled / self.flops_6n
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"hbm_fraction": self.hbm_fraction, "flops_ratio": self.flops_ratio}
+
+
+def _compile(program, global_batch: int, seq_len: int):
+    """Lower the program's step on ShapeDtypeStructs (the state and batch as the trainer lays them out)."""
+    import jax
+    import jax.numpy as jnp
+
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         program.abstract_state, program.state_shardings)
+    batch = {k: jax.ShapeDtypeStruct((global_batch, seq_len), jnp.int32, sharding=s)
+             for k, s in program.batch_shardings.items()}
+    try:
+        return program.step_fn.lower(state, batch).compile()
+    except Exception as e:  # XLA reports an HBM overflow at compile time as a RESOURCE_EXHAUSTED error
+        if "RESOURCE_EXHAUSTED" in str(e):
+            raise _DoesNotFit(str(e).splitlines()[0]) from e
+        raise
+
+
+class _DoesNotFit(Exception):
+    pass
+
+
+def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, rung: str = "") -> CompileReport:
+    """Lower and compile a TrainProgram (built over topology_mesh) on abstract inputs; measure it.
+
+    FLOPs are the compiled program's own count; a scanned layer stack is counted once by XLA, so
+    compile_config replaces them by the unrolled count (see layer_flops_correction)."""
+    params, opt_state = _split_state_bytes(program.abstract_state, program.state_shardings)
+    tokens = global_batch * arch.seq_len
+    common = dict(rung=rung, topology=str(topo), mesh=dict(program.mesh.shape), n_devices=topo.n_devices,
+                  params=params, opt_state=opt_state, hbm=topo.chip.hbm_bytes,
+                  flops_6n=float(flops_per_token_6n(arch)) * tokens,
+                  flops_reference=float(flops_per_token_reference(arch)) * tokens, tokens_per_step=tokens)
+    start = time.perf_counter()
+    try:
+        compiled = _compile(program, global_batch, arch.seq_len)
+    except _DoesNotFit as e:  # XLA refused: report what it said it needs
+        m = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
+        need = int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024) if m else 0
+        return CompileReport(**common, other_args=0, temp=max(need - params - opt_state, 0), code=0, peak=need,
+                             total=need, fits=False, flops_compiled=float("nan"),
+                             compile_s=time.perf_counter() - start, error=str(e))
+    compile_s = time.perf_counter() - start
+
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    unaliased_out = mem.output_size_in_bytes - mem.alias_size_in_bytes
+    peak = int(mem.peak_memory_in_bytes)
+    total = peak + int(mem.generated_code_size_in_bytes)
+    return CompileReport(
+        **common, other_args=int(mem.argument_size_in_bytes) - params - opt_state,
+        temp=max(peak - int(mem.argument_size_in_bytes) - unaliased_out, 0), code=int(mem.generated_code_size_in_bytes),
+        peak=peak, total=total, fits=total <= HBM_USABLE_FRACTION * topo.chip.hbm_bytes,
+        flops_compiled=float(cost["flops"]) * topo.n_devices, compile_s=compile_s)
+
+
+def _split_state_bytes(abstract_state, shardings) -> tuple[int, int]:
+    """(parameter bytes, everything-else-in-the-state bytes) per device."""
+    total = per_device_bytes(abstract_state, shardings)
+    params = per_device_bytes(_field(abstract_state, "params"), _field(shardings, "params"))
+    return params, total - params
+
+
+def _field(tree, name):
+    return tree[name] if isinstance(tree, dict) else getattr(tree, name)
+
+
+def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool = True) -> CompileReport:
+    """Compile the trainer's step for `config` on `topo` and report per-device memory and FLOPs per step."""
+    from ladder import train
+
+    train.validate(config)
+    mesh = topology_mesh(config.mesh, topo)
+    hosts = topo.n_devices // math.prod(topo.chips_per_host_bounds)
+    train.validate_for_mesh(config, dict(mesh.shape), process_count=max(hosts, 1))
+    arch = train.arch_of(config)
+    report = compile_program(train.make_train_step(config, mesh), topo, arch, config.train.global_batch,
+                             rung=name or config.name)
+    if count_flops and report.fits and config.model.scan_layers and arch.n_layers > 1:
+        report.flops_compiled = unrolled_flops(config, mesh, topo)
+    report.suggestions = suggestions(report, config, topo) if not report.fits else []
+    return report
+
+
+def unrolled_flops(config, mesh, topo: Topology) -> float:
+    """FLOPs per step of the unrolled layer stack, from 1- and 2-layer unrolled compiles on the same mesh.
+
+    XLA's cost analysis counts a while loop's body once, so a scanned stack of L layers reads as one layer
+    (measured: ratio 0.35 for 4 scanned layers, 1.05 unrolled). Unrolled FLOPs are exactly linear in L
+    (everything but the layers is the same), so F(L) = F(1) + (L - 1) * (F(2) - F(1)); two small compiles
+    instead of one of the whole unrolled model.
+    """
+    from ladder import train
+    from ladder.config import apply_overrides
+
+    def flops(n_layers: int) -> float:
+        cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False"])
+        program = train.make_train_step(cfg, mesh)
+        cost = _compile(program, cfg.train.global_batch, cfg.model.seq_len).cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost["flops"]) * topo.n_devices
+
+    one, two = flops(1), flops(2)
+    return one + (config.model.n_layers - 1) * (two - one)
+
+
+def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
+    """What to change when a rung does not fit, most direct first, with the per-device figures that argue it."""
+    out = []
+    state = report.params + report.opt_state
+    bigger = next_topology(topo)
+    if bigger is not None:
+        # State and batch are both split over data x fsdp: doubling the chips roughly halves both.
+        out.append(f"use {bigger} (about {report.total / 2 / GiB:.1f} GiB per device expected; "
+                   f"`ladder compile PLAN --topology {bigger.accelerator_type}` to confirm)")
+    if config.mesh.data != 1 or config.mesh.tensor != 1:
+        out.append(f"shard state over every chip: --config.mesh.data=1 --config.mesh.fsdp=-1 --config.mesh.tensor=1 "
+                   f"(parameters + optimizer now {state / GiB:.1f} GiB per device)")
+    if not config.model.remat:
+        out.append(f"rematerialise each layer in the backward pass: --config.model.remat=True "
+                   f"(temporaries now {report.temp / GiB:.1f} GiB per device; costs ~1/3 more FLOPs)")
+    if config.model.dtype == "float32":
+        out.append("compute in bfloat16 (master weights stay float32): --config.model.dtype=bfloat16")
+    dp = report.mesh["data"] * report.mesh["fsdp"]
+    out.append(f"a smaller per-device batch ({config.train.global_batch // dp} sequences now) needs a larger "
+               "slice: the global batch is part of the rung's recipe, so change it only by re-planning")
+    return out
+
+
+def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None, start: str | None = None,
+                 num_slices: int = 1) -> tuple[str, CompileReport]:
+    """The smallest slice (from `start`, e.g. the planner's estimate) on which the compiled rung fits."""
+    from ladder import train
+
+    c = chips.chip(chip)
+    topo = parse_topology(start or chips.slice_name(c, min(GRIDS[c.name])), num_slices)
+    config = train.config_from_rung(rung, defaults)
+    while True:
+        try:
+            report = compile_config(config, topo, count_flops=False)
+        except LadderError:  # e.g. the batch does not split over this many chips: try the next size
+            report = None
+        if report is not None and report.fits:
+            return topo.accelerator_type, report
+        topo = next_topology(topo)
+        if topo is None:
+            raise LadderError(f"slice: rung {rung['name']} fits no {c.name} slice; use a larger chip or multislice")
+
+
+def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", num_slices: int = 1,
+               rungs: list[str] | None = None, overrides=(), count_flops: bool = True) -> list[CompileReport]:
+    """Compile every (selected) rung of a plan: on `topology`, or else on the planner's slice for its chip."""
+    from ladder import train
+    from ladder.config import apply_overrides
+
+    require_libtpu()
+    selected = [r for r in plan["rungs"] if not rungs or r["name"] in rungs]
+    unknown = sorted(set(rungs or ()) - {r["name"] for r in plan["rungs"]})
+    if unknown:
+        raise LadderError(f"--rung: {', '.join(unknown)} not in the plan; its rungs: "
+                          f"{', '.join(r['name'] for r in plan['rungs'])}")
+    reports = []
+    for rung in selected:
+        if topology:
+            accelerator_type = topology
+        else:
+            from ladder import plan as plan_lib
+
+            accelerator_type = plan_lib.choose_slice(rung, chip=chip)
+        config = apply_overrides(train.config_from_rung(rung, plan.get("defaults") or {}), overrides)
+        reports.append(compile_config(config, parse_topology(accelerator_type, num_slices), name=rung["name"],
+                                      count_flops=count_flops))
+    return reports
+
+
+GiB = float(1 << 30)
+
+
+def format_reports(reports: list[CompileReport]) -> str:
+    """A fixed-width table: one line per rung and topology, memory in GiB per device."""
+    head = (f"{'rung':<16} {'topology':<16} {'mesh d/f/t':<11} {'params':>7} {'optim':>7} {'temp':>7} "
+            f"{'total':>7} {'HBM':>5} {'use':>5} {'fits':<4} {'compiled/6N':>11} {'compile s':>9}")
+    lines = [head]
+    for r in reports:
+        mesh = "/".join(str(r.mesh[a]) for a in ("data", "fsdp", "tensor"))
+        lines.append(f"{r.rung:<16} {r.topology:<16} {mesh:<11} {r.params / GiB:7.2f} {r.opt_state / GiB:7.2f} "
+                     f"{r.temp / GiB:7.2f} {r.total / GiB:7.2f} {r.hbm / GiB:5.0f} {r.hbm_fraction:5.0%} "
+                     f"{'yes' if r.fits else 'NO':<4} {r.flops_ratio:11.3f} {r.compile_s:9.1f}")
+        lines += [f"    suggestion: {s}" for s in r.suggestions]
+    return "\n".join(lines)

@@ -170,3 +170,11 @@ def test_bad_input_is_one_line_naming_the_argument(argv, field, capsys):
     assert cli.main(["plan", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"ladder plan: error: {field}")
+
+
+def test_planner_does_not_import_jax():
+    import subprocess
+    import sys
+
+    code = "import sys, ladder.commands.plan, ladder.plan; sys.exit('jax' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

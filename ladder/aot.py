@@ -345,29 +345,54 @@ def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None,
             raise LadderError(f"slice: rung {rung['name']} fits no {c.name} slice; use a larger chip or multislice")
 
 
+def target_rungs(plan: dict) -> list[dict]:
+    """The plan's targets as rungs (their family's batch rule), so the targets compile like any rung."""
+    from ladder.arch import Arch, n_params
+    from ladder.plan import FAMILIES
+    from ladder.plan.rungs import make_rung
+
+    family = FAMILIES[plan.get("family", "olmo")]
+    out = []
+    for t in plan["targets"]:
+        arch = Arch(**t["arch"])
+        out.append(make_rung(t["name"], arch, t["tokens"] / (20 * n_params(arch)), family) | {"name": t["name"]})
+    return out
+
+
+_SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "mlp_hidden", "vocab_size", "seq_len", "batch_sequences")
+
+
 def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", num_slices: int = 1,
-               rungs: list[str] | None = None, overrides=(), count_flops: bool = True) -> list[CompileReport]:
-    """Compile every (selected) rung of a plan: on `topology`, or else on the planner's slice for its chip."""
+               rungs: list[str] | None = None, targets: bool = False, overrides=(),
+               count_flops: bool = True, log=None) -> list[CompileReport]:
+    """Compile every (selected) rung of a plan, and its targets if asked: on `topology`, or else on the
+    planner's slice for `chip`. Rungs that differ only in length (Chinchilla multiple) share one program,
+    so each shape compiles once."""
+    from ladder import plan as plan_lib
     from ladder import train
     from ladder.config import apply_overrides
 
     require_libtpu()
-    selected = [r for r in plan["rungs"] if not rungs or r["name"] in rungs]
-    unknown = sorted(set(rungs or ()) - {r["name"] for r in plan["rungs"]})
+    known = [r["name"] for r in plan["rungs"]]
+    unknown = sorted(set(rungs or ()) - set(known))
     if unknown:
-        raise LadderError(f"--rung: {', '.join(unknown)} not in the plan; its rungs: "
-                          f"{', '.join(r['name'] for r in plan['rungs'])}")
-    reports = []
+        raise LadderError(f"--rung: {', '.join(unknown)} not in the plan; its rungs: {', '.join(known)}")
+    selected = [r for r in plan["rungs"] if not rungs or r["name"] in rungs]
+    selected += target_rungs(plan) if targets else []
+    reports, done = [], {}
     for rung in selected:
-        if topology:
-            accelerator_type = topology
+        accelerator_type = topology or plan_lib.choose_slice(rung, chip=chip)
+        key = (accelerator_type,) + tuple(rung[k] for k in _SHAPE_KEYS)
+        if key in done:
+            report = dataclasses.replace(done[key], rung=rung["name"], compile_s=0.0)
         else:
-            from ladder import plan as plan_lib
-
-            accelerator_type = plan_lib.choose_slice(rung, chip=chip)
-        config = apply_overrides(train.config_from_rung(rung, plan.get("defaults") or {}), overrides)
-        reports.append(compile_config(config, parse_topology(accelerator_type, num_slices), name=rung["name"],
-                                      count_flops=count_flops))
+            config = apply_overrides(train.config_from_rung(rung, plan.get("defaults") or {}), overrides)
+            report = compile_config(config, parse_topology(accelerator_type, num_slices), name=rung["name"],
+                                    count_flops=count_flops)
+            done[key] = report
+        if log:
+            log(report)
+        reports.append(report)
     return reports
 
 

@@ -1,0 +1,44 @@
+"""`ladder compile PLAN --topology v5e-16`: compile each rung's real train step for a Cloud TPU slice on this
+machine (no TPU needed; `pip install 'ladder[tpu]'`) and report per-device HBM use and compiled FLOPs."""
+
+from __future__ import annotations
+
+import json
+
+from ladder import aot
+from ladder.errors import LadderError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("plan", help="plan file written by `ladder plan --out`")
+    parser.add_argument("--topology", help="Cloud TPU accelerator type for every rung, e.g. v5litepod-16 "
+                                           "(v5e-16), v4-32, v5p-8, v6e-64 (default: the planner's slice on --chip)")
+    parser.add_argument("--chip", default="v5e", help="chip for the planner's slice choice when --topology "
+                                                      "is not given: v4, v5e, v5p, v6e (default v5e)")
+    parser.add_argument("--num-slices", type=int, default=1, help="multislice: this many slices joined over "
+                                                                  "the data-center network (data axis)")
+    parser.add_argument("--rung", action="append", metavar="NAME", help="compile only this rung (repeatable)")
+    parser.add_argument("--targets", action="store_true", help="also compile the plan's targets (e.g. 7B-4T)")
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip the two small unrolled compiles that count the FLOPs of a scanned layer stack")
+    parser.add_argument("--json", metavar="PATH", help="also write every report as JSON here")
+
+
+def run(args) -> int:
+    from ladder.plan import load_plan
+
+    if args.topology:
+        aot.parse_topology(args.topology, args.num_slices)  # bad names fail before anything is compiled
+    plan = load_plan(args.plan)
+    print(aot.format_reports([]))
+    reports = aot.check_plan(plan, args.topology, chip=args.chip, num_slices=args.num_slices, rungs=args.rung,
+                             targets=args.targets, overrides=args.config_overrides,
+                             count_flops=not args.no_flops,
+                             log=lambda r: print(aot.format_reports([r]).split("\n", 1)[1], flush=True))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.to_dict() for r in reports], f, indent=2)
+    bad = [r.rung for r in reports if not r.fits]
+    if bad:
+        raise LadderError(f"compile: {', '.join(bad)} do not fit; see the suggestions above")
+    return 0

@@ -248,7 +248,7 @@ def make_train_step(config, mesh) -> TrainProgram:
             (_, (ce, z)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
             updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
             params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": ce, "z_loss": z, "grad_norm": optax.global_norm(grads), "lr": schedule(state["step"])}
+        metrics = {"loss": ce, "z_loss": z, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
     def logits(params, inputs, segment_ids, positions):

@@ -12,13 +12,47 @@ The trend in N is a log-linear fit log ratio = u + v log N. Formulas: docs/speci
 from __future__ import annotations
 
 import copy
+import csv
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
 from ladder.errors import require
 
 CPT_KINDS = ("general", "domain")
+
+
+def jsonable(obj):
+    """numpy scalars/arrays to Python, non-finite floats to None (strict JSON has no inf/NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[str]:
+    """`<stem>.json` (the whole summary) and `<stem>.csv` (one flat row per entry of `rows`) under out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(jsonable(summary), indent=1) + "\n")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: jsonable(r.get(k, "")) for k in keys})
+    return [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.csv")]
 
 
 # --- CPT grids ---------------------------------------------------------------------------------------------
@@ -149,7 +183,6 @@ def plot_effectiveness(report: dict, out_dir) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

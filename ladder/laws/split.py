@@ -251,6 +251,11 @@ class Allocation:
         return asdict(self) | {"flops_used": 6 * self.n * (self.d + sum(self.d_prime.values()))}
 
 
+def loss_profile(laws: dict[str, SplitLaw], compute: float, ns: np.ndarray) -> np.ndarray:
+    """The best summed domain loss at each model size N under the budget (for plotting the optimum)."""
+    return np.array([_best_at_n(list(laws.values()), n, compute / (6 * n))[0] for n in ns])
+
+
 def allocate(laws: dict[str, SplitLaw], compute: float, *, n_range: tuple[float, float] = (1e6, 1e13),
              n_grid: int = 121) -> Allocation:
     """N, shared pretraining tokens D and per-domain tokens D'_i minimising sum_i L_i subject to

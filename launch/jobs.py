@@ -39,8 +39,6 @@ def load(plan_path: str) -> dict:
     """The planner's validated plan (version and keys checked there, a LadderError otherwise)."""
     from ladder import plan as plan_lib
 
-    if not Path(plan_path).is_file():
-        raise LadderError(f"plan: no such file {plan_path!r}; write one with `ladder plan ... -o PLAN.json`")
     return plan_lib.load_plan(plan_path)
 
 

@@ -21,7 +21,7 @@ def rung(name: str, size: str, multiple: float, d: int, layers: int, heads: int,
         "batch_sequences": batch, "batch_tokens": batch * seq, "peak_lr": 3e-3, "final_lr_ratio": 0.1,
         "warmup_steps": 2, "total_steps": steps, "schedule": "cosine", "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
         "weight_decay": 0.1, "clip": 1.0, "z_loss": 1e-4, "seed": 0, "eval_steps": [], "checkpoint_steps": [steps // 2],
-        "flops": fpt * tokens, "flops_6n": fpt6 * tokens, "flops_per_token": fpt, "flops_per_token_6n": fpt6,
+        "flops": fpt * tokens, "flops_6n": fpt6 * tokens, "flops_6nd": 6 * n * tokens, "flops_per_token": fpt, "flops_per_token_6n": fpt6,
         "share": 0.01,
     }
 

@@ -1,0 +1,123 @@
+"""The local backend end to end on CPU: a two-rung smoke plan, one rung SIGKILLed mid-way, the relaunch
+resuming it to the same final metrics as an uninterrupted run; status and collect on the result; and a
+rung shared by two processes on 127.0.0.1 (the multi-host path)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ladder.errors import LadderError
+from launch import LaunchOptions, launch_plan
+from launch.status import collect, format_status, ladder_status
+from launch_fixtures import tiny_plan, write_plan
+
+pytest.importorskip("ladder.train", reason="needs the trainer (ladder/train.py)")
+if not hasattr(__import__("ladder.plan", fromlist=["load_plan"]), "load_plan"):
+    pytest.skip("needs the planner's ladder.plan.load_plan", allow_module_level=True)
+
+KILLED, OTHER = "20M-1xC", "60M-2xC"
+STEPS, KILL_AT = 12, 7  # checkpoints at 4, 6 (the plan's checkpoint_steps) and 8: the kill loses step 7
+DEFAULTS = {"data.source": "synthetic", "train.log_every": 1, "train.checkpoint_every": 4,
+            "train.async_checkpoints": False}
+
+
+def metrics(run_dir: Path) -> list[tuple[int, float, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["grad_norm"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def ladder_runs(tmp_path_factory):
+    """Run the scenario once; the tests below check its pieces."""
+    tmp = tmp_path_factory.mktemp("local")
+    plan = write_plan(tmp / "plan.json", tiny_plan(steps=STEPS, defaults=DEFAULTS))
+    wrapper = tmp / "python"
+    wrapper.write_text(f"#!{sys.executable}\n" + (Path(__file__).parent / "launch_kill_wrapper.py").read_text())
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    log: list[str] = []
+    out = dict(tmp=tmp, plan=plan, log=log)
+
+    # Uninterrupted reference for the rung that will be killed, and a two-process run of it.
+    out["reference_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "reference"), rungs=[KILLED]), log.append)
+    out["two_process_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "two"), rungs=[KILLED], processes=2),
+                                        log.append)
+
+    # Both rungs at once; KILLED dies at step 7 and, with one attempt allowed, is reported failed.
+    env = {"LADDER_TEST_KILL_RUNG": KILLED, "LADDER_TEST_KILL_AT_STEP": str(KILL_AT)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        out["killed_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "runs"), parallel=2, max_attempts=1,
+                                                     python=str(wrapper)), log.append)
+    out["after_kill"] = ladder_status(json.loads(Path(plan).read_text()), str(tmp / "runs"))
+    out["metrics_after_kill"] = metrics(tmp / "runs" / KILLED)
+
+    # The relaunch: OTHER is done and skipped, KILLED resumes from its step-6 checkpoint.
+    log.append("--- relaunch")
+    out["relaunch_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "runs")), log.append)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_killed_rung_resumes_to_the_uninterrupted_result(ladder_runs):
+    r, tmp = ladder_runs, ladder_runs["tmp"]
+    assert r["reference_rc"] == 0 and r["killed_rc"] == 1 and r["relaunch_rc"] == 0, r["log"]
+    assert [s for s, _, _ in r["metrics_after_kill"]][-1] == KILL_AT  # died mid-way, after logging step 7
+    relaunch = r["log"][r["log"].index("--- relaunch"):]
+    assert f"# {OTHER}: done (step {STEPS}), skipped" in relaunch
+    assert any(line.startswith(f"# {KILLED}: attempt 1") for line in relaunch)
+    resumed, reference = metrics(tmp / "runs" / KILLED), metrics(tmp / "reference" / KILLED)
+    steps = [s for s, _, _ in resumed]
+    assert steps == sorted(set(steps)) and steps[-1] == STEPS  # the lost steps were redone, once
+    # Bitwise: the same loss and gradient norm at every step both runs logged. (The trainer does not log
+    # the first step after a start, which includes compilation: step 1, and step 7 after the resume.)
+    assert [row for row in reference if row[0] in steps] == resumed
+    assert len(resumed) >= STEPS - 2
+    status = json.loads((tmp / "runs" / KILLED / "status.json").read_text())
+    assert status["state"] == "done" and status["loss"] == reference[-1][1]
+
+
+def test_status_during_and_after(ladder_runs):
+    by_name = {s.name: s for s in ladder_runs["after_kill"]}
+    assert by_name[KILLED].state == "failed" and by_name[KILLED].step < STEPS
+    assert "exit codes [-9]" in by_name[KILLED].note
+    assert by_name[OTHER].state == "done"
+    plan = json.loads(Path(ladder_runs["plan"]).read_text())
+    final = ladder_status(plan, str(ladder_runs["tmp"] / "runs"))
+    assert [s.state for s in final] == ["done", "done"]
+    text = format_status(final)
+    assert "2 done, 0 running, 0 failed, 0 pending" in text and "(100.0% of the plan)" in text
+    cli = subprocess.run([sys.executable, "-m", "ladder", "status", ladder_runs["plan"], "--run-root",
+                          str(ladder_runs["tmp"] / "runs")], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    # Same table from the CLI, up to the "updated ... ago" column (time moved on).
+    assert [line.split()[:5] for line in cli.stdout.strip().splitlines()] == [
+        line.split()[:5] for line in text.splitlines()]
+
+
+def test_collect(ladder_runs):
+    plan = json.loads(Path(ladder_runs["plan"]).read_text())
+    root, out = str(ladder_runs["tmp"] / "runs"), ladder_runs["tmp"] / "results.csv"
+    if not any((Path(root) / r["name"] / "results.csv").exists() for r in plan["rungs"]):
+        # The plan's rungs train without evaluation tasks, so no rung wrote results.csv: a clear message.
+        with pytest.raises(LadderError, match="no rung has evaluation results"):
+            collect(plan, root, str(out))
+        return
+    n, missing = collect(plan, root, str(out))
+    assert n > 0 and missing == []
+
+
+def test_two_process_rung_matches_one_process(ladder_runs):
+    tmp = ladder_runs["tmp"]
+    assert ladder_runs["two_process_rc"] == 0, ladder_runs["log"]
+    two, one = metrics(tmp / "two" / KILLED), metrics(tmp / "reference" / KILLED)
+    assert [s for s, _, _ in two] == [s for s, _, _ in one]
+    # Two processes shard the batch and the parameters (fsdp=2): same math, other reduction order.
+    assert two[-1][1] == pytest.approx(one[-1][1], rel=1e-5)
+    assert (tmp / "two" / KILLED / "launch.1.log").exists()  # process 1 logs beside process 0

@@ -61,9 +61,9 @@ class LocalBackend(Backend):
             for i, job in enumerate(jobs):
                 env = groups[i % len(groups)]
                 # The coordinator port is picked free at launch time; a dry run names it $PORT.
-                for argv in self.argvs(job, opts, port="$PORT" if opts.processes > 1 else None):
+                for i, argv in enumerate(self.argvs(job, opts, port="$PORT" if opts.processes > 1 else None)):
                     prefix = f"CUDA_VISIBLE_DEVICES={env} " if env is not None else ""
-                    print_fn(f"{prefix}{shlex.join(argv)}  # log: {job.run_dir}/launch.log")
+                    print_fn(f"{prefix}{shlex.join(argv)}  # log: {job.run_dir}/{log_name(i)}")
             return 0
         free: queue.Queue = queue.Queue()
         for g in groups:
@@ -118,7 +118,7 @@ def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int
     """
     procs, logs = [], []
     for i, argv in enumerate(argvs):
-        log = open(run_dir / ("launch.log" if i == 0 else f"launch.{i}.log"), "a")
+        log = open(run_dir / log_name(i), "a")
         log.write(f"\n=== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n")
         log.flush()
         logs.append(log)
@@ -151,6 +151,10 @@ def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int
         for log in logs:
             log.close()
     return rc
+
+
+def log_name(process: int) -> str:
+    return "launch.log" if process == 0 else f"launch.{process}.log"
 
 
 def write_launch_record(run_dir: Path, **record) -> None:

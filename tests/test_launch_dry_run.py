@@ -7,6 +7,7 @@ The goldens are exact: a changed command is a changed launch, so update them onl
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import sys
 import shutil
@@ -110,7 +111,7 @@ def test_missing_cli_without_dry_run_is_a_clear_error(plan_dir, monkeypatch):
 
 @pytest.mark.parametrize("bad, message", [
     ("{not json", "plan"),
-    ('{"version": 99, "rungs": []}', "version"),
+    (json.dumps(dict(tiny_plan(), version=99)), "version is 99"),
 ])
 def test_bad_plan_file_is_a_clear_error(bad, message, plan_dir):
     if isinstance(sys.modules.get("ladder.plan"), StubModule):

@@ -147,11 +147,12 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
         x = np.log(rows["compute"][gen])
         y = rows["value"][gen] if higher_better else np.log(rows["value"][gen])
         slope, intercept = np.polyfit(x, y, 1)
-        improves = slope > 0 if higher_better else slope < 0
+        improves = slope > 1e-9 if higher_better else slope < -1e-9  # a flat fit cannot be inverted
         ratios = []
         for i in np.flatnonzero(dom):
             target = rows["value"][i] if higher_better else np.log(rows["value"][i])
-            c_gen = float(np.exp((target - intercept) / slope)) if improves else math.inf
+            with np.errstate(over="ignore"):
+                c_gen = float(np.exp((target - intercept) / slope)) if improves else math.inf
             ratio = c_gen / rows["compute"][i]
             same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
             forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])

@@ -1,0 +1,81 @@
+"""Compute effectiveness of specialization (exact on a synthetic study) and CPT grid generation."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ladder import cli
+from ladder.errors import LadderError
+from ladder.results import append_rows, read_table
+from ladder.specialize import compute_effectiveness, cpt_grid
+
+SIZES = [1e6, 4e6, 1.6e7]
+BUDGETS = [1e6, 2e6, 4e6, 8e6]
+
+
+def true_ratio(n):
+    return 2.0 * (n / 1e6) ** 0.3
+
+
+def write_study(path):
+    """General CPT: domain loss = a C^-0.05 exactly; domain CPT reaches what general CPT needs ratio(N)x for."""
+    rows = []
+    for n in SIZES:
+        a = 3.0 * (n / 1e6) ** -0.1
+        for d in BUDGETS:
+            c = 6 * n * d
+            for kind, loss, gen in (("general", a * c**-0.05, 1.0), ("domain", a * (true_ratio(n) * c) ** -0.05, 1.02)):
+                rows.append({"run": f"{n:g}-{kind}-{d:g}", "n": n, "d": 20 * n + d, "step": 10, "task": "t", "loss": 1.0,
+                             "acc": 0.5, "r": 0.0 if kind == "general" else 1.0, "d_cpt": d, "base_run": f"{n:g}",
+                             "kind": kind, "general_loss": gen, "domain_loss": loss})
+    append_rows(path, rows)
+    return path
+
+
+def test_compute_ratio_and_trend_recovered_exactly(tmp_path):
+    report = compute_effectiveness(read_table(write_study(tmp_path / "r.csv")))
+    for s in report["sizes"]:
+        assert s["compute_ratio_geomean"] == pytest.approx(true_ratio(s["n"]), rel=1e-9)
+    assert report["trend"]["v"] == pytest.approx(0.3, rel=1e-9)
+    assert all(p["forgetting_vs_general_cpt"] == pytest.approx(0.02) for p in report["points"])
+
+
+def test_no_improvement_means_infinite_ratio(tmp_path):
+    path = write_study(tmp_path / "r.csv")
+    table = read_table(path)
+    gen = table["kind"] == "general"
+    table["domain_loss"][gen] = 2.0  # general CPT does not move the domain loss
+    report = compute_effectiveness(table)
+    assert all(math.isinf(p["compute_ratio"]) for p in report["points"])
+
+
+def test_cpt_grid_sizes_ratios_budgets():
+    base = {"name": "1M-1xC", "size": "1M", "n": 1e6, "tokens": 2e7, "batch_tokens": 4096, "peak_lr": 1e-3,
+            "flops_per_token": 7e6, "flops_per_token_6n": 6.5e6, "flops": 1.4e14, "share": 0.01, "warmup_steps": 50}
+    rungs = cpt_grid([base, base | {"name": "4M-1xC", "n": 4e6}], [0, 0.5, 1], [1, 2])
+    assert len(rungs) == 2 * 3 * 2
+    r = rungs[1]
+    assert r["base_run"] == "1M-1xC" and r["init_from"] == {"run": "1M-1xC", "step": "final", "restore_optimizer": False}
+    assert r["mixture"] == {"general": 0.5, "domain": 0.5} and r["kind"] == "domain" and rungs[0]["kind"] == "general"
+    assert r["tokens"] == r["d_cpt"] == r["total_steps"] * 4096 and r["tokens"] >= 1e6
+    assert r["flops"] == 7e6 * r["tokens"] and r["share"] == pytest.approx(0.01 * r["flops"] / 1.4e14)
+    assert len({x["name"] for x in rungs}) == len(rungs)
+    with pytest.raises(LadderError, match=r"^ratios\[1\]: 1.2 is outside"):
+        cpt_grid([base], [0, 1.2], [1])
+    with pytest.raises(LadderError, match=r"^rung.batch_tokens:"):
+        cpt_grid([{k: v for k, v in base.items() if k != "batch_tokens"}], [0], [1])
+
+
+def test_cli_report_specialization(tmp_path, capsys):
+    path = write_study(tmp_path / "r.csv")
+    assert cli.main(["report", "specialization", str(path), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trend"]["v"] == pytest.approx(0.3, rel=1e-6)
+    out = tmp_path / "specialization"
+    for name in ("domain_metric_vs_compute.png", "general_loss_vs_compute.png", "compute_ratio_vs_n.png"):
+        assert (out / name).stat().st_size > 10_000
+    assert (out / "effectiveness.csv").read_text().count("\n") == 1 + len(SIZES) * len(BUDGETS)
+    assert cli.main(["report", "specialization", str(tmp_path / "missing.csv")]) == 2
+    assert "error: results:" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""Meshes: the rule table, mesh sizing errors, and one train step that must not depend on the mesh shape."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import ml_collections
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from ladder import sharding
+from ladder.errors import LadderError
+
+
+def mesh_cfg(data, fsdp, tensor):
+    return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+
+
+def test_mesh_shape_fills_and_rejects():
+    assert sharding.mesh_shape(mesh_cfg(2, -1, 1), 8) == (2, 4, 1)
+    assert sharding.mesh_shape(mesh_cfg(1, 1, 1), 1) == (1, 1, 1)
+    with pytest.raises(LadderError, match="mesh: data\\*fsdp\\*tensor = 4 but there are 8 devices"):
+        sharding.mesh_shape(mesh_cfg(2, 2, 1), 8)
+    with pytest.raises(LadderError, match="mesh.fsdp"):
+        sharding.mesh_shape(mesh_cfg(3, -1, 1), 8)
+    with pytest.raises(LadderError, match="at most one axis may fill"):
+        sharding.mesh_shape(mesh_cfg(-1, -1, 1), 8)
+    with pytest.raises(LadderError, match="mesh.tensor: size 0"):
+        sharding.mesh_shape(mesh_cfg(1, 1, 0), 8)
+
+
+def test_rule_table_maps_logical_names():
+    from flax import linen as nn
+
+    specs = {"q": P("layers", "embed", "heads"), "emb": P("vocab", "embed"), "norm": P("layers", "norm")}
+    mesh_specs = nn.logical_to_mesh(specs, sharding.RULES)
+    assert mesh_specs == {"q": P(None, "fsdp", "tensor"), "emb": P("tensor", "fsdp"), "norm": P(None, None)}
+
+
+# One update on 8 fake CPU devices for several meshes against one device: same loss, same new params.
+SCRIPT = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import json, jax, numpy as np
+    from ladder import sharding
+    from ladder.data import make_source
+    from ladder.train import default_config, make_train_step
+
+    cfg = default_config()
+    cfg.model.update(d_model=64, n_layers=2, n_heads=4, mlp_hidden=96, vocab_size=259, seq_len=16)
+    cfg.train.update(global_batch=8, total_steps=10)
+    # Adam's first update is ~lr*sign(g): a gradient that differs by float rounding near zero would flip a
+    # whole update. A large eps makes the update smooth in g, so the params compare the gradients themselves.
+    cfg.optim.update(warmup_steps=1, eps=1.0)
+    data_cfg = cfg.data.copy_and_resolve_references()
+    data_cfg.vocab_size = 259
+    batch = make_source(data_cfg, 16, 8).batch(0)
+
+    def one_step(shape, devices):
+        cfg.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2])
+        program = make_train_step(cfg, sharding.make_mesh(cfg.mesh, devices))
+        state = program.init_fn(jax.random.key(0))
+        state, metrics = program.step_fn(state, sharding.to_global(batch, program.batch_shardings["inputs"], 8))
+        return float(metrics["loss"]), jax.tree.map(np.asarray, state["params"])
+
+    ref_loss, ref_params = one_step((1, 1, 1), jax.devices()[:1])
+    out = {}
+    for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+        loss, params = one_step(shape, jax.devices())
+        diffs = jax.tree.leaves(jax.tree.map(
+            lambda a, b: float(np.max(np.abs(a - b) / (1e-7 + 1e-5 * np.abs(b)))), params, ref_params))
+        out[str(shape)] = {"loss": loss, "ref": ref_loss, "worst_param_tolerance_ratio": max(diffs)}
+    print(json.dumps(out))
+""")
+
+
+def test_meshes_match_single_device():
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    for shape, res in results.items():
+        assert res["loss"] == pytest.approx(res["ref"], rel=1e-5), shape
+        assert res["worst_param_tolerance_ratio"] <= 1.0, (shape, res)  # allclose(rtol=1e-5, atol=1e-7)

@@ -26,10 +26,32 @@ class CloudBackend(Backend):
 
     def launch(self, jobs: list[Job], opts: LaunchOptions, print_fn=print) -> int:
         commands.run_steps(self.steps(jobs, opts), dry_run=opts.dry_run, print_fn=print_fn, runner=self.runner)
+        for line in estimate_lines(jobs):
+            print_fn(line)
         if not opts.dry_run:
             print_fn(f"# launched {len(jobs)} rung(s); watch them with `ladder status {opts.plan_path} "
                      f"--run-root {opts.run_root}`")
         return 0
+
+
+def estimate_lines(jobs: list[Job]) -> list[str]:
+    """'# estimate: ...' lines: hours and chip-hours per rung from the planner's throughput model (FLOPs at
+    its assumed MFU), and the total. Multiply chip-hours by your price per chip-hour for the cost."""
+    from ladder import plan as plan_lib
+
+    if not hasattr(plan_lib, "estimate_seconds"):
+        return []
+    out, total = [], 0.0
+    for job in jobs:
+        chip, n = chips.parse_slice(job.accelerator)
+        n *= job.num_slices
+        hours = plan_lib.estimate_seconds(job.rung, chip, n) / 3600
+        total += hours * n
+        out.append(f"# estimate: {job.name}: {hours:,.1f} h on {n} {chip.name} chips = {hours * n:,.0f} chip-hours")
+    mfu = getattr(plan_lib, "MFU", None)
+    out.append(f"# estimate: total {total:,.0f} chip-hours" + (f" at {mfu:.0%} MFU" if mfu else "")
+               + " (cost = chip-hours x price per chip-hour)")
+    return out
 
 
 def plan_uri(opts: LaunchOptions) -> str:

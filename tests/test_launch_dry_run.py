@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ladder import chips
 from ladder.errors import LadderError
 from launch import LaunchOptions, get_backend, jobs as jobs_lib, launch_plan, queued_resources
 from launch.commands import run_steps
@@ -55,7 +56,8 @@ def plan_dir(tmp_path, monkeypatch):
 def dry_run(backend: str, tmp: Path) -> str:
     lines: list[str] = []
     assert launch_plan(options(backend, **CASES[backend]), print_fn=lines.append) == 0
-    text = "\n".join(lines) + "\n"
+    # Time estimates come from the planner's throughput model (tested below), not part of the golden.
+    text = "\n".join(line for line in lines if not line.startswith("# estimate:")) + "\n"
     return text.replace(str(tmp), "$TMP").replace(jobs_lib.plan_digest("plan.json"), "$DIGEST")
 
 
@@ -68,6 +70,20 @@ def test_dry_run_matches_golden(backend, plan_dir, monkeypatch):
         golden.write_text(got)
     assert got == golden.read_text()
     assert not (plan_dir / ".ladder-launch").exists(), "a dry run writes nothing"
+
+
+def test_dry_run_estimates_chip_hours_from_the_plan(plan_dir):
+    from ladder import plan as plan_lib
+
+    if not hasattr(plan_lib, "estimate_seconds"):
+        pytest.skip("needs ladder.plan.estimate_seconds")
+    lines: list[str] = []
+    launch_plan(options("xpk", **CASES["xpk"]), print_fn=lines.append)
+    estimates = [line for line in lines if line.startswith("# estimate:")]
+    rung = jobs_lib.load("plan.json")["rungs"][1]
+    hours = plan_lib.estimate_seconds(rung, chips.chip("v5e"), 32) / 3600
+    assert estimates[1] == f"# estimate: 60M-2xC: {hours:,.1f} h on 32 v5e chips = {hours * 32:,.0f} chip-hours"
+    assert estimates[-1].startswith("# estimate: total ")
 
 
 def test_pack_groups_rungs_by_slice(plan_dir):

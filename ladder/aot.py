@@ -373,12 +373,13 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
     from ladder.config import apply_overrides
 
     require_libtpu()
-    known = [r["name"] for r in plan["rungs"]]
+    candidates = plan["rungs"] + (target_rungs(plan) if targets else [])
+    known = [r["name"] for r in candidates]
     unknown = sorted(set(rungs or ()) - set(known))
     if unknown:
-        raise LadderError(f"--rung: {', '.join(unknown)} not in the plan; its rungs: {', '.join(known)}")
-    selected = [r for r in plan["rungs"] if not rungs or r["name"] in rungs]
-    selected += target_rungs(plan) if targets else []
+        raise LadderError(f"--rung: {', '.join(unknown)} not in the plan; its rungs (and targets, with "
+                          f"--targets): {', '.join(known)}")
+    selected = [r for r in candidates if not rungs or r["name"] in rungs]
     reports, done = [], {}
     for rung in selected:
         accelerator_type = topology or plan_lib.choose_slice(rung, chip=chip)

@@ -70,13 +70,13 @@ def format_duration(seconds: float) -> str:
 class MetricsWriter:
     """metrics.jsonl, tb/ event files and a one-line progress display. Create it on process 0 only."""
 
-    def __init__(self, run_dir: Path, total_steps: int, stream=sys.stderr):
+    def __init__(self, run_dir: Path, total_steps: int, stream=None):
         from tensorboardX import SummaryWriter  # imported here: only process 0 pays for it
 
-        self.run_dir, self.total_steps, self.stream = Path(run_dir), total_steps, stream
+        self.run_dir, self.total_steps, self.stream = Path(run_dir), total_steps, stream or sys.stderr
         self.jsonl = open(self.run_dir / "metrics.jsonl", "a")
         self.tb = SummaryWriter(str(self.run_dir / "tb"))
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
 
     def write(self, row: dict, eta_s: float) -> None:
         self.jsonl.write(json.dumps(row) + "\n")

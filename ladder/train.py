@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -169,6 +170,7 @@ def check_run_dir(run_dir: Path) -> None:
     probe = run_dir
     while not probe.exists():
         probe = probe.parent
+    require(probe.is_dir(), "--run-dir", f"{probe} is a file, so {run_dir} cannot be created", "choose another path")
     require(os.access(probe, os.W_OK | os.X_OK), "--run-dir", f"{probe} is not writable",
             "choose a directory you can write to")
 
@@ -356,6 +358,8 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
         state, start = program.init_fn(jax.random.key(t.seed)), 0
     else:
         state = ckpts.restore(start, program.abstract_state)
+        if lead:
+            print(f"ladder train: resuming {run_dir} from the checkpoint at step {start}", file=sys.stderr)
     data_cfg = ml_collections.ConfigDict(config.data)
     data_cfg.vocab_size = a.vocab_size
     source = make_source(data_cfg, a.seq_len, t.global_batch, jax.process_index(), jax.process_count())

@@ -1,0 +1,148 @@
+"""The trainer end to end: bitwise resume after SIGKILL, SIGTERM saves, NaN stops, bad input exits 2."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from ladder import cli
+from ladder.errors import LadderError
+
+TINY = ["--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
+        "--config.model.seq_len=16", "--config.train.global_batch=4", "--config.train.log_every=1"]
+
+
+def tiny_config(**train):
+    from ladder.train import default_config
+
+    cfg = default_config()
+    cfg.model.update(d_model=32, n_layers=2, n_heads=2, seq_len=16)
+    cfg.train.update(global_batch=4, log_every=1, **train)
+    return cfg
+
+
+# A run (checkpoints every 10 steps) that SIGKILLs itself at step `kill_at`, or runs to the end (kill_at = -1).
+# The kill comes from argv, not the config: a resumed run must have the same config (its hash is checked).
+RUN = textwrap.dedent("""
+    import os, signal, sys
+    from tests.test_train import tiny_config
+    from ladder.train import train
+    run_dir, kill_at = sys.argv[1], int(sys.argv[2])
+    def on_eval(step, params, logits_fn):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(tiny_config(total_steps=30, checkpoint_every=10, eval_steps=[25]), run_dir, on_eval=on_eval)
+""")
+
+
+def final_params(run_dir):
+    from ladder.checkpoint import Checkpoints
+
+    ckpts = Checkpoints(run_dir / "checkpoints", keep=1)
+    assert ckpts.latest_step() == 30
+    state = ckpts.restore(30, None)
+    ckpts.close()
+    return state["params"]
+
+
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu")
+    run = lambda d, kill_at: subprocess.run([sys.executable, "-c", RUN, str(d), str(kill_at)],  # noqa: E731
+                                            capture_output=True, text=True, timeout=300, env=env)
+    killed = run(tmp_path / "resumed", 25)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    status = json.loads((tmp_path / "resumed" / "status.json").read_text())
+    assert status["state"] == "running" and status["step"] >= 24
+    resumed = run(tmp_path / "resumed", -1)  # picks up from the step-20 (or step-10) checkpoint
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr and "from the checkpoint at step" in resumed.stderr
+    straight = run(tmp_path / "straight", -1)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a, b = final_params(tmp_path / "resumed"), final_params(tmp_path / "straight")
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "metrics past the restored checkpoint were not dropped on resume"
+
+
+def _leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_sigterm_saves_at_the_next_step_then_resume_and_done(tmp_path, capsys):
+    from ladder.train import train
+
+    cfg = tiny_config(total_steps=12, checkpoint_every=100, eval_steps=[5])
+    stop = lambda step, params, logits_fn: os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
+    summary = train(cfg, tmp_path, on_eval=stop)
+    assert summary["state"] == "preempted" and summary["step"] == 6
+    assert (tmp_path / "checkpoints" / "6").is_dir()
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "preempted"
+
+    assert train(cfg, tmp_path)["state"] == "done"
+    assert "resuming" in capsys.readouterr().err
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "done" and status["step"] == 12 and status["tokens"] == 12 * 4 * 16
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows][-1] == 12
+    assert set(rows[-1]) >= {"step", "loss", "z_loss", "grad_norm", "lr", "tokens", "tokens_per_s", "mfu", "time"}
+    assert list((tmp_path / "tb").iterdir())
+    # Already done: nothing happens; another config in the same run dir is refused.
+    assert train(cfg, tmp_path)["state"] == "done"
+    cfg.train.total_steps = 13
+    with pytest.raises(LadderError, match="--run-dir: .* holds a run with another config"):
+        train(cfg, tmp_path)
+    assert json.loads((tmp_path / "status.json").read_text())["updated"] == status["updated"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    code = cli.main(["train", "configs/tiny.py", *TINY, "--config.optim.peak_lr=1e30",
+                     "--config.train.checkpoint_every=1", "--config.train.total_steps=20",
+                     "--config.optim.warmup_steps=5", "--run-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "not finite" in err, err
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "failed" and "not finite" in status["error"]
+    failed_at = int(status["error"].split()[1].rstrip(":"))
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and max(saved) < failed_at
+
+
+@pytest.mark.parametrize("override, field", [
+    ("--config.model.n_heads=3", "model.n_heads"),
+    ("--config.mesh.fsdp=2", "mesh"),
+    ("--config.model.widht=64", "model.widht"),
+    ("--config.train.total_steps=0", "train.total_steps"),
+    ("--config.model.d_model=-8", "model.d_model"),
+    ("--config.optim.schedule=linear", "optim.schedule"),
+])
+def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys, override, field):
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "configs/tiny.py", override, "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ladder train: error: ") and field in err and len(err.splitlines()) == 1, err
+    assert not run_dir.exists()
+
+
+def test_unwritable_run_dir_exits_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert cli.main(["train", "configs/tiny.py", "--run-dir", str(tmp_path / "file" / "run")]) == 2
+    assert "--run-dir" in capsys.readouterr().err
+
+
+def test_batch_and_widths_must_split_over_the_mesh():
+    from ladder.train import validate_for_mesh
+
+    cfg = tiny_config()
+    with pytest.raises(LadderError, match="train.global_batch: 4 is not divisible by data\\*fsdp = 8"):
+        validate_for_mesh(cfg, {"data": 2, "fsdp": 4, "tensor": 1}, 1)
+    with pytest.raises(LadderError, match="mesh.tensor"):
+        validate_for_mesh(cfg, {"data": 1, "fsdp": 1, "tensor": 4}, 1)
+    validate_for_mesh(cfg, {"data": 2, "fsdp": 2, "tensor": 2}, 1)

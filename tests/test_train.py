@@ -23,6 +23,7 @@ def tiny_config(**train):
     cfg = default_config()
     cfg.model.update(d_model=32, n_layers=2, n_heads=2, seq_len=16)
     cfg.train.update(global_batch=4, log_every=1, **train)
+    cfg.optim.warmup_steps = 2
     return cfg
 
 
@@ -80,8 +81,15 @@ def test_sigterm_saves_at_the_next_step_then_resume_and_done(tmp_path, capsys):
     from ladder.train import train
 
     cfg = tiny_config(total_steps=12, checkpoint_every=100, eval_steps=[5])
-    stop = lambda step, params, logits_fn: os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
+    seen = {}
+
+    def stop(step, params, logits_fn):
+        ids = np.arange(3 * 16, dtype=np.int32).reshape(3, 16) % 259
+        seen[step] = logits_fn(ids, np.ones_like(ids), np.broadcast_to(np.arange(16), (3, 16)))
+        os.kill(os.getpid(), signal.SIGTERM)
+
     summary = train(cfg, tmp_path, on_eval=stop)
+    assert seen[5].shape == (3, 16, 259) and seen[5].dtype == np.float32  # the real vocab, not the padded one
     assert summary["state"] == "preempted" and summary["step"] == 6
     assert (tmp_path / "checkpoints" / "6").is_dir()
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "preempted"

@@ -94,17 +94,27 @@ def _objective(form: LossForm, logN, logD, logL, w, delta):
     return fun_and_grad, batch
 
 
-def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELTA, top_k: int = 64) -> FitResult:
+def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELTA, top_k: int = 64,
+             polish: int = 2) -> FitResult:
     """Fit `form` to points (N, D, L): sum of Huber(delta) of log residuals, L-BFGS from the best grid starts.
 
-    The whole grid is scored in one vectorised pass; L-BFGS-B runs from its `top_k` best rows (top_k >= the
-    grid size runs from every start). Residuals are log L-hat - log L.
+    The whole grid is scored in one vectorised pass; its `top_k` best rows are descended together by the
+    batched solver, and L-BFGS-B (analytic gradient) finishes from the `polish` best of those, so the result
+    is an L-BFGS optimum of the published objective at a fraction of the cost of 4,500 scalar runs.
+    Residuals are log L-hat - log L.
     """
     logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
     w = np.ones_like(logL) if weights is None else np.asarray(weights, dtype=np.float64)
     fun_and_grad, batch = _objective(form, logN, logD, logL, w, delta)
     starts = best_starts(batch, form.grid, top_k)
-    return minimize_from_grid(fun_and_grad, starts, form.names,
+
+    def residual_fn(X, jac):
+        y, J = form.log_loss(X, logN, logD, jac)
+        return y - logL, J
+
+    X, f, _ = minimize_batched(residual_fn, starts, w, delta=delta, max_iter=300)
+    X = X[np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]]
+    return minimize_from_grid(fun_and_grad, X, form.names,
                               residual_fn=lambda x: form.log_loss(x[None], logN, logD, jac=False)[0][0] - logL)
 
 
@@ -121,4 +131,4 @@ def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUB
         y, J = form.log_loss(X, logN, logD, jac)
         return y - logL, J
 
-    return minimize_batched(residual_fn, X0, weights, delta=delta)
+    return minimize_batched(residual_fn, X0, weights, delta=delta, max_iter=1000)

@@ -144,7 +144,7 @@ def minimize_batched(
     delta: float | None = None,
     bounds: Sequence[tuple[float | None, float | None]] | None = None,
     max_iter: int = 200,
-    rtol: float = 1e-12,
+    rtol: float = 1e-9,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise sum_i w[b, i] rho(r_i(x_b)) for B independent problems at once (bootstrap samples).
 
@@ -155,38 +155,38 @@ def minimize_batched(
     Returns (X [B, P], objective [B], converged [B]).
     """
     x = np.array(x0, dtype=np.float64)
-    lo = np.array([-np.inf if b is None or b[0] is None else b[0] for b in bounds]) if bounds else None
-    hi = np.array([np.inf if b is None or b[1] is None else b[1] for b in bounds]) if bounds else None
     B, P = x.shape
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds]) if bounds else np.full(P, -np.inf)
+    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds]) if bounds else np.full(P, np.inf)
+    x = np.clip(x, lo, hi)
     lam = np.full(B, 1e-3)
     done = np.zeros(B, dtype=bool)
-    r, J = residual_fn(x, True)
-    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), r.shape)
-    v, d, c = robust_loss(r, delta)
-    f = (w * v).sum(-1)
+    w_all = np.broadcast_to(np.asarray(weights, dtype=np.float64), (B,) + np.shape(weights)[-1:])
+    f = (w_all * robust_loss(residual_fn(x, False)[0], delta)[0]).sum(-1)
     eye = np.eye(P)
     for _ in range(max_iter):
+        idx = np.flatnonzero(~done)  # only problems still moving cost anything
+        if idx.size == 0:
+            break
+        xi, w, fi, li = x[idx], w_all[idx], f[idx], lam[idx]
+        r, J = residual_fn(xi, True)
+        _, d, c = robust_loss(r, delta)
         g = np.einsum("bn,bnp->bp", w * d, J)
+        # Coordinates on a bound whose gradient pushes outward stay fixed this iteration (active set).
+        free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
         H = np.matmul(np.swapaxes(J * (w * c)[..., None], 1, 2), J)
         diag = np.diagonal(H, axis1=1, axis2=2)
-        A = H + lam[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)
-        try:
-            step = -np.linalg.solve(A, g[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = -np.linalg.lstsq(A.reshape(-1, P), g.reshape(-1), rcond=None)[0].reshape(B, P)
-        x_new = x + np.where(done[:, None], 0.0, step)
-        if lo is not None:
-            x_new = np.clip(x_new, lo, hi)
-        r_new, _ = residual_fn(x_new, False)
-        f_new = (w * robust_loss(r_new, delta)[0]).sum(-1)
-        accept = (f_new <= f) & ~done & np.isfinite(f_new)
-        gain = np.where(accept, f - f_new, 0.0)
-        x = np.where(accept[:, None], x_new, x)
-        lam = np.clip(np.where(accept, lam / 3.0, lam * 4.0), 1e-12, 1e16)
-        done |= (accept & (gain <= rtol * np.maximum(f, 1e-300))) | (lam >= 1e16)
-        f = np.where(accept, f_new, f)
-        if done.all():
-            break
-        r, J = residual_fn(x, True)
-        v, d, c = robust_loss(r, delta)
+        A = H + li[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)
+        m = free.astype(np.float64)
+        A = A * m[:, :, None] * m[:, None, :] + eye * (1.0 - m)[:, :, None]
+        step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
+        x_new = np.clip(xi + step, lo, hi)
+        f_new = (w * robust_loss(residual_fn(x_new, False)[0], delta)[0]).sum(-1)
+        accept = (f_new <= fi) & np.isfinite(f_new)
+        gain = np.where(accept, fi - f_new, 0.0)
+        x[idx] = np.where(accept[:, None], x_new, xi)
+        f[idx] = np.where(accept, f_new, fi)
+        lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
+        # Done when a step gains almost nothing, or no step however short lowers the objective.
+        done[idx] = (accept & (gain <= rtol * np.maximum(fi, 1e-300))) | (lam[idx] >= 1e12)
     return x, f, done

@@ -74,8 +74,12 @@ class SigmoidForm:
         return np.array(list(rows), dtype=np.float64)
 
 
-def fit_sigmoid(form: SigmoidForm, L, acc, *, weights=None, top_k: int = 8) -> FitResult:
-    """Least-squares fit of `form` to (L, acc) points; residuals are Acc-hat - acc."""
+def fit_sigmoid(form: SigmoidForm, L, acc, *, weights=None, top_k: int = 16, polish: int = 2) -> FitResult:
+    """Least-squares fit of `form` to (L, acc) points; residuals are Acc-hat - acc.
+
+    The start grid is scored in one pass, its `top_k` best rows descended together by the batched solver,
+    and L-BFGS-B (analytic gradient, bounds) finishes from the `polish` best.
+    """
     L, acc = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
     w = np.ones_like(L) if weights is None else np.asarray(weights, dtype=np.float64)
 
@@ -87,7 +91,13 @@ def fit_sigmoid(form: SigmoidForm, L, acc, *, weights=None, top_k: int = 8) -> F
     def batch(X):
         return 0.5 * (w * (form.acc(X, L, jac=False)[0] - acc) ** 2).sum(-1)
 
-    return minimize_from_grid(fun_and_grad, best_starts(batch, form.grid(L), top_k), form.names, form.bounds,
+    def residual_fn(X, jac):
+        y, J = form.acc(X, L, jac)
+        return y - acc, J
+
+    X, f, _ = minimize_batched(residual_fn, best_starts(batch, form.grid(L), top_k), w, bounds=form.bounds)
+    X = X[np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]]
+    return minimize_from_grid(fun_and_grad, X, form.names, form.bounds,
                               residual_fn=lambda x: form.acc(x[None], L, jac=False)[0][0] - acc)
 
 

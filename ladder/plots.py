@@ -1,0 +1,129 @@
+"""The predictor's figures, as in Bhagia et al. 2024: step 1 (task loss over tokens, one curve per N, target
+marked), step 2 (accuracy over task loss with every checkpoint and the fitted sigmoid), and the chained
+prediction (accuracy over compute). One PNG per figure, one panel per task. matplotlib, Agg backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panels(plt, n):
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def _colors(plt, ns):
+    cmap = plt.get_cmap("viridis")
+    uniq = sorted(set(ns))
+    return {n: cmap(i / max(1, len(uniq) - 1) * 0.85) for i, n in enumerate(uniq)}
+
+
+def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
+    """Write step1.png, step2.png, chain.png for a `ladder.laws.predict.Prediction`; returns the paths."""
+    plt = _plt()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = list(pred.fits)
+    markers = "*PXD^v"
+    paths = []
+
+    # Step 1: feature over D, one curve per ladder N (and per target N), final points, targets with intervals.
+    fig, axes = _panels(plt, len(tasks))
+    for ax, task in zip(axes, tasks):
+        fit = pred.fits[task]
+        data = fit.data
+        color = _colors(plt, data.n)
+        d_max = max([data.d.max()] + [D for _, D in pred.targets.values()])
+        grid = np.geomspace(data.d.min() / 2, d_max * 1.5, 200)
+        for n in sorted(set(data.n)):
+            L, _ = fit.predict(n, grid)
+            ax.plot(grid, L, color=color[n], lw=1)
+            m = data.n == n
+            ax.scatter(data.d[m], data.feature[m], color=color[n], s=18, zorder=3, label=f"N={n / 1e6:.0f}M")
+        for (name, (N, D)), mk in zip(pred.targets.items(), markers):
+            L, _ = fit.predict(N, grid)
+            r = pred.results[name][task]
+            ax.plot(grid, L, color="crimson", lw=1, ls="--")
+            ax.errorbar([D], [r["loss"]], yerr=[[r["loss"] - r["loss_lo"]], [r["loss_hi"] - r["loss"]]],
+                        color="crimson", marker=mk, ms=10, capsize=3, zorder=4, label=f"{name} (predicted)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens D")
+        ax.set_ylabel("task loss (bits/byte)" if fit.method.feature == "loss" else f"{fit.method.feature} (nats/token)")
+        ax.set_title(f"{task} — step 1 ({fit.method.name})", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.append(out_dir / "step1.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # Step 2: accuracy over the feature; every smoothed checkpoint, the sigmoid, targets.
+    fig, axes = _panels(plt, len(tasks))
+    for ax, task in zip(axes, tasks):
+        fit = pred.fits[task]
+        data = fit.data
+        color = _colors(plt, data.n)
+        for n in sorted(set(data.n)):
+            m = data.n[data.point_run] == n
+            ax.scatter(data.point_feature[m], data.point_acc[m], color=color[n], s=4, alpha=0.5,
+                       label=f"N={n / 1e6:.0f}M checkpoints")
+        lo = min([0.0] + [r[task]["loss"] for r in pred.results.values()])
+        xs = np.linspace(lo, data.point_feature.max() * 1.05, 300)
+        s2 = fit.step2.x if fit.single is None else fit.single.x[len(fit.form.names):]
+        ax.plot(xs, fit.sigmoid.predict(s2, xs), color="k", lw=1.2, label="fitted sigmoid")
+        if data.chance is not None:
+            ax.axhline(data.chance, color="gray", ls=":", lw=1, label="chance")
+        for (name, _), mk in zip(pred.targets.items(), markers):
+            r = pred.results[name][task]
+            ax.errorbar([r["loss"]], [r["acc"]], yerr=[[r["acc"] - r["acc_lo"]], [r["acc_hi"] - r["acc"]]],
+                        color="crimson", marker=mk, ms=10, capsize=3, zorder=4, label=f"{name} (predicted)")
+        ax.set_xlabel("task loss (bits/byte)" if fit.method.feature == "loss" else f"{fit.method.feature} (nats/token)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{task} — step 2", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.append(out_dir / "step2.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # Chained: accuracy over compute 6ND; ladder finals (observed and predicted) and targets with intervals.
+    fig, axes = _panels(plt, len(tasks))
+    for ax, task in zip(axes, tasks):
+        fit = pred.fits[task]
+        data = fit.data
+        color = _colors(plt, data.n)
+        _, acc_hat = fit.predict(data.n, data.d)
+        for n in sorted(set(data.n)):
+            m = data.n == n
+            ax.scatter(6 * n * data.d[m], data.acc[m], color=color[n], s=18, label=f"N={n / 1e6:.0f}M observed")
+            ax.scatter(6 * n * data.d[m], acc_hat[m], facecolors="none", edgecolors=color[n], s=30)
+        for (name, (N, D)), mk in zip(pred.targets.items(), markers):
+            r = pred.results[name][task]
+            ax.errorbar([6 * N * D], [r["acc"]], yerr=[[r["acc"] - r["acc_lo"]], [r["acc_hi"] - r["acc"]]],
+                        color="crimson", marker=mk, ms=10, capsize=3, label=f"{name}: {r['acc']:.3f}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training compute 6ND (FLOPs)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{task} — chained ({fit.method.name}); open: fitted", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.append(out_dir / "chain.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

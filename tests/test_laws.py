@@ -1,0 +1,90 @@
+"""Step-1 and step-2 fits: recovery of known parameters, the published Chinchilla replication, bootstrap solver."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from ladder.laws.chinchilla import LOSS_C, LOSS_ND, fit_loss, fit_loss_batched
+from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
+
+TRUE_ND = {"a": np.log(400.0), "b": np.log(1800.0), "e": np.log(1.8), "alpha": 0.34, "beta": 0.36}
+
+
+def _points(rng, noise):
+    N = np.repeat(np.geomspace(1e8, 3e9, 6), 5)
+    D = N * np.tile([5.0, 10, 20, 50, 100], 6)
+    L = LOSS_ND.predict(TRUE_ND, N, D) * np.exp(noise * rng.standard_normal(N.size))
+    return N, D, L
+
+
+def test_step1_recovers_known_parameters_from_noisy_points():
+    N, D, L = _points(np.random.default_rng(0), 2e-3)
+    fit = fit_loss(LOSS_ND, N, D, L)
+    assert fit.converged and fit.residuals.shape == (30,)
+    got = LOSS_ND.readable(fit.params)
+    assert got["E"] == pytest.approx(1.8, rel=0.03)
+    assert got["alpha"] == pytest.approx(0.34, abs=0.03) and got["beta"] == pytest.approx(0.36, abs=0.03)
+    # predictions are vectorised over N and D and match the truth where the data are
+    grid = LOSS_ND.predict(fit.params, N[:, None], D[None, :5])
+    assert grid.shape == (30, 5)
+    np.testing.assert_allclose(LOSS_ND.predict(fit.params, N, D), LOSS_ND.predict(TRUE_ND, N, D), rtol=5e-3)
+
+
+def test_compute_form_recovers_its_exponent():
+    C = np.geomspace(1e18, 1e22, 20)
+    N = np.sqrt(C / 6 / 20)
+    L = 1.7 + np.exp(12.0) * C ** -0.2
+    fit = fit_loss(LOSS_C, N, C / (6 * N), L)
+    assert fit.params["alpha"] == pytest.approx(0.2, abs=1e-3) and np.exp(fit.params["e"]) == pytest.approx(1.7, rel=1e-3)
+
+
+def test_chinchilla_replication_objective_and_parameters(shared_dir):
+    with open(shared_dir / "reference/chinchilla/chinchilla_fig4_points.csv") as f:
+        rows = list(csv.DictReader(f))
+    N = np.array([float(r["Model Size"]) for r in rows])
+    C = np.array([float(r["Training FLOP"]) for r in rows])
+    L = np.array([float(r["loss"]) for r in rows])
+    keep = np.argsort(L)[:240]  # drop the 5 highest-loss points
+    N, C, L = N[keep], C[keep], L[keep]
+    fit = fit_loss(LOSS_ND, N, C / (6 * N), L)  # SUM of Huber(1e-3) of log residuals
+    assert fit.converged
+    assert fit.objective == pytest.approx(0.0010183, rel=1e-4)
+    got = LOSS_ND.readable(fit.params)
+    for k, v in {"A": 477.8, "B": 2143.9, "E": 1.8172, "alpha": 0.3473, "beta": 0.3672}.items():
+        assert got[k] == pytest.approx(v, rel=0.01), k
+
+
+def test_batched_refit_with_unit_weights_matches_the_full_fit():
+    N, D, L = _points(np.random.default_rng(1), 2e-3)
+    fit = fit_loss(LOSS_ND, N, D, L)
+    X, f, conv = fit_loss_batched(LOSS_ND, fit.x + 0.01, N, D, L, np.ones((3, N.size)))
+    assert conv.all()
+    np.testing.assert_allclose(f, fit.objective, rtol=1e-6)
+    # doubling every weight doubles the objective and leaves the optimum in place
+    X2, f2, _ = fit_loss_batched(LOSS_ND, fit.x, N, D, L, 2 * np.ones((1, N.size)))
+    np.testing.assert_allclose(f2, 2 * fit.objective, rtol=1e-6)
+
+
+@pytest.mark.parametrize("floor", [None, 0.25])
+def test_step2_sigmoid_recovers_parameters(floor):
+    rng = np.random.default_rng(2)
+    form = SigmoidForm(floor)
+    true = {"a": -0.7, "b": 0.95, "k": 6.0, "L0": 0.9} if floor is None else {"b": 0.95, "k": 6.0, "L0": 0.9}
+    L = rng.uniform(0.5, 1.6, 400)
+    acc = form.predict(true, L) + 0.005 * rng.standard_normal(400)
+    fit = fit_sigmoid(form, L, acc)
+    assert fit.converged
+    for k, v in true.items():
+        assert fit.params[k] == pytest.approx(v, rel=0.05), k
+    if floor is not None:
+        assert form.predict(fit.params, 50.0) == pytest.approx(floor, abs=1e-6)  # floor pinned at chance
+    X, f, conv = fit_sigmoid_batched(form, fit.x, L, acc, np.ones((2, 400)))
+    np.testing.assert_allclose(X, np.stack([fit.x] * 2), atol=1e-4)
+
+
+def test_sigmoid_bounds_are_reported():
+    L = np.linspace(0.5, 1.5, 50)
+    acc = 1.2 - 0.5 * L  # exceeds 1 at low loss: the ceiling b pins at its bound
+    fit = fit_sigmoid(SigmoidForm(), L, np.clip(acc, 0, 1.2))
+    assert "b" in fit.at_bound

@@ -1,0 +1,113 @@
+"""The two-step predictor: synthetic ladders with known laws, bad input, back-test, the paper run on OLMo."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from ladder.cli import main
+from ladder.errors import LadderError
+from ladder.laws.chinchilla import LOSS_ND
+from ladder.laws.predict import METHODS, PAPER_RUNS, backtest, predict, task_data
+from ladder.laws.sigmoid import SigmoidForm
+from ladder.results import append_rows, read_table
+
+STEP1 = {"a": np.log(30.0), "b": np.log(60.0), "e": np.log(0.5), "alpha": 0.2, "beta": 0.25}
+STEP2 = {"a": -0.7, "b": 0.98, "k": 6.0, "L0": 0.75}
+
+
+def synthetic_rows(sizes=(1e8, 2e8, 4e8, 8e8), multiples=(1, 2, 5, 10), noise=0.002, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        for c in multiples:
+            for j, d in enumerate(np.linspace(20 * n * c / 25, 20 * n * c, 25)):
+                loss = float(LOSS_ND.predict(STEP1, n, d)) * (1 + noise * rng.standard_normal())
+                acc = float(SigmoidForm().predict(STEP2, loss)) + noise * rng.standard_normal()
+                rows.append({"run": f"{n / 1e6:.0f}M-{c}xC", "n": n, "d": d, "step": j, "task": "t", "loss": loss,
+                             "acc": acc, "lm_loss": 2 * loss, "chance": 0.25})
+    return rows
+
+
+def _cols(tmp_path, rows):
+    append_rows(tmp_path / "r.csv", rows)
+    return read_table(tmp_path / "r.csv", validate=True)
+
+
+def test_paper_method_predicts_a_synthetic_target_within_its_interval(tmp_path):
+    cols = _cols(tmp_path, synthetic_rows())
+    N, D = 7e9, 20 * 7e9 * 2
+    pred = predict(cols, {"big": (N, D)}, n_bootstrap=200, plot_dir=tmp_path / "plots")
+    r = pred.results["big"]["t"]
+    true_loss = float(LOSS_ND.predict(STEP1, N, D))
+    true_acc = float(SigmoidForm().predict(STEP2, true_loss))
+    assert r["loss"] == pytest.approx(true_loss, rel=0.02) and r["acc"] == pytest.approx(true_acc, abs=0.02)
+    assert r["acc_lo"] <= r["acc"] <= r["acc_hi"] and r["method"] == "paper"
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"step1.png", "step2.png", "chain.png"}
+    assert json.loads(json.dumps(pred.to_json()))["big"]["t"]["acc"] == r["acc"]
+    fit = pred.fits["t"]  # notebook API: parameters, objective, convergence, residuals
+    assert fit.step1.converged and fit.step1.residuals.shape == (16,) and set(fit.step2.params) == set(STEP2)
+    L, acc = fit.predict(np.array([1e9, 2e9])[:, None], np.array([1e10, 1e11, 1e12]))
+    assert L.shape == acc.shape == (2, 3)
+
+
+def test_step2_points_skip_the_first_tenth_and_smooth_over_five(tmp_path):
+    cols = _cols(tmp_path, synthetic_rows(sizes=(1e8, 2e8), multiples=(1,)))
+    data = task_data(cols, "t", ["100M-1xC", "200M-1xC"])
+    # 25 checkpoints at D = k/25 * D_final: k=1,2 fall under 10%, 23 remain -> 19 moving averages per run
+    assert len(data.point_feature) == 2 * 19
+    assert data.feature[0] == pytest.approx(np.mean(cols["loss"][:25][-5:]))
+
+
+def test_every_method_backtests_and_auto_picks_the_lowest_error(tmp_path):
+    cols = _cols(tmp_path, synthetic_rows())
+    bt = backtest(cols, "t", sorted(set(cols["run"])))
+    assert set(bt) == set(METHODS)
+    assert all(h.test_runs == [f"800M-{c}xC" for c in (1, 10, 2, 5)] or len(h.test_runs) == 4 for h in bt.values())
+    assert all(np.isfinite(h.error) for h in bt.values())
+    assert bt["paper"].error < 0.01  # the data follow the paper's law
+    pred = predict(cols, {"big": (7e9, 3e11)}, method="auto", n_bootstrap=0)
+    chosen = pred.results["big"]["t"]["method"]
+    assert bt[chosen].error == min(h.error for h in bt.values())
+
+
+def test_extrapolation_is_flagged_and_inside_target_warns(tmp_path):
+    cols = _cols(tmp_path, synthetic_rows())
+    with pytest.warns(UserWarning, match="inside the ladder's range"):
+        pred = predict(cols, {"small": (2e8, 4e9), "huge": (1e11, 1e13)}, n_bootstrap=0)
+    assert any("extrapolates" in f for f in pred.results["huge"]["t"]["flags"])
+    assert not any("extrapolates" in f for f in pred.results["small"]["t"]["flags"])
+
+
+@pytest.mark.parametrize("kwargs, rows, match", [
+    ({}, synthetic_rows(sizes=(1e8,), multiples=(1, 2, 5, 10, 20)), "one model size"),
+    ({"method": "single-step"}, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)), "9 parameters"),
+    ({"runs": ["100M-1xC", "200M-1xC"]}, synthetic_rows(), "5 parameters"),
+    ({"method": "magic"}, synthetic_rows(), "unknown method"),
+    ({"runs": ["7B-*"]}, synthetic_rows(), "matches no run"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, kwargs, rows, match):
+    cols = _cols(tmp_path, rows)
+    with pytest.raises(LadderError, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=0, **kwargs)
+
+
+def test_paper_method_runs_end_to_end_on_the_published_ladder(shared_dir, tmp_path, capsys):
+    out = tmp_path / "olmo.csv"
+    assert main(["import", "olmo", str(shared_dir / "reference/olmo_ladder/ladder-runs"), "-o", str(out)]) == 0
+    code = main(["predict", str(out), "--target", "7B=6887575552:3945065873408", "--target",
+                 "13B=13202396160:5000088518656", "--method", "paper", "--tasks", "mmlu,hellaswag",
+                 "--bootstrap", "100", "--out", str(tmp_path / "pred.json")])
+    assert code == 0
+    pred = json.loads((tmp_path / "pred.json").read_text())
+    printed = capsys.readouterr().out
+    assert ", ".join(PAPER_RUNS) in printed
+    for target in ("7B", "13B"):
+        for task in ("mmlu", "hellaswag"):
+            r = pred[target][task]
+            assert r["method"] == "paper" and 0.25 < r["acc_lo"] <= r["acc"] <= r["acc_hi"] < 1
+    assert any("extrapolates" in f for f in pred["13B"]["mmlu"]["flags"])  # 13B-5T is ~200x the 1B-10xC run
+    assert not any("extrapolates" in f for f in pred["7B"]["mmlu"]["flags"])  # 7B-4T is ~83x
+    assert (tmp_path / "chain.png").exists()

@@ -187,6 +187,8 @@ def minimize_batched(
         x[idx] = np.where(accept[:, None], x_new, xi)
         f[idx] = np.where(accept, f_new, fi)
         lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
-        # Done when a step gains almost nothing, or no step however short lowers the objective.
-        done[idx] = (accept & (gain <= rtol * np.maximum(fi, 1e-300))) | (lam[idx] >= 1e12)
+        # Done when a step gains, or the model promises, almost nothing, or no step however short helps.
+        tiny = rtol * np.maximum(fi, 1e-300)
+        promised = -np.einsum("bp,bp->b", g * m, step)
+        done[idx] = (accept & (gain <= tiny)) | (promised <= tiny) | (lam[idx] >= 1e12)
     return x, f, done

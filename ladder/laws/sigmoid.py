@@ -101,7 +101,7 @@ def fit_sigmoid(form: SigmoidForm, L, acc, *, weights=None, top_k: int = 16, pol
                               residual_fn=lambda x: form.acc(x[None], L, jac=False)[0][0] - acc)
 
 
-def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights):
+def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float = 1e-7):
     """Refit many weightings of the same points at once (bootstrap), warm-started from x0 [P] or [B, P]."""
     L, acc = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
     weights = np.atleast_2d(weights)
@@ -111,5 +111,5 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights):
         y, J = form.acc(X, L, jac)
         return y - acc, J
 
-    return minimize_batched(residual_fn, X0, weights, delta=None, bounds=form.bounds)
+    return minimize_batched(residual_fn, X0, weights, delta=None, bounds=form.bounds, rtol=rtol)
 

@@ -1,4 +1,7 @@
-"""Scaling laws: generic fitting (`fitting`), the two-step task predictor and its variants.
+"""Scaling laws: generic fitting (`fitting`), the two-step task predictor and its variants (`predict`),
+step-1 power laws (`chinchilla`), step-2 sigmoids (`sigmoid`). numpy/scipy only (never JAX).
 
-numpy/scipy only (never JAX): usable from a notebook on any laptop.
+Notebook use: `cols = ladder.results.read_table(path, validate=True)`, then
+`pred = ladder.laws.predict.predict(cols, {"7B": (N, D)}, method="paper", plot_dir="plots")`;
+`pred.results`, `pred.fits[task].step1` (a FitResult), `pred.fits[task].predict(N, D)`, `pred.table()`.
 """

@@ -7,7 +7,8 @@ from ladder.train import default_config
 def get_config():
     c = default_config()
     c.name = "tiny"
-    c.model.update(d_model=128, n_layers=4, n_heads=4, vocab_size=259, seq_len=128)  # byte tokenizer: 256 + 3 specials
+    # byte tokenizer: 256 + 3 specials; unrolled layers run ~2x faster than scanned ones on CPU (docs/training.md)
+    c.model.update(d_model=128, n_layers=4, n_heads=4, vocab_size=259, seq_len=128, scan_layers=False)
     c.data.update(source="synthetic", seed=0)
     c.train.update(global_batch=16, total_steps=200, checkpoint_every=100, log_every=10, eval_steps=[])
     c.optim.update(peak_lr=3e-3, warmup_steps=30, schedule="cosine")

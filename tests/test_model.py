@@ -87,13 +87,13 @@ def test_schedules():
 GOLDEN_LOSSES = (5.9708734, 5.9782848)
 
 
-def test_golden_first_steps():
+def first_losses(**model):
     from ladder import sharding
     from ladder.data import make_source
     from ladder.train import make_train_step
 
     cfg = default_config()
-    cfg.model.update(d_model=64, n_layers=2, n_heads=4, vocab_size=259, seq_len=32)
+    cfg.model.update(d_model=64, n_layers=2, n_heads=4, vocab_size=259, seq_len=32, **model)
     cfg.train.update(global_batch=4, total_steps=10)
     cfg.mesh.update(data=1, fsdp=1, tensor=1)
     mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
@@ -106,4 +106,15 @@ def test_golden_first_steps():
     for k in range(2):
         state, metrics = program.step_fn(state, sharding.to_global(source.batch(k), program.batch_shardings["inputs"], 4))
         losses.append(float(metrics["loss"]))
+    return losses, state
+
+
+def test_golden_first_steps():
+    losses, _ = first_losses()
     np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=1e-5)
+
+
+def test_mixed_precision_keeps_float32_master_params():
+    losses, state = first_losses(dtype="bfloat16")
+    np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=5e-3)  # bf16 matmuls, float32 softmax/loss
+    assert {x.dtype for x in jax.tree.leaves(state["params"])} == {jnp.dtype("float32")}

@@ -57,12 +57,24 @@ class Linear(nn.Module):
         return jnp.einsum("...d,df->...f", x.astype(self.dtype), w.astype(self.dtype))
 
 
-def rope(x_BxLxHxK, positions_BxL, theta: float):
-    """Rotary embedding, rotate-half (GPT-NeoX/OLMo) layout, angles in float32."""
-    K = x_BxLxHxK.shape[-1]
-    inv_freq_K2 = theta ** (-jnp.arange(0, K // 2, dtype=jnp.float32) / (K // 2))
+def rope_angles(positions_BxL, head_dim: int, theta: float):
+    """(sin, cos) of the rotary angles, [B, L, 1, K/2] float32; computed once and shared by every layer."""
+    inv_freq_K2 = theta ** (-jnp.arange(0, head_dim // 2, dtype=jnp.float32) / (head_dim // 2))
     angle_BxLx1xK2 = positions_BxL[:, :, None, None].astype(jnp.float32) * inv_freq_K2
-    sin, cos = jnp.sin(angle_BxLx1xK2), jnp.cos(angle_BxLx1xK2)
+    return jnp.sin(angle_BxLx1xK2), jnp.cos(angle_BxLx1xK2)
+
+
+def attention_mask(segment_ids_BxL):
+    """[B, 1, L, L] bool: causal, and never across packed documents (segment 0 = padding sees only padding)."""
+    L = segment_ids_BxL.shape[1]
+    causal_LxL = jnp.tril(jnp.ones((L, L), bool))
+    same_doc_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+    return (causal_LxL[None] & same_doc_BxLxL)[:, None]
+
+
+def rope(x_BxLxHxK, angles):
+    """Rotary embedding, rotate-half (GPT-NeoX/OLMo) layout, in float32."""
+    sin, cos = angles
     x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BxLxHxK.dtype)
@@ -74,15 +86,14 @@ class Block(nn.Module):
     arch: Arch
     dtype: jnp.dtype
     param_dtype: jnp.dtype
-    rope_theta: float
     norm_eps: float
     init_std: float
 
     @nn.compact
-    def __call__(self, x_BxLxD, segment_ids_BxL, positions_BxL):
+    def __call__(self, x_BxLxD, mask_Bx1xLxL, angles):
         a, dt, pdt = self.arch, self.dtype, self.param_dtype
         D, H, K, F = a.d_model, a.n_heads, a.head_dim, a.mlp_hidden
-        B, L = segment_ids_BxL.shape
+        B, L = x_BxLxD.shape[:2]
         linear = lambda features, axes, name: Linear(features, axes, self.init_std, dt, pdt, name=name)  # noqa: E731
         norm = lambda name, axis="norm": RMSNorm(self.norm_eps, dt, pdt, axis, name=name)  # noqa: E731
 
@@ -90,14 +101,10 @@ class Block(nn.Module):
         q_BxLxD = norm("q_norm", "heads")(linear(D, ("embed", "heads"), "q")(x_BxLxD))
         k_BxLxD = norm("k_norm", "heads")(linear(D, ("embed", "heads"), "k")(x_BxLxD))
         v_BxLxD = linear(D, ("embed", "heads"), "v")(x_BxLxD)
-        q_BxLxHxK = rope(q_BxLxD.reshape(B, L, H, K), positions_BxL, self.rope_theta)
-        k_BxLxHxK = rope(k_BxLxD.reshape(B, L, H, K), positions_BxL, self.rope_theta)
+        q_BxLxHxK = rope(q_BxLxD.reshape(B, L, H, K), angles)
+        k_BxLxHxK = rope(k_BxLxD.reshape(B, L, H, K), angles)
         v_BxLxHxK = v_BxLxD.reshape(B, L, H, K)
         scores_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32) / jnp.sqrt(K)
-        # Causal, and never across packed documents (segment 0 = padding attends only to padding).
-        causal_LxL = jnp.tril(jnp.ones((L, L), bool))
-        same_doc_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
-        mask_Bx1xLxL = (causal_LxL[None] & same_doc_BxLxL)[:, None]
         scores_BxHxLxL = jnp.where(mask_Bx1xLxL, scores_BxHxLxL, jnp.finfo(jnp.float32).min)
         probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(dt)
         attn_BxLxHxK = jnp.einsum("bhqt,bthk->bqhk", probs_BxHxLxL, v_BxLxHxK)
@@ -137,16 +144,17 @@ class Transformer(nn.Module):
         block = Block
         if self.remat:
             block = nn.remat(block, prevent_cse=not self.scan_layers, policy=jax.checkpoint_policies.nothing_saveable)
-        kwargs = dict(arch=a, dtype=dt, param_dtype=pdt, rope_theta=self.rope_theta, norm_eps=self.norm_eps,
-                      init_std=self.init_std)
+        kwargs = dict(arch=a, dtype=dt, param_dtype=pdt, norm_eps=self.norm_eps, init_std=self.init_std)
+        mask_Bx1xLxL = attention_mask(segment_ids_BxL)
+        angles = rope_angles(positions_BxL, a.head_dim, self.rope_theta)
         if self.scan_layers:
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                             in_axes=(nn.broadcast, nn.broadcast), length=a.n_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            x_BxLxD, _ = stack(**kwargs, name="layers")(x_BxLxD, segment_ids_BxL, positions_BxL)
+            x_BxLxD, _ = stack(**kwargs, name="layers")(x_BxLxD, mask_Bx1xLxL, angles)
         else:
             for i in range(a.n_layers):
-                x_BxLxD, _ = block(**kwargs, name=f"layer_{i}")(x_BxLxD, segment_ids_BxL, positions_BxL)
+                x_BxLxD, _ = block(**kwargs, name=f"layer_{i}")(x_BxLxD, mask_Bx1xLxL, angles)
 
         x_BxLxD = RMSNorm(self.norm_eps, dt, pdt, name="final_norm")(x_BxLxD)
         logits_BxLxV = Linear(a.padded_vocab, ("embed", "vocab"), self.init_std, dt, pdt, name="lm_head")(x_BxLxD)

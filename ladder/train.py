@@ -53,8 +53,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden=0, vocab_size=259, seq_len=128,
                    dtype="float32", param_dtype="float32", rope_theta=500_000.0, norm_eps=1e-6, init_std=0.02,
                    scan_layers=True, remat=False)
-    # The data section is passed to ladder.data.make_source; its vocab_size is model.vocab_size.
-    c.data = dict(source="synthetic", seed=0)
+    # Passed to ladder.data.make_source with vocab_size = model.vocab_size; fields are documented in docs/data.md.
+    c.data = dict(source="synthetic", seed=0, domains="prose,code,legal", weights="", files="", name="",
+                  text_field="text", tfds_name="", data_dir="", try_gcs=False, download=False, max_documents=0,
+                  mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="")
     c.train = dict(global_batch=16, total_steps=100, seed=0, z_loss=1e-4, eval_steps=[], checkpoint_steps=[],
                    checkpoint_every=1000, keep_checkpoints=2, async_checkpoints=True, log_every=10,
                    mfu_accounting="6n")
@@ -105,8 +107,19 @@ def config_hash(config) -> str:
 # ---------------------------------------------------------------------------------------------- validation
 
 
+def check_known_keys(config, reference=None, prefix="") -> None:
+    """A config file that sets a key default_config() lacks (a typo) is an error, as an unknown override is."""
+    reference = default_config() if reference is None else reference
+    for key in config.keys():
+        require(key in reference, f"{prefix}{key}", "unknown config key",
+                f"known keys here: {', '.join(sorted(reference.keys()))}")
+        if isinstance(reference[key], ml_collections.ConfigDict):
+            check_known_keys(config[key], reference[key], f"{prefix}{key}.")
+
+
 def validate(config) -> None:
     """Checks that need no devices. Each failure is one line naming the field and the fix."""
+    check_known_keys(config)
     m, t, o = config.model, config.train, config.optim
     for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len")),
                       ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
@@ -143,6 +156,12 @@ def validate(config) -> None:
         bad = [s for s in t[key] if not 0 < s <= t.total_steps]
         require(not bad, f"train.{key}", f"steps {bad} are outside [1, total_steps={t.total_steps}]",
                 "remove them or raise total_steps")
+    if config.data.source != "synthetic":
+        from ladder.data.pipeline import vocab_size
+
+        need = vocab_size(config.data)
+        require(need <= m.vocab_size, "model.vocab_size", f"{m.vocab_size} is smaller than the tokenizer's {need}",
+                f"set model.vocab_size={need}")
 
 
 def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
@@ -344,8 +363,18 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
 
-    # Everything checked: from here on we write.
     t, a = config.train, arch_of(config)
+    data_cfg = ml_collections.ConfigDict(config.data)
+    data_cfg.vocab_size = a.vocab_size
+    source = make_source(data_cfg, a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
+    row_sharding = sharding.batch_sharding(mesh)
+    local = t.global_batch // jax.process_count()
+    rows = sharding.local_rows(row_sharding, t.global_batch, a.seq_len)
+    require(rows == (jax.process_index() * local, (jax.process_index() + 1) * local), "mesh",
+            f"process {jax.process_index()} holds batch rows {rows}, not one contiguous per-process block",
+            "keep mesh.tensor within one host")
+
+    # Everything checked: from here on we write.
     lead = jax.process_index() == 0
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,15 +389,6 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
         state = ckpts.restore(start, program.abstract_state)
         if lead:
             print(f"ladder train: resuming {run_dir} from the checkpoint at step {start}", file=sys.stderr)
-    data_cfg = ml_collections.ConfigDict(config.data)
-    data_cfg.vocab_size = a.vocab_size
-    source = make_source(data_cfg, a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
-    row_sharding = program.batch_shardings["inputs"]
-    local = t.global_batch // jax.process_count()
-    rows = sharding.local_rows(row_sharding, t.global_batch, a.seq_len)
-    require(rows == (jax.process_index() * local, (jax.process_index() + 1) * local), "mesh",
-            f"process {jax.process_index()} holds batch rows {rows}, not one contiguous per-process block",
-            "keep mesh.tensor within one host")
 
     flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
     tokens_per_step = t.global_batch * a.seq_len

@@ -139,6 +139,15 @@ def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys,
     assert not run_dir.exists()
 
 
+def test_config_file_with_an_unknown_key_exits_2(tmp_path, capsys):
+    (tmp_path / "typo.py").write_text("from ladder.train import default_config\n"
+                                      "def get_config():\n    c = default_config()\n"
+                                      "    c.train.update(chekpoint_every=5)\n    return c\n")
+    assert cli.main(["train", str(tmp_path / "typo.py"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "train.chekpoint_every: unknown config key" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_unwritable_run_dir_exits_2(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert cli.main(["train", "configs/tiny.py", "--run-dir", str(tmp_path / "file" / "run")]) == 2

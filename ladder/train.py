@@ -182,8 +182,11 @@ def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
                 "choose a tensor size dividing heads, MLP width and padded vocab")
 
 
-def check_run_dir(run_dir: Path) -> None:
+def check_run_dir(run_dir) -> None:
     """The run directory must be creatable and writable; checked without writing anything."""
+    require("://" not in str(run_dir), "--run-dir", f"{run_dir}: URLs are not supported by the trainer yet",
+            "use a local or mounted path (e.g. a gcsfuse mount of the bucket)")
+    run_dir = Path(run_dir)
     require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
             "pass a directory path")
     probe = run_dir
@@ -349,9 +352,9 @@ def _read_json(path: Path) -> dict | None:
 
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
-    run_dir = Path(run_dir)
     validate(config)
     check_run_dir(run_dir)
+    run_dir = Path(run_dir)
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())

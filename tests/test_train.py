@@ -163,3 +163,19 @@ def test_batch_and_widths_must_split_over_the_mesh():
     with pytest.raises(LadderError, match="mesh.tensor"):
         validate_for_mesh(cfg, {"data": 1, "fsdp": 1, "tensor": 4}, 1)
     validate_for_mesh(cfg, {"data": 2, "fsdp": 2, "tensor": 2}, 1)
+
+
+def test_config_from_rung_maps_every_rung_field():
+    from ladder.train import RUNG_KEYS, config_from_rung
+
+    rung = dict(name="190M-1xC", d_model=768, n_layers=12, n_heads=12, mlp_hidden=3072, vocab_size=100278,
+                seq_len=2048, batch_sequences=256, total_steps=1234, seed=7, z_loss=1e-5, eval_steps=[617, 1234],
+                checkpoint_steps=[617], peak_lr=4e-3, final_lr_ratio=0.1, warmup_steps=100, schedule="wsd",
+                beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0, size="190M", multiple=1.0)
+    cfg = config_from_rung(rung, {"data.source": "embedded", "mesh.fsdp": -1, "model.dtype": "bfloat16"})
+    for key, path in RUNG_KEYS.items():
+        section, leaf = path.split(".")
+        assert cfg[section][leaf] == rung[key], key
+    assert (cfg.name, cfg.data.seed, cfg.data.source, cfg.model.dtype) == ("190M-1xC", 7, "embedded", "bfloat16")
+    with pytest.raises(LadderError, match="model.widht"):
+        config_from_rung(rung, {"model.widht": 3})

@@ -1,7 +1,7 @@
 """The default run: a ~1.1M-parameter OLMo-2-style model that trains to completion on 2 CPU cores in about a
-minute (`ladder train configs/tiny.py`). Every key is listed in ladder.train.default_config()."""
+minute (`ladder train configs/tiny.py`). Every key is listed in ladder.train_config.default_config()."""
 
-from ladder.train import default_config
+from ladder.train_config import default_config
 
 
 def get_config():

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("cosine", "wsd")
 
 
 def make_schedule(optim_cfg, total_steps: int):

@@ -1,0 +1,171 @@
+"""A train config: every key with its default, the plan-rung mapping, and the checks that run before anything
+is compiled or written (each failure one line naming the field and the fix: LadderError, exit 2).
+
+No JAX here: the CLI, the planner and the launcher can build and check configs without importing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import ml_collections
+
+from ladder import arch as arch_lib
+from ladder.config import set_path, to_json
+from ladder.errors import require
+
+DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("cosine", "wsd")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key a train config has. Config files start from this; unknown override keys are errors."""
+    c = ml_collections.ConfigDict()
+    c.name = "run"
+    c.model = dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden=0, vocab_size=259, seq_len=128,
+                   dtype="float32", param_dtype="float32", rope_theta=500_000.0, norm_eps=1e-6, init_std=0.02,
+                   scan_layers=True, remat=False)
+    # Passed to ladder.data.make_source with vocab_size = model.vocab_size; fields are documented in docs/data.md.
+    c.data = dict(source="synthetic", seed=0, domains="prose,code,legal", weights="", files="", name="",
+                  text_field="text", tfds_name="", data_dir="", try_gcs=False, download=False, max_documents=0,
+                  mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="")
+    c.train = dict(global_batch=16, total_steps=100, seed=0, z_loss=1e-4, eval_steps=[], checkpoint_steps=[],
+                   checkpoint_every=1000, keep_checkpoints=2, async_checkpoints=True, log_every=10,
+                   mfu_accounting="6n")
+    c.optim = dict(peak_lr=3e-3, final_lr_ratio=0.1, warmup_steps=10, schedule="cosine", decay_fraction=0.2,
+                   beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0)
+    c.mesh = dict(data=1, fsdp=-1, tensor=1)
+    # initialize=True with no coordinator: jax.distributed.initialize() reads the TPU VM environment.
+    c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300)
+    return c
+
+
+RUNG_KEYS = {  # plan rung key -> train config key
+    "d_model": "model.d_model", "n_layers": "model.n_layers", "n_heads": "model.n_heads",
+    "mlp_hidden": "model.mlp_hidden", "vocab_size": "model.vocab_size", "seq_len": "model.seq_len",
+    "batch_sequences": "train.global_batch", "total_steps": "train.total_steps", "seed": "train.seed",
+    "z_loss": "train.z_loss", "eval_steps": "train.eval_steps", "checkpoint_steps": "train.checkpoint_steps",
+    "peak_lr": "optim.peak_lr", "final_lr_ratio": "optim.final_lr_ratio", "warmup_steps": "optim.warmup_steps",
+    "schedule": "optim.schedule", "beta1": "optim.beta1", "beta2": "optim.beta2", "eps": "optim.eps",
+    "weight_decay": "optim.weight_decay", "clip": "optim.clip",
+}
+
+
+def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections.ConfigDict:
+    """A plan rung (plus the plan's dotted-key defaults) -> a train config."""
+    cfg = default_config()
+    cfg.name = rung["name"]
+    for key, path in RUNG_KEYS.items():
+        set_path(cfg, path, rung[key])
+    cfg.data.seed = rung["seed"]
+    for path, value in (defaults or {}).items():
+        set_path(cfg, path, value)
+    return cfg
+
+
+def arch_of(config) -> arch_lib.Arch:
+    m = config.model
+    return arch_lib.Arch(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab_size=m.vocab_size,
+                         seq_len=m.seq_len, mlp_hidden=m.mlp_hidden)
+
+
+def config_hash(config) -> str:
+    """sha256 of the canonical config JSON without the `distributed` section (it differs per process)."""
+    cfg = ml_collections.ConfigDict(config)
+    del cfg["distributed"]
+    return hashlib.sha256(to_json(cfg).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def check_known_keys(config, reference=None, prefix="") -> None:
+    """A config file that sets a key default_config() lacks (a typo) is an error, as an unknown override is."""
+    reference = default_config() if reference is None else reference
+    for key in config.keys():
+        require(key in reference, f"{prefix}{key}", "unknown config key",
+                f"known keys here: {', '.join(sorted(reference.keys()))}")
+        if isinstance(reference[key], ml_collections.ConfigDict):
+            check_known_keys(config[key], reference[key], f"{prefix}{key}.")
+
+
+def validate(config) -> None:
+    """Checks that need no devices. Each failure is one line naming the field and the fix."""
+    check_known_keys(config)
+    m, t, o = config.model, config.train, config.optim
+    for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len")),
+                      ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
+                      ("optim", ("peak_lr",))):
+        for key in keys:
+            value = config[sec][key]
+            require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")
+    require(m.mlp_hidden >= 0, "model.mlp_hidden", f"must be >= 0, got {m.mlp_hidden}", "use 0 for 4*d_model")
+    require(m.d_model % m.n_heads == 0, "model.n_heads", f"{m.n_heads} heads do not divide d_model={m.d_model}",
+            "choose n_heads dividing d_model")
+    require((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", f"head width {m.d_model // m.n_heads} is odd",
+            "RoPE needs an even head width; change n_heads")
+    for key in ("dtype", "param_dtype"):
+        require(m[key] in DTYPES, f"model.{key}", f"unknown dtype {m[key]!r}", f"use one of {', '.join(DTYPES)}")
+    require(o.schedule in SCHEDULES, "optim.schedule", f"unknown schedule {o.schedule!r}",
+            f"use one of {', '.join(SCHEDULES)}")
+    require(0 <= o.warmup_steps <= t.total_steps, "optim.warmup_steps",
+            f"{o.warmup_steps} is outside [0, total_steps={t.total_steps}]", "lower warmup_steps")
+    require(0 <= o.final_lr_ratio <= 1, "optim.final_lr_ratio", f"{o.final_lr_ratio} is outside [0, 1]",
+            "use e.g. 0.1")
+    require(0 <= o.decay_fraction <= 1, "optim.decay_fraction", f"{o.decay_fraction} is outside [0, 1]",
+            "use e.g. 0.2")
+    for key in ("beta1", "beta2"):
+        require(0 <= o[key] < 1, f"optim.{key}", f"{o[key]} is outside [0, 1)", "use e.g. 0.9 / 0.95")
+    require(o.eps > 0, "optim.eps", f"must be positive, got {o.eps}", "use e.g. 1e-8")
+    for key in ("weight_decay", "clip"):
+        require(o[key] >= 0, f"optim.{key}", f"must be >= 0, got {o[key]}", "use 0 to turn it off")
+    require(t.z_loss >= 0, "train.z_loss", f"must be >= 0, got {t.z_loss}", "use 0 to turn it off")
+    require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}",
+            "use 0 for no periodic saves")
+    require(t.mfu_accounting in arch_lib.FLOP_COUNTS, "train.mfu_accounting", f"unknown {t.mfu_accounting!r}",
+            f"use one of {', '.join(arch_lib.FLOP_COUNTS)}")
+    for key in ("eval_steps", "checkpoint_steps"):
+        bad = [s for s in t[key] if not 0 < s <= t.total_steps]
+        require(not bad, f"train.{key}", f"steps {bad} are outside [1, total_steps={t.total_steps}]",
+                "remove them or raise total_steps")
+    if config.data.source != "synthetic":
+        from ladder.data.pipeline import vocab_size
+
+        need = vocab_size(config.data)
+        require(need <= m.vocab_size, "model.vocab_size", f"{m.vocab_size} is smaller than the tokenizer's {need}",
+                f"set model.vocab_size={need}")
+
+
+def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
+    """Checks that need the mesh: batch and parameter dimensions must split evenly over their mesh axes."""
+    m, t = config.model, config.train
+    a = arch_of(config)
+    dp = mesh_shape["data"] * mesh_shape["fsdp"]
+    require(t.global_batch % dp == 0, "train.global_batch",
+            f"{t.global_batch} is not divisible by data*fsdp = {dp}", f"use a multiple of {dp}")
+    require(t.global_batch % process_count == 0, "train.global_batch",
+            f"{t.global_batch} is not divisible by {process_count} processes", f"use a multiple of {process_count}")
+    require(m.d_model % mesh_shape["fsdp"] == 0, "mesh.fsdp",
+            f"fsdp={mesh_shape['fsdp']} does not divide d_model={m.d_model}", "choose a divisor of d_model")
+    tp = mesh_shape["tensor"]
+    for field, size in (("model.n_heads", m.n_heads), ("model.mlp_hidden", a.mlp_hidden),
+                        ("model.vocab_size", a.padded_vocab)):
+        require(size % tp == 0, "mesh.tensor", f"tensor={tp} does not divide {field}={size}",
+                "choose a tensor size dividing heads, MLP width and padded vocab")
+
+
+def check_run_dir(run_dir) -> None:
+    """The run directory must be creatable and writable; checked without writing anything."""
+    require("://" not in str(run_dir), "--run-dir", f"{run_dir}: URLs are not supported by the trainer yet",
+            "use a local or mounted path (e.g. a gcsfuse mount of the bucket)")
+    run_dir = Path(run_dir)
+    require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
+            "pass a directory path")
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    require(probe.is_dir(), "--run-dir", f"{probe} is a file, so {run_dir} cannot be created", "choose another path")
+    require(os.access(probe, os.W_OK | os.X_OK), "--run-dir", f"{probe} is not writable",
+            "choose a directory you can write to")

@@ -131,14 +131,28 @@ def precision_recall(scores: np.ndarray, labels: np.ndarray, threshold: float) -
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_precision: float | None = None) -> float:
     """The threshold with the best F1, or (with `target_precision`) the lowest one whose precision reaches
-    the target, i.e. the most recall at that purity. Falls back to the best-F1 threshold when none does."""
-    candidates = np.unique(scores)
+    the target with confidence, i.e. the most recall at that purity. Falls back to the best-F1 threshold.
+
+    Candidates sit midway between consecutive distinct scores, so a threshold never rides on one document's
+    score; with a target, precision is judged by its one-sided 90% Wilson lower bound, because a threshold
+    tuned to the exact validation precision overshoots on new documents (a validation set of ~50 positives
+    reading 0.96 held 0.89 on the test split)."""
+    u = np.unique(scores)
+    candidates = np.r_[u[0], (u[1:] + u[:-1]) / 2] if len(u) > 1 else u
     stats = [precision_recall(scores, labels, t) for t in candidates]
     if target_precision is not None:
-        ok = [s for s in stats if s["precision"] >= target_precision and s["tp"] > 0]
+        ok = [s for s in stats if s["tp"] > 0 and wilson_lower(s["tp"], s["tp"] + s["fp"]) >= target_precision]
         if ok:
             return min(s["threshold"] for s in ok)
     return max(stats, key=lambda s: (s["f1"], -s["threshold"]))["threshold"]
+
+
+def wilson_lower(successes: int, n: int, z: float = 1.2816) -> float:
+    """One-sided Wilson score lower bound of a proportion (z = 1.2816: 90%)."""
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - spread) / (1 + z * z / n))
 
 
 def train_filter(domain_docs: list[str], general_docs: list[str], *, l2: float = 1e-4,

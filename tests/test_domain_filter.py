@@ -45,10 +45,16 @@ def test_separates_synthetic_domains_and_reports_precision_recall(tmp_path):
 def test_threshold_for_target_precision_trades_recall():
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
     labels = np.array([1, 1, 0, 1, 0, 0])
-    assert dfl.choose_threshold(scores, labels, target_precision=1.0) == 0.8
-    assert dfl.choose_threshold(scores, labels) == 0.6  # best F1: 3 tp, 1 fp
-    pr = dfl.precision_recall(scores, labels, 0.6)
+    # thresholds sit midway between scores; best F1 keeps 0.6 in (3 tp, 1 fp)
+    assert dfl.choose_threshold(scores, labels) == pytest.approx(0.55)
+    pr = dfl.precision_recall(scores, labels, 0.55)
     assert (pr["precision"], pr["recall"]) == (0.75, 1.0)
+    # a target precision is met by its 90% Wilson lower bound, not the raw ratio: 12 tp + 1 fp reads 0.92
+    # but its bound is 0.77, so a 0.8 target keeps only the 10 clean positives above the negative at 0.85
+    scores = np.r_[np.full(10, 0.9), 0.85, 0.8, 0.8, 0.5, 0.5, 0.5]
+    labels = np.r_[np.ones(10), 0, 1, 1, 0, 0, 0]
+    assert dfl.choose_threshold(scores, labels, target_precision=0.8) == pytest.approx(0.875)
+    assert dfl.wilson_lower(10, 10) == pytest.approx(0.859, abs=1e-3)
 
 
 def test_bad_input_named():

@@ -90,7 +90,8 @@ def task_metrics(task, logprobs: np.ndarray, rows) -> dict:
         p = np.exp(lp - lp.max())
         prob.append(float(p[q.gold] / p.sum()))
     return {"task": task.name, "loss": float(np.mean(loss)), "acc": float(np.mean(acc)),
-            "acc_raw": float(np.mean(acc_raw)), "prob": float(np.mean(prob)), "n_questions": len(task.questions)}
+            "acc_raw": float(np.mean(acc_raw)), "prob": float(np.mean(prob)), "n_questions": len(task.questions),
+            "chance": float(np.mean([1 / len(q.choices) for q in task.questions]))}
 
 
 def evaluate(logits_fn, tasks, tokenizer, *, batch_size: int, seq_len: int) -> list[dict]:
@@ -110,8 +111,8 @@ def evaluate(logits_fn, tasks, tokenizer, *, batch_size: int, seq_len: int) -> l
 
 
 def rows_for_results(metrics: list[dict], run: str, n: int, d: int, step: int, **extra) -> list[dict]:
-    """Rows for `ladder.results.append_rows`: run, n, d, step, task, loss, acc, acc_raw, prob (+ extra)."""
-    keys = ("task", "loss", "acc", "acc_raw", "prob")
+    """Rows for `ladder.results.append_rows`: run, n, d, step, task, loss, acc, acc_raw, prob, chance (+ extra)."""
+    keys = ("task", "loss", "acc", "acc_raw", "prob", "chance")
     return [{"run": run, "n": n, "d": d, "step": step, **{k: m[k] for k in keys}, **extra} for m in metrics]
 
 
@@ -132,3 +133,18 @@ def ngram_logits_fn(counts: np.ndarray, order: int):
         return table[idx]
 
     return logits_fn
+
+
+def lm_loss(logits_fn, source, n_batches: int) -> float:
+    """Held-out next-token loss in bits per token (per byte with the byte tokenizer) over batches 0..n-1 of
+    `source` (a validation-split source: a fixed set, so every checkpoint is scored on the same tokens)."""
+    total, count = 0.0, 0
+    for k in range(n_batches):
+        b = source.batch(k)
+        logits = logits_fn(b["inputs"], b["segment_ids"], b["positions"])
+        mask = b["segment_ids"] > 0
+        total += float(_to_host(-_choice_logprobs(logits, jnp.asarray(b["targets"]), jnp.asarray(mask))).sum())
+        count += int(mask.sum())
+    if count == 0:
+        raise LadderError("eval.lm_loss_batches: the validation batches hold no tokens; check data.split")
+    return total / count / math.log(2)

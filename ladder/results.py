@@ -54,6 +54,24 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
+    """Write one checkpoint's rows, first dropping rows of that step or later (left by a run that was killed
+    after evaluating and is now resuming from an earlier checkpoint), so a resumed run leaves no duplicates."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, kept = reader.fieldnames, [r for r in reader if float(r["step"]) < step]
+        if len(kept) < sum(1 for _ in open(path)) - 1:
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=header)
+                w.writeheader()
+                w.writerows(kept)
+            os.replace(tmp, path)
+    append_rows(path, rows)
+
+
 def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, np.ndarray]:
     """Read a results CSV into columns: numeric columns as float64 (blank -> NaN), others as str arrays.
 
@@ -70,7 +88,7 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
     cols = {}
     for k in rows[0]:
         vals = [r[k] for r in rows]
-        if k in NUMERIC:
+        if k in NUMERIC or k.startswith("lm_loss_"):
             try:
                 cols[k] = np.array([float(v) if v not in ("", None) else np.nan for v in vals], dtype=np.float64)
             except ValueError:

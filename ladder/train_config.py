@@ -36,6 +36,11 @@ def default_config() -> ml_collections.ConfigDict:
                    mfu_accounting="6n")
     c.optim = dict(peak_lr=3e-3, final_lr_ratio=0.1, warmup_steps=10, schedule="cosine", decay_fraction=0.2,
                    beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0)
+    # Evaluation at train.eval_steps and at the end (docs/tasks.md): tasks as ladder.tasks.load_tasks reads
+    # them ("" = no evaluation), and the held-out LM loss over lm_loss_batches validation batches of the
+    # training data (bits per token; per byte with the byte tokenizer), also per domain in lm_loss_domains.
+    c.eval = dict(tasks="", k_shot=0, n_questions=300, max_questions=0, seed=0, tfds_data_dir="", try_gcs=False,
+                  download=False, lm_loss_batches=0, lm_loss_domains="")
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
     # initialize=True with no coordinator: jax.distributed.initialize() reads the TPU VM environment.
     c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300)

@@ -57,27 +57,45 @@ def build_config(args):
 
 
 def make_on_eval(config, run_dir):
-    """Evaluate on the config's tasks at eval steps and write results.csv; None when no tasks are configured."""
-    if "tasks" not in config:
+    """Evaluate at eval steps: task rows (+ held-out LM losses) into <run_dir>/results.csv; None if no tasks."""
+    if not config.eval.tasks:
         return None
+    import ml_collections
+
     from ladder import eval as eval_lib
     from ladder import results, tasks
     from ladder.arch import n_params
+    from ladder.data import make_source
+    from ladder.data.pipeline import as_list
     from ladder.data.tokenizer import make_tokenizer
     from ladder.train import arch_of
 
     import jax
 
-    tokenizer = make_tokenizer(config.data)
-    task_list = tasks.load_tasks(config.tasks)
     a = arch_of(config)
+    tokenizer = make_tokenizer(config.data)
+    task_list = tasks.load_tasks(config.eval, config.data)
+    batch = config.train.global_batch
+    # Every process scores the same full batches (the logits function shards them), so the validation
+    # sources are built as if for one process.
+    validation = {}
+    if config.eval.lm_loss_batches:
+        data = ml_collections.ConfigDict(config.data)
+        data.update(split="validation", vocab_size=a.vocab_size)
+        validation["lm_loss"] = make_source(data, a.seq_len, batch)
+        for domain in as_list(config.eval.lm_loss_domains, "eval.lm_loss_domains"):
+            one = ml_collections.ConfigDict(data)
+            one.update(source="embedded", domains=domain, weights="", mixture=None)
+            validation[f"lm_loss_{domain}"] = make_source(one, a.seq_len, batch)
+    path = f"{run_dir}/results.csv"
 
     def on_eval(step, params, logits_fn):
-        rows = eval_lib.evaluate(logits_fn, task_list, tokenizer, batch_size=config.train.global_batch,
-                                 seq_len=a.seq_len)
+        metrics = eval_lib.evaluate(logits_fn, task_list, tokenizer, batch_size=batch, seq_len=a.seq_len)
+        extra = {k: eval_lib.lm_loss(logits_fn, src, config.eval.lm_loss_batches) for k, src in validation.items()}
         if jax.process_index() == 0:
-            results.append_rows(f"{run_dir}/results.csv",
-                                eval_lib.rows_for_results(rows, config.name, n_params(a), a.d_model, step))
+            rows = eval_lib.rows_for_results(metrics, config.name, n_params(a), step * batch * a.seq_len, step,
+                                             **extra)
+            results.replace_step(path, step, rows)
 
     return on_eval
 

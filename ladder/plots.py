@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ladder.plan.sizes import format_count
+
 
 def _plt():
     import matplotlib
@@ -55,7 +57,7 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
             L, _ = fit.predict(n, grid)
             ax.plot(grid, L, color=color[n], lw=1)
             m = data.n == n
-            ax.scatter(data.d[m], data.feature[m], color=color[n], s=18, zorder=3, label=f"N={n / 1e6:.0f}M")
+            ax.scatter(data.d[m], data.feature[m], color=color[n], s=18, zorder=3, label=f"N={format_count(n)}")
         for (name, (N, D)), mk in zip(pred.targets.items(), markers):
             L, _ = fit.predict(N, grid)
             r = pred.results[name][task]
@@ -82,7 +84,7 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
         for n in sorted(set(data.n)):
             m = data.n[data.point_run] == n
             ax.scatter(data.point_feature[m], data.point_acc[m], color=color[n], s=4, alpha=0.5,
-                       label=f"N={n / 1e6:.0f}M checkpoints")
+                       label=f"N={format_count(n)} checkpoints")
         lo = min([0.0] + [r[task]["loss"] for r in pred.results.values()])
         xs = np.linspace(lo, data.point_feature.max() * 1.05, 300)
         s2 = fit.step2.x if fit.single is None else fit.single.x[len(fit.form.names):]
@@ -111,7 +113,7 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
         _, acc_hat = fit.predict(data.n, data.d)
         for n in sorted(set(data.n)):
             m = data.n == n
-            ax.scatter(6 * n * data.d[m], data.acc[m], color=color[n], s=18, label=f"N={n / 1e6:.0f}M observed")
+            ax.scatter(6 * n * data.d[m], data.acc[m], color=color[n], s=18, label=f"N={format_count(n)} observed")
             ax.scatter(6 * n * data.d[m], acc_hat[m], facecolors="none", edgecolors=color[n], s=30)
         for (name, (N, D)), mk in zip(pred.targets.items(), markers):
             r = pred.results[name][task]

@@ -10,12 +10,15 @@ The outcome of each rung is recorded in <run dir>/launch.json for `ladder status
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import queue
 import shlex
+import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -76,8 +79,18 @@ class LocalBackend(Backend):
             finally:
                 free.put(group)
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=opts.parallel) as pool:
-            ok = dict(zip((j.name for j in jobs), pool.map(run_one, jobs)))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=opts.parallel)
+        try:
+            with _sigterm_as_interrupt():
+                ok = dict(zip((j.name for j in jobs), pool.map(run_one, jobs)))
+        except BaseException:
+            # Ctrl-C or SIGTERM: no new rungs or retries; running trainers get SIGTERM, save, and stop.
+            _STOP.set()
+            _terminate_live()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            _STOP.clear()
         failed = [n for n, good in ok.items() if not good]
         if failed:
             print_fn(f"# failed: {', '.join(failed)} (logs: launch.log in each run directory)")
@@ -94,6 +107,8 @@ class LocalBackend(Backend):
             env["CUDA_VISIBLE_DEVICES"] = devices
         codes: list[int] = []
         for attempt in range(1, opts.max_attempts + 1):
+            if _STOP.is_set():
+                return False
             print_fn(f"# {job.name}: attempt {attempt}/{opts.max_attempts}")
             rc = run_processes(self.argvs(job, opts, free_port() if opts.processes > 1 else None), run_dir, env,
                                attempt)
@@ -122,8 +137,10 @@ def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int
         log.write(f"\n=== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n")
         log.flush()
         logs.append(log)
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                      start_new_session=True))
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        procs.append(proc)
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
     rc = 0
     try:
         while any(p.poll() is None for p in procs):
@@ -148,9 +165,50 @@ def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int
                 p.kill()
         raise
     finally:
+        with _LIVE_LOCK:
+            _LIVE.difference_update(procs)
         for log in logs:
             log.close()
     return rc
+
+
+# Trainer processes alive now, so an interrupt of the launcher can stop them instead of orphaning them (they
+# run in their own sessions, so a terminal's Ctrl-C does not reach them).
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_STOP = threading.Event()
+
+
+def _terminate_live(grace_s: float = 60.0) -> None:
+    """SIGTERM every live trainer (each saves a checkpoint at its next step and exits), then SIGKILL stragglers."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.time() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM to the launcher like Ctrl-C (only possible from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def log_name(process: int) -> str:

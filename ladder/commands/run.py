@@ -1,0 +1,19 @@
+"""`ladder run CONFIG [--out DIR] [--dry-run] [--config.k=v ...]`: the whole ladder, end to end, resumable."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="a `ladder run` config, e.g. configs/smoke.py (file.py:arg picks a variant)")
+    parser.add_argument("--out", help="run directory (default: the config's out_dir); re-running resumes it")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="plan and print every launch command; train nothing, write nothing but the plan")
+
+
+def run(args) -> int:
+    from ladder.config import load_config
+    from ladder.run import run as run_ladder
+
+    cfg = load_config(args.config, args.config_overrides)
+    run_ladder(cfg, args.out, dry_run=args.dry_run)
+    return 0

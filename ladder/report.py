@@ -1,0 +1,125 @@
+"""The end-to-end report: `report.md` in the run directory, built only from files the earlier stages wrote.
+
+Sections: plan, training curves, fits (the predictor's step-1 / step-2 / chained figures), predictions with
+intervals, back-test, self-check, and wall time and compute per stage. Every number here is read from
+plan.json, predictions.json, backtest.json, self_check.json, stages.json or the rungs' metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
+    """Training loss over tokens seen, one line per rung (colour = size, style = multiple); log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ladder.plan.sizes import format_count
+
+    sizes = sorted({r["n"] for r in plan["rungs"]})
+    cmap = plt.get_cmap("viridis")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for r in plan["rungs"]:
+        path = Path(run_root) / r["name"] / "metrics.jsonl"
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        color = cmap(sizes.index(r["n"]) / max(1, len(sizes) - 1) * 0.85)
+        ax.plot([m["tokens"] for m in rows], [m["loss"] for m in rows], color=color, lw=1,
+                alpha=0.5 + 0.5 * (r["multiple"] == max(x["multiple"] for x in plan["rungs"])),
+                label=f"{r['name']} (N={format_count(r['n'])})")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens seen D")
+    ax.set_ylabel("training loss (nats/token)")
+    ax.set_title("Training loss of every rung")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path = out / "plots" / "loss_curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def write_report(out: Path, run_root: str, stages: dict) -> Path:
+    from ladder.plan import format_table
+
+    out = Path(out)
+    plan = _load(out / "plan.json")
+    pred = _load(out / "predictions.json") or {}
+    backtest = _load(out / "backtest.json") or {}
+    check = _load(out / "self_check.json")
+    lines = [f"# Ladder report: {', '.join(t['name'] for t in plan['targets'])}", ""]
+
+    lines += ["## Plan", "", f"{len(plan['rungs'])} rungs spending {plan['fraction']:.3%} of the targets' "
+              "combined 6ND (formulas: docs/planning.md, docs/flops.md).", "", "```", format_table(plan), "```", ""]
+
+    curves = plot_loss_curves(plan, run_root, out)
+    if curves:
+        lines += ["## Training", "", f"![loss curves]({curves.relative_to(out)})", ""]
+
+    lines += ["## Fits", "", "Step 1, task loss L(N, D) per task with the targets marked; step 2, accuracy as a "
+              "sigmoid of task loss over every checkpoint; and the chained prediction over compute "
+              "(docs/laws.md).", ""]
+    for name in ("step1", "step2", "chain"):
+        if (out / "plots" / f"{name}.png").exists():
+            lines += [f"![{name}](plots/{name}.png)", ""]
+
+    lines += ["## Predictions", "", "Intervals are 95% bootstrap intervals over whole runs; the method per task "
+              "is the one with the lowest back-test error when `predict.method` is auto.", ""]
+    rows = []
+    for target, per_task in pred.items():
+        for task, r in per_task.items():
+            rows.append([target, task, r["method"], f"{r['loss']:.4f}", f"{r['acc']:.3f}",
+                         f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]", f"{r['compute_ratio']:.0f}x",
+                         "; ".join(r["flags"]) or "-"])
+    lines += _table(["target", "task", "method", "task loss (bits/byte)", "acc", "95% interval",
+                     "compute / largest rung", "flags"], rows) + [""]
+
+    if backtest:
+        methods = list(next(iter(backtest.values())))
+        lines += ["## Back-test", "", "Mean |predicted - measured| accuracy of the largest rung, predicted "
+                  "from the smaller rungs, per method (lower is better).", ""]
+        lines += _table(["task"] + methods, [[task] + [f"{bt[m]['error']:.4f}" for m in methods]
+                                             for task, bt in backtest.items()]) + [""]
+
+    if check:
+        lines += ["## Self-check", "", f"A model larger than every rung, `{check['run']}` (N = {check['n']:,}, "
+                  f"D = {check['tokens']:,} tokens), trained here and measured like the rungs (mean of its last "
+                  "5 evaluations), against the ladder's prediction for it.", ""]
+        rows = [[task, f"{r['loss_pred']:.4f}", f"{r['loss_meas']:.4f}", f"{r['loss_err']:+.1%}",
+                 f"{r['acc_pred']:.3f}", f"{r['acc_meas']:.3f}", f"{r['acc_err'] * 100:+.1f}",
+                 f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]", "yes" if r["covered"] else "no"]
+                for task, r in check["tasks"].items()]
+        lines += _table(["task", "loss pred", "loss meas", "loss err", "acc pred", "acc meas", "acc err (pts)",
+                         "95% interval", "covered"], rows) + [""]
+
+    lines += ["## Time and compute", ""]
+    rows = [[name, f"{s['seconds']:.1f}", f"{s['flops']:.3g}" if "flops" in s else "-"] for name, s in stages.items()]
+    total = sum(s["seconds"] for s in stages.values())
+    lines += _table(["stage", "wall time (s)", "training FLOPs (6N+attention)"], rows)
+    lines += ["", f"Total wall time so far: {total / 60:.1f} min (the report stage itself not included)."]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

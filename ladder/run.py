@@ -1,0 +1,311 @@
+"""`ladder run CONFIG`: plan -> train every rung -> collect -> predict -> self-check -> report.
+
+Each stage writes its outputs into the run directory and records itself in `stages.json` (wall time and
+the compute it spent); a re-run skips recorded stages, and the train stages resume partial rungs from their
+checkpoints (the launcher skips finished rungs and the trainer resumes the others). With a cloud backend the
+train stage submits the rungs and stops: run the same command again once they are done to go on.
+
+The self-check trains a model larger than every rung (at a size this machine affords) and compares its
+measured task loss and accuracy with what the ladder predicted for it: an honest out-of-sample check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from ladder.errors import LadderError, require
+
+STAGES = ("plan", "train", "collect", "predict", "self_check", "report")
+
+
+@dataclasses.dataclass
+class Context:
+    cfg: ml_collections.ConfigDict
+    out: Path
+    dry_run: bool = False
+    print_fn: object = print
+
+    @property
+    def plan_path(self) -> Path:
+        return self.out / "plan.json"
+
+    @property
+    def check_plan_path(self) -> Path:
+        return self.out / "self_check_plan.json"
+
+    @property
+    def run_root(self) -> str:
+        return self.cfg.launch.run_root or str(self.out / "rungs")
+
+
+# ------------------------------------------------------------------------------------------- stages
+def stage_plan(ctx: Context) -> dict:
+    from ladder import plan as plan_lib
+
+    p = ctx.cfg.plan
+    plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
+                                multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed)
+    plan_lib.write_plan(plan, ctx.plan_path)
+    ctx.print_fn(plan_lib.format_table(plan))
+    if ctx.cfg.self_check.enabled:
+        check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
+                                     multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed)
+        check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
+        largest = max(r["n"] for r in plan["rungs"])
+        require(check["rungs"][0]["n"] > largest, "self_check.size",
+                f"{check['rungs'][0]['n']:,} parameters is not larger than the largest rung ({largest:,})",
+                "a self-check must extrapolate: choose a larger size")
+        plan_lib.write_plan(check, ctx.check_plan_path)
+    return {"rungs": len(plan["rungs"]), "fraction": plan["fraction"]}
+
+
+def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
+    """Launch a plan's rungs with the configured backend; block (with a progress line) for `local`."""
+    from launch import LaunchOptions, launch_plan
+    from launch.jobs import load
+    from launch.status import ladder_status
+
+    L = ctx.cfg.launch
+    opts = LaunchOptions(
+        str(plan_path), ctx.run_root, backend=L.backend, dry_run=ctx.dry_run, chip=L.chip,
+        overrides=tuple(ctx.cfg.train_overrides), parallel=L.parallel, max_attempts=L.max_attempts,
+        project=L.project or None, zone=L.zone or None, package=L.package or None, image=L.image or None,
+        cluster=L.cluster or None, spot=L.spot, devices=list(L.devices) or None)
+    plan = load(str(plan_path))
+    if ctx.dry_run or L.backend != "local":
+        rc = launch_plan(opts, print_fn=ctx.print_fn)
+        require(rc == 0, "launch", f"the {L.backend} launch exited {rc}", "see the messages above")
+        if ctx.dry_run:
+            return {"dry_run": True}
+        rows = ladder_status(plan, ctx.run_root)
+        if any(r.state != "done" for r in rows):
+            raise Pending(f"{label}: rungs submitted to {L.backend}; run the same command again when "
+                          f"`ladder status {plan_path} --run-root {ctx.run_root}` shows them done")
+        return {}
+    # The launcher runs in this thread, so Ctrl-C / SIGTERM reach it and it stops its trainers (which save a
+    # checkpoint); a daemon thread draws the progress line from the rungs' status files meanwhile.
+    log, stop = [], threading.Event()
+    start = time.time()
+
+    def progress():
+        while not stop.wait(2.0):
+            show_progress(label, ladder_status(plan, ctx.run_root), time.time() - start)
+
+    thread = threading.Thread(target=progress, daemon=True)
+    thread.start()
+    try:
+        launch_plan(opts, print_fn=log.append)
+    finally:
+        stop.set()
+        thread.join()
+        show_progress(label, ladder_status(plan, ctx.run_root), time.time() - start, final=True)
+        for line in log:
+            ctx.print_fn(line)
+    rows = ladder_status(plan, ctx.run_root)
+    failed = [r.name for r in rows if r.state != "done"]
+    require(not failed, "train", f"rungs {', '.join(failed)} did not finish", "see launch.log in their run "
+            "directories; run the same command again to retry them")
+    return {"flops": sum(r.flops_spent for r in rows), "tokens": sum(r.tokens for r in rows)}
+
+
+class Pending(Exception):
+    """A stage handed work to a cloud backend and cannot finish now (not an error)."""
+
+
+def show_progress(label: str, rows, elapsed: float, final: bool = False) -> None:
+    """Stage, running rung and its step, rungs done, share of compute, ETA for the stage: one line that
+    rewrites itself on a terminal, and a plain line every 30 s (and at the end) in a log."""
+    tty = sys.stderr.isatty()
+    if not (tty or final or int(elapsed) // 30 != int(elapsed - 2.0) // 30):
+        return
+    done = sum(r.state == "done" for r in rows)
+    spent = sum(r.flops_spent for r in rows)
+    planned = sum(r.flops_planned for r in rows)
+    running = [r for r in rows if r.state == "running"]
+    now = ", ".join(f"{r.name} {r.step}/{r.total_steps}" for r in running) or ("-" if final else "starting")
+    eta = elapsed * (planned - spent) / spent if spent > 0 else None
+    eta_s = f"{eta / 60:.1f} min" if eta is not None else "?"
+    line = (f"[{label}] {done}/{len(rows)} rungs done | {now} | {spent / planned:.0%} of compute | "
+            f"elapsed {elapsed / 60:.1f} min | ETA {eta_s}")
+    sys.stderr.write(f"\r{line}   " + ("\n" if final else "") if tty else line + "\n")
+    sys.stderr.flush()
+
+
+def stage_train(ctx: Context) -> dict:
+    return _launch(ctx, ctx.plan_path, "train")
+
+
+def stage_collect(ctx: Context) -> dict:
+    from launch.jobs import load
+    from launch.status import collect
+
+    n, missing = collect(load(str(ctx.plan_path)), ctx.run_root, str(ctx.out / "results.csv"), overwrite=True)
+    require(not missing, "collect", f"rungs without evaluation rows: {', '.join(missing)}",
+            "set eval.tasks in train_overrides and re-run the rungs")
+    return {"rows": n}
+
+
+def _targets(ctx: Context) -> dict[str, tuple[float, float]]:
+    from ladder.plan import load_plan
+
+    targets = {t["name"]: (float(t["n"]), float(t["tokens"])) for t in load_plan(ctx.plan_path)["targets"]}
+    if ctx.cfg.self_check.enabled:
+        r = load_plan(ctx.check_plan_path)["rungs"][0]
+        targets[r["name"]] = (float(r["n"]), float(r["tokens"]))
+    return targets
+
+
+def stage_predict(ctx: Context) -> dict:
+    import warnings
+
+    from ladder import results
+    from ladder.laws.predict import predict
+
+    cols = results.read_table(ctx.out / "results.csv", validate=True)
+    P = ctx.cfg.predict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed,
+                       plot_dir=ctx.out / "plots")
+    (ctx.out / "predictions.json").write_text(json.dumps(pred.to_json(), indent=2, sort_keys=True))
+    backtests = {task: {m: {"error": h.error, "loss_error": h.loss_error, "problem": h.problem}
+                        for m, h in bt.items()} for task, bt in pred.backtests.items()}
+    (ctx.out / "backtest.json").write_text(json.dumps(backtests, indent=2, sort_keys=True))
+    ctx.print_fn(pred.table())
+    return {"tasks": len(pred.fits)}
+
+
+def stage_self_check(ctx: Context) -> dict:
+    if not ctx.cfg.self_check.enabled:
+        return {"skipped": True}
+    from ladder import results
+    from ladder.laws.predict import FINAL_WINDOW
+    from ladder.plan import load_plan
+    from launch.status import read_results
+
+    info = _launch(ctx, ctx.check_plan_path, "self-check")
+    rung = load_plan(ctx.check_plan_path)["rungs"][0]
+    rows = read_results(f"{ctx.run_root}/{rung['name']}")
+    require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
+    cols = results.validate_table({k: _column(rows, k) for k in rows[0]}, "self-check results")
+    predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
+    table = {}
+    for task, p in predicted.items():
+        mask = cols["task"] == task
+        steps = cols["step"][mask]
+        last = np.argsort(steps)[-FINAL_WINDOW:]  # measured like the ladder's step-1 points
+        loss, acc = float(cols["loss"][mask][last].mean()), float(cols["acc"][mask][last].mean())
+        table[task] = {"loss_pred": p["loss"], "loss_meas": loss, "loss_err": p["loss"] / loss - 1,
+                       "acc_pred": p["acc"], "acc_meas": acc, "acc_err": p["acc"] - acc,
+                       "acc_lo": p["acc_lo"], "acc_hi": p["acc_hi"], "covered": p["acc_lo"] <= acc <= p["acc_hi"],
+                       "loss_lo": p.get("loss_lo"), "loss_hi": p.get("loss_hi"), "method": p["method"]}
+    (ctx.out / "self_check.json").write_text(json.dumps(
+        {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, indent=2, sort_keys=True))
+    for task, r in table.items():
+        ctx.print_fn(f"self-check {task:<20} loss {r['loss_pred']:.3f} pred vs {r['loss_meas']:.3f} measured "
+                     f"({r['loss_err']:+.1%}); acc {r['acc_pred']:.3f} vs {r['acc_meas']:.3f} "
+                     f"({r['acc_err'] * 100:+.1f} pts, interval {'covers' if r['covered'] else 'misses'})")
+    return info
+
+
+def _column(rows: list[dict], key: str):
+    from ladder import results
+
+    vals = [r[key] for r in rows]
+    if key in results.NUMERIC or key.startswith("lm_loss_"):
+        return np.array([float(v) if v not in ("", None) else np.nan for v in vals])
+    return np.array(vals, dtype=str)
+
+
+def stage_report(ctx: Context) -> dict:
+    from ladder.report import write_report
+
+    path = write_report(ctx.out, ctx.run_root, _read_stages(ctx.out))
+    ctx.print_fn(f"report: {path}")
+    return {}
+
+
+RUNNERS = {"plan": stage_plan, "train": stage_train, "collect": stage_collect, "predict": stage_predict,
+           "self_check": stage_self_check, "report": stage_report}
+
+
+# ------------------------------------------------------------------------------------------- driver
+def _read_stages(out: Path) -> dict:
+    try:
+        return json.loads((out / "stages.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_stages(out: Path, stages: dict) -> None:
+    tmp = out / "stages.json.tmp"
+    tmp.write_text(json.dumps(stages, indent=2, sort_keys=True))
+    tmp.replace(out / "stages.json")
+
+
+def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: bool = False,
+        print_fn=print) -> dict:
+    """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch."""
+    validate(cfg)
+    out = Path(out_dir or cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.json"
+    text = cfg.to_json(sort_keys=True)
+    if saved.exists() and not dry_run:
+        require(json.loads(saved.read_text()) == json.loads(text), str(out),
+                "this run directory was made with another config", "use another --out, or delete it")
+    elif not dry_run:
+        saved.write_text(text)
+    ctx = Context(cfg, out, dry_run, print_fn)
+    stages = {} if dry_run else _read_stages(out)
+    for name in ("plan", "train") if dry_run else STAGES:
+        if name in stages:
+            print_fn(f"== {name}: done earlier ({stages[name]['seconds']:.0f} s), skipped")
+            continue
+        print_fn(f"== {name}")
+        start = time.time()
+        try:
+            info = RUNNERS[name](ctx)
+        except Pending as e:
+            print_fn(str(e))
+            return stages
+        stages[name] = dict(info, seconds=time.time() - start)
+        if not dry_run:
+            _write_stages(out, stages)
+    return stages
+
+
+def validate(cfg) -> None:
+    require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
+            f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")
+    require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
+    require(cfg.launch.parallel >= 1, "launch.parallel", "must be >= 1", "use 1 on a small CPU machine")
+    for item in cfg.train_overrides:
+        require("=" in item, "train_overrides", f"{item!r} is not KEY=VALUE", "write e.g. 'eval.tasks=embedded'")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key a `ladder run` config has (configs/smoke.py is the embedded default)."""
+    c = ml_collections.ConfigDict()
+    c.name = "run"
+    c.out_dir = "runs/run"
+    # plan: targets (preset names or SIZE-TOKENS), a ladder preset and/or explicit sizes and multiples, or a
+    # compute fraction (0 = the preset's own sizes)
+    c.plan = dict(targets=[], preset="", fraction=0.0, sizes=[], multiples=[], seed=0)
+    # train-config overrides for every rung, "key=value" as after --config. (eval.tasks turns evaluation on)
+    c.train_overrides = ["eval.tasks=embedded"]
+    c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, chip="v5p", devices=[],
+                    project="", zone="", package="", image="", cluster="", spot=False)
+    c.predict = dict(method="auto", bootstrap=200, seed=0)
+    # train a model larger than every rung (size, Chinchilla multiple) and check the prediction against it
+    c.self_check = dict(enabled=True, size="", multiple=0.5)
+    return c
+

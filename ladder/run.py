@@ -53,6 +53,11 @@ def stage_plan(ctx: Context) -> dict:
     p = ctx.cfg.plan
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
                                 multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed)
+    from ladder.config import apply_overrides
+    from ladder.train_config import config_from_rung
+
+    for rung in plan["rungs"]:  # unknown keys and wrong types in train_overrides fail here, not on a paid slice
+        apply_overrides(config_from_rung(rung, plan.get("defaults")), ctx.cfg.train_overrides)
     plan_lib.write_plan(plan, ctx.plan_path)
     ctx.print_fn(plan_lib.format_table(plan))
     if ctx.cfg.self_check.enabled:

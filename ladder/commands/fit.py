@@ -9,13 +9,9 @@ docs/specialization.md.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ladder.errors import require
-
-# scipy's L-BFGS-B is 10-20x slower with multi-threaded OpenBLAS on a busy machine; numpy is not loaded yet.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def add_arguments(p) -> None:

@@ -1,0 +1,29 @@
+"""The published ladder (Bhagia et al. 2024) for the 7B-4T and 13B-5T targets, on Cloud TPU.
+
+16 rungs (190M/370M/760M/1.3B x 1/2/5/10xC) at 0.92% of the targets' 6ND, launched as one queued-resource
+request per rung (spot capacity; preempted rungs are recreated and resume). Fill in the launch fields (or
+override them: --config.launch.project=... --config.launch.run_root=gs://BUCKET/ladder) and the data
+location, then `ladder run configs/olmo_ladder.py --dry-run` prints every command; docs/cloud-tpu.md is the
+step-by-step. Re-running `ladder run` collects, predicts and reports once the rungs are done.
+"""
+
+from ladder.run import default_config
+
+
+def get_config():
+    c = default_config()
+    c.name = "olmo-ladder"
+    c.out_dir = "runs/olmo-ladder"
+    c.plan.update(targets=["7b-4t", "13b-5t"], preset="olmo-ladder")
+    c.train_overrides = [
+        "data.source=tfds", "data.tfds_name=c4/en:3.1.0", "data.data_dir=gs://YOUR_BUCKET/tensorflow_datasets",
+        "data.tokenizer=sentencepiece", "data.spm_model=gs://YOUR_BUCKET/tokenizer.model",
+        "eval.tasks=arc_easy,arc_challenge,hellaswag,piqa,openbookqa,boolq",
+        "eval.tfds_data_dir=gs://YOUR_BUCKET/tensorflow_datasets", "eval.k_shot=5",
+    ]
+    c.launch.update(backend="queued-resources", run_root="gs://YOUR_BUCKET/ladder/olmo", chip="v5p",
+                    project="YOUR_PROJECT", zone="us-east5-a", package="ladder @ git+https://github.com/YOUR_ORG/ladder",
+                    spot=True)
+    c.predict.update(method="auto", bootstrap=1000)
+    c.self_check.update(enabled=False)  # the targets are the check: compare with the real 7B/13B runs
+    return c

@@ -12,6 +12,9 @@ Facts this module relies on (libtpu 0.0.51, jax 0.10.2, measured):
   - `memory_analysis().temp_size_in_bytes` is always 0 for TPU compile-only programs; `peak_memory_in_bytes`
     is the HBM the program needs (arguments + live temporaries + outputs that do not alias arguments).
   - `cost_analysis()['flops']` counts one device's SPMD program; the step's total is that times the devices.
+    It counts a while loop's body ONCE: a scanned layer stack, and the "windowed einsums" (collective
+    matmuls) libtpu makes of large fsdp matmuls, read low. FLOPs therefore come from probes (see
+    unrolled_flops): 1 and 2 unrolled layers, compiled with windowed einsums off.
   - libtpu takes /tmp/libtpu_lockfile on load: ALLOW_MULTIPLE_LIBTPU_LOAD=1 lets compiles run beside other
     JAX processes; TPU_SKIP_MDS_QUERY=1 skips the GCE metadata probe. CPU stays JAX's default backend.
 """
@@ -27,7 +30,7 @@ import re
 import time
 
 from ladder import chips
-from ladder.arch import Arch, flops_per_token_6n, flops_per_token_reference
+from ladder.arch import Arch, flops_per_token_6n, flops_per_token_reference, n_params, n_params_per_layer
 from ladder.errors import LadderError
 
 # Cloud TPU slice shapes (chips). v5e/v6e are 2-D tori; v4/v5p 3-D, grown by doubling the smallest axis.
@@ -39,6 +42,18 @@ GRIDS = {"v5e": _GRID_2D, "v6e": _GRID_2D, "v4": _GRID_3D, "v5p": _GRID_3D}
 # A compile "fits" when its per-device total stays under this fraction of HBM: XLA's own reservations,
 # fragmentation and the runtime take the rest.
 HBM_USABLE_FRACTION = 0.94
+
+# Compiler options for the FLOPs probes only. On a large fsdp mesh libtpu turns each all-gathered (or
+# reduce-scattered) matmul into a while loop over the shards that overlaps the collective with partial
+# matmuls; cost analysis counts that body once (190M rung on v5p-16: 0.889 of the 1-layer FLOPs instead of
+# 1.063). Off, the same matmuls compile as one collective + one dot: same FLOPs, all of them counted.
+# The memory compile keeps libtpu's defaults, so its memory plan is the one the slice will run.
+FLOPS_PROBE_OPTIONS = {"xla_tpu_enable_windowed_einsum_for_all_gather": False,
+                       "xla_tpu_enable_windowed_einsum_for_reduce_scatter": False}
+# compiled / expected FLOPs (expected_flops_per_token) must fall in this band: XLA also counts elementwise
+# work (norms, RoPE, softmax, SwiGLU, loss, AdamW) the formula leaves out, +0.5% at the ladder's widths,
+# ~+5% at d=64. A lost layer, a lost or duplicated recompute, or replicated work reads outside it.
+FLOPS_RATIO_BAND = (0.98, 1.10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,11 +191,13 @@ class CompileReport:
     total: int  # peak + generated code
     hbm: int
     fits: bool
-    flops_compiled: float  # whole step, all devices
+    flops_compiled: float  # whole step, all devices (nan when not counted)
     flops_6n: float  # ladder.arch 6N + attention, x tokens per step
     flops_reference: float
+    flops_expected: float  # flops_6n plus the rematerialised forward when remat is on
     tokens_per_step: int
-    compile_s: float
+    compile_s: float  # the memory compile
+    flops_s: float = 0.0  # the FLOPs probes
     suggestions: list[str] = dataclasses.field(default_factory=list)
     error: str = ""  # XLA's out-of-memory message when it refused to compile
 
@@ -190,13 +207,39 @@ class CompileReport:
 
     @property
     def flops_ratio(self) -> float:
+        """compiled / 6N accounting (remat reads ~1.2-1.33 here: the recompute is real work)."""
         return self.flops_compiled / self.flops_6n
 
+    @property
+    def flops_vs_expected(self) -> float:
+        return self.flops_compiled / self.flops_expected
+
+    @property
+    def flops_ok(self) -> bool | None:
+        """None when not counted; else whether compiled/expected lies in FLOPS_RATIO_BAND."""
+        if math.isnan(self.flops_compiled):
+            return None
+        return FLOPS_RATIO_BAND[0] <= self.flops_vs_expected <= FLOPS_RATIO_BAND[1]
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"hbm_fraction": self.hbm_fraction, "flops_ratio": self.flops_ratio}
+        return dataclasses.asdict(self) | {"hbm_fraction": self.hbm_fraction, "flops_ratio": self.flops_ratio,
+                                           "flops_vs_expected": self.flops_vs_expected, "flops_ok": self.flops_ok}
 
 
-def _compile(program, global_batch: int, seq_len: int):
+def expected_flops_per_token(arch: Arch, remat: bool) -> float:
+    """ladder.arch's 6N + attention, plus one more forward of every layer when layers are rematerialised.
+
+    Remat recomputes each layer's forward in the backward pass: 2 x the layer parameters (matmuls) plus a
+    third of the attention term (its forward share, 4 of 12 L d seq). The LM head is not rematerialised.
+    """
+    base = float(flops_per_token_6n(arch))
+    if not remat:
+        return base
+    attention = base - 6 * n_params(arch)
+    return base + 2 * arch.n_layers * n_params_per_layer(arch) + attention / 3
+
+
+def _compile(program, global_batch: int, seq_len: int, compiler_options: dict | None = None):
     """Lower the program's step on ShapeDtypeStructs (the state and batch as the trainer lays them out)."""
     import jax
     import jax.numpy as jnp
@@ -206,7 +249,7 @@ def _compile(program, global_batch: int, seq_len: int):
     batch = {k: jax.ShapeDtypeStruct((global_batch, seq_len), jnp.int32, sharding=s)
              for k, s in program.batch_shardings.items()}
     try:
-        return program.step_fn.lower(state, batch).compile()
+        return program.step_fn.lower(state, batch).compile(compiler_options)
     except Exception as e:  # XLA reports an HBM overflow at compile time as a RESOURCE_EXHAUSTED error
         if "RESOURCE_EXHAUSTED" in str(e):
             raise _DoesNotFit(str(e).splitlines()[0]) from e
@@ -217,17 +260,20 @@ class _DoesNotFit(Exception):
     pass
 
 
-def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, rung: str = "") -> CompileReport:
-    """Lower and compile a TrainProgram (built over topology_mesh) on abstract inputs; measure it.
+def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, rung: str = "",
+                    remat: bool = False) -> CompileReport:
+    """Lower and compile a TrainProgram (built over topology_mesh) on abstract inputs; measure its memory.
 
-    FLOPs are the compiled program's own count; a scanned layer stack is counted once by XLA, so
-    compile_config replaces them by the unrolled count (see layer_flops_correction)."""
+    FLOPs are left nan: this program's count misses loop bodies (see unrolled_flops, which compile_config
+    runs)."""
     params, opt_state = _split_state_bytes(program.abstract_state, program.state_shardings)
     tokens = global_batch * arch.seq_len
     common = dict(rung=rung, topology=str(topo), mesh=dict(program.mesh.shape), n_devices=topo.n_devices,
                   params=params, opt_state=opt_state, hbm=topo.chip.hbm_bytes,
                   flops_6n=float(flops_per_token_6n(arch)) * tokens,
-                  flops_reference=float(flops_per_token_reference(arch)) * tokens, tokens_per_step=tokens)
+                  flops_reference=float(flops_per_token_reference(arch)) * tokens,
+                  flops_expected=expected_flops_per_token(arch, remat) * tokens, tokens_per_step=tokens,
+                  flops_compiled=float("nan"))
     start = time.perf_counter()
     try:
         compiled = _compile(program, global_batch, arch.seq_len)
@@ -235,21 +281,17 @@ def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, r
         m = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
         need = int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024) if m else 0
         return CompileReport(**common, other_args=0, temp=max(need - params - opt_state, 0), code=0, peak=need,
-                             total=need, fits=False, flops_compiled=float("nan"),
-                             compile_s=time.perf_counter() - start, error=str(e))
+                             total=need, fits=False, compile_s=time.perf_counter() - start, error=str(e))
     compile_s = time.perf_counter() - start
 
     mem = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     unaliased_out = mem.output_size_in_bytes - mem.alias_size_in_bytes
     peak = int(mem.peak_memory_in_bytes)
     total = peak + int(mem.generated_code_size_in_bytes)
     return CompileReport(
         **common, other_args=int(mem.argument_size_in_bytes) - params - opt_state,
         temp=max(peak - int(mem.argument_size_in_bytes) - unaliased_out, 0), code=int(mem.generated_code_size_in_bytes),
-        peak=peak, total=total, fits=total <= HBM_USABLE_FRACTION * topo.chip.hbm_bytes,
-        flops_compiled=float(cost["flops"]) * topo.n_devices, compile_s=compile_s)
+        peak=peak, total=total, fits=total <= HBM_USABLE_FRACTION * topo.chip.hbm_bytes, compile_s=compile_s)
 
 
 def _split_state_bytes(abstract_state, shardings) -> tuple[int, int]:
@@ -273,20 +315,26 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     train.validate_for_mesh(config, dict(mesh.shape), process_count=max(hosts, 1))
     arch = train.arch_of(config)
     report = compile_program(train.make_train_step(config, mesh), topo, arch, config.train.global_batch,
-                             rung=name or config.name)
-    if count_flops and report.fits and config.model.scan_layers and arch.n_layers > 1:
-        report.flops_compiled = unrolled_flops(config, mesh, topo)
+                             rung=name or config.name, remat=bool(config.model.remat))
+    if count_flops:
+        start = time.perf_counter()
+        try:
+            report.flops_compiled = unrolled_flops(config, mesh, topo)
+        except _DoesNotFit:  # even one layer overflows HBM: FLOPs stay uncounted
+            pass
+        report.flops_s = time.perf_counter() - start
     report.suggestions = suggestions(report, config, topo) if not report.fits else []
     return report
 
 
 def unrolled_flops(config, mesh, topo: Topology) -> float:
-    """FLOPs per step of the unrolled layer stack, from 1- and 2-layer unrolled compiles on the same mesh.
+    """FLOPs per step (all devices) from probes: the step compiled with 1 and 2 unrolled layers, same mesh.
 
-    XLA's cost analysis counts a while loop's body once, so a scanned stack of L layers reads as one layer
-    (measured: ratio 0.35 for 4 scanned layers, 1.05 unrolled). Unrolled FLOPs are exactly linear in L
-    (everything but the layers is the same), so F(L) = F(1) + (L - 1) * (F(2) - F(1)); two small compiles
-    instead of one of the whole unrolled model.
+    XLA's cost analysis counts a while loop's body once. Two kinds of loop hide FLOPs: a scanned layer stack
+    (reads as one layer: ratio 0.35 for 4 scanned layers vs 1.05 unrolled), and libtpu's windowed einsums
+    on a large fsdp mesh (FLOPS_PROBE_OPTIONS turns them off in the probes). Unrolled FLOPs are exactly
+    linear in L (everything but the layers is the same), so F(L) = F(1) + (L - 1) * (F(2) - F(1)): two
+    small compiles instead of one of the whole unrolled model.
     """
     from ladder import train
     from ladder.config import apply_overrides
@@ -294,12 +342,15 @@ def unrolled_flops(config, mesh, topo: Topology) -> float:
     def flops(n_layers: int) -> float:
         cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False"])
         program = train.make_train_step(cfg, mesh)
-        cost = _compile(program, cfg.train.global_batch, cfg.model.seq_len).cost_analysis()
+        compiled = _compile(program, cfg.train.global_batch, cfg.model.seq_len, FLOPS_PROBE_OPTIONS)
+        cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return float(cost["flops"]) * topo.n_devices
 
-    one, two = flops(1), flops(2)
-    return one + (config.model.n_layers - 1) * (two - one)
+    one = flops(1)
+    if config.model.n_layers == 1:
+        return one
+    return one + (config.model.n_layers - 1) * (flops(2) - one)
 
 
 def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
@@ -385,7 +436,7 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
         accelerator_type = topology or plan_lib.choose_slice(rung, chip=chip)
         key = (accelerator_type,) + tuple(rung[k] for k in _SHAPE_KEYS)
         if key in done:
-            report = dataclasses.replace(done[key], rung=rung["name"], compile_s=0.0)
+            report = dataclasses.replace(done[key], rung=rung["name"], compile_s=0.0, flops_s=0.0)
         else:
             config = apply_overrides(train.config_from_rung(rung, plan.get("defaults") or {}), overrides)
             report = compile_config(config, parse_topology(accelerator_type, num_slices), name=rung["name"],
@@ -401,14 +452,19 @@ GiB = float(1 << 30)
 
 
 def format_reports(reports: list[CompileReport]) -> str:
-    """A fixed-width table: one line per rung and topology, memory in GiB per device."""
+    """A fixed-width table: one line per rung and topology, memory in GiB per device.
+
+    `vs 6N` is compiled FLOPs / (6N + attention); `vs exp` divides by expected_flops_per_token instead
+    (remat included) and is flagged `!` outside FLOPS_RATIO_BAND."""
     head = (f"{'rung':<16} {'topology':<16} {'mesh d/f/t':<11} {'params':>7} {'optim':>7} {'temp':>7} "
-            f"{'total':>7} {'HBM':>5} {'use':>5} {'fits':<4} {'compiled/6N':>11} {'compile s':>9}")
+            f"{'total':>7} {'HBM':>5} {'use':>5} {'fits':<4} {'vs 6N':>6} {'vs exp':>7} {'compile s':>9}")
     lines = [head]
     for r in reports:
         mesh = "/".join(str(r.mesh[a]) for a in ("data", "fsdp", "tensor"))
+        flag = {None: " ", True: " ", False: "!"}[r.flops_ok]
         lines.append(f"{r.rung:<16} {r.topology:<16} {mesh:<11} {r.params / GiB:7.2f} {r.opt_state / GiB:7.2f} "
                      f"{r.temp / GiB:7.2f} {r.total / GiB:7.2f} {r.hbm / GiB:5.0f} {r.hbm_fraction:5.0%} "
-                     f"{'yes' if r.fits else 'NO':<4} {r.flops_ratio:11.3f} {r.compile_s:9.1f}")
+                     f"{'yes' if r.fits else 'NO':<4} {r.flops_ratio:6.3f} {r.flops_vs_expected:6.3f}{flag} "
+                     f"{r.compile_s + r.flops_s:9.1f}")
         lines += [f"    suggestion: {s}" for s in r.suggestions]
     return "\n".join(lines)

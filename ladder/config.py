@@ -8,6 +8,7 @@ silently added field.
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -34,7 +35,7 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
     """Apply `a.b=value` strings; values are Python literals, else taken as strings."""
-    cfg = ml_collections.ConfigDict(cfg)  # a copy, unlocked
+    cfg = ml_collections.ConfigDict(copy.deepcopy(cfg))  # deep: the caller's sections stay as they were
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:

@@ -141,29 +141,19 @@ def topology_devices(topo: Topology) -> tuple:
 
 
 def topology_mesh(mesh_cfg, topo: Topology):
-    """The trainer's (data, fsdp, tensor) mesh over the topology's devices.
+    """The trainer's (data, fsdp, tensor) mesh over the topology's devices (ladder.sharding.make_mesh).
 
     The config's mesh sizes describe ONE slice (-1 fills it); with several slices the `data` axis also
     spans the slices (data-parallel replicas over the data-center network, MaxText's dcn_data), so only
     gradients cross slices.
     """
-    import jax
-    from jax.experimental import mesh_utils
-    from jax.sharding import AxisType, Mesh
-
     from ladder import sharding
 
     devices = topology_devices(topo)
     try:
-        ici = sharding.mesh_shape(mesh_cfg, topo.chips_per_slice)
+        return sharding.make_mesh(mesh_cfg, devices, num_slices=topo.num_slices)
     except LadderError as e:
         raise LadderError(f"{e} (on {topo.accelerator_type}: {topo.chips_per_slice} chips per slice)") from None
-    axis_types = (AxisType.Auto,) * len(sharding.MESH_AXES)
-    if topo.num_slices == 1:
-        return jax.make_mesh(ici, sharding.MESH_AXES, axis_types=axis_types, devices=devices)
-    dcn = (topo.num_slices,) + (1,) * (len(ici) - 1)
-    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
-    return Mesh(grid, sharding.MESH_AXES, axis_types=axis_types)
 
 
 def per_device_bytes(abstract_tree, shardings) -> int:

@@ -4,6 +4,10 @@ Mesh axes are named by role: `data` (pure data parallelism: replicas), `fsdp` (d
 replicas also shard parameters and optimizer state), `tensor` (Megatron-style splits of heads, MLP width and
 vocabulary). The batch is split over data x fsdp. Changing a parallelism strategy means editing RULES,
 never the model.
+
+Multislice (MaxText's dcn_data): with `mesh.dcn_data = S > 1` the mesh sizes describe ONE slice (-1 fills
+it) and the `data` axis also spans the S slices, so only gradient all-reduces cross the data-center network.
+The trainer and the ahead-of-time compiler (ladder/aot.py) build meshes with the same make_mesh.
 """
 
 from __future__ import annotations
@@ -55,11 +59,35 @@ def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
-def make_mesh(mesh_cfg, devices=None) -> Mesh:
-    """A mesh over `devices` (default: all devices of all processes) with Auto axis types."""
+def make_mesh(mesh_cfg, devices=None, *, num_slices: int | None = None) -> Mesh:
+    """A mesh over `devices` (default: all devices of all processes) with Auto axis types.
+
+    `num_slices` (default `mesh_cfg.dcn_data`, else 1): slices the data axis spans, the other sizes
+    describing one slice. Devices are grouped into slices by their `slice_index` (TPU); devices without one
+    (CPU, tests) are cut into equal consecutive blocks.
+    """
+    from jax.experimental import mesh_utils
+
     devices = jax.devices() if devices is None else list(devices)
-    shape = mesh_shape(mesh_cfg, len(devices))
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    slices = int(num_slices if num_slices is not None else (mesh_cfg.get("dcn_data", 1) or 1))
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if slices < 1 or len(devices) % slices:
+        raise LadderError(f"mesh.dcn_data: {slices} slices do not split {len(devices)} devices evenly; "
+                          "set it to the number of slices the job runs on")
+    if slices == 1:
+        return jax.make_mesh(mesh_shape(mesh_cfg, len(devices)), MESH_AXES, axis_types=axis_types, devices=devices)
+    per_slice = len(devices) // slices
+    try:
+        ici = mesh_shape(mesh_cfg, per_slice)
+    except LadderError as e:
+        raise LadderError(f"{e} (mesh sizes describe one of {slices} slices: {per_slice} devices)") from None
+    dcn = (slices,) + (1,) * (len(ici) - 1)
+    if hasattr(devices[0], "slice_index"):
+        grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
+    else:
+        blocks = [np.array(devices[i * per_slice:(i + 1) * per_slice]).reshape(ici) for i in range(slices)]
+        grid = np.concatenate(blocks, axis=0)
+    return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def logical_shardings(logical_specs, mesh: Mesh):

@@ -13,12 +13,10 @@ Run-directory layout and status fields: docs/training.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import jax
@@ -191,26 +189,19 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
     validate(config)
     check_run_dir(run_dir)
-    run_dir = Path(run_dir)
+    run_dir = metrics_lib.run_path(run_dir)
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
     digest = config_hash(config)
-    saved = _read_json(run_dir / "config.json")
+    saved = metrics_lib.read_json(run_dir / "config.json")
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
-    status = _read_json(run_dir / "status.json")
+    status = metrics_lib.read_json(run_dir / "status.json")
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
 
@@ -272,16 +263,20 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
                                  "lower optim.peak_lr, raise optim.warmup_steps or check the data")
         now = time.perf_counter()
         progress.update(step=done, loss=m["loss"])
-        if clock["t"] is None:  # the first step includes compilation: rates start after it
+        first = clock["t"] is None  # the first step after a start includes compilation: rates start after it
+        if first:
             clock.update(t=now, step=done)
+        if not (force_log or done % t.log_every == 0):
             return
-        if not (force_log or done % t.log_every == 0) or done == clock["step"]:
-            return
-        rate = (done - clock["step"]) * tokens_per_step / (now - clock["t"])
-        clock.update(t=now, step=done)
-        eta = (t.total_steps - done) * tokens_per_step / rate
-        mfu = flops_per_token * rate / peak
-        progress.update(tokens_per_s=rate, eta_s=eta, mfu=mfu)
+        # Every step due is logged, the first after a start too, so a resumed run's metrics.jsonl has the
+        # rows an uninterrupted run's has; that first row has no rate (tokens_per_s, mfu: null).
+        rate = eta = mfu = None
+        if not first:
+            rate = (done - clock["step"]) * tokens_per_step / (now - clock["t"])
+            eta = (t.total_steps - done) * tokens_per_step / rate
+            mfu = flops_per_token * rate / peak
+            progress.update(tokens_per_s=rate, eta_s=eta, mfu=mfu)
+            clock.update(t=now, step=done)
         if lead:
             writer.write(dict(step=done, loss=m["loss"], z_loss=m["z_loss"], grad_norm=m["grad_norm"], lr=m["lr"],
                               tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu, time=time.time()), eta)
@@ -299,9 +294,11 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
                 record(*pending, force_log=False)
             pending = (done, device_metrics)
             preempted = preemption.reached(done)
-            must_save = done in save_steps or (t.checkpoint_every and done % t.checkpoint_every == 0) or preempted
-            if must_save or done in eval_steps or done == t.total_steps:
-                record(*pending, force_log=True)  # a state is saved or evaluated only after its loss is checked
+            scheduled_save = done in save_steps or bool(t.checkpoint_every and done % t.checkpoint_every == 0)
+            must_save = scheduled_save or preempted
+            forced = scheduled_save or done in eval_steps  # logged whatever log_every says (save_steps has the end)
+            if forced or preempted:  # a state is saved or evaluated only after its loss is checked
+                record(*pending, force_log=forced)  # a preemption adds no row: resumed == uninterrupted
                 pending = None
             if done in eval_steps or (done == t.total_steps and on_eval):
                 if on_eval:

@@ -41,7 +41,8 @@ def default_config() -> ml_collections.ConfigDict:
     # training data (bits per token; per byte with the byte tokenizer), also per domain in lm_loss_domains.
     c.eval = dict(tasks="", k_shot=0, n_questions=300, max_questions=0, seed=0, tfds_data_dir="", try_gcs=False,
                   download=False, lm_loss_batches=0, lm_loss_domains="")
-    c.mesh = dict(data=1, fsdp=-1, tensor=1)
+    # Sizes within one slice (one may be -1 = fill); dcn_data > 1: the data axis also spans that many slices.
+    c.mesh = dict(data=1, fsdp=-1, tensor=1, dcn_data=1)
     # initialize=True with no coordinator: jax.distributed.initialize() reads the TPU VM environment.
     c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300)
     return c
@@ -127,6 +128,8 @@ def validate(config) -> None:
     for key in ("weight_decay", "clip"):
         require(o[key] >= 0, f"optim.{key}", f"must be >= 0, got {o[key]}", "use 0 to turn it off")
     require(t.z_loss >= 0, "train.z_loss", f"must be >= 0, got {t.z_loss}", "use 0 to turn it off")
+    require(config.mesh.dcn_data >= 1, "mesh.dcn_data", f"must be >= 1, got {config.mesh.dcn_data}",
+            "set the number of slices (1 for one slice)")
     require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}",
             "use 0 for no periodic saves")
     require(t.mfu_accounting in arch_lib.FLOP_COUNTS, "train.mfu_accounting", f"unknown {t.mfu_accounting!r}",
@@ -162,9 +165,15 @@ def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
 
 
 def check_run_dir(run_dir) -> None:
-    """The run directory must be creatable and writable; checked without writing anything."""
-    require("://" not in str(run_dir), "--run-dir", f"{run_dir}: URLs are not supported by the trainer yet",
-            "use a local or mounted path (e.g. a gcsfuse mount of the bucket)")
+    """The run directory must be creatable and writable; checked without writing anything.
+
+    gs:// directories are accepted unchecked here (etils.epath + gcsfs write them; a missing bucket or
+    permission fails at the first write). Other URL schemes are refused.
+    """
+    if "://" in str(run_dir):
+        require(str(run_dir).startswith("gs://"), "--run-dir", f"{run_dir}: only gs:// URLs are supported",
+                "use a local path or gs://BUCKET/...")
+        return
     run_dir = Path(run_dir)
     require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
             "pass a directory path")

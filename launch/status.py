@@ -23,7 +23,7 @@ STALE_S = 15 * 60  # a "running" status.json not updated for this long is flagge
 @dataclasses.dataclass
 class RungStatus:
     name: str
-    state: str  # pending | running | done | failed
+    state: str  # pending | running | done | failed | preempted (stopped by SIGTERM after a save; relaunch resumes)
     step: int
     total_steps: int
     loss: float | None
@@ -42,6 +42,8 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
     now = time.time() if now is None else now
     state = status.get("state", "pending")
     note = status.get("error", "") if state == "failed" else ""
+    if state == "preempted":
+        note = f"stopped by SIGTERM after saving step {status.get('step')}; relaunch to resume"
     if state != "done" and launch.get("state") == "failed":
         state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s), exit codes {launch.get('exit_codes')}"
     age = now - status["updated"] if "updated" in status else None
@@ -64,16 +66,18 @@ def ladder_status(plan: dict, run_root: str) -> list[RungStatus]:
 
 def format_status(rows: list[RungStatus]) -> str:
     """One line per rung, then the ladder's totals against its plan."""
-    header = f"{'rung':<16} {'state':<8} {'step':>15} {'loss':>8} {'tokens/s':>10} {'ETA':>9} {'updated':>9}"
+    header = f"{'rung':<16} {'state':<9} {'step':>15} {'loss':>8} {'tokens/s':>10} {'ETA':>9} {'updated':>9}"
     lines = [header]
     for r in rows:
         pct = 100.0 * r.step / r.total_steps if r.total_steps else 0.0
         lines.append(
-            f"{r.name:<16} {r.state:<8} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% "
+            f"{r.name:<16} {r.state:<9} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% "
             f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {fmt_duration(r.eta_s):>9} "
             f"{fmt_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9}"
             + (f"  {r.note}" if r.note else ""))
     counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "failed", "pending")}
+    if any(r.state == "preempted" for r in rows):
+        counts["preempted"] = sum(r.state == "preempted" for r in rows)
     spent = sum(r.flops_spent for r in rows)
     planned = sum(r.flops_planned for r in rows)
     lines.append(

@@ -152,3 +152,17 @@ def test_dry_run_of_two_process_rungs_names_the_port(tmp_path, monkeypatch):
         f"CUDA_VISIBLE_DEVICES=0,1 python3 -m ladder train --plan {path} --rung 20M-1xC --run-dir {tmp_path}/r/20M-1xC "
         f"--coordinator '127.0.0.1:$PORT' --num-processes 2 --process-id {i}  # log: {tmp_path}/r/20M-1xC/{log}"
         for i, log in enumerate(["launch.log", "launch.1.log"])]
+
+
+def test_status_shows_a_preempted_rung(tmp_path, monkeypatch):
+    install_plan_stub(monkeypatch)
+    plan = tiny_plan(steps=100)
+    write_run(tmp_path / plan["rungs"][0]["name"], dict(state="preempted", step=60, total_steps=100, loss=3.5,
+              tokens=600, updated=NOW - 7200))
+    monkeypatch.setattr("time.time", lambda: NOW)
+    rows = ladder_status(plan, str(tmp_path))
+    assert [r.state for r in rows] == ["preempted", "pending"]
+    text = format_status(rows)
+    assert "stopped by SIGTERM after saving step 60; relaunch to resume" in text
+    assert "stopped or preempted?" not in text  # not the stale-running note
+    assert "0 done, 0 running, 0 failed, 1 pending, 1 preempted" in text

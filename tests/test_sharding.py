@@ -18,6 +18,15 @@ def mesh_cfg(data, fsdp, tensor):
     return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
 
 
+def test_multislice_mesh_sizes_describe_one_slice():
+    import jax
+
+    cfg = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, dcn_data=1))
+    assert dict(sharding.make_mesh(cfg).shape) == {"data": 1, "fsdp": len(jax.devices()), "tensor": 1}
+    with pytest.raises(LadderError, match="mesh.dcn_data: 3 slices do not split 1 devices"):
+        sharding.make_mesh(cfg, jax.devices()[:1], num_slices=3)
+
+
 def test_mesh_shape_fills_and_rejects():
     assert sharding.mesh_shape(mesh_cfg(2, -1, 1), 8) == (2, 4, 1)
     assert sharding.mesh_shape(mesh_cfg(1, 1, 1), 1) == (1, 1, 1)
@@ -60,20 +69,25 @@ SCRIPT = textwrap.dedent("""
     batch = make_source(data_cfg, 16, 8).batch(0)
 
     def one_step(shape, devices):
-        cfg.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2])
+        cfg.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2], dcn_data=shape[3])
         program = make_train_step(cfg, sharding.make_mesh(cfg.mesh, devices))
         state = program.init_fn(jax.random.key(0))
         state, metrics = program.step_fn(state, sharding.to_global(batch, program.batch_shardings["inputs"], 8))
         return float(metrics["loss"]), jax.tree.map(np.asarray, state["params"])
 
-    ref_loss, ref_params = one_step((1, 1, 1), jax.devices()[:1])
+    ref_loss, ref_params = one_step((1, 1, 1, 1), jax.devices()[:1])
     out = {}
-    for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+    # (data, fsdp, tensor, dcn_data): the last mesh is 2 "slices" of (1, 2, 2), the data axis spanning them.
+    for shape in [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 2, 1), (1, 2, 2, 2)]:
         loss, params = one_step(shape, jax.devices())
         diffs = jax.tree.leaves(jax.tree.map(
             lambda a, b: float(np.max(np.abs(a - b) / (1e-7 + 1e-5 * np.abs(b)))), params, ref_params))
         out[str(shape)] = {"loss": loss, "ref": ref_loss, "worst_param_tolerance_ratio": max(diffs)}
+    cfg.mesh.update(data=1, fsdp=-1, tensor=1, dcn_data=2)
+    mesh = sharding.make_mesh(cfg.mesh)
+    layout = {"shape": dict(mesh.shape), "slice0": sorted(d.id for d in mesh.devices[0].flat)}
     print(json.dumps(out))
+    print(json.dumps(layout))
 """)
 
 
@@ -81,7 +95,10 @@ def test_meshes_match_single_device():
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    results = json.loads(r.stdout.strip().splitlines()[-1])
+    results, layout = (json.loads(line) for line in r.stdout.strip().splitlines()[-2:])
+    assert len(results) == 4
+    # mesh.dcn_data=2: sizes describe one slice of 4 devices; the data axis spans the slices, slice-major.
+    assert layout == {"shape": {"data": 2, "fsdp": 4, "tensor": 1}, "slice0": [0, 1, 2, 3]}
     for shape, res in results.items():
         assert res["loss"] == pytest.approx(res["ref"], rel=1e-5), shape
         assert res["worst_param_tolerance_ratio"] <= 1.0, (shape, res)  # allclose(rtol=1e-5, atol=1e-7)

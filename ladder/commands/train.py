@@ -63,7 +63,7 @@ def make_on_eval(config, run_dir):
     import ml_collections
 
     from ladder import eval as eval_lib
-    from ladder import results, tasks
+    from ladder import tasks
     from ladder.arch import n_params
     from ladder.data import make_source
     from ladder.data.pipeline import as_list
@@ -95,9 +95,29 @@ def make_on_eval(config, run_dir):
         if jax.process_index() == 0:
             rows = eval_lib.rows_for_results(metrics, config.name, n_params(a), step * batch * a.seq_len, step,
                                              **extra)
-            results.replace_step(path, step, rows)
+            write_results(path, step, rows)
 
     return on_eval
+
+
+def write_results(path: str, step: int, rows: list[dict]) -> None:
+    """ladder.results.replace_step on a local or gs:// results.csv (an object store has no append: the
+    table is edited in a local copy and uploaded whole)."""
+    from ladder import metrics, results
+
+    if not metrics.is_remote(path):
+        results.replace_step(path, step, rows)
+        return
+    import tempfile
+
+    remote = metrics.run_path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = f"{tmp}/results.csv"
+        if remote.exists():
+            with open(local, "w") as f:
+                f.write(remote.read_text())
+        results.replace_step(local, step, rows)
+        remote.write_text(open(local).read())
 
 
 def run(args) -> int:

@@ -42,6 +42,7 @@ GRIDS = {"v5e": _GRID_2D, "v6e": _GRID_2D, "v4": _GRID_3D, "v5p": _GRID_3D}
 # A compile "fits" when its per-device total stays under this fraction of HBM: XLA's own reservations,
 # fragmentation and the runtime take the rest.
 HBM_USABLE_FRACTION = 0.94
+GiB = float(1 << 30)
 
 # Compiler options for the FLOPs probes only. On a large fsdp mesh libtpu turns each all-gathered (or
 # reduce-scattered) matmul into a while loop over the shards that overlaps the collective with partial
@@ -91,7 +92,11 @@ class Topology:
 
 
 def parse_topology(accelerator_type: str, num_slices: int = 1) -> Topology:
-    """'v5litepod-16' (or 'v5e-16', 'v4-32', 'v5p-8', 'v6e-64'), optionally as `num_slices` slices."""
+    """'v5litepod-16' (or 'v5e-16', 'v4-32', 'v5p-8', 'v6e-64'), optionally as `num_slices` slices; a
+    '2xv5p-256' prefix (the planner's and launcher's spelling of multislice) sets the number of slices."""
+    m = re.fullmatch(r"(\d+)x(\S+)", accelerator_type)
+    if m:
+        accelerator_type, num_slices = m.group(2), int(m.group(1))
     chip, n_chips = chips.parse_slice(accelerator_type)
     if chip.name not in GRIDS:
         raise LadderError(f"topology: {accelerator_type!r} is not a Cloud TPU slice")
@@ -210,6 +215,15 @@ class CompileReport:
         if math.isnan(self.flops_compiled):
             return None
         return FLOPS_RATIO_BAND[0] <= self.flops_vs_expected <= FLOPS_RATIO_BAND[1]
+
+    def fit_lines(self) -> list[str]:
+        """One line saying whether the rung fits its slice (per-device GiB), then any suggestions."""
+        mesh = "/".join(str(self.mesh[a]) for a in ("data", "fsdp", "tensor"))
+        verdict = "fits" if self.fits else "does NOT fit"
+        line = (f"{self.rung} on {self.topology} (mesh data/fsdp/tensor {mesh}): {verdict}, "
+                f"{self.total / GiB:.2f} of {self.hbm / GiB:.0f} GiB HBM per device ({self.hbm_fraction:.0%}; "
+                f"params {self.params / GiB:.2f}, optimizer {self.opt_state / GiB:.2f}, temp {self.temp / GiB:.2f})")
+        return [line] + [f"  suggestion: {s}" for s in self.suggestions]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"hbm_fraction": self.hbm_fraction, "flops_ratio": self.flops_ratio,
@@ -407,11 +421,8 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
                rungs: list[str] | None = None, targets: bool = False, overrides=(),
                count_flops: bool = True, log=None) -> list[CompileReport]:
     """Compile every (selected) rung of a plan, and its targets if asked: on `topology`, or else on the
-    planner's slice for `chip`. Rungs that differ only in length (Chinchilla multiple) share one program,
-    so each shape compiles once."""
+    planner's slice for `chip` (see check_rungs)."""
     from ladder import plan as plan_lib
-    from ladder import train
-    from ladder.config import apply_overrides
 
     require_libtpu()
     candidates = plan["rungs"] + (target_rungs(plan) if targets else [])
@@ -421,10 +432,23 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
         raise LadderError(f"--rung: {', '.join(unknown)} not in the plan; its rungs (and targets, with "
                           f"--targets): {', '.join(known)}")
     selected = [r for r in candidates if not rungs or r["name"] in rungs]
+    placements = [(r, topology or plan_lib.choose_slice(r, chip=chip), num_slices, tuple(overrides))
+                  for r in selected]
+    return check_rungs(plan, placements, count_flops=count_flops, log=log)
+
+
+def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -> list[CompileReport]:
+    """Compile each (rung, accelerator type, number of slices, train-config overrides) placement.
+
+    The launcher calls this with its jobs (each rung on its own slice). Rungs that differ only in length
+    (Chinchilla multiple) share one program, so each shape compiles once per placement."""
+    from ladder import train
+    from ladder.config import apply_overrides
+
+    require_libtpu()
     reports, done = [], {}
-    for rung in selected:
-        accelerator_type = topology or plan_lib.choose_slice(rung, chip=chip)
-        key = (accelerator_type,) + tuple(rung[k] for k in _SHAPE_KEYS)
+    for rung, accelerator_type, num_slices, overrides in placements:
+        key = (accelerator_type, num_slices, tuple(overrides)) + tuple(rung[k] for k in _SHAPE_KEYS)
         if key in done:
             report = dataclasses.replace(done[key], rung=rung["name"], compile_s=0.0, flops_s=0.0)
         else:
@@ -437,8 +461,6 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
         reports.append(report)
     return reports
 
-
-GiB = float(1 << 30)
 
 
 def format_reports(reports: list[CompileReport]) -> str:

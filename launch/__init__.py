@@ -39,6 +39,9 @@ class LaunchOptions:
     slices: dict = dataclasses.field(default_factory=dict)  # from jobs.parse_slice_overrides
     rungs: list[str] | None = None  # launch only these rungs
     overrides: tuple[str, ...] = ()  # "key=value" train-config overrides for every rung
+    # Dry runs on cloud backends: compile each rung for its slice here first (ladder.aot, needs libtpu) and
+    # stop when one does not fit. The CLI turns it on (--no-compile-check turns it off).
+    compile_check: bool = False
     # Cloud backends.
     project: str | None = None
     zone: str | None = None
@@ -98,7 +101,30 @@ def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
     if not todo:
         print_fn(f"# all {len(all_jobs)} rungs are done; see `ladder status {opts.plan_path}`")
         return 0
+    if opts.compile_check and opts.dry_run and backend.cloud:
+        compile_check(plan, todo, print_fn)
     return backend.launch(todo, opts, print_fn)
+
+
+def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
+    """Compile each job's train step for its slice on this machine and print one fit line per rung; a rung
+    that does not fit stops the launch after its suggestions (docs/tpu-compile.md). Skipped, saying so,
+    without libtpu."""
+    from ladder import aot
+
+    if not aot.libtpu_available():
+        print_fn("# compile check skipped: libtpu is not installed (pip install 'ladder[tpu]')")
+        return
+    def log(report):
+        for line in report.fit_lines():
+            print_fn("# " + line)
+
+    placements = [(job.rung, job.accelerator, job.num_slices, job.overrides) for job in jobs]
+    reports = aot.check_rungs(plan, placements, count_flops=False, log=log)
+    bad = [r.rung for r in reports if not r.fits]
+    if bad:
+        raise LadderError(f"compile check: {', '.join(bad)} do not fit their slices; follow a suggestion above "
+                          "(--slice RUNG=TYPE, --config.KEY=VALUE), or pass --no-compile-check to see the commands")
 
 
 def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:

@@ -130,3 +130,28 @@ def test_planner_estimate_against_the_compiled_step():
     assert r.params == pytest.approx(est["params"], rel=0.02)
     assert r.opt_state == pytest.approx(est["optimizer"], rel=0.02)
     assert 1.0 < r.total / est["total"] < 2.5
+
+
+@needs_libtpu
+def test_launch_dry_run_compiles_each_rung_for_its_slice(tmp_path, monkeypatch):
+    """`ladder launch --dry-run` on a cloud backend prints one fit line per rung before the commands, and
+    stops (exit 2) when a rung does not fit its slice."""
+    from launch import LaunchOptions, launch_plan
+    from launch_fixtures import tiny_plan, write_plan
+
+    monkeypatch.chdir(tmp_path)
+    write_plan(tmp_path / "plan.json", tiny_plan())
+    opts = LaunchOptions("plan.json", "gs://bkt/ladder", backend="tpu-vm", dry_run=True, compile_check=True,
+                         project="proj", zone="us-west4-a", package="ladder[tpu]", rungs=["20M-1xC"],
+                         slices={"20M": ("v5litepod-1", 1)})
+    lines = []
+    assert launch_plan(opts, print_fn=lines.append) == 0
+    assert lines[0].startswith("# 20M-1xC on v5litepod-1 (mesh data/fsdp/tensor 1/1/1): fits, ")
+    assert any("gcloud compute tpus tpu-vm create" in line for line in lines[1:])
+
+    monkeypatch.setattr(aot, "HBM_USABLE_FRACTION", 1e-6)  # nothing fits: the launch stops, saying why
+    lines = []
+    with pytest.raises(LadderError, match="compile check: 20M-1xC do not fit"):
+        launch_plan(opts, print_fn=lines.append)
+    assert "does NOT fit" in lines[0] and "suggestion: use v5litepod-4" in lines[1]
+    assert not any(line.startswith("gcloud") for line in lines)

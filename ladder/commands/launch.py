@@ -11,7 +11,10 @@ from launch.jobs import DEFAULT_CHIP, parse_slice_overrides
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file written by `ladder plan`")
     parser.add_argument("--backend", choices=list(BACKENDS), default="local", help="where the rungs run")
-    parser.add_argument("--dry-run", action="store_true", help="print every command exactly; execute nothing")
+    parser.add_argument("--dry-run", action="store_true", help="print every command exactly; execute nothing "
+                        "(cloud backends: first compile each rung for its slice when libtpu is installed)")
+    parser.add_argument("--no-compile-check", dest="compile_check", action="store_false",
+                        help="dry run: skip compiling each rung for its slice (ladder compile)")
     parser.add_argument("--run-root", help="root of the rungs' run dirs (a path, or gs://BUCKET/PATH for cloud "
                         "backends); rung run dir = ROOT/RUNG. Default (local): runs/<plan name>")
     parser.add_argument("--rung", action="append", dest="rungs", metavar="NAME", help="launch only this rung "
@@ -45,6 +48,7 @@ def run(args) -> int:
     opts = LaunchOptions(
         plan_path=args.plan, run_root=run_root, backend=args.backend, dry_run=args.dry_run, chip=args.chip,
         slices=parse_slice_overrides(args.slice), rungs=args.rungs, overrides=tuple(args.config_overrides),
+        compile_check=args.compile_check,
         project=args.project, zone=args.zone, runtime_version=args.runtime_version, package=args.package,
         image=args.image, cluster=args.cluster, spot=args.spot, pack=args.pack, name_prefix=args.name_prefix,
         work_dir=args.work_dir, parallel=args.parallel, processes=args.processes,

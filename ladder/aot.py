@@ -381,16 +381,19 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
 
 
 def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None, start: str | None = None,
-                 num_slices: int = 1) -> tuple[str, CompileReport]:
-    """The smallest slice (from `start`, e.g. the planner's estimate) on which the compiled rung fits."""
+                 num_slices: int = 1, overrides=()) -> tuple[str, CompileReport]:
+    """The smallest slice, from `start` up, on which the compiled rung fits: the planner's choice
+    (`ladder.plan.choose_slice`, which also weighs time) checked, and grown when XLA needs more HBM than the
+    estimate said. Never shrinks the planner's choice. LadderError when no slice of `chip` fits."""
     from ladder import train
+    from ladder.config import apply_overrides
 
     c = chips.chip(chip)
     topo = parse_topology(start or chips.slice_name(c, min(GRIDS[c.name])), num_slices)
-    config = train.config_from_rung(rung, defaults)
+    config = apply_overrides(train.config_from_rung(rung, defaults), overrides)
     while True:
         try:
-            report = compile_config(config, topo, count_flops=False)
+            report = compile_config(config, topo, name=rung["name"], count_flops=False)
         except LadderError:  # e.g. the batch does not split over this many chips: try the next size
             report = None
         if report is not None and report.fits:

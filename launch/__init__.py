@@ -107,24 +107,44 @@ def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
 
 
 def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
-    """Compile each job's train step for its slice on this machine and print one fit line per rung; a rung
-    that does not fit stops the launch after its suggestions (docs/tpu-compile.md). Skipped, saying so,
-    without libtpu."""
-    from ladder import aot
+    """Compile each job's train step for its slice on this machine and print one fit line per rung. A rung
+    that does not fit stops the launch, after its suggestions and the smallest larger slice on which it
+    compiles and fits (aot.choose_slice) as a --slice flag. Skipped, saying so, without libtpu.
+    Method and measured figures: docs/tpu-compile.md."""
+    from ladder import aot, chips
 
     if not aot.libtpu_available():
         print_fn("# compile check skipped: libtpu is not installed (pip install 'ladder[tpu]')")
         return
+
     def log(report):
         for line in report.fit_lines():
             print_fn("# " + line)
 
     placements = [(job.rung, job.accelerator, job.num_slices, job.overrides) for job in jobs]
     reports = aot.check_rungs(plan, placements, count_flops=False, log=log)
+    flags = []
+    for job, report in zip(jobs, reports):
+        if report.fits:
+            continue
+        bigger = aot.next_topology(aot.parse_topology(job.accelerator, job.num_slices))
+        try:
+            if bigger is None:
+                raise LadderError("no larger slice")
+            accelerator, fit = aot.choose_slice(job.rung, chips.parse_slice(job.accelerator)[0].name,
+                                                defaults=plan.get("defaults") or {}, start=bigger.accelerator_type,
+                                                num_slices=job.num_slices, overrides=job.overrides)
+        except LadderError:
+            print_fn(f"# {job.name}: no larger {job.accelerator.split('-')[0]} slice fits either")
+            continue
+        prefix = f"{job.num_slices}x" if job.num_slices > 1 else ""
+        flags.append(f"--slice {job.name}={prefix}{accelerator}")
+        print_fn(f"# {job.name}: compiled, it fits {prefix}{accelerator} ({fit.total / aot.GiB:.2f} GiB per device)")
     bad = [r.rung for r in reports if not r.fits]
     if bad:
-        raise LadderError(f"compile check: {', '.join(bad)} do not fit their slices; follow a suggestion above "
-                          "(--slice RUNG=TYPE, --config.KEY=VALUE), or pass --no-compile-check to see the commands")
+        raise LadderError(f"compile check: {', '.join(bad)} do not fit their slices; "
+                          + (f"relaunch with {' '.join(flags)}, or " if flags else "")
+                          + "follow a suggestion above, or pass --no-compile-check to see the commands")
 
 
 def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:

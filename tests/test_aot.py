@@ -110,48 +110,87 @@ def test_mesh_that_does_not_divide_the_topology():
         aot.compile_config(config, aot.parse_topology("v5e-4"))
 
 
-@needs_libtpu
-def test_planner_estimate_against_the_compiled_step():
-    """The planner's first-order memory estimate vs XLA's figures, on the smoke ladder's largest rung.
+# The smoke ladder's largest rung, with remat (as the published ladder trains), on one and four v5e chips.
+SMOKE_RUNG = "160k-1xC"
 
-    Parameters and optimizer state agree to the byte count (the estimate ignores only the replicated norm
-    scales). The compiled total is larger: at d=64 TPU pads every activation's minor dimension to 128 lanes
-    and the program's code is a few MiB, neither of which a formula for 7B-scale rungs models. Measured
-    1.54x (160k rung, remat, v5e-4); the band would catch a dropped term (e.g. optimizer state, ~3x off).
-    """
+
+@pytest.fixture(scope="module")
+def smoke_rung():
     from ladder import plan as plan_lib
     from ladder import train
 
     plan = plan_lib.plan_ladder(preset="smoke")
-    rung = next(r for r in plan["rungs"] if r["size"] == "160k")
-    config = train.config_from_rung(rung, plan["defaults"] | {"model.remat": True})
-    r = aot.compile_config(config, aot.parse_topology("v5e-4"), count_flops=False)
-    est = plan_lib.estimate_memory(rung, 4, remat=True)
+    plan["defaults"] = plan["defaults"] | {"model.remat": True}
+    rung = next(r for r in plan["rungs"] if r["name"] == SMOKE_RUNG)
+    config = train.config_from_rung(rung, plan["defaults"])
+    reports = {n: aot.compile_config(config, aot.parse_topology(f"v5e-{n}"), count_flops=False) for n in (1, 4)}
+    return plan, rung, reports
+
+
+@needs_libtpu
+def test_planner_estimate_against_the_compiled_step(smoke_rung):
+    """The planner's first-order memory estimate vs XLA's figures.
+
+    Parameters and optimizer state agree to the byte count (the estimate ignores only the replicated norm
+    scales). The compiled total is larger: at d=64 TPU pads every activation's minor dimension to 128 lanes
+    and the program's code is a few MiB, neither of which a formula for 7B-scale rungs models. Measured
+    1.54x (v5e-4); the band would catch a dropped term (e.g. optimizer state, ~3x off).
+    """
+    from ladder import plan as plan_lib
+
+    _, rung, reports = smoke_rung
+    r, est = reports[4], plan_lib.estimate_memory(rung, 4, remat=True)
     assert r.params == pytest.approx(est["params"], rel=0.02)
     assert r.opt_state == pytest.approx(est["optimizer"], rel=0.02)
     assert 1.0 < r.total / est["total"] < 2.5
 
 
-@needs_libtpu
-def test_launch_dry_run_compiles_each_rung_for_its_slice(tmp_path, monkeypatch):
-    """`ladder launch --dry-run` on a cloud backend prints one fit line per rung before the commands, and
-    stops (exit 2) when a rung does not fit its slice."""
-    from launch import LaunchOptions, launch_plan
-    from launch_fixtures import tiny_plan, write_plan
+@pytest.fixture
+def hbm_between_one_and_four_chips(smoke_rung, monkeypatch):
+    """Usable HBM set between the rung's compiled need on 1 chip and on 4: it compiles to fit only 4."""
+    _, _, reports = smoke_rung
+    need1, need4 = reports[1].total, reports[4].total
+    assert need4 < need1
+    monkeypatch.setattr(aot, "HBM_USABLE_FRACTION", (need1 + need4) / 2 / reports[1].hbm)
+
+
+def _launch_options(plan, tmp_path, monkeypatch):
+    from launch import LaunchOptions
+    from launch_fixtures import write_plan
 
     monkeypatch.chdir(tmp_path)
-    write_plan(tmp_path / "plan.json", tiny_plan())
-    opts = LaunchOptions("plan.json", "gs://bkt/ladder", backend="tpu-vm", dry_run=True, compile_check=True,
-                         project="proj", zone="us-west4-a", package="ladder[tpu]", rungs=["20M-1xC"],
-                         slices={"20M": ("v5litepod-1", 1)})
+    write_plan(tmp_path / "plan.json", plan)
+    return LaunchOptions("plan.json", "gs://bkt/ladder", backend="tpu-vm", dry_run=True, compile_check=True,
+                         project="proj", zone="us-west4-a", package="ladder[tpu]", rungs=[SMOKE_RUNG], chip="v5e")
+
+
+@needs_libtpu
+def test_launch_dry_run_prints_a_fit_line_per_rung(smoke_rung, tmp_path, monkeypatch):
+    """`ladder launch --dry-run` on a cloud backend compiles each rung for its slice before the commands."""
+    from launch import launch_plan
+
     lines = []
-    assert launch_plan(opts, print_fn=lines.append) == 0
-    assert lines[0].startswith("# 20M-1xC on v5litepod-1 (mesh data/fsdp/tensor 1/1/1): fits, ")
+    assert launch_plan(_launch_options(smoke_rung[0], tmp_path, monkeypatch), print_fn=lines.append) == 0
+    assert lines[0].startswith(f"# {SMOKE_RUNG} on v5litepod-1 (mesh data/fsdp/tensor 1/1/1): fits, ")
     assert any("gcloud compute tpus tpu-vm create" in line for line in lines[1:])
 
-    monkeypatch.setattr(aot, "HBM_USABLE_FRACTION", 1e-6)  # nothing fits: the launch stops, saying why
+
+@needs_libtpu
+def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_between_one_and_four_chips, tmp_path,
+                                                          monkeypatch):
+    """...and stops (exit 2) with the --slice flag of the smallest slice on which it compiles and fits.
+
+    This is the planner's choice against the compiled one (issue 9, item 2): the estimate picks one chip;
+    compiled, the rung needs more, so aot.choose_slice grows the planner's choice to the next slice that fits.
+    """
+    from ladder import plan as plan_lib
+    from launch import launch_plan
+
+    plan, rung, reports = smoke_rung
+    assert plan_lib.choose_slice(rung, chip="v5e") == "v5litepod-1"
     lines = []
-    with pytest.raises(LadderError, match="compile check: 20M-1xC do not fit"):
-        launch_plan(opts, print_fn=lines.append)
-    assert "does NOT fit" in lines[0] and "suggestion: use v5litepod-4" in lines[1]
+    with pytest.raises(LadderError, match=f"relaunch with --slice {SMOKE_RUNG}=v5litepod-4"):
+        launch_plan(_launch_options(plan, tmp_path, monkeypatch), print_fn=lines.append)
+    assert "does NOT fit" in lines[0] and lines[1].startswith("#   suggestion: use v5litepod-4")
+    assert lines[-1] == f"# {SMOKE_RUNG}: compiled, it fits v5litepod-4 ({reports[4].total / aot.GiB:.2f} GiB per device)"
     assert not any(line.startswith("gcloud") for line in lines)

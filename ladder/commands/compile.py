@@ -12,7 +12,8 @@ from ladder.errors import LadderError
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file written by `ladder plan --out`")
     parser.add_argument("--topology", help="Cloud TPU accelerator type for every rung, e.g. v5litepod-16 "
-                                           "(v5e-16), v4-32, v5p-8, v6e-64 (default: the planner's slice on --chip)")
+                                           "(v5e-16), v4-32, v5p-8, v6e-64, 2xv5p-8 (multislice) "
+                                           "(default: the planner's slice on --chip)")
     parser.add_argument("--chip", default="v5e", help="chip for the planner's slice choice when --topology "
                                                       "is not given: v4, v5e, v5p, v6e (default v5e)")
     parser.add_argument("--num-slices", type=int, default=1, help="multislice: this many slices joined over "
@@ -20,7 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rung", action="append", metavar="NAME", help="compile only this rung (repeatable)")
     parser.add_argument("--targets", action="store_true", help="also compile the plan's targets (e.g. 7B-4T)")
     parser.add_argument("--no-flops", action="store_true",
-                        help="skip the two small unrolled compiles that count the FLOPs of a scanned layer stack")
+                        help="skip the FLOPs probes (1- and 2-layer unrolled compiles without windowed einsums, "
+                             "docs/tpu-compile.md); they take about twice the memory compile's time")
     parser.add_argument("--json", metavar="PATH", help="also write every report as JSON here")
 
 

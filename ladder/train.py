@@ -21,22 +21,23 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ladder import arch as arch_lib
+from ladder import checkpoint
 from ladder import metrics as metrics_lib
 from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
-from ladder.errors import require
+from ladder.errors import LadderError, require
 from ladder.model import loss_fn, make_model
 from ladder.optimizer import make_optimizer
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
-    RUNG_KEYS, arch_of, check_run_dir, config_from_rung, config_hash, default_config, validate, validate_for_mesh)
+    RUNG_KEYS, arch_of, check_base_architecture, check_run_dir, config_from_rung, config_hash, data_config,
+    default_config, validate, validate_for_mesh)
 
 
 class TrainingFailed(Exception):
@@ -189,6 +190,55 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+# ------------------------------------------------------------------------------- continual pretraining
+
+
+def resolve_init(config) -> dict | None:
+    """The base checkpoint `config.init` names, checked before anything is written (LadderError otherwise):
+    {from_run, step, tokens (the base's tokens seen at that step), base_run (its name), restore_optimizer}."""
+    i = config.init
+    if not i.from_run:
+        return None
+    base_dir = metrics_lib.run_path(i.from_run)
+    base_cfg = metrics_lib.read_json(base_dir / "config.json")
+    require(base_cfg is not None, "init.from_run", f"{base_dir} has no config.json, so it is not a run directory",
+            "point it at the base run's --run-dir")
+    check_base_architecture(config, base_cfg, base_dir)
+    steps = checkpoint.saved_steps(base_dir / "checkpoints")
+    require(bool(steps), "init.from_run", f"{base_dir} has no checkpoint", "train the base run first")
+    step = steps[-1] if i.step == -1 else i.step
+    require(step in steps, "init.step", f"{base_dir} has no checkpoint at step {i.step}; it has {steps}",
+            "use one of those steps or -1 (the latest)")
+    tokens = step * base_cfg["train"]["global_batch"] * base_cfg["model"]["seq_len"]
+    return dict(from_run=str(base_dir), step=step, tokens=tokens, base_run=base_cfg.get("name", base_dir.name),
+                restore_optimizer=bool(i.restore_optimizer))
+
+
+def init_from_base(program: TrainProgram, init: dict, key) -> dict:
+    """A step-0 state from a base checkpoint: its weights and, with restore_optimizer, its Adam moments and
+    bias-correction count (the LR-schedule counts restart at 0, so this run's own warmup and decay apply);
+    otherwise a fresh optimizer state."""
+    ckpts = metrics_lib.run_path(init["from_run"]) / "checkpoints"
+    if init["restore_optimizer"]:
+        base = Checkpoints(ckpts, keep=1)
+        try:
+            state = base.restore(init["step"], program.abstract_state)
+        except (ValueError, KeyError) as e:
+            raise LadderError(f"init.restore_optimizer: the base run's optimizer state does not fit this config's "
+                              f"optimizer ({str(e).splitlines()[0][:200]}); use the base's optim.clip/weight_decay "
+                              "or restore_optimizer=False") from e
+        finally:
+            base.close()
+        restart = lambda x: optax.ScaleByScheduleState(count=jnp.zeros_like(x.count))  # noqa: E731
+        opt_state = jax.tree.map(lambda x: restart(x) if isinstance(x, optax.ScaleByScheduleState) else x,
+                                 state["opt_state"], is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+        opt_state = jax.device_put(opt_state, program.state_shardings["opt_state"])
+        return {"step": jax.device_put(jnp.zeros((), jnp.int32), program.state_shardings["step"]),
+                "params": state["params"], "opt_state": opt_state}
+    fresh = program.init_fn(key)  # the fresh optimizer state (and a params tree that is replaced)
+    return dict(fresh, params=checkpoint.restore_params(ckpts, init["step"], program.abstract_state["params"]))
+
+
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
     validate(config)
@@ -204,11 +254,10 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     status = metrics_lib.read_json(run_dir / "status.json")
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
+    init = metrics_lib.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
 
     t, a = config.train, arch_of(config)
-    data_cfg = ml_collections.ConfigDict(config.data)
-    data_cfg.vocab_size = a.vocab_size
-    source = make_source(data_cfg, a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
+    source = make_source(data_config(config), a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
     row_sharding = sharding.batch_sharding(mesh)
     local = t.global_batch // jax.process_count()
     rows = sharding.local_rows(row_sharding, t.global_batch, a.seq_len)
@@ -225,7 +274,13 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     program = make_train_step(config, mesh)
     ckpts = Checkpoints(run_dir / "checkpoints", t.keep_checkpoints, t.checkpoint_steps, t.async_checkpoints)
     start = ckpts.latest_step()
-    if start is None:
+    if start is None and init:
+        state, start = init_from_base(program, init, jax.random.key(t.seed)), 0
+        if lead:
+            metrics_lib.write_json_atomic(run_dir / "init.json", init)
+            print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
+                  + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
+    elif start is None:
         state, start = program.init_fn(jax.random.key(t.seed)), 0
     else:
         state = ckpts.restore(start, program.abstract_state)

@@ -39,8 +39,17 @@ def default_config() -> ml_collections.ConfigDict:
     # Evaluation at train.eval_steps and at the end (docs/tasks.md): tasks as ladder.tasks.load_tasks reads
     # them ("" = no evaluation), and the held-out LM loss over lm_loss_batches validation batches of the
     # training data (bits per token; per byte with the byte tokenizer), also per domain in lm_loss_domains.
+    # batch_size: rows per evaluation batch (0 = train.global_batch); a fixed value keeps the held-out sets
+    # the same across rungs whose training batches differ.
     c.eval = dict(tasks="", k_shot=0, n_questions=300, max_questions=0, seed=0, tfds_data_dir="", try_gcs=False,
-                  download=False, lm_loss_batches=0, lm_loss_domains="")
+                  download=False, lm_loss_batches=0, lm_loss_domains="", batch_size=0)
+    # Continual pretraining (docs/training.md): start from the checkpoint of another run (its run directory;
+    # step -1 = its latest). Weights only by default: fresh optimizer state, step 0, this config's schedule.
+    c.init = dict(from_run="", step=-1, restore_optimizer=False)
+    # Specialization mixture over embedded domains (docs/specialization.md): with r in [0, 1] the run trains on
+    # `general` (weight 1 - r, its domains in natural proportion) + `domain` (weight r) and its evaluation adds
+    # general_loss, domain_loss (bits per byte, validation split), r, d_cpt, base_run, kind. r = -1: off.
+    c.mix = dict(general="prose,code", domain="legal", r=-1.0)
     # Sizes within one slice (one may be -1 = fill); dcn_data > 1: the data axis also spans that many slices.
     c.mesh = dict(data=1, fsdp=-1, tensor=1, dcn_data=1)
     # initialize=True with no coordinator: jax.distributed.initialize() reads the TPU VM environment.
@@ -75,6 +84,34 @@ def arch_of(config) -> arch_lib.Arch:
     m = config.model
     return arch_lib.Arch(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab_size=m.vocab_size,
                          seq_len=m.seq_len, mlp_hidden=m.mlp_hidden)
+
+
+def data_config(config) -> ml_collections.ConfigDict:
+    """The data config the run reads: `data` with the model's vocab_size, or the `mix` mixture when mix.r >= 0."""
+    data = ml_collections.ConfigDict(config.data)
+    data.vocab_size = config.model.vocab_size
+    mix = config.mix
+    if mix.r >= 0:
+        with data.ignore_type():
+            data.update(source="mixture", weights="", mixture={
+                "general": {"weight": 1.0 - mix.r, "source": "embedded", "domains": mix.general},
+                "domain": {"weight": float(mix.r), "source": "embedded", "domains": mix.domain}})
+    return data
+
+
+# Model keys a continued run must share with its base (the rest are compute choices: dtype, remat, seq_len
+# with RoPE positions, and init_std, which a restored model never uses).
+INIT_MODEL_KEYS = ("d_model", "n_layers", "n_heads", "mlp_hidden", "vocab_size", "param_dtype", "rope_theta",
+                   "norm_eps", "scan_layers")
+
+
+def check_base_architecture(config, base_config: dict, base_dir) -> None:
+    """LadderError (field init.from_run) listing every model key where the base run's config.json differs."""
+    base_model = base_config.get("model", {})
+    diff = [f"model.{k}={config.model[k]!r} vs {base_model.get(k)!r}" for k in INIT_MODEL_KEYS
+            if base_model.get(k) != config.model[k]]
+    require(not diff, "init.from_run", f"the base run {base_dir} has another architecture: {'; '.join(diff)}",
+            "continue from a run of the same architecture, or set these model keys to the base's values")
 
 
 def config_hash(config) -> str:
@@ -138,6 +175,22 @@ def validate(config) -> None:
         bad = [s for s in t[key] if not 0 < s <= t.total_steps]
         require(not bad, f"train.{key}", f"steps {bad} are outside [1, total_steps={t.total_steps}]",
                 "remove them or raise total_steps")
+    i, mix, e = config.init, config.mix, config.eval
+    require(i.step >= -1, "init.step", f"{i.step} is not a step", "use -1 (the base run's latest) or a saved step")
+    require(not (i.restore_optimizer and not i.from_run), "init.restore_optimizer", "set without init.from_run",
+            "give init.from_run (the base run's directory)")
+    require(mix.r == -1 or 0 <= mix.r <= 1, "mix.r", f"{mix.r} is outside [0, 1]", "give the domain share, or -1 (off)")
+    if mix.r >= 0:
+        from ladder.data.pipeline import as_list
+
+        general, domain = as_list(mix.general, "mix.general"), as_list(mix.domain, "mix.domain")
+        require(general and domain and not set(general) & set(domain), "mix.general",
+                f"general {general} and domain {domain} must be non-empty and disjoint", "e.g. prose,code and legal")
+        require(config.data.source == "embedded", "data.source", f"{config.data.source!r} with mix.r set",
+                "mix draws from the embedded domains: set data.source=embedded, or write data.mixture yourself")
+        require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
+                "set it > 0: general_loss and domain_loss are held-out LM losses")
+    require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
     if config.data.source != "synthetic":
         from ladder.data.pipeline import vocab_size
 

@@ -1,0 +1,27 @@
+"""The smoke-scale specialization study (`ladder cpt configs/specialization.py`): general = prose + code,
+domain = legal (the embedded corpus), on 2 CPU cores in about 10-15 minutes.
+
+Base runs: the planner's 45k/93k/160k-parameter byte-level models at 0.5x Chinchilla (10 tokens per
+parameter) on general data. CPT runs: each base's final checkpoint, weights only, continued at 9 domain shares
+r x 3 budgets (0.25, 0.5, 1 tokens per parameter) with a re-warmup and cosine decay at half the base's peak
+LR. Then the D-CPT fit with held-out checks, rule (a) at T = 3% checked by a run, and the compute-effectiveness
+report. Measured figures: docs/specialization.md, "Smoke study".
+
+Variant `:ci` (tests/test_cpt_study.py): 2 sizes, 3 ratios, 2 budgets, tiny base runs (~1 minute).
+"""
+
+from ladder.cpt import default_config
+
+
+def get_config(arg=None):
+    c = default_config()
+    if arg == "ci":
+        c.name, c.out_dir = "specialization-ci", "runs/specialization-ci"
+        c.base.update(sizes=["45k", "93k"], multiple=0.1)
+        c.ratios = [0.0, 0.5, 1.0]
+        c.budgets = [0.25, 0.5]
+        c.train_overrides = c.train_overrides + ["eval.n_questions=8", "eval.lm_loss_batches=2"]
+        c.fit.update(starts=8)
+    elif arg:
+        raise ValueError(f"configs/specialization.py: unknown variant {arg!r}; use no variant or :ci")
+    return c

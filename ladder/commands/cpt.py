@@ -1,0 +1,27 @@
+"""`ladder cpt CONFIG [--out DIR] [--config.k=v ...]`: a continual-pretraining study, end to end.
+
+Plans base runs and a CPT grid (every base x domain share r x budget), trains them (resumable: finished runs
+are skipped), collects results.csv, fits the D-CPT law (`ladder fit dcpt --holdout`, rule (a)), trains a
+check run at rule (a)'s ratio and writes the compute-effectiveness report. API: ladder.cpt.run_study.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="study config, e.g. configs/specialization.py (or :ci for a tiny one)")
+    parser.add_argument("--out", help="output directory (default: the config's out_dir)")
+
+
+def run(args) -> int:
+    from ladder import cpt
+    from ladder.config import load_config
+
+    cfg = load_config(args.config, args.config_overrides)
+    cpt.check_config(cfg)
+    summary = cpt.run_study(cfg, args.out, log=cpt.main_log)
+    print(json.dumps({k: summary[k] for k in ("dcpt", "rule_a", "check", "effectiveness", "seconds") if k in summary},
+                     indent=1, default=float))
+    return 0

@@ -1,0 +1,271 @@
+"""A continual-pretraining (CPT) study end to end: base runs, a CPT grid, the specialization laws, a check.
+
+    cfg = default_config()                      # or configs/specialization.py
+    summary = run_study(cfg, "runs/specialization")
+
+Stages, each resumable (a finished run is skipped, a killed one resumes from its checkpoint):
+  1. plan      base rungs from the planner (general data only); CPT rungs from ladder.specialize.cpt_grid:
+               every base x domain share r x budget (tokens per parameter), a re-warmup and its own decay
+  2. train     base runs (mix.r = 0: general data), then CPT runs from each base's final checkpoint
+               (init.from_run, weights only) on general (weight 1 - r) + domain (weight r) data; each run
+               evaluates general_loss / domain_loss (bits per byte, held-out validation split) at its end
+  3. collect   every run's results.csv into <out>/results.csv (the columns of docs/specialization.md)
+  4. fit       `ladder fit dcpt --holdout` with rule (a) at the largest size and budget
+  5. check     a CPT run at rule (a)'s ratio: its measured general-loss rise against the tolerance and its
+               domain loss against the law's prediction
+  6. report    `ladder report specialization` (compute effectiveness of domain vs general CPT)
+Output: <out>/study.json (every figure above plus stage times), the verbs' JSON/CSV/PNG under
+<out>/specialization/. docs/specialization.md ("Smoke study") has the measured figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import ml_collections
+
+from ladder.errors import LadderError, require
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "specialization"
+    c.out_dir = "runs/specialization"
+    # Base runs: planner sizes of a preset family, one Chinchilla multiple, general data only.
+    c.base = dict(preset="smoke", sizes=["45k", "93k", "160k"], multiple=0.5)
+    c.general = "prose,code"  # embedded domains of the general mixture (natural proportions)
+    c.domain = "legal"  # the embedded domain specialized to
+    c.ratios = [0.0, 0.1, 0.2, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0]  # domain shares r of the CPT mixture
+    c.budgets = [0.25, 0.5, 1.0]  # CPT tokens per parameter
+    # CPT runs: batch (sequences), peak LR as a factor of the base's, re-warmup share of steps, data seed
+    # offset (a CPT run reads its data from batch 0: another seed avoids replaying the base's order).
+    c.cpt = dict(global_batch=8, lr_factor=0.5, warmup_fraction=0.05, restore_optimizer=False, seed_offset=1)
+    # Train-config overrides (`key=value`, as --config.key=value) for every run, base and CPT.
+    c.train_overrides = ["model.scan_layers=False", "eval.tasks=legal_continuation", "eval.n_questions=40",
+                         "eval.lm_loss_batches=8", "eval.batch_size=16", "train.log_every=50",
+                         "train.checkpoint_every=0"]
+    c.fit = dict(holdout=True, starts=24, tolerance=0.03)
+    c.check = True  # train a CPT run at rule (a)'s ratio and compare
+    return c
+
+
+def check_config(cfg) -> None:
+    """Unknown keys (typos) and values the study cannot use, as one-line LadderErrors naming the field."""
+    from ladder.train_config import check_known_keys
+
+    check_known_keys(cfg, default_config())
+    require(0.0 in list(cfg.ratios) and all(0 <= r <= 1 for r in cfg.ratios), "ratios", f"{list(cfg.ratios)}",
+            "give domain shares in [0, 1] including 0 (general CPT: the reference of rule (a) and of the report)")
+    require(len(cfg.budgets) >= 2 and all(b > 0 for b in cfg.budgets), "budgets", f"{list(cfg.budgets)}",
+            "give 2+ positive CPT budgets in tokens per parameter (the law needs 2+ token counts)")
+    require(len(cfg.base.sizes) >= 2, "base.sizes", f"{list(cfg.base.sizes)}", "give 2+ model sizes")
+
+
+# --------------------------------------------------------------------------------------------- planning
+
+
+def plan_study(cfg) -> tuple[list[dict], list[dict]]:
+    """(base rungs, CPT rungs) as plan-like dicts."""
+    from ladder.plan import plan_ladder
+    from ladder.specialize import cpt_grid
+
+    require(len(cfg.ratios) >= 3, "ratios", f"{len(cfg.ratios)} ratios", "give 3+ domain shares (the law needs them)")
+    plan = plan_ladder(preset=cfg.base.preset, sizes=list(cfg.base.sizes), multiples=[cfg.base.multiple])
+    bases = plan["rungs"]
+    cpt_bases = [dict(b, batch_sequences=cfg.cpt.global_batch, batch_tokens=cfg.cpt.global_batch * b["seq_len"])
+                 for b in bases]
+    rungs = cpt_grid(cpt_bases, list(cfg.ratios), list(cfg.budgets), warmup_fraction=cfg.cpt.warmup_fraction,
+                     lr_factor=cfg.cpt.lr_factor, restore_optimizer=cfg.cpt.restore_optimizer)
+    for r in rungs:
+        r["seed"] = r["seed"] + cfg.cpt.seed_offset
+    return bases, rungs
+
+
+def run_config(cfg, rung: dict, out: Path):
+    """The train config of a base rung (no `init_from`) or a CPT rung."""
+    from ladder.config import apply_overrides
+    from ladder.train_config import config_from_rung
+
+    config = apply_overrides(config_from_rung(rung), list(cfg.train_overrides))
+    config.data.update(source="embedded")
+    config.mix.update(general=cfg.general, domain=cfg.domain, r=float(rung.get("r", 0.0)))
+    if "init_from" in rung:
+        config.init.update(from_run=str(out / "runs" / rung["base_run"]),
+                           restore_optimizer=bool(rung["init_from"]["restore_optimizer"]))
+    return config
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def train_run(config, run_dir: Path, log) -> float:
+    """Train (or resume, or skip when done) one run with evaluation; returns seconds spent."""
+    from ladder import metrics
+    from ladder.commands.train import make_on_eval
+    from ladder.train import train
+
+    status = metrics.read_json(run_dir / "status.json") or {}
+    if status.get("state") == "done":
+        log(f"# {run_dir.name}: done, skipped")
+        return 0.0
+    t = time.perf_counter()
+    summary = train(config, run_dir, on_eval=make_on_eval(config, run_dir))
+    require(summary["state"] == "done", str(run_dir), f"stopped in state {summary['state']}",
+            "run the same command again to resume")
+    seconds = time.perf_counter() - t
+    log(f"# {run_dir.name}: loss {summary['loss']:.4f} in {seconds:.1f}s")
+    return seconds
+
+
+def collect(run_dirs: list[Path], path: Path) -> int:
+    """Every run's results.csv into one table at `path` (rewritten); returns the number of rows."""
+    import csv
+
+    from ladder import results
+
+    rows = []
+    for d in run_dirs:
+        require((d / "results.csv").is_file(), str(d), "has no results.csv", "train it with evaluation first")
+        with open(d / "results.csv", newline="") as f:
+            rows += list(csv.DictReader(f))
+    if path.exists():
+        path.unlink()
+    results.append_rows(path, rows)
+    return len(rows)
+
+
+def use_compilation_cache(directory: Path) -> None:
+    """JAX's persistent compilation cache: the runs of one size and budget compile the same programs (only
+    the data mixture differs), so all but the first load them (compiling is most of a tiny run's time)."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _verb(name: str, argv: list[str]) -> None:
+    """Run a ladder verb in-process (the same code as on the command line); LadderErrors propagate."""
+    import importlib
+
+    from ladder.cli import VERBS
+
+    module = importlib.import_module(f"ladder.commands.{VERBS[name][0]}")
+    parser = argparse.ArgumentParser(prog=f"ladder {name}")
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.config_overrides = []
+    code = module.run(args)
+    if code:
+        raise LadderError(f"ladder {name} {' '.join(argv)}: exit {code}")
+
+
+def _final_losses(run_dir: Path) -> dict:
+    from ladder.results import read_table
+
+    table = read_table(run_dir / "results.csv")
+    last = table["step"].astype(float).argmax()
+    return {k: float(table[k][last]) for k in ("general_loss", "domain_loss", "d_cpt", "n")}
+
+
+def run_study(cfg, out=None, log=print) -> dict:
+    """Every stage above; returns (and writes to <out>/study.json) the summary."""
+    out = Path(out or cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    times, summary = {}, {"name": cfg.name}
+    use_compilation_cache(out / "jax_cache")
+
+    t = time.perf_counter()
+    bases, rungs = plan_study(cfg)
+    (out / "rungs.json").write_text(json.dumps({"base": bases, "cpt": rungs}, indent=1))
+    log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
+        f"{len(cfg.budgets)} budgets per size)")
+    times["plan"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    for rung in bases + rungs:
+        train_run(run_config(cfg, rung, out), out / "runs" / rung["name"], log)
+    times["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    results_path = out / "results.csv"
+    summary["rows"] = collect([out / "runs" / r["name"] for r in bases + rungs], results_path)
+    times["collect"] = time.perf_counter() - t
+
+    # Rule (a) at the largest size and budget of the grid.
+    t = time.perf_counter()
+    spec = out / "specialization"
+    largest = max(bases, key=lambda b: b["n"])
+    d_rule = max(r["d_cpt"] for r in rungs if r["base_run"] == largest["name"])
+    fit_args = ["dcpt", str(results_path), "--out", str(spec), "--starts", str(cfg.fit.starts),
+                "--n", str(largest["n"]), "--d", str(d_rule), "--tolerance", str(cfg.fit.tolerance)]
+    _verb("fit", fit_args + (["--holdout"] if cfg.fit.holdout else []))
+    fitted = json.loads((spec / "dcpt.json").read_text())
+    summary["dcpt"] = {loss: {"r2": f["r2"], "params": f["params"]} for loss, f in fitted["fits"].items()}
+    summary["holdout"] = fitted.get("holdout", [])
+    rule = fitted["rules"][0]
+    summary["rule_a"] = rule
+    times["fit"] = time.perf_counter() - t
+    log(f"# D-CPT R^2: domain {summary['dcpt']['domain']['r2']:.4f}, general {summary['dcpt']['general']['r2']:.4f}; "
+        f"rule (a) at N={largest['n']}, D={d_rule}, T={cfg.fit.tolerance:.0%}: r* = {rule['r']:.4f}")
+
+    if cfg.check:
+        t = time.perf_counter()
+        (reference,) = [r for r in rungs if r["base_run"] == largest["name"] and r["r"] == 0 and r["d_cpt"] == d_rule]
+        summary["check"] = check_rule_a(cfg, out, largest, reference, rule, fitted, log)
+        times["check"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _verb("report", ["specialization", str(results_path), "--out", str(spec)])
+    report = json.loads((spec / "effectiveness.json").read_text())
+    summary["effectiveness"] = {"sizes": [{k: s.get(k) for k in ("base_run", "n", "compute_ratio_geomean", "error")}
+                                          for s in report["sizes"]], "trend": report["trend"]}
+    times["report"] = time.perf_counter() - t
+    summary["seconds"] = times
+    (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    return summary
+
+
+def check_rule_a(cfg, out: Path, base: dict, reference: dict, rule: dict, fitted: dict, log) -> dict:
+    """Train the CPT run rule (a) asks for (same base and budget as `reference`, the grid's r = 0 run) and
+    compare: its general-loss rise over the reference against the tolerance, its domain loss against the law."""
+    from ladder.laws.dcpt import DcptLaw
+    from ladder.specialize import cpt_grid
+
+    r_star = round(rule["r"], 3)
+    cpt_base = dict(base, batch_sequences=cfg.cpt.global_batch, batch_tokens=cfg.cpt.global_batch * base["seq_len"])
+    (rung,) = cpt_grid([cpt_base], [r_star], [reference["d_cpt"]], per_param=False,
+                       warmup_fraction=cfg.cpt.warmup_fraction, lr_factor=cfg.cpt.lr_factor,
+                       restore_optimizer=cfg.cpt.restore_optimizer)
+    require(rung["total_steps"] == reference["total_steps"], "check", "the check run's length differs", "report a bug")
+    rung["seed"] += cfg.cpt.seed_offset
+    rung["name"] = f"{base['name']}-check-r{r_star:g}"
+    run_dir = out / "runs" / rung["name"]
+    train_run(run_config(cfg, rung, out), run_dir, log)
+    measured = _final_losses(run_dir)
+    reference = _final_losses(out / "runs" / reference["name"])
+    domain_law = DcptLaw(**fitted["fits"]["domain"]["params"])
+    general_law = DcptLaw(**fitted["fits"]["general"]["params"])
+    n, d = measured["n"], measured["d_cpt"]
+    check = {
+        "run": rung["name"], "r": r_star, "n": n, "d_cpt": d,
+        "domain_loss": measured["domain_loss"], "domain_loss_predicted": float(domain_law(n, d, r_star)),
+        "general_loss": measured["general_loss"], "general_loss_predicted": float(general_law(n, d, 1 - r_star)),
+        "general_loss_r0": reference["general_loss"],
+        "general_rise": measured["general_loss"] / reference["general_loss"] - 1,
+        "tolerance": cfg.fit.tolerance,
+    }
+    check["domain_rel_err"] = check["domain_loss"] / check["domain_loss_predicted"] - 1
+    check["within_tolerance"] = bool(check["general_rise"] <= cfg.fit.tolerance)
+    log(f"# check r={r_star}: domain loss {check['domain_loss']:.4f} (law {check['domain_loss_predicted']:.4f}), "
+        f"general loss +{check['general_rise']:.2%} over r=0 (tolerance {cfg.fit.tolerance:.0%})")
+    return check
+
+
+def main_log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,60 @@
+"""`ladder cpt configs/specialization.py:ci` end to end: base runs, the CPT grid, collect, the D-CPT fit with
+held-out checks and rule (a), the check run, the report; then a second invocation skips every finished run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ladder import results
+
+CPT_COLUMNS = {"general_loss", "domain_loss", "r", "d_cpt", "base_run", "kind"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cpt-study")
+    cmd = [sys.executable, "-m", "ladder", "cpt", "configs/specialization.py:ci", "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return out, first, cmd
+
+
+@pytest.mark.timeout(1000)
+def test_every_stage_writes_its_files(study):
+    out, first, _ = study
+    rungs = json.loads((out / "rungs.json").read_text())
+    assert len(rungs["base"]) == 2 and len(rungs["cpt"]) == 2 * 3 * 2  # sizes x ratios x budgets
+    for rung in rungs["base"] + rungs["cpt"]:
+        run_dir = out / "runs" / rung["name"]
+        assert json.loads((run_dir / "status.json").read_text())["state"] == "done", rung["name"]
+        assert (run_dir / "results.csv").is_file()
+        assert (run_dir / "init.json").is_file() == ("base_run" in rung)
+    table = results.read_table(out / "results.csv")
+    assert CPT_COLUMNS <= set(table)
+    assert set(table["kind"]) == {"base", "general", "domain"}
+    cpt = table["kind"] != "base"
+    # A CPT row counts the base's tokens in d: d - d_cpt is the base run's token count.
+    base_tokens = {b["name"]: b["tokens"] for b in rungs["base"]}
+    assert all(float(d) - float(dc) == base_tokens[b]
+               for d, dc, b in zip(table["d"][cpt], table["d_cpt"][cpt], table["base_run"][cpt]))
+    spec = out / "specialization"
+    for name in ("dcpt.json", "dcpt.csv", "dcpt.png", "effectiveness.json", "effectiveness.csv",
+                 "domain_metric_vs_compute.png"):
+        assert (spec / name).is_file(), name
+    summary = json.loads((out / "study.json").read_text())
+    assert set(summary["dcpt"]) == {"domain", "general"} and len(summary["holdout"]) == 6
+    assert 0 <= summary["rule_a"]["r"] <= 1
+    check = summary["check"]
+    assert (out / "runs" / check["run"] / "results.csv").is_file() and check["r"] == round(summary["rule_a"]["r"], 3)
+    assert set(summary["seconds"]) == {"plan", "train", "collect", "fit", "check", "report"}
+    assert '"rule_a"' in first.stdout
+
+
+@pytest.mark.timeout(1000)
+def test_a_second_run_skips_finished_runs(study):
+    out, _, cmd = study
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count(": done, skipped") == 2 + 12 + 1

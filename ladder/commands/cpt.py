@@ -8,6 +8,7 @@ check run at rule (a)'s ratio and writes the compute-effectiveness report. API: 
 from __future__ import annotations
 
 import json
+import sys
 
 
 def add_arguments(parser) -> None:
@@ -21,7 +22,13 @@ def run(args) -> int:
 
     cfg = load_config(args.config, args.config_overrides)
     cpt.check_config(cfg)
-    summary = cpt.run_study(cfg, args.out, log=cpt.main_log)
+    from ladder.train import TrainingFailed
+
+    try:
+        summary = cpt.run_study(cfg, args.out, log=cpt.main_log)
+    except TrainingFailed as e:  # a run diverged: exit 1 like `ladder train`; rerunning resumes the study
+        print(f"ladder cpt: failed: {e}", file=sys.stderr)
+        return 1
     print(json.dumps({k: summary[k] for k in ("dcpt", "rule_a", "check", "effectiveness", "seconds") if k in summary},
                      indent=1, default=float))
     return 0

@@ -85,11 +85,12 @@ def make_on_eval(config, run_dir):
     eval_batch = config.eval.batch_size or config.train.global_batch
     tokens_per_step = config.train.global_batch * a.seq_len
     # Every process scores the same full batches (the logits function shards them), so the validation
-    # sources are built as if for one process.
+    # sources are built as if for one process. Their order comes from eval.seed, not data.seed: runs that
+    # train on differently shuffled data (a continued run, another seed) are scored on the same held-out rows.
     validation = {}
     if config.eval.lm_loss_batches:
         data = data_config(config)
-        data.split = "validation"
+        data.update(split="validation", seed=config.eval.seed)
         validation["lm_loss"] = make_source(data, a.seq_len, eval_batch)
 
         def one_source(domains):

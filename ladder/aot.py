@@ -361,12 +361,19 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
     """What to change when a rung does not fit, most direct first, with the per-device figures that argue it."""
     out = []
     state = report.params + report.opt_state
+    batch, dp, tp = config.train.global_batch, report.mesh["data"] * report.mesh["fsdp"], report.mesh["tensor"]
     bigger = next_topology(topo)
-    if bigger is not None:
+    fills = -1 in (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if bigger is not None and fills and batch % (2 * dp) == 0:
         # State and batch are both split over data x fsdp: doubling the chips roughly halves both.
         out.append(f"use {bigger} (about {report.total / 2 / GiB:.1f} GiB per device expected; "
                    f"`ladder compile PLAN --topology {bigger.accelerator_type}` to confirm)")
-    if config.mesh.data != 1 or config.mesh.tensor != 1:
+    elif bigger is not None and _divides_heads_and_mlp(config, 2 * tp):
+        # The batch cannot split further (or the mesh is pinned): the extra chips go to tensor parallelism.
+        out.append(f"use {bigger} with --config.mesh.tensor={2 * tp} (the batch of {batch} splits over at most "
+                   f"{dp} data x fsdp devices here; tensor parallelism splits weights and per-layer activations, "
+                   f"not the saved layer inputs; `ladder compile` to confirm)")
+    if (config.mesh.data != 1 or config.mesh.tensor != 1) and batch % topo.chips_per_slice == 0:
         out.append(f"shard state over every chip: --config.mesh.data=1 --config.mesh.fsdp=-1 --config.mesh.tensor=1 "
                    f"(parameters + optimizer now {state / GiB:.1f} GiB per device)")
     if not config.model.remat:
@@ -374,10 +381,16 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
                    f"(temporaries now {report.temp / GiB:.1f} GiB per device; costs ~1/3 more FLOPs)")
     if config.model.dtype == "float32":
         out.append("compute in bfloat16 (master weights stay float32): --config.model.dtype=bfloat16")
-    dp = report.mesh["data"] * report.mesh["fsdp"]
-    out.append(f"a smaller per-device batch ({config.train.global_batch // dp} sequences now) needs a larger "
+    out.append(f"a smaller per-device batch ({batch // dp} sequences now) needs a larger "
                "slice: the global batch is part of the rung's recipe, so change it only by re-planning")
     return out
+
+
+def _divides_heads_and_mlp(config, tensor: int) -> bool:
+    from ladder import train
+
+    arch = train.arch_of(config)
+    return arch.n_heads % tensor == 0 and arch.mlp_hidden % tensor == 0 and arch.padded_vocab % tensor == 0
 
 
 def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None, start: str | None = None,

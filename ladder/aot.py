@@ -315,8 +315,7 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
 
     train.validate(config)
     mesh = topology_mesh(config.mesh, topo)
-    hosts = topo.n_devices // math.prod(topo.chips_per_host_bounds)
-    train.validate_for_mesh(config, dict(mesh.shape), process_count=max(hosts, 1))
+    train.validate_for_mesh(config, dict(mesh.shape), process_count=_hosts(topo))
     arch = train.arch_of(config)
     report = compile_program(train.make_train_step(config, mesh), topo, arch, config.train.global_batch,
                              rung=name or config.name, remat=bool(config.model.remat))
@@ -363,6 +362,8 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
     state = report.params + report.opt_state
     batch, dp, tp = config.train.global_batch, report.mesh["data"] * report.mesh["fsdp"], report.mesh["tensor"]
     bigger = next_topology(topo)
+    if bigger is not None and batch % _hosts(bigger):  # the trainer gives every host whole rows of the batch
+        bigger = None
     fills = -1 in (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     if bigger is not None and fills and batch % (2 * dp) == 0:
         # State and batch are both split over data x fsdp: doubling the chips roughly halves both.
@@ -384,6 +385,11 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
     out.append(f"a smaller per-device batch ({batch // dp} sequences now) needs a larger "
                "slice: the global batch is part of the rung's recipe, so change it only by re-planning")
     return out
+
+
+def _hosts(topo: Topology) -> int:
+    """TPU VM hosts (one trainer process each) across the topology's slices."""
+    return max(topo.n_devices // math.prod(topo.chips_per_host_bounds), 1)
 
 
 def _divides_heads_and_mlp(config, tensor: int) -> bool:

@@ -113,7 +113,7 @@ def evaluate(logits_fn, tasks, tokenizer, *, batch_size: int, seq_len: int) -> l
 def rows_for_results(metrics: list[dict], run: str, n: int, d: int, step: int, **extra) -> list[dict]:
     """Rows for `ladder.results.append_rows`: run, n, d, step, task, loss, acc, acc_raw, prob, chance (+ extra)."""
     keys = ("task", "loss", "acc", "acc_raw", "prob", "chance")
-    return [{"run": run, "n": n, "d": d, "step": step, **{k: m[k] for k in keys}, **extra} for m in metrics]
+    return [{"run": run, "n": n, "d": d, "step": step, **{k: m[k] for k in keys if k in m}, **extra} for m in metrics]
 
 
 def ngram_logits_fn(counts: np.ndarray, order: int):

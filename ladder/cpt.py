@@ -105,7 +105,7 @@ def run_config(cfg, rung: dict, out: Path):
 def train_run(config, run_dir: Path, log) -> float:
     """Train (or resume, or skip when done) one run with evaluation; returns seconds spent."""
     from ladder import metrics
-    from ladder.commands.train import make_on_eval
+    from ladder.eval import make_on_eval
     from ladder.train import train
 
     status = metrics.read_json(run_dir / "status.json") or {}

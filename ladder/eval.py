@@ -148,3 +148,86 @@ def lm_loss(logits_fn, source, n_batches: int) -> float:
     if count == 0:
         raise LadderError("eval.lm_loss_batches: the validation batches hold no tokens; check data.split")
     return total / count / math.log(2)
+
+
+# ------------------------------------------------------------------ evaluation inside a training run
+def make_on_eval(config, run_dir):
+    """Evaluate at eval steps: task rows (+ held-out LM losses) into <run_dir>/results.csv; None if no tasks.
+
+    Columns beyond the task metrics: lm_loss and lm_loss_<domain> (eval.lm_loss_batches > 0); for a run
+    continued from another (init.from_run) d counts the base's tokens too, plus d_cpt (this run's tokens) and
+    base_run; for a specialization-mixture run (mix.r >= 0) general_loss, domain_loss, r, d_cpt, base_run and
+    kind (base | general | domain), the columns docs/specialization.md defines.
+    """
+    if not config.eval.tasks:
+        return None
+    import ml_collections
+
+    from ladder import metrics as metrics_lib
+    from ladder import tasks
+    from ladder.arch import n_params
+    from ladder.data import make_source
+    from ladder.data.pipeline import as_list
+    from ladder.data.tokenizer import make_tokenizer
+    from ladder.train import arch_of, data_config
+
+    a = arch_of(config)
+    tokenizer = make_tokenizer(config.data)
+    task_list = tasks.load_tasks(config.eval, config.data)
+    eval_batch = config.eval.batch_size or config.train.global_batch
+    tokens_per_step = config.train.global_batch * a.seq_len
+    # Every process scores the same full batches (the logits function shards them), so the validation
+    # sources are built as if for one process. Their order comes from eval.seed, not data.seed: runs that
+    # train on differently shuffled data (a continued run, another seed) are scored on the same held-out rows.
+    validation = {}
+    if config.eval.lm_loss_batches:
+        data = data_config(config)
+        data.update(split="validation", seed=config.eval.seed)
+        validation["lm_loss"] = make_source(data, a.seq_len, eval_batch)
+
+        def one_source(domains):
+            one = dict(data.to_dict(), source="embedded", domains=domains, weights="", mixture=None)
+            return make_source(ml_collections.ConfigDict(one), a.seq_len, eval_batch)
+
+        for domain in as_list(config.eval.lm_loss_domains, "eval.lm_loss_domains"):
+            validation[f"lm_loss_{domain}"] = one_source(domain)
+        if config.mix.r >= 0:
+            validation["general_loss"] = one_source(config.mix.general)
+            validation["domain_loss"] = one_source(config.mix.domain)
+    path = f"{run_dir}/results.csv"
+
+    def on_eval(step, params, logits_fn):
+        metrics = evaluate(logits_fn, task_list, tokenizer, batch_size=eval_batch, seq_len=a.seq_len)
+        extra = {k: lm_loss(logits_fn, src, config.eval.lm_loss_batches) for k, src in validation.items()}
+        if jax.process_index() == 0:
+            d_run = step * tokens_per_step
+            init = metrics_lib.read_json(f"{run_dir}/init.json")  # written by the trainer when continuing a run
+            d = d_run + (init["tokens"] if init else 0)
+            if init or config.mix.r >= 0:
+                extra.update(d_cpt=d_run if init else 0, base_run=init["base_run"] if init else "")
+            if config.mix.r >= 0:
+                extra.update(r=config.mix.r, kind="base" if not init else "general" if config.mix.r == 0 else "domain")
+            rows = rows_for_results(metrics, config.name, n_params(a), d, step, **extra)
+            write_results(path, step, rows)
+
+    return on_eval
+
+
+def write_results(path: str, step: int, rows: list[dict]) -> None:
+    """ladder.results.replace_step on a local or gs:// results.csv (an object store has no append: the
+    table is edited in a local copy and uploaded whole)."""
+    from ladder import metrics, results
+
+    if not metrics.is_remote(path):
+        results.replace_step(path, step, rows)
+        return
+    import tempfile
+
+    remote = metrics.run_path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = f"{tmp}/results.csv"
+        if remote.exists():
+            with open(local, "w") as f:
+                f.write(remote.read_text())
+        results.replace_step(local, step, rows)
+        remote.write_text(open(local).read())

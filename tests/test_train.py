@@ -218,7 +218,7 @@ def test_gs_run_dir_files_go_through_epath(tmp_path):
     from etils.epath import testing as epath_testing
 
     from ladder import metrics, results
-    from ladder.commands.train import write_results
+    from ladder.eval import write_results
 
     def local(path):
         return str(path).replace("gs://bucket/run", str(tmp_path))

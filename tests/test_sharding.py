@@ -43,17 +43,26 @@ def test_mesh_shape_fills_and_rejects():
 def test_rule_table_maps_logical_names():
     from flax import linen as nn
 
-    specs = {"q": P("layers", "embed", "heads"), "emb": P("vocab", "embed"), "norm": P("layers", "norm")}
+    from ladder.model import ACT_BxLxD
+
+    specs = {"q": P("layers", "embed", "heads"), "emb": P("vocab", "embed"), "norm": P("layers", "norm"),
+             "residual": P(*ACT_BxLxD), "per_head": P("act_batch", "act_length", "heads")}
     mesh_specs = nn.logical_to_mesh(specs, sharding.RULES)
-    assert mesh_specs == {"q": P(None, "fsdp", "tensor"), "emb": P("tensor", "fsdp"), "norm": P(None, None)}
+    # The residual stream is split over the sequence on `tensor` (sequence parallelism); an array that also
+    # names heads gives `tensor` to the heads (the earlier rule) and keeps its length whole.
+    assert mesh_specs == {"q": P(None, "fsdp", "tensor"), "emb": P("tensor", "fsdp"), "norm": P(None, None),
+                          "residual": P(("data", "fsdp"), "tensor", None),
+                          "per_head": P(("data", "fsdp"), None, "tensor")}
 
 
-# One update on 8 fake CPU devices for several meshes against one device: same loss, same new params.
+# One update on 8 fake CPU devices for several meshes against one device: same loss, same new params; and the
+# sharding constraints the step puts on activations (from its jaxpr, scan and remat bodies included).
 SCRIPT = textwrap.dedent("""
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import json, jax, numpy as np
+    from jax.extend import core as jcore
     from ladder import sharding
     from ladder.data import make_source
     from ladder.train import default_config, make_train_step
@@ -68,21 +77,34 @@ SCRIPT = textwrap.dedent("""
     data_cfg.vocab_size = 259
     batch = make_source(data_cfg, 16, 8).batch(0)
 
+    def constraints(jaxpr):
+        found = set()
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "sharding_constraint":
+                found.add(f"{eqn.outvars[0].aval.shape} {eqn.params['sharding'].spec}")
+            for sub in jax.tree.leaves(list(eqn.params.values()), is_leaf=lambda x: isinstance(x, jcore.ClosedJaxpr)):
+                if isinstance(sub, (jcore.ClosedJaxpr, jcore.Jaxpr)):
+                    found |= constraints(getattr(sub, "jaxpr", sub))
+        return found
+
     def one_step(shape, devices):
         cfg.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2], dcn_data=shape[3])
         program = make_train_step(cfg, sharding.make_mesh(cfg.mesh, devices))
         state = program.init_fn(jax.random.key(0))
-        state, metrics = program.step_fn(state, sharding.to_global(batch, program.batch_shardings["inputs"], 8))
-        return float(metrics["loss"]), jax.tree.map(np.asarray, state["params"])
+        global_batch = sharding.to_global(batch, program.batch_shardings["inputs"], 8)
+        found = constraints(jax.make_jaxpr(program.step_fn)(state, global_batch).jaxpr)
+        state, metrics = program.step_fn(state, global_batch)
+        return float(metrics["loss"]), jax.tree.map(np.asarray, state["params"]), sorted(found)
 
-    ref_loss, ref_params = one_step((1, 1, 1, 1), jax.devices()[:1])
+    ref_loss, ref_params, _ = one_step((1, 1, 1, 1), jax.devices()[:1])
     out = {}
     # (data, fsdp, tensor, dcn_data): the last mesh is 2 "slices" of (1, 2, 2), the data axis spanning them.
-    for shape in [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 2, 1), (1, 2, 2, 2)]:
-        loss, params = one_step(shape, jax.devices())
+    for shape in [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 2, 1), (1, 2, 4, 1), (1, 2, 2, 2)]:
+        loss, params, found = one_step(shape, jax.devices())
         diffs = jax.tree.leaves(jax.tree.map(
             lambda a, b: float(np.max(np.abs(a - b) / (1e-7 + 1e-5 * np.abs(b)))), params, ref_params))
-        out[str(shape)] = {"loss": loss, "ref": ref_loss, "worst_param_tolerance_ratio": max(diffs)}
+        out[str(shape)] = {"loss": loss, "ref": ref_loss, "worst_param_tolerance_ratio": max(diffs),
+                           "constraints": found}
     cfg.mesh.update(data=1, fsdp=-1, tensor=1, dcn_data=2)
     mesh = sharding.make_mesh(cfg.mesh)
     layout = {"shape": dict(mesh.shape), "slice0": sorted(d.id for d in mesh.devices[0].flat)}
@@ -96,9 +118,13 @@ def test_meshes_match_single_device():
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     results, layout = (json.loads(line) for line in r.stdout.strip().splitlines()[-2:])
-    assert len(results) == 4
+    assert len(results) == 5
     # mesh.dcn_data=2: sizes describe one slice of 4 devices; the data axis spans the slices, slice-major.
     assert layout == {"shape": {"data": 2, "fsdp": 4, "tensor": 1}, "slice0": [0, 1, 2, 3]}
     for shape, res in results.items():
         assert res["loss"] == pytest.approx(res["ref"], rel=1e-5), shape
         assert res["worst_param_tolerance_ratio"] <= 1.0, (shape, res)  # allclose(rtol=1e-5, atol=1e-7)
+    # The residual stream [B, L, D] (embedding output, after attention, after the MLP; forward and backward)
+    # is split over the sequence on `tensor` (sequence parallelism), and it is the only constrained activation.
+    for shape in ["(2, 2, 2, 1)", "(1, 2, 4, 1)", "(1, 2, 2, 2)"]:
+        assert results[shape]["constraints"] == ["(8, 16, 64) P(('data', 'fsdp'), 'tensor', None)"], shape

@@ -78,26 +78,34 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
     With validate=True the table is checked by `validate_table` (a LadderError naming run and column).
     """
     path = Path(path)
-    require(path.is_file(), str(path), "results table not found", "pass the CSV written by the evaluator or `ladder import`")
+    require(path.is_file(), "results", f"{path} not found",
+            "pass the CSV written by the evaluator, `ladder collect` or `ladder import`")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         if validate:
             raise LadderError(f"{path}: results table has no rows; evaluate some checkpoints or import a ladder")
         return {}
+    cols = columns(rows, str(path))
+    return validate_table(cols, str(path)) if validate else cols
+
+
+def columns(rows: list[dict], source: str = "results table") -> dict[str, np.ndarray]:
+    """CSV rows (dicts of strings, from any reader: a local file, gs://) as columns: numeric columns as
+    float64 (blank -> NaN), others as str arrays; a LadderError names the row that is not a number."""
     cols = {}
-    for k in rows[0]:
+    for k in (rows[0] if rows else {}):
         vals = [r[k] for r in rows]
         if k in NUMERIC or k.startswith("lm_loss_"):
             try:
                 cols[k] = np.array([float(v) if v not in ("", None) else np.nan for v in vals], dtype=np.float64)
             except ValueError:
                 bad = next(i for i, v in enumerate(vals) if not _is_float(v))
-                raise LadderError(f"{path}: column {k!r} row {bad + 2} (run {rows[bad].get('run')!r}) has "
+                raise LadderError(f"{source}: column {k!r} row {bad + 2} (run {rows[bad].get('run')!r}) has "
                                   f"{vals[bad]!r}, not a number; fix that row") from None
         else:
             cols[k] = np.array(vals, dtype=str)
-    return validate_table(cols, str(path)) if validate else cols
+    return cols
 
 
 def _is_float(v) -> bool:

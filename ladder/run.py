@@ -52,7 +52,8 @@ def stage_plan(ctx: Context) -> dict:
 
     p = ctx.cfg.plan
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
-                                multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed)
+                                multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed,
+                                eval_fractions=list(p.eval_fractions) or None)
     from ladder.config import apply_overrides
     from ladder.train_config import config_from_rung
 
@@ -62,7 +63,8 @@ def stage_plan(ctx: Context) -> dict:
     ctx.print_fn(plan_lib.format_table(plan))
     if ctx.cfg.self_check.enabled:
         check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
-                                     multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed)
+                                     multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed,
+                                     eval_fractions=list(p.eval_fractions) or None)
         check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
         largest = max(r["n"] for r in plan["rungs"])
         require(check["rungs"][0]["n"] > largest, "self_check.size",
@@ -200,7 +202,7 @@ def stage_self_check(ctx: Context) -> dict:
     rung = load_plan(ctx.check_plan_path)["rungs"][0]
     rows = read_results(f"{ctx.run_root}/{rung['name']}")
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
-    cols = results.validate_table({k: _column(rows, k) for k in rows[0]}, "self-check results")
+    cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
     predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
     table = {}
     for task, p in predicted.items():
@@ -219,15 +221,6 @@ def stage_self_check(ctx: Context) -> dict:
                      f"({r['loss_err']:+.1%}); acc {r['acc_pred']:.3f} vs {r['acc_meas']:.3f} "
                      f"({r['acc_err'] * 100:+.1f} pts, interval {'covers' if r['covered'] else 'misses'})")
     return info
-
-
-def _column(rows: list[dict], key: str):
-    from ladder import results
-
-    vals = [r[key] for r in rows]
-    if key in results.NUMERIC or key.startswith("lm_loss_"):
-        return np.array([float(v) if v not in ("", None) else np.nan for v in vals])
-    return np.array(vals, dtype=str)
 
 
 def stage_report(ctx: Context) -> dict:
@@ -303,8 +296,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.name = "run"
     c.out_dir = "runs/run"
     # plan: targets (preset names or SIZE-TOKENS), a ladder preset and/or explicit sizes and multiples, or a
-    # compute fraction (0 = the preset's own sizes)
-    c.plan = dict(targets=[], preset="", fraction=0.0, sizes=[], multiples=[], seed=0)
+    # compute fraction (0 = the preset's own sizes); eval_fractions: where rungs are evaluated ([] = the family's)
+    c.plan = dict(targets=[], preset="", fraction=0.0, sizes=[], multiples=[], seed=0, eval_fractions=[])
     # train-config overrides for every rung, "key=value" as after --config. (eval.tasks turns evaluation on)
     c.train_overrides = ["eval.tasks=embedded"]
     c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, chip="v5p", devices=[],

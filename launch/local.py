@@ -71,6 +71,9 @@ class LocalBackend(Backend):
         free: queue.Queue = queue.Queue()
         for g in groups:
             free.put(g)
+        # Largest first: with several slots the big rungs start at once and the small ones fill in around
+        # them, so the stage ends close to total work / slots (longest-processing-time scheduling).
+        jobs = sorted(jobs, key=lambda j: -j.rung.get("flops", 0))
 
         def run_one(job: Job) -> bool:
             group = free.get()

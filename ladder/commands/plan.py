@@ -22,6 +22,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--multiples", help="comma-separated Chinchilla multiples, e.g. 1,2,5,10")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "wsd"))
+    parser.add_argument("--eval-fractions", metavar="F,F,...",
+                        help="where each rung is evaluated, as fractions of its steps, e.g. 0.25,0.5,0.9,1 "
+                             "(default: the family's; docs/planning.md)")
     parser.add_argument("--out", "-o", help="write the plan file (JSON) here")
     parser.add_argument("--dry-run", action="store_true",
                         help="check every rung on --chip/--devices/--mesh: batch divisibility, memory, time")
@@ -78,7 +81,7 @@ def dry_run(plan: dict, chip: str, devices: int | None, mesh: dict | None) -> in
 def run(args) -> int:
     plan = plan_lib.plan_ladder(args.target, fraction=args.fraction, sizes=_split(args.sizes),
                                 multiples=_split(args.multiples), preset=args.preset, seed=args.seed,
-                                schedule=args.schedule)
+                                schedule=args.schedule, eval_fractions=_split(args.eval_fractions))
     plan_lib.print_table(plan)
     if args.out:  # the plan does not depend on hardware: write it even if the dry run finds problems
         plan_lib.write_plan(plan, args.out)

@@ -29,7 +29,6 @@ def run(args) -> int:
     from ladder.specialize import compute_effectiveness, jsonable, plot_effectiveness, write_outputs
 
     path = Path(args.results)
-    require(path.is_file(), "results", f"{path} not found", "pass the results CSV written by `ladder collect`")
     table = read_table(path)
     require(bool(table), "results", f"{path} has no rows", "collect CPT runs first")
     out = Path(args.out) if args.out else path.parent / "specialization"

@@ -85,13 +85,14 @@ def _sizes(values, family: Family) -> list[tuple[str, Arch]]:
 
 
 def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multiples=None, preset: str | None = None,
-                *, seed: int = 0, schedule: str = "cosine") -> dict:
+                *, seed: int = 0, schedule: str = "cosine", eval_fractions=None) -> dict:
     """The plan for `targets` (names, SIZE-TOKENS strings or dicts; default: the preset's own targets).
 
     Rungs come from, in order: explicit `sizes` (names like '60M', '1.3B' or numbers; a family's published
     sizes keep their published shape), the preset's sizes, or, when neither is given, the widest ladder that
     `fraction` (default 1%) of the targets' combined 6ND buys. `multiples` likewise. With explicit sizes a
-    given `fraction` is a cap: a plan that spends more is an error.
+    given `fraction` is a cap: a plan that spends more is an error. `eval_fractions` (default: the family's)
+    places each rung's evaluations as fractions of its steps.
     """
     ladder = ladder_preset(preset) if preset is not None else None
     if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
@@ -130,7 +131,9 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
     if too_big:
         raise LadderError(f"target: the smallest target ({smallest:,} parameters) is not larger than rung size "
                           f"{', '.join(too_big)}; a ladder predicts a larger model: use smaller --sizes")
-    rungs = [make_rung(label, a, c, family, seed=seed, schedule=schedule) for label, a in chosen for c in mults]
+    fracs = _eval_fractions(eval_fractions)
+    rungs = [make_rung(label, a, c, family, seed=seed, schedule=schedule, eval_fractions=fracs)
+             for label, a in chosen for c in mults]
     for r in rungs:
         r["share"] = r["flops_6nd"] / total_6nd
     spent = sum(r["share"] for r in rungs)
@@ -139,3 +142,16 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
                           f"--fraction cap {fraction:.3%}; drop sizes or multiples, or raise --fraction")
     return {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
             "fraction": spent, "defaults": dict(family.defaults), "rungs": rungs}
+
+
+def _eval_fractions(fractions) -> tuple[float, ...] | None:
+    if fractions is None or len(fractions) == 0:
+        return None
+    try:
+        out = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise LadderError(f"eval_fractions: {fractions!r} is not a list of numbers; e.g. 0.25,0.5,0.9,1") from None
+    bad = [f for f in out if not 0 < f <= 1]
+    if bad:
+        raise LadderError(f"eval_fractions: {bad} outside (0, 1]; give fractions of a rung's steps, e.g. 0.5,0.9,1")
+    return out

@@ -14,6 +14,12 @@ from ladder.errors import LadderError
 
 OLMO_VOCAB = 100_278  # the OLMo-2 / dolma2 tokenizer; embeddings pad it to 100,352
 BYTE_VOCAB = 259  # ladder.data.tokenizer.BYTE_VOCAB_SIZE: 256 bytes + 3 specials (not imported: no JAX here)
+# Evaluation points as fractions of a rung's steps: log-spaced early (the loss moves fastest there), evenly
+# spaced in the middle, and six in the last 10% so the predictor's mean of the last five evaluations is all in
+# the tail. On CPU one evaluation of the embedded tasks costs about as much as training the smallest rung, so
+# the smoke family keeps the tail and three earlier points.
+DENSE_EVALS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 0.6, 0.7, 0.8, 0.9, 0.92, 0.94, 0.96, 0.98, 1.0)
+SPARSE_EVALS = (1 / 8, 1 / 4, 1 / 2, 0.92, 0.94, 0.96, 0.98, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +35,7 @@ class Family:
     named_archs: dict[str, Arch]  # size labels with a published shape; others go through arch search
     defaults: dict  # dotted train-config overrides for every rung
     chip: str  # what `ladder plan --dry-run` checks against unless told otherwise
+    eval_fractions: tuple[float, ...] = DENSE_EVALS  # where each rung is evaluated (plan_ladder may override)
 
     def arch(self, d_model: int, n_layers: int, n_heads: int, mlp_hidden: int = 0) -> Arch:
         return Arch(d_model, n_layers, n_heads, self.vocab_size, self.seq_len, mlp_hidden)
@@ -54,9 +61,10 @@ OLMO = Family(
 )
 SMOKE = Family(
     name="smoke", vocab_size=BYTE_VOCAB, seq_len=128, batch_multiple=8, max_lr=1e-2, min_n=25e3,
-    named_archs={"45k": _byte(32, 2, 1), "93k": _byte(48, 2, 3), "160k": _byte(64, 2, 2)},
+    # two layers throughout, so the ladder and the self-check model (330k) differ in width only
+    named_archs={"45k": _byte(32, 2, 1), "93k": _byte(48, 2, 3), "160k": _byte(64, 2, 2), "330k": _byte(96, 2, 3)},
     defaults={"data.source": "embedded"},
-    chip="cpu",
+    chip="cpu", eval_fractions=SPARSE_EVALS,
 )
 FAMILIES = {f.name: f for f in (OLMO, SMOKE)}
 
@@ -71,8 +79,8 @@ class TargetPreset:
 TARGETS: dict[str, TargetPreset] = {
     "7b-4t": TargetPreset(_olmo(4096, 32, 32, 11_008), 3_945_065_873_408, OLMO),
     "13b-5t": TargetPreset(_olmo(5120, 40, 40, 13_824), 5_000_088_518_656, OLMO),
-    # ~3M parameters at 27 tokens/parameter: its 1% ladder trains on 2 CPU cores in minutes
-    "smoke-target": TargetPreset(_byte(192, 5, 6), 82_000_000, SMOKE),
+    # 2.1M parameters at 27 tokens/parameter: its 1% ladder trains on 2 CPU cores in minutes
+    "smoke-target": TargetPreset(_byte(160, 5, 5), 58_000_000, SMOKE),
 }
 
 
@@ -87,8 +95,8 @@ class LadderPreset:
 LADDERS: dict[str, LadderPreset] = {
     # Bhagia et al. 2024: 4 sizes x 4 multiples, 0.92% of 7B-4T + 13B-5T (6ND)
     "olmo-ladder": LadderPreset(OLMO, ("190M", "370M", "760M", "1.3B"), (1, 2, 5, 10), ("7b-4t", "13b-5t")),
-    # 3 sizes x 3 multiples at ~1% of smoke-target: ~20M tokens, a few minutes on 2 CPU cores
-    "smoke": LadderPreset(SMOKE, ("45k", "93k", "160k"), (0.5, 1, 2), ("smoke-target",)),
+    # 3 sizes x 3 multiples at ~1% of smoke-target: ~10M tokens, a few minutes on 2 CPU cores
+    "smoke": LadderPreset(SMOKE, ("45k", "93k", "160k"), (0.25, 0.5, 1), ("smoke-target",)),
 }
 
 

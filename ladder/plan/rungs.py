@@ -17,9 +17,6 @@ from ladder.plan.sizes import format_multiple
 TOKENS_PER_PARAM = 20  # 1xC (Hoffmann et al. 2022)
 OPTIMIZER = dict(beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0, z_loss=1e-5)
 FINAL_LR_RATIO = 0.1
-# Evaluation points as fractions of training: log-spaced early (the loss moves fastest there), evenly spaced
-# in the middle, and six in the last 10% so the predictor's mean of the last five evaluations is all in the tail.
-EVAL_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 0.6, 0.7, 0.8, 0.9, 0.92, 0.94, 0.96, 0.98, 1.0)
 CHECKPOINT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -39,7 +36,7 @@ def steps_at(fractions, total_steps: int) -> list[int]:
 
 
 def make_rung(size: str, arch: Arch, multiple: float, family: Family, *, seed: int = 0,
-              schedule: str = "cosine") -> dict:
+              schedule: str = "cosine", eval_fractions=None) -> dict:
     """A plan rung (docs/planning.md lists every key). Tokens are what the run trains: whole batches, so
     total_steps = ceil(c * 20 * N / batch_tokens) and tokens = total_steps * batch_tokens."""
     n = n_params(arch)
@@ -58,7 +55,7 @@ def make_rung(size: str, arch: Arch, multiple: float, family: Family, *, seed: i
         "peak_lr": peak_lr(n, family.max_lr), "final_lr_ratio": FINAL_LR_RATIO,
         "warmup_steps": warmup, "total_steps": total_steps, "schedule": schedule,
         **OPTIMIZER, "seed": seed,
-        "eval_steps": steps_at(EVAL_FRACTIONS, total_steps),
+        "eval_steps": steps_at(eval_fractions or family.eval_fractions, total_steps),
         "checkpoint_steps": steps_at(CHECKPOINT_FRACTIONS, total_steps),
         "flops": fpt * tokens, "flops_6n": fpt_6n * tokens, "flops_6nd": 6 * n * tokens,
         "flops_per_token": fpt, "flops_per_token_6n": fpt_6n,

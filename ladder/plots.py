@@ -36,6 +36,13 @@ def _colors(plt, ns):
     return {n: cmap(i / max(1, len(uniq) - 1) * 0.85) for i, n in enumerate(uniq)}
 
 
+def _target(ax, x: float, r: dict, key: str, marker: str, label: str) -> None:
+    """A predicted target at x: r[key] with its interval r[key_lo]..r[key_hi] as an error bar."""
+    y = r[key]
+    ax.errorbar([x], [y], yerr=[[y - r[f"{key}_lo"]], [r[f"{key}_hi"] - y]], color="crimson", marker=marker,
+                ms=10, capsize=3, zorder=4, label=label)
+
+
 def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
     """Write step1.png, step2.png, chain.png for a `ladder.laws.predict.Prediction`; returns the paths."""
     plt = _plt()
@@ -62,8 +69,7 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
             L, _ = fit.predict(N, grid)
             r = pred.results[name][task]
             ax.plot(grid, L, color="crimson", lw=1, ls="--")
-            ax.errorbar([D], [r["loss"]], yerr=[[r["loss"] - r["loss_lo"]], [r["loss_hi"] - r["loss"]]],
-                        color="crimson", marker=mk, ms=10, capsize=3, zorder=4, label=f"{name} (predicted)")
+            _target(ax, D, r, "loss", mk, f"{name} (predicted)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("tokens D")
@@ -93,8 +99,7 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
             ax.axhline(data.chance, color="gray", ls=":", lw=1, label="chance")
         for (name, _), mk in zip(pred.targets.items(), markers):
             r = pred.results[name][task]
-            ax.errorbar([r["loss"]], [r["acc"]], yerr=[[r["acc"] - r["acc_lo"]], [r["acc_hi"] - r["acc"]]],
-                        color="crimson", marker=mk, ms=10, capsize=3, zorder=4, label=f"{name} (predicted)")
+            _target(ax, r["loss"], r, "acc", mk, f"{name} (predicted)")
         ax.set_xlabel("task loss (bits/byte)" if fit.method.feature == "loss" else f"{fit.method.feature} (nats/token)")
         ax.set_ylabel("accuracy")
         ax.set_title(f"{task} — step 2", fontsize=9)
@@ -117,8 +122,7 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
             ax.scatter(6 * n * data.d[m], acc_hat[m], facecolors="none", edgecolors=color[n], s=30)
         for (name, (N, D)), mk in zip(pred.targets.items(), markers):
             r = pred.results[name][task]
-            ax.errorbar([6 * N * D], [r["acc"]], yerr=[[r["acc"] - r["acc_lo"]], [r["acc_hi"] - r["acc"]]],
-                        color="crimson", marker=mk, ms=10, capsize=3, label=f"{name}: {r['acc']:.3f}")
+            _target(ax, 6 * N * D, r, "acc", mk, f"{name}: {r['acc']:.3f}")
         ax.set_xscale("log")
         ax.set_xlabel("training compute 6ND (FLOPs)")
         ax.set_ylabel("accuracy")

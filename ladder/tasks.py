@@ -8,8 +8,8 @@ log-likelihood of its tokens after the (k-shot) prompt. Three sources (schema an
 - tfds catalog tasks (cloud runs): ARC-Easy/Challenge, HellaSwag, PIQA, OpenBookQA, BoolQ, read from a
   prepared data_dir; never downloaded unless asked.
 - embedded tasks built from the held-out (test) split of the embedded corpus, one per domain:
-  `prose_continuation`, `legal_continuation` (which of four passages continues the text: the true one or
-  passages from other held-out documents) and `code_next_line` (which of four lines comes next: the true
+  `prose_continuation`, `legal_continuation` (which of four passages continues a text cut inside a word: the
+  true one or passages from other held-out documents, drawn alike so that only the context tells) and `code_next_line` (which of four lines comes next: the true
   one or lines with the same indentation from other files). Few-shot pools come from the validation split.
 """
 
@@ -161,55 +161,91 @@ def catalog_task(task: str, data_dir: str, k_shot: int = 0, seed: int = 0, max_q
 
 
 # ------------------------------------------------------------------------------------------ embedded
-_BOUNDARY = re.compile(r"(?<=[.!?:;])\s+|\n+")
+# Continuation questions cut the text inside a word: after a word's first two letters, with three or more
+# letters to come, so every choice opens with the rest of some word. Completing the word, then the phrase, is
+# what a better language model does better; a cut at a sentence or line start left the choices' first
+# characters (indentation, capitals, headers) to decide the answer. Gold passages and distractors are drawn
+# from one distribution (a uniform character position of a held-out document, snapped to the next cut, with
+# the same filters), so a scorer that ignores the context is at chance: only the context tells them apart.
+_CUT = re.compile(r"(?<=\b[A-Za-z]{2})(?=[a-z]{3})")
+_WORD = re.compile(r"[A-Za-z]+")
+# Marks of file lists, code, e-mail addresses, URLs, version strings and tables: not running prose.
+_NOT_PROSE = re.compile(r"[/@<>_=|\\{}\[\]#*`$%^~]|\d\d|\.\w")
 
 
-def _snap(text: str, pos: int) -> int | None:
-    """The first sentence or line start at or after pos (None if there is none)."""
-    m = _BOUNDARY.search(text, pos)
-    return m.end() if m and m.end() < len(text) else None
+def _prose(text: str, min_words: int) -> bool:
+    return len(_WORD.findall(text)) >= min_words and not _NOT_PROSE.search(text)
 
 
-def _passage(text: str, start: int, n_chars: int) -> str | None:
-    """About n_chars of text from start, cut at a word boundary; None if too short or blank."""
-    piece = text[start : start + n_chars + 16]
-    cut = piece.rfind(" ", n_chars // 2, n_chars + 16)
-    piece = piece[:cut] if cut > 0 else piece[:n_chars]
-    return piece if len(piece.strip()) >= n_chars // 2 else None
+def _all_caps(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return sum(c.isupper() for c in letters) > len(letters) / 2
+
+
+def _shingles(text: str, k: int = 4) -> set[tuple[str, ...]]:
+    words = text.lower().split()
+    return {tuple(words[i : i + k]) for i in range(len(words) - k + 1)}
+
+
+def _cut_window(doc: str, pos: int, context_chars: int, answer_chars: int) -> tuple[int, str] | None:
+    """(cut, passage): the first in-word cut at or after pos and about answer_chars after it, ending at a word
+    boundary; None unless both the passage and the context's last 48 characters are running prose."""
+    m = _CUT.search(doc, pos)
+    if m is None or m.start() < context_chars:
+        return None
+    at = m.start()
+    piece = doc[at : at + answer_chars + 16]
+    end = piece.rfind(" ", answer_chars // 2, answer_chars + 16)
+    if end <= 0:
+        return None
+    passage = piece[:end]
+    return (at, passage) if _prose(passage, 4) and _prose(doc[at - 48 : at], 3) else None
 
 
 def continuation_questions(docs: list[str], n: int, seed: int, context_chars: int = 160,
-                           answer_chars: int = 48, n_choices: int = 4) -> list[Question]:
-    """Which passage continues the context: the true one, or one from another held-out document."""
+                           answer_chars: int = 32, n_choices: int = 4) -> list[Question]:
+    """Which passage continues the context (cut inside a word): the true one, or passages from other
+    held-out documents with the same case pattern (all-caps disclaimers against all-caps) that share no
+    four-word phrase with the true passage or the context (licence boilerplate repeats across documents:
+    a near-copy of the answer is not a wrong answer)."""
     docs = [d for d in docs if len(d) > context_chars + 2 * answer_chars]
     if len(docs) < n_choices:
         raise LadderError(f"embedded task: {len(docs)} usable held-out documents, need {n_choices}; corpus too small")
     weights = np.array([len(d) for d in docs], float)
+    weights /= weights.sum()
     rng = np.random.default_rng(seed)
+
+    def draw(exclude: int):  # a (document, passage window) from the same distribution for gold and distractors
+        i = int(rng.choice(len(docs), p=weights))
+        window = _cut_window(docs[i], int(rng.integers(len(docs[i]))), context_chars, answer_chars)
+        return (i, window) if window and i != exclude else (i, None)
+
     out, tries = [], 0
-    while len(out) < n and tries < 50 * n:
+    while len(out) < n and tries < 200 * n:
         tries += 1
-        i = rng.choice(len(docs), p=weights / weights.sum())
-        doc = docs[i]
-        at = _snap(doc, int(rng.integers(context_chars, len(doc) - answer_chars)))
-        if at is None or at < context_chars:
+        i, window = draw(-1)
+        if window is None:
             continue
-        gold = _passage(doc, at, answer_chars)
-        if gold is None:
-            continue
-        distractors = []
-        for j in rng.permutation(len(docs)):
-            if j == i or len(distractors) == n_choices - 1:
+        at, gold = window
+        context = docs[i][at - context_chars : at]
+        taken = _shingles(gold) | _shingles(context)
+        distractors: list[str] = []
+        for _ in range(100 * n_choices):
+            if len(distractors) == n_choices - 1:
+                break
+            _, other = draw(i)
+            if other is None:
                 continue
-            start = _snap(docs[j], int(rng.integers(0, len(docs[j]) - answer_chars)))
-            piece = _passage(docs[j], start, answer_chars) if start is not None else None
-            if piece and piece != gold:
+            piece = other[1]
+            if _all_caps(piece) == _all_caps(gold) and not _shingles(piece) & taken and piece not in distractors + [gold]:
                 distractors.append(piece)
         if len(distractors) < n_choices - 1:
             continue
         g = int(rng.integers(n_choices))
-        choices = distractors[:g] + [gold] + distractors[g:]
-        out.append(Question(doc[at - context_chars : at], tuple(choices), g))
+        out.append(Question(context, tuple(distractors[:g] + [gold] + distractors[g:]), g))
+    if len(out) < n:
+        raise LadderError(f"embedded task: only {len(out)} of {n} continuation questions found in "
+                          f"{len(docs)} held-out documents; lower eval.n_questions or use a larger corpus")
     return out
 
 

@@ -70,3 +70,26 @@ def test_embedded_tasks_are_deterministic_and_well_formed(built):
     # few-shot prompts come from the validation split and prefix the question's context
     shot = T.load_tasks(ml_collections.ConfigDict(dict(tasks="code_next_line", n_questions=10, k_shot=2)), cfg)[0]
     assert shot.prompt(0).endswith(shot.questions[0].context) and len(shot.prompt(0)) > len(shot.questions[0].context)
+
+
+def test_continuation_choices_differ_only_through_the_context(built):
+    """Gold passages and distractors are drawn alike, so a byte-bigram model of the training split that
+    scores each choice WITHOUT its context is at chance; the context is cut inside a word, the gold passage
+    is the document's true continuation, and no distractor repeats a four-word phrase of the gold passage."""
+    root, builders = built
+    for domain in ("prose", "legal"):
+        train = b"".join(bytes(r["text"]) for r in read_split(builders[domain], "train"))
+        pairs = np.frombuffer(train, np.uint8).astype(np.int64)
+        counts = np.bincount(pairs[:-1] * 256 + pairs[1:], minlength=256 * 256).reshape(256, 256) + 0.1
+        logp = np.log(counts / counts.sum(1, keepdims=True))
+        test = [bytes(r["text"]).decode() for r in read_split(builders[domain], "test")]
+        questions = T.continuation_questions(test, 300, seed=1000)
+        hits = []
+        for q in questions:
+            gold = q.choices[q.gold]
+            assert q.context[-2:].isalpha() and gold[:3].isalpha() and any(q.context + gold in d for d in test)
+            assert not any(T._shingles(c) & T._shingles(gold) for j, c in enumerate(q.choices) if j != q.gold)
+            scores = [logp[b[:-1], b[1:]].sum() / len(c) for c in q.choices
+                      for b in [np.frombuffer(c.encode(), np.uint8).astype(np.int64)]]
+            hits.append(np.argmax(scores) == q.gold)
+        assert abs(np.mean(hits) - 0.25) < 3 * 0.025, (domain, np.mean(hits))  # 3 standard errors at 300

@@ -214,12 +214,17 @@ def stage_self_check(ctx: Context) -> dict:
                        "acc_pred": p["acc"], "acc_meas": acc, "acc_err": p["acc"] - acc,
                        "acc_lo": p["acc_lo"], "acc_hi": p["acc_hi"], "covered": p["acc_lo"] <= acc <= p["acc_hi"],
                        "loss_lo": p.get("loss_lo"), "loss_hi": p.get("loss_hi"), "method": p["method"]}
+        lo, hi = table[task]["loss_lo"], table[task]["loss_hi"]
+        table[task]["loss_covered"] = None if lo is None or hi is None else bool(lo <= loss <= hi)
     (ctx.out / "self_check.json").write_text(json.dumps(
         {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, indent=2, sort_keys=True))
     for task, r in table.items():
         ctx.print_fn(f"self-check {task:<20} loss {r['loss_pred']:.3f} pred vs {r['loss_meas']:.3f} measured "
                      f"({r['loss_err']:+.1%}); acc {r['acc_pred']:.3f} vs {r['acc_meas']:.3f} "
                      f"({r['acc_err'] * 100:+.1f} pts, interval {'covers' if r['covered'] else 'misses'})")
+    from ladder.report import self_check_summary
+
+    ctx.print_fn(self_check_summary(table))
     return info
 
 

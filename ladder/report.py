@@ -99,10 +99,13 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
 
     if backtest:
         methods = list(next(iter(backtest.values())))
-        lines += ["## Back-test", "", "Mean |predicted - measured| accuracy of the largest rung, predicted "
-                  "from the smaller rungs, per method (lower is better).", ""]
-        lines += _table(["task"] + methods, [[task] + [f"{bt[m]['error']:.4f}" for m in methods]
+        lines += ["## Back-test", "", "The largest rung predicted from the smaller rungs, per method: mean "
+                  "|predicted - measured| accuracy, and in brackets the mean relative error of its task loss "
+                  "(lower is better; n/a: the method could not be fitted, reason below).", ""]
+        lines += _table(["task"] + methods, [[task] + [_backtest_cell(bt[m]) for m in methods]
                                              for task, bt in backtest.items()]) + [""]
+        problems = {m: h["problem"] for bt in backtest.values() for m, h in bt.items() if h.get("problem")}
+        lines += [f"- n/a {m}: {why}" for m, why in problems.items()] + ([""] if problems else [])
 
     if check:
         lines += ["## Self-check", "", f"A model larger than every rung, `{check['run']}` (N = {check['n']:,}, "
@@ -126,6 +129,13 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _backtest_cell(h: dict) -> str:
+    err, loss_err = h.get("error"), h.get("loss_error")
+    if err is None or err != err:  # None (JSON null) or NaN
+        return "n/a"
+    return f"{err:.4f}" + (f" ({loss_err:.1%})" if loss_err is not None else "")
 
 
 def _interval(lo, hi, digits: int) -> str:

@@ -183,7 +183,8 @@ def stage_predict(ctx: Context) -> dict:
         pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed,
                        plot_dir=ctx.out / "plots")
     (ctx.out / "predictions.json").write_text(json.dumps(pred.to_json(), indent=2, sort_keys=True))
-    backtests = {task: {m: {"error": h.error, "loss_error": h.loss_error, "problem": h.problem}
+    backtests = {task: {m: {"error": h.error if np.isfinite(h.error) else None, "loss_error": h.loss_error,
+                            "problem": h.problem}
                         for m, h in bt.items()} for task, bt in pred.backtests.items()}
     (ctx.out / "backtest.json").write_text(json.dumps(backtests, indent=2, sort_keys=True))
     ctx.print_fn(pred.table())

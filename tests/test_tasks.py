@@ -1,11 +1,19 @@
 """The JSONL task schema, few-shot prompts, and clear errors for bad task input."""
 
 import json
+import math
+import time
 
 import ml_collections
+import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from tensorflow_datasets.datasets.ai2_arc.ai2_arc_dataset_builder import Builder as Ai2Arc
+from tensorflow_datasets.text.hellaswag import Hellaswag
 
+from ladder import eval as E
 from ladder import tasks as T
+from ladder.data.tokenizer import BYTE_VOCAB_SIZE, ByteTokenizer
 from ladder.errors import LadderError
 
 
@@ -62,3 +70,63 @@ def test_catalog_formatting_and_unprepared_catalog_task(tmp_path):
     assert T.catalog_question("boolq", boolq).gold == 1
     with pytest.raises(LadderError, match="not prepared"):
         T.catalog_task("piqa", str(tmp_path))
+
+
+def _prepare_catalog(builder_cls, data_dir, splits, config=None):
+    """Write a tiny catalog dataset with the real builder's name, version and feature spec (dataset_info.json +
+    array_record shards), as `tfds build` would, from hand-written records instead of the download."""
+
+    class Fixture(builder_cls, skip_registration=True):
+        name = builder_cls.name
+
+        @classmethod
+        def _get_pkg_dir_path(cls):  # the real builder's metadata files (citation, tags)
+            return builder_cls._get_pkg_dir_path()
+
+        def _split_generators(self, dl_manager):
+            return {split: enumerate(records) for split, records in splits.items()}
+
+    tfds.disable_progress_bar()
+    Fixture(config=config, data_dir=str(data_dir), file_format="array_record").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+
+def test_catalog_tasks_read_from_a_prepared_data_dir_and_score(tmp_path):
+    arc = lambda q, texts, key: dict(id=q, question=q, answerKey=key,  # noqa: E731
+                                     choices=dict(text=texts, label=["A", "B", "C"][: len(texts)]))
+    _prepare_catalog(Ai2Arc, tmp_path, config="ARC-Easy", splits={
+        "test": [arc("Which is a mammal?", ["trout", "cat", "eel"], "B"), arc("Which swims?", ["cow", "eel"], "B")],
+        "train": [arc("Which is red?", ["sky", "blood"], "B")]})
+    _prepare_catalog(Hellaswag, tmp_path, splits={"validation": [dict(
+        context="A man is in a kitchen. He", endings=["swims.", "cooks eggs.", "flies.", "sings."],
+        activity_label="Cooking", label=1, split_type="indomain", source_id="x")]})
+    cfg = ml_collections.ConfigDict(dict(tasks="arc_easy,hellaswag", tfds_data_dir=str(tmp_path)))
+    arc_task, swag = T.load_tasks(cfg)
+    # (tfds shuffles records by key when it writes the shards)
+    assert sorted(arc_task.questions, key=lambda q: q.context) == [
+        T.Question("Question: Which is a mammal?\nAnswer:", (" trout", " cat", " eel"), 1),
+        T.Question("Question: Which swims?\nAnswer:", (" cow", " eel"), 1)]
+    assert swag.questions == [T.Question("Cooking: A man is in a kitchen. He",
+                                         (" swims.", " cooks eggs.", " flies.", " sings."), 1)]
+    shot = T.load_tasks(ml_collections.ConfigDict(dict(tasks="arc_easy", k_shot=1, tfds_data_dir=str(tmp_path))))[0]
+    assert shot.prompt(0) == "Question: Which is red?\nAnswer: blood\n\n" + shot.questions[0].context
+
+    # A unigram model with p('c') = 1/2: a choice with a 'c' wins per character.
+    V = BYTE_VOCAB_SIZE
+    p = np.full(V, 0.5 / (V - 1))
+    p[ord("c")] = 0.5
+    arc_m, swag_m = E.evaluate(E.ngram_logits_fn(p[None, :], order=1), [arc_task, swag], ByteTokenizer(),
+                               batch_size=4, seq_len=64)
+    bits = lambda s: -sum(math.log2(p[b]) for b in s.encode()) / len(s.encode())  # noqa: E731
+    assert arc_m["acc"] == 0.5 and swag_m["acc"] == 1.0  # " cat" right, " cow" wrong; " cooks eggs." right
+    assert arc_m["loss"] == pytest.approx((bits(" cat") + bits(" eel")) / 2, rel=1e-5)
+    assert swag_m["loss"] == pytest.approx(bits(" cooks eggs."), rel=1e-5)
+
+
+def test_missing_catalog_task_is_a_fast_clear_error(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(LadderError, match=r"'piqa' is not prepared under .*tfds build --file_format=array_record"):
+        T.load_tasks(ml_collections.ConfigDict(dict(tasks="piqa", tfds_data_dir=str(tmp_path))))
+    with pytest.raises(LadderError, match="data.data_dir: empty"):
+        T.load_tasks(ml_collections.ConfigDict(dict(tasks="boolq")))
+    assert time.perf_counter() - start < 30  # never the ~200 s download attempt of an unprepared dataset

@@ -9,8 +9,10 @@ log-likelihood of its tokens after the (k-shot) prompt. Three sources (schema an
   prepared data_dir; never downloaded unless asked.
 - embedded tasks built from the held-out (test) split of the embedded corpus, one per domain:
   `prose_continuation`, `legal_continuation` (which of four passages continues a text cut inside a word: the
-  true one or passages from other held-out documents, drawn alike so that only the context tells) and `code_next_line` (which of four lines comes next: the true
-  one or lines with the same indentation from other files). Few-shot pools come from the validation split.
+  true one or passages from other held-out documents, drawn alike so that only the context tells) and
+  `code_next_line` (which of four line endings completes the next line of a source file, the context running
+  into its first word: the true one or those of same-indentation lines from other files). Few-shot pools
+  come from the validation split.
 """
 
 from __future__ import annotations
@@ -249,41 +251,53 @@ def continuation_questions(docs: list[str], n: int, seed: int, context_chars: in
     return out
 
 
-def _lines(doc: str) -> list[str]:
-    return [ln for ln in doc.splitlines() if len(ln.strip()) >= 8 and len(ln) <= 100]
+# A code line is cut after its indentation and the first two characters of its first word (an identifier or
+# keyword of four or more characters): the choices complete lines, so knowing the language and the file's
+# names pays from the first character on.
+_LINE_HEAD = re.compile(r"[ \t]*[A-Za-z_]{2}(?=[A-Za-z_]{2})")
 
 
 def next_line_questions(docs: list[str], n: int, seed: int, context_chars: int = 160,
                         n_choices: int = 4) -> list[Question]:
-    """Which line comes next in a source file: the true one or same-indentation lines from other files."""
-    by_indent: dict[str, list[tuple[int, str]]] = {}
+    """Which line comes next in a source file, the context running into the line's first word: the true rest
+    of the line, or the rests of lines with the same indentation from other files. Gold and distractor lines
+    are drawn alike (any line of 8 to 100 characters, context_chars or more into its file, starting with a
+    word), so a scorer that ignores the context is at chance."""
+    lines: list[tuple[int, int, str]] = []  # (document, offset of the rest of the line, line)
     for d, doc in enumerate(docs):
-        for ln in _lines(doc):
-            by_indent.setdefault(ln[: len(ln) - len(ln.lstrip())], []).append((d, ln))
+        offset = 0
+        for raw in doc.splitlines(keepends=True):
+            line = raw.rstrip("\n")
+            head = _LINE_HEAD.match(line)
+            if head and offset + head.end() >= context_chars and len(line.strip()) >= 8 and len(line) <= 100:
+                lines.append((d, offset + head.end(), line))
+            offset += len(raw)
+    by_indent: dict[str, list[int]] = {}
+    for k, (_, _, line) in enumerate(lines):
+        by_indent.setdefault(line[: len(line) - len(line.lstrip())], []).append(k)
+    if len({d for d, _, _ in lines}) < n_choices:
+        raise LadderError(f"embedded task: held-out source files too few or too short, need {n_choices}")
+    rest = lambda line: line[_LINE_HEAD.match(line).end():] + "\n"  # noqa: E731
     rng = np.random.default_rng(seed)
-    usable = [d for d in range(len(docs)) if len(docs[d]) > 2 * context_chars]
-    if len(usable) < n_choices:
-        raise LadderError(f"embedded task: {len(usable)} usable held-out source files, need {n_choices}")
     out, tries = [], 0
     while len(out) < n and tries < 50 * n:
         tries += 1
-        d = int(rng.choice(usable))
-        doc = docs[d]
-        lines = doc.splitlines(keepends=True)
-        k = int(rng.integers(1, len(lines)))
-        line = lines[k].rstrip("\n")
-        start = sum(len(x) for x in lines[:k])
-        if len(line.strip()) < 8 or len(line) > 100 or start < context_chars:
-            continue
-        indent = line[: len(line) - len(line.lstrip())]
-        pool = by_indent.get(indent, [])
-        others = [pool[j][1] for j in rng.permutation(len(pool))[: 8 * n_choices] if pool[j][0] != d]
-        others = list(dict.fromkeys(o for o in others if o != line))[: n_choices - 1]
+        d, at, line = lines[int(rng.integers(len(lines)))]
+        gold, pool = rest(line), by_indent[line[: len(line) - len(line.lstrip())]]
+        others: list[str] = []
+        for k in rng.permutation(len(pool))[: 8 * n_choices]:
+            other_doc, _, other = lines[pool[k]]
+            if other_doc != d and rest(other) not in others + [gold]:
+                others.append(rest(other))
+            if len(others) == n_choices - 1:
+                break
         if len(others) < n_choices - 1:
             continue
         g = int(rng.integers(n_choices))
-        choices = [o + "\n" for o in others[:g]] + [line + "\n"] + [o + "\n" for o in others[g:]]
-        out.append(Question(doc[start - context_chars : start], tuple(choices), g))
+        out.append(Question(docs[d][at - context_chars : at], tuple(others[:g] + [gold] + others[g:]), g))
+    if len(out) < n:
+        raise LadderError(f"embedded task: only {len(out)} of {n} next-line questions found in {len(docs)} held-out "
+                          "files; lower eval.n_questions or use a larger corpus")
     return out
 
 

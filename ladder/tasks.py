@@ -217,28 +217,29 @@ def continuation_questions(docs: list[str], n: int, seed: int, context_chars: in
     weights /= weights.sum()
     rng = np.random.default_rng(seed)
 
-    def draw(exclude: int):  # a (document, passage window) from the same distribution for gold and distractors
+    def draw(exclude: int = -1) -> tuple[int, int, str] | None:
+        """(document, cut, passage), one distribution for gold and distractors; None for a rejected draw."""
         i = int(rng.choice(len(docs), p=weights))
         window = _cut_window(docs[i], int(rng.integers(len(docs[i]))), context_chars, answer_chars)
-        return (i, window) if window and i != exclude else (i, None)
+        return (i, *window) if window and i != exclude else None
 
     out, tries = [], 0
     while len(out) < n and tries < 200 * n:
         tries += 1
-        i, window = draw(-1)
-        if window is None:
+        drawn = draw()
+        if drawn is None:
             continue
-        at, gold = window
+        i, at, gold = drawn
         context = docs[i][at - context_chars : at]
         taken = _shingles(gold) | _shingles(context)
         distractors: list[str] = []
         for _ in range(100 * n_choices):
             if len(distractors) == n_choices - 1:
                 break
-            _, other = draw(i)
+            other = draw(exclude=i)
             if other is None:
                 continue
-            piece = other[1]
+            piece = other[2]
             if _all_caps(piece) == _all_caps(gold) and not _shingles(piece) & taken and piece not in distractors + [gold]:
                 distractors.append(piece)
         if len(distractors) < n_choices - 1:

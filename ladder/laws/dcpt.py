@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ladder.errors import LadderError, require
-from ladder.laws.fitting import FitResult, huber, minimize_from_grid
+from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 
 # Fit-space parameters: amplitudes as logs (so they stay > 0), exponents bounded > 0, eps as a log.
 NAMES = ("e", "a", "alpha", "b", "eta", "beta", "c", "gamma", "log_eps")
@@ -190,17 +190,7 @@ def _terms(x: np.ndarray, p: Points):
 
 def _objective(x: np.ndarray, p: Points, delta: float) -> tuple[float, np.ndarray]:
     t, grads = _terms(x, p)
-    m = t.max(axis=1, keepdims=True)
-    w = np.exp(t - m)
-    s = w.sum(axis=1, keepdims=True)
-    w = w / s
-    log_pred = (m + np.log(s))[:, 0]
-    h, dh = huber(log_pred - np.log(p.loss), delta)
-    g = np.zeros_like(x)
-    for j, parts in enumerate(grads):
-        for i, dt in parts.items():
-            g[i] += np.sum(dh * w[:, j] * dt)
-    return float(h.sum()), g
+    return log_sum_exp_huber(t, grads, np.log(p.loss), delta, len(x))
 
 
 def _starts(p: Points, cross: bool, n_starts: int, seed: int) -> np.ndarray:

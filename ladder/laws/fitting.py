@@ -29,6 +29,27 @@ def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     return values, derivatives
 
 
+def log_sum_exp_huber(terms: np.ndarray, term_grads: Sequence[dict[int, np.ndarray]], log_obs: np.ndarray,
+                      delta: float, n_params: int) -> tuple[float, np.ndarray]:
+    """Summed Huber of log residuals for a law written as a sum of positive terms, and its gradient.
+
+    A law L = sum_j exp(t_j) (each term's log t_j [P, J], -inf for a term absent at a point) predicts
+    log L = LSE_j(t_j); the objective is sum_points Huber(LSE - log_obs, delta) (Besiroglu et al. 2024).
+    `term_grads[j]` maps parameter index i to dt_j/dx_i [P] for the parameters entering term j, so
+    df/dx_i = sum_points Huber'(res) sum_j softmax(t)_j dt_j/dx_i. The D-CPT and split laws share this.
+    """
+    m = terms.max(axis=1, keepdims=True)
+    w = np.exp(terms - m)
+    s = w.sum(axis=1, keepdims=True)
+    w /= s
+    h, dh = huber((m + np.log(s))[:, 0] - log_obs, delta)
+    g = np.zeros(n_params)
+    for j, parts in enumerate(term_grads):
+        for i, dt in parts.items():
+            g[i] += np.sum(dh * w[:, j] * dt)
+    return float(h.sum()), g
+
+
 @dataclass
 class FitResult:
     """The best of a multi-start fit.

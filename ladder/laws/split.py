@@ -27,7 +27,7 @@ from scipy.optimize import brentq, minimize_scalar
 
 from ladder.errors import require
 from ladder.laws.dcpt import r_squared
-from ladder.laws.fitting import FitResult, huber, minimize_from_grid
+from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 
 NAMES = ("e", "a", "alpha", "b", "beta", "log_k", "rho")
 BOUNDS = {"e": (-10.0, 10.0), "a": (-30.0, 60.0), "alpha": (1e-3, 2.0), "b": (-30.0, 60.0), "beta": (1e-3, 2.0),
@@ -113,22 +113,12 @@ def _objective(x: np.ndarray, p: SplitPoints, delta: float) -> tuple[float, np.n
     e, a, alpha, b, beta, log_k, rho = x
     log_n, log_d = np.log(p.n), np.log(np.maximum(p.d, 1e-300))
     transfer = np.exp(log_k + rho * log_d) * (p.d > 0)
-    u = p.d_prime + transfer
-    log_u = np.log(u)
-    t = np.stack([np.full_like(log_n, e), a - alpha * log_n, b - beta * log_u], axis=1)
-    m = t.max(axis=1, keepdims=True)
-    w = np.exp(t - m)
-    s = w.sum(axis=1, keepdims=True)
-    w /= s
-    h, dh = huber((m + np.log(s))[:, 0] - np.log(p.loss), delta)
-    share = transfer / u  # d log u / d log_k; times log D for d / d rho
-    g = np.array([
-        np.sum(dh * w[:, 0]),
-        np.sum(dh * w[:, 1]), np.sum(dh * w[:, 1] * -log_n),
-        np.sum(dh * w[:, 2]), np.sum(dh * w[:, 2] * -log_u),
-        np.sum(dh * w[:, 2] * -beta * share), np.sum(dh * w[:, 2] * -beta * share * log_d),
-    ])
-    return float(h.sum()), g
+    log_u = np.log(p.d_prime + transfer)
+    share = transfer / (p.d_prime + transfer)  # d log u / d log_k; times log D for d / d rho
+    ones = np.ones_like(log_n)
+    terms = np.stack([e * ones, a - alpha * log_n, b - beta * log_u], axis=1)
+    grads = [{0: ones}, {1: ones, 2: -log_n}, {3: ones, 4: -log_u, 5: -beta * share, 6: -beta * share * log_d}]
+    return log_sum_exp_huber(terms, grads, np.log(p.loss), delta, len(x))
 
 
 def _starts(p: SplitPoints) -> np.ndarray:

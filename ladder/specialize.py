@@ -2,11 +2,13 @@
 analysis of specialized vs general continued pretraining (numpy only; plots in `plot_effectiveness`).
 
 Compute effectiveness (the question of Malaquias Junior et al. 2025): from one base checkpoint per size,
-continue pretraining on general data (kind "general") and on domain data (kind "domain") with the same
-token budgets. For each domain run at compute C_s = 6 N D_cpt, how much CPT compute C_g would the general
-run need to reach the same domain metric? We fit the general runs' curve per size (log loss linear in
-log compute; accuracy linear in log compute) and invert it: ratio = C_g / C_s (> 1: specializing pays).
-The trend in N is a log-linear fit log ratio = u + v log N. Formulas: docs/specialization.md.
+continue pretraining on general data (kind "general") and on domain data (kind "domain", by default domain
+share 1) with the same token budgets. For each domain run at compute C_s = 6 N D_cpt, how much CPT compute
+C_g would the general run need to reach the same domain metric? We fit the general runs' curve per size (log
+loss linear in log compute; accuracy linear in log compute) and invert it inside the general runs' measured
+range only: ratio = C_g / C_s (> 1: specializing pays), else "not reached within the measured range". The
+gain at equal compute (domain minus general metric at the same budget) is always measured. Trends in N are
+log-linear fits over 3+ sizes. Formulas: docs/specialization.md.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def cpt_grid(base_rungs: list[dict], ratios: list[float], budgets: list[float], 
 # --- compute effectiveness ---------------------------------------------------------------------------------
 
 def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> dict[str, np.ndarray]:
-    """One row per CPT run (its last step): n, compute 6 N d_cpt, kind, base_run, the metric, general_loss."""
+    """One row per CPT run (its last step): n, compute 6 N d_cpt, r, kind, base_run, the metric, general_loss."""
     for col in ("run", "n", "step", "d_cpt", "kind", "base_run"):
         require(col in table, col, "column missing from the results table", "see docs/specialization.md")
     num = lambda c: np.asarray(table[c], dtype=np.float64)  # noqa: E731
@@ -122,60 +124,97 @@ def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> 
             "write CPT runs with kind 'general' or 'domain' and d_cpt > 0")
     n = num("n")[idx]
     general = num("general_loss")[idx] if "general_loss" in table else np.full(len(idx), np.nan)
+    r = num("r")[idx] if "r" in table else np.where(table["kind"][idx] == "domain", 1.0, 0.0)
     return {"run": table["run"][idx], "n": n, "d_cpt": num("d_cpt")[idx], "compute": 6 * n * num("d_cpt")[idx],
-            "kind": table["kind"][idx], "base_run": table["base_run"][idx], "value": num(value_col)[idx],
+            "r": r, "kind": table["kind"][idx], "base_run": table["base_run"][idx], "value": num(value_col)[idx],
             "general_loss": general}
 
 
-def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain_loss", task: str | None = None) -> dict:
+def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain_loss", task: str | None = None,
+                          domain_share: float = 1.0) -> dict:
     """Per size: how much general-CPT compute matches each domain-CPT run's domain metric, and the trend in N.
 
-    `metric` is a loss column (lower is better; fitted as log metric linear in log compute), or pass `task`
-    to use that task's accuracy (higher is better; fitted as accuracy linear in log compute).
+    The domain runs are those with domain share `domain_share` (default 1: domain data only, the filtered
+    corpus of the question). `metric` is a loss column (lower is better; fitted as log metric linear in log
+    compute), or pass `task` to use that task's accuracy (higher is better; linear in log compute).
+
+    A ratio is reported only where the general runs' own measured values reach the domain run's value (the
+    fit is inverted inside the general runs' range, never extrapolated); otherwise the point says "not
+    reached within the measured range" and gives the lower bound C_g,max / C_s when the general runs never
+    reach it. Always measurable: the gain at equal compute (domain minus general value at the same budget).
+    Trends in N (log-linear) need 3+ sizes with a finite value.
     """
     rows = _final_rows(table, metric, task)
     higher_better = task is not None
+    better = (lambda a, b: a >= b) if higher_better else (lambda a, b: a <= b)  # noqa: E731
     out_points, sizes = [], []
     for base in sorted(set(rows["base_run"])):
         at = rows["base_run"] == base
         n = float(rows["n"][at][0])
-        gen, dom = at & (rows["kind"] == "general"), at & (rows["kind"] == "domain")
+        gen = at & (rows["kind"] == "general")
+        dom = at & (rows["kind"] == "domain") & np.isclose(rows["r"], domain_share)
         entry = {"base_run": base, "n": n, "n_general": int(gen.sum()), "n_domain": int(dom.sum())}
         if gen.sum() < 2 or dom.sum() < 1:
-            sizes.append(entry | {"error": "needs 2+ general CPT runs and 1+ domain CPT run"})
+            sizes.append(entry | {"error": f"needs 2+ general CPT runs and 1+ run at domain share {domain_share:g}"})
             continue
         x = np.log(rows["compute"][gen])
         y = rows["value"][gen] if higher_better else np.log(rows["value"][gen])
         slope, intercept = np.polyfit(x, y, 1)
-        improves = slope > 1e-9 if higher_better else slope < -1e-9  # a flat fit cannot be inverted
-        ratios = []
+        improves = slope > 1e-9 if higher_better else slope < -1e-9  # a flat or wrong-way fit cannot be inverted
+        best_general = rows["value"][gen].max() if higher_better else rows["value"][gen].min()
+        ratios, gains = [], []
         for i in np.flatnonzero(dom):
-            target = rows["value"][i] if higher_better else np.log(rows["value"][i])
-            with np.errstate(over="ignore"):
-                c_gen = float(np.exp((target - intercept) / slope)) if improves else math.inf
-            ratio = c_gen / rows["compute"][i]
+            value = float(rows["value"][i])
+            target = value if higher_better else math.log(value)
+            reached = improves and better(best_general, value)
+            c_gen = float(np.exp((target - intercept) / slope)) if reached else math.nan
+            reached = reached and bool(x.min() - 1e-9 <= math.log(c_gen) <= x.max() + 1e-9)  # (rounding at the ends)
             same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
+            gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
             forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
                           if same_budget.any() else math.nan)
-            out_points.append({"base_run": base, "n": n, "run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
-                               "compute": float(rows["compute"][i]), "value": float(rows["value"][i]),
-                               "general_compute_to_match": c_gen, "compute_ratio": ratio,
-                               "extrapolated": bool(not (x.min() <= math.log(c_gen) <= x.max())) if math.isfinite(c_gen) else True,
-                               "general_loss": float(rows["general_loss"][i]), "forgetting_vs_general_cpt": forgetting})
-            ratios.append(ratio)
-        ratios = np.array(ratios)
-        finite = ratios[np.isfinite(ratios)]
+            point = {"base_run": base, "n": n, "run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
+                     "compute": float(rows["compute"][i]), "value": value, "reached": reached,
+                     "general_compute_to_match": c_gen if reached else math.nan,
+                     "compute_ratio": c_gen / rows["compute"][i] if reached else math.nan,
+                     # Not reached by the general runs at all: their largest compute is a lower bound.
+                     "compute_ratio_lower_bound": (float(np.exp(x.max())) / rows["compute"][i]
+                                                   if not better(best_general, value) else math.nan),
+                     "gain_at_equal_compute": gain,
+                     "general_loss": float(rows["general_loss"][i]), "forgetting_vs_general_cpt": forgetting}
+            out_points.append(point)
+            ratios.append(point["compute_ratio"])
+            gains.append(gain)
+        finite = np.array([v for v in ratios if math.isfinite(v)])
+        gains = np.array([g for g in gains if math.isfinite(g)])
+        status = ("measured" if len(finite) == len(ratios) else
+                  f"{len(finite)} of {len(ratios)} budgets matched; the rest not reached within the measured range"
+                  if len(finite) else "not reached within the measured range")
         sizes.append(entry | {"general_fit": {"slope": float(slope), "intercept": float(intercept),
                                               "form": "acc = i + s log C" if higher_better else "log L = i + s log C"},
-                              "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.inf})
-    trend = None
-    fitted = [s for s in sizes if math.isfinite(s.get("compute_ratio_geomean", math.nan))]
-    if len(fitted) >= 2:
-        v, u = np.polyfit(np.log([s["n"] for s in fitted]), np.log([s["compute_ratio_geomean"] for s in fitted]), 1)
-        trend = {"form": "log ratio = u + v log N", "u": float(u), "v": float(v),
-                 "ratio_x10_n": float(10**v), "n_sizes": len(fitted)}
-    return {"metric": f"acc[{task}]" if task else metric, "higher_is_better": higher_better, "sizes": sizes,
-            "points": out_points, "trend": trend, "curves": {k: v.tolist() for k, v in rows.items()}}
+                              "status": status,
+                              "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.nan,
+                              "gain_at_equal_compute_mean": float(gains.mean()) if len(gains) else math.nan})
+    trends = {"compute_ratio": _trend_in_n(sizes, "compute_ratio_geomean", log_value=True),
+              "gain_at_equal_compute": _trend_in_n(sizes, "gain_at_equal_compute_mean", log_value=False)}
+    return {"metric": f"acc[{task}]" if task else metric, "higher_is_better": higher_better,
+            "domain_share": domain_share, "sizes": sizes, "points": out_points, "trend": trends["compute_ratio"],
+            "trend_gain": trends["gain_at_equal_compute"], "curves": {k: v.tolist() for k, v in rows.items()}}
+
+
+MIN_TREND_SIZES = 3
+
+
+def _trend_in_n(sizes: list[dict], key: str, *, log_value: bool) -> dict | None:
+    """`value = u + v log N` (log value when `log_value`) over the sizes with a finite `key`; None under 3."""
+    fitted = [s for s in sizes if math.isfinite(s.get(key, math.nan))]
+    if len(fitted) < MIN_TREND_SIZES:
+        return None
+    y = [math.log(s[key]) if log_value else s[key] for s in fitted]
+    v, u = np.polyfit(np.log([s["n"] for s in fitted]), y, 1)
+    trend = {"form": f"{'log ' if log_value else ''}{key} = u + v log N", "u": float(u), "v": float(v),
+             "n_sizes": len(fitted)}
+    return trend | ({"ratio_x10_n": float(10**v)} if log_value else {"change_per_10x_n": float(v * math.log(10))})
 
 
 def plot_effectiveness(report: dict, out_dir) -> list[str]:
@@ -211,10 +250,10 @@ def plot_effectiveness(report: dict, out_dir) -> list[str]:
         fig.savefig(out_dir / fname, dpi=120)
         plt.close(fig)
         paths.append(str(out_dir / fname))
-    fitted = [s for s in report["sizes"] if math.isfinite(s.get("compute_ratio_geomean", math.nan))]
+    fitted = [s for s in report["sizes"] if math.isfinite(s.get("compute_ratio_geomean") or math.nan)]
     if fitted:
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        pts = [p for p in report["points"] if math.isfinite(p["compute_ratio"])]
+        pts = [p for p in report["points"] if math.isfinite(p["compute_ratio"] or math.nan)]
         ax.scatter([p["n"] for p in pts], [p["compute_ratio"] for p in pts], alpha=0.5, label="per budget")
         ax.plot([s["n"] for s in fitted], [s["compute_ratio_geomean"] for s in fitted], "o", color="k", label="geometric mean per size")
         if report["trend"]:

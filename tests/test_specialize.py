@@ -42,13 +42,37 @@ def test_compute_ratio_and_trend_recovered_exactly(tmp_path):
     assert all(p["forgetting_vs_general_cpt"] == pytest.approx(0.02) for p in report["points"])
 
 
-def test_no_improvement_means_infinite_ratio(tmp_path):
+def test_ratio_only_inside_the_measured_range(tmp_path):
+    report = compute_effectiveness(read_table(write_study(tmp_path / "r.csv")))
+    for p in report["points"]:
+        inside = true_ratio(p["n"]) * p["d_cpt"] <= max(BUDGETS) * (1 + 1e-12)
+        assert p["reached"] == inside and (inside or math.isnan(p["compute_ratio"]))
+    assert sum(p["reached"] for p in report["points"]) == 3 + 2 + 1  # ratio 2, 3.03, 4.59: budgets within 8x
+    # Equal-compute gain: log L_dom - log L_gen = -0.05 log ratio(N), so gain = L_gen (ratio^-0.05 - 1).
+    for p in report["points"]:
+        a = 3.0 * (p["n"] / 1e6) ** -0.1
+        assert p["gain_at_equal_compute"] == pytest.approx(a * p["compute"] ** -0.05 * (true_ratio(p["n"]) ** -0.05 - 1))
+    assert report["trend_gain"]["n_sizes"] == 3
+
+
+def test_general_cpt_that_never_matches_is_not_extrapolated(tmp_path):
     path = write_study(tmp_path / "r.csv")
     table = read_table(path)
     gen = table["kind"] == "general"
     table["domain_loss"][gen] = 2.0  # general CPT does not move the domain loss
     report = compute_effectiveness(table)
-    assert all(math.isinf(p["compute_ratio"]) for p in report["points"])
+    assert not any(p["reached"] for p in report["points"]) and report["trend"] is None
+    for p in report["points"]:
+        assert math.isnan(p["compute_ratio"])
+        assert p["compute_ratio_lower_bound"] == pytest.approx(6 * p["n"] * max(BUDGETS) / p["compute"])
+    assert {s["status"] for s in report["sizes"]} == {"not reached within the measured range"}
+
+
+def test_trend_needs_three_sizes(tmp_path):
+    table = read_table(write_study(tmp_path / "r.csv"))
+    keep = table["n"].astype(float) < 1e7
+    report = compute_effectiveness({k: v[keep] for k, v in table.items()})
+    assert report["trend"] is None and report["trend_gain"] is None
 
 
 def test_cpt_grid_sizes_ratios_budgets():

@@ -2,9 +2,10 @@
 domain = legal (the embedded corpus), on 2 CPU cores in about 10-15 minutes.
 
 Base runs: the planner's 45k/93k/160k-parameter byte-level models at 0.5x Chinchilla (10 tokens per
-parameter) on general data. CPT runs: each base's final checkpoint, weights only, continued at 9 domain shares
-r x 3 budgets (0.25, 0.5, 1 tokens per parameter) with a re-warmup and cosine decay at half the base's peak
-LR. Then the D-CPT fit with held-out checks, rule (a) at T = 3% checked by a run, and the compute-effectiveness
+parameter) on general data. CPT runs: each base's final checkpoint with its Adam state, continued at 9 domain
+shares r x 3 budgets (0.5, 1, 2 tokens per parameter: past the re-warmup's stability gap) with a re-warmup
+and cosine decay at half the base's peak LR. Then the D-CPT fit (published form on every point, and on
+own-data share > 0) with held-out checks, rule (a) at T = 3% checked by a run, and the compute-effectiveness
 report. Measured figures: docs/specialization.md, "Smoke study".
 
 Variant `:ci` (tests/test_cpt_study.py): 2 sizes, 3 ratios, 2 budgets, tiny base runs (~1 minute).

@@ -29,6 +29,10 @@ def run(args) -> int:
     except TrainingFailed as e:  # a run diverged: exit 1 like `ladder train`; rerunning resumes the study
         print(f"ladder cpt: failed: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({k: summary[k] for k in ("dcpt", "rule_a", "check", "effectiveness", "seconds") if k in summary},
-                     indent=1, default=float))
+    keys = ("dcpt", "rule_a", "check", "effectiveness", "seconds")
+    shown = {k: summary[k] for k in keys if k in summary}
+    if "dcpt_positive_share" in summary:  # its R^2 and rule (a); the holdouts and parameters are in study.json
+        shown["dcpt_positive_share"] = {k: {"r2": v.get("r2"), "error": v.get("error")} if k != "rule_a" else v
+                                        for k, v in summary["dcpt_positive_share"].items()}
+    print(json.dumps(shown, indent=1, default=float))
     return 0

@@ -8,6 +8,7 @@ specialized one, its log-linear trend in N, and the forgetting (general loss). d
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ladder.errors import require
@@ -42,10 +43,16 @@ def run(args) -> int:
     else:
         for s in report["sizes"]:
             ratio = s.get("compute_ratio_geomean")
+            measured = ratio is not None and math.isfinite(ratio)
             print(f"N={s['n']:.3g} base={s['base_run']}: "
-                  + (f"general CPT needs {ratio:.3g}x the compute to match domain CPT" if ratio is not None else s.get("error", "")))
+                  + (f"general CPT needs {ratio:.3g}x the compute to match domain CPT ({s['status']})" if measured
+                     else s.get("error") or s["status"])
+                  + (f"; domain metric at equal compute {s['gain_at_equal_compute_mean']:+.4g}" if "status" in s else ""))
         if report["trend"]:
             t = report["trend"]
             print(f"trend: ratio = exp({t['u']:.3g}) * N^{t['v']:.3g} ({t['ratio_x10_n']:.3g}x per 10x N, {t['n_sizes']} sizes)")
+        if report.get("trend_gain"):
+            t = report["trend_gain"]
+            print(f"trend: domain metric at equal compute changes by {t['change_per_10x_n']:+.3g} per 10x N ({t['n_sizes']} sizes)")
         print("wrote " + ", ".join(files))
     return 0

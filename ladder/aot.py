@@ -372,8 +372,8 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
     elif bigger is not None and _divides_heads_and_mlp(config, 2 * tp):
         # The batch cannot split further (or the mesh is pinned): the extra chips go to tensor parallelism.
         out.append(f"use {bigger} with --config.mesh.tensor={2 * tp} (the batch of {batch} splits over at most "
-                   f"{dp} data x fsdp devices here; tensor parallelism splits weights and per-layer activations, "
-                   f"not the saved layer inputs; `ladder compile` to confirm)")
+                   f"{dp} data x fsdp devices here; tensor parallelism splits weights and activations, the saved "
+                   f"layer inputs over the sequence; `ladder compile` to confirm)")
     if (config.mesh.data != 1 or config.mesh.tensor != 1) and batch % topo.chips_per_slice == 0:
         out.append(f"shard state over every chip: --config.mesh.data=1 --config.mesh.fsdp=-1 --config.mesh.tensor=1 "
                    f"(parameters + optimizer now {state / GiB:.1f} GiB per device)")

@@ -94,11 +94,14 @@ def test_tiny_rung_compiled_flops_match_the_formula(tiny_report):
 
 
 @needs_libtpu
-def test_remat_recompute_is_counted():
+def test_remat_recompute_is_counted_with_tensor_parallelism():
     """With remat the forward of every layer runs twice: expected_flops_per_token adds it (1.30x 6N here;
-    compiled 1.359x 6N = 1.045x expected)."""
-    config = load_config("configs/tiny.py", TINY + ["model.remat=True"])
+    compiled 1.046x expected). On a tensor-parallel mesh (fsdp 2 x tensor 2) with the residual stream split
+    over the sequence (sequence parallelism): matmuls replicated over `tensor` instead of split would read up
+    to 2x."""
+    config = load_config("configs/tiny.py", TINY + ["model.remat=True", "mesh.fsdp=2", "mesh.tensor=2"])
     r = aot.compile_config(config, aot.parse_topology("v5e-4"))
+    assert r.mesh == {"data": 1, "fsdp": 2, "tensor": 2}
     assert r.flops_expected / r.flops_6n > 1.2
     assert r.flops_ok, r.flops_vs_expected
 

@@ -205,28 +205,37 @@ def stage_self_check(ctx: Context) -> dict:
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
     predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
-    table = {}
-    for task, p in predicted.items():
-        mask = cols["task"] == task
-        steps = cols["step"][mask]
-        last = np.argsort(steps)[-FINAL_WINDOW:]  # measured like the ladder's step-1 points
-        loss, acc = float(cols["loss"][mask][last].mean()), float(cols["acc"][mask][last].mean())
-        table[task] = {"loss_pred": p["loss"], "loss_meas": loss, "loss_err": p["loss"] / loss - 1,
-                       "acc_pred": p["acc"], "acc_meas": acc, "acc_err": p["acc"] - acc,
-                       "acc_lo": p["acc_lo"], "acc_hi": p["acc_hi"], "covered": p["acc_lo"] <= acc <= p["acc_hi"],
-                       "loss_lo": p.get("loss_lo"), "loss_hi": p.get("loss_hi"), "method": p["method"]}
-        lo, hi = table[task]["loss_lo"], table[task]["loss_hi"]
-        table[task]["loss_covered"] = None if lo is None or hi is None else bool(lo <= loss <= hi)
+    table = {task: _check_task(cols, task, p, FINAL_WINDOW) for task, p in predicted.items()}
     (ctx.out / "self_check.json").write_text(json.dumps(
         {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, indent=2, sort_keys=True))
     for task, r in table.items():
-        ctx.print_fn(f"self-check {task:<20} loss {r['loss_pred']:.3f} pred vs {r['loss_meas']:.3f} measured "
-                     f"({r['loss_err']:+.1%}); acc {r['acc_pred']:.3f} vs {r['acc_meas']:.3f} "
+        loss = ("loss: n/a (single-step)" if r["loss_err"] is None else
+                f"{r['feature']} {r['loss_pred']:.3f} pred vs {r['loss_meas']:.3f} measured ({r['loss_err']:+.1%})")
+        ctx.print_fn(f"self-check {task:<20} {loss}; acc {r['acc_pred']:.3f} vs {r['acc_meas']:.3f} "
                      f"({r['acc_err'] * 100:+.1f} pts, interval {'covers' if r['covered'] else 'misses'})")
     from ladder.report import self_check_summary
 
     ctx.print_fn(self_check_summary(table))
     return info
+
+
+def _check_task(cols: dict, task: str, p: dict, window: int) -> dict:
+    """Predicted vs measured for one task of the self-check run, measured like the ladder's step-1 points
+    (mean of the last `window` evaluations). The loss compared is the method's intermediate feature (task loss,
+    or the held-out LM loss for lm-loss); single-step has none that is measured."""
+    mask = cols["task"] == task
+    last = np.argsort(cols["step"][mask])[-window:]
+    acc = float(cols["acc"][mask][last].mean())
+    feature = p.get("feature", "loss")
+    single = p["method"] == "single-step"
+    loss = None if single else float(cols[feature][mask][last].mean())
+    lo, hi = (None, None) if single else (p.get("loss_lo"), p.get("loss_hi"))
+    return {"method": p["method"], "feature": feature,
+            "loss_pred": None if single else p["loss"], "loss_meas": loss,
+            "loss_err": None if single else p["loss"] / loss - 1, "loss_lo": lo, "loss_hi": hi,
+            "loss_covered": None if lo is None or hi is None else bool(lo <= loss <= hi),
+            "acc_pred": p["acc"], "acc_meas": acc, "acc_err": p["acc"] - acc,
+            "acc_lo": p["acc_lo"], "acc_hi": p["acc_hi"], "covered": bool(p["acc_lo"] <= acc <= p["acc_hi"])}
 
 
 def stage_report(ctx: Context) -> dict:

@@ -48,6 +48,21 @@ def test_recovers_known_parameters_exactly_without_noise():
     assert fit.r2 > 0.999999 and fit.monotone["holds"]
 
 
+def test_positive_share_fit_ignores_zero_share_points_the_law_cannot_express():
+    """Forgetting at share 0 (loss rising with D, which the law cannot do there) spoils the all-points fit;
+    the share > 0 fit drops exactly those points and recovers the law."""
+    p = grid_points(GENERAL)
+    zero = p.r == 0
+    p.loss[zero] *= (p.d[zero] / BUDGETS[0]) ** 0.05
+    kept = dcpt.positive_share(p)
+    assert len(kept) == len(p) - zero.sum() and kept.r.min() > 0
+    fit = dcpt.fit_dcpt(kept, n_starts=8)
+    assert fit.r2 > 0.999999
+    for k in ("E", "alpha", "eta", "beta", "gamma", "eps"):  # eps and gamma are pinned less without r = 0
+        assert getattr(fit.law, k) == pytest.approx(getattr(GENERAL, k), rel=1e-2), k
+    assert dcpt.fit_dcpt(p, n_starts=8).r2 < 0.9999
+
+
 def test_recovers_parameters_with_noise_within_stated_tolerance():
     """0.1% multiplicative noise: E and the r-shape (C, gamma, eps) within 5%, exponents within 10%; the
     amplitudes A, B trade off against their exponents, so we check the terms' values at the median point

@@ -7,8 +7,9 @@ Stages, each resumable (a finished run is skipped, a killed one resumes from its
   1. plan      base rungs from the planner (general data only); CPT rungs from ladder.specialize.cpt_grid:
                every base x domain share r x budget (tokens per parameter), a re-warmup and its own decay
   2. train     base runs (mix.r = 0: general data), then CPT runs from each base's final checkpoint
-               (init.from_run, weights only) on general (weight 1 - r) + domain (weight r) data; each run
-               evaluates general_loss / domain_loss (bits per byte, held-out validation split) at its end
+               (init.from_run, with its Adam state when cpt.restore_optimizer) on general (weight 1 - r) +
+               domain (weight r) data; each run evaluates general_loss / domain_loss (bits per byte,
+               held-out validation split) at its end
   3. collect   every run's results.csv into <out>/results.csv (the columns of docs/specialization.md)
   4. fit       `ladder fit dcpt --holdout` with rule (a) at the largest size and budget; with
                fit.positive_share also the law fitted on own-data share > 0 (dcpt.positive_share: why)

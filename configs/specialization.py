@@ -1,7 +1,7 @@
 """The smoke-scale specialization study (`ladder cpt configs/specialization.py`): general = prose + code,
-domain = legal (the embedded corpus), on 2 CPU cores in about 10-15 minutes.
+domain = legal (the embedded corpus), on 2 shared CPU cores in about 20-25 minutes.
 
-Base runs: the planner's 45k/93k/160k-parameter byte-level models at 0.5x Chinchilla (10 tokens per
+Base runs: the planner's 45k/93k/160k/250k-parameter byte-level models at 0.5x Chinchilla (10 tokens per
 parameter) on general data. CPT runs: each base's final checkpoint with its Adam state, continued at 9 domain
 shares r x 3 budgets (0.5, 1, 2 tokens per parameter: past the re-warmup's stability gap) with a re-warmup
 and cosine decay at half the base's peak LR. Then the D-CPT fit (published form on every point, and on

@@ -38,7 +38,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.name = "specialization"
     c.out_dir = "runs/specialization"
     # Base runs: planner sizes of a preset family, one Chinchilla multiple, general data only.
-    c.base = dict(preset="smoke", sizes=["45k", "93k", "160k"], multiple=0.5)
+    # Four sizes: with three, the held-out largest size left two to fit alpha and A on (5-8% error).
+    c.base = dict(preset="smoke", sizes=["45k", "93k", "160k", "250k"], multiple=0.5)
     c.general = "prose,code"  # embedded domains of the general mixture (natural proportions)
     c.domain = "legal"  # the embedded domain specialized to
     c.ratios = [0.0, 0.1, 0.2, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0]  # domain shares r of the CPT mixture

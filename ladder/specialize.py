@@ -148,7 +148,7 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
     higher_better = task is not None
     better = (lambda a, b: a >= b) if higher_better else (lambda a, b: a <= b)  # noqa: E731
     out_points, sizes = [], []
-    for base in sorted(set(rows["base_run"])):
+    for base in sorted(set(rows["base_run"]), key=lambda b: float(rows["n"][rows["base_run"] == b][0])):
         at = rows["base_run"] == base
         n = float(rows["n"][at][0])
         gen = at & (rows["kind"] == "general")

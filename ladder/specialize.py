@@ -167,8 +167,9 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
             value = float(rows["value"][i])
             target = value if higher_better else math.log(value)
             reached = improves and better(best_general, value)
-            c_gen = float(np.exp((target - intercept) / slope)) if reached else math.nan
-            reached = reached and bool(x.min() - 1e-9 <= math.log(c_gen) <= x.max() + 1e-9)  # (rounding at the ends)
+            log_c_gen = (target - intercept) / slope if reached else math.nan
+            reached = reached and bool(x.min() - 1e-9 <= log_c_gen <= x.max() + 1e-9)  # (rounding at the ends)
+            c_gen = math.exp(log_c_gen) if reached else math.nan
             same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
             gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
             forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])

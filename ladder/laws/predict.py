@@ -164,8 +164,13 @@ class TaskFit:
                 continue
             if not fit.converged:
                 out.append(f"{name} fit did not converge ({fit.message})")
-            if fit.at_bound:
-                out.append(f"{name} parameters at a bound: {', '.join(fit.at_bound)}")
+            ceiling = "b" in fit.at_bound and name == "step 2" and fit.params["b"] > 0.5
+            bound = [p for p in fit.at_bound if not (ceiling and p == "b")]
+            if ceiling:  # the sigmoid's ceiling, b in [0, 1], sits at 1 unless the points saturate
+                out.append(f"{name} ceiling b at 1 (the points show no saturation; a lower true ceiling "
+                           "would make this accuracy too high)")
+            if bound:
+                out.append(f"{name} parameters at a bound: {', '.join(bound)}")
         return out
 
 

@@ -161,6 +161,29 @@ def topology_mesh(mesh_cfg, topo: Topology):
         raise LadderError(f"{e} (on {topo.accelerator_type}: {topo.chips_per_slice} chips per slice)") from None
 
 
+def default_mesh_overrides(config, topo: Topology) -> tuple[str, ...]:
+    """`mesh.*` train-config overrides that give `config` the suite's default mesh on `topo`
+    (ladder.plan.resources.default_mesh: tensor-parallel when the batch cannot split over every chip).
+
+    Empty when the config's mesh is not the default (data 1, fsdp -1, tensor 1: a user's mesh always wins),
+    when pure fsdp works, and when no mesh works (the trainer's own check then names the problem). The
+    compile check and the launcher both call this, so a launched rung trains with the mesh it compiled with.
+    """
+    from ladder.plan import resources
+    from ladder.train_config import arch_of
+
+    if {axis: config.mesh[axis] for axis in resources.DEFAULT_MESH} != resources.DEFAULT_MESH:
+        return ()
+    batch = config.train.global_batch
+    if batch % topo.num_slices:
+        return ()
+    mesh = resources.default_mesh(arch_of(config), batch // topo.num_slices, topo.chips_per_slice,
+                                  resources.chips_per_host(topo.chip, topo.chips_per_slice))
+    if mesh is None or mesh["tensor"] == 1:
+        return ()
+    return tuple(f"mesh.{axis}={mesh[axis]}" for axis in ("fsdp", "tensor"))
+
+
 def per_device_bytes(abstract_tree, shardings) -> int:
     """Bytes one device holds of a pytree of ShapeDtypeStructs laid out by matching shardings."""
     import jax
@@ -194,6 +217,7 @@ class CompileReport:
     compile_s: float  # the memory compile
     flops_s: float = 0.0  # the FLOPs probes
     suggestions: list[str] = dataclasses.field(default_factory=list)
+    mesh_note: str = ""  # set when the mesh was chosen for the user (default_mesh_overrides)
     error: str = ""  # XLA's out-of-memory message when it refused to compile
 
     @property
@@ -223,7 +247,8 @@ class CompileReport:
         line = (f"{self.rung} on {self.topology} (mesh data/fsdp/tensor {mesh}): {verdict}, "
                 f"{self.total / GiB:.2f} of {self.hbm / GiB:.0f} GiB HBM per device ({self.hbm_fraction:.0%}; "
                 f"params {self.params / GiB:.2f}, optimizer {self.opt_state / GiB:.2f}, temp {self.temp / GiB:.2f})")
-        return [line] + [f"  suggestion: {s}" for s in self.suggestions]
+        notes = [f"  {self.mesh_note}"] if self.mesh_note else []
+        return [line] + notes + [f"  suggestion: {s}" for s in self.suggestions]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"hbm_fraction": self.hbm_fraction, "flops_ratio": self.flops_ratio,
@@ -310,9 +335,14 @@ def _field(tree, name):
 
 
 def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool = True) -> CompileReport:
-    """Compile the trainer's step for `config` on `topo` and report per-device memory and FLOPs per step."""
-    from ladder import train
+    """Compile the trainer's step for `config` on `topo` and report per-device memory and FLOPs per step.
 
+    A config with the default mesh compiles with default_mesh_overrides (the report's `mesh_note` says so)."""
+    from ladder import train
+    from ladder.config import apply_overrides
+
+    chosen = default_mesh_overrides(config, topo)
+    config = apply_overrides(config, chosen)
     train.validate(config)
     mesh = topology_mesh(config.mesh, topo)
     train.validate_for_mesh(config, dict(mesh.shape), process_count=_hosts(topo))
@@ -326,6 +356,9 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
         except _DoesNotFit:  # even one layer overflows HBM: FLOPs stay uncounted
             pass
         report.flops_s = time.perf_counter() - start
+    if chosen:
+        report.mesh_note = (f"mesh chosen: {config.train.global_batch} sequences do not split over "
+                            f"{topo.chips_per_slice} chips, so {' '.join('--config.' + o for o in chosen)}")
     report.suggestions = suggestions(report, config, topo) if not report.fits else []
     return report
 
@@ -403,7 +436,8 @@ def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None,
                  num_slices: int = 1, overrides=()) -> tuple[str, CompileReport]:
     """The smallest slice, from `start` up, on which the compiled rung fits: the planner's choice
     (`ladder.plan.choose_slice`, which also weighs time) checked, and grown when XLA needs more HBM than the
-    estimate said. Never shrinks the planner's choice. LadderError when no slice of `chip` fits."""
+    estimate said. Never shrinks the planner's choice. Each slice compiles with its default mesh unless
+    `defaults` or `overrides` set one (compile_config). LadderError when no slice of `chip` fits."""
     from ladder import train
     from ladder.config import apply_overrides
 
@@ -422,20 +456,6 @@ def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None,
             raise LadderError(f"slice: rung {rung['name']} fits no {c.name} slice; use a larger chip or multislice")
 
 
-def target_rungs(plan: dict) -> list[dict]:
-    """The plan's targets as rungs (their family's batch rule), so the targets compile like any rung."""
-    from ladder.arch import Arch, n_params
-    from ladder.plan import FAMILIES
-    from ladder.plan.rungs import make_rung
-
-    family = FAMILIES[plan.get("family", "olmo")]
-    out = []
-    for t in plan["targets"]:
-        arch = Arch(**t["arch"])
-        out.append(make_rung(t["name"], arch, t["tokens"] / (20 * n_params(arch)), family) | {"name": t["name"]})
-    return out
-
-
 _SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "mlp_hidden", "vocab_size", "seq_len", "batch_sequences")
 
 
@@ -445,6 +465,7 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
     """Compile every (selected) rung of a plan, and its targets if asked: on `topology`, or else on the
     planner's slice for `chip` (see check_rungs)."""
     from ladder import plan as plan_lib
+    from ladder.plan.resources import target_rungs
 
     require_libtpu()
     candidates = plan["rungs"] + (target_rungs(plan) if targets else [])
@@ -500,5 +521,6 @@ def format_reports(reports: list[CompileReport]) -> str:
                      f"{r.temp / GiB:7.2f} {r.total / GiB:7.2f} {r.hbm / GiB:5.0f} {r.hbm_fraction:5.0%} "
                      f"{'yes' if r.fits else 'NO':<4} {r.flops_ratio:6.3f} {r.flops_vs_expected:6.3f}{flag} "
                      f"{r.compile_s + r.flops_s:9.1f}")
+        lines += [f"    {r.mesh_note}"] if r.mesh_note else []
         lines += [f"    suggestion: {s}" for s in r.suggestions]
     return "\n".join(lines)

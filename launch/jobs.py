@@ -86,7 +86,8 @@ def make_jobs(
 
     chip=None means no slices (the local backend). Otherwise each rung's slice is `slices[name]`,
     else `slices[size]`, else `ladder.plan.choose_slice(rung, chip)`. Multislice rungs get the DCN data
-    axis; user overrides come last so they win.
+    axis; a rung whose batch cannot split over every chip of its slice gets the tensor-parallel mesh the
+    planner and the compile check assume (`mesh_overrides`); user overrides come last so they win.
     """
     slices = dict(slices or {})
     by_name = {r["name"]: r for r in plan["rungs"]}
@@ -114,8 +115,23 @@ def make_jobs(
                 accelerator, n_slices = split_slices(plan_lib.choose_slice(rung, chip))
             if n_slices > 1:
                 extra.append(f"{DCN_DATA_KEY}={n_slices}")
+            extra += mesh_overrides(plan, rung, accelerator, n_slices, tuple(extra) + tuple(overrides))
         jobs.append(Job(rung, join(run_root, rung["name"]), accelerator, n_slices, tuple(extra) + tuple(overrides)))
     return jobs
+
+
+def mesh_overrides(plan: dict, rung: dict, accelerator: str, num_slices: int, overrides: tuple[str, ...]
+                   ) -> tuple[str, ...]:
+    """`mesh.fsdp=F`, `mesh.tensor=T` when the rung's train config (plan defaults and `overrides` applied)
+    keeps the default mesh and its batch cannot split over every chip of the slice: the mesh
+    `ladder.aot.default_mesh_overrides` chooses (13b-5t on v5p-512: fsdp 64 x tensor 4). Else empty."""
+    from ladder import aot
+    from ladder.config import apply_overrides
+    from ladder.train_config import config_from_rung
+
+    config = apply_overrides(config_from_rung(rung, plan.get("defaults") or {}), overrides)
+    chip, n_chips = chips.parse_slice(accelerator)
+    return aot.default_mesh_overrides(config, aot.Topology(chip, n_chips, num_slices))
 
 
 def join(root: str, name: str) -> str:

@@ -100,8 +100,9 @@ def test_default_slice_comes_from_choose_slice(plan_dir, monkeypatch):
     plan = jobs_lib.load("plan.json")
     assert {j.accelerator for j in jobs_lib.make_jobs(plan, "gs://b/r", chip="v6e")} == {"v6e-8"}
     jobs = jobs_lib.make_jobs(plan, "gs://b/r", slices=jobs_lib.parse_slice_overrides(["20M-1xC=4xv5p-64"]))
+    # 60M-2xC's batch of 2 cannot split over 4 chips: its 2 heads take tensor=2 (default_mesh)
     assert [(j.accelerator, j.num_slices, j.overrides) for j in jobs] == [
-        ("v5p-64", 4, ("mesh.dcn_data=4",)), ("v5litepod-4", 1, ())]
+        ("v5p-64", 4, ("mesh.dcn_data=4",)), ("v5litepod-4", 1, ("mesh.fsdp=2", "mesh.tensor=2"))]
 
 
 @pytest.mark.parametrize("backend, options_kw, message", [

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 from ladder import chips
-from ladder.arch import pad_vocab
+from ladder.arch import Arch, n_params, pad_vocab
 from ladder.errors import LadderError
+from ladder.plan.planfile import rung_arch
 
 # The 2-core CPU of these machines: tiny models train at 60-130 GFLOP/s of 6N+attention (measured with a
 # jitted train step, d 64..256 at seq 128..256; /work/shared/notes/jax-stack.md). Host memory stands in for HBM.
@@ -18,6 +19,8 @@ CPU = chips.Chip("cpu", 6e10, 4 * chips.GiB)
 HEADROOM = 0.85  # plan to use at most 85% of HBM: XLA temporaries, fragmentation, the compiler's own buffers
 MFU = 0.4  # assumed model FLOP utilisation for time estimates (6N + attention accounting)
 MAX_HOURS = 24.0  # choose_slice grows the slice until a rung finishes within this, if memory allows
+DEFAULT_MESH = {"data": 1, "fsdp": -1, "tensor": 1}  # the train config's mesh: everything on fsdp
+TENSOR_SIZES = (2, 4, 8)  # tensor-parallel sizes default_mesh tries, smallest first
 
 
 def chip_for(name: str) -> chips.Chip:
@@ -41,6 +44,46 @@ def resolve_mesh(n_devices: int, mesh: dict | None = None) -> dict:
     if math.prod(m.values()) != n_devices:
         raise LadderError(f"mesh: {m} holds {math.prod(m.values())} devices, not {n_devices}; fix --mesh")
     return m
+
+
+def chips_per_host(chip: chips.Chip, n_chips: int) -> int:
+    """Chips one host (TPU VM, one trainer process) drives: a single-host v5e/v6e slice (up to 8 chips)
+    is one host; every other Cloud TPU host has 4 chips (v4, v5p, multi-host v5e/v6e). Not a TPU: all n."""
+    if not chip.type_prefix:
+        return n_chips
+    if chip.name in ("v5e", "v6e") and n_chips <= 8:
+        return n_chips
+    return min(n_chips, 4)
+
+
+def default_mesh(arch: Arch, batch: int, n_devices: int, max_tensor: int) -> dict | None:
+    """The mesh a rung of `arch` with `batch` sequences trains with on n_devices when the user gives none.
+
+    Pure fsdp ({data 1, fsdp n, tensor 1}) when the batch and d_model split over all n devices. Otherwise
+    the smallest tensor size t in TENSOR_SIZES with t <= max_tensor (chips per host: tensor-parallel
+    groups stay inside a host, on its fastest links), t dividing n, n_heads, mlp_hidden and the padded
+    vocabulary, and the batch and d_model splitting over fsdp = n / t. The batch fixes how many devices
+    can hold distinct rows (13b-5t: 1984 = 31 x 64 rows, so 64 of v5p-512's 256 chips); tensor
+    parallelism puts the rest to work on the same rows. None when nothing works: the caller then reports
+    pure fsdp's divisibility error. Every host holds whole rows, as the trainer requires, because t
+    divides the chips per host (both powers of two).
+    """
+    for t in (1,) + TENSOR_SIZES:
+        if t > 1 and (t > max_tensor or any(k % t for k in (n_devices, arch.n_heads, arch.mlp_hidden,
+                                                               arch.padded_vocab))):
+            continue
+        fsdp = n_devices // t
+        if batch % fsdp == 0 and arch.d_model % fsdp == 0:
+            return {"data": 1, "fsdp": fsdp, "tensor": t}
+    return None
+
+
+def slice_mesh(rung: dict, chip: chips.Chip, n_devices: int, mesh: dict | None = None) -> dict | None:
+    """The mesh the planner assumes for `rung` on n_devices of `chip`: the user's `mesh` when given,
+    else default_mesh (None when that finds none: estimate_memory then names the divisibility problem)."""
+    if mesh is not None:
+        return mesh
+    return default_mesh(rung_arch(rung), rung["batch_sequences"], n_devices, chips_per_host(chip, n_devices))
 
 
 def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, remat: bool = True,
@@ -92,24 +135,49 @@ def slice_sizes(chip: chips.Chip) -> list[int]:
 def choose_slice(rung: dict, chip: str = "v5e", *, mesh: dict | None = None, headroom: float = HEADROOM,
                  max_hours: float = MAX_HOURS) -> str:
     """The smallest slice of `chip` on which the rung fits HBM with headroom and finishes within max_hours;
-    if none finishes that fast, the largest slice it fits on. The launcher's `--slice` overrides it."""
+    if none finishes that fast, the largest slice it fits on. Each slice is weighed with `mesh`, else with
+    its default_mesh (tensor-parallel where the batch cannot split over every chip); a slice with no
+    workable mesh is skipped.
+
+    Tensor parallelism makes a rung fit; it never grows a slice past the largest that fits with pure fsdp
+    (the time estimate assumes one MFU on every mesh, which would overstate what the extra chips buy):
+    7b-4t stays on v5p-512 with fsdp 256, 13b-5t (which fits no pure-fsdp slice) gets v5p-512 with
+    fsdp 64 x tensor 4. The launcher's `--slice` overrides the choice."""
     c = chip_for(chip)
     if not c.type_prefix:
         raise LadderError(f"chip: {c.name} is not a Cloud TPU; choose_slice knows v4, v5e, v5p, v6e")
-    fitting = []
+    fitting, fits_pure_fsdp = [], False
     for n in slice_sizes(c):
+        m = slice_mesh(rung, c, n, mesh)
+        if fits_pure_fsdp and mesh is None and m is not None and m["tensor"] > 1:
+            break  # every larger slice needs tensor parallelism too: the batch or d_model stops dividing
         try:
-            mem = estimate_memory(rung, n, mesh)["total"]
+            mem = estimate_memory(rung, n, m)["total"]
         except LadderError:
             continue  # batch or mesh does not divide over n devices
         if mem <= headroom * c.hbm_bytes:
             fitting.append(n)
+            fits_pure_fsdp |= m is None or m["tensor"] == 1
             if estimate_seconds(rung, c, n) <= max_hours * 3600:
                 return chips.slice_name(c, n)
     if not fitting:
         raise LadderError(f"chip: {rung['name']} does not fit any single {c.name} slice by the memory estimate; "
-                          "pick a chip with more HBM or a mesh with tensor parallelism")
+                          "pick a chip with more HBM, or give a mesh with more tensor parallelism")
     return chips.slice_name(c, fitting[-1])
+
+
+def target_rungs(plan: dict) -> list[dict]:
+    """The plan's targets as rungs (their family's batch rule), so they can be placed and compiled like any
+    rung (`ladder plan --dry-run` lists them; `ladder compile --targets`)."""
+    from ladder.plan.presets import FAMILIES
+    from ladder.plan.rungs import make_rung
+
+    family = FAMILIES[plan.get("family", "olmo")]
+    out = []
+    for t in plan["targets"]:
+        arch = Arch(**t["arch"])
+        out.append(make_rung(t["name"], arch, t["tokens"] / (20 * n_params(arch)), family) | {"name": t["name"]})
+    return out
 
 
 def check_rung(rung: dict, chip: str, n_devices: int | None = None, mesh: dict | None = None) -> dict:
@@ -120,7 +188,7 @@ def check_rung(rung: dict, chip: str, n_devices: int | None = None, mesh: dict |
         if n_devices is None:
             n_devices = 1 if c is CPU else chips.parse_slice(choose_slice(rung, chip, mesh=mesh))[1]
         row["slice"] = chips.slice_name(c, n_devices) if c.type_prefix else f"{n_devices}x{c.name}"
-        m = resolve_mesh(n_devices, mesh)
+        m = resolve_mesh(n_devices, slice_mesh(rung, c, n_devices, mesh))
         mem = estimate_memory(rung, n_devices, m)
     except LadderError as e:
         row["errors"].append(str(e))

@@ -357,8 +357,10 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
             pass
         report.flops_s = time.perf_counter() - start
     if chosen:
-        report.mesh_note = (f"mesh chosen: {config.train.global_batch} sequences do not split over "
-                            f"{topo.chips_per_slice} chips, so {' '.join('--config.' + o for o in chosen)}")
+        batch, d = config.train.global_batch, config.model.d_model
+        reason = (f"{batch} sequences do not split over {topo.n_devices} chips" if batch % topo.n_devices
+                  else f"d_model {d} does not split over {topo.chips_per_slice} chips")
+        report.mesh_note = f"mesh chosen: {reason}; trains with {' '.join('--config.' + o for o in chosen)}"
     report.suggestions = suggestions(report, config, topo) if not report.fits else []
     return report
 

@@ -5,6 +5,7 @@ not installed (`pip install -e '.[tpu]'`); CI installs it.
 """
 
 import json
+import math
 
 import pytest
 
@@ -197,3 +198,34 @@ def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_betwee
     assert "does NOT fit" in lines[0] and lines[1].startswith("#   suggestion: use v5litepod-4")
     assert lines[-1] == f"# {SMOKE_RUNG}: compiled, it fits v5litepod-4 ({reports[4].total / aot.GiB:.2f} GiB per device)"
     assert not any(line.startswith("gcloud") for line in lines)
+
+
+@pytest.mark.parametrize("chip", sorted(aot.GRIDS))
+def test_planner_and_compiler_agree_on_chips_per_host(chip):
+    """default_mesh keeps tensor groups inside a host: the planner's host size is the topology's."""
+    from ladder import chips
+    from ladder.plan.resources import chips_per_host
+
+    for n in aot.GRIDS[chip]:
+        topo = aot.Topology(chips.chip(chip), n)
+        assert chips_per_host(topo.chip, n) == min(n, math.prod(topo.chips_per_host_bounds)), (chip, n)
+
+
+@needs_libtpu
+def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, capsys):
+    """`ladder compile` with no --config.mesh: 60M-2xC's 2 sequences cannot split over v5e-4's 4 chips, so
+    it compiles on fsdp 2 x tensor 2 (its 2 heads) and says so; a mesh other than the default (data 1,
+    fsdp -1, tensor 1) is the user's and wins over the choice."""
+    from launch_fixtures import tiny_plan, write_plan
+
+    plan = write_plan(tmp_path / "plan.json", tiny_plan())
+    argv = ["compile", plan, "--rung", "60M-2xC", "--topology", "v5e-4", "--no-flops", "--json", str(tmp_path / "r.json")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "v5litepod-4      1/2/2" in out
+    assert "mesh chosen: 2 sequences do not split over 4 chips; trains with --config.mesh.fsdp=2 " \
+           "--config.mesh.tensor=2" in out
+    report = json.loads((tmp_path / "r.json").read_text())[0]
+    assert report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2} and report["fits"]
+    assert cli.main(argv + ["--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
+    assert "train.global_batch: 2 is not divisible by data*fsdp = 4" in capsys.readouterr().err

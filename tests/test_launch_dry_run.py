@@ -105,6 +105,22 @@ def test_default_slice_comes_from_choose_slice(plan_dir, monkeypatch):
         ("v5p-64", 4, ("mesh.dcn_data=4",)), ("v5litepod-4", 1, ("mesh.fsdp=2", "mesh.tensor=2"))]
 
 
+def test_dry_run_passes_the_chosen_mesh_to_the_trainer(plan_dir):
+    """On v5litepod-4 60M-2xC's 2 sequences cannot split over 4 chips: the trainer gets the tensor-parallel
+    mesh the planner and the compile check assume, as --config.mesh.* flags before the user's overrides.
+    A user mesh (--config.mesh.*) wins and nothing is added."""
+    slices = jobs_lib.parse_slice_overrides(["60M-2xC=v5litepod-4"])
+    lines: list[str] = []
+    launch_plan(options("tpu-vm", slices=slices, rungs=["60M-2xC"]), print_fn=lines.append)
+    text = "\n".join(lines)
+    assert ("--rung 60M-2xC --run-dir gs://bkt/ladder/60M-2xC --distributed --config.mesh.fsdp=2 "
+            "--config.mesh.tensor=2 --config.data.data_dir=gs://bkt/tfds") in text
+    lines.clear()
+    launch_plan(options("tpu-vm", slices=slices, rungs=["60M-2xC"], overrides=("mesh.data=2",)), print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "--config.mesh.data=2" in text and "--config.mesh.tensor" not in text
+
+
 @pytest.mark.parametrize("backend, options_kw, message", [
     ("tpu-vm", dict(package=None), "--package"),
     ("xpk", dict(image=None), "--image"),

@@ -187,3 +187,50 @@ def test_planner_does_not_import_jax():
 
     code = "import sys, ladder.commands.plan, ladder.plan; sys.exit('jax' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+# ------------------------------------------------------------------------ default mesh (tensor when fsdp cannot)
+
+def _target(olmo, name):
+    from ladder.plan.resources import target_rungs
+
+    return next(t for t in target_rungs(olmo) if t["name"] == name)
+
+
+def test_default_mesh_hand_cases(olmo):
+    from ladder.arch import Arch
+    from ladder.plan.resources import default_mesh, rung_arch
+
+    thirteen = _target(olmo, "13b-5t")  # 1984 = 31 x 64 sequences, 40 heads, d 5120
+    assert thirteen["batch_sequences"] == 1984
+    assert default_mesh(rung_arch(thirteen), 1984, 256, max_tensor=4) == {"data": 1, "fsdp": 64, "tensor": 4}
+    assert default_mesh(rung_arch(thirteen), 1984, 256, max_tensor=2) is None  # tensor 4 would span hosts
+    assert default_mesh(rung_arch(thirteen), 1984, 64, max_tensor=4) == {"data": 1, "fsdp": 64, "tensor": 1}
+    # the batch splits over every chip: pure fsdp, even where tensor parallelism would also work
+    assert default_mesh(Arch(256, 2, 4, 259, 64), 64, 16, max_tensor=4) == {"data": 1, "fsdp": 16, "tensor": 1}
+    # 8 sequences on 32 chips: tensor 2 leaves fsdp 16 > 8 rows, so the next size, tensor 4 (12 heads)
+    assert default_mesh(Arch(384, 2, 12, 259, 64), 8, 32, max_tensor=8) == {"data": 1, "fsdp": 8, "tensor": 4}
+    # ... but 6 heads do not split 4 (or 8) ways: nothing works
+    assert default_mesh(Arch(384, 2, 6, 259, 64), 8, 32, max_tensor=8) is None
+    # an MLP width tensor 2 does not divide (mlp_hidden 100): nothing works either
+    assert default_mesh(Arch(64, 2, 4, 259, 64, mlp_hidden=101), 2, 4, max_tensor=4) is None
+    # d_model must split over fsdp too (the trainer shards `embed` over fsdp): d 48 on 32 chips takes tensor 2
+    assert default_mesh(Arch(48, 2, 2, 259, 64), 64, 32, max_tensor=4) == {"data": 1, "fsdp": 16, "tensor": 2}
+
+
+def test_planner_places_13b_on_v5p_512_with_tensor_4(olmo, capsys):
+    """By the estimate alone: 13b-5t fits no slice with pure fsdp (its batch splits over at most 64 chips),
+    and fits v5p-512 with fsdp 64 x tensor 4; 7b-4t stays pure fsdp (tensor parallelism makes a rung fit,
+    it never grows a slice past the largest pure-fsdp fit)."""
+    from ladder.chips import GiB
+
+    row = plan_lib.check_rung(_target(olmo, "13b-5t"), "v5p")
+    assert (row["slice"], row["mesh"], row["rows_per_device"]) == ("v5p-512", {"data": 1, "fsdp": 64, "tensor": 4}, 31)
+    assert row["memory"]["total"] <= 0.85 * 95 * GiB and not row["errors"]
+    assert plan_lib.check_rung(_target(olmo, "7b-4t"), "v5p")["mesh"] == {"data": 1, "fsdp": 256, "tensor": 1}
+    # an explicit mesh always wins: pure fsdp over 256 chips cannot split 1984 sequences
+    pinned = plan_lib.check_rung(_target(olmo, "13b-5t"), "v5p", 256, {"fsdp": -1})
+    assert "not divisible by data*fsdp = 256" in pinned["errors"][0]
+    assert cli.main(["plan", "--preset", "olmo-ladder", "--dry-run"]) == 0
+    out = capsys.readouterr().out.split("targets on v5p")[1]
+    assert out.splitlines()[2].split()[:4] == ["13b-5t", "v5p-512", "1/64/4", "31"]

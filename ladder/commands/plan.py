@@ -31,7 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--chip", help="chip for --dry-run (v4, v5e, v5p, v6e, cpu; default: the family's, "
                                        "v5p for the OLMo ladder, cpu for smoke)")
     parser.add_argument("--devices", type=int, help="devices per rung for --dry-run (default: choose_slice)")
-    parser.add_argument("--mesh", help="mesh for --dry-run, e.g. data=2,fsdp=-1,tensor=1 (default fsdp=-1)")
+    parser.add_argument("--mesh", help="mesh for --dry-run, e.g. data=2,fsdp=-1,tensor=1 (default: fsdp over "
+                                       "every chip, or tensor-parallel where the batch cannot split that far)")
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -56,22 +57,39 @@ def _duration(seconds: float) -> str:
         f"{seconds / 3600:.1f} h"
 
 
+def _mesh_text(mesh: dict) -> str:
+    return "/".join(str(mesh[a]) for a in ("data", "fsdp", "tensor"))
+
+
+def _row_line(row: dict) -> str:
+    if "memory" not in row:
+        return f"{row['name']:<12} {'-':<14} {'':<10} {'':>8} {'':>8} {'':>7} {'':>9}  {'; '.join(row['errors'])}"
+    return (f"{row['name']:<12} {row['slice']:<14} {_mesh_text(row['mesh']):<10} {row['rows_per_device']:>8} "
+            f"{row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
+            f"{_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")
+
+
 def dry_run(plan: dict, chip: str, devices: int | None, mesh: dict | None) -> int:
+    """One line per rung (slice, mesh data/fsdp/tensor, rows and GiB per device, time), then the targets
+    placed the same way for reference (they are not part of the ladder's time or its pass/fail)."""
+    from ladder.plan.resources import target_rungs
+
     if devices is not None and devices < 1:
         raise LadderError(f"devices: {devices} must be at least 1")
     rows = [plan_lib.check_rung(r, chip, devices, mesh) for r in plan["rungs"]]
+    head = (f"{'rung':<12} {'slice':<14} {'mesh d/f/t':<10} {'rows/dev':>8} {'GiB/dev':>8} {'of HBM':>7} "
+            f"{'time':>9}  notes")
     print(f"\ndry run on {chip}:")
-    print(f"{'rung':<12} {'slice':<14} {'rows/dev':>8} {'GiB/dev':>8} {'of HBM':>7} {'time':>9}  notes")
+    print(head)
     for row in rows:
-        if "memory" in row:
-            print(f"{row['name']:<12} {row['slice']:<14} {row['rows_per_device']:>8} "
-                  f"{row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
-                  f"{_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")
-        else:
-            print(f"{row['name']:<12} {'-':<14} {'':>8} {'':>8} {'':>7} {'':>9}  {'; '.join(row['errors'])}")
+        print(_row_line(row))
     timed = [row for row in rows if "hours" in row]
     print(f"total time if run one after another: {_duration(3600 * sum(row['hours'] for row in timed))} "
           f"({'measured CPU rate' if chip == 'cpu' else f'at {plan_lib.MFU:.0%} MFU'})")
+    if devices is None:
+        print(f"targets on {chip} (for reference, not in the total):")
+        for target in target_rungs(plan):
+            print(_row_line(plan_lib.check_rung(target, chip, None, mesh)))
     bad = [row for row in rows if row["errors"]]
     if bad:
         raise LadderError(f"dry-run: {len(bad)} of {len(rows)} rungs fail ({bad[0]['name']}: {bad[0]['errors'][0]})")

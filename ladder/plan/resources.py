@@ -29,7 +29,7 @@ def chip_for(name: str) -> chips.Chip:
 
 def resolve_mesh(n_devices: int, mesh: dict | None = None) -> dict:
     """{'data', 'fsdp', 'tensor'} with one -1 filled so the product is n_devices (default: all fsdp)."""
-    m = {"data": 1, "fsdp": -1, "tensor": 1, **(mesh or {})}
+    m = {**DEFAULT_MESH, **(mesh or {})}
     unknown = set(m) - {"data", "fsdp", "tensor"}
     if unknown:
         raise LadderError(f"mesh: unknown axis {', '.join(sorted(unknown))}; use data, fsdp and tensor")

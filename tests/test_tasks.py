@@ -2,6 +2,7 @@
 
 import json
 import math
+import tempfile
 import time
 
 import ml_collections
@@ -91,7 +92,10 @@ def _prepare_catalog(builder_cls, data_dir, splits, config=None):
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
 
 
-def test_catalog_tasks_read_from_a_prepared_data_dir_and_score(tmp_path):
+def test_catalog_tasks_read_from_a_prepared_data_dir_and_score(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"  # tfds leaves empty mkdtemp("tfds") dirs while preparing: keep them here
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     arc = lambda q, texts, key: dict(id=q, question=q, answerKey=key,  # noqa: E731
                                      choices=dict(text=texts, label=["A", "B", "C"][: len(texts)]))
     _prepare_catalog(Ai2Arc, tmp_path, config="ARC-Easy", splits={

@@ -13,12 +13,14 @@ content, so two machines can tell whether they trained on the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -153,10 +155,24 @@ def expand_paths(spec: str) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _tfds_scratch():
+    """tfds (4.9) leaves an empty tempfile.mkdtemp("tfds") directory behind each time it looks for a
+    dataset's metadata that is not prepared yet; inside this block such directories go to one of ours,
+    removed on exit. (tempfile.tempdir is process-global: builders are opened from one thread.)"""
+    with tempfile.TemporaryDirectory(prefix="ladder-tfds-") as scratch:
+        saved, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
+
+
 def embedded_builder(domain: str, data_dir: Path) -> LadderCorpus:
     if domain not in corpus.DOMAINS:
         raise LadderError(f"data.domains: unknown embedded domain {domain!r}; choose from {', '.join(corpus.DOMAINS)}")
-    return LadderCorpus(config=domain, data_dir=str(data_dir), file_format="array_record")
+    with _tfds_scratch():
+        return LadderCorpus(config=domain, data_dir=str(data_dir), file_format="array_record")
 
 
 def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str = "") -> LadderFiles:
@@ -165,14 +181,16 @@ def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str
     key = hashlib.sha256(json.dumps([text_field] + [(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths]).encode())
     cfg = FilesConfig(name=name or f"files-{key.hexdigest()[:12]}", paths=paths, text_field=text_field,
                       description=f"{len(paths)} local files")
-    return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")
+    with _tfds_scratch():
+        return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")
 
 
 def prepared(builder) -> object:
     """Build the dataset if needed (offline) and return it; datasets are built once per cache dir."""
     if not builder.is_prepared():
         tfds.disable_progress_bar()
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        with _tfds_scratch():
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return builder
 
 
@@ -195,7 +213,8 @@ def catalog_source(name: str, split: str, data_dir: str, *, try_gcs: bool = Fals
         raise LadderError(f"data.data_dir: empty for catalog dataset {name!r}; set it to the directory (or gs:// "
                           "bucket) where the dataset is prepared")
     try:
-        builder = tfds.builder(name, data_dir=data_dir, try_gcs=try_gcs)
+        with _tfds_scratch():
+            builder = tfds.builder(name, data_dir=data_dir, try_gcs=try_gcs)
     except Exception as e:  # unknown name / missing module: tfds raises many types
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise LadderError(f"data.tfds_name: tfds cannot open {name!r} under {data_dir} ({type(e).__name__}: {first}); "

@@ -36,6 +36,17 @@ def _colors(plt, ns):
     return {n: cmap(i / max(1, len(uniq) - 1) * 0.85) for i, n in enumerate(uniq)}
 
 
+def _feature_label(fit) -> str:
+    return "task loss (bits/byte)" if fit.method.feature == "loss" else f"{fit.method.feature} (nats/token)"
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _target(ax, x: float, r: dict, key: str, marker: str, label: str) -> None:
     """A predicted target at x: r[key] with its interval r[key_lo]..r[key_hi] as an error bar."""
     y = r[key]
@@ -73,13 +84,10 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("tokens D")
-        ax.set_ylabel("task loss (bits/byte)" if fit.method.feature == "loss" else f"{fit.method.feature} (nats/token)")
+        ax.set_ylabel(_feature_label(fit))
         ax.set_title(f"{task} — step 1 ({fit.method.name})", fontsize=9)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(out_dir / "step1.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out_dir / "step1.png"))
 
     # Step 2: accuracy over the feature; every smoothed checkpoint, the sigmoid, targets.
     fig, axes = _panels(plt, len(tasks))
@@ -100,14 +108,11 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
         for (name, _), mk in zip(pred.targets.items(), markers):
             r = pred.results[name][task]
             _target(ax, r["loss"], r, "acc", mk, f"{name} (predicted)")
-        ax.set_xlabel("task loss (bits/byte)" if fit.method.feature == "loss" else f"{fit.method.feature} (nats/token)")
+        ax.set_xlabel(_feature_label(fit))
         ax.set_ylabel("accuracy")
         ax.set_title(f"{task} — step 2", fontsize=9)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(out_dir / "step2.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out_dir / "step2.png"))
 
     # Chained: accuracy over compute 6ND; ladder finals (observed and predicted) and targets with intervals.
     fig, axes = _panels(plt, len(tasks))
@@ -128,8 +133,5 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
         ax.set_ylabel("accuracy")
         ax.set_title(f"{task} — chained ({fit.method.name}); open: fitted", fontsize=9)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(out_dir / "chain.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out_dir / "chain.png"))
     return paths

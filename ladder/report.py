@@ -159,5 +159,5 @@ def self_check_summary(table: dict) -> str:
     acc_ok = sum(abs(r["acc_err"]) <= ACC_TOLERANCE for r in table.values())
     covered = sum(bool(r["covered"]) for r in table.values())
     return (f"self-check: predicted loss (each method's feature) within {LOSS_TOLERANCE:.0%} on {loss_ok} of {n} "
-            f"tasks, accuracy within "
-            f"{ACC_TOLERANCE * 100:.0f} points on {acc_ok} of {n}, accuracy interval covers {covered} of {n}")
+            f"tasks, accuracy within {ACC_TOLERANCE * 100:.0f} points on {acc_ok} of {n}, accuracy interval "
+            f"covers {covered} of {n}")

@@ -51,9 +51,10 @@ def stage_plan(ctx: Context) -> dict:
     from ladder import plan as plan_lib
 
     p = ctx.cfg.plan
+    eval_fractions = list(p.eval_fractions) or None
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
                                 multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed,
-                                eval_fractions=list(p.eval_fractions) or None)
+                                eval_fractions=eval_fractions)
     from ladder.config import apply_overrides
     from ladder.train_config import config_from_rung
 
@@ -64,7 +65,7 @@ def stage_plan(ctx: Context) -> dict:
     if ctx.cfg.self_check.enabled:
         check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
                                      multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed,
-                                     eval_fractions=list(p.eval_fractions) or None)
+                                     eval_fractions=eval_fractions)
         check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
         largest = max(r["n"] for r in plan["rungs"])
         require(check["rungs"][0]["n"] > largest, "self_check.size",

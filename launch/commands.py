@@ -7,6 +7,7 @@ launch would execute, and tests can compare it against golden text.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -80,36 +81,105 @@ def run_steps(steps: list[Step], *, dry_run: bool, print_fn=print, runner=subpro
                               f" {' | '.join(tail)}")
 
 
-def install_lines(package: str) -> list[str]:
-    """Shell lines installing the ladder package on a worker: a pip requirement or a gs:// wheel.
+# Stand-in hosts of `ladder launch --rehearse` set these; on Cloud TPU they are unset and the defaults apply.
+HOST_ENV = {
+    "LADDER_WORK_DIR": "where the worker keeps its venv, the plan and its log (default /tmp/ladder)",
+    "LADDER_WORKER": "this worker's name in log file names (default: the VM's hostname)",
+    "LADDER_DISTRIBUTED": "how JAX finds its peers (default --distributed: from the TPU metadata)",
+}
+# Seconds between copies of a worker's log to the rung's run dir (also copied when a rung ends and at exit).
+LOG_EVERY_S = 60
+WORKER_EXTRAS = ("gcs", "tpu")  # gcs: gcsfs for gs:// run dirs; tpu: libtpu, whatever the user's requirement says
 
-    gcsfs comes along: etils.epath needs it to write status.json and metrics to a gs:// run dir.
-    """
+
+def with_extras(requirement: str, extras=WORKER_EXTRAS) -> str:
+    """`ladder @ git+URL` -> `ladder[gcs,tpu] @ git+URL`; extras the user gave are kept ('ladder[x]==1' ->
+    'ladder[gcs,tpu,x]==1'). Workers always need libtpu and gcsfs, and forgetting the extra is easy."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*(.*)", requirement)
+    if not m:
+        return requirement
+    name, given, rest = m.group(1), m.group(2) or "", m.group(3).strip()
+    merged = sorted({e.strip() for e in given.split(",") if e.strip()} | set(extras))
+    return f"{name}[{','.join(merged)}]" + (f" {rest}" if rest.startswith("@") else rest)
+
+
+def worker_requirement(package: str) -> tuple[list[str], str]:
+    """(shell lines fetching a gs:// wheel, the requirement string uv installs), extras added."""
     if package.startswith("gs://"):
         wheel = PurePosixPath(package).name
-        return [f"gcloud storage cp {shlex.quote(package)} {shlex.quote(wheel)}",
-                f"python3 -m pip install --quiet {shlex.quote('./' + wheel + '[tpu]')} gcsfs"]
-    return [f"python3 -m pip install --quiet {shlex.quote(package)} gcsfs"]
+        fetch = [f"gcloud storage cp {shlex.quote(package)} \"$WORK/{wheel}\" || fail 'could not copy {wheel}'"]
+        return fetch, with_extras(f"ladder @ file://$WORK/{wheel}")
+    return [], with_extras(package)
 
 
-def worker_script(jobs: list[Job], *, plan_uri: str, package: str | None, title: str) -> str:
-    """The bash script every worker of a slice runs: install, fetch the plan, train each rung in turn.
+def setup_lines(package: str, devices: int) -> list[str]:
+    """Provision Python >= 3.11 with uv (stock TPU images ship an older python3; uv fetches a managed
+    CPython when the image has none), install ladder[gcs,tpu] in a venv, then check that JAX sees the
+    slice's devices. The venv records what it holds, so the rerun at every boot of a queued resource
+    skips the install; a different --package reinstalls."""
+    fetch, requirement = worker_requirement(package)
+    return [
+        'VENV="$WORK/venv"; PY="$VENV/bin/python"',
+        f'PACKAGE="{requirement}"',
+        'if [ "$(cat "$VENV/.ladder-package" 2>/dev/null)" != "$PACKAGE" ]; then',
+        '  say "installing uv, a Python 3.11 venv and $PACKAGE"',
+        "  python3 -m pip install --quiet --user uv || python3 -m pip install --quiet --user --break-system-packages uv"
+        " || fail 'pip could not install uv'",
+        *(f"  {line}" for line in fetch),
+        '  python3 -m uv venv --quiet --python 3.11 "$VENV" || fail "uv could not create a Python 3.11 venv in $VENV"',
+        '  python3 -m uv pip install --quiet --python "$PY" "$PACKAGE" || fail "could not install $PACKAGE"',
+        '  echo "$PACKAGE" > "$VENV/.ladder-package"',
+        "fi",
+        f'"$PY" -m launch.preflight --devices {devices} $DISTRIBUTED'
+        f" || fail 'JAX does not see the {devices} TPU devices of this slice (preflight above)'",
+    ]
+
+
+def worker_script(jobs: list[Job], *, plan_uri: str, package: str, title: str) -> str:
+    """The bash script every worker of a slice runs: set up Python and ladder, check the TPU devices, fetch
+    the plan, train each rung in turn, copying this worker's log to <run dir>/logs/<worker>.log.
 
     Each rung gets MAX_ATTEMPTS tries (exit 0 = done, 2 = bad input: no retry); the trainer resumes from
     the rung's last checkpoint on every try and does nothing for a finished rung, so the script is safe to
     run again after a preemption (a queued resource reruns it at every boot).
     """
-    lines = ["#!/bin/bash", f"# {title}", "set -u", "mkdir -p /tmp/ladder && cd /tmp/ladder"]
-    if package:
-        lines += [f"{line} || exit 1" for line in install_lines(package)]
-    lines.append(f"gcloud storage cp {shlex.quote(plan_uri)} plan.json || exit 1")
+    from launch import topology
+
+    devices = topology.devices(jobs[0].accelerator, jobs[0].num_slices)
+    lines = [
+        "#!/bin/bash",
+        f"# {title}",
+        "# Stand-in hosts of `ladder launch --rehearse` set " + ", ".join(HOST_ENV) + ";",
+        "# on Cloud TPU they are unset and the defaults below apply.",
+        "set -u",
+        'WORK="${LADDER_WORK_DIR:-/tmp/ladder}"; WORKER="${LADDER_WORKER:-$(hostname)}"',
+        'DISTRIBUTED="${LADDER_DISTRIBUTED:---distributed}"',
+        'export JAX_PLATFORMS="${JAX_PLATFORMS:-tpu}"  # no silent fallback to CPU',
+        'mkdir -p "$WORK" && cd "$WORK" || exit 1',
+        'LOG="$WORK/$WORKER.log"; echo "ladder worker $WORKER: log in $LOG, copied to <run dir>/logs/"',
+        'exec >>"$LOG" 2>&1',
+        'say() { echo "[ladder $(date -u +%FT%TZ) $WORKER] $*"; }',
+        'fail() { say "FAILED: $*"; exit 1; }',
+        f'echo {shlex.quote(jobs[0].run_dir)} > "$WORK/run-dir"  # where ship_log copies the log',
+        'ship_log() { gcloud storage cp "$LOG" "$(cat "$WORK/run-dir")/logs/$WORKER.log" >/dev/null 2>&1; }',
+        f"( while sleep {LOG_EVERY_S}; do ship_log; done ) & SHIPPER=$!",
+        "trap 'kill $SHIPPER 2>/dev/null; ship_log' EXIT",
+        "trap 'exit 143' TERM",
+    ]
+    lines += setup_lines(package, devices)
+    lines.append(f"gcloud storage cp {shlex.quote(plan_uri)} plan.json || fail 'could not copy the plan'")
     for job in jobs:
-        argv = shlex.join(train_argv("python3", "plan.json", job, AUTO_DISTRIBUTED))
+        # The interpreter is the venv's "$PY"; $DISTRIBUTED is left unquoted so it splits into flags.
+        argv = shlex.join(train_argv("PY", "plan.json", job, ("@DISTRIBUTED@",))[1:])
+        argv = " " + argv.replace("@DISTRIBUTED@", "$DISTRIBUTED")
         lines += [
+            f'echo {shlex.quote(job.run_dir)} > "$WORK/run-dir"',
             f"for attempt in {' '.join(str(i) for i in range(1, MAX_ATTEMPTS + 1))}; do",
-            f"  {argv}",
+            f'  say "{job.name}: attempt $attempt"',
+            f'  "$PY"{argv}',
             "  rc=$?; if [ $rc -eq 0 ] || [ $rc -eq 2 ]; then break; fi",
             "done",
+            f'say "{job.name}: exit $rc"; ship_log',
             "if [ $rc -ne 0 ]; then exit $rc; fi",
         ]
     return "\n".join(lines) + "\n"

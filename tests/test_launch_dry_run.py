@@ -113,7 +113,7 @@ def test_dry_run_passes_the_chosen_mesh_to_the_trainer(plan_dir):
     lines: list[str] = []
     launch_plan(options("tpu-vm", slices=slices, rungs=["60M-2xC"]), print_fn=lines.append)
     text = "\n".join(lines)
-    assert ("--rung 60M-2xC --run-dir gs://bkt/ladder/60M-2xC --distributed --config.mesh.fsdp=2 "
+    assert ("--rung 60M-2xC --run-dir gs://bkt/ladder/60M-2xC $DISTRIBUTED --config.mesh.fsdp=2 "
             "--config.mesh.tensor=2 --config.data.data_dir=gs://bkt/tfds") in text
     lines.clear()
     launch_plan(options("tpu-vm", slices=slices, rungs=["60M-2xC"], overrides=("mesh.data=2",)), print_fn=lines.append)
@@ -225,3 +225,39 @@ def test_generated_gcloud_commands_parse_with_the_real_cli(plan_dir):
         for argv, text in pool.map(gcloud_verdict, unique.values()):
             assert "unrecognized arguments" not in text and "invalid choice" not in text, (argv, text)
             assert "active account" in text or "credential" in text.lower(), (argv, text)
+
+
+@pytest.mark.parametrize("given, wanted", [
+    ("ladder @ git+https://github.com/org/ladder@v1", "ladder[gcs,tpu] @ git+https://github.com/org/ladder@v1"),
+    ("ladder[tpu] @ git+https://x/y", "ladder[gcs,tpu] @ git+https://x/y"),
+    ("ladder[bench]==0.1.0", "ladder[bench,gcs,tpu]==0.1.0"),
+    ("ladder", "ladder[gcs,tpu]"),
+])
+def test_workers_install_the_tpu_extra_whatever_the_user_passed(given, wanted):
+    from launch.commands import with_extras
+
+    assert with_extras(given) == wanted
+
+
+def test_worker_script_sets_itself_up_and_is_valid_bash(plan_dir, tmp_path):
+    """uv-provisioned Python 3.11 venv, the tpu extra, a device check before training, valid bash."""
+    from launch.commands import worker_script
+
+    plan = jobs_lib.load("plan.json")
+    jobs = jobs_lib.make_jobs(plan, "gs://b/r", slices=jobs_lib.parse_slice_overrides(["20M-1xC=v4-16"]))
+    text = worker_script(jobs[:1], plan_uri="gs://b/r/plan.json", package="gs://b/wheels/ladder-0.1.0-py3-none-any.whl",
+                         title="t")
+    assert "uv venv --quiet --python 3.11" in text
+    assert 'PACKAGE="ladder[gcs,tpu] @ file://$WORK/ladder-0.1.0-py3-none-any.whl"' in text
+    # v4-16 = 8 chips: the preflight runs before the plan is fetched and before any rung trains
+    assert text.index("-m launch.preflight --devices 8") < text.index("-m ladder train")
+    (tmp_path / "w.sh").write_text(text)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "w.sh")]).returncode == 0
+
+
+def test_hosts_per_slice():
+    from launch import topology
+
+    assert [topology.hosts(a) for a in ("v5litepod-8", "v5litepod-16", "v4-8", "v4-16", "v5p-16", "v6e-8", "v6e-16")] \
+        == [1, 4, 1, 2, 2, 1, 4]
+    assert topology.devices("v5litepod-16", 2) == 32

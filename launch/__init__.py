@@ -35,7 +35,7 @@ class LaunchOptions:
     run_root: str
     backend: str = "local"
     dry_run: bool = False
-    chip: str = jobs_lib.DEFAULT_CHIP
+    chip: str | None = None  # TPU generation; None: the plan's (jobs.plan_chip)
     slices: dict = dataclasses.field(default_factory=dict)  # from jobs.parse_slice_overrides
     rungs: list[str] | None = None  # launch only these rungs
     overrides: tuple[str, ...] = ()  # "key=value" train-config overrides for every rung
@@ -50,6 +50,10 @@ class LaunchOptions:
     image: str | None = None  # container image with ladder installed (xpk)
     cluster: str | None = None  # GKE cluster (xpk)
     spot: bool = False
+    keep: bool = False  # leave the resources standing when their rungs are done (default: delete them)
+    poll_s: float = 60.0  # how often a cloud launch checks its resources and rungs
+    max_recreates: int = 20  # a resource preempted or failed this many times is given up
+    prices: dict | None = None  # USD per chip-hour by chip name (launch.costs.parse_prices)
     pack: bool = False  # queued-resources: one request per slice type, running its rungs in turn
     name_prefix: str = "ladder"
     work_dir: str = ".ladder-launch"  # local files a cloud launch writes (startup scripts)
@@ -95,11 +99,13 @@ def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
             raise LadderError(f"--backend {opts.backend}: {', '.join(missing)} not found on PATH; install it "
                               "(docs/cloud-tpu.md) or pass --dry-run to print the commands")
     plan = jobs_lib.load(opts.plan_path)
-    all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=opts.chip if backend.cloud else None,
+    all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=jobs_lib.plan_chip(plan, opts.chip) if backend.cloud else None,
                                   slices=opts.slices, rungs=opts.rungs, overrides=opts.overrides)
     todo = pending(plan, all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
     if not todo:
         print_fn(f"# all {len(all_jobs)} rungs are done; see `ladder status {opts.plan_path}`")
+        if backend.cloud and not opts.dry_run:
+            backend.teardown_leftovers(all_jobs, opts, print_fn)
         return 0
     if opts.compile_check and opts.dry_run and backend.cloud:
         compile_check(plan, todo, print_fn)

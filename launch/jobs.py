@@ -35,6 +35,19 @@ class Job:
         return self.rung["name"]
 
 
+def plan_chip(plan: dict, chip: str | None = None) -> str:
+    """The TPU generation slices are chosen from: `chip` when given, else the plan's family's chip (what
+    `ladder plan --dry-run` checked, v5p for the OLMo ladder), else DEFAULT_CHIP for families planned on CPU.
+    One rule for plan, compile and launch, so one plan has one cost whichever verb prints it."""
+    if chip:
+        return chips.chip(chip).name
+    from ladder import plan as plan_lib
+
+    family = getattr(plan_lib, "FAMILIES", {}).get(plan.get("family"))
+    name = getattr(family, "chip", None)
+    return name if name in chips.CHIPS and chips.CHIPS[name].type_prefix else DEFAULT_CHIP
+
+
 def load(plan_path: str) -> dict:
     """The planner's validated plan (version and keys checked there, a LadderError otherwise)."""
     from ladder import plan as plan_lib

@@ -2,17 +2,19 @@
 image (ladder installed in it); multislice rungs ask for `--num-slices`, trained data-parallel over DCN.
 
 JobSet restarts the workload after a preemption or failure (--max-restarts) and the trainer resumes from
-the rung's last checkpoint on gs://. xpk sets the TPU worker and multislice environment JAX reads, so
-every pod calls jax.distributed.initialize() with no arguments.
+the rung's last checkpoint on gs://; `ladder launch` watches the rungs and deletes each workload once its
+rung is done. xpk sets the TPU worker and multislice environment JAX reads, so every pod calls
+jax.distributed.initialize() with no arguments. Spot capacity is a property of the cluster's node pools
+(`xpk cluster create --spot`); `xpk workload create` has no --spot, so --spot is not passed to it.
 """
 
 from __future__ import annotations
 
 import shlex
 
-from launch import LaunchOptions, cloud, commands, jobs as jobs_lib
+from launch import LaunchOptions, cloud, commands
+from launch.cloud import Group
 from launch.commands import Step
-from launch.jobs import Job
 from ladder.errors import LadderError
 
 
@@ -27,17 +29,20 @@ class XpkBackend(cloud.CloudBackend):
         if not opts.cluster:
             raise LadderError("--cluster: xpk needs the GKE cluster to run on (xpk cluster create ...)")
 
-    def steps(self, jobs: list[Job], opts: LaunchOptions) -> list[Step]:
+    def create_steps(self, group: Group, opts: LaunchOptions) -> list[Step]:
         scope = commands.gcloud_scope(opts.project, opts.zone)
-        steps = [cloud.upload_plan(opts)]
-        for job in jobs:
-            workload = jobs_lib.resource_name(opts.name_prefix, job.name)
-            train = shlex.join(commands.train_argv("python3", "plan.json", job, commands.AUTO_DISTRIBUTED))
-            fetch = shlex.join(["python3", "-m", "launch.fetch", cloud.plan_uri(opts), "plan.json"])
-            create = ["xpk", "workload", "create", f"--cluster={opts.cluster}", f"--workload={workload}",
-                      f"--docker-image={opts.image}", f"--tpu-type={job.accelerator}",
-                      f"--num-slices={job.num_slices}", f"--max-restarts={commands.MAX_ATTEMPTS}",
-                      "--restart-on-user-code-failure", *scope, f"--command={fetch} && {train}"]
-            slices = f"{job.num_slices}x{job.accelerator}" if job.num_slices > 1 else job.accelerator
-            steps.append(Step(create, comment=f"{job.name}: {slices}, workload {workload}"))
-        return steps
+        (job,), workload = group.jobs, group.name
+        train = shlex.join(commands.train_argv("python3", "plan.json", job, commands.AUTO_DISTRIBUTED))
+        fetch = shlex.join(["python3", "-m", "launch.fetch", cloud.plan_uri(opts), "plan.json"])
+        create = ["xpk", "workload", "create", f"--cluster={opts.cluster}", f"--workload={workload}",
+                  f"--docker-image={opts.image}", f"--tpu-type={job.accelerator}",
+                  f"--num-slices={job.num_slices}", f"--max-restarts={commands.MAX_ATTEMPTS}",
+                  "--restart-on-user-code-failure", *scope, f"--command={fetch} && {train}"]
+        comment = f"{job.name}: {group.slices}, workload {workload}"
+        if opts.spot:
+            comment += " (spot: set on the cluster's node pools, `xpk cluster create --spot`; not a workload flag)"
+        return [Step(create, comment=comment)]
+
+    def delete_argv(self, name: str, opts: LaunchOptions) -> list[str]:
+        return ["xpk", "workload", "delete", f"--workload={name}", f"--cluster={opts.cluster}",
+                *commands.gcloud_scope(opts.project, opts.zone)]

@@ -14,8 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--topology", help="Cloud TPU accelerator type for every rung, e.g. v5litepod-16 "
                                            "(v5e-16), v4-32, v5p-8, v6e-64, 2xv5p-8 (multislice) "
                                            "(default: the planner's slice on --chip)")
-    parser.add_argument("--chip", default="v5e", help="chip for the planner's slice choice when --topology "
-                                                      "is not given: v4, v5e, v5p, v6e (default v5e)")
+    parser.add_argument("--chip", help="chip for the planner's slice choice when --topology is not given: v4, "
+                                       "v5e, v5p, v6e (default: the plan's, as `ladder plan` and `launch` use)")
     parser.add_argument("--num-slices", type=int, default=1, help="multislice: this many slices joined over "
                                                                   "the data-center network (data axis)")
     parser.add_argument("--rung", action="append", metavar="NAME", help="compile only this rung (repeatable)")
@@ -33,7 +33,9 @@ def run(args) -> int:
         aot.parse_topology(args.topology, args.num_slices)  # bad names fail before anything is compiled
     plan = load_plan(args.plan)
     print(aot.format_reports([]))
-    reports = aot.check_plan(plan, args.topology, chip=args.chip, num_slices=args.num_slices, rungs=args.rung,
+    from launch.jobs import plan_chip
+
+    reports = aot.check_plan(plan, args.topology, chip=plan_chip(plan, args.chip), num_slices=args.num_slices, rungs=args.rung,
                              targets=args.targets, overrides=args.config_overrides,
                              count_flops=not args.no_flops,
                              log=lambda r: print(aot.format_reports([r]).split("\n", 1)[1], flush=True))

@@ -155,7 +155,7 @@ def stage_collect(ctx: Context) -> dict:
     from launch.jobs import load
     from launch.status import collect
 
-    n, missing = collect(load(str(ctx.plan_path)), ctx.run_root, str(ctx.out / "results.csv"), overwrite=True)
+    n, missing, _ = collect(load(str(ctx.plan_path)), ctx.run_root, str(ctx.out / "results.csv"), overwrite=True)
     require(not missing, "collect", f"rungs without evaluation rows: {', '.join(missing)}",
             "set eval.tasks in train_overrides and re-run the rungs")
     return {"rows": n}

@@ -159,7 +159,10 @@ def worker_script(jobs: list[Job], *, plan_uri: str, package: str, title: str) -
         'LOG="$WORK/$WORKER.log"; echo "ladder worker $WORKER: log in $LOG, copied to <run dir>/logs/"',
         'exec >>"$LOG" 2>&1',
         'say() { echo "[ladder $(date -u +%FT%TZ) $WORKER] $*"; }',
-        'fail() { say "FAILED: $*"; exit 1; }',
+        "RUN_DIRS=" + shlex.quote(" ".join(j.run_dir for j in jobs)) + "  # the rungs of this script, in turn",
+        # A set-up failure fails every rung here: the exit markers tell the launcher to stop waiting.
+        'fail() { say "FAILED: $*"; echo 1 > "$WORK/exit"; for d in $RUN_DIRS; do'
+        ' gcloud storage cp "$WORK/exit" "$d/logs/$WORKER.exit" >/dev/null 2>&1; done; exit 1; }',
         f'echo {shlex.quote(jobs[0].run_dir)} > "$WORK/run-dir"  # where ship_log copies the log',
         'ship_log() { gcloud storage cp "$LOG" "$(cat "$WORK/run-dir")/logs/$WORKER.log" >/dev/null 2>&1; }',
         f"( while sleep {LOG_EVERY_S}; do ship_log; done ) & SHIPPER=$!",
@@ -179,7 +182,9 @@ def worker_script(jobs: list[Job], *, plan_uri: str, package: str, title: str) -
             f'  "$PY"{argv}',
             "  rc=$?; if [ $rc -eq 0 ] || [ $rc -eq 2 ]; then break; fi",
             "done",
-            f'say "{job.name}: exit $rc"; ship_log',
+            f'say "{job.name}: exit $rc"; ship_log; echo $rc > "$WORK/exit"',
+            f'gcloud storage cp "$WORK/exit" {shlex.quote(job.run_dir + "/logs/")}"$WORKER.exit" >/dev/null 2>&1'
+            "  # tells the launcher",
             "if [ $rc -ne 0 ]; then exit $rc; fi",
         ]
     return "\n".join(lines) + "\n"

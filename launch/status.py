@@ -1,7 +1,8 @@
 """Read a launched ladder back from its run directories (local or gs://): `ladder status` and `collect`.
 
-Only the files the trainer pins are read (status.json, results.csv), plus launch.json that the local
-launcher writes, so status works the same whichever backend ran the rungs. No JAX here.
+Only the files the trainer pins are read (status.json, results.csv), plus launch.json that the launchers
+write (attempts, the cloud resource, where the logs are), so status works the same whichever backend ran the
+rungs. No JAX here.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ class RungStatus:
     flops_spent: float  # tokens seen x the plan's FLOPs per token (the plan's own accounting)
     flops_planned: float
     age_s: float | None  # seconds since status.json was updated
+    attempts: int = 0  # launcher attempts (local: trainer runs; cloud: resources created for it)
+    logs: str = ""  # where its logs are
     note: str = ""
 
 
 def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatus:
     status = jobs_lib.read_json(jobs_lib.join(run_dir, "status.json")) or {}
-    launch = {} if run_dir.startswith("gs://") else (jobs_lib.read_json(jobs_lib.join(run_dir, "launch.json")) or {})
+    launch = jobs_lib.read_json(jobs_lib.join(run_dir, "launch.json")) or {}
     now = time.time() if now is None else now
     state = status.get("state", "pending")
     note = status.get("error", "") if state == "failed" else ""
@@ -56,8 +59,32 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         loss=status.get("loss"), tokens_per_s=status.get("tokens_per_s"),
         eta_s=0.0 if state == "done" else status.get("eta_s"),
         tokens=tokens, flops_spent=tokens * float(rung["flops_per_token"]), flops_planned=float(rung["flops"]),
-        age_s=age, note=note,
+        age_s=age, attempts=int(launch.get("attempts") or 0), logs=launch.get("logs") or log_location(run_dir),
+        note=note,
     )
+
+
+def log_location(run_dir: str) -> str:
+    """Cloud workers copy their logs to <run dir>/logs/; the local backend writes <run dir>/launch*.log."""
+    return jobs_lib.join(run_dir, "logs" if "://" in run_dir else "launch.log")
+
+
+def log_tail(run_dir: str, lines: int = 40) -> str:
+    """The last `lines` lines of every log of a rung (each worker's, or each local process's), headed by its
+    path; a line saying where none were found otherwise."""
+    from etils import epath
+
+    root = epath.Path(run_dir)
+    paths = sorted((root / "logs").glob("*.log")) if (root / "logs").exists() else []
+    paths += sorted(root.glob("launch*.log")) if root.exists() else []
+    if not paths:
+        return f"no logs yet under {run_dir} (cloud workers copy theirs to logs/ every minute and at exit)"
+    out = []
+    for path in paths:
+        text = path.read_text().splitlines()
+        out.append(f"==> {path} (last {min(lines, len(text))} of {len(text)} lines) <==")
+        out += text[-lines:]
+    return "\n".join(out)
 
 
 def ladder_status(plan: dict, run_root: str) -> list[RungStatus]:
@@ -66,14 +93,15 @@ def ladder_status(plan: dict, run_root: str) -> list[RungStatus]:
 
 def format_status(rows: list[RungStatus]) -> str:
     """One line per rung, then the ladder's totals against its plan."""
-    header = f"{'rung':<16} {'state':<9} {'step':>15} {'loss':>8} {'tokens/s':>10} {'ETA':>9} {'updated':>9}"
+    header = (f"{'rung':<16} {'state':<9} {'step':>15} {'tokens':>9} {'loss':>8} {'tokens/s':>10} {'ETA':>9} "
+              f"{'updated':>9} {'tries':>5}  logs")
     lines = [header]
     for r in rows:
         pct = 100.0 * r.step / r.total_steps if r.total_steps else 0.0
         lines.append(
-            f"{r.name:<16} {r.state:<9} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% "
+            f"{r.name:<16} {r.state:<9} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% {fmt_count(r.tokens):>9} "
             f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {fmt_duration(r.eta_s):>9} "
-            f"{fmt_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9}"
+            f"{fmt_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
             + (f"  {r.note}" if r.note else ""))
     counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "failed", "pending")}
     if any(r.state == "preempted" for r in rows):
@@ -84,6 +112,14 @@ def format_status(rows: list[RungStatus]) -> str:
         f"ladder: {', '.join(f'{n} {s}' for s, n in counts.items())}; compute {spent:.3g} of {planned:.3g} "
         f"FLOPs ({100.0 * spent / planned if planned else 0.0:.1f}% of the plan)")
     return "\n".join(lines)
+
+
+def fmt_count(n: int) -> str:
+    """1234567 -> '1.23M' (tokens seen)."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
 
 
 def fmt_num(x, spec: str) -> str:
@@ -117,19 +153,26 @@ def read_results(run_dir: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def collect(plan: dict, run_root: str, out: str, *, overwrite: bool = False) -> tuple[int, list[str]]:
-    """Gather every rung's evaluation rows into one results table at `out`.
+def collect(plan: dict, run_root: str, out: str, *, overwrite: bool = False, partial: bool = False
+            ) -> tuple[int, list[str], list[str]]:
+    """Gather the evaluation rows of every finished rung (status.json state done) into one results table.
 
-    Rows missing the plan-level columns get them from the plan: size, multiple, and flops (tokens seen
-    `d` x the plan's FLOPs per token). Returns (rows written, rungs without results). An existing `out`
-    is never overwritten unless asked.
+    A rung still training has rows at its early evaluation steps only; mixed into a fit they look like a
+    finished small run, so unfinished rungs are skipped unless `partial`. Rows missing the plan-level
+    columns get them from the plan: size, multiple, and flops (tokens seen `d` x the plan's FLOPs per
+    token). Returns (rows written, finished rungs without results, unfinished rungs skipped). An existing
+    `out` is never overwritten unless asked.
     """
     target = Path(out)
     if target.exists() and not overwrite:
         raise LadderError(f"-o {out}: file exists; pass --overwrite to replace it, or choose another name")
-    rows, missing = [], []
+    rows, missing, skipped = [], [], []
     for rung in plan["rungs"]:
-        got = read_results(jobs_lib.join(run_root, rung["name"]))
+        run_dir = jobs_lib.join(run_root, rung["name"])
+        if not partial and (jobs_lib.read_json(jobs_lib.join(run_dir, "status.json")) or {}).get("state") != "done":
+            skipped.append(rung["name"])
+            continue
+        got = read_results(run_dir)
         if not got:
             missing.append(rung["name"])
         for row in got:
@@ -140,9 +183,10 @@ def collect(plan: dict, run_root: str, out: str, *, overwrite: bool = False) -> 
                 row["flops"] = float(row["d"]) * float(rung["flops_per_token"])
             rows.append(row)
     if not rows:
-        raise LadderError(f"{run_root}: no rung has evaluation results (results.csv) yet; "
+        unfinished = f" ({len(skipped)} unfinished rungs skipped; --partial includes them)" if skipped else ""
+        raise LadderError(f"{run_root}: no finished rung has evaluation results (results.csv) yet{unfinished}; "
                           f"see `ladder status` for progress")
     if target.exists():
         target.unlink()
     results.append_rows(target, rows)
-    return len(rows), missing
+    return len(rows), missing, skipped

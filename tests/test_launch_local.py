@@ -109,7 +109,7 @@ def test_collect(ladder_runs):
         with pytest.raises(LadderError, match="no rung has evaluation results"):
             collect(plan, root, str(out))
         return
-    n, missing = collect(plan, root, str(out))
+    n, missing, _ = collect(plan, root, str(out))
     assert n > 0 and missing == []
 
 

@@ -4,6 +4,7 @@ training here (tests/test_launch_local.py runs the real trainer)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import stat
 import sys
@@ -77,8 +78,8 @@ def test_status_pending_and_launcher_failure(tmp_path, monkeypatch):
 def test_collect_gathers_rows_and_adds_plan_columns(ladder_dir):
     plan, tmp = ladder_dir
     out = tmp / "results.csv"
-    n, missing = collect(plan, str(tmp / "runs"), str(out))
-    assert (n, missing) == (3, [])
+    n, missing, skipped = collect(plan, str(tmp / "runs"), str(out), partial=True)
+    assert (n, missing, skipped) == (3, [], [])
     table = results.read_table(out)
     assert list(table["task"]) == ["arc_easy", "piqa", "arc_easy"]
     assert list(table["size"]) == ["20M", "20M", "60M"]
@@ -86,7 +87,47 @@ def test_collect_gathers_rows_and_adds_plan_columns(ladder_dir):
     assert table["flops"][2] == pytest.approx(b["tokens"] * 40 // 100 * b["flops_per_token"])
     with pytest.raises(LadderError, match="file exists.*--overwrite"):
         collect(plan, str(tmp / "runs"), str(out))
-    assert collect(plan, str(tmp / "runs"), str(out), overwrite=True)[0] == 3
+    assert collect(plan, str(tmp / "runs"), str(out), overwrite=True, partial=True)[0] == 3
+
+
+def test_collect_takes_finished_rungs_only_unless_partial(ladder_dir, capsys):
+    """The running rung's early evaluation rows would look like a finished small run to the fit."""
+    from ladder.commands import collect as collect_cmd
+
+    plan, tmp = ladder_dir
+    n, missing, skipped = collect(plan, str(tmp / "runs"), str(tmp / "done.csv"))
+    assert (n, missing, skipped) == (2, [], ["60M-2xC"])
+    assert list(results.read_table(tmp / "done.csv")["run"]) == ["20M-1xC", "20M-1xC"]
+    path = write_plan(tmp / "plan.json", plan)
+    parser = argparse.ArgumentParser()
+    collect_cmd.add_arguments(parser)
+    collect_cmd.run(parser.parse_args([path, "--run-root", str(tmp / "runs"), "-o", str(tmp / "cli.csv")]))
+    out = capsys.readouterr().out
+    assert "wrote 2 rows" in out and "skipped unfinished 60M-2xC (--partial includes them)" in out
+
+
+def test_status_shows_attempts_tokens_and_logs_and_tails_them(ladder_dir, capsys):
+    """A cloud launch's launch.json (attempts, log location) shows in status; --logs prints each worker's tail."""
+    from ladder.commands import status as status_cmd
+
+    plan, tmp = ladder_dir
+    b = tmp / "runs" / "60M-2xC"
+    (b / "launch.json").write_text(json.dumps(dict(attempts=2, logs="gs://bkt/ladder/60M-2xC/logs")))
+    (b / "logs").mkdir()
+    (b / "logs" / "w0.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    (b / "logs" / "w1.log").write_text("only line\n")
+    rows = ladder_status(plan, str(tmp / "runs"))
+    assert (rows[1].attempts, rows[1].logs) == (2, "gs://bkt/ladder/60M-2xC/logs")
+    assert rows[0].logs == str(tmp / "runs" / "20M-1xC" / "launch.log")  # local default
+    line = format_status(rows).splitlines()[2]
+    assert line.split()[-2:] == ["2", "gs://bkt/ladder/60M-2xC/logs"] and " 2.56k " in line  # 40% of its 6400 tokens
+    path = write_plan(tmp / "plan.json", plan)
+    parser = argparse.ArgumentParser()
+    status_cmd.add_arguments(parser)
+    status_cmd.run(parser.parse_args([path, "--run-root", str(tmp / "runs"), "--logs", "60M-2xC", "--lines", "3"]))
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"==> {b}/logs/w0.log (last 3 of 100 lines) <==", "line 97", "line 98", "line 99",
+                   f"==> {b}/logs/w1.log (last 1 of 1 lines) <==", "only line"]
 
 
 def test_status_and_collect_read_gs_run_dirs(ladder_dir, monkeypatch):
@@ -98,7 +139,7 @@ def test_status_and_collect_read_gs_run_dirs(ladder_dir, monkeypatch):
 
     with epath_testing.mock_epath(exists=lambda orig, p: orig(local(p)), open=lambda orig, p, m: orig(local(p), m)):
         rows = ladder_status(plan, "gs://bucket/ladder")
-        n, _ = collect(plan, "gs://bucket/ladder", str(tmp / "gs.csv"))
+        n, _, _ = collect(plan, "gs://bucket/ladder", str(tmp / "gs.csv"), partial=True)
     assert [r.state for r in rows] == ["done", "running"] and n == 3
 
 

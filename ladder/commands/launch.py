@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from launch import BACKENDS, LaunchOptions, launch_plan
-from launch.jobs import DEFAULT_CHIP, parse_slice_overrides
+from launch.costs import parse_prices
+from launch.jobs import parse_slice_overrides
 
 
 def add_arguments(parser) -> None:
@@ -20,8 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rung", action="append", dest="rungs", metavar="NAME", help="launch only this rung "
                         "(repeatable)")
     cloud = parser.add_argument_group("Cloud TPU (tpu-vm, queued-resources, xpk)")
-    cloud.add_argument("--chip", default=DEFAULT_CHIP, help="TPU generation the slices are chosen from "
-                       "(v4, v5e, v5p, v6e; default %(default)s)")
+    cloud.add_argument("--chip", help="TPU generation the slices are chosen from (v4, v5e, v5p, v6e; default: "
+                       "the plan's, as `ladder plan --dry-run` and `ladder compile` use)")
     cloud.add_argument("--slice", action="append", metavar="RUNG=TYPE", help="override a rung's (or a size's) "
                        "slice: 370M-5xC=v5litepod-16, 7B=2xv5p-256 (two slices over DCN); repeatable")
     cloud.add_argument("--project", help="GCP project (default: gcloud's configured project)")
@@ -34,6 +35,17 @@ def add_arguments(parser) -> None:
     cloud.add_argument("--spot", action="store_true", help="spot (preemptible) capacity; preempted rungs resume")
     cloud.add_argument("--pack", action="store_true", help="queued-resources: one request per slice type, "
                        "running its rungs one after another")
+    cloud.add_argument("--keep", action="store_true", help="leave TPU VMs / requests / workloads standing when "
+                       "their rungs are done (default: delete what the launch created)")
+    cloud.add_argument("--poll-s", type=float, default=60.0, help="seconds between checks of the resources and "
+                       "rungs while the launch watches them (default %(default)s)")
+    cloud.add_argument("--price", action="append", metavar="CHIP=USD", help="price per chip-hour for the cost "
+                       "estimate, e.g. v5p=2.10 for spot (default table: launch.costs); repeatable")
+    cloud.add_argument("--rehearse", action="store_true", help="tpu-vm / queued-resources: run the exact worker "
+                       "scripts on local processes (one per host, CPU devices), gs:// served by a local Cloud "
+                       "Storage emulator, gcloud replaced by a recording stand-in (docs/cloud-tpu.md, step 0)")
+    cloud.add_argument("--preempt-at", type=int, metavar="STEP", help="--rehearse: kill one host of each slice "
+                       "once its rung logs STEP; the launch must recreate it and the rung resume")
     cloud.add_argument("--name-prefix", default="ladder", help="prefix of TPU VM / request / workload names")
     cloud.add_argument("--work-dir", default=".ladder-launch", help="local dir for generated startup scripts")
     local = parser.add_argument_group("local")
@@ -51,7 +63,12 @@ def run(args) -> int:
         compile_check=args.compile_check,
         project=args.project, zone=args.zone, runtime_version=args.runtime_version, package=args.package,
         image=args.image, cluster=args.cluster, spot=args.spot, pack=args.pack, name_prefix=args.name_prefix,
+        keep=args.keep, poll_s=args.poll_s, prices=parse_prices(args.price),
         work_dir=args.work_dir, parallel=args.parallel, processes=args.processes,
         devices=args.devices.split(",") if args.devices else None, max_attempts=args.max_attempts,
     )
+    if args.rehearse or args.preempt_at is not None:
+        from launch import rehearse
+
+        return rehearse.rehearse(opts, preempt_at=args.preempt_at)
     return launch_plan(opts)

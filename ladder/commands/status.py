@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from launch import jobs
-from launch.status import format_status, ladder_status
+from launch.status import format_status, ladder_status, log_tail
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")
     parser.add_argument("--run-root", help="root of the rungs' run dirs (path or gs://); default runs/<plan name>")
+    parser.add_argument("--logs", metavar="RUNG", help="print the tail of this rung's logs (every worker's) instead")
+    parser.add_argument("--lines", type=int, default=40, help="--logs: lines per log (default %(default)s)")
 
 
 def run(args) -> int:
+    from ladder.errors import LadderError
+
     plan = jobs.load(args.plan)
+    if args.logs:
+        names = [r["name"] for r in plan["rungs"]]
+        if args.logs not in names:
+            raise LadderError(f"--logs: no rung named {args.logs!r} in {args.plan}; rungs: {', '.join(names)}")
+        print(log_tail(jobs.join(run_root(args), args.logs), args.lines))
+        return 0
     print(format_status(ladder_status(plan, run_root(args))))
     return 0
 

@@ -209,6 +209,7 @@ def make_on_eval(config, run_dir):
                 extra.update(r=config.mix.r, kind="base" if not init else "general" if config.mix.r == 0 else "domain")
             rows = rows_for_results(metrics, config.name, n_params(a), d, step, **extra)
             write_results(path, step, rows)
+            metrics_lib.log_eval(run_dir, step, d, rows)
 
     return on_eval
 

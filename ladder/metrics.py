@@ -89,6 +89,32 @@ def write_json_atomic(path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def log_scalars(tb, group: str, values: dict, step: int, tokens: int) -> None:
+    """TensorBoard scalars twice: `group/key` over steps and `tokens/group/key` over tokens seen, so a whole
+    ladder (`tensorboard --logdir RUN_ROOT`: one run per rung) is compared on the tokens axis, where rungs of
+    different batch sizes line up. None and non-numbers are skipped."""
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            tb.add_scalar(f"{group}/{key}", value, step)
+            tb.add_scalar(f"tokens/{group}/{key}", value, int(tokens))
+
+
+def log_eval(run_dir, step: int, tokens: int, rows: list[dict]) -> None:
+    """An evaluation's rows into <run dir>/tb: `eval/<task>/loss|acc|...` per task, and the held-out LM
+    losses (lm_loss, lm_loss_<domain>) as `eval/<column>`; over steps and over tokens (log_scalars)."""
+    from tensorboardX import SummaryWriter
+
+    tb = SummaryWriter(str(run_path(run_dir) / "tb"), filename_suffix=f".eval-{step}")  # its own event file
+    try:
+        for row in rows:
+            log_scalars(tb, f"eval/{row.get('task', 'tasks')}",
+                        {k: row[k] for k in ("loss", "acc", "acc_raw", "prob") if k in row}, step, tokens)
+        if rows:
+            log_scalars(tb, "eval", {k: v for k, v in rows[0].items() if k.endswith("_loss")}, step, tokens)
+    finally:
+        tb.close()
+
+
 def format_duration(seconds: float) -> str:
     if not seconds == seconds or seconds == float("inf"):  # nan or inf
         return "?"
@@ -120,9 +146,8 @@ class MetricsWriter:
             self.lines.append(json.dumps(row))
             if time.monotonic() - self.flushed > REMOTE_FLUSH_S:
                 self._flush_remote()
-        for key, value in row.items():
-            if key not in ("step", "time") and value is not None:
-                self.tb.add_scalar(f"train/{key}", value, row["step"])
+        log_scalars(self.tb, "train", {k: v for k, v in row.items() if k not in ("step", "time", "tokens")},
+                    row["step"], row["tokens"])
         rate = "?" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:,.0f}"
         mfu = "?" if row["mfu"] is None else f"{row['mfu']:.1%}"
         line = (f"step {row['step']}/{self.total_steps}  loss {row['loss']:.4f}  {rate} tok/s  mfu {mfu}  "

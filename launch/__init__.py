@@ -86,14 +86,17 @@ def get_backend(name: str) -> Backend:
     return getattr(importlib.import_module(module), cls)()
 
 
-def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
-    """Check everything, then hand the rungs that still need work to the backend."""
+def launch_plan(opts: LaunchOptions, print_fn=print, runner=None) -> int:
+    """Check everything, then hand the rungs that still need work to the backend. `runner` replaces
+    subprocess.run for a cloud backend's commands (the rehearsal's gcloud stand-in; no CLI needed then)."""
     backend = get_backend(opts.backend)
+    if runner is not None:
+        backend.runner = runner
     if backend.cloud and not opts.run_root.startswith("gs://"):
         raise LadderError(f"--run-root: {opts.backend} workers write to Cloud Storage; pass gs://BUCKET/PATH "
                           f"(got {opts.run_root!r})")
     backend.check_options(opts)
-    if not opts.dry_run:
+    if not opts.dry_run and runner is None:
         missing = [t for t in backend.tools if shutil.which(t) is None]
         if missing:
             raise LadderError(f"--backend {opts.backend}: {', '.join(missing)} not found on PATH; install it "

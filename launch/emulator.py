@@ -32,7 +32,8 @@ def free_port() -> int:
 def client_env(url: str) -> dict[str, str]:
     """Environment that sends gs:// traffic of every client ladder uses to `url`."""
     return {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
-            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "ladder-rehearsal", "GOOGLE_CLOUD_PROJECT": "ladder-rehearsal"}
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "ladder-rehearsal", "GOOGLE_CLOUD_PROJECT": "ladder-rehearsal",
+            "NO_GCE_CHECK": "True"}  # google-auth: no probing for a GCE metadata server (seconds per process)
 
 
 def _forget_clients() -> None:

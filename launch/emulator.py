@@ -13,6 +13,7 @@ GOOGLE_AUTH_TOKEN_FOR_TESTING as its credentials. Objects persist in the data di
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -77,6 +78,8 @@ def serving(data_dir: str | Path, buckets: list[str], *, timeout_s: float = 30.0
                     raise LadderError(f"the Cloud Storage emulator did not start (see {log.name})")
                 time.sleep(0.1)
         os.environ.update(env)
+        # gcsfs warns on every new file system that it cannot ask a real bucket its type: noise here.
+        logging.getLogger("gcsfs").setLevel(logging.ERROR)
         _forget_clients()
         for bucket in buckets:
             _create_bucket(url, bucket)

@@ -85,8 +85,9 @@ def run_once(opts: LaunchOptions, storage_env: dict, *, preempt_at: int | None, 
     """One rehearsed launch; `storage_env` points the hosts at the serving emulator."""
     root = rehearsal_dir(opts)
     expected = dry_run_commands(opts)
-    cloud = standin.FakeCloud(root, opts.package, dict(storage_env, JAX_COMPILATION_CACHE_DIR=str((root / "jax-cache").resolve()),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", OPENBLAS_NUM_THREADS="1",
+    # No persistent JAX compilation cache: multi-process CPU programs loaded from it failed their first
+    # collective (gloo context timeouts in 2 of 2 rehearsals run after a reference had filled the cache).
+    cloud = standin.FakeCloud(root, opts.package, dict(storage_env, OPENBLAS_NUM_THREADS="1",
         PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     drilled: list[str] = []
     stop = threading.Event()
@@ -143,17 +144,24 @@ def check(outcome: Outcome, opts: LaunchOptions, backend_name: str) -> list[str]
 
 
 def final_params(run_dir: str):
-    """The parameters of a rung's last checkpoint, as numpy arrays (for the bitwise comparison)."""
+    """(step, the parameters of a rung's last checkpoint as numpy arrays), restored onto this process's
+    first device whatever mesh saved them (for the bitwise comparison)."""
+    import jax
     import numpy as np
     import orbax.checkpoint as ocp
     from etils import epath
 
     ckpts = epath.Path(run_dir) / "checkpoints"
     step = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-    tree = ocp.StandardCheckpointer().restore(ckpts / str(step) / "default")
-    import jax
-
-    return step, [np.asarray(x) for x in jax.tree.leaves(tree["params"])]
+    path = ckpts / str(step) / "default"
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with ocp.StandardCheckpointer() as ckptr:
+        meta = ckptr.metadata(path)
+        tree = getattr(meta, "item_metadata", meta)
+        tree = getattr(tree, "tree", tree)
+        restored = ckptr.restore(path, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                                                    tree))
+    return step, [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
 
 
 def bitwise_equal(a: str, b: str) -> bool:

@@ -48,7 +48,8 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
     if state == "preempted":
         note = f"stopped by SIGTERM after saving step {status.get('step')}; relaunch to resume"
     if state != "done" and launch.get("state") == "failed":
-        state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s), exit codes {launch.get('exit_codes')}"
+        codes = f", exit codes {launch['exit_codes']}" if launch.get("exit_codes") else ""
+        state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"
     age = now - status["updated"] if "updated" in status else None
     if state == "running" and age is not None and age > STALE_S:
         note = f"no update for {fmt_duration(age)}: stopped or preempted? relaunch to resume"

@@ -84,3 +84,14 @@ def test_queued_resources_rehearsal_with_a_preemption_drill(tmp_path, monkeypatc
     assert "8 cpu devices (cpu) on 2 host(s)" in (root / "hosts" / hosts[0] / f"{hosts[0]}.log").read_text()
     table = (root / "results.csv").read_text().splitlines()
     assert table[0].startswith("run,") and len(table) == 2 and ",prose_continuation," in table[1]
+
+
+def test_preflight_names_what_jax_sees_when_it_is_not_the_slice():
+    """The worker script stops before training when JAX does not see the slice's devices."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    run = lambda n: subprocess.run([sys.executable, "-m", "launch.preflight", "--devices", str(n)], env=env,  # noqa: E731
+                                   capture_output=True, text=True, timeout=120)
+    bad, good = run(8), run(4)
+    assert bad.returncode == 1 and "ladder preflight: FAILED: JAX sees 4 cpu device(s)" in bad.stdout
+    assert "expected 8 cpu devices" in bad.stdout
+    assert good.returncode == 0 and good.stdout.startswith("ladder preflight: ok: 4 cpu devices")

@@ -87,6 +87,8 @@ class FakeCloud:
         if argv[:3] != ["gcloud", "compute", "tpus"] or len(argv) < 6:
             return 2, f"stand-in gcloud does not know {shlex.join(argv[:4])}"
         kind, verb, name = argv[3], argv[4], argv[5]
+        if verb == "scp":  # scp LOCAL NAME:DEST
+            name = argv[6].split(":", 1)[0]
         res = self.resources.get(name)
         self.notice_dead_hosts()
         if verb == "describe":
@@ -116,7 +118,7 @@ class FakeCloud:
                     shutil.copy(script, h / "startup.sh")
                 self.start(res, "bash startup.sh")
             return 0, ""
-        if verb == "scp" and res:  # scp LOCAL NAME:DEST --worker=all
+        if verb == "scp" and res:  # --worker=all: every host gets the file
             src, dest = argv[5], argv[6].split(":", 1)[1]
             for h in res.hosts:
                 shutil.copy(src, h / dest)

@@ -95,3 +95,14 @@ def test_preflight_names_what_jax_sees_when_it_is_not_the_slice():
     assert bad.returncode == 1 and "ladder preflight: FAILED: JAX sees 4 cpu device(s)" in bad.stdout
     assert "expected 8 cpu devices" in bad.stdout
     assert good.returncode == 0 and good.stdout.startswith("ladder preflight: ok: 4 cpu devices")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tpu_vm_rehearsal_creates_copies_starts_and_deletes(tmp_path, monkeypatch):
+    """The TPU VM path: create, scp the script to both hosts, ssh to start it detached, delete when done."""
+    rc, printed, root = rehearse(tmp_path, monkeypatch, "tpu-vm")
+    assert rc == 0, "\n".join(printed)
+    calls = [json.loads(line) for line in (root / "gcloud-calls.jsonl").read_text().splitlines()]
+    assert [c[4] for c in calls if c[1] == "compute" and c[4] != "describe"] == ["create", "scp", "ssh", "delete"]
+    assert (root / "results.csv").read_text().count("prose_continuation") == 1

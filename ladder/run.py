@@ -77,9 +77,9 @@ def stage_plan(ctx: Context) -> dict:
 
 def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
     """Launch a plan's rungs with the configured backend; block (with a progress line) for `local`."""
-    from launch import LaunchOptions, launch_plan
-    from launch.jobs import load
-    from launch.status import ladder_status
+    from ladder.launch import LaunchOptions, launch_plan
+    from ladder.launch.jobs import load
+    from ladder.launch.status import ladder_status
 
     L = ctx.cfg.launch
     opts = LaunchOptions(
@@ -152,8 +152,8 @@ def stage_train(ctx: Context) -> dict:
 
 
 def stage_collect(ctx: Context) -> dict:
-    from launch.jobs import load
-    from launch.status import collect
+    from ladder.launch.jobs import load
+    from ladder.launch.status import collect
 
     n, missing = collect(load(str(ctx.plan_path)), ctx.run_root, str(ctx.out / "results.csv"), overwrite=True)
     require(not missing, "collect", f"rungs without evaluation rows: {', '.join(missing)}",
@@ -198,7 +198,7 @@ def stage_self_check(ctx: Context) -> dict:
     from ladder import results
     from ladder.laws.predict import FINAL_WINDOW
     from ladder.plan import load_plan
-    from launch.status import read_results
+    from ladder.launch.status import read_results
 
     info = _launch(ctx, ctx.check_plan_path, "self-check")
     rung = load_plan(ctx.check_plan_path)["rungs"][0]

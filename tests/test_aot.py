@@ -159,7 +159,7 @@ def hbm_between_one_and_four_chips(smoke_rung, monkeypatch):
 
 
 def _launch_options(plan, tmp_path, monkeypatch):
-    from launch import LaunchOptions
+    from ladder.launch import LaunchOptions
     from launch_fixtures import write_plan
 
     monkeypatch.chdir(tmp_path)
@@ -171,7 +171,7 @@ def _launch_options(plan, tmp_path, monkeypatch):
 @needs_libtpu
 def test_launch_dry_run_prints_a_fit_line_per_rung(smoke_rung, tmp_path, monkeypatch):
     """`ladder launch --dry-run` on a cloud backend compiles each rung for its slice before the commands."""
-    from launch import launch_plan
+    from ladder.launch import launch_plan
 
     lines = []
     assert launch_plan(_launch_options(smoke_rung[0], tmp_path, monkeypatch), print_fn=lines.append) == 0
@@ -188,7 +188,7 @@ def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_betwee
     compiled, the rung needs more, so aot.choose_slice grows the planner's choice to the next slice that fits.
     """
     from ladder import plan as plan_lib
-    from launch import launch_plan
+    from ladder.launch import launch_plan
 
     plan, rung, reports = smoke_rung
     assert plan_lib.choose_slice(rung, chip="v5e") == "v5litepod-1"

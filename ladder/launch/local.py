@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from launch import Backend, LaunchOptions, commands
-from launch.jobs import Job
+from ladder.launch import Backend, LaunchOptions, commands
+from ladder.launch.jobs import Job
 from ladder.errors import LadderError
 
 BAD_INPUT = 2

@@ -1,7 +1,7 @@
 """Launch a plan's rungs on the engines users already have: this machine, Cloud TPU VMs, queued resources,
 or GKE through xpk. Never a scheduler of our own: each backend turns `Job`s into that engine's commands.
 
-    from launch import LaunchOptions, launch_plan
+    from ladder.launch import LaunchOptions, launch_plan
     launch_plan(LaunchOptions("plan.json", "gs://bucket/ladder", backend="queued-resources", ...))
 
 Relaunching is always safe: finished rungs are skipped, partial ones resume from their last checkpoint
@@ -18,14 +18,14 @@ import sys
 from typing import ClassVar
 
 from ladder.errors import LadderError
-from launch import jobs as jobs_lib
-from launch.jobs import Job
+from ladder.launch import jobs as jobs_lib
+from ladder.launch.jobs import Job
 
 BACKENDS = {
-    "local": ("launch.local", "LocalBackend"),
-    "tpu-vm": ("launch.tpu_vm", "TpuVmBackend"),
-    "queued-resources": ("launch.queued_resources", "QueuedResourcesBackend"),
-    "xpk": ("launch.xpk", "XpkBackend"),
+    "local": ("ladder.launch.local", "LocalBackend"),
+    "tpu-vm": ("ladder.launch.tpu_vm", "TpuVmBackend"),
+    "queued-resources": ("ladder.launch.queued_resources", "QueuedResourcesBackend"),
+    "xpk": ("ladder.launch.xpk", "XpkBackend"),
 }
 
 

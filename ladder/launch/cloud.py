@@ -5,10 +5,10 @@ from __future__ import annotations
 import abc
 import subprocess
 
-from launch import Backend, LaunchOptions
-from launch import commands, jobs as jobs_lib
-from launch.commands import Step
-from launch.jobs import Job
+from ladder.launch import Backend, LaunchOptions
+from ladder.launch import commands, jobs as jobs_lib
+from ladder.launch.commands import Step
+from ladder.launch.jobs import Job
 from ladder import chips
 from ladder.errors import LadderError
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ladder import results
 from ladder.errors import LadderError
-from launch import jobs as jobs_lib
+from ladder.launch import jobs as jobs_lib
 
 STALE_S = 15 * 60  # a "running" status.json not updated for this long is flagged: the run may be dead
 

@@ -434,28 +434,25 @@ def _divides_heads_and_mlp(config, tensor: int) -> bool:
     return arch.n_heads % tensor == 0 and arch.mlp_hidden % tensor == 0 and arch.padded_vocab % tensor == 0
 
 
-def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None, start: str | None = None,
-                 num_slices: int = 1, overrides=()) -> tuple[str, CompileReport]:
-    """The smallest slice, from `start` up, on which the compiled rung fits: the planner's choice
-    (`ladder.plan.choose_slice`, which also weighs time) checked, and grown when XLA needs more HBM than the
-    estimate said. Never shrinks the planner's choice. Each slice compiles with its default mesh unless
-    `defaults` or `overrides` set one (compile_config). LadderError when no slice of `chip` fits."""
-    from ladder import train
-    from ladder.config import apply_overrides
-
+def choose_slice(config, chip: str = "v5e", *, start: str | None = None,
+                 num_slices: int = 1) -> tuple[str, CompileReport]:
+    """The smallest slice, from `start` up, on which the compiled train config (a rung's, from
+    train_config.resolve_rung) fits: the planner's choice (`ladder.plan.choose_slice`, which also weighs
+    time) checked, and grown when XLA needs more HBM than the estimate said. Never shrinks the planner's
+    choice. Each slice compiles with its default mesh unless the config sets one (compile_config).
+    LadderError when no slice of `chip` fits."""
     c = chips.chip(chip)
     topo = parse_topology(start or chips.slice_name(c, min(GRIDS[c.name])), num_slices)
-    config = apply_overrides(train.config_from_rung(rung, defaults), overrides)
     while True:
         try:
-            report = compile_config(config, topo, name=rung["name"], count_flops=False)
+            report = compile_config(config, topo, name=config.name, count_flops=False)
         except LadderError:  # e.g. the batch does not split over this many chips: try the next size
             report = None
         if report is not None and report.fits:
             return topo.accelerator_type, report
         topo = next_topology(topo)
         if topo is None:
-            raise LadderError(f"slice: rung {rung['name']} fits no {c.name} slice; use a larger chip or multislice")
+            raise LadderError(f"slice: rung {config.name} fits no {c.name} slice; use a larger chip or multislice")
 
 
 _SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "mlp_hidden", "vocab_size", "seq_len", "batch_sequences")
@@ -487,8 +484,7 @@ def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -
 
     The launcher calls this with its jobs (each rung on its own slice). Rungs that differ only in length
     (Chinchilla multiple) share one program, so each shape compiles once per placement."""
-    from ladder import train
-    from ladder.config import apply_overrides
+    from ladder.train_config import resolve_rung
 
     require_libtpu()
     reports, done = [], {}
@@ -497,7 +493,7 @@ def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -
         if key in done:
             report = dataclasses.replace(done[key], rung=rung["name"], compile_s=0.0, flops_s=0.0)
         else:
-            config = apply_overrides(train.config_from_rung(rung, plan.get("defaults") or {}), overrides)
+            config, _ = resolve_rung(plan, rung, overrides)
             report = compile_config(config, parse_topology(accelerator_type, num_slices), name=rung["name"],
                                     count_flops=count_flops)
             done[key] = report

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ladder.launch import jobs
-from ladder.launch.status import collect
+from ladder.rundir import collect
 from ladder.commands.status import run_root
 
 

@@ -17,6 +17,7 @@ import shutil
 import sys
 from typing import ClassVar
 
+from ladder import rundir
 from ladder.errors import LadderError
 from ladder.launch import jobs as jobs_lib
 from ladder.launch.jobs import Job
@@ -97,7 +98,7 @@ def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
     plan = jobs_lib.load(opts.plan_path)
     all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=opts.chip if backend.cloud else None,
                                   slices=opts.slices, rungs=opts.rungs, overrides=opts.overrides)
-    todo = pending(plan, all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
+    todo = pending(all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
     if not todo:
         print_fn(f"# all {len(all_jobs)} rungs are done; see `ladder status {opts.plan_path}`")
         return 0
@@ -131,9 +132,8 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
         try:
             if bigger is None:
                 raise LadderError("no larger slice")
-            accelerator, fit = aot.choose_slice(job.rung, chips.parse_slice(job.accelerator)[0].name,
-                                                defaults=plan.get("defaults") or {}, start=bigger.accelerator_type,
-                                                num_slices=job.num_slices, overrides=job.overrides)
+            accelerator, fit = aot.choose_slice(job.config, chips.parse_slice(job.accelerator)[0].name,
+                                                start=bigger.accelerator_type, num_slices=job.num_slices)
         except LadderError:
             print_fn(f"# {job.name}: no larger {job.accelerator.split('-')[0]} slice fits either")
             continue
@@ -147,7 +147,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
                           + "follow a suggestion above, or pass --no-compile-check to see the commands")
 
 
-def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:
+def pending(jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:
     """The jobs still to run. Done rungs are skipped; a run dir of another plan is an error.
 
     With read_remote=False (a dry run), gs:// run dirs are not read: every rung is listed, which is
@@ -158,8 +158,8 @@ def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=p
         if job.run_dir.startswith("gs://") and not read_remote:
             todo.append(job)
             continue
-        check_owner(plan, job)
-        status = jobs_lib.read_json(jobs_lib.join(job.run_dir, "status.json")) or {}
+        check_owner(job)
+        status = rundir.read_status(job.run_dir)
         if status.get("state") == "done":
             print_fn(f"# {job.name}: done (step {status.get('step')}), skipped")
             continue
@@ -167,27 +167,15 @@ def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=p
     return todo
 
 
-def check_owner(plan: dict, job: Job) -> None:
+def check_owner(job: Job) -> None:
     """Refuse a run dir whose config.json was written for a different config (another plan, other
     overrides): resuming it would mix two runs. Nothing is overwritten."""
-    saved = jobs_lib.read_json(jobs_lib.join(job.run_dir, "config.json"))
+    saved = rundir.read_json(rundir.join(job.run_dir, rundir.CONFIG))
     if not saved or "config_hash" not in saved:
         return
-    expected = expected_config_hash(plan, job)
-    if saved["config_hash"] != expected:
+    if saved["config_hash"] != job.config_hash:
         raise LadderError(
             f"{job.run_dir}: this run directory belongs to a different plan or config (config_hash "
-            f"{saved['config_hash'][:12]} there, {expected[:12]} for rung {job.name} of this plan); "
+            f"{saved['config_hash'][:12]} there, {job.config_hash[:12]} for rung {job.name} of this plan); "
             "pass another --run-root, or delete the directory if it is no longer needed"
         )
-
-
-def expected_config_hash(plan: dict, job: Job) -> str:
-    """The hash the trainer will record for this job: the rung's train config with the plan's defaults
-    and the job's overrides applied, hashed by the trainer's own function."""
-    from ladder import train
-    from ladder.config import apply_overrides
-
-    cfg = train.config_from_rung(job.rung, plan.get("defaults") or {})
-    cfg = apply_overrides(cfg, job.overrides)
-    return train.config_hash(cfg)

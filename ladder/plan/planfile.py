@@ -21,13 +21,13 @@ RUNG_KEYS = (
 
 
 def write_plan(plan: dict, path: str | os.PathLike) -> Path:
-    """Validate, then write atomically (tmp + rename) so a reader never sees half a plan."""
+    """Validate, then write atomically (ladder.rundir.write_json) so a reader never sees half a plan."""
     validate_plan(plan, "plan")
+    from ladder import rundir
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(plan, indent=1) + "\n")
-    tmp.replace(path)
+    rundir.write_json(path, plan, indent=1)
     return path
 
 

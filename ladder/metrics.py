@@ -19,12 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ladder import rundir
-from ladder.chips import CHIPS
-
-# device_kind substrings (lower case) -> ladder.chips name; first match wins, so "v5 lite" precedes "v5".
-DEVICE_KINDS = (("v5 lite", "v5e"), ("v5e", "v5e"), ("v6 lite", "v6e"), ("v6e", "v6e"), ("v5p", "v5p"),
-                ("v5", "v5p"), ("v4", "v4"), ("h200", "h200"), ("h100", "h100"), ("a100", "a100"))
-
+from ladder.chips import CHIPS, chip_of_device_kind
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, device=None) -> float:
     """FLOP/s of the best of `repeats` jitted n x n matmuls (2 n^3 FLOPs each) on one device."""
@@ -40,20 +35,15 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, devi
     return 2 * n**3 / best
 
 
-def chip_for(device) -> str | None:
-    kind = device.device_kind.lower()
-    return next((chip for key, chip in DEVICE_KINDS if key in kind), None)
-
-
 def peak_flops(devices) -> tuple[float, str]:
     """(peak FLOP/s summed over `devices`, where the number came from)."""
     devices = list(devices)
     if devices[0].platform == "cpu":
         # Forced host devices share one CPU: the host's peak is one matmul's, once per process.
         return measure_matmul_peak() * jax.process_count(), "measured fp32 matmul (cpu)"
-    name = chip_for(devices[0])
+    name = chip_of_device_kind(devices[0].device_kind)
     if name is None:
-        return float("nan"), f"unknown device kind {devices[0].device_kind!r} (add it to metrics.DEVICE_KINDS)"
+        return float("nan"), f"unknown device kind {devices[0].device_kind!r} (add it to ladder.chips.DEVICE_KINDS)"
     return CHIPS[name].peak_flops * len(devices), f"ladder.chips[{name!r}] x {len(devices)}"
 
 

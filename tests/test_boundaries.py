@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIGHT_MODULES = ["ladder.launch", "ladder.launch.jobs", "ladder.launch.commands", "ladder.launch.status",
                  "ladder.launch.local", "ladder.launch.cloud", "ladder.launch.tpu_vm",
                  "ladder.launch.queued_resources", "ladder.launch.xpk", "ladder.launch.fetch", "ladder.rundir",
-                 "ladder.train_config", "ladder.results"]
+                 "ladder.train_config", "ladder.results", "ladder.topology", "ladder.compile_report", "ladder.aot"]
 
 
 def _imported_after(code: str) -> set[str]:
@@ -74,3 +74,11 @@ def test_one_rung_resolution_for_launcher_and_trainer(tmp_path):
         assert trained.train.log_every == 3 and trained.model.remat and trained.name == job.name
     other = resolve_rung(plan, "20M-1xC", ("train.log_every=4",))[1]
     assert other != make_jobs(plan, str(tmp_path / "runs"), chip=None, overrides=overrides)[0].config_hash
+
+
+def test_every_rung_key_the_config_reads_is_a_plan_field():
+    """train_config.RUNG_KEYS (rung key -> config key) reads only fields a validated plan rung must carry."""
+    from ladder.plan.planfile import RUNG_FIELDS
+    from ladder.train_config import RUNG_KEYS
+
+    assert set(RUNG_KEYS) <= set(RUNG_FIELDS)

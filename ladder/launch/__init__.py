@@ -112,7 +112,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
     that does not fit stops the launch, after its suggestions and the smallest larger slice on which it
     compiles and fits (aot.choose_slice) as a --slice flag. Skipped, saying so, without libtpu.
     Method and measured figures: docs/tpu-compile.md."""
-    from ladder import aot, chips
+    from ladder import aot, chips, topology
 
     if not aot.libtpu_available():
         print_fn("# compile check skipped: libtpu is not installed (pip install 'ladder[tpu]')")
@@ -128,7 +128,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
     for job, report in zip(jobs, reports):
         if report.fits:
             continue
-        bigger = aot.next_topology(aot.parse_topology(job.accelerator, job.num_slices))
+        bigger = topology.next_topology(topology.parse_topology(job.accelerator, job.num_slices))
         try:
             if bigger is None:
                 raise LadderError("no larger slice")
@@ -139,7 +139,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
             continue
         prefix = f"{job.num_slices}x" if job.num_slices > 1 else ""
         flags.append(f"--slice {job.name}={prefix}{accelerator}")
-        print_fn(f"# {job.name}: compiled, it fits {prefix}{accelerator} ({fit.total / aot.GiB:.2f} GiB per device)")
+        print_fn(f"# {job.name}: compiled, it fits {prefix}{accelerator} ({fit.total / chips.GiB:.2f} GiB per device)")
     bad = [r.rung for r in reports if not r.fits]
     if bad:
         raise LadderError(f"compile check: {', '.join(bad)} do not fit their slices; "

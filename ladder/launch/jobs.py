@@ -11,7 +11,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from ladder import chips, rundir
+from ladder import chips, rundir, topology
 from ladder.errors import LadderError
 from ladder.train_config import resolve_rung
 
@@ -129,12 +129,10 @@ def make_jobs(
 
 def mesh_overrides(config, accelerator: str, num_slices: int) -> tuple[str, ...]:
     """`mesh.fsdp=F`, `mesh.tensor=T` when the rung's train config keeps the default mesh and its batch
-    cannot split over every chip of the slice: the mesh `ladder.aot.default_mesh_overrides` chooses
+    cannot split over every chip of the slice: the mesh `ladder.topology.default_mesh_overrides` chooses
     (13b-5t on v5p-512: fsdp 64 x tensor 4). Else empty."""
-    from ladder import aot
-
     chip, n_chips = chips.parse_slice(accelerator)
-    return aot.default_mesh_overrides(config, aot.Topology(chip, n_chips, num_slices))
+    return topology.default_mesh_overrides(config, topology.Topology(chip, n_chips, num_slices))
 
 
 def resource_name(prefix: str, *parts: str) -> str:

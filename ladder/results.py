@@ -92,12 +92,13 @@ def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
             reader = csv.DictReader(f)
             header, kept = reader.fieldnames, [r for r in reader if float(r["step"]) < step]
         if len(kept) < sum(1 for _ in open(path)) - 1:
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=header)
-                w.writeheader()
-                w.writerows(kept)
-            os.replace(tmp, path)
+            from ladder import rundir
+
+            buf = io.StringIO(newline="")
+            w = csv.DictWriter(buf, fieldnames=header)
+            w.writeheader()
+            w.writerows(kept)
+            rundir.write_text(path, buf.getvalue())
     append_rows(path, rows)
 
 

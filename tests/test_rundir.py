@@ -59,3 +59,21 @@ def test_last_rows_picks_each_runs_final_step_and_cpt_columns_are_numbers(tmp_pa
     cols = results.read_table(tmp_path / "r.csv")
     assert all(cols[c].dtype == np.float64 for c in ("r", "d_cpt", "general_loss", "domain_loss", "k"))
     assert cols["kind"].dtype.kind == "U" and np.isnan(cols["k"][0])
+
+
+def test_report_draws_loss_curves_from_run_dirs_read_through_rundir(tmp_path, monkeypatch):
+    """The report reads metrics.jsonl through rundir (etils.epath), so a gs:// run root gets its curves too."""
+    from ladder import report
+
+    for name in ("a", "b"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": s, "tokens": 100 * s, "loss": 3.0 / s}) + "\n" for s in (1, 2, 3)))
+    plan = {"rungs": [dict(name="a", n=1000, multiple=1), dict(name="b", n=2000, multiple=1),
+                      dict(name="c", n=3000, multiple=1)]}  # c has no metrics yet: skipped
+    seen = []
+    real = rundir.read_metrics
+    monkeypatch.setattr(rundir, "read_metrics", lambda d: seen.append(str(d)) or real(d))
+    path = report.plot_loss_curves(plan, str(tmp_path / "runs"), tmp_path / "out")
+    assert path is not None and path.exists()
+    assert seen == [f"{tmp_path}/runs/{n}" for n in "abc"]

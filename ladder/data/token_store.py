@@ -1,0 +1,133 @@
+"""The token store: what `ladder data tokenize` writes and `data.source=tokens` reads (local or gs://).
+
+Layout of a store directory (docs/data.md says why flat token files and not array_record):
+
+    manifest.json          written last, atomically: the store is complete iff it exists
+    tokenize.json          the job's plan (source, tokenizer, units): a rerun resumes only the same plan
+    shard-00000.tokens     raw little-endian token ids (uint16, or uint32 for vocabularies > 65,536); each
+                           document's ids followed by EOS, documents back to back
+    shard-00000.index      raw int64 document start offsets into the shard, [documents + 1]
+    shard-00000.json       the shard's done marker (documents, tokens, bytes, sha256 of both files), written
+                           after both files are in place
+
+Every file is written to a `.tmp-*` name and renamed, so a killed job leaves either a whole shard with its
+marker or something the next run deletes and redoes. Readers touch only manifest.json and the byte
+ranges of .tokens files they need (`ShardReader.read`), never a whole shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+from etils import epath
+
+from ladder.errors import LadderError
+
+FORMAT = "ladder-tokens-v1"
+MANIFEST = "manifest.json"
+PLAN = "tokenize.json"
+
+
+def store_path(path) -> epath.Path:
+    return epath.Path(os.path.expanduser(str(path)))
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}"
+
+
+def write_atomic(path: epath.Path, data: bytes) -> None:
+    """Write to a .tmp- sibling and rename: readers never see half a file."""
+    tmp = path.parent / f".tmp-{path.name}"
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def read_json(path: epath.Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise LadderError(f"{path}: not valid JSON (a damaged store?); remove the store and tokenize again") from None
+
+
+def read_manifest(path) -> dict:
+    """The manifest of a complete store; a missing one (an unfinished tokenize) is an error naming the fix."""
+    root = store_path(path)
+    manifest = read_json(root / MANIFEST)
+    if manifest is None:
+        hint = ("its tokenize did not finish: rerun the same `ladder data tokenize ... --out DIR` to complete it"
+                if (root / PLAN).exists() else "make one with `ladder data tokenize SOURCE --tokenizer SPEC --out DIR`")
+        raise LadderError(f"data.path: {root} holds no complete token store (no {MANIFEST}); {hint}")
+    if manifest.get("format") != FORMAT:
+        raise LadderError(f"data.path: {root / MANIFEST} has format {manifest.get('format')!r}, not {FORMAT!r}")
+    return manifest
+
+
+def check_shards(path, manifest: dict) -> None:
+    """Every shard's token file exists with the size the manifest says (a missing or truncated one is named).
+
+    Sizes only (a stat per shard): hashing terabytes before step 1 would cost more than it protects; the
+    sha256 of every shard is in the manifest for `ladder data verify`-style checks."""
+    root = store_path(path)
+    itemsize = np.dtype(manifest["dtype"]).itemsize
+    for shard in manifest["shards"]:
+        f = root / shard["tokens_file"]
+        want = shard["tokens"] * itemsize
+        try:
+            size = f.stat().length
+        except FileNotFoundError:
+            raise LadderError(f"data.path: shard {f} is missing; the store is damaged: tokenize it again") from None
+        if size != want:
+            raise LadderError(f"data.path: shard {f} has {size} bytes, the manifest says {want} (truncated?); "
+                              "the store is damaged: tokenize it again")
+
+
+class ShardReader:
+    """Token ranges of the whole store as one stream, read by byte range (memmap locally, ranged reads on gs://)."""
+
+    def __init__(self, path, manifest: dict):
+        self.root = store_path(path)
+        self.dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
+        self.files = [self.root / s["tokens_file"] for s in manifest["shards"]]
+        counts = np.array([s["tokens"] for s in manifest["shards"]], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.total = int(self.starts[-1])
+        self.local = not str(self.root).startswith(("gs://", "s3://"))
+        self._maps: dict[int, np.ndarray] = {}
+        self.bytes_read = 0
+
+    def _shard(self, i: int):
+        if i not in self._maps:
+            if self.local:  # a memmap maps address space, not memory: pages come and go with the OS cache
+                self._maps[i] = np.memmap(os.fspath(self.files[i]), dtype=self.dtype, mode="r")
+            else:
+                self._maps[i] = self.files[i].open("rb")
+        return self._maps[i]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Stream tokens [start, stop) (0 <= start <= stop <= total) as a fresh array."""
+        out = np.empty(stop - start, self.dtype)
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1
+        pos = start
+        while pos < stop:
+            lo, hi = pos - self.starts[i], min(stop, self.starts[i + 1]) - self.starts[i]
+            shard = self._shard(i)
+            if self.local:
+                out[pos - start : pos - start + hi - lo] = shard[lo:hi]
+            else:
+                shard.seek(int(lo) * self.dtype.itemsize)
+                out[pos - start : pos - start + hi - lo] = np.frombuffer(
+                    shard.read(int(hi - lo) * self.dtype.itemsize), self.dtype)
+            self.bytes_read += int(hi - lo) * self.dtype.itemsize
+            pos += hi - lo
+            i += 1
+        return out
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -199,3 +199,34 @@ def test_tiny_rung_trains_from_a_token_store_with_its_vocab(store, tmp_path):
     summary = train(cfg, str(tmp_path / "run"))
     assert cfg.model.vocab_size == 259
     assert summary["state"] == "done" and summary["step"] == 3 and np.isfinite(summary["loss"])
+
+
+def test_embedded_source_tokenizes_like_the_token_cache(tmp_path):
+    """SOURCE=embedded holds exactly the documents (and byte ids) the embedded pipeline trains on."""
+    from ladder.data import pipeline
+
+    cache = str(tmp_path / "cache")
+    m = tokenize("embedded", "byte", str(tmp_path / "s"), domains="legal", split="test", cache_dir=cache,
+                 shard_docs=100, log=quiet)
+    cfg = ml_collections.ConfigDict(dict(source="embedded", cache_dir=cache))
+    tokens, offsets = pipeline.token_cache(cfg, "test", ByteTokenizer(), domain="legal")
+    assert m["documents"] == len(offsets) - 1 == 234 and len(m["shards"]) == 3
+    assert m["tokens"] == len(tokens) + m["documents"]  # + one EOS a document
+    with pytest.raises(LadderError, match="--data-dir: 'c4/en' .* tfds catalog name"):
+        tokenize("c4/en", "byte", str(tmp_path / "c4"), log=quiet)
+    with pytest.raises(LadderError, match="SOURCE: empty"):
+        tokenize("", "byte", str(tmp_path / "x"), log=quiet)
+
+
+def test_cli_tokenize_writes_and_names_the_training_flags(tmp_path, capsys):
+    from ladder import cli
+
+    write_jsonl(tmp_path / "a.jsonl", n=30)
+    out = tmp_path / "s"
+    assert cli.main(["data", "tokenize", str(tmp_path / "a.jsonl"), "-o", str(out), "--split", "all",
+                     "--workers", "1"]) == 0
+    said = capsys.readouterr()
+    assert "30 documents" in said.out and f"--config.data.source=tokens --config.data.path={out}" in said.out
+    assert "tokens/s" in said.err and "ETA" in said.err
+    assert cli.main(["data", "tokenize", str(tmp_path / "a.jsonl"), "--split", "all"]) == 2
+    assert "--out DIR" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Every text source is a tfds dataset read as array_record through grain: no TensorFlow, no network.
+"""Every text source is a tfds dataset read as an array_record data source: no TensorFlow, no network.
 
 - `EmbeddedCorpus` ("ladder_corpus/<domain>"): the embedded corpus of `ladder.data.corpus`, built offline.
 - `LocalText` ("ladder_files/<name>"): text or JSONL files (a directory, a glob, or a comma-separated list).

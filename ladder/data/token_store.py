@@ -12,7 +12,8 @@ Layout of a store directory (docs/data.md says why flat token files and not arra
 
 Every file is written to a `.tmp-*` name and renamed, so a killed job leaves either a whole shard with its
 marker or something the next run deletes and redoes. Readers touch only manifest.json and the byte
-ranges of .tokens files they need (`ShardReader.read`), never a whole shard.
+ranges of .tokens files they need (`ShardReader.read`: os.pread locally, ranged reads on gs://), never a
+whole shard, and map nothing: a memmap would count every page it ever touched in the process's RSS.
 """
 
 from __future__ import annotations
@@ -98,35 +99,46 @@ class ShardReader:
         self.starts = np.concatenate([[0], np.cumsum(counts)])
         self.total = int(self.starts[-1])
         self.local = not str(self.root).startswith(("gs://", "s3://"))
-        self._maps: dict[int, np.ndarray] = {}
+        self._open: dict[int, object] = {}  # shard -> fd (local) or file object (gs://)
         self.bytes_read = 0
 
     def _shard(self, i: int):
-        if i not in self._maps:
-            if self.local:  # a memmap maps address space, not memory: pages come and go with the OS cache
-                self._maps[i] = np.memmap(os.fspath(self.files[i]), dtype=self.dtype, mode="r")
-            else:
-                self._maps[i] = self.files[i].open("rb")
-        return self._maps[i]
+        if i not in self._open:
+            self._open[i] = os.open(os.fspath(self.files[i]), os.O_RDONLY) if self.local else self.files[i].open("rb")
+        return self._open[i]
+
+    def __del__(self):
+        for f in getattr(self, "_open", {}).values():
+            try:
+                os.close(f) if isinstance(f, int) else f.close()
+            except Exception:  # at interpreter exit the os module may be gone already
+                pass
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Stream tokens [start, stop) (0 <= start <= stop <= total) as a fresh array."""
         out = np.empty(stop - start, self.dtype)
+        self.read_into(out, start, stop)
+        return out
+
+    def read_into(self, out: np.ndarray, start: int, stop: int) -> None:
+        """Stream tokens [start, stop) into out[: stop - start] (any integer dtype wide enough)."""
         i = int(np.searchsorted(self.starts, start, side="right")) - 1
         pos = start
         while pos < stop:
             lo, hi = pos - self.starts[i], min(stop, self.starts[i + 1]) - self.starts[i]
-            shard = self._shard(i)
+            shard, size, offset = self._shard(i), int(hi - lo) * self.dtype.itemsize, int(lo) * self.dtype.itemsize
             if self.local:
-                out[pos - start : pos - start + hi - lo] = shard[lo:hi]
+                data = os.pread(shard, size, offset)
             else:
-                shard.seek(int(lo) * self.dtype.itemsize)
-                out[pos - start : pos - start + hi - lo] = np.frombuffer(
-                    shard.read(int(hi - lo) * self.dtype.itemsize), self.dtype)
-            self.bytes_read += int(hi - lo) * self.dtype.itemsize
+                shard.seek(offset)
+                data = shard.read(size)
+            if len(data) != size:
+                raise LadderError(f"data.path: {self.files[i]} ended at byte {offset + len(data)}, the manifest says "
+                                  f"{self.starts[i + 1] - self.starts[i]} tokens (truncated?); tokenize it again")
+            out[pos - start : pos - start + hi - lo] = np.frombuffer(data, self.dtype)
+            self.bytes_read += size
             pos += hi - lo
             i += 1
-        return out
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -136,7 +136,9 @@ def _texts(spec: dict, unit: dict):
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer_spec: str, spec: dict, out: str) -> None:
+def _init_worker(tokenizer_spec: str, spec: dict, out: str, pool: bool = False) -> None:
+    if pool:  # parallel across processes: the `tokenizers` package's own threads would oversubscribe the CPUs
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from ladder.data.tokenizer import tokenizer_from_spec
 
     _WORKER.update(tokenizer=tokenizer_from_spec(tokenizer_spec, "--tokenizer"), spec=spec, out=ts.store_path(out))
@@ -262,7 +264,7 @@ def _run(todo, done, units, tokenizer_spec, spec, out, workers, log) -> None:
         _init_worker(tokenizer_spec, spec, out)
         results = map(_tokenize_unit, todo)
     else:
-        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (tokenizer_spec, spec, out))
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (tokenizer_spec, spec, out, True))
         results = pool.imap_unordered(_tokenize_unit, todo)
     try:
         for n, result in enumerate(results, 1):

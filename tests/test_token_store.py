@@ -179,6 +179,9 @@ def test_bad_stores_are_named_before_training(store, tmp_path):
     with pytest.raises(LadderError, match=f"{shard} holds token id 300"):
         for k in range(src.rows_per_epoch // 4 + 1):
             src.batch(k)
+    with pytest.raises(LadderError, match="is one store but split 'validation'"):
+        make_source(cfg_for(path, split="validation"), 16, 4)
+    assert make_source(cfg_for(path.parent / "{split}", split="s"), 16, 4).tokens_per_epoch > 0
     with pytest.raises(LadderError, match="no complete token store"):
         make_source(cfg_for(tmp_path / "nothing"), 16, 4)
     (tmp_path / "empty.jsonl").write_text("\n" + json.dumps({"text": "  "}) + "\n")

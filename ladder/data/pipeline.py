@@ -61,9 +61,15 @@ def vocab_size(data_cfg) -> int:
 
 
 def _store_path(data_cfg) -> str:
-    path = _get(data_cfg, "path", "")
+    """data.path for data.split: a store holds one split, so "DIR-{split}" names one store per split."""
+    path, split = str(_get(data_cfg, "path", "")), _get(data_cfg, "split", "train")
     if not path:
         raise LadderError("data.path: empty; set it to a token store directory from `ladder data tokenize ... --out DIR`")
+    if "{split}" in path:
+        return path.replace("{split}", split)
+    if split != "train":
+        raise LadderError(f"data.path: {path} is one store but split {split!r} is asked for (held-out LM loss?); "
+                          "tokenize each split into its own store (--split) and write data.path as 'DIR-{split}'")
     return path
 
 

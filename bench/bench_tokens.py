@@ -53,10 +53,12 @@ def tokenize_throughput(work: Path, text_mb: float) -> list[dict]:
     src = work / "text.jsonl"
     n = corpus_jsonl(src, text_mb)
     texts = [json.loads(line)["text"] for line in open(src)]
+    corpus_jsonl(work / "all.jsonl", 1e9)  # the BPE learns from the whole train split: 50k merges need ~8 MB
     t0 = time.perf_counter()
     spm = train_sentencepiece(texts[: max(1, len(texts) // 4)], work / "spm8k.model", 8192)
     t1 = time.perf_counter()
-    bpe = train_bpe(texts, work / "bpe50k" / "tokenizer.json", 50_000)
+    bpe = train_bpe((json.loads(line)["text"] for line in open(work / "all.jsonl")), work / "bpe50k" / "tokenizer.json",
+                    50_000)
     t2 = time.perf_counter()
     print(f"text {n / 1e6:.1f} MB; trained SentencePiece 8k in {t1 - t0:.0f}s, BPE {bpe.vocab_size} in {t2 - t1:.0f}s",
           flush=True)
@@ -64,14 +66,25 @@ def tokenize_throughput(work: Path, text_mb: float) -> list[dict]:
     for name, spec in (("byte", "byte"), ("sentencepiece-8k", spm.path), ("tokenizer.json-50k", bpe.path)):
         for workers in (1, 2):
             out = work / f"store-{name}-{workers}"
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu()
             m = tokenize(str(src), str(spec), str(out), workers=workers, split="all", shard_mb=0.5, overwrite=True,
                          log=lambda line: None)
-            s = time.perf_counter() - start
+            s, cpu = time.perf_counter() - start, _cpu() - cpu
             rows.append(dict(tokenizer=name, workers=workers, seconds=round(s, 2), mb_s=round(m["text_bytes"] / s / 1e6, 2),
-                             tokens_s=round(m["tokens"] / s), bytes_per_token=round(m["text_bytes"] / m["tokens"], 2)))
+                             tokens_s=round(m["tokens"] / s), cpu_s=round(cpu, 1),
+                             mb_per_cpu_s=round(m["text_bytes"] / cpu / 1e6, 2),
+                             bytes_per_token=round(m["text_bytes"] / m["tokens"], 2),
+                             load=round(os.getloadavg()[0], 1)))
             print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children (the tokenize workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def synthetic_store(root: Path, n_shards: int, reuse: Path | None = None) -> Path:
@@ -117,6 +130,7 @@ def serve(store: str, host: int, hosts: int, batches: int) -> dict:
     s, cpu = time.perf_counter() - start, time.process_time() - cpu
     tokens = batches * src.local_batch * L
     return dict(host=host, hosts=hosts, tokens_s=round(tokens / s), tokens_per_cpu_s=round(tokens / cpu),
+                load=round(os.getloadavg()[0], 1),
                 rss_growth_mb=round((peak - rss0) / 2**20, 1), bytes_read_per_batch=src.reader.bytes_read // batches)
 
 
@@ -150,6 +164,7 @@ def main() -> None:
     p.add_argument("--store-gb", type=float, default=2)
     p.add_argument("--batches", type=int, default=150)
     p.add_argument("--skip-tokenize", action="store_true")
+    p.add_argument("--skip-loader", action="store_true")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--host", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--hosts", type=int, default=1, help=argparse.SUPPRESS)
@@ -162,7 +177,8 @@ def main() -> None:
     print(f"work dir {work}", flush=True)
     if not args.skip_tokenize:
         tokenize_throughput(work, args.text_mb)
-    loader(work, args.store_gb, args.batches)
+    if not args.skip_loader:
+        loader(work, args.store_gb, args.batches)
 
 
 if __name__ == "__main__":

@@ -137,9 +137,12 @@ _WORKER: dict = {}
 
 
 def _init_worker(tokenizer_spec: str, spec: dict, out: str, pool: bool = False) -> None:
-    if pool:  # parallel across processes: the `tokenizers` package's own threads would oversubscribe the CPUs
+    from ladder.data import tokenizer as tokenizer_lib
+
+    if pool:  # parallel across processes: the libraries' own threads would oversubscribe the CPUs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from ladder.data.tokenizer import tokenizer_from_spec
+        tokenizer_lib.THREADS = 1
+    tokenizer_from_spec = tokenizer_lib.tokenizer_from_spec
 
     _WORKER.update(tokenizer=tokenizer_from_spec(tokenizer_spec, "--tokenizer"), spec=spec, out=ts.store_path(out))
 

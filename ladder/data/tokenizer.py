@@ -28,6 +28,10 @@ import numpy as np
 
 from ladder.errors import LadderError
 
+# Threads a tokenizer library may use for one batch (-1: its default, all cores). Tokenize workers set 1:
+# they are already one process per core.
+THREADS = -1
+
 N_BYTES = 256
 PAD_ID = 256
 EOS_ID = 257
@@ -90,7 +94,7 @@ class SentencePieceTokenizer:
 
     def encode_batch(self, texts) -> list[np.ndarray]:
         dtype = token_dtype(self.vocab_size)
-        return [np.asarray(ids, dtype) for ids in self._sp.encode(list(texts))]
+        return [np.asarray(ids, dtype) for ids in self._sp.encode(list(texts), num_threads=THREADS)]
 
     def decode(self, ids) -> str:
         return self._sp.decode([int(i) for i in ids])

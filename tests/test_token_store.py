@@ -79,6 +79,13 @@ def test_killed_tokenize_resumes_to_the_uninterrupted_store(tmp_path):
     assert store_bytes(cut) == store_bytes(tmp_path / "whole")
     assert not list(cut.glob(".tmp-*"))
     assert killed_early and 0 < n_done < len(whole["shards"]), (killed_early, n_done)
+    # the store trains with the tokenizer it was made with; its vocabulary flows from the manifest
+    from ladder.data import pipeline
+
+    cfg = ml_collections.ConfigDict(dict(source="tokens", path=str(cut), tokenizer=tok, seed=0))
+    assert pipeline.vocab_size(cfg) == 290
+    batch = make_source(cfg, 16, 4).batch(0)
+    assert batch["targets"].max() < 290 and (batch["segment_ids"] > 0).all()
 
 
 def test_rerun_refuses_another_job_unless_overwrite(tmp_path):

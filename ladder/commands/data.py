@@ -51,6 +51,8 @@ def run(args) -> int:
             cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
             for split in ("train", "validation", "test"):
                 _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
+            meta = pipeline._builder(cfg, domain).info.metadata
+            print(f"{domain}: content_sha256 {meta['content_sha256']} (docs/data.md lists the pinned values)")
     elif args.action == "files":
         if not args.path:
             raise LadderError("ladder data files: give PATH (a directory, glob or comma list of .txt/.jsonl files)")

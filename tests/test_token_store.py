@@ -158,6 +158,20 @@ def test_loader_is_pure_sharded_and_covers_every_token_once(store):
     assert reader.bytes_read <= (B // 4) * (L + 1) * 2
 
 
+def test_remote_reads_are_exact_byte_ranges(store):
+    """gs:// stores are read with one ranged request a row (fsspec cat_file; here its local filesystem)."""
+    import fsspec
+
+    path, _ = store
+    local = make_source(cfg_for(path), 32, 8, process_index=1, process_count=4)
+    remote = make_source(cfg_for(path), 32, 8, process_index=1, process_count=4)
+    remote.reader.local, remote.reader.fs = False, fsspec.filesystem("file")
+    for k in (0, 3):
+        a, b = local.batch(k), remote.batch(k)
+        assert all(np.array_equal(a[f], b[f]) for f in a)
+    assert remote.reader.bytes_read == local.reader.bytes_read <= 2 * 2 * (32 + 1) * 2  # 2 batches x 2 rows
+
+
 def test_bad_stores_are_named_before_training(store, tmp_path):
     path, _ = store
     import shutil

@@ -12,7 +12,7 @@ Three domains, gathered offline from the running Python installation (no downloa
   to be the licence files of whatever distributions were installed, so one extra package changed it.
 
 Files are visited in sorted order and every document gets a split from the hash of its text. The legal
-domain is the same bytes everywhere; prose and code are the same for the same Python version (patch
+domain is the same bytes everywhere; prose and code are the same for the same Python build (patch
 releases do edit the standard library). `inputs_key` hashes everything a domain is gathered from, so a
 cache can never serve a corpus gathered from other inputs (docs/data.md).
 """

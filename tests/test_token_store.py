@@ -254,3 +254,27 @@ def test_cli_tokenize_writes_and_names_the_training_flags(tmp_path, capsys):
     assert "tokens/s" in said.err and "ETA" in said.err
     assert cli.main(["data", "tokenize", str(tmp_path / "a.jsonl"), "--split", "all"]) == 2
     assert "--out DIR" in capsys.readouterr().err
+
+
+def test_vocabulary_over_65536_is_stored_as_uint32(tmp_path):
+    """A dolma2-sized vocabulary (here a 70,000-word WordLevel tokenizer.json) round-trips through uint32 shards."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(70_000)}
+    vocab["<unk>"] = 70_000
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    docs = ["w1 w69999 w65536", "w65535 w0", "w123 w70001"]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    m = tokenize(str(tmp_path / "a.jsonl"), str(tmp_path / "tokenizer.json"), str(tmp_path / "s"), split="all",
+                 log=quiet)
+    assert m["dtype"] == "uint32" and m["tokenizer"]["vocab_size"] == 70_002 and m["tokenizer"]["eos_id"] == 70_001
+    cfg = ml_collections.ConfigDict(dict(source="tokens", path=str(tmp_path / "s"), tokenizer=str(tmp_path / "tokenizer.json"),
+                                         seed=0, segment_ids=True))
+    src = make_source(cfg, 16, 1)
+    row = src.rows(np.arange(1))
+    assert row["targets"][0, :9].tolist() == [1, 69999, 65536, 70001, 65535, 0, 70001, 123, 70000]
+    assert row["segment_ids"][0, :9].tolist() == [1, 1, 1, 1, 2, 2, 2, 3, 3]
+    assert row["positions"][0, :9].tolist() == [0, 1, 2, 3, 0, 1, 2, 0, 1]

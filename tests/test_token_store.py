@@ -278,3 +278,30 @@ def test_vocabulary_over_65536_is_stored_as_uint32(tmp_path):
     assert row["targets"][0, :9].tolist() == [1, 69999, 65536, 70001, 65535, 0, 70001, 123, 70000]
     assert row["segment_ids"][0, :9].tolist() == [1, 1, 1, 1, 2, 2, 2, 3, 3]
     assert row["positions"][0, :9].tolist() == [0, 1, 2, 3, 0, 1, 2, 0, 1]
+
+
+def test_tfds_catalog_source_tokenizes_its_split(tmp_path):
+    """A catalog name (here a tiny builder prepared in array_record under a local data_dir) is read by record
+    ranges, its text field by --text-field, nothing downloaded."""
+    import tensorflow_datasets as tfds
+
+    class TinyCatalogForLadder(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"body": tfds.features.Text()}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(40)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                yield i, {"body": f"document {i}. " * (i % 5 + 1)}
+
+    data_dir = tmp_path / "tfds"
+    TinyCatalogForLadder(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    m = tokenize("tiny_catalog_for_ladder", "byte", str(tmp_path / "s"), data_dir=str(data_dir), text_field="body",
+                 shard_docs=16, log=quiet)
+    assert m["documents"] == 40 and len(m["shards"]) == 3
+    expect = sum(len(f"document {i}. ".encode()) * (i % 5 + 1) + 1 for i in range(40))
+    assert m["tokens"] == expect

@@ -185,6 +185,14 @@ def test_bad_stores_are_named_before_training(store, tmp_path):
     with pytest.raises(LadderError, match="model.vocab_size: .* token id 257 >= the model's vocabulary 200"):
         make_source(ml_collections.ConfigDict(dict(cfg_for(bad).to_dict(), vocab_size=200)), 16, 4)
     shard = bad / manifest["shards"][1]["tokens_file"]
+    from ladder.data.token_store import verify
+
+    assert verify(bad)["tokens"] == manifest["tokens"]
+    flipped = bytearray(shard.read_bytes())
+    flipped[3] ^= 1
+    shard.write_bytes(bytes(flipped))  # same size: only the hash sees it
+    with pytest.raises(LadderError, match=f"{shard}: its sha256 differs"):
+        verify(bad)
     shard.write_bytes(shard.read_bytes()[:-2])
     with pytest.raises(LadderError, match=f"shard {shard} has .* bytes.*truncated"):
         make_source(cfg_for(bad), 16, 4)

@@ -7,6 +7,7 @@
     ladder data tokenize SOURCE --tokenizer SPEC -o DIR   SOURCE (embedded | files glob | JSONL | tfds name) ->
                                                           a sharded token store for data.source=tokens; a
                                                           rerun into the same DIR resumes (docs/data.md)
+    ladder data verify DIR                                every shard of a token store against its sha256
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["build", "files", "spm", "tasks", "tokenize"])
+    parser.add_argument("action", choices=["build", "files", "spm", "tasks", "tokenize", "verify"])
     parser.add_argument("path", nargs="?", help="files: a directory, glob or comma list of .txt/.jsonl files; "
                         "tokenize: SOURCE = embedded, such files, or a tfds catalog name (with --data-dir)")
     parser.add_argument("--domains", default="prose,code,legal", help="embedded domains (comma list)")
@@ -86,6 +87,14 @@ def run(args) -> int:
               f"of text) in {len(m['shards'])} shards, vocab {m['tokenizer']['vocab_size']}, content_sha256 "
               f"{m['content_sha256'][:16]}... ({time.perf_counter() - start:.1f}s); train on it with "
               f"--config.data.source=tokens --config.data.path={args.out} --config.data.tokenizer={args.tokenizer}")
+    elif args.action == "verify":
+        from ladder.data.token_store import verify
+
+        if not args.path:
+            raise LadderError("ladder data verify: give DIR (a token store)")
+        m = verify(args.path)
+        print(f"{args.path}: {len(m['shards'])} shards, {m['tokens']:,} tokens match the manifest "
+              f"(content_sha256 {m['content_sha256'][:16]}...)")
     elif args.action == "tasks":
         from pathlib import Path
 

@@ -196,9 +196,17 @@ def test_bad_stores_are_named_before_training(store, tmp_path):
     shard.write_bytes(shard.read_bytes()[:-2])
     with pytest.raises(LadderError, match=f"shard {shard} has .* bytes.*truncated"):
         make_source(cfg_for(bad), 16, 4)
+    import fsspec
+
+    from ladder.data.token_store import check_shards
+
+    with pytest.raises(LadderError, match=f"shard {shard} has .* bytes.*truncated"):  # remote: one listing
+        check_shards(bad, manifest, fs=fsspec.filesystem("file"))
     shard.unlink()
     with pytest.raises(LadderError, match=f"shard {shard} is missing"):
         make_source(cfg_for(bad), 16, 4)
+    with pytest.raises(LadderError, match=f"shard {shard} is missing"):
+        check_shards(bad, manifest, fs=fsspec.filesystem("file"))
     # a damaged shard with an impossible id is named when its row is read
     shutil.copy(path / shard.name, shard)
     ids = np.fromfile(shard, "<u2")

@@ -26,7 +26,7 @@ def gcs_emulator(tmp_path):
     test's duration; yields the environment that points clients at it. Skips without ladder[rehearse]."""
     pytest.importorskip("gcp_storage_emulator", reason="needs ladder[rehearse] (gcp-storage-emulator)")
     pytest.importorskip("gcsfs", reason="needs ladder[rehearse] (gcsfs)")
-    from launch import emulator
+    from ladder.launch import emulator
 
     with emulator.serving(tmp_path / "gcs" / "bucket", ["test"]) as env:
         yield env

@@ -18,8 +18,8 @@ import pytest
 
 from ladder import chips
 from ladder.errors import LadderError
-from launch import LaunchOptions, costs, get_backend, jobs as jobs_lib, launch_plan, queued_resources
-from launch.commands import run_steps
+from ladder.launch import LaunchOptions, costs, get_backend, jobs as jobs_lib, launch_plan, queued_resources
+from ladder.launch.commands import run_steps
 from launch_fixtures import StubModule, install_plan_stub, tiny_plan, write_plan
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -206,7 +206,7 @@ def finish(run_dir, state="done"):
 def test_tpu_vm_lifecycle_recreates_a_preempted_vm_and_deletes_finished_ones(plan_dir):
     """An existing live VM is watched (not restarted); a PREEMPTED one is deleted, created, its script copied
     and started again; each VM is deleted once its rung is done; launch.json counts the attempts."""
-    from launch import lifecycle
+    from ladder.launch import lifecycle
 
     cloud = FakeCloud({"ladder-20m-1xc": "READY", "ladder-60m-2xc": "PREEMPTED"})
     backend = get_backend("tpu-vm")
@@ -235,7 +235,7 @@ def test_tpu_vm_lifecycle_recreates_a_preempted_vm_and_deletes_finished_ones(pla
 
 def test_queued_resources_keep_and_give_up(plan_dir):
     """--keep leaves finished requests standing; a request FAILED max_recreates times is given up."""
-    from launch import lifecycle
+    from ladder.launch import lifecycle
 
     cloud = FakeCloud()
     backend = get_backend("queued-resources")
@@ -256,7 +256,7 @@ def test_queued_resources_keep_and_give_up(plan_dir):
 
 def test_a_worker_that_gave_up_fails_the_rung(plan_dir):
     """A worker's exit marker (non-zero after its retries) ends the watch for that rung; the resource goes."""
-    from launch import lifecycle
+    from ladder.launch import lifecycle
 
     cloud = FakeCloud()
     backend = get_backend("queued-resources")
@@ -311,14 +311,14 @@ def test_generated_gcloud_commands_parse_with_the_real_cli(plan_dir):
     ("ladder", "ladder[gcs,tpu]"),
 ])
 def test_workers_install_the_tpu_extra_whatever_the_user_passed(given, wanted):
-    from launch.commands import with_extras
+    from ladder.launch.commands import with_extras
 
     assert with_extras(given) == wanted
 
 
 def test_worker_script_sets_itself_up_and_is_valid_bash(plan_dir, tmp_path):
     """uv-provisioned Python 3.11 venv, the tpu extra, a device check before training, valid bash."""
-    from launch.commands import worker_script
+    from ladder.launch.commands import worker_script
 
     plan = jobs_lib.load("plan.json")
     jobs = jobs_lib.make_jobs(plan, "gs://b/r", slices=jobs_lib.parse_slice_overrides(["20M-1xC=v4-16"]))
@@ -327,14 +327,6 @@ def test_worker_script_sets_itself_up_and_is_valid_bash(plan_dir, tmp_path):
     assert "uv venv --quiet --python 3.11" in text
     assert 'PACKAGE="ladder[gcs,tpu] @ file://$WORK/ladder-0.1.0-py3-none-any.whl"' in text
     # v4-16 = 8 chips: the preflight runs before the plan is fetched and before any rung trains
-    assert text.index("-m launch.preflight --devices 8") < text.index("-m ladder train")
+    assert text.index("-m ladder.launch.preflight --devices 8") < text.index("-m ladder train")
     (tmp_path / "w.sh").write_text(text)
     assert subprocess.run(["bash", "-n", str(tmp_path / "w.sh")]).returncode == 0
-
-
-def test_hosts_per_slice():
-    from launch import topology
-
-    assert [topology.hosts(a) for a in ("v5litepod-8", "v5litepod-16", "v4-8", "v4-16", "v5p-16", "v6e-8", "v6e-16")] \
-        == [1, 4, 1, 2, 2, 1, 4]
-    assert topology.devices("v5litepod-16", 2) == 32

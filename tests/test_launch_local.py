@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from ladder.errors import LadderError
-from launch import LaunchOptions, launch_plan
-from launch.status import collect, format_status, ladder_status
+from ladder.launch import LaunchOptions, launch_plan
+from ladder.launch.status import format_status, ladder_status
+from ladder.rundir import collect
 from launch_fixtures import tiny_plan, write_plan
 
 pytest.importorskip("ladder.train", reason="needs the trainer (ladder/train.py)")
@@ -109,7 +110,7 @@ def test_collect(ladder_runs):
         with pytest.raises(LadderError, match="no rung has evaluation results"):
             collect(plan, root, str(out))
         return
-    n, missing, _ = collect(plan, root, str(out))
+    n, missing = collect(plan, root, str(out))
     assert n > 0 and missing == []
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import LaunchOptions, jobs as jobs_lib
+from ladder.launch import LaunchOptions, jobs as jobs_lib
 from launch_fixtures import rung, tiny_plan, write_plan
 
 pytest.importorskip("ladder.train", reason="needs the trainer")
@@ -56,7 +56,7 @@ def rehearsal_plan(path: Path) -> str:
 
 def rehearse(tmp_path, monkeypatch, backend: str, preempt_at=None):
     pytest.importorskip("gcp_storage_emulator", reason="needs ladder[rehearse]")
-    from launch import rehearse as rehearse_lib
+    from ladder.launch import rehearse as rehearse_lib
 
     monkeypatch.chdir(tmp_path)
     plan = rehearsal_plan(tmp_path / "tiny.json")
@@ -89,7 +89,7 @@ def test_queued_resources_rehearsal_with_a_preemption_drill(tmp_path, monkeypatc
 def test_preflight_names_what_jax_sees_when_it_is_not_the_slice():
     """The worker script stops before training when JAX does not see the slice's devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    run = lambda n: subprocess.run([sys.executable, "-m", "launch.preflight", "--devices", str(n)], env=env,  # noqa: E731
+    run = lambda n: subprocess.run([sys.executable, "-m", "ladder.launch.preflight", "--devices", str(n)], env=env,  # noqa: E731
                                    capture_output=True, text=True, timeout=120)
     bad, good = run(8), run(4)
     assert bad.returncode == 1 and "ladder preflight: FAILED: JAX sees 4 cpu device(s)" in bad.stdout

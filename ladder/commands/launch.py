@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch import BACKENDS, LaunchOptions, launch_plan
-from launch.costs import parse_prices
-from launch.jobs import parse_slice_overrides
+from ladder.launch import BACKENDS, LaunchOptions, launch_plan
+from ladder.launch.costs import parse_prices
+from ladder.launch.jobs import parse_slice_overrides
 
 
 def add_arguments(parser) -> None:
@@ -68,7 +68,7 @@ def run(args) -> int:
         devices=args.devices.split(",") if args.devices else None, max_attempts=args.max_attempts,
     )
     if args.rehearse or args.preempt_at is not None:
-        from launch import rehearse
+        from ladder.launch import rehearse
 
         return rehearse.rehearse(opts, preempt_at=args.preempt_at)
     return launch_plan(opts)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from launch import jobs
-from launch.status import format_status, ladder_status, log_tail
+from ladder.launch import jobs
+from ladder.launch.status import format_status, ladder_status, log_tail
 
 
 def add_arguments(parser) -> None:
@@ -14,6 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ladder import rundir
     from ladder.errors import LadderError
 
     plan = jobs.load(args.plan)
@@ -21,7 +22,7 @@ def run(args) -> int:
         names = [r["name"] for r in plan["rungs"]]
         if args.logs not in names:
             raise LadderError(f"--logs: no rung named {args.logs!r} in {args.plan}; rungs: {', '.join(names)}")
-        print(log_tail(jobs.join(run_root(args), args.logs), args.lines))
+        print(log_tail(rundir.join(run_root(args), args.logs), args.lines))
         return 0
     print(format_status(ladder_status(plan, run_root(args))))
     return 0

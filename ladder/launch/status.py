@@ -1,22 +1,19 @@
-"""Read a launched ladder back from its run directories (local or gs://): `ladder status` and `collect`.
+"""Read a launched ladder back from its run directories (local or gs://): `ladder status`.
 
-Only the files the trainer pins are read (status.json, results.csv), plus launch.json that the launchers
-write (attempts, the cloud resource, where the logs are), so status works the same whichever backend ran the
-rungs. No JAX here.
+Only the files the trainer pins are read (status.json), plus launch.json that the launchers write
+(attempts, the cloud resource, where the logs are), so status works the same whichever backend ran the
+rungs (ladder.rundir reads them). No JAX here. `ladder collect` is ladder.rundir.collect over the
+finished rungs (collect below).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import time
-from pathlib import Path
 
-from ladder import results
+from ladder import rundir
 from ladder.errors import LadderError
-from launch import jobs as jobs_lib
 
 STALE_S = 15 * 60  # a "running" status.json not updated for this long is flagged: the run may be dead
 
@@ -40,8 +37,8 @@ class RungStatus:
 
 
 def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatus:
-    status = jobs_lib.read_json(jobs_lib.join(run_dir, "status.json")) or {}
-    launch = jobs_lib.read_json(jobs_lib.join(run_dir, "launch.json")) or {}
+    status = rundir.read_status(run_dir)
+    launch = rundir.read_launch_record(run_dir)
     now = time.time() if now is None else now
     state = status.get("state", "pending")
     note = status.get("error", "") if state == "failed" else ""
@@ -52,7 +49,7 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"
     age = now - status["updated"] if "updated" in status else None
     if state == "running" and age is not None and age > STALE_S:
-        note = f"no update for {fmt_duration(age)}: stopped or preempted? relaunch to resume"
+        note = f"no update for {rundir.format_duration(age)}: stopped or preempted? relaunch to resume"
     tokens = int(status.get("tokens") or 0)
     return RungStatus(
         name=rung["name"], state=state, step=int(status.get("step") or 0),
@@ -67,15 +64,13 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
 
 def log_location(run_dir: str) -> str:
     """Cloud workers copy their logs to <run dir>/logs/; the local backend writes <run dir>/launch*.log."""
-    return jobs_lib.join(run_dir, "logs" if "://" in run_dir else "launch.log")
+    return rundir.join(run_dir, "logs" if rundir.is_remote(run_dir) else "launch.log")
 
 
 def log_tail(run_dir: str, lines: int = 40) -> str:
     """The last `lines` lines of every log of a rung (each worker's, or each local process's), headed by its
     path; a line saying where none were found otherwise."""
-    from etils import epath
-
-    root = epath.Path(run_dir)
+    root = rundir.path(run_dir)
     paths = sorted((root / "logs").glob("*.log")) if (root / "logs").exists() else []
     paths += sorted(root.glob("launch*.log")) if root.exists() else []
     if not paths:
@@ -89,7 +84,7 @@ def log_tail(run_dir: str, lines: int = 40) -> str:
 
 
 def ladder_status(plan: dict, run_root: str) -> list[RungStatus]:
-    return [rung_status(r, jobs_lib.join(run_root, r["name"])) for r in plan["rungs"]]
+    return [rung_status(r, rundir.join(run_root, r["name"])) for r in plan["rungs"]]
 
 
 def format_status(rows: list[RungStatus]) -> str:
@@ -101,8 +96,8 @@ def format_status(rows: list[RungStatus]) -> str:
         pct = 100.0 * r.step / r.total_steps if r.total_steps else 0.0
         lines.append(
             f"{r.name:<16} {r.state:<9} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% {fmt_count(r.tokens):>9} "
-            f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {fmt_duration(r.eta_s):>9} "
-            f"{fmt_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
+            f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {rundir.format_duration(r.eta_s):>9} "
+            f"{rundir.format_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
             + (f"  {r.note}" if r.note else ""))
     counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "failed", "pending")}
     if any(r.state == "preempted" for r in rows):
@@ -127,67 +122,17 @@ def fmt_num(x, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def fmt_duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = max(0.0, float(s))
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{s / 60:.0f}m"
-    if s < 86400:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"
-
-
-def read_results(run_dir: str) -> list[dict]:
-    """The rows of <run dir>/results.csv (local or gs://); [] when the rung has none yet."""
-    from etils import epath
-
-    path = epath.Path(jobs_lib.join(run_dir, "results.csv"))
-    try:
-        if not path.exists():
-            return []
-        text = path.read_text()
-    except ImportError as e:
-        raise LadderError(f"{path}: reading gs:// needs gcsfs ({e}); run `pip install gcsfs`") from e
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 def collect(plan: dict, run_root: str, out: str, *, overwrite: bool = False, partial: bool = False
             ) -> tuple[int, list[str], list[str]]:
-    """Gather the evaluation rows of every finished rung (status.json state done) into one results table.
+    """rundir.collect over the finished rungs (status.json state done), unless `partial`.
 
     A rung still training has rows at its early evaluation steps only; mixed into a fit they look like a
-    finished small run, so unfinished rungs are skipped unless `partial`. Rows missing the plan-level
-    columns get them from the plan: size, multiple, and flops (tokens seen `d` x the plan's FLOPs per
-    token). Returns (rows written, finished rungs without results, unfinished rungs skipped). An existing
-    `out` is never overwritten unless asked.
-    """
-    target = Path(out)
-    if target.exists() and not overwrite:
-        raise LadderError(f"-o {out}: file exists; pass --overwrite to replace it, or choose another name")
-    rows, missing, skipped = [], [], []
-    for rung in plan["rungs"]:
-        run_dir = jobs_lib.join(run_root, rung["name"])
-        if not partial and (jobs_lib.read_json(jobs_lib.join(run_dir, "status.json")) or {}).get("state") != "done":
-            skipped.append(rung["name"])
-            continue
-        got = read_results(run_dir)
-        if not got:
-            missing.append(rung["name"])
-        for row in got:
-            row = {k: v for k, v in row.items() if k is not None}
-            row.setdefault("size", rung["size"])
-            row.setdefault("multiple", rung["multiple"])
-            if "flops" not in row and row.get("d") not in (None, ""):
-                row["flops"] = float(row["d"]) * float(rung["flops_per_token"])
-            rows.append(row)
-    if not rows:
-        unfinished = f" ({len(skipped)} unfinished rungs skipped; --partial includes them)" if skipped else ""
-        raise LadderError(f"{run_root}: no finished rung has evaluation results (results.csv) yet{unfinished}; "
-                          f"see `ladder status` for progress")
-    if target.exists():
-        target.unlink()
-    results.append_rows(target, rows)
-    return len(rows), missing, skipped
+    finished small run. Returns (rows written, finished rungs without results, unfinished rungs skipped)."""
+    skipped = [] if partial else [r["name"] for r in plan["rungs"]
+                                  if rundir.read_status(rundir.join(run_root, r["name"])).get("state") != "done"]
+    finished = dict(plan, rungs=[r for r in plan["rungs"] if r["name"] not in skipped])
+    if not finished["rungs"]:
+        raise LadderError(f"{run_root}: no rung has finished yet ({len(skipped)} unfinished, skipped; --partial "
+                          "takes their rows); see `ladder status` for progress")
+    n, missing = rundir.collect(finished, run_root, out, overwrite=overwrite)
+    return n, missing, skipped

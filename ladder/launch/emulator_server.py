@@ -1,4 +1,4 @@
-"""`python -m launch.emulator_server DATA_DIR PORT`: gcp-storage-emulator with the two things tensorstore
+"""`python -m ladder.launch.emulator_server DATA_DIR PORT`: gcp-storage-emulator with the two things tensorstore
 (orbax checkpoints) needs from the Cloud Storage JSON API and the emulator leaves out (measured: without
 them every conditional read and write fails with "Malformed StorageGeneration"):
 - media downloads carry x-goog-generation / x-goog-metageneration headers (the object's generation);

@@ -12,11 +12,11 @@ import abc
 import dataclasses
 import subprocess
 
-from launch import Backend, LaunchOptions
-from launch import commands, costs, jobs as jobs_lib
-from launch.commands import Step
-from launch.jobs import Job
-from ladder import chips
+from ladder.launch import Backend, LaunchOptions
+from ladder.launch import commands, costs, jobs as jobs_lib
+from ladder.launch.commands import Step
+from ladder.launch.jobs import Job
+from ladder import chips, rundir
 from ladder.errors import LadderError
 
 
@@ -79,7 +79,7 @@ class CloudBackend(Backend):
                     comment=f"{', '.join(j.name for j in group.jobs)} done: delete {group.name}")
 
     def launch(self, jobs: list[Job], opts: LaunchOptions, print_fn=print) -> int:
-        from launch import lifecycle
+        from ladder.launch import lifecycle
 
         groups = self.groups(jobs, opts)
         if opts.dry_run:
@@ -110,7 +110,7 @@ class CloudBackend(Backend):
 
 def plan_uri(opts: LaunchOptions) -> str:
     """Where workers read the plan: content-addressed, so a different plan never overwrites it."""
-    return jobs_lib.join(opts.run_root, f"plans/plan-{jobs_lib.plan_digest(opts.plan_path)}.json")
+    return rundir.join(opts.run_root, f"plans/plan-{jobs_lib.plan_digest(opts.plan_path)}.json")
 
 
 def upload_plan(opts: LaunchOptions) -> Step:

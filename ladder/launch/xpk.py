@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import shlex
 
-from launch import LaunchOptions, cloud, commands
-from launch.cloud import Group
-from launch.commands import Step
+from ladder.launch import LaunchOptions, cloud, commands
+from ladder.launch.cloud import Group
+from ladder.launch.commands import Step
 from ladder.errors import LadderError
 
 
@@ -33,7 +33,7 @@ class XpkBackend(cloud.CloudBackend):
         scope = commands.gcloud_scope(opts.project, opts.zone)
         (job,), workload = group.jobs, group.name
         train = shlex.join(commands.train_argv("python3", "plan.json", job, commands.AUTO_DISTRIBUTED))
-        fetch = shlex.join(["python3", "-m", "launch.fetch", cloud.plan_uri(opts), "plan.json"])
+        fetch = shlex.join(["python3", "-m", "ladder.launch.fetch", cloud.plan_uri(opts), "plan.json"])
         create = ["xpk", "workload", "create", f"--cluster={opts.cluster}", f"--workload={workload}",
                   f"--docker-image={opts.image}", f"--tpu-type={job.accelerator}",
                   f"--num-slices={job.num_slices}", f"--max-restarts={commands.MAX_ATTEMPTS}",

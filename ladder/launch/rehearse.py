@@ -25,8 +25,9 @@ import threading
 import time
 from pathlib import Path
 
+from ladder import rundir
 from ladder.errors import LadderError
-from launch import LaunchOptions, emulator, get_backend, jobs as jobs_lib, launch_plan, standin
+from ladder.launch import LaunchOptions, emulator, get_backend, jobs as jobs_lib, launch_plan, standin
 
 BACKENDS = ("tpu-vm", "queued-resources")
 STEP_LINE = re.compile(r"^step (\d+)/", re.M)
@@ -200,7 +201,7 @@ def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=pri
             problems.append(f"--preempt-at {preempt_at}: no rung reached step {preempt_at}; nothing was preempted")
         if reference is not None and outcome.rc == 0:
             for rung in plan["rungs"]:
-                a, b = (jobs_lib.join(o.run_root, rung["name"]) for o in (reference, opts))
+                a, b = (rundir.join(o.run_root, rung["name"]) for o in (reference, opts))
                 same = bitwise_equal(a, b)
                 print_fn(f"# drill: {rung['name']}: final parameters {'bitwise equal to' if same else 'DIFFER from'} "
                          "the uninterrupted reference")
@@ -208,7 +209,7 @@ def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=pri
                     problems.append(f"{rung['name']}: resumed parameters differ from the reference")
         table = root / "results.csv"
         if outcome.rc == 0:
-            from launch.status import collect
+            from ladder.launch.status import collect
 
             try:
                 n, _, _ = collect(plan, opts.run_root, str(table), overwrite=True)
@@ -228,6 +229,6 @@ def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=pri
     print_fn(f"# rehearsal passed: every rung done, calls = the dry run's"
              + (f" + the drill's recreation of {', '.join(outcome.drilled)}" if outcome.drilled else "")
              + (", teardown complete" if not opts.keep else "") + f"; {summary}")
-    print_fn(f"# read the bucket again: python -m launch.emulator --data-dir {root / 'bucket'} -- "
+    print_fn(f"# read the bucket again: python -m ladder.launch.emulator --data-dir {root / 'bucket'} -- "
              f"ladder collect {opts.plan_path} --run-root {opts.run_root} -o results.csv")
     return 0

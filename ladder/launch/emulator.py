@@ -1,7 +1,7 @@
 """A local Cloud Storage emulator for gs:// run roots without a bucket: the rehearsal starts one itself, tests
 use it through a fixture, and a user can read a rehearsal's bucket again:
 
-    python -m launch.emulator --data-dir .ladder-rehearsal/PLAN/bucket -- ladder collect PLAN --run-root gs://...
+    python -m ladder.launch.emulator --data-dir .ladder-rehearsal/PLAN/bucket -- ladder collect PLAN --run-root gs://...
 
 It runs `gcp-storage-emulator` (pip install 'ladder[rehearse]'; launch.emulator_server adds what
 tensorstore needs) on 127.0.0.1 and points every gs:// client
@@ -60,7 +60,7 @@ def serving(data_dir: str | Path, buckets: list[str], *, timeout_s: float = 30.0
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(data_dir.parent / "emulator.log", "a")
-    proc = subprocess.Popen([sys.executable, "-m", "launch.emulator_server", str(data_dir), str(port)], stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "ladder.launch.emulator_server", str(data_dir), str(port)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True,
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(
                                 [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])))
@@ -123,7 +123,7 @@ def bucket_of(uri: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m launch.emulator",
+    p = argparse.ArgumentParser(prog="python -m ladder.launch.emulator",
                                 description="run COMMAND with gs:// served by a local emulator over DATA_DIR")
     p.add_argument("--data-dir", required=True, help="the emulator's storage (a rehearsal's .../bucket)")
     p.add_argument("--bucket", action="append", default=[], help="create this bucket first (repeatable)")

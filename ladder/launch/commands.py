@@ -12,7 +12,7 @@ import shlex
 import subprocess
 from pathlib import Path, PurePosixPath
 
-from launch.jobs import Job
+from ladder.launch.jobs import Job
 
 # Cloud TPU software (runtime) versions per chip, from the Cloud TPU "TPU software versions" page.
 RUNTIME_VERSIONS = {
@@ -130,7 +130,7 @@ def setup_lines(package: str, devices: int) -> list[str]:
         '  python3 -m uv pip install --quiet --python "$PY" "$PACKAGE" || fail "could not install $PACKAGE"',
         '  echo "$PACKAGE" > "$VENV/.ladder-package"',
         "fi",
-        f'"$PY" -m launch.preflight --devices {devices} $DISTRIBUTED'
+        f'"$PY" -m ladder.launch.preflight --devices {devices} $DISTRIBUTED'
         f" || fail 'JAX does not see the {devices} TPU devices of this slice (preflight above)'",
     ]
 
@@ -143,9 +143,9 @@ def worker_script(jobs: list[Job], *, plan_uri: str, package: str, title: str) -
     the rung's last checkpoint on every try and does nothing for a finished rung, so the script is safe to
     run again after a preemption (a queued resource reruns it at every boot).
     """
-    from launch import topology
+    from ladder import topology
 
-    devices = topology.devices(jobs[0].accelerator, jobs[0].num_slices)
+    devices = topology.parse_topology(jobs[0].accelerator, jobs[0].num_slices).n_devices
     lines = [
         "#!/bin/bash",
         f"# {title}",

@@ -1,4 +1,4 @@
-"""`python -m launch.preflight --devices N [--distributed | --coordinator H:P --num-processes K --process-id I]`
+"""`python -m ladder.launch.preflight --devices N [--distributed | --coordinator H:P --num-processes K --process-id I]`
 
 Run by every worker before training: start JAX the way the trainer will (same distributed flags) and check
 that it sees the slice's N devices on the platform JAX_PLATFORMS names (the worker script sets `tpu`, so a
@@ -14,7 +14,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.preflight")
+    p = argparse.ArgumentParser(prog="python -m ladder.launch.preflight")
     p.add_argument("--devices", type=int, required=True, help="devices JAX must see in all (chips x slices)")
     p.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() from the TPU env")
     p.add_argument("--coordinator")

@@ -5,7 +5,7 @@ each host of each slice is a local process: a queued resource's startup script s
 create; a TPU VM's script arrives by `scp --worker=all` and starts by `ssh --worker=all --command=...`.
 A host is a work directory (LADDER_WORK_DIR) and an environment: JAX on CPU with the host's chip count of
 devices, the coordinator of its slice on 127.0.0.1 (LADDER_DISTRIBUTED), the emulator's gs:// and a PATH
-whose `gcloud` is `python -m launch.standin` (storage cp/ls through the emulator, each call recorded).
+whose `gcloud` is `python -m ladder.launch.standin` (storage cp/ls through the emulator, each call recorded).
 The venv the script would build is provisioned ahead (no network here): a wrapper of this interpreter and
 the marker naming the requirement, so the script's install step finds it done.
 
@@ -28,8 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-from launch import commands, topology
-from launch.emulator import free_port
+from ladder import topology
+from ladder.launch import commands
+from ladder.launch.emulator import free_port
 
 SHUTDOWN_GRACE_S = 15.0
 
@@ -66,7 +67,7 @@ class FakeCloud:
         self.bin = self.root / "bin"
         self.bin.mkdir(parents=True, exist_ok=True)
         gcloud = self.bin / "gcloud"
-        gcloud.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m launch.standin \"$@\"\n")
+        gcloud.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m ladder.launch.standin \"$@\"\n")
         gcloud.chmod(0o755)
         # The venv is provisioned ahead; a script that still tries to install (pip/uv need the network)
         # must fail loudly here instead of installing something else from PyPI.
@@ -105,7 +106,7 @@ class FakeCloud:
                 return 1, "already exists"
             n = int(_flag(argv, "node-count") or 1)
             acc = _flag(argv, "accelerator-type")
-            hosts = [self.root / "hosts" / f"{name}-w{i}" for i in range(topology.hosts(acc) * n)]
+            hosts = [self.root / "hosts" / f"{name}-w{i}" for i in range(topology.parse_topology(acc, n).hosts)]
             res = Resource(kind, name, acc, n, "READY" if kind == "tpu-vm" else "ACTIVE", hosts)
             for h in hosts:
                 shutil.rmtree(h, ignore_errors=True)  # a new VM has a fresh disk
@@ -141,7 +142,7 @@ class FakeCloud:
 
     def start(self, res: Resource, command: str) -> None:
         """Run `command` on every host: one process group each, the slice's coordinator on a free port."""
-        port, per_host = free_port(), topology.chips_per_host(res.accelerator)
+        port, per_host = free_port(), topology.parse_topology(res.accelerator).chips_per_host
         for i, host in enumerate(res.hosts):
             env = dict(os.environ, **self.host_env)
             env.update(

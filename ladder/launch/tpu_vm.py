@@ -8,10 +8,10 @@ On a TPU VM each worker's JAX finds its peers itself (jax.distributed.initialize
 
 from __future__ import annotations
 
-from launch import LaunchOptions, cloud, commands
-from launch.cloud import Group
-from launch.commands import Step
-from launch.jobs import Job
+from ladder.launch import LaunchOptions, cloud, commands
+from ladder.launch.cloud import Group
+from ladder.launch.commands import Step
+from ladder.launch.jobs import Job
 from ladder.errors import LadderError
 
 

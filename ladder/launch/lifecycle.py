@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import time
 
-from etils import epath
-
-from ladder import metrics
-from launch import commands, jobs as jobs_lib
+from ladder import rundir
+from ladder.launch import commands
 
 TERMINAL = ("done", "failed")
 
@@ -25,11 +23,10 @@ TERMINAL = ("done", "failed")
 def rung_state(run_dir: str) -> str:
     """done / failed / running / pending, from the trainer's status.json and the workers' exit markers
     (<run dir>/logs/<worker>.exit, written when a worker gave up on the rung after its retries)."""
-    status = jobs_lib.read_json(jobs_lib.join(run_dir, "status.json")) or {}
-    state = status.get("state", "pending")
+    state = rundir.read_status(run_dir).get("state", "pending")
     if state in TERMINAL:
         return state
-    logs = epath.Path(jobs_lib.join(run_dir, "logs"))
+    logs = rundir.path(rundir.join(run_dir, "logs"))
     if logs.exists():
         for marker in logs.glob("*.exit"):
             if marker.read_text().strip() not in ("", "0"):
@@ -38,7 +35,7 @@ def rung_state(run_dir: str) -> str:
 
 
 def clear_exit_markers(run_dir: str) -> None:
-    logs = epath.Path(jobs_lib.join(run_dir, "logs"))
+    logs = rundir.path(rundir.join(run_dir, "logs"))
     if logs.exists():
         for marker in logs.glob("*.exit"):
             marker.unlink()
@@ -46,13 +43,12 @@ def clear_exit_markers(run_dir: str) -> None:
 
 def record(backend, group, opts, run_dir: str, **fields) -> None:
     """<run dir>/launch.json: what the launcher did for this rung (read by `ladder status`)."""
-    path = jobs_lib.join(run_dir, "launch.json")
-    if "://" not in run_dir:
-        epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
-    old = jobs_lib.read_json(path) or {}
-    old.update(backend=opts.backend, resource=group.name, slices=group.slices, logs=jobs_lib.join(run_dir, "logs"),
-               updated=time.time(), **fields)
-    metrics.write_json_atomic(path, old)
+    if not rundir.is_remote(run_dir):
+        rundir.path(run_dir).mkdir(parents=True, exist_ok=True)
+    old = rundir.read_launch_record(run_dir)
+    old.update(backend=opts.backend, resource=group.name, slices=group.slices, logs=rundir.join(run_dir, "logs"),
+               **fields)
+    rundir.write_launch_record(run_dir, **old)
 
 
 def watch(backend, groups, opts, print_fn=print, sleep=time.sleep) -> int:
@@ -75,7 +71,7 @@ def watch(backend, groups, opts, print_fn=print, sleep=time.sleep) -> int:
         attempts[group.name] += 1
         for job in group.jobs:
             clear_exit_markers(job.run_dir)
-            prior = (jobs_lib.read_json(jobs_lib.join(job.run_dir, "launch.json")) or {}).get("attempts", 0)
+            prior = rundir.read_launch_record(job.run_dir).get("attempts", 0)
             record(backend, group, opts, job.run_dir, attempts=prior + 1, state="launched")
         run(backend.create_steps(group, opts))
 

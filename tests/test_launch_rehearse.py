@@ -27,11 +27,11 @@ def test_emulator_serves_epath_orbax_and_tensorboard(gcs_emulator):
     import orbax.checkpoint as ocp
     from etils import epath
 
-    from ladder import metrics
+    from ladder import rundir
 
     run = "gs://test/run"
-    metrics.write_json_atomic(f"{run}/status.json", {"state": "done"})
-    assert jobs_lib.read_json(f"{run}/status.json") == {"state": "done"}
+    rundir.write_json(f"{run}/status.json", {"state": "done"})
+    assert rundir.read_status(run) == {"state": "done"}
     with ocp.CheckpointManager(f"{run}/checkpoints") as mgr:
         mgr.save(3, args=ocp.args.StandardSave({"w": jnp.arange(6.0)}))
         mgr.wait_until_finished()

@@ -63,7 +63,7 @@ def serving(data_dir: str | Path, buckets: list[str], *, timeout_s: float = 30.0
     proc = subprocess.Popen([sys.executable, "-m", "ladder.launch.emulator_server", str(data_dir), str(port)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True,
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                                [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])))
+                                [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])))
     url = f"http://127.0.0.1:{port}"
     env = client_env(url)
     saved = {k: os.environ.get(k) for k in env}

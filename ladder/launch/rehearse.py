@@ -89,7 +89,7 @@ def run_once(opts: LaunchOptions, storage_env: dict, *, preempt_at: int | None, 
     # No persistent JAX compilation cache: multi-process CPU programs loaded from it failed their first
     # collective (gloo context timeouts in 2 of 2 rehearsals run after a reference had filled the cache).
     cloud = standin.FakeCloud(root, opts.package, dict(storage_env, OPENBLAS_NUM_THREADS="1",
-        PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+        PYTHONPATH=str(Path(__file__).resolve().parents[2])))  # the checkout this launcher runs from
     drilled: list[str] = []
     stop = threading.Event()
     drill = threading.Thread(target=_drill, args=(cloud, preempt_at, drilled, stop, print_fn), daemon=True)

@@ -5,24 +5,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ladder.errors import require
+from ladder.commands.common import add_out, check_out
 
 SOURCES = ("olmo",)
+EXAMPLES = """
+ladder import olmo shared/reference/olmo_ladder/ladder-runs -o olmo.csv
+"""
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("source", choices=SOURCES, help="which published format: olmo (Bhagia et al. 2024)")
     parser.add_argument("directory", help="directory of run CSVs, e.g. shared/reference/olmo_ladder/ladder-runs")
-    parser.add_argument("-o", "--output", required=True, help="results table to write (CSV, docs/results.md)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_out(parser, "results table to write (CSV, docs/results.md)", required=True)
 
 
 def run(args) -> int:
     from ladder.importers import import_olmo
     from ladder.results import append_rows
 
-    out = Path(args.output)
-    require(args.overwrite or not out.exists(), str(out), "already exists", "pass --overwrite or another -o")
+    out = check_out(args.out, args.overwrite)
     rows = import_olmo(args.directory)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():

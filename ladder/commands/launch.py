@@ -7,6 +7,13 @@ from pathlib import Path
 from launch import BACKENDS, LaunchOptions, launch_plan
 from launch.jobs import DEFAULT_CHIP, parse_slice_overrides
 
+TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`
+EXAMPLES = """
+ladder launch smoke.json --backend local --parallel 2
+ladder launch olmo.json --backend queued-resources --chip v5p --spot --run-root gs://MY_BUCKET/olmo-ladder --dry-run
+ladder launch plan.json --backend local --config.train.log_every=10
+"""
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file written by `ladder plan`")
@@ -21,7 +28,7 @@ def add_arguments(parser) -> None:
                         "(repeatable)")
     cloud = parser.add_argument_group("Cloud TPU (tpu-vm, queued-resources, xpk)")
     cloud.add_argument("--chip", default=DEFAULT_CHIP, help="TPU generation the slices are chosen from "
-                       "(v4, v5e, v5p, v6e; default %(default)s)")
+                       "(v4, v5e, v5p, v6e)")
     cloud.add_argument("--slice", action="append", metavar="RUNG=TYPE", help="override a rung's (or a size's) "
                        "slice: 370M-5xC=v5litepod-16, 7B=2xv5p-256 (two slices over DCN); repeatable")
     cloud.add_argument("--project", help="GCP project (default: gcloud's configured project)")
@@ -37,7 +44,7 @@ def add_arguments(parser) -> None:
     cloud.add_argument("--name-prefix", default="ladder", help="prefix of TPU VM / request / workload names")
     cloud.add_argument("--work-dir", default=".ladder-launch", help="local dir for generated startup scripts")
     local = parser.add_argument_group("local")
-    local.add_argument("--parallel", type=int, default=1, help="rungs at once (default 1)")
+    local.add_argument("--parallel", type=int, default=1, help="rungs at once")
     local.add_argument("--processes", type=int, default=1, help="processes per rung on 127.0.0.1 (multi-host path)")
     local.add_argument("--devices", help="comma-separated GPU ids split between --parallel rungs, e.g. 0,1,2,3")
     local.add_argument("--max-attempts", type=int, default=3, help="tries per rung before it is failed")

@@ -5,6 +5,11 @@ from __future__ import annotations
 from launch import jobs
 from launch.status import format_status, ladder_status
 
+EXAMPLES = """
+ladder status olmo.json --run-root gs://MY_BUCKET/olmo-ladder
+ladder status smoke.json
+"""
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")

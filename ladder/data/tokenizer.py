@@ -65,7 +65,7 @@ class SentencePieceTokenizer:
         if not path.is_file():
             raise LadderError(
                 f"data.spm_model: no SentencePiece model at {str(path)!r}; train one with "
-                "`ladder data spm --vocab-size N --output PATH.model` or point data.spm_model at a .model file"
+                "`ladder data spm --vocab-size N -o PATH.model` or point data.spm_model at a .model file"
             )
         self.path = path
         self._sp = spm.SentencePieceProcessor(model_file=str(path))
@@ -104,7 +104,7 @@ def train_sentencepiece(texts, model_path: str | os.PathLike, vocab_size: int,
 
     model_path = Path(model_path).expanduser()
     if model_path.suffix != ".model":
-        raise LadderError(f"--output: {model_path} should end in .model (SentencePiece appends it)")
+        raise LadderError(f"--out: {model_path} should end in .model (SentencePiece appends it)")
     model_path.parent.mkdir(parents=True, exist_ok=True)
 
     def sentences():

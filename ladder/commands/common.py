@@ -1,0 +1,104 @@
+"""The grammar every verb shares, so that the CLI speaks one dialect.
+
+- Output: `-o/--out PATH` names what a verb writes. A verb that writes new files refuses to replace an
+  existing one unless `--overwrite`; a verb that resumes (run, cpt, train, launch) resumes instead.
+- Targets: `--target T` (repeatable) is a preset (`7b-4t`), SIZE-TOKENS (`3b-60b`) or NAME=N:D
+  (`7B=6.89e9:3.95e12`), read by one parser (`target_spec`) in every verb that takes targets.
+- Help: defaults are shown, every verb has an example (`EXAMPLES` in its module) and verbs that take a
+  config (`TAKES_CONFIG = True`) say how to override its fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ladder.errors import LadderError, require
+
+CONFIG_LINE = ("config overrides: any config field can be set as --config.section.key=value, e.g. "
+               "--config.train.steps=100 (repeatable; unknown keys are errors)")
+TARGET_HELP = ("a target run: a preset ({presets}), SIZE-TOKENS such as 3b-60b, or NAME=N:D such as "
+               "7B=6.89e9:3.95e12 (parameters N, tokens D); repeatable")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends an option's default, unless it has none (None/False) or
+    its help already says what the default is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default is None or action.default is False or action.default == argparse.SUPPRESS
+                or "default" in text.lower()
+                or not action.option_strings or action.help == argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def add_out(parser, help: str, *, required: bool = False, default: str | None = None) -> None:
+    """`-o/--out PATH` and `--overwrite` (refuse to replace an existing output without it)."""
+    parser.add_argument("-o", "--out", required=required, default=default, metavar="PATH", help=help)
+    parser.add_argument("--overwrite", action="store_true", help="replace the output if it already exists")
+
+
+def check_out(path, overwrite: bool, field: str = "--out") -> Path:
+    """`path` as a Path, or a LadderError when it exists and --overwrite was not given."""
+    path = Path(path)
+    require(overwrite or not path.exists(), field, f"{path} already exists",
+            "pass --overwrite to replace it, or another -o/--out")
+    return path
+
+
+def check_outs(paths, overwrite: bool, field: str = "--out") -> None:
+    """Every path of a multi-file output (e.g. DIR/dcpt.json and DIR/dcpt.csv) checked before any is written."""
+    for path in paths:
+        check_out(path, overwrite, field)
+
+
+def add_targets(parser, *, required: bool = False, extra_help: str = "") -> None:
+    from ladder.plan import TARGETS
+
+    parser.add_argument("--target", action="append", metavar="T", required=required,
+                        help=TARGET_HELP.format(presets=", ".join(TARGETS)) + extra_help)
+
+
+def target_spec(text: str):
+    """One --target as the planner reads it: a preset or SIZE-TOKENS string unchanged, NAME=N:D as a dict
+    {"name", "n", "tokens"} (N and D as counts: 6.89e9, 7B, 4T)."""
+    from ladder.plan import parse_count
+
+    if "=" not in text:
+        return text
+    name, _, nd = text.partition("=")
+    n, sep, d = nd.partition(":")
+    if not (name.strip() and sep):
+        raise LadderError(f"--target: cannot read {text!r}; write a preset (7b-4t), SIZE-TOKENS (3b-60b) or "
+                          "NAME=N:D (7B=6.89e9:3.95e12)")
+    return {"name": name.strip(), "n": parse_count(n, f"--target {name}"), "tokens": parse_count(d, f"--target {name}")}
+
+
+def resolve_targets(texts) -> dict[str, tuple[float, float]]:
+    """name -> (N, D) for --target values: NAME=N:D exactly as written, presets and SIZE-TOKENS as the
+    planner resolves them (N = the reference parameter count of the target's shape, docs/planning.md)."""
+    from ladder.plan import resolve_target
+
+    out = {}
+    for text in texts:
+        spec = target_spec(text)
+        target = spec if isinstance(spec, dict) else resolve_target(spec)
+        require(target["name"] not in out, "--target", f"{target['name']!r} is listed twice", "list each once")
+        out[target["name"]] = (float(target["n"]), float(target["tokens"]))
+    return out
+
+
+def plan_targets(path) -> dict[str, tuple[float, float]]:
+    """name -> (N, D) of a plan file's targets (`ladder predict --plan`)."""
+    from ladder.plan import load_plan
+
+    plan = load_plan(path)
+    require(bool(plan.get("targets")), "--plan", f"{path} lists no targets", "plan with --target")
+    return {t["name"]: (float(t["n"]), float(t["tokens"])) for t in plan["targets"]}
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """'a,b,,c' -> ['a', 'b', 'c']; None stays None (the library's default)."""
+    return None if text is None else [s.strip() for s in text.split(",") if s.strip()]

@@ -69,13 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def verb_parser(verb: str, module) -> argparse.ArgumentParser:
     """The verb's parser: its options (defaults shown), its examples and, for verbs that take a config, the
-    `--config.section.key=value` override line."""
+    `--config.section.key=value` override line (the module's own CONFIG_LINE if it has one)."""
     from ladder.commands.common import CONFIG_LINE, HelpFormatter
 
     takes_config = getattr(module, "TAKES_CONFIG", False)
     epilog = "examples:\n" + "\n".join(f"  {line}" for line in module.EXAMPLES.strip().splitlines())
+    if takes_config:
+        epilog += "\n\n" + getattr(module, "CONFIG_LINE", CONFIG_LINE)
     parser = argparse.ArgumentParser(prog=f"ladder {verb}", description=VERBS[verb][1], formatter_class=HelpFormatter,
-                                     epilog=epilog + (f"\n\n{CONFIG_LINE}" if takes_config else ""))
+                                     epilog=epilog)
     module.add_arguments(parser)
     return parser
 

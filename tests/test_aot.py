@@ -219,7 +219,7 @@ def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, cap
     from launch_fixtures import tiny_plan, write_plan
 
     plan = write_plan(tmp_path / "plan.json", tiny_plan())
-    argv = ["compile", plan, "--rung", "60M-2xC", "--topology", "v5e-4", "--no-flops", "--json", str(tmp_path / "r.json")]
+    argv = ["compile", plan, "--rung", "60M-2xC", "--topology", "v5e-4", "--no-flops", "-o", str(tmp_path / "r.json")]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "v5litepod-4      1/2/2" in out

@@ -16,7 +16,7 @@ from pathlib import Path
 from ladder.errors import LadderError, require
 
 CONFIG_LINE = ("config overrides: any config field can be set as --config.section.key=value, e.g. "
-               "--config.train.steps=100 (repeatable; unknown keys are errors)")
+               "--config.train.total_steps=100 (repeatable; unknown keys are errors)")
 TARGET_HELP = ("a target run: a preset ({presets}), SIZE-TOKENS such as 3b-60b, or NAME=N:D such as "
                "7B=6.89e9:3.95e12 (parameters N, tokens D); repeatable")
 

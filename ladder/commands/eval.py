@@ -11,7 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-TAKES_CONFIG = True  # --config.tasks.key=value sets the task config (docs/tasks.md)
+TAKES_CONFIG = True
+CONFIG_LINE = ("config overrides: --config.tasks.key=value sets a field of the task config (docs/tasks.md), "
+               "e.g. --config.tasks.k_shot=5; other sections are errors")
 EXAMPLES = """
 ladder eval runs/tiny
 ladder eval runs/tiny --step 200 --tasks embedded --max-questions 100 -o /tmp/tiny-results.csv

@@ -13,7 +13,7 @@ from ladder.errors import LadderError
 TAKES_CONFIG = True
 EXAMPLES = """
 ladder train configs/tiny.py --run-dir runs/tiny
-ladder train configs/tiny.py --config.train.steps=100 --config.optim.peak_lr=3e-3
+ladder train configs/tiny.py --config.train.total_steps=100 --config.optim.peak_lr=3e-3
 ladder train --plan plan.json --rung 370M-5xC --run-dir runs/370M-5xC
 ladder train configs/tiny.py --coordinator 10.0.0.2:8476 --num-processes 4 --process-id 0
 """

@@ -227,5 +227,5 @@ def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, cap
            "--config.mesh.tensor=2" in out
     report = json.loads((tmp_path / "r.json").read_text())[0]
     assert report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2} and report["fits"]
-    assert cli.main(argv + ["--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
+    assert cli.main(argv + ["--overwrite", "--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
     assert "train.global_batch: 2 is not divisible by data*fsdp = 4" in capsys.readouterr().err

@@ -166,9 +166,7 @@ def _final_losses(run_dir: Path) -> dict:
 def run_study(cfg, out=None, log=print) -> dict:
     """Every stage above; returns (and writes to <out>/study.json) the summary. The fit and the report are
     the library calls under `ladder fit dcpt` and `ladder report specialization` (ladder.specialization)."""
-    from ladder import specialization
     from ladder.results import read_table
-    from ladder.specialize import jsonable
 
     out = Path(out or cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,24 +196,9 @@ def run_study(cfg, out=None, log=print) -> dict:
     table = read_table(results_path)
     largest = max(bases, key=lambda b: b["n"])
     d_rule = max(r["d_cpt"] for r in rungs if r["base_run"] == largest["name"])
-    fit = specialization.fit_dcpt(table, starts=cfg.fit.starts, holdout=cfg.fit.holdout, n=largest["n"], d=d_rule,
-                                  tolerance=cfg.fit.tolerance)
-    specialization.write_fit(fit, spec)
-    fitted = jsonable(fit.summary)
-    summary["dcpt"] = {loss: {"r2": f["r2"], "params": f["params"]} for loss, f in fitted["fits"].items()}
-    summary["holdout"] = fitted.get("holdout", [])
-    rule = fitted["rules"][0]
-    summary["rule_a"] = rule
-    laws = {"published": _laws(fitted["fits"])}
-    if cfg.fit.positive_share:
-        variant = fit_positive_share(table, cfg.fit.starts, cfg.fit.holdout)
-        if not any("error" in f for f in variant.values()):
-            # The domain law saw no r = 0 point: search r only where it was fitted (its B term vanishes at 0).
-            fitted_range = (min(r for r in cfg.ratios if r > 0), 1.0)
-            variant["rule_a"] = _rule_a(variant, largest["n"], d_rule, cfg.fit.tolerance, fitted_range)
-            laws["positive_share"] = _laws(variant)
-        summary["dcpt_positive_share"] = variant
-        (spec / "dcpt_positive_share.json").write_text(json.dumps(variant, indent=1, default=float) + "\n")
+    fitted, laws = fit_study(cfg, table, largest["n"], d_rule, spec)
+    summary |= fitted
+    rule = summary["rule_a"]
     times["fit"] = time.perf_counter() - t
     log(f"# D-CPT R^2: domain {summary['dcpt']['domain']['r2']:.4f}, general {summary['dcpt']['general']['r2']:.4f}; "
         f"rule (a) at N={largest['n']}, D={d_rule}, T={cfg.fit.tolerance:.0%}: r* = {rule['r']:.4f}")
@@ -227,18 +210,51 @@ def run_study(cfg, out=None, log=print) -> dict:
         times["check"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report = specialization.effectiveness_report(table)
-    specialization.write_effectiveness(report, spec)
-    report = specialization.summary_of(report)
-    summary["effectiveness"] = {"sizes": [{k: s.get(k) for k in ("base_run", "n", "status", "compute_ratio_geomean",
-                                                               "gain_at_equal_compute_mean", "error")}
-                                          for s in report["sizes"]],
-                                "trend": report["trend"], "trend_gain": report["trend_gain"]}
+    summary["effectiveness"] = report_study(table, spec)
     times["report"] = time.perf_counter() - t
     summary["seconds"] = times
     (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return summary
+
+
+def fit_study(cfg, table: dict, n: float, d: float, spec: Path) -> tuple[dict, dict]:
+    """Stage 4, the library call under `ladder fit dcpt --holdout` with rule (a) at (n, d), written to
+    `spec`; with fit.positive_share also the law on own-data share > 0. Returns (the study summary's "dcpt",
+    "holdout", "rule_a" [, "dcpt_positive_share"] entries, {fit name: (domain law, general law)})."""
+    from ladder import specialization
+    from ladder.specialize import jsonable
+
+    fit = specialization.fit_dcpt(table, starts=cfg.fit.starts, holdout=cfg.fit.holdout, n=n, d=d,
+                                  tolerance=cfg.fit.tolerance)
+    specialization.write_fit(fit, spec)
+    fitted = jsonable(fit.summary)
+    summary = {"dcpt": {loss: {"r2": f["r2"], "params": f["params"]} for loss, f in fitted["fits"].items()},
+               "holdout": fitted.get("holdout", []), "rule_a": fitted["rules"][0]}
+    laws = {"published": _laws(fitted["fits"])}
+    if cfg.fit.positive_share:
+        variant = fit_positive_share(table, cfg.fit.starts, cfg.fit.holdout)
+        if not any("error" in f for f in variant.values()):
+            # The domain law saw no r = 0 point: search r only where it was fitted (its B term vanishes at 0).
+            fitted_range = (min(r for r in cfg.ratios if r > 0), 1.0)
+            variant["rule_a"] = _rule_a(variant, n, d, cfg.fit.tolerance, fitted_range)
+            laws["positive_share"] = _laws(variant)
+        summary["dcpt_positive_share"] = variant
+        (spec / "dcpt_positive_share.json").write_text(json.dumps(variant, indent=1, default=float) + "\n")
+    return summary, laws
+
+
+def report_study(table: dict, spec: Path) -> dict:
+    """Stage 6, the library call under `ladder report specialization`, written to `spec`; returns the study
+    summary's "effectiveness" entry (per size: ratio, status, gain; the trends)."""
+    from ladder import specialization
+
+    report = specialization.effectiveness_report(table)
+    specialization.write_effectiveness(report, spec)
+    report = specialization.summary_of(report)
+    keys = ("base_run", "n", "status", "compute_ratio_geomean", "gain_at_equal_compute_mean", "error")
+    return {"sizes": [{k: s.get(k) for k in keys} for s in report["sizes"]],
+            "trend": report["trend"], "trend_gain": report["trend_gain"]}
 
 
 def _laws(fits: dict) -> tuple:

@@ -22,12 +22,12 @@ TARGET_HELP = ("a target run: a preset ({presets}), SIZE-TOKENS such as 3b-60b, 
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the examples' line breaks and appends an option's default, unless it has none (None/False) or
-    its help already says what the default is."""
+    """Keeps the examples' line breaks and appends an option's default, unless it has none (None), it is a
+    flag (--dry-run, --no-compile-check) or its help already says what the default is."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if (action.default is None or action.nargs == 0 or action.default == argparse.SUPPRESS  # flags: no
                 or "default" in text.lower()
                 or not action.option_strings or action.help == argparse.SUPPRESS):
             return text

@@ -1,6 +1,7 @@
 """Every `ladder ...` line in a code block of README.md and docs/*.md runs as written, at least as far as it
 can without training or a cloud: it parses with the verb's own parser, its config file loads with its
-`--config.*` overrides, and `ladder plan` lines run in full (pure Python, instant) with -o sent to tmp."""
+`--config.*` overrides, `ladder plan` lines run in full (pure Python, instant) with -o sent to tmp and
+`ladder run` lines run as --dry-run."""
 
 import re
 import shlex
@@ -62,6 +63,9 @@ def test_doc_command_runs_as_written(where, command, tmp_path, monkeypatch, caps
         if args.out:
             rest = [str(tmp_path / "plan.json") if a == args.out else a for a in rest]
         assert cli.main(["plan", *rest]) == 0, f"{where}: {command!r}: {capsys.readouterr().err}"
+    if verb == "run" and not args.dry_run:  # plans and prints every launch command, trains nothing
+        rest = [a for i, a in enumerate(rest) if a not in ("-o", "--out") and rest[i - 1:i] not in (["-o"], ["--out"])]
+        assert cli.main(["run", *rest, "--dry-run", "-o", str(tmp_path / "run")]) == 0, capsys.readouterr().err
 
 
 def test_a_broken_doc_command_is_caught(capsys):

@@ -81,6 +81,7 @@ def test_targets_are_read_the_same_way_by_plan_and_predict(tmp_path):
     assert from_flags["big"] == (3e9, 6e10)  # NAME=N:D is taken exactly; the plan shapes an arch near N
     assert from_plan["big"][1] == 6e10 and from_plan["big"][0] == pytest.approx(3e9, rel=0.1)
     assert resolve_targets(["7B=7B:4T"]) == {"7B": (7e9, 4e12)}
+    assert resolve_targets(["7B=7B:4T:4.2e10"]) == {"7B": (7e9, 4e12, 4.2e10)}
     with pytest.raises(LadderError, match="^--target: cannot read 'x=1e9'"):
         resolve_targets(["x=1e9"])
 

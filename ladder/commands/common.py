@@ -63,22 +63,28 @@ def add_targets(parser, *, required: bool = False, extra_help: str = "") -> None
 
 def target_spec(text: str):
     """One --target as the planner reads it: a preset or SIZE-TOKENS string unchanged, NAME=N:D as a dict
-    {"name", "n", "tokens"} (N and D as counts: 6.89e9, 7B, 4T)."""
+    {"name", "n", "tokens"} (N and D as counts: 6.89e9, 7B, 4T); NAME=N:D:F adds "flops_per_token" (the
+    predictor's compute method; the planner ignores it)."""
     from ladder.plan import parse_count
 
     if "=" not in text:
         return text
-    name, _, nd = text.partition("=")
-    n, sep, d = nd.partition(":")
-    if not (name.strip() and sep):
+    name, _, rest = text.partition("=")
+    fields = rest.split(":")
+    if not (name.strip() and len(fields) in (2, 3)):
         raise LadderError(f"--target: cannot read {text!r}; write a preset (7b-4t), SIZE-TOKENS (3b-60b) or "
                           "NAME=N:D (7B=6.89e9:3.95e12)")
-    return {"name": name.strip(), "n": parse_count(n, f"--target {name}"), "tokens": parse_count(d, f"--target {name}")}
+    field = f"--target {name.strip()}"
+    spec = {"name": name.strip(), "n": parse_count(fields[0], field), "tokens": parse_count(fields[1], field)}
+    if len(fields) == 3:
+        spec["flops_per_token"] = parse_count(fields[2], field)
+    return spec
 
 
-def resolve_targets(texts) -> dict[str, tuple[float, float]]:
-    """name -> (N, D) for --target values: NAME=N:D exactly as written, presets and SIZE-TOKENS as the
-    planner resolves them (N = the reference parameter count of the target's shape, docs/planning.md)."""
+def resolve_targets(texts) -> dict[str, tuple]:
+    """name -> (N, D) for --target values: NAME=N:D exactly as written (NAME=N:D:F: (N, D, F)), presets and
+    SIZE-TOKENS as the planner resolves them (N = the reference parameter count of the target's shape,
+    docs/planning.md)."""
     from ladder.plan import resolve_target
 
     out = {}
@@ -86,7 +92,8 @@ def resolve_targets(texts) -> dict[str, tuple[float, float]]:
         spec = target_spec(text)
         target = spec if isinstance(spec, dict) else resolve_target(spec)
         require(target["name"] not in out, "--target", f"{target['name']!r} is listed twice", "list each once")
-        out[target["name"]] = (float(target["n"]), float(target["tokens"]))
+        out[target["name"]] = (float(target["n"]), float(target["tokens"])) + \
+            ((float(target["flops_per_token"]),) if "flops_per_token" in target else ())
     return out
 
 

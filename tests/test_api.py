@@ -65,3 +65,16 @@ def test_compile_table_as_values():
     (report,) = aot.check_plan(plan, "v5e-4", rungs=[name], count_flops=False)
     assert report.rung == name and report.fits and report.n_devices == 4
     assert name in aot.format_reports([report])
+
+
+def test_plan_and_its_dry_run_as_values():
+    from ladder.plan import plan_ladder
+    from ladder.plan.dryrun import dry_run, format_dry_run
+
+    plan = plan_ladder(preset="olmo-ladder")
+    result = dry_run(plan, "v5p")
+    assert [r["name"] for r in result["rungs"]] == [r["name"] for r in plan["rungs"]]
+    assert [t["name"] for t in result["targets"]] == ["7b-4t", "13b-5t"] and result["failed"] == []
+    assert result["hours"] == pytest.approx(sum(r["hours"] for r in result["rungs"]))
+    assert format_dry_run(result).splitlines()[0] == "dry run on v5p:"
+    assert dry_run(plan, "v5p", devices=48)["failed"]  # the CLI's exit 2 case (test_plan)

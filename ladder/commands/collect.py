@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from launch import jobs
 from launch.status import collect
-from ladder.commands.common import add_out
-from ladder.commands.status import run_root
+from ladder.commands.common import add_out, add_run_root, run_root
 
 EXAMPLES = """
 ladder collect olmo.json --run-root gs://MY_BUCKET/olmo-ladder -o results.csv
@@ -15,7 +14,7 @@ ladder collect smoke.json -o results.csv --overwrite
 
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")
-    parser.add_argument("--run-root", help="root of the rungs' run dirs (path or gs://); default runs/<plan name>")
+    add_run_root(parser)
     add_out(parser, "results table to write (CSV)", required=True)
 
 

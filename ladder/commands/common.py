@@ -106,6 +106,16 @@ def plan_targets(path) -> dict[str, tuple[float, float]]:
     return {t["name"]: (float(t["n"]), float(t["tokens"])) for t in plan["targets"]}
 
 
+def add_run_root(parser, help: str = "root of the rungs' run dirs (a path or gs://BUCKET/PATH); rung run dir "
+                 "= ROOT/RUNG (default: runs/<plan name>)") -> None:
+    parser.add_argument("--run-root", help=help)
+
+
+def run_root(args) -> str:
+    """--run-root, or runs/<plan file's stem>: where launch (local), status and collect find the rungs."""
+    return args.run_root or "runs/" + Path(args.plan).stem
+
+
 def split_list(text: str | None) -> list[str] | None:
     """'a,b,,c' -> ['a', 'b', 'c']; None stays None (the library's default)."""
     return None if text is None else [s.strip() for s in text.split(",") if s.strip()]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from launch import BACKENDS, LaunchOptions, launch_plan
 from launch.jobs import DEFAULT_CHIP, parse_slice_overrides
+from ladder.commands.common import add_run_root, run_root
 
 TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`
 EXAMPLES = """
@@ -22,8 +21,8 @@ def add_arguments(parser) -> None:
                         "(cloud backends: first compile each rung for its slice when libtpu is installed)")
     parser.add_argument("--no-compile-check", dest="compile_check", action="store_false",
                         help="dry run: skip compiling each rung for its slice (ladder compile)")
-    parser.add_argument("--run-root", help="root of the rungs' run dirs (a path, or gs://BUCKET/PATH for cloud "
-                        "backends); rung run dir = ROOT/RUNG. Default (local): runs/<plan name>")
+    add_run_root(parser, "root of the rungs' run dirs (a path, or gs://BUCKET/PATH for cloud backends); rung "
+                         "run dir = ROOT/RUNG (default, local backend: runs/<plan name>; cloud backends need one)")
     parser.add_argument("--rung", action="append", dest="rungs", metavar="NAME", help="launch only this rung "
                         "(repeatable)")
     cloud = parser.add_argument_group("Cloud TPU (tpu-vm, queued-resources, xpk)")
@@ -51,9 +50,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    run_root = args.run_root or ("runs/" + Path(args.plan).stem if args.backend == "local" else "")
+    root = run_root(args) if args.backend == "local" else (args.run_root or "")
     opts = LaunchOptions(
-        plan_path=args.plan, run_root=run_root, backend=args.backend, dry_run=args.dry_run, chip=args.chip,
+        plan_path=args.plan, run_root=root, backend=args.backend, dry_run=args.dry_run, chip=args.chip,
         slices=parse_slice_overrides(args.slice), rungs=args.rungs, overrides=tuple(args.config_overrides),
         compile_check=args.compile_check,
         project=args.project, zone=args.zone, runtime_version=args.runtime_version, package=args.package,

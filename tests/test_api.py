@@ -58,13 +58,16 @@ def test_effectiveness_report_as_values(tmp_path):
 @pytest.mark.slow  # one compile for a TPU slice: 20-30 s on 2 busy cores
 @pytest.mark.skipif(not aot.libtpu_available(), reason="libtpu is not installed (pip install 'ladder[tpu]')")
 def test_compile_table_as_values():
+    from ladder.compile_report import compile_rows
     from ladder.plan import plan_ladder
 
     plan = plan_ladder(preset="smoke")
     name = plan["rungs"][0]["name"]
     (report,) = aot.check_plan(plan, "v5e-4", rungs=[name], count_flops=False)
     assert report.rung == name and report.fits and report.n_devices == 4
-    assert name in aot.format_reports([report])
+    (row,) = compile_rows([report])  # the table as values
+    assert row.rung == name and row.topology == "v5litepod-4" and row.fits and 0 < row.hbm_fraction < 0.85
+    assert row.total_gib == pytest.approx(report.total / 2**30)
 
 
 def test_plan_and_its_dry_run_as_values():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from launch import BACKENDS, LaunchOptions, launch_plan
-from launch.jobs import DEFAULT_CHIP, parse_slice_overrides
+from ladder.launch import BACKENDS, LaunchOptions, launch_plan
+from ladder.launch.jobs import DEFAULT_CHIP, parse_slice_overrides
 from ladder.commands.common import add_run_root, run_root
 
 TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`

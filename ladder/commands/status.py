@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from launch import jobs
-from launch.status import format_status, ladder_status
+from ladder.launch import jobs
+from ladder.launch.status import format_status, ladder_status
 from ladder.commands.common import add_run_root, run_root
 
 EXAMPLES = """

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ladder.chips import GiB
 from ladder.errors import LadderError
 from ladder.plan.resources import MFU, check_rung, target_rungs
+from ladder.rundir import format_duration  # the one duration format of tables and progress lines
 
 
 def dry_run(plan: dict, chip: str, devices: int | None = None, mesh: dict | None = None) -> dict:
@@ -41,21 +42,17 @@ def parse_mesh(text: str | None) -> dict | None:
 
 def format_dry_run(result: dict) -> str:
     chip = result["chip"]
+
     lines = [f"dry run on {chip}:",
              f"{'rung':<12} {'slice':<14} {'mesh d/f/t':<10} {'rows/dev':>8} {'GiB/dev':>8} {'of HBM':>7} "
              f"{'time':>9}  notes"]
     lines += [_row_line(row) for row in result["rungs"]]
-    lines.append(f"total time if run one after another: {_duration(3600 * result['hours'])} "
+    lines.append(f"total time if run one after another: {format_duration(3600 * result['hours'])} "
                  f"({'measured CPU rate' if chip == 'cpu' else f'at {MFU:.0%} MFU'})")
     if result["targets"]:
         lines.append(f"targets on {chip} (for reference, not in the total):")
         lines += [_row_line(row) for row in result["targets"]]
     return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
-        f"{seconds / 3600:.1f} h"
 
 
 def _mesh_text(mesh: dict) -> str:
@@ -67,4 +64,4 @@ def _row_line(row: dict) -> str:
         return f"{row['name']:<12} {'-':<14} {'':<10} {'':>8} {'':>8} {'':>7} {'':>9}  {'; '.join(row['errors'])}"
     return (f"{row['name']:<12} {row['slice']:<14} {_mesh_text(row['mesh']):<10} {row['rows_per_device']:>8} "
             f"{row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
-            f"{_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")
+            f"{format_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")

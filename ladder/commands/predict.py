@@ -14,12 +14,14 @@ from pathlib import Path
 def add_arguments(parser) -> None:
     parser.add_argument("results", help="results table (CSV, docs/results.md)")
     parser.add_argument("--target", action="append", required=True, metavar="NAME=N:D",
-                        help="target model: parameters N and tokens D, e.g. 7B=6.89e9:3.95e12 (repeatable)")
+                        help="target model: parameters N and tokens D, e.g. 7B=6.89e9:3.95e12, optionally :FLOPS_PER_TOKEN "
+                        "(method compute; default: extrapolated from the ladder) (repeatable)")
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: the paper's 16 when present, else all runs")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
-    parser.add_argument("--method", default="paper",
-                        help="auto | paper | single-step | compute | lm-loss | chance-floor (docs/laws.md)")
+    parser.add_argument("--method", default="ensemble",
+                        help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
+                        "single-step | compute | lm-loss | chance-floor (docs/laws.md)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", help="also predict these runs (names or globs) from the fitted runs with "
@@ -29,7 +31,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ladder.laws.predict import METHODS, holdout, parse_target, predict, select_runs
+    from ladder.laws.predict import holdout_report, parse_target, predict, select_runs
     from ladder.results import read_table
 
     cols = read_table(args.results, validate=True)
@@ -40,7 +42,8 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
-                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir)
+                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
+                       progress=lambda msg: print(msg, flush=True))
     for w in caught:
         print(f"warning: {w.message}")
     print(f"fitted runs: {', '.join(pred.runs)}")
@@ -50,14 +53,12 @@ def run(args) -> int:
     print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
     if args.holdout:
         test = select_runs(cols, args.holdout)
-        report = {}
+        report = holdout_report(cols, pred, test)
+        methods = list(next(iter(report.values())))
         print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in METHODS))
-        for task in pred.fits:
-            hs = {m: holdout(cols, task, pred.runs, test, m) for m in METHODS}
-            report[task] = {m: {"error": h.error, "loss_error": h.loss_error, "predicted": h.predicted.tolist(),
-                                "actual": h.actual.tolist(), "runs": h.test_runs} for m, h in hs.items()}
-            print(f"{task:<14} " + " ".join(f"{h.error:>13.4f}" for h in hs.values()))
+        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+        for task, per in report.items():
+            print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" for m in methods))
         hold = out.with_name(out.stem + ".holdout.json")
         hold.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {hold}")

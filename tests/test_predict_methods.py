@@ -76,10 +76,10 @@ def test_e_at_its_floor_and_failed_optimizer_are_flagged_with_reasons(tmp_path):
     assert not fit.converged and "restart lowered the objective" in fit.message
 
 
-def _holdout(m, err, ratio, loss=None):
+def _holdout(m, err, g, loss=None):
     err = np.asarray(err, dtype=float)
     return Holdout(m, "t", [], ["r"] * len(err), 0.5 + err, np.full(len(err), 0.5), float(np.mean(abs(err))), None,
-                   compute_ratio=np.asarray(ratio, dtype=float), loss_rel=None if loss is None else np.asarray(loss))
+                   loss_rel=None if loss is None else np.asarray(loss), distance=np.asarray(g, dtype=float))
 
 
 def test_ensemble_weights_are_prior_over_mse_and_intervals_scale_with_distance():
@@ -87,15 +87,17 @@ def test_ensemble_weights_are_prior_over_mse_and_intervals_scale_with_distance()
     suite = []
     for s in range(4):
         e = rng.normal(0, 0.01, 20)
-        suite.append({"t": {"paper": _holdout("paper", e, np.full(20, 10.0 ** s), e),
-                            "compute": _holdout("compute", 2 * e, np.full(20, 10.0 ** s), e)}})
+        suite.append({"t": {"paper": _holdout("paper", e, np.full(20, 1.0 + s), e),
+                            "compute": _holdout("compute", 2 * e, np.full(20, 1.0 + s), e)}})
     cal = calibrate(suite, ("paper", "compute"))
     mse_p, mse_c = cal.mse["paper"], cal.mse["compute"]
     assert mse_c == pytest.approx(4 * mse_p)
     ratio = (PRIOR["paper"] / mse_p) / (1 / mse_c)
     assert cal.weights["paper"] / cal.weights["compute"] == pytest.approx(ratio)
     assert sum(cal.weights.values()) == pytest.approx(1)
-    assert distance([0.5, 1, 10, 100]).tolist() == [1, 1, 2, 3]
+    # one unit per decade of N beyond the largest fitted N, and per decade of tokens/parameter beyond its largest
+    fit_n, fit_d = [1e8, 1e9], [2e10, 2e10]
+    assert distance([1e8, 1e10, 1e8, 1e11], [1e9, 2e11, 2e11, 2e12], fit_n, fit_d) == pytest.approx([1, 2, 2, 3])
     assert conformal_quantile(np.arange(1, 20)) == 19 and conformal_quantile(np.arange(1, 40)) == 38
     assert conformal_quantile(np.arange(1, 5)) == float("inf")  # too few cells for a 95% quantile
     assert 0.85 <= cal.coverage <= 1.0

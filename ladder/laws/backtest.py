@@ -36,6 +36,7 @@ class Holdout:
     compute_ratio: np.ndarray | None = None  # [T] 6ND of each test run / the largest fitted 6ND
     split: str = ""
     loss_rel: np.ndarray | None = None       # [T] predicted / measured intermediate feature - 1 (None: no loss)
+    distance: np.ndarray | None = None       # [T] extrapolation distance g of each test run (ensemble.distance)
 
 
 @dataclass(frozen=True)
@@ -100,21 +101,24 @@ def fit_methods(cols: dict, task: str, runs, methods, quick: bool = False) -> tu
 def holdout_fits(cols: dict, task: str, fits: dict[str, TaskFit], fit_runs, test_runs, problems=None,
                  split: str = "") -> dict[str, Holdout]:
     """Each fitted method's predictions for the test runs."""
+    from ladder.laws.ensemble import distance
+
     nd = run_table(cols)
     c_max = max(6 * nd[r][0] * nd[r][1] for r in fit_runs)
     ratio = np.array([6 * nd[r][0] * nd[r][1] / c_max for r in test_runs])
+    g = distance(*np.array([nd[r] for r in test_runs]).T, *np.array([nd[r] for r in fit_runs]).T)
     out = {}
     for name, problem in (problems or {}).items():
         nan = np.full(len(test_runs), np.nan)
         out[name] = Holdout(name, task, list(fit_runs), list(test_runs), nan, nan, float("nan"), None, problem,
-                            ratio, split)
+                            ratio, split, None, g)
     for name, fit in fits.items():
         try:
             test = task_data(cols, task, list(test_runs), fit.method.needs)
         except LadderError as e:
             nan = np.full(len(test_runs), np.nan)
             out[name] = Holdout(name, task, list(fit_runs), list(test_runs), nan, nan, float("nan"), None, str(e),
-                                ratio, split)
+                                ratio, split, None, g)
             continue
         L, acc = fit.predict(test.n, test.d, test.fpt)
         loss_err = loss_rel = None
@@ -122,7 +126,7 @@ def holdout_fits(cols: dict, task: str, fits: dict[str, TaskFit], fit_runs, test
             loss_rel = L / test.feature - 1
             loss_err = float(np.mean(np.abs(loss_rel)))
         out[name] = Holdout(name, task, list(fit_runs), list(test_runs), acc, test.acc,
-                            float(np.mean(np.abs(acc - test.acc))), loss_err, "", ratio, split, loss_rel)
+                            float(np.mean(np.abs(acc - test.acc))), loss_err, "", ratio, split, loss_rel, g)
     return out
 
 

@@ -7,10 +7,10 @@ Rule (fixed before looking at any target, docs/laws.md "The default"):
     (inverse-MSE combination: Bates & Granger 1969; it beats fitted stacking weights when the errors are
     noisy, Stock & Watson 2004). A method that cannot be fitted on this ladder (no task loss, too few
     runs) gets weight 0 and the others are renormalised;
-  - intervals: split-conformal on the ensemble's back-test errors scaled by extrapolation distance,
-    g(r) = 1 + log10(max(r, 1)) with r the compute ratio to the largest fitted run; the half-width at a
-    target is q * g(r_target), q the ceil(0.95 (n + 1))-th smallest |error| / g(r) over the n cells; the
-    reported interval is the union of that and the bootstrap's 95% interval.
+  - intervals: split-conformal on the ensemble's back-test errors scaled by extrapolation distance g
+    (`distance`: 1 + decades of N beyond the largest fitted N + decades of tokens/parameter beyond the
+    largest fitted); the half-width at a target is q * g_target, q the ceil(0.95 (n + 1))-th smallest
+    |error| / g over the n cells; the reported interval is the union of that and the bootstrap's 95%.
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ LEVEL = 0.95
 ENSEMBLE = Method("ensemble")
 
 
-def distance(ratio) -> np.ndarray:
-    """How far a prediction extrapolates: 1 inside the ladder's compute, +1 per decade beyond it."""
-    return 1.0 + np.log10(np.maximum(np.asarray(ratio, dtype=np.float64), 1.0))
+def distance(N, D, fit_n, fit_d) -> np.ndarray:
+    """How far (N, D) extrapolates from fitted runs (fit_n, fit_d): 1 inside the ladder, plus one per decade
+    of N beyond the largest fitted N, plus one per decade of tokens per parameter beyond the largest fitted
+    D/N. (6ND alone cannot see it: OLMo's 1B-10xC run out-computes the 3B runs at 0.5-2xC.)"""
+    N, D = np.asarray(N, dtype=np.float64), np.asarray(D, dtype=np.float64)
+    n_max = np.max(fit_n)
+    tpp_max = np.max(np.asarray(fit_d, dtype=np.float64) / np.asarray(fit_n, dtype=np.float64))
+    return 1.0 + np.log10(np.maximum(N / n_max, 1.0)) + np.log10(np.maximum(D / N / tpp_max, 1.0))
 
 
 def conformal_quantile(scores: np.ndarray, level: float = LEVEL) -> float:
@@ -42,8 +47,8 @@ def conformal_quantile(scores: np.ndarray, level: float = LEVEL) -> float:
 
 
 def _cells(suite: list[dict[str, dict[str, Holdout]]], methods) -> dict:
-    """Stack the back-test cells: accuracy errors [n, M], loss relative errors [n, M], ratio [n], split [n]."""
-    err, lerr, ratio, split, task = [], [], [], [], []
+    """Stack the back-test cells: accuracy errors [n, M], loss relative errors [n, M], distance g [n], split [n]."""
+    err, lerr, dist, split, task = [], [], [], [], []
     for i, per_task in enumerate(suite):
         for t, hs in per_task.items():
             T = len(next(iter(hs.values())).test_runs)
@@ -51,10 +56,10 @@ def _cells(suite: list[dict[str, dict[str, Holdout]]], methods) -> dict:
                                  for m in methods], 1))
             lerr.append(np.stack([hs[m].loss_rel if m in hs and hs[m].loss_rel is not None else np.full(T, np.nan)
                                   for m in methods], 1))
-            ratio.append(next(iter(hs.values())).compute_ratio)
+            dist.append(next(iter(hs.values())).distance)
             split += [i] * T
             task += [t] * T
-    return {"err": np.concatenate(err), "loss": np.concatenate(lerr), "ratio": np.concatenate(ratio),
+    return {"err": np.concatenate(err), "loss": np.concatenate(lerr), "g": np.concatenate(dist),
             "split": np.array(split), "task": np.array(task)}
 
 
@@ -94,7 +99,7 @@ def calibrate(suite, methods=MENU) -> Calibration:
     methods = [m for m in methods if any(m in hs for per in suite for hs in per.values())]
     c = _cells(suite, methods)
     w, mse = weights_from(c["err"], methods)
-    g = distance(c["ratio"])
+    g = c["g"]  # the cells' extrapolation distances
     ens = _combine(c["err"], w, methods)
     lw = {m: (w[m] if m not in ("lm-loss",) else 0.0) for m in methods}
     lsum = sum(lw.values()) or 1.0

@@ -113,7 +113,7 @@ class Prediction:
         if self.calibration:
             c = self.calibration
             lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))
-            lines.append(f"interval: +-{c.q_acc:.4f} acc x (1 + log10 compute ratio), union with the bootstrap; "
+            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance, union with the bootstrap; "
                          f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)")
         if used:
             lines += ["", "flags:"] + fl.legend(used)
@@ -227,8 +227,9 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
                 r["acc_lo"], r["acc_hi"] = (float(v) for v in np.nanpercentile(ab, INTERVAL))
                 if np.isfinite(Lb).any():
                     r["loss_lo"], r["loss_hi"] = (float(v) for v in np.nanpercentile(Lb, INTERVAL))
+            r["distance"] = float(distance(N, D, [nd[x][0] for x in runs], [nd[x][1] for x in runs]))
             if pred.calibration is not None:
-                c, g = pred.calibration, float(distance(ratio))
+                c, g = pred.calibration, r["distance"]
                 r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - c.q_acc * g), max(r["acc_hi"], r["acc"] + c.q_acc * g)
                 if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
                     r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - c.q_loss * g))

@@ -69,7 +69,7 @@ def tables(suite, cal) -> str:
             f"leave-one-split-out coverage of the 95% interval: **{cal.coverage:.1%}** of {cal.n_cells} accuracy "
             f"cells, {cal.loss_coverage:.1%} for the task loss.",
             "Error against distance (ensemble, LOSO): " + ", ".join(
-                f"g = 1 (inside): {100 * np.mean(np.abs(loso[m])):.2f}" if lo == 1 else
+                f"g = 1 (inside): {100 * np.mean(np.abs(loso[m])):.2f}" if hi == 1 else
                 f"g in ({lo}, {hi}]: {100 * np.mean(np.abs(loso[m])):.2f}"
                 for lo, hi, m in ((lo, hi, ((c["g"] > lo) | (lo == 1) & (c["g"] == 1)) & (c["g"] <= hi))
                                   for lo, hi in ((1, 1), (1, 1.25), (1.25, 9)))

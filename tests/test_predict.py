@@ -85,7 +85,6 @@ def test_extrapolation_is_flagged_and_inside_target_warns(tmp_path):
     ({"method": "paper"}, synthetic_rows(sizes=(1e8,), multiples=(1, 2, 5, 10, 20)), "one model size"),
     ({"method": "single-step"}, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)), "7 parameters"),
     ({"method": "paper", "runs": ["100M-1xC", "200M-1xC"]}, synthetic_rows(), "5 parameters"),
-    ({}, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)), "allows no back-test split"),
     ({"method": "magic"}, synthetic_rows(), "unknown method"),
     ({"runs": ["7B-*"]}, synthetic_rows(), "matches no run"),
 ])
@@ -94,6 +93,14 @@ def test_bad_input_is_a_clear_error(tmp_path, kwargs, rows, match):
     with pytest.raises(LadderError, match=match), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=0, **kwargs)
+
+
+def test_ensemble_without_back_test_splits_falls_back_to_the_paper_method(tmp_path):
+    cols = _cols(tmp_path, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)))
+    with pytest.warns(UserWarning, match="allows no back-test split"):
+        pred = predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=0)
+    r = pred.results["big"]["t"]
+    assert r["method"] == "paper" and "FB" in r["flags"] and pred.calibration is None
 
 
 def test_paper_method_runs_end_to_end_on_the_published_ladder(shared_dir, tmp_path, capsys):

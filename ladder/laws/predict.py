@@ -171,11 +171,17 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
     pred = Prediction(targets, runs, {}, {t: {} for t in targets}, warnings=notes)
+    fallback = []
     if method == "ensemble":
         pred.suite = run_suite(cols, tasks, runs, MENU, progress)
-        require(bool(pred.suite), "--method ensemble", "the ladder allows no back-test split (it needs 3 sizes, "
-                "or 2 token budgets, and 6 runs per fit)", "use --method paper")
-        pred.calibration = calibrate(pred.suite)
+        if pred.suite:
+            pred.calibration = calibrate(pred.suite)
+        else:  # nothing to weigh the methods by: the paper's method, said loudly
+            msg = ("the ladder allows no back-test split (it needs 3 sizes, or 2 token budgets, and 6 runs per "
+                   "fit): the ensemble falls back to the paper's method, intervals from the bootstrap only")
+            warnings.warn(msg, stacklevel=2)
+            notes.append(msg)
+            fallback, method = [("FB", "no back-test split: paper method, bootstrap interval only")], "paper"
     for task in tasks:
         extra = []
         if method == "ensemble":
@@ -195,7 +201,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             base = fit_task(data, "paper") if m.single_step == "paper" and m.needs == "loss" else None
             fit = fit_task(data, m, base)
         pred.fits[task] = fit
-        flag_list = fl.fit_flags(fit.fits()) + extra
+        flag_list = fl.fit_flags(fit.fits()) + extra + fallback
         used = set(getattr(fit, "members", {})) if method == "ensemble" else {fit.method.name}
         flag_list += _loss_misses(pred, task, used)
         rows = None

@@ -78,10 +78,10 @@ def fit_single_step(N, D, acc, chance: float | None, *, weights=None, top_k: int
     return minimize_from_grid(fun_and_grad, X, NAMES, list(BOUNDS), residual_fn=lambda x: res(x[None], False)[0][0])
 
 
-def refit_batched(x0, N, D, acc, weights, *, rtol: float = 1e-7):
+def refit_batched(x0, N, D, acc, weights, *, rtol: float = 1e-6):
     """Bootstrap refits (weights [B, n]) warm-started from x0; returns (X, objective, converged)."""
     logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
     weights = np.atleast_2d(weights)
     X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(weights), len(NAMES)))
     return minimize_batched(_residuals(logN, logD, logA), X0, weights, delta=HUBER_DELTA, bounds=BOUNDS,
-                            max_iter=1000, rtol=rtol)
+                            max_iter=2000, rtol=rtol)

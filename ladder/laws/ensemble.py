@@ -148,4 +148,4 @@ class EnsembleFit:
         return (loss / lw if lw else np.full(np.shape(acc), np.nan)), acc
 
     def fits(self) -> dict:
-        return {f"{m} {k}": v for m, fit in self.members.items() for k, v in fit.fits().items()}
+        return {(m if k == m else f"{m} {k}"): v for m, fit in self.members.items() for k, v in fit.fits().items()}

@@ -118,3 +118,13 @@ def test_ensemble_is_the_default_and_falls_back_without_task_loss(tmp_path):
     r = pred.results["big"]["t"]
     assert set(r["weights"]) == {"single-step"} and "FB" in r["flags"]
     assert "'loss' is blank or NaN" in r["flag_details"]["FB"]
+
+
+def test_target_takes_optional_flops_per_token():
+    from ladder.errors import LadderError
+    from ladder.laws.predict import parse_target
+
+    assert parse_target("7B=6.9e9:3.9e12") == ("7B", (6.9e9, 3.9e12))
+    assert parse_target("7B=6.9e9:3.9e12:4.94e10") == ("7B", (6.9e9, 3.9e12, 4.94e10))
+    with pytest.raises(LadderError, match="NAME=N:D"):
+        parse_target("7B=6.9e9")

@@ -198,7 +198,9 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
                 chosen = choose_method(pred.backtests[task])
             m = METHODS[chosen]
             data = task_data(cols, task, runs, m.needs)
-            base = fit_task(data, "paper") if m.single_step == "paper" and m.needs == "loss" else None
+            base = None
+            if m.single_step == "paper":  # the paper's step 1 gives single-step a loss to report, when there is one
+                base = fit_methods(cols, task, runs, ["paper"])[0].get("paper")
             fit = fit_task(data, m, base)
         pred.fits[task] = fit
         flag_list = fl.fit_flags(fit.fits()) + extra + fallback

@@ -92,16 +92,18 @@ class Prediction:
         """Plain text: one line per target x task (interval, predicted change vs noise, flag codes), the
         back-test table, and one legend for the codes used."""
         lines = [f"{'target':<12} {'task':<14} {'method':<12} {'loss':>7} {'acc':>6} {'95% interval':>15} "
-                 f"{'change':>7} {'noise':>6}  flags"]
+                 f"{'change':>7} {'noise':>6} {'Lchange':>8} {'Lnoise':>7}  flags"]
         used = []
         for t, per_task in self.results.items():
             for task, r in per_task.items():
                 iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
                 lines.append(f"{t:<12} {task:<14} {r['method']:<12} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15} "
-                             f"{r['acc_change']:>+7.3f} {r['acc_noise']:>6.3f}  {' '.join(r['flags'])}")
+                             f"{r['acc_change']:>+7.3f} {r['acc_noise']:>6.3f} {r['loss_change_rel']:>+8.1%} "
+                             f"{r['loss_noise_rel']:>7.2%}  {' '.join(r['flags'])}")
                 used += r["flags"]
         lines.append("change: predicted accuracy minus the largest fitted run's; noise: s.d. of accuracy over "
-                     "a run's last 5 evaluations (docs/laws.md, 'Predictability')")
+                     "a run's last 5 evaluations; Lchange, Lnoise: the same for the task loss, relative "
+                     "(docs/laws.md, 'Predictability')")
         if self.backtests:
             methods = list(next(iter(self.backtests.values())))
             what = ("back-test: mean |predicted - actual| accuracy over every split (docs/laws.md)"
@@ -219,7 +221,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             if conv.mean() < 0.95:
                 flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
         nz = noise(cols, task, runs)
-        ref = task_data(cols, task, [reference], "")
+        ref = task_data(cols, task, [reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
         uses_compute = any(f.method.form == "c" and f.method.flops and f.data.fpt is not None
                            for f in getattr(fit, "members", {"": fit}).values())
         for name, (N, D) in targets.items():
@@ -229,7 +231,8 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             r = {"loss": float(L), "acc": float(acc), "acc_lo": float(acc), "acc_hi": float(acc),
                  "loss_lo": float(L), "loss_hi": float(L), "method": fit.method.name,
                  "feature": fit.method.feature, "compute_ratio": ratio,
-                 "acc_change": float(acc - ref.acc[0]), "acc_noise": nz["acc_sd"], "loss_noise_rel": nz["loss_sd_rel"]}
+                 "acc_change": float(acc - ref.acc[0]), "acc_noise": nz["acc_sd"],
+                 "loss_change_rel": float(L / ref.feature[0] - 1), "loss_noise_rel": nz["loss_sd_rel"]}
             if rows is not None:
                 Lb, ab = fit.predict(N, D, F, rows)
                 r["acc_lo"], r["acc_hi"] = (float(v) for v in np.nanpercentile(ab, INTERVAL))

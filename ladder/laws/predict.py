@@ -222,7 +222,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
                 flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
         nz = noise(cols, task, runs)
         ref = task_data(cols, task, [reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
-        uses_compute = any(f.method.form == "c" and f.method.flops and f.data.fpt is not None
+        uses_compute = any(f.method.form == "c" and f.data.fpt is not None
                            for f in getattr(fit, "members", {"": fit}).values())
         for name, (N, D) in targets.items():
             F = flops.get(name)

@@ -17,7 +17,7 @@ from scipy.special import expit
 from ladder.errors import require
 from ladder.laws import single_step as ss
 from ladder.laws.chinchilla import FORMS, LossForm, fit_loss, fit_loss_batched
-from ladder.laws.fitting import FitResult, minimize_batched, minimize_from_grid
+from ladder.laws.fitting import FitResult
 from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
 
 # The paper's fit set on the published OLMo ladder: 4 sizes x 4 Chinchilla multiples.
@@ -36,10 +36,9 @@ class Method:
 
     name: str
     feature: str = "loss"        # intermediate feature: task loss (bits/byte) or "lm_loss"
-    form: str = "nd"             # step 1: "nd" = L(N, D); "c" = L(C)
-    flops: bool = True           # form "c": C = D x FLOPs/token (the `flops` column) when known, else 6ND
+    form: str = "nd"             # step 1: "nd" = L(N, D); "c" = L(C), C = D x FLOPs/token (the `flops` column), else 6ND
     chance_floor: bool = False   # step 2: pin the sigmoid's floor a + b to the task's chance level
-    single_step: str = ""        # "paper": the 7-parameter Acc(N, D); "lsq": sigmoid(L(N, D)), 9 parameters
+    single_step: str = ""        # "paper": the 7-parameter Acc(N, D) of single_step.py
 
     @property
     def needs(self) -> str:
@@ -190,9 +189,7 @@ class TaskFit:
 
     def _step1_inputs(self, N, D, F=None):
         """(N, D) as the step-1 form reads them: form "c" takes C = 6 N' D with N' = FLOPs/token / 6."""
-        if self.method.form != "c":
-            return N, D
-        if not self.method.flops or self.data.fpt is None:
+        if self.method.form != "c" or self.data.fpt is None:
             return N, D
         F = self.data.flops_per_token(N) if F is None else np.asarray(F, dtype=np.float64)
         return F / 6.0, D
@@ -210,14 +207,7 @@ class TaskFit:
             acc, _ = ss.accuracy(np.atleast_2d(x), np.log(Nb).reshape(-1), np.log(Db).reshape(-1), jac=False)
             acc = acc.reshape((-1,) + Nb.shape)
             return L, acc[0] if np.ndim(x) == 1 else acc
-        if self.method.single_step == "lsq":
-            x = rows.get("single", self.single.x)
-            P1 = len(self.form.names)
-            x = np.asarray(x)
-            s1, s2 = x[..., :P1], x[..., P1:]
-            L = self.form.predict(s1, N, D)
-        else:
-            s2 = rows.get("step2", self.step2.x)
+        s2 = rows.get("step2", self.step2.x)
         if np.ndim(s2) == 2:  # bootstrap rows: L is [B, ...]; evaluate row b's sigmoid at row b's loss
             a, b, k, L0 = (c.reshape((-1,) + (1,) * (L.ndim - 1)) for c in self.sigmoid.full(s2).T)
             return L, a * expit(k * (L - L0)) + b
@@ -238,28 +228,6 @@ def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True
     key = np.unique(data.n) if by_size else np.unique(data.n * data.d)
     require(len(key) >= 2, f"task {data.task}", f"{what} sees one model size only (runs {runs})",
             "a power law in N needs at least two sizes; add rungs of another size")
-
-
-def _lsq_residuals(form: LossForm, sig: SigmoidForm, data: TaskData):
-    """Batched residuals (Acc-hat - acc) and Jacobian of Acc(N, D) = sigmoid(L(N, D)) on final points."""
-    logN, logD = np.log(data.n), np.log(data.d)
-    P1 = len(form.names)
-
-    def residual_fn(X, jac=True):
-        y, J1 = form.log_loss(X[:, :P1], logN, logD, jac)
-        L = np.exp(y)
-        a, b, k, L0 = (c[:, None] for c in sig.full(X[:, P1:]).T)
-        s = expit(k * (L - L0))
-        r = a * s + b - data.acc
-        if not jac:
-            return r, None
-        ds = a * s * (1 - s)
-        J1 = J1 * (ds * k * L)[..., None]  # dAcc/dtheta = dAcc/dL * L * dlogL/dtheta
-        cols = [s, np.ones_like(s)] if sig.floor is None else [1 - s]
-        J2 = np.stack(cols + [ds * (L - L0), -ds * k], -1)
-        return r, np.concatenate([J1, J2], -1)
-
-    return residual_fn
 
 
 QUICK = {"top_k": 16, "polish": 1}  # back-test fits: fewer polished starts (same optimum on OLMo, 4x faster)
@@ -295,20 +263,7 @@ def fit_task(data: TaskData, method: Method | str, base: TaskFit | None = None, 
         require(len(Lp) > len(sig.names), f"task {data.task}", f"step 2 has {len(Lp)} points",
                 "evaluate more checkpoints")
         step2 = fit_sigmoid(sig, Lp, Ap, **({"top_k": 8, "polish": 1} if quick else {}))
-    single = None
-    if method.single_step == "lsq":
-        P = len(form.names) + len(sig.names)
-        _check_points(data, P, "single-step fit")
-        res = _lsq_residuals(form, sig, data)
-
-        def fun_and_grad(x):
-            r, J = res(x[None])
-            return float(0.5 * r[0] @ r[0]), J[0].T @ r[0]
-
-        single = minimize_from_grid(fun_and_grad, np.concatenate([step1.x, step2.x])[None],
-                                    list(form.names) + [f"sigmoid_{n}" for n in sig.names],
-                                    list(form.bounds) + sig.bounds, residual_fn=lambda x: res(x[None], False)[0][0])
-    return TaskFit(data.task, method, data, step1, step2, single)
+    return TaskFit(data.task, method, data, step1, step2)
 
 
 def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0, cache: dict | None = None) -> dict:
@@ -323,12 +278,6 @@ def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0, cache: dict | 
     out, conv = {}, np.ones(n_samples, dtype=bool)
     if fit.method.single_step == "paper":
         X, _, c = ss.refit_batched(fit.single.x, data.n, data.d, data.acc, counts)
-        out["single"], conv = X, c
-    elif fit.method.single_step == "lsq":
-        P1 = len(fit.form.names)
-        X, _, c = minimize_batched(_lsq_residuals(fit.form, fit.sigmoid, data),
-                                   np.broadcast_to(fit.single.x, (n_samples, len(fit.single.x))), counts,
-                                   bounds=list(fit.form.bounds) + fit.sigmoid.bounds)
         out["single"], conv = X, c
     if fit.step1 is not None and not fit.method.single_step:
         key = ("step1", id(fit.step1), n_samples, seed)

@@ -101,10 +101,12 @@ def calibrate(suite, methods=MENU) -> Calibration:
     w, mse = weights_from(c["err"], methods)
     g = c["g"]  # the cells' extrapolation distances
     ens = _combine(c["err"], w, methods)
-    lw = {m: (w[m] if m not in ("lm-loss",) else 0.0) for m in methods}
-    lsum = sum(lw.values()) or 1.0
-    ens_loss = _combine(np.nan_to_num(c["loss"]), {m: v / lsum for m, v in lw.items()}, methods)
-    has_loss = np.isfinite(c["loss"][:, methods.index("paper")]) if "paper" in methods else np.zeros(len(g), bool)
+    # the loss: weighted over the members that predict the task loss on that cell (not lm-loss's LM loss)
+    lw = np.array([0.0 if m == "lm-loss" else w[m] for m in methods])
+    finite = np.isfinite(c["loss"]) & (lw > 0)
+    lsum = (finite * lw).sum(1)
+    has_loss = lsum > 0
+    ens_loss = np.where(finite, c["loss"], 0.0) @ lw / np.where(has_loss, lsum, 1.0)
     q_acc = conformal_quantile(np.abs(ens) / g)
     q_loss = conformal_quantile(np.abs(ens_loss[has_loss]) / g[has_loss]) if has_loss.any() else float("inf")
     covered, lcovered, abs_err = [], [], []

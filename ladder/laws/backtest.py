@@ -127,7 +127,8 @@ def holdout_fits(cols: dict, task: str, fits: dict[str, TaskFit], fit_runs, test
             loss_err = float(np.mean(np.abs(loss_rel)))
         out[name] = Holdout(name, task, list(fit_runs), list(test_runs), acc, test.acc,
                             float(np.mean(np.abs(acc - test.acc))), loss_err, "", ratio, split, loss_rel, g)
-    return out
+    order = list(METHODS) + [m for m in fits if m not in METHODS]
+    return {m: out[m] for m in sorted(out, key=lambda m: order.index(m) if m in order else len(order))}
 
 
 def holdout(cols: dict, task: str, fit_runs: list[str], test_runs: list[str], method: Method | str) -> Holdout:

@@ -99,10 +99,10 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
                          "; ".join(r["flags"]) or "-"])
     lines += _table(["target", "task", "method", "intermediate (feature)", "acc", "95% interval",
                      "compute / largest rung", "flags"], rows) + [""]
-    from ladder.laws.flags import legend
+    from ladder.laws.flags import LEGEND
 
-    used = [c for per_task in pred.values() for r in per_task.values() for c in r["flags"]]
-    lines += (["Flags:", ""] + [f"- {line.strip()}" for line in legend(used)] + [""]) if used else []
+    used = {c for per_task in pred.values() for r in per_task.values() for c in r["flags"]}
+    lines += (["Flags:", ""] + [f"- `{c}`: {text}" for c, text in LEGEND.items() if c in used] + [""]) if used else []
 
     if backtest:
         methods = list(next(iter(backtest.values())))

@@ -7,8 +7,6 @@ on 2 CPU cores, so the self-check trains a 333k-parameter model (the ladder's sh
 0.5xC) and checks the prediction on it.
 
 Variant `configs/smoke.py:quick` is the same pipeline on a few-minute budget (CI's end-to-end test).
-Variant `configs/smoke.py:wide` adds a 15k rung below the ladder (4 sizes over 10.7x in N, issue 13) at about
-the same compute (docs/run.md).
 """
 
 from ladder.run import default_config
@@ -29,9 +27,6 @@ def get_config(arg=None):
         c.train_overrides = c.train_overrides + ["eval.n_questions=60"]
         c.predict.update(bootstrap=20)
         c.self_check.update(size="330k", multiple=0.05)
-    elif arg == "wide":
-        c.name, c.out_dir = "smoke-wide", "runs/smoke-wide"
-        c.plan.update(preset="", sizes=["15k", "45k", "93k", "160k"], multiples=[0.25, 0.5, 1])
     elif arg:
-        raise ValueError(f"configs/smoke.py: unknown variant {arg!r}; use configs/smoke.py, configs/smoke.py:quick or :wide")
+        raise ValueError(f"configs/smoke.py: unknown variant {arg!r}; use configs/smoke.py or configs/smoke.py:quick")
     return c

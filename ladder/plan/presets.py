@@ -64,10 +64,7 @@ SMOKE = Family(
     # Two layers and 16-wide heads throughout, so the ladder and the self-check model (330k) differ in width
     # only: with mixed head widths (32, 16, 32) the step-1 fit mistook shape effects for size effects and
     # missed the 330k model's held-out LM loss by +4.9%; with one head width, by +1.6% (docs/run.md).
-    # 15k (one head) sits at chance on the embedded tasks; it widens step 1's N range 3x at almost no cost
-    # (configs/smoke.py:wide, docs/run.md).
-    named_archs={"15k": _byte(16, 2, 1), "45k": _byte(32, 2, 2), "93k": _byte(48, 2, 3), "160k": _byte(64, 2, 4),
-                 "330k": _byte(96, 2, 6)},
+    named_archs={"45k": _byte(32, 2, 2), "93k": _byte(48, 2, 3), "160k": _byte(64, 2, 4), "330k": _byte(96, 2, 6)},
     defaults={"data.source": "embedded"},
     chip="cpu", eval_fractions=SPARSE_EVALS,
 )

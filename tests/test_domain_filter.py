@@ -65,6 +65,7 @@ def test_bad_input_named():
         dfl.train_filter(docs(LEGAL_WORDS, 5, 0), docs(GENERAL_WORDS, 5, 1), target_precision=1.5)
 
 
+@pytest.mark.slow
 def test_embedded_corpus_legal_filter():
     """On the embedded corpus (licence texts vs Python docs and code): first 3,000 characters of each document."""
     texts = {d: [(corpus.split_of(t), t[:3000]) for _, t in corpus.documents(d)] for d in ("legal", "prose", "code")}

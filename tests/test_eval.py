@@ -70,6 +70,7 @@ def test_rows_append_to_the_results_table(tmp_path):
     assert table["acc_raw"][0] == 0.25 and table["flops"][0] == 1e18
 
 
+@pytest.mark.slow
 def test_ladder_eval_rescores_a_checkpoint_exactly_as_the_trainer_did(tmp_path, capsys):
     """`ladder eval RUN_DIR` end to end: restore the final checkpoint of a tiny `ladder train` run and score it
     with the run's own eval config (a JSONL task, 1-shot). The rows equal, to the last bit, the ones the trainer

@@ -17,6 +17,8 @@ from launch import LaunchOptions, launch_plan
 from launch.status import collect, format_status, ladder_status
 from launch_fixtures import tiny_plan, write_plan
 
+pytestmark = pytest.mark.slow  # trains a two-rung plan, kills and relaunches it
+
 KILLED, OTHER = "20M-1xC", "60M-2xC"
 STEPS, KILL_AT = 12, 7  # checkpoints at 4, 6 (the plan's checkpoint_steps) and 8: the kill loses step 7
 DEFAULTS = {"data.source": "synthetic", "train.log_every": 1, "train.checkpoint_every": 4,

@@ -199,6 +199,7 @@ def gcloud_verdict(argv: list[str]) -> tuple[list[str], str]:
     return argv, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud not on PATH")
 @pytest.mark.timeout(120)
 def test_generated_gcloud_commands_parse_with_the_real_cli(plan_dir):

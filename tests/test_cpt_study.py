@@ -9,6 +9,8 @@ import pytest
 
 from ladder import results
 
+pytestmark = pytest.mark.slow  # the whole study, end to end
+
 CPT_COLUMNS = {"general_loss", "domain_loss", "r", "d_cpt", "base_run", "kind"}
 
 

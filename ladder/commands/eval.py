@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `ladder train`")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--tasks", help="comma list: 'embedded', embedded/catalog task names or .jsonl files "
-                                        "(default: the run config's tasks.tasks, else 'embedded')")
+                                        "(default: the run config's eval.tasks, else 'embedded')")
     parser.add_argument("--k-shot", type=int, help="few-shot examples per prompt")
     parser.add_argument("--max-questions", type=int, help="cap on questions per task (0 = all)")
     parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: the run's global batch)")
@@ -63,11 +63,13 @@ def run(args) -> int:
 
     run_dir = Path(args.run_dir)
     config, step, logits_fn = restore_logits_fn(run_dir, args.step)
-    task_cfg = ml_collections.ConfigDict(config.get("tasks", None) or {"tasks": "embedded"})
+    # The run's own eval section (tasks, k_shot, n_questions, seed, ...), so a rescore matches the trainer's.
+    task_cfg = ml_collections.ConfigDict(config.eval.to_dict())
+    task_cfg.tasks = task_cfg.tasks or "embedded"
     for key, value in (("tasks", args.tasks), ("k_shot", args.k_shot), ("max_questions", args.max_questions)):
         if value is not None:
             task_cfg[key] = value
-    task_cfg = apply_overrides(task_cfg, [o[len("tasks."):] for o in args.config_overrides if o.startswith("tasks.")])
+    task_cfg = apply_overrides(task_cfg, [o[len("eval."):] for o in args.config_overrides if o.startswith("eval.")])
     a = arch_of(config)
     task_list = tasks.load_tasks(task_cfg, config.data)
     metrics = eval_lib.evaluate(logits_fn, task_list, make_tokenizer(config.data),

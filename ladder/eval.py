@@ -247,12 +247,14 @@ def restore_logits_fn(run_dir, step: int | None = None):
 
 def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None = None, k_shot: int | None = None,
                         max_questions: int | None = None, batch_size: int | None = None,
-                        task_overrides=()) -> dict:
-    """Score a run directory's checkpoint on tasks (default: the run config's tasks.tasks, else 'embedded').
+                        eval_overrides=()) -> dict:
+    """Score a run directory's checkpoint on the run's own eval section (tasks, k_shot, n_questions, seed, ...;
+    tasks default 'embedded'), so a rescore matches the trainer's evaluation; `tasks`, `k_shot`,
+    `max_questions` and `eval_overrides` (`key=value` in that section: the verb's --config.eval.key=value)
+    change it.
 
     Returns {"config", "step", "metrics" (one dict per task), "rows" (results-table rows: run, n, d = tokens
-    seen at the checkpoint, step, task, loss, acc, ...)}; `task_overrides` are `key=value` settings of the
-    task config (the verb's `--config.tasks.key=value`)."""
+    seen at the checkpoint, step, task, loss, acc, ...)}."""
     import ml_collections
 
     from ladder import tasks as tasks_lib
@@ -262,11 +264,12 @@ def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None =
     from ladder.train import arch_of
 
     config, step, logits_fn = restore_logits_fn(run_dir, step)
-    task_cfg = ml_collections.ConfigDict(config.get("tasks", None) or {"tasks": "embedded"})
+    task_cfg = ml_collections.ConfigDict(config.eval.to_dict())
+    task_cfg.tasks = task_cfg.tasks or "embedded"
     for key, value in (("tasks", tasks), ("k_shot", k_shot), ("max_questions", max_questions)):
         if value is not None:
             task_cfg[key] = value
-    task_cfg = apply_overrides(task_cfg, list(task_overrides))
+    task_cfg = apply_overrides(task_cfg, list(eval_overrides))
     a = arch_of(config)
     metrics = evaluate(logits_fn, tasks_lib.load_tasks(task_cfg, config.data), make_tokenizer(config.data),
                        batch_size=batch_size or config.train.global_batch, seq_len=a.seq_len)

@@ -316,7 +316,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train_overrides = ["eval.tasks=embedded"]
     c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, chip="v5p", devices=[],
                     project="", zone="", package="", image="", cluster="", spot=False)
-    c.predict = dict(method="auto", bootstrap=200, seed=0)
+    c.predict = dict(method="ensemble", bootstrap=200, seed=0)  # docs/laws.md, "The default"
     # train a model larger than every rung (size, Chinchilla multiple) and check the prediction against it
     c.self_check = dict(enabled=True, size="", multiple=0.5)
     return c

@@ -37,7 +37,7 @@ def test_every_verb_has_examples_defaults_and_says_how_to_override_a_config(verb
     module = cli._load(verb)
     text = cli.verb_parser(verb, module).format_help()
     assert "examples:\n  ladder " + verb in text
-    assert ("--config.section.key=value" in text or "--config.tasks.key=value" in text) == \
+    assert ("--config.section.key=value" in text or "--config.eval.key=value" in text) == \
         getattr(module, "TAKES_CONFIG", False)
     for example in module.EXAMPLES.strip().splitlines():  # each example parses
         argv = shlex.split(example, comments=True)

@@ -13,6 +13,8 @@ from ladder.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # the whole study, end to end
+
 CPT_COLUMNS = {"general_loss", "domain_loss", "r", "d_cpt", "base_run", "kind"}
 
 

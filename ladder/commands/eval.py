@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 TAKES_CONFIG = True
-CONFIG_LINE = ("config overrides: --config.tasks.key=value sets a field of the task config (docs/tasks.md), "
-               "e.g. --config.tasks.k_shot=5; other sections are errors")
+CONFIG_LINE = ("config overrides: --config.eval.key=value sets a field of the run's eval section (docs/tasks.md), "
+               "e.g. --config.eval.k_shot=5; other sections are errors")
 EXAMPLES = """
 ladder eval runs/tiny
 ladder eval runs/tiny --step 200 --tasks embedded --max-questions 100 -o /tmp/tiny-results.csv
-ladder eval runs/tiny --config.tasks.k_shot=5
+ladder eval runs/tiny --config.eval.k_shot=5
 """
 
 
@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `ladder train`")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--tasks", help="comma list: 'embedded', embedded/catalog task names or .jsonl files "
-                                        "(default: the run config's tasks.tasks, else 'embedded')")
+                                        "(default: the run config's eval.tasks, else 'embedded')")
     parser.add_argument("--k-shot", type=int, help="few-shot examples per prompt")
     parser.add_argument("--max-questions", type=int, help="cap on questions per task (0 = all)")
     parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: the run's global batch)")
@@ -35,17 +35,16 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ladder import eval as eval_lib
     from ladder import results
-
     from ladder.errors import require
 
-    other = [o for o in args.config_overrides if not o.startswith("tasks.")]
-    require(not other, "--config", f"ladder eval reads only --config.tasks.* overrides, not {other[0] if other else ''}",
-            "set the task config (docs/tasks.md), e.g. --config.tasks.k_shot=5")
+    other = [o for o in args.config_overrides if not o.startswith("eval.")]
+    require(not other, "--config", f"ladder eval reads only --config.eval.* overrides, not {other[0] if other else ''}",
+            "set the run's eval section (docs/tasks.md), e.g. --config.eval.k_shot=5")
     run_dir = Path(args.run_dir)
     scored = eval_lib.evaluate_checkpoint(
         run_dir, args.step, tasks=args.tasks, k_shot=args.k_shot, max_questions=args.max_questions,
         batch_size=args.batch_size,
-        task_overrides=[o[len("tasks."):] for o in args.config_overrides if o.startswith("tasks.")])
+        eval_overrides=[o[len("eval."):] for o in args.config_overrides if o.startswith("eval.")])
     import jax
 
     if jax.process_index() == 0:

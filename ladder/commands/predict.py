@@ -24,13 +24,16 @@ def add_arguments(parser) -> None:
     from ladder.plan import TARGETS
 
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--target", action="append", metavar="T", help=TARGET_HELP.format(presets=", ".join(TARGETS)))
+    which.add_argument("--target", action="append", metavar="T", help=TARGET_HELP.format(presets=", ".join(TARGETS))
+                       + "; NAME=N:D:F adds FLOPs per token F for the compute method (default: extrapolated "
+                       "from the ladder)")
     which.add_argument("--plan", help="predict the targets of this plan file (written by `ladder plan -o`)")
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: the paper's 16 when present, else all runs")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
-    parser.add_argument("--method", default="paper",
-                        help="auto | paper | single-step | compute | lm-loss | chance-floor (docs/laws.md)")
+    parser.add_argument("--method", default="ensemble",
+                        help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
+                        "single-step | compute | lm-loss | chance-floor (docs/laws.md)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--holdout", help="also predict these runs (names or globs) from the fitted runs with "
@@ -40,7 +43,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ladder.laws.predict import METHODS, holdout, predict, select_runs
+    from ladder.laws.predict import holdout_report, predict, select_runs
     from ladder.results import read_table
 
     cols = read_table(args.results, validate=True)
@@ -53,7 +56,8 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
-                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir)
+                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
+                       progress=lambda msg: print(msg, flush=True))
     for w in caught:
         print(f"warning: {w.message}")
     print(f"fitted runs: {', '.join(pred.runs)}")
@@ -63,14 +67,12 @@ def run(args) -> int:
     print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
     if args.holdout:
         test = select_runs(cols, args.holdout)
-        report = {}
+        report = holdout_report(cols, pred, test)
+        methods = list(next(iter(report.values())))
         print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in METHODS))
-        for task in pred.fits:
-            hs = {m: holdout(cols, task, pred.runs, test, m) for m in METHODS}
-            report[task] = {m: {"error": h.error, "loss_error": h.loss_error, "predicted": h.predicted.tolist(),
-                                "actual": h.actual.tolist(), "runs": h.test_runs} for m, h in hs.items()}
-            print(f"{task:<14} " + " ".join(f"{h.error:>13.4f}" for h in hs.values()))
+        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+        for task, per in report.items():
+            print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" for m in methods))
         hold = out.with_name(out.stem + ".holdout.json")
         hold.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {hold}")

@@ -1,7 +1,8 @@
 """`ladder train CONFIG | --plan PLAN --rung NAME [--run-dir DIR] [--config.k=v ...]`.
 
-Exit 0 when the run is done (also when it already was), 2 on bad input, 1 on failure (NaN, distributed
-start-up), 143 when stopped by SIGTERM after saving a checkpoint (run the same command again to resume).
+Exit 0 when the run is done (also when it already was), 2 on bad input (and when another process holds the
+run directory), 1 on failure (NaN or diverged loss, a failed write, distributed start-up), 143 / 130 when
+stopped by SIGTERM / SIGINT (Ctrl-C) after saving a checkpoint (run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from ladder.errors import LadderError
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, the shell's convention for "terminated"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 def add_arguments(parser) -> None:
@@ -68,9 +70,10 @@ def run(args) -> int:
         print(f"ladder train: failed: {e}", file=sys.stderr)
         return 1
     if summary["state"] == "preempted":
-        print(f"ladder train: stopped by SIGTERM at step {summary['step']} after saving a checkpoint; "
+        sig = summary.get("signal", "SIGTERM")
+        print(f"ladder train: stopped by {sig} at step {summary['step']} after saving a checkpoint; "
               f"run the same command to resume", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return EXIT_INTERRUPTED if sig == "SIGINT" else EXIT_PREEMPTED
     mfu = summary.get("mfu")
     print(f"ladder train: {summary['state']} {run_dir}: step {summary['step']}/{summary['total_steps']}, "
           f"loss {summary.get('loss')}, N={summary.get('n'):,}" + (f", mfu {mfu:.1%}" if mfu else ""),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -31,6 +32,29 @@ from ladder.errors import LadderError
 
 MANIFEST = "ladder-checksums.json"
 MANIFEST_VERSION = 1
+
+
+class _OrbaxErrorsReRaised(logging.Filter):
+    """orbax logs a traceback for a failed background write from each of its threads (and asyncio logs the
+    futures those threads leave behind), then re-raises the error to the caller, which ladder.train turns
+    into one line naming the path; drop the logged copies so a full disk is one message, not dozens of
+    tracebacks. Records without a traceback, and tracebacks that do not pass through orbax, still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or not record.exc_info[1]:
+            return True
+        error = record.exc_info[1]
+        if "orbax" in record.pathname or str(error) == "Event loop is closed":
+            return False
+        tb = error.__traceback__
+        while tb is not None:
+            if "/orbax/" in tb.tb_frame.f_code.co_filename:
+                return False
+            tb = tb.tb_next
+        return True
+
+
+_FILTER = _OrbaxErrorsReRaised()
 
 
 class CorruptCheckpoint(LadderError):
@@ -192,6 +216,8 @@ class Checkpoints:
         self.lead = jax.process_index() == 0
         self.pending: list[int] = []  # saved steps whose manifest is not written yet
         self.last_verified: int | None = None  # newest step whose manifest this process wrote or checked
+        for name in ("absl", "asyncio", "concurrent.futures"):
+            logging.getLogger(name).addFilter(_FILTER)  # idempotent: a logger holds a filter once
         keep_policy = policies.AnyPreservationPolicy([
             policies.LatestN(n=max(keep, 1)),  # the newest `keep` saves (resume points)
             policies.CustomSteps(list(permanent_steps)),  # the plan's checkpoint_steps are never deleted

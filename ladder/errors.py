@@ -12,3 +12,16 @@ def require(ok: bool, field: str, problem: str, fix: str) -> None:
     """Raise a LadderError worded as '<field>: <problem>; <fix>' unless ok."""
     if not ok:
         raise LadderError(f"{field}: {problem}; {fix}")
+
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-=@,")
+
+
+def require_path_name(name, field: str) -> None:
+    """A name that becomes one path component (a rung's run directory, runs/<config name>): letters, digits
+    and ._+-=@, only, not starting with a dot or dash, so it can neither escape its parent (`../x`, `/abs`)
+    nor hide or read as an option."""
+    ok = (isinstance(name, str) and 0 < len(name) <= 200 and set(name) <= _NAME_CHARS
+          and name[0] not in ".-")
+    require(ok, field, f"{name!r} cannot be a directory name (no separators, no leading dot or dash, at most "
+            "200 of letters, digits and ._+-=@,)", "rename it, e.g. 370M-5xC")

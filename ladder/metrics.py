@@ -134,6 +134,26 @@ class MetricsWriter:
         (self.run_dir / "metrics.jsonl").write_text("".join(r + "\n" for r in self.lines))
         self.flushed = time.monotonic()
 
+    def abandon(self) -> None:
+        """Close after a storage failure without flushing again (a full disk would fail once more, and
+        tensorboardX's exit hook would print its own tracebacks): the rows written so far stay."""
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            if self.jsonl is not None:
+                self.jsonl.close()
+        class Discard:  # takes the events still queued, so the writer thread ends without touching the disk
+            def write_event(self, event): pass
+            def flush(self): pass
+            def close(self): pass
+
+        with contextlib.suppress(Exception):
+            for w in (self.tb.all_writers or {}).values():
+                events = w.event_writer
+                events._worker._record_writer = Discard()
+                events._worker.stop()
+                events._closed = True  # its atexit hook then does nothing
+
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")
@@ -149,10 +169,45 @@ def _read_lines(path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
+def read_metrics(path, warn=None) -> list[dict]:
+    """metrics.jsonl rows; [] when absent. A torn last line (a crash mid-write) is dropped with a note; a bad
+    line before the last is damage, not a crash, and is a LadderError naming file and line."""
+    from ladder.errors import LadderError
+
+    path = run_path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("no integer step")
+        except (ValueError, UnicodeDecodeError) as e:
+            if all(not rest.strip() for rest in lines[i + 1:]):
+                (warn or (lambda m: print(m, file=sys.stderr)))(
+                    f"ladder: {path}: dropped a torn last line ({len(line)} bytes, line {i + 1}) left by a crash")
+                break
+            raise LadderError(f"{path}: line {i + 1} is not a metrics row ({e}); delete that line, or the file "
+                              "(metrics are rewritten as the run resumes from its checkpoint)") from None
+        rows.append(row)
+    return rows
+
+
 def truncate_jsonl(path, last_step: int) -> None:
-    """Drop rows past `last_step` (written after the checkpoint a resumed run starts from)."""
+    """Drop rows past `last_step` (written after the checkpoint a resumed run starts from), and a torn last
+    line; the file is rewritten whole (atomically where local), so new rows never join a torn one."""
     path = run_path(path)
     if not path.exists():
         return
-    rows = [line for line in _read_lines(path) if json.loads(line)["step"] <= last_step]
-    path.write_text("".join(r + "\n" for r in rows))
+    text = "".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= last_step)
+    if is_remote(path):
+        path.write_text(text)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -22,6 +22,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ladder.metrics import read_metrics
     from ladder.plan.sizes import format_count
 
     sizes = sorted({r["n"] for r in plan["rungs"]})
@@ -32,7 +33,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
         path = Path(run_root) / r["name"] / "metrics.jsonl"
         if not path.exists():
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = read_metrics(path)
         if not rows:
             continue
         color = cmap(sizes.index(r["n"]) / max(1, len(sizes) - 1) * 0.85)

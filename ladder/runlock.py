@@ -78,6 +78,7 @@ def hold(directory, what: str):
         finally:
             _HELD[key][1] -= 1
         return
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         f = open(directory / LOCK_NAME, "a+")
@@ -119,3 +120,8 @@ def hold(directory, what: str):
                 f.write(json.dumps(dict(_holder(), released=time.time()), indent=1))
                 f.flush()
             f.close()
+            # A run that failed its checks before writing anything leaves no directory behind.
+            with contextlib.suppress(OSError):
+                if created and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+                    (directory / LOCK_NAME).unlink()
+                    directory.rmdir()

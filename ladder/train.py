@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -48,18 +49,30 @@ from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is th
 class TrainingFailed(Exception):
     """The run started but cannot go on (NaN or diverged loss, a failed write, distributed start-up): exit 1."""
 
+    storage = False  # a failed write: orbax's writer threads may still hold failing futures (see commands/train)
+
+
+_STORAGE_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied",
+                    "Input/output error")
+
 
 def storage_failure(e: BaseException, path, last_verified: int | None | str) -> TrainingFailed:
     """One line for a write that failed (permissions, a full disk, an orbax save that could not finish)."""
     if isinstance(e, OSError) and e.strerror:
         where, why = e.filename or path, e.strerror
-    else:
-        where, why = path, (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    else:  # orbax / tensorstore wrap the OS error in text: pick out the reason and the file
+        text = " ".join(str(x) for x in (e, e.__cause__, e.__context__) if x)
+        why = next((r for r in _STORAGE_REASONS if r.lower() in text.lower()),
+                   (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
+        quoted = re.search(r'"(/[^"]+|gs://[^"]+)"', text)
+        where = quoted.group(1) if quoted else path
     kept = ("the checkpoints already there are untouched" if last_verified == "unknown" else
              f"the last verified checkpoint ({'step ' + str(last_verified) if last_verified is not None else 'none yet'})"
              " is intact")
-    return TrainingFailed(f"storage: cannot write {where} ({why}); stopped; {kept}; free space or fix "
-                          "permissions, then run the same command to resume")
+    error = TrainingFailed(f"storage: cannot write {where} ({why}); stopped; {kept}; free space or fix "
+                           "permissions, then run the same command to resume")
+    error.storage = True
+    return error
 
 
 def initialize_distributed(dist) -> None:
@@ -465,9 +478,8 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     finally:
         preemption.restore()
         # On a failure these may fail again on the same storage: the first error is the one reported.
-        with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
-            if writer:
-                writer.close()
+        if writer:
+            writer.abandon() if failed else writer.close()
         with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
             ckpts.close()
     progress["eta_s"] = 0.0

@@ -15,7 +15,7 @@ import ml_collections
 
 from ladder import arch as arch_lib
 from ladder.config import set_path, to_json
-from ladder.errors import require
+from ladder.errors import require, require_path_name
 
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "wsd")
@@ -164,6 +164,7 @@ def check_value_type(field: str, ref, value) -> None:
 def validate(config) -> None:
     """Checks that need no devices. Each failure is one line naming the field and the fix."""
     check_known_keys(config)
+    require_path_name(config.name, "name")  # the default run directory is runs/<name>
     m, t, o = config.model, config.train, config.optim
     for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "rope_theta",
                                  "norm_eps", "init_std")),

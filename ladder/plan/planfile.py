@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ladder.arch import Arch
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require_path_name
 
 VERSION = 1
 PLAN_KEYS = ("version", "preset", "targets", "fraction", "defaults", "rungs")
@@ -62,6 +62,7 @@ def validate_plan(plan, where: str) -> None:
     names = set()
     for r in plan["rungs"]:
         need(r, RUNG_KEYS, f"rung {r.get('name', '?') if isinstance(r, dict) else r!r}")
+        require_path_name(r["name"], f"{where}: rung name")  # it becomes <run root>/<name>
         if r["name"] in names:
             raise LadderError(f"{where}: rung name {r['name']!r} appears twice; rung names must be unique")
         names.add(r["name"])

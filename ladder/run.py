@@ -328,15 +328,10 @@ def _run_stages(ctx: Context, names, stages: dict) -> dict:
 def validate(cfg) -> None:
     """A `ladder run` config: its kind first (a train config given here is one line, not an AttributeError),
     then its keys, types and values."""
-    if "launch" not in cfg or "plan" not in cfg:
-        from ladder.train_config import default_config as train_default
-
-        kind = ("a `ladder train` config" if all(k in cfg for k in ("model", "train", "optim")) and
-                set(cfg.keys()) <= set(train_default().keys()) else "not a `ladder run` config")
-        raise LadderError(f"config: this is {kind} (it has no plan/launch sections); give `ladder run` a config "
-                          "such as configs/smoke.py, or train it with `ladder train`")
+    from ladder.config import require_kind
     from ladder.train_config import check_known_keys
 
+    require_kind(cfg, "run", "this config")
     check_known_keys(cfg, default_config())
     require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
             f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")

@@ -163,6 +163,9 @@ def check_value_type(field: str, ref, value) -> None:
 
 def validate(config) -> None:
     """Checks that need no devices. Each failure is one line naming the field and the fix."""
+    from ladder.config import require_kind
+
+    require_kind(config, "train", "this config")
     check_known_keys(config)
     require_path_name(config.name, "name")  # the default run directory is runs/<name>
     m, t, o = config.model, config.train, config.optim

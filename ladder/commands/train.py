@@ -45,7 +45,10 @@ def build_config(args):
         config = config_from_rung(rungs[args.rung], plan.get("defaults") or {})
         config = apply_overrides(config, args.config_overrides)
     elif args.config:
+        from ladder.config import require_kind
+
         config = load_config(args.config, args.config_overrides)
+        require_kind(config, "train", args.config)
     else:
         raise LadderError("config: give a CONFIG file (e.g. configs/tiny.py) or --plan PLAN.json --rung NAME")
     d = config.distributed

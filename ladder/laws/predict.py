@@ -87,22 +87,48 @@ def select_runs(cols: dict, runs=None) -> list[str]:
     return chosen
 
 
+def run_rows(cols: dict, mask=None) -> dict[str, np.ndarray]:
+    """run name -> indices of its rows (within `mask`), in step order (stable), grouped in one sort:
+    O(rows log rows), where comparing every run against every row was O(runs x rows) (10^6 rows over
+    62,500 runs took > 10 minutes; bench/bench_results_scale.py)."""
+    idx = np.arange(len(cols["run"])) if mask is None else np.flatnonzero(mask)
+    if not len(idx):
+        return {}
+    names, codes = np.unique(cols["run"][idx], return_inverse=True)
+    order = np.lexsort((cols["step"][idx], codes))  # by run, then step; lexsort is stable
+    idx, codes = idx[order], codes[order]
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate([[0], cuts])
+    return dict(zip(names[codes[starts]].tolist(), np.split(idx, cuts)))
+
+
+def run_sizes(cols: dict, runs) -> tuple[dict[str, float], dict[str, float]]:
+    """(N of each run: its first row's n, D of each run: its largest d), in one pass over the table."""
+    names, first, codes = np.unique(cols["run"], return_index=True, return_inverse=True)
+    d_max = np.full(len(names), -np.inf)
+    np.maximum.at(d_max, codes, cols["d"])
+    n_of = dict(zip(names.tolist(), cols["n"][first].astype(float).tolist()))
+    d_of = dict(zip(names.tolist(), d_max.tolist()))
+    return {r: n_of[r] for r in runs}, {r: d_of[r] for r in runs}
+
+
 def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> TaskData:
     """Step-1 points (one per run) and step-2 points (all intermediate checkpoints) of one task."""
     require(feature in cols, "results table", f"has no column {feature!r} (needed for the intermediate feature)",
             "add it (e.g. a held-out LM loss) or choose another method")
     sel_task = cols["task"] == task
     require(sel_task.any(), "--tasks", f"task {task!r} is not in the table", f"choose from {sorted(set(cols['task']))}")
+    rows_of = run_rows(cols, sel_task)
     n, d, fe, acc = [], [], [], []
     pf, pa, pr = [], [], []
     for i, run in enumerate(runs):
-        m = sel_task & (cols["run"] == run)
-        require(m.any(), f"run {run}", f"has no rows for task {task!r}", "evaluate it or leave the run out (--runs)")
-        order = np.argsort(cols["step"][m], kind="stable")
-        rd, rf, ra = cols["d"][m][order], cols[feature][m][order], cols["acc"][m][order]
+        rows = rows_of.get(run)  # this task's rows of the run, in step order
+        require(rows is not None, f"run {run}", f"has no rows for task {task!r}",
+                "evaluate it or leave the run out (--runs)")
+        rd, rf, ra = cols["d"][rows], cols[feature][rows], cols["acc"][rows]
         require(np.isfinite(rf).all(), f"run {run}", f"column {feature!r} is blank or NaN for task {task!r}",
                 "fill it or choose a method that does not use it")
-        ns = np.unique(cols["n"][m])
+        ns = np.unique(cols["n"][rows])
         require(len(ns) == 1, f"run {run}", f"has several N values {ns.tolist()}", "one N per run")
         n.append(ns[0])
         d.append(rd[-1])
@@ -292,7 +318,7 @@ def holdout(cols: dict, task: str, fit_runs: list[str], test_runs: list[str], me
 
 def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, Holdout]:
     """Predict the largest rung (all runs of the largest N) from the smaller rungs, for every method."""
-    n_of = {r: float(cols["n"][cols["run"] == r][0]) for r in runs}
+    n_of, _ = run_sizes(cols, runs)
     largest = max(n_of.values())
     test = [r for r in runs if n_of[r] == largest]
     train = [r for r in runs if n_of[r] < largest]
@@ -362,8 +388,7 @@ def predict(cols: dict, targets: dict[str, tuple[float, float]], *, method: str 
     require(bool(targets), "--target", "no targets given", "pass at least one NAME=N:D")
     runs = select_runs(cols, runs)
     tasks = list(dict.fromkeys(cols["task"].tolist())) if tasks is None else list(tasks)
-    n_of = {r: float(cols["n"][cols["run"] == r][0]) for r in runs}
-    d_of = {r: float(cols["d"][cols["run"] == r].max()) for r in runs}
+    n_of, d_of = run_sizes(cols, runs)
     c_max = max(6 * n_of[r] * d_of[r] for r in runs)
     notes = []
     for name, (N, D) in targets.items():

@@ -33,8 +33,10 @@ def write_plan(plan: dict, path: str | os.PathLike) -> Path:
 
 def load_plan(path: str | os.PathLike) -> dict:
     """A plan file, checked for version and keys (LadderError naming the file and the key otherwise)."""
+    from ladder.errors import read_utf8
+
     try:
-        plan = json.loads(Path(path).read_text())
+        plan = json.loads(read_utf8(path, "plan"))
     except FileNotFoundError:
         raise LadderError(f"plan: no such file {str(path)!r}; write one with `ladder plan ... --out PLAN.json`")
     except (OSError, json.JSONDecodeError) as e:

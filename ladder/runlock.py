@@ -78,6 +78,8 @@ def hold(directory, what: str):
         finally:
             _HELD[key][1] -= 1
         return
+    if directory.exists() and not directory.is_dir():
+        raise LadderError(f"{what}: {directory} exists and is not a directory; choose a directory path")
     created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -203,10 +203,9 @@ def validate(config) -> None:
                          ("eval.k_shot", config.eval.k_shot), ("eval.max_questions", config.eval.max_questions),
                          ("eval.lm_loss_batches", config.eval.lm_loss_batches)):
         require(value >= 0, field, f"must be >= 0, got {value}", "use 0 or a positive value")
-    for key in ("data", "tensor"):
-        require(config.mesh[key] >= 1, f"mesh.{key}", f"must be >= 1, got {config.mesh[key]}", "use 1 for no split")
-    require(config.mesh.fsdp == -1 or config.mesh.fsdp >= 1, "mesh.fsdp", f"must be -1 (fill) or >= 1, got "
-            f"{config.mesh.fsdp}", "use -1 to take the devices left over")
+    for key in ("data", "fsdp", "tensor"):  # one may be -1: the devices left over (ladder.sharding.make_mesh)
+        require(config.mesh[key] == -1 or config.mesh[key] >= 1, f"mesh.{key}", f"must be -1 (fill) or >= 1, "
+                f"got {config.mesh[key]}", "use 1 for no split, or -1 for the devices left over")
     require(config.mesh.dcn_data >= 1, "mesh.dcn_data", f"must be >= 1, got {config.mesh.dcn_data}",
             "set the number of slices (1 for one slice)")
     require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}",

@@ -25,7 +25,7 @@ def _cli(capsys, *argv):
     ("model.init_std=0", "model.init_std: must be positive"),
     ("train.seed=-1", "train.seed: must be >= 0"),
     ("train.divergence_margin=-1", "train.divergence_margin: must be >= 0"),
-    ("mesh.tensor=0", "mesh.tensor: must be >= 1"),
+    ("mesh.tensor=0", "mesh.tensor: must be -1 (fill) or >= 1"),
     ("eval.n_questions=0", "eval.n_questions: must be positive"),
     ("distributed.timeout_s=0", "distributed.timeout_s: must be positive"),
     ("optim.clip=-1", "optim.clip: must be >= 0"),

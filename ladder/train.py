@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ladder import arch as arch_lib
 from ladder import checkpoint
 from ladder import metrics as metrics_lib
+from ladder import rundir
 from ladder import runlock
 from ladder import sharding
 from ladder.checkpoint import Checkpoints
@@ -43,7 +44,7 @@ from ladder.model import loss_fn, make_model
 from ladder.optimizer import make_optimizer
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
     RUNG_KEYS, arch_of, check_base_architecture, check_run_dir, config_from_rung, config_hash, data_config,
-    default_config, validate, validate_for_mesh)
+    default_config, resolve_vocab, validate, validate_for_mesh)
 
 
 class TrainingFailed(Exception):
@@ -239,7 +240,7 @@ def resolve_init(config) -> dict | None:
     i = config.init
     if not i.from_run:
         return None
-    base_dir = metrics_lib.run_path(i.from_run)
+    base_dir = rundir.path(i.from_run)
     base_cfg = read_run_config(base_dir, "init.from_run")
     require(base_cfg is not None, "init.from_run", f"{base_dir} has no config.json, so it is not a run directory",
             "point it at the base run's --run-dir")
@@ -259,7 +260,7 @@ def init_from_base(program: TrainProgram, init: dict, key) -> dict:
     """A step-0 state from a base checkpoint: its weights and, with restore_optimizer, its Adam moments and
     bias-correction count (the LR-schedule counts restart at 0, so this run's own warmup and decay apply);
     otherwise a fresh optimizer state."""
-    ckpts = metrics_lib.run_path(init["from_run"]) / "checkpoints"
+    ckpts = rundir.path(init["from_run"]) / "checkpoints"
     if init["restore_optimizer"]:
         base = Checkpoints(ckpts, keep=1)
         try:
@@ -283,7 +284,7 @@ def init_from_base(program: TrainProgram, init: dict, key) -> dict:
 def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
     """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
     a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
-    path = metrics_lib.run_path(run_dir) / "config.json"
+    path = rundir.path(run_dir) / "config.json"
     if not path.exists():
         return None
     try:
@@ -297,9 +298,10 @@ def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
 
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
+    resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
     check_run_dir(run_dir)
-    run_dir = metrics_lib.run_path(run_dir)
+    run_dir = rundir.path(run_dir)
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
@@ -317,10 +319,10 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     saved = read_run_config(run_dir)
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
-    status = metrics_lib.read_json(run_dir / "status.json")
+    status = rundir.read_json(run_dir / "status.json")
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
-    init = metrics_lib.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
+    init = rundir.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
 
     t, a = config.train, arch_of(config)
     source = make_source(data_config(config), a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
@@ -336,7 +338,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            metrics_lib.write_json_atomic(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
+            rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh)
     ckpt_dir = run_dir / "checkpoints"
     good = checkpoint.recover(ckpt_dir) if lead else None  # newer steps that fail verification are set aside
@@ -358,7 +360,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     if start is None and init:
         state, start = init_from_base(program, init, jax.random.key(t.seed)), 0
         if lead:
-            metrics_lib.write_json_atomic(run_dir / "init.json", init)
+            rundir.write_json(run_dir / "init.json", init)
             print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
                   + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
     elif start is None:
@@ -372,12 +374,12 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     tokens_per_step = t.global_batch * a.seq_len
     peak, peak_source = metrics_lib.peak_flops(jax.devices())
     writer = None
-    status_before = metrics_lib.read_json(run_dir / "status.json") or {}
+    status_before = rundir.read_json(run_dir / "status.json") or {}
     # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
     # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
     first_loss = status_before.get("first_loss") if start else None
     if lead:
-        metrics_lib.truncate_jsonl(run_dir / "metrics.jsonl", start)
+        rundir.truncate_metrics(run_dir, start)
         writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
     dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
     eval_steps, save_steps = set(t.eval_steps), set(t.checkpoint_steps) | {t.total_steps}
@@ -390,7 +392,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         base["last_verified_step"] = ckpts.last_verified
         if lead:
             done = progress["step"]
-            metrics_lib.write_json_atomic(run_dir / "status.json", dict(
+            rundir.write_json(run_dir / "status.json", dict(
                 base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
                 eta_s=progress["eta_s"], tokens=done * tokens_per_step,
                 flops_done=done * tokens_per_step * flops_per_token, updated=time.time(), **extra))

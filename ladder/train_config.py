@@ -14,8 +14,8 @@ from pathlib import Path
 import ml_collections
 
 from ladder import arch as arch_lib
-from ladder.config import set_path, to_json
-from ladder.errors import require, require_path_name
+from ladder.config import apply_overrides, set_path, to_json
+from ladder.errors import LadderError, require, require_path_name
 
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "wsd")
@@ -31,7 +31,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Passed to ladder.data.make_source with vocab_size = model.vocab_size; fields are documented in docs/data.md.
     c.data = dict(source="synthetic", seed=0, domains="prose,code,legal", weights="", files="", name="",
                   text_field="text", tfds_name="", data_dir="", try_gcs=False, download=False, max_documents=0,
-                  mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="")
+                  mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="", path="")
     c.train = dict(global_batch=16, total_steps=100, seed=0, z_loss=1e-4, eval_steps=[], checkpoint_steps=[],
                    checkpoint_every=1000, keep_checkpoints=2, async_checkpoints=True, log_every=10,
                    mfu_accounting="6n", divergence_margin=2.0)
@@ -79,6 +79,33 @@ def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections
     for path, value in (defaults or {}).items():
         set_path(cfg, path, value)
     return cfg
+
+
+def resolve_rung(plan: dict | None, rung: str | dict, overrides=()) -> tuple[ml_collections.ConfigDict, str]:
+    """(train config, config_hash) a plan rung trains with: the rung's keys, the plan's dotted-key defaults,
+    then `overrides` ("key=value", as after --config.). The one place a rung becomes a config, so the
+    launcher's ownership check, the compile check, `ladder train --plan` and the CPT study cannot drift apart.
+
+    `rung` is a name in plan["rungs"] or a rung dict (a target, or a CPT grid rung with no plan: plan=None).
+    The hash is the trainer's (config_hash after resolve_vocab, as train() does), which it records in
+    config.json; with model.vocab_size = 0 that reads the tokenizer or the token store's manifest."""
+    plan = plan or {}
+    if isinstance(rung, str):
+        by_name = {r["name"]: r for r in plan.get("rungs", ())}
+        if rung not in by_name:
+            raise LadderError(f"--rung: {rung!r} is not in the plan; rungs: {', '.join(by_name)}")
+        rung = by_name[rung]
+    config = apply_overrides(config_from_rung(rung, plan.get("defaults") or {}), overrides)
+    resolve_vocab(config)
+    return config, config_hash(config)
+
+
+def resolve_vocab(config) -> None:
+    """model.vocab_size = 0 means "the data's": the tokenizer's, or a token store's manifest (docs/data.md)."""
+    if config.model.vocab_size == 0 and config.data.source != "synthetic":
+        from ladder.data.pipeline import vocab_size
+
+        config.model.vocab_size = vocab_size(config.data)
 
 
 def arch_of(config) -> arch_lib.Arch:

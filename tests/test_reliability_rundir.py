@@ -129,7 +129,7 @@ def test_rung_and_run_names_cannot_become_paths_outside_the_root(tmp_path, name)
 
 
 def test_torn_last_metrics_line_is_dropped_with_a_note_and_resume_works(tmp_path, capfd):
-    from ladder.metrics import read_metrics
+    from ladder.rundir import read_metrics
     from ladder.train import train
 
     run_dir = tmp_path / "run"
@@ -140,10 +140,10 @@ def test_torn_last_metrics_line_is_dropped_with_a_note_and_resume_works(tmp_path
         f.write('{"step": 13, "loss": 5.1')  # a crash mid-write
     assert train(tiny_config(total_steps=12, checkpoint_every=6), str(run_dir))["state"] == "done"
     assert "dropped a torn last line" in capfd.readouterr().err
-    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, 13))
+    assert [r["step"] for r in read_metrics(run_dir)] == list(range(1, 13))
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\nbroken\n{"step": 2}\n')
     with pytest.raises(LadderError, match="line 2 is not a metrics row"):
-        read_metrics(run_dir / "metrics.jsonl")
+        read_metrics(run_dir)
 
 
 @pytest.fixture

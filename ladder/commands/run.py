@@ -23,6 +23,9 @@ def run(args) -> int:
     from ladder.config import load_config
     from ladder.run import run as run_ladder
 
+    from ladder.config import require_kind
+
     cfg = load_config(args.config, args.config_overrides)
+    require_kind(cfg, "run", args.config)
     run_ladder(cfg, args.out, dry_run=args.dry_run)
     return 0

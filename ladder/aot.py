@@ -255,16 +255,20 @@ class CompileReport:
                                            "flops_vs_expected": self.flops_vs_expected, "flops_ok": self.flops_ok}
 
 
-def expected_flops_per_token(arch: Arch, remat: bool) -> float:
-    """ladder.arch's 6N + attention, plus one more forward of every layer when layers are rematerialised.
+def expected_flops_per_token(arch: Arch, remat) -> float:
+    """ladder.arch's 6N + attention, plus what the remat policy (model.remat) recomputes in the backward pass.
 
-    Remat recomputes each layer's forward in the backward pass: 2 x the layer parameters (matmuls) plus a
-    third of the attention term (its forward share, 4 of 12 L d seq). The LM head is not rematerialised.
+    full: each layer's whole forward, 2 x the layer parameters (matmuls) plus a third of the attention term
+    (its forward share, 4 of 12 L d seq). save_dots: the weight matmuls are saved, so only the attention
+    forward. The LM head is not rematerialised. (`True`/`False`: the old boolean remat, full/none.)
     """
+    remat = {True: "full", False: "none"}.get(remat, remat)
     base = float(flops_per_token_6n(arch))
-    if not remat:
-        return base
     attention = base - 6 * n_params(arch)
+    if remat == "none":
+        return base
+    if remat == "save_dots":
+        return base + attention / 3
     return base + 2 * arch.n_layers * n_params_per_layer(arch) + attention / 3
 
 
@@ -290,7 +294,7 @@ class _DoesNotFit(Exception):
 
 
 def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, rung: str = "",
-                    remat: bool = False) -> CompileReport:
+                    remat="none") -> CompileReport:
     """Lower and compile a TrainProgram (built over topology_mesh) on abstract inputs; measure its memory.
 
     FLOPs are left nan: this program's count misses loop bodies (see unrolled_flops, which compile_config
@@ -348,7 +352,7 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     train.validate_for_mesh(config, dict(mesh.shape), process_count=_hosts(topo))
     arch = train.arch_of(config)
     report = compile_program(train.make_train_step(config, mesh), topo, arch, config.train.global_batch,
-                             rung=name or config.name, remat=bool(config.model.remat))
+                             rung=name or config.name, remat=config.model.remat)
     if count_flops:
         start = time.perf_counter()
         try:
@@ -377,8 +381,10 @@ def unrolled_flops(config, mesh, topo: Topology) -> float:
     from ladder import train
     from ladder.config import apply_overrides
 
+    # Gradient accumulation is a while loop too: the probes run the whole batch at once (same FLOPs).
     def flops(n_layers: int) -> float:
-        cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False"])
+        cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False",
+                                       "train.microbatches=1"])
         program = train.make_train_step(cfg, mesh)
         compiled = _compile(program, cfg.train.global_batch, cfg.model.seq_len, FLOPS_PROBE_OPTIONS)
         cost = compiled.cost_analysis()
@@ -386,9 +392,21 @@ def unrolled_flops(config, mesh, topo: Topology) -> float:
         return float(cost["flops"]) * topo.n_devices
 
     one = flops(1)
-    if config.model.n_layers == 1:
-        return one
-    return one + (config.model.n_layers - 1) * (flops(2) - one)
+    total = one if config.model.n_layers == 1 else one + (config.model.n_layers - 1) * (flops(2) - one)
+    return total + config.model.n_layers * kernel_flops(config, topo)
+
+
+def kernel_flops(config, topo: Topology) -> float:
+    """FLOPs per layer per step inside custom calls that cost analysis reads as zero: the splash attention
+    kernel when model.attention resolves to it on TPU (counted from its tiles: ladder.attention.splash_flops)."""
+    from ladder import attention
+    from ladder import train
+
+    arch = train.arch_of(config)
+    if attention.resolve(config.model.attention, "tpu", arch.seq_len) != "splash":
+        return 0.0
+    return attention.splash_flops(config.train.global_batch, arch.n_heads, arch.seq_len, arch.head_dim,
+                                  recompute_forward=config.model.remat != "none")
 
 
 def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
@@ -412,8 +430,8 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
     if (config.mesh.data != 1 or config.mesh.tensor != 1) and batch % topo.chips_per_slice == 0:
         out.append(f"shard state over every chip: --config.mesh.data=1 --config.mesh.fsdp=-1 --config.mesh.tensor=1 "
                    f"(parameters + optimizer now {state / GiB:.1f} GiB per device)")
-    if not config.model.remat:
-        out.append(f"rematerialise each layer in the backward pass: --config.model.remat=True "
+    if config.model.remat != "full":
+        out.append(f"rematerialise each layer in the backward pass: --config.model.remat=full "
                    f"(temporaries now {report.temp / GiB:.1f} GiB per device; costs ~1/3 more FLOPs)")
     if config.model.dtype == "float32":
         out.append("compute in bfloat16 (master weights stay float32): --config.model.dtype=bfloat16")

@@ -53,7 +53,7 @@ def main():
     source = make_source(data_cfg, a.seq_len, cfg.train.global_batch)
     batches = [sharding.to_global(source.batch(k), program.batch_shardings["inputs"], cfg.train.global_batch)
                for k in range(min(args.steps, 4) + 2)]
-    print(f"jax {jax.__version__}: {len(devices)} x {devices[0].device_kind}; N={arch_lib.n_params(a) / 1e9:.2f}B "
+    print(f"jax {jax.__version__}: {len(devices)} x {devices[0].device_kind}; N={arch_lib.n_params(a) / 1e6:,.0f}M "
           f"d={a.d_model} layers={a.n_layers} seq={a.seq_len} batch {per_device}/device, bf16, "
           f"remat={args.remat}, attention={args.attention}", flush=True)
     t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def main():
         peak, source_note = metrics.peak_flops(devices)
     mfu = arch_lib.flops_per_token_6n(a) * tokens_per_s / peak
     print(f"step {step_s * 1e3:.1f} ms, {tokens_per_s:,.0f} tokens/s ({tokens_per_s / len(devices):,.0f} per device), "
-          f"loss {float(m['loss']):.3f}, MFU {mfu:.1%} of {peak / 1e12:.1f} TFLOP/s ({source_note})")
+          f"loss {float(m['loss']):.3f}, MFU {mfu:.1%} of {peak / 1e12:.3g} TFLOP/s ({source_note})")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def test_remat_recompute_is_counted_with_tensor_parallelism():
     compiled 1.046x expected). On a tensor-parallel mesh (fsdp 2 x tensor 2) with the residual stream split
     over the sequence (sequence parallelism): matmuls replicated over `tensor` instead of split would read up
     to 2x."""
-    config = load_config("configs/tiny.py", TINY + ["model.remat=True", "mesh.fsdp=2", "mesh.tensor=2"])
+    config = load_config("configs/tiny.py", TINY + ["model.remat=full", "mesh.fsdp=2", "mesh.tensor=2"])
     r = aot.compile_config(config, aot.parse_topology("v5e-4"))
     assert r.mesh == {"data": 1, "fsdp": 2, "tensor": 2}
     assert r.flops_expected / r.flops_6n > 1.2

@@ -63,21 +63,24 @@ def _mesh_text(mesh: dict) -> str:
 
 def _row_line(row: dict) -> str:
     if "memory" not in row:
-        return f"{row['name']:<12} {'-':<14} {'':<10} {'':>8} {'':>8} {'':>7} {'':>9}  {'; '.join(row['errors'])}"
+        return (f"{row['name']:<12} {'-':<14} {'':<10} {'':>8} {'':<12} {'':>8} {'':>7} {'':>9}  "
+                f"{'; '.join(row['errors'])}")
+    recipe = f"{row['remat']}" + (f" x{row['microbatches']}" if row["microbatches"] > 1 else "")
     return (f"{row['name']:<12} {row['slice']:<14} {_mesh_text(row['mesh']):<10} {row['rows_per_device']:>8} "
-            f"{row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
+            f"{recipe:<12} {row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
             f"{_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")
 
 
 def dry_run(plan: dict, chip: str, devices: int | None, mesh: dict | None) -> int:
-    """One line per rung (slice, mesh data/fsdp/tensor, rows and GiB per device, time), then the targets
+    """One line per rung (slice, mesh data/fsdp/tensor, rows per device, the remat policy and microbatches the
+    memory estimate needs (resources.fit_recipe), GiB per device, time), then the targets
     placed the same way for reference (they are not part of the ladder's time or its pass/fail)."""
     from ladder.plan.resources import target_rungs
 
     if devices is not None and devices < 1:
         raise LadderError(f"devices: {devices} must be at least 1")
     rows = [plan_lib.check_rung(r, chip, devices, mesh) for r in plan["rungs"]]
-    head = (f"{'rung':<12} {'slice':<14} {'mesh d/f/t':<10} {'rows/dev':>8} {'GiB/dev':>8} {'of HBM':>7} "
+    head = (f"{'rung':<12} {'slice':<14} {'mesh d/f/t':<10} {'rows/dev':>8} {'remat x mb':<12} {'GiB/dev':>8} {'of HBM':>7} "
             f"{'time':>9}  notes")
     print(f"\ndry run on {chip}:")
     print(head)

@@ -124,7 +124,7 @@ def smoke_rung():
     from ladder import train
 
     plan = plan_lib.plan_ladder(preset="smoke")
-    plan["defaults"] = plan["defaults"] | {"model.remat": True}
+    plan["defaults"] = plan["defaults"] | {"model.remat": "full"}
     rung = next(r for r in plan["rungs"] if r["name"] == SMOKE_RUNG)
     config = train.config_from_rung(rung, plan["defaults"])
     reports = {n: aot.compile_config(config, aot.parse_topology(f"v5e-{n}"), count_flops=False) for n in (1, 4)}

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 
 DEFAULT_CHUNK = 256  # sequence positions per chunk (model.loss_chunk)
+# ladder.aot's FLOPs probes set this: XLA's cost analysis counts a loop body once, so the probes unroll the
+# chunk loop (same work, every chunk counted). Read at trace time; nothing else changes it.
+UNROLL_FOR_COST_ANALYSIS = False
 
 
 def chunk_size(seq_len: int, chunk: int) -> int:
@@ -63,7 +66,8 @@ def chunked_loss_sums(x_BxLxD, w_DxV, targets_BxL, weights_BxL, chunk: int = DEF
         return (sums[0] + ce, sums[1] + z), None
 
     zero = jnp.zeros((), jnp.float32)
-    (ce_sum, z_sum), _ = jax.lax.scan(body, (zero, zero), (x_NxBxCxD, targets_NxBxC, weights_NxBxC))
+    (ce_sum, z_sum), _ = jax.lax.scan(body, (zero, zero), (x_NxBxCxD, targets_NxBxC, weights_NxBxC),
+                                      unroll=UNROLL_FOR_COST_ANALYSIS)
     return ce_sum, z_sum
 
 

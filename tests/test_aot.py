@@ -229,3 +229,18 @@ def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, cap
     assert report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2} and report["fits"]
     assert cli.main(argv + ["--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
     assert "train.global_batch: 2 is not divisible by data*fsdp = 4" in capsys.readouterr().err
+
+
+def test_expected_flops_count_the_splash_kernel_and_the_chunked_loss():
+    """With splash the attention term is the kernel's tile count (causal tiles only, backward recomputing
+    q k^T, forward again under remat), and the chunked loss recomputes the LM head's forward (2 V d)."""
+    from ladder import attention
+    from ladder.arch import Arch, n_params, n_params_per_layer
+
+    a = Arch(d_model=768, n_layers=12, n_heads=12, vocab_size=100278, seq_len=4096)
+    kernel = a.n_layers * attention.splash_flops(1, a.n_heads, a.seq_len, a.head_dim, recompute_forward=True) / a.seq_len
+    expected = 6 * n_params(a) + 2 * a.n_layers * n_params_per_layer(a) + kernel + 2 * a.padded_vocab * a.d_model
+    assert aot.expected_flops_per_token(a, "full", "splash", loss_chunked=True) == pytest.approx(expected)
+    # the kernel does 0.77 of the dense accounting's attention with remat (36 of 64 tiles, 11 of 8 matmuls)
+    dense = aot.expected_flops_per_token(a, "full", "xla") - 6 * n_params(a) - 2 * a.n_layers * n_params_per_layer(a)
+    assert kernel / dense == pytest.approx(36 / 64 * 11 / 8, rel=1e-9)

@@ -14,9 +14,10 @@ def get_config():
     c.out_dir = "runs/gpu-ladder"
     c.plan.update(targets=["7b-1t"], fraction=0.01)
     c.train_overrides = [
-        "model.dtype=bfloat16", "data.source=tfds", "data.tfds_name=c4/en:3.1.0",
-        "data.data_dir=/data/tensorflow_datasets", "data.tokenizer=sentencepiece",
-        "data.spm_model=/data/tokenizer.model", "eval.tasks=arc_easy,arc_challenge,hellaswag,piqa",
+        # Tokenized once with all cores (docs/data.md): ladder data tokenize c4/en:3.1.0 --data-dir
+        # /data/tensorflow_datasets --tokenizer /data/dolma2/tokenizer.json -o /data/tokens/c4-train (+ --split validation)
+        "model.dtype=bfloat16", "data.source=tokens", "data.path=/data/tokens/c4-{split}",
+        "data.tokenizer=/data/dolma2/tokenizer.json", "eval.tasks=arc_easy,arc_challenge,hellaswag,piqa",
         "eval.tfds_data_dir=/data/tensorflow_datasets", "eval.k_shot=5",
     ]
     c.launch.update(backend="local", parallel=8, devices=[str(i) for i in range(8)], chip="h100")

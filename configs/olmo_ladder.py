@@ -16,8 +16,10 @@ def get_config():
     c.out_dir = "runs/olmo-ladder"
     c.plan.update(targets=["7b-4t", "13b-5t"], preset="olmo-ladder")
     c.train_overrides = [
-        "data.source=tfds", "data.tfds_name=c4/en:3.1.0", "data.data_dir=gs://YOUR_BUCKET/tensorflow_datasets",
-        "data.tokenizer=sentencepiece", "data.spm_model=gs://YOUR_BUCKET/tokenizer.model",
+        # Pre-tokenized once (docs/data.md): ladder data tokenize c4/en:3.1.0 --data-dir gs://.../tensorflow_datasets
+        # --tokenizer gs://YOUR_BUCKET/dolma2/tokenizer.json -o gs://YOUR_BUCKET/tokens/c4-train (and --split validation).
+        "data.source=tokens", "data.path=gs://YOUR_BUCKET/tokens/c4-{split}",
+        "data.tokenizer=gs://YOUR_BUCKET/dolma2/tokenizer.json",
         "eval.tasks=arc_easy,arc_challenge,hellaswag,piqa,openbookqa,boolq",
         "eval.tfds_data_dir=gs://YOUR_BUCKET/tensorflow_datasets", "eval.k_shot=5",
     ]

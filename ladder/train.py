@@ -38,7 +38,7 @@ from ladder.model import make_model
 from ladder.optimizer import make_optimizer
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
     RUNG_KEYS, arch_of, check_base_architecture, check_run_dir, config_from_rung, config_hash, data_config,
-    default_config, validate, validate_for_mesh)
+    default_config, resolve_vocab, validate, validate_for_mesh)
 
 
 class TrainingFailed(Exception):
@@ -269,6 +269,7 @@ def init_from_base(program: TrainProgram, init: dict, key) -> dict:
 
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
+    resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
     check_run_dir(run_dir)
     run_dir = metrics_lib.run_path(run_dir)

@@ -34,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Passed to ladder.data.make_source with vocab_size = model.vocab_size; fields are documented in docs/data.md.
     c.data = dict(source="synthetic", seed=0, domains="prose,code,legal", weights="", files="", name="",
                   text_field="text", tfds_name="", data_dir="", try_gcs=False, download=False, max_documents=0,
-                  mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="")
+                  mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="", path="")
     c.train = dict(global_batch=16, total_steps=100, seed=0, z_loss=1e-4, eval_steps=[], checkpoint_steps=[],
                    checkpoint_every=1000, keep_checkpoints=2, async_checkpoints=True, log_every=10,
                    mfu_accounting="6n", microbatches=1)
@@ -84,6 +84,14 @@ def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections
             value = LEGACY_VALUES[path][value]
         set_path(cfg, path, value)
     return cfg
+
+
+def resolve_vocab(config) -> None:
+    """model.vocab_size = 0 means "the data's": the tokenizer's, or a token store's manifest (docs/data.md)."""
+    if config.model.vocab_size == 0 and config.data.source != "synthetic":
+        from ladder.data.pipeline import vocab_size
+
+        config.model.vocab_size = vocab_size(config.data)
 
 
 def arch_of(config) -> arch_lib.Arch:

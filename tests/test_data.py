@@ -167,5 +167,5 @@ def test_sentencepiece_vocab_flows_into_the_config(tmp_path):
     cfg = ml_collections.ConfigDict(dict(source="embedded", tokenizer="sentencepiece", spm_model=str(tmp_path / "spm.model")))
     assert pipeline.vocab_size(cfg) == 300
     cfg.spm_model = str(tmp_path / "missing.model")
-    with pytest.raises(LadderError, match="no SentencePiece model"):
+    with pytest.raises(LadderError, match="data.spm_model: no file at"):
         make_tokenizer(cfg)

@@ -1,6 +1,8 @@
 """The embedded corpus builds offline in a fresh directory, and the embedded tasks are built from it."""
 
 import socket
+import sys
+from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from ladder import tasks as T
 from ladder.data import corpus, make_source
 from ladder.data.tfds_builder import embedded_builder, prepared, read_split
+from ladder.errors import LadderError
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,41 @@ def test_embedded_corpus_builds_offline_with_counts_and_hash(built):
     # Splits come from the document hash: a test document is never also a training document.
     test_docs = {bytes(r["text"]) for r in (read_split(builders["prose"], "test")[i] for i in range(20))}
     assert all(corpus.split_of(t.decode()) == "test" for t in test_docs)
+
+
+# docs/data.md: legal is pinned by licensedcode-data==32.1.0; prose and code follow the Python release.
+GOLDEN_LEGAL_SHA256 = "e471690d47a37d86a549a7f176464091cf0623708708f91523492704aac0863d"
+GOLDEN_STDLIB_SHA256 = {"3.11.7": {"prose": "472786fa6669193888ac778fed6b6261bf4ec492e365f73489f3b89a6c9fe412",
+                                   "code": "d5323b9fdb893b048a52df0f64dc175097caee97619f5415cf136cc0aaa95e25"}}
+
+
+def test_embedded_corpus_content_is_pinned(built):
+    """The legal domain has the same bytes whatever else is installed; prose and code are fixed per Python."""
+    _, builders = built
+    assert builders["legal"].info.metadata["content_sha256"] == GOLDEN_LEGAL_SHA256
+    assert builders["legal"].info.metadata["counts"]["test"]["documents"] == 234
+    golden = GOLDEN_STDLIB_SHA256.get(sys.version.split()[0])
+    if golden:
+        for domain, sha in golden.items():
+            assert builders[domain].info.metadata["content_sha256"] == sha, domain
+
+
+def test_embedded_cache_is_keyed_by_inputs(built, monkeypatch):
+    """A cache built from other inputs (another corpus.py, Python or licence version) is never reused."""
+    root, builders = built
+    assert f"embedded-{corpus.inputs_key('legal')[:16]}" in builders["legal"].data_dir
+    corpus.inputs_key.cache_clear()
+    monkeypatch.setattr(corpus, "_licence_files", lambda: [("x", Path(corpus.__file__))])
+    try:
+        assert embedded_builder("legal", root / "tfds").data_dir != builders["legal"].data_dir
+    finally:
+        corpus.inputs_key.cache_clear()
+
+
+def test_legal_domain_refuses_another_licence_version(monkeypatch):
+    monkeypatch.setattr(corpus, "LICENSED_CODE_VERSION", "0.0.1")
+    with pytest.raises(LadderError, match="licensedcode-data==0.0.1"):
+        corpus.licence_dir()
 
 
 def test_embedded_source_serves_the_pinned_batch(built):

@@ -1,9 +1,13 @@
-"""`ladder data build|files|spm|tasks`: build datasets and token caches ahead of training (all offline).
+"""`ladder data build|files|spm|tasks|tokenize`: build datasets and token stores ahead of training (offline).
 
     ladder data build [--domains prose,code,legal]        embedded corpus -> tfds array_record + byte tokens
     ladder data files PATH [--text-field text] [--name N] local .txt/.jsonl files -> tfds array_record + tokens
     ladder data spm --vocab-size N --output X.model       train SentencePiece on the embedded train split
     ladder data tasks --output DIR                        write the embedded tasks as JSONL (docs/tasks.md)
+    ladder data tokenize SOURCE --tokenizer SPEC -o DIR   SOURCE (embedded | files glob | JSONL | tfds name) ->
+                                                          a sharded token store for data.source=tokens; a
+                                                          rerun into the same DIR resumes (docs/data.md)
+    ladder data verify DIR                                every shard of a token store against its sha256
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import time
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["build", "files", "spm", "tasks"])
-    parser.add_argument("path", nargs="?", help="files: a directory, glob or comma list of .txt/.jsonl files")
+    parser.add_argument("action", choices=["build", "files", "spm", "tasks", "tokenize", "verify"])
+    parser.add_argument("path", nargs="?", help="files: a directory, glob or comma list of .txt/.jsonl files; "
+                        "tokenize: SOURCE = embedded, such files, or a tfds catalog name (with --data-dir)")
     parser.add_argument("--domains", default="prose,code,legal", help="embedded domains (comma list)")
     parser.add_argument("--cache-dir", default="", help="default: $LADDER_CACHE or ~/.cache/ladder")
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
@@ -21,6 +26,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vocab-size", type=int, default=8192, help="spm: vocabulary size")
     parser.add_argument("--output", help="spm: the .model file to write; tasks: a directory")
     parser.add_argument("--n-questions", type=int, default=300, help="tasks: questions per embedded task")
+    parser.add_argument("-o", "--out", help="tokenize: the token store directory (local or gs://)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="tokenize: replace what --out holds (a rerun of the same job resumes without it)")
+    parser.add_argument("--tokenizer", default="byte", help="tokenize: byte, a SentencePiece .model or a tokenizer.json")
+    parser.add_argument("--workers", type=int, default=0, help="tokenize: worker processes (0 = one per CPU)")
+    parser.add_argument("--split", default="train",
+                        help="tokenize: train | validation | test (by document hash for local files; 'all' keeps all)")
+    parser.add_argument("--data-dir", default="", help="tokenize: where a tfds catalog dataset is prepared")
+    parser.add_argument("--shard-docs", type=int, default=65536, help="tokenize: records per shard (embedded, tfds)")
+    parser.add_argument("--shard-mb", type=float, default=256, help="tokenize: MB of text per shard (local files)")
 
 
 def run(args) -> int:
@@ -37,6 +52,8 @@ def run(args) -> int:
             cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
             for split in ("train", "validation", "test"):
                 _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
+            meta = pipeline._builder(cfg, domain).info.metadata
+            print(f"{domain}: content_sha256 {meta['content_sha256']} (docs/data.md lists the pinned values)")
     elif args.action == "files":
         if not args.path:
             raise LadderError("ladder data files: give PATH (a directory, glob or comma list of .txt/.jsonl files)")
@@ -54,6 +71,30 @@ def run(args) -> int:
         print(f"wrote {args.output}: vocab {model.vocab_size} from {len(texts)} documents in "
               f"{time.perf_counter() - start:.1f}s; use --config.data.tokenizer=sentencepiece "
               f"--config.data.spm_model={args.output}")
+    elif args.action == "tokenize":
+        import os
+
+        from ladder.data.tokenize import tokenize
+
+        if not args.path or not args.out:
+            raise LadderError("ladder data tokenize: give SOURCE and --out DIR (and --tokenizer SPEC)")
+        start = time.perf_counter()
+        m = tokenize(args.path, args.tokenizer, args.out, workers=args.workers or os.cpu_count() or 1,
+                     split=args.split, domains=args.domains, text_field=args.text_field, data_dir=args.data_dir,
+                     cache_dir=args.cache_dir, shard_docs=args.shard_docs, shard_mb=args.shard_mb,
+                     overwrite=args.overwrite)
+        print(f"wrote {args.out}: {m['documents']:,} documents, {m['tokens']:,} tokens ({m['text_bytes'] / 1e6:.1f} MB "
+              f"of text) in {len(m['shards'])} shards, vocab {m['tokenizer']['vocab_size']}, content_sha256 "
+              f"{m['content_sha256'][:16]}... ({time.perf_counter() - start:.1f}s); train on it with "
+              f"--config.data.source=tokens --config.data.path={args.out} --config.data.tokenizer={args.tokenizer}")
+    elif args.action == "verify":
+        from ladder.data.token_store import verify
+
+        if not args.path:
+            raise LadderError("ladder data verify: give DIR (a token store)")
+        m = verify(args.path)
+        print(f"{args.path}: {len(m['shards'])} shards, {m['tokens']:,} tokens match the manifest "
+              f"(content_sha256 {m['content_sha256'][:16]}...)")
     elif args.action == "tasks":
         from pathlib import Path
 

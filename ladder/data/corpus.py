@@ -6,22 +6,24 @@ Three domains, gathered offline from the running Python installation (no downloa
   language reference) and the docstrings of the standard library (one document per module: the module,
   class and function docstrings in source order).
 - `code`: the standard library's Python sources, one document per file (tests and site-packages excluded).
-- `legal`: licence texts shipped by the installed distributions: Python packages (`*.dist-info`
-  LICENSE/COPYING/NOTICE files and licence files listed in their RECORD), Python's own LICENSE.txt and,
-  where the OS has them (Debian/Ubuntu), `/usr/share/common-licenses/*` and `/usr/share/doc/*/copyright`.
-  One document per file, de-duplicated by paragraph so that the MIT/BSD/GPL boilerplate repeated by many
-  packages is kept once.
+- `legal`: the licence texts of ScanCode's licence database, from the `licensedcode-data` package at the
+  version pinned in pyproject.toml (LICENSED_CODE_VERSION): one document per licence, its YAML header
+  dropped, de-duplicated by paragraph so that boilerplate shared by licence variants is kept once. It used
+  to be the licence files of whatever distributions were installed, so one extra package changed it.
 
-Files are visited in sorted order and every document gets a split from the hash of its text, so the
-corpus is deterministic for a given installation; the exact bytes depend on the Python and package
-versions installed, which is why the built dataset records a content hash and counts (docs/data.md).
+Files are visited in sorted order and every document gets a split from the hash of its text. The legal
+domain is the same bytes everywhere; prose and code are the same for the same Python build (patch
+releases do edit the standard library). `inputs_key` hashes everything a domain is gathered from, so a
+cache can never serve a corpus gathered from other inputs (docs/data.md).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import functools
 import importlib.metadata
+import os
 import re
 import sys
 import sysconfig
@@ -35,10 +37,10 @@ SPLITS = ("train", "validation", "test")
 HELD_OUT_PER_MILLE = {"validation": 100, "test": 100}
 
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-_LICENSE_NAME = re.compile(r"^(licen[cs]e|copying|notice|copyright)([._-].*)?$", re.IGNORECASE)
 _MIN_LEGAL_BYTES = 200
 _MAX_LEGAL_CHARS = 16_000
-_SYSTEM_LICENCE_DIRS = ("/usr/share/common-licenses", "/usr/share/doc")
+# The one version of the licence corpus the legal domain is read from (pyproject.toml pins the same).
+LICENSED_CODE_DIST, LICENSED_CODE_VERSION = "licensedcode-data", "32.1.0"
 
 
 def split_of(text: str) -> str:
@@ -55,12 +57,20 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _stdlib_sources() -> Iterator[tuple[str, Path]]:
+@functools.lru_cache(maxsize=1)
+def _stdlib_files() -> tuple[tuple[str, Path], ...]:
+    """(relative path, path) of the standard library's .py files in Path sort order, skipped dirs pruned
+    while walking (site-packages alone can be larger than the standard library)."""
     root = stdlib_dir()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if not _SKIP_DIRS.intersection(rel.parts):
-            yield rel.as_posix(), path
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        found += [Path(dirpath) / f for f in filenames if f.endswith(".py")]
+    return tuple((p.relative_to(root).as_posix(), p) for p in sorted(found))
+
+
+def _stdlib_sources() -> Iterator[tuple[str, Path]]:
+    yield from _stdlib_files()
 
 
 def _read_source(path: Path) -> str | None:
@@ -102,52 +112,53 @@ def prose_documents() -> Iterator[tuple[str, str]]:
             yield f"docstrings/{rel}", "\n\n".join(docs) + "\n"
 
 
+def licence_dir() -> Path:
+    """The licence texts of the pinned `licensedcode-data`; any other version is an error naming the fix."""
+    from ladder.errors import LadderError
+
+    fix = f"install it: pip install '{LICENSED_CODE_DIST}=={LICENSED_CODE_VERSION}'"
+    try:
+        dist = importlib.metadata.distribution(LICENSED_CODE_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise LadderError(f"data.domains: the legal domain needs {LICENSED_CODE_DIST}, not installed; {fix}") from None
+    if dist.version != LICENSED_CODE_VERSION:
+        raise LadderError(f"data.domains: the legal domain is pinned to {LICENSED_CODE_DIST} {LICENSED_CODE_VERSION}, "
+                          f"found {dist.version}; {fix}")
+    path = Path(dist.locate_file("licensedcode/data/licenses"))
+    if not path.is_dir():
+        raise LadderError(f"data.domains: {path} is missing from {LICENSED_CODE_DIST}; reinstall it ({fix})")
+    return path
+
+
 def _licence_files() -> list[tuple[str, Path]]:
-    """(id, path) of every licence file of the installed distributions, sorted by id."""
-    found: dict[str, Path] = {}
-    python_licence = stdlib_dir() / "LICENSE.txt"
-    if python_licence.is_file():
-        found[f"python-{sys.version_info.major}.{sys.version_info.minor}/LICENSE.txt"] = python_licence
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "unknown").lower()
-        candidates = []
-        for f in dist.files or ():
-            parts = Path(str(f)).parts
-            if _LICENSE_NAME.match(parts[-1]) or any(p in ("licenses", "licences") for p in parts[:-1]):
-                candidates.append(Path(dist.locate_file(f)))
-        base = getattr(dist, "_path", None)  # the .dist-info dir: RECORD may be missing
-        if base is not None and Path(base).is_dir():
-            candidates += [p for p in Path(base).rglob("*") if _LICENSE_NAME.match(p.name)]
-        for path in candidates:
-            if path.is_file() and path.suffix not in (".py", ".pyc", ".so"):
-                try:
-                    rel = path.resolve().relative_to(Path(dist.locate_file("")).resolve())
-                except ValueError:
-                    rel = Path(path.name)
-                found.setdefault(f"{name}/{rel.as_posix()}", path)
-    for root in _SYSTEM_LICENCE_DIRS:  # Debian/Ubuntu: the OS's installed packages and their licences
-        root = Path(root)
-        if root.is_dir():
-            for path in sorted(root.glob("*/copyright")) + sorted(p for p in root.glob("*") if p.is_file()):
-                found.setdefault(f"system{path.as_posix()}", path)
-    return sorted(found.items())
+    """(id, path) of every licence text of the pinned corpus, sorted by id."""
+    return [(f"scancode/{p.name}", p) for p in sorted(licence_dir().glob("*.LICENSE"))]
+
+
+def _licence_text(raw: str) -> str:
+    """A ScanCode .LICENSE file without its YAML header (key, name, category, urls: metadata, not text)."""
+    raw = raw.replace("\r\n", "\n")
+    if raw.startswith("---\n"):
+        end = raw.find("\n---\n", 3)
+        if end >= 0:
+            return raw[end + 5:]
+    return raw
 
 
 def legal_documents() -> Iterator[tuple[str, str]]:
     seen: set[str] = set()
     for doc_id, path in _licence_files():
         try:
-            text = path.read_text("utf-8")
+            text = _licence_text(path.read_text("utf-8"))
         except (OSError, UnicodeDecodeError):
             continue
         kept = []
-        for para in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
+        for para in re.split(r"\n\s*\n", text):
             key = " ".join(para.split()).lower()
             if key and key not in seen:
                 seen.add(key)
                 kept.append(para.strip("\n"))
-        # Long files (some copyright files bundle hundreds of licences) are cut at paragraph boundaries so
-        # that no one file dominates a split.
+        # Long licences are cut at paragraph boundaries so that no one licence dominates a split.
         chunk, size, part = [], 0, 0
         for para in kept + [None]:
             if para is None or (chunk and size + len(para) > _MAX_LEGAL_CHARS):
@@ -161,6 +172,19 @@ def legal_documents() -> Iterator[tuple[str, str]]:
 
 
 _BUILDERS = {"prose": prose_documents, "code": code_documents, "legal": legal_documents}
+_INPUTS = {"prose": lambda: _stdlib_sources(), "code": lambda: _stdlib_sources(), "legal": lambda: _licence_files()}
+
+
+@functools.lru_cache(maxsize=None)
+def inputs_key(domain: str) -> str:
+    """sha256 over everything a domain is gathered from: this module's code, the Python minor version and
+    the bytes of every input file. Built corpora are cached under it, so another checkout, venv or Python
+    sharing the cache directory can never be served a corpus gathered from different inputs (~0.2 s)."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(f"{domain}|{sys.version_info.major}.{sys.version_info.minor}".encode())
+    for rel, path in _INPUTS[domain]():
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def documents(domain: str) -> Iterator[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """From `cfg.data` to a batch source: pick the tfds dataset, tokenize it once into the cache, pack, mix.
 
 Config fields under `data` (all read with defaults; see docs/data.md):
-    source        "embedded" | "files" | "tfds" | "mixture" | "synthetic"
+    source        "embedded" | "files" | "tfds" | "tokens" | "mixture" | "synthetic"
+    path          source "tokens": a token store directory (local or gs://) from `ladder data tokenize`
     domains       embedded domains, "prose,code,legal" (a string or a list)
     weights       "" (documents in natural proportion) or one weight per domain/mixture component
     files         directory, glob or comma list of .txt/.md/.jsonl files (source "files")
@@ -28,7 +29,7 @@ from ladder.data.packing import PackedSource, build_token_cache, load_token_cach
 from ladder.data.tokenizer import make_tokenizer
 from ladder.errors import LadderError
 
-SOURCES = ("embedded", "files", "tfds", "mixture", "synthetic")
+SOURCES = ("embedded", "files", "tfds", "tokens", "mixture", "synthetic")
 
 
 def _get(cfg, key, default):
@@ -49,9 +50,27 @@ def as_list(value, field: str) -> list[str]:
 
 def vocab_size(data_cfg) -> int:
     """The vocabulary the model must embed for this data config (flows into the model config)."""
-    if _get(data_cfg, "source", "embedded") == "synthetic":
+    kind = _get(data_cfg, "source", "embedded")
+    if kind == "synthetic":
         return int(data_cfg.vocab_size)
+    if kind == "tokens":  # the store's manifest says what it was tokenized with
+        from ladder.data.token_store import read_manifest
+
+        return int(read_manifest(_store_path(data_cfg))["tokenizer"]["vocab_size"])
     return make_tokenizer(data_cfg).vocab_size
+
+
+def _store_path(data_cfg) -> str:
+    """data.path for data.split: a store holds one split, so "DIR-{split}" names one store per split."""
+    path, split = str(_get(data_cfg, "path", "")), _get(data_cfg, "split", "train")
+    if not path:
+        raise LadderError("data.path: empty; set it to a token store directory from `ladder data tokenize ... --out DIR`")
+    if "{split}" in path:
+        return path.replace("{split}", split)
+    if split != "train":
+        raise LadderError(f"data.path: {path} is one store but split {split!r} is asked for (held-out LM loss?); "
+                          "tokenize each split into its own store (--split) and write data.path as 'DIR-{split}'")
+    return path
 
 
 def _text_of(record, field: str) -> str:
@@ -146,6 +165,16 @@ def make_source(data_cfg, seq_len: int, global_batch: int, process_index: int = 
     split = _get(data_cfg, "split", "train")
     tokenizer = make_tokenizer(data_cfg)
     args = (seq_len, global_batch, process_index, process_count)
+    if kind == "tokens":
+        from ladder.data.token_source import TokenStoreSource
+
+        path = _store_path(data_cfg)
+        vocab = int(_get(data_cfg, "vocab_size", 0)) or vocab_size(data_cfg)
+        return TokenStoreSource(path, seq_len, global_batch, seed=int(_get(data_cfg, "seed", 0)), vocab_size=vocab,
+                                tokenizer_fingerprint=tokenizer.fingerprint(),
+                                tokenizer_spec=str(_get(data_cfg, "tokenizer", "byte")),
+                                segment_ids=bool(_get(data_cfg, "segment_ids", True)),
+                                process_index=process_index, process_count=process_count)
 
     if kind == "mixture":
         components = _get(data_cfg, "mixture", None)

@@ -1,4 +1,4 @@
-"""Every text source is a tfds dataset read as array_record through grain: no TensorFlow, no network.
+"""Every text source is a tfds dataset read as an array_record data source: no TensorFlow, no network.
 
 - `EmbeddedCorpus` ("ladder_corpus/<domain>"): the embedded corpus of `ladder.data.corpus`, built offline.
 - `LocalText` ("ladder_files/<name>"): text or JSONL files (a directory, a glob, or a comma-separated list).
@@ -85,7 +85,8 @@ class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 class LadderCorpus(_SplitByHash):
-    """The embedded corpus (prose, code, legal) gathered from the installed Python; see ladder/data/corpus.py."""
+    """The embedded corpus: prose and code from the standard library, legal from the pinned licence corpus;
+    see ladder/data/corpus.py."""
 
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=d, description=f"embedded {d} documents") for d in corpus.DOMAINS]
 
@@ -169,10 +170,13 @@ def _tfds_scratch():
 
 
 def embedded_builder(domain: str, data_dir: Path) -> LadderCorpus:
+    """The domain's builder under data_dir/embedded-<inputs key>: keyed by what the corpus is gathered from,
+    so a cache shared by checkouts, venvs and Pythons never serves a corpus built from other inputs."""
     if domain not in corpus.DOMAINS:
         raise LadderError(f"data.domains: unknown embedded domain {domain!r}; choose from {', '.join(corpus.DOMAINS)}")
+    keyed = Path(data_dir) / f"embedded-{corpus.inputs_key(domain)[:16]}"
     with _tfds_scratch():
-        return LadderCorpus(config=domain, data_dir=str(data_dir), file_format="array_record")
+        return LadderCorpus(config=domain, data_dir=str(keyed), file_format="array_record")
 
 
 def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str = "") -> LadderFiles:

@@ -94,16 +94,16 @@ def plan_study(cfg) -> tuple[list[dict], list[dict]]:
 
 
 def run_config(cfg, rung: dict, out: Path):
-    """The train config of a base rung (no `init_from`) or a CPT rung."""
-    from ladder.config import apply_overrides
-    from ladder.train_config import config_from_rung
+    """The train config of a base rung (no `init_from`) or a CPT rung: the study's train_overrides, then
+    embedded data mixed general/domain at the rung's share r, then (CPT) the base run to continue from."""
+    from ladder.train_config import resolve_rung
 
-    config = apply_overrides(config_from_rung(rung), list(cfg.train_overrides))
-    config.data.update(source="embedded")
-    config.mix.update(general=cfg.general, domain=cfg.domain, r=float(rung.get("r", 0.0)))
+    study = ["data.source=embedded", f"mix.general={cfg.general}", f"mix.domain={cfg.domain}",
+             f"mix.r={float(rung.get('r', 0.0))!r}"]
     if "init_from" in rung:
-        config.init.update(from_run=str(out / "runs" / rung["base_run"]),
-                           restore_optimizer=bool(rung["init_from"]["restore_optimizer"]))
+        study += [f"init.from_run={out / 'runs' / rung['base_run']}",
+                  f"init.restore_optimizer={bool(rung['init_from']['restore_optimizer'])}"]
+    config, _ = resolve_rung(None, rung, list(cfg.train_overrides) + study)
     return config
 
 
@@ -112,12 +112,11 @@ def run_config(cfg, rung: dict, out: Path):
 
 def train_run(config, run_dir: Path, log) -> float:
     """Train (or resume, or skip when done) one run with evaluation; returns seconds spent."""
-    from ladder import metrics
+    from ladder import rundir
     from ladder.eval import make_on_eval
     from ladder.train import train
 
-    status = metrics.read_json(run_dir / "status.json") or {}
-    if status.get("state") == "done":
+    if rundir.read_status(run_dir).get("state") == "done":
         log(f"# {run_dir.name}: done, skipped")
         return 0.0
     t = time.perf_counter()
@@ -129,21 +128,15 @@ def train_run(config, run_dir: Path, log) -> float:
     return seconds
 
 
-def collect(run_dirs: list[Path], path: Path) -> int:
-    """Every run's results.csv into one table at `path` (rewritten); returns the number of rows."""
-    import csv
+def collect(runs: list[dict], out: Path, path: Path) -> int:
+    """Every run's results.csv (run dirs <out>/runs/<name>) into one table at `path` (rewritten); returns the
+    number of rows. The rows are kept as the evaluator wrote them (no plan columns: these are not plan rungs)."""
+    from ladder import rundir
 
-    from ladder import results
-
-    rows = []
-    for d in run_dirs:
-        require((d / "results.csv").is_file(), str(d), "has no results.csv", "train it with evaluation first")
-        with open(d / "results.csv", newline="") as f:
-            rows += list(csv.DictReader(f))
-    if path.exists():
-        path.unlink()
-    results.append_rows(path, rows)
-    return len(rows)
+    n, missing = rundir.collect({"rungs": runs}, out / "runs", path, overwrite=True, plan_columns=False)
+    if missing:
+        raise LadderError(f"{out / 'runs' / missing[0]}: has no results.csv; train it with evaluation first")
+    return n
 
 
 def use_compilation_cache(directory: Path) -> None:
@@ -201,7 +194,7 @@ def run_study(cfg, out=None, log=print) -> dict:
 
     t = time.perf_counter()
     results_path = out / "results.csv"
-    summary["rows"] = collect([out / "runs" / r["name"] for r in bases + rungs], results_path)
+    summary["rows"] = collect(bases + rungs, out, results_path)
     times["collect"] = time.perf_counter() - t
 
     # Rule (a) at the largest size and budget of the grid.

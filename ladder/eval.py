@@ -163,8 +163,7 @@ def make_on_eval(config, run_dir):
         return None
     import ml_collections
 
-    from ladder import metrics as metrics_lib
-    from ladder import tasks
+    from ladder import rundir, tasks
     from ladder.arch import n_params
     from ladder.data import make_source
     from ladder.data.pipeline import as_list
@@ -194,40 +193,22 @@ def make_on_eval(config, run_dir):
         if config.mix.r >= 0:
             validation["general_loss"] = one_source(config.mix.general)
             validation["domain_loss"] = one_source(config.mix.domain)
-    path = f"{run_dir}/results.csv"
+    path = rundir.join(run_dir, rundir.RESULTS)
 
     def on_eval(step, params, logits_fn):
         metrics = evaluate(logits_fn, task_list, tokenizer, batch_size=eval_batch, seq_len=a.seq_len)
         extra = {k: lm_loss(logits_fn, src, config.eval.lm_loss_batches) for k, src in validation.items()}
         if jax.process_index() == 0:
             d_run = step * tokens_per_step
-            init = metrics_lib.read_json(f"{run_dir}/init.json")  # written by the trainer when continuing a run
+            init = rundir.read_json(rundir.join(run_dir, rundir.INIT))  # written by the trainer when continuing a run
             d = d_run + (init["tokens"] if init else 0)
             if init or config.mix.r >= 0:
                 extra.update(d_cpt=d_run if init else 0, base_run=init["base_run"] if init else "")
             if config.mix.r >= 0:
                 extra.update(r=config.mix.r, kind="base" if not init else "general" if config.mix.r == 0 else "domain")
             rows = rows_for_results(metrics, config.name, n_params(a), d, step, **extra)
-            write_results(path, step, rows)
+            rundir.write_results(path, step, rows)
 
     return on_eval
 
 
-def write_results(path: str, step: int, rows: list[dict]) -> None:
-    """ladder.results.replace_step on a local or gs:// results.csv (an object store has no append: the
-    table is edited in a local copy and uploaded whole)."""
-    from ladder import metrics, results
-
-    if not metrics.is_remote(path):
-        results.replace_step(path, step, rows)
-        return
-    import tempfile
-
-    remote = metrics.run_path(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = f"{tmp}/results.csv"
-        if remote.exists():
-            with open(local, "w") as f:
-                f.write(remote.read_text())
-        results.replace_step(local, step, rows)
-        remote.write_text(open(local).read())

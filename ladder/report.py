@@ -22,6 +22,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ladder import rundir
     from ladder.plan.sizes import format_count
 
     sizes = sorted({r["n"] for r in plan["rungs"]})
@@ -29,10 +30,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = 0
     for r in plan["rungs"]:
-        path = Path(run_root) / r["name"] / "metrics.jsonl"
-        if not path.exists():
-            continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = rundir.read_metrics(rundir.join(run_root, r["name"]))  # local or gs://
         if not rows:
             continue
         color = cmap(sizes.index(r["n"]) / max(1, len(sizes) - 1) * 0.85)

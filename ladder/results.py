@@ -7,6 +7,7 @@ Pure Python + numpy: no JAX here.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from ladder.errors import LadderError, require
 REQUIRED = ("run", "n", "d", "step", "task", "loss", "acc")
 # Optional columns the suite knows; any other column is kept as an extra feature.
 OPTIONAL = ("acc_raw", "prob", "lm_loss", "flops", "size", "multiple", "chance")
-NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops", "multiple", "chance"}
+# Columns read as float64 (blank -> NaN), lm_loss_<domain> included: every number a law reads, the CPT
+# columns of docs/specialization.md too, so the laws never re-cast a column themselves.
+NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops", "multiple", "chance",
+           "r", "d_cpt", "general_loss", "domain_loss", "k"}
 # Columns that must be finite and > 0, and columns that are fractions in [0, 1] where present.
 POSITIVE = ("n", "d", "loss")
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
@@ -37,21 +41,46 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
         with open(path, newline="") as f:
             header = next(csv.reader(f))
     else:
-        keys = set().union(*(r.keys() for r in rows))
-        header = list(REQUIRED) + [k for k in OPTIONAL if k in keys] + sorted(keys - set(REQUIRED) - set(OPTIONAL))
+        header = header_for(rows)
         with open(path, "w", newline="") as f:
             csv.writer(f).writerow(header)
-    for r in rows:
-        missing = [k for k in REQUIRED if k not in r]
-        extra = [k for k in r if k not in header]
-        if missing or extra:
-            raise ValueError(f"{path}: row {r} lacks {missing} or adds columns {extra} not in header {header}")
+    _check_columns(path, rows, header)
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header)
         for r in rows:
             w.writerow({k: r.get(k, "") for k in header})
         f.flush()
         os.fsync(f.fileno())
+
+
+def header_for(rows: list[dict]) -> list[str]:
+    """File column order: REQUIRED, then the OPTIONAL columns present, then any others sorted."""
+    keys = set().union(*(r.keys() for r in rows))
+    return list(REQUIRED) + [k for k in OPTIONAL if k in keys] + sorted(keys - set(REQUIRED) - set(OPTIONAL))
+
+
+def _check_columns(path, rows: list[dict], header: list[str]) -> None:
+    for r in rows:
+        missing = [k for k in REQUIRED if k not in r]
+        extra = [k for k in r if k not in header]
+        if missing or extra:
+            raise ValueError(f"{path}: row {r} lacks {missing} or adds columns {extra} not in header {header}")
+
+
+def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write a whole results table (replacing any file there) atomically: readers see the old table or
+    the new one, never half of one (`ladder collect`, `ladder import`)."""
+    from ladder import rundir
+
+    header = header_for(rows)
+    _check_columns(path, rows, header)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=header)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    rundir.write_text(path, buf.getvalue())
 
 
 def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
@@ -63,12 +92,13 @@ def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
             reader = csv.DictReader(f)
             header, kept = reader.fieldnames, [r for r in reader if float(r["step"]) < step]
         if len(kept) < sum(1 for _ in open(path)) - 1:
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=header)
-                w.writeheader()
-                w.writerows(kept)
-            os.replace(tmp, path)
+            from ladder import rundir
+
+            buf = io.StringIO(newline="")
+            w = csv.DictWriter(buf, fieldnames=header)
+            w.writeheader()
+            w.writerows(kept)
+            rundir.write_text(path, buf.getvalue())
     append_rows(path, rows)
 
 
@@ -106,6 +136,16 @@ def columns(rows: list[dict], source: str = "results table") -> dict[str, np.nda
         else:
             cols[k] = np.array(vals, dtype=str)
     return cols
+
+
+def last_rows(run: np.ndarray, step: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Indices (ascending) of each run's row at its largest step among the rows `keep` selects (default all):
+    the final checkpoint of every run. On ties the first row wins."""
+    last: dict = {}
+    for i in np.flatnonzero(np.ones(len(run), dtype=bool) if keep is None else keep):
+        if run[i] not in last or step[i] > step[last[run[i]]]:
+            last[run[i]] = i
+    return np.array(sorted(last.values()), dtype=int)
 
 
 def _is_float(v) -> bool:

@@ -55,11 +55,10 @@ def stage_plan(ctx: Context) -> dict:
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
                                 multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed,
                                 eval_fractions=eval_fractions)
-    from ladder.config import apply_overrides
-    from ladder.train_config import config_from_rung
+    from ladder.train_config import resolve_rung
 
     for rung in plan["rungs"]:  # unknown keys and wrong types in train_overrides fail here, not on a paid slice
-        apply_overrides(config_from_rung(rung, plan.get("defaults")), ctx.cfg.train_overrides)
+        resolve_rung(plan, rung, ctx.cfg.train_overrides)
     plan_lib.write_plan(plan, ctx.plan_path)
     ctx.print_fn(plan_lib.format_table(plan))
     if ctx.cfg.self_check.enabled:
@@ -77,9 +76,9 @@ def stage_plan(ctx: Context) -> dict:
 
 def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
     """Launch a plan's rungs with the configured backend; block (with a progress line) for `local`."""
-    from launch import LaunchOptions, launch_plan
-    from launch.jobs import load
-    from launch.status import ladder_status
+    from ladder.launch import LaunchOptions, launch_plan
+    from ladder.launch.jobs import load
+    from ladder.launch.status import ladder_status
 
     L = ctx.cfg.launch
     opts = LaunchOptions(
@@ -152,8 +151,8 @@ def stage_train(ctx: Context) -> dict:
 
 
 def stage_collect(ctx: Context) -> dict:
-    from launch.jobs import load
-    from launch.status import collect
+    from ladder.launch.jobs import load
+    from ladder.rundir import collect
 
     n, missing = collect(load(str(ctx.plan_path)), ctx.run_root, str(ctx.out / "results.csv"), overwrite=True)
     require(not missing, "collect", f"rungs without evaluation rows: {', '.join(missing)}",
@@ -198,11 +197,11 @@ def stage_self_check(ctx: Context) -> dict:
     from ladder import results
     from ladder.laws.predict import FINAL_WINDOW
     from ladder.plan import load_plan
-    from launch.status import read_results
+    from ladder.rundir import join, read_results
 
     info = _launch(ctx, ctx.check_plan_path, "self-check")
     rung = load_plan(ctx.check_plan_path)["rungs"][0]
-    rows = read_results(f"{ctx.run_root}/{rung['name']}")
+    rows = read_results(join(ctx.run_root, rung["name"]))
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
     predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
@@ -253,16 +252,15 @@ RUNNERS = {"plan": stage_plan, "train": stage_train, "collect": stage_collect, "
 
 # ------------------------------------------------------------------------------------------- driver
 def _read_stages(out: Path) -> dict:
-    try:
-        return json.loads((out / "stages.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    from ladder.rundir import read_json
+
+    return read_json(out / "stages.json") or {}
 
 
 def _write_stages(out: Path, stages: dict) -> None:
-    tmp = out / "stages.json.tmp"
-    tmp.write_text(json.dumps(stages, indent=2, sort_keys=True))
-    tmp.replace(out / "stages.json")
+    from ladder.rundir import write_json
+
+    write_json(out / "stages.json", stages, sort_keys=True)
 
 
 def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: bool = False,

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ladder import arch as arch_lib
 from ladder import checkpoint
 from ladder import metrics as metrics_lib
+from ladder import rundir
 from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
@@ -227,8 +228,8 @@ def resolve_init(config) -> dict | None:
     i = config.init
     if not i.from_run:
         return None
-    base_dir = metrics_lib.run_path(i.from_run)
-    base_cfg = metrics_lib.read_json(base_dir / "config.json")
+    base_dir = rundir.path(i.from_run)
+    base_cfg = rundir.read_json(base_dir / "config.json")
     require(base_cfg is not None, "init.from_run", f"{base_dir} has no config.json, so it is not a run directory",
             "point it at the base run's --run-dir")
     check_base_architecture(config, base_cfg, base_dir)
@@ -246,7 +247,7 @@ def init_from_base(program: TrainProgram, init: dict, key) -> dict:
     """A step-0 state from a base checkpoint: its weights and, with restore_optimizer, its Adam moments and
     bias-correction count (the LR-schedule counts restart at 0, so this run's own warmup and decay apply);
     otherwise a fresh optimizer state."""
-    ckpts = metrics_lib.run_path(init["from_run"]) / "checkpoints"
+    ckpts = rundir.path(init["from_run"]) / "checkpoints"
     if init["restore_optimizer"]:
         base = Checkpoints(ckpts, keep=1)
         try:
@@ -272,18 +273,18 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
     check_run_dir(run_dir)
-    run_dir = metrics_lib.run_path(run_dir)
+    run_dir = rundir.path(run_dir)
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
     digest = config_hash(config)
-    saved = metrics_lib.read_json(run_dir / "config.json")
+    saved = rundir.read_json(run_dir / "config.json")
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
-    status = metrics_lib.read_json(run_dir / "status.json")
+    status = rundir.read_json(run_dir / "status.json")
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
-    init = metrics_lib.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
+    init = rundir.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
 
     t, a = config.train, arch_of(config)
     source = make_source(data_config(config), a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
@@ -299,14 +300,14 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            metrics_lib.write_json_atomic(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
+            rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh)
     ckpts = Checkpoints(run_dir / "checkpoints", t.keep_checkpoints, t.checkpoint_steps, t.async_checkpoints)
     start = ckpts.latest_step()
     if start is None and init:
         state, start = init_from_base(program, init, jax.random.key(t.seed)), 0
         if lead:
-            metrics_lib.write_json_atomic(run_dir / "init.json", init)
+            rundir.write_json(run_dir / "init.json", init)
             print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
                   + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
     elif start is None:
@@ -321,7 +322,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     peak, peak_source = metrics_lib.peak_flops(jax.devices())
     writer = None
     if lead:
-        metrics_lib.truncate_jsonl(run_dir / "metrics.jsonl", start)
+        rundir.truncate_metrics(run_dir, start)
         writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
     dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
     eval_steps, save_steps = set(t.eval_steps), set(t.checkpoint_steps) | {t.total_steps}
@@ -333,7 +334,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     def set_status(state_name, **extra):
         if lead:
             done = progress["step"]
-            metrics_lib.write_json_atomic(run_dir / "status.json", dict(
+            rundir.write_json(run_dir / "status.json", dict(
                 base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
                 eta_s=progress["eta_s"], tokens=done * tokens_per_step,
                 flops_done=done * tokens_per_step * flops_per_token, updated=time.time(), **extra))

@@ -13,8 +13,8 @@ from pathlib import Path
 import ml_collections
 
 from ladder import arch as arch_lib
-from ladder.config import set_path, to_json
-from ladder.errors import require
+from ladder.config import apply_overrides, set_path, to_json
+from ladder.errors import LadderError, require
 
 DTYPES = ("float32", "bfloat16")
 REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
@@ -84,6 +84,25 @@ def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections
             value = LEGACY_VALUES[path][value]
         set_path(cfg, path, value)
     return cfg
+
+
+def resolve_rung(plan: dict | None, rung: str | dict, overrides=()) -> tuple[ml_collections.ConfigDict, str]:
+    """(train config, config_hash) a plan rung trains with: the rung's keys, the plan's dotted-key defaults,
+    then `overrides` ("key=value", as after --config.). The one place a rung becomes a config, so the
+    launcher's ownership check, the compile check, `ladder train --plan` and the CPT study cannot drift apart.
+
+    `rung` is a name in plan["rungs"] or a rung dict (a target, or a CPT grid rung with no plan: plan=None).
+    The hash is the trainer's (config_hash after resolve_vocab, as train() does), which it records in
+    config.json; with model.vocab_size = 0 that reads the tokenizer or the token store's manifest."""
+    plan = plan or {}
+    if isinstance(rung, str):
+        by_name = {r["name"]: r for r in plan.get("rungs", ())}
+        if rung not in by_name:
+            raise LadderError(f"--rung: {rung!r} is not in the plan; rungs: {', '.join(by_name)}")
+        rung = by_name[rung]
+    config = apply_overrides(config_from_rung(rung, plan.get("defaults") or {}), overrides)
+    resolve_vocab(config)
+    return config, config_hash(config)
 
 
 def resolve_vocab(config) -> None:

@@ -18,8 +18,8 @@ import pytest
 
 from ladder import chips
 from ladder.errors import LadderError
-from launch import LaunchOptions, get_backend, jobs as jobs_lib, launch_plan, queued_resources
-from launch.commands import run_steps
+from ladder.launch import LaunchOptions, get_backend, jobs as jobs_lib, launch_plan, queued_resources
+from ladder.launch.commands import run_steps
 from launch_fixtures import StubModule, install_plan_stub, tiny_plan, write_plan
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from ladder.errors import LadderError
-from launch import LaunchOptions, launch_plan
-from launch.status import collect, format_status, ladder_status
+from ladder.launch import LaunchOptions, launch_plan
+from ladder.launch.status import format_status, ladder_status
+from ladder.rundir import collect
 from launch_fixtures import tiny_plan, write_plan
 
 pytest.importorskip("ladder.train", reason="needs the trainer (ladder/train.py)")

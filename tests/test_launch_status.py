@@ -14,8 +14,9 @@ from etils.epath import testing as epath_testing
 
 from ladder import results
 from ladder.errors import LadderError
-from launch import LaunchOptions, launch_plan
-from launch.status import collect, format_status, ladder_status
+from ladder.launch import LaunchOptions, launch_plan
+from ladder.launch.status import format_status, ladder_status
+from ladder.rundir import collect
 from launch_fixtures import install_plan_stub, tiny_plan, write_plan
 
 NOW = 1_800_000_000.0
@@ -110,12 +111,10 @@ def test_relaunch_skips_done_rungs_and_refuses_foreign_run_dirs(ladder_dir):
     assert printed[0] == "# 20M-1xC: done (step 100), skipped"
     assert len(printed) == 2 and "--rung 60M-2xC" in printed[1]
 
-    pytest.importorskip("ladder.train", reason="the config hash is the trainer's")
-    from launch import expected_config_hash
-    from launch.jobs import make_jobs
+    from ladder.launch.jobs import make_jobs
 
     job = make_jobs(plan, str(tmp / "runs"), chip=None)[1]
-    write_run(Path(job.run_dir), config=dict(config_hash=expected_config_hash(plan, job)))
+    write_run(Path(job.run_dir), config=dict(config_hash=job.config_hash))
     launch_plan(LaunchOptions(path, str(tmp / "runs"), dry_run=True), printed.append)  # same config: fine
     before = (Path(job.run_dir) / "status.json").read_bytes()
     write_run(Path(job.run_dir), config=dict(config_hash="0123456789abcdef"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from launch import jobs
-from launch.status import collect
+from ladder.launch import jobs
+from ladder.rundir import collect
 from ladder.commands.status import run_root
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ladder import aot
+from ladder import aot, compile_report, topology
 from ladder.errors import LadderError
 
 
@@ -30,13 +30,13 @@ def run(args) -> int:
     from ladder.plan import load_plan
 
     if args.topology:
-        aot.parse_topology(args.topology, args.num_slices)  # bad names fail before anything is compiled
+        topology.parse_topology(args.topology, args.num_slices)  # bad names fail before anything is compiled
     plan = load_plan(args.plan)
-    print(aot.format_reports([]))
+    print(compile_report.TABLE_HEADER)
     reports = aot.check_plan(plan, args.topology, chip=args.chip, num_slices=args.num_slices, rungs=args.rung,
                              targets=args.targets, overrides=args.config_overrides,
                              count_flops=not args.no_flops,
-                             log=lambda r: print(aot.format_reports([r]).split("\n", 1)[1], flush=True))
+                             log=lambda r: print(compile_report.format_reports([r], header=False), flush=True))
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.to_dict() for r in reports], f, indent=2)

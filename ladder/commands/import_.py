@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ladder.errors import require
@@ -19,16 +18,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ladder.importers import import_olmo
-    from ladder.results import append_rows
+    from ladder.results import write_table
 
     out = Path(args.output)
     require(args.overwrite or not out.exists(), str(out), "already exists", "pass --overwrite or another -o")
     rows = import_olmo(args.directory)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    append_rows(tmp, rows)
-    os.replace(tmp, out)
+    write_table(out, rows)
     runs = sorted({r["run"] for r in rows})
     tasks = sorted({r["task"] for r in rows})
     print(f"wrote {len(rows)} rows ({len(runs)} runs x checkpoints x {len(tasks)} tasks: {', '.join(tasks)}) to {out}")

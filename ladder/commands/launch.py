@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch import BACKENDS, LaunchOptions, launch_plan
-from launch.jobs import DEFAULT_CHIP, parse_slice_overrides
+from ladder.launch import BACKENDS, LaunchOptions, launch_plan
+from ladder.launch.jobs import DEFAULT_CHIP, parse_slice_overrides
 
 
 def add_arguments(parser) -> None:

@@ -7,6 +7,7 @@ import sys
 
 from ladder import plan as plan_lib
 from ladder.chips import GiB
+from ladder.rundir import format_duration
 from ladder.errors import LadderError
 
 
@@ -52,11 +53,6 @@ def _mesh(text: str | None) -> dict | None:
     return out
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
-        f"{seconds / 3600:.1f} h"
-
-
 def _mesh_text(mesh: dict) -> str:
     return "/".join(str(mesh[a]) for a in ("data", "fsdp", "tensor"))
 
@@ -68,7 +64,7 @@ def _row_line(row: dict) -> str:
     recipe = f"{row['remat']}" + (f" x{row['microbatches']}" if row["microbatches"] > 1 else "")
     return (f"{row['name']:<12} {row['slice']:<14} {_mesh_text(row['mesh']):<10} {row['rows_per_device']:>8} "
             f"{recipe:<12} {row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
-            f"{_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")
+            f"{format_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")
 
 
 def dry_run(plan: dict, chip: str, devices: int | None, mesh: dict | None) -> int:
@@ -87,7 +83,7 @@ def dry_run(plan: dict, chip: str, devices: int | None, mesh: dict | None) -> in
     for row in rows:
         print(_row_line(row))
     timed = [row for row in rows if "hours" in row]
-    print(f"total time if run one after another: {_duration(3600 * sum(row['hours'] for row in timed))} "
+    print(f"total time if run one after another: {format_duration(3600 * sum(row['hours'] for row in timed))} "
           f"({'measured CPU rate' if chip == 'cpu' else f'at {plan_lib.MFU:.0%} MFU'})")
     if devices is None:
         print(f"targets on {chip} (for reference, not in the total):")

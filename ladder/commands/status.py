@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from launch import jobs
-from launch.status import format_status, ladder_status
+from ladder.launch import jobs
+from ladder.launch.status import format_status, ladder_status
 
 
 def add_arguments(parser) -> None:

@@ -27,20 +27,15 @@ def add_arguments(parser) -> None:
 
 def build_config(args):
     """The train config the arguments describe (no JAX import)."""
-    from ladder.config import apply_overrides, load_config
+    from ladder.config import load_config
 
     if args.plan:
         if args.config or not args.rung:
             raise LadderError("--plan: give --plan PLAN.json --rung NAME (and no CONFIG file)")
         from ladder.plan import load_plan
-        from ladder.train import config_from_rung
+        from ladder.train_config import resolve_rung
 
-        plan = load_plan(args.plan)
-        rungs = {r["name"]: r for r in plan["rungs"]}
-        if args.rung not in rungs:
-            raise LadderError(f"--rung: {args.rung!r} is not in {args.plan}; rungs: {', '.join(rungs)}")
-        config = config_from_rung(rungs[args.rung], plan.get("defaults") or {})
-        config = apply_overrides(config, args.config_overrides)
+        config, _ = resolve_rung(load_plan(args.plan), args.rung, args.config_overrides)
     elif args.config:
         config = load_config(args.config, args.config_overrides)
     else:

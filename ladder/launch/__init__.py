@@ -1,7 +1,7 @@
 """Launch a plan's rungs on the engines users already have: this machine, Cloud TPU VMs, queued resources,
 or GKE through xpk. Never a scheduler of our own: each backend turns `Job`s into that engine's commands.
 
-    from launch import LaunchOptions, launch_plan
+    from ladder.launch import LaunchOptions, launch_plan
     launch_plan(LaunchOptions("plan.json", "gs://bucket/ladder", backend="queued-resources", ...))
 
 Relaunching is always safe: finished rungs are skipped, partial ones resume from their last checkpoint
@@ -17,15 +17,16 @@ import shutil
 import sys
 from typing import ClassVar
 
+from ladder import rundir
 from ladder.errors import LadderError
-from launch import jobs as jobs_lib
-from launch.jobs import Job
+from ladder.launch import jobs as jobs_lib
+from ladder.launch.jobs import Job
 
 BACKENDS = {
-    "local": ("launch.local", "LocalBackend"),
-    "tpu-vm": ("launch.tpu_vm", "TpuVmBackend"),
-    "queued-resources": ("launch.queued_resources", "QueuedResourcesBackend"),
-    "xpk": ("launch.xpk", "XpkBackend"),
+    "local": ("ladder.launch.local", "LocalBackend"),
+    "tpu-vm": ("ladder.launch.tpu_vm", "TpuVmBackend"),
+    "queued-resources": ("ladder.launch.queued_resources", "QueuedResourcesBackend"),
+    "xpk": ("ladder.launch.xpk", "XpkBackend"),
 }
 
 
@@ -97,7 +98,7 @@ def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
     plan = jobs_lib.load(opts.plan_path)
     all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=opts.chip if backend.cloud else None,
                                   slices=opts.slices, rungs=opts.rungs, overrides=opts.overrides)
-    todo = pending(plan, all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
+    todo = pending(all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
     if not todo:
         print_fn(f"# all {len(all_jobs)} rungs are done; see `ladder status {opts.plan_path}`")
         return 0
@@ -111,7 +112,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
     that does not fit stops the launch, after its suggestions and the smallest larger slice on which it
     compiles and fits (aot.choose_slice) as a --slice flag. Skipped, saying so, without libtpu.
     Method and measured figures: docs/tpu-compile.md."""
-    from ladder import aot, chips
+    from ladder import aot, chips, topology
 
     if not aot.libtpu_available():
         print_fn("# compile check skipped: libtpu is not installed (pip install 'ladder[tpu]')")
@@ -127,19 +128,18 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
     for job, report in zip(jobs, reports):
         if report.fits:
             continue
-        bigger = aot.next_topology(aot.parse_topology(job.accelerator, job.num_slices))
+        bigger = topology.next_topology(topology.parse_topology(job.accelerator, job.num_slices))
         try:
             if bigger is None:
                 raise LadderError("no larger slice")
-            accelerator, fit = aot.choose_slice(job.rung, chips.parse_slice(job.accelerator)[0].name,
-                                                defaults=plan.get("defaults") or {}, start=bigger.accelerator_type,
-                                                num_slices=job.num_slices, overrides=job.overrides)
+            accelerator, fit = aot.choose_slice(job.config, chips.parse_slice(job.accelerator)[0].name,
+                                                start=bigger.accelerator_type, num_slices=job.num_slices)
         except LadderError:
             print_fn(f"# {job.name}: no larger {job.accelerator.split('-')[0]} slice fits either")
             continue
         prefix = f"{job.num_slices}x" if job.num_slices > 1 else ""
         flags.append(f"--slice {job.name}={prefix}{accelerator}")
-        print_fn(f"# {job.name}: compiled, it fits {prefix}{accelerator} ({fit.total / aot.GiB:.2f} GiB per device)")
+        print_fn(f"# {job.name}: compiled, it fits {prefix}{accelerator} ({fit.total / chips.GiB:.2f} GiB per device)")
     bad = [r.rung for r in reports if not r.fits]
     if bad:
         raise LadderError(f"compile check: {', '.join(bad)} do not fit their slices; "
@@ -147,7 +147,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
                           + "follow a suggestion above, or pass --no-compile-check to see the commands")
 
 
-def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:
+def pending(jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:
     """The jobs still to run. Done rungs are skipped; a run dir of another plan is an error.
 
     With read_remote=False (a dry run), gs:// run dirs are not read: every rung is listed, which is
@@ -158,8 +158,8 @@ def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=p
         if job.run_dir.startswith("gs://") and not read_remote:
             todo.append(job)
             continue
-        check_owner(plan, job)
-        status = jobs_lib.read_json(jobs_lib.join(job.run_dir, "status.json")) or {}
+        check_owner(job)
+        status = rundir.read_status(job.run_dir)
         if status.get("state") == "done":
             print_fn(f"# {job.name}: done (step {status.get('step')}), skipped")
             continue
@@ -167,27 +167,15 @@ def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=p
     return todo
 
 
-def check_owner(plan: dict, job: Job) -> None:
+def check_owner(job: Job) -> None:
     """Refuse a run dir whose config.json was written for a different config (another plan, other
     overrides): resuming it would mix two runs. Nothing is overwritten."""
-    saved = jobs_lib.read_json(jobs_lib.join(job.run_dir, "config.json"))
+    saved = rundir.read_json(rundir.join(job.run_dir, rundir.CONFIG))
     if not saved or "config_hash" not in saved:
         return
-    expected = expected_config_hash(plan, job)
-    if saved["config_hash"] != expected:
+    if saved["config_hash"] != job.config_hash:
         raise LadderError(
             f"{job.run_dir}: this run directory belongs to a different plan or config (config_hash "
-            f"{saved['config_hash'][:12]} there, {expected[:12]} for rung {job.name} of this plan); "
+            f"{saved['config_hash'][:12]} there, {job.config_hash[:12]} for rung {job.name} of this plan); "
             "pass another --run-root, or delete the directory if it is no longer needed"
         )
-
-
-def expected_config_hash(plan: dict, job: Job) -> str:
-    """The hash the trainer will record for this job: the rung's train config with the plan's defaults
-    and the job's overrides applied, hashed by the trainer's own function."""
-    from ladder import train
-    from ladder.config import apply_overrides
-
-    cfg = train.config_from_rung(job.rung, plan.get("defaults") or {})
-    cfg = apply_overrides(cfg, job.overrides)
-    return train.config_hash(cfg)

@@ -11,7 +11,7 @@ import shlex
 import subprocess
 from pathlib import Path, PurePosixPath
 
-from launch.jobs import Job
+from ladder.launch.jobs import Job
 
 # Cloud TPU software (runtime) versions per chip, from the Cloud TPU "TPU software versions" page.
 RUNTIME_VERSIONS = {

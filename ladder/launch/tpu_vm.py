@@ -7,9 +7,9 @@ A TPU VM is not resubmitted when preempted: relaunch, or use queued-resources fo
 
 from __future__ import annotations
 
-from launch import LaunchOptions, cloud, commands, jobs as jobs_lib
-from launch.commands import Step
-from launch.jobs import Job
+from ladder.launch import LaunchOptions, cloud, commands, jobs as jobs_lib
+from ladder.launch.commands import Step
+from ladder.launch.jobs import Job
 from ladder.errors import LadderError
 
 

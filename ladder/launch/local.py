@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import os
 import queue
 import shlex
@@ -22,8 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from launch import Backend, LaunchOptions, commands
-from launch.jobs import Job
+from ladder.launch import Backend, LaunchOptions, commands
+from ladder.launch.jobs import Job
+from ladder import rundir
 from ladder.errors import LadderError
 
 BAD_INPUT = 2
@@ -121,7 +121,7 @@ class LocalBackend(Backend):
             rc = run_processes(self.argvs(job, opts, free_port() if opts.processes > 1 else None), run_dir, env,
                                attempt)
             codes.append(rc)
-            write_launch_record(run_dir, attempts=attempt, exit_codes=codes,
+            rundir.write_launch_record(run_dir, attempts=attempt, exit_codes=codes,
                                 state="done" if rc == 0 else ("failed" if rc == BAD_INPUT or attempt == opts.max_attempts
                                                               else "retrying"))
             if rc == 0:
@@ -221,14 +221,6 @@ def _sigterm_as_interrupt():
 
 def log_name(process: int) -> str:
     return "launch.log" if process == 0 else f"launch.{process}.log"
-
-
-def write_launch_record(run_dir: Path, **record) -> None:
-    """<run dir>/launch.json: what the local launcher saw (attempts, exit codes, state). Atomic write."""
-    record["updated"] = time.time()
-    tmp = run_dir / "launch.json.tmp"
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    tmp.replace(run_dir / "launch.json")
 
 
 def free_port() -> int:

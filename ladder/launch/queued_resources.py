@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import itertools
 
-from launch import LaunchOptions, cloud, commands, jobs as jobs_lib
-from launch.commands import Step
-from launch.jobs import Job
+from ladder.launch import LaunchOptions, cloud, commands, jobs as jobs_lib
+from ladder.launch.commands import Step
+from ladder.launch.jobs import Job
 
 DEAD_STATES = ("FAILED", "SUSPENDED")
 

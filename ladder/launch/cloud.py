@@ -5,11 +5,11 @@ from __future__ import annotations
 import abc
 import subprocess
 
-from launch import Backend, LaunchOptions
-from launch import commands, jobs as jobs_lib
-from launch.commands import Step
-from launch.jobs import Job
-from ladder import chips
+from ladder.launch import Backend, LaunchOptions
+from ladder.launch import commands, jobs as jobs_lib
+from ladder.launch.commands import Step
+from ladder.launch.jobs import Job
+from ladder import chips, rundir
 from ladder.errors import LadderError
 
 
@@ -56,7 +56,7 @@ def estimate_lines(jobs: list[Job]) -> list[str]:
 
 def plan_uri(opts: LaunchOptions) -> str:
     """Where workers read the plan: content-addressed, so a different plan never overwrites it."""
-    return jobs_lib.join(opts.run_root, f"plans/plan-{jobs_lib.plan_digest(opts.plan_path)}.json")
+    return rundir.join(opts.run_root, f"plans/plan-{jobs_lib.plan_digest(opts.plan_path)}.json")
 
 
 def upload_plan(opts: LaunchOptions) -> Step:

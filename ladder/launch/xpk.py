@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shlex
 
-from launch import LaunchOptions, cloud, commands, jobs as jobs_lib
-from launch.commands import Step
-from launch.jobs import Job
+from ladder.launch import LaunchOptions, cloud, commands, jobs as jobs_lib
+from ladder.launch.commands import Step
+from ladder.launch.jobs import Job
 from ladder.errors import LadderError
 
 
@@ -33,7 +33,7 @@ class XpkBackend(cloud.CloudBackend):
         for job in jobs:
             workload = jobs_lib.resource_name(opts.name_prefix, job.name)
             train = shlex.join(commands.train_argv("python3", "plan.json", job, commands.AUTO_DISTRIBUTED))
-            fetch = shlex.join(["python3", "-m", "launch.fetch", cloud.plan_uri(opts), "plan.json"])
+            fetch = shlex.join(["python3", "-m", "ladder.launch.fetch", cloud.plan_uri(opts), "plan.json"])
             create = ["xpk", "workload", "create", f"--cluster={opts.cluster}", f"--workload={workload}",
                       f"--docker-image={opts.image}", f"--tpu-type={job.accelerator}",
                       f"--num-slices={job.num_slices}", f"--max-restarts={commands.MAX_ATTEMPTS}",

@@ -138,7 +138,7 @@ def test_planner_estimate_against_the_compiled_step(smoke_rung):
     Parameters and optimizer state agree to the byte count (the estimate ignores only the replicated norm
     scales). The compiled total is larger: at d=64 TPU pads every activation's minor dimension to 128 lanes
     and the program's code is a few MiB, neither of which a formula for 7B-scale rungs models. Measured
-    1.54x (v5e-4); the band would catch a dropped term (e.g. optimizer state, ~3x off).
+    1.54x (v5e-4) with the pre-issue-15 formula, 7.6x with the current one (below).
     """
     from ladder import plan as plan_lib
 
@@ -146,7 +146,10 @@ def test_planner_estimate_against_the_compiled_step(smoke_rung):
     r, est = reports[4], plan_lib.estimate_memory(rung, 4, remat=True)
     assert r.params == pytest.approx(est["params"], rel=0.02)
     assert r.opt_state == pytest.approx(est["optimizer"], rel=0.02)
-    assert 1.0 < r.total / est["total"] < 2.5
+    # Issue 15's estimate (fused attention, chunked loss) is calibrated at ladder widths (190M: within 0.4%
+    # and 3.2% of compiled, tests/test_plan.py and docs/tpu-compile.md); at d=64 lane padding to 128 and the
+    # program code (a few MiB against 4 MiB estimated) dominate: measured 7.6x on v5e-4 (2026-11-30).
+    assert 1.0 < r.total / est["total"] < 10
 
 
 @pytest.fixture

@@ -26,6 +26,6 @@ def get_config():
     c.launch.update(backend="queued-resources", run_root="gs://YOUR_BUCKET/ladder/olmo", chip="v5p",
                     project="YOUR_PROJECT", zone="us-east5-a", package="ladder @ git+https://github.com/YOUR_ORG/ladder",
                     spot=True)
-    c.predict.update(method="auto", bootstrap=1000)
+    c.predict.update(method="ensemble", bootstrap=1000)
     c.self_check.update(enabled=False)  # the targets are the check: compare with the real 7B/13B runs
     return c

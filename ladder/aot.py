@@ -23,12 +23,15 @@ Facts this module relies on (libtpu 0.0.51, jax 0.10.2, measured):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
 import math
 import os
 import re
+import sys
+import tempfile
 import time
 
 from ladder import chips, topology
@@ -56,6 +59,29 @@ def require_libtpu() -> None:
                           "install the extra: pip install 'ladder[tpu]' (libtpu==0.0.51)")
 
 
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """libtpu's start-up writes warnings to file descriptor 2 from C++ when it loads off a TPU VM ("could not
+    determine TPU accelerator type", an INVALID_ARGUMENT about TPU_WORKER_HOSTNAMES, 5 lines): harmless for
+    compile-only devices, and no env var silences them (TPU_STDERR_LOG_LEVEL, TPU_MIN_LOG_LEVEL,
+    TF_CPP_MIN_LOG_LEVEL tried, libtpu 0.0.51). So fd 2 goes to a temporary file meanwhile; if the block
+    fails, what was written is replayed on stderr for the diagnosis."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 @functools.cache
 def topology_devices(topo: Topology) -> tuple:
     """Compile-only TPU devices for the topology (loads libtpu once; CPU stays the default backend)."""
@@ -65,10 +91,11 @@ def topology_devices(topo: Topology) -> tuple:
     from jax.experimental import topologies
 
     try:
-        desc = topologies.get_topology_desc(
-            platform="tpu", topology_name=topo.jax_topology_name,
-            chip_config_name="megacore" if topo.chip.name == "v4" else "default",
-            chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=topo.num_slices)
+        with native_stderr_quiet():
+            desc = topologies.get_topology_desc(
+                platform="tpu", topology_name=topo.jax_topology_name,
+                chip_config_name="megacore" if topo.chip.name == "v4" else "default",
+                chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=topo.num_slices)
     except Exception as e:  # JaxRuntimeError from libtpu: version mismatch, lockfile, bad shape
         raise LadderError(f"topology: libtpu could not describe {topo} ({topo.jax_topology_name}): "
                           f"{str(e).splitlines()[0]}; check that libtpu==0.0.51 matches jax") from e

@@ -212,3 +212,67 @@ def make_on_eval(config, run_dir):
     return on_eval
 
 
+# ------------------------------------------------------------------ evaluation of a saved checkpoint
+def restore_logits_fn(run_dir, step: int | None = None):
+    """(config, step, logits_fn) for a run directory's checkpoint (the latest unless `step`), placed on
+    this machine's devices."""
+    import json
+    from pathlib import Path
+
+    import ml_collections
+
+    from ladder import sharding, train
+    from ladder.checkpoint import Checkpoints
+
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        raise LadderError(f"run_dir: {run_dir} has no config.json; give a directory written by `ladder train`")
+    raw = json.loads(saved.read_text())
+    raw.pop("config_hash", None)
+    config = ml_collections.ConfigDict(raw)
+    mesh = sharding.make_mesh(config.mesh)
+    program = train.make_train_step(config, mesh)
+    ckpts = Checkpoints(run_dir / "checkpoints", keep=1, async_save=False)
+    available = list(ckpts.manager.all_steps())
+    if not available:
+        raise LadderError(f"run_dir: {run_dir}/checkpoints holds no checkpoint yet")
+    step = max(available) if step is None else step
+    if step not in available:
+        raise LadderError(f"--step: no checkpoint at step {step} in {run_dir}; available: {sorted(available)}")
+    state = ckpts.restore(step, program.abstract_state)
+    dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
+    return config, step, train.bind_logits_fn(program, state["params"], dp)
+
+
+def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None = None, k_shot: int | None = None,
+                        max_questions: int | None = None, batch_size: int | None = None,
+                        eval_overrides=()) -> dict:
+    """Score a run directory's checkpoint on the run's own eval section (tasks, k_shot, n_questions, seed, ...;
+    tasks default 'embedded'), so a rescore matches the trainer's evaluation; `tasks`, `k_shot`,
+    `max_questions` and `eval_overrides` (`key=value` in that section: the verb's --config.eval.key=value)
+    change it.
+
+    Returns {"config", "step", "metrics" (one dict per task), "rows" (results-table rows: run, n, d = tokens
+    seen at the checkpoint, step, task, loss, acc, ...)}."""
+    import ml_collections
+
+    from ladder import tasks as tasks_lib
+    from ladder.arch import n_params
+    from ladder.config import apply_overrides
+    from ladder.data.tokenizer import make_tokenizer
+    from ladder.train import arch_of
+
+    config, step, logits_fn = restore_logits_fn(run_dir, step)
+    task_cfg = ml_collections.ConfigDict(config.eval.to_dict())
+    task_cfg.tasks = task_cfg.tasks or "embedded"
+    for key, value in (("tasks", tasks), ("k_shot", k_shot), ("max_questions", max_questions)):
+        if value is not None:
+            task_cfg[key] = value
+    task_cfg = apply_overrides(task_cfg, list(eval_overrides))
+    a = arch_of(config)
+    metrics = evaluate(logits_fn, tasks_lib.load_tasks(task_cfg, config.data), make_tokenizer(config.data),
+                       batch_size=batch_size or config.train.global_batch, seq_len=a.seq_len)
+    tokens = step * config.train.global_batch * a.seq_len  # D: training tokens seen at this checkpoint
+    return {"config": config, "step": step, "metrics": metrics,
+            "rows": rows_for_results(metrics, config.name, n_params(a), tokens, step)}

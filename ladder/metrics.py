@@ -88,6 +88,26 @@ class MetricsWriter:
         (self.run_dir / rundir.METRICS).write_text("".join(r + "\n" for r in self.lines))
         self.flushed = time.monotonic()
 
+    def abandon(self) -> None:
+        """Close after a storage failure without flushing again (a full disk would fail once more, and
+        tensorboardX's exit hook would print its own tracebacks): the rows written so far stay."""
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            if self.jsonl is not None:
+                self.jsonl.close()
+        class Discard:  # takes the events still queued, so the writer thread ends without touching the disk
+            def write_event(self, event): pass
+            def flush(self): pass
+            def close(self): pass
+
+        with contextlib.suppress(Exception):
+            for w in (self.tb.all_writers or {}).values():
+                events = w.event_writer
+                events._worker._record_writer = Discard()
+                events._worker.stop()
+                events._closed = True  # its atexit hook then does nothing
+
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")

@@ -32,14 +32,15 @@ class Context:
     out: Path
     dry_run: bool = False
     print_fn: object = print
+    plan_dir: Path | None = None  # where plans are written when not into `out` (a dry run on an existing run)
 
     @property
     def plan_path(self) -> Path:
-        return self.out / "plan.json"
+        return (self.plan_dir or self.out) / "plan.json"
 
     @property
     def check_plan_path(self) -> Path:
-        return self.out / "self_check_plan.json"
+        return (self.plan_dir or self.out) / "self_check_plan.json"
 
     @property
     def run_root(self) -> str:
@@ -265,20 +266,47 @@ def _write_stages(out: Path, stages: dict) -> None:
 
 def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: bool = False,
         print_fn=print) -> dict:
-    """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch."""
+    """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch,
+    writing nothing into an existing run directory (its plan goes to a temporary directory instead)."""
     validate(cfg)
     out = Path(out_dir or cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "config.json"
-    text = cfg.to_json(sort_keys=True)
-    if saved.exists() and not dry_run:
-        require(json.loads(saved.read_text()) == json.loads(text), str(out),
-                "this run directory was made with another config", "use another --out, or delete it")
-    elif not dry_run:
-        saved.write_text(text)
-    ctx = Context(cfg, out, dry_run, print_fn)
-    stages = {} if dry_run else _read_stages(out)
-    for name in ("plan", "train") if dry_run else STAGES:
+    if dry_run:
+        import tempfile
+
+        if out.exists() and any(out.iterdir()):
+            with tempfile.TemporaryDirectory(prefix="ladder-dry-run-") as scratch:
+                print_fn(f"# dry run: {out} is an existing run and is left untouched; the plan below is written "
+                         f"to {scratch} and removed afterwards")
+                return _run_stages(Context(cfg, out, True, print_fn, Path(scratch)), ("plan", "train"), {})
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_stages(Context(cfg, out, True, print_fn), ("plan", "train"), {})
+    from ladder.runlock import hold
+
+    with hold(out, "--out"):  # one `ladder run` per run directory
+        saved = out / "config.json"
+        text = cfg.to_json(sort_keys=True)
+        if saved.exists():
+            require(_read_saved_config(saved) == json.loads(text), str(out),
+                    "this run directory was made with another config", "use another --out, or delete it")
+        else:
+            tmp = out / "config.json.tmp"
+            tmp.write_text(text)
+            tmp.replace(saved)
+        ctx = Context(cfg, out, False, print_fn)
+        return _run_stages(ctx, STAGES, _read_stages(out))
+
+
+def _read_saved_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise LadderError(f"--out: {path} is unreadable (not the JSON `ladder run` writes), so the config of this "
+                          "run is unknown; restore it, or use another --out") from None
+
+
+def _run_stages(ctx: Context, names, stages: dict) -> dict:
+    print_fn, out, dry_run = ctx.print_fn, ctx.out, ctx.dry_run
+    for name in names:
         if name in stages:
             print_fn(f"== {name}: done earlier ({stages[name]['seconds']:.0f} s), skipped")
             continue
@@ -296,6 +324,13 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
 
 
 def validate(cfg) -> None:
+    """A `ladder run` config: its kind first (a train config given here is one line, not an AttributeError),
+    then its keys, types and values."""
+    from ladder.config import require_kind
+    from ladder.train_config import check_known_keys
+
+    require_kind(cfg, "run", "this config")
+    check_known_keys(cfg, default_config())
     require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
             f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")
     require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
@@ -316,7 +351,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train_overrides = ["eval.tasks=embedded"]
     c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, chip="v5p", devices=[],
                     project="", zone="", package="", image="", cluster="", spot=False)
-    c.predict = dict(method="auto", bootstrap=200, seed=0)
+    c.predict = dict(method="ensemble", bootstrap=200, seed=0)  # docs/laws.md, "The default"
     # train a model larger than every rung (size, Chinchilla multiple) and check the prediction against it
     c.self_check = dict(enabled=True, size="", multiple=0.5)
     return c

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 
 from etils import epath
@@ -90,23 +91,54 @@ def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> No
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 
 
-def read_metrics(run_dir) -> list[dict]:
-    """The rows of <run dir>/metrics.jsonl, in file order; [] when there is none. The one reader of that file."""
-    return [json.loads(line) for line in _metrics_lines(run_dir)]
+def read_metrics(run_dir, warn=None) -> list[dict]:
+    """The rows of <run dir>/metrics.jsonl, in file order; [] when there is none. The one reader of that file.
+
+    A torn last line (a crash mid-write) is dropped with a note (`warn`, default stderr); a bad line before
+    the last is damage, not a crash, and is a LadderError naming file and line."""
+    rows = []
+    lines = _metrics_lines(run_dir)
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("no integer step")
+        except ValueError as e:
+            where = path(run_dir) / METRICS
+            if i == len(lines) - 1:
+                (warn or (lambda m: print(m, file=sys.stderr)))(
+                    f"ladder: {where}: dropped a torn last line ({len(line)} characters) left by a crash")
+                break
+            raise LadderError(f"{where}: line {i + 1} is not a metrics row ({e}); delete that line, or the file "
+                              "(metrics are rewritten as the run resumes from its checkpoint)") from None
+        rows.append(row)
+    return rows
 
 
 def _metrics_lines(run_dir) -> list[str]:
-    text = read_text(path(run_dir) / METRICS)
-    return [line for line in (text or "").splitlines() if line.strip()]
+    raw = read_bytes(path(run_dir) / METRICS)
+    text = (raw or b"").decode("utf-8", errors="replace")  # a torn multi-byte character is a torn line
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def read_bytes(p) -> bytes | None:
+    """A file's bytes (local or gs://); None when absent."""
+    try:
+        return path(p).read_bytes()
+    except FileNotFoundError:
+        return None
+    except ImportError as e:
+        raise _gcsfs_hint(p, e) from e
 
 
 def truncate_metrics(run_dir, last_step: int) -> None:
-    """Drop rows past `last_step` (written after the checkpoint a resumed run starts from)."""
+    """Drop rows past `last_step` (written after the checkpoint a resumed run starts from) and a torn last
+    line; the file is rewritten whole and atomically, so new rows never join a torn one."""
     p = path(run_dir) / METRICS
     if not p.exists():
         return
     rows = read_metrics(run_dir)
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= last_step))
+    write_text(p, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= last_step))
 
 
 # ------------------------------------------------------------------------------------------ status, launch

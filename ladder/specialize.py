@@ -324,3 +324,29 @@ def plot_split(fit, points, path) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
+
+
+def plot_allocation(result: dict, path) -> str:
+    """The summed domain loss of the best split at each model size N around the optimum (an allocation from
+    ladder.specialization.allocate_split, with its "profile")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    ax.plot(result["profile"]["n"], result["profile"]["loss"], "-", label="best split at this N")
+    ax.plot([result["n"]], [result["total_loss"]], "o", color="k",
+            label=f"optimum N={result['n']:.3g}, D={result['d']:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("model size N (parameters)")
+    ax.set_ylabel(f"sum of {len(result['d_prime'])} domain losses (bits per byte)")
+    ax.set_title(f"Pretrain/specialize split at C = {result['compute']:.3g} FLOPs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

@@ -68,6 +68,7 @@ def tiny_report():
 n_norm_scales_per_layer = 4  # attention and MLP output norms, QK-norm's q and k scales
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_tiny_rung_memory_report(tiny_report):
     config, r = tiny_report
@@ -82,6 +83,7 @@ def test_tiny_rung_memory_report(tiny_report):
     assert r.fits and r.total < 0.01 * r.hbm and not r.suggestions
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_tiny_rung_compiled_flops_match_the_formula(tiny_report):
     """Scanned layers (a while loop XLA counts once) are counted through the unrolled probes.
@@ -94,6 +96,7 @@ def test_tiny_rung_compiled_flops_match_the_formula(tiny_report):
     assert r.flops_ok, r.flops_vs_expected
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_remat_recompute_is_counted_with_tensor_parallelism():
     """With remat the forward of every layer runs twice: expected_flops_per_token adds it (1.30x 6N here;
@@ -131,6 +134,7 @@ def smoke_rung():
     return plan, rung, reports
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_planner_estimate_against_the_compiled_step(smoke_rung):
     """The planner's first-order memory estimate vs XLA's figures.
@@ -171,6 +175,7 @@ def _launch_options(plan, tmp_path, monkeypatch):
                          project="proj", zone="us-west4-a", package="ladder[tpu]", rungs=[SMOKE_RUNG], chip="v5e")
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_launch_dry_run_prints_a_fit_line_per_rung(smoke_rung, tmp_path, monkeypatch):
     """`ladder launch --dry-run` on a cloud backend compiles each rung for its slice before the commands."""
@@ -182,6 +187,7 @@ def test_launch_dry_run_prints_a_fit_line_per_rung(smoke_rung, tmp_path, monkeyp
     assert any("gcloud compute tpus tpu-vm create" in line for line in lines[1:])
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_between_one_and_four_chips, tmp_path,
                                                           monkeypatch):
@@ -216,6 +222,7 @@ def test_planner_and_compiler_agree_on_chips_per_host(chip):
                                                                                  else 4), (chip, n)
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, capsys):
     """`ladder compile` with no --config.mesh: 60M-2xC's 2 sequences cannot split over v5e-4's 4 chips, so
@@ -224,7 +231,7 @@ def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, cap
     from launch_fixtures import tiny_plan, write_plan
 
     plan = write_plan(tmp_path / "plan.json", tiny_plan())
-    argv = ["compile", plan, "--rung", "60M-2xC", "--topology", "v5e-4", "--no-flops", "--json", str(tmp_path / "r.json")]
+    argv = ["compile", plan, "--rung", "60M-2xC", "--topology", "v5e-4", "--no-flops", "-o", str(tmp_path / "r.json")]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "v5litepod-4      1/2/2" in out
@@ -232,7 +239,7 @@ def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, cap
            "--config.mesh.tensor=2" in out
     report = json.loads((tmp_path / "r.json").read_text())[0]
     assert report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2} and report["fits"]
-    assert cli.main(argv + ["--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
+    assert cli.main(argv + ["--overwrite", "--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
     assert "train.global_batch: 2 is not divisible by data*fsdp = 4" in capsys.readouterr().err
 
 

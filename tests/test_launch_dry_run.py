@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import sys
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +19,7 @@ from ladder import chips
 from ladder.errors import LadderError
 from ladder.launch import LaunchOptions, get_backend, jobs as jobs_lib, launch_plan, queued_resources
 from ladder.launch.commands import run_steps
-from launch_fixtures import StubModule, install_plan_stub, tiny_plan, write_plan
+from launch_fixtures import pin_choose_slice, tiny_plan, write_plan
 
 GOLDEN = Path(__file__).parent / "golden"
 PACKAGE = "ladder[tpu] @ git+https://github.com/org/ladder@v0.1.0"
@@ -47,7 +46,7 @@ CASES = {
 
 @pytest.fixture
 def plan_dir(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     monkeypatch.chdir(tmp_path)
     write_plan(tmp_path / "plan.json", tiny_plan())
     return tmp_path
@@ -75,8 +74,6 @@ def test_dry_run_matches_golden(backend, plan_dir, monkeypatch):
 def test_dry_run_estimates_chip_hours_from_the_plan(plan_dir):
     from ladder import plan as plan_lib
 
-    if not hasattr(plan_lib, "estimate_seconds"):
-        pytest.skip("needs ladder.plan.estimate_seconds")
     lines: list[str] = []
     launch_plan(options("xpk", **CASES["xpk"]), print_fn=lines.append)
     estimates = [line for line in lines if line.startswith("# estimate:")]
@@ -96,7 +93,7 @@ def test_pack_groups_rungs_by_slice(plan_dir):
 
 
 def test_default_slice_comes_from_choose_slice(plan_dir, monkeypatch):
-    install_plan_stub(monkeypatch, choose=lambda rung, chip: {"v6e": "v6e-8", "v5e": "v5litepod-4"}[chip])
+    pin_choose_slice(monkeypatch, choose=lambda rung, chip: {"v6e": "v6e-8", "v5e": "v5litepod-4"}[chip])
     plan = jobs_lib.load("plan.json")
     assert {j.accelerator for j in jobs_lib.make_jobs(plan, "gs://b/r", chip="v6e")} == {"v6e-8"}
     jobs = jobs_lib.make_jobs(plan, "gs://b/r", slices=jobs_lib.parse_slice_overrides(["20M-1xC=4xv5p-64"]))
@@ -147,8 +144,6 @@ def test_missing_cli_without_dry_run_is_a_clear_error(plan_dir, monkeypatch):
     (json.dumps(dict(tiny_plan(), version=99)), "version is 99"),
 ])
 def test_bad_plan_file_is_a_clear_error(bad, message, plan_dir):
-    if isinstance(sys.modules.get("ladder.plan"), StubModule):
-        pytest.skip("plan validation is ladder.plan.load_plan's (planner, not landed yet)")
     (plan_dir / "plan.json").write_text(bad)
     with pytest.raises(LadderError, match=message):
         launch_plan(options("tpu-vm"), print_fn=lambda s: None)
@@ -204,6 +199,7 @@ def gcloud_verdict(argv: list[str]) -> tuple[list[str], str]:
     return argv, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud not on PATH")
 @pytest.mark.timeout(120)
 def test_generated_gcloud_commands_parse_with_the_real_cli(plan_dir):

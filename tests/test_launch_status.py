@@ -17,7 +17,7 @@ from ladder.errors import LadderError
 from ladder.launch import LaunchOptions, launch_plan
 from ladder.launch.status import format_status, ladder_status
 from ladder.rundir import collect
-from launch_fixtures import install_plan_stub, tiny_plan, write_plan
+from launch_fixtures import pin_choose_slice, tiny_plan, write_plan
 
 NOW = 1_800_000_000.0
 
@@ -38,7 +38,7 @@ def row(run, step, task, loss, acc, d):
 
 @pytest.fixture
 def ladder_dir(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     plan = tiny_plan(steps=100)
     a, b = plan["rungs"]
     write_run(tmp_path / "runs" / a["name"], dict(state="done", step=100, total_steps=100, loss=3.25,
@@ -67,7 +67,7 @@ def test_status_lines_and_totals(ladder_dir, monkeypatch):
 
 
 def test_status_pending_and_launcher_failure(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     plan = tiny_plan()
     write_run(tmp_path / plan["rungs"][1]["name"], launch=dict(state="failed", attempts=3, exit_codes=[1, 1, 1]))
     rows = ladder_status(plan, str(tmp_path))
@@ -126,7 +126,7 @@ def test_relaunch_skips_done_rungs_and_refuses_foreign_run_dirs(ladder_dir):
 @pytest.mark.parametrize("exit_code, attempts", [(1, 3), (2, 1)])
 def test_failing_rung_is_retried_then_reported(tmp_path, monkeypatch, exit_code, attempts):
     """Exit 1 (a crash) is retried up to 3 times; exit 2 (bad input) is not retried."""
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     path = write_plan(tmp_path / "plan.json", tiny_plan())
     fake = tmp_path / "python"
     fake.write_text(f"#!{sys.executable}\nimport sys\nprint('boom', sys.argv[1:4])\nsys.exit({exit_code})\n")
@@ -142,7 +142,7 @@ def test_failing_rung_is_retried_then_reported(tmp_path, monkeypatch, exit_code,
 
 
 def test_dry_run_of_two_process_rungs_names_the_port(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     path = write_plan(tmp_path / "plan.json", tiny_plan())
     printed: list[str] = []
     launch_plan(LaunchOptions(path, str(tmp_path / "r"), dry_run=True, processes=2, parallel=2,
@@ -154,7 +154,7 @@ def test_dry_run_of_two_process_rungs_names_the_port(tmp_path, monkeypatch):
 
 
 def test_status_shows_a_preempted_rung(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     plan = tiny_plan(steps=100)
     write_run(tmp_path / plan["rungs"][0]["name"], dict(state="preempted", step=60, total_steps=100, loss=3.5,
               tokens=600, updated=NOW - 7200))

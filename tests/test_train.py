@@ -51,6 +51,7 @@ def final_params(run_dir):
     return state["params"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu")
     run = lambda d, kill_at: subprocess.run([sys.executable, "-c", RUN, str(d), str(kill_at)],  # noqa: E731
@@ -85,6 +86,7 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_then_resume_and_done(tmp_path, capsys):
     from ladder.train import train
 
@@ -119,6 +121,7 @@ def test_sigterm_saves_at_the_next_step_then_resume_and_done(tmp_path, capsys):
     assert json.loads((tmp_path / "status.json").read_text())["updated"] == status["updated"]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     code = cli.main(["train", "configs/tiny.py", *TINY, "--config.optim.peak_lr=1e30",
                      "--config.train.checkpoint_every=1", "--config.train.total_steps=20",

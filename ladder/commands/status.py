@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from ladder.launch import jobs
 from ladder.launch.status import format_status, ladder_status
+from ladder.commands.common import add_run_root, run_root
+
+EXAMPLES = """
+ladder status olmo.json --run-root gs://MY_BUCKET/olmo-ladder
+ladder status smoke.json
+"""
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")
-    parser.add_argument("--run-root", help="root of the rungs' run dirs (path or gs://); default runs/<plan name>")
+    add_run_root(parser)
 
 
 def run(args) -> int:
     plan = jobs.load(args.plan)
     print(format_status(ladder_status(plan, run_root(args))))
     return 0
-
-
-def run_root(args) -> str:
-    from pathlib import Path
-
-    return args.run_root or "runs/" + Path(args.plan).stem

@@ -68,6 +68,11 @@ class LocalBackend(Backend):
                     prefix = f"CUDA_VISIBLE_DEVICES={env} " if env is not None else ""
                     print_fn(f"{prefix}{shlex.join(argv)}  # log: {job.run_dir}/{log_name(i)}")
             return 0
+        from ladder.runlock import hold
+
+        # One local launcher per run root: a second one would start a second trainer on every rung.
+        owner = contextlib.ExitStack()
+        owner.enter_context(hold(opts.run_root, "--run-root"))
         free: queue.Queue = queue.Queue()
         for g in groups:
             free.put(g)
@@ -94,6 +99,7 @@ class LocalBackend(Backend):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             _STOP.clear()
+            owner.close()
         failed = [n for n, good in ok.items() if not good]
         if failed:
             print_fn(f"# failed: {', '.join(failed)} (logs: launch.log in each run directory)")

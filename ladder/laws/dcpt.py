@@ -120,6 +120,16 @@ def validate_points(p: Points, n_params: int = len(NAMES)) -> None:
                 f"the law needs at least {need} distinct values of {name} to separate its terms")
 
 
+def note_dropped(dropped: np.ndarray, run, step, what: str) -> None:
+    """Rows a fit leaves out are never left out silently: one line on stderr with the count and the first."""
+    if dropped.any():
+        import sys
+
+        i = int(np.argmax(dropped))
+        print(f"ladder: note: {int(dropped.sum())} {what} left out of the fit (first: run {str(run[i])!r} step "
+              f"{float(step[i]):g})", file=sys.stderr)
+
+
 def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, domain: str | None = None,
                       steps: str = "final") -> Points:
     """Extract D-CPT points from a results table (columns documented in docs/specialization.md).
@@ -135,6 +145,8 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
                 "write CPT rows with the columns listed in docs/specialization.md")
     run, n, step, r, d = table["run"], table["n"], table["step"], table["r"], table["d_cpt"]
     keep = np.isfinite(d) & (d > 0) & np.isfinite(table[column])
+    note_dropped(np.isfinite(d) & (d > 0) & ~np.isfinite(table[column]), run, step,
+                 f"CPT rows with a blank or NaN {column}")
     if domain is not None:
         require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
         keep &= table["domain"] == domain

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
 from ladder.errors import require
-from ladder.laws.dcpt import r_squared
+from ladder.laws.dcpt import note_dropped, r_squared
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 from ladder.results import last_rows
 
@@ -98,6 +98,7 @@ def points_from_table(table: dict[str, np.ndarray], *, domain: str | None = None
     require(not bad.any(), "r", f"mixture ratios must lie in [0, 1], got {r[bad][:3].tolist()}",
             "write r as the domain share of the CPT mixture")
     keep = np.isfinite(loss)
+    note_dropped(~keep, run, step, "rows with a blank or NaN domain_loss")
     if domain is not None:
         require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
         keep &= table["domain"] == domain

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ladder.arch import Arch
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require_path_name
 
 VERSION = 1
 PLAN_KEYS = ("version", "preset", "targets", "fraction", "defaults", "rungs")
@@ -33,8 +33,10 @@ def write_plan(plan: dict, path: str | os.PathLike) -> Path:
 
 def load_plan(path: str | os.PathLike) -> dict:
     """A plan file, checked for version and keys (LadderError naming the file and the key otherwise)."""
+    from ladder.errors import read_utf8
+
     try:
-        plan = json.loads(Path(path).read_text())
+        plan = json.loads(read_utf8(path, "plan"))
     except FileNotFoundError:
         raise LadderError(f"plan: no such file {str(path)!r}; write one with `ladder plan ... --out PLAN.json`")
     except (OSError, json.JSONDecodeError) as e:
@@ -62,6 +64,7 @@ def validate_plan(plan, where: str) -> None:
     names = set()
     for r in plan["rungs"]:
         need(r, RUNG_FIELDS, f"rung {r.get('name', '?') if isinstance(r, dict) else r!r}")
+        require_path_name(r["name"], f"{where}: rung name")  # it becomes <run root>/<name>
         if r["name"] in names:
             raise LadderError(f"{where}: rung name {r['name']!r} appears twice; rung names must be unique")
         names.add(r["name"])

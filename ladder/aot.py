@@ -128,17 +128,31 @@ def per_device_bytes(abstract_tree, shardings) -> int:
     return int(sum(jax.tree.leaves(sizes)))
 
 
-def expected_flops_per_token(arch: Arch, remat: bool) -> float:
-    """ladder.arch's 6N + attention, plus one more forward of every layer when layers are rematerialised.
+def expected_flops_per_token(arch: Arch, remat, attention: str = "xla", loss_chunked: bool = False) -> float:
+    """What the chips should execute per token: ladder.arch's 6N + attention, adjusted for how it is computed.
 
-    Remat recomputes each layer's forward in the backward pass: 2 x the layer parameters (matmuls) plus a
-    third of the attention term (its forward share, 4 of 12 L d seq). The LM head is not rematerialised.
+    remat (model.remat) recomputes in the backward pass: full, each layer's whole forward (2 x the layer
+    parameters, plus the attention forward); save_dots (weight matmuls saved), the attention forward only.
+    attention "splash": the attention term is the kernel's own count (ladder.attention.splash_flops: causal
+    tiles only, its backward recomputing q k^T; the forward again under remat) instead of the dense
+    12 L d seq. loss_chunked: the chunked loss recomputes the LM head's forward in the backward pass
+    (2 V d). The LM head is not otherwise rematerialised. (`remat` True/False: the old boolean.)
     """
+    from ladder import attention as attention_lib
+
+    remat = {True: "full", False: "none"}.get(remat, remat)
     base = float(flops_per_token_6n(arch))
-    if not remat:
-        return base
-    attention = base - 6 * n_params(arch)
-    return base + 2 * arch.n_layers * n_params_per_layer(arch) + attention / 3
+    dense_attention = base - 6 * n_params(arch)
+    out = 6 * n_params(arch) + (2 * arch.n_layers * n_params_per_layer(arch) if remat == "full" else 0)
+    if attention == "splash":
+        per_layer = attention_lib.splash_flops(1, arch.n_heads, arch.seq_len, arch.head_dim,
+                                               recompute_forward=remat != "none")
+        out += arch.n_layers * per_layer / arch.seq_len
+    else:
+        out += dense_attention * (4 / 3 if remat != "none" else 1)
+    if loss_chunked:
+        out += 2 * arch.padded_vocab * arch.d_model
+    return out
 
 
 def _compile(program, global_batch: int, seq_len: int, compiler_options: dict | None = None):
@@ -163,7 +177,7 @@ class _DoesNotFit(Exception):
 
 
 def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, rung: str = "",
-                    remat: bool = False) -> CompileReport:
+                    remat="none", attention: str = "xla", loss_chunked: bool = False) -> CompileReport:
     """Lower and compile a TrainProgram (built over topology_mesh) on abstract inputs; measure its memory.
 
     FLOPs are left nan: this program's count misses loop bodies (see unrolled_flops, which compile_config
@@ -174,7 +188,8 @@ def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, r
                   params=params, opt_state=opt_state, hbm=topo.chip.hbm_bytes,
                   flops_6n=float(flops_per_token_6n(arch)) * tokens,
                   flops_reference=float(flops_per_token_reference(arch)) * tokens,
-                  flops_expected=expected_flops_per_token(arch, remat) * tokens, tokens_per_step=tokens,
+                  flops_expected=expected_flops_per_token(arch, remat, attention, loss_chunked) * tokens,
+                  tokens_per_step=tokens,
                   flops_compiled=float("nan"))
     start = time.perf_counter()
     try:
@@ -211,7 +226,7 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     """Compile the trainer's step for `config` on `topo` and report per-device memory and FLOPs per step.
 
     A config with the default mesh compiles with default_mesh_overrides (the report's `mesh_note` says so)."""
-    from ladder import train
+    from ladder import attention, loss, train
     from ladder.config import apply_overrides
 
     chosen = default_mesh_overrides(config, topo)
@@ -221,11 +236,14 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     train.validate_for_mesh(config, dict(mesh.shape), process_count=topo.hosts)
     arch = train.arch_of(config)
     report = compile_program(train.make_train_step(config, mesh), topo, arch, config.train.global_batch,
-                             rung=name or config.name, remat=bool(config.model.remat))
+                             rung=name or config.name, remat=config.model.remat,
+                             attention=attention.resolve(config.model.attention, "tpu", arch.seq_len),
+                             loss_chunked=loss.chunk_size(arch.seq_len, config.model.loss_chunk) < arch.seq_len)
     if count_flops:
         start = time.perf_counter()
         try:
             report.flops_compiled = unrolled_flops(config, mesh, topo)
+            report.kernel_flops = config.model.n_layers * kernel_flops(config, topo)
         except _DoesNotFit:  # even one layer overflows HBM: FLOPs stay uncounted
             pass
         report.flops_s = time.perf_counter() - start
@@ -250,18 +268,39 @@ def unrolled_flops(config, mesh, topo: Topology) -> float:
     from ladder import train
     from ladder.config import apply_overrides
 
+    # Gradient accumulation is a while loop too: the probes run the whole batch at once (same FLOPs).
+    # The chunked loss's scan is unrolled in the probes for the same reason (ladder.loss).
     def flops(n_layers: int) -> float:
-        cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False"])
+        from ladder import loss
+
+        cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False",
+                                       "train.microbatches=1"])
         program = train.make_train_step(cfg, mesh)
-        compiled = _compile(program, cfg.train.global_batch, cfg.model.seq_len, FLOPS_PROBE_OPTIONS)
+        loss.UNROLL_FOR_COST_ANALYSIS = True
+        try:
+            compiled = _compile(program, cfg.train.global_batch, cfg.model.seq_len, FLOPS_PROBE_OPTIONS)
+        finally:
+            loss.UNROLL_FOR_COST_ANALYSIS = False
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return float(cost["flops"]) * topo.n_devices
 
     one = flops(1)
-    if config.model.n_layers == 1:
-        return one
-    return one + (config.model.n_layers - 1) * (flops(2) - one)
+    total = one if config.model.n_layers == 1 else one + (config.model.n_layers - 1) * (flops(2) - one)
+    return total + config.model.n_layers * kernel_flops(config, topo)
+
+
+def kernel_flops(config, topo: Topology) -> float:
+    """FLOPs per layer per step inside custom calls that cost analysis reads as zero: the splash attention
+    kernel when model.attention resolves to it on TPU (counted from its tiles: ladder.attention.splash_flops)."""
+    from ladder import attention
+    from ladder import train
+
+    arch = train.arch_of(config)
+    if attention.resolve(config.model.attention, "tpu", arch.seq_len) != "splash":
+        return 0.0
+    return attention.splash_flops(config.train.global_batch, arch.n_heads, arch.seq_len, arch.head_dim,
+                                  recompute_forward=config.model.remat != "none")
 
 
 def choose_slice(config, chip: str = "v5e", *, start: str | None = None,

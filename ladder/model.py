@@ -14,11 +14,18 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from ladder import attention as attention_lib
+from ladder import loss as loss_lib
 from ladder.arch import Arch
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Activation layout between blocks; ladder/sharding.py maps these names too.
 ACT_BxLxD = ("act_batch", "act_length", "act_embed")
+# model.remat -> what each layer keeps for the backward pass (jax.checkpoint_policies): none keeps everything
+# (no recompute), save_dots keeps the outputs of the weight matmuls (recomputes attention and elementwise
+# work), full keeps only the layer's input (recomputes the whole layer).
+REMAT_POLICIES = {"none": None, "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                  "full": jax.checkpoint_policies.nothing_saveable}
 
 
 def _init(std: float):
@@ -64,14 +71,6 @@ def rope_angles(positions_BxL, head_dim: int, theta: float):
     return jnp.sin(angle_BxLx1xK2), jnp.cos(angle_BxLx1xK2)
 
 
-def attention_mask(segment_ids_BxL):
-    """[B, 1, L, L] bool: causal, and never across packed documents (segment 0 = padding sees only padding)."""
-    L = segment_ids_BxL.shape[1]
-    causal_LxL = jnp.tril(jnp.ones((L, L), bool))
-    same_doc_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
-    return (causal_LxL[None] & same_doc_BxLxL)[:, None]
-
-
 def rope(x_BxLxHxK, angles):
     """Rotary embedding, rotate-half (GPT-NeoX/OLMo) layout, in float32."""
     sin, cos = angles
@@ -88,9 +87,11 @@ class Block(nn.Module):
     param_dtype: jnp.dtype
     norm_eps: float
     init_std: float
+    attention: str = "xla"  # a resolved ladder.attention implementation
+    interpret: bool = False  # splash off TPU: Pallas interpret mode
 
     @nn.compact
-    def __call__(self, x_BxLxD, mask_Bx1xLxL, angles):
+    def __call__(self, x_BxLxD, segment_ids_BxL, angles):
         a, dt, pdt = self.arch, self.dtype, self.param_dtype
         D, H, K, F = a.d_model, a.n_heads, a.head_dim, a.mlp_hidden
         B, L = x_BxLxD.shape[:2]
@@ -104,10 +105,8 @@ class Block(nn.Module):
         q_BxLxHxK = rope(q_BxLxD.reshape(B, L, H, K), angles)
         k_BxLxHxK = rope(k_BxLxD.reshape(B, L, H, K), angles)
         v_BxLxHxK = v_BxLxD.reshape(B, L, H, K)
-        scores_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32) / jnp.sqrt(K)
-        scores_BxHxLxL = jnp.where(mask_Bx1xLxL, scores_BxHxLxL, jnp.finfo(jnp.float32).min)
-        probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(dt)
-        attn_BxLxHxK = jnp.einsum("bhqt,bthk->bqhk", probs_BxHxLxL, v_BxLxHxK)
+        attn_BxLxHxK = attention_lib.attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, segment_ids_BxL, self.attention,
+                                            self.interpret)
         attn_BxLxD = linear(D, ("heads", "embed"), "o")(attn_BxLxHxK.reshape(B, L, D))
         h_BxLxD = x_BxLxD + norm("attn_norm")(attn_BxLxD)
         h_BxLxD = nn.with_logical_constraint(h_BxLxD, ACT_BxLxD)
@@ -120,8 +119,33 @@ class Block(nn.Module):
         return nn.with_logical_constraint(out_BxLxD, ACT_BxLxD), None
 
 
+class LMHead(nn.Module):
+    """The output projection [D, V] ("lm_head/kernel"): logits for evaluation, or the chunked training loss
+    (ladder/loss.py), which never forms the whole [B, L, V] float32 logits."""
+
+    d_model: int
+    vocab: int
+    init_std: float
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    def setup(self):
+        self.kernel = self.param("kernel", nn.with_logical_partitioning(_init(self.init_std), ("embed", "vocab")),
+                                 (self.d_model, self.vocab), self.param_dtype)
+
+    def __call__(self, x_BxLxD):
+        return jnp.einsum("...d,df->...f", x_BxLxD.astype(self.dtype), self.kernel.astype(self.dtype))
+
+    def loss_sums(self, x_BxLxD, targets_BxL, weights_BxL, chunk: int):
+        constrain = lambda x: nn.with_logical_constraint(x, (None, "act_batch", None, "act_embed"))  # noqa: E731
+        return loss_lib.chunked_loss_sums(x_BxLxD.astype(self.dtype), self.kernel, targets_BxL, weights_BxL, chunk,
+                                          constrain)
+
+
 class Transformer(nn.Module):
-    """Token ids -> logits over the padded vocabulary (float32). Apply with `segment_ids` and `positions`."""
+    """Token ids -> float32 logits over the padded vocabulary; or, given `targets` and `weights`, the loss
+    sums (cross-entropy, logsumexp^2) over weighted tokens without forming the logits (ladder/loss.py).
+    Apply with `segment_ids` and `positions`."""
 
     arch: Arch
     dtype: str = "float32"  # compute dtype; "bfloat16" for mixed precision
@@ -130,10 +154,13 @@ class Transformer(nn.Module):
     norm_eps: float = 1e-6
     init_std: float = 0.02
     scan_layers: bool = True  # one compiled layer body (fast compiles); params get a leading "layers" axis
-    remat: bool = False  # recompute each layer's activations in the backward pass (saves memory)
+    remat: str = "none"  # REMAT_POLICIES: what each layer keeps for the backward pass
+    attention: str = "xla"  # a resolved ladder.attention implementation (not "auto")
+    interpret: bool = False  # splash attention off TPU (tests): Pallas interpret mode
+    loss_chunk: int = loss_lib.DEFAULT_CHUNK  # sequence positions per loss chunk
 
     @nn.compact
-    def __call__(self, inputs_BxL, segment_ids_BxL, positions_BxL):
+    def __call__(self, inputs_BxL, segment_ids_BxL, positions_BxL, targets_BxL=None, weights_BxL=None):
         a = self.arch
         dt, pdt = DTYPES[self.dtype], DTYPES[self.param_dtype]
         embedding_VxD = self.param("embedding", nn.with_logical_partitioning(_init(self.init_std), ("vocab", "embed")),
@@ -142,45 +169,36 @@ class Transformer(nn.Module):
         x_BxLxD = nn.with_logical_constraint(x_BxLxD, ACT_BxLxD)
 
         block = Block
-        if self.remat:
-            block = nn.remat(block, prevent_cse=not self.scan_layers, policy=jax.checkpoint_policies.nothing_saveable)
-        kwargs = dict(arch=a, dtype=dt, param_dtype=pdt, norm_eps=self.norm_eps, init_std=self.init_std)
-        mask_Bx1xLxL = attention_mask(segment_ids_BxL)
+        if self.remat != "none":
+            block = nn.remat(block, prevent_cse=not self.scan_layers, policy=REMAT_POLICIES[self.remat])
+        kwargs = dict(arch=a, dtype=dt, param_dtype=pdt, norm_eps=self.norm_eps, init_std=self.init_std,
+                      attention=self.attention, interpret=self.interpret)
         angles = rope_angles(positions_BxL, a.head_dim, self.rope_theta)
         if self.scan_layers:
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                             in_axes=(nn.broadcast, nn.broadcast), length=a.n_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            x_BxLxD, _ = stack(**kwargs, name="layers")(x_BxLxD, mask_Bx1xLxL, angles)
+            x_BxLxD, _ = stack(**kwargs, name="layers")(x_BxLxD, segment_ids_BxL, angles)
         else:
             for i in range(a.n_layers):
-                x_BxLxD, _ = block(**kwargs, name=f"layer_{i}")(x_BxLxD, mask_Bx1xLxL, angles)
+                x_BxLxD, _ = block(**kwargs, name=f"layer_{i}")(x_BxLxD, segment_ids_BxL, angles)
 
         x_BxLxD = RMSNorm(self.norm_eps, dt, pdt, name="final_norm")(x_BxLxD)
-        logits_BxLxV = Linear(a.padded_vocab, ("embed", "vocab"), self.init_std, dt, pdt, name="lm_head")(x_BxLxD)
-        return logits_BxLxV.astype(jnp.float32)
+        head = LMHead(a.d_model, a.padded_vocab, self.init_std, dt, pdt, name="lm_head")
+        if targets_BxL is None:
+            return head(x_BxLxD).astype(jnp.float32)
+        return head.loss_sums(x_BxLxD, targets_BxL, weights_BxL, self.loss_chunk)
 
 
-def make_model(model_cfg, arch: Arch) -> Transformer:
-    """The model a train config's `model` section describes."""
+def make_model(model_cfg, arch: Arch, platform: str = "cpu") -> Transformer:
+    """The model a train config's `model` section describes, for devices of `platform` (which decides what
+    model.attention=auto means, and whether splash runs in interpret mode)."""
+    attention = attention_lib.resolve(model_cfg.attention, platform, arch.seq_len)
     return Transformer(arch=arch, dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype,
                        rope_theta=model_cfg.rope_theta, norm_eps=model_cfg.norm_eps,
-                       init_std=model_cfg.init_std, scan_layers=model_cfg.scan_layers, remat=model_cfg.remat)
-
-
-def loss_fn(logits_BxLxV, targets_BxL, segment_ids_BxL, z_loss_coef: float = 0.0):
-    """(cross-entropy, z-loss term), each a mean over real tokens (segment_ids > 0).
-
-    The z-loss term is `z_loss_coef * mean(logsumexp(logits)^2)` (PaLM), already scaled: the objective is
-    their sum. Logits are float32.
-    """
-    weights_BxL = (segment_ids_BxL > 0).astype(jnp.float32)
-    n_tokens = jnp.maximum(weights_BxL.sum(), 1.0)
-    lse_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
-    target_logit_BxL = jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
-    ce = ((lse_BxL - target_logit_BxL) * weights_BxL).sum() / n_tokens
-    z = z_loss_coef * (jnp.square(lse_BxL) * weights_BxL).sum() / n_tokens
-    return ce, z
+                       init_std=model_cfg.init_std, scan_layers=model_cfg.scan_layers, remat=model_cfg.remat,
+                       attention=attention, interpret=attention == "splash" and platform != "tpu",
+                       loss_chunk=model_cfg.loss_chunk)
 
 
 def count_params(params) -> tuple[int, int]:

@@ -40,7 +40,8 @@ from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
 from ladder.errors import LadderError, require
-from ladder.model import loss_fn, make_model
+from ladder.loss import token_weights
+from ladder.model import make_model
 from ladder.optimizer import make_optimizer
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
     RUNG_KEYS, arch_of, check_base_architecture, check_run_dir, config_from_rung, config_hash, data_config,
@@ -115,7 +116,7 @@ class TrainProgram:
 
 def make_train_step(config, mesh) -> TrainProgram:
     a = arch_of(config)
-    model = make_model(config.model, a)
+    model = make_model(config.model, a, mesh.devices.flat[0].platform)
     tx, schedule = make_optimizer(config.optim, config.train.total_steps)
     z_coef = float(config.train.z_loss)
     B, L = config.train.global_batch, a.seq_len
@@ -140,17 +141,44 @@ def make_train_step(config, mesh) -> TrainProgram:
     def in_mesh_context():
         return jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(sharding.RULES)
 
+    microbatches = int(config.train.microbatches)
+    microbatch_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
+
+    def split_microbatches(batch):
+        """[B, ...] -> [k, B/k, ...]: microbatch j takes rows j, j + k, ..., so every device keeps its own rows
+        (a contiguous block of B/dp rows) and contributes B/(dp k) of them to each microbatch."""
+        def split(x):
+            x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+            return jax.lax.with_sharding_constraint(x, microbatch_sharding)
+        return jax.tree.map(split, batch)
+
     def train_step(state, batch):
         mesh_ctx, rules_ctx = in_mesh_context()
         with mesh_ctx, rules_ctx:
-            def objective(params):
-                logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"], batch["positions"])
-                ce, z = loss_fn(logits, batch["targets"], batch["segment_ids"], z_coef)
+            weights = token_weights(batch["segment_ids"])
+            n_tokens = jnp.maximum(weights.sum(), 1.0)  # real tokens of the whole global batch
+
+            def objective(params, part):
+                ce_sum, z_sum = model.apply({"params": params}, part["inputs"], part["segment_ids"],
+                                            part["positions"], part["targets"], part["weights"])
+                ce, z = ce_sum / n_tokens, z_coef * z_sum / n_tokens
                 return ce + z, (ce, z)
 
-            (_, (ce, z)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
-            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-            params = optax.apply_updates(state["params"], updates)
+            grad_fn = jax.value_and_grad(objective, has_aux=True)
+            params = state["params"]
+            if microbatches == 1:
+                (_, (ce, z)), grads = grad_fn(params, dict(batch, weights=weights))
+            else:  # sums over microbatches of (their token sums / the global count): one big batch's gradient
+                def accumulate(carry, part):
+                    (_, (ce, z)), g = grad_fn(params, part)
+                    return jax.tree.map(jnp.add, carry, (g, ce, z)), None
+
+                zeros = jax.lax.with_sharding_constraint(jax.tree.map(jnp.zeros_like, params),
+                                                         state_shardings["params"])
+                (grads, ce, z), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros(()), jnp.zeros(())),
+                                                 split_microbatches(dict(batch, weights=weights)))
+            updates, opt_state = tx.update(grads, state["opt_state"], params)
+            params = optax.apply_updates(params, updates)
         metrics = {"loss": ce, "z_loss": z, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 

@@ -18,6 +18,10 @@ from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
 
 DTYPES = ("float32", "bfloat16")
+REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
+ATTENTIONS = ("auto", "xla", "splash", "cudnn")  # ladder.attention.IMPLEMENTATIONS
+# Values older plans and configs carry: model.remat was a bool (True = recompute each whole layer).
+LEGACY_VALUES = {"model.remat": {True: "full", False: "none"}}
 SCHEDULES = ("cosine", "wsd")
 
 
@@ -27,14 +31,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.name = "run"
     c.model = dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden=0, vocab_size=259, seq_len=128,
                    dtype="float32", param_dtype="float32", rope_theta=500_000.0, norm_eps=1e-6, init_std=0.02,
-                   scan_layers=True, remat=False)
+                   scan_layers=True, remat="none", attention="auto", loss_chunk=256)
     # Passed to ladder.data.make_source with vocab_size = model.vocab_size; fields are documented in docs/data.md.
     c.data = dict(source="synthetic", seed=0, domains="prose,code,legal", weights="", files="", name="",
                   text_field="text", tfds_name="", data_dir="", try_gcs=False, download=False, max_documents=0,
                   mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="", path="")
     c.train = dict(global_batch=16, total_steps=100, seed=0, z_loss=1e-4, eval_steps=[], checkpoint_steps=[],
                    checkpoint_every=1000, keep_checkpoints=2, async_checkpoints=True, log_every=10,
-                   mfu_accounting="6n", divergence_margin=2.0)
+                   mfu_accounting="6n", divergence_margin=2.0, microbatches=1)
     c.optim = dict(peak_lr=3e-3, final_lr_ratio=0.1, warmup_steps=10, schedule="cosine", decay_fraction=0.2,
                    beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0)
     # Evaluation at train.eval_steps and at the end (docs/tasks.md): tasks as ladder.tasks.load_tasks reads
@@ -77,6 +81,8 @@ def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections
         set_path(cfg, path, rung[key])
     cfg.data.seed = rung["seed"]
     for path, value in (defaults or {}).items():
+        if isinstance(value, bool) and path in LEGACY_VALUES:
+            value = LEGACY_VALUES[path][value]
         set_path(cfg, path, value)
     return cfg
 
@@ -210,6 +216,15 @@ def validate(config) -> None:
             "RoPE needs an even head width; change n_heads")
     for key in ("dtype", "param_dtype"):
         require(m[key] in DTYPES, f"model.{key}", f"unknown dtype {m[key]!r}", f"use one of {', '.join(DTYPES)}")
+    require(m.remat in REMATS, "model.remat", f"unknown remat policy {m.remat!r}",
+            f"use one of {', '.join(REMATS)} (least to most recompute)")
+    require(m.attention in ATTENTIONS, "model.attention", f"unknown attention {m.attention!r}",
+            f"use one of {', '.join(ATTENTIONS)}")
+    require(m.attention != "splash" or m.seq_len % 128 == 0, "model.attention",
+            f"splash needs seq_len divisible by 128, got {m.seq_len}", "use attention=xla or auto")
+    require(m.loss_chunk >= 0, "model.loss_chunk", f"must be >= 0, got {m.loss_chunk}", "use 0 for the whole sequence")
+    require(t.microbatches >= 1 and t.global_batch % t.microbatches == 0, "train.microbatches",
+            f"{t.microbatches} does not split global_batch={t.global_batch}", "use a divisor of the global batch")
     require(o.schedule in SCHEDULES, "optim.schedule", f"unknown schedule {o.schedule!r}",
             f"use one of {', '.join(SCHEDULES)}")
     require(0 <= o.warmup_steps <= t.total_steps, "optim.warmup_steps",
@@ -274,6 +289,9 @@ def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
     dp = mesh_shape["data"] * mesh_shape["fsdp"]
     require(t.global_batch % dp == 0, "train.global_batch",
             f"{t.global_batch} is not divisible by data*fsdp = {dp}", f"use a multiple of {dp}")
+    require(t.global_batch % (dp * t.microbatches) == 0, "train.microbatches",
+            f"{t.microbatches} microbatches of global_batch={t.global_batch} do not split over data*fsdp = {dp}",
+            f"use microbatches dividing {t.global_batch // dp}")
     require(t.global_batch % process_count == 0, "train.global_batch",
             f"{t.global_batch} is not divisible by {process_count} processes", f"use a multiple of {process_count}")
     require(m.d_model % mesh_shape["fsdp"] == 0, "mesh.fsdp",

@@ -7,7 +7,8 @@ import pytest
 from flax import linen as nn
 
 from ladder.arch import Arch, n_params, n_params_total
-from ladder.model import Transformer, count_params, loss_fn
+from ladder.loss import loss_from_logits
+from ladder.model import Transformer, count_params
 from ladder.optimizer import decay_mask, make_schedule
 from ladder.train import default_config
 
@@ -55,7 +56,7 @@ def test_loss_ignores_padding_and_adds_scaled_z_loss():
     logits = jax.random.normal(jax.random.key(1), (2, 4, 8))
     targets = jnp.array([[1, 2, 3, 4], [5, 6, 7, 0]])
     segment_ids = jnp.array([[1, 1, 1, 1], [1, 1, 0, 0]])
-    ce, z = loss_fn(logits, targets, segment_ids, z_loss_coef=1e-2)
+    ce, z = loss_from_logits(logits, targets, segment_ids, z_loss_coef=1e-2)
     lse = jax.nn.logsumexp(logits, -1)
     picked = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
     keep = np.asarray(segment_ids, bool)

@@ -44,7 +44,7 @@ def format_dry_run(result: dict) -> str:
     chip = result["chip"]
 
     lines = [f"dry run on {chip}:",
-             f"{'rung':<12} {'slice':<14} {'mesh d/f/t':<10} {'rows/dev':>8} {'GiB/dev':>8} {'of HBM':>7} "
+             f"{'rung':<12} {'slice':<14} {'mesh d/f/t':<10} {'rows/dev':>8} {'remat x mb':<12} {'GiB/dev':>8} {'of HBM':>7} "
              f"{'time':>9}  notes"]
     lines += [_row_line(row) for row in result["rungs"]]
     lines.append(f"total time if run one after another: {format_duration(3600 * result['hours'])} "
@@ -61,7 +61,9 @@ def _mesh_text(mesh: dict) -> str:
 
 def _row_line(row: dict) -> str:
     if "memory" not in row:
-        return f"{row['name']:<12} {'-':<14} {'':<10} {'':>8} {'':>8} {'':>7} {'':>9}  {'; '.join(row['errors'])}"
+        return (f"{row['name']:<12} {'-':<14} {'':<10} {'':>8} {'':<12} {'':>8} {'':>7} {'':>9}  "
+                f"{'; '.join(row['errors'])}")
+    recipe = f"{row['remat']}" + (f" x{row['microbatches']}" if row["microbatches"] > 1 else "")  # fit_recipe
     return (f"{row['name']:<12} {row['slice']:<14} {_mesh_text(row['mesh']):<10} {row['rows_per_device']:>8} "
-            f"{row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
+            f"{recipe:<12} {row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
             f"{format_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")

@@ -53,8 +53,9 @@ OLMO = Family(
     name="olmo", vocab_size=OLMO_VOCAB, seq_len=4096, batch_multiple=64, max_lr=1e-2, min_n=60e6,
     named_archs={"190M": _olmo(768, 12, 12), "370M": _olmo(1024, 16, 16), "760M": _olmo(1536, 16, 16),
                  "1.3B": _olmo(2048, 16, 16), "1B": _olmo(2048, 16, 16), "3B": _olmo(3328, 16, 16)},
-    # bf16 compute with per-layer rematerialisation: what estimate_memory assumes for these sizes
-    defaults={"model.dtype": "bfloat16", "model.remat": True},
+    # bf16 compute with full per-layer rematerialisation (the least memory; resources.fit_recipe says where a
+    # rung fits with less recompute)
+    defaults={"model.dtype": "bfloat16", "model.remat": "full"},
     # v5e's 16 GiB cannot hold one 4096-token row of the 370M+ rungs with materialised attention scores
     # and full-vocabulary logits (docs/planning.md, "Memory"); v5p's 95 GiB can.
     chip="v5p",

@@ -36,35 +36,66 @@ def slice_mesh(rung: dict, chip: chips.Chip, n_devices: int, mesh: dict | None =
     return default_mesh(rung_arch(rung), rung["batch_sequences"], n_devices, chips_per_host(chip, n_devices))
 
 
-def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, remat: bool = True,
-                    activation_bytes: int = 2) -> dict:
-    """Bytes per device for training `rung` on n_devices with the given mesh (ZeRO-3-style sharding).
+REMATS = ("none", "save_dots", "full")  # model.remat, least recompute (fastest) first
+LOSS_CHUNK = 256  # model.loss_chunk's default: sequence positions per loss chunk
 
-    params, grads: 4 bytes per parameter (fp32), AdamW moments: 8, all sharded over fsdp * tensor.
-    activations per token (activation_bytes each, split over tensor): with remat, each layer's input (d)
-    for every layer plus one layer's working set (9d + 3 * mlp_hidden values, and heads * seq attention
-    scores in fp32 and probabilities); without remat, the working set of every layer.
-    logits: fp32 logits and their gradient over the padded vocabulary. Tokens per device = batch / (data * fsdp).
+
+def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, remat: str = "full",
+                    microbatches: int = 1, activation_bytes: int = 2, loss_chunk: int = LOSS_CHUNK) -> dict:
+    """Bytes per device for training `rung` on n_devices with the given mesh (ZeRO-3-style sharding), with
+    fused attention (no [L, L] scores), the chunked loss and the remat policy; formulas in docs/planning.md.
+
+    state: parameters 4 bytes each (fp32), gradients 4 (8 with microbatches > 1: the accumulator), AdamW
+    moments 8, all sharded over fsdp * tensor. Activations for T = rows per device / microbatches x seq tokens
+    (a = activation_bytes), split over tensor: what every layer keeps for the backward pass (remat full: its
+    input, a d per token; save_dots: also its weight-matmul outputs, a (6d + 2 mlp); none: everything,
+    a (12d + 5 mlp) + 8d of fp32 norm statistics). On top, the larger of the two phases of the backward pass:
+    the loss (two fp32 [rows, chunk, V] logit buffers, plus the LM head in bf16 and its fp32 gradient, 6 V d)
+    and one layer's working set (a (8d + 4 mlp) per token). Calibrated on the 190M rung compiled for
+    v5litepod-16 (full remat: 2.77 GiB estimated, 2.76 compiled) and checked on v5p-8 (save_dots: 39.05
+    estimated, 40.36 compiled); docs/tpu-compile.md. (`remat` True/False: the old boolean, full/none.)
     """
+    remat = {True: "full", False: "none"}.get(remat, remat)
     m = resolve_mesh(n_devices, mesh)
     replicas = m["data"] * m["fsdp"]
     if rung["batch_sequences"] % replicas:
         raise LadderError(f"batch: {rung['name']} has {rung['batch_sequences']} sequences, not divisible by "
                           f"data*fsdp = {replicas}; choose another device count or mesh")
-    shards, t = m["fsdp"] * m["tensor"], m["tensor"]
+    rows = rung["batch_sequences"] // replicas
+    if rows % microbatches:
+        raise LadderError(f"microbatches: {microbatches} do not split the {rows} rows per device of {rung['name']}")
+    shards, t, a = m["fsdp"] * m["tensor"], m["tensor"], activation_bytes
     d, h, layers, seq = rung["d_model"], rung["mlp_hidden"], rung["n_layers"], rung["seq_len"]
-    tokens = rung["batch_sequences"] // replicas * seq
-    working = (activation_bytes * (9 * d + 3 * h) + (4 + activation_bytes) * rung["n_heads"] * seq) / t
-    per_token = layers * activation_bytes * d / t + working if remat else layers * working
+    vocab = pad_vocab(rung["vocab_size"])
+    rows_mb = rows // microbatches
+    tokens = rows_mb * seq
+    kept = {"full": a * d, "save_dots": a * (6 * d + 2 * h), "none": a * (12 * d + 5 * h) + 8 * d}[remat]
+    chunk = seq if loss_chunk <= 0 or loss_chunk >= seq else loss_chunk
+    loss_phase = (rows_mb * chunk * vocab * 4 * 2 + 6 * vocab * d) / t
+    layer_phase = tokens * a * (8 * d + 4 * h) / t
     out = {
         "params": 4 * rung["n_total"] / shards,
-        "grads": 4 * rung["n_total"] / shards,
+        "grads": 4 * rung["n_total"] / shards * (2 if microbatches > 1 else 1),
         "optimizer": 8 * rung["n_total"] / shards,
-        "activations": tokens * per_token,
-        "logits": tokens * pad_vocab(rung["vocab_size"]) * 8 / t,
+        "activations": tokens * layers * kept / t,
+        "backward_peak": max(loss_phase, layer_phase),
     }
     out["total"] = sum(out.values())
     return {k: int(v) for k, v in out.items()}
+
+
+def fit_recipe(rung: dict, n_devices: int, mesh: dict | None, budget: float) -> dict | None:
+    """The fastest way to train `rung` on n_devices within `budget` bytes per device: the least recompute
+    (remat none, then save_dots, then full) at the whole per-device batch; else full remat with the batch
+    split into 2, 4, 8 ... microbatches (gradient accumulation). {remat, microbatches, memory}, or None when
+    nothing fits (even one row at a time). LadderError when the batch does not divide over the mesh."""
+    rows = rung["batch_sequences"] // (resolve_mesh(n_devices, mesh)["data"] * resolve_mesh(n_devices, mesh)["fsdp"])
+    candidates = [(r, 1) for r in REMATS] + [("full", k) for k in range(2, rows + 1) if rows % k == 0]
+    for remat, k in candidates:
+        mem = estimate_memory(rung, n_devices, mesh, remat=remat, microbatches=k)
+        if mem["total"] <= budget:
+            return {"remat": remat, "microbatches": k, "memory": mem}
+    return None
 
 
 def estimate_seconds(rung: dict, chip: chips.Chip, n_devices: int, mfu: float = MFU) -> float:
@@ -102,12 +133,13 @@ def choose_slice(rung: dict, chip: str = "v5e", *, mesh: dict | None = None, hea
         if fits_pure_fsdp and mesh is None and m is not None and m["tensor"] > 1:
             break  # every larger slice needs tensor parallelism too: the batch or d_model stops dividing
         try:
-            mem = estimate_memory(rung, n, m)["total"]
+            recipe = fit_recipe(rung, n, m, headroom * c.hbm_bytes)
         except LadderError:
             continue  # batch or mesh does not divide over n devices
-        if mem <= headroom * c.hbm_bytes:
+        if recipe is not None:
             fitting.append(n)
-            fits_pure_fsdp |= m is None or m["tensor"] == 1
+            # a fit that needs gradient accumulation does not stop tensor parallelism from trying larger slices
+            fits_pure_fsdp |= (m is None or m["tensor"] == 1) and recipe["microbatches"] == 1
             if estimate_seconds(rung, c, n) <= max_hours * 3600:
                 return chips.slice_name(c, n)
     if not fitting:
@@ -139,12 +171,15 @@ def check_rung(rung: dict, chip: str, n_devices: int | None = None, mesh: dict |
             n_devices = 1 if c is CPU else chips.parse_slice(choose_slice(rung, chip, mesh=mesh))[1]
         row["slice"] = chips.slice_name(c, n_devices) if c.type_prefix else f"{n_devices}x{c.name}"
         m = resolve_mesh(n_devices, slice_mesh(rung, c, n_devices, mesh))
-        mem = estimate_memory(rung, n_devices, m)
+        recipe = fit_recipe(rung, n_devices, m, HBM_USABLE_FRACTION * c.hbm_bytes) or {
+            "remat": "full", "microbatches": 1, "memory": estimate_memory(rung, n_devices, m)}
+        mem = recipe["memory"]
     except LadderError as e:
         row["errors"].append(str(e))
         return row
     row.update(devices=n_devices, mesh=m, rows_per_device=rung["batch_sequences"] // (m["data"] * m["fsdp"]),
-               memory=mem, hbm=c.hbm_bytes, hours=estimate_seconds(rung, c, n_devices) / 3600)
+               memory=mem, hbm=c.hbm_bytes, hours=estimate_seconds(rung, c, n_devices) / 3600,
+               remat=recipe["remat"], microbatches=recipe["microbatches"])
     if mem["total"] > c.hbm_bytes:
         row["warnings"].append(f"needs {mem['total'] / chips.GiB:.1f} GiB per device, more than the "
                                f"{c.hbm_bytes / chips.GiB:.0f} GiB of a {c.name}")

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_throughput.py                       # OLMo 1B shape on GPU/TPU; small on CPU
     .venv/bin/python bench/bench_throughput.py --batch 16 --remat full --attention xla --steps 20
 
-The step is the trainer's own (ladder.train.make_train_step: model.attention=auto picks cuDNN on GPU, splash
+The step is the trainer's own (ladder.step.make_train_step: model.attention=auto picks cuDNN on GPU, splash
 on TPU; chunked loss; fsdp over every device), fed synthetic batches. MFU = ladder.arch 6N + attention FLOPs
 per token (docs/flops.md; remat's recompute is not counted as useful work) x tokens/s / the devices' dense
 bf16 peak (ladder.chips: H100/H200 989 TFLOP/s, v5p 459, v5e 197 ...). On CPU there is no datasheet peak: the
@@ -21,7 +21,8 @@ import jax
 from ladder import arch as arch_lib
 from ladder import metrics, sharding
 from ladder.data import make_source
-from ladder.train import arch_of, default_config, make_train_step
+from ladder.step import make_train_step
+from ladder.train_config import arch_of, default_config
 
 # OLMo-2 1B (ladder.plan.presets "1B": d 2048, 16 layers, 16 heads, OLMo vocabulary, 4096 tokens).
 FULL = dict(d_model=2048, n_layers=16, n_heads=16, vocab_size=100278, seq_len=4096)

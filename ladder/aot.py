@@ -1,7 +1,7 @@
 """Compile a rung's real train step for a Cloud TPU slice on a machine without TPUs, and read its cost.
 
 With `libtpu` installed (`pip install 'ladder[tpu]'`), JAX can describe a TPU topology and compile for it
-ahead of time on CPU. We build the trainer's own step (`ladder.train.make_train_step`) over a Mesh of the
+ahead of time on CPU. We build the trainer's own step (`ladder.step.make_train_step`) over a Mesh of the
 topology's compile-only devices, lower it on ShapeDtypeStructs and compile it, so the sharding, the fusion
 and the memory plan are the ones XLA would produce on the real slice. From the compiled program we report,
 per device: parameter and optimizer-state bytes (from the state shardings), the rest of the arguments, the
@@ -228,6 +228,7 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     A config with the default mesh compiles with default_mesh_overrides (the report's `mesh_note` says so)."""
     from ladder import attention, loss, train
     from ladder.config import apply_overrides
+    from ladder.step import make_train_step
 
     chosen = default_mesh_overrides(config, topo)
     config = apply_overrides(config, chosen)
@@ -235,7 +236,7 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     mesh = topology_mesh(config.mesh, topo)
     train.validate_for_mesh(config, dict(mesh.shape), process_count=topo.hosts)
     arch = train.arch_of(config)
-    report = compile_program(train.make_train_step(config, mesh), topo, arch, config.train.global_batch,
+    report = compile_program(make_train_step(config, mesh), topo, arch, config.train.global_batch,
                              rung=name or config.name, remat=config.model.remat,
                              attention=attention.resolve(config.model.attention, "tpu", arch.seq_len),
                              loss_chunked=loss.chunk_size(arch.seq_len, config.model.loss_chunk) < arch.seq_len)
@@ -265,8 +266,8 @@ def unrolled_flops(config, mesh, topo: Topology) -> float:
     linear in L (everything but the layers is the same), so F(L) = F(1) + (L - 1) * (F(2) - F(1)): two
     small compiles instead of one of the whole unrolled model.
     """
-    from ladder import train
     from ladder.config import apply_overrides
+    from ladder.step import make_train_step
 
     # Gradient accumulation is a while loop too: the probes run the whole batch at once (same FLOPs).
     # The chunked loss's scan is unrolled in the probes for the same reason (ladder.loss).
@@ -275,7 +276,7 @@ def unrolled_flops(config, mesh, topo: Topology) -> float:
 
         cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False",
                                        "train.microbatches=1"])
-        program = train.make_train_step(cfg, mesh)
+        program = make_train_step(cfg, mesh)
         loss.UNROLL_FOR_COST_ANALYSIS = True
         try:
             compiled = _compile(program, cfg.train.global_batch, cfg.model.seq_len, FLOPS_PROBE_OPTIONS)

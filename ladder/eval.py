@@ -222,8 +222,9 @@ def restore_logits_fn(run_dir, step: int | None = None):
 
     import ml_collections
 
-    from ladder import sharding, train
+    from ladder import sharding
     from ladder.checkpoint import Checkpoints
+    from ladder.step import bind_logits_fn, make_train_step
 
     run_dir = Path(run_dir)
     saved = run_dir / "config.json"
@@ -233,7 +234,7 @@ def restore_logits_fn(run_dir, step: int | None = None):
     raw.pop("config_hash", None)
     config = ml_collections.ConfigDict(raw)
     mesh = sharding.make_mesh(config.mesh)
-    program = train.make_train_step(config, mesh)
+    program = make_train_step(config, mesh)
     ckpts = Checkpoints(run_dir / "checkpoints", keep=1, async_save=False)
     available = list(ckpts.manager.all_steps())
     if not available:
@@ -243,7 +244,7 @@ def restore_logits_fn(run_dir, step: int | None = None):
         raise LadderError(f"--step: no checkpoint at step {step} in {run_dir}; available: {sorted(available)}")
     state = ckpts.restore(step, program.abstract_state)
     dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
-    return config, step, train.bind_logits_fn(program, state["params"], dp)
+    return config, step, bind_logits_fn(program, state["params"], dp)
 
 
 def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None = None, k_shot: int | None = None,

@@ -12,7 +12,8 @@ import pytest
 from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.errors import LadderError
-from ladder.train import init_from_base, make_train_step, resolve_init, train
+from ladder.step import make_train_step
+from ladder.train import init_from_base, resolve_init, train
 from tests.test_train import tiny_config
 
 BASE_STEPS = 6

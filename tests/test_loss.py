@@ -10,7 +10,8 @@ import pytest
 from ladder import loss as loss_lib
 from ladder import sharding
 from ladder.data import make_source
-from ladder.train import default_config, make_train_step
+from ladder.step import make_train_step
+from ladder.train_config import default_config
 
 
 def head_inputs(B=2, L=24, D=16, V=40, seed=0):

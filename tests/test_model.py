@@ -91,7 +91,7 @@ GOLDEN_LOSSES = (5.9708734, 5.9782848)
 def first_losses(**model):
     from ladder import sharding
     from ladder.data import make_source
-    from ladder.train import make_train_step
+    from ladder.step import make_train_step
 
     cfg = default_config()
     cfg.model.update(d_model=64, n_layers=2, n_heads=4, vocab_size=259, seq_len=32, **model)

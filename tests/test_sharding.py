@@ -65,7 +65,8 @@ SCRIPT = textwrap.dedent("""
     from jax.extend import core as jcore
     from ladder import sharding
     from ladder.data import make_source
-    from ladder.train import default_config, make_train_step
+    from ladder.step import make_train_step
+    from ladder.train_config import default_config
 
     cfg = default_config()
     cfg.model.update(d_model=64, n_layers=2, n_heads=4, mlp_hidden=96, vocab_size=259, seq_len=16)

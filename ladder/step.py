@@ -1,0 +1,143 @@
+"""The pure training step for one (config, mesh): loss, microbatch accumulation and the optimizer update,
+jitted with the state's and the batch's shardings.
+
+    program = make_train_step(config, mesh)        # TrainProgram: step_fn, init_fn, logits_fn, shardings
+    state, metrics = program.step_fn(state, batch)
+
+Nothing here reads or writes files: ladder.train is the loop around it (resume, checkpoints, divergence,
+signals, evaluation), and ladder.aot compiles the same program ahead of time for another topology.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ladder import sharding
+from ladder.loss import token_weights
+from ladder.model import make_model
+from ladder.optimizer import make_optimizer
+from ladder.train_config import arch_of
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+    """Everything compiled for one (config, mesh); usable ahead of time for another topology."""
+
+    step_fn: Callable  # (state, batch) -> (state, metrics); jitted, state donated
+    init_fn: Callable  # (rng key) -> state on state_shardings
+    logits_fn: Callable  # (params, inputs, segment_ids, positions) -> float32 logits [B, L, vocab_size]
+    abstract_state: dict  # ShapeDtypeStructs with .sharding
+    state_shardings: dict
+    batch_shardings: dict
+    mesh: jax.sharding.Mesh
+    schedule: Callable
+
+
+def make_train_step(config, mesh) -> TrainProgram:
+    a = arch_of(config)
+    model = make_model(config.model, a, mesh.devices.flat[0].platform)
+    tx, schedule = make_optimizer(config.optim, config.train.total_steps)
+    z_coef = float(config.train.z_loss)
+    B, L = config.train.global_batch, a.seq_len
+
+    def boxed_state(rng):
+        ids = jnp.zeros((1, L), jnp.int32)
+        params = model.init(rng, ids, ids, ids)["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+    # eval_shape -> logical PartitionSpecs -> NamedShardings (optimizer moments inherit their param's names).
+    abstract_boxed = jax.eval_shape(boxed_state, jax.random.key(0))
+    state_shardings = sharding.logical_shardings(nn.get_partition_spec(abstract_boxed), mesh)
+    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  nn.meta.unbox(abstract_boxed), state_shardings)
+    row_sharding = sharding.batch_sharding(mesh)
+    batch_shardings = {k: row_sharding for k in ("inputs", "targets", "segment_ids", "positions")}
+    replicated = NamedSharding(mesh, P())
+
+    def init(rng):
+        return nn.meta.unbox(boxed_state(rng))
+
+    def in_mesh_context():
+        return jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(sharding.RULES)
+
+    microbatches = int(config.train.microbatches)
+    microbatch_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
+
+    def split_microbatches(batch):
+        """[B, ...] -> [k, B/k, ...]: microbatch j takes rows j, j + k, ..., so every device keeps its own rows
+        (a contiguous block of B/dp rows) and contributes B/(dp k) of them to each microbatch."""
+        def split(x):
+            x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+            return jax.lax.with_sharding_constraint(x, microbatch_sharding)
+        return jax.tree.map(split, batch)
+
+    def train_step(state, batch):
+        mesh_ctx, rules_ctx = in_mesh_context()
+        with mesh_ctx, rules_ctx:
+            weights = token_weights(batch["segment_ids"])
+            n_tokens = jnp.maximum(weights.sum(), 1.0)  # real tokens of the whole global batch
+
+            def objective(params, part):
+                ce_sum, z_sum = model.apply({"params": params}, part["inputs"], part["segment_ids"],
+                                            part["positions"], part["targets"], part["weights"])
+                ce, z = ce_sum / n_tokens, z_coef * z_sum / n_tokens
+                return ce + z, (ce, z)
+
+            grad_fn = jax.value_and_grad(objective, has_aux=True)
+            params = state["params"]
+            if microbatches == 1:
+                (_, (ce, z)), grads = grad_fn(params, dict(batch, weights=weights))
+            else:  # sums over microbatches of (their token sums / the global count): one big batch's gradient
+                def accumulate(carry, part):
+                    (_, (ce, z)), g = grad_fn(params, part)
+                    return jax.tree.map(jnp.add, carry, (g, ce, z)), None
+
+                zeros = jax.lax.with_sharding_constraint(jax.tree.map(jnp.zeros_like, params),
+                                                         state_shardings["params"])
+                (grads, ce, z), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros(()), jnp.zeros(())),
+                                                 split_microbatches(dict(batch, weights=weights)))
+            updates, opt_state = tx.update(grads, state["opt_state"], params)
+            params = optax.apply_updates(params, updates)
+        metrics = {"loss": ce, "z_loss": z, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+    def logits(params, inputs, segment_ids, positions):
+        mesh_ctx, rules_ctx = in_mesh_context()
+        with mesh_ctx, rules_ctx:
+            return model.apply({"params": params}, inputs, segment_ids, positions)[..., : a.vocab_size]
+
+    param_shardings = state_shardings["params"]
+    return TrainProgram(
+        step_fn=jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
+                        out_shardings=(state_shardings, replicated), donate_argnums=0),
+        init_fn=jax.jit(init, out_shardings=state_shardings),
+        logits_fn=jax.jit(logits, in_shardings=(param_shardings, row_sharding, row_sharding, row_sharding),
+                          out_shardings=replicated),
+        abstract_state=abstract_state, state_shardings=state_shardings, batch_shardings=batch_shardings,
+        mesh=mesh, schedule=schedule,
+    )
+
+
+def bind_logits_fn(program: TrainProgram, params, data_parallel: int):
+    """logits_fn(inputs, segment_ids, positions) for the evaluator: host int arrays in, float32 logits out.
+
+    Rows are padded up to a multiple of the data-parallel size and the padding is cut off again. Every process
+    must call it with the same arrays.
+    """
+
+    def logits_fn(inputs, segment_ids, positions):
+        rows = inputs.shape[0]
+        pad = (-rows) % data_parallel
+        arrays = [np.pad(np.asarray(x, np.int32), ((0, pad), (0, 0))) for x in (inputs, segment_ids, positions)]
+        arrays = [jax.device_put(x, program.batch_shardings["inputs"]) for x in arrays]
+        return program.logits_fn(params, *arrays)[:rows]
+
+    return logits_fn

@@ -71,10 +71,14 @@ RUNG_KEYS = {  # plan rung key -> train config key
     "schedule": "optim.schedule", "beta1": "optim.beta1", "beta2": "optim.beta2", "eps": "optim.eps",
     "weight_decay": "optim.weight_decay", "clip": "optim.clip",
 }
+# The memory recipe `ladder plan --out` stamps on each rung (ladder.plan.dryrun.attach_recipes: fit_recipe on
+# the plan's chip). Optional: a rung without them (an older plan) keeps the defaults. They are more specific
+# than the plan's family defaults, so they win over those; a --config override wins over both.
+RECIPE_KEYS = {"remat": "model.remat", "microbatches": "train.microbatches"}
 
 
 def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections.ConfigDict:
-    """A plan rung (plus the plan's dotted-key defaults) -> a train config."""
+    """A plan rung (plus the plan's dotted-key defaults, then the rung's memory recipe) -> a train config."""
     cfg = default_config()
     cfg.name = rung["name"]
     for key, path in RUNG_KEYS.items():
@@ -84,6 +88,9 @@ def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections
         if isinstance(value, bool) and path in LEGACY_VALUES:
             value = LEGACY_VALUES[path][value]
         set_path(cfg, path, value)
+    for key, path in RECIPE_KEYS.items():
+        if key in rung:
+            set_path(cfg, path, rung[key])
     return cfg
 
 

@@ -193,6 +193,24 @@ def test_config_from_rung_maps_every_rung_field():
         config_from_rung(rung, {"model.widht": 3})
 
 
+def test_plan_rung_recipe_reaches_the_config_and_overrides_win():
+    """A rung's memory recipe (remat, microbatches: `ladder plan --out`) beats the plan's family default and
+    reaches resolve_rung's config; a --config override beats the recipe; a rung without it keeps the defaults."""
+    from ladder.plan import plan_ladder
+    from ladder.train_config import resolve_rung
+
+    plan = plan_ladder(["7b-4t"], preset="olmo-ladder")
+    assert plan["defaults"]["model.remat"] == "full"
+    rung = plan["rungs"][0]
+    old, _ = resolve_rung(plan, rung["name"])  # an older plan: no recipe on the rung
+    assert (old.model.remat, old.train.microbatches) == ("full", 1)
+    rung.update(remat="save_dots", microbatches=4)
+    cfg, digest = resolve_rung(plan, rung["name"])
+    assert (cfg.model.remat, cfg.train.microbatches) == ("save_dots", 4)
+    over, other = resolve_rung(plan, rung["name"], ("model.remat=none", "train.microbatches=2"))
+    assert (over.model.remat, over.train.microbatches) == ("none", 2) and other != digest
+
+
 def test_run_dir_urls_and_object_store_writes(tmp_path, monkeypatch):
     """gs:// run dirs pass the pre-write checks (other schemes do not); on an object store metrics.jsonl is
     rewritten whole (no append) with the rows before the resume point kept: exercised here on a local path."""

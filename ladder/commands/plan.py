@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ladder.plan.dryrun import dry_run, format_dry_run, parse_mesh
+    from ladder.plan.dryrun import attach_recipes, dry_run, format_dry_run, parse_mesh
 
     if args.out:
         check_out(args.out, args.overwrite)
@@ -53,11 +53,13 @@ def run(args) -> int:
                                 multiples=split_list(args.multiples), preset=args.preset, seed=args.seed,
                                 schedule=args.schedule, eval_fractions=split_list(args.eval_fractions))
     plan_lib.print_table(plan)
-    if args.out:  # the plan does not depend on hardware: write it even if the dry run finds problems
-        plan_lib.write_plan(plan, args.out)
+    result = None
+    if args.out or args.dry_run:  # the written plan carries each rung's memory recipe on the dry run's chip
+        result = dry_run(plan, args.chip or plan_lib.FAMILIES[plan["family"]].chip, args.devices, mesh)
+    if args.out:  # written even if the dry run finds problems (a rung that fits nowhere keeps the defaults)
+        plan_lib.write_plan(attach_recipes(plan, result), args.out)
         print(f"\nwrote {args.out}", file=sys.stderr)
     if args.dry_run:
-        result = dry_run(plan, args.chip or plan_lib.FAMILIES[plan["family"]].chip, args.devices, mesh)
         print("\n" + format_dry_run(result))
         bad = result["failed"]
         if bad:

@@ -3,6 +3,7 @@ with its mesh, rows and bytes per device and time (ladder.plan.resources.check_r
 
     result = dry_run(plan, "v5p")          # {"chip", "rungs": [...], "targets": [...], "hours", "failed"}
     print(format_dry_run(result))
+    attach_recipes(plan, result)           # each rung's remat/microbatches, for the plan file
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ def dry_run(plan: dict, chip: str, devices: int | None = None, mesh: dict | None
     return {"chip": chip, "rungs": rows, "targets": targets,
             "hours": sum(row["hours"] for row in rows if "hours" in row),
             "failed": [row for row in rows if row["errors"]]}
+
+
+def attach_recipes(plan: dict, result: dict) -> dict:
+    """Stamp each rung the dry run placed without errors with its memory recipe (fit_recipe: `remat` and
+    `microbatches`), so the plan file carries it and train_config.resolve_rung applies it. Returns the plan."""
+    rows = {row["name"]: row for row in result["rungs"]}
+    for rung in plan["rungs"]:
+        row = rows.get(rung["name"], {})
+        if not row.get("errors") and "remat" in row:
+            rung["remat"], rung["microbatches"] = row["remat"], row["microbatches"]
+    return plan
 
 
 def parse_mesh(text: str | None) -> dict | None:

@@ -91,6 +91,22 @@ def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> No
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 
 
+def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
+    """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
+    a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
+    file = path(run_dir) / "config.json"
+    if not file.exists():
+        return None
+    try:
+        saved = json.loads(file.read_bytes().decode("utf-8"))
+        if not isinstance(saved, dict):
+            raise LadderError(f"{field}: {file} is not a JSON object")
+        return saved
+    except (ValueError, UnicodeDecodeError, LadderError):
+        raise LadderError(f"{field}: {file} is unreadable (not the JSON `ladder train` writes), so this run's "
+                          "config is unknown; restore it from a backup, or use a new --run-dir") from None
+
+
 def read_metrics(run_dir, warn=None) -> list[dict]:
     """The rows of <run dir>/metrics.jsonl, in file order; [] when there is none. The one reader of that file.
 

@@ -15,17 +15,13 @@ Run-directory layout, status fields and these rules: docs/training.md.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
-import signal
 import sys
 import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
-import optax
 
 from ladder import arch as arch_lib
 from ladder import checkpoint
@@ -36,10 +32,12 @@ from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
 from ladder.errors import LadderError, require
+from ladder.preemption import Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
-    RUNG_KEYS, arch_of, check_base_architecture, check_run_dir, config_from_rung, config_hash, data_config,
+    RUNG_KEYS, arch_of, check_run_dir, config_from_rung, config_hash, data_config,
     default_config, resolve_vocab, validate, validate_for_mesh)
+from ladder.warmstart import init_from_base, resolve_init
 
 
 class TrainingFailed(Exception):
@@ -91,114 +89,6 @@ def initialize_distributed(dist) -> None:
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
-# -------------------------------------------------------------------------------------------- the loop
-
-
-class _Preemption:
-    """SIGTERM or SIGINT (Ctrl-C) -> save at the next step boundary and stop; a second SIGINT stops at once.
-    Multi-process runs ask JAX's preemption service, which agrees on one step across processes (a save called
-    on one host only would hang the others)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.flag = False
-        self.signal_name = "SIGTERM"
-        self.multi = jax.process_count() > 1
-        self.previous = {}
-        if not self.multi:
-            try:
-                for sig in self.SIGNALS:
-                    self.previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no handler, no preemption saves
-                self.previous = {}
-
-    def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.flag:
-            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
-        self.flag = True
-        self.signal_name = signal.Signals(signum).name
-
-    def reached(self, step: int) -> bool:
-        if not self.multi:
-            return self.flag
-        from jax.experimental import multihost_utils
-
-        try:
-            return multihost_utils.reached_preemption_sync_point(step)
-        except RuntimeError:
-            return False
-
-    def restore(self):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-# ------------------------------------------------------------------------------- continual pretraining
-
-
-def resolve_init(config) -> dict | None:
-    """The base checkpoint `config.init` names, checked before anything is written (LadderError otherwise):
-    {from_run, step, tokens (the base's tokens seen at that step), base_run (its name), restore_optimizer}."""
-    i = config.init
-    if not i.from_run:
-        return None
-    base_dir = rundir.path(i.from_run)
-    base_cfg = read_run_config(base_dir, "init.from_run")
-    require(base_cfg is not None, "init.from_run", f"{base_dir} has no config.json, so it is not a run directory",
-            "point it at the base run's --run-dir")
-    check_base_architecture(config, base_cfg, base_dir)
-    steps = checkpoint.verified_steps(base_dir / "checkpoints")
-    require(bool(steps), "init.from_run", f"{base_dir} has no checkpoint that verifies against its checksums",
-            "train the base run first (or resume it, which sets corrupt steps aside)")
-    step = steps[-1] if i.step == -1 else i.step
-    require(step in steps, "init.step", f"{base_dir} has no checkpoint at step {i.step}; it has {steps}",
-            "use one of those steps or -1 (the latest)")
-    tokens = step * base_cfg["train"]["global_batch"] * base_cfg["model"]["seq_len"]
-    return dict(from_run=str(base_dir), step=step, tokens=tokens, base_run=base_cfg.get("name", base_dir.name),
-                restore_optimizer=bool(i.restore_optimizer))
-
-
-def init_from_base(program: TrainProgram, init: dict, key) -> dict:
-    """A step-0 state from a base checkpoint: its weights and, with restore_optimizer, its Adam moments and
-    bias-correction count (the LR-schedule counts restart at 0, so this run's own warmup and decay apply);
-    otherwise a fresh optimizer state."""
-    ckpts = rundir.path(init["from_run"]) / "checkpoints"
-    if init["restore_optimizer"]:
-        base = Checkpoints(ckpts, keep=1)
-        try:
-            state = base.restore(init["step"], program.abstract_state)
-        except (ValueError, KeyError) as e:
-            raise LadderError(f"init.restore_optimizer: the base run's optimizer state does not fit this config's "
-                              f"optimizer ({str(e).splitlines()[0][:200]}); use the base's optim.clip/weight_decay "
-                              "or restore_optimizer=False") from e
-        finally:
-            base.close()
-        restart = lambda x: optax.ScaleByScheduleState(count=jnp.zeros_like(x.count))  # noqa: E731
-        opt_state = jax.tree.map(lambda x: restart(x) if isinstance(x, optax.ScaleByScheduleState) else x,
-                                 state["opt_state"], is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
-        opt_state = jax.device_put(opt_state, program.state_shardings["opt_state"])
-        return {"step": jax.device_put(jnp.zeros((), jnp.int32), program.state_shardings["step"]),
-                "params": state["params"], "opt_state": opt_state}
-    fresh = program.init_fn(key)  # the fresh optimizer state (and a params tree that is replaced)
-    return dict(fresh, params=checkpoint.restore_params(ckpts, init["step"], program.abstract_state["params"]))
-
-
-def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
-    """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
-    a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
-    path = rundir.path(run_dir) / "config.json"
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_bytes().decode("utf-8"))
-        require(isinstance(saved, dict), field, f"{path} is not a JSON object", "")
-        return saved
-    except (ValueError, UnicodeDecodeError, LadderError):
-        raise LadderError(f"{field}: {path} is unreadable (not the JSON `ladder train` writes), so this run's "
-                          "config is unknown; restore it from a backup, or use a new --run-dir") from None
-
-
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
@@ -219,22 +109,14 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
 
 def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     digest = config_hash(config)
-    saved = read_run_config(run_dir)
+    saved = rundir.read_run_config(run_dir)
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
     status = rundir.read_json(run_dir / "status.json")
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
     init = rundir.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
-
-    t, a = config.train, arch_of(config)
-    source = make_source(data_config(config), a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
-    row_sharding = sharding.batch_sharding(mesh)
-    local = t.global_batch // jax.process_count()
-    rows = sharding.local_rows(row_sharding, t.global_batch, a.seq_len)
-    require(rows == (jax.process_index() * local, (jax.process_index() + 1) * local), "mesh",
-            f"process {jax.process_index()} holds batch rows {rows}, not one contiguous per-process block",
-            "keep mesh.tensor within one host")
+    source, row_sharding = _open_source(config, mesh)
 
     # Everything checked: from here on we write.
     lead = jax.process_index() == 0
@@ -243,7 +125,64 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         if saved is None:
             rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
+    state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
+    log = _RunLog(config, run_dir, start, ckpts, lead)
+    preemption = Preemption()
+    failed = False
+    try:
+        log.set_status("running")
+        preempted = _run_steps(config, program, state, start, source, row_sharding, ckpts, log, preemption,
+                               on_eval, run_dir)
+        if preempted:
+            return preempted
+        try:
+            ckpts.wait()
+        except Exception as e:  # noqa: BLE001
+            raise storage_failure(e, run_dir / "checkpoints", ckpts.last_verified) from e
+    except OSError as e:  # metrics.jsonl, status.json, tb/: the disk is full or the directory went read-only
+        failed = True
+        error = storage_failure(e, run_dir, ckpts.last_verified)
+        _record_failure(log.set_status, error)
+        raise error from e
+    except TrainingFailed as e:
+        failed = True
+        _record_failure(log.set_status, e, ckpts)
+        raise
+    finally:
+        preemption.restore()
+        # On a failure these may fail again on the same storage: the first error is the one reported.
+        if log.writer:
+            log.writer.abandon() if failed else log.writer.close()
+        with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
+            ckpts.close()
+    progress = log.progress
+    progress["eta_s"] = 0.0
+    try:
+        log.set_status("done", mfu=progress["mfu"])
+    except OSError as e:
+        raise storage_failure(e, run_dir / "status.json", ckpts.last_verified) from e
+    return dict(log.base, state="done", step=config.train.total_steps, loss=progress["loss"],
+                tokens_per_s=progress["tokens_per_s"], mfu=progress["mfu"], run_dir=str(run_dir))
+
+
+def _open_source(config, mesh):
+    """The batch source (a pure function of data seed and step) and the rows' sharding; each process must
+    hold one contiguous block of rows, which is what the source reads for it."""
+    t, a = config.train, arch_of(config)
+    source = make_source(data_config(config), a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
+    row_sharding = sharding.batch_sharding(mesh)
+    local = t.global_batch // jax.process_count()
+    rows = sharding.local_rows(row_sharding, t.global_batch, a.seq_len)
+    require(rows == (jax.process_index() * local, (jax.process_index() + 1) * local), "mesh",
+            f"process {jax.process_index()} holds batch rows {rows}, not one contiguous per-process block",
+            "keep mesh.tensor within one host")
+    return source, row_sharding
+
+
+def _open_checkpoints(ckpt_dir, t, lead: bool) -> Checkpoints:
+    """The run's checkpoints, after process 0 has set aside newer steps that fail verification, and a probe
+    that the directory takes writes (a LadderError now rather than a failed save later)."""
     good = checkpoint.recover(ckpt_dir) if lead else None  # newer steps that fail verification are set aside
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -258,57 +197,73 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     except OSError as e:
         raise LadderError(f"--run-dir: cannot write checkpoints into {ckpt_dir} ({e.strerror or e}); "
                           "make it writable or choose another --run-dir") from None
+    ckpts.last_verified = good if lead else ckpts.latest_step()  # non-lead processes trust process 0's check
+    return ckpts
+
+
+def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, seed: int, run_dir, lead: bool):
+    """(state, step) to start from: the newest checkpoint (a resume), else the base run's (continual
+    pretraining), else a fresh init from train.seed."""
     start = ckpts.latest_step()
-    ckpts.last_verified = good if lead else start  # non-lead processes trust process 0's verification
     if start is None and init:
-        state, start = init_from_base(program, init, jax.random.key(t.seed)), 0
+        state, start = init_from_base(program, init, jax.random.key(seed)), 0
         if lead:
             rundir.write_json(run_dir / "init.json", init)
             print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
                   + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
     elif start is None:
-        state, start = program.init_fn(jax.random.key(t.seed)), 0
+        state, start = program.init_fn(jax.random.key(seed)), 0
     else:
         state = ckpts.restore(start, program.abstract_state)  # verified above (by process 0)
         if lead:
             print(f"ladder train: resuming {run_dir} from the checkpoint at step {start}", file=sys.stderr)
+    return state, start
 
-    flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
-    tokens_per_step = t.global_batch * a.seq_len
-    peak, peak_source = metrics_lib.peak_flops(jax.devices())
-    writer = None
-    status_before = rundir.read_json(run_dir / "status.json") or {}
-    # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
-    # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
-    first_loss = status_before.get("first_loss") if start else None
-    if lead:
-        rundir.truncate_metrics(run_dir, start)
-        writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
-    dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
-    eval_steps, save_steps = set(t.eval_steps), set(t.checkpoint_steps) | {t.total_steps}
-    base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=flops_per_token,
-                peak_flops=peak, peak_source=peak_source, first_loss=first_loss)
-    progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
-    clock = {"t": None, "step": start}
 
-    def set_status(state_name, **extra):
-        base["last_verified_step"] = ckpts.last_verified
+class _RunLog:
+    """What the run reports as it goes: status.json and metrics.jsonl (process 0 writes them), the rates, and
+    the check of every step's loss before anything is saved or evaluated (divergence)."""
+
+    def __init__(self, config, run_dir, start: int, ckpts: Checkpoints, lead: bool):
+        t, a = config.train, arch_of(config)
+        self.t, self.run_dir, self.ckpts, self.lead = t, run_dir, ckpts, lead
+        self.flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
+        self.tokens_per_step = t.global_batch * a.seq_len
+        self.peak, peak_source = metrics_lib.peak_flops(jax.devices())
+        self.writer = None
+        status_before = rundir.read_json(run_dir / "status.json") or {}
+        # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
+        # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
+        first_loss = status_before.get("first_loss") if start else None
         if lead:
-            done = progress["step"]
-            rundir.write_json(run_dir / "status.json", dict(
-                base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
-                eta_s=progress["eta_s"], tokens=done * tokens_per_step,
-                flops_done=done * tokens_per_step * flops_per_token, updated=time.time(), **extra))
+            rundir.truncate_metrics(run_dir, start)
+            self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
+        self.base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=self.flops_per_token,
+                         peak_flops=self.peak, peak_source=peak_source, first_loss=first_loss)
+        self.progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
+        self.clock = {"t": None, "step": start}
 
-    def record(done: int, device_metrics, force_log: bool) -> None:
+    def set_status(self, state_name, **extra):
+        base, progress = self.base, self.progress
+        base["last_verified_step"] = self.ckpts.last_verified
+        if self.lead:
+            done = progress["step"]
+            rundir.write_json(self.run_dir / "status.json", dict(
+                base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
+                eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
+                flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(), **extra))
+
+    def record(self, done: int, device_metrics, force_log: bool) -> None:
         """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""
+        t, base, progress, clock = self.t, self.base, self.progress, self.clock
+        tokens_per_step = self.tokens_per_step
         m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
         if base["first_loss"] is None and math.isfinite(m["loss"]):
             base["first_loss"] = m["loss"]
         problem = diverged(m["loss"], m["grad_norm"], base["first_loss"], t.divergence_margin)
         if problem:
-            ckpts.wait()  # a save still in flight is an earlier, checked state: seal it before naming it
-            kept = ckpts.last_verified
+            self.ckpts.wait()  # a save still in flight is an earlier, checked state: seal it before naming it
+            kept = self.ckpts.last_verified
             raise TrainingFailed(f"step {done}: {problem}; stopped before saving it; the last verified checkpoint "
                                  f"is {'step ' + str(kept) if kept is not None else 'none (nothing saved yet)'}; "
                                  "lower optim.peak_lr, raise optim.warmup_steps or check the data")
@@ -325,75 +280,54 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         if not first:
             rate = (done - clock["step"]) * tokens_per_step / (now - clock["t"])
             eta = (t.total_steps - done) * tokens_per_step / rate
-            mfu = flops_per_token * rate / peak
+            mfu = self.flops_per_token * rate / self.peak
             progress.update(tokens_per_s=rate, eta_s=eta, mfu=mfu)
             clock.update(t=now, step=done)
-        if lead:
-            writer.write(dict(step=done, loss=m["loss"], z_loss=m["z_loss"], grad_norm=m["grad_norm"], lr=m["lr"],
-                              tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu, time=time.time()), eta)
-            set_status("running")
+        if self.lead:
+            self.writer.write(dict(step=done, loss=m["loss"], z_loss=m["z_loss"], grad_norm=m["grad_norm"],
+                                   lr=m["lr"], tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu,
+                                   time=time.time()), eta)
+            self.set_status("running")
 
-    preemption = _Preemption()
+
+def _run_steps(config, program: TrainProgram, state, start: int, source, row_sharding, ckpts: Checkpoints,
+               log: _RunLog, preemption: Preemption, on_eval, run_dir) -> dict | None:
+    """Steps start..total_steps: dispatch, check the previous step's loss, evaluate and save when due. Returns
+    the preempted summary when a signal stopped it (after its save), else None."""
+    t = config.train
+    dp = dict(program.mesh.shape)["data"] * dict(program.mesh.shape)["fsdp"]
+    eval_steps, save_steps = set(t.eval_steps), set(t.checkpoint_steps) | {t.total_steps}
     pending = None  # (step, device metrics) of the step before the newest: read after the next dispatch
-    failed = False
-    try:
-        set_status("running")
-        for k in range(start, t.total_steps):
-            batch = sharding.to_global(source.batch(k), row_sharding, t.global_batch)
-            state, device_metrics = program.step_fn(state, batch)
-            done = k + 1
-            if pending:
-                record(*pending, force_log=False)
-            pending = (done, device_metrics)
-            preempted = preemption.reached(done)
-            scheduled_save = done in save_steps or bool(t.checkpoint_every and done % t.checkpoint_every == 0)
-            must_save = scheduled_save or preempted
-            forced = scheduled_save or done in eval_steps  # logged whatever log_every says (save_steps has the end)
-            if forced or preempted:  # a state is saved or evaluated only after its loss is checked
-                record(*pending, force_log=forced)  # a preemption adds no row: resumed == uninterrupted
-                pending = None
-            if done in eval_steps or (done == t.total_steps and on_eval):
-                if on_eval:
-                    on_eval(done, state["params"], bind_logits_fn(program, state["params"], dp))
-            try:
-                if must_save:
-                    ckpts.save(done, state)
-                ckpts.poll()  # a background save that failed stops the run now, not at the next save
-                if preempted:
-                    ckpts.wait()
-            except Exception as e:  # noqa: BLE001 (orbax re-raises its writer threads' errors as they came)
-                raise storage_failure(e, ckpt_dir, ckpts.last_verified) from e
-            if preempted:
-                set_status("preempted", signal=preemption.signal_name)
-                return dict(base, state="preempted", step=done, loss=progress["loss"], run_dir=str(run_dir),
-                            signal=preemption.signal_name)
+    for k in range(start, t.total_steps):
+        batch = sharding.to_global(source.batch(k), row_sharding, t.global_batch)
+        state, device_metrics = program.step_fn(state, batch)
+        done = k + 1
+        if pending:
+            log.record(*pending, force_log=False)
+        pending = (done, device_metrics)
+        preempted = preemption.reached(done)
+        scheduled_save = done in save_steps or bool(t.checkpoint_every and done % t.checkpoint_every == 0)
+        must_save = scheduled_save or preempted
+        forced = scheduled_save or done in eval_steps  # logged whatever log_every says (save_steps has the end)
+        if forced or preempted:  # a state is saved or evaluated only after its loss is checked
+            log.record(*pending, force_log=forced)  # a preemption adds no row: resumed == uninterrupted
+            pending = None
+        if done in eval_steps or (done == t.total_steps and on_eval):
+            if on_eval:
+                on_eval(done, state["params"], bind_logits_fn(program, state["params"], dp))
         try:
-            ckpts.wait()
-        except Exception as e:  # noqa: BLE001
-            raise storage_failure(e, ckpt_dir, ckpts.last_verified) from e
-    except OSError as e:  # metrics.jsonl, status.json, tb/: the disk is full or the directory went read-only
-        failed = True
-        error = storage_failure(e, run_dir, ckpts.last_verified)
-        _record_failure(set_status, error)
-        raise error from e
-    except TrainingFailed as e:
-        failed = True
-        _record_failure(set_status, e, ckpts)
-        raise
-    finally:
-        preemption.restore()
-        # On a failure these may fail again on the same storage: the first error is the one reported.
-        if writer:
-            writer.abandon() if failed else writer.close()
-        with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
-            ckpts.close()
-    progress["eta_s"] = 0.0
-    try:
-        set_status("done", mfu=progress["mfu"])
-    except OSError as e:
-        raise storage_failure(e, run_dir / "status.json", ckpts.last_verified) from e
-    return dict(base, state="done", step=t.total_steps, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
-                mfu=progress["mfu"], run_dir=str(run_dir))
+            if must_save:
+                ckpts.save(done, state)
+            ckpts.poll()  # a background save that failed stops the run now, not at the next save
+            if preempted:
+                ckpts.wait()
+        except Exception as e:  # noqa: BLE001 (orbax re-raises its writer threads' errors as they came)
+            raise storage_failure(e, run_dir / "checkpoints", ckpts.last_verified) from e
+        if preempted:
+            log.set_status("preempted", signal=preemption.signal_name)
+            return dict(log.base, state="preempted", step=done, loss=log.progress["loss"], run_dir=str(run_dir),
+                        signal=preemption.signal_name)
+    return None
 
 
 def diverged(loss: float, grad_norm: float, first_loss: float | None, margin: float) -> str | None:

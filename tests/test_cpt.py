@@ -13,7 +13,8 @@ from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.errors import LadderError
 from ladder.step import make_train_step
-from ladder.train import init_from_base, resolve_init, train
+from ladder.train import train
+from ladder.warmstart import init_from_base, resolve_init
 from tests.test_train import tiny_config
 
 BASE_STEPS = 6

@@ -1,0 +1,48 @@
+"""Preemption at a step boundary: a signal (SIGTERM from a preempted VM, Ctrl-C) asks the trainer to save the
+step it has just finished and stop, so a resume loses nothing. docs/training.md."""
+
+from __future__ import annotations
+
+import signal
+
+import jax
+
+
+class Preemption:
+    """SIGTERM or SIGINT (Ctrl-C) -> save at the next step boundary and stop; a second SIGINT stops at once.
+    Multi-process runs ask JAX's preemption service, which agrees on one step across processes (a save called
+    on one host only would hang the others)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.flag = False
+        self.signal_name = "SIGTERM"
+        self.multi = jax.process_count() > 1
+        self.previous = {}
+        if not self.multi:
+            try:
+                for sig in self.SIGNALS:
+                    self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handler, no preemption saves
+                self.previous = {}
+
+    def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.flag:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
+        self.flag = True
+        self.signal_name = signal.Signals(signum).name
+
+    def reached(self, step: int) -> bool:
+        if not self.multi:
+            return self.flag
+        from jax.experimental import multihost_utils
+
+        try:
+            return multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError:
+            return False
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -27,6 +27,11 @@ import numpy as np
 from ladder.errors import LadderError
 
 EMBEDDED = {"prose_continuation": "prose", "code_next_line": "code", "legal_continuation": "legal"}
+# Few-shot examples per task when eval.k_shot is -1 (the default): 5 for the reference ladder's tasks, as the
+# OLMo ladder evaluates them (Bhagia et al. 2024 use the OLMES suite: 5 solved examples before each question);
+# 0 for the embedded tasks and JSONL files (a 160-character embedded context with 5 shots is ~1 KB, far past
+# the smoke ladder's 128-byte window, so the shots would be cut away from the left anyway).
+REFERENCE_K_SHOT = 5
 CATALOG = {  # task name -> (tfds name, split evaluated, few-shot split)
     "arc_easy": ("ai2_arc/ARC-Easy", "test", "train"),
     "arc_challenge": ("ai2_arc/ARC-Challenge", "test", "train"),
@@ -316,21 +321,43 @@ def embedded_task(name: str, data_cfg=None, n_questions: int = 300, k_shot: int 
 
 
 # ------------------------------------------------------------------------------------------ config
+def default_k_shot(name: str) -> int:
+    """Few-shot examples a task gets when neither `name:k` nor eval.k_shot >= 0 says otherwise."""
+    return REFERENCE_K_SHOT if name in CATALOG else 0
+
+
+_K_SUFFIX = re.compile(r"^(?P<name>.+):(?P<k>\d+)$")
+
+
+def parse_task_entry(entry: str, k_shot: int = -1) -> tuple[str, int]:
+    """(task name, k) from an eval.tasks entry: `name:k` fixes k for that task; otherwise `k_shot` when it is
+    >= 0 (one k for every task), else the task's default (`default_k_shot`: 5 catalog, 0 embedded/JSONL)."""
+    m = _K_SUFFIX.match(entry)
+    if m:
+        return m["name"], int(m["k"])
+    return entry, (k_shot if k_shot >= 0 else default_k_shot(entry))
+
+
 def load_tasks(task_cfg=None, data_cfg=None) -> list[Task]:
     """Tasks named by `eval.tasks` (a comma string or list). Each entry is one of:
-    "embedded" (all embedded tasks) | an embedded task name | a catalog task name | a path to a .jsonl file.
-    Other fields: k_shot (0), max_questions (0 = all; embedded tasks are built with n_questions = 300),
+    "embedded" (all embedded tasks) | an embedded task name | a catalog task name | a path to a .jsonl file,
+    optionally followed by `:k` for k solved examples before each question (e.g. `arc_easy:5,hellaswag:0`).
+    Other fields: k_shot (-1 = each task's default, 5 for catalog tasks and 0 otherwise; k >= 0 = k for every
+    task without a `:k`), max_questions (0 = all; embedded tasks are built with n_questions = 300),
     seed (0), tfds_data_dir (for catalog tasks), try_gcs/download (False).
     """
     get = (lambda k, d: task_cfg.get(k, d) if task_cfg is not None else d)
     names = get("tasks", "embedded")
     names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
-    names = [e for n in names if n for e in (list(EMBEDDED) if n == "embedded" else [n])]
-    if not names:
+    default_k, seed, cap = int(get("k_shot", -1)), int(get("seed", 0)), int(get("max_questions", 0))
+    entries = []
+    for entry in (n for n in names if n):
+        name, k = parse_task_entry(entry, default_k)  # "embedded" defaults to 0 shots, as each embedded task
+        entries += [(e, k) for e in EMBEDDED] if name == "embedded" else [(name, k)]
+    if not entries:
         raise LadderError("eval.tasks: empty; name tasks such as 'embedded' or a .jsonl file")
-    k_shot, seed, cap = int(get("k_shot", 0)), int(get("seed", 0)), int(get("max_questions", 0))
     tasks = []
-    for n in names:
+    for n, k_shot in entries:
         if n in EMBEDDED:
             task = embedded_task(n, data_cfg, n_questions=int(get("n_questions", 300)), k_shot=k_shot, seed=seed)
         elif n in CATALOG:

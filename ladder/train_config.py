@@ -39,9 +39,11 @@ def default_config() -> ml_collections.ConfigDict:
     # Evaluation at train.eval_steps and at the end (docs/tasks.md): tasks as ladder.tasks.load_tasks reads
     # them ("" = no evaluation), and the held-out LM loss over lm_loss_batches validation batches of the
     # training data (bits per token; per byte with the byte tokenizer), also per domain in lm_loss_domains.
+    # k_shot: -1 = each task's default (5 for the reference ladder's catalog tasks, 0 embedded); `task:k` in
+    # tasks sets one task's k.
     # batch_size: rows per evaluation batch (0 = train.global_batch); a fixed value keeps the held-out sets
     # the same across rungs whose training batches differ.
-    c.eval = dict(tasks="", k_shot=0, n_questions=300, max_questions=0, seed=0, tfds_data_dir="", try_gcs=False,
+    c.eval = dict(tasks="", k_shot=-1, n_questions=300, max_questions=0, seed=0, tfds_data_dir="", try_gcs=False,
                   download=False, lm_loss_batches=0, lm_loss_domains="", batch_size=0)
     # Continual pretraining (docs/training.md): start from the checkpoint of another run (its run directory;
     # step -1 = its latest). Weights only by default: fresh optimizer state, step 0, this config's schedule.

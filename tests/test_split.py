@@ -89,4 +89,10 @@ def test_cli_fit_split_and_allocate(tmp_path, capsys):
     assert cli.main(["allocate", "split", "--law", str(tmp_path / "split.json"), "--budget", "1e18", "--format", "json"]) == 0
     alloc = json.loads(capsys.readouterr().out)
     assert alloc["total_loss"] == pytest.approx(split.allocate({"code": CODE, "legal": LEGAL}, 1e18).total_loss, rel=1e-5)
+    # The law's form and "ours" travel with every output: printed JSON, split.json, allocation.json and .csv.
+    assert alloc["law_form"] == split.FORM == "L(N, D, D') = E + A/N^alpha + B/(D' + k D^rho)^beta"
+    assert alloc["law_source"].startswith("ours")
+    assert fitted["domains"]["legal"]["law_source"].startswith("ours")
+    assert json.loads((tmp_path / "allocation.json").read_text())["law_form"] == split.FORM
+    assert "law_source" in (tmp_path / "allocation.csv").read_text().splitlines()[0]
     assert (tmp_path / "allocation.png").stat().st_size > 10_000

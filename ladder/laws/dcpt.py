@@ -12,7 +12,8 @@ b + eta log r - beta log D, c - gamma log(r + eps)), the SUM over points of Hube
 residual, L-BFGS-B from a grid of starts (`ladder.laws.fitting.minimize_from_grid`), analytic gradients.
 At r = 0 the B term is exactly zero (its log is -inf and its softmax weight 0).
 
-The three decision rules of the paper are `rule_a` (best domain share under a general-loss tolerance),
+The three decision rules (the paper's usages; exact definitions are our interpretation, rule (a)'s
+reference point in particular) are `rule_a` (best domain share under a general-loss tolerance),
 `rule_b` (best share when domain data is limited) and `rule_c` (compute-optimal N and D at fixed r).
 Formulas and sources: docs/specialization.md. numpy/scipy only.
 """
@@ -321,8 +322,9 @@ def learnability(initial_loss: float, probe_loss: float, *, w_initial: float = 1
     """K for the cross-domain law, from a cheap probe run on the new domain (Que et al. 2024, Sec. cross-domain).
 
     K = w_initial / L0 + w_decline * (L0 - L_probe) / L0: high when the base model already does well on the
-    domain (low initial loss L0) and when a short probe lowers the loss quickly. The paper weights the two
-    features; we fix the weights (default 1, 1) because an overall scale is absorbed by F.
+    domain (low initial loss L0) and when a short probe lowers the loss quickly (our reading of the paper's two
+    features). An overall scale of (w_initial, w_decline) is absorbed by F; their RATIO is not, so the
+    defaults (1, 1) are a restriction (docs/specialization.md, Cross-domain variant).
     """
     require(initial_loss > 0 and probe_loss > 0, "initial_loss", "probe losses must be > 0", "check the probe run")
     return w_initial / initial_loss + w_decline * (initial_loss - probe_loss) / initial_loss

@@ -1,5 +1,7 @@
 """The pretrain/specialize split: a law L(N, D, D') and an allocator for one pretraining run + k specializations.
 
+The law below is OURS (`FORM`, `SOURCE`, stamped on every output): the paper asks the question, not this form.
+
 The question is Seto et al. (2026)'s: with a compute budget C, how large a model, how many general
 pretraining tokens D shared by all domains, and how many domain tokens D'_i for each of k specializations?
 
@@ -29,6 +31,10 @@ from ladder.errors import require
 from ladder.laws.dcpt import r_squared
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 
+# Stamped on every fit and allocation (JSON, CSV, printed output): this form is ours, not a published law.
+FORM = "L(N, D, D') = E + A/N^alpha + B/(D' + k D^rho)^beta"
+SOURCE = ("ours: this repository's form (the question is Seto et al. 2026's, who do not give it; the transfer "
+          "term adapts Hernandez et al. 2021's effective data); tested against baselines in docs/specialization.md")
 NAMES = ("e", "a", "alpha", "b", "beta", "log_k", "rho")
 BOUNDS = {"e": (-10.0, 10.0), "a": (-30.0, 60.0), "alpha": (1e-3, 2.0), "b": (-30.0, 60.0), "beta": (1e-3, 2.0),
           "log_k": (-30.0, 30.0), "rho": (1e-3, 1.0)}
@@ -144,7 +150,7 @@ class SplitFit:
     n_points: int
 
     def summary(self) -> dict:
-        return {"params": self.law.to_dict(), "chinchilla_at_d_prime_0": self.law.chinchilla(), "huber": self.huber,
+        return {"law_form": FORM, "law_source": SOURCE, "params": self.law.to_dict(), "chinchilla_at_d_prime_0": self.law.chinchilla(), "huber": self.huber,
                 "r2": self.r2, "n_points": self.n_points, "converged": self.result.converged,
                 "at_bound": self.result.at_bound}
 
@@ -238,7 +244,8 @@ class Allocation:
     compute: float
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"flops_used": 6 * self.n * (self.d + sum(self.d_prime.values()))}
+        return {"law_form": FORM, "law_source": SOURCE} | asdict(self) | {
+            "flops_used": 6 * self.n * (self.d + sum(self.d_prime.values()))}
 
 
 def loss_profile(laws: dict[str, SplitLaw], compute: float, ns: np.ndarray) -> np.ndarray:

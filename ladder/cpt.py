@@ -52,7 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
     # data seed offset (a CPT run reads its data from batch 0: another seed avoids replaying the base's order).
     c.cpt = dict(global_batch=8, lr_factor=0.5, warmup_fraction=0.05, restore_optimizer=True, seed_offset=1)
     # Train-config overrides (`key=value`, as --config.key=value) for every run, base and CPT.
-    c.train_overrides = ["model.scan_layers=False", "eval.tasks=legal_continuation", "eval.n_questions=40",
+    c.train_overrides = ["model.scan_layers=False", "eval.tasks=legal_continuation", "eval.n_questions=500",
                          "eval.lm_loss_batches=8", "eval.batch_size=16", "train.log_every=50",
                          "train.checkpoint_every=0"]
     # positive_share: also fit the law on own-data share > 0 only (ladder.laws.dcpt.positive_share: why).

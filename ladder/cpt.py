@@ -46,6 +46,9 @@ def default_config() -> ml_collections.ConfigDict:
     # CPT tokens per parameter. The re-warmup first raises the loss (the "stability gap"); at 0.25 tokens per
     # parameter the runs were still inside it, so the budgets start at 0.5 (docs/specialization.md).
     c.budgets = [0.5, 1.0, 2.0]
+    # Extra general-CPT (r = 0) budgets, tokens per parameter: longer than `budgets` so that general CPT reaches
+    # the domain runs' domain loss and the compute ratio is interpolated rather than bounded (report stage).
+    c.general_budgets = []
     # CPT runs: batch (sequences), peak LR as a factor of the base's, re-warmup share of steps, whether the
     # base's Adam moments come along (a fresh Adam state makes the first updates sign-like: at 160k after
     # 0.25 tokens per parameter at r = 0 general loss rose 5.5% over the base without them, 3.6% with them),
@@ -88,6 +91,10 @@ def plan_study(cfg) -> tuple[list[dict], list[dict]]:
                  for b in bases]
     rungs = cpt_grid(cpt_bases, list(cfg.ratios), list(cfg.budgets), warmup_fraction=cfg.cpt.warmup_fraction,
                      lr_factor=cfg.cpt.lr_factor, restore_optimizer=cfg.cpt.restore_optimizer)
+    extra = [b for b in cfg.general_budgets if b not in list(cfg.budgets)]
+    if extra:
+        rungs += cpt_grid(cpt_bases, [0.0], extra, warmup_fraction=cfg.cpt.warmup_fraction,
+                          lr_factor=cfg.cpt.lr_factor, restore_optimizer=cfg.cpt.restore_optimizer)
     for r in rungs:
         r["seed"] = r["seed"] + cfg.cpt.seed_offset
     return bases, rungs

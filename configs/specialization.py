@@ -9,6 +9,8 @@ own-data share > 0) with held-out checks, rule (a) at T = 3% checked by a run, a
 report. Measured figures: docs/specialization.md, "Smoke study".
 
 Variant `:ci` (tests/test_cpt_study.py): 2 sizes, 3 ratios, 2 budgets, tiny base runs (~1 minute).
+Variant `:measure`: domain scidocs, 3 sizes at 0.25x Chinchilla, 3 shares x 2 budgets + longer general CPT:
+the split law against its baselines and the compute ratio with intervals (docs/specialization.md).
 """
 
 from ladder.cpt import default_config

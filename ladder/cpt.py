@@ -252,6 +252,10 @@ def run_study(cfg, out=None, log=print) -> dict:
                                           for s in report["sizes"]],
                                 "trend": report["trend"], "trend_gain": report["trend_gain"]}
     times["report"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    summary["split_comparison"] = compare_split_laws(results_path, cfg.fit.starts, spec)
+    times["split_comparison"] = time.perf_counter() - t
     summary["seconds"] = times
     (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
@@ -269,6 +273,21 @@ def _rule_a(fits: dict, n: float, d: float, tolerance: float, ratio_range=(0.0, 
     from ladder.laws.dcpt import rule_a
 
     return rule_a(*_laws(fits), n, d, tolerance, ratio_range)
+
+
+def compare_split_laws(results_path: Path, starts: int, out: Path) -> dict:
+    """The split law (ours) against Chinchilla in total tokens and the D-CPT law at the final mixture on
+    held-out runs (ladder.laws.split.compare_with_baselines), written to <out>/split_comparison.json; a
+    grid too small to hold out a size and a budget gets {"error": ...} (the CI variant)."""
+    from ladder.laws.split import compare_with_baselines
+    from ladder.results import read_table
+
+    try:
+        result = compare_with_baselines(read_table(results_path), n_starts=starts)
+    except LadderError as e:
+        result = {"error": str(e)}
+    (out / "split_comparison.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
 
 
 def fit_positive_share(results_path: Path, starts: int, holdout: bool) -> dict:

@@ -130,7 +130,7 @@ def test_comparison_on_held_out_runs_picks_the_law_that_generated_them():
     are then not separable: 1.5% measured); the total-tokens baseline (a general token is not worth a domain
     token) and the D-CPT law at the final mixture miss by 6-15% on both."""
     out = split.compare_with_baselines(_cpt_table(TRUE, ratios=(0.0, 0.5, 1.0)), n_starts=4)
-    size, budget = out["held_out"]["size N=1e+06"], out["held_out"]["budget 2 tokens/param"]
+    size, budget = out["held_out"]["size N=1e+06"], out["held_out"]["largest domain budget of each size"]
     assert size["n_test"] == budget["n_test"] == 9  # 3 shares x 3 budgets; 3 shares x 3 sizes
     assert budget["split"]["mean_abs_rel_err"] < 1e-6 and size["split"]["mean_abs_rel_err"] < 0.02
     for row in (size, budget):

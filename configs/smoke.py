@@ -19,7 +19,7 @@ def get_config(arg=None):
     c.plan.update(targets=["smoke-target"], preset="smoke")
     c.train_overrides = ["eval.tasks=embedded", "eval.lm_loss_batches=4", "model.scan_layers=False"]
     c.launch.parallel = 2  # two single-rung trainers share 2 cores better than one (bench/summary.py)
-    c.predict.update(method="auto", bootstrap=200)
+    c.predict.update(method="ensemble", bootstrap=200)  # docs/laws.md, "The default"
     c.self_check.update(enabled=True, size="330k", multiple=0.5)
     if arg == "quick":
         c.name, c.out_dir = "smoke-quick", "runs/smoke-quick"

@@ -7,6 +7,8 @@ and the memory plan are the ones XLA would produce on the real slice. From the c
 per device: parameter and optimizer-state bytes (from the state shardings), the rest of the arguments, the
 temporaries (activations and workspace) and the generated code, against the chip's HBM; and the compiled
 FLOPs per step against ladder.arch's formula. Method and measured tables: docs/tpu-compile.md.
+Slice shapes, hosts and the default mesh: ladder.topology; the report, suggestions and table:
+ladder.compile_report (neither imports JAX).
 
 Facts this module relies on (libtpu 0.0.51, jax 0.10.2, measured):
   - `memory_analysis().temp_size_in_bytes` is always 0 for TPU compile-only programs; `peak_memory_in_bytes`
@@ -21,28 +23,22 @@ Facts this module relies on (libtpu 0.0.51, jax 0.10.2, measured):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
 import math
 import os
 import re
+import sys
+import tempfile
 import time
 
-from ladder import chips
+from ladder import chips, topology
 from ladder.arch import Arch, flops_per_token_6n, flops_per_token_reference, n_params, n_params_per_layer
+from ladder.compile_report import CompileReport, suggestions
 from ladder.errors import LadderError
-
-# Cloud TPU slice shapes (chips). v5e/v6e are 2-D tori; v4/v5p 3-D, grown by doubling the smallest axis.
-_GRID_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
-_GRID_3D = {4 * 2**i: s for i, s in enumerate([(2, 2, 1), (2, 2, 2), (2, 2, 4), (2, 4, 4), (4, 4, 4), (4, 4, 8),
-                                                (4, 8, 8), (8, 8, 8), (8, 8, 16), (8, 16, 16), (16, 16, 16)])}
-GRIDS = {"v5e": _GRID_2D, "v6e": _GRID_2D, "v4": _GRID_3D, "v5p": _GRID_3D}
-
-# A compile "fits" when its per-device total stays under this fraction of HBM: XLA's own reservations,
-# fragmentation and the runtime take the rest.
-HBM_USABLE_FRACTION = 0.94
-GiB = float(1 << 30)
+from ladder.topology import GRIDS, Topology, default_mesh_overrides, next_topology, parse_topology
 
 # Compiler options for the FLOPs probes only. On a large fsdp mesh libtpu turns each all-gathered (or
 # reduce-scattered) matmul into a while loop over the shards that overlaps the collective with partial
@@ -51,67 +47,6 @@ GiB = float(1 << 30)
 # The memory compile keeps libtpu's defaults, so its memory plan is the one the slice will run.
 FLOPS_PROBE_OPTIONS = {"xla_tpu_enable_windowed_einsum_for_all_gather": False,
                        "xla_tpu_enable_windowed_einsum_for_reduce_scatter": False}
-# compiled / expected FLOPs (expected_flops_per_token) must fall in this band: XLA also counts elementwise
-# work (norms, RoPE, softmax, SwiGLU, loss, AdamW) the formula leaves out, +0.5% at the ladder's widths,
-# ~+5% at d=64. A lost layer, a lost or duplicated recompute, or replicated work reads outside it.
-FLOPS_RATIO_BAND = (0.98, 1.10)
-
-
-@dataclasses.dataclass(frozen=True)
-class Topology:
-    """One or more identical Cloud TPU slices (multislice: slices joined over the data-center network)."""
-
-    chip: chips.Chip
-    chips_per_slice: int
-    num_slices: int = 1
-
-    @property
-    def accelerator_type(self) -> str:
-        return chips.slice_name(self.chip, self.chips_per_slice)
-
-    @property
-    def grid(self) -> tuple[int, ...]:
-        return GRIDS[self.chip.name][self.chips_per_slice]
-
-    @property
-    def n_devices(self) -> int:  # one JAX device per chip (v4 and v5p in megacore mode)
-        return self.chips_per_slice * self.num_slices
-
-    @property
-    def jax_topology_name(self) -> str:
-        return f"{self.chip.name}:{'x'.join(map(str, self.grid))}"
-
-    @property
-    def chips_per_host_bounds(self) -> tuple[int, int, int]:
-        if self.chip.name in ("v5e", "v6e") and self.chips_per_slice <= 8:  # single-host slices
-            return {1: (1, 1, 1), 4: (2, 2, 1), 8: (2, 4, 1)}[self.chips_per_slice]
-        return (2, 2, 1)  # 4-chip hosts: v4, v5p, and multi-host v5e/v6e
-
-    def __str__(self) -> str:
-        return self.accelerator_type if self.num_slices == 1 else f"{self.num_slices}x{self.accelerator_type}"
-
-
-def parse_topology(accelerator_type: str, num_slices: int = 1) -> Topology:
-    """'v5litepod-16' (or 'v5e-16', 'v4-32', 'v5p-8', 'v6e-64'), optionally as `num_slices` slices; a
-    '2xv5p-256' prefix (the planner's and launcher's spelling of multislice) sets the number of slices."""
-    m = re.fullmatch(r"(\d+)x(\S+)", accelerator_type)
-    if m:
-        accelerator_type, num_slices = m.group(2), int(m.group(1))
-    chip, n_chips = chips.parse_slice(accelerator_type)
-    if chip.name not in GRIDS:
-        raise LadderError(f"topology: {accelerator_type!r} is not a Cloud TPU slice")
-    if n_chips not in GRIDS[chip.name]:
-        sizes = ", ".join(chips.slice_name(chip, n) for n in GRIDS[chip.name])
-        raise LadderError(f"topology: {accelerator_type!r} is not a {chip.name} slice shape; use one of {sizes}")
-    if num_slices < 1:
-        raise LadderError(f"num_slices: {num_slices} is invalid; use 1 (one slice) or more (multislice)")
-    return Topology(chip, n_chips, num_slices)
-
-
-def next_topology(topo: Topology) -> Topology | None:
-    """The next larger slice of the same chip (same number of slices), or None at the largest."""
-    bigger = [n for n in GRIDS[topo.chip.name] if n > topo.chips_per_slice]
-    return dataclasses.replace(topo, chips_per_slice=bigger[0]) if bigger else None
 
 
 def libtpu_available() -> bool:
@@ -124,6 +59,29 @@ def require_libtpu() -> None:
                           "install the extra: pip install 'ladder[tpu]' (libtpu==0.0.51)")
 
 
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """libtpu's start-up writes warnings to file descriptor 2 from C++ when it loads off a TPU VM ("could not
+    determine TPU accelerator type", an INVALID_ARGUMENT about TPU_WORKER_HOSTNAMES, 5 lines): harmless for
+    compile-only devices, and no env var silences them (TPU_STDERR_LOG_LEVEL, TPU_MIN_LOG_LEVEL,
+    TF_CPP_MIN_LOG_LEVEL tried, libtpu 0.0.51). So fd 2 goes to a temporary file meanwhile; if the block
+    fails, what was written is replayed on stderr for the diagnosis."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 @functools.cache
 def topology_devices(topo: Topology) -> tuple:
     """Compile-only TPU devices for the topology (loads libtpu once; CPU stays the default backend)."""
@@ -133,10 +91,11 @@ def topology_devices(topo: Topology) -> tuple:
     from jax.experimental import topologies
 
     try:
-        desc = topologies.get_topology_desc(
-            platform="tpu", topology_name=topo.jax_topology_name,
-            chip_config_name="megacore" if topo.chip.name == "v4" else "default",
-            chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=topo.num_slices)
+        with native_stderr_quiet():
+            desc = topologies.get_topology_desc(
+                platform="tpu", topology_name=topo.jax_topology_name,
+                chip_config_name="megacore" if topo.chip.name == "v4" else "default",
+                chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=topo.num_slices)
     except Exception as e:  # JaxRuntimeError from libtpu: version mismatch, lockfile, bad shape
         raise LadderError(f"topology: libtpu could not describe {topo} ({topo.jax_topology_name}): "
                           f"{str(e).splitlines()[0]}; check that libtpu==0.0.51 matches jax") from e
@@ -161,98 +120,12 @@ def topology_mesh(mesh_cfg, topo: Topology):
         raise LadderError(f"{e} (on {topo.accelerator_type}: {topo.chips_per_slice} chips per slice)") from None
 
 
-def default_mesh_overrides(config, topo: Topology) -> tuple[str, ...]:
-    """`mesh.*` train-config overrides that give `config` the suite's default mesh on `topo`
-    (ladder.plan.resources.default_mesh: tensor-parallel when the batch cannot split over every chip).
-
-    Empty when the config's mesh is not the default (data 1, fsdp -1, tensor 1: a user's mesh always wins),
-    when pure fsdp works, and when no mesh works (the trainer's own check then names the problem). The
-    compile check and the launcher both call this, so a launched rung trains with the mesh it compiled with.
-    """
-    from ladder.plan import resources
-    from ladder.train_config import arch_of
-
-    if {axis: config.mesh[axis] for axis in resources.DEFAULT_MESH} != resources.DEFAULT_MESH:
-        return ()
-    batch = config.train.global_batch
-    if batch % topo.num_slices:
-        return ()
-    mesh = resources.default_mesh(arch_of(config), batch // topo.num_slices, topo.chips_per_slice,
-                                  resources.chips_per_host(topo.chip, topo.chips_per_slice))
-    if mesh is None or mesh["tensor"] == 1:
-        return ()
-    return tuple(f"mesh.{axis}={mesh[axis]}" for axis in ("fsdp", "tensor"))
-
-
 def per_device_bytes(abstract_tree, shardings) -> int:
     """Bytes one device holds of a pytree of ShapeDtypeStructs laid out by matching shardings."""
     import jax
 
     sizes = jax.tree.map(lambda a, s: math.prod(s.shard_shape(a.shape)) * a.dtype.itemsize, abstract_tree, shardings)
     return int(sum(jax.tree.leaves(sizes)))
-
-
-@dataclasses.dataclass
-class CompileReport:
-    """What one rung's train step needs per device on one topology (bytes), and its FLOPs per step."""
-
-    rung: str
-    topology: str
-    mesh: dict  # axis -> size
-    n_devices: int
-    params: int
-    opt_state: int
-    other_args: int  # batch, step counter, RNG
-    temp: int  # activations and XLA workspace live at the peak beyond arguments and outputs
-    code: int
-    peak: int  # XLA's peak (arguments + temporaries + non-aliased outputs)
-    total: int  # peak + generated code
-    hbm: int
-    fits: bool
-    flops_compiled: float  # whole step, all devices (nan when not counted)
-    flops_6n: float  # ladder.arch 6N + attention, x tokens per step
-    flops_reference: float
-    flops_expected: float  # flops_6n plus the rematerialised forward when remat is on
-    tokens_per_step: int
-    compile_s: float  # the memory compile
-    flops_s: float = 0.0  # the FLOPs probes
-    suggestions: list[str] = dataclasses.field(default_factory=list)
-    mesh_note: str = ""  # set when the mesh was chosen for the user (default_mesh_overrides)
-    error: str = ""  # XLA's out-of-memory message when it refused to compile
-
-    @property
-    def hbm_fraction(self) -> float:
-        return self.total / self.hbm
-
-    @property
-    def flops_ratio(self) -> float:
-        """compiled / 6N accounting (remat reads ~1.2-1.33 here: the recompute is real work)."""
-        return self.flops_compiled / self.flops_6n
-
-    @property
-    def flops_vs_expected(self) -> float:
-        return self.flops_compiled / self.flops_expected
-
-    @property
-    def flops_ok(self) -> bool | None:
-        """None when not counted; else whether compiled/expected lies in FLOPS_RATIO_BAND."""
-        if math.isnan(self.flops_compiled):
-            return None
-        return FLOPS_RATIO_BAND[0] <= self.flops_vs_expected <= FLOPS_RATIO_BAND[1]
-
-    def fit_lines(self) -> list[str]:
-        """One line saying whether the rung fits its slice (per-device GiB), then any suggestions."""
-        mesh = "/".join(str(self.mesh[a]) for a in ("data", "fsdp", "tensor"))
-        verdict = "fits" if self.fits else "does NOT fit"
-        line = (f"{self.rung} on {self.topology} (mesh data/fsdp/tensor {mesh}): {verdict}, "
-                f"{self.total / GiB:.2f} of {self.hbm / GiB:.0f} GiB HBM per device ({self.hbm_fraction:.0%}; "
-                f"params {self.params / GiB:.2f}, optimizer {self.opt_state / GiB:.2f}, temp {self.temp / GiB:.2f})")
-        notes = [f"  {self.mesh_note}"] if self.mesh_note else []
-        return [line] + notes + [f"  suggestion: {s}" for s in self.suggestions]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"hbm_fraction": self.hbm_fraction, "flops_ratio": self.flops_ratio,
-                                           "flops_vs_expected": self.flops_vs_expected, "flops_ok": self.flops_ok}
 
 
 def expected_flops_per_token(arch: Arch, remat: bool) -> float:
@@ -320,7 +193,7 @@ def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, r
     return CompileReport(
         **common, other_args=int(mem.argument_size_in_bytes) - params - opt_state,
         temp=max(peak - int(mem.argument_size_in_bytes) - unaliased_out, 0), code=int(mem.generated_code_size_in_bytes),
-        peak=peak, total=total, fits=total <= HBM_USABLE_FRACTION * topo.chip.hbm_bytes, compile_s=compile_s)
+        peak=peak, total=total, fits=total <= topology.HBM_USABLE_FRACTION * topo.chip.hbm_bytes, compile_s=compile_s)
 
 
 def _split_state_bytes(abstract_state, shardings) -> tuple[int, int]:
@@ -345,7 +218,7 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     config = apply_overrides(config, chosen)
     train.validate(config)
     mesh = topology_mesh(config.mesh, topo)
-    train.validate_for_mesh(config, dict(mesh.shape), process_count=_hosts(topo))
+    train.validate_for_mesh(config, dict(mesh.shape), process_count=topo.hosts)
     arch = train.arch_of(config)
     report = compile_program(train.make_train_step(config, mesh), topo, arch, config.train.global_batch,
                              rung=name or config.name, remat=bool(config.model.remat))
@@ -391,71 +264,25 @@ def unrolled_flops(config, mesh, topo: Topology) -> float:
     return one + (config.model.n_layers - 1) * (flops(2) - one)
 
 
-def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
-    """What to change when a rung does not fit, most direct first, with the per-device figures that argue it."""
-    out = []
-    state = report.params + report.opt_state
-    batch, dp, tp = config.train.global_batch, report.mesh["data"] * report.mesh["fsdp"], report.mesh["tensor"]
-    bigger = next_topology(topo)
-    if bigger is not None and batch % _hosts(bigger):  # the trainer gives every host whole rows of the batch
-        bigger = None
-    fills = -1 in (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    if bigger is not None and fills and batch % (2 * dp) == 0:
-        # State and batch are both split over data x fsdp: doubling the chips roughly halves both.
-        out.append(f"use {bigger} (about {report.total / 2 / GiB:.1f} GiB per device expected; "
-                   f"`ladder compile PLAN --topology {bigger.accelerator_type}` to confirm)")
-    elif bigger is not None and _divides_heads_and_mlp(config, 2 * tp):
-        # The batch cannot split further (or the mesh is pinned): the extra chips go to tensor parallelism.
-        out.append(f"use {bigger} with --config.mesh.tensor={2 * tp} (the batch of {batch} splits over at most "
-                   f"{dp} data x fsdp devices here; tensor parallelism splits weights and activations, the saved "
-                   f"layer inputs over the sequence; `ladder compile` to confirm)")
-    if (config.mesh.data != 1 or config.mesh.tensor != 1) and batch % topo.chips_per_slice == 0:
-        out.append(f"shard state over every chip: --config.mesh.data=1 --config.mesh.fsdp=-1 --config.mesh.tensor=1 "
-                   f"(parameters + optimizer now {state / GiB:.1f} GiB per device)")
-    if not config.model.remat:
-        out.append(f"rematerialise each layer in the backward pass: --config.model.remat=True "
-                   f"(temporaries now {report.temp / GiB:.1f} GiB per device; costs ~1/3 more FLOPs)")
-    if config.model.dtype == "float32":
-        out.append("compute in bfloat16 (master weights stay float32): --config.model.dtype=bfloat16")
-    out.append(f"a smaller per-device batch ({batch // dp} sequences now) needs a larger "
-               "slice: the global batch is part of the rung's recipe, so change it only by re-planning")
-    return out
-
-
-def _hosts(topo: Topology) -> int:
-    """TPU VM hosts (one trainer process each) across the topology's slices."""
-    return max(topo.n_devices // math.prod(topo.chips_per_host_bounds), 1)
-
-
-def _divides_heads_and_mlp(config, tensor: int) -> bool:
-    from ladder import train
-
-    arch = train.arch_of(config)
-    return arch.n_heads % tensor == 0 and arch.mlp_hidden % tensor == 0 and arch.padded_vocab % tensor == 0
-
-
-def choose_slice(rung: dict, chip: str = "v5e", *, defaults: dict | None = None, start: str | None = None,
-                 num_slices: int = 1, overrides=()) -> tuple[str, CompileReport]:
-    """The smallest slice, from `start` up, on which the compiled rung fits: the planner's choice
-    (`ladder.plan.choose_slice`, which also weighs time) checked, and grown when XLA needs more HBM than the
-    estimate said. Never shrinks the planner's choice. Each slice compiles with its default mesh unless
-    `defaults` or `overrides` set one (compile_config). LadderError when no slice of `chip` fits."""
-    from ladder import train
-    from ladder.config import apply_overrides
-
+def choose_slice(config, chip: str = "v5e", *, start: str | None = None,
+                 num_slices: int = 1) -> tuple[str, CompileReport]:
+    """The smallest slice, from `start` up, on which the compiled train config (a rung's, from
+    train_config.resolve_rung) fits: the planner's choice (`ladder.plan.choose_slice`, which also weighs
+    time) checked, and grown when XLA needs more HBM than the estimate said. Never shrinks the planner's
+    choice. Each slice compiles with its default mesh unless the config sets one (compile_config).
+    LadderError when no slice of `chip` fits."""
     c = chips.chip(chip)
     topo = parse_topology(start or chips.slice_name(c, min(GRIDS[c.name])), num_slices)
-    config = apply_overrides(train.config_from_rung(rung, defaults), overrides)
     while True:
         try:
-            report = compile_config(config, topo, name=rung["name"], count_flops=False)
+            report = compile_config(config, topo, name=config.name, count_flops=False)
         except LadderError:  # e.g. the batch does not split over this many chips: try the next size
             report = None
         if report is not None and report.fits:
             return topo.accelerator_type, report
         topo = next_topology(topo)
         if topo is None:
-            raise LadderError(f"slice: rung {rung['name']} fits no {c.name} slice; use a larger chip or multislice")
+            raise LadderError(f"slice: rung {config.name} fits no {c.name} slice; use a larger chip or multislice")
 
 
 _SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "mlp_hidden", "vocab_size", "seq_len", "batch_sequences")
@@ -487,8 +314,7 @@ def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -
 
     The launcher calls this with its jobs (each rung on its own slice). Rungs that differ only in length
     (Chinchilla multiple) share one program, so each shape compiles once per placement."""
-    from ladder import train
-    from ladder.config import apply_overrides
+    from ladder.train_config import resolve_rung
 
     require_libtpu()
     reports, done = [], {}
@@ -497,7 +323,7 @@ def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -
         if key in done:
             report = dataclasses.replace(done[key], rung=rung["name"], compile_s=0.0, flops_s=0.0)
         else:
-            config = apply_overrides(train.config_from_rung(rung, plan.get("defaults") or {}), overrides)
+            config, _ = resolve_rung(plan, rung, overrides)
             report = compile_config(config, parse_topology(accelerator_type, num_slices), name=rung["name"],
                                     count_flops=count_flops)
             done[key] = report
@@ -505,24 +331,3 @@ def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -
             log(report)
         reports.append(report)
     return reports
-
-
-
-def format_reports(reports: list[CompileReport]) -> str:
-    """A fixed-width table: one line per rung and topology, memory in GiB per device.
-
-    `vs 6N` is compiled FLOPs / (6N + attention); `vs exp` divides by expected_flops_per_token instead
-    (remat included) and is flagged `!` outside FLOPS_RATIO_BAND."""
-    head = (f"{'rung':<16} {'topology':<16} {'mesh d/f/t':<11} {'params':>7} {'optim':>7} {'temp':>7} "
-            f"{'total':>7} {'HBM':>5} {'use':>5} {'fits':<4} {'vs 6N':>6} {'vs exp':>7} {'compile s':>9}")
-    lines = [head]
-    for r in reports:
-        mesh = "/".join(str(r.mesh[a]) for a in ("data", "fsdp", "tensor"))
-        flag = {None: " ", True: " ", False: "!"}[r.flops_ok]
-        lines.append(f"{r.rung:<16} {r.topology:<16} {mesh:<11} {r.params / GiB:7.2f} {r.opt_state / GiB:7.2f} "
-                     f"{r.temp / GiB:7.2f} {r.total / GiB:7.2f} {r.hbm / GiB:5.0f} {r.hbm_fraction:5.0%} "
-                     f"{'yes' if r.fits else 'NO':<4} {r.flops_ratio:6.3f} {r.flops_vs_expected:6.3f}{flag} "
-                     f"{r.compile_s + r.flops_s:9.1f}")
-        lines += [f"    {r.mesh_note}"] if r.mesh_note else []
-        lines += [f"    suggestion: {s}" for s in r.suggestions]
-    return "\n".join(lines)

@@ -4,15 +4,180 @@ The state is {"step", "params", "opt_state"}; "step" (updates done) is also the 
 k is a pure function of (seed, k). Every process must call save() for the same steps (orbax writes each
 process's shards and synchronises); restore() places arrays directly onto the target shardings, so a run can
 resume on another mesh shape. The directory may be local or gs:// (orbax writes through etils.epath).
+
+Integrity (docs/training.md, "Checkpoint integrity"): orbax commits a step by renaming its temporary
+directory, but nothing checks the bytes afterwards, so a flipped bit restores silently into a wrong run.
+After orbax has finalized a save (never before: an async save is still writing), process 0 writes
+`<step>/ladder-checksums.json`: the size and sha256 of every file of the step (sizes only on gs://, where
+reading a checkpoint back costs as much as writing it, and the store checks its own CRC32C). A step
+"verifies" when its manifest exists and every file matches; only such a step is a resume point or is ever
+called the last good checkpoint. `recover()` walks the steps newest first and moves each one that fails
+aside into `<checkpoints>.corrupt/` (never deleted: the bytes may be wanted), reporting step and file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import sys
+import time
 
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
+
+from ladder.errors import LadderError
+
+MANIFEST = "ladder-checksums.json"
+MANIFEST_VERSION = 1
+
+
+class _OrbaxErrorsReRaised(logging.Filter):
+    """orbax logs a traceback for a failed background write from each of its threads (and asyncio logs the
+    futures those threads leave behind), then re-raises the error to the caller, which ladder.train turns
+    into one line naming the path; drop the logged copies so a full disk is one message, not dozens of
+    tracebacks. Records without a traceback, and tracebacks that do not pass through orbax, still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or not record.exc_info[1]:
+            return True
+        error = record.exc_info[1]
+        if "orbax" in record.pathname or str(error) == "Event loop is closed":
+            return False
+        tb = error.__traceback__
+        while tb is not None:
+            if "/orbax/" in tb.tb_frame.f_code.co_filename:
+                return False
+            tb = tb.tb_next
+        return True
+
+
+_FILTER = _OrbaxErrorsReRaised()
+
+
+class CorruptCheckpoint(LadderError):
+    """A checkpoint step whose files do not match its manifest (or that has none)."""
+
+
+def _step_dirs(directory) -> list[int]:
+    """Integer-named step directories (orbax's temporary `<step>.orbax-checkpoint-tmp-*` dirs are not steps)."""
+    directory = epath.Path(_absolute(directory))
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def _files(step_dir: epath.Path) -> list[str]:
+    """Every file under a step directory as a relative path, sorted, the manifest excluded."""
+    out = []
+    for root, _, names in os.walk(step_dir) if not _remote(step_dir) else _remote_walk(step_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), step_dir)
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def _remote_walk(step_dir: epath.Path):
+    stack = [step_dir]
+    while stack:
+        d = stack.pop()
+        children = list(d.iterdir())
+        stack.extend(c for c in children if c.is_dir())
+        yield str(d), [], [c.name for c in children if not c.is_dir()]
+
+
+def _remote(path) -> bool:
+    return "://" in str(path)
+
+
+def _sha256(path: epath.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe(step_dir: epath.Path, rel: str) -> dict:
+    path = step_dir / rel
+    if _remote(step_dir):
+        return {"bytes": path.stat().length}
+    return {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+
+
+def write_manifest(step_dir) -> None:
+    """Checksums of a finalized step, written atomically (tmp + rename; one whole object on gs://)."""
+    step_dir = epath.Path(_absolute(step_dir))
+    manifest = {"version": MANIFEST_VERSION, "written": time.time(),
+                "files": {rel: _describe(step_dir, rel) for rel in _files(step_dir)}}
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    if _remote(step_dir):
+        (step_dir / MANIFEST).write_text(text)
+        return
+    tmp = step_dir / (MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, step_dir / MANIFEST)
+
+
+def verify_step(step_dir) -> str | None:
+    """None when the step matches its manifest, else the first problem as '<file>: <what is wrong>'."""
+    step_dir = epath.Path(_absolute(step_dir))
+    if not step_dir.is_dir():
+        return f"{step_dir}: not a directory"
+    try:
+        manifest = json.loads((step_dir / MANIFEST).read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        return f"{MANIFEST}: missing (the save never completed, or the step was written without checksums)"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return f"{MANIFEST}: unreadable"
+    for rel, want in sorted(files.items()):
+        path = step_dir / rel
+        if not path.exists():
+            return f"{rel}: missing"
+        got = _describe(step_dir, rel)
+        if got["bytes"] != want.get("bytes"):
+            return f"{rel}: {got['bytes']} bytes, {want.get('bytes')} when saved (truncated or overwritten)"
+        if "sha256" in got and "sha256" in want and got["sha256"] != want["sha256"]:
+            return f"{rel}: sha256 differs from the one recorded at save time (the bytes changed)"
+    return None
+
+
+def set_aside(directory, step: int) -> epath.Path:
+    """Move a bad step out of orbax's sight into `<checkpoints>.corrupt/<step>-<unix time>`; returns the target."""
+    directory = epath.Path(_absolute(directory))
+    quarantine = directory.parent / (directory.name + ".corrupt")
+    quarantine.mkdir(parents=True, exist_ok=True)
+    target = quarantine / f"{step}-{int(time.time())}"
+    (directory / str(step)).rename(target)
+    return target
+
+
+def recover(directory, print_fn=None) -> int | None:
+    """The newest step that verifies (None: there is none). Every newer step is reported (step and file) and
+    set aside, so orbax resumes from the verified one and later saves of those step numbers do not collide.
+    Call it on process 0 only, before a Checkpoints is opened on `directory`."""
+    print_fn = print_fn or (lambda line: print(line, file=sys.stderr))
+    for step in reversed(_step_dirs(directory)):
+        problem = verify_step(epath.Path(_absolute(directory)) / str(step))
+        if problem is None:
+            return step
+        target = set_aside(directory, step)
+        print_fn(f"ladder: checkpoint step {step} failed verification ({problem}); moved it to {target} "
+                 "and falling back to the previous step")
+    return None
+
+
+def verified_steps(directory) -> list[int]:
+    """Steps that verify, oldest first (reads every file of every step: for choosing a base, not per step)."""
+    directory = epath.Path(_absolute(directory))
+    return [s for s in _step_dirs(directory) if verify_step(directory / str(s)) is None]
 
 
 def saved_steps(directory) -> list[int]:
@@ -42,7 +207,17 @@ def _absolute(directory) -> str:
 
 
 class Checkpoints:
+    """Saves with a checksum manifest sealed after orbax finalizes each step; restores verify first."""
+
     def __init__(self, directory, keep: int, permanent_steps=(), async_save: bool = True):
+        import jax
+
+        self.directory = epath.Path(_absolute(directory))
+        self.lead = jax.process_index() == 0
+        self.pending: list[int] = []  # saved steps whose manifest is not written yet
+        self.last_verified: int | None = None  # newest step whose manifest this process wrote or checked
+        for name in ("absl", "asyncio", "concurrent.futures"):
+            logging.getLogger(name).addFilter(_FILTER)  # idempotent: a logger holds a filter once
         keep_policy = policies.AnyPreservationPolicy([
             policies.LatestN(n=max(keep, 1)),  # the newest `keep` saves (resume points)
             policies.CustomSteps(list(permanent_steps)),  # the plan's checkpoint_steps are never deleted
@@ -56,15 +231,43 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state) -> None:
-        """Start saving (returns once the arrays are copied off the devices; writing goes on in the background)."""
+        """Start saving (returns once the arrays are copied off the devices; writing goes on in the background).
+        orbax waits for the previous save before starting this one, so sealing it here costs no extra wait."""
+        self.wait()
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self.pending.append(step)
 
-    def restore(self, step: int, abstract_state):
-        """`abstract_state`: ShapeDtypeStructs carrying the target shardings."""
+    def restore(self, step: int, abstract_state, verify: bool = True):
+        """`abstract_state`: ShapeDtypeStructs carrying the target shardings. The step is verified first
+        (CorruptCheckpoint naming step and file otherwise) unless this process already verified it."""
+        if verify and step != self.last_verified:
+            problem = verify_step(self.directory / str(step))
+            if problem:
+                raise CorruptCheckpoint(f"checkpoint {self.directory / str(step)}: {problem}; "
+                                        "restore another step (its manifest must verify)")
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+    def poll(self) -> None:
+        """Once per step: raise a failed background save's error now (not at the next save, minutes later), and
+        seal a save that has finished, so the window between orbax's commit and the manifest stays short."""
+        if not self.pending:
+            return
+        self.manager.check_for_errors()
+        if not self.manager.is_saving_in_progress():
+            self.wait()
+
     def wait(self) -> None:
+        """Block until every started save is finalized, then seal each with its checksum manifest."""
         self.manager.wait_until_finished()
+        for step in self.pending:
+            step_dir = self.directory / str(step)
+            if self.lead and step_dir.exists():  # a preservation policy may already have deleted it
+                write_manifest(step_dir)
+            self.last_verified = step
+        self.pending = []
 
     def close(self) -> None:
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()

@@ -34,6 +34,17 @@ CHIPS: dict[str, Chip] = {
 }
 
 
+# device_kind substrings (lower case) -> chip name; first match wins, so "v5 lite" precedes "v5".
+DEVICE_KINDS = (("v5 lite", "v5e"), ("v5e", "v5e"), ("v6 lite", "v6e"), ("v6e", "v6e"), ("v5p", "v5p"),
+                ("v5", "v5p"), ("v4", "v4"), ("h200", "h200"), ("h100", "h100"), ("a100", "a100"))
+
+
+def chip_of_device_kind(device_kind: str) -> str | None:
+    """A JAX device's `device_kind` ('TPU v5 lite', 'NVIDIA H100 80GB HBM3') -> its CHIPS name, or None."""
+    kind = device_kind.lower()
+    return next((name for key, name in DEVICE_KINDS if key in kind), None)
+
+
 def chip(name: str) -> Chip:
     key = name.lower()
     if key not in CHIPS:

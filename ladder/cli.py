@@ -1,8 +1,10 @@
 """`ladder <verb>`: a thin shell over the Python API.
 
-Each verb lives in `ladder/commands/<verb>.py` with two functions, `add_arguments(parser)` and
-`run(args) -> int`, and is imported only when invoked, so `ladder plan` never pays for JAX.
-Any `LadderError` becomes one line on stderr and exit code 2.
+Each verb lives in `ladder/commands/<verb>.py` with `add_arguments(parser)`, `run(args) -> int` (parse, one
+library call, print), `EXAMPLES` (shown by --help) and `TAKES_CONFIG = True` when it reads `--config.*`
+overrides. A verb's module is imported only when invoked, so `ladder plan` never pays for JAX.
+Any `LadderError` becomes one line on stderr and exit code 2. The grammar the verbs share (-o/--out and
+--overwrite, --target, examples, defaults in --help) is in `ladder/commands/common.py`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def _load(verb: str):
     return importlib.import_module(f"ladder.commands.{module}")
 
 
+def version() -> str:
+    """The installed package's version (package metadata), or 'unknown' when running from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("ladder")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladder",
@@ -51,35 +63,55 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="verbs:\n" + "\n".join(f"  {v:<9} {h}" for v, (_, h) in VERBS.items()),
     )
     parser.add_argument("verb", choices=list(VERBS), metavar="VERB", help="one of the verbs below")
+    parser.add_argument("--version", action="version", version=f"ladder {version()}")
     return parser
+
+
+def verb_parser(verb: str, module) -> argparse.ArgumentParser:
+    """The verb's parser: its options (defaults shown), its examples and, for verbs that take a config, the
+    `--config.section.key=value` override line (the module's own CONFIG_LINE if it has one)."""
+    from ladder.commands.common import CONFIG_LINE, HelpFormatter
+
+    takes_config = getattr(module, "TAKES_CONFIG", False)
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in module.EXAMPLES.strip().splitlines())
+    if takes_config:
+        epilog += "\n\n" + getattr(module, "CONFIG_LINE", CONFIG_LINE)
+    parser = argparse.ArgumentParser(prog=f"ladder {verb}", description=VERBS[verb][1], formatter_class=HelpFormatter,
+                                     epilog=epilog)
+    module.add_arguments(parser)
+    return parser
+
+
+def parse(verb: str, rest: list[str]):
+    """(module, args) for `ladder VERB REST...` without running it; argparse errors exit 2 as usual.
+    `--config.a.b=value` overrides (the ml_collections idiom) land in args.config_overrides for verbs that
+    take a config and are errors elsewhere."""
+    module = _load(verb)
+    parser = verb_parser(verb, module)
+    args, unknown = parser.parse_known_args(rest)
+    takes_config = getattr(module, "TAKES_CONFIG", False)
+    args.config_overrides = [u[len("--config."):] for u in unknown if takes_config and u.startswith("--config.")]
+    leftover = [u for u in unknown if not (takes_config and u.startswith("--config."))]
+    if leftover:
+        parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    return module, args
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
-    if not argv or argv[0] in ("-h", "--help"):
-        top.print_help()
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        if argv[:1] == ["--version"]:
+            print(f"ladder {version()}")
+        else:
+            top.print_help()
         return 0
     if argv[0] not in VERBS:
         top.print_usage(sys.stderr)
         print(f"ladder: error: unknown verb {argv[0]!r}; choose one of {', '.join(VERBS)}", file=sys.stderr)
         return 2
     verb, rest = argv[0], argv[1:]
-    try:
-        module = _load(verb)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("ladder.commands"):
-            print(f"ladder {verb}: not implemented yet", file=sys.stderr)
-            return 2
-        raise
-    parser = argparse.ArgumentParser(prog=f"ladder {verb}", description=VERBS[verb][1])
-    module.add_arguments(parser)
-    args, unknown = parser.parse_known_args(rest)
-    # `--config.a.b=value` overrides (the ml_collections idiom) are collected for verbs that take a config.
-    args.config_overrides = [u[len("--config."):] for u in unknown if u.startswith("--config.")]
-    leftover = [u for u in unknown if not u.startswith("--config.")]
-    if leftover:
-        parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    module, args = parse(verb, rest)
     try:
         return int(module.run(args) or 0)
     except LadderError as e:

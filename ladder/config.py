@@ -19,18 +19,68 @@ from ladder.errors import LadderError
 
 
 def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-    """Load `file.py[:arg]`, call its get_config, apply `key.path=value` overrides."""
+    """Load `file.py[:arg]`, call its get_config, apply `key.path=value` overrides.
+
+    Everything that can go wrong in a config file is one line naming the file: it does not exist or is not
+    Python, it has no get_config, it takes no variant but one was given, get_config rejects the variant
+    (its own message is kept), or it returns something other than a ConfigDict."""
     path, _, arg = spec.partition(":")
     file = Path(path)
     if not file.is_file():
         raise LadderError(f"config: no such file {path!r}; pass a get_config() file such as configs/smoke.py")
+    if file.suffix != ".py":
+        raise LadderError(f"config: {path} is not a .py file; pass a get_config() file such as configs/smoke.py")
     module_spec = importlib.util.spec_from_file_location(f"_ladder_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
+    try:
+        module_spec.loader.exec_module(module)
+    except (SyntaxError, UnicodeDecodeError, ValueError) as e:
+        where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+        raise LadderError(f"config: {path}{where} is not valid Python ({type(e).__name__}: "
+                          f"{getattr(e, 'msg', None) or e}); fix the file") from None
+    if not callable(getattr(module, "get_config", None)):
         raise LadderError(f"config: {path} defines no get_config(); add `def get_config(arg=None)`")
-    cfg = module.get_config(arg) if arg else module.get_config()
+    if arg and not _takes_argument(module.get_config):
+        raise LadderError(f"config: {path} has no variants (its get_config takes no argument), so "
+                          f"{spec!r} names none; drop ':{arg}'")
+    try:
+        cfg = module.get_config(arg) if arg else module.get_config()
+    except (ValueError, KeyError, TypeError) as e:
+        what = f"variant {arg!r}" if arg else "get_config()"
+        message = str(e.args[0]) if e.args else type(e).__name__
+        raise LadderError(f"config: {path}: {what} failed: {message}") from None
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise LadderError(f"config: {path}: get_config returned {type(cfg).__name__}, not a ConfigDict; "
+                          "return ml_collections.ConfigDict (start from ladder.train.default_config())")
     return apply_overrides(cfg, overrides)
+
+
+KINDS = {  # config kind -> (sections that mark it, the verb that takes it, an example)
+    "train": (("model", "train", "optim"), "ladder train", "configs/tiny.py"),
+    "run": (("plan", "launch"), "ladder run", "configs/smoke.py"),
+}
+
+
+def require_kind(cfg, kind: str, spec: str = "config") -> None:
+    """A config of another kind (a train config given to `ladder run`, or the reverse) is one line saying
+    which verb takes it, not an AttributeError deep inside."""
+    sections, verb, example = KINDS[kind]
+    if all(k in cfg for k in sections):
+        return
+    other = next((k for k, (marks, _, _) in KINDS.items() if k != kind and all(m in cfg for m in marks)), None)
+    what = f"a `{KINDS[other][1]}` config" if other else f"not a `{verb}` config (it lacks {', '.join(sections)})"
+    hint = f"run it with `{KINDS[other][1]}`, or " if other else ""
+    raise LadderError(f"config: {spec} is {what}; {hint}give `{verb}` a config such as {example}")
+
+
+def _takes_argument(fn) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:

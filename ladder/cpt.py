@@ -11,18 +11,17 @@ Stages, each resumable (a finished run is skipped, a killed one resumes from its
                domain (weight r) data; each run evaluates general_loss / domain_loss (bits per byte,
                held-out validation split) at its end
   3. collect   every run's results.csv into <out>/results.csv (the columns of docs/specialization.md)
-  4. fit       `ladder fit dcpt --holdout` with rule (a) at the largest size and budget; with
+  4. fit       the D-CPT law (as `ladder fit dcpt --holdout`) with rule (a) at the largest size and budget; with
                fit.positive_share also the law fitted on own-data share > 0 (dcpt.positive_share: why)
   5. check     a CPT run at rule (a)'s ratio: its measured general-loss rise against the tolerance and both
                losses against each fitted law's prediction
-  6. report    `ladder report specialization` (compute effectiveness of domain vs general CPT)
-Output: <out>/study.json (every figure above plus stage times), the verbs' JSON/CSV/PNG under
+  6. report    the compute effectiveness of domain vs general CPT (as `ladder report specialization`)
+Output: <out>/study.json (every figure above plus stage times), the fit's and report's JSON/CSV/PNG under
 <out>/specialization/. docs/specialization.md ("Smoke study") has the measured figures.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -101,16 +100,16 @@ def plan_study(cfg) -> tuple[list[dict], list[dict]]:
 
 
 def run_config(cfg, rung: dict, out: Path):
-    """The train config of a base rung (no `init_from`) or a CPT rung."""
-    from ladder.config import apply_overrides
-    from ladder.train_config import config_from_rung
+    """The train config of a base rung (no `init_from`) or a CPT rung: the study's train_overrides, then
+    embedded data mixed general/domain at the rung's share r, then (CPT) the base run to continue from."""
+    from ladder.train_config import resolve_rung
 
-    config = apply_overrides(config_from_rung(rung), list(cfg.train_overrides))
-    config.data.update(source="embedded")
-    config.mix.update(general=cfg.general, domain=cfg.domain, r=float(rung.get("r", 0.0)))
+    study = ["data.source=embedded", f"mix.general={cfg.general}", f"mix.domain={cfg.domain}",
+             f"mix.r={float(rung.get('r', 0.0))!r}"]
     if "init_from" in rung:
-        config.init.update(from_run=str(out / "runs" / rung["base_run"]),
-                           restore_optimizer=bool(rung["init_from"]["restore_optimizer"]))
+        study += [f"init.from_run={out / 'runs' / rung['base_run']}",
+                  f"init.restore_optimizer={bool(rung['init_from']['restore_optimizer'])}"]
+    config, _ = resolve_rung(None, rung, list(cfg.train_overrides) + study)
     return config
 
 
@@ -119,12 +118,11 @@ def run_config(cfg, rung: dict, out: Path):
 
 def train_run(config, run_dir: Path, log) -> float:
     """Train (or resume, or skip when done) one run with evaluation; returns seconds spent."""
-    from ladder import metrics
+    from ladder import rundir
     from ladder.eval import make_on_eval
     from ladder.train import train
 
-    status = metrics.read_json(run_dir / "status.json") or {}
-    if status.get("state") == "done":
+    if rundir.read_status(run_dir).get("state") == "done":
         log(f"# {run_dir.name}: done, skipped")
         return 0.0
     t = time.perf_counter()
@@ -136,21 +134,15 @@ def train_run(config, run_dir: Path, log) -> float:
     return seconds
 
 
-def collect(run_dirs: list[Path], path: Path) -> int:
-    """Every run's results.csv into one table at `path` (rewritten); returns the number of rows."""
-    import csv
+def collect(runs: list[dict], out: Path, path: Path) -> int:
+    """Every run's results.csv (run dirs <out>/runs/<name>) into one table at `path` (rewritten); returns the
+    number of rows. The rows are kept as the evaluator wrote them (no plan columns: these are not plan rungs)."""
+    from ladder import rundir
 
-    from ladder import results
-
-    rows = []
-    for d in run_dirs:
-        require((d / "results.csv").is_file(), str(d), "has no results.csv", "train it with evaluation first")
-        with open(d / "results.csv", newline="") as f:
-            rows += list(csv.DictReader(f))
-    if path.exists():
-        path.unlink()
-    results.append_rows(path, rows)
-    return len(rows)
+    n, missing = rundir.collect({"rungs": runs}, out / "runs", path, overwrite=True, plan_columns=False)
+    if missing:
+        raise LadderError(f"{out / 'runs' / missing[0]}: has no results.csv; train it with evaluation first")
+    return n
 
 
 def use_compilation_cache(directory: Path) -> None:
@@ -163,22 +155,6 @@ def use_compilation_cache(directory: Path) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _verb(name: str, argv: list[str]) -> None:
-    """Run a ladder verb in-process (the same code as on the command line); LadderErrors propagate."""
-    import importlib
-
-    from ladder.cli import VERBS
-
-    module = importlib.import_module(f"ladder.commands.{VERBS[name][0]}")
-    parser = argparse.ArgumentParser(prog=f"ladder {name}")
-    module.add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.config_overrides = []
-    code = module.run(args)
-    if code:
-        raise LadderError(f"ladder {name} {' '.join(argv)}: exit {code}")
-
-
 def _final_losses(run_dir: Path) -> dict:
     from ladder.results import read_table
 
@@ -188,7 +164,10 @@ def _final_losses(run_dir: Path) -> dict:
 
 
 def run_study(cfg, out=None, log=print) -> dict:
-    """Every stage above; returns (and writes to <out>/study.json) the summary."""
+    """Every stage above; returns (and writes to <out>/study.json) the summary. The fit and the report are
+    the library calls under `ladder fit dcpt` and `ladder report specialization` (ladder.specialization)."""
+    from ladder.results import read_table
+
     out = Path(out or cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     times, summary = {}, {"name": cfg.name}
@@ -208,32 +187,18 @@ def run_study(cfg, out=None, log=print) -> dict:
 
     t = time.perf_counter()
     results_path = out / "results.csv"
-    summary["rows"] = collect([out / "runs" / r["name"] for r in bases + rungs], results_path)
+    summary["rows"] = collect(bases + rungs, out, results_path)
     times["collect"] = time.perf_counter() - t
 
     # Rule (a) at the largest size and budget of the grid.
     t = time.perf_counter()
     spec = out / "specialization"
+    table = read_table(results_path)
     largest = max(bases, key=lambda b: b["n"])
     d_rule = max(r["d_cpt"] for r in rungs if r["base_run"] == largest["name"])
-    fit_args = ["dcpt", str(results_path), "--out", str(spec), "--starts", str(cfg.fit.starts),
-                "--n", str(largest["n"]), "--d", str(d_rule), "--tolerance", str(cfg.fit.tolerance)]
-    _verb("fit", fit_args + (["--holdout"] if cfg.fit.holdout else []))
-    fitted = json.loads((spec / "dcpt.json").read_text())
-    summary["dcpt"] = {loss: {"r2": f["r2"], "params": f["params"]} for loss, f in fitted["fits"].items()}
-    summary["holdout"] = fitted.get("holdout", [])
-    rule = fitted["rules"][0]
-    summary["rule_a"] = rule
-    laws = {"published": _laws(fitted["fits"])}
-    if cfg.fit.positive_share:
-        variant = fit_positive_share(results_path, cfg.fit.starts, cfg.fit.holdout)
-        if not any("error" in f for f in variant.values()):
-            # The domain law saw no r = 0 point: search r only where it was fitted (its B term vanishes at 0).
-            fitted_range = (min(r for r in cfg.ratios if r > 0), 1.0)
-            variant["rule_a"] = _rule_a(variant, largest["n"], d_rule, cfg.fit.tolerance, fitted_range)
-            laws["positive_share"] = _laws(variant)
-        summary["dcpt_positive_share"] = variant
-        (spec / "dcpt_positive_share.json").write_text(json.dumps(variant, indent=1, default=float) + "\n")
+    fitted, laws = fit_study(cfg, table, largest["n"], d_rule, spec)
+    summary |= fitted
+    rule = summary["rule_a"]
     times["fit"] = time.perf_counter() - t
     log(f"# D-CPT R^2: domain {summary['dcpt']['domain']['r2']:.4f}, general {summary['dcpt']['general']['r2']:.4f}; "
         f"rule (a) at N={largest['n']}, D={d_rule}, T={cfg.fit.tolerance:.0%}: r* = {rule['r']:.4f}")
@@ -245,12 +210,7 @@ def run_study(cfg, out=None, log=print) -> dict:
         times["check"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _verb("report", ["specialization", str(results_path), "--out", str(spec)])
-    report = json.loads((spec / "effectiveness.json").read_text())
-    summary["effectiveness"] = {"sizes": [{k: s.get(k) for k in ("base_run", "n", "status", "compute_ratio_geomean",
-                                                               "gain_at_equal_compute_mean", "error")}
-                                          for s in report["sizes"]],
-                                "trend": report["trend"], "trend_gain": report["trend_gain"]}
+    summary["effectiveness"] = report_study(table, spec)
     times["report"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -260,6 +220,45 @@ def run_study(cfg, out=None, log=print) -> dict:
     (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return summary
+
+
+def fit_study(cfg, table: dict, n: float, d: float, spec: Path) -> tuple[dict, dict]:
+    """Stage 4, the library call under `ladder fit dcpt --holdout` with rule (a) at (n, d), written to
+    `spec`; with fit.positive_share also the law on own-data share > 0. Returns (the study summary's "dcpt",
+    "holdout", "rule_a" [, "dcpt_positive_share"] entries, {fit name: (domain law, general law)})."""
+    from ladder import specialization
+    from ladder.specialize import jsonable
+
+    fit = specialization.fit_dcpt(table, starts=cfg.fit.starts, holdout=cfg.fit.holdout, n=n, d=d,
+                                  tolerance=cfg.fit.tolerance)
+    specialization.write_fit(fit, spec)
+    fitted = jsonable(fit.summary)
+    summary = {"dcpt": {loss: {"r2": f["r2"], "params": f["params"]} for loss, f in fitted["fits"].items()},
+               "holdout": fitted.get("holdout", []), "rule_a": fitted["rules"][0]}
+    laws = {"published": _laws(fitted["fits"])}
+    if cfg.fit.positive_share:
+        variant = fit_positive_share(table, cfg.fit.starts, cfg.fit.holdout)
+        if not any("error" in f for f in variant.values()):
+            # The domain law saw no r = 0 point: search r only where it was fitted (its B term vanishes at 0).
+            fitted_range = (min(r for r in cfg.ratios if r > 0), 1.0)
+            variant["rule_a"] = _rule_a(variant, n, d, cfg.fit.tolerance, fitted_range)
+            laws["positive_share"] = _laws(variant)
+        summary["dcpt_positive_share"] = variant
+        (spec / "dcpt_positive_share.json").write_text(json.dumps(variant, indent=1, default=float) + "\n")
+    return summary, laws
+
+
+def report_study(table: dict, spec: Path) -> dict:
+    """Stage 6, the library call under `ladder report specialization`, written to `spec`; returns the study
+    summary's "effectiveness" entry (per size: ratio, status, gain; the trends)."""
+    from ladder import specialization
+
+    report = specialization.effectiveness_report(table)
+    specialization.write_effectiveness(report, spec)
+    report = specialization.summary_of(report)
+    keys = ("base_run", "n", "status", "compute_ratio_geomean", "gain_at_equal_compute_mean", "error")
+    return {"sizes": [{k: s.get(k) for k in keys} for s in report["sizes"]],
+            "trend": report["trend"], "trend_gain": report["trend_gain"]}
 
 
 def _laws(fits: dict) -> tuple:
@@ -290,13 +289,12 @@ def compare_split_laws(results_path: Path, starts: int, out: Path) -> dict:
     return result
 
 
-def fit_positive_share(results_path: Path, starts: int, holdout: bool) -> dict:
+def fit_positive_share(table: dict, starts: int, holdout: bool) -> dict:
     """The D-CPT law (published form) fitted on own-data share > 0 only, per loss, with held-out checks; a loss
     whose points cannot pin the law down (e.g. 2 positive shares) gets {"error": ...} instead."""
     from ladder.laws import dcpt
-    from ladder.results import read_table
 
-    table, fits = read_table(results_path), {}
+    fits = {}
     for loss in ("domain", "general"):
         p = dcpt.positive_share(dcpt.points_from_table(table, loss))
         try:

@@ -12,3 +12,34 @@ def require(ok: bool, field: str, problem: str, fix: str) -> None:
     """Raise a LadderError worded as '<field>: <problem>; <fix>' unless ok."""
     if not ok:
         raise LadderError(f"{field}: {problem}; {fix}")
+
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-=@,")
+
+
+def require_path_name(name, field: str) -> None:
+    """A name that becomes one path component (a rung's run directory, runs/<config name>): letters, digits
+    and ._+-=@, only, not starting with a dot or dash, so it can neither escape its parent (`../x`, `/abs`)
+    nor hide or read as an option."""
+    ok = (isinstance(name, str) and 0 < len(name) <= 200 and set(name) <= _NAME_CHARS
+          and name[0] not in ".-")
+    require(ok, field, f"{name!r} cannot be a directory name (no separators, no leading dot or dash, at most "
+            "200 of letters, digits and ._+-=@,)", "rename it, e.g. 370M-5xC")
+
+
+def read_utf8(path, what: str = "file") -> str:
+    """A text file's content; non-UTF-8 bytes (a binary or Latin-1 file) are one LadderError naming the file
+    and the byte offset, and NUL bytes (binary data that happens to decode) are refused the same way."""
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LadderError(f"{what}: {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8, or check that it is the right file") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise LadderError(f"{what}: {path} has a NUL byte at offset {len(text[:nul].encode('utf-8'))}, so it is "
+                          "binary, not text; check that it is the right file")
+    return text

@@ -163,8 +163,7 @@ def make_on_eval(config, run_dir):
         return None
     import ml_collections
 
-    from ladder import metrics as metrics_lib
-    from ladder import tasks
+    from ladder import metrics as metrics_lib, rundir, tasks
     from ladder.arch import n_params
     from ladder.data import make_source
     from ladder.data.pipeline import as_list
@@ -194,40 +193,87 @@ def make_on_eval(config, run_dir):
         if config.mix.r >= 0:
             validation["general_loss"] = one_source(config.mix.general)
             validation["domain_loss"] = one_source(config.mix.domain)
-    path = f"{run_dir}/results.csv"
+    path = rundir.join(run_dir, rundir.RESULTS)
 
     def on_eval(step, params, logits_fn):
         metrics = evaluate(logits_fn, task_list, tokenizer, batch_size=eval_batch, seq_len=a.seq_len)
         extra = {k: lm_loss(logits_fn, src, config.eval.lm_loss_batches) for k, src in validation.items()}
         if jax.process_index() == 0:
             d_run = step * tokens_per_step
-            init = metrics_lib.read_json(f"{run_dir}/init.json")  # written by the trainer when continuing a run
+            init = rundir.read_json(rundir.join(run_dir, rundir.INIT))  # written by the trainer when continuing a run
             d = d_run + (init["tokens"] if init else 0)
             if init or config.mix.r >= 0:
                 extra.update(d_cpt=d_run if init else 0, base_run=init["base_run"] if init else "")
             if config.mix.r >= 0:
                 extra.update(r=config.mix.r, kind="base" if not init else "general" if config.mix.r == 0 else "domain")
             rows = rows_for_results(metrics, config.name, n_params(a), d, step, **extra)
-            write_results(path, step, rows)
+            rundir.write_results(path, step, rows)
+            metrics_lib.log_eval(run_dir, step, d, rows)
 
     return on_eval
 
 
-def write_results(path: str, step: int, rows: list[dict]) -> None:
-    """ladder.results.replace_step on a local or gs:// results.csv (an object store has no append: the
-    table is edited in a local copy and uploaded whole)."""
-    from ladder import metrics, results
+# ------------------------------------------------------------------ evaluation of a saved checkpoint
+def restore_logits_fn(run_dir, step: int | None = None):
+    """(config, step, logits_fn) for a run directory's checkpoint (the latest unless `step`), placed on
+    this machine's devices."""
+    import json
+    from pathlib import Path
 
-    if not metrics.is_remote(path):
-        results.replace_step(path, step, rows)
-        return
-    import tempfile
+    import ml_collections
 
-    remote = metrics.run_path(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = f"{tmp}/results.csv"
-        if remote.exists():
-            with open(local, "w") as f:
-                f.write(remote.read_text())
-        results.replace_step(local, step, rows)
-        remote.write_text(open(local).read())
+    from ladder import sharding, train
+    from ladder.checkpoint import Checkpoints
+
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        raise LadderError(f"run_dir: {run_dir} has no config.json; give a directory written by `ladder train`")
+    raw = json.loads(saved.read_text())
+    raw.pop("config_hash", None)
+    config = ml_collections.ConfigDict(raw)
+    mesh = sharding.make_mesh(config.mesh)
+    program = train.make_train_step(config, mesh)
+    ckpts = Checkpoints(run_dir / "checkpoints", keep=1, async_save=False)
+    available = list(ckpts.manager.all_steps())
+    if not available:
+        raise LadderError(f"run_dir: {run_dir}/checkpoints holds no checkpoint yet")
+    step = max(available) if step is None else step
+    if step not in available:
+        raise LadderError(f"--step: no checkpoint at step {step} in {run_dir}; available: {sorted(available)}")
+    state = ckpts.restore(step, program.abstract_state)
+    dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
+    return config, step, train.bind_logits_fn(program, state["params"], dp)
+
+
+def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None = None, k_shot: int | None = None,
+                        max_questions: int | None = None, batch_size: int | None = None,
+                        eval_overrides=()) -> dict:
+    """Score a run directory's checkpoint on the run's own eval section (tasks, k_shot, n_questions, seed, ...;
+    tasks default 'embedded'), so a rescore matches the trainer's evaluation; `tasks`, `k_shot`,
+    `max_questions` and `eval_overrides` (`key=value` in that section: the verb's --config.eval.key=value)
+    change it.
+
+    Returns {"config", "step", "metrics" (one dict per task), "rows" (results-table rows: run, n, d = tokens
+    seen at the checkpoint, step, task, loss, acc, ...)}."""
+    import ml_collections
+
+    from ladder import tasks as tasks_lib
+    from ladder.arch import n_params
+    from ladder.config import apply_overrides
+    from ladder.data.tokenizer import make_tokenizer
+    from ladder.train import arch_of
+
+    config, step, logits_fn = restore_logits_fn(run_dir, step)
+    task_cfg = ml_collections.ConfigDict(config.eval.to_dict())
+    task_cfg.tasks = task_cfg.tasks or "embedded"
+    for key, value in (("tasks", tasks), ("k_shot", k_shot), ("max_questions", max_questions)):
+        if value is not None:
+            task_cfg[key] = value
+    task_cfg = apply_overrides(task_cfg, list(eval_overrides))
+    a = arch_of(config)
+    metrics = evaluate(logits_fn, tasks_lib.load_tasks(task_cfg, config.data), make_tokenizer(config.data),
+                       batch_size=batch_size or config.train.global_batch, seq_len=a.seq_len)
+    tokens = step * config.train.global_batch * a.seq_len  # D: training tokens seen at this checkpoint
+    return {"config": config, "step": step, "metrics": metrics,
+            "rows": rows_for_results(metrics, config.name, n_params(a), tokens, step)}

@@ -100,3 +100,128 @@ def import_olmo(directory: str | Path) -> list[dict]:
     rows = [r for f in files for r in import_olmo_run(f)]
     rows.sort(key=lambda r: (OLMO_N[r["size"]], r["multiple"], r["run"], r["step"], r["task"]))
     return rows
+
+
+# ------------------------------------------------------------------------------------ any table (csv)
+CSV_FIELDS = ("run", "n", "d", "step", "task", "acc", "loss", "lm_loss", "flops", "chance")
+SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_mapping(spec: str) -> dict[str, str]:
+    """`run=model,n=params,...` or a file of `field=column` lines (or a JSON object) -> {field: column}.
+
+    A value may be a column name, a pattern with one `*` over columns (a wide table: the `*` part is the
+    task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`)."""
+    path = Path(spec)
+    if path.is_file():
+        text = path.read_text()
+        if text.lstrip().startswith("{"):
+            import json
+
+            try:
+                mapping = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise LadderError(f"--map {spec}: not valid JSON ({e}); write {{\"run\": \"COL\", ...}}") from None
+            return {str(k): str(v) for k, v in mapping.items()}
+        items = [line.split("#")[0].strip() for line in text.splitlines()]
+    else:
+        items = spec.split(",")
+    mapping = {}
+    for item in filter(None, items):
+        require("=" in item, "--map", f"{item!r} is not FIELD=COLUMN", "write e.g. run=model,n=params,acc=accuracy")
+        k, v = (s.strip() for s in item.split("=", 1))
+        require(k in CSV_FIELDS, "--map", f"unknown field {k!r}", f"fields: {', '.join(CSV_FIELDS)}")
+        mapping[k] = v
+    return mapping
+
+
+def _number(v: str, where: str, column: str) -> float:
+    """'1.3B' -> 1.3e9; '' -> NaN; anything else not a number is an error naming the cell."""
+    v = (v or "").strip().replace(",", "")
+    if v == "":
+        return float("nan")
+    try:
+        return float(v[:-1]) * SUFFIX[v[-1]] if v[-1] in SUFFIX else float(v)
+    except ValueError:
+        raise LadderError(f"{where}: column {column!r} has {v!r}, not a number (suffixes k/M/B/T allowed); "
+                          "fix the cell or map another column") from None
+
+
+def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
+    """Rows for a results table from any CSV, its columns named by `mapping` (parse_mapping).
+
+    Long tables have one row per run (x checkpoint) x task (`task=COL`); wide tables one row per run
+    (x checkpoint) with a column per task (`acc=acc_*`, optionally `loss=bpb_*`). Without `step` each
+    run's rows are numbered in file order. Without `loss` the task loss is left blank: methods that need
+    it say so and the default ensemble keeps those that do not (docs/laws.md)."""
+    path = Path(path)
+    require(path.is_file(), str(path), "no such file", "give the CSV to import")
+    for field in ("run", "n", "d", "acc"):
+        require(field in mapping, "--map", f"no column for {field!r}",
+                f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        records = list(reader)
+    wide = "*" in mapping["acc"]
+    require(wide or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or acc=PATTERN_* "
+            "(one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
+
+    def kind(field):  # "col" | "const" | "pattern" | None
+        v = mapping.get(field)
+        if v is None:
+            return None
+        if "*" in v:
+            return "pattern"
+        if v in header:
+            return "col"
+        try:
+            _number(v, "--map", field)
+            return "const"
+        except LadderError:
+            return "const" if field in ("task", "run") else "missing"
+
+    for field in mapping:
+        require(kind(field) != "missing", str(path), f"has no column {mapping[field]!r} (mapped to {field})",
+                f"columns: {', '.join(header[:12])}{'...' if len(header) > 12 else ''}")
+    tasks = [None]
+    if wide:
+        pre, post = mapping["acc"].split("*", 1)
+        tasks = [c[len(pre): len(c) - len(post) if post else None] for c in header
+                 if c.startswith(pre) and c.endswith(post) and len(c) > len(pre) + len(post)]
+        require(bool(tasks), str(path), f"no column matches {mapping['acc']!r}", f"columns: {', '.join(header[:12])}")
+
+    def value(field, rec, task, where):
+        k, v = kind(field), mapping.get(field)
+        if k is None:
+            return float("nan")
+        if k == "pattern":
+            v = v.replace("*", task)
+            require(v in header, str(path), f"has no column {v!r} (pattern {mapping[field]!r}, task {task!r})",
+                    "map a pattern every task has, or leave the field out")
+            return _number(rec[v], where, v)
+        if k == "col":
+            return rec[v] if field in ("run", "task") else _number(rec[v], where, v)
+        return v if field in ("run", "task") else _number(v, where, field)
+
+    rows, counter = [], {}
+    for i, rec in enumerate(records, start=2):
+        where = f"{path}:{i}"
+        for task in tasks:
+            t = task if wide else value("task", rec, None, where)
+            run = str(value("run", rec, t, where))
+            acc = value("acc", rec, t, where)
+            if acc != acc:
+                continue  # a blank cell: that task was not evaluated at this checkpoint
+            step = value("step", rec, t, where)
+            if step != step:
+                step = counter[(run, t)] = counter.get((run, t), -1) + 1
+            row = {"run": run, "n": value("n", rec, t, where), "d": value("d", rec, t, where), "step": int(step),
+                   "task": str(t), "acc": acc, "loss": value("loss", rec, t, where)}
+            for extra in ("lm_loss", "flops", "chance"):
+                if extra in mapping:
+                    row[extra] = value(extra, rec, t, where)
+            rows.append(row)
+    require(bool(rows), str(path), "no row with an accuracy", "check the acc mapping")
+    rows.sort(key=lambda r: (r["n"], r["run"], r["step"], r["task"]))
+    return rows

@@ -101,8 +101,8 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
                        label=f"N={format_count(n)} checkpoints")
         lo = min([0.0] + [r[task]["loss"] for r in pred.results.values()])
         xs = np.linspace(lo, data.point_feature.max() * 1.05, 300)
-        s2 = fit.step2.x if fit.single is None else fit.single.x[len(fit.form.names):]
-        ax.plot(xs, fit.sigmoid.predict(s2, xs), color="k", lw=1.2, label="fitted sigmoid")
+        if fit.step2 is not None:  # an accuracy-only fit (single-step on a table without task loss) has none
+            ax.plot(xs, fit.sigmoid.predict(fit.step2.x, xs), color="k", lw=1.2, label="fitted sigmoid")
         if data.chance is not None:
             ax.axhline(data.chance, color="gray", ls=":", lw=1, label="chance")
         for (name, _), mk in zip(pred.targets.items(), markers):

@@ -22,6 +22,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ladder import rundir
     from ladder.plan.sizes import format_count
 
     sizes = sorted({r["n"] for r in plan["rungs"]})
@@ -29,10 +30,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = 0
     for r in plan["rungs"]:
-        path = Path(run_root) / r["name"] / "metrics.jsonl"
-        if not path.exists():
-            continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = rundir.read_metrics(rundir.join(run_root, r["name"]))  # local or gs://
         if not rows:
             continue
         color = cmap(sizes.index(r["n"]) / max(1, len(sizes) - 1) * 0.85)
@@ -86,10 +84,11 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
         if (out / "plots" / f"{name}.png").exists():
             lines += [f"![{name}](plots/{name}.png)", ""]
 
-    lines += ["## Predictions", "", "Intervals are 95% bootstrap intervals over whole runs; the method per task "
-              "is the one with the lowest back-test error when `predict.method` is auto. The intermediate value "
-              "is the method's step-1 feature: task loss (bits/byte) or, for lm-loss, the held-out LM loss "
-              "(nats/token); single-step's is a latent loss, not a measurable one.", ""]
+    lines += ["## Predictions", "", "The default method `ensemble` weighs the methods by their back-test errors and "
+              "its 95% intervals are the bootstrap's united with back-test errors scaled by extrapolation distance; "
+              "other methods' intervals are 95% bootstrap intervals over whole runs (docs/laws.md). The "
+              "intermediate value is the task loss (bits/byte) or, for lm-loss, the held-out LM loss "
+              "(nats/token). Flags are codes, explained under the table.", ""]
     rows = []
     for target, per_task in pred.items():
         for task, r in per_task.items():
@@ -98,10 +97,15 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
                          "; ".join(r["flags"]) or "-"])
     lines += _table(["target", "task", "method", "intermediate (feature)", "acc", "95% interval",
                      "compute / largest rung", "flags"], rows) + [""]
+    from ladder.laws.flags import LEGEND
+
+    used = {c for per_task in pred.values() for r in per_task.values() for c in r["flags"]}
+    lines += (["Flags:", ""] + [f"- `{c}`: {text}" for c, text in LEGEND.items() if c in used] + [""]) if used else []
 
     if backtest:
         methods = list(next(iter(backtest.values())))
-        lines += ["## Back-test", "", "The largest rung predicted from the smaller rungs, per method: mean "
+        lines += ["## Back-test", "", "Parts of the ladder predicted from the rest (with `ensemble`: every split of "
+                  "docs/laws.md pooled; with `auto`: the largest rung from the smaller ones), per method: mean "
                   "|predicted - measured| accuracy, and in brackets the mean relative error of its task loss "
                   "(lower is better; n/a: the method could not be fitted, reason below).", ""]
         lines += _table(["task"] + methods, [[task] + [_backtest_cell(bt[m]) for m in methods]

@@ -7,18 +7,22 @@ Pure Python + numpy: no JAX here.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ladder.errors import LadderError, require
+from ladder.errors import LadderError, read_utf8, require
 
 # Required columns, in file order. `loss` is the task loss in bits per byte of the correct answer.
 REQUIRED = ("run", "n", "d", "step", "task", "loss", "acc")
 # Optional columns the suite knows; any other column is kept as an extra feature.
 OPTIONAL = ("acc_raw", "prob", "lm_loss", "flops", "size", "multiple", "chance")
-NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops", "multiple", "chance"}
+# Columns read as float64 (blank -> NaN), lm_loss_<domain> included: every number a law reads, the CPT
+# columns of docs/specialization.md too, so the laws never re-cast a column themselves.
+NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops", "multiple", "chance",
+           "r", "d_cpt", "general_loss", "domain_loss", "k"}
 # Columns that must be finite and > 0, and columns that are fractions in [0, 1] where present.
 POSITIVE = ("n", "d", "loss")
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
@@ -37,21 +41,46 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
         with open(path, newline="") as f:
             header = next(csv.reader(f))
     else:
-        keys = set().union(*(r.keys() for r in rows))
-        header = list(REQUIRED) + [k for k in OPTIONAL if k in keys] + sorted(keys - set(REQUIRED) - set(OPTIONAL))
+        header = header_for(rows)
         with open(path, "w", newline="") as f:
             csv.writer(f).writerow(header)
-    for r in rows:
-        missing = [k for k in REQUIRED if k not in r]
-        extra = [k for k in r if k not in header]
-        if missing or extra:
-            raise ValueError(f"{path}: row {r} lacks {missing} or adds columns {extra} not in header {header}")
+    _check_columns(path, rows, header)
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header)
         for r in rows:
             w.writerow({k: r.get(k, "") for k in header})
         f.flush()
         os.fsync(f.fileno())
+
+
+def header_for(rows: list[dict]) -> list[str]:
+    """File column order: REQUIRED, then the OPTIONAL columns present, then any others sorted."""
+    keys = set().union(*(r.keys() for r in rows))
+    return list(REQUIRED) + [k for k in OPTIONAL if k in keys] + sorted(keys - set(REQUIRED) - set(OPTIONAL))
+
+
+def _check_columns(path, rows: list[dict], header: list[str]) -> None:
+    for r in rows:
+        missing = [k for k in REQUIRED if k not in r]
+        extra = [k for k in r if k not in header]
+        if missing or extra:
+            raise ValueError(f"{path}: row {r} lacks {missing} or adds columns {extra} not in header {header}")
+
+
+def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write a whole results table (replacing any file there) atomically: readers see the old table or
+    the new one, never half of one (`ladder collect`, `ladder import`)."""
+    from ladder import rundir
+
+    header = header_for(rows)
+    _check_columns(path, rows, header)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=header)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    rundir.write_text(path, buf.getvalue())
 
 
 def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
@@ -63,12 +92,13 @@ def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
             reader = csv.DictReader(f)
             header, kept = reader.fieldnames, [r for r in reader if float(r["step"]) < step]
         if len(kept) < sum(1 for _ in open(path)) - 1:
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=header)
-                w.writeheader()
-                w.writerows(kept)
-            os.replace(tmp, path)
+            from ladder import rundir
+
+            buf = io.StringIO(newline="")
+            w = csv.DictWriter(buf, fieldnames=header)
+            w.writeheader()
+            w.writerows(kept)
+            rundir.write_text(path, buf.getvalue())
     append_rows(path, rows)
 
 
@@ -80,32 +110,64 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
     path = Path(path)
     require(path.is_file(), "results", f"{path} not found",
             "pass the CSV written by the evaluator, `ladder collect` or `ladder import`")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    reader = csv.reader(io.StringIO(read_utf8(path, "results"), newline=""))
+    try:
+        header = next(reader, None)
+        rows = [r for r in reader if r]
+    except csv.Error as e:
+        raise LadderError(f"results: {path} line {reader.line_num}: {e}; fix the CSV") from None
+    if header is not None:
+        require(len(set(header)) == len(header) and all(header), "results", f"{path}: the header {header} has "
+                "blank or repeated column names", "name every column once")
+        bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
+        require(bad is None, "results", f"{path}: data row {bad + 1 if bad is not None else 0} has "
+                f"{len(rows[bad]) if bad is not None else 0} fields, the header has {len(header)}",
+                "fix that row (a stray comma, or a row from another table)")
     if not rows:
         if validate:
             raise LadderError(f"{path}: results table has no rows; evaluate some checkpoints or import a ladder")
         return {}
-    cols = columns(rows, str(path))
+    cols = _columns(header, rows, str(path))
     return validate_table(cols, str(path)) if validate else cols
 
 
 def columns(rows: list[dict], source: str = "results table") -> dict[str, np.ndarray]:
     """CSV rows (dicts of strings, from any reader: a local file, gs://) as columns: numeric columns as
     float64 (blank -> NaN), others as str arrays; a LadderError names the row that is not a number."""
+    header = list(rows[0]) if rows else []
+    return _columns(header, [[r.get(k) for k in header] for r in rows], source)
+
+
+def _columns(header: list[str], rows: list[list], source: str) -> dict[str, np.ndarray]:
+    """Columns from row lists; numbers are parsed by numpy in one call per column (10^6 rows in seconds)."""
     cols = {}
-    for k in (rows[0] if rows else {}):
-        vals = [r[k] for r in rows]
+    run_index = header.index("run") if "run" in header else None
+    for j, (k, vals) in enumerate(zip(header, zip(*rows))):
+        strings = np.array(["" if v is None else v for v in vals], dtype=str)
         if k in NUMERIC or k.startswith("lm_loss_"):
+            blank = np.char.str_len(np.char.strip(strings)) == 0
+            out = np.full(len(strings), np.nan)
             try:
-                cols[k] = np.array([float(v) if v not in ("", None) else np.nan for v in vals], dtype=np.float64)
+                out[~blank] = strings[~blank].astype(np.float64)
             except ValueError:
                 bad = next(i for i, v in enumerate(vals) if not _is_float(v))
-                raise LadderError(f"{source}: column {k!r} row {bad + 2} (run {rows[bad].get('run')!r}) has "
+                run = rows[bad][run_index] if run_index is not None else None
+                raise LadderError(f"{source}: column {k!r} row {bad + 2} (run {run!r}) has "
                                   f"{vals[bad]!r}, not a number; fix that row") from None
+            cols[k] = out
         else:
-            cols[k] = np.array(vals, dtype=str)
+            cols[k] = strings
     return cols
+
+
+def last_rows(run: np.ndarray, step: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Indices (ascending) of each run's row at its largest step among the rows `keep` selects (default all):
+    the final checkpoint of every run. On ties the first row wins."""
+    last: dict = {}
+    for i in np.flatnonzero(np.ones(len(run), dtype=bool) if keep is None else keep):
+        if run[i] not in last or step[i] > step[last[run[i]]]:
+            last[run[i]] = i
+    return np.array(sorted(last.values()), dtype=int)
 
 
 def _is_float(v) -> bool:
@@ -113,13 +175,15 @@ def _is_float(v) -> bool:
         float(v)
         return True
     except (TypeError, ValueError):
-        return v in ("", None)
+        return v is None or not v.strip()
 
 
 def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -> dict[str, np.ndarray]:
     """Check a column dict against the schema; raise a LadderError naming the column and the first bad run.
 
-    Required columns present; n, d, loss finite and positive; acc (and acc_raw, prob, chance) in [0, 1].
+    Required columns present; n, d, loss finite and positive; step finite and >= 0; acc (and acc_raw, prob,
+    chance) in [0, 1]; each (run, step, task) at most once (a table appended twice, or two evaluations of
+    one checkpoint, would weigh some points twice and silently change every fit).
     Optional numeric columns may be blank (NaN) except where a method needs them (it says so itself).
     """
     missing = [k for k in REQUIRED if k not in cols]
@@ -131,6 +195,21 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
                 f"{run[bad.argmax()]!r} (step {cols['step'][bad.argmax()]:g}, value {cols[k][bad.argmax()]!r})",
                 "drop or fix those rows")
+    step = cols["step"]
+    bad = ~(np.isfinite(step) & (step >= 0))
+    require(not bad.any(), source, f"column 'step' is blank, NaN or negative in {int(bad.sum())} rows, first in run "
+            f"{run[bad.argmax()]!r} (value {step[bad.argmax()]!r})", "a step is the checkpoint's update count (>= 0)")
+    if len(run) > 1:
+        _, run_code = np.unique(run, return_inverse=True)
+        _, task_code = np.unique(cols["task"], return_inverse=True)
+        order = np.lexsort((task_code, step, run_code))
+        same = ((run_code[order][1:] == run_code[order][:-1]) & (step[order][1:] == step[order][:-1])
+                & (task_code[order][1:] == task_code[order][:-1]))
+        if same.any():
+            first = order[np.flatnonzero(same)[0]]
+            require(False, source, f"{int(same.sum())} rows repeat a (run, step, task) already in the table, first "
+                    f"run {run[first]!r} step {step[first]:g} task {cols['task'][first]!r}",
+                    "keep one row per run, checkpoint and task (was the table appended twice?)")
     for k in FRACTIONS:
         if k not in cols:
             continue

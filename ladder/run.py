@@ -32,14 +32,15 @@ class Context:
     out: Path
     dry_run: bool = False
     print_fn: object = print
+    plan_dir: Path | None = None  # where plans are written when not into `out` (a dry run on an existing run)
 
     @property
     def plan_path(self) -> Path:
-        return self.out / "plan.json"
+        return (self.plan_dir or self.out) / "plan.json"
 
     @property
     def check_plan_path(self) -> Path:
-        return self.out / "self_check_plan.json"
+        return (self.plan_dir or self.out) / "self_check_plan.json"
 
     @property
     def run_root(self) -> str:
@@ -55,11 +56,10 @@ def stage_plan(ctx: Context) -> dict:
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
                                 multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed,
                                 eval_fractions=eval_fractions)
-    from ladder.config import apply_overrides
-    from ladder.train_config import config_from_rung
+    from ladder.train_config import resolve_rung
 
     for rung in plan["rungs"]:  # unknown keys and wrong types in train_overrides fail here, not on a paid slice
-        apply_overrides(config_from_rung(rung, plan.get("defaults")), ctx.cfg.train_overrides)
+        resolve_rung(plan, rung, ctx.cfg.train_overrides)
     plan_lib.write_plan(plan, ctx.plan_path)
     ctx.print_fn(plan_lib.format_table(plan))
     if ctx.cfg.self_check.enabled:
@@ -77,9 +77,9 @@ def stage_plan(ctx: Context) -> dict:
 
 def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
     """Launch a plan's rungs with the configured backend; block (with a progress line) for `local`."""
-    from launch import LaunchOptions, launch_plan
-    from launch.jobs import load
-    from launch.status import ladder_status
+    from ladder.launch import LaunchOptions, launch_plan
+    from ladder.launch.jobs import load
+    from ladder.launch.status import ladder_status
 
     L = ctx.cfg.launch
     opts = LaunchOptions(
@@ -152,8 +152,8 @@ def stage_train(ctx: Context) -> dict:
 
 
 def stage_collect(ctx: Context) -> dict:
-    from launch.jobs import load
-    from launch.status import collect
+    from ladder.launch.jobs import load
+    from ladder.rundir import collect
 
     n, missing = collect(load(str(ctx.plan_path)), ctx.run_root, str(ctx.out / "results.csv"), overwrite=True)
     require(not missing, "collect", f"rungs without evaluation rows: {', '.join(missing)}",
@@ -198,11 +198,11 @@ def stage_self_check(ctx: Context) -> dict:
     from ladder import results
     from ladder.laws.predict import FINAL_WINDOW
     from ladder.plan import load_plan
-    from launch.status import read_results
+    from ladder.rundir import join, read_results
 
     info = _launch(ctx, ctx.check_plan_path, "self-check")
     rung = load_plan(ctx.check_plan_path)["rungs"][0]
-    rows = read_results(f"{ctx.run_root}/{rung['name']}")
+    rows = read_results(join(ctx.run_root, rung["name"]))
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
     predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
@@ -253,34 +253,60 @@ RUNNERS = {"plan": stage_plan, "train": stage_train, "collect": stage_collect, "
 
 # ------------------------------------------------------------------------------------------- driver
 def _read_stages(out: Path) -> dict:
-    try:
-        return json.loads((out / "stages.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    from ladder.rundir import read_json
+
+    return read_json(out / "stages.json") or {}
 
 
 def _write_stages(out: Path, stages: dict) -> None:
-    tmp = out / "stages.json.tmp"
-    tmp.write_text(json.dumps(stages, indent=2, sort_keys=True))
-    tmp.replace(out / "stages.json")
+    from ladder.rundir import write_json
+
+    write_json(out / "stages.json", stages, sort_keys=True)
 
 
 def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: bool = False,
         print_fn=print) -> dict:
-    """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch."""
+    """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch,
+    writing nothing into an existing run directory (its plan goes to a temporary directory instead)."""
     validate(cfg)
     out = Path(out_dir or cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "config.json"
-    text = cfg.to_json(sort_keys=True)
-    if saved.exists() and not dry_run:
-        require(json.loads(saved.read_text()) == json.loads(text), str(out),
-                "this run directory was made with another config", "use another --out, or delete it")
-    elif not dry_run:
-        saved.write_text(text)
-    ctx = Context(cfg, out, dry_run, print_fn)
-    stages = {} if dry_run else _read_stages(out)
-    for name in ("plan", "train") if dry_run else STAGES:
+    if dry_run:
+        import tempfile
+
+        if out.exists() and any(out.iterdir()):
+            with tempfile.TemporaryDirectory(prefix="ladder-dry-run-") as scratch:
+                print_fn(f"# dry run: {out} is an existing run and is left untouched; the plan below is written "
+                         f"to {scratch} and removed afterwards")
+                return _run_stages(Context(cfg, out, True, print_fn, Path(scratch)), ("plan", "train"), {})
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_stages(Context(cfg, out, True, print_fn), ("plan", "train"), {})
+    from ladder.runlock import hold
+
+    with hold(out, "--out"):  # one `ladder run` per run directory
+        saved = out / "config.json"
+        text = cfg.to_json(sort_keys=True)
+        if saved.exists():
+            require(_read_saved_config(saved) == json.loads(text), str(out),
+                    "this run directory was made with another config", "use another --out, or delete it")
+        else:
+            tmp = out / "config.json.tmp"
+            tmp.write_text(text)
+            tmp.replace(saved)
+        ctx = Context(cfg, out, False, print_fn)
+        return _run_stages(ctx, STAGES, _read_stages(out))
+
+
+def _read_saved_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise LadderError(f"--out: {path} is unreadable (not the JSON `ladder run` writes), so the config of this "
+                          "run is unknown; restore it, or use another --out") from None
+
+
+def _run_stages(ctx: Context, names, stages: dict) -> dict:
+    print_fn, out, dry_run = ctx.print_fn, ctx.out, ctx.dry_run
+    for name in names:
         if name in stages:
             print_fn(f"== {name}: done earlier ({stages[name]['seconds']:.0f} s), skipped")
             continue
@@ -298,6 +324,13 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
 
 
 def validate(cfg) -> None:
+    """A `ladder run` config: its kind first (a train config given here is one line, not an AttributeError),
+    then its keys, types and values."""
+    from ladder.config import require_kind
+    from ladder.train_config import check_known_keys
+
+    require_kind(cfg, "run", "this config")
+    check_known_keys(cfg, default_config())
     require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
             f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")
     require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
@@ -318,7 +351,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train_overrides = ["eval.tasks=embedded"]
     c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, chip="v5p", devices=[],
                     project="", zone="", package="", image="", cluster="", spot=False)
-    c.predict = dict(method="auto", bootstrap=200, seed=0)
+    c.predict = dict(method="ensemble", bootstrap=200, seed=0)  # docs/laws.md, "The default"
     # train a model larger than every rung (size, Chinchilla multiple) and check the prediction against it
     c.self_check = dict(enabled=True, size="", multiple=0.5)
     return c

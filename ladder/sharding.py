@@ -19,16 +19,14 @@ The trainer and the ahead-of-time compiler (ladder/aot.py) build meshes with the
 
 from __future__ import annotations
 
-import math
-
 import jax
 import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from ladder.errors import LadderError
+from ladder.topology import MESH_AXES, fill_mesh
 
-MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 # logical name -> mesh axis (or axes, or None = replicated). Parameters: model.py; activations: "act_*".
@@ -46,24 +44,10 @@ RULES = (
 
 
 def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
-    """Resolve config sizes (one may be -1 = fill) against the device count; LadderError when they cannot fit."""
-    sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
-    for axis, size in zip(MESH_AXES, sizes):
-        if size == 0 or size < -1:
-            raise LadderError(f"mesh.{axis}: size {size} is invalid; use a positive size or -1 (fill)")
-    fills = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
-    if len(fills) > 1:
-        raise LadderError(f"mesh: {' and '.join('mesh.' + a for a in fills)} are both -1; at most one axis may fill")
-    fixed = math.prod(s for s in sizes if s != -1)
-    if fills:
-        if n_devices % fixed:
-            raise LadderError(f"mesh.{fills[0]}: cannot fill {n_devices} devices when the other axes multiply to "
-                              f"{fixed}; make {n_devices} divisible by the fixed sizes")
-        sizes = [n_devices // fixed if s == -1 else s for s in sizes]
-    elif fixed != n_devices:
-        raise LadderError(f"mesh: data*fsdp*tensor = {fixed} but there are {n_devices} devices; "
-                          "set the sizes to multiply to the device count or set one to -1")
-    return tuple(sizes)
+    """Config sizes (one may be -1 = fill) resolved against the device count (ladder.topology.fill_mesh, the
+    planner's rule too); LadderError when they cannot fit."""
+    sizes = fill_mesh({a: mesh_cfg[a] for a in MESH_AXES}, n_devices)
+    return tuple(sizes[a] for a in MESH_AXES)
 
 
 def make_mesh(mesh_cfg, devices=None, *, num_slices: int | None = None) -> Mesh:

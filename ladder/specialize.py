@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ladder.errors import require
+from ladder.results import last_rows
 
 CPT_KINDS = ("general", "domain")
 
@@ -107,26 +108,20 @@ def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> 
     """One row per CPT run (its last step): n, compute 6 N d_cpt, r, kind, base_run, the metric, general_loss."""
     for col in ("run", "n", "step", "d_cpt", "kind", "base_run"):
         require(col in table, col, "column missing from the results table", "see docs/specialization.md")
-    num = lambda c: np.asarray(table[c], dtype=np.float64)  # noqa: E731
     value_col = "acc" if task else metric
     require(value_col in table, value_col, "column missing from the results table", "see docs/specialization.md")
-    keep = np.isin(table["kind"], CPT_KINDS) & (np.nan_to_num(num("d_cpt")) > 0)
+    keep = np.isin(table["kind"], CPT_KINDS) & (np.nan_to_num(table["d_cpt"]) > 0)
     if task:
         keep &= table["task"] == task
         require(keep.any(), "task", f"no CPT rows for task {task!r}", f"choose one of {sorted(set(table['task']))}")
-    last = {}
-    step = num("step")
-    for i in np.flatnonzero(keep):
-        if table["run"][i] not in last or step[i] > step[last[table["run"][i]]]:
-            last[table["run"][i]] = i
-    idx = np.array(sorted(last.values()), dtype=int)
+    idx = last_rows(table["run"], table["step"], keep)
     require(len(idx) > 0, "kind", "no general/domain CPT rows in the results table",
             "write CPT runs with kind 'general' or 'domain' and d_cpt > 0")
-    n = num("n")[idx]
-    general = num("general_loss")[idx] if "general_loss" in table else np.full(len(idx), np.nan)
-    r = num("r")[idx] if "r" in table else np.where(table["kind"][idx] == "domain", 1.0, 0.0)
-    return {"run": table["run"][idx], "n": n, "d_cpt": num("d_cpt")[idx], "compute": 6 * n * num("d_cpt")[idx],
-            "r": r, "kind": table["kind"][idx], "base_run": table["base_run"][idx], "value": num(value_col)[idx],
+    n, d_cpt = table["n"][idx], table["d_cpt"][idx]
+    general = table["general_loss"][idx] if "general_loss" in table else np.full(len(idx), np.nan)
+    r = table["r"][idx] if "r" in table else np.where(table["kind"][idx] == "domain", 1.0, 0.0)
+    return {"run": table["run"][idx], "n": n, "d_cpt": d_cpt, "compute": 6 * n * d_cpt,
+            "r": r, "kind": table["kind"][idx], "base_run": table["base_run"][idx], "value": table[value_col][idx],
             "general_loss": general}
 
 
@@ -367,6 +362,32 @@ def plot_split(fit, points, path) -> str:
     ax.set_title(f"L(N, D, D') fit: R^2 = {fit.r2:.4f}")
     fig.colorbar(sc, ax=ax, label="domain token share D'/(D+D')")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_allocation(result: dict, path) -> str:
+    """The summed domain loss of the best split at each model size N around the optimum (an allocation from
+    ladder.specialization.allocate_split, with its "profile")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    ax.plot(result["profile"]["n"], result["profile"]["loss"], "-", label="best split at this N")
+    ax.plot([result["n"]], [result["total_loss"]], "o", color="k",
+            label=f"optimum N={result['n']:.3g}, D={result['d']:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("model size N (parameters)")
+    ax.set_ylabel(f"sum of {len(result['d_prime'])} domain losses (bits per byte)")
+    ax.set_title(f"Pretrain/specialize split at C = {result['compute']:.3g} FLOPs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

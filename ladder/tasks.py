@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ladder.errors import LadderError
+from ladder.errors import LadderError, read_utf8
 
 EMBEDDED = {"prose_continuation": "prose", "code_next_line": "code", "legal_continuation": "legal",
             "notices_continuation": "notices", "scidocs_continuation": "scidocs"}
@@ -91,7 +91,9 @@ def validate_question(q: Question, where: str) -> None:
         raise LadderError(f"{where}: {len(q.choices)} choice(s); a question needs at least 2")
     if not all(isinstance(c, str) for c in q.choices):
         raise LadderError(f"{where}: every choice must be a string")
-    if not (isinstance(q.gold, (int, np.integer)) and 0 <= q.gold < len(q.choices)):
+    if isinstance(q.gold, bool) or not isinstance(q.gold, (int, np.integer)):
+        raise LadderError(f"{where}: gold must be the index of the correct choice (an integer), got {q.gold!r}")
+    if not 0 <= q.gold < len(q.choices):
         raise LadderError(f"{where}: gold index {q.gold!r} is out of range for {len(q.choices)} choices")
     empty = [j for j, c in enumerate(q.choices) if not c.encode("utf-8")]
     if empty:
@@ -104,22 +106,22 @@ def read_jsonl_task(path: str | Path, name: str | None = None, k_shot: int = 0, 
     if not path.is_file():
         raise LadderError(f"eval.tasks: no task file {str(path)!r}")
     questions, pool = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LadderError(f"{where}: malformed JSON ({e.msg}); fix or remove the line") from None
-            if not isinstance(r, dict) or not {"context", "choices", "gold"} <= set(r):
-                raise LadderError(f"{where}: needs keys context, choices, gold (see docs/tasks.md)")
-            if not isinstance(r["choices"], list):
-                raise LadderError(f"{where}: choices must be a list of strings")
-            q = Question(r["context"], tuple(r["choices"]), r["gold"])
-            validate_question(q, where)
-            (pool if r.get("fewshot") else questions).append(q)
+    # split on "\n" only: str.splitlines would also cut a JSON string holding U+2028 or a form feed
+    for lineno, line in enumerate(read_utf8(path, "eval.tasks").split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LadderError(f"{where}: malformed JSON ({e.msg}); fix or remove the line") from None
+        if not isinstance(r, dict) or not {"context", "choices", "gold"} <= set(r):
+            raise LadderError(f"{where}: needs keys context, choices, gold (see docs/tasks.md)")
+        if not isinstance(r["choices"], list):
+            raise LadderError(f"{where}: choices must be a list of strings")
+        q = Question(r["context"], tuple(r["choices"]), r["gold"])
+        validate_question(q, where)
+        (pool if r.get("fewshot") else questions).append(q)
     if not questions:
         raise LadderError(f"{path}: no questions (empty file, or every line is a few-shot example)")
     return Task(name or path.stem, questions, pool, k_shot, seed)

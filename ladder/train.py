@@ -6,14 +6,19 @@
 The order inside train() is the contract users rely on: every config check runs before anything is compiled
 or written (a LadderError names the field and the fix); batches are a pure function of (data seed, step), so
 the step stored in a checkpoint is the data position; metrics are read one step late so the host never
-stalls the device queue; a NaN or Inf loss stops the run before a bad state can be checkpointed.
-Run-directory layout and status fields: docs/training.md.
+stalls the device queue; a NaN, Inf or diverged loss stops the run before a bad state can be checkpointed;
+one process owns the run directory (ladder.runlock); a resume starts from the newest checkpoint that
+verifies against its checksums (ladder.checkpoint.recover); a failed write stops the run at once.
+Run-directory layout, status fields and these rules: docs/training.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
+import re
 import signal
 import sys
 import time
@@ -29,6 +34,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ladder import arch as arch_lib
 from ladder import checkpoint
 from ladder import metrics as metrics_lib
+from ladder import rundir
+from ladder import runlock
 from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
@@ -41,7 +48,32 @@ from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is th
 
 
 class TrainingFailed(Exception):
-    """The run started but cannot go on (NaN loss, distributed start-up failure): exit code 1."""
+    """The run started but cannot go on (NaN or diverged loss, a failed write, distributed start-up): exit 1."""
+
+    storage = False  # a failed write: orbax's writer threads may still hold failing futures (see commands/train)
+
+
+_STORAGE_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied",
+                    "Input/output error")
+
+
+def storage_failure(e: BaseException, path, last_verified: int | None | str) -> TrainingFailed:
+    """One line for a write that failed (permissions, a full disk, an orbax save that could not finish)."""
+    if isinstance(e, OSError) and e.strerror:
+        where, why = e.filename or path, e.strerror
+    else:  # orbax / tensorstore wrap the OS error in text: pick out the reason and the file
+        text = " ".join(str(x) for x in (e, e.__cause__, e.__context__) if x)
+        why = next((r for r in _STORAGE_REASONS if r.lower() in text.lower()),
+                   (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
+        quoted = re.search(r'"(/[^"]+|gs://[^"]+)"', text)
+        where = quoted.group(1) if quoted else path
+    kept = ("the checkpoints already there are untouched" if last_verified == "unknown" else
+             f"the last verified checkpoint ({'step ' + str(last_verified) if last_verified is not None else 'none yet'})"
+             " is intact")
+    error = TrainingFailed(f"storage: cannot write {where} ({why}); stopped; {kept}; free space or fix "
+                           "permissions, then run the same command to resume")
+    error.storage = True
+    return error
 
 
 def initialize_distributed(dist) -> None:
@@ -160,20 +192,29 @@ def bind_logits_fn(program: TrainProgram, params, data_parallel: int):
 
 
 class _Preemption:
-    """SIGTERM -> save at the next step boundary and stop. Multi-process runs ask JAX's preemption service,
-    which agrees on one step across processes (a save called on one host only would hang the others)."""
+    """SIGTERM or SIGINT (Ctrl-C) -> save at the next step boundary and stop; a second SIGINT stops at once.
+    Multi-process runs ask JAX's preemption service, which agrees on one step across processes (a save called
+    on one host only would hang the others)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.flag = False
+        self.signal_name = "SIGTERM"
         self.multi = jax.process_count() > 1
+        self.previous = {}
         if not self.multi:
             try:
-                self.previous = signal.signal(signal.SIGTERM, self._handle)
+                for sig in self.SIGNALS:
+                    self.previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no handler, no preemption saves
-                self.previous = None
+                self.previous = {}
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.flag:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
         self.flag = True
+        self.signal_name = signal.Signals(signum).name
 
     def reached(self, step: int) -> bool:
         if not self.multi:
@@ -186,8 +227,8 @@ class _Preemption:
             return False
 
     def restore(self):
-        if not self.multi and self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 # ------------------------------------------------------------------------------- continual pretraining
@@ -199,13 +240,14 @@ def resolve_init(config) -> dict | None:
     i = config.init
     if not i.from_run:
         return None
-    base_dir = metrics_lib.run_path(i.from_run)
-    base_cfg = metrics_lib.read_json(base_dir / "config.json")
+    base_dir = rundir.path(i.from_run)
+    base_cfg = read_run_config(base_dir, "init.from_run")
     require(base_cfg is not None, "init.from_run", f"{base_dir} has no config.json, so it is not a run directory",
             "point it at the base run's --run-dir")
     check_base_architecture(config, base_cfg, base_dir)
-    steps = checkpoint.saved_steps(base_dir / "checkpoints")
-    require(bool(steps), "init.from_run", f"{base_dir} has no checkpoint", "train the base run first")
+    steps = checkpoint.verified_steps(base_dir / "checkpoints")
+    require(bool(steps), "init.from_run", f"{base_dir} has no checkpoint that verifies against its checksums",
+            "train the base run first (or resume it, which sets corrupt steps aside)")
     step = steps[-1] if i.step == -1 else i.step
     require(step in steps, "init.step", f"{base_dir} has no checkpoint at step {i.step}; it has {steps}",
             "use one of those steps or -1 (the latest)")
@@ -218,7 +260,7 @@ def init_from_base(program: TrainProgram, init: dict, key) -> dict:
     """A step-0 state from a base checkpoint: its weights and, with restore_optimizer, its Adam moments and
     bias-correction count (the LR-schedule counts restart at 0, so this run's own warmup and decay apply);
     otherwise a fresh optimizer state."""
-    ckpts = metrics_lib.run_path(init["from_run"]) / "checkpoints"
+    ckpts = rundir.path(init["from_run"]) / "checkpoints"
     if init["restore_optimizer"]:
         base = Checkpoints(ckpts, keep=1)
         try:
@@ -239,23 +281,48 @@ def init_from_base(program: TrainProgram, init: dict, key) -> dict:
     return dict(fresh, params=checkpoint.restore_params(ckpts, init["step"], program.abstract_state["params"]))
 
 
+def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
+    """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
+    a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
+    path = rundir.path(run_dir) / "config.json"
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+        require(isinstance(saved, dict), field, f"{path} is not a JSON object", "")
+        return saved
+    except (ValueError, UnicodeDecodeError, LadderError):
+        raise LadderError(f"{field}: {path} is unreadable (not the JSON `ladder train` writes), so this run's "
+                          "config is unknown; restore it from a backup, or use a new --run-dir") from None
+
+
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
     check_run_dir(run_dir)
-    run_dir = metrics_lib.run_path(run_dir)
+    run_dir = rundir.path(run_dir)
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
+    # One writer per run directory: process 0 holds its lock for the whole run (the others write only
+    # checkpoint shards, in step with it).
+    with runlock.hold(run_dir, "--run-dir") if jax.process_index() == 0 else contextlib.nullcontext():
+        try:
+            return _train_locked(config, run_dir, mesh, on_eval)
+        except OSError as e:  # a write before the loop (config.json, metrics.jsonl): the loop has its own
+            raise storage_failure(e, run_dir, "unknown") from e
+
+
+def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     digest = config_hash(config)
-    saved = metrics_lib.read_json(run_dir / "config.json")
+    saved = read_run_config(run_dir)
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
-    status = metrics_lib.read_json(run_dir / "status.json")
+    status = rundir.read_json(run_dir / "status.json")
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
-    init = metrics_lib.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
+    init = rundir.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
 
     t, a = config.train, arch_of(config)
     source = make_source(data_config(config), a.seq_len, t.global_batch, jax.process_index(), jax.process_count())
@@ -271,20 +338,35 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            metrics_lib.write_json_atomic(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
+            rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh)
-    ckpts = Checkpoints(run_dir / "checkpoints", t.keep_checkpoints, t.checkpoint_steps, t.async_checkpoints)
+    ckpt_dir = run_dir / "checkpoints"
+    good = checkpoint.recover(ckpt_dir) if lead else None  # newer steps that fail verification are set aside
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("ladder: checkpoints verified")
+    try:
+        ckpts = Checkpoints(ckpt_dir, t.keep_checkpoints, t.checkpoint_steps, t.async_checkpoints)
+        if lead:
+            probe = ckpt_dir / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+    except OSError as e:
+        raise LadderError(f"--run-dir: cannot write checkpoints into {ckpt_dir} ({e.strerror or e}); "
+                          "make it writable or choose another --run-dir") from None
     start = ckpts.latest_step()
+    ckpts.last_verified = good if lead else start  # non-lead processes trust process 0's verification
     if start is None and init:
         state, start = init_from_base(program, init, jax.random.key(t.seed)), 0
         if lead:
-            metrics_lib.write_json_atomic(run_dir / "init.json", init)
+            rundir.write_json(run_dir / "init.json", init)
             print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
                   + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
     elif start is None:
         state, start = program.init_fn(jax.random.key(t.seed)), 0
     else:
-        state = ckpts.restore(start, program.abstract_state)
+        state = ckpts.restore(start, program.abstract_state)  # verified above (by process 0)
         if lead:
             print(f"ladder train: resuming {run_dir} from the checkpoint at step {start}", file=sys.stderr)
 
@@ -292,20 +374,25 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     tokens_per_step = t.global_batch * a.seq_len
     peak, peak_source = metrics_lib.peak_flops(jax.devices())
     writer = None
+    status_before = rundir.read_json(run_dir / "status.json") or {}
+    # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
+    # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
+    first_loss = status_before.get("first_loss") if start else None
     if lead:
-        metrics_lib.truncate_jsonl(run_dir / "metrics.jsonl", start)
+        rundir.truncate_metrics(run_dir, start)
         writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
     dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
     eval_steps, save_steps = set(t.eval_steps), set(t.checkpoint_steps) | {t.total_steps}
     base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=flops_per_token,
-                peak_flops=peak, peak_source=peak_source)
+                peak_flops=peak, peak_source=peak_source, first_loss=first_loss)
     progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
     clock = {"t": None, "step": start}
 
     def set_status(state_name, **extra):
+        base["last_verified_step"] = ckpts.last_verified
         if lead:
             done = progress["step"]
-            metrics_lib.write_json_atomic(run_dir / "status.json", dict(
+            rundir.write_json(run_dir / "status.json", dict(
                 base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
                 eta_s=progress["eta_s"], tokens=done * tokens_per_step,
                 flops_done=done * tokens_per_step * flops_per_token, updated=time.time(), **extra))
@@ -313,9 +400,14 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     def record(done: int, device_metrics, force_log: bool) -> None:
         """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""
         m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            raise TrainingFailed(f"step {done}: loss={m['loss']} grad_norm={m['grad_norm']} is not finite; "
-                                 f"stopped; the last good checkpoint (step {ckpts.latest_step()}) is kept; "
+        if base["first_loss"] is None and math.isfinite(m["loss"]):
+            base["first_loss"] = m["loss"]
+        problem = diverged(m["loss"], m["grad_norm"], base["first_loss"], t.divergence_margin)
+        if problem:
+            ckpts.wait()  # a save still in flight is an earlier, checked state: seal it before naming it
+            kept = ckpts.last_verified
+            raise TrainingFailed(f"step {done}: {problem}; stopped before saving it; the last verified checkpoint "
+                                 f"is {'step ' + str(kept) if kept is not None else 'none (nothing saved yet)'}; "
                                  "lower optim.peak_lr, raise optim.warmup_steps or check the data")
         now = time.perf_counter()
         progress.update(step=done, loss=m["loss"])
@@ -340,8 +432,9 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
 
     preemption = _Preemption()
     pending = None  # (step, device metrics) of the step before the newest: read after the next dispatch
-    set_status("running")
+    failed = False
     try:
+        set_status("running")
         for k in range(start, t.total_steps):
             batch = sharding.to_global(source.batch(k), row_sharding, t.global_batch)
             state, device_metrics = program.step_fn(state, batch)
@@ -359,23 +452,64 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
             if done in eval_steps or (done == t.total_steps and on_eval):
                 if on_eval:
                     on_eval(done, state["params"], bind_logits_fn(program, state["params"], dp))
-            if must_save:
-                ckpts.save(done, state)
+            try:
+                if must_save:
+                    ckpts.save(done, state)
+                ckpts.poll()  # a background save that failed stops the run now, not at the next save
+                if preempted:
+                    ckpts.wait()
+            except Exception as e:  # noqa: BLE001 (orbax re-raises its writer threads' errors as they came)
+                raise storage_failure(e, ckpt_dir, ckpts.last_verified) from e
             if preempted:
-                ckpts.wait()
-                set_status("preempted")
-                return dict(base, state="preempted", step=done, loss=progress["loss"], run_dir=str(run_dir))
-        ckpts.wait()
+                set_status("preempted", signal=preemption.signal_name)
+                return dict(base, state="preempted", step=done, loss=progress["loss"], run_dir=str(run_dir),
+                            signal=preemption.signal_name)
+        try:
+            ckpts.wait()
+        except Exception as e:  # noqa: BLE001
+            raise storage_failure(e, ckpt_dir, ckpts.last_verified) from e
+    except OSError as e:  # metrics.jsonl, status.json, tb/: the disk is full or the directory went read-only
+        failed = True
+        error = storage_failure(e, run_dir, ckpts.last_verified)
+        _record_failure(set_status, error)
+        raise error from e
     except TrainingFailed as e:
-        ckpts.wait()
-        set_status("failed", error=str(e))
+        failed = True
+        _record_failure(set_status, e, ckpts)
         raise
     finally:
         preemption.restore()
+        # On a failure these may fail again on the same storage: the first error is the one reported.
         if writer:
-            writer.close()
-        ckpts.close()
+            writer.abandon() if failed else writer.close()
+        with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
+            ckpts.close()
     progress["eta_s"] = 0.0
-    set_status("done", mfu=progress["mfu"])
+    try:
+        set_status("done", mfu=progress["mfu"])
+    except OSError as e:
+        raise storage_failure(e, run_dir / "status.json", ckpts.last_verified) from e
     return dict(base, state="done", step=t.total_steps, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
                 mfu=progress["mfu"], run_dir=str(run_dir))
+
+
+def diverged(loss: float, grad_norm: float, first_loss: float | None, margin: float) -> str | None:
+    """Why a step's loss means the run has diverged, or None. Rule (docs/training.md, "Divergence"): the loss
+    or gradient norm is NaN/Inf, or the loss exceeds the run's first-step loss by more than `margin` nats
+    (0 turns the second test off). A random model starts near ln(vocab), so a loss far above where the run
+    started is a blow-up, not noise; a finite 1e6 would otherwise train on and end "done"."""
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        return f"loss={loss} grad_norm={grad_norm} is not finite"
+    if margin > 0 and first_loss is not None and loss > first_loss + margin:
+        return (f"loss {loss:.6g} exceeds the first step's {first_loss:.6g} by more than train.divergence_margin="
+                f"{margin:g} nats (diverged)")
+    return None
+
+
+def _record_failure(set_status, error: BaseException, ckpts=None) -> None:
+    """status.json "failed" with the message, where storage still allows it (a full disk may not)."""
+    with contextlib.suppress(Exception):
+        if ckpts is not None:
+            ckpts.wait()
+    with contextlib.suppress(OSError):
+        set_status("failed", error=str(error))

@@ -7,14 +7,15 @@ No JAX here: the CLI, the planner and the launcher can build and check configs w
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
 import ml_collections
 
 from ladder import arch as arch_lib
-from ladder.config import set_path, to_json
-from ladder.errors import require
+from ladder.config import apply_overrides, set_path, to_json
+from ladder.errors import LadderError, require, require_path_name
 
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "wsd")
@@ -33,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
                   mixture=None, split="train", tokenizer="byte", spm_model="", segment_ids=True, cache_dir="", path="")
     c.train = dict(global_batch=16, total_steps=100, seed=0, z_loss=1e-4, eval_steps=[], checkpoint_steps=[],
                    checkpoint_every=1000, keep_checkpoints=2, async_checkpoints=True, log_every=10,
-                   mfu_accounting="6n")
+                   mfu_accounting="6n", divergence_margin=2.0)
     c.optim = dict(peak_lr=3e-3, final_lr_ratio=0.1, warmup_steps=10, schedule="cosine", decay_fraction=0.2,
                    beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0)
     # Evaluation at train.eval_steps and at the end (docs/tasks.md): tasks as ladder.tasks.load_tasks reads
@@ -80,6 +81,25 @@ def config_from_rung(rung: dict, defaults: dict | None = None) -> ml_collections
     for path, value in (defaults or {}).items():
         set_path(cfg, path, value)
     return cfg
+
+
+def resolve_rung(plan: dict | None, rung: str | dict, overrides=()) -> tuple[ml_collections.ConfigDict, str]:
+    """(train config, config_hash) a plan rung trains with: the rung's keys, the plan's dotted-key defaults,
+    then `overrides` ("key=value", as after --config.). The one place a rung becomes a config, so the
+    launcher's ownership check, the compile check, `ladder train --plan` and the CPT study cannot drift apart.
+
+    `rung` is a name in plan["rungs"] or a rung dict (a target, or a CPT grid rung with no plan: plan=None).
+    The hash is the trainer's (config_hash after resolve_vocab, as train() does), which it records in
+    config.json; with model.vocab_size = 0 that reads the tokenizer or the token store's manifest."""
+    plan = plan or {}
+    if isinstance(rung, str):
+        by_name = {r["name"]: r for r in plan.get("rungs", ())}
+        if rung not in by_name:
+            raise LadderError(f"--rung: {rung!r} is not in the plan; rungs: {', '.join(by_name)}")
+        rung = by_name[rung]
+    config = apply_overrides(config_from_rung(rung, plan.get("defaults") or {}), overrides)
+    resolve_vocab(config)
+    return config, config_hash(config)
 
 
 def resolve_vocab(config) -> None:
@@ -135,22 +155,53 @@ def config_hash(config) -> str:
 
 
 def check_known_keys(config, reference=None, prefix="") -> None:
-    """A config file that sets a key default_config() lacks (a typo) is an error, as an unknown override is."""
+    """A config file that sets a key default_config() lacks (a typo) is an error, as an unknown override is;
+    so is a value of another type than the default's (a string where a number belongs), and a float that is
+    not finite (1e999 parses as inf)."""
     reference = default_config() if reference is None else reference
     for key in config.keys():
-        require(key in reference, f"{prefix}{key}", "unknown config key",
+        field = f"{prefix}{key}"
+        require(key in reference, field, "unknown config key",
                 f"known keys here: {', '.join(sorted(reference.keys()))}")
-        if isinstance(reference[key], ml_collections.ConfigDict):
-            check_known_keys(config[key], reference[key], f"{prefix}{key}.")
+        ref, value = reference[key], config[key]
+        if isinstance(ref, ml_collections.ConfigDict):
+            require(isinstance(value, ml_collections.ConfigDict), field, f"is {value!r}, not a section",
+                    "set its keys, e.g. --config.{field}.KEY=VALUE")
+            check_known_keys(value, ref, f"{field}.")
+            continue
+        check_value_type(field, ref, value)
+
+
+def check_value_type(field: str, ref, value) -> None:
+    if isinstance(ref, bool):
+        require(isinstance(value, bool), field, f"expected True or False, got {value!r}", "write True or False")
+    elif isinstance(ref, (int, float)):
+        require(isinstance(value, (int, float)) and not isinstance(value, bool), field,
+                f"expected a number, got {value!r}", "write a number")
+        require(isinstance(ref, float) or float(value).is_integer(), field, f"expected an integer, got {value!r}",
+                "write a whole number")
+        require(math.isfinite(value), field, f"must be finite, got {value!r}", "write a finite number")
+    elif isinstance(ref, str):
+        require(isinstance(value, str), field, f"expected a string, got {value!r}", "quote the value")
+    elif isinstance(ref, (list, tuple)):
+        require(isinstance(value, (list, tuple)), field, f"expected a list, got {value!r}", "write e.g. [1, 2]")
+        for v in value:
+            require(not isinstance(v, float) or math.isfinite(v), field, f"has {v!r}, not finite",
+                    "write finite numbers")
 
 
 def validate(config) -> None:
     """Checks that need no devices. Each failure is one line naming the field and the fix."""
+    from ladder.config import require_kind
+
+    require_kind(config, "train", "this config")
     check_known_keys(config)
+    require_path_name(config.name, "name")  # the default run directory is runs/<name>
     m, t, o = config.model, config.train, config.optim
-    for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len")),
+    for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "rope_theta",
+                                 "norm_eps", "init_std")),
                       ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
-                      ("optim", ("peak_lr",))):
+                      ("optim", ("peak_lr",)), ("eval", ("n_questions",)), ("distributed", ("timeout_s",))):
         for key in keys:
             value = config[sec][key]
             require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")
@@ -175,6 +226,15 @@ def validate(config) -> None:
     for key in ("weight_decay", "clip"):
         require(o[key] >= 0, f"optim.{key}", f"must be >= 0, got {o[key]}", "use 0 to turn it off")
     require(t.z_loss >= 0, "train.z_loss", f"must be >= 0, got {t.z_loss}", "use 0 to turn it off")
+    require(t.divergence_margin >= 0, "train.divergence_margin", f"must be >= 0, got {t.divergence_margin}",
+            "use e.g. 2.0 (nats above the first step's loss), or 0 to check only for NaN/Inf")
+    for field, value in (("train.seed", t.seed), ("data.seed", config.data.seed), ("eval.seed", config.eval.seed),
+                         ("eval.k_shot", config.eval.k_shot), ("eval.max_questions", config.eval.max_questions),
+                         ("eval.lm_loss_batches", config.eval.lm_loss_batches)):
+        require(value >= 0, field, f"must be >= 0, got {value}", "use 0 or a positive value")
+    for key in ("data", "fsdp", "tensor"):  # one may be -1: the devices left over (ladder.sharding.make_mesh)
+        require(config.mesh[key] == -1 or config.mesh[key] >= 1, f"mesh.{key}", f"must be -1 (fill) or >= 1, "
+                f"got {config.mesh[key]}", "use 1 for no split, or -1 for the devices left over")
     require(config.mesh.dcn_data >= 1, "mesh.dcn_data", f"must be >= 1, got {config.mesh.dcn_data}",
             "set the number of slices (1 for one slice)")
     require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}",

@@ -18,3 +18,15 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"reference data not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture
+def gcs_emulator(tmp_path):
+    """gs://test/... served by a local Cloud Storage emulator (launch.emulator, the rehearsal's) for the
+    test's duration; yields the environment that points clients at it. Skips without ladder[rehearse]."""
+    pytest.importorskip("gcp_storage_emulator", reason="needs ladder[rehearse] (gcp-storage-emulator)")
+    pytest.importorskip("gcsfs", reason="needs ladder[rehearse] (gcsfs)")
+    from ladder.launch import emulator
+
+    with emulator.serving(tmp_path / "gcs" / "bucket", ["test"]) as env:
+        yield env

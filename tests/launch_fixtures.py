@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 from ladder import arch as arch_lib
 
@@ -42,22 +40,9 @@ def write_plan(path, plan: dict) -> str:
     return str(path)
 
 
-class StubModule(types.ModuleType):
-    """Stands in for ladder.plan until the planner lands."""
+def pin_choose_slice(monkeypatch, choose=lambda rung, chip: "v5litepod-8"):
+    """Pin the planner's slice choice (ladder.plan.choose_slice), so launch goldens do not move with its
+    throughput model; the launcher reads it from ladder.plan at call time."""
+    from ladder import plan
 
-
-def install_plan_stub(monkeypatch, choose=lambda rung, chip: "v5litepod-8"):
-    """Use ladder.plan when the planner has landed (choose_slice patched); until then a stub with the pinned API."""
-    try:
-        import ladder.plan as real
-    except ModuleNotFoundError:
-        real = None
-    if real is None or not hasattr(real, "load_plan") or not hasattr(real, "choose_slice"):
-        stub = StubModule("ladder.plan")
-        stub.load_plan = lambda p: json.load(open(p))
-        stub.choose_slice = choose
-        monkeypatch.setitem(sys.modules, "ladder.plan", stub)
-        monkeypatch.setattr("ladder.plan", stub, raising=False)
-        return stub
-    monkeypatch.setattr(real, "choose_slice", choose)
-    return real
+    monkeypatch.setattr(plan, "choose_slice", choose)

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from ladder import aot, cli
+from ladder import aot, chips, cli, topology
 from ladder.arch import n_params_total
 from ladder.config import load_config
 from ladder.errors import LadderError
@@ -31,9 +31,9 @@ TINY = ["model.n_layers=3", "model.scan_layers=True", "model.d_model=64", "model
     ("v6e-256", 1, (16, 16), (2, 2, 1), 256, "v6e-256"),
 ])
 def test_topology_names_map_to_cloud_tpu_shapes(name, slices, grid, hosts, devices, accel):
-    topo = aot.parse_topology(name, slices)
+    topo = topology.parse_topology(name, slices)
     assert (topo.grid, topo.chips_per_host_bounds, topo.n_devices, topo.accelerator_type) == (grid, hosts, devices, accel)
-    bigger = aot.next_topology(topo)
+    bigger = topology.next_topology(topo)
     assert bigger is None if accel == "v6e-256" else bigger.chips_per_slice == 2 * topo.chips_per_slice
 
 
@@ -43,7 +43,7 @@ def test_topology_names_map_to_cloud_tpu_shapes(name, slices, grid, hosts, devic
 ])
 def test_bad_topologies_are_clear_errors(name, slices, message):
     with pytest.raises(LadderError, match=message):
-        aot.parse_topology(name, slices)
+        topology.parse_topology(name, slices)
 
 
 def test_missing_libtpu_says_how_to_install(monkeypatch):
@@ -62,12 +62,13 @@ def test_cli_rejects_unknown_topology_before_compiling(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_report():
     config = load_config("configs/tiny.py", TINY)
-    return config, aot.compile_config(config, aot.parse_topology("v5e-4"))
+    return config, aot.compile_config(config, topology.parse_topology("v5e-4"))
 
 
 n_norm_scales_per_layer = 4  # attention and MLP output norms, QK-norm's q and k scales
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_tiny_rung_memory_report(tiny_report):
     config, r = tiny_report
@@ -82,6 +83,7 @@ def test_tiny_rung_memory_report(tiny_report):
     assert r.fits and r.total < 0.01 * r.hbm and not r.suggestions
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_tiny_rung_compiled_flops_match_the_formula(tiny_report):
     """Scanned layers (a while loop XLA counts once) are counted through the unrolled probes.
@@ -94,6 +96,7 @@ def test_tiny_rung_compiled_flops_match_the_formula(tiny_report):
     assert r.flops_ok, r.flops_vs_expected
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_remat_recompute_is_counted_with_tensor_parallelism():
     """With remat the forward of every layer runs twice: expected_flops_per_token adds it (1.30x 6N here;
@@ -101,7 +104,7 @@ def test_remat_recompute_is_counted_with_tensor_parallelism():
     over the sequence (sequence parallelism): matmuls replicated over `tensor` instead of split would read up
     to 2x."""
     config = load_config("configs/tiny.py", TINY + ["model.remat=True", "mesh.fsdp=2", "mesh.tensor=2"])
-    r = aot.compile_config(config, aot.parse_topology("v5e-4"))
+    r = aot.compile_config(config, topology.parse_topology("v5e-4"))
     assert r.mesh == {"data": 1, "fsdp": 2, "tensor": 2}
     assert r.flops_expected / r.flops_6n > 1.2
     assert r.flops_ok, r.flops_vs_expected
@@ -111,7 +114,7 @@ def test_remat_recompute_is_counted_with_tensor_parallelism():
 def test_mesh_that_does_not_divide_the_topology():
     config = load_config("configs/tiny.py", TINY + ["mesh.fsdp=3"])
     with pytest.raises(LadderError, match=r"mesh.*v5litepod-4"):
-        aot.compile_config(config, aot.parse_topology("v5e-4"))
+        aot.compile_config(config, topology.parse_topology("v5e-4"))
 
 
 # The smoke ladder's largest rung, with remat (as the published ladder trains), on one and four v5e chips.
@@ -127,10 +130,11 @@ def smoke_rung():
     plan["defaults"] = plan["defaults"] | {"model.remat": True}
     rung = next(r for r in plan["rungs"] if r["name"] == SMOKE_RUNG)
     config = train.config_from_rung(rung, plan["defaults"])
-    reports = {n: aot.compile_config(config, aot.parse_topology(f"v5e-{n}"), count_flops=False) for n in (1, 4)}
+    reports = {n: aot.compile_config(config, topology.parse_topology(f"v5e-{n}"), count_flops=False) for n in (1, 4)}
     return plan, rung, reports
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_planner_estimate_against_the_compiled_step(smoke_rung):
     """The planner's first-order memory estimate vs XLA's figures.
@@ -155,11 +159,11 @@ def hbm_between_one_and_four_chips(smoke_rung, monkeypatch):
     _, _, reports = smoke_rung
     need1, need4 = reports[1].total, reports[4].total
     assert need4 < need1
-    monkeypatch.setattr(aot, "HBM_USABLE_FRACTION", (need1 + need4) / 2 / reports[1].hbm)
+    monkeypatch.setattr(topology, "HBM_USABLE_FRACTION", (need1 + need4) / 2 / reports[1].hbm)
 
 
 def _launch_options(plan, tmp_path, monkeypatch):
-    from launch import LaunchOptions
+    from ladder.launch import LaunchOptions
     from launch_fixtures import write_plan
 
     monkeypatch.chdir(tmp_path)
@@ -168,10 +172,11 @@ def _launch_options(plan, tmp_path, monkeypatch):
                          project="proj", zone="us-west4-a", package="ladder[tpu]", rungs=[SMOKE_RUNG], chip="v5e")
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_launch_dry_run_prints_a_fit_line_per_rung(smoke_rung, tmp_path, monkeypatch):
     """`ladder launch --dry-run` on a cloud backend compiles each rung for its slice before the commands."""
-    from launch import launch_plan
+    from ladder.launch import launch_plan
 
     lines = []
     assert launch_plan(_launch_options(smoke_rung[0], tmp_path, monkeypatch), print_fn=lines.append) == 0
@@ -179,6 +184,7 @@ def test_launch_dry_run_prints_a_fit_line_per_rung(smoke_rung, tmp_path, monkeyp
     assert any("gcloud compute tpus tpu-vm create" in line for line in lines[1:])
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_between_one_and_four_chips, tmp_path,
                                                           monkeypatch):
@@ -188,7 +194,7 @@ def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_betwee
     compiled, the rung needs more, so aot.choose_slice grows the planner's choice to the next slice that fits.
     """
     from ladder import plan as plan_lib
-    from launch import launch_plan
+    from ladder.launch import launch_plan
 
     plan, rung, reports = smoke_rung
     assert plan_lib.choose_slice(rung, chip="v5e") == "v5litepod-1"
@@ -196,21 +202,24 @@ def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_betwee
     with pytest.raises(LadderError, match=f"relaunch with --slice {SMOKE_RUNG}=v5litepod-4"):
         launch_plan(_launch_options(plan, tmp_path, monkeypatch), print_fn=lines.append)
     assert "does NOT fit" in lines[0] and lines[1].startswith("#   suggestion: use v5litepod-4")
-    assert lines[-1] == f"# {SMOKE_RUNG}: compiled, it fits v5litepod-4 ({reports[4].total / aot.GiB:.2f} GiB per device)"
+    assert lines[-1] == f"# {SMOKE_RUNG}: compiled, it fits v5litepod-4 ({reports[4].total / chips.GiB:.2f} GiB per device)"
     assert not any(line.startswith("gcloud") for line in lines)
 
 
-@pytest.mark.parametrize("chip", sorted(aot.GRIDS))
+@pytest.mark.parametrize("chip", sorted(topology.GRIDS))
 def test_planner_and_compiler_agree_on_chips_per_host(chip):
-    """default_mesh keeps tensor groups inside a host: the planner's host size is the topology's."""
+    """default_mesh keeps tensor groups inside a host: the host size JAX's topology description gets is the
+    one the planner, the trainer's process count (hosts) and the default mesh use."""
     from ladder import chips
-    from ladder.plan.resources import chips_per_host
 
-    for n in aot.GRIDS[chip]:
-        topo = aot.Topology(chips.chip(chip), n)
-        assert chips_per_host(topo.chip, n) == min(n, math.prod(topo.chips_per_host_bounds)), (chip, n)
+    for n in topology.GRIDS[chip]:
+        topo = topology.Topology(chips.chip(chip), n)
+        assert topo.chips_per_host == min(n, math.prod(topo.chips_per_host_bounds)), (chip, n)
+        assert topo.hosts * topo.chips_per_host == n and topo.chips_per_host == (n if chip in ("v5e", "v6e") and n <= 8
+                                                                                 else 4), (chip, n)
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, capsys):
     """`ladder compile` with no --config.mesh: 60M-2xC's 2 sequences cannot split over v5e-4's 4 chips, so
@@ -219,7 +228,7 @@ def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, cap
     from launch_fixtures import tiny_plan, write_plan
 
     plan = write_plan(tmp_path / "plan.json", tiny_plan())
-    argv = ["compile", plan, "--rung", "60M-2xC", "--topology", "v5e-4", "--no-flops", "--json", str(tmp_path / "r.json")]
+    argv = ["compile", plan, "--rung", "60M-2xC", "--topology", "v5e-4", "--no-flops", "-o", str(tmp_path / "r.json")]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "v5litepod-4      1/2/2" in out
@@ -227,5 +236,26 @@ def test_compile_chooses_a_tensor_mesh_when_the_batch_cannot_split(tmp_path, cap
            "--config.mesh.tensor=2" in out
     report = json.loads((tmp_path / "r.json").read_text())[0]
     assert report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2} and report["fits"]
-    assert cli.main(argv + ["--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
+    assert cli.main(argv + ["--overwrite", "--config.mesh.data=2"]) == 2  # the user's mesh, refused by the trainer's check
     assert "train.global_batch: 2 is not divisible by data*fsdp = 4" in capsys.readouterr().err
+
+
+def test_compile_table_rows_and_text_without_libtpu():
+    """The `ladder compile` table as dataclass rows (what a notebook reads) and as the printed text."""
+    from ladder.compile_report import TABLE_HEADER, CompileReport, compile_rows, format_rows
+
+    gib = chips.GiB
+    report = CompileReport(rung="20M-1xC", topology="v5litepod-4", mesh={"data": 1, "fsdp": 2, "tensor": 2},
+                           n_devices=4, params=gib // 4, opt_state=gib // 2, other_args=0, temp=gib, code=0,
+                           peak=2 * gib, total=2 * gib, hbm=16 * gib, fits=True, flops_compiled=1.2e12,
+                           flops_6n=1e12, flops_reference=1e12, flops_expected=1.1e12, tokens_per_step=128,
+                           compile_s=3.0, flops_s=1.5, suggestions=["use more chips"], mesh_note="mesh chosen: x")
+    (row,) = compile_rows([report])
+    assert (row.mesh, row.params_gib, row.total_gib, row.hbm_fraction, row.compile_s) == ("1/2/2", 0.25, 2.0, 0.125, 4.5)
+    assert row.vs_6n == pytest.approx(1.2) and row.flops_ok is True
+    assert row.notes == ("mesh chosen: x", "suggestion: use more chips")
+    text = format_rows([row]).splitlines()
+    assert text[0] == TABLE_HEADER and len(text) == 4
+    assert text[1].split() == ["20M-1xC", "v5litepod-4", "1/2/2", "0.25", "0.50", "1.00", "2.00", "16", "12%", "yes",
+                               "1.200", "1.091", "4.5"]
+    assert format_rows([row], header=False).splitlines() == text[1:]

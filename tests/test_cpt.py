@@ -42,6 +42,7 @@ def first_loss(program, state, batch):
     return float(metrics["loss"])
 
 
+@pytest.mark.slow
 def test_continued_run_starts_at_the_base_model(base_run):
     base_cfg, base_dir = base_run
     mesh = sharding.make_mesh(base_cfg.mesh)
@@ -84,6 +85,7 @@ def test_continued_run_starts_at_the_base_model(base_run):
         assert first_loss(program, state, batch()) == base_loss
 
 
+@pytest.mark.slow
 def test_continued_run_trains_and_records_its_base(base_run, tmp_path, capsys):
     _, base_dir = base_run
     summary = train(cpt_config(base_dir), tmp_path / "cpt")
@@ -95,6 +97,7 @@ def test_continued_run_trains_and_records_its_base(base_run, tmp_path, capsys):
     assert rows[0]["lr"] == pytest.approx(1e-3 / 2)  # the re-warmup's first step: peak * 1 / warmup
 
 
+@pytest.mark.slow
 def test_bad_base_is_a_clear_error_and_writes_nothing(base_run, tmp_path):
     base_cfg, base_dir = base_run
     cases = [

@@ -4,10 +4,16 @@ held-out checks and rule (a), the check run, the report; then a second invocatio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from ladder import results
+from ladder import cpt, results
+from ladder.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # the whole study, end to end
 
 CPT_COLUMNS = {"general_loss", "domain_loss", "r", "d_cpt", "base_run", "kind"}
 
@@ -61,3 +67,17 @@ def test_a_second_run_skips_finished_runs(study):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count(": done, skipped") == 2 + 12 + 1
+
+
+@pytest.mark.timeout(1000)
+def test_a_notebook_runs_the_study_without_the_cli(study):
+    """ladder.cpt.run_study from Python on the same directory: every run is done (skipped), and the fit, the
+    rule, the check and the report come back as values equal to what `ladder cpt` wrote."""
+    out, _, _ = study
+    written = json.loads((out / "study.json").read_text())
+    lines = []
+    summary = cpt.run_study(load_config(f"{ROOT}/configs/specialization.py:ci"), out, log=lines.append)
+    assert sum(": done, skipped" in line for line in lines) == 2 + 12 + 1
+    again = json.loads(json.dumps(summary, default=float))
+    for key in ("dcpt", "holdout", "rule_a", "check", "effectiveness"):
+        assert again[key] == written[key], key

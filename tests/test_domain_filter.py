@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ladder import domain_filter as dfl
+from ladder.data import corpus
 from ladder.errors import LadderError
 
 LEGAL_WORDS = ("licensee shall indemnify the licensor warranty liability hereby granted notwithstanding "
@@ -64,9 +65,9 @@ def test_bad_input_named():
         dfl.train_filter(docs(LEGAL_WORDS, 5, 0), docs(GENERAL_WORDS, 5, 1), target_precision=1.5)
 
 
+@pytest.mark.slow
 def test_embedded_corpus_legal_filter():
     """On the embedded corpus (licence texts vs Python docs and code): first 3,000 characters of each document."""
-    corpus = pytest.importorskip("ladder.data.corpus")
     texts = {d: [(corpus.split_of(t), t[:3000]) for _, t in corpus.documents(d)] for d in ("legal", "prose", "code")}
     take = lambda domain, split, k: [t for s, t in texts[domain] if s == split][:k]  # noqa: E731
     legal = take("legal", "train", 200)

@@ -1,5 +1,6 @@
 """Ranked classification against hand-computed numbers: a fixed unigram and a fixed bigram model."""
 
+import json
 import math
 
 import numpy as np
@@ -67,3 +68,38 @@ def test_rows_append_to_the_results_table(tmp_path):
     table = read_table(tmp_path / "results.csv")
     assert table["task"][0] == "t1" and table["loss"][0] == 1.25 and table["step"][0] == 100
     assert table["acc_raw"][0] == 0.25 and table["flops"][0] == 1e18
+
+
+@pytest.mark.slow
+def test_ladder_eval_rescores_a_checkpoint_exactly_as_the_trainer_did(tmp_path, capsys):
+    """`ladder eval RUN_DIR` end to end: restore the final checkpoint of a tiny `ladder train` run and score it
+    with the run's own eval config (a JSONL task, 1-shot). The rows equal, to the last bit, the ones the trainer
+    wrote at its last step through the library (ladder.eval.make_on_eval) from the parameters in memory."""
+    from ladder import cli
+
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+    lines = []
+    for i in range(10):
+        choices = [" " + " ".join(rng.choice(words, 2)) for _ in range(3)]
+        lines.append({"context": f"Q{i}: " + " ".join(rng.choice(words, 5)), "choices": choices, "gold": i % 3,
+                      **({"fewshot": True} if i < 3 else {})})
+    task_file = tmp_path / "words.jsonl"
+    task_file.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    run_dir = tmp_path / "run"
+    tiny = ["--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
+            "--config.model.seq_len=64", "--config.train.global_batch=4", "--config.train.total_steps=4",
+            "--config.train.checkpoint_every=4", "--config.train.async_checkpoints=False",
+            "--config.optim.warmup_steps=2", f"--config.eval.tasks={task_file}", "--config.eval.k_shot=1"]
+    assert cli.main(["train", "configs/tiny.py", *tiny, "--run-dir", str(run_dir)]) == 0
+    trained = read_table(run_dir / "results.csv")
+    assert list(trained["task"]) == ["words"] and list(trained["step"]) == [4]
+
+    capsys.readouterr()
+    assert cli.main(["eval", str(run_dir), "-o", str(tmp_path / "rescored.csv")]) == 0
+    rescored = read_table(tmp_path / "rescored.csv")
+    for column in ("run", "n", "d", "step", "task", "loss", "acc", "acc_raw", "prob"):
+        assert list(rescored[column]) == list(trained[column]), column
+    assert "tiny step 4 words: loss " in capsys.readouterr().err
+    assert cli.main(["eval", str(run_dir), "--step", "3"]) == 2
+    assert "--step: no checkpoint at step 3" in capsys.readouterr().err

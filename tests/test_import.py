@@ -69,3 +69,54 @@ def test_missing_column_is_named(tmp_path):
     with pytest.raises(LadderError, match=r"missing required columns \['acc'\]"):
         validate_table(cols, "t.csv")
     assert np.isfinite(read_table(_table(tmp_path / "ok"), validate=True)["loss"]).all()
+
+
+def _write(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_csv_import_long_table_with_other_column_names(tmp_path, capsys):
+    src = _write(tmp_path / "long.csv", ["model", "params", "tokens", "bench", "accuracy", "bpb", "c4"],
+                 [["m1", "190M", "3.8e9", "arc", "0.41", "1.2", "3.1"], ["m1", "190M", "3.8e9", "piqa", "0.6", "0.9", "3.1"],
+                  ["m2", "1.3B", "2.6e10", "arc", "0.52", "1.0", "2.7"]])
+    out = tmp_path / "r.csv"
+    assert main(["import", "csv", str(src), "--map", "run=model,n=params,d=tokens,task=bench,acc=accuracy,loss=bpb,"
+                 "lm_loss=c4,chance=0.25", "-o", str(out)]) == 0
+    cols = read_table(out, validate=True)
+    assert cols["n"].tolist() == [190e6, 190e6, 1.3e9] and cols["task"].tolist() == ["arc", "piqa", "arc"]
+    assert cols["loss"].tolist() == [1.2, 0.9, 1.0] and (cols["chance"] == 0.25).all() and (cols["step"] == 0).all()
+
+
+def test_csv_import_wide_table_accuracy_only_and_mapping_file(tmp_path):
+    from ladder.importers import import_csv, parse_mapping
+
+    src = _write(tmp_path / "wide.csv", ["name", "N", "D", "acc_arc", "acc_mmlu", "loss_c4"],
+                 [["a", "1e8", "2e9", "0.3", "0.26", "3.3"], ["a", "1e8", "4e9", "0.32", "", "3.2"],
+                  ["b", "2e8", "4e9", "0.35", "0.27", "3.0"]])
+    spec = tmp_path / "map.txt"
+    spec.write_text("run=name  # the model\nn=N\nd=D\nacc=acc_*\nlm_loss=loss_c4\n")
+    rows = import_csv(src, parse_mapping(str(spec)))
+    assert [(r["run"], r["task"], r["step"]) for r in rows] == [
+        ("a", "arc", 0), ("a", "mmlu", 0), ("a", "arc", 1), ("b", "arc", 0), ("b", "mmlu", 0)]  # blank cell skipped
+    assert all(r["loss"] != r["loss"] for r in rows) and rows[0]["lm_loss"] == 3.3
+
+
+@pytest.mark.parametrize("mapping, words", [
+    ("run=name,n=N,d=D", ["no column for 'acc'"]),
+    ("run=name,n=N,d=D,acc=accuracy", ["no task"]),
+    ("run=name,n=N,d=D,acc=acc_*,loss=bpb_*", ["bpb_arc"]),
+    ("run=name,n=N,d=D,acc=acc_*,size=N", ["unknown field 'size'"]),
+    ("run=name,n=name,d=D,acc=acc_*", ["'name'", "not a number"]),
+])
+def test_csv_import_errors_name_the_field_or_column(tmp_path, mapping, words):
+    from ladder.importers import import_csv, parse_mapping
+
+    src = _write(tmp_path / "w.csv", ["name", "N", "D", "acc_arc"], [["a", "1e8", "2e9", "0.3"]])
+    with pytest.raises(LadderError) as e:
+        import_csv(src, parse_mapping(mapping))
+    for w in words:
+        assert w in str(e.value)

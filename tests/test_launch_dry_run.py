@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import sys
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,9 +17,9 @@ import pytest
 
 from ladder import chips
 from ladder.errors import LadderError
-from launch import LaunchOptions, get_backend, jobs as jobs_lib, launch_plan, queued_resources
-from launch.commands import run_steps
-from launch_fixtures import StubModule, install_plan_stub, tiny_plan, write_plan
+from ladder.launch import LaunchOptions, costs, get_backend, jobs as jobs_lib, launch_plan, queued_resources
+from ladder.launch.commands import run_steps
+from launch_fixtures import pin_choose_slice, tiny_plan, write_plan
 
 GOLDEN = Path(__file__).parent / "golden"
 PACKAGE = "ladder[tpu] @ git+https://github.com/org/ladder@v0.1.0"
@@ -47,7 +46,7 @@ CASES = {
 
 @pytest.fixture
 def plan_dir(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     monkeypatch.chdir(tmp_path)
     write_plan(tmp_path / "plan.json", tiny_plan())
     return tmp_path
@@ -75,15 +74,28 @@ def test_dry_run_matches_golden(backend, plan_dir, monkeypatch):
 def test_dry_run_estimates_chip_hours_from_the_plan(plan_dir):
     from ladder import plan as plan_lib
 
-    if not hasattr(plan_lib, "estimate_seconds"):
-        pytest.skip("needs ladder.plan.estimate_seconds")
     lines: list[str] = []
-    launch_plan(options("xpk", **CASES["xpk"]), print_fn=lines.append)
+    launch_plan(options("xpk", prices=costs.parse_prices(["v5e=1e6"]), **CASES["xpk"]), print_fn=lines.append)
     estimates = [line for line in lines if line.startswith("# estimate:")]
     rung = jobs_lib.load("plan.json")["rungs"][1]
     hours = plan_lib.estimate_seconds(rung, chips.chip("v5e"), 32) / 3600
-    assert estimates[1] == f"# estimate: 60M-2xC: {hours:,.1f} h on 32 v5e chips = {hours * 32:,.0f} chip-hours"
+    assert estimates[1] == (f"# estimate: 60M-2xC: 2xv5litepod-16, {hours:,.1f} h on 32 v5e chips = "
+                            f"{costs.num(hours * 32)} chip-hours, ${costs.num(hours * 32 * 1e6)} at $1000000.00/chip-hour")
     assert estimates[-1].startswith("# estimate: total ")
+    with pytest.raises(LadderError, match="--price v5x=1: expected CHIP=USD"):
+        costs.parse_prices(["v5x=1"])
+
+
+def test_one_chip_everywhere_from_the_plan(plan_dir, monkeypatch):
+    """launch and compile take the chip from the plan's family (the OLMo ladder: v5p) unless overridden."""
+    from ladder import plan as plan_lib
+
+    if not hasattr(plan_lib, "FAMILIES"):
+        pytest.skip("needs the planner's families")
+    assert jobs_lib.plan_chip({"family": "olmo"}) == "v5p"
+    assert jobs_lib.plan_chip({"family": "olmo"}, "v6e") == "v6e"
+    assert jobs_lib.plan_chip({"family": "smoke"}) == jobs_lib.DEFAULT_CHIP  # planned on CPU: no TPU chip
+    assert LaunchOptions("p", "r").chip is None
 
 
 def test_pack_groups_rungs_by_slice(plan_dir):
@@ -96,7 +108,7 @@ def test_pack_groups_rungs_by_slice(plan_dir):
 
 
 def test_default_slice_comes_from_choose_slice(plan_dir, monkeypatch):
-    install_plan_stub(monkeypatch, choose=lambda rung, chip: {"v6e": "v6e-8", "v5e": "v5litepod-4"}[chip])
+    pin_choose_slice(monkeypatch, choose=lambda rung, chip: {"v6e": "v6e-8", "v5e": "v5litepod-4"}[chip])
     plan = jobs_lib.load("plan.json")
     assert {j.accelerator for j in jobs_lib.make_jobs(plan, "gs://b/r", chip="v6e")} == {"v6e-8"}
     jobs = jobs_lib.make_jobs(plan, "gs://b/r", slices=jobs_lib.parse_slice_overrides(["20M-1xC=4xv5p-64"]))
@@ -113,7 +125,7 @@ def test_dry_run_passes_the_chosen_mesh_to_the_trainer(plan_dir):
     lines: list[str] = []
     launch_plan(options("tpu-vm", slices=slices, rungs=["60M-2xC"]), print_fn=lines.append)
     text = "\n".join(lines)
-    assert ("--rung 60M-2xC --run-dir gs://bkt/ladder/60M-2xC --distributed --config.mesh.fsdp=2 "
+    assert ("--rung 60M-2xC --run-dir gs://bkt/ladder/60M-2xC $DISTRIBUTED --config.mesh.fsdp=2 "
             "--config.mesh.tensor=2 --config.data.data_dir=gs://bkt/tfds") in text
     lines.clear()
     launch_plan(options("tpu-vm", slices=slices, rungs=["60M-2xC"], overrides=("mesh.data=2",)), print_fn=lines.append)
@@ -147,55 +159,113 @@ def test_missing_cli_without_dry_run_is_a_clear_error(plan_dir, monkeypatch):
     (json.dumps(dict(tiny_plan(), version=99)), "version is 99"),
 ])
 def test_bad_plan_file_is_a_clear_error(bad, message, plan_dir):
-    if isinstance(sys.modules.get("ladder.plan"), StubModule):
-        pytest.skip("plan validation is ladder.plan.load_plan's (planner, not landed yet)")
     (plan_dir / "plan.json").write_text(bad)
     with pytest.raises(LadderError, match=message):
         launch_plan(options("tpu-vm"), print_fn=lambda s: None)
 
 
-def test_real_launch_runs_the_dry_run_commands(plan_dir):
-    """Without --dry-run the same commands run, in order, probes first; existing resources are reused."""
-    calls = []
+class FakeCloud:
+    """A gcloud stand-in for lifecycle tests: resources by name with a state; `tick` scripts the world."""
 
-    def fake(argv, **kw):
-        calls.append(argv)
-        exists = argv[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "describe"] and argv[5] == "ladder-20m-1xc"
-        return subprocess.CompletedProcess(argv, 0 if exists else 1 if "describe" in argv or "ls" in argv else 0,
-                                           "", "")
+    def __init__(self, states=None):
+        self.states, self.calls = dict(states or {}), []
 
-    backend = get_backend("tpu-vm")
-    backend.runner = fake
-    opts = options("tpu-vm", dry_run=False, **CASES["tpu-vm"])
+    def __call__(self, argv, **kw):
+        self.calls.append(argv)
+        verb, name = (argv[4], argv[5]) if argv[1] == "compute" else (argv[2], None)
+        if verb == "describe":
+            found = name in self.states
+            return subprocess.CompletedProcess(argv, 0 if found else 1, self.states.get(name, "") + "\n", "")
+        if verb == "create":
+            self.states[name] = "READY" if argv[3] == "tpu-vm" else "ACTIVE"
+        if verb == "delete":
+            self.states.pop(name)
+        return subprocess.CompletedProcess(argv, 0 if verb != "ls" else 1, "", "")
+
+    def actions(self):
+        return [(a[4], a[5]) for a in self.calls if a[1] == "compute" and a[4] not in ("describe",)]
+
+
+def lifecycle_jobs(tmp, backend_name, **kw):
+    opts = options(backend_name, dry_run=False, run_root=str(tmp / "runs"), poll_s=0, **kw)
     plan = jobs_lib.load("plan.json")
-    jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=opts.chip, slices=opts.slices, overrides=opts.overrides)
-    backend.launch(jobs, opts, print_fn=lambda s: None)
-    verbs = [" ".join(a[3:5]) if a[1] == "compute" else " ".join(a[1:3]) for a in calls]
-    assert verbs == ["storage ls", "storage cp",
-                     "tpu-vm describe", "tpu-vm scp", "tpu-vm ssh",  # 20M VM exists: not created
-                     "tpu-vm describe", "tpu-vm create", "tpu-vm scp", "tpu-vm ssh"]
-    script = (plan_dir / ".ladder-launch" / "ladder-20m-1xc.sh").read_text()
-    assert "--rung 20M-1xC --run-dir gs://bkt/ladder/20M-1xC" in script
+    jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=jobs_lib.plan_chip(plan, opts.chip), slices=opts.slices)
+    return opts, jobs
 
 
-def test_queued_resource_found_preempted_is_deleted_and_recreated(plan_dir):
-    calls = []
+def finish(run_dir, state="done"):
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "status.json").write_text(json.dumps({"state": state, "step": 8}))
 
-    def fake(argv, **kw):
-        calls.append(argv)
-        if "--format=value(state.state)" in argv:
-            return subprocess.CompletedProcess(argv, 0, "SUSPENDED\n" if "ladder-20m-1xc" in argv else "ACTIVE\n", "")
-        if argv[:5] == ["gcloud", "compute", "tpus", "queued-resources", "describe"]:
-            return subprocess.CompletedProcess(argv, 0 if "ladder-60m-2xc" in argv else 1, "", "")
-        return subprocess.CompletedProcess(argv, 0, "", "")
 
+def test_tpu_vm_lifecycle_recreates_a_preempted_vm_and_deletes_finished_ones(plan_dir):
+    """An existing live VM is watched (not restarted); a PREEMPTED one is deleted, created, its script copied
+    and started again; each VM is deleted once its rung is done; launch.json counts the attempts."""
+    from ladder.launch import lifecycle
+
+    cloud = FakeCloud({"ladder-20m-1xc": "READY", "ladder-60m-2xc": "PREEMPTED"})
+    backend = get_backend("tpu-vm")
+    backend.runner = cloud
+    opts, jobs = lifecycle_jobs(plan_dir, "tpu-vm", **CASES["tpu-vm"])
+    ticks = iter([
+        lambda: cloud.states.update({"ladder-60m-2xc": "PREEMPTED"}),  # preempted again mid-rung
+        lambda: finish(jobs[0].run_dir),
+        lambda: finish(jobs[1].run_dir),
+    ])
+    printed = []
+    rc = lifecycle.watch(backend, backend.groups(jobs, opts), opts, printed.append, sleep=lambda s: next(ticks)())
+    assert rc == 0, printed
+    assert cloud.actions() == [
+        ("delete", "ladder-60m-2xc"), ("create", "ladder-60m-2xc"), ("scp", ".ladder-launch/ladder-60m-2xc.sh"),
+        ("ssh", "ladder-60m-2xc"),  # start: 20M's VM is READY (watched), 60M's is PREEMPTED
+        ("delete", "ladder-60m-2xc"), ("create", "ladder-60m-2xc"), ("scp", ".ladder-launch/ladder-60m-2xc.sh"),
+        ("ssh", "ladder-60m-2xc"),  # tick 1
+        ("delete", "ladder-20m-1xc"),  # tick 2: 20M done
+        ("delete", "ladder-60m-2xc")]  # tick 3: 60M done
+    assert cloud.states == {}
+    record = json.loads((Path(jobs[1].run_dir) / "launch.json").read_text())
+    assert (record["attempts"], record["state"], record["resource"]) == (2, "done", "ladder-60m-2xc")
+    assert record["logs"] == jobs[1].run_dir + "/logs"
+
+
+def test_queued_resources_keep_and_give_up(plan_dir):
+    """--keep leaves finished requests standing; a request FAILED max_recreates times is given up."""
+    from ladder.launch import lifecycle
+
+    cloud = FakeCloud()
     backend = get_backend("queued-resources")
-    backend.runner = fake
-    opts = options("queued-resources", dry_run=False, spot=True)
-    jobs = jobs_lib.make_jobs(jobs_lib.load("plan.json"), opts.run_root, chip=opts.chip)
-    backend.launch(jobs, opts, print_fn=lambda s: None)
-    acted = [(a[4], a[5]) for a in calls if a[1] == "compute" and a[4] in ("delete", "create")]
-    assert acted == [("delete", "ladder-20m-1xc"), ("create", "ladder-20m-1xc")]  # 60M is ACTIVE: left alone
+    backend.runner = cloud
+    opts, jobs = lifecycle_jobs(plan_dir, "queued-resources", keep=True, max_recreates=2)
+
+    def tick():
+        finish(jobs[0].run_dir)
+        cloud.states["ladder-60m-2xc"] = "FAILED"
+
+    printed = []
+    rc = lifecycle.watch(backend, backend.groups(jobs, opts), opts, printed.append, sleep=lambda s: tick())
+    assert rc == 1 and printed[-1].startswith("# failed: 60M-2xC")
+    assert cloud.actions() == [("create", "ladder-20m-1xc"), ("create", "ladder-60m-2xc"),
+                               ("delete", "ladder-60m-2xc"), ("create", "ladder-60m-2xc")]
+    assert cloud.states == {"ladder-20m-1xc": "ACTIVE", "ladder-60m-2xc": "FAILED"}  # kept; given up
+
+
+def test_a_worker_that_gave_up_fails_the_rung(plan_dir):
+    """A worker's exit marker (non-zero after its retries) ends the watch for that rung; the resource goes."""
+    from ladder.launch import lifecycle
+
+    cloud = FakeCloud()
+    backend = get_backend("queued-resources")
+    backend.runner = cloud
+    opts, jobs = lifecycle_jobs(plan_dir, "queued-resources", rungs=None)
+    jobs = jobs[:1]
+
+    def tick():
+        (Path(jobs[0].run_dir) / "logs").mkdir(parents=True, exist_ok=True)
+        (Path(jobs[0].run_dir) / "logs" / "w0.exit").write_text("1\n")
+
+    printed = []
+    assert lifecycle.watch(backend, backend.groups(jobs, opts), opts, printed.append, sleep=lambda s: tick()) == 1
+    assert cloud.actions() == [("create", "ladder-20m-1xc"), ("delete", "ladder-20m-1xc")]
 
 
 def gcloud_verdict(argv: list[str]) -> tuple[list[str], str]:
@@ -204,6 +274,7 @@ def gcloud_verdict(argv: list[str]) -> tuple[list[str], str]:
     return argv, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud not on PATH")
 @pytest.mark.timeout(120)
 def test_generated_gcloud_commands_parse_with_the_real_cli(plan_dir):
@@ -216,12 +287,42 @@ def test_generated_gcloud_commands_parse_with_the_real_cli(plan_dir):
 
     for backend in ("tpu-vm", "queued-resources"):
         opts = options(backend, dry_run=False, **CASES[backend])
-        jobs = jobs_lib.make_jobs(jobs_lib.load("plan.json"), opts.run_root, chip=opts.chip, slices=opts.slices)
+        jobs = jobs_lib.make_jobs(jobs_lib.load("plan.json"), opts.run_root, chip=jobs_lib.plan_chip(jobs_lib.load('plan.json'), opts.chip), slices=opts.slices)
         steps = get_backend(backend).steps(jobs, opts)
         run_steps(steps, dry_run=False, print_fn=lambda s: None, runner=collect)  # writes the startup scripts
-    argvs.append(queued_resources.delete_argv("x", ["--zone=z", "--project=p"]))
+    for backend in ("tpu-vm", "queued-resources"):  # the lifecycle's probes and deletes
+        b, opts = get_backend(backend), options(backend)
+        argvs += [b.state_argv("x", opts), b.delete_argv("x", opts)]
     unique = {tuple(a[:5]) + tuple(x.split("=")[0] for x in a[5:] if x.startswith("--")): a for a in argvs}
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for argv, text in pool.map(gcloud_verdict, unique.values()):
             assert "unrecognized arguments" not in text and "invalid choice" not in text, (argv, text)
             assert "active account" in text or "credential" in text.lower(), (argv, text)
+
+
+@pytest.mark.parametrize("given, wanted", [
+    ("ladder @ git+https://github.com/org/ladder@v1", "ladder[gcs,tpu] @ git+https://github.com/org/ladder@v1"),
+    ("ladder[tpu] @ git+https://x/y", "ladder[gcs,tpu] @ git+https://x/y"),
+    ("ladder[bench]==0.1.0", "ladder[bench,gcs,tpu]==0.1.0"),
+    ("ladder", "ladder[gcs,tpu]"),
+])
+def test_workers_install_the_tpu_extra_whatever_the_user_passed(given, wanted):
+    from ladder.launch.commands import with_extras
+
+    assert with_extras(given) == wanted
+
+
+def test_worker_script_sets_itself_up_and_is_valid_bash(plan_dir, tmp_path):
+    """uv-provisioned Python 3.11 venv, the tpu extra, a device check before training, valid bash."""
+    from ladder.launch.commands import worker_script
+
+    plan = jobs_lib.load("plan.json")
+    jobs = jobs_lib.make_jobs(plan, "gs://b/r", slices=jobs_lib.parse_slice_overrides(["20M-1xC=v4-16"]))
+    text = worker_script(jobs[:1], plan_uri="gs://b/r/plan.json", package="gs://b/wheels/ladder-0.1.0-py3-none-any.whl",
+                         title="t")
+    assert "uv venv --quiet --python 3.11" in text
+    assert 'PACKAGE="ladder[gcs,tpu] @ file://$WORK/ladder-0.1.0-py3-none-any.whl"' in text
+    # v4-16 = 8 chips: the preflight runs before the plan is fetched and before any rung trains
+    assert text.index("-m ladder.launch.preflight --devices 8") < text.index("-m ladder train")
+    (tmp_path / "w.sh").write_text(text)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "w.sh")]).returncode == 0

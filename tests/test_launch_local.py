@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from ladder.errors import LadderError
-from launch import LaunchOptions, launch_plan
-from launch.status import collect, format_status, ladder_status
+from ladder.launch import LaunchOptions, launch_plan
+from ladder.launch.status import format_status, ladder_status
+from ladder.rundir import collect
 from launch_fixtures import tiny_plan, write_plan
 
-pytest.importorskip("ladder.train", reason="needs the trainer (ladder/train.py)")
-if not hasattr(__import__("ladder.plan", fromlist=["load_plan"]), "load_plan"):
-    pytest.skip("needs the planner's ladder.plan.load_plan", allow_module_level=True)
+pytestmark = pytest.mark.slow  # trains a two-rung plan, kills and relaunches it
 
 KILLED, OTHER = "20M-1xC", "60M-2xC"
 STEPS, KILL_AT = 12, 7  # checkpoints at 4, 6 (the plan's checkpoint_steps) and 8: the kill loses step 7

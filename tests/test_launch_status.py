@@ -4,6 +4,7 @@ training here (tests/test_launch_local.py runs the real trainer)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import stat
 import sys
@@ -14,9 +15,9 @@ from etils.epath import testing as epath_testing
 
 from ladder import results
 from ladder.errors import LadderError
-from launch import LaunchOptions, launch_plan
-from launch.status import collect, format_status, ladder_status
-from launch_fixtures import install_plan_stub, tiny_plan, write_plan
+from ladder.launch import LaunchOptions, launch_plan
+from ladder.launch.status import collect, format_status, ladder_status
+from launch_fixtures import pin_choose_slice, tiny_plan, write_plan
 
 NOW = 1_800_000_000.0
 
@@ -37,7 +38,7 @@ def row(run, step, task, loss, acc, d):
 
 @pytest.fixture
 def ladder_dir(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     plan = tiny_plan(steps=100)
     a, b = plan["rungs"]
     write_run(tmp_path / "runs" / a["name"], dict(state="done", step=100, total_steps=100, loss=3.25,
@@ -66,7 +67,7 @@ def test_status_lines_and_totals(ladder_dir, monkeypatch):
 
 
 def test_status_pending_and_launcher_failure(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     plan = tiny_plan()
     write_run(tmp_path / plan["rungs"][1]["name"], launch=dict(state="failed", attempts=3, exit_codes=[1, 1, 1]))
     rows = ladder_status(plan, str(tmp_path))
@@ -77,8 +78,8 @@ def test_status_pending_and_launcher_failure(tmp_path, monkeypatch):
 def test_collect_gathers_rows_and_adds_plan_columns(ladder_dir):
     plan, tmp = ladder_dir
     out = tmp / "results.csv"
-    n, missing = collect(plan, str(tmp / "runs"), str(out))
-    assert (n, missing) == (3, [])
+    n, missing, skipped = collect(plan, str(tmp / "runs"), str(out), partial=True)
+    assert (n, missing, skipped) == (3, [], [])
     table = results.read_table(out)
     assert list(table["task"]) == ["arc_easy", "piqa", "arc_easy"]
     assert list(table["size"]) == ["20M", "20M", "60M"]
@@ -86,7 +87,47 @@ def test_collect_gathers_rows_and_adds_plan_columns(ladder_dir):
     assert table["flops"][2] == pytest.approx(b["tokens"] * 40 // 100 * b["flops_per_token"])
     with pytest.raises(LadderError, match="file exists.*--overwrite"):
         collect(plan, str(tmp / "runs"), str(out))
-    assert collect(plan, str(tmp / "runs"), str(out), overwrite=True)[0] == 3
+    assert collect(plan, str(tmp / "runs"), str(out), overwrite=True, partial=True)[0] == 3
+
+
+def test_collect_takes_finished_rungs_only_unless_partial(ladder_dir, capsys):
+    """The running rung's early evaluation rows would look like a finished small run to the fit."""
+    from ladder.commands import collect as collect_cmd
+
+    plan, tmp = ladder_dir
+    n, missing, skipped = collect(plan, str(tmp / "runs"), str(tmp / "done.csv"))
+    assert (n, missing, skipped) == (2, [], ["60M-2xC"])
+    assert list(results.read_table(tmp / "done.csv")["run"]) == ["20M-1xC", "20M-1xC"]
+    path = write_plan(tmp / "plan.json", plan)
+    parser = argparse.ArgumentParser()
+    collect_cmd.add_arguments(parser)
+    collect_cmd.run(parser.parse_args([path, "--run-root", str(tmp / "runs"), "-o", str(tmp / "cli.csv")]))
+    out = capsys.readouterr().out
+    assert "wrote 2 rows" in out and "skipped unfinished 60M-2xC (--partial includes them)" in out
+
+
+def test_status_shows_attempts_tokens_and_logs_and_tails_them(ladder_dir, capsys):
+    """A cloud launch's launch.json (attempts, log location) shows in status; --logs prints each worker's tail."""
+    from ladder.commands import status as status_cmd
+
+    plan, tmp = ladder_dir
+    b = tmp / "runs" / "60M-2xC"
+    (b / "launch.json").write_text(json.dumps(dict(attempts=2, logs="gs://bkt/ladder/60M-2xC/logs")))
+    (b / "logs").mkdir()
+    (b / "logs" / "w0.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    (b / "logs" / "w1.log").write_text("only line\n")
+    rows = ladder_status(plan, str(tmp / "runs"))
+    assert (rows[1].attempts, rows[1].logs) == (2, "gs://bkt/ladder/60M-2xC/logs")
+    assert rows[0].logs == str(tmp / "runs" / "20M-1xC" / "launch.log")  # local default
+    line = format_status(rows).splitlines()[2]
+    assert line.split()[-2:] == ["2", "gs://bkt/ladder/60M-2xC/logs"] and " 2.56k " in line  # 40% of its 6400 tokens
+    path = write_plan(tmp / "plan.json", plan)
+    parser = argparse.ArgumentParser()
+    status_cmd.add_arguments(parser)
+    status_cmd.run(parser.parse_args([path, "--run-root", str(tmp / "runs"), "--logs", "60M-2xC", "--lines", "3"]))
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"==> {b}/logs/w0.log (last 3 of 100 lines) <==", "line 97", "line 98", "line 99",
+                   f"==> {b}/logs/w1.log (last 1 of 1 lines) <==", "only line"]
 
 
 def test_status_and_collect_read_gs_run_dirs(ladder_dir, monkeypatch):
@@ -98,7 +139,7 @@ def test_status_and_collect_read_gs_run_dirs(ladder_dir, monkeypatch):
 
     with epath_testing.mock_epath(exists=lambda orig, p: orig(local(p)), open=lambda orig, p, m: orig(local(p), m)):
         rows = ladder_status(plan, "gs://bucket/ladder")
-        n, _ = collect(plan, "gs://bucket/ladder", str(tmp / "gs.csv"))
+        n, _, _ = collect(plan, "gs://bucket/ladder", str(tmp / "gs.csv"), partial=True)
     assert [r.state for r in rows] == ["done", "running"] and n == 3
 
 
@@ -110,12 +151,10 @@ def test_relaunch_skips_done_rungs_and_refuses_foreign_run_dirs(ladder_dir):
     assert printed[0] == "# 20M-1xC: done (step 100), skipped"
     assert len(printed) == 2 and "--rung 60M-2xC" in printed[1]
 
-    pytest.importorskip("ladder.train", reason="the config hash is the trainer's")
-    from launch import expected_config_hash
-    from launch.jobs import make_jobs
+    from ladder.launch.jobs import make_jobs
 
     job = make_jobs(plan, str(tmp / "runs"), chip=None)[1]
-    write_run(Path(job.run_dir), config=dict(config_hash=expected_config_hash(plan, job)))
+    write_run(Path(job.run_dir), config=dict(config_hash=job.config_hash))
     launch_plan(LaunchOptions(path, str(tmp / "runs"), dry_run=True), printed.append)  # same config: fine
     before = (Path(job.run_dir) / "status.json").read_bytes()
     write_run(Path(job.run_dir), config=dict(config_hash="0123456789abcdef"))
@@ -127,7 +166,7 @@ def test_relaunch_skips_done_rungs_and_refuses_foreign_run_dirs(ladder_dir):
 @pytest.mark.parametrize("exit_code, attempts", [(1, 3), (2, 1)])
 def test_failing_rung_is_retried_then_reported(tmp_path, monkeypatch, exit_code, attempts):
     """Exit 1 (a crash) is retried up to 3 times; exit 2 (bad input) is not retried."""
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     path = write_plan(tmp_path / "plan.json", tiny_plan())
     fake = tmp_path / "python"
     fake.write_text(f"#!{sys.executable}\nimport sys\nprint('boom', sys.argv[1:4])\nsys.exit({exit_code})\n")
@@ -143,7 +182,7 @@ def test_failing_rung_is_retried_then_reported(tmp_path, monkeypatch, exit_code,
 
 
 def test_dry_run_of_two_process_rungs_names_the_port(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     path = write_plan(tmp_path / "plan.json", tiny_plan())
     printed: list[str] = []
     launch_plan(LaunchOptions(path, str(tmp_path / "r"), dry_run=True, processes=2, parallel=2,
@@ -155,7 +194,7 @@ def test_dry_run_of_two_process_rungs_names_the_port(tmp_path, monkeypatch):
 
 
 def test_status_shows_a_preempted_rung(tmp_path, monkeypatch):
-    install_plan_stub(monkeypatch)
+    pin_choose_slice(monkeypatch)
     plan = tiny_plan(steps=100)
     write_run(tmp_path / plan["rungs"][0]["name"], dict(state="preempted", step=60, total_steps=100, loss=3.5,
               tokens=600, updated=NOW - 7200))

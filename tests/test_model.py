@@ -109,11 +109,13 @@ def first_losses(**model):
     return losses, state
 
 
+@pytest.mark.slow
 def test_golden_first_steps():
     losses, _ = first_losses()
     np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_float32_master_params():
     losses, state = first_losses(dtype="bfloat16")
     np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=5e-3)  # bf16 matmuls, float32 softmax/loss

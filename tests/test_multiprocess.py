@@ -10,7 +10,10 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # two JAX processes over a socket
+
 # Each process builds its half of the global batch from host-local rows; losses are printed per step.
+
 WORKER = textwrap.dedent("""
     import json, sys
     from tests.test_train import tiny_config

@@ -199,7 +199,8 @@ def _target(olmo, name):
 
 def test_default_mesh_hand_cases(olmo):
     from ladder.arch import Arch
-    from ladder.plan.resources import default_mesh, rung_arch
+    from ladder.plan.resources import rung_arch
+    from ladder.topology import default_mesh
 
     thirteen = _target(olmo, "13b-5t")  # 1984 = 31 x 64 sequences, 40 heads, d 5120
     assert thirteen["batch_sequences"] == 1984

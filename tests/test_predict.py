@@ -38,7 +38,7 @@ def _cols(tmp_path, rows):
 def test_paper_method_predicts_a_synthetic_target_within_its_interval(tmp_path):
     cols = _cols(tmp_path, synthetic_rows())
     N, D = 7e9, 20 * 7e9 * 2
-    pred = predict(cols, {"big": (N, D)}, n_bootstrap=200, plot_dir=tmp_path / "plots")
+    pred = predict(cols, {"big": (N, D)}, method="paper", n_bootstrap=200, plot_dir=tmp_path / "plots")
     r = pred.results["big"]["t"]
     true_loss = float(LOSS_ND.predict(STEP1, N, D))
     true_acc = float(SigmoidForm().predict(STEP2, true_loss))
@@ -64,7 +64,13 @@ def test_every_method_backtests_and_auto_picks_the_lowest_error(tmp_path):
     cols = _cols(tmp_path, synthetic_rows())
     bt = backtest(cols, "t", sorted(set(cols["run"])))
     assert set(bt) == set(METHODS)
-    assert all(h.test_runs == [f"800M-{c}xC" for c in (1, 10, 2, 5)] or len(h.test_runs) == 4 for h in bt.values())
+    # the largest size (800M) is held out, in the order given; the three smaller sizes are fitted
+    runs = sorted(set(cols["run"]))
+    held_out = [r for r in runs if r.startswith("800M-")]
+    assert held_out == ["800M-10xC", "800M-1xC", "800M-2xC", "800M-5xC"]
+    for h in bt.values():
+        assert h.test_runs == held_out and h.fit_runs == [r for r in runs if r not in held_out]
+        assert len(h.fit_runs) == 12 and h.problem == "" and h.predicted.shape == h.actual.shape == (4,)
     assert all(np.isfinite(h.error) for h in bt.values())
     assert bt["paper"].error < 0.01  # the data follow the paper's law
     pred = predict(cols, {"big": (7e9, 3e11)}, method="auto", n_bootstrap=0)
@@ -75,15 +81,16 @@ def test_every_method_backtests_and_auto_picks_the_lowest_error(tmp_path):
 def test_extrapolation_is_flagged_and_inside_target_warns(tmp_path):
     cols = _cols(tmp_path, synthetic_rows())
     with pytest.warns(UserWarning, match="inside the ladder's range"):
-        pred = predict(cols, {"small": (2e8, 4e9), "huge": (1e11, 1e13)}, n_bootstrap=0)
-    assert any("extrapolates" in f for f in pred.results["huge"]["t"]["flags"])
-    assert not any("extrapolates" in f for f in pred.results["small"]["t"]["flags"])
+        pred = predict(cols, {"small": (2e8, 4e9), "huge": (1e11, 1e13)}, method="paper", n_bootstrap=0)
+    assert "X100" in pred.results["huge"]["t"]["flags"] and "IN" not in pred.results["huge"]["t"]["flags"]
+    assert "X100" not in pred.results["small"]["t"]["flags"] and "IN" in pred.results["small"]["t"]["flags"]
+    assert "X100" in pred.table() and "the target is more than 100x the compute" in pred.table()
 
 
 @pytest.mark.parametrize("kwargs, rows, match", [
-    ({}, synthetic_rows(sizes=(1e8,), multiples=(1, 2, 5, 10, 20)), "one model size"),
-    ({"method": "single-step"}, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)), "9 parameters"),
-    ({"runs": ["100M-1xC", "200M-1xC"]}, synthetic_rows(), "5 parameters"),
+    ({"method": "paper"}, synthetic_rows(sizes=(1e8,), multiples=(1, 2, 5, 10, 20)), "one model size"),
+    ({"method": "single-step"}, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)), "7 parameters"),
+    ({"method": "paper", "runs": ["100M-1xC", "200M-1xC"]}, synthetic_rows(), "5 parameters"),
     ({"method": "magic"}, synthetic_rows(), "unknown method"),
     ({"runs": ["7B-*"]}, synthetic_rows(), "matches no run"),
 ])
@@ -92,6 +99,14 @@ def test_bad_input_is_a_clear_error(tmp_path, kwargs, rows, match):
     with pytest.raises(LadderError, match=match), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=0, **kwargs)
+
+
+def test_ensemble_without_back_test_splits_falls_back_to_the_paper_method(tmp_path):
+    cols = _cols(tmp_path, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)))
+    with pytest.warns(UserWarning, match="allows no back-test split"):
+        pred = predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=0)
+    r = pred.results["big"]["t"]
+    assert r["method"] == "paper" and "FB" in r["flags"] and pred.calibration is None
 
 
 def test_paper_method_runs_end_to_end_on_the_published_ladder(shared_dir, tmp_path, capsys):
@@ -108,6 +123,7 @@ def test_paper_method_runs_end_to_end_on_the_published_ladder(shared_dir, tmp_pa
         for task in ("mmlu", "hellaswag"):
             r = pred[target][task]
             assert r["method"] == "paper" and 0.25 < r["acc_lo"] <= r["acc"] <= r["acc_hi"] < 1
-    assert any("extrapolates" in f for f in pred["13B"]["mmlu"]["flags"])  # 13B-5T is ~200x the 1B-10xC run
-    assert not any("extrapolates" in f for f in pred["7B"]["mmlu"]["flags"])  # 7B-4T is ~83x
+    assert "X100" in pred["13B"]["mmlu"]["flags"]  # 13B-5T is ~200x the 1B-10xC run
+    assert "X100" not in pred["7B"]["mmlu"]["flags"]  # 7B-4T is ~83x
+    assert "NC" not in pred["7B"]["mmlu"]["flags"] and "(ABNORMAL" not in printed  # fits that match the reference
     assert (tmp_path / "chain.png").exists()

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("plan", "train", "collect", "predict", "self_check", "report")
 
@@ -18,6 +20,7 @@ def ladder(*args, **kw):
     return subprocess.run([sys.executable, "-m", "ladder", *args], cwd=ROOT, capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_quick_smoke_run_interrupted_in_training_then_resumed(tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "ladder", "run", "configs/smoke.py:quick", "--out", str(out)]

@@ -51,6 +51,7 @@ def final_params(run_dir):
     return state["params"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu")
     run = lambda d, kill_at: subprocess.run([sys.executable, "-c", RUN, str(d), str(kill_at)],  # noqa: E731
@@ -85,6 +86,7 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_then_resume_and_done(tmp_path, capsys):
     from ladder.train import train
 
@@ -119,6 +121,7 @@ def test_sigterm_saves_at_the_next_step_then_resume_and_done(tmp_path, capsys):
     assert json.loads((tmp_path / "status.json").read_text())["updated"] == status["updated"]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     code = cli.main(["train", "configs/tiny.py", *TINY, "--config.optim.peak_lr=1e30",
                      "--config.train.checkpoint_every=1", "--config.train.total_steps=20",
@@ -193,22 +196,22 @@ def test_config_from_rung_maps_every_rung_field():
 def test_run_dir_urls_and_object_store_writes(tmp_path, monkeypatch):
     """gs:// run dirs pass the pre-write checks (other schemes do not); on an object store metrics.jsonl is
     rewritten whole (no append) with the rows before the resume point kept: exercised here on a local path."""
-    from ladder import metrics
+    from ladder import metrics, rundir
     from ladder.train_config import check_run_dir
 
     check_run_dir("gs://bucket/ladder/run")
     with pytest.raises(LadderError, match="--run-dir: s3://b/r: only gs:// URLs"):
         check_run_dir("s3://b/r")
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
-    metrics.truncate_jsonl(tmp_path / "metrics.jsonl", 2)
-    monkeypatch.setattr(metrics, "is_remote", lambda path: True)
+    rundir.truncate_metrics(tmp_path, 2)
+    monkeypatch.setattr(rundir, "is_remote", lambda path: True)
     writer = metrics.MetricsWriter(tmp_path, total_steps=9, stream=open(os.devnull, "w"))
     row = dict(step=3, loss=1.0, tokens_per_s=None, mfu=None)
     writer.write(row, None)
     writer.close()
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
-    metrics.write_json_atomic(tmp_path / "status.json", {"state": "done"})
-    assert metrics.read_json(tmp_path / "status.json") == {"state": "done"}
+    rundir.write_json(tmp_path / "status.json", {"state": "done"})
+    assert rundir.read_json(tmp_path / "status.json") == {"state": "done"}
     assert not (tmp_path / "status.json.tmp").exists()
 
 
@@ -217,8 +220,7 @@ def test_gs_run_dir_files_go_through_epath(tmp_path):
     tmp_path (orbax writes checkpoints to gs:// itself)."""
     from etils.epath import testing as epath_testing
 
-    from ladder import metrics, results
-    from ladder.eval import write_results
+    from ladder import results, rundir
 
     def local(path):
         return str(path).replace("gs://bucket/run", str(tmp_path))
@@ -226,12 +228,13 @@ def test_gs_run_dir_files_go_through_epath(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
     row = dict(run="r", n=10, d=100, step=5, task="t", loss=1.0, acc=0.5)
     with epath_testing.mock_epath(exists=lambda orig, p: orig(local(p)), open=lambda orig, p, m: orig(local(p), m)):
-        metrics.write_json_atomic("gs://bucket/run/status.json", {"state": "running"})
-        assert metrics.read_json("gs://bucket/run/status.json") == {"state": "running"}
-        assert metrics.read_json("gs://bucket/run/absent.json") is None
-        metrics.truncate_jsonl("gs://bucket/run/metrics.jsonl", 2)
-        write_results("gs://bucket/run/results.csv", 5, [row])
-        write_results("gs://bucket/run/results.csv", 5, [row | {"loss": 2.0}])  # a re-evaluated step replaces
+        rundir.write_json("gs://bucket/run/status.json", {"state": "running"})
+        assert rundir.read_json("gs://bucket/run/status.json") == {"state": "running"}
+        assert rundir.read_json("gs://bucket/run/absent.json") is None
+        rundir.truncate_metrics("gs://bucket/run", 2)
+        assert [r["step"] for r in rundir.read_metrics("gs://bucket/run")] == [1, 2]
+        rundir.write_results("gs://bucket/run/results.csv", 5, [row])
+        rundir.write_results("gs://bucket/run/results.csv", 5, [row | {"loss": 2.0}])  # a re-evaluated step replaces
     assert json.loads((tmp_path / "status.json").read_text()) == {"state": "running"}
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert results.read_table(tmp_path / "results.csv")["loss"].tolist() == [2.0]

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from launch import jobs
-from launch.status import collect
-from ladder.commands.status import run_root
+from ladder.launch import jobs
+from ladder.launch.status import collect
+from ladder.commands.common import add_out, add_run_root, run_root
+
+EXAMPLES = """
+ladder collect olmo.json --run-root gs://MY_BUCKET/olmo-ladder -o results.csv
+ladder collect smoke.json -o results.csv --overwrite
+"""
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")
-    parser.add_argument("--run-root", help="root of the rungs' run dirs (path or gs://); default runs/<plan name>")
-    parser.add_argument("-o", "--output", required=True, help="results table to write (CSV)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_run_root(parser)
+    add_out(parser, "results table to write (CSV)", required=True)
+    parser.add_argument("--partial", action="store_true", help="also take rows of rungs that have not finished "
+                        "(their early evaluations only; default: finished rungs only)")
 
 
 def run(args) -> int:
     plan = jobs.load(args.plan)
-    n, missing = collect(plan, run_root(args), args.output, overwrite=args.overwrite)
-    print(f"wrote {n} rows to {args.output}" + (f"; no results yet from {', '.join(missing)}" if missing else ""))
+    n, missing, skipped = collect(plan, run_root(args), args.out, overwrite=args.overwrite, partial=args.partial)
+    print(f"wrote {n} rows to {args.out}" + (f"; no results from finished {', '.join(missing)}" if missing else "")
+          + (f"; skipped unfinished {', '.join(skipped)} (--partial includes them)" if skipped else ""))
     return 0

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import json
 
-from ladder import aot
+from ladder import aot, compile_report, topology
+from ladder.commands.common import add_out, check_out
 from ladder.errors import LadderError
+
+TAKES_CONFIG = True  # train-config overrides for every compiled rung
+EXAMPLES = """
+ladder compile plan.json --topology v5e-16
+ladder compile plan.json --chip v5p
+ladder compile plan.json --targets --rung 7b-4t --topology v5p-512 -o 7b.json
+ladder compile plan.json --topology v5e-16 --config.model.remat=True
+"""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("plan", help="plan file written by `ladder plan --out`")
+    parser.add_argument("plan", help="plan file written by `ladder plan -o`")
     parser.add_argument("--topology", help="Cloud TPU accelerator type for every rung, e.g. v5litepod-16 "
                                            "(v5e-16), v4-32, v5p-8, v6e-64, 2xv5p-8 (multislice) "
                                            "(default: the planner's slice on --chip)")
-    parser.add_argument("--chip", default="v5e", help="chip for the planner's slice choice when --topology "
-                                                      "is not given: v4, v5e, v5p, v6e (default v5e)")
+    parser.add_argument("--chip", help="chip for the planner's slice choice when --topology is not given: v4, "
+                                       "v5e, v5p, v6e (default: the plan's, as `ladder plan` and `launch` use)")
     parser.add_argument("--num-slices", type=int, default=1, help="multislice: this many slices joined over "
                                                                   "the data-center network (data axis)")
     parser.add_argument("--rung", action="append", metavar="NAME", help="compile only this rung (repeatable)")
@@ -23,22 +32,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-flops", action="store_true",
                         help="skip the FLOPs probes (1- and 2-layer unrolled compiles without windowed einsums, "
                              "docs/tpu-compile.md); they take about twice the memory compile's time")
-    parser.add_argument("--json", metavar="PATH", help="also write every report as JSON here")
+    add_out(parser, "also write every report as JSON here")
 
 
 def run(args) -> int:
     from ladder.plan import load_plan
 
     if args.topology:
-        aot.parse_topology(args.topology, args.num_slices)  # bad names fail before anything is compiled
+        topology.parse_topology(args.topology, args.num_slices)  # bad names fail before anything is compiled
+    if args.out:
+        check_out(args.out, args.overwrite)
     plan = load_plan(args.plan)
-    print(aot.format_reports([]))
-    reports = aot.check_plan(plan, args.topology, chip=args.chip, num_slices=args.num_slices, rungs=args.rung,
+    print(compile_report.TABLE_HEADER)
+    from ladder.launch.jobs import plan_chip
+
+    reports = aot.check_plan(plan, args.topology, chip=plan_chip(plan, args.chip), num_slices=args.num_slices, rungs=args.rung,
                              targets=args.targets, overrides=args.config_overrides,
                              count_flops=not args.no_flops,
-                             log=lambda r: print(aot.format_reports([r]).split("\n", 1)[1], flush=True))
-    if args.json:
-        with open(args.json, "w") as f:
+                             log=lambda r: print(compile_report.format_reports([r], header=False), flush=True))
+    if args.out:
+        with open(args.out, "w") as f:
             json.dump([r.to_dict() for r in reports], f, indent=2)
     bad = [r.rung for r in reports if not r.fits]
     if bad:

@@ -1,7 +1,7 @@
-"""`ladder cpt CONFIG [--out DIR] [--config.k=v ...]`: a continual-pretraining study, end to end.
+"""`ladder cpt CONFIG [-o DIR] [--config.k=v ...]`: a continual-pretraining study, end to end.
 
 Plans base runs and a CPT grid (every base x domain share r x budget), trains them (resumable: finished runs
-are skipped), collects results.csv, fits the D-CPT law (`ladder fit dcpt --holdout`, rule (a)), trains a
+are skipped), collects results.csv, fits the D-CPT law (as `ladder fit dcpt --holdout`, rule (a)), trains a
 check run at rule (a)'s ratio and writes the compute-effectiveness report. API: ladder.cpt.run_study.
 """
 
@@ -10,10 +10,18 @@ from __future__ import annotations
 import json
 import sys
 
+TAKES_CONFIG = True
+EXAMPLES = """
+ladder cpt configs/specialization.py
+ladder cpt configs/specialization.py:ci -o /tmp/cpt-ci
+ladder cpt configs/specialization.py --config.budgets=[0.5,1,2] --config.check=False
+"""
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="study config, e.g. configs/specialization.py (or :ci for a tiny one)")
-    parser.add_argument("--out", help="output directory (default: the config's out_dir)")
+    parser.add_argument("-o", "--out", metavar="DIR", help="output directory (default: the config's out_dir); "
+                        "re-running resumes it")
 
 
 def run(args) -> int:

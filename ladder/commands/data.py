@@ -2,8 +2,8 @@
 
     ladder data build [--domains prose,code,legal]        embedded corpus -> tfds array_record + byte tokens
     ladder data files PATH [--text-field text] [--name N] local .txt/.jsonl files -> tfds array_record + tokens
-    ladder data spm --vocab-size N --output X.model       train SentencePiece on the embedded train split
-    ladder data tasks --output DIR                        write the embedded tasks as JSONL (docs/tasks.md)
+    ladder data spm --vocab-size N -o X.model             train SentencePiece on the embedded train split
+    ladder data tasks -o DIR                              write the embedded tasks as JSONL (docs/tasks.md)
     ladder data tokenize SOURCE --tokenizer SPEC -o DIR   SOURCE (embedded | files glob | JSONL | tfds name) ->
                                                           a sharded token store for data.source=tokens; a
                                                           rerun into the same DIR resumes (docs/data.md)
@@ -14,21 +14,34 @@ from __future__ import annotations
 
 import time
 
+from ladder.commands.common import check_out
+
+EXAMPLES = """
+ladder data build --domains prose,code,legal
+ladder data files /data/my-corpus/ --name my-corpus
+ladder data spm --vocab-size 8192 -o spm8k.model
+ladder data tasks -o tasks/
+ladder data tokenize embedded --tokenizer byte -o /tmp/tokens-embedded
+ladder data verify /tmp/tokens-embedded
+"""
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["build", "files", "spm", "tasks", "tokenize", "verify"])
+    parser.add_argument("action", choices=["build", "files", "spm", "tasks", "tokenize", "verify"],
+                        help="what to build or check (see the examples)")
     parser.add_argument("path", nargs="?", help="files: a directory, glob or comma list of .txt/.jsonl files; "
                         "tokenize: SOURCE = embedded, such files, or a tfds catalog name (with --data-dir)")
     parser.add_argument("--domains", default="prose,code,legal", help="embedded domains (comma list)")
-    parser.add_argument("--cache-dir", default="", help="default: $LADDER_CACHE or ~/.cache/ladder")
+    parser.add_argument("--cache-dir", default="", help="token caches and tfds data (default: $LADDER_CACHE or "
+                        "~/.cache/ladder)")
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
     parser.add_argument("--name", default="", help="files: dataset config name (default: a hash of the inputs)")
     parser.add_argument("--vocab-size", type=int, default=8192, help="spm: vocabulary size")
-    parser.add_argument("--output", help="spm: the .model file to write; tasks: a directory")
     parser.add_argument("--n-questions", type=int, default=300, help="tasks: questions per embedded task")
-    parser.add_argument("-o", "--out", help="tokenize: the token store directory (local or gs://)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="tokenize: replace what --out holds (a rerun of the same job resumes without it)")
+    parser.add_argument("-o", "--out", metavar="PATH", help="spm: the .model file to write; tasks: a directory; "
+                        "tokenize: the token store directory (local or gs://)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (tokenize: what --out "
+                        "holds; a rerun of the same job resumes without it)")
     parser.add_argument("--tokenizer", default="byte", help="tokenize: byte, a SentencePiece .model or a tokenizer.json")
     parser.add_argument("--workers", type=int, default=0, help="tokenize: worker processes (0 = one per CPU)")
     parser.add_argument("--split", default="train",
@@ -62,15 +75,16 @@ def run(args) -> int:
         for split in ("train", "validation", "test"):
             _report(f"files[{split}]", lambda: pipeline.token_cache(cfg, split, tok))
     elif args.action == "spm":
-        if not args.output:
-            raise LadderError("--output: give the SentencePiece .model file to write")
+        if not args.out:
+            raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
+        check_out(args.out, args.overwrite)
         cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
         texts = [t for d in pipeline.as_list(args.domains, "domains") for t in pipeline.documents(cfg, "train", domain=d)]
         start = time.perf_counter()
-        model = train_sentencepiece(texts, args.output, args.vocab_size)
-        print(f"wrote {args.output}: vocab {model.vocab_size} from {len(texts)} documents in "
+        model = train_sentencepiece(texts, args.out, args.vocab_size)
+        print(f"wrote {args.out}: vocab {model.vocab_size} from {len(texts)} documents in "
               f"{time.perf_counter() - start:.1f}s; use --config.data.tokenizer=sentencepiece "
-              f"--config.data.spm_model={args.output}")
+              f"--config.data.spm_model={args.out}")
     elif args.action == "tokenize":
         import os
 
@@ -100,9 +114,11 @@ def run(args) -> int:
 
         from ladder import tasks
 
-        if not args.output:
-            raise LadderError("--output: give a directory for the task JSONL files")
-        out = Path(args.output)
+        if not args.out:
+            raise LadderError("--out: give a directory for the task JSONL files (-o DIR)")
+        out = Path(args.out)
+        for name in tasks.EMBEDDED:
+            check_out(out / f"{name}.jsonl", args.overwrite)
         out.mkdir(parents=True, exist_ok=True)
         cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
         for name in tasks.EMBEDDED:

@@ -1,35 +1,44 @@
-"""`ladder import olmo DIR -o results.csv`: a published ladder's W&B exports as a results table."""
+"""`ladder import olmo DIR -o results.csv` (the OLMo ladder's W&B exports) or `ladder import csv FILE --map
+run=COL,n=COL,d=COL,task=COL,acc=COL,... -o results.csv` (any table): a published ladder as a results table."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from ladder.commands.common import add_out, check_out
 from ladder.errors import require
 
-SOURCES = ("olmo",)
+SOURCES = ("olmo", "csv")
+EXAMPLES = """
+ladder import olmo shared/reference/olmo_ladder/ladder-runs -o olmo.csv
+ladder import csv my-ladder.csv --map run=model,n=params,d=tokens,step=step,task=task,acc=accuracy -o results.csv
+"""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("source", choices=SOURCES, help="which published format: olmo (Bhagia et al. 2024)")
-    parser.add_argument("directory", help="directory of run CSVs, e.g. shared/reference/olmo_ladder/ladder-runs")
-    parser.add_argument("-o", "--output", required=True, help="results table to write (CSV, docs/results.md)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument("source", choices=SOURCES, help="olmo (Bhagia et al. 2024's W&B exports) or csv (any "
+                        "table, columns named by --map)")
+    parser.add_argument("directory", metavar="PATH", help="olmo: directory of run CSVs, e.g. "
+                        "shared/reference/olmo_ladder/ladder-runs; csv: the CSV file")
+    parser.add_argument("--map", dest="mapping", help="csv: FIELD=COLUMN,... (fields run, n, d, step, task, acc, "
+                        "loss, lm_loss, flops, chance; COLUMN may be a pattern acc_* for one column per task, or a "
+                        "constant), or a file of such lines; docs/laws.md")
+    add_out(parser, "results table to write (CSV, docs/results.md)", required=True)
 
 
 def run(args) -> int:
-    from ladder.importers import import_olmo
-    from ladder.results import append_rows
+    from ladder.importers import import_csv, import_olmo, parse_mapping
+    from ladder.results import write_table
 
-    out = Path(args.output)
-    require(args.overwrite or not out.exists(), str(out), "already exists", "pass --overwrite or another -o")
-    rows = import_olmo(args.directory)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    append_rows(tmp, rows)
-    os.replace(tmp, out)
+    out = check_out(args.out, args.overwrite)
+    if args.source == "csv":
+        require(bool(args.mapping), "--map", "csv import needs the column mapping",
+                "pass --map run=COL,n=COL,d=COL,task=COL,acc=COL (docs/laws.md)")
+        rows = import_csv(args.directory, parse_mapping(args.mapping))
+    else:
+        rows = import_olmo(args.directory)
+    write_table(out, rows)
     runs = sorted({r["run"] for r in rows})
     tasks = sorted({r["task"] for r in rows})
     print(f"wrote {len(rows)} rows ({len(runs)} runs x checkpoints x {len(tasks)} tasks: {', '.join(tasks)}) to {out}")
+    if all(r["loss"] != r["loss"] for r in rows):
+        print("no task loss mapped: `ladder predict` uses the methods that need none (docs/laws.md)")
     return 0

@@ -1,4 +1,4 @@
-"""`ladder predict RESULTS --target NAME=N:D ... [--runs ...] [--method ...] --out pred.json`.
+"""`ladder predict RESULTS --target T ... | --plan PLAN [--runs ...] [--method ...] -o pred.json`.
 
 Fits the two-step laws (docs/laws.md) per task, prints a table with intervals and flags, writes the JSON
 {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}} and the step-1 / step-2 / chained PNGs.
@@ -10,37 +10,54 @@ import json
 import warnings
 from pathlib import Path
 
+from ladder.commands.common import TARGET_HELP, add_out, check_out, plan_targets, resolve_targets
+
+EXAMPLES = """
+ladder predict results.csv --plan plan.json -o pred.json
+ladder predict results.csv --target 7b-4t --target 13b-5t -o pred.json
+ladder predict results.csv --target 7B=6.89e9:3.95e12 --method auto --holdout '3B-*xC' -o pred.json
+"""
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("results", help="results table (CSV, docs/results.md)")
-    parser.add_argument("--target", action="append", required=True, metavar="NAME=N:D",
-                        help="target model: parameters N and tokens D, e.g. 7B=6.89e9:3.95e12 (repeatable)")
+    from ladder.plan import TARGETS
+
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--target", action="append", metavar="T", help=TARGET_HELP.format(presets=", ".join(TARGETS))
+                       + "; NAME=N:D:F adds FLOPs per token F for the compute method (default: extrapolated "
+                       "from the ladder)")
+    which.add_argument("--plan", help="predict the targets of this plan file (written by `ladder plan -o`)")
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: the paper's 16 when present, else all runs")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
-    parser.add_argument("--method", default="paper",
-                        help="auto | paper | single-step | compute | lm-loss | chance-floor (docs/laws.md)")
+    parser.add_argument("--method", default="ensemble",
+                        help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
+                        "single-step | compute | lm-loss | chance-floor (docs/laws.md)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for intervals (0: none)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--holdout", help="also predict these runs (names or globs) from the fitted runs with "
                         "every method and report the errors, e.g. '3B-*xC'")
-    parser.add_argument("--out", required=True, help="prediction JSON to write")
+    add_out(parser, "prediction JSON to write (with --holdout also OUT.holdout.json)", required=True)
     parser.add_argument("--plots", help="directory for PNGs (default: next to --out)")
 
 
 def run(args) -> int:
-    from ladder.laws.predict import METHODS, holdout, parse_target, predict, select_runs
+    from ladder.laws.predict import holdout_report, predict, select_runs
     from ladder.results import read_table
 
     cols = read_table(args.results, validate=True)
-    targets = dict(parse_target(t) for t in args.target)
-    out = Path(args.out)
+    out = check_out(args.out, args.overwrite)
+    if args.holdout:
+        check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
+    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
     plot_dir = Path(args.plots) if args.plots else out.parent
     tasks = args.tasks.split(",") if args.tasks else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
-                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir)
+                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
+                       progress=lambda msg: print(msg, flush=True))
     for w in caught:
         print(f"warning: {w.message}")
     print(f"fitted runs: {', '.join(pred.runs)}")
@@ -50,14 +67,12 @@ def run(args) -> int:
     print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
     if args.holdout:
         test = select_runs(cols, args.holdout)
-        report = {}
+        report = holdout_report(cols, pred, test)
+        methods = list(next(iter(report.values())))
         print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in METHODS))
-        for task in pred.fits:
-            hs = {m: holdout(cols, task, pred.runs, test, m) for m in METHODS}
-            report[task] = {m: {"error": h.error, "loss_error": h.loss_error, "predicted": h.predicted.tolist(),
-                                "actual": h.actual.tolist(), "runs": h.test_runs} for m, h in hs.items()}
-            print(f"{task:<14} " + " ".join(f"{h.error:>13.4f}" for h in hs.values()))
+        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+        for task, per in report.items():
+            print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" for m in methods))
         hold = out.with_name(out.stem + ".holdout.json")
         hold.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {hold}")

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from launch import jobs
-from launch.status import format_status, ladder_status
+from ladder.launch import jobs
+from ladder.launch.status import format_status, ladder_status, log_tail
+from ladder.commands.common import add_run_root, run_root
+
+EXAMPLES = """
+ladder status olmo.json --run-root gs://MY_BUCKET/olmo-ladder
+ladder status smoke.json
+"""
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")
-    parser.add_argument("--run-root", help="root of the rungs' run dirs (path or gs://); default runs/<plan name>")
+    add_run_root(parser)
+    parser.add_argument("--logs", metavar="RUNG", help="print the tail of this rung's logs (every worker's) instead")
+    parser.add_argument("--lines", type=int, default=40, help="--logs: lines per log (default %(default)s)")
 
 
 def run(args) -> int:
+    from ladder import rundir
+    from ladder.errors import LadderError
+
     plan = jobs.load(args.plan)
+    if args.logs:
+        names = [r["name"] for r in plan["rungs"]]
+        if args.logs not in names:
+            raise LadderError(f"--logs: no rung named {args.logs!r} in {args.plan}; rungs: {', '.join(names)}")
+        print(log_tail(rundir.join(run_root(args), args.logs), args.lines))
+        return 0
     print(format_status(ladder_status(plan, run_root(args))))
     return 0
-
-
-def run_root(args) -> str:
-    from pathlib import Path
-
-    return args.run_root or "runs/" + Path(args.plan).stem

@@ -190,12 +190,41 @@ def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str
 
 
 def prepared(builder) -> object:
-    """Build the dataset if needed (offline) and return it; datasets are built once per cache dir."""
-    if not builder.is_prepared():
-        tfds.disable_progress_bar()
-        with _tfds_scratch():
-            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    """Build the dataset if needed (offline) and return it; datasets are built once per cache dir.
+
+    Rungs started together on one machine ask for the same unbuilt dataset at once. tfds builds into a
+    private temporary directory and renames it into place, so the second builder's rename fails
+    (FileExistsError) after doing all the work again. A lock file held while building makes the others
+    wait; they then read the winner's dataset (its split metadata, which their builder, opened before it
+    existed, lacks)."""
+    if builder.is_prepared():
+        return builder
+    with _build_lock(builder):
+        if builder.is_prepared():
+            builder.info.read_from_directory(builder.data_dir)
+        else:
+            tfds.disable_progress_bar()
+            with _tfds_scratch():
+                builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return builder
+
+
+@contextlib.contextmanager
+def _build_lock(builder):
+    """An exclusive flock on <root>/.locks/<name>-<config>-<version>.lock (outside the tfds tree, which tfds
+    scans for versions). Released when the holder exits or dies, so a crashed build never blocks the next."""
+    import fcntl
+
+    version_dir = Path(builder.data_dir)
+    root = version_dir.parents[2]  # <root>/<name>/<config>/<version>
+    locks = root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{builder.name}-{builder.builder_config.name}-{version_dir.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_split(builder, split: str):

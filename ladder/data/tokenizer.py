@@ -73,7 +73,7 @@ class SentencePieceTokenizer:
         import sentencepiece as spm
 
         path = str(model_path)
-        self._bytes = read_bytes(path, "data.spm_model", "train one with `ladder data spm --vocab-size N --output "
+        self._bytes = read_bytes(path, "data.spm_model", "train one with `ladder data spm --vocab-size N -o "
                                  "PATH.model` or point data.spm_model at a .model file")
         self.path = path
         self._sp = spm.SentencePieceProcessor(model_proto=self._bytes)
@@ -218,7 +218,7 @@ def train_sentencepiece(texts, model_path: str | os.PathLike, vocab_size: int,
 
     model_path = Path(model_path).expanduser()
     if model_path.suffix != ".model":
-        raise LadderError(f"--output: {model_path} should end in .model (SentencePiece appends it)")
+        raise LadderError(f"--out: {model_path} should end in .model (SentencePiece appends it)")
     model_path.parent.mkdir(parents=True, exist_ok=True)
 
     def sentences():

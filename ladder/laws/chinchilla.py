@@ -1,4 +1,4 @@
-"""Step 1: loss as a power law of parameters N and tokens D (or of compute C = 6ND).
+"""Step 1: loss as a power law of parameters N and tokens D (or of compute C: D x FLOPs per token, or 6ND).
 
     L(N, D) = E + A / N^alpha + B / D^beta            (Hoffmann et al. 2022, eq. 2)
     log L   = LSE(a - alpha log N, b - beta log D, e)  with A = e^a, B = e^b, E = e^e
@@ -18,6 +18,9 @@ import numpy as np
 from ladder.laws.fitting import FitResult, best_starts, minimize_batched, minimize_from_grid, robust_loss
 
 HUBER_DELTA = 1e-3
+# E = e^e may not fall below this (in the loss's own units): a fit that wants E -> 0 lands on the bound and is
+# flagged, instead of drifting to e = -40 unseen (docs/laws.md, "Flags").
+E_FLOOR = 1e-3
 
 
 def _grid(*axes) -> np.ndarray:
@@ -31,6 +34,7 @@ class LossForm:
     name: str
     names: tuple[str, ...]
     grid: np.ndarray
+    bounds: tuple[tuple[float | None, float | None], ...]
 
     def log_loss(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray, jac: bool = True):
         """log L-hat [B, n] for parameter rows X [B, P] and its Jacobian [B, n, P] (None unless jac)."""
@@ -74,10 +78,13 @@ class LossForm:
 # Besiroglu et al.'s grid: a, b in {0, 5, ..., 25}, e in {-1, -0.5, ..., 1}, alpha, beta in {0, 0.5, ..., 2}.
 LOSS_ND = LossForm("nd", ("a", "b", "e", "alpha", "beta"),
                    _grid(np.arange(0, 30, 5), np.arange(0, 30, 5), np.arange(-1, 1.5, 0.5),
-                         np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5)))
-# Compute-only: C spans more decades than N or D, so a reaches further.
+                         np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5)),
+                   ((None, None), (None, None), (np.log(E_FLOOR), None), (0.0, None), (0.0, None)))
+# Compute-only: C spans more decades than N or D, so a reaches further. Bounds as the paper's step1_flops:
+# A >= 1, 0 <= alpha <= 1, E >= 0 (here E >= E_FLOOR).
 LOSS_C = LossForm("c", ("a", "e", "alpha"),
-                  _grid(np.arange(0, 65, 5), np.arange(-1, 1.5, 0.5), np.arange(0, 1.05, 0.05)))
+                  _grid(np.arange(0, 65, 5), np.arange(-1, 1.5, 0.5), np.arange(0, 1.05, 0.05)),
+                  ((0.0, None), (np.log(E_FLOOR), None), (0.0, 1.0)))
 FORMS = {"nd": LOSS_ND, "c": LOSS_C}
 
 
@@ -94,6 +101,9 @@ def _objective(form: LossForm, logN, logD, logL, w, delta):
     return fun_and_grad, batch
 
 
+SEARCH_POINTS = 512  # most points the start search of fit_loss scores (see there)
+
+
 def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELTA, top_k: int = 64,
              polish: int = 2) -> FitResult:
     """Fit `form` to points (N, D, L): sum of Huber(delta) of log residuals, L-BFGS from the best grid starts.
@@ -105,16 +115,23 @@ def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELT
     """
     logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
     w = np.ones_like(logL) if weights is None else np.asarray(weights, dtype=np.float64)
-    fun_and_grad, batch = _objective(form, logN, logD, logL, w, delta)
+    fun_and_grad, _ = _objective(form, logN, logD, logL, w, delta)
+    # The grid and the batched descent only choose where L-BFGS starts: on a large table (62,500 runs) they
+    # see an evenly spaced subset of SEARCH_POINTS points (cost grid x points), the final L-BFGS sees all.
+    # Tables up to SEARCH_POINTS points (every ladder so far) are fitted exactly as before.
+    pick = (np.linspace(0, len(logL) - 1, SEARCH_POINTS).round().astype(int) if len(logL) > SEARCH_POINTS
+            else slice(None))
+    sN, sD, sL, sw = logN[pick], logD[pick], logL[pick], w[pick]
+    _, batch = _objective(form, sN, sD, sL, sw, delta)
     starts = best_starts(batch, form.grid, top_k)
 
     def residual_fn(X, jac):
-        y, J = form.log_loss(X, logN, logD, jac)
-        return y - logL, J
+        y, J = form.log_loss(X, sN, sD, jac)
+        return y - sL, J
 
-    X, f, _ = minimize_batched(residual_fn, starts, w, delta=delta, max_iter=300)
+    X, f, _ = minimize_batched(residual_fn, starts, sw, delta=delta, max_iter=300, bounds=form.bounds)
     X = X[np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]]
-    return minimize_from_grid(fun_and_grad, X, form.names,
+    return minimize_from_grid(fun_and_grad, X, form.names, list(form.bounds),
                               residual_fn=lambda x: form.log_loss(x[None], logN, logD, jac=False)[0][0] - logL)
 
 
@@ -132,4 +149,4 @@ def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUB
         y, J = form.log_loss(X, logN, logD, jac)
         return y - logL, J
 
-    return minimize_batched(residual_fn, X0, weights, delta=delta, max_iter=1000, rtol=rtol)
+    return minimize_batched(residual_fn, X0, weights, delta=delta, max_iter=1000, rtol=rtol, bounds=form.bounds)

@@ -28,6 +28,7 @@ import numpy as np
 
 from ladder.errors import LadderError, require
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
+from ladder.results import last_rows
 
 # Fit-space parameters: amplitudes as logs (so they stay > 0), exponents bounded > 0, eps as a log.
 NAMES = ("e", "a", "alpha", "b", "eta", "beta", "c", "gamma", "log_eps")
@@ -128,6 +129,16 @@ def validate_points(p: Points, n_params: int = len(NAMES)) -> None:
                 f"the law needs at least {need} distinct values of {name} to separate its terms")
 
 
+def note_dropped(dropped: np.ndarray, run, step, what: str) -> None:
+    """Rows a fit leaves out are never left out silently: one line on stderr with the count and the first."""
+    if dropped.any():
+        import sys
+
+        i = int(np.argmax(dropped))
+        print(f"ladder: note: {int(dropped.sum())} {what} left out of the fit (first: run {str(run[i])!r} step "
+              f"{float(step[i]):g})", file=sys.stderr)
+
+
 def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, domain: str | None = None,
                       steps: str = "final") -> Points:
     """Extract D-CPT points from a results table (columns documented in docs/specialization.md).
@@ -141,20 +152,18 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
     for col in ("run", "n", "step", "r", "d_cpt", column):
         require(col in table, col, "column missing from the results table",
                 "write CPT rows with the columns listed in docs/specialization.md")
-    num = lambda c: np.asarray(table[c], dtype=np.float64)  # noqa: E731  (extra columns are read as str)
-    run, n, step, r, d = table["run"], num("n"), num("step"), num("r"), num("d_cpt")
-    keep = np.isfinite(d) & (d > 0) & np.isfinite(num(column))
+    run, n, step, r, d = table["run"], table["n"], table["step"], table["r"], table["d_cpt"]
+    keep = np.isfinite(d) & (d > 0) & np.isfinite(table[column])
+    note_dropped(np.isfinite(d) & (d > 0) & ~np.isfinite(table[column]), run, step,
+                 f"CPT rows with a blank or NaN {column}")
     if domain is not None:
         require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
         keep &= table["domain"] == domain
         require(keep.any(), "domain", f"no CPT rows for domain {domain!r}", f"choose one of {sorted(set(table['domain']))}")
     if steps == "final":
-        last = {}
-        for i in np.flatnonzero(keep):
-            if run[i] not in last or step[i] > step[last[run[i]]]:
-                last[run[i]] = i
+        last = last_rows(run, step, keep)
         keep = np.zeros_like(keep)
-        keep[list(last.values())] = True
+        keep[last] = True
     # One point per (run, step): the losses repeat on every task row.
     seen, idx = set(), []
     for i in np.flatnonzero(keep):
@@ -163,8 +172,8 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
             idx.append(i)
     idx = np.array(idx, dtype=int)
     share = r[idx] if loss == "domain" else 1.0 - r[idx]
-    k = num("k")[idx] if "k" in table else None
-    p = Points(n[idx], d[idx], share, num(column)[idx], k, run[idx])
+    k = table["k"][idx] if "k" in table else None
+    p = Points(n[idx], d[idx], share, table[column][idx], k, run[idx])
     bad = ~((r[idx] >= 0) & (r[idx] <= 1))
     require(not bad.any(), "r", f"mixture ratios must lie in [0, 1], got {r[idx][bad][:3].tolist()} "
             f"(runs {sorted(set(run[idx][bad].tolist()))[:3]})", "write r as the domain share of the CPT mixture")

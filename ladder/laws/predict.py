@@ -1,302 +1,29 @@
-"""The two-step task predictor: (N, D) -> task loss -> accuracy, its variants, bootstrap and back-test.
+"""`ladder predict`'s library: fit a method (default: the back-tested ensemble) per task and predict targets.
 
-Bhagia et al. 2024 ("Establishing Task Scaling Laws via Compute-Efficient Model Ladders"): step 1 fits the
-task loss of each run's final checkpoint as L(N, D) (chinchilla.py), step 2 fits accuracy as a sigmoid of
-task loss on all intermediate checkpoints (sigmoid.py), and the prediction chains them. Variants change one
-ingredient each; `backtest` predicts the ladder's largest rung from the smaller ones so methods can be
-compared (and chosen per task, `method="auto"`) on the extrapolation they are used for. docs/laws.md.
+The pieces: taskfit.py (one task, one method: data, fit, bootstrap), single_step.py (the paper's single-step
+ablation), backtest.py (refit on part of the ladder, predict the rest), ensemble.py (the default's weights
+and calibrated intervals), flags.py (codes and legend). This module chains them and formats the result.
+docs/laws.md.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import expit
 
 from ladder.errors import LadderError, require
-from ladder.laws.chinchilla import FORMS, LossForm, fit_loss, fit_loss_batched
-from ladder.laws.fitting import FitResult, minimize_batched, minimize_from_grid
-from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
+from ladder.laws import flags as fl
+from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdout_fits, run_suite, run_table
+from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
+from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap, fit_task,
+                                 select_runs, task_data)
 
-# The paper's fit set on the published OLMo ladder: 4 sizes x 4 Chinchilla multiples.
-PAPER_RUNS = tuple(f"{s}-{c}xC" for s in ("190M", "370M", "760M", "1B") for c in (1, 2, 5, 10))
-# Chance accuracy for the paper's tasks when the table has no `chance` column.
-KNOWN_CHANCE = {"mmlu": 0.25, "hellaswag": 0.25, "arc_challenge": 0.25, "arc_easy": 0.25, "piqa": 0.5,
-                "csqa": 0.2, "socialiqa": 1 / 3, "openbookqa": 0.25}
-FINAL_WINDOW = 5       # step-1 point: mean of the last 5 evaluations of each run
-SKIP_FRACTION = 0.10   # step 2: drop checkpoints in the first 10% of each run's tokens ...
-SMOOTH_WINDOW = 5      # ... and smooth the rest with a moving average over 5 checkpoints
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
-INTERVAL = (2.5, 97.5)  # bootstrap percentiles reported as acc_lo / acc_hi (a 95% interval)
-
-
-@dataclass(frozen=True)
-class Method:
-    """One prediction recipe; each differs from `paper` in one ingredient (docs/laws.md)."""
-
-    name: str
-    feature: str = "loss"        # intermediate feature: task loss (bits/byte) or "lm_loss"
-    form: str = "nd"             # step 1: "nd" = L(N, D), "c" = L(C) with C = 6ND
-    chance_floor: bool = False   # step 2: pin the sigmoid's floor a + b to the task's chance level
-    single_step: bool = False    # fit Acc(N, D) = sigmoid(L(N, D)) directly on the final points
-
-
-METHODS = {m.name: m for m in (
-    Method("paper"),
-    Method("single-step", single_step=True),
-    Method("compute", form="c"),
-    Method("lm-loss", feature="lm_loss"),
-    Method("chance-floor", chance_floor=True),
-)}
-
-
-# ----------------------------------------------------------------------------------------------- data
-@dataclass
-class TaskData:
-    """One task's fitting data over a set of runs (arrays aligned with `runs`)."""
-
-    task: str
-    runs: np.ndarray            # [R] run names
-    n: np.ndarray               # [R] parameters
-    d: np.ndarray               # [R] final tokens
-    feature: np.ndarray         # [R] mean of the last 5 values of the intermediate feature
-    acc: np.ndarray             # [R] mean of the last 5 accuracies
-    point_feature: np.ndarray   # [M] step-2 points (skipped + smoothed), anchor (0, 1) excluded
-    point_acc: np.ndarray       # [M]
-    point_run: np.ndarray       # [M] index into runs
-    chance: float | None
-
-
-def select_runs(cols: dict, runs=None) -> list[str]:
-    """Run names to fit: names or fnmatch patterns ("paper" = the paper's 16); default: PAPER_RUNS when the
-    table holds all of them (the published OLMo ladder), else every run in the table."""
-    present = list(dict.fromkeys(cols["run"].tolist()))
-    if runs is None:
-        return list(PAPER_RUNS) if set(PAPER_RUNS) <= set(present) else present
-    if isinstance(runs, str):
-        runs = [r for r in runs.split(",") if r]
-    chosen = []
-    for pat in runs:
-        names = list(PAPER_RUNS) if pat == "paper" else [r for r in present if fnmatch.fnmatchcase(r, pat)]
-        require(bool(names) and set(names) <= set(present), "--runs", f"{pat!r} matches no run in the table",
-                f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
-        chosen += [n for n in names if n not in chosen]
-    return chosen
-
-
-def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> TaskData:
-    """Step-1 points (one per run) and step-2 points (all intermediate checkpoints) of one task."""
-    require(feature in cols, "results table", f"has no column {feature!r} (needed for the intermediate feature)",
-            "add it (e.g. a held-out LM loss) or choose another method")
-    sel_task = cols["task"] == task
-    require(sel_task.any(), "--tasks", f"task {task!r} is not in the table", f"choose from {sorted(set(cols['task']))}")
-    n, d, fe, acc = [], [], [], []
-    pf, pa, pr = [], [], []
-    for i, run in enumerate(runs):
-        m = sel_task & (cols["run"] == run)
-        require(m.any(), f"run {run}", f"has no rows for task {task!r}", "evaluate it or leave the run out (--runs)")
-        order = np.argsort(cols["step"][m], kind="stable")
-        rd, rf, ra = cols["d"][m][order], cols[feature][m][order], cols["acc"][m][order]
-        require(np.isfinite(rf).all(), f"run {run}", f"column {feature!r} is blank or NaN for task {task!r}",
-                "fill it or choose a method that does not use it")
-        ns = np.unique(cols["n"][m])
-        require(len(ns) == 1, f"run {run}", f"has several N values {ns.tolist()}", "one N per run")
-        n.append(ns[0])
-        d.append(rd[-1])
-        fe.append(rf[-FINAL_WINDOW:].mean())
-        acc.append(ra[-FINAL_WINDOW:].mean())
-        keep = rd >= SKIP_FRACTION * rd[-1]
-        k = np.ones(SMOOTH_WINDOW) / SMOOTH_WINDOW
-        if keep.sum() >= SMOOTH_WINDOW:
-            sf, sa = np.convolve(rf[keep], k, "valid"), np.convolve(ra[keep], k, "valid")
-        else:
-            sf, sa = rf[keep], ra[keep]
-        pf.append(sf), pa.append(sa), pr.append(np.full(len(sf), i))
-    chance = None
-    if "chance" in cols and np.isfinite(cols["chance"][sel_task]).any():
-        chance = float(np.nanmean(cols["chance"][sel_task]))
-    elif task in KNOWN_CHANCE:
-        chance = KNOWN_CHANCE[task]
-    return TaskData(task, np.array(runs), np.array(n), np.array(d), np.array(fe), np.array(acc),
-                    np.concatenate(pf), np.concatenate(pa), np.concatenate(pr), chance)
-
-
-# ------------------------------------------------------------------------------------------ fitting
-@dataclass
-class TaskFit:
-    """A fitted method for one task: step-1 and step-2 fits (or the single-step fit) and what they saw."""
-
-    task: str
-    method: Method
-    data: TaskData
-    step1: FitResult
-    step2: FitResult | None
-    single: FitResult | None = None
-
-    @property
-    def form(self) -> LossForm:
-        return FORMS[self.method.form]
-
-    @property
-    def sigmoid(self) -> SigmoidForm:
-        return SigmoidForm(self.data.chance if self.method.chance_floor else None)
-
-    def predict(self, N, D, step1=None, step2=None) -> tuple[np.ndarray, np.ndarray]:
-        """(intermediate feature, accuracy) at (N, D), broadcast; optional parameter rows [B, P] override."""
-        if self.single is not None and step1 is None:
-            x = self.single.x
-            step1, step2 = x[:len(self.form.names)], x[len(self.form.names):]
-        L = self.form.predict(self.step1.x if step1 is None else step1, N, D)
-        s2 = self.step2.x if step2 is None else step2
-        if np.ndim(s2) == 2:  # bootstrap rows: L is [B, ...]; evaluate row b's sigmoid at row b's loss
-            full = self.sigmoid.full(s2)
-            a, b, k, L0 = (c.reshape((-1,) + (1,) * (L.ndim - 1)) for c in full.T)
-            return L, a * expit(k * (L - L0)) + b
-        return L, self.sigmoid.predict(s2, L)
-
-    def flags(self) -> list[str]:
-        out = []
-        for name, fit in (("step 1", self.step1), ("step 2", self.step2), ("single-step", self.single)):
-            if fit is None or (self.single is not None and name != "single-step"):
-                continue
-            if not fit.converged:
-                out.append(f"{name} fit did not converge ({fit.message})")
-            ceiling = "b" in fit.at_bound and name == "step 2" and fit.params["b"] > 0.5
-            bound = [p for p in fit.at_bound if not (ceiling and p == "b")]
-            if ceiling:  # the sigmoid's ceiling, b in [0, 1], sits at 1 unless the points saturate
-                out.append(f"{name} ceiling b at 1 (the points show no saturation; a lower true ceiling "
-                           "would make this accuracy too high)")
-            if bound:
-                out.append(f"{name} parameters at a bound: {', '.join(bound)}")
-        return out
-
-
-def _check_points(data: TaskData, form: LossForm, n_params: int, what: str) -> None:
-    runs = ", ".join(data.runs[:6])
-    require(len(data.runs) >= n_params, f"task {data.task}",
-            f"{what} has {len(data.runs)} runs ({runs}) but {n_params} parameters",
-            f"fit at least {n_params} runs")
-    key = np.unique(data.n) if form.name == "nd" else np.unique(data.n * data.d)
-    require(len(key) >= 2, f"task {data.task}", f"{what} sees one model size only (runs {runs})",
-            "a power law in N needs at least two sizes; add rungs of another size")
-
-
-def _single_step_residuals(form: LossForm, sig: SigmoidForm, data: TaskData):
-    """Batched residuals (Acc-hat - acc) and Jacobian of Acc(N, D) = sigmoid(L(N, D)) on final points."""
-    logN, logD = np.log(data.n), np.log(data.d)
-    P1 = len(form.names)
-
-    def residual_fn(X, jac=True):
-        y, J1 = form.log_loss(X[:, :P1], logN, logD, jac)
-        L = np.exp(y)
-        a, b, k, L0 = (c[:, None] for c in sig.full(X[:, P1:]).T)
-        s = expit(k * (L - L0))
-        r = a * s + b - data.acc
-        if not jac:
-            return r, None
-        ds = a * s * (1 - s)
-        dL = ds * k  # dAcc/dL
-        J1 = J1 * (dL * L)[..., None]  # dL/dtheta = L dlogL/dtheta
-        cols = [s, np.ones_like(s)] if sig.floor is None else [1 - s]
-        J2 = np.stack(cols + [ds * (L - L0), -ds * k], -1)
-        return r, np.concatenate([J1, J2], -1)
-
-    return residual_fn
-
-
-def fit_task(data: TaskData, method: Method | str) -> TaskFit:
-    """Fit one method to one task's data (full data, no bootstrap)."""
-    method = METHODS[method] if isinstance(method, str) else method
-    form = FORMS[method.form]
-    sig = SigmoidForm(data.chance if method.chance_floor else None)
-    require(not method.chance_floor or data.chance is not None, f"task {data.task}",
-            "has no chance level for method chance-floor", "add a `chance` column to the results table")
-    _check_points(data, form, len(form.names), "step 1")
-    step1 = fit_loss(form, data.n, data.d, data.feature)
-    Lp = np.append(data.point_feature, 0.0)
-    Ap = np.append(data.point_acc, 1.0)
-    require(len(Lp) > len(sig.names), f"task {data.task}", f"step 2 has {len(Lp)} points", "evaluate more checkpoints")
-    step2 = fit_sigmoid(sig, Lp, Ap)
-    single = None
-    if method.single_step:
-        P = len(form.names) + len(sig.names)
-        _check_points(data, form, P, "single-step fit")
-        res = _single_step_residuals(form, sig, data)
-
-        def fun_and_grad(x):
-            r, J = res(x[None])
-            return float(0.5 * r[0] @ r[0]), J[0].T @ r[0]
-
-        bounds = [(None, None)] * len(form.names) + sig.bounds
-        single = minimize_from_grid(fun_and_grad, np.concatenate([step1.x, step2.x])[None],
-                                    list(form.names) + [f"sigmoid_{n}" for n in sig.names], bounds,
-                                    residual_fn=lambda x: res(x[None], False)[0][0])
-    return TaskFit(data.task, method, data, step1, step2, single)
-
-
-def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0):
-    """Refit on `n_samples` resamplings of whole runs (their final point and all their checkpoints), warm
-    started from the full fit and solved together. Returns (step1 rows, step2 rows, converged [B])."""
-    data = fit.data
-    R = len(data.runs)
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(R, np.full(R, 1.0 / R), size=n_samples).astype(np.float64)  # [B, R]
-    if fit.single is not None:
-        P1 = len(fit.form.names)
-        X, _, conv = minimize_batched(_single_step_residuals(fit.form, fit.sigmoid, data),
-                                      np.broadcast_to(fit.single.x, (n_samples, len(fit.single.x))), counts,
-                                      bounds=[(None, None)] * P1 + fit.sigmoid.bounds)
-        return X[:, :P1], X[:, P1:], conv
-    X1, _, c1 = fit_loss_batched(fit.form, fit.step1.x, data.n, data.d, data.feature, counts)
-    w2 = np.concatenate([counts[:, data.point_run], np.ones((n_samples, 1))], 1)  # anchor (0, 1) always in
-    X2, _, c2 = fit_sigmoid_batched(fit.sigmoid, fit.step2.x, np.append(data.point_feature, 0.0),
-                                    np.append(data.point_acc, 1.0), w2)
-    return X1, X2, c1 & c2
-
-
-# ---------------------------------------------------------------------------------------- back-test
-@dataclass
-class Holdout:
-    """Predictions for held-out runs from a fit on the others: per-run and mean absolute error."""
-
-    method: str
-    task: str
-    fit_runs: list[str]
-    test_runs: list[str]
-    predicted: np.ndarray
-    actual: np.ndarray
-    error: float                   # mean |predicted - actual| accuracy
-    loss_error: float | None       # mean relative error of the intermediate feature (two-step only)
-    problem: str = ""              # why it could not be fitted (error is then NaN)
-
-
-def holdout(cols: dict, task: str, fit_runs: list[str], test_runs: list[str], method: Method | str) -> Holdout:
-    """Fit `method` on fit_runs, predict each test run's final accuracy (mean of its last 5)."""
-    method = METHODS[method] if isinstance(method, str) else method
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = fit_task(task_data(cols, task, fit_runs, method.feature), method)
-            test = task_data(cols, task, test_runs, method.feature)
-    except LadderError as e:
-        nan = np.full(len(test_runs), np.nan)
-        return Holdout(method.name, task, fit_runs, test_runs, nan, nan, float("nan"), None, str(e))
-    L, acc = fit.predict(test.n, test.d)
-    loss_err = None if method.single_step else float(np.mean(np.abs(L / test.feature - 1)))
-    return Holdout(method.name, task, fit_runs, test_runs, acc, test.acc, float(np.mean(np.abs(acc - test.acc))),
-                   loss_err)
-
-
-def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, Holdout]:
-    """Predict the largest rung (all runs of the largest N) from the smaller rungs, for every method."""
-    n_of = {r: float(cols["n"][cols["run"] == r][0]) for r in runs}
-    largest = max(n_of.values())
-    test = [r for r in runs if n_of[r] == largest]
-    train = [r for r in runs if n_of[r] < largest]
-    return {m: holdout(cols, task, train, test, m) for m in (methods or METHODS)}
+INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
+NOISY_RATIO = 2.0       # flag a task whose predicted change is under 2x its checkpoint noise
+DEFAULT_METHOD = "ensemble"
 
 
 def choose_method(bt: dict[str, Holdout]) -> str:
@@ -306,104 +33,229 @@ def choose_method(bt: dict[str, Holdout]) -> str:
     return min(errs, key=errs.get)
 
 
-# ---------------------------------------------------------------------------------------- prediction
+def parse_target(spec: str) -> tuple[str, tuple[float, ...]]:
+    """'7B=6.9e9:3.9e12' -> ('7B', (6.9e9, 3.9e12)); a third value is the target's training FLOPs per token
+    (used by the `compute` method; default: extrapolated from the ladder's `flops`)."""
+    try:
+        name, nd = spec.split("=", 1)
+        vals = tuple(float(v) for v in nd.split(":"))
+        if len(vals) not in (2, 3):
+            raise ValueError
+    except ValueError:
+        raise LadderError(f"--target {spec!r}: expected NAME=N:D or NAME=N:D:FLOPS_PER_TOKEN, "
+                          "e.g. 7B=6.9e9:3.9e12") from None
+    require(all(v > 0 and np.isfinite(v) for v in vals), f"--target {name}", "N, D (and F) must be positive",
+            "fix the numbers")
+    return name, vals
+
+
+def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
+    """Checkpoint-to-checkpoint noise of one task (Bhagia et al. 2024 §4's predictability analysis): the
+    standard deviation of accuracy (points) and of the task loss (relative) over each run's last `window`
+    evaluations, averaged over the runs of the largest fitted size (the closest to a target)."""
+    nd = run_table(cols)
+    top = max(nd[r][0] for r in runs)
+    acc_sd, loss_sd = [], []
+    for r in runs:
+        if nd[r][0] != top:
+            continue
+        m = (cols["task"] == task) & (cols["run"] == r)
+        order = np.argsort(cols["step"][m])[-window:]
+        if len(order) < 2:
+            continue
+        acc_sd.append(np.std(cols["acc"][m][order], ddof=1))
+        if "loss" in cols and np.isfinite(cols["loss"][m][order]).all():
+            L = cols["loss"][m][order]
+            loss_sd.append(np.std(L, ddof=1) / np.mean(L))
+    return {"acc_sd": float(np.mean(acc_sd)) if acc_sd else float("nan"),
+            "loss_sd_rel": float(np.mean(loss_sd)) if loss_sd else float("nan")}
+
+
 @dataclass
 class Prediction:
     """Everything `ladder predict` prints and writes: per (target, task) numbers, fits, back-tests, flags."""
 
     targets: dict[str, tuple[float, float]]
     runs: list[str]
-    fits: dict[str, TaskFit]
+    fits: dict[str, TaskFit | EnsembleFit]
     results: dict[str, dict[str, dict]]             # {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}}
-    backtests: dict[str, dict[str, Holdout]] = field(default_factory=dict)
+    backtests: dict[str, dict[str, Holdout]] = field(default_factory=dict)  # {task: {method: pooled Holdout}}
     warnings: list[str] = field(default_factory=list)
-    samples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # {task: {"step1","step2"}} rows
+    samples: dict[str, dict] = field(default_factory=dict)  # {task: bootstrap rows}
+    calibration: Calibration | None = None
+    suite: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         return self.results
 
     def table(self) -> str:
-        """A plain-text table: one line per target x task with the interval, method and flags."""
-        lines = [f"{'target':<12} {'task':<14} {'method':<13} {'loss':>7} {'acc':>6} {'95% interval':>15}  flags"]
+        """Plain text: one line per target x task (interval, predicted change vs noise, flag codes), the
+        back-test table, and one legend for the codes used."""
+        lines = [f"{'target':<12} {'task':<14} {'method':<12} {'loss':>7} {'acc':>6} {'95% interval':>15} "
+                 f"{'change':>7} {'noise':>6} {'Lchange':>8} {'Lnoise':>7}  flags"]
+        used = []
         for t, per_task in self.results.items():
             for task, r in per_task.items():
                 iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
-                lines.append(f"{t:<12} {task:<14} {r['method']:<13} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15}  "
-                             + "; ".join(r["flags"]))
+                lines.append(f"{t:<12} {task:<14} {r['method']:<12} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15} "
+                             f"{r['acc_change']:>+7.3f} {r['acc_noise']:>6.3f} {r['loss_change_rel']:>+8.1%} "
+                             f"{r['loss_noise_rel']:>7.2%}  {' '.join(r['flags'])}")
+                used += r["flags"]
+        lines.append("change: predicted accuracy minus the largest fitted run's; noise: s.d. of accuracy over "
+                     "a run's last 5 evaluations; Lchange, Lnoise: the same for the task loss, relative "
+                     "(docs/laws.md, 'Predictability')")
         if self.backtests:
             methods = list(next(iter(self.backtests.values())))
-            lines += ["", "back-test: |predicted - actual| accuracy of the largest rung from the smaller ones",
-                      f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods)]
+            what = ("back-test: mean |predicted - actual| accuracy over every split (docs/laws.md)"
+                    if self.calibration else "back-test: |predicted - actual| accuracy of the largest rung "
+                    "from the smaller ones")
+            lines += ["", what, f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods)]
             for task, bt in self.backtests.items():
                 lines.append(f"{task:<14} " + " ".join(f"{bt[m].error:>13.4f}" for m in methods))
+        if self.calibration:
+            c = self.calibration
+            lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))
+            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance, union with the bootstrap; "
+                         f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)")
+        if used:
+            lines += ["", "flags:"] + fl.legend(used)
         return "\n".join(lines)
 
 
-def parse_target(spec: str) -> tuple[str, tuple[float, float]]:
-    """'7B=6.9e9:3.9e12' -> ('7B', (6.9e9, 3.9e12))."""
-    try:
-        name, nd = spec.split("=", 1)
-        n, d = (float(v) for v in nd.split(":"))
-    except ValueError:
-        raise LadderError(f"--target {spec!r}: expected NAME=N:D, e.g. 7B=6.9e9:3.9e12") from None
-    require(n > 0 and d > 0 and np.isfinite(n * d), f"--target {name}", "N and D must be positive", "fix the numbers")
-    return name, (n, d)
+def _pooled(suite, task: str) -> dict[str, Holdout]:
+    """One Holdout per method for a task: errors pooled over the suite's splits (for tables and JSON)."""
+    out = {}
+    hs = [per[task] for per in suite if task in per]
+    for m in hs[0] if hs else ():
+        pred = np.concatenate([h[m].predicted for h in hs])
+        act = np.concatenate([h[m].actual for h in hs])
+        lerr = [h[m].loss_error for h in hs if h[m].loss_error is not None]
+        problem = "; ".join(sorted({h[m].problem for h in hs if h[m].problem}))
+        out[m] = Holdout(m, task, [], [r for h in hs for r in h[m].test_runs], pred, act,
+                         float(np.mean(np.abs(pred - act))), float(np.mean(lerr)) if lerr else None, problem)
+    return out
 
 
-def predict(cols: dict, targets: dict[str, tuple[float, float]], *, method: str = "paper", runs=None,
-            tasks=None, n_bootstrap: int = 1000, seed: int = 0, plot_dir=None) -> Prediction:
-    """Fit `method` ("auto" = lowest back-test error per task) and predict each target's loss and accuracy.
+def _loss_misses(pred: Prediction, task: str, used: set) -> list[tuple[str, str]]:
+    """BTL flags: back-tests of the used methods that missed a held-out task loss by more than 100%."""
+    worst = {}
+    for per in pred.suite or [{task: pred.backtests.get(task, {})}]:
+        for m, h in per.get(task, {}).items():
+            if m in used and h.loss_rel is not None and np.isfinite(h.loss_rel).any():
+                worst[m] = max(worst.get(m, 0.0), float(np.nanmax(np.abs(h.loss_rel))))
+    return [("BTL", f"{m}: back-test loss error up to {v:.0%}") for m, v in worst.items() if v > 1.0]
 
-    cols: a validated results table (ladder.results.read_table(path, validate=True)); targets: name ->
-    (N, D). Intervals come from `n_bootstrap` resamplings of whole runs. Plots go to plot_dir if given.
+
+def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METHOD, runs=None, tasks=None,
+            n_bootstrap: int = 1000, seed: int = 0, plot_dir=None, progress=None) -> Prediction:
+    """Fit `method` per task and predict each target's loss and accuracy.
+
+    method: "ensemble" (default: weights and intervals from the back-test suite), "auto" (per task, the
+    lowest error predicting the largest rung), or one of METHODS. cols: a validated results table
+    (ladder.results.read_table(path, validate=True)); targets: name -> (N, D) or (N, D, FLOPs/token).
     """
-    require(method == "auto" or method in METHODS, "--method", f"unknown method {method!r}",
-            f"choose auto or one of {', '.join(METHODS)}")
+    require(method in ("ensemble", "auto") or method in METHODS, "--method", f"unknown method {method!r}",
+            f"choose ensemble, auto or one of {', '.join(METHODS)}")
     require(bool(targets), "--target", "no targets given", "pass at least one NAME=N:D")
+    flops = {k: v[2] for k, v in targets.items() if len(v) > 2}
+    targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}
     runs = select_runs(cols, runs)
     tasks = list(dict.fromkeys(cols["task"].tolist())) if tasks is None else list(tasks)
-    n_of = {r: float(cols["n"][cols["run"] == r][0]) for r in runs}
-    d_of = {r: float(cols["d"][cols["run"] == r].max()) for r in runs}
-    c_max = max(6 * n_of[r] * d_of[r] for r in runs)
+    nd = run_table(cols)
+    c_max = max(6 * nd[r][0] * nd[r][1] for r in runs)
+    n_max = max(nd[r][0] for r in runs)
+    reference = max(runs, key=lambda r: nd[r][0] * nd[r][1])  # the predicted change is measured from it
     notes = []
     for name, (N, D) in targets.items():
-        if 6 * N * D <= c_max or N <= max(n_of.values()):
+        if 6 * N * D <= c_max or N <= n_max:
             msg = (f"target {name} (N={N:.3g}, D={D:.3g}) is inside the ladder's range (largest rung N="
-                   f"{max(n_of.values()):.3g}, C={c_max:.3g}): not an extrapolation")
+                   f"{n_max:.3g}, C={c_max:.3g}): not an extrapolation")
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
     pred = Prediction(targets, runs, {}, {t: {} for t in targets}, warnings=notes)
+    fallback = []
+    if method == "ensemble":
+        pred.suite = run_suite(cols, tasks, runs, MENU, progress)
+        if pred.suite:
+            pred.calibration = calibrate(pred.suite)
+        else:  # nothing to weigh the methods by: the paper's method, said loudly
+            msg = ("the ladder allows no back-test split (it needs 3 sizes, or 2 token budgets, and 6 runs per "
+                   "fit): the ensemble falls back to the paper's method, intervals from the bootstrap only")
+            warnings.warn(msg, stacklevel=2)
+            notes.append(msg)
+            fallback, method = [("FB", "no back-test split: paper method, bootstrap interval only")], "paper"
     for task in tasks:
-        if method == "auto":
-            pred.backtests[task] = backtest(cols, task, runs)
-            chosen = choose_method(pred.backtests[task])
+        extra = []
+        if method == "ensemble":
+            members, problems = fit_methods(cols, task, runs, MENU)
+            fit = EnsembleFit(members, pred.calibration.weights)
+            require(bool(fit.members), f"task {task}", "no method of the ensemble could be fitted: "
+                    + "; ".join(problems.values()), "check the table's columns")
+            extra += [("FB", f"{m}: {p}") for m, p in problems.items()]
+            pred.backtests[task] = _pooled(pred.suite, task)
         else:
             chosen = method
-        m = METHODS[chosen]
-        fit = fit_task(task_data(cols, task, runs, m.feature), m)
+            if method == "auto":
+                pred.backtests[task] = backtest(cols, task, runs)
+                chosen = choose_method(pred.backtests[task])
+            m = METHODS[chosen]
+            data = task_data(cols, task, runs, m.needs)
+            base = None
+            if m.single_step == "paper":  # the paper's step 1 gives single-step a loss to report, when there is one
+                base = fit_methods(cols, task, runs, ["paper"])[0].get("paper")
+            fit = fit_task(data, m, base)
         pred.fits[task] = fit
-        flags = fit.flags()
-        s1 = s2 = None
-        conv_frac = 1.0
+        flag_list = fl.fit_flags(fit.fits()) + extra + fallback
+        used = set(getattr(fit, "members", {})) if method == "ensemble" else {fit.method.name}
+        flag_list += _loss_misses(pred, task, used)
+        rows = None
         if n_bootstrap:
-            s1, s2, conv = bootstrap(fit, n_bootstrap, seed)
-            pred.samples[task] = {"step1": s1, "step2": s2}
-            conv_frac = float(conv.mean())
-            if conv_frac < 0.95:
-                flags.append(f"bootstrap: {100 * (1 - conv_frac):.0f}% of refits did not converge")
+            cache = {}
+            if isinstance(fit, EnsembleFit):
+                rows = {m: bootstrap(f, n_bootstrap, seed, cache) for m, f in fit.members.items()}
+                conv = np.all([r["converged"] for r in rows.values()], 0)
+            else:
+                rows = bootstrap(fit, n_bootstrap, seed, cache)
+                conv = rows["converged"]
+            pred.samples[task] = rows
+            if conv.mean() < 0.95:
+                flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
+        nz = noise(cols, task, runs)
+        ref = task_data(cols, task, [reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
+        uses_compute = any(f.method.form == "c" and f.data.fpt is not None
+                           for f in getattr(fit, "members", {"": fit}).values())
         for name, (N, D) in targets.items():
-            L, acc = fit.predict(N, D)
+            F = flops.get(name)
+            L, acc = fit.predict(N, D, F)
+            ratio = 6 * N * D / c_max
             r = {"loss": float(L), "acc": float(acc), "acc_lo": float(acc), "acc_hi": float(acc),
-                 "loss_lo": float(L), "loss_hi": float(L), "method": chosen,
-                 "feature": m.feature, "compute_ratio": 6 * N * D / c_max}
-            if s1 is not None:
-                Lb, ab = fit.predict(N, D, s1, s2)
+                 "loss_lo": float(L), "loss_hi": float(L), "method": fit.method.name,
+                 "feature": fit.method.feature, "compute_ratio": ratio,
+                 "acc_change": float(acc - ref.acc[0]), "acc_noise": nz["acc_sd"],
+                 "loss_change_rel": float(L / ref.feature[0] - 1), "loss_noise_rel": nz["loss_sd_rel"]}
+            if rows is not None:
+                Lb, ab = fit.predict(N, D, F, rows)
                 r["acc_lo"], r["acc_hi"] = (float(v) for v in np.nanpercentile(ab, INTERVAL))
-                r["loss_lo"], r["loss_hi"] = (float(v) for v in np.nanpercentile(Lb, INTERVAL))
-            f = list(flags)
-            if r["compute_ratio"] > EXTRAPOLATION_FLAG:
-                f.append(f"extrapolates {r['compute_ratio']:.0f}x compute past the largest rung (>100x)")
-            r["flags"] = f
+                if np.isfinite(Lb).any():
+                    r["loss_lo"], r["loss_hi"] = (float(v) for v in np.nanpercentile(Lb, INTERVAL))
+            r["distance"] = float(distance(N, D, [nd[x][0] for x in runs], [nd[x][1] for x in runs]))
+            if pred.calibration is not None:
+                c, g = pred.calibration, r["distance"]
+                r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - c.q_acc * g), max(r["acc_hi"], r["acc"] + c.q_acc * g)
+                if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
+                    r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - c.q_loss * g))
+                    r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + c.q_loss * g))
+                r["weights"] = dict(fit.weights)
+            f = list(flag_list)
+            if ratio > EXTRAPOLATION_FLAG:
+                f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {reference}"))
+            if 6 * N * D <= c_max or N <= n_max:
+                f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
+            if uses_compute and F is None:
+                f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
+            if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:
+                f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {nz['acc_sd']:.3f}"))
+            r["flags"], r["flag_details"] = fl.merge(f)
             if task in pred.backtests:
                 r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}
             pred.results[name][task] = r
@@ -414,6 +266,21 @@ def predict(cols: dict, targets: dict[str, tuple[float, float]], *, method: str 
     return pred
 
 
-__all__ = ["METHODS", "PAPER_RUNS", "Method", "TaskData", "TaskFit", "Prediction", "Holdout", "select_runs",
-           "task_data", "fit_task", "bootstrap", "holdout", "backtest", "choose_method", "parse_target",
-           "predict"]
+def holdout_report(cols: dict, pred: Prediction, test_runs: list[str]) -> dict:
+    """Every method (and the prediction's own fit) predicting `test_runs` from the prediction's fitted runs:
+    {task: {method: {error, loss_error, predicted, actual, runs}}}. `ladder predict --holdout`."""
+    report = {}
+    for task, fit in pred.fits.items():
+        fits, problems = fit_methods(cols, task, pred.runs, list(METHODS))
+        if isinstance(fit, EnsembleFit):
+            fits["ensemble"] = fit
+        hs = holdout_fits(cols, task, fits, pred.runs, test_runs, problems)
+        report[task] = {m: {"error": h.error, "loss_error": h.loss_error, "predicted": h.predicted.tolist(),
+                            "actual": h.actual.tolist(), "runs": h.test_runs, "problem": h.problem}
+                        for m, h in hs.items()}
+    return report
+
+
+__all__ = ["METHODS", "PAPER_RUNS", "FINAL_WINDOW", "Method", "TaskData", "TaskFit", "Prediction", "Holdout",
+           "select_runs", "task_data", "fit_task", "bootstrap", "holdout", "backtest", "choose_method",
+           "parse_target", "predict", "holdout_report", "noise"]

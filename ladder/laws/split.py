@@ -29,8 +29,9 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
 from ladder.errors import require
-from ladder.laws.dcpt import r_squared
+from ladder.laws.dcpt import note_dropped, r_squared
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
+from ladder.results import last_rows
 
 # Stamped on every fit and allocation (JSON, CSV, printed output): this form is ours, not a published law.
 FORM = "L(N, D, D') = E + A/N^alpha + B/(D' + k D^rho)^beta"
@@ -97,23 +98,20 @@ def points_from_table(table: dict[str, np.ndarray], *, domain: str | None = None
     """
     for col in ("run", "n", "d", "step", "domain_loss"):
         require(col in table, col, "column missing from the results table", "see docs/specialization.md")
-    num = lambda c: np.asarray(table[c], dtype=np.float64) if c in table else np.zeros(len(table["run"]))  # noqa: E731
-    run, step, loss = table["run"], num("step"), num("domain_loss")
-    d_cpt, r = np.nan_to_num(num("d_cpt")), np.nan_to_num(num("r"))
+    zeros = np.zeros(len(table["run"]))  # base-run-only tables have no CPT columns: D' = 0 everywhere
+    run, step, loss = table["run"], table["step"], table["domain_loss"]
+    d_cpt, r = np.nan_to_num(table.get("d_cpt", zeros)), np.nan_to_num(table.get("r", zeros))
     bad = ~((r >= 0) & (r <= 1))
     require(not bad.any(), "r", f"mixture ratios must lie in [0, 1], got {r[bad][:3].tolist()}",
             "write r as the domain share of the CPT mixture")
     keep = np.isfinite(loss)
+    note_dropped(~keep, run, step, "rows with a blank or NaN domain_loss")
     if domain is not None:
         require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
         keep &= table["domain"] == domain
-    last = {}
-    for i in np.flatnonzero(keep):
-        if run[i] not in last or step[i] > step[last[run[i]]]:
-            last[run[i]] = i
-    idx = np.array(sorted(last.values()), dtype=int)
-    d = num("d")[idx]
-    return SplitPoints(num("n")[idx], d - d_cpt[idx] + (1 - r[idx]) * d_cpt[idx], r[idx] * d_cpt[idx], loss[idx], run[idx])
+    idx = last_rows(run, step, keep)
+    d = table["d"][idx]
+    return SplitPoints(table["n"][idx], d - d_cpt[idx] + (1 - r[idx]) * d_cpt[idx], r[idx] * d_cpt[idx], loss[idx], run[idx])
 
 
 def _objective(x: np.ndarray, p: SplitPoints, delta: float) -> tuple[float, np.ndarray]:

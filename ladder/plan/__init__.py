@@ -21,7 +21,7 @@ from ladder.plan.rungs import make_rung
 from ladder.plan.sizes import arch_for_size, format_count, parse_count
 
 __all__ = [
-    "plan_ladder", "write_plan", "load_plan", "rung_arch", "estimate_memory", "estimate_seconds", "choose_slice",
+    "plan_ladder", "resolve_target", "write_plan", "load_plan", "rung_arch", "estimate_memory", "estimate_seconds", "choose_slice",
     "check_rung", "print_table", "FAMILIES", "MFU", "format_table", "parse_count", "arch_for_size", "LADDERS", "TARGETS", "VERSION",
 ]
 
@@ -51,6 +51,12 @@ def _target(spec, family: Family) -> tuple[dict, Family]:
     tokens, n = int(tokens), n_params(arch)
     return {"name": name, "n": n, "tokens": tokens, "flops_6nd": 6 * n * tokens,
             "flops": flops_per_token_reference(arch) * tokens, "arch": arch.to_dict()}, family
+
+
+def resolve_target(spec, family: Family = OLMO) -> dict:
+    """A target as the planner sees it ({name, n, tokens, flops_6nd, flops, arch}); `family` shapes
+    SIZE-TOKENS and {n, tokens} targets (presets carry their own)."""
+    return _target(spec, family)[0]
 
 
 def _multiples(values) -> tuple[float, ...]:

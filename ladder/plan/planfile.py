@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 from ladder.arch import Arch
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require_path_name
 
 VERSION = 1
 PLAN_KEYS = ("version", "preset", "targets", "fraction", "defaults", "rungs")
 TARGET_KEYS = ("name", "n", "tokens", "flops_6nd", "arch")
-RUNG_KEYS = (
+RUNG_FIELDS = (  # every key a plan rung carries (train_config.RUNG_KEYS maps some onto the config)
     "name", "size", "multiple", "d_model", "n_layers", "n_heads", "mlp_hidden", "vocab_size", "seq_len", "n",
     "n_total", "tokens", "batch_sequences", "batch_tokens", "peak_lr", "final_lr_ratio", "warmup_steps",
     "total_steps", "schedule", "beta1", "beta2", "eps", "weight_decay", "clip", "z_loss", "seed", "eval_steps",
@@ -21,20 +21,22 @@ RUNG_KEYS = (
 
 
 def write_plan(plan: dict, path: str | os.PathLike) -> Path:
-    """Validate, then write atomically (tmp + rename) so a reader never sees half a plan."""
+    """Validate, then write atomically (ladder.rundir.write_json) so a reader never sees half a plan."""
     validate_plan(plan, "plan")
+    from ladder import rundir
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(plan, indent=1) + "\n")
-    tmp.replace(path)
+    rundir.write_json(path, plan, indent=1)
     return path
 
 
 def load_plan(path: str | os.PathLike) -> dict:
     """A plan file, checked for version and keys (LadderError naming the file and the key otherwise)."""
+    from ladder.errors import read_utf8
+
     try:
-        plan = json.loads(Path(path).read_text())
+        plan = json.loads(read_utf8(path, "plan"))
     except FileNotFoundError:
         raise LadderError(f"plan: no such file {str(path)!r}; write one with `ladder plan ... --out PLAN.json`")
     except (OSError, json.JSONDecodeError) as e:
@@ -61,7 +63,8 @@ def validate_plan(plan, where: str) -> None:
         need(t, TARGET_KEYS, f"target {t.get('name', '?') if isinstance(t, dict) else t!r}")
     names = set()
     for r in plan["rungs"]:
-        need(r, RUNG_KEYS, f"rung {r.get('name', '?') if isinstance(r, dict) else r!r}")
+        need(r, RUNG_FIELDS, f"rung {r.get('name', '?') if isinstance(r, dict) else r!r}")
+        require_path_name(r["name"], f"{where}: rung name")  # it becomes <run root>/<name>
         if r["name"] in names:
             raise LadderError(f"{where}: rung name {r['name']!r} appears twice; rung names must be unique")
         names.add(r["name"])

@@ -1,26 +1,22 @@
 """Will a rung fit, and where: per-device memory, batch divisibility, run time, and the slice to launch it on.
 
 These are first-order estimates for planning (formulas in docs/planning.md); `ladder compile` measures the
-real per-device memory from XLA for a Cloud TPU topology.
+real per-device memory from XLA for a Cloud TPU topology. Slice, host and mesh facts: ladder.topology.
 """
 
 from __future__ import annotations
-
-import math
 
 from ladder import chips
 from ladder.arch import Arch, n_params, pad_vocab
 from ladder.errors import LadderError
 from ladder.plan.planfile import rung_arch
+from ladder.topology import HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
 
 # The 2-core CPU of these machines: tiny models train at 60-130 GFLOP/s of 6N+attention (measured with a
 # jitted train step, d 64..256 at seq 128..256; /work/shared/notes/jax-stack.md). Host memory stands in for HBM.
 CPU = chips.Chip("cpu", 6e10, 4 * chips.GiB)
-HEADROOM = 0.85  # plan to use at most 85% of HBM: XLA temporaries, fragmentation, the compiler's own buffers
 MFU = 0.4  # assumed model FLOP utilisation for time estimates (6N + attention accounting)
 MAX_HOURS = 24.0  # choose_slice grows the slice until a rung finishes within this, if memory allows
-DEFAULT_MESH = {"data": 1, "fsdp": -1, "tensor": 1}  # the train config's mesh: everything on fsdp
-TENSOR_SIZES = (2, 4, 8)  # tensor-parallel sizes default_mesh tries, smallest first
 
 
 def chip_for(name: str) -> chips.Chip:
@@ -29,53 +25,7 @@ def chip_for(name: str) -> chips.Chip:
 
 def resolve_mesh(n_devices: int, mesh: dict | None = None) -> dict:
     """{'data', 'fsdp', 'tensor'} with one -1 filled so the product is n_devices (default: all fsdp)."""
-    m = {**DEFAULT_MESH, **(mesh or {})}
-    unknown = set(m) - {"data", "fsdp", "tensor"}
-    if unknown:
-        raise LadderError(f"mesh: unknown axis {', '.join(sorted(unknown))}; use data, fsdp and tensor")
-    fixed = math.prod(v for v in m.values() if v != -1)
-    fill = [k for k, v in m.items() if v == -1]
-    if len(fill) > 1 or any(v == 0 or v < -1 for v in m.values()):
-        raise LadderError(f"mesh: {m} must hold positive sizes and at most one -1; e.g. data=2,fsdp=-1")
-    if fill:
-        if n_devices % fixed:
-            raise LadderError(f"mesh: {n_devices} devices do not divide into {m}; change --mesh or --devices")
-        m[fill[0]] = n_devices // fixed
-    if math.prod(m.values()) != n_devices:
-        raise LadderError(f"mesh: {m} holds {math.prod(m.values())} devices, not {n_devices}; fix --mesh")
-    return m
-
-
-def chips_per_host(chip: chips.Chip, n_chips: int) -> int:
-    """Chips one host (TPU VM, one trainer process) drives: a single-host v5e/v6e slice (up to 8 chips)
-    is one host; every other Cloud TPU host has 4 chips (v4, v5p, multi-host v5e/v6e). Not a TPU: all n."""
-    if not chip.type_prefix:
-        return n_chips
-    if chip.name in ("v5e", "v6e") and n_chips <= 8:
-        return n_chips
-    return min(n_chips, 4)
-
-
-def default_mesh(arch: Arch, batch: int, n_devices: int, max_tensor: int) -> dict | None:
-    """The mesh a rung of `arch` with `batch` sequences trains with on n_devices when the user gives none.
-
-    Pure fsdp ({data 1, fsdp n, tensor 1}) when the batch and d_model split over all n devices. Otherwise
-    the smallest tensor size t in TENSOR_SIZES with t <= max_tensor (chips per host: tensor-parallel
-    groups stay inside a host, on its fastest links), t dividing n, n_heads, mlp_hidden and the padded
-    vocabulary, and the batch and d_model splitting over fsdp = n / t. The batch fixes how many devices
-    can hold distinct rows (13b-5t: 1984 = 31 x 64 rows, so 64 of v5p-512's 256 chips); tensor
-    parallelism puts the rest to work on the same rows. None when nothing works: the caller then reports
-    pure fsdp's divisibility error. Every host holds whole rows, as the trainer requires, because t
-    divides the chips per host (both powers of two).
-    """
-    for t in (1,) + TENSOR_SIZES:
-        if t > 1 and (t > max_tensor or any(k % t for k in (n_devices, arch.n_heads, arch.mlp_hidden,
-                                                               arch.padded_vocab))):
-            continue
-        fsdp = n_devices // t
-        if batch % fsdp == 0 and arch.d_model % fsdp == 0:
-            return {"data": 1, "fsdp": fsdp, "tensor": t}
-    return None
+    return fill_mesh(mesh or {}, n_devices)
 
 
 def slice_mesh(rung: dict, chip: chips.Chip, n_devices: int, mesh: dict | None = None) -> dict | None:
@@ -132,7 +82,7 @@ def slice_sizes(chip: chips.Chip) -> list[int]:
     return [first] + [2 ** k for k in range(3, 12 if first == 4 else 9)]
 
 
-def choose_slice(rung: dict, chip: str = "v5e", *, mesh: dict | None = None, headroom: float = HEADROOM,
+def choose_slice(rung: dict, chip: str = "v5e", *, mesh: dict | None = None, headroom: float = HBM_USABLE_FRACTION,
                  max_hours: float = MAX_HOURS) -> str:
     """The smallest slice of `chip` on which the rung fits HBM with headroom and finishes within max_hours;
     if none finishes that fast, the largest slice it fits on. Each slice is weighed with `mesh`, else with
@@ -198,8 +148,9 @@ def check_rung(rung: dict, chip: str, n_devices: int | None = None, mesh: dict |
     if mem["total"] > c.hbm_bytes:
         row["warnings"].append(f"needs {mem['total'] / chips.GiB:.1f} GiB per device, more than the "
                                f"{c.hbm_bytes / chips.GiB:.0f} GiB of a {c.name}")
-    elif mem["total"] > HEADROOM * c.hbm_bytes:
-        row["warnings"].append(f"uses {mem['total'] / c.hbm_bytes:.0%} of HBM (headroom below {1 - HEADROOM:.0%})")
+    elif mem["total"] > HBM_USABLE_FRACTION * c.hbm_bytes:
+        row["warnings"].append(f"uses {mem['total'] / c.hbm_bytes:.0%} of HBM (headroom below "
+                               f"{1 - HBM_USABLE_FRACTION:.0%})")
     if rung["warmup_steps"] >= rung["total_steps"]:
         row["errors"].append(f"warmup {rung['warmup_steps']} >= total steps {rung['total_steps']}")
     return row

@@ -1,4 +1,4 @@
-"""`python -m launch.fetch SRC DST`: copy one file from gs:// (or any etils.epath path) to a local path.
+"""`python -m ladder.launch.fetch SRC DST`: copy one file from gs:// (or any etils.epath path) to a local path.
 
 Containers run by xpk have ladder installed but not necessarily gcloud; this is how they get the plan.
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import os
 import queue
 import shlex
@@ -22,8 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from launch import Backend, LaunchOptions, commands
-from launch.jobs import Job
+from ladder.launch import Backend, LaunchOptions, commands
+from ladder.launch.jobs import Job
+from ladder import rundir
 from ladder.errors import LadderError
 
 BAD_INPUT = 2
@@ -68,6 +68,11 @@ class LocalBackend(Backend):
                     prefix = f"CUDA_VISIBLE_DEVICES={env} " if env is not None else ""
                     print_fn(f"{prefix}{shlex.join(argv)}  # log: {job.run_dir}/{log_name(i)}")
             return 0
+        from ladder.runlock import hold
+
+        # One local launcher per run root: a second one would start a second trainer on every rung.
+        owner = contextlib.ExitStack()
+        owner.enter_context(hold(opts.run_root, "--run-root"))
         free: queue.Queue = queue.Queue()
         for g in groups:
             free.put(g)
@@ -94,6 +99,7 @@ class LocalBackend(Backend):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             _STOP.clear()
+            owner.close()
         failed = [n for n, good in ok.items() if not good]
         if failed:
             print_fn(f"# failed: {', '.join(failed)} (logs: launch.log in each run directory)")
@@ -121,7 +127,7 @@ class LocalBackend(Backend):
             rc = run_processes(self.argvs(job, opts, free_port() if opts.processes > 1 else None), run_dir, env,
                                attempt)
             codes.append(rc)
-            write_launch_record(run_dir, attempts=attempt, exit_codes=codes,
+            rundir.write_launch_record(run_dir, attempts=attempt, exit_codes=codes,
                                 state="done" if rc == 0 else ("failed" if rc == BAD_INPUT or attempt == opts.max_attempts
                                                               else "retrying"))
             if rc == 0:
@@ -221,14 +227,6 @@ def _sigterm_as_interrupt():
 
 def log_name(process: int) -> str:
     return "launch.log" if process == 0 else f"launch.{process}.log"
-
-
-def write_launch_record(run_dir: Path, **record) -> None:
-    """<run dir>/launch.json: what the local launcher saw (attempts, exit codes, state). Atomic write."""
-    record["updated"] = time.time()
-    tmp = run_dir / "launch.json.tmp"
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    tmp.replace(run_dir / "launch.json")
 
 
 def free_port() -> int:

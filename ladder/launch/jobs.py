@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from pathlib import Path
 
-from ladder import chips
+from ladder import chips, rundir, topology
 from ladder.errors import LadderError
+from ladder.train_config import resolve_rung
 
 # The trainer's mesh axis across slices (DCN); multislice rungs train data-parallel over it.
 DCN_DATA_KEY = "mesh.dcn_data"
@@ -29,10 +29,27 @@ class Job:
     accelerator: str = ""  # Cloud TPU accelerator type, e.g. "v5litepod-16"; "" on the local backend
     num_slices: int = 1
     overrides: tuple[str, ...] = ()  # "key=value" train-config overrides, passed as --config.key=value
+    # The train config the rung trains with (train_config.resolve_rung with `overrides`) and its hash, which
+    # the trainer records in config.json: the relaunch ownership check compares against it.
+    config: object = dataclasses.field(default=None, compare=False, repr=False)
+    config_hash: str = ""
 
     @property
     def name(self) -> str:
         return self.rung["name"]
+
+
+def plan_chip(plan: dict, chip: str | None = None) -> str:
+    """The TPU generation slices are chosen from: `chip` when given, else the plan's family's chip (what
+    `ladder plan --dry-run` checked, v5p for the OLMo ladder), else DEFAULT_CHIP for families planned on CPU.
+    One rule for plan, compile and launch, so one plan has one cost whichever verb prints it."""
+    if chip:
+        return chips.chip(chip).name
+    from ladder import plan as plan_lib
+
+    family = getattr(plan_lib, "FAMILIES", {}).get(plan.get("family"))
+    name = getattr(family, "chip", None)
+    return name if name in chips.CHIPS and chips.CHIPS[name].type_prefix else DEFAULT_CHIP
 
 
 def load(plan_path: str) -> dict:
@@ -115,28 +132,20 @@ def make_jobs(
                 accelerator, n_slices = split_slices(plan_lib.choose_slice(rung, chip))
             if n_slices > 1:
                 extra.append(f"{DCN_DATA_KEY}={n_slices}")
-            extra += mesh_overrides(plan, rung, accelerator, n_slices, tuple(extra) + tuple(overrides))
-        jobs.append(Job(rung, join(run_root, rung["name"]), accelerator, n_slices, tuple(extra) + tuple(overrides)))
+            config, _ = resolve_rung(plan, rung, tuple(extra) + tuple(overrides))
+            extra += mesh_overrides(config, accelerator, n_slices)
+        job_overrides = tuple(extra) + tuple(overrides)
+        config, digest = resolve_rung(plan, rung, job_overrides)
+        jobs.append(Job(rung, rundir.join(run_root, rung["name"]), accelerator, n_slices, job_overrides, config, digest))
     return jobs
 
 
-def mesh_overrides(plan: dict, rung: dict, accelerator: str, num_slices: int, overrides: tuple[str, ...]
-                   ) -> tuple[str, ...]:
-    """`mesh.fsdp=F`, `mesh.tensor=T` when the rung's train config (plan defaults and `overrides` applied)
-    keeps the default mesh and its batch cannot split over every chip of the slice: the mesh
-    `ladder.aot.default_mesh_overrides` chooses (13b-5t on v5p-512: fsdp 64 x tensor 4). Else empty."""
-    from ladder import aot
-    from ladder.config import apply_overrides
-    from ladder.train_config import config_from_rung
-
-    config = apply_overrides(config_from_rung(rung, plan.get("defaults") or {}), overrides)
+def mesh_overrides(config, accelerator: str, num_slices: int) -> tuple[str, ...]:
+    """`mesh.fsdp=F`, `mesh.tensor=T` when the rung's train config keeps the default mesh and its batch
+    cannot split over every chip of the slice: the mesh `ladder.topology.default_mesh_overrides` chooses
+    (13b-5t on v5p-512: fsdp 64 x tensor 4). Else empty."""
     chip, n_chips = chips.parse_slice(accelerator)
-    return aot.default_mesh_overrides(config, aot.Topology(chip, n_chips, num_slices))
-
-
-def join(root: str, name: str) -> str:
-    """Join a local or gs:// root with a child name (no os.path: gs:// keeps its double slash)."""
-    return root.rstrip("/") + "/" + name
+    return topology.default_mesh_overrides(config, topology.Topology(chip, n_chips, num_slices))
 
 
 def resource_name(prefix: str, *parts: str) -> str:
@@ -152,18 +161,3 @@ def resource_name(prefix: str, *parts: str) -> str:
     if len(name) > 40:
         name = name[:33].rstrip("-") + "-" + hashlib.sha256(raw.encode()).hexdigest()[:6]
     return name
-
-
-def read_json(path: str) -> dict | None:
-    """A JSON file from a local or gs:// path; None when absent. gs:// needs gcsfs (etils.epath)."""
-    from etils import epath
-
-    p = epath.Path(path)
-    try:
-        if not p.exists():
-            return None
-        return json.loads(p.read_text())
-    except ImportError as e:
-        raise LadderError(f"{path}: reading gs:// needs gcsfs ({e}); run `pip install gcsfs`") from e
-    except json.JSONDecodeError:
-        return None  # a torn write is read as "no information"; status.json is written atomically anyway

@@ -1,7 +1,7 @@
 """Launch a plan's rungs on the engines users already have: this machine, Cloud TPU VMs, queued resources,
 or GKE through xpk. Never a scheduler of our own: each backend turns `Job`s into that engine's commands.
 
-    from launch import LaunchOptions, launch_plan
+    from ladder.launch import LaunchOptions, launch_plan
     launch_plan(LaunchOptions("plan.json", "gs://bucket/ladder", backend="queued-resources", ...))
 
 Relaunching is always safe: finished rungs are skipped, partial ones resume from their last checkpoint
@@ -17,15 +17,16 @@ import shutil
 import sys
 from typing import ClassVar
 
+from ladder import rundir
 from ladder.errors import LadderError
-from launch import jobs as jobs_lib
-from launch.jobs import Job
+from ladder.launch import jobs as jobs_lib
+from ladder.launch.jobs import Job
 
 BACKENDS = {
-    "local": ("launch.local", "LocalBackend"),
-    "tpu-vm": ("launch.tpu_vm", "TpuVmBackend"),
-    "queued-resources": ("launch.queued_resources", "QueuedResourcesBackend"),
-    "xpk": ("launch.xpk", "XpkBackend"),
+    "local": ("ladder.launch.local", "LocalBackend"),
+    "tpu-vm": ("ladder.launch.tpu_vm", "TpuVmBackend"),
+    "queued-resources": ("ladder.launch.queued_resources", "QueuedResourcesBackend"),
+    "xpk": ("ladder.launch.xpk", "XpkBackend"),
 }
 
 
@@ -35,7 +36,7 @@ class LaunchOptions:
     run_root: str
     backend: str = "local"
     dry_run: bool = False
-    chip: str = jobs_lib.DEFAULT_CHIP
+    chip: str | None = None  # TPU generation; None: the plan's (jobs.plan_chip)
     slices: dict = dataclasses.field(default_factory=dict)  # from jobs.parse_slice_overrides
     rungs: list[str] | None = None  # launch only these rungs
     overrides: tuple[str, ...] = ()  # "key=value" train-config overrides for every rung
@@ -50,6 +51,10 @@ class LaunchOptions:
     image: str | None = None  # container image with ladder installed (xpk)
     cluster: str | None = None  # GKE cluster (xpk)
     spot: bool = False
+    keep: bool = False  # leave the resources standing when their rungs are done (default: delete them)
+    poll_s: float = 60.0  # how often a cloud launch checks its resources and rungs
+    max_recreates: int = 20  # a resource preempted or failed this many times is given up
+    prices: dict | None = None  # USD per chip-hour by chip name (launch.costs.parse_prices)
     pack: bool = False  # queued-resources: one request per slice type, running its rungs in turn
     name_prefix: str = "ladder"
     work_dir: str = ".ladder-launch"  # local files a cloud launch writes (startup scripts)
@@ -82,24 +87,29 @@ def get_backend(name: str) -> Backend:
     return getattr(importlib.import_module(module), cls)()
 
 
-def launch_plan(opts: LaunchOptions, print_fn=print) -> int:
-    """Check everything, then hand the rungs that still need work to the backend."""
+def launch_plan(opts: LaunchOptions, print_fn=print, runner=None) -> int:
+    """Check everything, then hand the rungs that still need work to the backend. `runner` replaces
+    subprocess.run for a cloud backend's commands (the rehearsal's gcloud stand-in; no CLI needed then)."""
     backend = get_backend(opts.backend)
+    if runner is not None:
+        backend.runner = runner
     if backend.cloud and not opts.run_root.startswith("gs://"):
         raise LadderError(f"--run-root: {opts.backend} workers write to Cloud Storage; pass gs://BUCKET/PATH "
                           f"(got {opts.run_root!r})")
     backend.check_options(opts)
-    if not opts.dry_run:
+    if not opts.dry_run and runner is None:
         missing = [t for t in backend.tools if shutil.which(t) is None]
         if missing:
             raise LadderError(f"--backend {opts.backend}: {', '.join(missing)} not found on PATH; install it "
                               "(docs/cloud-tpu.md) or pass --dry-run to print the commands")
     plan = jobs_lib.load(opts.plan_path)
-    all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=opts.chip if backend.cloud else None,
+    all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=jobs_lib.plan_chip(plan, opts.chip) if backend.cloud else None,
                                   slices=opts.slices, rungs=opts.rungs, overrides=opts.overrides)
-    todo = pending(plan, all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
+    todo = pending(all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
     if not todo:
         print_fn(f"# all {len(all_jobs)} rungs are done; see `ladder status {opts.plan_path}`")
+        if backend.cloud and not opts.dry_run:
+            backend.teardown_leftovers(all_jobs, opts, print_fn)
         return 0
     if opts.compile_check and opts.dry_run and backend.cloud:
         compile_check(plan, todo, print_fn)
@@ -111,7 +121,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
     that does not fit stops the launch, after its suggestions and the smallest larger slice on which it
     compiles and fits (aot.choose_slice) as a --slice flag. Skipped, saying so, without libtpu.
     Method and measured figures: docs/tpu-compile.md."""
-    from ladder import aot, chips
+    from ladder import aot, chips, topology
 
     if not aot.libtpu_available():
         print_fn("# compile check skipped: libtpu is not installed (pip install 'ladder[tpu]')")
@@ -127,19 +137,18 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
     for job, report in zip(jobs, reports):
         if report.fits:
             continue
-        bigger = aot.next_topology(aot.parse_topology(job.accelerator, job.num_slices))
+        bigger = topology.next_topology(topology.parse_topology(job.accelerator, job.num_slices))
         try:
             if bigger is None:
                 raise LadderError("no larger slice")
-            accelerator, fit = aot.choose_slice(job.rung, chips.parse_slice(job.accelerator)[0].name,
-                                                defaults=plan.get("defaults") or {}, start=bigger.accelerator_type,
-                                                num_slices=job.num_slices, overrides=job.overrides)
+            accelerator, fit = aot.choose_slice(job.config, chips.parse_slice(job.accelerator)[0].name,
+                                                start=bigger.accelerator_type, num_slices=job.num_slices)
         except LadderError:
             print_fn(f"# {job.name}: no larger {job.accelerator.split('-')[0]} slice fits either")
             continue
         prefix = f"{job.num_slices}x" if job.num_slices > 1 else ""
         flags.append(f"--slice {job.name}={prefix}{accelerator}")
-        print_fn(f"# {job.name}: compiled, it fits {prefix}{accelerator} ({fit.total / aot.GiB:.2f} GiB per device)")
+        print_fn(f"# {job.name}: compiled, it fits {prefix}{accelerator} ({fit.total / chips.GiB:.2f} GiB per device)")
     bad = [r.rung for r in reports if not r.fits]
     if bad:
         raise LadderError(f"compile check: {', '.join(bad)} do not fit their slices; "
@@ -147,7 +156,7 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
                           + "follow a suggestion above, or pass --no-compile-check to see the commands")
 
 
-def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:
+def pending(jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> list[Job]:
     """The jobs still to run. Done rungs are skipped; a run dir of another plan is an error.
 
     With read_remote=False (a dry run), gs:// run dirs are not read: every rung is listed, which is
@@ -158,8 +167,8 @@ def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=p
         if job.run_dir.startswith("gs://") and not read_remote:
             todo.append(job)
             continue
-        check_owner(plan, job)
-        status = jobs_lib.read_json(jobs_lib.join(job.run_dir, "status.json")) or {}
+        check_owner(job)
+        status = rundir.read_status(job.run_dir)
         if status.get("state") == "done":
             print_fn(f"# {job.name}: done (step {status.get('step')}), skipped")
             continue
@@ -167,27 +176,15 @@ def pending(plan: dict, jobs: list[Job], *, read_remote: bool = True, print_fn=p
     return todo
 
 
-def check_owner(plan: dict, job: Job) -> None:
+def check_owner(job: Job) -> None:
     """Refuse a run dir whose config.json was written for a different config (another plan, other
     overrides): resuming it would mix two runs. Nothing is overwritten."""
-    saved = jobs_lib.read_json(jobs_lib.join(job.run_dir, "config.json"))
+    saved = rundir.read_json(rundir.join(job.run_dir, rundir.CONFIG))
     if not saved or "config_hash" not in saved:
         return
-    expected = expected_config_hash(plan, job)
-    if saved["config_hash"] != expected:
+    if saved["config_hash"] != job.config_hash:
         raise LadderError(
             f"{job.run_dir}: this run directory belongs to a different plan or config (config_hash "
-            f"{saved['config_hash'][:12]} there, {expected[:12]} for rung {job.name} of this plan); "
+            f"{saved['config_hash'][:12]} there, {job.config_hash[:12]} for rung {job.name} of this plan); "
             "pass another --run-root, or delete the directory if it is no longer needed"
         )
-
-
-def expected_config_hash(plan: dict, job: Job) -> str:
-    """The hash the trainer will record for this job: the rung's train config with the plan's defaults
-    and the job's overrides applied, hashed by the trainer's own function."""
-    from ladder import train
-    from ladder.config import apply_overrides
-
-    cfg = train.config_from_rung(job.rung, plan.get("defaults") or {})
-    cfg = apply_overrides(cfg, job.overrides)
-    return train.config_hash(cfg)

@@ -1,0 +1,121 @@
+"""The grammar every verb shares, so that the CLI speaks one dialect.
+
+- Output: `-o/--out PATH` names what a verb writes. A verb that writes new files refuses to replace an
+  existing one unless `--overwrite`; a verb that resumes (run, cpt, train, launch) resumes instead.
+- Targets: `--target T` (repeatable) is a preset (`7b-4t`), SIZE-TOKENS (`3b-60b`) or NAME=N:D
+  (`7B=6.89e9:3.95e12`), read by one parser (`target_spec`) in every verb that takes targets.
+- Help: defaults are shown, every verb has an example (`EXAMPLES` in its module) and verbs that take a
+  config (`TAKES_CONFIG = True`) say how to override its fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ladder.errors import LadderError, require
+
+CONFIG_LINE = ("config overrides: any config field can be set as --config.section.key=value, e.g. "
+               "--config.train.total_steps=100 (repeatable; unknown keys are errors)")
+TARGET_HELP = ("a target run: a preset ({presets}), SIZE-TOKENS such as 3b-60b, or NAME=N:D such as "
+               "7B=6.89e9:3.95e12 (parameters N, tokens D); repeatable")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends an option's default, unless it has none (None), it is a
+    flag (--dry-run, --no-compile-check) or its help already says what the default is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default is None or action.nargs == 0 or action.default == argparse.SUPPRESS  # flags: no
+                or "default" in text.lower()
+                or not action.option_strings or action.help == argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def add_out(parser, help: str, *, required: bool = False, default: str | None = None) -> None:
+    """`-o/--out PATH` and `--overwrite` (refuse to replace an existing output without it)."""
+    parser.add_argument("-o", "--out", required=required, default=default, metavar="PATH", help=help)
+    parser.add_argument("--overwrite", action="store_true", help="replace the output if it already exists")
+
+
+def check_out(path, overwrite: bool, field: str = "--out") -> Path:
+    """`path` as a Path, or a LadderError when it exists and --overwrite was not given."""
+    path = Path(path)
+    require(overwrite or not path.exists(), field, f"{path} already exists",
+            "pass --overwrite to replace it, or another -o/--out")
+    return path
+
+
+def check_outs(paths, overwrite: bool, field: str = "--out") -> None:
+    """Every path of a multi-file output (e.g. DIR/dcpt.json and DIR/dcpt.csv) checked before any is written."""
+    for path in paths:
+        check_out(path, overwrite, field)
+
+
+def add_targets(parser, *, required: bool = False, extra_help: str = "") -> None:
+    from ladder.plan import TARGETS
+
+    parser.add_argument("--target", action="append", metavar="T", required=required,
+                        help=TARGET_HELP.format(presets=", ".join(TARGETS)) + extra_help)
+
+
+def target_spec(text: str):
+    """One --target as the planner reads it: a preset or SIZE-TOKENS string unchanged, NAME=N:D as a dict
+    {"name", "n", "tokens"} (N and D as counts: 6.89e9, 7B, 4T); NAME=N:D:F adds "flops_per_token" (the
+    predictor's compute method; the planner ignores it)."""
+    from ladder.plan import parse_count
+
+    if "=" not in text:
+        return text
+    name, _, rest = text.partition("=")
+    fields = rest.split(":")
+    if not (name.strip() and len(fields) in (2, 3)):
+        raise LadderError(f"--target: cannot read {text!r}; write a preset (7b-4t), SIZE-TOKENS (3b-60b) or "
+                          "NAME=N:D (7B=6.89e9:3.95e12)")
+    field = f"--target {name.strip()}"
+    spec = {"name": name.strip(), "n": parse_count(fields[0], field), "tokens": parse_count(fields[1], field)}
+    if len(fields) == 3:
+        spec["flops_per_token"] = parse_count(fields[2], field)
+    return spec
+
+
+def resolve_targets(texts) -> dict[str, tuple]:
+    """name -> (N, D) for --target values: NAME=N:D exactly as written (NAME=N:D:F: (N, D, F)), presets and
+    SIZE-TOKENS as the planner resolves them (N = the reference parameter count of the target's shape,
+    docs/planning.md)."""
+    from ladder.plan import resolve_target
+
+    out = {}
+    for text in texts:
+        spec = target_spec(text)
+        target = spec if isinstance(spec, dict) else resolve_target(spec)
+        require(target["name"] not in out, "--target", f"{target['name']!r} is listed twice", "list each once")
+        out[target["name"]] = (float(target["n"]), float(target["tokens"])) + \
+            ((float(target["flops_per_token"]),) if "flops_per_token" in target else ())
+    return out
+
+
+def plan_targets(path) -> dict[str, tuple[float, float]]:
+    """name -> (N, D) of a plan file's targets (`ladder predict --plan`)."""
+    from ladder.plan import load_plan
+
+    plan = load_plan(path)
+    require(bool(plan.get("targets")), "--plan", f"{path} lists no targets", "plan with --target")
+    return {t["name"]: (float(t["n"]), float(t["tokens"])) for t in plan["targets"]}
+
+
+def add_run_root(parser, help: str = "root of the rungs' run dirs (a path or gs://BUCKET/PATH); rung run dir "
+                 "= ROOT/RUNG (default: runs/<plan name>)") -> None:
+    parser.add_argument("--run-root", help=help)
+
+
+def run_root(args) -> str:
+    """--run-root, or runs/<plan file's stem>: where launch (local), status and collect find the rungs."""
+    return args.run_root or "runs/" + Path(args.plan).stem
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """'a,b,,c' -> ['a', 'b', 'c']; None stays None (the library's default)."""
+    return None if text is None else [s.strip() for s in text.split(",") if s.strip()]

@@ -1,0 +1,138 @@
+"""Read a launched ladder back from its run directories (local or gs://): `ladder status`.
+
+Only the files the trainer pins are read (status.json), plus launch.json that the launchers write
+(attempts, the cloud resource, where the logs are), so status works the same whichever backend ran the
+rungs (ladder.rundir reads them). No JAX here. `ladder collect` is ladder.rundir.collect over the
+finished rungs (collect below).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+from ladder import rundir
+from ladder.errors import LadderError
+
+STALE_S = 15 * 60  # a "running" status.json not updated for this long is flagged: the run may be dead
+
+
+@dataclasses.dataclass
+class RungStatus:
+    name: str
+    state: str  # pending | running | done | failed | preempted (stopped by SIGTERM after a save; relaunch resumes)
+    step: int
+    total_steps: int
+    loss: float | None
+    tokens_per_s: float | None
+    eta_s: float | None
+    tokens: int  # tokens seen
+    flops_spent: float  # tokens seen x the plan's FLOPs per token (the plan's own accounting)
+    flops_planned: float
+    age_s: float | None  # seconds since status.json was updated
+    attempts: int = 0  # launcher attempts (local: trainer runs; cloud: resources created for it)
+    logs: str = ""  # where its logs are
+    note: str = ""
+
+
+def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatus:
+    status = rundir.read_status(run_dir)
+    launch = rundir.read_launch_record(run_dir)
+    now = time.time() if now is None else now
+    state = status.get("state", "pending")
+    note = status.get("error", "") if state == "failed" else ""
+    if state == "preempted":
+        note = f"stopped by SIGTERM after saving step {status.get('step')}; relaunch to resume"
+    if state != "done" and launch.get("state") == "failed":
+        codes = f", exit codes {launch['exit_codes']}" if launch.get("exit_codes") else ""
+        state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"
+    age = now - status["updated"] if "updated" in status else None
+    if state == "running" and age is not None and age > STALE_S:
+        note = f"no update for {rundir.format_duration(age)}: stopped or preempted? relaunch to resume"
+    tokens = int(status.get("tokens") or 0)
+    return RungStatus(
+        name=rung["name"], state=state, step=int(status.get("step") or 0),
+        total_steps=int(status.get("total_steps") or rung["total_steps"]),
+        loss=status.get("loss"), tokens_per_s=status.get("tokens_per_s"),
+        eta_s=0.0 if state == "done" else status.get("eta_s"),
+        tokens=tokens, flops_spent=tokens * float(rung["flops_per_token"]), flops_planned=float(rung["flops"]),
+        age_s=age, attempts=int(launch.get("attempts") or 0), logs=launch.get("logs") or log_location(run_dir),
+        note=note,
+    )
+
+
+def log_location(run_dir: str) -> str:
+    """Cloud workers copy their logs to <run dir>/logs/; the local backend writes <run dir>/launch*.log."""
+    return rundir.join(run_dir, "logs" if rundir.is_remote(run_dir) else "launch.log")
+
+
+def log_tail(run_dir: str, lines: int = 40) -> str:
+    """The last `lines` lines of every log of a rung (each worker's, or each local process's), headed by its
+    path; a line saying where none were found otherwise."""
+    root = rundir.path(run_dir)
+    paths = sorted((root / "logs").glob("*.log")) if (root / "logs").exists() else []
+    paths += sorted(root.glob("launch*.log")) if root.exists() else []
+    if not paths:
+        return f"no logs yet under {run_dir} (cloud workers copy theirs to logs/ every minute and at exit)"
+    out = []
+    for path in paths:
+        text = path.read_text().splitlines()
+        out.append(f"==> {path} (last {min(lines, len(text))} of {len(text)} lines) <==")
+        out += text[-lines:]
+    return "\n".join(out)
+
+
+def ladder_status(plan: dict, run_root: str) -> list[RungStatus]:
+    return [rung_status(r, rundir.join(run_root, r["name"])) for r in plan["rungs"]]
+
+
+def format_status(rows: list[RungStatus]) -> str:
+    """One line per rung, then the ladder's totals against its plan."""
+    header = (f"{'rung':<16} {'state':<9} {'step':>15} {'tokens':>9} {'loss':>8} {'tokens/s':>10} {'ETA':>9} "
+              f"{'updated':>9} {'tries':>5}  logs")
+    lines = [header]
+    for r in rows:
+        pct = 100.0 * r.step / r.total_steps if r.total_steps else 0.0
+        lines.append(
+            f"{r.name:<16} {r.state:<9} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% {fmt_count(r.tokens):>9} "
+            f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {rundir.format_duration(r.eta_s):>9} "
+            f"{rundir.format_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
+            + (f"  {r.note}" if r.note else ""))
+    counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "failed", "pending")}
+    if any(r.state == "preempted" for r in rows):
+        counts["preempted"] = sum(r.state == "preempted" for r in rows)
+    spent = sum(r.flops_spent for r in rows)
+    planned = sum(r.flops_planned for r in rows)
+    lines.append(
+        f"ladder: {', '.join(f'{n} {s}' for s, n in counts.items())}; compute {spent:.3g} of {planned:.3g} "
+        f"FLOPs ({100.0 * spent / planned if planned else 0.0:.1f}% of the plan)")
+    return "\n".join(lines)
+
+
+def fmt_count(n: int) -> str:
+    """1234567 -> '1.23M' (tokens seen)."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
+def fmt_num(x, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def collect(plan: dict, run_root: str, out: str, *, overwrite: bool = False, partial: bool = False
+            ) -> tuple[int, list[str], list[str]]:
+    """rundir.collect over the finished rungs (status.json state done), unless `partial`.
+
+    A rung still training has rows at its early evaluation steps only; mixed into a fit they look like a
+    finished small run. Returns (rows written, finished rungs without results, unfinished rungs skipped)."""
+    skipped = [] if partial else [r["name"] for r in plan["rungs"]
+                                  if rundir.read_status(rundir.join(run_root, r["name"])).get("state") != "done"]
+    finished = dict(plan, rungs=[r for r in plan["rungs"] if r["name"] not in skipped])
+    if not finished["rungs"]:
+        raise LadderError(f"{run_root}: no rung has finished yet ({len(skipped)} unfinished, skipped; --partial "
+                          "takes their rows); see `ladder status` for progress")
+    n, missing = rundir.collect(finished, run_root, out, overwrite=overwrite)
+    return n, missing, skipped

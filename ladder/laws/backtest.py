@@ -1,0 +1,163 @@
+"""Back-tests inside the data: refit on part of the ladder, predict the rest, with every method.
+
+The splits (`splits`) imitate what a prediction does (extrapolate in N, in tokens, in compute) at the
+distances the ladder allows: leave each size out, leave the largest token budget out, and predict runs of a
+size beyond the fitted set (on OLMo: the 3B runs from the paper's 16). Their errors choose the default's
+weights (ensemble.py) and calibrate its intervals. docs/laws.md, "Back-tests".
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ladder.errors import LadderError
+from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, task_data
+
+
+MIN_FIT_RUNS = 6  # a split's fit set: at least the paper's step-1 parameters (5) plus one
+
+
+@dataclass
+class Holdout:
+    """Predictions for held-out runs from a fit on the others: per run, and the mean absolute error."""
+
+    method: str
+    task: str
+    fit_runs: list[str]
+    test_runs: list[str]
+    predicted: np.ndarray          # [T] accuracy
+    actual: np.ndarray             # [T] mean of the last 5 accuracies
+    error: float                   # mean |predicted - actual| accuracy
+    loss_error: float | None       # mean relative error of the intermediate feature (None: no loss)
+    problem: str = ""              # why it could not be fitted (error is then NaN)
+    compute_ratio: np.ndarray | None = None  # [T] 6ND of each test run / the largest fitted 6ND
+    split: str = ""
+    loss_rel: np.ndarray | None = None       # [T] predicted / measured intermediate feature - 1 (None: no loss)
+    distance: np.ndarray | None = None       # [T] extrapolation distance g of each test run (ensemble.distance)
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    fit_runs: tuple[str, ...]
+    test_runs: tuple[str, ...]
+
+
+def _size_label(n: float) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"
+
+
+def run_table(cols: dict) -> dict[str, tuple[float, float]]:
+    """run -> (N, final D) for every run in the table, in table order: one sort over the rows, where a mask
+    per run was O(runs x rows) (10^6 rows over 62,500 runs; bench/bench_results_scale.py)."""
+    names, first, codes = np.unique(cols["run"], return_index=True, return_inverse=True)
+    d_max = np.full(len(names), -np.inf)
+    np.maximum.at(d_max, codes, cols["d"])
+    return {str(names[i]): (float(cols["n"][first[i]]), float(d_max[i])) for i in np.argsort(first)}
+
+
+def splits(cols: dict, runs: list[str]) -> list[Split]:
+    """The back-test splits a ladder allows (each fit set keeps >= 2 sizes and >= MIN_FIT_RUNS runs; a method
+    with more parameters than a split's runs gets no cell there, hence no weight in the ensemble)."""
+    nd = run_table(cols)
+    sizes = sorted({nd[r][0] for r in runs})
+    out = []
+    if len(sizes) >= 3:
+        for s in sizes:
+            fit = tuple(r for r in runs if nd[r][0] != s)
+            test = tuple(r for r in runs if nd[r][0] == s)
+            out.append(Split(f"size-out {_size_label(s)}", fit, test))
+    tpp = {r: nd[r][1] / nd[r][0] for r in runs}
+    top = max(tpp.values())
+    test = tuple(r for r in runs if tpp[r] >= top / 1.5)
+    fit = tuple(r for r in runs if tpp[r] < top / 1.5)
+    if len({nd[r][0] for r in fit}) >= 2 and len(fit) >= MIN_FIT_RUNS:
+        out.append(Split("budget-out", fit, test))
+    beyond = tuple(r for r in nd if r not in runs and nd[r][0] > sizes[-1])
+    if beyond:
+        out.append(Split(f"beyond {_size_label(min(nd[r][0] for r in beyond))}+", tuple(runs), beyond))
+    return [s for s in out if len(s.fit_runs) >= MIN_FIT_RUNS]
+
+
+def fit_methods(cols: dict, task: str, runs, methods, quick: bool = False) -> tuple[dict[str, TaskFit], dict[str, str]]:
+    """Fit every method on `runs`, sharing the paper's step 1 / step 2 where methods share them.
+    Returns (fits, problems): a method that cannot be fitted is in `problems` with the reason."""
+    fits, problems = {}, {}
+    for m in methods:
+        m = METHODS[m] if isinstance(m, str) else m
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = task_data(cols, task, list(runs), m.needs)
+                fits[m.name] = fit_task(data, m, fits.get("paper") if m.feature == "loss" else None, quick)
+        except LadderError as e:
+            problems[m.name] = str(e)
+    return fits, problems
+
+
+def holdout_fits(cols: dict, task: str, fits: dict[str, TaskFit], fit_runs, test_runs, problems=None,
+                 split: str = "") -> dict[str, Holdout]:
+    """Each fitted method's predictions for the test runs."""
+    from ladder.laws.ensemble import distance
+
+    nd = run_table(cols)
+    c_max = max(6 * nd[r][0] * nd[r][1] for r in fit_runs)
+    ratio = np.array([6 * nd[r][0] * nd[r][1] / c_max for r in test_runs])
+    g = distance(*np.array([nd[r] for r in test_runs]).T, *np.array([nd[r] for r in fit_runs]).T)
+    out = {}
+    for name, problem in (problems or {}).items():
+        nan = np.full(len(test_runs), np.nan)
+        out[name] = Holdout(name, task, list(fit_runs), list(test_runs), nan, nan, float("nan"), None, problem,
+                            ratio, split, None, g)
+    for name, fit in fits.items():
+        try:
+            test = task_data(cols, task, list(test_runs), fit.method.needs)
+        except LadderError as e:
+            nan = np.full(len(test_runs), np.nan)
+            out[name] = Holdout(name, task, list(fit_runs), list(test_runs), nan, nan, float("nan"), None, str(e),
+                                ratio, split, None, g)
+            continue
+        L, acc = fit.predict(test.n, test.d, test.fpt)
+        loss_err = loss_rel = None
+        if fit.method.needs and not fit.method.single_step:
+            loss_rel = L / test.feature - 1
+            loss_err = float(np.mean(np.abs(loss_rel)))
+        out[name] = Holdout(name, task, list(fit_runs), list(test_runs), acc, test.acc,
+                            float(np.mean(np.abs(acc - test.acc))), loss_err, "", ratio, split, loss_rel, g)
+    order = list(METHODS) + [m for m in fits if m not in METHODS]
+    return {m: out[m] for m in sorted(out, key=lambda m: order.index(m) if m in order else len(order))}
+
+
+def holdout(cols: dict, task: str, fit_runs: list[str], test_runs: list[str], method: Method | str) -> Holdout:
+    """Fit one method on fit_runs, predict each test run's final accuracy (mean of its last 5)."""
+    name = method if isinstance(method, str) else method.name
+    fits, problems = fit_methods(cols, task, fit_runs, [method])
+    return holdout_fits(cols, task, fits, fit_runs, test_runs, problems)[name]
+
+
+def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, Holdout]:
+    """Predict the largest size (all its runs) from the smaller sizes, for every method."""
+    nd = run_table(cols)
+    largest = max(nd[r][0] for r in runs)
+    test = [r for r in runs if nd[r][0] == largest]
+    train = [r for r in runs if nd[r][0] < largest]
+    fits, problems = fit_methods(cols, task, train, methods or list(METHODS))
+    return holdout_fits(cols, task, fits, train, test, problems)
+
+
+def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None) -> list[dict[str, dict[str, Holdout]]]:
+    """Every split x task x method. Returns one entry per split: {task: {method: Holdout}}."""
+    methods = methods or list(METHODS)
+    out = []
+    for sp in splits(cols, runs):
+        per_task = {}
+        for task in tasks:
+            fits, problems = fit_methods(cols, task, sp.fit_runs, methods, quick=True)
+            per_task[task] = holdout_fits(cols, task, fits, sp.fit_runs, sp.test_runs, problems, sp.name)
+        if progress:
+            progress(f"back-test {sp.name}: fitted {len(sp.fit_runs)} runs, predicted {len(sp.test_runs)}")
+        out.append(per_task)
+    return out

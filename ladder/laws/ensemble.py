@@ -1,0 +1,153 @@
+"""The default predictor: a weighted ensemble of the methods, weights and intervals from back-tests.
+
+Rule (fixed before looking at any target, docs/laws.md "The default"):
+  - weights, pooled over tasks: w_m proportional to prior_m / MSE_m, MSE_m the mean squared accuracy error of
+    method m over every back-test cell (split x task x held-out run); prior 2 for the paper's method and 1
+    for the others, so where back-tests cannot tell methods apart the paper keeps the largest share
+    (inverse-MSE combination: Bates & Granger 1969; it beats fitted stacking weights when the errors are
+    noisy, Stock & Watson 2004). A method that cannot be fitted on this ladder (no task loss, too few
+    runs) gets weight 0 and the others are renormalised;
+  - intervals: split-conformal on the ensemble's back-test errors scaled by extrapolation distance g
+    (`distance`: 1 + decades of N beyond the largest fitted N + decades of tokens/parameter beyond the
+    largest fitted); the half-width at a target is q * g_target, q the ceil(0.95 (n + 1))-th smallest
+    |error| / g over the n cells; the reported interval is the union of that and the bootstrap's 95%.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ladder.laws.backtest import Holdout
+from ladder.laws.taskfit import Method, TaskFit
+
+MENU = ("paper", "single-step", "compute", "lm-loss", "chance-floor")
+PRIOR = {"paper": 2.0}
+LEVEL = 0.95
+ENSEMBLE = Method("ensemble")
+
+
+def distance(N, D, fit_n, fit_d) -> np.ndarray:
+    """How far (N, D) extrapolates from fitted runs (fit_n, fit_d): 1 inside the ladder, plus one per decade
+    of N beyond the largest fitted N, plus one per decade of tokens per parameter beyond the largest fitted
+    D/N. (6ND alone cannot see it: OLMo's 1B-10xC run out-computes the 3B runs at 0.5-2xC.)"""
+    N, D = np.asarray(N, dtype=np.float64), np.asarray(D, dtype=np.float64)
+    n_max = np.max(fit_n)
+    tpp_max = np.max(np.asarray(fit_d, dtype=np.float64) / np.asarray(fit_n, dtype=np.float64))
+    return 1.0 + np.log10(np.maximum(N / n_max, 1.0)) + np.log10(np.maximum(D / N / tpp_max, 1.0))
+
+
+def conformal_quantile(scores: np.ndarray, level: float = LEVEL) -> float:
+    """The ceil(level (n + 1))-th smallest score (split-conformal); inf when there are too few scores."""
+    s = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
+    k = math.ceil(level * (len(s) + 1))
+    return float(s[k - 1]) if 0 < k <= len(s) else float("inf")
+
+
+def _cells(suite: list[dict[str, dict[str, Holdout]]], methods) -> dict:
+    """Stack the back-test cells: accuracy errors [n, M], loss relative errors [n, M], distance g [n], split [n]."""
+    err, lerr, dist, split, task = [], [], [], [], []
+    for i, per_task in enumerate(suite):
+        for t, hs in per_task.items():
+            T = len(next(iter(hs.values())).test_runs)
+            err.append(np.stack([hs[m].predicted - hs[m].actual if m in hs else np.full(T, np.nan)
+                                 for m in methods], 1))
+            lerr.append(np.stack([hs[m].loss_rel if m in hs and hs[m].loss_rel is not None else np.full(T, np.nan)
+                                  for m in methods], 1))
+            dist.append(next(iter(hs.values())).distance)
+            split += [i] * T
+            task += [t] * T
+    return {"err": np.concatenate(err), "loss": np.concatenate(lerr), "g": np.concatenate(dist),
+            "split": np.array(split), "task": np.array(task)}
+
+
+@dataclass
+class Calibration:
+    """What the back-tests decided: weights, per-method MSE, the interval scale and its coverage."""
+
+    weights: dict[str, float]
+    mse: dict[str, float]
+    q_acc: float                   # accuracy half-width per unit of distance()
+    q_loss: float                  # relative loss half-width per unit of distance()
+    n_cells: int
+    coverage: float                # leave-one-split-out coverage of the acc interval on the back-tests
+    loss_coverage: float
+    ensemble_mae: float            # leave-one-split-out mean |error| of the ensemble (weights refitted)
+    method_mae: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def weights_from(err: np.ndarray, methods) -> tuple[dict[str, float], dict[str, float]]:
+    """prior / MSE weights over methods with an error on every cell (others 0)."""
+    usable = [j for j, _ in enumerate(methods) if np.isfinite(err[:, j]).all()]
+    mse = {m: float(np.mean(err[:, j] ** 2)) if j in usable else float("nan") for j, m in enumerate(methods)}
+    raw = {m: PRIOR.get(m, 1.0) / max(mse[m], 1e-12) if j in usable else 0.0 for j, m in enumerate(methods)}
+    total = sum(raw.values())
+    return {m: v / total for m, v in raw.items()} if total > 0 else raw, mse
+
+
+def _combine(x: np.ndarray, w: dict[str, float], methods) -> np.ndarray:
+    wv = np.array([w[m] for m in methods])
+    x = np.where(wv > 0, x, 0.0)
+    return x @ wv
+
+
+def calibrate(suite, methods=MENU) -> Calibration:
+    """Weights and interval scale from the whole suite; coverage and error by leaving each split out."""
+    methods = [m for m in methods if any(m in hs for per in suite for hs in per.values())]
+    c = _cells(suite, methods)
+    w, mse = weights_from(c["err"], methods)
+    g = c["g"]  # the cells' extrapolation distances
+    ens = _combine(c["err"], w, methods)
+    # the loss: weighted over the members that predict the task loss on that cell (not lm-loss's LM loss)
+    lw = np.array([0.0 if m == "lm-loss" else w[m] for m in methods])
+    finite = np.isfinite(c["loss"]) & (lw > 0)
+    lsum = (finite * lw).sum(1)
+    has_loss = lsum > 0
+    ens_loss = np.where(finite, c["loss"], 0.0) @ lw / np.where(has_loss, lsum, 1.0)
+    q_acc = conformal_quantile(np.abs(ens) / g)
+    q_loss = conformal_quantile(np.abs(ens_loss[has_loss]) / g[has_loss]) if has_loss.any() else float("inf")
+    covered, lcovered, abs_err = [], [], []
+    for s in np.unique(c["split"]):
+        tr, te = c["split"] != s, c["split"] == s
+        ws, _ = weights_from(c["err"][tr], methods)
+        e_tr, e_te = _combine(c["err"][tr], ws, methods), _combine(c["err"][te], ws, methods)
+        q = conformal_quantile(np.abs(e_tr) / g[tr])
+        covered += list(np.abs(e_te) <= q * g[te])
+        abs_err += list(np.abs(e_te))
+        ltr, lte = tr & has_loss, te & has_loss
+        if lte.any() and ltr.any():
+            ql = conformal_quantile(np.abs(ens_loss[ltr]) / g[ltr])
+            lcovered += list(np.abs(ens_loss[lte]) <= ql * g[lte])
+    method_mae = {m: float(np.mean(np.abs(c["err"][:, j]))) for j, m in enumerate(methods)}  # NaN: not fitted
+    return Calibration(w, mse, q_acc, q_loss, len(g), float(np.mean(covered)) if covered else float("nan"),
+                       float(np.mean(lcovered)) if lcovered else float("nan"), float(np.mean(abs_err)), method_mae)
+
+
+class EnsembleFit:
+    """The weighted ensemble for one task; looks like a TaskFit (plots, tables) with the paper as its face."""
+
+    def __init__(self, members: dict[str, TaskFit], weights: dict[str, float]):
+        self.members = {m: f for m, f in members.items() if weights.get(m, 0) > 0}
+        self.weights = {m: weights[m] for m in self.members}
+        total = sum(self.weights.values())
+        self.weights = {m: v / total for m, v in self.weights.items()}
+        face = members.get("paper") or next(iter(self.members.values()))
+        self.task, self.data, self.step1, self.step2, self.single = face.task, face.data, face.step1, face.step2, None
+        self.method, self.form, self.sigmoid = ENSEMBLE, face.form, face.sigmoid
+
+    def predict(self, N, D, F=None, rows: dict | None = None):
+        """(loss, accuracy): weighted over members; loss over members whose feature is the task loss."""
+        rows = rows or {}
+        acc, loss, lw = 0.0, 0.0, 0.0
+        for m, fit in self.members.items():
+            L, a = fit.predict(N, D, F, rows.get(m))
+            acc = acc + self.weights[m] * a
+            if fit.method.feature == "loss" and np.all(np.isfinite(L)):
+                loss, lw = loss + self.weights[m] * L, lw + self.weights[m]
+        return (loss / lw if lw else np.full(np.shape(acc), np.nan)), acc
+
+    def fits(self) -> dict:
+        return {(m if k == m else f"{m} {k}"): v for m, fit in self.members.items() for k, v in fit.fits().items()}

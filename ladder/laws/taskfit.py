@@ -1,0 +1,300 @@
+"""One task, one method: the fitting data, the fit, its predictions and its bootstrap.
+
+Bhagia et al. 2024 ("Establishing Task Scaling Laws via Compute-Efficient Model Ladders"): step 1 fits the
+task loss of each run's final checkpoint as L(N, D) (chinchilla.py), step 2 fits accuracy as a sigmoid of
+task loss on all intermediate checkpoints (sigmoid.py), and the prediction chains them. The paper's
+ablations and our variants each change one ingredient (`METHODS`, table in docs/laws.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+from ladder.errors import require
+from ladder.laws import single_step as ss
+from ladder.laws.chinchilla import FORMS, LossForm, fit_loss, fit_loss_batched
+from ladder.laws.fitting import FitResult
+from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
+
+# The paper's fit set on the published OLMo ladder: 4 sizes x 4 Chinchilla multiples.
+PAPER_RUNS = tuple(f"{s}-{c}xC" for s in ("190M", "370M", "760M", "1B") for c in (1, 2, 5, 10))
+# Chance accuracy for the paper's tasks when the table has no `chance` column.
+KNOWN_CHANCE = {"mmlu": 0.25, "hellaswag": 0.25, "arc_challenge": 0.25, "arc_easy": 0.25, "piqa": 0.5,
+                "csqa": 0.2, "socialiqa": 1 / 3, "openbookqa": 0.25}
+FINAL_WINDOW = 5       # step-1 point: mean of the last 5 evaluations of each run
+SKIP_FRACTION = 0.10   # step 2: drop checkpoints in the first 10% of each run's tokens ...
+SMOOTH_WINDOW = 5      # ... and smooth the rest with a moving average over 5 checkpoints
+
+
+@dataclass(frozen=True)
+class Method:
+    """One prediction recipe (docs/laws.md, "Methods")."""
+
+    name: str
+    feature: str = "loss"        # intermediate feature: task loss (bits/byte) or "lm_loss"
+    form: str = "nd"             # step 1: "nd" = L(N, D); "c" = L(C), C = D x FLOPs/token (the `flops` column), else 6ND
+    chance_floor: bool = False   # step 2: pin the sigmoid's floor a + b to the task's chance level
+    single_step: str = ""        # "paper": the 7-parameter Acc(N, D) of single_step.py
+
+    @property
+    def needs(self) -> str:
+        """The table column the method's intermediate step needs ('' = accuracy only)."""
+        return "" if self.single_step == "paper" else self.feature
+
+
+METHODS = {m.name: m for m in (
+    Method("paper"),
+    Method("single-step", single_step="paper"),
+    Method("compute", form="c"),
+    Method("lm-loss", feature="lm_loss"),
+    Method("chance-floor", chance_floor=True),
+)}
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class TaskData:
+    """One task's fitting data over a set of runs (arrays aligned with `runs`)."""
+
+    task: str
+    runs: np.ndarray            # [R] run names
+    n: np.ndarray               # [R] parameters
+    d: np.ndarray               # [R] final tokens
+    feature: np.ndarray         # [R] mean of the last 5 values of the intermediate feature (NaN: none)
+    acc: np.ndarray             # [R] mean of the last 5 accuracies
+    point_feature: np.ndarray   # [M] step-2 points (skipped + smoothed), anchor (0, 1) excluded
+    point_acc: np.ndarray       # [M]
+    point_run: np.ndarray       # [M] index into runs
+    chance: float | None
+    fpt: np.ndarray | None = None  # [R] training FLOPs per token (`flops` / d); None when the table has none
+
+    def flops_per_token(self, N) -> np.ndarray:
+        """FLOPs/token at N: 6N + k N^g, (k, g) fitted in log-log to the runs' excess over 6N (attention and
+        the LM head grow slower than N); 6N when the table has no `flops`. docs/laws.md, "compute"."""
+        N = np.asarray(N, dtype=np.float64)
+        if self.fpt is None:
+            return 6 * N
+        sizes, idx = np.unique(self.n, return_index=True)
+        excess = self.fpt[idx] - 6 * sizes
+        if len(sizes) < 2 or (excess <= 0).any():
+            return N * float(np.mean(self.fpt / self.n))
+        g, logk = np.polyfit(np.log(sizes), np.log(excess), 1)
+        return 6 * N + np.exp(logk) * N ** g
+
+
+def select_runs(cols: dict, runs=None) -> list[str]:
+    """Run names to fit: names or fnmatch patterns ("paper" = the paper's 16); default: PAPER_RUNS when the
+    table holds all of them (the published OLMo ladder), else every run in the table."""
+    present = list(dict.fromkeys(cols["run"].tolist()))
+    if runs is None:
+        return list(PAPER_RUNS) if set(PAPER_RUNS) <= set(present) else present
+    if isinstance(runs, str):
+        runs = [r for r in runs.split(",") if r]
+    chosen = []
+    for pat in runs:
+        names = list(PAPER_RUNS) if pat == "paper" else [r for r in present if fnmatch.fnmatchcase(r, pat)]
+        require(bool(names) and set(names) <= set(present), "--runs", f"{pat!r} matches no run in the table",
+                f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
+        chosen += [n for n in names if n not in chosen]
+    return chosen
+
+
+_INDEX: dict = {}
+
+
+def _run_index(cols: dict) -> dict:
+    """(task, run) -> row indices, built once per table (back-tests read the same table hundreds of times)."""
+    key = (id(cols), len(cols["run"]))
+    if key not in _INDEX:
+        _INDEX.clear()
+        order = np.lexsort((cols["run"], cols["task"]))
+        pairs = np.char.add(np.char.add(cols["task"][order].astype(str), "\x1f"), cols["run"][order].astype(str))
+        cuts = np.flatnonzero(pairs[1:] != pairs[:-1]) + 1
+        _INDEX[key] = {tuple(pairs[g[0]].split("\x1f")): order[g] for g in np.split(np.arange(len(order)), cuts)
+                       if len(g)}
+    return _INDEX[key]
+
+
+def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> TaskData:
+    """Step-1 points (one per run) and step-2 points (all intermediate checkpoints) of one task.
+
+    feature "" (accuracy-only methods) keeps NaN features and no step-2 points."""
+    require(not feature or feature in cols, "results table",
+            f"has no column {feature!r} (needed for the intermediate feature)",
+            "add it (e.g. a held-out LM loss), or use a method that needs none (single-step)")
+    index = _run_index(cols)
+    sel_task = cols["task"] == task
+    require(sel_task.any(), "--tasks", f"task {task!r} is not in the table", f"choose from {sorted(set(cols['task']))}")
+    has_flops = "flops" in cols and np.isfinite(cols["flops"][sel_task]).all()
+    n, d, fe, acc, fpt = [], [], [], [], []
+    pf, pa, pr = [], [], []
+    for i, run in enumerate(runs):
+        m = index.get((task, run), np.zeros(0, dtype=np.int64))
+        require(len(m) > 0, f"run {run}", f"has no rows for task {task!r}", "evaluate it or leave the run out (--runs)")
+        order = np.argsort(cols["step"][m], kind="stable")
+        rd, ra = cols["d"][m][order], cols["acc"][m][order]
+        rf = cols[feature][m][order] if feature else np.full(len(rd), np.nan)
+        require(not feature or np.isfinite(rf).all(), f"run {run}",
+                f"column {feature!r} is blank or NaN for task {task!r}", "fill it or choose a method that does not use it")
+        ns = np.unique(cols["n"][m])
+        require(len(ns) == 1, f"run {run}", f"has several N values {ns.tolist()}", "one N per run")
+        n.append(ns[0])
+        d.append(rd[-1])
+        fe.append(rf[-FINAL_WINDOW:].mean())
+        acc.append(ra[-FINAL_WINDOW:].mean())
+        if has_flops:
+            fpt.append(cols["flops"][m][order][-1] / rd[-1])
+        keep = rd >= SKIP_FRACTION * rd[-1]
+        k = np.ones(SMOOTH_WINDOW) / SMOOTH_WINDOW
+        if keep.sum() >= SMOOTH_WINDOW:
+            sf, sa = np.convolve(rf[keep], k, "valid"), np.convolve(ra[keep], k, "valid")
+        else:
+            sf, sa = rf[keep], ra[keep]
+        pf.append(sf), pa.append(sa), pr.append(np.full(len(sf), i))
+    chance = None
+    if "chance" in cols and np.isfinite(cols["chance"][sel_task]).any():
+        chance = float(np.nanmean(cols["chance"][sel_task]))
+    elif task in KNOWN_CHANCE:
+        chance = KNOWN_CHANCE[task]
+    return TaskData(task, np.array(runs), np.array(n), np.array(d), np.array(fe), np.array(acc),
+                    np.concatenate(pf), np.concatenate(pa), np.concatenate(pr), chance,
+                    np.array(fpt) if has_flops else None)
+
+
+# ------------------------------------------------------------------------------------------ fitting
+@dataclass
+class TaskFit:
+    """A fitted method for one task: step-1 and step-2 fits (or the single-step fit) and what they saw.
+
+    Single-step methods still carry the paper's step 1 and step 2 (for the plots and the reported loss)."""
+
+    task: str
+    method: Method
+    data: TaskData
+    step1: FitResult | None
+    step2: FitResult | None
+    single: FitResult | None = None
+
+    @property
+    def form(self) -> LossForm:
+        return FORMS[self.method.form]
+
+    @property
+    def sigmoid(self) -> SigmoidForm:
+        return SigmoidForm(self.data.chance if self.method.chance_floor else None)
+
+    def _step1_inputs(self, N, D, F=None):
+        """(N, D) as the step-1 form reads them: form "c" takes C = 6 N' D with N' = FLOPs/token / 6."""
+        if self.method.form != "c" or self.data.fpt is None:
+            return N, D
+        F = self.data.flops_per_token(N) if F is None else np.asarray(F, dtype=np.float64)
+        return F / 6.0, D
+
+    def predict(self, N, D, F=None, rows: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(intermediate feature, accuracy) at (N, D) broadcast; F: FLOPs/token (form "c"; default: the
+        ladder's extrapolation); rows: bootstrap parameter rows {"step1", "step2", "single"} ([B, P] each)."""
+        rows = rows or {}
+        s1 = rows.get("step1", None if self.step1 is None else self.step1.x)
+        L = np.full(np.broadcast(np.asarray(N), np.asarray(D)).shape, np.nan) if s1 is None else \
+            self.form.predict(s1, *self._step1_inputs(N, D, F))
+        if self.method.single_step == "paper":
+            x = rows.get("single", self.single.x)
+            Nb, Db = np.broadcast_arrays(np.asarray(N, dtype=np.float64), np.asarray(D, dtype=np.float64))
+            acc, _ = ss.accuracy(np.atleast_2d(x), np.log(Nb).reshape(-1), np.log(Db).reshape(-1), jac=False)
+            acc = acc.reshape((-1,) + Nb.shape)
+            return L, acc[0] if np.ndim(x) == 1 else acc
+        s2 = rows.get("step2", self.step2.x)
+        if np.ndim(s2) == 2:  # bootstrap rows: L is [B, ...]; evaluate row b's sigmoid at row b's loss
+            a, b, k, L0 = (c.reshape((-1,) + (1,) * (L.ndim - 1)) for c in self.sigmoid.full(s2).T)
+            return L, a * expit(k * (L - L0)) + b
+        return L, self.sigmoid.predict(s2, L)
+
+    def fits(self) -> dict[str, FitResult]:
+        """The fits this method's prediction uses, by step name."""
+        if self.method.single_step:
+            return {"single-step": self.single}
+        return {"step 1": self.step1, "step 2": self.step2}
+
+
+def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True) -> None:
+    runs = ", ".join(data.runs[:6])
+    require(len(data.runs) >= n_params, f"task {data.task}",
+            f"{what} has {len(data.runs)} runs ({runs}) but {n_params} parameters",
+            f"fit at least {n_params} runs")
+    key = np.unique(data.n) if by_size else np.unique(data.n * data.d)
+    require(len(key) >= 2, f"task {data.task}", f"{what} sees one model size only (runs {runs})",
+            "a power law in N needs at least two sizes; add rungs of another size")
+
+
+QUICK = {"top_k": 16, "polish": 1}  # back-test fits: fewer polished starts (same optimum on OLMo, 4x faster)
+
+
+def fit_task(data: TaskData, method: Method | str, base: TaskFit | None = None, quick: bool = False) -> TaskFit:
+    """Fit one method to one task's data (no bootstrap). `base`: a fit on the same runs and feature whose
+    step 1 / step 2 are reused where this method shares them (the ensemble fits each piece once). `quick`:
+    fewer starts polished (`QUICK`), for the many back-test fits."""
+    opt = QUICK if quick else {}
+    method = METHODS[method] if isinstance(method, str) else method
+    form = FORMS[method.form]
+    sig = SigmoidForm(data.chance if method.chance_floor else None)
+    require(not method.chance_floor or data.chance is not None, f"task {data.task}",
+            "has no chance level for method chance-floor", "add a `chance` column to the results table")
+    if method.single_step == "paper":
+        _check_points(data, len(ss.NAMES), "single-step fit")
+        single = ss.fit_single_step(data.n, data.d, data.acc, data.chance, top_k=1 if quick else 4)
+        s1 = base.step1 if base is not None and base.method.form == "nd" else None
+        s2 = base.step2 if base is not None and not base.method.chance_floor else None
+        return TaskFit(data.task, method, data, s1, s2, single)
+    share = base is not None and base.method.feature == method.feature
+    _check_points(data, len(form.names), "step 1", by_size=form.name == "nd")
+    if share and base.method.form == method.form and base.step1 is not None:
+        step1 = base.step1
+    else:
+        fit = TaskFit(data.task, method, data, None, None)
+        step1 = fit_loss(form, *fit._step1_inputs(data.n, data.d, data.fpt), data.feature, **opt)
+    if share and base.method.chance_floor == method.chance_floor and base.step2 is not None:
+        step2 = base.step2
+    else:
+        Lp, Ap = np.append(data.point_feature, 0.0), np.append(data.point_acc, 1.0)
+        require(len(Lp) > len(sig.names), f"task {data.task}", f"step 2 has {len(Lp)} points",
+                "evaluate more checkpoints")
+        step2 = fit_sigmoid(sig, Lp, Ap, **({"top_k": 8, "polish": 1} if quick else {}))
+    return TaskFit(data.task, method, data, step1, step2)
+
+
+def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0, cache: dict | None = None) -> dict:
+    """Refit on `n_samples` resamplings of whole runs (their final point and all their checkpoints), warm
+    started from the full fit and solved together. Returns {"step1", "step2", "single": rows [B, P],
+    "converged": [B]}. `cache` (keyed by the fit objects) lets methods that share a step share its refits;
+    every method draws the same resamples for the same seed, so an ensemble's samples line up."""
+    data = fit.data
+    R = len(data.runs)
+    counts = np.random.default_rng(seed).multinomial(R, np.full(R, 1.0 / R), size=n_samples).astype(np.float64)
+    cache = {} if cache is None else cache
+    out, conv = {}, np.ones(n_samples, dtype=bool)
+    if fit.method.single_step == "paper":
+        X, _, c = ss.refit_batched(fit.single.x, data.n, data.d, data.acc, counts)
+        out["single"], conv = X, c
+    if fit.step1 is not None and not fit.method.single_step:
+        key = ("step1", id(fit.step1), n_samples, seed)
+        if key not in cache:
+            X1, _, c1 = fit_loss_batched(fit.form, fit.step1.x, *fit._step1_inputs(data.n, data.d, data.fpt),
+                                         data.feature, counts)
+            cache[key] = (X1, c1)
+        out["step1"], c1 = cache[key]
+        conv = conv & c1
+    if fit.step2 is not None and not fit.method.single_step:
+        key = ("step2", id(fit.step2), n_samples, seed)
+        if key not in cache:
+            w2 = np.concatenate([counts[:, data.point_run], np.ones((n_samples, 1))], 1)  # anchor always in
+            X2, _, c2 = fit_sigmoid_batched(fit.sigmoid, fit.step2.x, np.append(data.point_feature, 0.0),
+                                            np.append(data.point_acc, 1.0), w2)
+            cache[key] = (X2, c2)
+        out["step2"], c2 = cache[key]
+        conv = conv & c2
+    out["converged"] = conv
+    return out

@@ -1,0 +1,67 @@
+"""`ladder plan --dry-run` as values: every rung (and, for reference, every target) placed on a chip's slice
+with its mesh, rows and bytes per device and time (ladder.plan.resources.check_rung), and its text table.
+
+    result = dry_run(plan, "v5p")          # {"chip", "rungs": [...], "targets": [...], "hours", "failed"}
+    print(format_dry_run(result))
+"""
+
+from __future__ import annotations
+
+from ladder.chips import GiB
+from ladder.errors import LadderError
+from ladder.plan.resources import MFU, check_rung, target_rungs
+from ladder.rundir import format_duration  # the one duration format of tables and progress lines
+
+
+def dry_run(plan: dict, chip: str, devices: int | None = None, mesh: dict | None = None) -> dict:
+    """Each rung checked on `chip` (`devices` per rung, default: the planner's slice; `mesh`, default: the
+    default mesh rule). The targets are placed the same way when `devices` is not fixed; they are not part of
+    the total time or of "failed" (the rungs with errors)."""
+    if devices is not None and devices < 1:
+        raise LadderError(f"devices: {devices} must be at least 1")
+    rows = [check_rung(r, chip, devices, mesh) for r in plan["rungs"]]
+    targets = [check_rung(t, chip, None, mesh) for t in target_rungs(plan)] if devices is None else []
+    return {"chip": chip, "rungs": rows, "targets": targets,
+            "hours": sum(row["hours"] for row in rows if "hours" in row),
+            "failed": [row for row in rows if row["errors"]]}
+
+
+def parse_mesh(text: str | None) -> dict | None:
+    """'data=2,fsdp=-1' -> {"data": 2, "fsdp": -1}; None or '' -> None (the default mesh)."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise LadderError(f"mesh: cannot read {item!r}; write AXIS=SIZE items such as data=2,fsdp=-1") from None
+    return out
+
+
+def format_dry_run(result: dict) -> str:
+    chip = result["chip"]
+
+    lines = [f"dry run on {chip}:",
+             f"{'rung':<12} {'slice':<14} {'mesh d/f/t':<10} {'rows/dev':>8} {'GiB/dev':>8} {'of HBM':>7} "
+             f"{'time':>9}  notes"]
+    lines += [_row_line(row) for row in result["rungs"]]
+    lines.append(f"total time if run one after another: {format_duration(3600 * result['hours'])} "
+                 f"({'measured CPU rate' if chip == 'cpu' else f'at {MFU:.0%} MFU'})")
+    if result["targets"]:
+        lines.append(f"targets on {chip} (for reference, not in the total):")
+        lines += [_row_line(row) for row in result["targets"]]
+    return "\n".join(lines)
+
+
+def _mesh_text(mesh: dict) -> str:
+    return "/".join(str(mesh[a]) for a in ("data", "fsdp", "tensor"))
+
+
+def _row_line(row: dict) -> str:
+    if "memory" not in row:
+        return f"{row['name']:<12} {'-':<14} {'':<10} {'':>8} {'':>8} {'':>7} {'':>9}  {'; '.join(row['errors'])}"
+    return (f"{row['name']:<12} {row['slice']:<14} {_mesh_text(row['mesh']):<10} {row['rows_per_device']:>8} "
+            f"{row['memory']['total'] / GiB:>8.2f} {row['memory']['total'] / row['hbm']:>7.0%} "
+            f"{format_duration(row['hours'] * 3600):>9}  {'; '.join(row['errors'] + row['warnings'])}")

@@ -1,0 +1,238 @@
+"""Everything read from or written to a run directory, local or gs://, in one place (no JAX here).
+
+A run directory holds: config.json (the train config and its hash), status.json (state, step, loss, ETA),
+init.json (the base a continued run started from), metrics.jsonl (one row per logged step), results.csv
+(evaluation rows, docs/results.md), launch.json (what the local launcher saw) and checkpoints/. The
+trainer, the evaluator, the launcher, `ladder status`, `ladder collect`, the CPT study and the report all
+go through these functions, so a gs:// root works wherever a local one does.
+
+Paths go through etils.epath (gs:// needs gcsfs). Local JSON is written atomically (temp file, fsync,
+os.replace), so a reader never sees half a file; an object store has no rename, but an object appears only
+once its upload completes, which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+
+from etils import epath
+
+from ladder.errors import LadderError
+
+STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH = (
+    "status.json", "config.json", "init.json", "metrics.jsonl", "results.csv", "launch.json")
+
+
+def path(p) -> epath.Path:
+    """A run-directory path, local or gs:// (etils.epath)."""
+    return epath.Path(p)
+
+
+def is_remote(p) -> bool:
+    return "://" in str(p)
+
+
+def join(root, name: str) -> str:
+    """Join a local or gs:// root with a child name (no os.path: gs:// keeps its double slash)."""
+    return str(root).rstrip("/") + "/" + name
+
+
+def _gcsfs_hint(p, e: ImportError) -> LadderError:
+    return LadderError(f"{p}: reading gs:// needs gcsfs ({e}); run `pip install gcsfs`")
+
+
+def read_text(p) -> str | None:
+    """A file's text (local or gs://); None when absent."""
+    try:
+        return path(p).read_text()
+    except FileNotFoundError:
+        return None
+    except ImportError as e:
+        raise _gcsfs_hint(p, e) from e
+
+
+def read_json(p) -> dict | None:
+    """A JSON file (local or gs://); None when absent or torn (written atomically, so torn means foreign)."""
+    text = read_text(p)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def write_text(p, text: str) -> None:
+    """Write a whole file atomically: local files through a temp file, fsync and os.replace; gs:// objects
+    whole (an object appears only once its upload completes)."""
+    if is_remote(p):
+        path(p).write_text(text)
+        return
+    p = os.fspath(p)
+    tmp = p + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+
+
+def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """JSON (numpy scalars as floats) written atomically by write_text."""
+    write_text(p, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=float) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ metrics.jsonl
+
+
+def read_metrics(run_dir, warn=None) -> list[dict]:
+    """The rows of <run dir>/metrics.jsonl, in file order; [] when there is none. The one reader of that file.
+
+    A torn last line (a crash mid-write) is dropped with a note (`warn`, default stderr); a bad line before
+    the last is damage, not a crash, and is a LadderError naming file and line."""
+    rows = []
+    lines = _metrics_lines(run_dir)
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("no integer step")
+        except ValueError as e:
+            where = path(run_dir) / METRICS
+            if i == len(lines) - 1:
+                (warn or (lambda m: print(m, file=sys.stderr)))(
+                    f"ladder: {where}: dropped a torn last line ({len(line)} characters) left by a crash")
+                break
+            raise LadderError(f"{where}: line {i + 1} is not a metrics row ({e}); delete that line, or the file "
+                              "(metrics are rewritten as the run resumes from its checkpoint)") from None
+        rows.append(row)
+    return rows
+
+
+def _metrics_lines(run_dir) -> list[str]:
+    raw = read_bytes(path(run_dir) / METRICS)
+    text = (raw or b"").decode("utf-8", errors="replace")  # a torn multi-byte character is a torn line
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def read_bytes(p) -> bytes | None:
+    """A file's bytes (local or gs://); None when absent."""
+    try:
+        return path(p).read_bytes()
+    except FileNotFoundError:
+        return None
+    except ImportError as e:
+        raise _gcsfs_hint(p, e) from e
+
+
+def truncate_metrics(run_dir, last_step: int) -> None:
+    """Drop rows past `last_step` (written after the checkpoint a resumed run starts from) and a torn last
+    line; the file is rewritten whole and atomically, so new rows never join a torn one."""
+    p = path(run_dir) / METRICS
+    if not p.exists():
+        return
+    rows = read_metrics(run_dir)
+    write_text(p, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= last_step))
+
+
+# ------------------------------------------------------------------------------------------ status, launch
+
+
+def read_status(run_dir) -> dict:
+    """status.json ({} when the run has not started): state, step, total_steps, loss, tokens, eta_s, updated."""
+    return read_json(path(run_dir) / STATUS) or {}
+
+
+def write_launch_record(run_dir, **record) -> None:
+    """launch.json: what a launcher saw (attempts, state; local: exit codes; cloud: resource, logs), stamped."""
+    write_json(path(run_dir) / LAUNCH, dict(record, updated=time.time()), indent=None, sort_keys=True)
+
+
+def read_launch_record(run_dir) -> dict:
+    """launch.json ({} when absent)."""
+    return read_json(path(run_dir) / LAUNCH) or {}
+
+
+# ------------------------------------------------------------------------------------------ results.csv
+
+
+def read_results(run_dir) -> list[dict]:
+    """The rows of <run dir>/results.csv as dicts of strings (local or gs://); [] when the run has none yet."""
+    text = read_text(path(run_dir) / RESULTS)
+    if not text:
+        return []
+    return [{k: v for k, v in row.items() if k is not None} for row in csv.DictReader(io.StringIO(text))]
+
+
+def write_results(csv_path, step: int, rows: list[dict]) -> None:
+    """ladder.results.replace_step on a local or gs:// results.csv (an object store has no append: the
+    table is edited in a local copy and uploaded whole)."""
+    from ladder import results
+
+    if not is_remote(csv_path):
+        results.replace_step(csv_path, step, rows)
+        return
+    import tempfile
+
+    remote = path(csv_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = f"{tmp}/results.csv"
+        if remote.exists():
+            with open(local, "w") as f:
+                f.write(remote.read_text())
+        results.replace_step(local, step, rows)
+        remote.write_text(open(local).read())
+
+
+def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns: bool = True
+            ) -> tuple[int, list[str]]:
+    """Gather the evaluation rows of every rung in plan["rungs"] (run dir <run_root>/<name>) into one results
+    table at `out`. Returns (rows written, names of rungs without results).
+
+    With plan_columns, rows missing the plan-level columns get them from the rung: size, multiple, and
+    flops (tokens seen `d` x the plan's FLOPs per token). An existing `out` is never overwritten unless
+    asked. LadderError when no rung has results yet."""
+    from ladder import results
+
+    if os.path.exists(out) and not overwrite:
+        raise LadderError(f"-o {out}: file exists; pass --overwrite to replace it, or choose another name")
+    rows, missing = [], []
+    for rung in plan["rungs"]:
+        got = read_results(join(run_root, rung["name"]))
+        if not got:
+            missing.append(rung["name"])
+        for row in got:
+            if plan_columns:
+                row.setdefault("size", rung["size"])
+                row.setdefault("multiple", rung["multiple"])
+                if "flops" not in row and row.get("d") not in (None, ""):
+                    row["flops"] = float(row["d"]) * float(rung["flops_per_token"])
+            rows.append(row)
+    if not rows:
+        raise LadderError(f"{run_root}: no rung has evaluation results (results.csv) yet; "
+                          f"see `ladder status` for progress")
+    results.write_table(out, rows)
+    return len(rows), missing
+
+
+# ------------------------------------------------------------------------------------------ formatting
+
+
+def format_duration(seconds: float | None, unknown: str = "-") -> str:
+    """A duration for tables and progress lines: 45s, 12m, 3.5h, 2.0d; `unknown` for None, NaN or inf."""
+    if seconds is None or not math.isfinite(seconds):
+        return unknown
+    s = max(0.0, float(seconds))
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.0f}m"
+    if s < 86400:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"

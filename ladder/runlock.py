@@ -1,0 +1,129 @@
+"""One writer per run directory: `ladder train`, `ladder run` and the local launcher hold `<dir>/lock.json`.
+
+The exclusion itself is an OS lock (fcntl.flock on the lock file), which the kernel drops the moment its
+holder dies, however it dies: a lock file left by a dead process is therefore stale by construction and is
+taken over (with a note naming the old holder). The file's content (host, pid, process start time, command)
+only tells a second process who holds it, so it can exit at once with one line saying so. No JAX here.
+
+gs:// directories are not locked: object stores have no locks, and the cloud backends start one job per
+rung themselves (docs/training.md, "Run-directory lock").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from ladder.errors import LadderError
+
+LOCK_NAME = "lock.json"
+
+# Locks this process holds: path -> (open file, depth). A process may re-enter its own lock (the launcher
+# inside `ladder run` locking a run root twice, self-check after train), never another process's.
+_HELD: dict[str, list] = {}
+
+
+def _process_start(pid: int) -> float | None:
+    """The process's start time in clock ticks since boot (Linux); None elsewhere. pid + start time names a
+    process uniquely, where a pid alone may have been reused."""
+    try:
+        return float(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _holder() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid()),
+            "started": time.time(), "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            "command": " ".join(sys.argv)[:300]}
+
+
+def read_holder(directory) -> dict | None:
+    """The lock file's content (who holds or last held it), None when absent or unreadable."""
+    try:
+        return json.loads((Path(directory) / LOCK_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(h: dict | None) -> str:
+    if not h:
+        return "another process (its lock file is being written)"
+    return (f"pid {h.get('pid')} on {h.get('host')} (since {h.get('started_utc', '?')} UTC: "
+            f"{h.get('command', '?')})")
+
+
+@contextlib.contextmanager
+def hold(directory, what: str):
+    """Hold the run directory's lock for the block, or raise LadderError at once naming the holder.
+
+    `what` names the directory in messages (e.g. "--run-dir"). The directory is created if needed.
+    """
+    if "://" in str(directory):
+        yield
+        return
+    directory = Path(directory)
+    key = str(directory.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    if directory.exists() and not directory.is_dir():
+        raise LadderError(f"{what}: {directory} exists and is not a directory; choose a directory path")
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        f = open(directory / LOCK_NAME, "a+")
+    except OSError as e:
+        raise LadderError(f"{what}: cannot create the lock file {directory / LOCK_NAME} ({e.strerror}); "
+                          "make the directory writable or choose another") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        f.close()
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise LadderError(f"{what}: {directory} is in use by {_describe(read_holder(directory))}; wait for it to "
+                          "finish or stop it (a lock left by a dead process is taken over automatically)") from None
+    previous = read_holder(directory)
+    if previous and "released" not in previous and previous.get("pid") != os.getpid():
+        print(f"ladder: taking over the lock of {directory} from {_describe(previous)}, which is no longer "
+              "running", file=sys.stderr)
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(_holder(), indent=1))
+        f.flush()
+    except OSError as e:
+        f.close()
+        raise LadderError(f"{what}: cannot write the lock file {directory / LOCK_NAME} ({e.strerror}); "
+                          "free space or make the directory writable") from None
+    _HELD[key] = [f, 1]
+    try:
+        yield
+    finally:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            del _HELD[key]
+            # The file stays (unlinking races with a new holder opening it); the content says it was released.
+            with contextlib.suppress(OSError):
+                f.seek(0)
+                f.truncate()
+                f.write(json.dumps(dict(_holder(), released=time.time()), indent=1))
+                f.flush()
+            f.close()
+            # A run that failed its checks before writing anything leaves no directory behind.
+            with contextlib.suppress(OSError):
+                if created and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+                    (directory / LOCK_NAME).unlink()
+                    directory.rmdir()

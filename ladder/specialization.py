@@ -1,0 +1,193 @@
+"""The specialization laws on a results table, as values: fit (D-CPT, split), allocate, report.
+
+The library under `ladder fit`, `ladder allocate` and `ladder report`, and what `ladder.cpt.run_study`
+calls directly; a notebook uses the same functions:
+
+    table = read_table("runs/specialization/results.csv")
+    fit = fit_dcpt(table, holdout=True, n=2.5e5, d=1e6)      # Fit(summary, rows, ...)
+    rule = dcpt_rule(fit.summary, "b", n=2.5e5, domain_tokens=1e6)
+    split = allocate_split(fit_split(table).summary, budget=1e18)
+    report = effectiveness_report(table)
+
+Each `write_*` writes a result's JSON, CSV and PNGs into a directory and returns the paths. Formulas:
+docs/specialization.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ladder.errors import require
+from ladder.specialize import compute_effectiveness, jsonable, plot_effectiveness, write_outputs
+
+DCPT_FORM = "L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma"
+SPLIT_FORM = "L = E + A/N^alpha + B/(D' + k D^rho)^beta"
+
+
+@dataclass
+class Fit:
+    """A fitted specialization law: `summary` (the JSON: form, parameters, R^2, hold-outs, rules), `rows` (one
+    flat row per fitted loss or domain: the CSV), and what the plots need (fits and points per key)."""
+
+    law: str  # "dcpt" or "split"
+    summary: dict
+    rows: list[dict]
+    fits: dict = field(default_factory=dict)
+    points: dict = field(default_factory=dict)
+
+
+def output_files(out, stem: str) -> list[Path]:
+    """The JSON and CSV a `write_*` call writes as `stem` (the verbs check them before overwriting)."""
+    return [Path(out) / f"{stem}.json", Path(out) / f"{stem}.csv"]
+
+
+# --------------------------------------------------------------------------------------------- fit
+
+
+def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cross_domain: bool = False,
+             holdout: bool = False, starts: int = 24, n: float | None = None, d: float | None = None,
+             tolerance: float = 0.03, domain_tokens: float | None = None, compute: float | None = None,
+             r: float | None = None) -> Fit:
+    """The D-CPT law for the domain loss (r = domain share) and the general loss (r = general share), with
+    hold-out refits when `holdout`, and the decision rules whose inputs are given: (a) n and d,
+    (b) n and domain_tokens, (c) compute and r."""
+    from ladder.laws import dcpt
+
+    fits, points, rows, summary = {}, {}, [], {"law": DCPT_FORM, "fits": {}}
+    for loss in ("domain", "general"):
+        p = dcpt.points_from_table(table, loss, domain=domain, steps=steps)
+        fit = dcpt.fit_dcpt(p, cross_domain=cross_domain, n_starts=starts)
+        fits[loss], points[loss] = fit, p
+        summary["fits"][loss] = fit.summary()
+        rows.append({"loss": loss} | fit.law.to_dict() | {"huber": fit.huber, "r2": fit.r2, "n_points": fit.n_points,
+                                                          "dl_dr_negative": fit.monotone["holds"]})
+        if holdout:
+            summary.setdefault("holdout", []).extend({"loss": loss} | h for h in dcpt.holdout_checks(p, n_starts=starts))
+    rules = []
+    if n is not None and d is not None:
+        rules.append(dcpt.rule_a(fits["domain"].law, fits["general"].law, n, d, tolerance))
+    if n is not None and domain_tokens is not None:
+        rules.append(dcpt.rule_b(fits["domain"].law, n, domain_tokens))
+    if compute is not None:
+        require(r is not None, "--r", "rule (c) needs the fixed domain share", "pass --r")
+        rules.append(dcpt.rule_c(fits["domain"].law, compute, r) | {"loss": "domain"})
+    if rules:
+        summary["rules"] = rules
+    return Fit("dcpt", summary, rows, fits, points)
+
+
+def fit_split(table: dict, *, domain: str | None = None, holdout: bool = False) -> Fit:
+    """The pretrain/specialize law L(N, D, D') per domain (the table's `domain` column, if any)."""
+    import numpy as np
+
+    from ladder.laws import split
+
+    domains = [domain] if domain else (sorted(set(table["domain"].tolist())) if "domain" in table else [None])
+    fit_out = Fit("split", {"law": SPLIT_FORM, "domains": {}}, [])
+    for name in domains:
+        p = split.points_from_table(table, domain=name)
+        fit = split.fit_split(p)
+        key = name or "domain"
+        fit_out.summary["domains"][key] = fit.summary() | {"n_range": [float(np.min(p.n)), float(np.max(p.n))]}
+        if holdout:
+            fit_out.summary["domains"][key]["holdout"] = split.holdout_checks(p)
+        fit_out.rows.append({"domain": key} | fit.law.to_dict() | {"huber": fit.huber, "r2": fit.r2,
+                                                                   "n_points": fit.n_points})
+        fit_out.fits[key], fit_out.points[key] = fit, p
+    return fit_out
+
+
+def write_fit(fit: Fit, out) -> list[str]:
+    """<out>/<law>.json, .csv and the plots (dcpt.png, or split_<domain>.png per domain)."""
+    from ladder.specialize import plot_dcpt, plot_split
+
+    out = Path(out)
+    files = write_outputs(out, fit.law, fit.summary, fit.rows)
+    if fit.law == "dcpt":
+        return files + [plot_dcpt(fit.fits, fit.points, out / "dcpt.png")]
+    return files + [plot_split(fit.fits[key], fit.points[key], out / f"split_{key}.png") for key in fit.fits]
+
+
+# --------------------------------------------------------------------------------------------- allocate
+
+
+def allocate_split(fitted: dict, budget: float, *, domains=None, n_range=(1e6, 1e13)) -> dict:
+    """For compute C = `budget` and the domains of a split fit (`Fit.summary` or split.json), the model size
+    N, shared pretraining tokens D and per-domain tokens D'_i minimising the summed domain loss, with the
+    loss profile over N around the optimum ("profile": {"n": [...], "loss": [...]}) for the plot."""
+    import numpy as np
+
+    from ladder.laws.split import SplitLaw, allocate, loss_profile
+
+    require(budget is not None, "--budget", "is required here", "pass --budget")
+    require("domains" in fitted, "--law", "is not a `ladder fit split` output (no 'domains')", "pass split.json")
+    names = list(domains) if domains else list(fitted["domains"])
+    for name in names:
+        require(name in fitted["domains"], "--domains", f"{name!r} was not fitted", f"choose from {list(fitted['domains'])}")
+    laws = {name: SplitLaw(**fitted["domains"][name]["params"]) for name in names}
+    alloc = allocate(laws, budget, n_range=tuple(n_range))
+    ns = np.geomspace(alloc.n / 30, alloc.n * 30, 41)
+    return alloc.to_dict() | {"profile": {"n": ns.tolist(), "loss": np.asarray(loss_profile(laws, budget, ns)).tolist()}}
+
+
+def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.03, ratio_range=(0.0, 1.0),
+              domain_tokens=None, max_tokens=None, compute=None, r=None) -> dict:
+    """D-CPT decision rule (a) best domain share under a general-loss tolerance (n, d), (b) best share with
+    limited domain data (n, domain_tokens), (c) compute-optimal N/D at a fixed share (compute, r), from a
+    D-CPT fit (`Fit.summary` or dcpt.json)."""
+    from ladder.laws import dcpt
+
+    def need(**values):
+        for name, value in values.items():
+            flag = "--" + name.replace("_", "-")
+            require(value is not None, flag, "is required here", f"pass {flag}")
+
+    require("fits" in fitted, "--law", "is not a `ladder fit dcpt` output (no 'fits')", "pass dcpt.json")
+    need(rule=rule)
+    domain = dcpt.DcptLaw(**fitted["fits"]["domain"]["params"])
+    general = dcpt.DcptLaw(**fitted["fits"]["general"]["params"])
+    if rule == "a":
+        need(n=n, d=d)
+        return dcpt.rule_a(domain, general, n, d, tolerance, tuple(ratio_range))
+    if rule == "b":
+        need(n=n, domain_tokens=domain_tokens)
+        return dcpt.rule_b(domain, n, domain_tokens, max_tokens=max_tokens, ratio_range=tuple(ratio_range))
+    need(compute=compute, r=r)
+    return dcpt.rule_c(domain, compute, r)
+
+
+def write_allocation(result: dict, out, stem: str) -> list[str]:
+    """<out>/<stem>.json and .csv (d_prime, a dict per domain, as JSON text in the CSV), and for a split
+    allocation its loss-profile plot <out>/allocation.png."""
+    import json
+
+    from ladder.specialize import plot_allocation
+
+    out = Path(out)
+    summary = {k: v for k, v in result.items() if k != "profile"}
+    row = summary | {"d_prime": json.dumps(summary["d_prime"])} if "d_prime" in summary else summary
+    files = write_outputs(out, stem, summary, [row])
+    if "profile" in result:
+        files.append(plot_allocation(result, out / "allocation.png"))
+    return files
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str | None = None) -> dict:
+    """The compute-effectiveness report (ladder.specialize.compute_effectiveness), after checking the table."""
+    require(bool(table), "results", "has no rows", "collect CPT runs first")
+    return compute_effectiveness(table, metric=metric, task=task)
+
+
+def write_effectiveness(report: dict, out) -> list[str]:
+    """<out>/effectiveness.json and .csv (one row per domain run) and the report's plots."""
+    files = write_outputs(out, "effectiveness", summary_of(report), report["points"])
+    return files + plot_effectiveness(report, Path(out))
+
+
+def summary_of(report: dict) -> dict:
+    """The report without its plot curves (what effectiveness.json holds), JSON-ready."""
+    return jsonable({k: v for k, v in report.items() if k != "curves"})

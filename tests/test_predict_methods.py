@@ -1,0 +1,130 @@
+"""The paper's ablations (single-step, compute), the back-tested ensemble, flags and predictability."""
+
+import numpy as np
+import pytest
+
+from ladder.laws import single_step as ss
+from ladder.laws.backtest import Holdout, splits
+from ladder.laws.chinchilla import LOSS_C
+from ladder.laws.ensemble import PRIOR, calibrate, conformal_quantile, distance
+from ladder.laws.fitting import minimize_from_grid
+from ladder.laws.predict import predict, task_data
+from ladder.laws.taskfit import fit_task
+from ladder.results import columns
+from tests.test_predict import _cols, synthetic_rows
+
+SINGLE = np.array([np.log(40.0), np.log(300.0), 0.22, 0.28, -3.2, -0.7, 0.95])
+
+
+def _single_step_rows(noise=0.0):
+    rows = []
+    for n in (1e8, 2e8, 4e8, 8e8):
+        for c in (1, 2, 5, 10):
+            for j, d in enumerate(np.linspace(20 * n * c / 10, 20 * n * c, 10)):
+                acc = float(ss.accuracy(SINGLE, np.log([n]), np.log([d]), jac=False)[0][0, 0])
+                rows.append({"run": f"{n / 1e6:.0f}M-{c}xC", "n": n, "d": d, "step": j, "task": "t", "loss": 1.0,
+                             "acc": acc + noise, "chance": 0.25})
+    return rows
+
+
+def test_single_step_is_the_papers_seven_parameter_law_and_recovers_it(tmp_path):
+    cols = _cols(tmp_path, _single_step_rows())
+    fit = fit_task(task_data(cols, "t", sorted(set(cols["run"]))), "single-step")
+    assert fit.single.names == list(ss.NAMES) and fit.single.converged
+    N, D = np.array([7e9, 1.3e10]), np.array([3e12, 5e12])
+    truth = ss.accuracy(SINGLE, np.log(N), np.log(D), jac=False)[0][0]
+    np.testing.assert_allclose(fit.predict(N, D)[1], truth, atol=2e-3)
+
+
+def test_compute_uses_flops_per_token_and_extrapolates_it():
+    # FLOPs/token = 6N + 2000 N^0.7 (an attention-like excess); loss is a law of C = D x FLOPs/token
+    rows = []
+    for n in (1e8, 2e8, 4e8, 8e8):
+        fpt = 6 * n + 2000 * n ** 0.7
+        for c in (1, 2, 5, 10):
+            # the last 5 evaluations at the final D: step 1 fits the mean of the last 5
+            for j, d in enumerate(np.r_[np.linspace(2 * n * c, 16 * n * c, 5), np.full(5, 20 * n * c)]):
+                loss = 0.6 + np.exp(9.0) * (d * fpt) ** -0.18
+                rows.append({"run": f"{n:.0f}-{c}", "n": n, "d": d, "step": j, "task": "t", "loss": loss, "acc": 0.5,
+                             "flops": d * fpt})
+    cols = columns(rows)
+    data = task_data(cols, "t", sorted(set(cols["run"])))
+    assert data.flops_per_token(7e9) == pytest.approx(6 * 7e9 + 2000 * 7e9 ** 0.7, rel=1e-6)
+    fit = fit_task(data, "compute")
+    assert fit.step1.params["alpha"] == pytest.approx(0.18, abs=2e-3)
+    N, D = 7e9, 2e12
+    want = 0.6 + np.exp(9.0) * (D * (6 * N + 2000 * N ** 0.7)) ** -0.18
+    assert float(fit.predict(N, D)[0]) == pytest.approx(want, rel=2e-3)
+    # C = 6ND instead would be wrong here: the law is in the true compute
+    assert float(LOSS_C.predict(fit.step1.x, N, D)) != pytest.approx(want, rel=1e-2)
+
+
+def test_e_at_its_floor_and_failed_optimizer_are_flagged_with_reasons(tmp_path):
+    rows = synthetic_rows()
+    for r in rows:  # a pure power law with no irreducible loss: E -> 0
+        r["loss"] = float(30.0 * r["n"] ** -0.2 + 60.0 * r["d"] ** -0.25)
+    pred = predict(_cols(tmp_path, rows), {"big": (7e9, 3e11)}, method="paper", n_bootstrap=0)
+    r = pred.results["big"]["t"]
+    assert "E0" in r["flags"] and "floor" in r["flag_details"]["E0"]
+    assert "NC" not in r["flags"]
+
+    def rosenbrock(x):
+        f = (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+        return f, np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2), 200 * (x[1] - x[0] ** 2)])
+
+    fit = minimize_from_grid(rosenbrock, np.array([[-1.5, 2.0]]), ["x", "y"], maxiter=3)
+    assert not fit.converged and "restart lowered the objective" in fit.message
+
+
+def _holdout(m, err, g, loss=None):
+    err = np.asarray(err, dtype=float)
+    return Holdout(m, "t", [], ["r"] * len(err), 0.5 + err, np.full(len(err), 0.5), float(np.mean(abs(err))), None,
+                   loss_rel=None if loss is None else np.asarray(loss), distance=np.asarray(g, dtype=float))
+
+
+def test_ensemble_weights_are_prior_over_mse_and_intervals_scale_with_distance():
+    rng = np.random.default_rng(0)
+    suite = []
+    for s in range(4):
+        e = rng.normal(0, 0.01, 20)
+        suite.append({"t": {"paper": _holdout("paper", e, np.full(20, 1.0 + s), e),
+                            "compute": _holdout("compute", 2 * e, np.full(20, 1.0 + s), e)}})
+    cal = calibrate(suite, ("paper", "compute"))
+    mse_p, mse_c = cal.mse["paper"], cal.mse["compute"]
+    assert mse_c == pytest.approx(4 * mse_p)
+    ratio = (PRIOR["paper"] / mse_p) / (1 / mse_c)
+    assert cal.weights["paper"] / cal.weights["compute"] == pytest.approx(ratio)
+    assert sum(cal.weights.values()) == pytest.approx(1)
+    # one unit per decade of N beyond the largest fitted N, and per decade of tokens/parameter beyond its largest
+    fit_n, fit_d = [1e8, 1e9], [2e10, 2e10]
+    assert distance([1e8, 1e10, 1e8, 1e11], [1e9, 2e11, 2e11, 2e12], fit_n, fit_d) == pytest.approx([1, 2, 2, 3])
+    assert conformal_quantile(np.arange(1, 20)) == 19 and conformal_quantile(np.arange(1, 40)) == 38
+    assert conformal_quantile(np.arange(1, 5)) == float("inf")  # too few cells for a 95% quantile
+    assert 0.85 <= cal.coverage <= 1.0
+
+
+def test_ensemble_is_the_default_and_falls_back_without_task_loss(tmp_path):
+    cols = _cols(tmp_path, synthetic_rows())
+    assert [s.name for s in splits(cols, sorted(set(cols["run"])))][:1] == ["size-out 100M"]
+    pred = predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=20)
+    r = pred.results["big"]["t"]
+    assert r["method"] == "ensemble" and sum(r["weights"].values()) == pytest.approx(1)
+    assert r["acc_lo"] < r["acc"] < r["acc_hi"] and pred.calibration.n_cells == 20  # 4 sizes + 1 budget out, 4 runs each
+    assert {"acc_change", "acc_noise"} <= set(r) and "ensemble weights" in pred.table()
+    # an accuracy-only table: methods that need the task loss say so and the ensemble keeps the rest
+    acc_only = dict(cols, loss=np.full(len(cols["loss"]), np.nan))
+    acc_only.pop("lm_loss")
+    pred = predict(acc_only, {"big": (7e9, 3e11)}, n_bootstrap=0)
+    r = pred.results["big"]["t"]
+    assert set(r["weights"]) == {"single-step"} and "FB" in r["flags"]
+    assert "'loss' is blank or NaN" in r["flag_details"]["FB"]
+
+
+def test_target_takes_optional_flops_per_token():
+    from ladder.errors import LadderError
+    from ladder.laws.predict import parse_target
+
+    assert parse_target("7B=6.9e9:3.9e12") == ("7B", (6.9e9, 3.9e12))
+    assert parse_target("7B=6.9e9:3.9e12:4.94e10") == ("7B", (6.9e9, 3.9e12, 4.94e10))
+    with pytest.raises(LadderError, match="NAME=N:D"):
+        parse_target("7B=6.9e9")

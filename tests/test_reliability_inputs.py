@@ -1,0 +1,155 @@
+"""Issue 18, inputs: every bad config value, config spec, config kind and data file is one line (exit 2) naming
+the field or the file (and the byte offset for non-text), never a traceback or a silently changed result."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ladder import cli
+from ladder.errors import LadderError
+
+
+def _cli(capsys, *argv):
+    rc = cli.main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+@pytest.mark.parametrize("override, field", [
+    ("optim.peak_lr=1e999", "optim.peak_lr: must be finite"),
+    ("model.rope_theta=-1", "model.rope_theta: must be positive"),
+    ("model.norm_eps=-1", "model.norm_eps: must be positive"),
+    ("model.init_std=-1", "model.init_std: must be positive"),
+    ("model.init_std=0", "model.init_std: must be positive"),
+    ("train.seed=-1", "train.seed: must be >= 0"),
+    ("train.divergence_margin=-1", "train.divergence_margin: must be >= 0"),
+    ("mesh.tensor=0", "mesh.tensor: must be -1 (fill) or >= 1"),
+    ("eval.n_questions=0", "eval.n_questions: must be positive"),
+    ("distributed.timeout_s=0", "distributed.timeout_s: must be positive"),
+    ("optim.clip=-1", "optim.clip: must be >= 0"),
+])
+def test_numeric_fields_have_domains(capsys, tmp_path, override, field):
+    rc, err = _cli(capsys, "train", "configs/tiny.py", "--run-dir", str(tmp_path / "r"), f"--config.{override}")
+    assert rc == 2 and field in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_file_values_are_type_checked(tmp_path):
+    from ladder.config import load_config
+    from ladder.train_config import validate
+
+    (tmp_path / "bad.py").write_text("from ladder.train_config import default_config\n"
+                                     "def get_config():\n    c = default_config()\n"
+                                     "    c.model.update(d_model=128)\n    c.train = dict(c.train, total_steps='100')\n"
+                                     "    return c\n")
+    with pytest.raises(LadderError, match="train.total_steps: expected a number, got '100'"):
+        validate(load_config(str(tmp_path / "bad.py")))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("train", "configs/tiny.py:quick"), "configs/tiny.py has no variants"),
+    (("run", "configs/smoke.py:bogus", "--dry-run"), "variant 'bogus' failed: configs/smoke.py: unknown variant"),
+    (("run", "configs/tiny.py", "--dry-run"), "configs/tiny.py is a `ladder train` config; run it with `ladder train`"),
+    (("train", "configs/smoke.py"), "configs/smoke.py is a `ladder run` config; run it with `ladder run`"),
+    (("train", "README.md"), "README.md is not a .py file"),
+])
+def test_config_specs_and_kinds_are_one_line(capsys, argv, message):
+    rc, err = _cli(capsys, *argv)
+    assert rc == 2 and message in err, err
+
+
+def test_config_file_that_is_not_python(capsys, tmp_path):
+    (tmp_path / "broken.py").write_bytes(b"def get_config(:\n")
+    rc, err = _cli(capsys, "train", str(tmp_path / "broken.py"))
+    assert rc == 2 and "broken.py line 1 is not valid Python" in err
+
+
+RESULTS = "run,n,d,step,task,loss,acc\n" + "".join(
+    f"r{i},{n},{n * 20 * s / 4},{s},t,{1 + 1e3 / n ** 0.3},{0.3 + 0.1 * s / 4}\n"
+    for i, n in enumerate((1e6, 2e6, 4e6, 8e6)) for s in (1, 2, 3, 4))
+
+
+def _write(tmp_path, text, name="results.csv"):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.parametrize("data, offset", [
+    (RESULTS.encode()[:60] + b"\xe9t\xe9" + RESULTS.encode()[60:], 60),  # Latin-1 accents
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), 0),  # a binary file
+])
+def test_non_utf8_results_and_fit_tables_name_file_and_offset(capsys, tmp_path, data, offset):
+    path = _write(tmp_path, data)
+    for argv in (("predict", str(path), "--target", "t=1e9:2e10", "--out", str(tmp_path / "p.json")), ("fit", "split", str(path))):
+        rc, err = _cli(capsys, *argv)
+        assert rc == 2 and f"{path} is not UTF-8 text" in err and f"at offset {offset}" in err, err
+
+
+def test_nul_bytes_are_binary_not_text(tmp_path):
+    from ladder.results import read_table
+
+    with pytest.raises(LadderError, match=r"NUL byte at offset 3"):
+        read_table(_write(tmp_path, b"run\x00,n\n"))
+
+
+def test_task_jsonl_non_utf8_and_wrong_types(tmp_path):
+    from ladder.tasks import read_jsonl_task
+
+    good = {"context": "2+2=", "choices": ["4", "5"], "gold": 0}
+    path = _write(tmp_path, (json.dumps(good) + "\n").encode() + b'{"context": "\xff"}\n', "t.jsonl")
+    with pytest.raises(LadderError, match=r"t.jsonl is not UTF-8 text \(byte 0xff at offset \d+\)"):
+        read_jsonl_task(path)
+    for gold, message in ((True, "gold must be the index of the correct choice"), ("0", "gold must be the index"),
+                          (2, "gold index 2 is out of range"), (1.0, "gold must be the index")):
+        path = _write(tmp_path, json.dumps(dict(good, gold=gold)) + "\n", "t.jsonl")
+        with pytest.raises(LadderError, match=f"t.jsonl:1: {message}"):
+            read_jsonl_task(path)
+
+
+def test_plan_file_not_utf8(tmp_path):
+    from ladder.plan import load_plan
+
+    with pytest.raises(LadderError, match="plan: .*plan.json is not UTF-8 text"):
+        load_plan(_write(tmp_path, b'{"version": 1, "name": "\xff"}', "plan.json"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t + t.split("\n", 1)[1], "16 rows repeat a (run, step, task)"),  # the table appended twice
+    (lambda t: t.replace(",3,t,", ",nan,t,", 1), "column 'step' is blank, NaN or negative in 1 rows"),
+    (lambda t: t.replace(",1,t,", ",-1,t,", 1), "column 'step' is blank, NaN or negative"),
+    (lambda t: t.replace(",2,t,", ",,t,", 1), "column 'step' is blank"),
+    (lambda t: t.replace("\nr1,", "\nr1,1,2,", 1), "data row 5 has 9 fields, the header has 7"),
+])
+def test_results_table_damage_is_an_error_not_a_changed_prediction(capsys, tmp_path, edit, message):
+    from ladder.results import read_table
+
+    assert len(read_table(_write(tmp_path, RESULTS), validate=True)["run"]) == 16
+    path = _write(tmp_path, edit(RESULTS))
+    with pytest.raises(LadderError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_table(path, validate=True)
+    rc, err = _cli(capsys, "predict", str(path), "--target", "t=1e9:2e10", "--out", str(tmp_path / "p.json"))
+    assert rc == 2 and message in err
+
+
+def test_fit_says_which_rows_it_leaves_out(capsys):
+    from ladder.laws import split
+
+    table = {"run": np.array(["a", "b", "c"]), "n": np.array([1e6, 2e6, 4e6]), "d": np.array([2e7, 4e7, 8e7]),
+             "step": np.array([10.0, 10.0, 10.0]), "domain_loss": np.array([2.0, np.nan, 1.5])}
+    points = split.points_from_table(table)
+    assert list(points.run) == ["a", "c"]
+    assert "1 rows with a blank or NaN domain_loss left out of the fit (first: run 'b' step 10)" in \
+        capsys.readouterr().err
+
+
+def test_run_table_groups_runs_in_one_pass():
+    from ladder.laws.backtest import run_table
+
+    cols = {"run": np.array(["b", "a", "b", "a", "b"]), "n": np.array([2e6, 1e6, 2e6, 1e6, 2e6]),
+            "d": np.array([3e7, 2e7, 1e7, 1e7, 2e7])}
+    table = run_table(cols)
+    assert list(table) == ["b", "a"]  # table order
+    assert table == {"b": (2e6, 3e7), "a": (1e6, 2e7)}  # N of the run, its largest D

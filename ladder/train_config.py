@@ -229,9 +229,11 @@ def validate(config) -> None:
     require(t.divergence_margin >= 0, "train.divergence_margin", f"must be >= 0, got {t.divergence_margin}",
             "use e.g. 2.0 (nats above the first step's loss), or 0 to check only for NaN/Inf")
     for field, value in (("train.seed", t.seed), ("data.seed", config.data.seed), ("eval.seed", config.eval.seed),
-                         ("eval.k_shot", config.eval.k_shot), ("eval.max_questions", config.eval.max_questions),
+                         ("eval.max_questions", config.eval.max_questions),
                          ("eval.lm_loss_batches", config.eval.lm_loss_batches)):
         require(value >= 0, field, f"must be >= 0, got {value}", "use 0 or a positive value")
+    require(config.eval.k_shot >= -1, "eval.k_shot", f"must be >= -1, got {config.eval.k_shot}",
+            "use -1 (each task's default: 5 catalog, 0 embedded), 0 or a positive value")
     for key in ("data", "fsdp", "tensor"):  # one may be -1: the devices left over (ladder.sharding.make_mesh)
         require(config.mesh[key] == -1 or config.mesh[key] >= 1, f"mesh.{key}", f"must be -1 (fill) or >= 1, "
                 f"got {config.mesh[key]}", "use 1 for no split, or -1 for the devices left over")

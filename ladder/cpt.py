@@ -45,13 +45,16 @@ def default_config() -> ml_collections.ConfigDict:
     # CPT tokens per parameter. The re-warmup first raises the loss (the "stability gap"); at 0.25 tokens per
     # parameter the runs were still inside it, so the budgets start at 0.5 (docs/specialization.md).
     c.budgets = [0.5, 1.0, 2.0]
+    # Extra general-CPT (r = 0) budgets, tokens per parameter: longer than `budgets` so that general CPT reaches
+    # the domain runs' domain loss and the compute ratio is interpolated rather than bounded (report stage).
+    c.general_budgets = []
     # CPT runs: batch (sequences), peak LR as a factor of the base's, re-warmup share of steps, whether the
     # base's Adam moments come along (a fresh Adam state makes the first updates sign-like: at 160k after
     # 0.25 tokens per parameter at r = 0 general loss rose 5.5% over the base without them, 3.6% with them),
     # data seed offset (a CPT run reads its data from batch 0: another seed avoids replaying the base's order).
     c.cpt = dict(global_batch=8, lr_factor=0.5, warmup_fraction=0.05, restore_optimizer=True, seed_offset=1)
     # Train-config overrides (`key=value`, as --config.key=value) for every run, base and CPT.
-    c.train_overrides = ["model.scan_layers=False", "eval.tasks=legal_continuation", "eval.n_questions=40",
+    c.train_overrides = ["model.scan_layers=False", "eval.tasks=legal_continuation", "eval.n_questions=500",
                          "eval.lm_loss_batches=8", "eval.batch_size=16", "train.log_every=50",
                          "train.checkpoint_every=0"]
     # positive_share: also fit the law on own-data share > 0 only (ladder.laws.dcpt.positive_share: why).
@@ -87,6 +90,10 @@ def plan_study(cfg) -> tuple[list[dict], list[dict]]:
                  for b in bases]
     rungs = cpt_grid(cpt_bases, list(cfg.ratios), list(cfg.budgets), warmup_fraction=cfg.cpt.warmup_fraction,
                      lr_factor=cfg.cpt.lr_factor, restore_optimizer=cfg.cpt.restore_optimizer)
+    extra = [b for b in cfg.general_budgets if b not in list(cfg.budgets)]
+    if extra:
+        rungs += cpt_grid(cpt_bases, [0.0], extra, warmup_fraction=cfg.cpt.warmup_fraction,
+                          lr_factor=cfg.cpt.lr_factor, restore_optimizer=cfg.cpt.restore_optimizer)
     for r in rungs:
         r["seed"] = r["seed"] + cfg.cpt.seed_offset
     return bases, rungs
@@ -205,6 +212,10 @@ def run_study(cfg, out=None, log=print) -> dict:
     t = time.perf_counter()
     summary["effectiveness"] = report_study(table, spec)
     times["report"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    summary["split_comparison"] = compare_split_laws(results_path, cfg.fit.starts, spec)
+    times["split_comparison"] = time.perf_counter() - t
     summary["seconds"] = times
     (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
@@ -261,6 +272,21 @@ def _rule_a(fits: dict, n: float, d: float, tolerance: float, ratio_range=(0.0, 
     from ladder.laws.dcpt import rule_a
 
     return rule_a(*_laws(fits), n, d, tolerance, ratio_range)
+
+
+def compare_split_laws(results_path: Path, starts: int, out: Path) -> dict:
+    """The split law (ours) against Chinchilla in total tokens and the D-CPT law at the final mixture on
+    held-out runs (ladder.laws.split.compare_with_baselines), written to <out>/split_comparison.json; a
+    grid too small to hold out a size and a budget gets {"error": ...} (the CI variant)."""
+    from ladder.laws.split import compare_with_baselines
+    from ladder.results import read_table
+
+    try:
+        result = compare_with_baselines(read_table(results_path), n_starts=starts)
+    except LadderError as e:
+        result = {"error": str(e)}
+    (out / "split_comparison.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
 
 
 def fit_positive_share(table: dict, starts: int, holdout: bool) -> dict:

@@ -1,6 +1,7 @@
 """A domain classifier for carving a domain subset out of a general corpus (numpy/scipy only, no models).
 
-The recipe of the legal-domain continual-pretraining study: train a cheap classifier on seed documents
+This recipe is ours (docs/specialization.md, "What is whose"): not the legal-domain continual-pretraining
+study's (Malaquias Junior et al. 2025 do not describe a filter). Train a cheap classifier on seed documents
 (domain vs general), score every document of the general corpus, keep those above a threshold, and report
 precision/recall on held-out labelled documents so the subset's purity is known before anyone trains on it.
 

@@ -155,6 +155,7 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
         x = np.log(rows["compute"][gen])
         y = rows["value"][gen] if higher_better else np.log(rows["value"][gen])
         slope, intercept = np.polyfit(x, y, 1)
+        calib = _calibration(x, y, slope, intercept)
         improves = slope > 1e-9 if higher_better else slope < -1e-9  # a flat or wrong-way fit cannot be inverted
         best_general = rows["value"][gen].max() if higher_better else rows["value"][gen].min()
         ratios, gains = [], []
@@ -169,10 +170,13 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
             gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
             forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
                           if same_budget.any() else math.nan)
+            lo_hi = calib(target) if reached else (math.nan, math.nan)
             point = {"base_run": base, "n": n, "run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
                      "compute": float(rows["compute"][i]), "value": value, "reached": reached,
                      "general_compute_to_match": c_gen if reached else math.nan,
                      "compute_ratio": c_gen / rows["compute"][i] if reached else math.nan,
+                     # 90% calibration interval of the ratio (inverse regression, below); NaN under 3 runs.
+                     "compute_ratio_interval": [math.exp(v) / rows["compute"][i] for v in lo_hi],
                      # Not reached by the general runs at all: their largest compute is a lower bound.
                      "compute_ratio_lower_bound": (float(np.exp(x.max())) / rows["compute"][i]
                                                    if not better(best_general, value) else math.nan),
@@ -190,6 +194,8 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
                                               "form": "acc = i + s log C" if higher_better else "log L = i + s log C"},
                               "status": status,
                               "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.nan,
+                              # geometric means of the matched points' interval ends (they share one fit)
+                              "compute_ratio_interval": _geomean_interval(out_points, base),
                               "gain_at_equal_compute_mean": float(gains.mean()) if len(gains) else math.nan})
     trends = {"compute_ratio": _trend_in_n(sizes, "compute_ratio_geomean", log_value=True),
               "gain_at_equal_compute": _trend_in_n(sizes, "gain_at_equal_compute_mean", log_value=False)}
@@ -199,6 +205,37 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
 
 
 MIN_TREND_SIZES = 3
+INTERVAL_LEVEL = 0.90
+
+
+def _calibration(x: np.ndarray, y: np.ndarray, slope: float, intercept: float):
+    """The inverse-regression (calibration) interval of x0 = (y0 - i)/s for the general runs' line
+    y = i + s x: x0 +- t_{n-2} (s_e/|s|) sqrt(1 + 1/n + (x0 - mean x)^2 / Sxx), where s_e is the residual
+    standard deviation (the "1 +" counts the domain run's own value as one more noisy measurement).
+    Returns a function y0 -> (lo, hi) of x; (nan, nan) with fewer than 3 general runs."""
+    from scipy.stats import t as student_t
+
+    n = len(x)
+    if n < 3:
+        return lambda y0: (math.nan, math.nan)
+    resid = y - (intercept + slope * x)
+    s_e = math.sqrt(float(resid @ resid) / (n - 2))
+    sxx = float(((x - x.mean()) ** 2).sum())
+    q = float(student_t.ppf(0.5 + INTERVAL_LEVEL / 2, n - 2))
+
+    def interval(y0: float) -> tuple[float, float]:
+        x0 = (y0 - intercept) / slope
+        half = q * s_e / abs(slope) * math.sqrt(1 + 1 / n + (x0 - x.mean()) ** 2 / sxx)
+        return x0 - half, x0 + half
+
+    return interval
+
+
+def _geomean_interval(points: list[dict], base: str) -> list[float]:
+    ends = [p["compute_ratio_interval"] for p in points if p["base_run"] == base and math.isfinite(p["compute_ratio"])]
+    if not ends or not all(math.isfinite(v) for e in ends for v in e):
+        return [math.nan, math.nan]
+    return [float(np.exp(np.mean(np.log([e[j] for e in ends])))) for j in (0, 1)]
 
 
 def _trend_in_n(sizes: list[dict], key: str, *, log_value: bool) -> dict | None:
@@ -206,10 +243,15 @@ def _trend_in_n(sizes: list[dict], key: str, *, log_value: bool) -> dict | None:
     fitted = [s for s in sizes if math.isfinite(s.get(key, math.nan))]
     if len(fitted) < MIN_TREND_SIZES:
         return None
-    y = [math.log(s[key]) if log_value else s[key] for s in fitted]
-    v, u = np.polyfit(np.log([s["n"] for s in fitted]), y, 1)
+    y = np.array([math.log(s[key]) if log_value else s[key] for s in fitted])
+    log_n = np.log([s["n"] for s in fitted])
+    v, u = np.polyfit(log_n, y, 1)
+    # Standard error of the slope v (OLS); with 3 sizes it rests on one degree of freedom.
+    resid = y - (u + v * log_n)
+    dof = len(fitted) - 2
+    se_v = math.sqrt(float(resid @ resid) / dof / float(((log_n - log_n.mean()) ** 2).sum())) if dof > 0 else math.nan
     trend = {"form": f"{'log ' if log_value else ''}{key} = u + v log N", "u": float(u), "v": float(v),
-             "n_sizes": len(fitted)}
+             "v_stderr": se_v, "n_sizes": len(fitted)}
     return trend | ({"ratio_x10_n": float(10**v)} if log_value else {"change_per_10x_n": float(v * math.log(10))})
 
 

@@ -12,12 +12,14 @@ log-likelihood of its tokens after the (k-shot) prompt. Three sources (schema an
   true one or passages from other held-out documents, drawn alike so that only the context tells) and
   `code_next_line` (which of four line endings completes the next line of a source file, the context running
   into its first word: the true one or those of same-indentation lines from other files). Few-shot pools
-  come from the validation split.
+  come from the validation split. `notices_continuation` and `scidocs_continuation` are the same
+  continuation exam on the specialization domains `notices` and `scidocs` (ladder/data/corpus.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from pathlib import Path
@@ -26,7 +28,17 @@ import numpy as np
 
 from ladder.errors import LadderError, read_utf8
 
-EMBEDDED = {"prose_continuation": "prose", "code_next_line": "code", "legal_continuation": "legal"}
+EMBEDDED = {"prose_continuation": "prose", "code_next_line": "code", "legal_continuation": "legal",
+            "notices_continuation": "notices", "scidocs_continuation": "scidocs"}
+# What `eval.tasks=embedded` means: the tasks of the default corpus (prose, code, legal). The other domains'
+# exams are named one by one (building their corpora costs ~10-30 s the first time).
+EMBEDDED_DEFAULT = ("prose_continuation", "code_next_line", "legal_continuation")
+SPECIALIZATION_DOMAINS = ("notices", "scidocs")  # their exams never repeat a context (`distinct`)
+# Few-shot examples per task when eval.k_shot is -1 (the default): 5 for the reference ladder's tasks, as the
+# OLMo ladder evaluates them (Bhagia et al. 2024 use the OLMES suite: 5 solved examples before each question);
+# 0 for the embedded tasks and JSONL files (a 160-character embedded context with 5 shots is ~1 KB, far past
+# the smoke ladder's 128-byte window, so the shots would be cut away from the left anyway).
+REFERENCE_K_SHOT = 5
 CATALOG = {  # task name -> (tfds name, split evaluated, few-shot split)
     "arc_easy": ("ai2_arc/ARC-Easy", "test", "train"),
     "arc_challenge": ("ai2_arc/ARC-Challenge", "test", "train"),
@@ -207,11 +219,12 @@ def _cut_window(doc: str, pos: int, context_chars: int, answer_chars: int) -> tu
 
 
 def continuation_questions(docs: list[str], n: int, seed: int, context_chars: int = 160,
-                           answer_chars: int = 32, n_choices: int = 4) -> list[Question]:
+                           answer_chars: int = 32, n_choices: int = 4, distinct: bool = False) -> list[Question]:
     """Which passage continues the context (cut inside a word): the true one, or passages from other
     held-out documents with the same case pattern (all-caps disclaimers against all-caps) that share no
     four-word phrase with the true passage or the context (licence boilerplate repeats across documents:
-    a near-copy of the answer is not a wrong answer)."""
+    a near-copy of the answer is not a wrong answer). `distinct`: never the same context twice (the
+    domain exams of 500+ questions; small test splits would otherwise repeat ~10% of their cuts)."""
     docs = [d for d in docs if len(d) > context_chars + 2 * answer_chars]
     if len(docs) < n_choices:
         raise LadderError(f"embedded task: {len(docs)} usable held-out documents, need {n_choices}; corpus too small")
@@ -225,7 +238,7 @@ def continuation_questions(docs: list[str], n: int, seed: int, context_chars: in
         window = _cut_window(docs[i], int(rng.integers(len(docs[i]))), context_chars, answer_chars)
         return (i, *window) if window and i != exclude else None
 
-    out, tries = [], 0
+    out, tries, used = [], 0, set()
     while len(out) < n and tries < 200 * n:
         tries += 1
         drawn = draw()
@@ -233,6 +246,9 @@ def continuation_questions(docs: list[str], n: int, seed: int, context_chars: in
             continue
         i, at, gold = drawn
         context = docs[i][at - context_chars : at]
+        if distinct and context in used:
+            continue
+        used.add(context)
         taken = _shingles(gold) | _shingles(context)
         distractors: list[str] = []
         for _ in range(100 * n_choices):
@@ -311,6 +327,8 @@ def embedded_task(name: str, data_cfg=None, n_questions: int = 300, k_shot: int 
         raise LadderError(f"eval.tasks: unknown embedded task {name!r}; choose from {', '.join(EMBEDDED)}")
     domain = EMBEDDED[name]
     make = next_line_questions if domain == "code" else continuation_questions
+    if domain in SPECIALIZATION_DOMAINS:
+        make = functools.partial(continuation_questions, distinct=True)
     test = documents(data_cfg, "test", domain=domain)
     questions = make(test, n_questions, seed=1000 + seed)
     pool = make(documents(data_cfg, "validation", domain=domain), 64, seed=2000 + seed) if k_shot else []
@@ -318,21 +336,43 @@ def embedded_task(name: str, data_cfg=None, n_questions: int = 300, k_shot: int 
 
 
 # ------------------------------------------------------------------------------------------ config
+def default_k_shot(name: str) -> int:
+    """Few-shot examples a task gets when neither `name:k` nor eval.k_shot >= 0 says otherwise."""
+    return REFERENCE_K_SHOT if name in CATALOG else 0
+
+
+_K_SUFFIX = re.compile(r"^(?P<name>.+):(?P<k>\d+)$")
+
+
+def parse_task_entry(entry: str, k_shot: int = -1) -> tuple[str, int]:
+    """(task name, k) from an eval.tasks entry: `name:k` fixes k for that task; otherwise `k_shot` when it is
+    >= 0 (one k for every task), else the task's default (`default_k_shot`: 5 catalog, 0 embedded/JSONL)."""
+    m = _K_SUFFIX.match(entry)
+    if m:
+        return m["name"], int(m["k"])
+    return entry, (k_shot if k_shot >= 0 else default_k_shot(entry))
+
+
 def load_tasks(task_cfg=None, data_cfg=None) -> list[Task]:
     """Tasks named by `eval.tasks` (a comma string or list). Each entry is one of:
-    "embedded" (all embedded tasks) | an embedded task name | a catalog task name | a path to a .jsonl file.
-    Other fields: k_shot (0), max_questions (0 = all; embedded tasks are built with n_questions = 300),
+    "embedded" (all embedded tasks) | an embedded task name | a catalog task name | a path to a .jsonl file,
+    optionally followed by `:k` for k solved examples before each question (e.g. `arc_easy:5,hellaswag:0`).
+    Other fields: k_shot (-1 = each task's default, 5 for catalog tasks and 0 otherwise; k >= 0 = k for every
+    task without a `:k`), max_questions (0 = all; embedded tasks are built with n_questions = 300),
     seed (0), tfds_data_dir (for catalog tasks), try_gcs/download (False).
     """
     get = (lambda k, d: task_cfg.get(k, d) if task_cfg is not None else d)
     names = get("tasks", "embedded")
     names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
-    names = [e for n in names if n for e in (list(EMBEDDED) if n == "embedded" else [n])]
-    if not names:
+    default_k, seed, cap = int(get("k_shot", -1)), int(get("seed", 0)), int(get("max_questions", 0))
+    entries = []
+    for entry in (n for n in names if n):
+        name, k = parse_task_entry(entry, default_k)  # "embedded" defaults to 0 shots, as each embedded task
+        entries += [(e, k) for e in EMBEDDED_DEFAULT] if name == "embedded" else [(name, k)]
+    if not entries:
         raise LadderError("eval.tasks: empty; name tasks such as 'embedded' or a .jsonl file")
-    k_shot, seed, cap = int(get("k_shot", 0)), int(get("seed", 0)), int(get("max_questions", 0))
     tasks = []
-    for n in names:
+    for n, k_shot in entries:
         if n in EMBEDDED:
             task = embedded_task(n, data_cfg, n_questions=int(get("n_questions", 300)), k_shot=k_shot, seed=seed)
         elif n in CATALOG:

@@ -44,9 +44,11 @@ def default_config() -> ml_collections.ConfigDict:
     # Evaluation at train.eval_steps and at the end (docs/tasks.md): tasks as ladder.tasks.load_tasks reads
     # them ("" = no evaluation), and the held-out LM loss over lm_loss_batches validation batches of the
     # training data (bits per token; per byte with the byte tokenizer), also per domain in lm_loss_domains.
+    # k_shot: -1 = each task's default (5 for the reference ladder's catalog tasks, 0 embedded); `task:k` in
+    # tasks sets one task's k.
     # batch_size: rows per evaluation batch (0 = train.global_batch); a fixed value keeps the held-out sets
     # the same across rungs whose training batches differ.
-    c.eval = dict(tasks="", k_shot=0, n_questions=300, max_questions=0, seed=0, tfds_data_dir="", try_gcs=False,
+    c.eval = dict(tasks="", k_shot=-1, n_questions=300, max_questions=0, seed=0, tfds_data_dir="", try_gcs=False,
                   download=False, lm_loss_batches=0, lm_loss_domains="", batch_size=0)
     # Continual pretraining (docs/training.md): start from the checkpoint of another run (its run directory;
     # step -1 = its latest). Weights only by default: fresh optimizer state, step 0, this config's schedule.
@@ -249,9 +251,11 @@ def validate(config) -> None:
     require(t.divergence_margin >= 0, "train.divergence_margin", f"must be >= 0, got {t.divergence_margin}",
             "use e.g. 2.0 (nats above the first step's loss), or 0 to check only for NaN/Inf")
     for field, value in (("train.seed", t.seed), ("data.seed", config.data.seed), ("eval.seed", config.eval.seed),
-                         ("eval.k_shot", config.eval.k_shot), ("eval.max_questions", config.eval.max_questions),
+                         ("eval.max_questions", config.eval.max_questions),
                          ("eval.lm_loss_batches", config.eval.lm_loss_batches)):
         require(value >= 0, field, f"must be >= 0, got {value}", "use 0 or a positive value")
+    require(config.eval.k_shot >= -1, "eval.k_shot", f"must be >= -1, got {config.eval.k_shot}",
+            "use -1 (each task's default: 5 catalog, 0 embedded), 0 or a positive value")
     for key in ("data", "fsdp", "tensor"):  # one may be -1: the devices left over (ladder.sharding.make_mesh)
         require(config.mesh[key] == -1 or config.mesh[key] >= 1, f"mesh.{key}", f"must be -1 (fill) or >= 1, "
                 f"got {config.mesh[key]}", "use 1 for no split, or -1 for the devices left over")

@@ -54,7 +54,10 @@ def test_every_stage_writes_its_files(study):
     assert 0 <= summary["rule_a"]["r"] <= 1
     check = summary["check"]
     assert (out / "runs" / check["run"] / "results.csv").is_file() and check["r"] == round(summary["rule_a"]["r"], 3)
-    assert set(summary["seconds"]) == {"plan", "train", "collect", "fit", "check", "report"}
+    assert set(summary["seconds"]) == {"plan", "train", "collect", "fit", "check", "report", "split_comparison"}
+    # 2 sizes cannot hold one out: the split-law comparison says so instead of failing the study.
+    assert "3+ sizes" in summary["split_comparison"]["error"]
+    assert (out / "specialization" / "split_comparison.json").is_file()
     assert '"rule_a"' in first.stdout
 
 

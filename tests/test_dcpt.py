@@ -184,3 +184,34 @@ def test_cli_rejects_ratio_outside_unit_interval(tmp_path, capsys):
     results.write_text("\n".join([text[0], ",".join(row)] + text[2:]) + "\n")
     assert cli.main(["fit", "dcpt", str(results), "--out", str(tmp_path / "o")]) == 2
     assert "error: r: mixture ratios must lie in [0, 1], got [1.7]" in capsys.readouterr().err
+
+
+def _domains(w_true=0.5, names=("a", "b", "c", "d", "e"), l0s=(2.0, 3.0, 4.0, 5.0, 3.5),
+             l_probes=(1.2, 2.4, 3.0, 4.6, 2.0)):
+    """Points of several domains sharing a cross-domain law whose K uses decline weight w_true."""
+    law = dcpt.DcptLaw(E=0.8, A=20.0, alpha=0.3, B=5.0, eta=0.8, beta=0.3, C=0.4, gamma=0.4, eps=0.05, F=0.6, mu=1.0)
+    parts = []
+    for name, l0, lp in zip(names, l0s, l_probes):
+        n, d, r = (a.ravel() for a in np.meshgrid(SIZES, BUDGETS[::2], [0.1, 0.5, 1.0], indexing="ij"))
+        k = dcpt.learnability(l0, lp, w_decline=w_true)
+        parts.append((n, d, r, law(n, d, r, np.full(n.shape, k)), np.full(n.shape, l0), np.full(n.shape, lp),
+                      np.full(n.shape, name)))
+    cat = [np.concatenate(x) for x in zip(*parts)]
+    return dcpt.Points(cat[0], cat[1], cat[2], cat[3], None, None, cat[4], cat[5], cat[6])
+
+
+@pytest.mark.slow  # six cross-domain fits, ~2-3 min on the loaded 2-core machine
+def test_k_weight_fitted_and_a_held_out_domain_predicted_from_its_probe():
+    """Only K's scale is absorbed by F: with the true decline weight 0.5 the fit recovers it from 5 domains,
+    and leaving each domain out (4 left: E, F, mu and w pinned), its losses are predicted from (L0, L_probe)
+    alone about as well as by the refit with its points."""
+    p = _domains()
+    rows = dcpt.cross_domain_holdout(p, n_starts=4)
+    assert [r["held_out"] for r in rows] == ["a", "b", "c", "d", "e"] and all(r["k_weight_fitted"] for r in rows)
+    for r in rows:
+        assert r["k_weight"] == pytest.approx(0.5, rel=0.05)
+        assert r["mean_abs_rel_err"] < 2e-3 and r["refit_mean_abs_rel_err"] < 1e-4
+    with pytest.raises(LadderError, match="^l0: 3 domains"):
+        dcpt.fit_dcpt(p.subset(np.isin(p.domain, ["a", "b", "c"])), fit_k_weight=True)
+    with pytest.raises(LadderError, match="^domain: 3 domains"):
+        dcpt.cross_domain_holdout(p.subset(np.isin(p.domain, ["a", "b", "c"])))

@@ -42,6 +42,38 @@ def test_compute_ratio_and_trend_recovered_exactly(tmp_path):
     assert all(p["forgetting_vs_general_cpt"] == pytest.approx(0.02) for p in report["points"])
 
 
+def test_ratio_interval_is_the_inverse_regression_interval(tmp_path):
+    """Exact general curves: the 90% interval collapses onto the ratio. With the general runs' log losses
+    perturbed by +-1%, the interval is the calibration formula t_{n-2} s_e/|s| sqrt(1 + 1/n + (x0-xbar)^2/Sxx)
+    around the inverted fit (recomputed here by hand for one point), and the trend's slope gets a stderr."""
+    table = read_table(write_study(tmp_path / "r.csv"))
+    exact = compute_effectiveness(table)
+    for p in exact["points"]:
+        if p["reached"]:
+            assert p["compute_ratio_interval"] == pytest.approx([p["compute_ratio"]] * 2, rel=1e-6)
+    for s in exact["sizes"]:
+        assert s["compute_ratio_interval"] == pytest.approx([s["compute_ratio_geomean"]] * 2, rel=1e-6)
+    gen = table["kind"] == "general"
+    wiggle = np.tile([1.01, 0.99, 0.99, 1.01], len(SIZES))
+    table["domain_loss"] = table["domain_loss"].astype(float)
+    table["domain_loss"][gen] = table["domain_loss"][gen] * wiggle
+    noisy = compute_effectiveness(table)
+    from scipy.stats import t as student_t
+
+    p = next(q for q in noisy["points"] if q["reached"] and q["n"] == SIZES[0])
+    at = (table["kind"] == "general") & (table["n"].astype(float) == SIZES[0])
+    x = np.log(6 * SIZES[0] * table["d_cpt"][at].astype(float))
+    y = np.log(table["domain_loss"][at])
+    s, i = np.polyfit(x, y, 1)
+    x0 = (math.log(p["value"]) - i) / s
+    half = student_t.ppf(0.95, 2) * math.sqrt(((y - i - s * x) ** 2).sum() / 2) / abs(s) * math.sqrt(
+        1 + 1 / 4 + (x0 - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
+    assert p["compute_ratio_interval"] == pytest.approx([math.exp(x0 - half) / p["compute"],
+                                                         math.exp(x0 + half) / p["compute"]], rel=1e-9)
+    assert p["compute_ratio_interval"][0] < p["compute_ratio"] < p["compute_ratio_interval"][1]
+    assert exact["trend"]["v_stderr"] == pytest.approx(0.0, abs=1e-9) and noisy["trend"]["v_stderr"] > 0
+
+
 def test_ratio_only_inside_the_measured_range(tmp_path):
     report = compute_effectiveness(read_table(write_study(tmp_path / "r.csv")))
     for p in report["points"]:

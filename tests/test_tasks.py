@@ -63,6 +63,35 @@ def test_empty_task_and_unknown_names(tmp_path):
         T.Task("t", [T.Question("c", ("a", "b"), 0)], [], k_shot=3)
 
 
+def test_k_shot_per_task_defaults_and_overrides():
+    assert T.parse_task_entry("arc_easy") == ("arc_easy", 5)  # the reference ladder's tasks: 5-shot
+    assert T.parse_task_entry("hellaswag", k_shot=0) == ("hellaswag", 0)  # eval.k_shot >= 0: every task
+    assert T.parse_task_entry("piqa:0", k_shot=3) == ("piqa", 0)  # name:k wins over eval.k_shot
+    assert T.parse_task_entry("legal_continuation") == ("legal_continuation", 0)
+    assert T.parse_task_entry("/tmp/my:task.jsonl:2") == ("/tmp/my:task.jsonl", 2)
+    assert T.parse_task_entry("/tmp/my:task.jsonl") == ("/tmp/my:task.jsonl", 0)
+
+
+def test_five_shot_prompt_is_built_exactly(tmp_path):
+    """The exact 5-shot prompt (OLMES layout: solved examples, each its context + gold choice, separated by a
+    blank line, then the question's context) for seed 0, question 0 of a JSONL task with a 6-example pool."""
+    shots = [{"context": f"Question: What is {a} + {a}?\nAnswer:", "choices": [f" {2 * a}", f" {a}"], "gold": 0,
+              "fewshot": True} for a in range(1, 7)]
+    path = _write(tmp_path / "sums.jsonl", [{"context": "Question: What is 7 + 7?\nAnswer:",
+                                             "choices": [" 14", " 7"], "gold": 0}] + shots)
+    task = T.load_tasks(ml_collections.ConfigDict(dict(tasks=f"{path}:5")))[0]
+    assert task.k_shot == 5
+    assert task.prompt(0) == ("Question: What is 3 + 3?\nAnswer: 6\n\n"
+                              "Question: What is 4 + 4?\nAnswer: 8\n\n"
+                              "Question: What is 5 + 5?\nAnswer: 10\n\n"
+                              "Question: What is 6 + 6?\nAnswer: 12\n\n"
+                              "Question: What is 2 + 2?\nAnswer: 4\n\n"
+                              "Question: What is 7 + 7?\nAnswer:")
+    # 0-shot stays available: eval.k_shot=0 or `:0`.
+    zero = T.load_tasks(ml_collections.ConfigDict(dict(tasks=f"{path}:0")))[0]
+    assert zero.prompt(0) == "Question: What is 7 + 7?\nAnswer:"
+
+
 def test_catalog_formatting_and_unprepared_catalog_task(tmp_path):
     arc = {"question": b"Which is a mammal?", "choices": {"text": [b"cat", b"trout"], "label": [0, 1]}, "answerKey": 0}
     q = T.catalog_question("arc_easy", arc)
@@ -104,8 +133,12 @@ def test_catalog_tasks_read_from_a_prepared_data_dir_and_score(tmp_path, monkeyp
     _prepare_catalog(Hellaswag, tmp_path, splits={"validation": [dict(
         context="A man is in a kitchen. He", endings=["swims.", "cooks eggs.", "flies.", "sings."],
         activity_label="Cooking", label=1, split_type="indomain", source_id="x")]})
-    cfg = ml_collections.ConfigDict(dict(tasks="arc_easy,hellaswag", tfds_data_dir=str(tmp_path)))
+    # Catalog tasks default to the reference ladder's 5 shots; this pool has one example, hellaswag none.
+    with pytest.raises(LadderError, match="task arc_easy: k_shot=5 but the few-shot pool has 1"):
+        T.load_tasks(ml_collections.ConfigDict(dict(tasks="arc_easy", tfds_data_dir=str(tmp_path))))
+    cfg = ml_collections.ConfigDict(dict(tasks="arc_easy:0,hellaswag:0", tfds_data_dir=str(tmp_path)))
     arc_task, swag = T.load_tasks(cfg)
+    assert arc_task.k_shot == swag.k_shot == 0 and arc_task.prompt(0) == arc_task.questions[0].context
     # (tfds shuffles records by key when it writes the shards)
     assert sorted(arc_task.questions, key=lambda q: q.context) == [
         T.Question("Question: Which is a mammal?\nAnswer:", (" trout", " cat", " eel"), 1),

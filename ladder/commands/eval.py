@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--tasks", help="comma list: 'embedded', embedded/catalog task names or .jsonl files "
                                         "(default: the run config's eval.tasks, else 'embedded')")
-    parser.add_argument("--k-shot", type=int, help="few-shot examples per prompt")
+    parser.add_argument("--k-shot", type=int, help="few-shot examples per prompt for every task without a :k suffix "
+                                                   "(default: each task's own, 5 for catalog tasks, 0 embedded)")
     parser.add_argument("--max-questions", type=int, help="cap on questions per task (0 = all)")
     parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: the run's global batch)")
     parser.add_argument("-o", "--out", metavar="PATH", help="results CSV to append to (default RUN_DIR/results.csv)")

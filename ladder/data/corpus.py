@@ -11,6 +11,15 @@ Three domains, gathered offline from the running Python installation (no downloa
   dropped, de-duplicated by paragraph so that boilerplate shared by licence variants is kept once. It used
   to be the licence files of whatever distributions were installed, so one extra package changed it.
 
+Two more target domains for specialization studies (docs/data.md; not in the default data.domains):
+
+- `notices`: the licence *notices* of ScanCode's rule database (same pinned `licensedcode-data`): the short
+  headers put at the top of source files ("This program is free software; ..."), one document per rule
+  flagged `is_license_notice`, comment markers stripped, de-duplicated by paragraph. Near `legal`, not it.
+- `scidocs`: the docstrings of the installed numpy and scipy (one document per module, tests excluded):
+  numerical-library API prose, far from the standard library's. Fixed by those packages' versions (the
+  inputs key hashes their bytes), as prose and code are by the Python build.
+
 Files are visited in sorted order and every document gets a split from the hash of its text. The legal
 domain is the same bytes everywhere; prose and code are the same for the same Python build (patch
 releases do edit the standard library). `inputs_key` hashes everything a domain is gathered from, so a
@@ -31,7 +40,7 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-DOMAINS = ("prose", "code", "legal")
+DOMAINS = ("prose", "code", "legal", "notices", "scidocs")
 SPLITS = ("train", "validation", "test")
 # Per mille of documents (by hash) in each held-out split; the rest is train.
 HELD_OUT_PER_MILLE = {"validation": 100, "test": 100}
@@ -171,8 +180,69 @@ def legal_documents() -> Iterator[tuple[str, str]]:
                 size += len(para) + 2
 
 
-_BUILDERS = {"prose": prose_documents, "code": code_documents, "legal": legal_documents}
-_INPUTS = {"prose": lambda: _stdlib_sources(), "code": lambda: _stdlib_sources(), "legal": lambda: _licence_files()}
+def _notice_files() -> list[tuple[str, Path]]:
+    """(id, path) of every rule file of the pinned corpus, sorted by id (notices are picked when read)."""
+    rules = licence_dir().parent / "rules"
+    return [(f"scancode-rules/{p.name}", p) for p in sorted(rules.glob("*.RULE"))]
+
+
+# A comment leader at a line start: C/Java block-comment stars, #, //, ;, --, %, dnl, rem, REM, '!' (Fortran).
+_COMMENT_LEADER = re.compile(r"^[ \t]*(?:/\*+|\*+/|\*+|#+|//+|;+|--+|%+|dnl\b|rem\b|REM\b|!+)?[ \t]?", re.M)
+
+
+def notice_documents() -> Iterator[tuple[str, str]]:
+    seen: set[str] = set()
+    for doc_id, path in _notice_files():
+        try:
+            raw = path.read_text("utf-8").replace("\r\n", "\n")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not re.search(r"^is_license_notice: yes$", raw.split("\n---\n", 1)[0], re.M):
+            continue
+        text = _COMMENT_LEADER.sub("", _licence_text(raw))
+        kept = []
+        for para in re.split(r"\n\s*\n", text):
+            key = " ".join(para.split()).lower()
+            if key and key not in seen:
+                seen.add(key)
+                kept.append(para.strip("\n"))
+        doc = "\n\n".join(kept).strip()
+        if len(doc.encode("utf-8")) >= _MIN_LEGAL_BYTES:
+            yield doc_id, doc + "\n"
+
+
+_SCIDOCS_PACKAGES = ("numpy", "scipy")
+
+
+def _scidocs_files() -> list[tuple[str, Path]]:
+    """(package-relative path, path) of numpy's and scipy's .py files, tests and vendored code excluded."""
+    import importlib.util
+
+    found = []
+    for pkg in _SCIDOCS_PACKAGES:
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(list(spec.submodule_search_locations)[0])
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and d not in ("_vendored", "_lib_vendored")]
+            found += [(f"{pkg}/{(Path(dirpath) / f).relative_to(root).as_posix()}", Path(dirpath) / f)
+                      for f in filenames if f.endswith(".py")]
+    return sorted(found)
+
+
+def scidocs_documents() -> Iterator[tuple[str, str]]:
+    for rel, path in _scidocs_files():
+        text = _read_source(path)
+        docs = _docstrings(text) if text else []
+        if docs:
+            yield f"docstrings/{rel}", "\n\n".join(docs) + "\n"
+
+
+_BUILDERS = {"prose": prose_documents, "code": code_documents, "legal": legal_documents,
+             "notices": notice_documents, "scidocs": scidocs_documents}
+_INPUTS = {"prose": lambda: _stdlib_sources(), "code": lambda: _stdlib_sources(), "legal": lambda: _licence_files(),
+           "notices": lambda: _notice_files(), "scidocs": lambda: _scidocs_files()}
 
 
 @functools.lru_cache(maxsize=None)

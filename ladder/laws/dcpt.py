@@ -12,7 +12,8 @@ b + eta log r - beta log D, c - gamma log(r + eps)), the SUM over points of Hube
 residual, L-BFGS-B from a grid of starts (`ladder.laws.fitting.minimize_from_grid`), analytic gradients.
 At r = 0 the B term is exactly zero (its log is -inf and its softmax weight 0).
 
-The three decision rules of the paper are `rule_a` (best domain share under a general-loss tolerance),
+The three decision rules (the paper's usages; exact definitions are our interpretation, rule (a)'s
+reference point in particular) are `rule_a` (best domain share under a general-loss tolerance),
 `rule_b` (best share when domain data is limited) and `rule_c` (compute-optimal N and D at fixed r).
 Formulas and sources: docs/specialization.md. numpy/scipy only.
 """
@@ -20,6 +21,7 @@ Formulas and sources: docs/specialization.md. numpy/scipy only.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -31,10 +33,11 @@ from ladder.results import last_rows
 # Fit-space parameters: amplitudes as logs (so they stay > 0), exponents bounded > 0, eps as a log.
 NAMES = ("e", "a", "alpha", "b", "eta", "beta", "c", "gamma", "log_eps")
 CROSS_NAMES = NAMES + ("f", "mu")
+K_WEIGHT_NAMES = CROSS_NAMES + ("log_w",)  # + the learnability's decline weight w2/w1, fitted
 BOUNDS = {
     "e": (-10.0, 10.0), "a": (-30.0, 60.0), "b": (-30.0, 60.0), "c": (-30.0, 30.0), "f": (-30.0, 30.0),
     "alpha": (1e-3, 2.0), "beta": (1e-3, 2.0), "eta": (1e-3, 5.0), "gamma": (1e-3, 5.0), "mu": (1e-3, 5.0),
-    "log_eps": (np.log(1e-4), np.log(10.0)),
+    "log_eps": (np.log(1e-4), np.log(10.0)), "log_w": (np.log(1e-3), np.log(1e3)),
 }
 HUBER_DELTA = 1e-3
 
@@ -93,13 +96,19 @@ class Points:
     loss: np.ndarray
     k: np.ndarray | None = None
     run: np.ndarray | None = None
+    # The probe's two features per point (its domain's): the base model's initial domain loss L0 and the
+    # loss after the probe; with them the cross-domain fit can fit the learnability weight w2/w1 itself.
+    l0: np.ndarray | None = None
+    l_probe: np.ndarray | None = None
+    domain: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.loss)
 
     def subset(self, mask: np.ndarray) -> "Points":
         pick = lambda v: None if v is None else v[mask]  # noqa: E731
-        return Points(self.n[mask], self.d[mask], self.r[mask], self.loss[mask], pick(self.k), pick(self.run))
+        return Points(self.n[mask], self.d[mask], self.r[mask], self.loss[mask], pick(self.k), pick(self.run),
+                      pick(self.l0), pick(self.l_probe), pick(self.domain))
 
 
 def validate_points(p: Points, n_params: int = len(NAMES)) -> None:
@@ -187,7 +196,7 @@ def positive_share(p: Points) -> Points:
 
 def _terms(x: np.ndarray, p: Points):
     """Log-space terms t [P, J] of the LSE and their partial derivatives wrt x, as (t, list of (j, dt/dx_j))."""
-    cross = len(x) == len(CROSS_NAMES)
+    cross = len(x) >= len(CROSS_NAMES)
     e, a, alpha, b, eta, beta, c, gamma, log_eps = x[:9]
     log_n, log_d = np.log(p.n), np.log(p.d)
     pos = p.r > 0
@@ -203,7 +212,13 @@ def _terms(x: np.ndarray, p: Points):
         {3: ones, 4: log_r, 5: -log_d},
         {6: ones, 7: -log_re, 8: -gamma * eps / (p.r + eps)},
     ]
-    if cross:
+    if len(x) == len(K_WEIGHT_NAMES):  # K = 1/L0 + w (L0 - L_probe)/L0 with w fitted
+        f, mu, log_w = x[9:]
+        decline = np.exp(log_w) * (p.l0 - p.l_probe) / p.l0
+        k = np.maximum(1.0 / p.l0 + decline, 1e-12)
+        t.append(f - mu * np.log(k))
+        grads.append({9: ones, 10: -np.log(k), 11: -mu * decline / k})
+    elif cross:
         f, mu = x[9:]
         log_k = np.log(p.k)
         t.append(f - mu * log_k)
@@ -226,7 +241,7 @@ def _starts(p: Points, cross: bool, n_starts: int, seed: int) -> np.ndarray:
         "log_eps": [np.log(0.01), np.log(0.3)], "mu": [0.3, 1.0],
         "share": [0.05, 0.3],  # each power-law term's size at the median point, as a fraction of the loss
     }
-    names = CROSS_NAMES if cross else NAMES
+    names = (K_WEIGHT_NAMES if cross == "fit_k_weight" else CROSS_NAMES) if cross else NAMES
     grid = list(itertools.product(*(axes[k] for k in ("e", "alpha", "eta", "beta", "gamma", "log_eps", "share"))))
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(grid), size=min(n_starts, len(grid)), replace=False)
@@ -236,7 +251,8 @@ def _starts(p: Points, cross: bool, n_starts: int, seed: int) -> np.ndarray:
         amp = np.log(share * lmed)
         row = [e, amp + alpha * mlog_n, alpha, amp + beta * mlog_d, eta, beta, amp, gamma, log_eps]
         if cross:
-            row += [amp + 0.3 * float(np.median(np.log(p.k))), axes["mu"][i % 2]]
+            log_k = np.log(p.k) if p.k is not None else np.log(1.0 / p.l0 + (p.l0 - p.l_probe) / p.l0)
+            row += [amp + 0.3 * float(np.median(log_k)), axes["mu"][i % 2], 0.0]
         starts.append(row)
     return np.array(starts)[:, : len(names)]
 
@@ -251,9 +267,17 @@ class DcptFit:
     r2: float
     n_points: int
     monotone: dict = field(default_factory=dict)
+    k_weight: float | None = None  # fitted w2/w1 of the learnability (fit_k_weight), else None
+
+    def predict(self, p: Points) -> np.ndarray:
+        """The law at p's points; with a fitted K weight, K comes from p's probe features (l0, l_probe)."""
+        k = p.k
+        if self.k_weight is not None:
+            k = np.array([learnability(a, b, w_decline=self.k_weight) for a, b in zip(p.l0, p.l_probe)])
+        return self.law(p.n, p.d, p.r, k)
 
     def summary(self) -> dict:
-        return {"params": self.law.to_dict(), "huber": self.huber, "r2": self.r2, "n_points": self.n_points,
+        return {"params": self.law.to_dict(), "k_weight": self.k_weight, "huber": self.huber, "r2": self.r2, "n_points": self.n_points,
                 "converged": self.result.converged, "at_bound": self.result.at_bound, "monotone_in_r": self.monotone}
 
 
@@ -263,10 +287,20 @@ def r_squared(pred: np.ndarray, obs: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
-def fit_dcpt(p: Points, *, cross_domain: bool = False, delta: float = HUBER_DELTA, n_starts: int = 32,
-             seed: int = 0) -> DcptFit:
-    """Fit the D-CPT law (or its cross-domain variant when `cross_domain`, which needs `p.k`) to points."""
-    names = CROSS_NAMES if cross_domain else NAMES
+def fit_dcpt(p: Points, *, cross_domain: bool = False, fit_k_weight: bool = False, delta: float = HUBER_DELTA,
+             n_starts: int = 32, seed: int = 0) -> DcptFit:
+    """Fit the D-CPT law (or its cross-domain variant when `cross_domain`, which needs `p.k`) to points.
+    `fit_k_weight` (cross-domain, needs p.l0 and p.l_probe from 3+ domains): K's decline weight w2/w1 is fitted
+    too, K = 1/L0 + w (L0 - L_probe)/L0 (only w1's scale is absorbed by F; the ratio is not)."""
+    if fit_k_weight:
+        require(p.l0 is not None and p.l_probe is not None, "l0", "fitting the K weight needs each point's probe "
+                "features (initial loss l0, probe loss l_probe)", "measure them with a probe run per domain")
+        require(len(np.unique(p.l0)) >= 4, "l0", f"{len(np.unique(p.l0))} domains",
+                "fitting w2/w1 needs 4+ domains (each domain gives one constant level E + F/K^mu: E, F, mu and w "
+                "are four unknowns); keep the weights fixed")
+        p = Points(p.n, p.d, p.r, p.loss, 1.0 / p.l0 + (p.l0 - p.l_probe) / p.l0, p.run, p.l0, p.l_probe, p.domain)
+    names = K_WEIGHT_NAMES if fit_k_weight else CROSS_NAMES if cross_domain else NAMES
+    cross_domain = cross_domain or fit_k_weight
     if cross_domain:
         require(p.k is not None, "k", "the cross-domain law needs a learnability column k",
                 "measure K with a probe run per domain (ladder.laws.dcpt.learnability) and write column k")
@@ -274,13 +308,52 @@ def fit_dcpt(p: Points, *, cross_domain: bool = False, delta: float = HUBER_DELT
                 "fit points from 2+ domains with different K, or fit the plain law")
     validate_points(p, len(names))
     fit = minimize_from_grid(
-        lambda x: _objective(x, p, delta), _starts(p, cross_domain, n_starts, seed), names,
-        bounds=[BOUNDS[k] for k in names],
-        residual_fn=lambda x: DcptLaw.from_fit(dict(zip(names, x)))(p.n, p.d, p.r, p.k) - p.loss,
+        lambda x: _objective(x, p, delta), _starts(p, "fit_k_weight" if fit_k_weight else cross_domain, n_starts, seed),
+        names, bounds=[BOUNDS[k] for k in names],
+        residual_fn=lambda x: np.exp(_terms(x, p)[0]).sum(axis=1) - p.loss,
     )
     law = DcptLaw.from_fit(fit.params)
-    pred = law(p.n, p.d, p.r, p.k)
-    return DcptFit(law, fit, fit.objective, r_squared(pred, p.loss), len(p), check_monotone(law, p))
+    out = DcptFit(law, fit, fit.objective, math.nan, len(p), check_monotone(law, p),
+                  float(np.exp(fit.params["log_w"])) if fit_k_weight else None)
+    out.r2 = r_squared(out.predict(p), p.loss)
+    return out
+
+
+def cross_domain_holdout(p: Points, **fit_kwargs) -> list[dict]:
+    """Leave one domain out: fit the cross-domain law on every other domain and predict the held-out domain's
+    points from its probe (K) alone; compare with the law refitted on all domains (its points included).
+    Each domain contributes one constant level E + F/K^mu, so the fitting domains must number 3+ with the K
+    weight w2/w1 held at 1 (E, F, mu) and 4+ to fit it (E, F, mu, w): 4+ domains in all, w fitted from 5.
+    Needs p.domain, p.l0, p.l_probe (one value per domain)."""
+    require(p.domain is not None and p.l0 is not None and p.l_probe is not None, "domain",
+            "cross-domain hold-out needs each point's domain and probe features", "write columns domain, l0, l_probe")
+    domains = sorted(set(p.domain.tolist()))
+    require(len(domains) >= 4, "domain", f"{len(domains)} domains",
+            "hold one out of 4+ domains (3 left pin E, F and mu; a 4th left also fits the K weight)")
+    k_fixed = 1.0 / p.l0 + (p.l0 - p.l_probe) / p.l0
+    full_weight = len(domains) >= 4
+    full = fit_dcpt(p, cross_domain=True, fit_k_weight=full_weight, **fit_kwargs) if full_weight else \
+        fit_dcpt(Points(p.n, p.d, p.r, p.loss, k_fixed), cross_domain=True, **fit_kwargs)
+    out = []
+    for name in domains:
+        held = p.domain == name
+        rest = p.subset(~held)
+        weight = len(domains) - 1 >= 4
+        if weight:
+            fit = fit_dcpt(rest, cross_domain=True, fit_k_weight=True, **fit_kwargs)
+        else:
+            rest = Points(rest.n, rest.d, rest.r, rest.loss, k_fixed[~held], rest.run, rest.l0, rest.l_probe, rest.domain)
+            fit = fit_dcpt(rest, cross_domain=True, **fit_kwargs)
+        test = p.subset(held)
+        if not weight:
+            test = Points(test.n, test.d, test.r, test.loss, k_fixed[held], test.run, test.l0, test.l_probe, test.domain)
+        rel = np.abs(fit.predict(test) / test.loss - 1)
+        refit = np.abs(full.predict(p.subset(held) if full_weight else Points(
+            test.n, test.d, test.r, test.loss, k_fixed[held])) / test.loss - 1)
+        out.append({"held_out": name, "n_test": int(held.sum()), "k_weight": fit.k_weight if weight else 1.0,
+                    "k_weight_fitted": weight, "mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max()),
+                    "refit_mean_abs_rel_err": float(refit.mean())})
+    return out
 
 
 def check_monotone(law: DcptLaw, p: Points, n_grid: int = 200) -> dict:
@@ -330,8 +403,9 @@ def learnability(initial_loss: float, probe_loss: float, *, w_initial: float = 1
     """K for the cross-domain law, from a cheap probe run on the new domain (Que et al. 2024, Sec. cross-domain).
 
     K = w_initial / L0 + w_decline * (L0 - L_probe) / L0: high when the base model already does well on the
-    domain (low initial loss L0) and when a short probe lowers the loss quickly. The paper weights the two
-    features; we fix the weights (default 1, 1) because an overall scale is absorbed by F.
+    domain (low initial loss L0) and when a short probe lowers the loss quickly (our reading of the paper's two
+    features). An overall scale of (w_initial, w_decline) is absorbed by F; their RATIO is not, so the
+    defaults (1, 1) are a restriction (docs/specialization.md, Cross-domain variant).
     """
     require(initial_loss > 0 and probe_loss > 0, "initial_loss", "probe losses must be > 0", "check the probe run")
     return w_initial / initial_loss + w_decline * (initial_loss - probe_loss) / initial_loss

@@ -67,7 +67,7 @@ def test_one_rung_resolution_for_launcher_and_trainer(tmp_path):
 
     plan = tiny_plan()
     path = write_plan(tmp_path / "plan.json", plan)
-    overrides = ("train.log_every=3", "model.remat=True")
+    overrides = ("train.log_every=3", "model.remat=full")
     for job in make_jobs(plan, str(tmp_path / "runs"), chip=None, overrides=overrides):
         args = argparse.Namespace(plan=path, rung=job.name, config=None, config_overrides=list(job.overrides),
                                   coordinator=None, num_processes=None, process_id=None, distributed=True)

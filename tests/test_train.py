@@ -224,7 +224,7 @@ def test_run_dir_urls_and_object_store_writes(tmp_path, monkeypatch):
     rundir.truncate_metrics(tmp_path, 2)
     monkeypatch.setattr(rundir, "is_remote", lambda path: True)
     writer = metrics.MetricsWriter(tmp_path, total_steps=9, stream=open(os.devnull, "w"))
-    row = dict(step=3, loss=1.0, tokens_per_s=None, mfu=None)
+    row = dict(step=3, tokens=96, loss=1.0, tokens_per_s=None, mfu=None)  # the trainer writes tokens on every row
     writer.write(row, None)
     writer.close()
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -242,6 +242,8 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             if pred.calibration is not None:
                 c, g = pred.calibration, r["distance"]
                 r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - c.q_acc * g), max(r["acc_hi"], r["acc"] + c.q_acc * g)
+                # the band is symmetric in accuracy, which is a probability: never report one outside [0, 1]
+                r["acc_lo"], r["acc_hi"] = max(r["acc_lo"], 0.0), min(r["acc_hi"], 1.0)
                 if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
                     r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - c.q_loss * g))
                     r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + c.q_loss * g))

@@ -48,13 +48,9 @@ def _gcsfs_hint(p, e: ImportError) -> LadderError:
 
 
 def read_text(p) -> str | None:
-    """A file's text (local or gs://); None when absent."""
-    try:
-        return path(p).read_text()
-    except FileNotFoundError:
-        return None
-    except ImportError as e:
-        raise _gcsfs_hint(p, e) from e
+    """A file's text (local or gs://, UTF-8); None when absent."""
+    raw = read_bytes(p)
+    return None if raw is None else raw.decode("utf-8")
 
 
 def read_json(p) -> dict | None:

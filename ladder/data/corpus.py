@@ -144,6 +144,18 @@ def _licence_files() -> list[tuple[str, Path]]:
     return [(f"scancode/{p.name}", p) for p in sorted(licence_dir().glob("*.LICENSE"))]
 
 
+def _new_paragraphs(text: str, seen: set) -> list[str]:
+    """The paragraphs of `text` not seen before (compared case- and whitespace-blind); marks them seen, so a
+    paragraph shared by many licence files (a warranty disclaimer) enters the corpus once."""
+    kept = []
+    for para in re.split(r"\n\s*\n", text):
+        key = " ".join(para.split()).lower()
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(para.strip("\n"))
+    return kept
+
+
 def _licence_text(raw: str) -> str:
     """A ScanCode .LICENSE file without its YAML header (key, name, category, urls: metadata, not text)."""
     raw = raw.replace("\r\n", "\n")
@@ -161,12 +173,7 @@ def legal_documents() -> Iterator[tuple[str, str]]:
             text = _licence_text(path.read_text("utf-8"))
         except (OSError, UnicodeDecodeError):
             continue
-        kept = []
-        for para in re.split(r"\n\s*\n", text):
-            key = " ".join(para.split()).lower()
-            if key and key not in seen:
-                seen.add(key)
-                kept.append(para.strip("\n"))
+        kept = _new_paragraphs(text, seen)
         # Long licences are cut at paragraph boundaries so that no one licence dominates a split.
         chunk, size, part = [], 0, 0
         for para in kept + [None]:
@@ -200,12 +207,7 @@ def notice_documents() -> Iterator[tuple[str, str]]:
         if not re.search(r"^is_license_notice: yes$", raw.split("\n---\n", 1)[0], re.M):
             continue
         text = _COMMENT_LEADER.sub("", _licence_text(raw))
-        kept = []
-        for para in re.split(r"\n\s*\n", text):
-            key = " ".join(para.split()).lower()
-            if key and key not in seen:
-                seen.add(key)
-                kept.append(para.strip("\n"))
+        kept = _new_paragraphs(text, seen)
         doc = "\n\n".join(kept).strip()
         if len(doc.encode("utf-8")) >= _MIN_LEGAL_BYTES:
             yield doc_id, doc + "\n"

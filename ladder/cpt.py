@@ -269,7 +269,7 @@ def _laws(fits: dict) -> tuple:
 
 
 def _rule_a(fits: dict, n: float, d: float, tolerance: float, ratio_range=(0.0, 1.0)) -> dict:
-    from ladder.laws.dcpt import rule_a
+    from ladder.laws.dcpt_rules import rule_a
 
     return rule_a(*_laws(fits), n, d, tolerance, ratio_range)
 

@@ -52,7 +52,7 @@ def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cr
     """The D-CPT law for the domain loss (r = domain share) and the general loss (r = general share), with
     hold-out refits when `holdout`, and the decision rules whose inputs are given: (a) n and d,
     (b) n and domain_tokens, (c) compute and r."""
-    from ladder.laws import dcpt
+    from ladder.laws import dcpt, dcpt_rules
 
     fits, points, rows, summary = {}, {}, [], {"law": DCPT_FORM, "fits": {}}
     for loss in ("domain", "general"):
@@ -66,12 +66,12 @@ def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cr
             summary.setdefault("holdout", []).extend({"loss": loss} | h for h in dcpt.holdout_checks(p, n_starts=starts))
     rules = []
     if n is not None and d is not None:
-        rules.append(dcpt.rule_a(fits["domain"].law, fits["general"].law, n, d, tolerance))
+        rules.append(dcpt_rules.rule_a(fits["domain"].law, fits["general"].law, n, d, tolerance))
     if n is not None and domain_tokens is not None:
-        rules.append(dcpt.rule_b(fits["domain"].law, n, domain_tokens))
+        rules.append(dcpt_rules.rule_b(fits["domain"].law, n, domain_tokens))
     if compute is not None:
         require(r is not None, "--r", "rule (c) needs the fixed domain share", "pass --r")
-        rules.append(dcpt.rule_c(fits["domain"].law, compute, r) | {"loss": "domain"})
+        rules.append(dcpt_rules.rule_c(fits["domain"].law, compute, r) | {"loss": "domain"})
     if rules:
         summary["rules"] = rules
     return Fit("dcpt", summary, rows, fits, points)
@@ -136,7 +136,7 @@ def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.0
     """D-CPT decision rule (a) best domain share under a general-loss tolerance (n, d), (b) best share with
     limited domain data (n, domain_tokens), (c) compute-optimal N/D at a fixed share (compute, r), from a
     D-CPT fit (`Fit.summary` or dcpt.json)."""
-    from ladder.laws import dcpt
+    from ladder.laws import dcpt, dcpt_rules
 
     def need(**values):
         for name, value in values.items():
@@ -149,12 +149,12 @@ def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.0
     general = dcpt.DcptLaw(**fitted["fits"]["general"]["params"])
     if rule == "a":
         need(n=n, d=d)
-        return dcpt.rule_a(domain, general, n, d, tolerance, tuple(ratio_range))
+        return dcpt_rules.rule_a(domain, general, n, d, tolerance, tuple(ratio_range))
     if rule == "b":
         need(n=n, domain_tokens=domain_tokens)
-        return dcpt.rule_b(domain, n, domain_tokens, max_tokens=max_tokens, ratio_range=tuple(ratio_range))
+        return dcpt_rules.rule_b(domain, n, domain_tokens, max_tokens=max_tokens, ratio_range=tuple(ratio_range))
     need(compute=compute, r=r)
-    return dcpt.rule_c(domain, compute, r)
+    return dcpt_rules.rule_c(domain, compute, r)
 
 
 def write_allocation(result: dict, out, stem: str) -> list[str]:

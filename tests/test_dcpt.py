@@ -7,7 +7,7 @@ import pytest
 
 from ladder import cli
 from ladder.errors import LadderError
-from ladder.laws import dcpt
+from ladder.laws import dcpt, dcpt_rules
 from ladder.results import append_rows, read_table
 
 # Domain loss (r = domain share) and general loss (r = general share) of a smoke-like study.
@@ -98,7 +98,7 @@ def test_monotone_check_flags_a_law_that_rises_with_r():
 
 
 def test_rule_a_respects_tolerance_and_is_optimal():
-    ans = dcpt.rule_a(DOMAIN, GENERAL, 6e6, 1e7, tolerance=0.03)
+    ans = dcpt_rules.rule_a(DOMAIN, GENERAL, 6e6, 1e7, tolerance=0.03)
     r = np.linspace(0, 1, 100001)
     ok = GENERAL(6e6, 1e7, 1 - r) <= 1.03 * GENERAL(6e6, 1e7, 1.0)
     best = r[ok][np.argmin(DOMAIN(6e6, 1e7, r[ok]))]
@@ -109,20 +109,20 @@ def test_rule_a_respects_tolerance_and_is_optimal():
 
 def test_rule_a_infeasible_names_tolerance():
     with pytest.raises(LadderError, match="tolerance"):
-        dcpt.rule_a(DOMAIN, GENERAL, 6e6, 1e7, tolerance=0.0, ratio_range=(0.5, 1.0))
+        dcpt_rules.rule_a(DOMAIN, GENERAL, 6e6, 1e7, tolerance=0.0, ratio_range=(0.5, 1.0))
     with pytest.raises(LadderError, match="tolerance"):
-        dcpt.rule_a(DOMAIN, GENERAL, 6e6, 1e7, tolerance=-0.01)
+        dcpt_rules.rule_a(DOMAIN, GENERAL, 6e6, 1e7, tolerance=-0.01)
 
 
 def test_rule_b_and_rule_c_match_brute_force():
-    ans = dcpt.rule_b(DOMAIN, 6e6, 2e6)
+    ans = dcpt_rules.rule_b(DOMAIN, 6e6, 2e6)
     r = np.linspace(1e-4, 1, 200001)
     assert ans["r"] == pytest.approx(r[np.argmin(DOMAIN(6e6, 2e6 / r, r))], abs=1e-4)
-    c = dcpt.rule_c(DOMAIN, 1e17, 0.5)
+    c = dcpt_rules.rule_c(DOMAIN, 1e17, 0.5)
     n = np.geomspace(c["n"] / 10, c["n"] * 10, 200001)
     assert c["n"] == pytest.approx(n[np.argmin(DOMAIN(n, 1e17 / (6 * n), 0.5))], rel=1e-3)
     with pytest.raises(LadderError, match="^r:"):
-        dcpt.rule_c(DOMAIN, 1e17, 0.0)
+        dcpt_rules.rule_c(DOMAIN, 1e17, 0.0)
 
 
 def test_cross_domain_term_recovered():

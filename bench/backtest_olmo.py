@@ -77,9 +77,24 @@ def tables(suite, cal) -> str:
     return "\n".join(out)
 
 
+def acc_only_table(cols: dict) -> dict:
+    """The ladder as other published ladders give it: one row per run and task (its final checkpoint), N, D,
+    the C4 LM loss and accuracy; no task loss, no FLOPs."""
+    keep = np.zeros(len(cols["run"]), dtype=bool)
+    for key in set(zip(cols["run"].tolist(), cols["task"].tolist())):
+        m = np.flatnonzero((cols["run"] == key[0]) & (cols["task"] == key[1]))
+        keep[m[np.argmax(cols["step"][m])]] = True
+    out = {k: v[keep] for k, v in cols.items() if k not in ("flops",)}
+    out["loss"] = np.full(int(keep.sum()), np.nan)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", help="comma list (default: all 8)")
+    ap.add_argument("--acc-only", action="store_true",
+                    help="the ladder as an accuracy-only table: each run's final checkpoint, no task loss, C4 loss "
+                    "kept (acc_only_table)")
     args = ap.parse_args()
     if not (SHARED / "olmo_ladder").is_dir():
         sys.exit("needs ../shared/reference/olmo_ladder")
@@ -91,6 +106,8 @@ def main():
         warnings.simplefilter("ignore")
         append_rows(Path(d) / "olmo.csv", import_olmo(SHARED / "olmo_ladder"))
         cols = read_table(Path(d) / "olmo.csv", validate=True)
+    if args.acc_only:
+        cols = acc_only_table(cols)
     tasks = args.tasks.split(",") if args.tasks else sorted(set(cols["task"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

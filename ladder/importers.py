@@ -153,12 +153,14 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     Long tables have one row per run (x checkpoint) x task (`task=COL`); wide tables one row per run
     (x checkpoint) with a column per task (`acc=acc_*`, optionally `loss=bpb_*`). Without `step` each
     run's rows are numbered in file order. Without `loss` the task loss is left blank: methods that need
-    it say so and the default ensemble keeps those that do not (docs/laws.md)."""
+    it say so and the default ensemble keeps those that do not (docs/laws.md). Without `d`, tokens are
+    `flops` / 6N."""
     path = Path(path)
     require(path.is_file(), str(path), "no such file", "give the CSV to import")
     for field in ("run", "n", "d", "acc"):
-        require(field in mapping, "--map", f"no column for {field!r}",
-                f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})")
+        require(field in mapping or field == "d" and "flops" in mapping, "--map", f"no column for {field!r}",
+                f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})"
+                + (" or flops=COLUMN (then D = flops / 6N)" if field == "d" else ""))
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
@@ -216,8 +218,11 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             step = value("step", rec, t, where)
             if step != step:
                 step = counter[(run, t)] = counter.get((run, t), -1) + 1
-            row = {"run": run, "n": value("n", rec, t, where), "d": value("d", rec, t, where), "step": int(step),
-                   "task": str(t), "acc": acc, "loss": value("loss", rec, t, where)}
+            n = value("n", rec, t, where)
+            # tokens: mapped, else from training FLOPs by the 6ND rule (docs/laws.md, "Any published ladder in")
+            d = value("d", rec, t, where) if "d" in mapping else value("flops", rec, t, where) / (6 * n)
+            row = {"run": run, "n": n, "d": d, "step": int(step), "task": str(t), "acc": acc,
+                   "loss": value("loss", rec, t, where)}
             for extra in ("lm_loss", "flops", "chance"):
                 if extra in mapping:
                     row[extra] = value(extra, rec, t, where)

@@ -50,8 +50,21 @@ def _save(plt, fig, path: Path) -> Path:
 def _target(ax, x: float, r: dict, key: str, marker: str, label: str) -> None:
     """A predicted target at x: r[key] with its interval r[key_lo]..r[key_hi] as an error bar."""
     y = r[key]
+    if not (np.isfinite(x) and np.isfinite(y)):  # e.g. the task loss of an accuracy-only fit
+        return
     ax.errorbar([x], [y], yerr=[[y - r[f"{key}_lo"]], [r[f"{key}_hi"] - y]], color="crimson", marker=marker,
                 ms=10, capsize=3, zorder=4, label=label)
+
+
+def _no_feature(ax, fit, task: str, step: str) -> bool:
+    """A panel for a fit without an intermediate feature (single-step on an accuracy-only table): say so."""
+    if np.isfinite(fit.data.feature).any():
+        return False
+    ax.text(0.5, 0.5, f"{task}: no intermediate feature\n({fit.method.name} fits accuracy directly)",
+            ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    ax.set_title(f"{task} — {step}", fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    return True
 
 
 def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
@@ -68,6 +81,8 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
     for ax, task in zip(axes, tasks):
         fit = pred.fits[task]
         data = fit.data
+        if _no_feature(ax, fit, task, "step 1"):
+            continue
         color = _colors(plt, data.n)
         d_max = max([data.d.max()] + [D for _, D in pred.targets.values()])
         grid = np.geomspace(data.d.min() / 2, d_max * 1.5, 200)
@@ -94,12 +109,14 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
     for ax, task in zip(axes, tasks):
         fit = pred.fits[task]
         data = fit.data
+        if _no_feature(ax, fit, task, "step 2"):
+            continue
         color = _colors(plt, data.n)
         for n in sorted(set(data.n)):
             m = data.n[data.point_run] == n
             ax.scatter(data.point_feature[m], data.point_acc[m], color=color[n], s=4, alpha=0.5,
                        label=f"N={format_count(n)} checkpoints")
-        lo = min([0.0] + [r[task]["loss"] for r in pred.results.values()])
+        lo = min([0.0] + [r[task]["loss"] for r in pred.results.values() if np.isfinite(r[task]["loss"])])
         xs = np.linspace(lo, data.point_feature.max() * 1.05, 300)
         if fit.step2 is not None:  # an accuracy-only fit (single-step on a table without task loss) has none
             ax.plot(xs, fit.sigmoid.predict(fit.step2.x, xs), color="k", lw=1.2, label="fitted sigmoid")

@@ -25,6 +25,7 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
            "r", "d_cpt", "general_loss", "domain_loss", "k"}
 # Columns that must be finite and > 0, and columns that are fractions in [0, 1] where present.
 POSITIVE = ("n", "d", "loss")
+BLANK_OK = ("loss",)  # positive where given; blank (NaN) allowed: a table with accuracies only
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
 
 
@@ -181,7 +182,7 @@ def _is_float(v) -> bool:
 def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -> dict[str, np.ndarray]:
     """Check a column dict against the schema; raise a LadderError naming the column and the first bad run.
 
-    Required columns present; n, d, loss finite and positive; step finite and >= 0; acc (and acc_raw, prob,
+    Required columns present; n, d finite and positive, loss positive or blank; step finite and >= 0; acc (and acc_raw, prob,
     chance) in [0, 1]; each (run, step, task) at most once (a table appended twice, or two evaluations of
     one checkpoint, would weigh some points twice and silently change every fit).
     Optional numeric columns may be blank (NaN) except where a method needs them (it says so itself).
@@ -191,7 +192,8 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
             f"write at least {', '.join(REQUIRED)} (docs/results.md)")
     run = cols["run"]
     for k in POSITIVE:
-        bad = ~(np.isfinite(cols[k]) & (cols[k] > 0))
+        # the task loss may be blank (an accuracy-only table: the methods that need it say so), never <= 0
+        bad = ~(np.isfinite(cols[k]) & (cols[k] > 0)) & ~((k in BLANK_OK) & np.isnan(cols[k]))
         require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
                 f"{run[bad.argmax()]!r} (step {cols['step'][bad.argmax()]:g}, value {cols[k][bad.argmax()]!r})",
                 "drop or fix those rows")

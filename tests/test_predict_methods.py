@@ -117,7 +117,7 @@ def test_ensemble_is_the_default_and_falls_back_without_task_loss(tmp_path):
     pred = predict(acc_only, {"big": (7e9, 3e11)}, n_bootstrap=0)
     r = pred.results["big"]["t"]
     assert set(r["weights"]) == {"single-step"} and "FB" in r["flags"]
-    assert "'loss' is blank or NaN" in r["flag_details"]["FB"]
+    assert "needs a task loss; the table leaves blank every value of 'loss'" in r["flag_details"]["FB"]
 
 
 def test_target_takes_optional_flops_per_token():

@@ -49,6 +49,22 @@ def parse_target(spec: str) -> tuple[str, tuple[float, ...]]:
     return name, vals
 
 
+FEATURE_NAMES = {"loss": "a task loss", "lm_loss": "an LM loss"}
+FALLBACK_ORDER = ("paper", "lm-loss", "single-step")  # without back-tests: the paper's chain, else its nearest
+
+
+def unavailable(cols: dict, methods) -> dict[str, str]:
+    """Methods whose intermediate feature the table has nowhere (column absent or blank in every row), with
+    the reason: an accuracy-only table skips them up front instead of failing per task."""
+    out = {}
+    for name in methods:
+        need = METHODS[name].needs
+        if need and (need not in cols or not np.isfinite(cols[need]).any()):
+            how = "has no column" if need not in cols else "leaves blank every value of"
+            out[name] = f"needs {FEATURE_NAMES.get(need, need)}; the table {how} {need!r}"
+    return out
+
+
 def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
     """Checkpoint-to-checkpoint noise of one task (Bhagia et al. 2024 §4's predictability analysis): the
     standard deviation of accuracy (points) and of the task loss (relative) over each run's last `window`
@@ -174,20 +190,36 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             notes.append(msg)
     pred = Prediction(targets, runs, {}, {t: {} for t in targets}, warnings=notes)
     fallback = []
+    skipped = unavailable(cols, MENU if method == "ensemble" else [method] if method in METHODS else [])
+    require(method not in skipped, f"--method {method}", skipped.get(method, ""),
+            "map the column when importing, or use --method ensemble (it keeps the methods the table allows)")
+    menu = [m for m in MENU if m not in skipped]
+    if method == "ensemble" and skipped:
+        by_reason = {}
+        for m, why in skipped.items():
+            by_reason.setdefault(why, []).append(m)
+        msg = ("skipped " + "; ".join(f"{', '.join(ms)} ({why})" for why, ms in by_reason.items())
+               + f": the ensemble weighs {', '.join(menu) or 'nothing'}")
+        warnings.warn(msg, stacklevel=2)
+        notes.append(msg)
+        require(bool(menu), "results table", "no method of the ensemble can run on it",
+                "add a task loss (`loss`) or an LM loss (`lm_loss`) column, or use --method single-step")
     if method == "ensemble":
-        pred.suite = run_suite(cols, tasks, runs, MENU, progress)
+        pred.suite = run_suite(cols, tasks, runs, menu, progress)
         if pred.suite:
             pred.calibration = calibrate(pred.suite)
-        else:  # nothing to weigh the methods by: the paper's method, said loudly
+        else:  # nothing to weigh the methods by: the paper's method (or its nearest the table allows), loudly
+            method = next(m for m in FALLBACK_ORDER + tuple(menu) if m in menu)
             msg = ("the ladder allows no back-test split (it needs 3 sizes, or 2 token budgets, and 6 runs per "
-                   "fit): the ensemble falls back to the paper's method, intervals from the bootstrap only")
+                   f"fit): the ensemble falls back to the {method} method, intervals from the bootstrap only")
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
-            fallback, method = [("FB", "no back-test split: paper method, bootstrap interval only")], "paper"
+            fallback = [("FB", f"no back-test split: {method} method, bootstrap interval only")]
     for task in tasks:
         extra = []
         if method == "ensemble":
-            members, problems = fit_methods(cols, task, runs, MENU)
+            members, problems = fit_methods(cols, task, runs, menu)
+            problems = {**skipped, **problems}
             fit = EnsembleFit(members, pred.calibration.weights)
             require(bool(fit.members), f"task {task}", "no method of the ensemble could be fitted: "
                     + "; ".join(problems.values()), "check the table's columns")

@@ -99,7 +99,7 @@ def main():
     if not (SHARED / "olmo_ladder").is_dir():
         sys.exit("needs ../shared/reference/olmo_ladder")
     from ladder.importers import import_olmo
-    from ladder.laws.predict import select_runs
+    from ladder.laws.predict import select_runs, unavailable
     from ladder.results import append_rows, read_table
 
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
@@ -111,8 +111,9 @@ def main():
     tasks = args.tasks.split(",") if args.tasks else sorted(set(cols["task"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        suite = run_suite(cols, tasks, select_runs(cols), MENU, progress=lambda m: print(m, file=sys.stderr))
-    print(tables(suite, calibrate(suite)))
+        menu = [m for m in MENU if m not in unavailable(cols, MENU)]  # as `ladder predict` does
+        suite = run_suite(cols, tasks, select_runs(cols), menu, progress=lambda m: print(m, file=sys.stderr))
+    print(tables(suite, calibrate(suite, menu)))
 
 
 if __name__ == "__main__":

@@ -39,9 +39,17 @@ class LossForm:
     def log_loss(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray, jac: bool = True):
         """log L-hat [B, n] for parameter rows X [B, P] and its Jacobian [B, n, P] (None unless jac)."""
         X = np.atleast_2d(X)
-        if self.name == "nd":
+        if self.name == "nd":  # the hot path of every bootstrap: two logaddexp, no [B, n, 3] temporaries
             a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
-            terms = np.stack([a - alpha * logN, b - beta * logD, np.broadcast_to(e, (len(X), logN.size))], -1)
+            t1, t2 = a - alpha * logN, b - beta * logD
+            y = np.logaddexp(np.logaddexp(t1, t2), e)
+            if not jac:
+                return y, None
+            p1, p2 = np.exp(t1 - y), np.exp(t2 - y)
+            J = np.empty(y.shape + (5,))
+            J[..., 0], J[..., 1], J[..., 2] = p1, p2, np.exp(e - y)
+            J[..., 3], J[..., 4] = -p1 * logN, -p2 * logD
+            return y, J
         else:  # "c": compute C = 6ND
             a, e, alpha = (X[:, i : i + 1] for i in range(3))
             logC = np.log(6.0) + logN + logD

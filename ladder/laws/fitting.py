@@ -167,6 +167,22 @@ def robust_loss(r: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.ndar
     return v, d, np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
 
 
+CHUNK_ELEMENTS = 1 << 18
+
+
+def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int):
+    """Gradient g [B, P] and IRLS curvature J^T diag(w rho'(r)/r) J [B, P, P] at rows x, `rows` at a time."""
+    B, P = x.shape
+    g, H = np.empty((B, P)), np.empty((B, P, P))
+    for i in range(0, B, rows):
+        r, J = residual_fn(x[i : i + rows], True)
+        _, d, c = robust_loss(r, delta)
+        wi = w[i : i + rows]
+        g[i : i + rows] = np.einsum("bn,bnp->bp", wi * d, J)
+        H[i : i + rows] = np.matmul(np.swapaxes(J * (wi * c)[..., None], 1, 2), J)
+    return g, H
+
+
 def minimize_batched(
     residual_fn: Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]],
     x0: np.ndarray,
@@ -195,17 +211,17 @@ def minimize_batched(
     w_all = np.broadcast_to(np.asarray(weights, dtype=np.float64), (B,) + np.shape(weights)[-1:])
     f = (w_all * robust_loss(residual_fn(x, False)[0], delta)[0]).sum(-1)
     eye = np.eye(P)
+    # rows per Jacobian pass: the [rows, n, P] Jacobian stays in cache (~2 MB); a 1,000-sample bootstrap of
+    # ~1,350 step-2 points would otherwise stream 43 MB per iteration (2x slower, same numbers)
+    chunk = max(1, CHUNK_ELEMENTS // max(1, w_all.shape[-1] * P))
     for _ in range(max_iter):
         idx = np.flatnonzero(~done)  # only problems still moving cost anything
         if idx.size == 0:
             break
         xi, w, fi, li = x[idx], w_all[idx], f[idx], lam[idx]
-        r, J = residual_fn(xi, True)
-        _, d, c = robust_loss(r, delta)
-        g = np.einsum("bn,bnp->bp", w * d, J)
+        g, H = _normal_equations(residual_fn, xi, w, delta, chunk)
         # Coordinates on a bound whose gradient pushes outward stay fixed this iteration (active set).
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
-        H = np.matmul(np.swapaxes(J * (w * c)[..., None], 1, 2), J)
         diag = np.diagonal(H, axis1=1, axis2=2)
         A = H + li[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)
         m = free.astype(np.float64)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.errors import LadderError
-from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, task_data
+from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_task_splits, task_data
 
 
 MIN_FIT_RUNS = 6  # a split's fit set: at least the paper's step-1 parameters (5) plus one
@@ -98,6 +98,39 @@ def fit_methods(cols: dict, task: str, runs, methods, quick: bool = False) -> tu
     return fits, problems
 
 
+def fit_methods_splits(cols: dict, task: str, runs, splits_: list[Split], methods, quick: bool = True):
+    """`fit_methods` for every split at once: each method is fitted on all splits' fit sets together (0/1
+    weightings of `runs`, ladder.laws.taskfit.fit_task_splits), which shares the grid searches and batched
+    descents across splits. Returns (fits, problems), one dict per split, as fit_methods would per split."""
+    masks = np.array([[r in set(sp.fit_runs) for r in runs] for sp in splits_])
+    if not all(set(sp.fit_runs) <= set(runs) for sp in splits_):  # a split fitting runs outside `runs`
+        pairs = [fit_methods(cols, task, sp.fit_runs, methods, quick) for sp in splits_]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    fits, problems = [{} for _ in splits_], [{} for _ in splits_]
+    for m in methods:
+        m = METHODS[m] if isinstance(m, str) else m
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                data = task_data(cols, task, list(runs), m.needs)
+                bases = [f.get("paper") if m.feature == "loss" else None for f in fits]
+                results = fit_task_splits(data, masks, m, bases, quick)
+            except LadderError:  # e.g. a run without rows for this task: each split says for itself
+                results = []
+                for s, sp in enumerate(splits_):
+                    try:
+                        d = task_data(cols, task, list(sp.fit_runs), m.needs)
+                        results.append(fit_task(d, m, fits[s].get("paper") if m.feature == "loss" else None, quick))
+                    except LadderError as e:
+                        results.append(e)
+        for s, r in enumerate(results):
+            if isinstance(r, LadderError):
+                problems[s][m.name] = str(r)
+            else:
+                fits[s][m.name] = r
+    return fits, problems
+
+
 def holdout_fits(cols: dict, task: str, fits: dict[str, TaskFit], fit_runs, test_runs, problems=None,
                  split: str = "") -> dict[str, Holdout]:
     """Each fitted method's predictions for the test runs."""
@@ -151,13 +184,13 @@ def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, 
 def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None) -> list[dict[str, dict[str, Holdout]]]:
     """Every split x task x method. Returns one entry per split: {task: {method: Holdout}}."""
     methods = methods or list(METHODS)
-    out = []
-    for sp in splits(cols, runs):
-        per_task = {}
-        for task in tasks:
-            fits, problems = fit_methods(cols, task, sp.fit_runs, methods, quick=True)
-            per_task[task] = holdout_fits(cols, task, fits, sp.fit_runs, sp.test_runs, problems, sp.name)
+    sps = splits(cols, runs)
+    out = [{} for _ in sps]
+    for task in tasks:
+        fits, problems = fit_methods_splits(cols, task, runs, sps, methods, quick=True)
+        for s, sp in enumerate(sps):
+            out[s][task] = holdout_fits(cols, task, fits[s], sp.fit_runs, sp.test_runs, problems[s], sp.name)
         if progress:
-            progress(f"back-test {sp.name}: fitted {len(sp.fit_runs)} runs, predicted {len(sp.test_runs)}")
-        out.append(per_task)
+            progress(f"back-test {task}: {len(sps)} splits (" + "; ".join(
+                f"{sp.name}: fitted {len(sp.fit_runs)} runs, predicted {len(sp.test_runs)}" for sp in sps) + ")")
     return out

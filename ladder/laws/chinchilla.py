@@ -121,26 +121,49 @@ def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELT
     is an L-BFGS optimum of the published objective at a fraction of the cost of 4,500 scalar runs.
     Residuals are log L-hat - log L.
     """
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[None]
+    return fit_loss_many(form, N, D, L, w, delta=delta, top_k=top_k, polish=polish)[0]
+
+
+def fit_loss_many(form: LossForm, N, D, L, weights=None, *, delta: float = HUBER_DELTA, top_k: int = 64,
+                  polish: int = 2) -> list[FitResult]:
+    """`fit_loss` for S weightings of the same points at once (weights [S, n]; 0 leaves a point out): the
+    back-tests fit each split as a 0/1 weighting of the ladder's runs, so the grid search and the batched
+    descent of all splits share numpy passes; each split is then polished by L-BFGS-B on its own. A point of
+    weight 0 adds exactly 0 to a split's objective and gradient: the fits equal separate ones (to rounding).
+    Residuals are those of the weighted points."""
     logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
-    w = np.ones_like(logL) if weights is None else np.asarray(weights, dtype=np.float64)
-    fun_and_grad, _ = _objective(form, logN, logD, logL, w, delta)
+    W = np.ones((1, logL.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
     # The grid and the batched descent only choose where L-BFGS starts: on a large table (62,500 runs) they
     # see an evenly spaced subset of SEARCH_POINTS points (cost grid x points), the final L-BFGS sees all.
     # Tables up to SEARCH_POINTS points (every ladder so far) are fitted exactly as before.
     pick = (np.linspace(0, len(logL) - 1, SEARCH_POINTS).round().astype(int) if len(logL) > SEARCH_POINTS
             else slice(None))
-    sN, sD, sL, sw = logN[pick], logD[pick], logL[pick], w[pick]
-    _, batch = _objective(form, sN, sD, sL, sw, delta)
-    starts = best_starts(batch, form.grid, top_k)
+    sN, sD, sL, sW = logN[pick], logD[pick], logL[pick], W[:, pick]
+    y, _ = form.log_loss(form.grid, sN, sD, jac=False)
+    rho = robust_loss(y - sL, delta)[0]                                   # [G, n]: every grid row scored once
+    starts, rows = [], []
+    for s, w in enumerate(sW):
+        starts.append(best_starts(lambda X, w=w: rho @ w, form.grid, top_k))
+        rows += [s] * len(starts[-1])
+    rows = np.array(rows)
 
     def residual_fn(X, jac):
         y, J = form.log_loss(X, sN, sD, jac)
         return y - sL, J
 
-    X, f, _ = minimize_batched(residual_fn, starts, sw, delta=delta, max_iter=300, bounds=form.bounds)
-    X = X[np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]]
-    return minimize_from_grid(fun_and_grad, X, form.names, list(form.bounds),
-                              residual_fn=lambda x: form.log_loss(x[None], logN, logD, jac=False)[0][0] - logL)
+    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), sW[rows], delta=delta, max_iter=300,
+                               bounds=form.bounds)
+    out = []
+    for s, w in enumerate(W):
+        keep = w > 0
+        fun_and_grad, _ = _objective(form, logN[keep], logD[keep], logL[keep], w[keep], delta)
+        mine = np.flatnonzero(rows == s)
+        best = mine[np.argsort(np.where(np.isfinite(f[mine]), f[mine], np.inf))[:polish]]
+        out.append(minimize_from_grid(
+            fun_and_grad, X[best], form.names, list(form.bounds),
+            residual_fn=lambda x, k=keep: form.log_loss(x[None], logN[k], logD[k], jac=False)[0][0] - logL[k]))
+    return out
 
 
 def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):

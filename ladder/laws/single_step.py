@@ -62,20 +62,34 @@ def starts(chance: float | None) -> np.ndarray:
 
 def fit_single_step(N, D, acc, chance: float | None, *, weights=None, top_k: int = 4) -> FitResult:
     """Fit the 7-parameter single-step law to final points (N, D, acc)."""
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[None]
+    return fit_single_step_many(N, D, acc, chance, w, top_k=top_k)[0]
+
+
+def fit_single_step_many(N, D, acc, chance: float | None, weights=None, *, top_k: int = 4) -> list[FitResult]:
+    """`fit_single_step` for S weightings of the same points (weights [S, n]; 0 leaves a run out): the
+    descents of all splits share numpy passes, each is polished alone (as chinchilla.fit_loss_many)."""
     logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
-    w = np.ones_like(logA) if weights is None else np.asarray(weights, dtype=np.float64)
-    res = _residuals(logN, logD, logA)
-
-    def fun_and_grad(x):
-        r, J = res(x[None])
-        v, d, _ = robust_loss(r[0], HUBER_DELTA)
-        return float(w @ v), J[0].T @ (w * d)
-
+    W = np.ones((1, logA.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
     S = starts(chance)
-    X, f, _ = minimize_batched(res, S, w, delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
-    order = np.argsort(np.where(np.isfinite(f), f, np.inf))
-    X = np.vstack([S[:1], X[order[:top_k]]])  # the authors' own start always runs through L-BFGS-B
-    return minimize_from_grid(fun_and_grad, X, NAMES, list(BOUNDS), residual_fn=lambda x: res(x[None], False)[0][0])
+    X, f, _ = minimize_batched(_residuals(logN, logD, logA), np.tile(S, (len(W), 1)), np.repeat(W, len(S), 0),
+                               delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
+    out = []
+    for s, w in enumerate(W):
+        keep = w > 0
+        res = _residuals(logN[keep], logD[keep], logA[keep])
+
+        def fun_and_grad(x, res=res, wk=w[keep]):
+            r, J = res(x[None])
+            v, d, _ = robust_loss(r[0], HUBER_DELTA)
+            return float(wk @ v), J[0].T @ (wk * d)
+
+        Xs, fs = X[s * len(S): (s + 1) * len(S)], f[s * len(S): (s + 1) * len(S)]
+        order = np.argsort(np.where(np.isfinite(fs), fs, np.inf))
+        Xs = np.vstack([S[:1], Xs[order[:top_k]]])  # the authors' own start always runs through L-BFGS-B
+        out.append(minimize_from_grid(fun_and_grad, Xs, NAMES, list(BOUNDS),
+                                      residual_fn=lambda x, res=res: res(x[None], False)[0][0]))
+    return out
 
 
 def refit_batched(x0, N, D, acc, weights, *, rtol: float = 1e-6):

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from ladder.errors import require
+from ladder.errors import LadderError, require
 from ladder.laws import single_step as ss
-from ladder.laws.chinchilla import FORMS, LossForm, fit_loss, fit_loss_batched
+from ladder.laws.chinchilla import FORMS, LossForm, fit_loss_batched, fit_loss_many
 from ladder.laws.fitting import FitResult
-from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
+from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid_batched, fit_sigmoid_many
 
 # The paper's fit set on the published OLMo ladder: 4 sizes x 4 Chinchilla multiples.
 PAPER_RUNS = tuple(f"{s}-{c}xC" for s in ("190M", "370M", "760M", "1B") for c in (1, 2, 5, 10))
@@ -71,6 +71,16 @@ class TaskData:
     point_run: np.ndarray       # [M] index into runs
     chance: float | None
     fpt: np.ndarray | None = None  # [R] training FLOPs per token (`flops` / d); None when the table has none
+
+    def subset(self, keep: np.ndarray) -> "TaskData":
+        """The same task's data over the runs where `keep` [R] is true (a back-test split's fit set); equal
+        to task_data on those runs (each run's points are its own)."""
+        keep = np.asarray(keep, dtype=bool)
+        new_index = np.cumsum(keep) - 1
+        points = keep[self.point_run]
+        return TaskData(self.task, self.runs[keep], self.n[keep], self.d[keep], self.feature[keep], self.acc[keep],
+                        self.point_feature[points], self.point_acc[points], new_index[self.point_run[points]],
+                        self.chance, None if self.fpt is None else self.fpt[keep])
 
     def flops_per_token(self, N) -> np.ndarray:
         """FLOPs/token at N: 6N + k N^g, (k, g) fitted in log-log to the runs' excess over 6N (attention and
@@ -237,33 +247,80 @@ def fit_task(data: TaskData, method: Method | str, base: TaskFit | None = None, 
     """Fit one method to one task's data (no bootstrap). `base`: a fit on the same runs and feature whose
     step 1 / step 2 are reused where this method shares them (the ensemble fits each piece once). `quick`:
     fewer starts polished (`QUICK`), for the many back-test fits."""
+    out = fit_task_splits(data, np.ones((1, len(data.runs)), dtype=bool), method, [base], quick)[0]
+    if isinstance(out, LadderError):
+        raise out
+    return out
+
+
+def fit_task_splits(data: TaskData, masks: np.ndarray, method: Method | str, bases=None,
+                    quick: bool = False) -> list[TaskFit | LadderError]:
+    """`fit_task` on S subsets of data's runs at once (masks [S, R]; the back-test splits): the fits of all
+    subsets share their grid searches and batched descents (chinchilla.fit_loss_many, sigmoid.fit_sigmoid_many,
+    single_step.fit_single_step_many) and equal separate fits. A subset that cannot be fitted gets its
+    LadderError in place of a TaskFit; bases[s] is subset s's `base`."""
     opt = QUICK if quick else {}
     method = METHODS[method] if isinstance(method, str) else method
     form = FORMS[method.form]
     sig = SigmoidForm(data.chance if method.chance_floor else None)
     require(not method.chance_floor or data.chance is not None, f"task {data.task}",
             "has no chance level for method chance-floor", "add a `chance` column to the results table")
+    masks = np.atleast_2d(np.asarray(masks, dtype=bool))
+    bases = list(bases) if bases is not None else [None] * len(masks)
+    subs = [data.subset(m) for m in masks]
+    out: list = [None] * len(masks)
+    ok = []
+    for s, sub in enumerate(subs):
+        try:
+            if method.single_step == "paper":
+                _check_points(sub, len(ss.NAMES), "single-step fit")
+            else:
+                _check_points(sub, len(form.names), "step 1", by_size=form.name == "nd")
+            ok.append(s)
+        except LadderError as e:
+            out[s] = e
     if method.single_step == "paper":
-        _check_points(data, len(ss.NAMES), "single-step fit")
-        single = ss.fit_single_step(data.n, data.d, data.acc, data.chance, top_k=1 if quick else 4)
-        s1 = base.step1 if base is not None and base.method.form == "nd" else None
-        s2 = base.step2 if base is not None and not base.method.chance_floor else None
-        return TaskFit(data.task, method, data, s1, s2, single)
-    share = base is not None and base.method.feature == method.feature
-    _check_points(data, len(form.names), "step 1", by_size=form.name == "nd")
-    if share and base.method.form == method.form and base.step1 is not None:
-        step1 = base.step1
-    else:
-        fit = TaskFit(data.task, method, data, None, None)
-        step1 = fit_loss(form, *fit._step1_inputs(data.n, data.d, data.fpt), data.feature, **opt)
-    if share and base.method.chance_floor == method.chance_floor and base.step2 is not None:
-        step2 = base.step2
-    else:
+        singles = ss.fit_single_step_many(data.n, data.d, data.acc, data.chance, masks[ok].astype(np.float64),
+                                          top_k=1 if quick else 4) if ok else []
+        for s, single in zip(ok, singles):
+            base = bases[s]
+            s1 = base.step1 if base is not None and base.method.form == "nd" else None
+            s2 = base.step2 if base is not None and not base.method.chance_floor else None
+            out[s] = TaskFit(data.task, method, subs[s], s1, s2, single)
+        return out
+
+    def shared(s):
+        return bases[s] is not None and bases[s].method.feature == method.feature
+
+    step1, step2 = {}, {}
+    fit1 = []
+    for s in ok:
+        if shared(s) and bases[s].method.form == method.form and bases[s].step1 is not None:
+            step1[s] = bases[s].step1
+        else:
+            fit1.append(s)
+    if fit1:
+        inputs = TaskFit(data.task, method, data, None, None)._step1_inputs(data.n, data.d, data.fpt)
+        step1 |= dict(zip(fit1, fit_loss_many(form, *inputs, data.feature, masks[fit1].astype(np.float64), **opt)))
+    fit2 = []
+    for s in ok:
+        if shared(s) and bases[s].method.chance_floor == method.chance_floor and bases[s].step2 is not None:
+            step2[s] = bases[s].step2
+            continue
+        n_points = len(subs[s].point_feature) + 1
+        if n_points > len(sig.names):
+            fit2.append(s)
+        else:
+            out[s] = LadderError(f"task {data.task}: step 2 has {n_points} points; evaluate more checkpoints")
+    if fit2:
         Lp, Ap = np.append(data.point_feature, 0.0), np.append(data.point_acc, 1.0)
-        require(len(Lp) > len(sig.names), f"task {data.task}", f"step 2 has {len(Lp)} points",
-                "evaluate more checkpoints")
-        step2 = fit_sigmoid(sig, Lp, Ap, **({"top_k": 8, "polish": 1} if quick else {}))
-    return TaskFit(data.task, method, data, step1, step2)
+        W2 = np.concatenate([masks[fit2][:, data.point_run], np.ones((len(fit2), 1), dtype=bool)], 1)
+        step2 |= dict(zip(fit2, fit_sigmoid_many(sig, Lp, Ap, W2.astype(np.float64),
+                                                 **({"top_k": 8, "polish": 1} if quick else {}))))
+    for s in ok:
+        if out[s] is None:
+            out[s] = TaskFit(data.task, method, subs[s], step1[s], step2[s])
+    return out
 
 
 def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0, cache: dict | None = None) -> dict:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ladder.laws.fitting import FitResult, best_starts, minimize_batched, minimize_from_grid, robust_loss
+from ladder.laws.fitting import (FitResult, best_starts, memo_by_content, minimize_batched, minimize_from_grid,
+                                 robust_loss)
 
 HUBER_DELTA = 1e-3
 # E = e^e may not fall below this (in the loss's own units): a fit that wants E -> 0 lands on the bound and is
@@ -125,6 +126,7 @@ def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELT
     return fit_loss_many(form, N, D, L, w, delta=delta, top_k=top_k, polish=polish)[0]
 
 
+@memo_by_content
 def fit_loss_many(form: LossForm, N, D, L, weights=None, *, delta: float = HUBER_DELTA, top_k: int = 64,
                   polish: int = 2) -> list[FitResult]:
     """`fit_loss` for S weightings of the same points at once (weights [S, n]; 0 leaves a point out): the
@@ -166,6 +168,7 @@ def fit_loss_many(form: LossForm, N, D, L, weights=None, *, delta: float = HUBER
     return out
 
 
+@memo_by_content
 def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
     """Refit many weightings of the same points at once (bootstrap), warm-started from x0 [P] or [B, P].
 

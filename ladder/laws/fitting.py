@@ -8,6 +8,9 @@ and bound reporting look the same everywhere.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -48,6 +51,33 @@ def log_sum_exp_huber(terms: np.ndarray, term_grads: Sequence[dict[int, np.ndarr
         for i, dt in parts.items():
             g[i] += np.sum(dh * w[:, j] * dt)
     return float(h.sum()), g
+
+
+def memo_by_content(fn: Callable, size: int = 256) -> Callable:
+    """`fn` remembering its last `size` results, keyed by the bytes of its array arguments and the repr of the
+    rest. The same fit recurs with equal data: the `lm-loss` method's step 1 sees the same LM loss for every
+    task of a ladder, so its full fit, back-tests and bootstrap are computed once, not once per task."""
+    cache: OrderedDict = OrderedDict()
+
+    def key_of(v):
+        if isinstance(v, np.ndarray):
+            return (v.dtype.str, v.shape, hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest())
+        if isinstance(v, (list, tuple)):
+            return key_of(np.asarray(v, dtype=np.float64))
+        return getattr(v, "name", None) or repr(v)  # a law's form is named by its name (chinchilla.LossForm)
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        key = tuple(key_of(a) for a in args) + tuple((k, key_of(v)) for k, v in sorted(kwargs.items()))
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        out = cache[key] = fn(*args, **kwargs)
+        if len(cache) > size:
+            cache.popitem(last=False)
+        return out
+
+    return wrapped
 
 
 @dataclass

@@ -50,9 +50,13 @@ class SigmoidForm:
         if not jac:
             return y, None
         ds = a * s * (1.0 - s)
-        dk, dL0 = ds * (L - L0), -ds * k
-        cols = [s, np.ones_like(s)] if self.floor is None else [1.0 - s]
-        return y, np.stack(cols + [dk, dL0], -1)
+        J = np.empty(y.shape + (len(self.names),))  # filled column by column: no stacked temporaries
+        if self.floor is None:
+            J[..., 0], J[..., 1] = s, 1.0
+        else:
+            J[..., 0] = 1.0 - s
+        J[..., -2], J[..., -1] = ds * (L - L0), -ds * k
+        return y, J
 
     def predict(self, params: dict | np.ndarray, L) -> np.ndarray:
         """Acc-hat at L (any shape); params a dict, an array [P], or rows [B, P] (-> [B, *L.shape])."""

@@ -102,6 +102,8 @@ def fit_methods_splits(cols: dict, task: str, runs, splits_: list[Split], method
     """`fit_methods` for every split at once: each method is fitted on all splits' fit sets together (0/1
     weightings of `runs`, ladder.laws.taskfit.fit_task_splits), which shares the grid searches and batched
     descents across splits. Returns (fits, problems), one dict per split, as fit_methods would per split."""
+    if not splits_:
+        return [], []
     masks = np.array([[r in set(sp.fit_runs) for r in runs] for sp in splits_])
     if not all(set(sp.fit_runs) <= set(runs) for sp in splits_):  # a split fitting runs outside `runs`
         pairs = [fit_methods(cols, task, sp.fit_runs, methods, quick) for sp in splits_]

@@ -40,7 +40,9 @@ class LossForm:
     def log_loss(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray, jac: bool = True):
         """log L-hat [B, n] for parameter rows X [B, P] and its Jacobian [B, n, P] (None unless jac)."""
         X = np.atleast_2d(X)
-        if self.name == "nd":  # the hot path of every bootstrap: two logaddexp, no [B, n, 3] temporaries
+        # the hot path of every bootstrap: logaddexp, no stacked [B, n, terms] temporaries. logN, logD: [n],
+        # or [B, n] (each problem its own points, ladder.laws.fitting.minimize_batched's `data`)
+        if self.name == "nd":
             a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
             t1, t2 = a - alpha * logN, b - beta * logD
             y = np.logaddexp(np.logaddexp(t1, t2), e)
@@ -51,21 +53,15 @@ class LossForm:
             J[..., 0], J[..., 1], J[..., 2] = p1, p2, np.exp(e - y)
             J[..., 3], J[..., 4] = -p1 * logN, -p2 * logD
             return y, J
-        else:  # "c": compute C = 6ND
-            a, e, alpha = (X[:, i : i + 1] for i in range(3))
-            logC = np.log(6.0) + logN + logD
-            terms = np.stack([a - alpha * logC, np.broadcast_to(e, (len(X), logN.size))], -1)
-        m = terms.max(-1, keepdims=True)
-        ex = np.exp(terms - m)
-        s = ex.sum(-1, keepdims=True)
-        y = (m + np.log(s))[..., 0]
+        a, e, alpha = (X[:, i : i + 1] for i in range(3))  # "c": compute C = 6ND
+        logC = np.log(6.0) + logN + logD
+        t1 = a - alpha * logC
+        y = np.logaddexp(t1, e)
         if not jac:
             return y, None
-        p = ex / s  # softmax: d LSE / d term
-        if self.name == "nd":
-            J = np.stack([p[..., 0], p[..., 1], p[..., 2], -p[..., 0] * logN, -p[..., 1] * logD], -1)
-        else:
-            J = np.stack([p[..., 0], p[..., 1], -p[..., 0] * logC], -1)
+        p1 = np.exp(t1 - y)
+        J = np.empty(y.shape + (3,))
+        J[..., 0], J[..., 1], J[..., 2] = p1, np.exp(e - y), -p1 * logC
         return y, J
 
     def predict(self, params: dict | np.ndarray, N, D) -> np.ndarray:
@@ -168,19 +164,32 @@ def fit_loss_many(form: LossForm, N, D, L, weights=None, *, delta: float = HUBER
     return out
 
 
-@memo_by_content
-def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
-    """Refit many weightings of the same points at once (bootstrap), warm-started from x0 [P] or [B, P].
+def refit_loss_many(form: LossForm, x0s, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
+    """`fit_loss_batched` for U problems at once (x0s [U, P]; N, D, L [U, n]: each problem's own points, e.g.
+    one per task) under the same B weightings (weights [B, n]): one solver call, so the few refits that crawl
+    for hundreds of iterations share those iterations instead of paying them once per task. Each problem's
+    iterates are those of its own fit_loss_batched. Returns X [U, B, P], objective [U, B], converged [U, B]."""
+    x0s = np.atleast_2d(np.asarray(x0s, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    U, B = len(x0s), len(weights)
+    data = tuple(np.repeat(np.log(np.atleast_2d(np.asarray(v, dtype=np.float64))), B, 0) for v in (N, D, L))
 
-    weights [B, n] (e.g. how often each point's run was drawn). `rtol`: stop when a step gains less than
-    this fraction of the objective (looser than the full fit: percentiles need 3 digits, not 9). Returns (X [B, P], objective [B], converged [B]).
-    """
-    logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
-    weights = np.atleast_2d(weights)
-    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(weights), len(form.names)))
-
-    def residual_fn(X, jac):
+    def residual_fn(X, jac, logN, logD, logL):
         y, J = form.log_loss(X, logN, logD, jac)
         return y - logL, J
 
-    return minimize_batched(residual_fn, X0, weights, delta=delta, max_iter=1000, rtol=rtol, bounds=form.bounds)
+    X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=delta,
+                               max_iter=1000, rtol=rtol, bounds=form.bounds, data=data)
+    return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
+
+
+def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
+    """Refit many weightings of the same points at once (bootstrap), warm-started from the full fit x0 [P].
+
+    weights [B, n] (e.g. how often each point's run was drawn). `rtol`: stop when a step gains less than
+    this fraction of the objective (looser than the full fit: percentiles need 3 digits, not 9).
+    Returns (X [B, P], objective [B], converged [B]); one problem of `refit_loss_many`.
+    """
+    X, f, c = refit_loss_many(form, np.asarray(x0, dtype=np.float64)[None], np.asarray(N)[None], np.asarray(D)[None],
+                              np.asarray(L)[None], weights, delta=delta, rtol=rtol)
+    return X[0], f[0], c[0]

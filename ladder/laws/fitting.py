@@ -200,12 +200,13 @@ def robust_loss(r: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.ndar
 CHUNK_ELEMENTS = 1 << 18
 
 
-def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int):
-    """Gradient g [B, P] and IRLS curvature J^T diag(w rho'(r)/r) J [B, P, P] at rows x, `rows` at a time."""
+def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int, idx: np.ndarray):
+    """Gradient g [B, P] and IRLS curvature J^T diag(w rho'(r)/r) J [B, P, P] at rows x (problems idx),
+    `rows` at a time."""
     B, P = x.shape
     g, H = np.empty((B, P)), np.empty((B, P, P))
     for i in range(0, B, rows):
-        r, J = residual_fn(x[i : i + rows], True)
+        r, J = residual_fn(x[i : i + rows], True, idx[i : i + rows])
         _, d, c = robust_loss(r, delta)
         wi = w[i : i + rows]
         g[i : i + rows] = np.einsum("bn,bnp->bp", wi * d, J)
@@ -222,10 +223,13 @@ def minimize_batched(
     bounds: Sequence[tuple[float | None, float | None]] | None = None,
     max_iter: int = 200,
     rtol: float = 1e-9,
+    data: tuple[np.ndarray, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise sum_i w[b, i] rho(r_i(x_b)) for B independent problems at once (bootstrap samples).
 
-    `residual_fn(X [B, P], jac) -> (r [B, n], J [B, n, P] or None)`. Levenberg-Marquardt on the IRLS
+    `residual_fn(X [B, P], jac) -> (r [B, n], J [B, n, P] or None)`; with `data` (arrays whose first axis is
+    the B problems: each problem's own points, e.g. every task's bootstrap in one call) it is called as
+    `residual_fn(X, jac, *rows_of_data)` with the rows of the problems in X. Levenberg-Marquardt on the IRLS
     (majorising) curvature J^T diag(w rho'(r)/r) J, which for squared error is Gauss-Newton and for Huber
     never overestimates a step's gain; steps are clipped to `bounds` and kept only where they lower the
     objective. One numpy pass serves all B problems, which is what makes a 1,000-sample bootstrap cheap.
@@ -233,6 +237,11 @@ def minimize_batched(
     """
     x = np.array(x0, dtype=np.float64)
     B, P = x.shape
+    user_fn = residual_fn
+
+    def residual_fn(X, jac, rows=slice(None)):  # noqa: F811 (the user's, with each problem's data rows)
+        return user_fn(X, jac, *(d[rows] for d in data)) if data else user_fn(X, jac)
+
     lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds]) if bounds else np.full(P, -np.inf)
     hi = np.array([np.inf if b[1] is None else b[1] for b in bounds]) if bounds else np.full(P, np.inf)
     x = np.clip(x, lo, hi)
@@ -249,7 +258,7 @@ def minimize_batched(
         if idx.size == 0:
             break
         xi, w, fi, li = x[idx], w_all[idx], f[idx], lam[idx]
-        g, H = _normal_equations(residual_fn, xi, w, delta, chunk)
+        g, H = _normal_equations(residual_fn, xi, w, delta, chunk, idx)
         # Coordinates on a bound whose gradient pushes outward stay fixed this iteration (active set).
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
         diag = np.diagonal(H, axis1=1, axis2=2)
@@ -258,7 +267,7 @@ def minimize_batched(
         A = A * m[:, :, None] * m[:, None, :] + eye * (1.0 - m)[:, :, None]
         step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
         x_new = np.clip(xi + step, lo, hi)
-        f_new = (w * robust_loss(residual_fn(x_new, False)[0], delta)[0]).sum(-1)
+        f_new = (w * robust_loss(residual_fn(x_new, False, idx)[0], delta)[0]).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new)
         gain = np.where(accept, fi - f_new, 0.0)
         x[idx] = np.where(accept[:, None], x_new, xi)

@@ -17,8 +17,8 @@ from ladder.errors import LadderError, require
 from ladder.laws import flags as fl
 from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdout_fits, run_suite, run_table
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
-from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap, fit_task,
-                                 select_runs, task_data)
+from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap,
+                                 bootstrap_many, fit_task, select_runs, task_data)
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
@@ -215,6 +215,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
             fallback = [("FB", f"no back-test split: {method} method, bootstrap interval only")]
+    flag_lists = {}
     for task in tasks:
         extra = []
         if method == "ensemble":
@@ -240,16 +241,16 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
         flag_list = fl.fit_flags(fit.fits()) + extra + fallback
         used = set(getattr(fit, "members", {})) if method == "ensemble" else {fit.method.name}
         flag_list += _loss_misses(pred, task, used)
-        rows = None
-        if n_bootstrap:
-            cache = {}
-            if isinstance(fit, EnsembleFit):
-                rows = {m: bootstrap(f, n_bootstrap, seed, cache) for m, f in fit.members.items()}
-                conv = np.all([r["converged"] for r in rows.values()], 0)
-            else:
-                rows = bootstrap(fit, n_bootstrap, seed, cache)
-                conv = rows["converged"]
-            pred.samples[task] = rows
+        flag_lists[task] = flag_list
+    if n_bootstrap:
+        if progress:
+            progress(f"bootstrap: {n_bootstrap} resamples of the fitted runs, {len(tasks)} tasks")
+        pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed)
+    for task in tasks:
+        fit, flag_list, rows = pred.fits[task], flag_lists[task], pred.samples.get(task)
+        if rows is not None:
+            conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
+                    else rows["converged"])
             if conv.mean() < 0.95:
                 flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
         nz = noise(cols, task, runs)
@@ -298,6 +299,21 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
 
         plot_prediction(pred, cols, plot_dir)
     return pred
+
+
+def _bootstrap_all(fits: dict, n_samples: int, seed: int) -> dict:
+    """{task: bootstrap rows} for every task's fit ({member: rows} for an ensemble), all refitted together
+    (taskfit.bootstrap_many: equal to one bootstrap per fit, the slow refits of all tasks sharing iterations)."""
+    flat = [(task, m, f) for task, fit in fits.items()
+            for m, f in (fit.members.items() if isinstance(fit, EnsembleFit) else [(None, fit)])]
+    rows = bootstrap_many([f for _, _, f in flat], n_samples, seed)
+    out: dict = {}
+    for (task, m, _), r in zip(flat, rows):
+        if m is None:
+            out[task] = r
+        else:
+            out.setdefault(task, {})[m] = r
+    return out
 
 
 def holdout_report(cols: dict, pred: Prediction, test_runs: list[str]) -> dict:

@@ -92,10 +92,27 @@ def fit_single_step_many(N, D, acc, chance: float | None, weights=None, *, top_k
     return out
 
 
+def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):
+    """`refit_batched` for U problems at once (x0s [U, 7]; N, D, acc [U, n], e.g. one per task) under the same
+    B weightings, in one solver call (as chinchilla.refit_loss_many). Returns X [U, B, 7], objective and
+    converged [U, B]."""
+    x0s = np.atleast_2d(np.asarray(x0s, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    U, B = len(x0s), len(weights)
+    logs = (np.log(np.atleast_2d(N)), np.log(np.atleast_2d(D)), np.log(np.maximum(np.atleast_2d(acc), ACC_FLOOR)))
+
+    def residual_fn(X, jac, logN, logD, logA):
+        return _residuals(logN, logD, logA)(X, jac)
+
+    X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=HUBER_DELTA,
+                               bounds=BOUNDS, max_iter=2000, rtol=rtol,
+                               data=tuple(np.repeat(v.astype(np.float64), B, 0) for v in logs))
+    return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
+
+
 def refit_batched(x0, N, D, acc, weights, *, rtol: float = 1e-6):
-    """Bootstrap refits (weights [B, n]) warm-started from x0; returns (X, objective, converged)."""
-    logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
-    weights = np.atleast_2d(weights)
-    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(weights), len(NAMES)))
-    return minimize_batched(_residuals(logN, logD, logA), X0, weights, delta=HUBER_DELTA, bounds=BOUNDS,
-                            max_iter=2000, rtol=rtol)
+    """Bootstrap refits (weights [B, n]) warm-started from x0; returns (X, objective, converged): one problem
+    of `refit_many`."""
+    X, f, c = refit_many(np.asarray(x0, dtype=np.float64)[None], np.asarray(N)[None], np.asarray(D)[None],
+                         np.asarray(acc)[None], weights, rtol=rtol)
+    return X[0], f[0], c[0]

@@ -9,6 +9,7 @@ ablations and our variants each change one ingredient (`METHODS`, table in docs/
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from scipy.special import expit
 
 from ladder.errors import LadderError, require
 from ladder.laws import single_step as ss
-from ladder.laws.chinchilla import FORMS, LossForm, fit_loss_batched, fit_loss_many
+from ladder.laws.chinchilla import FORMS, LossForm, fit_loss_many, refit_loss_many
 from ladder.laws.fitting import FitResult
 from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid_batched, fit_sigmoid_many
 
@@ -265,7 +266,7 @@ def fit_task_splits(data: TaskData, masks: np.ndarray, method: Method | str, bas
     sig = SigmoidForm(data.chance if method.chance_floor else None)
     require(not method.chance_floor or data.chance is not None, f"task {data.task}",
             "has no chance level for method chance-floor", "add a `chance` column to the results table")
-    masks = np.atleast_2d(np.asarray(masks, dtype=bool))
+    masks = np.asarray(masks, dtype=bool).reshape(-1, len(data.runs))
     bases = list(bases) if bases is not None else [None] * len(masks)
     subs = [data.subset(m) for m in masks]
     out: list = [None] * len(masks)
@@ -323,35 +324,73 @@ def fit_task_splits(data: TaskData, masks: np.ndarray, method: Method | str, bas
     return out
 
 
-def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0, cache: dict | None = None) -> dict:
+def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0) -> dict:
     """Refit on `n_samples` resamplings of whole runs (their final point and all their checkpoints), warm
     started from the full fit and solved together. Returns {"step1", "step2", "single": rows [B, P],
-    "converged": [B]}. `cache` (keyed by the fit objects) lets methods that share a step share its refits;
-    every method draws the same resamples for the same seed, so an ensemble's samples line up."""
-    data = fit.data
-    R = len(data.runs)
-    counts = np.random.default_rng(seed).multinomial(R, np.full(R, 1.0 / R), size=n_samples).astype(np.float64)
-    cache = {} if cache is None else cache
-    out, conv = {}, np.ones(n_samples, dtype=bool)
-    if fit.method.single_step == "paper":
-        X, _, c = ss.refit_batched(fit.single.x, data.n, data.d, data.acc, counts)
-        out["single"], conv = X, c
-    if fit.step1 is not None and not fit.method.single_step:
-        key = ("step1", id(fit.step1), n_samples, seed)
-        if key not in cache:
-            X1, _, c1 = fit_loss_batched(fit.form, fit.step1.x, *fit._step1_inputs(data.n, data.d, data.fpt),
-                                         data.feature, counts)
-            cache[key] = (X1, c1)
-        out["step1"], c1 = cache[key]
-        conv = conv & c1
-    if fit.step2 is not None and not fit.method.single_step:
-        key = ("step2", id(fit.step2), n_samples, seed)
-        if key not in cache:
-            w2 = np.concatenate([counts[:, data.point_run], np.ones((n_samples, 1))], 1)  # anchor always in
+    "converged": [B]}. Every method draws the same resamples for the same seed, so an ensemble's samples
+    line up. One fit of `bootstrap_many`."""
+    return bootstrap_many([fit], n_samples, seed)[0]
+
+
+def _content_key(*arrays) -> tuple:
+    return tuple(hashlib.sha1(np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest() for a in arrays)
+
+
+def bootstrap_many(fits: list[TaskFit], n_samples: int = 1000, seed: int = 0) -> list[dict]:
+    """`bootstrap` for many fits at once (every task's, every ensemble member's), each equal to its own:
+    the step-1 refits of all fits with the same form and number of runs go through one solver call
+    (chinchilla.refit_loss_many), likewise the single-step refits (single_step.refit_many): a bootstrap's
+    cost is mostly the few resamples that crawl for hundreds of iterations, which then share those
+    iterations. A step with equal data in several fits (a shared step, or lm-loss's step 1, which sees the
+    same LM loss for every task) is refitted once. Step-2 refits (~1,350 points each) stay one call per fit."""
+    outs = [{} for _ in fits]
+    conv = [np.ones(n_samples, dtype=bool) for _ in fits]
+    counts = {}
+
+    def draws(R):
+        if R not in counts:
+            counts[R] = np.random.default_rng(seed).multinomial(R, np.full(R, 1.0 / R), size=n_samples).astype(
+                np.float64)
+        return counts[R]
+
+    step1, single = {}, {}  # group -> {content key: [x0, N, D, y, [fit indices]]}
+    for i, fit in enumerate(fits):
+        data = fit.data
+        if fit.method.single_step == "paper":
+            key = _content_key(fit.single.x, data.n, data.d, data.acc)
+            single.setdefault(len(data.runs), {}).setdefault(
+                key, [fit.single.x, data.n, data.d, data.acc, []])[4].append(i)
+        elif fit.step1 is not None:
+            N, D = fit._step1_inputs(data.n, data.d, data.fpt)
+            key = _content_key(fit.step1.x, N, D, data.feature)
+            step1.setdefault((fit.form.name, len(data.runs)), {}).setdefault(
+                key, [fit.step1.x, N, D, data.feature, []])[4].append(i)
+    for (form_name, R), problems in step1.items():
+        items = list(problems.values())
+        X, _, C = refit_loss_many(FORMS[form_name], *(np.array([it[k] for it in items]) for k in range(4)), draws(R))
+        for u, it in enumerate(items):
+            for i in it[4]:
+                outs[i]["step1"] = X[u]
+                conv[i] &= C[u]
+    for R, problems in single.items():
+        items = list(problems.values())
+        X, _, C = ss.refit_many(*(np.array([it[k] for it in items]) for k in range(4)), draws(R))
+        for u, it in enumerate(items):
+            for i in it[4]:
+                outs[i]["single"] = X[u]
+                conv[i] &= C[u]
+    done2 = {}
+    for i, fit in enumerate(fits):
+        if fit.step2 is None or fit.method.single_step:
+            continue
+        data = fit.data
+        if id(fit.step2) not in done2:
+            w2 = np.concatenate([draws(len(data.runs))[:, data.point_run], np.ones((n_samples, 1))], 1)  # anchor in
             X2, _, c2 = fit_sigmoid_batched(fit.sigmoid, fit.step2.x, np.append(data.point_feature, 0.0),
                                             np.append(data.point_acc, 1.0), w2)
-            cache[key] = (X2, c2)
-        out["step2"], c2 = cache[key]
-        conv = conv & c2
-    out["converged"] = conv
-    return out
+            done2[id(fit.step2)] = (X2, c2)
+        outs[i]["step2"], c2 = done2[id(fit.step2)]
+        conv[i] &= c2
+    for out, c in zip(outs, conv):
+        out["converged"] = c
+    return outs

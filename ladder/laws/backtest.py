@@ -193,6 +193,5 @@ def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None) -
         for s, sp in enumerate(sps):
             out[s][task] = holdout_fits(cols, task, fits[s], sp.fit_runs, sp.test_runs, problems[s], sp.name)
         if progress:
-            progress(f"back-test {task}: {len(sps)} splits (" + "; ".join(
-                f"{sp.name}: fitted {len(sp.fit_runs)} runs, predicted {len(sp.test_runs)}" for sp in sps) + ")")
+            progress(f"back-test {task}: {len(sps)} splits ({', '.join(sp.name for sp in sps)})")
     return out

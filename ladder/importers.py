@@ -111,7 +111,8 @@ def parse_mapping(spec: str) -> dict[str, str]:
     """`run=model,n=params,...` or a file of `field=column` lines (or a JSON object) -> {field: column}.
 
     A value may be a column name, a pattern with one `*` over columns (a wide table: the `*` part is the
-    task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`)."""
+    task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`); `run` may join columns with `+`
+    (`run=data+size`: run names `DATA-SIZE`, one per combination)."""
     path = Path(spec)
     if path.is_file():
         text = path.read_text()
@@ -169,7 +170,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     require(wide or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or acc=PATTERN_* "
             "(one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
 
-    def kind(field):  # "col" | "const" | "pattern" | None
+    def kind(field):  # "col" | "cols" | "const" | "pattern" | None
         v = mapping.get(field)
         if v is None:
             return None
@@ -177,6 +178,8 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             return "pattern"
         if v in header:
             return "col"
+        if field == "run" and "+" in v and all(c in header for c in v.split("+")):
+            return "cols"  # run=data+size(+seed): one run per combination (a ladder of several training sets)
         try:
             _number(v, "--map", field)
             return "const"
@@ -204,6 +207,8 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             return _number(rec[v], where, v)
         if k == "col":
             return rec[v] if field in ("run", "task") else _number(rec[v], where, v)
+        if k == "cols":
+            return "-".join(rec[c].strip() for c in v.split("+"))
         return v if field in ("run", "task") else _number(v, where, field)
 
     rows, counter = [], {}

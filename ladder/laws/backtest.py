@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.errors import LadderError
+from ladder.laws.parallel import map_jobs
 from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_task_splits, task_data
 
 
@@ -183,15 +184,26 @@ def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, 
     return holdout_fits(cols, task, fits, train, test, problems)
 
 
-def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None) -> list[dict[str, dict[str, Holdout]]]:
-    """Every split x task x method. Returns one entry per split: {task: {method: Holdout}}."""
+def _suite_task(state: dict, task: str) -> list[dict[str, Holdout]]:
+    """One task's back-tests on every split (a job of run_suite, run in a worker process)."""
+    cols, sps = state["cols"], state["splits"]
+    fits, problems = fit_methods_splits(cols, task, state["runs"], sps, state["methods"], quick=True)
+    return [holdout_fits(cols, task, fits[s], sp.fit_runs, sp.test_runs, problems[s], sp.name)
+            for s, sp in enumerate(sps)]
+
+
+def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
+              workers: int | None = None) -> list[dict[str, dict[str, Holdout]]]:
+    """Every split x task x method, tasks spread over `workers` processes (ladder.laws.parallel). Returns one
+    entry per split: {task: {method: Holdout}}."""
     methods = methods or list(METHODS)
     sps = splits(cols, runs)
+    if progress and sps:
+        progress(f"back-tests: {len(tasks)} tasks x {len(sps)} splits ({', '.join(sp.name for sp in sps)})")
+    state = {"cols": cols, "runs": list(runs), "splits": sps, "methods": list(methods)}
+    per_task = map_jobs(_suite_task, [(t,) for t in tasks], state, workers) if sps else []
     out = [{} for _ in sps]
-    for task in tasks:
-        fits, problems = fit_methods_splits(cols, task, runs, sps, methods, quick=True)
-        for s, sp in enumerate(sps):
-            out[s][task] = holdout_fits(cols, task, fits[s], sp.fit_runs, sp.test_runs, problems[s], sp.name)
-        if progress:
-            progress(f"back-test {task}: {len(sps)} splits ({', '.join(sp.name for sp in sps)})")
+    for task, holdouts in zip(tasks, per_task):
+        for s in range(len(sps)):
+            out[s][task] = holdouts[s]
     return out

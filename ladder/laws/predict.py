@@ -17,6 +17,7 @@ from ladder.errors import LadderError, require
 from ladder.laws import flags as fl
 from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdout_fits, run_suite, run_table
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
+from ladder.laws.parallel import map_jobs
 from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap,
                                  bootstrap_many, fit_task, select_runs, task_data)
 
@@ -163,12 +164,15 @@ def _loss_misses(pred: Prediction, task: str, used: set) -> list[tuple[str, str]
 
 
 def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METHOD, runs=None, tasks=None,
-            n_bootstrap: int = 1000, seed: int = 0, plot_dir=None, progress=None) -> Prediction:
+            n_bootstrap: int = 1000, seed: int = 0, plot_dir=None, progress=None,
+            workers: int | None = None) -> Prediction:
     """Fit `method` per task and predict each target's loss and accuracy.
 
     method: "ensemble" (default: weights and intervals from the back-test suite), "auto" (per task, the
     lowest error predicting the largest rung), or one of METHODS. cols: a validated results table
     (ladder.results.read_table(path, validate=True)); targets: name -> (N, D) or (N, D, FLOPs/token).
+    workers: processes for the per-task fits and the bootstrap (default: the cores available; results equal a
+    serial run's, ladder.laws.parallel).
     """
     require(method in ("ensemble", "auto") or method in METHODS, "--method", f"unknown method {method!r}",
             f"choose ensemble, auto or one of {', '.join(METHODS)}")
@@ -205,7 +209,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
         require(bool(menu), "results table", "no method of the ensemble can run on it",
                 "add a task loss (`loss`) or an LM loss (`lm_loss`) column, or use --method single-step")
     if method == "ensemble":
-        pred.suite = run_suite(cols, tasks, runs, menu, progress)
+        pred.suite = run_suite(cols, tasks, runs, menu, progress, workers)
         if pred.suite:
             pred.calibration = calibrate(pred.suite)
         else:  # nothing to weigh the methods by: the paper's method (or its nearest the table allows), loudly
@@ -216,10 +220,13 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             notes.append(msg)
             fallback = [("FB", f"no back-test split: {method} method, bootstrap interval only")]
     flag_lists = {}
+    if method == "ensemble":
+        full = dict(zip(tasks, map_jobs(_fit_members, [(t,) for t in tasks],
+                                        {"cols": cols, "runs": runs, "menu": menu}, workers)))
     for task in tasks:
         extra = []
         if method == "ensemble":
-            members, problems = fit_methods(cols, task, runs, menu)
+            members, problems = full[task]
             problems = {**skipped, **problems}
             fit = EnsembleFit(members, pred.calibration.weights)
             require(bool(fit.members), f"task {task}", "no method of the ensemble could be fitted: "
@@ -245,7 +252,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     if n_bootstrap:
         if progress:
             progress(f"bootstrap: {n_bootstrap} resamples of the fitted runs, {len(tasks)} tasks")
-        pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed)
+        pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed, workers)
     for task in tasks:
         fit, flag_list, rows = pred.fits[task], flag_lists[task], pred.samples.get(task)
         if rows is not None:
@@ -301,12 +308,17 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     return pred
 
 
-def _bootstrap_all(fits: dict, n_samples: int, seed: int) -> dict:
+def _fit_members(state: dict, task: str):
+    """Every ensemble member fitted to one task (a job of predict, possibly in a worker process)."""
+    return fit_methods(state["cols"], task, state["runs"], state["menu"])
+
+
+def _bootstrap_all(fits: dict, n_samples: int, seed: int, workers: int | None = None) -> dict:
     """{task: bootstrap rows} for every task's fit ({member: rows} for an ensemble), all refitted together
     (taskfit.bootstrap_many: equal to one bootstrap per fit, the slow refits of all tasks sharing iterations)."""
     flat = [(task, m, f) for task, fit in fits.items()
             for m, f in (fit.members.items() if isinstance(fit, EnsembleFit) else [(None, fit)])]
-    rows = bootstrap_many([f for _, _, f in flat], n_samples, seed)
+    rows = bootstrap_many([f for _, _, f in flat], n_samples, seed, workers)
     out: dict = {}
     for (task, m, _), r in zip(flat, rows):
         if m is None:

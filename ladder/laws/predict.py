@@ -223,6 +223,9 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     if method == "ensemble":
         full = dict(zip(tasks, map_jobs(_fit_members, [(t,) for t in tasks],
                                         {"cols": cols, "runs": runs, "menu": menu}, workers)))
+    else:
+        fitted = dict(zip(tasks, map_jobs(_fit_method, [(t,) for t in tasks],
+                                          {"cols": cols, "runs": runs, "method": method}, workers)))
     for task in tasks:
         extra = []
         if method == "ensemble":
@@ -234,16 +237,9 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             extra += [("FB", f"{m}: {p}") for m, p in problems.items()]
             pred.backtests[task] = _pooled(pred.suite, task)
         else:
-            chosen = method
-            if method == "auto":
-                pred.backtests[task] = backtest(cols, task, runs)
-                chosen = choose_method(pred.backtests[task])
-            m = METHODS[chosen]
-            data = task_data(cols, task, runs, m.needs)
-            base = None
-            if m.single_step == "paper":  # the paper's step 1 gives single-step a loss to report, when there is one
-                base = fit_methods(cols, task, runs, ["paper"])[0].get("paper")
-            fit = fit_task(data, m, base)
+            fit, bt = fitted[task]
+            if bt is not None:
+                pred.backtests[task] = bt
         pred.fits[task] = fit
         flag_list = fl.fit_flags(fit.fits()) + extra + fallback
         used = set(getattr(fit, "members", {})) if method == "ensemble" else {fit.method.name}
@@ -306,6 +302,21 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
 
         plot_prediction(pred, cols, plot_dir)
     return pred
+
+
+def _fit_method(state: dict, task: str):
+    """(fit, back-tests or None) of one named method, or of `auto`'s choice, for one task (a job of predict)."""
+    cols, runs, method, bt = state["cols"], state["runs"], state["method"], None
+    chosen = method
+    if method == "auto":
+        bt = backtest(cols, task, runs)
+        chosen = choose_method(bt)
+    m = METHODS[chosen]
+    data = task_data(cols, task, runs, m.needs)
+    base = None
+    if m.single_step == "paper":  # the paper's step 1 gives single-step a loss to report, when there is one
+        base = fit_methods(cols, task, runs, ["paper"])[0].get("paper")
+    return fit_task(data, m, base), bt
 
 
 def _fit_members(state: dict, task: str):

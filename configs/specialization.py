@@ -29,7 +29,7 @@ def get_config(arg=None):
         # The measured study (docs/specialization.md, "Measured study"): domain scidocs (general CPT on prose +
         # code transfers to it, so longer general runs reach the domain runs' loss), 3 sizes, 3 shares x 2
         # budgets; legal and notices get the same r > 0 runs at 2 sizes (cross-domain D-CPT law held out); general CPT
-        # at 64x the smaller domain budget (the compute ratio interpolated). Sized for a loaded 2-core
+        # at 16x and 64x the smaller domain budget (the compute ratio interpolated). Sized for a loaded 2-core
         # machine; exam accuracy on 40 questions (these runs are about losses).
         c.name, c.out_dir = "specialization-measure", "runs/specialization-measure"
         c.domain = "scidocs"
@@ -37,7 +37,7 @@ def get_config(arg=None):
         c.base.update(sizes=["45k", "93k", "160k"], multiple=0.25)
         c.ratios = [0.0, 0.5, 1.0]
         c.budgets = [0.25, 0.5]
-        c.general_budgets = [16.0]
+        c.general_budgets = [4.0, 16.0]
         c.train_overrides = [o for o in c.train_overrides if not o.startswith(("eval.tasks=", "eval.n_questions="))]
         c.train_overrides += ["eval.tasks=scidocs_continuation", "eval.n_questions=40"]
         c.fit.update(starts=8)

@@ -16,6 +16,8 @@ Stages, each resumable (a finished run is skipped, a killed one resumes from its
   5. check     a CPT run at rule (a)'s ratio: its measured general-loss rise against the tolerance and both
                losses against each fitted law's prediction
   6. report    the compute effectiveness of domain vs general CPT (as `ladder report specialization`)
+  7. split     the split law against its baselines on held-out runs
+  8. domains   with cross_domains: every domain held out in turn (ladder.cpt_domains)
 Output: <out>/study.json (every figure above plus stage times), the fit's and report's JSON/CSV/PNG under
 <out>/specialization/. docs/specialization.md ("Smoke study") has the measured figures.
 """

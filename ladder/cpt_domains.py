@@ -63,12 +63,13 @@ def domain_points(cfg, out: Path, bases: list[dict], rungs: list[dict]):
 def cross_domain_stage(cfg, out: Path, bases: list[dict], rungs: list[dict], spec: Path) -> dict:
     """Leave each domain out (ladder.laws.dcpt_cross.cross_domain_holdout) on the study's runs; written to
     <spec>/cross_domain.json and .csv (one row per held-out domain and restriction)."""
-    from ladder.laws.dcpt_cross import cross_domain_holdout
+    from ladder.laws.dcpt_cross import all_domain_weight, cross_domain_holdout
     from ladder.specialize import jsonable, write_outputs
 
     points, probe, probes = domain_points(cfg, out, bases, rungs)
     rows = cross_domain_holdout(points, exclude=probe, n_starts=cfg.fit.starts)
-    result = jsonable({"probes": probes, "n_points": len(points), "held_out": rows})
+    result = jsonable({"probes": probes, "n_points": len(points), "held_out": rows,
+                       "all_domains": all_domain_weight(points, n_starts=cfg.fit.starts)})
     flat = [{"held_out": r["held_out"], "variant": v, "n_test": r["n_test"], "k_at_w1": r["k_at_w1"],
              "plain_mean_abs_rel_err": r["plain_mean_abs_rel_err"]} | {k: x for k, x in got.items() if k != "pinned"}
             for r in rows for v, got in r["variants"].items()]

@@ -64,5 +64,6 @@ def test_held_out_domain_predicted_from_its_probe(study):
     for r in result["held_out"]:
         assert r["n_test"] == 11  # the probe run is the input, not scored
         assert r["variants"]["mu=1,w=1"]["mean_abs_rel_err"] < 2e-3, r
+    assert result["all_domains"]["k_weight"] == pytest.approx(1.0, rel=0.05)  # 3 domains: w fitted, mu held
     assert json.loads((out / "spec" / "cross_domain.json").read_text())["n_points"] == 36
     assert (out / "spec" / "cross_domain.csv").read_text().count("\n") == 1 + 3 * 2

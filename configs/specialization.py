@@ -9,8 +9,9 @@ own-data share > 0) with held-out checks, rule (a) at T = 3% checked by a run, a
 report. Measured figures: docs/specialization.md, "Smoke study".
 
 Variant `:ci` (tests/test_cpt_study.py): 2 sizes, 3 ratios, 2 budgets, tiny base runs (~1 minute).
-Variant `:measure`: domain scidocs, 3 sizes at 0.25x Chinchilla, 3 shares x 2 budgets + longer general CPT:
-the split law against its baselines and the compute ratio with intervals (docs/specialization.md).
+Variant `:measure`: domain scidocs, 3 sizes at 0.25x Chinchilla, 3 shares x 2 budgets + general CPT at 16x
+and 64x the smaller budget, legal and notices as cross domains: the split law against its baselines, the
+compute ratio with intervals and the cross-domain hold-out (docs/specialization.md, "Measured study").
 """
 
 from ladder.cpt import default_config

@@ -1,5 +1,6 @@
 """`ladder data tokenize` writes a resumable sharded token store; `data.source=tokens` reads it per host."""
 
+import contextlib
 import json
 import os
 import signal
@@ -226,19 +227,69 @@ def test_bad_stores_are_named_before_training(store, tmp_path):
         tokenize(str(tmp_path / "empty.jsonl"), "byte", str(tmp_path / "e"), split="all", log=quiet)
 
 
-@pytest.mark.slow
-def test_tiny_rung_trains_from_a_token_store_with_its_vocab(store, tmp_path):
-    from ladder.train import default_config, train
+TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=16", "model.vocab_size=0",
+        "train.global_batch=4", "train.total_steps=3", "train.log_every=1", "train.checkpoint_every=0",
+        "optim.warmup_steps=1", "data.source=tokens", "data.tokenizer=byte"]
 
-    path, _ = store
-    cfg = default_config()
-    cfg.model.update(d_model=32, n_layers=2, n_heads=2, seq_len=16, vocab_size=0)  # 0: from the manifest
-    cfg.train.update(global_batch=4, log_every=1, total_steps=3, checkpoint_every=0)
-    cfg.optim.warmup_steps = 1
-    cfg.data.update(source="tokens", path=str(path), tokenizer="byte")
-    summary = train(cfg, str(tmp_path / "run"))
-    assert cfg.model.vocab_size == 259
-    assert summary["state"] == "done" and summary["step"] == 3 and np.isfinite(summary["loss"])
+
+@contextlib.contextmanager
+def compilation_cache(directory):
+    """JAX's persistent compilation cache in `directory` for this process, as it was afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    keys = {"jax_compilation_cache_dir": str(directory), "jax_persistent_cache_min_compile_time_secs": 0.0,
+            "jax_persistent_cache_min_entry_size_bytes": 0}
+    saved = {k: getattr(jax.config, k) for k in keys}
+    try:
+        for k, v in keys.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
+        yield
+    finally:
+        for k, v in saved.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
+
+
+@pytest.mark.slow
+def test_tiny_rung_trains_from_a_token_store_on_the_emulator(gcs_emulator, tmp_path, monkeypatch):
+    """`ladder data tokenize` onto gs://, then `ladder train` with data.path and the run dir on gs:// (the
+    emulator; vocabulary 0 = the manifest's): the same losses, bit for bit, as training from a local copy of
+    the store, because batch k is a pure function of (seed, k) wherever the bytes live."""
+    from etils import epath
+
+    from ladder import cli, metrics, rundir
+    from ladder.config import load_config
+    from ladder.train import train
+
+    write_jsonl(tmp_path / "a.jsonl", n=200)
+    store, run = "gs://test/store", "gs://test/run"
+    assert cli.main(["data", "tokenize", str(tmp_path / "a.jsonl"), "-o", store, "--split", "all",
+                     "--shard-mb", "0.002", "--workers", "1"]) == 0
+    local = tmp_path / "store"
+    local.mkdir()
+    for f in epath.Path(store).iterdir():
+        (local / f.name).write_bytes(f.read_bytes())
+    assert json.loads((local / "manifest.json").read_text())["shards"][3]["tokens_file"] == "shard-00003.tokens"
+    # gs:// training in its own process: tensorboardX's gs:// writer uploads once more when collected at exit,
+    # which must happen while the emulator still serves. It fills a compilation cache the reference then reads.
+    cache = tmp_path / "jax-cache"
+    env = dict(os.environ, **gcs_emulator, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    cmd = [sys.executable, "-m", "ladder", "train", str(ROOT / "configs/tiny.py"), "--run-dir", run,
+           *(f"--config.{o}" for o in TINY), f"--config.data.path={store}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setattr(metrics, "peak_flops", lambda devices: (1e12, "test"))  # MFU is not compared
+    cfg = load_config(str(ROOT / "configs/tiny.py"), [*TINY, f"data.path={local}"])
+    with compilation_cache(cache):
+        summary = train(cfg, str(tmp_path / "run"))
+    assert cfg.model.vocab_size == 259 and summary["state"] == "done" and summary["step"] == 3
+    remote_losses = [r["loss"] for r in rundir.read_metrics(run)]
+    local_losses = [r["loss"] for r in rundir.read_metrics(tmp_path / "run")]
+    assert len(local_losses) == 3 and np.all(np.isfinite(local_losses)) and remote_losses == local_losses
+    assert rundir.read_status(run)["state"] == "done"
 
 
 def test_embedded_source_tokenizes_like_the_token_cache(tmp_path):

@@ -41,7 +41,12 @@ def shard_name(i: int) -> str:
 
 
 def write_atomic(path: epath.Path, data: bytes) -> None:
-    """Write to a .tmp- sibling and rename: readers never see half a file."""
+    """Readers never see half a file: locally a .tmp- sibling renamed into place; on gs:// the object itself,
+    which appears only once its upload completes (a rename there is a copy and a delete: twice the bytes,
+    and a `moveTo` call the Cloud Storage emulator does not serve: gcsfs retried each one 6 times with backoff)."""
+    if not is_local(path):
+        path.write_bytes(data)
+        return
     tmp = path.parent / f".tmp-{path.name}"
     tmp.write_bytes(data)
     tmp.replace(path)

@@ -222,9 +222,66 @@ def test_bad_stores_are_named_before_training(store, tmp_path):
     assert make_source(cfg_for(path.parent / "{split}", split="s"), 16, 4).tokens_per_epoch > 0
     with pytest.raises(LadderError, match="no complete token store"):
         make_source(cfg_for(tmp_path / "nothing"), 16, 4)
+    half = tmp_path / "half"  # a tokenize killed before its manifest: whole shards and markers, never read
+    shutil.copytree(path, half)
+    (half / "manifest.json").unlink()
+    with pytest.raises(LadderError, match=f"{half} holds no complete token store .* its tokenize did not finish"):
+        make_source(cfg_for(half), 16, 4)
+    (half / "manifest.json").write_text(json.dumps(dict(manifest, format="ladder-tokens-v0")))
+    with pytest.raises(LadderError, match=f"{half / 'manifest.json'} has format 'ladder-tokens-v0', not"):
+        make_source(cfg_for(half), 16, 4)
+    (half / "manifest.json").write_text('{"format": "ladder-tok')  # torn by hand: writes are atomic
+    with pytest.raises(LadderError, match=f"{half / 'manifest.json'}: not valid JSON"):
+        make_source(cfg_for(half), 16, 4)
     (tmp_path / "empty.jsonl").write_text("\n" + json.dumps({"text": "  "}) + "\n")
     with pytest.raises(LadderError, match="empty"):
         tokenize(str(tmp_path / "empty.jsonl"), "byte", str(tmp_path / "e"), split="all", log=quiet)
+    # the trainer opens its data before it writes or compiles anything: no step, nothing in the run dir
+    from ladder.config import load_config
+    from ladder.train import train
+
+    shard.write_bytes(shard.read_bytes()[:-2])
+    cfg = load_config(str(ROOT / "configs/tiny.py"), ["data.source=tokens", f"data.path={bad}", "model.vocab_size=0",
+                                                      "model.seq_len=16", "train.global_batch=4"])
+    with pytest.raises(LadderError, match=f"shard {shard} has .* bytes.*truncated"):
+        train(cfg, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_gcs_without_credentials_or_emulator_fails_at_once_in_one_line(tmp_path):
+    """No credentials, no emulator, the GCE metadata server unreachable: every gs:// data entry point is one
+    line naming its field, not minutes of retried anonymous requests and a traceback (the timeout guards
+    against a hang: before, one manifest read took 53 s)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "NO_GCE_CHECK")}
+    closed = "127.0.0.1:9"  # discard port: nothing listens, as a laptop's metadata address answers nothing
+    env.update(PYTHONPATH=str(ROOT), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), GCE_METADATA_HOST=closed,
+               GCE_METADATA_IP=closed, GCE_METADATA_DETECT_RETRIES="1")  # google-auth's 3 tries with backoff: 4 s more
+    code = """if True:
+        import ml_collections
+        from ladder import cli
+        from ladder.data import make_source
+        from ladder.data.tokenize import tokenize
+        from ladder.data.tokenizer import tokenizer_from_spec
+        from ladder.errors import LadderError
+        from ladder.train_config import check_run_dir
+        cfg = ml_collections.ConfigDict(dict(source="tokens", path="gs://nowhere/store", tokenizer="byte", seed=0,
+                                             vocab_size=259, segment_ids=True))
+        for call in (lambda: make_source(cfg, 16, 4), lambda: tokenizer_from_spec("gs://nowhere/tokenizer.json"),
+                     lambda: tokenize("embedded", "byte", "gs://nowhere/out"), lambda: check_run_dir("gs://nowhere/run")):
+            try:
+                call()
+            except LadderError as e:
+                print(e)
+        cli.main(["data", "verify", "gs://nowhere/store"])
+    """
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=45)
+    said = done.stdout.splitlines() + done.stderr.splitlines()
+    fix = " is on Cloud Storage, but no credentials were found; run `gcloud auth application-default login`"
+    assert [line.partition(fix)[0] for line in said] == [
+        "data.path: gs://nowhere/store", "data.tokenizer: gs://nowhere/tokenizer.json", "--out: gs://nowhere/out",
+        "--run-dir: gs://nowhere/run", "ladder data: error: data.path: gs://nowhere/store"], said  # the CLI: that one line on stderr, nothing else
+    assert all(fix in line for line in said)
 
 
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=16", "model.vocab_size=0",

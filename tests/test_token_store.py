@@ -268,7 +268,8 @@ def test_gcs_without_credentials_or_emulator_fails_at_once_in_one_line(tmp_path)
         cfg = ml_collections.ConfigDict(dict(source="tokens", path="gs://nowhere/store", tokenizer="byte", seed=0,
                                              vocab_size=259, segment_ids=True))
         for call in (lambda: make_source(cfg, 16, 4), lambda: tokenizer_from_spec("gs://nowhere/tokenizer.json"),
-                     lambda: tokenize("embedded", "byte", "gs://nowhere/out"), lambda: check_run_dir("gs://nowhere/run")):
+                     lambda: tokenize("embedded", "byte", "gs://nowhere/out"),
+                     lambda: check_run_dir("gs://nowhere/run")):
             try:
                 call()
             except LadderError as e:
@@ -280,7 +281,8 @@ def test_gcs_without_credentials_or_emulator_fails_at_once_in_one_line(tmp_path)
     fix = " is on Cloud Storage, but no credentials were found; run `gcloud auth application-default login`"
     assert [line.partition(fix)[0] for line in said] == [
         "data.path: gs://nowhere/store", "data.tokenizer: gs://nowhere/tokenizer.json", "--out: gs://nowhere/out",
-        "--run-dir: gs://nowhere/run", "ladder data: error: data.path: gs://nowhere/store"], said  # the CLI: that one line on stderr, nothing else
+        "--run-dir: gs://nowhere/run",
+        "ladder data: error: data.path: gs://nowhere/store"], said  # the CLI: that one line on stderr, nothing else
     assert all(fix in line for line in said)
 
 

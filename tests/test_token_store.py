@@ -230,6 +230,9 @@ def test_bad_stores_are_named_before_training(store, tmp_path):
     (half / "manifest.json").write_text(json.dumps(dict(manifest, format="ladder-tokens-v0")))
     with pytest.raises(LadderError, match=f"{half / 'manifest.json'} has format 'ladder-tokens-v0', not"):
         make_source(cfg_for(half), 16, 4)
+    (half / "manifest.json").write_text(json.dumps(dict(manifest, tokens=0, shards=[])))  # made by hand
+    with pytest.raises(LadderError, match=f"{half / 'manifest.json'} holds no tokens"):
+        make_source(cfg_for(half), 16, 4)
     (half / "manifest.json").write_text('{"format": "ladder-tok')  # torn by hand: writes are atomic
     with pytest.raises(LadderError, match=f"{half / 'manifest.json'}: not valid JSON"):
         make_source(cfg_for(half), 16, 4)

@@ -32,7 +32,12 @@ def read_utf8(path, what: str = "file") -> str:
     and the byte offset, and NUL bytes (binary data that happens to decode) are refused the same way."""
     from pathlib import Path
 
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        why = {IsADirectoryError: "is a directory, not a file", FileNotFoundError: "not found",
+               PermissionError: "cannot be read (permission denied)"}.get(type(e), f"cannot be read ({e.strerror})")
+        raise LadderError(f"{what}: {path} {why}; pass a readable file") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -153,3 +153,77 @@ def test_run_table_groups_runs_in_one_pass():
     table = run_table(cols)
     assert list(table) == ["b", "a"]  # table order
     assert table == {"b": (2e6, 3e7), "a": (1e6, 2e7)}  # N of the run, its largest D
+
+
+@pytest.mark.parametrize("text", [
+    RESULTS,
+    RESULTS.replace("\n", "\r\n"),  # csv.writer's line ends
+    RESULTS.replace("\n", "\n\n", 3),  # blank lines
+    RESULTS.replace(",0.3,", ", 0.3 ,", 1).replace(",1,t,", ",1,t ,", 1),  # spaces kept in text, read in numbers
+    "run,n,d,step,task,loss,acc,lm_loss,note\n" + "".join(  # blank optional numbers, an extra text column
+        line + (",,x\n" if i % 2 else ",2.5,\n") for i, line in enumerate(RESULTS.splitlines()[1:])),
+])
+def test_fast_csv_split_reads_what_the_csv_module_reads(tmp_path, text):
+    """The str.split reader (tables without quotes) and the csv module (the rest) give identical columns."""
+    from ladder.results import read_table
+
+    fast = read_table(_write(tmp_path, text, "fast.csv"))
+    header, rest = text.split("\n", 1)
+    slow = read_table(_write(tmp_path, '"' + header.replace(",", '",', 1) + "\n" + rest, "slow.csv"))
+    assert list(fast) == list(slow) and len(fast["run"]) == 16
+    for k in fast:
+        assert fast[k].dtype == slow[k].dtype and np.array_equal(fast[k], slow[k], equal_nan=fast[k].dtype.kind == "f")
+
+
+def _task_data_reference(cols, task, runs):
+    """The per-run loop task_data replaced (SKIP 10%, smooth over 5, final window 5), for comparison."""
+    out = {"n": [], "d": [], "feature": [], "acc": [], "pf": [], "pa": [], "pr": []}
+    for i, run in enumerate(runs):
+        m = np.flatnonzero((cols["task"] == task) & (cols["run"] == run))
+        m = m[np.argsort(cols["step"][m], kind="stable")]
+        rd, rf, ra = cols["d"][m], cols["loss"][m], cols["acc"][m]
+        for k, v in (("n", cols["n"][m][0]), ("d", rd[-1]), ("feature", rf[-5:].mean()), ("acc", ra[-5:].mean())):
+            out[k].append(v)
+        keep = rd >= 0.1 * rd[-1]
+        sf, sa = ((np.convolve(rf[keep], np.ones(5) / 5, "valid"), np.convolve(ra[keep], np.ones(5) / 5, "valid"))
+                  if keep.sum() >= 5 else (rf[keep], ra[keep]))
+        out["pf"] += list(sf)
+        out["pa"] += list(sa)
+        out["pr"] += [i] * len(sf)
+    return out
+
+
+def test_task_data_vectorised_matches_the_per_run_loop():
+    from ladder.laws.taskfit import task_data
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for r in range(9):  # runs with 1 to 11 checkpoints (fewer and more than the windows), rows shuffled
+        n = float(rng.choice([1e6, 2e6, 4e6]))
+        for s in rng.permutation(np.arange(1, 30))[: rng.integers(1, 12)]:
+            for t in ("a", "b"):
+                rows.append((f"r{r}", n, n * s * rng.uniform(1, 3), float(s), t, rng.uniform(1, 3), rng.uniform()))
+    rng.shuffle(rows)
+    cols = {k: np.array([x[i] for x in rows]) for i, k in enumerate(("run", "n", "d", "step", "task", "loss", "acc"))}
+    runs = ["r4", "r0", "r8", "r1", "r2", "r3", "r5", "r6", "r7"]
+    got, want = task_data(cols, "b", runs), _task_data_reference(cols, "b", runs)
+    for k, v in (("n", got.n), ("d", got.d), ("feature", got.feature), ("acc", got.acc), ("pf", got.point_feature),
+                 ("pa", got.point_acc), ("pr", got.point_run)):
+        np.testing.assert_allclose(v, want[k], rtol=1e-15, atol=0, err_msg=k)
+    with pytest.raises(LadderError, match="run r9: has no rows for task 'b'"):
+        task_data(cols, "b", ["r0", "r9"])
+
+
+def test_many_sizes_give_a_bounded_number_of_size_out_splits():
+    """62,500 distinct N would have been 62,500 size-out splits (each a full refit of every method)."""
+    from ladder.laws.backtest import MAX_SIZE_SPLITS, splits
+
+    n = np.geomspace(1e6, 1e9, 40)
+    cols = {"run": np.array([f"r{i}" for i in range(40)]), "n": n, "d": 20 * n}
+    size_out = [s for s in splits(cols, list(cols["run"])) if s.name.startswith("size-out")]
+    assert len(size_out) == MAX_SIZE_SPLITS
+    held = [r for s in size_out for r in s.test_runs]
+    assert sorted(held) == sorted(cols["run"])  # every run held out exactly once
+    n7 = np.repeat(np.geomspace(1e6, 1e8, 7), 2)  # up to MAX_SIZE_SPLITS sizes: one split per size, as before
+    small = {"run": np.array([f"r{i}" for i in range(14)]), "n": n7, "d": 20 * n7}
+    assert [len(s.test_runs) for s in splits(small, list(small["run"])) if s.name.startswith("size-out")] == [2] * 7

@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 from scipy.special import expit
 
+from ladder.laws.chinchilla import SEARCH_POINTS
 from ladder.laws.fitting import FitResult, minimize_batched, minimize_from_grid, robust_loss
 
 NAMES = ("a", "b", "alpha", "beta", "E", "p", "q")
@@ -72,7 +73,12 @@ def fit_single_step(N, D, acc, chance: float | None, *, weights=None, top_k: int
         return float(w @ v), J[0].T @ (w * d)
 
     S = starts(chance)
-    X, f, _ = minimize_batched(res, S, w, delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
+    # The batched start search sees at most SEARCH_POINTS evenly spaced points (as fit_loss's, which says
+    # why); L-BFGS-B below fits all of them. Fits of up to SEARCH_POINTS points are unchanged.
+    pick = (np.linspace(0, len(logA) - 1, SEARCH_POINTS).round().astype(int) if len(logA) > SEARCH_POINTS
+            else slice(None))
+    X, f, _ = minimize_batched(_residuals(logN[pick], logD[pick], logA[pick]), S, w[pick], delta=HUBER_DELTA,
+                               bounds=BOUNDS, max_iter=300)
     order = np.argsort(np.where(np.isfinite(f), f, np.inf))
     X = np.vstack([S[:1], X[order[:top_k]]])  # the authors' own start always runs through L-BFGS-B
     return minimize_from_grid(fun_and_grad, X, NAMES, list(BOUNDS), residual_fn=lambda x: res(x[None], False)[0][0])

@@ -48,3 +48,15 @@ def read_utf8(path, what: str = "file") -> str:
         raise LadderError(f"{what}: {path} has a NUL byte at offset {len(text[:nul].encode('utf-8'))}, so it is "
                           "binary, not text; check that it is the right file")
     return text
+
+
+def read_json(path, what: str = "file", fix: str = "check that it is the right file"):
+    """A JSON file's value; unreadable, non-UTF-8 or malformed JSON is one LadderError naming the file (and the
+    line and column of the JSON error) instead of a JSONDecodeError traceback."""
+    import json
+
+    try:
+        return json.loads(read_utf8(path, what))
+    except json.JSONDecodeError as e:
+        raise LadderError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                          f"{fix}") from None

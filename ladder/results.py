@@ -234,12 +234,17 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
     for k in POSITIVE:
         bad = ~(np.isfinite(cols[k]) & (cols[k] > 0))
         require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
-                f"{run[bad.argmax()]!r} (step {cols['step'][bad.argmax()]:g}, value {cols[k][bad.argmax()]!r})",
+                f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
                 "drop or fix those rows")
     step = cols["step"]
     bad = ~(np.isfinite(step) & (step >= 0))
     require(not bad.any(), source, f"column 'step' is blank, NaN or negative in {int(bad.sum())} rows, first in run "
-            f"{run[bad.argmax()]!r} (value {step[bad.argmax()]!r})", "a step is the checkpoint's update count (>= 0)")
+            f"{str(run[bad.argmax()])!r} (value {float(step[bad.argmax()])!r})",
+            "a step is the checkpoint's update count (>= 0)")
+    bad = (step != np.round(step)) | (step >= 2.0**53)  # beyond 2^53 two steps can read as one
+    require(not bad.any(), source, f"column 'step' is not a whole number below 2^53 in {int(bad.sum())} rows, first "
+            f"in run {str(run[bad.argmax()])!r} (value {float(step[bad.argmax()])!r})",
+            "a step is the checkpoint's update count (a whole number)")
     if len(run) > 1:
         _, run_code = np.unique(run, return_inverse=True)
         _, task_code = np.unique(cols["task"], return_inverse=True)
@@ -249,7 +254,7 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         if same.any():
             first = order[np.flatnonzero(same)[0]]
             require(False, source, f"{int(same.sum())} rows repeat a (run, step, task) already in the table, first "
-                    f"run {run[first]!r} step {step[first]:g} task {cols['task'][first]!r}",
+                    f"run {str(run[first])!r} step {step[first]:g} task {str(cols['task'][first])!r}",
                     "keep one row per run, checkpoint and task (was the table appended twice?)")
     for k in FRACTIONS:
         if k not in cols:
@@ -258,6 +263,6 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         bad = np.isnan(v) if k == "acc" else np.zeros(len(v), dtype=bool)
         bad |= (v < 0) | (v > 1)
         require(not bad.any(), source, f"column {k!r} outside [0, 1] in {int(bad.sum())} rows, first in run "
-                f"{run[bad.argmax()]!r} (step {cols['step'][bad.argmax()]:g}, value {v[bad.argmax()]!r})",
+                f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(v[bad.argmax()])!r})",
                 "accuracies and probabilities are fractions, not percentages")
     return cols

@@ -227,3 +227,97 @@ def test_many_sizes_give_a_bounded_number_of_size_out_splits():
     n7 = np.repeat(np.geomspace(1e6, 1e8, 7), 2)  # up to MAX_SIZE_SPLITS sizes: one split per size, as before
     small = {"run": np.array([f"r{i}" for i in range(14)]), "n": n7, "d": 20 * n7}
     assert [len(s.test_runs) for s in splits(small, list(small["run"])) if s.name.startswith("size-out")] == [2] * 7
+
+
+def _probe(capsys, argv):
+    """Run the CLI in-process; argparse usage errors (SystemExit 2) count as one-line errors too."""
+    try:
+        rc = cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out
+    return rc, out.err
+
+
+# Probes the issue did not list, across verbs (issue 18: build for the class of input, not the listed case).
+# Each: argv (with {tmp} for a scratch dir, {res} for a good results table) and the one line expected.
+HOSTILE = [
+    (("predict", "{tmp}", "--target", "t=1e9:2e10", "-o", "{tmp}/p.json"), "is not a file"),
+    (("predict", "{res}", "--target", "t=1e9:2e10", "--bootstrap", "-5", "-o", "{tmp}/p.json"),
+     "argument --bootstrap: must be >= 0, got -5"),
+    (("predict", "{res}", "--target", "t=1e9:2e10", "-o", "{tmp}"), "--out: {tmp} is a directory"),
+    (("predict", "{res}", "--target", "t=1e9:2e10", "-o", "{res}/p.json"),
+     "--out: {res} is not a directory, so {res}/p.json cannot be created"),
+    (("predict", "{res}", "--target", "t=1e9:2e10", "--tasks", "nope", "-o", "{tmp}/p.json"),
+     "--tasks: task 'nope' is not in the table; choose from ['t']"),
+    (("plan", "--preset", "smoke", "--seed", "-1"), "argument --seed: must be >= 0, got -1"),
+    (("plan", "--preset", "smoke", "-o", "{tmp}", "--overwrite"), "--out: {tmp} is a directory"),
+    (("train", "configs/tiny.py", "--run-dir", "{tmp}/r", "--config.train.total_steps=1000000000000000000000"),
+     "train.total_steps: 1000000000000000000000 is too large (at most 2^31 - 1)"),
+    (("eval", "{tmp}", "--step", "-1"), "argument --step: must be >= 0, got -1"),
+    (("eval", "{tmp}", "--batch-size", "0"), "argument --batch-size: must be >= 1, got 0"),
+    (("launch", "{tmp}/plan.json", "--parallel", "0"), "argument --parallel: must be >= 1, got 0"),
+    (("data", "spm", "--vocab-size", "0"), "argument --vocab-size: must be >= 2, got 0"),
+    (("fit", "dcpt", "{res}", "--starts", "0"), "argument --starts: must be >= 1, got 0"),
+    (("fit", "dcpt", "{res}", "--n", "nan"), "argument --n: must be a finite number in (0, inf], got 'nan'"),
+    (("allocate", "split", "--law", "{tmp}/law.json", "--budget", "-1"),
+     "argument --budget: must be a finite number in (0, inf], got '-1'"),
+    (("allocate", "dcpt", "--law", "{tmp}/law.json", "--r", "1.5"),
+     "argument --r: must be a finite number in [0, 1], got '1.5'"),
+    (("status", "{tmp}/plan.json", "--lines", "0"), "argument --lines: must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("argv, message", HOSTILE, ids=[" ".join(a[:1] + a[-2:]) for a, _ in HOSTILE])
+def test_hostile_arguments_are_one_line(capsys, tmp_path, argv, message):
+    res = _write(tmp_path, RESULTS)
+    fill = lambda a: str(a).replace("{tmp}", str(tmp_path)).replace("{res}", str(res))  # noqa: E731
+    rc, err = _probe(capsys, [fill(a) for a in argv])
+    assert rc == 2 and fill(message) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # nothing written
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace(",2,t,", ",2.5,t,", 1), "column 'step' is not a whole number below 2^53 in 1 rows"),
+    (lambda t: t.replace(",4,t,", ",99999999999999999999,t,", 1), "column 'step' is not a whole number below 2^53"),
+    (lambda t: t.replace(",0.325\n", ",-inf\n", 1), "column 'acc' outside [0, 1] in 1 rows, first in run 'r0' "
+     "(step 1, value -inf)"),
+])
+def test_results_values_that_are_numbers_but_not_steps_or_fractions(tmp_path, edit, message):
+    from ladder.results import read_table
+
+    with pytest.raises(LadderError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("^", r"\^")):
+        read_table(_write(tmp_path, edit(RESULTS)), validate=True)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"id": 7, "context": "a", "choices": ["x", "y"], "gold": 0}',
+      '{"id": 7, "context": "b", "choices": ["x", "y"], "gold": 1}'], "t.jsonl:2: id 7 already appears on line 1"),
+    (['{"context": "a", "choices": ["x", "y", "x"], "gold": 0}'], "t.jsonl:1: choices 0 and 2 are identical"),
+    (['{"context": "a", "choices": ["x", "y"], "gold": 0, "fewshot": "no"}'],
+     "t.jsonl:1: fewshot must be true or false, got 'no'"),
+    (['{"context": "a", "choices": [], "gold": 0}'], "t.jsonl:1: 0 choice(s); a question needs at least 2"),
+])
+def test_task_jsonl_repeats_and_ambiguities(tmp_path, lines, message):
+    from ladder.tasks import read_jsonl_task
+
+    with pytest.raises(LadderError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_jsonl_task(_write(tmp_path, "\n".join(lines) + "\n", "t.jsonl"))
+
+
+def test_unreadable_inputs_name_the_file(tmp_path, monkeypatch):
+    """A results table that cannot be read (permission denied: tests run as root, so it is simulated)."""
+    from pathlib import Path
+
+    from ladder.results import read_table
+
+    path = _write(tmp_path, RESULTS)
+
+    def deny(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(LadderError, match=f"results: {path} cannot be read \\(permission denied\\)"):
+        read_table(path)

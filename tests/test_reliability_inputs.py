@@ -321,3 +321,14 @@ def test_unreadable_inputs_name_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_bytes", deny)
     with pytest.raises(LadderError, match=f"results: {path} cannot be read \\(permission denied\\)"):
         read_table(path)
+
+
+def test_plots_bin_thousands_of_sizes():
+    """A table where every run has its own N draws 8 curves and legend entries per panel, not one per run."""
+    from ladder.plots import MAX_SIZE_GROUPS, _plt, _size_groups
+
+    ns = np.repeat(np.geomspace(1e6, 1e9, 3000), 2)
+    groups = _size_groups(_plt(), ns)
+    assert len(groups) == MAX_SIZE_GROUPS
+    assert sum(m.sum() for _, m, _, _ in groups) == len(ns)  # every point in exactly one bin
+    assert [label for _, _, label, _ in _size_groups(_plt(), [1e6, 2e6, 1e6])] == ["N=1M", "N=2M"]

@@ -157,7 +157,8 @@ def real(lo: float | None = None, hi: float | None = None, *, above: bool = Fals
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         low_ok = lo is None or (value > lo if above else value >= lo)
         if not (math.isfinite(value) and low_ok and (hi is None or value <= hi)):
-            span = f"{'(' if above else '['}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+            low, high = "-inf" if lo is None else f"{lo:g}", "inf" if hi is None else f"{hi:g}"
+            span = f"{'(' if above else '['}{low}, {high}]"
             raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text!r}")
         return value
 

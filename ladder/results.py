@@ -128,10 +128,11 @@ def _split_csv(text: str, path) -> tuple[list[str], list[list[str]]]:
     rows is ~10x faster than csv.reader and gives the same fields; anything else goes through the csv module.
     Blank or repeated column names and a row whose field count differs from the header's are LadderErrors.
     """
-    if "\r" in text and text.count("\r") == text.count("\r\n"):
+    quoted = '"' in text
+    if not quoted and "\r" in text and text.count("\r") == text.count("\r\n"):
         text = text.replace("\r\n", "\n")  # csv.writer's line ends
     lines = text.split("\n")
-    if '"' in text or "\r" in text or not lines[0]:
+    if quoted or "\r" in text or not lines[0]:
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
             header = next(reader, None)

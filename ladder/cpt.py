@@ -189,6 +189,8 @@ def run_study(cfg, out=None, log=print) -> dict:
     from ladder.results import read_table
 
     out = Path(out or cfg.out_dir)
+    require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a study directory",
+            "give a directory (new, or a study to resume)")
     out.mkdir(parents=True, exist_ok=True)
     times, summary = {}, {"name": cfg.name}
     use_compilation_cache(out / "jax_cache")

@@ -113,7 +113,7 @@ def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> 
     keep = np.isin(table["kind"], CPT_KINDS) & (np.nan_to_num(table["d_cpt"]) > 0)
     if task:
         keep &= table["task"] == task
-        require(keep.any(), "task", f"no CPT rows for task {task!r}", f"choose one of {sorted(set(table['task']))}")
+        require(keep.any(), "task", f"no CPT rows for task {task!r}", f"choose one of {sorted(set(table['task'].tolist()))}")
     idx = last_rows(table["run"], table["step"], keep)
     require(len(idx) > 0, "kind", "no general/domain CPT rows in the results table",
             "write CPT runs with kind 'general' or 'domain' and d_cpt > 0")

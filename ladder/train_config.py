@@ -194,6 +194,9 @@ def check_value_type(field: str, ref, value) -> None:
         require(isinstance(ref, float) or float(value).is_integer(), field, f"expected an integer, got {value!r}",
                 "write a whole number")
         require(math.isfinite(value), field, f"must be finite, got {value!r}", "write a finite number")
+        # counts (steps, batch, sizes, seeds) live in int32 on the device: 1e30 steps would overflow there
+        require(isinstance(ref, float) or abs(value) < 2**31, field, f"{value!r} is too large (at most 2^31 - 1)",
+                "write a smaller whole number")
     elif isinstance(ref, str):
         require(isinstance(value, str), field, f"expected a string, got {value!r}", "quote the value")
     elif isinstance(ref, (list, tuple)):

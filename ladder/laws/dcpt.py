@@ -157,7 +157,7 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
     if domain is not None:
         require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
         keep &= table["domain"] == domain
-        require(keep.any(), "domain", f"no CPT rows for domain {domain!r}", f"choose one of {sorted(set(table['domain']))}")
+        require(keep.any(), "domain", f"no CPT rows for domain {domain!r}", f"choose one of {sorted(set(table['domain'].tolist()))}")
     if steps == "final":
         last = last_rows(run, step, keep)
         keep = np.zeros_like(keep)

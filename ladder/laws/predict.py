@@ -19,7 +19,7 @@ from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdou
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
 from ladder.laws.parallel import map_jobs
 from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap,
-                                 bootstrap_many, fit_task, select_runs, task_data)
+                                 bootstrap_many, fit_task, groups, present, select_runs, task_data)
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
@@ -69,23 +69,38 @@ def unavailable(cols: dict, methods) -> dict[str, str]:
 def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
     """Checkpoint-to-checkpoint noise of one task (Bhagia et al. 2024 §4's predictability analysis): the
     standard deviation of accuracy (points) and of the task loss (relative) over each run's last `window`
-    evaluations, averaged over the runs of the largest fitted size (the closest to a target)."""
+    evaluations, averaged over the runs of the largest fitted size (the closest to a target). Runs with
+    fewer than 2 evaluations of the task give no spread and are left out."""
     nd = run_table(cols)
     top = max(nd[r][0] for r in runs)
-    acc_sd, loss_sd = [], []
-    for r in runs:
-        if nd[r][0] != top:
-            continue
-        m = (cols["task"] == task) & (cols["run"] == r)
-        order = np.argsort(cols["step"][m])[-window:]
-        if len(order) < 2:
-            continue
-        acc_sd.append(np.std(cols["acc"][m][order], ddof=1))
-        if "loss" in cols and np.isfinite(cols["loss"][m][order]).all():
-            L = cols["loss"][m][order]
-            loss_sd.append(np.std(L, ddof=1) / np.mean(L))
-    return {"acc_sd": float(np.mean(acc_sd)) if acc_sd else float("nan"),
-            "loss_sd_rel": float(np.mean(loss_sd)) if loss_sd else float("nan")}
+    chosen = present(cols, task, [r for r in runs if nd[r][0] == top])
+    nan = {"acc_sd": float("nan"), "loss_sd_rel": float("nan")}
+    if not chosen:
+        return nan
+    rows, starts = groups(cols, task, chosen)
+    sizes = np.diff(starts)
+    from_end = np.repeat(starts[1:], sizes) - 1 - np.arange(starts[-1])
+    tail = from_end < window
+    rows, starts = rows[tail], np.concatenate([[0], np.cumsum(np.minimum(sizes, window))])
+    spread = np.diff(starts) >= 2
+    if not spread.any():
+        return nan
+
+    def sd(v):  # per run: s.d. (ddof 1) of its tail values
+        count = np.diff(starts)
+        mean = np.add.reduceat(v, starts[:-1]) / count
+        dev = v - np.repeat(mean, count)
+        return np.sqrt(np.add.reduceat(dev * dev, starts[:-1]) / np.maximum(count - 1, 1)), mean
+
+    acc_sd, _ = sd(cols["acc"][rows])
+    out = {"acc_sd": float(np.mean(acc_sd[spread])), "loss_sd_rel": float("nan")}
+    if "loss" in cols:
+        L = cols["loss"][rows]
+        finite = np.logical_and.reduceat(np.isfinite(L), starts[:-1]) & spread
+        if finite.any():
+            loss_sd, loss_mean = sd(np.where(np.isfinite(L), L, 0.0))
+            out["loss_sd_rel"] = float(np.mean((loss_sd / loss_mean)[finite]))
+    return out
 
 
 @dataclass

@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 from scipy.special import expit
 
+from ladder.laws.chinchilla import SEARCH_POINTS
 from ladder.laws.fitting import FitResult, minimize_batched, minimize_from_grid, robust_loss
 
 NAMES = ("a", "b", "alpha", "beta", "E", "p", "q")
@@ -72,8 +73,12 @@ def fit_single_step_many(N, D, acc, chance: float | None, weights=None, *, top_k
     logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
     W = np.ones((1, logA.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
     S = starts(chance)
-    X, f, _ = minimize_batched(_residuals(logN, logD, logA), np.tile(S, (len(W), 1)), np.repeat(W, len(S), 0),
-                               delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
+    # The batched start search sees at most SEARCH_POINTS evenly spaced points (as fit_loss's, which says
+    # why); L-BFGS-B below fits all of them. Fits of up to SEARCH_POINTS points are unchanged.
+    pick = (np.linspace(0, len(logA) - 1, SEARCH_POINTS).round().astype(int) if len(logA) > SEARCH_POINTS
+            else slice(None))
+    X, f, _ = minimize_batched(_residuals(logN[pick], logD[pick], logA[pick]), np.tile(S, (len(W), 1)),
+                               np.repeat(W[:, pick], len(S), 0), delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
     out = []
     for s, w in enumerate(W):
         keep = w > 0

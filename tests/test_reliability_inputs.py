@@ -229,6 +229,22 @@ def test_many_sizes_give_a_bounded_number_of_size_out_splits():
     assert [len(s.test_runs) for s in splits(small, list(small["run"])) if s.name.startswith("size-out")] == [2] * 7
 
 
+def test_a_sweep_of_many_runs_is_back_tested_on_an_even_sample():
+    """Past MAX_SUITE_RUNS the back-test suite sees an even sample by (N, D): sizes keep their shares and the
+    largest run stays in; a ladder below the limit is back-tested on every run."""
+    from ladder.laws.backtest import thin_runs
+
+    n = np.repeat([1e6, 1e7, 1e8], 100)
+    cols = {"run": np.array([f"r{i:03d}" for i in range(300)]), "n": n, "d": 20 * n * (1 + np.arange(300) % 100)}
+    runs = list(cols["run"])
+    said = []
+    kept = thin_runs(cols, runs, said.append, limit=30)
+    assert len(kept) == 30 and len(set(kept)) == 30 and "r299" in kept and "r000" in kept
+    assert [sum(cols["n"][int(r[1:])] == size for r in kept) for size in (1e6, 1e7, 1e8)] == [10, 10, 10]
+    assert said and "300 runs" in said[0]
+    assert thin_runs(cols, runs, said.append, limit=300) == runs
+
+
 def _probe(capsys, argv):
     """Run the CLI in-process; argparse usage errors (SystemExit 2) count as one-line errors too."""
     try:

@@ -20,6 +20,11 @@ from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_task_spl
 
 MIN_FIT_RUNS = 6  # a split's fit set: at least the paper's step-1 parameters (5) plus one
 MAX_SIZE_SPLITS = 8  # size-out splits at most; more sizes than this are left out in bins (see `splits`)
+# Runs the back-test suite refits at most. A ladder has tens of runs (OLMo's 25, DataDecide's ~1,000); a
+# sweep of tens of thousands would refit every method on every split for minutes. Past this, the suite (which
+# only sets the ensemble's weights and interval width) runs on an even sample of the runs ordered by
+# (N, D): sizes keep their shares and the largest run stays in. The point fits still use every run.
+MAX_SUITE_RUNS = 4096
 
 
 @dataclass
@@ -206,11 +211,25 @@ def _suite_task(state: dict, task: str) -> list[dict[str, Holdout]]:
             for s, sp in enumerate(sps)]
 
 
+def thin_runs(cols: dict, runs: list[str], progress=None, limit: int = MAX_SUITE_RUNS) -> list[str]:
+    """`runs`, or past `limit` an even sample of them ordered by (N, D, name) (MAX_SUITE_RUNS says why)."""
+    if len(runs) <= limit:
+        return list(runs)
+    nd = run_table(cols)
+    ordered = sorted(runs, key=lambda r: (nd[r][0], nd[r][1], r))
+    keep = [ordered[i] for i in np.unique(np.linspace(0, len(ordered) - 1, limit).round().astype(int))]
+    if progress:
+        progress(f"back-tests: {len(runs):,} runs, more than {limit:,}: the suite refits an even sample of "
+                 f"{len(keep):,} (by N, then D; docs/results.md)")
+    return keep
+
+
 def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
               workers: int | None = None) -> list[dict[str, dict[str, Holdout]]]:
     """Every split x task x method, tasks spread over `workers` processes (ladder.laws.parallel). Returns one
     entry per split: {task: {method: Holdout}}."""
     methods = methods or list(METHODS)
+    runs = thin_runs(cols, runs, progress)
     sps = splits(cols, runs)
     if progress and sps:
         progress(f"back-tests: {len(tasks)} tasks x {len(sps)} splits ({', '.join(sp.name for sp in sps)})")

@@ -45,6 +45,8 @@ class CompileReport:
     mesh_note: str = ""  # set when the mesh was chosen for the user (default_mesh_overrides)
     kernel_flops: float = 0.0  # of flops_compiled: counted by hand inside custom calls (splash attention)
     error: str = ""  # XLA's out-of-memory message when it refused to compile
+    recipe: str = ""  # the memory recipe compiled: "remat POLICY x MICROBATCHES"
+    estimate: int = 0  # the planner's estimate of `total` for the same recipe (0: not made)
 
     @property
     def hbm_fraction(self) -> float:
@@ -79,6 +81,9 @@ class CompileReport:
     def notes(self) -> list[str]:
         """The mesh note and what part of the FLOPs was counted by hand (custom calls read as zero)."""
         out = [self.mesh_note] if self.mesh_note else []
+        if self.recipe and self.estimate:
+            out.append(f"{self.recipe}; planner estimate {self.estimate / GiB:.2f} GiB per device "
+                       f"({self.estimate / self.total - 1:+.1%} vs compiled)")
         if self.kernel_flops and not math.isnan(self.flops_compiled):
             out.append(f"{self.kernel_flops / self.flops_compiled:.1%} of the FLOPs counted by hand inside the "
                        "splash attention kernel (cost analysis reads a custom call as zero)")

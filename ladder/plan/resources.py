@@ -10,7 +10,7 @@ from ladder import chips
 from ladder.arch import Arch, n_params, pad_vocab
 from ladder.errors import LadderError
 from ladder.plan.planfile import rung_arch
-from ladder.topology import HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
+from ladder.topology import HBM_TARGET_FRACTION, HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
 
 # The 2-core CPU of these machines: tiny models train at 60-130 GFLOP/s of 6N+attention (measured with a
 # jitted train step, d 64..256 at seq 128..256; /work/shared/notes/jax-stack.md). Host memory stands in for HBM.
@@ -84,18 +84,39 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     return {k: int(v) for k, v in out.items()}
 
 
-def fit_recipe(rung: dict, n_devices: int, mesh: dict | None, budget: float) -> dict | None:
+def fit_recipe(rung: dict, n_devices: int, mesh: dict | None, budget: float, target: float | None = None) -> dict | None:
     """The fastest way to train `rung` on n_devices within `budget` bytes per device: the least recompute
     (remat none, then save_dots, then full) at the whole per-device batch; else full remat with the batch
-    split into 2, 4, 8 ... microbatches (gradient accumulation). {remat, microbatches, memory}, or None when
-    nothing fits (even one row at a time). LadderError when the batch does not divide over the mesh."""
-    rows = rung["batch_sequences"] // (resolve_mesh(n_devices, mesh)["data"] * resolve_mesh(n_devices, mesh)["fsdp"])
+    split into 2, 4, 8 ... microbatches (gradient accumulation). With a `target` (bytes, below the budget)
+    the first recipe in that order within the target wins, and only if none reaches it the first within the
+    budget: more recompute buys headroom where it is cheap to have. {remat, microbatches, memory}, or None
+    when nothing fits the budget (even one row at a time). LadderError when the batch does not divide over
+    the mesh."""
+    m = resolve_mesh(n_devices, mesh)
+    rows = rung["batch_sequences"] // (m["data"] * m["fsdp"])
     candidates = [(r, 1) for r in REMATS] + [("full", k) for k in range(2, rows + 1) if rows % k == 0]
+    fitting = []
     for remat, k in candidates:
         mem = estimate_memory(rung, n_devices, mesh, remat=remat, microbatches=k)
         if mem["total"] <= budget:
-            return {"remat": remat, "microbatches": k, "memory": mem}
-    return None
+            fitting.append({"remat": remat, "microbatches": k, "memory": mem})
+            if target is None or mem["total"] <= target:
+                return fitting[-1]
+    return fitting[0] if fitting else None
+
+
+def slice_recipe(rung: dict, accelerator_type: str, num_slices: int = 1) -> dict | None:
+    """The memory recipe for `rung` on this slice ({remat, microbatches, memory}; fit_recipe at
+    HBM_TARGET_FRACTION within HBM_USABLE_FRACTION, with the slice's default mesh), or None when none fits
+    or the batch does not divide. A plan stamps each rung with the recipe for the planner's slice;
+    `ladder compile` on another slice refits it with this."""
+    c, n = chips.parse_slice(accelerator_type)
+    n *= num_slices
+    try:
+        m = resolve_mesh(n, slice_mesh(rung, c, n))
+        return fit_recipe(rung, n, m, HBM_USABLE_FRACTION * c.hbm_bytes, HBM_TARGET_FRACTION * c.hbm_bytes)
+    except LadderError:
+        return None
 
 
 def estimate_seconds(rung: dict, chip: chips.Chip, n_devices: int, mfu: float = MFU) -> float:
@@ -171,7 +192,7 @@ def check_rung(rung: dict, chip: str, n_devices: int | None = None, mesh: dict |
             n_devices = 1 if c is CPU else chips.parse_slice(choose_slice(rung, chip, mesh=mesh))[1]
         row["slice"] = chips.slice_name(c, n_devices) if c.type_prefix else f"{n_devices}x{c.name}"
         m = resolve_mesh(n_devices, slice_mesh(rung, c, n_devices, mesh))
-        recipe = fit_recipe(rung, n_devices, m, HBM_USABLE_FRACTION * c.hbm_bytes) or {
+        recipe = fit_recipe(rung, n_devices, m, HBM_USABLE_FRACTION * c.hbm_bytes, HBM_TARGET_FRACTION * c.hbm_bytes) or {
             "remat": "full", "microbatches": 1, "memory": estimate_memory(rung, n_devices, m)}
         mem = recipe["memory"]
     except LadderError as e:

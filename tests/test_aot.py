@@ -262,6 +262,9 @@ def test_compile_table_rows_and_text_without_libtpu():
     assert text[1].split() == ["20M-1xC", "v5litepod-4", "1/2/2", "0.25", "0.50", "1.00", "2.00", "16", "12%", "yes",
                                "1.200", "1.091", "4.5"]
     assert format_rows([row], header=False).splitlines() == text[1:]
+    report.recipe, report.estimate = "remat full x 1", int(2.2 * gib)  # the planner's estimate, 10% above
+    assert compile_rows([report])[0].notes[1] == ("remat full x 1; planner estimate 2.20 GiB per device "
+                                                  "(+10.0% vs compiled)")
 
 
 def test_expected_flops_count_the_splash_kernel_and_the_chunked_loss():

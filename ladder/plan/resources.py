@@ -51,9 +51,10 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     input, a d per token; save_dots: also its weight-matmul outputs, a (6d + 2 mlp); none: everything,
     a (12d + 5 mlp) + 8d of fp32 norm statistics). On top, the larger of the two phases of the backward pass:
     the loss (two fp32 [rows, chunk, V] logit buffers, plus the LM head in bf16 and its fp32 gradient, 6 V d)
-    and one layer's working set (a (8d + 4 mlp) per token). Calibrated on the 190M rung compiled for
-    v5litepod-16 (full remat: 2.77 GiB estimated, 2.76 compiled) and checked on v5p-8 (save_dots: 39.05
-    estimated, 40.36 compiled); docs/tpu-compile.md. (`remat` True/False: the old boolean, full/none.)
+    and one layer's working set (a (8d + 4 mlp) per token) with one fp32 logits chunk still allocated (the
+    compiled layer phase exceeds the working set by about that: 3.8 GiB at 370M and 4.3 at 1.3B against a
+    4.6 GiB chunk, both 48 rows of 256 positions). Checked against `ladder compile` (docs/tpu-compile.md;
+    tests/test_plan.py COMPILED). (`remat` True/False: the old boolean, full/none.)
     """
     remat = {True: "full", False: "none"}.get(remat, remat)
     m = resolve_mesh(n_devices, mesh)
@@ -71,8 +72,9 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     tokens = rows_mb * seq
     kept = {"full": a * d, "save_dots": a * (6 * d + 2 * h), "none": a * (12 * d + 5 * h) + 8 * d}[remat]
     chunk = seq if loss_chunk <= 0 or loss_chunk >= seq else loss_chunk
-    loss_phase = (rows_mb * chunk * vocab * 4 * 2 + 6 * vocab * d) / t
-    layer_phase = tokens * a * (8 * d + 4 * h) / t
+    logits_buffer = rows_mb * chunk * vocab * 4  # one chunk's fp32 logits (or their gradient)
+    loss_phase = (2 * logits_buffer + 6 * vocab * d) / t
+    layer_phase = (tokens * a * (8 * d + 4 * h) + logits_buffer) / t
     out = {
         "params": 4 * rung["n_total"] / shards,
         "grads": 4 * rung["n_total"] / shards * (2 if microbatches > 1 else 1),

@@ -120,6 +120,13 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
                    f"(temporaries now {report.temp / GiB:.1f} GiB per device; costs ~1/3 more FLOPs)")
     if config.model.dtype == "float32":
         out.append("compute in bfloat16 (master weights stay float32): --config.model.dtype=bfloat16")
+    rows, mb = batch // dp, config.train.microbatches
+    more = [k for k in range(mb + 1, rows + 1) if rows % k == 0] if batch % dp == 0 else []
+    if more:
+        # Gradient accumulation: activations scale with the rows of one microbatch; the update is the same.
+        out.append(f"accumulate gradients over more microbatches: --config.train.microbatches={more[0]} "
+                   f"({rows // more[0]} of the {rows} rows per device at a time; the same update, `ladder "
+                   f"compile` to confirm)")
     out.append(f"a smaller per-device batch ({batch // dp} sequences now) needs a larger "
                "slice: the global batch is part of the rung's recipe, so change it only by re-planning")
     return out

@@ -280,3 +280,21 @@ def test_expected_flops_count_the_splash_kernel_and_the_chunked_loss():
     # the kernel does 0.77 of the dense accounting's attention with remat (36 of 64 tiles, 11 of 8 matmuls)
     dense = aot.expected_flops_per_token(a, "full", "xla") - 6 * n_params(a) - 2 * a.n_layers * n_params_per_layer(a)
     assert kernel / dense == pytest.approx(36 / 64 * 11 / 8, rel=1e-9)
+
+
+def test_a_rung_that_does_not_fit_is_told_to_accumulate_gradients():
+    """13b-5t on v5p-128 with its 31 rows per device at once compiled to 87% of HBM (docs/tpu-compile.md):
+    the suggestions name the microbatch count that splits the rows (31: the only divisor), and none when the
+    rows are already one at a time."""
+    from ladder.compile_report import CompileReport, suggestions
+
+    gib = chips.GiB
+    config = load_config("configs/tiny.py", TINY + ["train.global_batch=62", "mesh.fsdp=2"])
+    report = CompileReport(rung="x", topology="v5litepod-4", mesh={"data": 1, "fsdp": 2, "tensor": 2}, n_devices=4,
+                           params=gib, opt_state=gib, other_args=0, temp=gib, code=0, peak=3 * gib, total=3 * gib,
+                           hbm=16 * gib, fits=False, flops_compiled=math.nan, flops_6n=1.0, flops_reference=1.0,
+                           flops_expected=1.0, tokens_per_step=1, compile_s=0.0)
+    topo = topology.parse_topology("v5e-4")
+    assert any("--config.train.microbatches=31 (1 of the 31 rows" in s for s in suggestions(report, config, topo))
+    config.train.microbatches = 31
+    assert not any("microbatches" in s for s in suggestions(report, config, topo))

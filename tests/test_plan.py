@@ -136,6 +136,7 @@ COMPILED = [
     ("1.3B-1xC", 4, None, "full", 2, 41.27),  # v5p-8, 2 microbatches of 48 rows (+0.6%)
     ("760M-1xC", 4, None, "full", 1, 47.83),  # v5p-8, held out: compiled after the formula was set (+1.5%)
     ("13b-5t", 64, None, "full", 1, 83.03),  # v5p-128, 31 rows at once: 87%, does not fit (held out, -6.8%)
+    ("1.3B-1xC", 8, None, "full", 6, 10.30),  # v5litepod-8, 6 microbatches of 8 rows (held out, -10.4%)
 ]
 
 
@@ -150,8 +151,8 @@ def test_memory_estimate_matches_compiled_rungs(name, devices, mesh, remat, micr
     assert estimate == pytest.approx(compiled_gib, rel=0.15)
 
 
-def test_recipe_aims_at_60_percent_of_hbm_and_follows_the_slice(olmo):
-    """fit_recipe takes the least recompute within the target (60% of HBM) before the least within the
+def test_recipe_aims_at_55_percent_of_hbm_and_follows_the_slice(olmo):
+    """fit_recipe takes the least recompute within the target (55% of HBM) before the least within the
     ceiling (85%); a rung's recipe belongs to its slice: 190M-1xC keeps save_dots on v5p-8 (41% estimated)
     but needs full remat on v5litepod-16, where save_dots would take 63%."""
     from ladder.chips import GiB
@@ -159,9 +160,9 @@ def test_recipe_aims_at_60_percent_of_hbm_and_follows_the_slice(olmo):
 
     r = olmo["rungs"][0]
     save_dots = estimate_memory(r, 16, remat="save_dots")["total"]
-    assert 0.60 < save_dots / (16 * GiB) < 0.85
+    assert 0.55 < save_dots / (16 * GiB) < 0.85
     assert fit_recipe(r, 16, None, 0.85 * 16 * GiB)["remat"] == "save_dots"  # the ceiling alone
-    assert fit_recipe(r, 16, None, 0.85 * 16 * GiB, 0.60 * 16 * GiB)["remat"] == "full"
+    assert fit_recipe(r, 16, None, 0.85 * 16 * GiB, 0.55 * 16 * GiB)["remat"] == "full"
     assert fit_recipe(r, 16, None, save_dots, 1.0)["remat"] == "save_dots"  # nothing reaches the target
     assert slice_recipe(r, "v5litepod-16")["remat"] == "full"
     assert slice_recipe(r, "v5p-8")["remat"] == "save_dots"
@@ -289,14 +290,14 @@ def test_planner_places_13b_on_v5p_128_with_pure_fsdp(olmo, capsys):
     device fit v5p-128 (64 chips, the most its batch of 1984 = 31 x 64 splits over) with full remat, so
     tensor parallelism is not needed (before: v5p-512 with fsdp 64 x tensor 4); 7b-4t stays pure fsdp
     (tensor parallelism makes a rung fit, it never grows a slice past the largest pure-fsdp fit). Full remat
-    at the whole batch takes 78% of HBM by the estimate, over the recipe's 60% target, so the recipe splits
+    at the whole batch takes 81% of HBM by the estimate (87% compiled), over the recipe's 55% target, so it splits
     the 31 rows into 31 microbatches."""
     from ladder.chips import GiB
 
     row = plan_lib.check_rung(_target(olmo, "13b-5t"), "v5p")
     assert (row["slice"], row["mesh"], row["rows_per_device"]) == ("v5p-128", {"data": 1, "fsdp": 64, "tensor": 1}, 31)
     assert (row["remat"], row["microbatches"]) == ("full", 31)
-    assert row["memory"]["total"] <= 0.60 * 95 * GiB and not row["errors"]
+    assert row["memory"]["total"] <= 0.55 * 95 * GiB and not row["errors"]
     assert plan_lib.check_rung(_target(olmo, "7b-4t"), "v5p")["mesh"] == {"data": 1, "fsdp": 256, "tensor": 1}
     # an explicit mesh always wins: pure fsdp over 256 chips cannot split 1984 sequences
     pinned = plan_lib.check_rung(_target(olmo, "13b-5t"), "v5p", 256, {"fsdp": -1})

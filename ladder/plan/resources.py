@@ -50,7 +50,8 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     (a = activation_bytes), split over tensor: what every layer keeps for the backward pass (remat full: its
     input, a d per token; save_dots: also its weight-matmul outputs, a (6d + 2 mlp); none: everything,
     a (12d + 5 mlp) + 8d of fp32 norm statistics). On top, the larger of the two phases of the backward pass:
-    the loss (two fp32 [rows, chunk, V] logit buffers, plus the LM head in bf16 and its fp32 gradient, 6 V d)
+    the loss (two fp32 [rows, chunk, V] logit buffers, plus the LM head's fp32 gradient, 4 V d: with 6 V d,
+    counting a whole bf16 copy of the head too, 13b-5t in one-row microbatches read +15% of compiled)
     and one layer's working set (a (8d + 4 mlp) per token) with one fp32 logits chunk still allocated (the
     compiled layer phase exceeds the working set by about that: 3.8 GiB at 370M and 4.3 at 1.3B against a
     4.6 GiB chunk, both 48 rows of 256 positions). Checked against `ladder compile` (docs/tpu-compile.md;
@@ -73,7 +74,7 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     kept = {"full": a * d, "save_dots": a * (6 * d + 2 * h), "none": a * (12 * d + 5 * h) + 8 * d}[remat]
     chunk = seq if loss_chunk <= 0 or loss_chunk >= seq else loss_chunk
     logits_buffer = rows_mb * chunk * vocab * 4  # one chunk's fp32 logits (or their gradient)
-    loss_phase = (2 * logits_buffer + 6 * vocab * d) / t
+    loss_phase = (2 * logits_buffer + 4 * vocab * d) / t
     layer_phase = (tokens * a * (8 * d + 4 * h) + logits_buffer) / t
     out = {
         "params": 4 * rung["n_total"] / shards,

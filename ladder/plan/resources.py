@@ -10,7 +10,7 @@ from ladder import chips
 from ladder.arch import Arch, n_params, pad_vocab
 from ladder.errors import LadderError
 from ladder.plan.planfile import rung_arch
-from ladder.topology import HBM_TARGET_FRACTION, HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
+from ladder.topology import GRIDS, HBM_TARGET_FRACTION, HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
 
 # The 2-core CPU of these machines: tiny models train at 60-130 GFLOP/s of 6N+attention (measured with a
 # jitted train step, d 64..256 at seq 128..256; /work/shared/notes/jax-stack.md). Host memory stands in for HBM.
@@ -130,11 +130,12 @@ def estimate_seconds(rung: dict, chip: chips.Chip, n_devices: int, mfu: float = 
 
 
 def slice_sizes(chip: chips.Chip) -> list[int]:
-    """Chip counts of the single slices considered, smallest first (v4/v5p slices start at 4 chips)."""
+    """Chip counts of the single slices considered, smallest first: the Cloud TPU shapes of ladder.topology
+    (v5e/v6e 1, 4, 8, ..., 256; v4/v5p 4, 8, ..., 2048). v5litepod-4 was missing here until 2026-11-30, so a
+    rung that fits 4 v5e chips was placed on 8."""
     if chip is CPU:
         return [1]
-    first = 4 if chip.cores_per_chip_in_type > 1 else 1
-    return [first] + [2 ** k for k in range(3, 12 if first == 4 else 9)]
+    return [n for n in sorted(GRIDS[chip.name]) if n <= 2048]
 
 
 def choose_slice(rung: dict, chip: str = "v5e", *, mesh: dict | None = None, headroom: float = HBM_USABLE_FRACTION,

@@ -138,9 +138,14 @@ COMPILED = [
     # held out (compiled after the formula's terms were set):
     ("760M-1xC", 4, None, "full", 1, 47.83),  # v5p-8 (+1.5%)
     ("13b-5t", 64, None, "full", 1, 83.03),  # v5p-128, 31 rows at once: 87%, does not fit (-6.8%)
-    ("1.3B-1xC", 8, None, "full", 6, 10.30),  # v5litepod-8, 6 microbatches of 8 rows: 64% (-10.5%)
+    ("1.3B-1xC", 8, None, "full", 6, 10.30),  # v5litepod-8, 6 microbatches of 8 rows: 64% (-10.4%)
     ("1.3B-1xC", 8, None, "full", 8, 8.72),  # v5litepod-8, the 55% target's recipe: 54% (-10.8%)
     ("7b-4t", 4, None, "full", 32, 55.54),  # v5p-8, 32 microbatches of 5 rows: 58% (-8.5%)
+    ("13b-5t", 8, None, "full", 31, 55.66),  # v5p-16: 59% (-8.2%)
+    ("7b-4t", 32, None, "full", 20, 8.88),  # v5litepod-32: 56% (-8.1%)
+    ("190M-1xC", 1, None, "full", 16, 7.13),  # v5litepod-1: 45% (+4.3%)
+    ("370M-1xC", 4, None, "full", 3, 8.65),  # v5litepod-4: 54% (+1.0%)
+    ("760M-1xC", 4, None, "full", 10, 9.09),  # v5litepod-4: 57% (-3.5%)
 ]
 
 

@@ -79,6 +79,7 @@ def main():
     ap.add_argument("--package-grid", choices=["coarse", "full"], default="coarse")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--methods", default="paper,ensemble", help="predict methods to time (comma list)")
+    ap.add_argument("--workers", type=int, help="processes for predict (default: the cores available)")
     ap.add_argument("--package", action="store_true", help="also time the chinchilla package (a process pool)")
     args = ap.parse_args()
     print(f"cores available: {len(os.sched_getaffinity(0))}")
@@ -91,13 +92,18 @@ def main():
         targets = {"7B": (6887575552, 3945065873408), "13B": (13202396160, 5000088518656)}
         # CPU seconds of this process next to wall seconds: on a shared machine the wall clock measures the
         # neighbours; numpy here is single-threaded, so CPU time is what an idle 2-core machine would take.
+        # CPU: this process and its finished worker processes (predict spreads tasks over --workers processes)
+        def cpu():
+            t = os.times()
+            return t.user + t.system + t.children_user + t.children_system
+
         for method in args.methods.split(","):
-            t, c = time.perf_counter(), time.process_time()
+            t, c = time.perf_counter(), cpu()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                predict(cols, targets, method=method, n_bootstrap=args.bootstrap)
-            print(f"OLMo ladder, 8 tasks, {method}, {args.bootstrap}-sample bootstrap: "
-                  f"{time.perf_counter() - t:.2f} s wall, {time.process_time() - c:.2f} s CPU"
+                predict(cols, targets, method=method, n_bootstrap=args.bootstrap, workers=args.workers)
+            print(f"OLMo ladder, 8 tasks, {method}, {args.bootstrap}-sample bootstrap, {args.workers or 'all'} "
+                  f"worker(s): {time.perf_counter() - t:.2f} s wall, {cpu() - c:.2f} s CPU"
                   + (" (back-test suite included)" if method == "ensemble" else ""))
 
     if (SHARED / "chinchilla").is_dir():

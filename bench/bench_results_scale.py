@@ -1,11 +1,13 @@
 """Read and fit a large results table: 10^6 rows over 62,500 runs (16 rows per run: 2 tasks x 8 checkpoints).
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_results_scale.py [--runs 62500] [--bootstrap 0]
+        [--method paper|ensemble|...]
 
 Writes a synthetic table (Chinchilla-shaped task loss, sigmoid accuracy, 2% noise) to a temporary file,
-then times ladder.results.read_table(validate=True) and ladder.laws.predict.predict(method="paper") on it.
+then times ladder.results.read_table(validate=True) and ladder.laws.predict.predict(method=...) on it, in wall
+seconds and in CPU seconds of this process (the fair figure on a shared machine), with the load average.
 Before the per-run grouping was vectorised (issue 18) the fit compared every run name against every row
-(62,500 x 10^6 string comparisons) and was still running after 10 minutes.
+(62,500 x 10^6 string comparisons) and was still running after 10 minutes. Figures: docs/results.md.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=62_500)
     ap.add_argument("--bootstrap", type=int, default=0)
+    ap.add_argument("--method", default="paper", help="paper (default here) or any `ladder predict --method`")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "results.csv"
@@ -62,15 +65,17 @@ def main() -> None:
         rows = write_table(path, args.runs)
         print(f"wrote {rows:,} rows over {args.runs:,} runs ({path.stat().st_size / 1e6:.0f} MB) in "
               f"{time.perf_counter() - t:.1f} s")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         cols = read_table(path, validate=True)
-        print(f"read_table(validate=True): {time.perf_counter() - t:.2f} s")
-        t = time.perf_counter()
+        print(f"read_table(validate=True): {time.perf_counter() - t:.2f} s wall, {time.process_time() - c:.2f} s CPU")
+        t, c = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pred = predict(cols, {"target": (7e9, 1.4e11)}, method="paper", n_bootstrap=args.bootstrap)
-        print(f"predict(method=paper, bootstrap={args.bootstrap}) over {len(pred.runs):,} runs, {len(TASKS)} tasks: "
-              f"{time.perf_counter() - t:.2f} s")
+            pred = predict(cols, {"target": (7e9, 1.4e11)}, method=args.method, n_bootstrap=args.bootstrap)
+        print(f"predict(method={args.method}, bootstrap={args.bootstrap}) over {len(pred.runs):,} runs, "
+              f"{len(TASKS)} tasks: {time.perf_counter() - t:.2f} s wall, {time.process_time() - c:.2f} s CPU")
+        print(f"load average (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+              f"{os.cpu_count()} cores")
         for task, r in pred.results["target"].items():
             print(f"  {task}: loss {r['loss']:.4f}, acc {r['acc']:.4f}")
 

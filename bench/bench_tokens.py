@@ -135,7 +135,7 @@ def serve(store: str, host: int, hosts: int, batches: int) -> dict:
 
 
 def loader(work: Path, store_gb: float, batches: int) -> list[dict]:
-    n_big = max(1, round(store_gb * 2**30 / (SHARD_TOKENS * 4)))
+    n_big = max(2, round(store_gb * 2**30 / (SHARD_TOKENS * 4)))  # the half store needs a shard
     big = work / f"tokens-{n_big}"
     if not (big / "manifest.json").exists():
         start = time.perf_counter()

@@ -9,8 +9,9 @@ own-data share > 0) with held-out checks, rule (a) at T = 3% checked by a run, a
 report. Measured figures: docs/specialization.md, "Smoke study".
 
 Variant `:ci` (tests/test_cpt_study.py): 2 sizes, 3 ratios, 2 budgets, tiny base runs (~1 minute).
-Variant `:measure`: domain scidocs, 3 sizes at 0.25x Chinchilla, 3 shares x 2 budgets + longer general CPT:
-the split law against its baselines and the compute ratio with intervals (docs/specialization.md).
+Variant `:measure`: domain scidocs, 3 sizes at 0.25x Chinchilla, 3 shares x 2 budgets + general CPT at 16x
+and 64x the smaller budget, legal and notices as cross domains: the split law against its baselines, the
+compute ratio with intervals and the cross-domain hold-out (docs/specialization.md, "Measured study").
 """
 
 from ladder.cpt import default_config
@@ -26,19 +27,20 @@ def get_config(arg=None):
         c.train_overrides = c.train_overrides + ["eval.n_questions=8", "eval.lm_loss_batches=2"]
         c.fit.update(starts=8)
     elif arg == "measure":
-        # Split law vs baselines and the compute ratio (docs/specialization.md, "Measured study"): domain
-        # scidocs (general CPT on prose + code transfers to it, so longer general runs can reach the domain
-        # runs' loss), 3 sizes, 3 shares x 2 budgets, general CPT also at 4x and 8x the smaller domain budget.
-        # Sized for a loaded 2-core machine (~1.5M CPT tokens); exam accuracy on 100 questions (the 500-question
-        # exam is the domain's task; these runs are about losses).
+        # The measured study (docs/specialization.md, "Measured study"): domain scidocs (general CPT on prose +
+        # code transfers to it, so longer general runs reach the domain runs' loss), 3 sizes, 3 shares x 2
+        # budgets; legal and notices get the same r > 0 runs at 2 sizes (cross-domain D-CPT law held out); general CPT
+        # at 16x and 64x the smaller domain budget (the compute ratio interpolated). Sized for a loaded 2-core
+        # machine; exam accuracy on 40 questions (these runs are about losses).
         c.name, c.out_dir = "specialization-measure", "runs/specialization-measure"
         c.domain = "scidocs"
+        c.cross_domains, c.cross_domain_sizes = ["legal", "notices"], ["45k", "93k"]
         c.base.update(sizes=["45k", "93k", "160k"], multiple=0.25)
         c.ratios = [0.0, 0.5, 1.0]
         c.budgets = [0.25, 0.5]
-        c.general_budgets = [1.0, 2.0]
+        c.general_budgets = [4.0, 16.0]
         c.train_overrides = [o for o in c.train_overrides if not o.startswith(("eval.tasks=", "eval.n_questions="))]
-        c.train_overrides += ["eval.tasks=scidocs_continuation", "eval.n_questions=100"]
+        c.train_overrides += ["eval.tasks=scidocs_continuation", "eval.n_questions=40"]
         c.fit.update(starts=8)
         c.check = False
     elif arg:

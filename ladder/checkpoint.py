@@ -57,6 +57,35 @@ class _OrbaxErrorsReRaised(logging.Filter):
 _FILTER = _OrbaxErrorsReRaised()
 
 
+def _closed_loop(error) -> bool:
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def quiet_closed_event_loops() -> None:
+    """Drop "Event loop is closed" from threads and finalizers (idempotent). When a save fails (a full disk)
+    the run stops while orbax's writer threads still hold coroutines and transports of an asyncio loop that
+    is going away; they raise this as an uncaught thread exception (threading.excepthook) or from __del__
+    (sys.unraisablehook), a traceback per object that says nothing the one-line storage error has not said.
+    Any other exception still goes to the previous hooks."""
+    import sys
+    import threading
+
+    if getattr(threading.excepthook, "_ladder_quiet", False):
+        return
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def thread_excepthook(args):
+        if not _closed_loop(args.exc_value):
+            thread_hook(args)
+
+    def unraisablehook(args):
+        if not _closed_loop(args.exc_value):
+            unraisable_hook(args)
+
+    thread_excepthook._ladder_quiet = unraisablehook._ladder_quiet = True
+    threading.excepthook, sys.unraisablehook = thread_excepthook, unraisablehook
+
+
 class CorruptCheckpoint(LadderError):
     """A checkpoint step whose files do not match its manifest (or that has none)."""
 
@@ -218,6 +247,7 @@ class Checkpoints:
         self.last_verified: int | None = None  # newest step whose manifest this process wrote or checked
         for name in ("absl", "asyncio", "concurrent.futures"):
             logging.getLogger(name).addFilter(_FILTER)  # idempotent: a logger holds a filter once
+        quiet_closed_event_loops()
         keep_policy = policies.AnyPreservationPolicy([
             policies.LatestN(n=max(keep, 1)),  # the newest `keep` saves (resume points)
             policies.CustomSteps(list(permanent_steps)),  # the plan's checkpoint_steps are never deleted

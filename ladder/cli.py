@@ -3,7 +3,8 @@
 Each verb lives in `ladder/commands/<verb>.py` with `add_arguments(parser)`, `run(args) -> int` (parse, one
 library call, print), `EXAMPLES` (shown by --help) and `TAKES_CONFIG = True` when it reads `--config.*`
 overrides. A verb's module is imported only when invoked, so `ladder plan` never pays for JAX.
-Any `LadderError` becomes one line on stderr and exit code 2. The grammar the verbs share (-o/--out and
+Any `LadderError`, and any OSError (a path that cannot be read or written), becomes one line on stderr
+and exit code 2. The grammar the verbs share (-o/--out and
 --overwrite, --target, examples, defaults in --help) is in `ladder/commands/common.py`.
 """
 
@@ -120,6 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ladder {verb}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
+        print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError as '<path>: <reason>; <fix>' (no traceback: the path and the reason are what the user needs)."""
+    path = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
+    return f"{path}: {e.strerror or e}; check that the path exists, is of the right kind (file or directory), " \
+           "is writable, and that the disk is not full"
 
 
 if __name__ == "__main__":

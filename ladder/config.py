@@ -27,7 +27,8 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
     path, _, arg = spec.partition(":")
     file = Path(path)
     if not file.is_file():
-        raise LadderError(f"config: no such file {path!r}; pass a get_config() file such as configs/smoke.py")
+        what = "is a directory, not a file:" if file.is_dir() else "no such file"
+        raise LadderError(f"config: {what} {path!r}; pass a get_config() file such as configs/smoke.py")
     if file.suffix != ".py":
         raise LadderError(f"config: {path} is not a .py file; pass a get_config() file such as configs/smoke.py")
     module_spec = importlib.util.spec_from_file_location(f"_ladder_config_{file.stem}", file)

@@ -16,6 +16,8 @@ Stages, each resumable (a finished run is skipped, a killed one resumes from its
   5. check     a CPT run at rule (a)'s ratio: its measured general-loss rise against the tolerance and both
                losses against each fitted law's prediction
   6. report    the compute effectiveness of domain vs general CPT (as `ladder report specialization`)
+  7. split     the split law against its baselines on held-out runs
+  8. domains   with cross_domains: every domain held out in turn (ladder.cpt_domains)
 Output: <out>/study.json (every figure above plus stage times), the fit's and report's JSON/CSV/PNG under
 <out>/specialization/. docs/specialization.md ("Smoke study") has the measured figures.
 """
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 from ladder.errors import LadderError, require
 
@@ -41,6 +44,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.base = dict(preset="smoke", sizes=["45k", "93k", "160k", "250k"], multiple=0.5)
     c.general = "prose,code"  # embedded domains of the general mixture (natural proportions)
     c.domain = "legal"  # the embedded domain specialized to
+    # More embedded domains for the cross-domain D-CPT law held out (ladder.laws.dcpt_cross): each gets the
+    # grid's r > 0 runs (the r = 0 runs are general CPT, shared), every run scores every domain's loss
+    # (eval.lm_loss_domains), and the stage `cross_domain` leaves each domain out in turn.
+    c.cross_domains = []
+    c.cross_domain_sizes = []  # base sizes their runs continue (default: every size)
     c.ratios = [0.0, 0.1, 0.2, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0]  # domain shares r of the CPT mixture
     # CPT tokens per parameter. The re-warmup first raises the loss (the "stability gap"); at 0.25 tokens per
     # parameter the runs were still inside it, so the budgets start at 0.5 (docs/specialization.md).
@@ -90,13 +98,23 @@ def plan_study(cfg) -> tuple[list[dict], list[dict]]:
                  for b in bases]
     rungs = cpt_grid(cpt_bases, list(cfg.ratios), list(cfg.budgets), warmup_fraction=cfg.cpt.warmup_fraction,
                      lr_factor=cfg.cpt.lr_factor, restore_optimizer=cfg.cpt.restore_optimizer)
+    for extra_domain in cfg.cross_domains:
+        sized = {b["name"] for b in bases if b["size"] in (cfg.cross_domain_sizes or cfg.base.sizes)}
+        rungs += [dict(r, name=r["name"].replace("-cpt-", f"-{extra_domain}-cpt-"), domain=extra_domain)
+                  for r in rungs if r["r"] > 0 and "domain" not in r and r["base_run"] in sized]
     extra = [b for b in cfg.general_budgets if b not in list(cfg.budgets)]
     if extra:
-        rungs += cpt_grid(cpt_bases, [0.0], extra, warmup_fraction=cfg.cpt.warmup_fraction,
-                          lr_factor=cfg.cpt.lr_factor, restore_optimizer=cfg.cpt.restore_optimizer)
+        rungs += [dict(r, general_extension=True) for r in cpt_grid(
+            cpt_bases, [0.0], extra, warmup_fraction=cfg.cpt.warmup_fraction, lr_factor=cfg.cpt.lr_factor,
+            restore_optimizer=cfg.cpt.restore_optimizer)]
     for r in rungs:
         r["seed"] = r["seed"] + cfg.cpt.seed_offset
     return bases, rungs
+
+
+def study_domains(cfg) -> list[str]:
+    """The study's domain first, then its cross-domain ones (each scored by every run when there are 2+)."""
+    return [cfg.domain] + [d for d in cfg.cross_domains if d != cfg.domain]
 
 
 def run_config(cfg, rung: dict, out: Path):
@@ -104,8 +122,10 @@ def run_config(cfg, rung: dict, out: Path):
     embedded data mixed general/domain at the rung's share r, then (CPT) the base run to continue from."""
     from ladder.train_config import resolve_rung
 
-    study = ["data.source=embedded", f"mix.general={cfg.general}", f"mix.domain={cfg.domain}",
+    study = ["data.source=embedded", f"mix.general={cfg.general}", f"mix.domain={rung.get('domain', cfg.domain)}",
              f"mix.r={float(rung.get('r', 0.0))!r}"]
+    if len(study_domains(cfg)) > 1:
+        study.append(f"eval.lm_loss_domains={','.join(study_domains(cfg))}")
     if "init_from" in rung:
         study += [f"init.from_run={out / 'runs' / rung['base_run']}",
                   f"init.restore_optimizer={bool(rung['init_from']['restore_optimizer'])}"]
@@ -169,6 +189,8 @@ def run_study(cfg, out=None, log=print) -> dict:
     from ladder.results import read_table
 
     out = Path(out or cfg.out_dir)
+    require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a study directory",
+            "give a directory (new, or a study to resume)")
     out.mkdir(parents=True, exist_ok=True)
     times, summary = {}, {"name": cfg.name}
     use_compilation_cache(out / "jax_cache")
@@ -187,7 +209,10 @@ def run_study(cfg, out=None, log=print) -> dict:
 
     t = time.perf_counter()
     results_path = out / "results.csv"
-    summary["rows"] = collect(bases + rungs, out, results_path)
+    main = [r for r in rungs if "domain" not in r]  # the study's own domain; cross-domain runs apart
+    summary["rows"] = collect(bases + main, out, results_path)
+    if cfg.cross_domains:
+        collect(bases + rungs, out, out / "results_domains.csv")
     times["collect"] = time.perf_counter() - t
 
     # Rule (a) at the largest size and budget of the grid.
@@ -195,8 +220,12 @@ def run_study(cfg, out=None, log=print) -> dict:
     spec = out / "specialization"
     table = read_table(results_path)
     largest = max(bases, key=lambda b: b["n"])
-    d_rule = max(r["d_cpt"] for r in rungs if r["base_run"] == largest["name"])
-    fitted, laws = fit_study(cfg, table, largest["n"], d_rule, spec)
+    # The D-CPT law is fitted on the grid (ratios x budgets): the longer general runs serve the compute ratio;
+    # at r = 0 the law is flat in D, and 16-64x longer general CPT is not (R^2 0.50 with them in :measure).
+    extension = {r["name"] for r in rungs if r.get("general_extension")}
+    grid_table = {k: v[~np.isin(table["run"], list(extension))] for k, v in table.items()} if extension else table
+    d_rule = max(r["d_cpt"] for r in rungs if r["base_run"] == largest["name"] and r["name"] not in extension)
+    fitted, laws = fit_study(cfg, grid_table, largest["n"], d_rule, spec)
     summary |= fitted
     rule = summary["rule_a"]
     times["fit"] = time.perf_counter() - t
@@ -210,12 +239,18 @@ def run_study(cfg, out=None, log=print) -> dict:
         times["check"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    summary["effectiveness"] = report_study(table, spec)
+    summary["effectiveness"] = report_study(table, spec)  # every general run: the longer ones are its reach
     times["report"] = time.perf_counter() - t
 
     t = time.perf_counter()
     summary["split_comparison"] = compare_split_laws(results_path, cfg.fit.starts, spec)
     times["split_comparison"] = time.perf_counter() - t
+    if cfg.cross_domains:
+        from ladder.cpt_domains import cross_domain_stage
+
+        t = time.perf_counter()
+        summary["cross_domain"] = cross_domain_stage(cfg, out, bases, rungs, spec)
+        times["cross_domain"] = time.perf_counter() - t
     summary["seconds"] = times
     (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))

@@ -32,7 +32,12 @@ def read_utf8(path, what: str = "file") -> str:
     and the byte offset, and NUL bytes (binary data that happens to decode) are refused the same way."""
     from pathlib import Path
 
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        why = {IsADirectoryError: "is a directory, not a file", FileNotFoundError: "not found",
+               PermissionError: "cannot be read (permission denied)"}.get(type(e), f"cannot be read ({e.strerror})")
+        raise LadderError(f"{what}: {path} {why}; pass a readable file") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -43,3 +48,15 @@ def read_utf8(path, what: str = "file") -> str:
         raise LadderError(f"{what}: {path} has a NUL byte at offset {len(text[:nul].encode('utf-8'))}, so it is "
                           "binary, not text; check that it is the right file")
     return text
+
+
+def read_json(path, what: str = "file", fix: str = "check that it is the right file"):
+    """A JSON file's value; unreadable, non-UTF-8 or malformed JSON is one LadderError naming the file (and the
+    line and column of the JSON error) instead of a JSONDecodeError traceback."""
+    import json
+
+    try:
+        return json.loads(read_utf8(path, what))
+    except json.JSONDecodeError as e:
+        raise LadderError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                          f"{fix}") from None

@@ -111,7 +111,8 @@ def parse_mapping(spec: str) -> dict[str, str]:
     """`run=model,n=params,...` or a file of `field=column` lines (or a JSON object) -> {field: column}.
 
     A value may be a column name, a pattern with one `*` over columns (a wide table: the `*` part is the
-    task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`)."""
+    task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`); `run` may join columns with `+`
+    (`run=data+size`: run names `DATA-SIZE`, one per combination)."""
     path = Path(spec)
     if path.is_file():
         text = path.read_text()
@@ -153,12 +154,14 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     Long tables have one row per run (x checkpoint) x task (`task=COL`); wide tables one row per run
     (x checkpoint) with a column per task (`acc=acc_*`, optionally `loss=bpb_*`). Without `step` each
     run's rows are numbered in file order. Without `loss` the task loss is left blank: methods that need
-    it say so and the default ensemble keeps those that do not (docs/laws.md)."""
+    it say so and the default ensemble keeps those that do not (docs/laws.md). Without `d`, tokens are
+    `flops` / 6N."""
     path = Path(path)
     require(path.is_file(), str(path), "no such file", "give the CSV to import")
     for field in ("run", "n", "d", "acc"):
-        require(field in mapping, "--map", f"no column for {field!r}",
-                f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})")
+        require(field in mapping or field == "d" and "flops" in mapping, "--map", f"no column for {field!r}",
+                f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})"
+                + (" or flops=COLUMN (then D = flops / 6N)" if field == "d" else ""))
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
@@ -167,7 +170,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     require(wide or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or acc=PATTERN_* "
             "(one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
 
-    def kind(field):  # "col" | "const" | "pattern" | None
+    def kind(field):  # "col" | "cols" | "const" | "pattern" | None
         v = mapping.get(field)
         if v is None:
             return None
@@ -175,6 +178,8 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             return "pattern"
         if v in header:
             return "col"
+        if field == "run" and "+" in v and all(c in header for c in v.split("+")):
+            return "cols"  # run=data+size(+seed): one run per combination (a ladder of several training sets)
         try:
             _number(v, "--map", field)
             return "const"
@@ -202,6 +207,8 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             return _number(rec[v], where, v)
         if k == "col":
             return rec[v] if field in ("run", "task") else _number(rec[v], where, v)
+        if k == "cols":
+            return "-".join(rec[c].strip() for c in v.split("+"))
         return v if field in ("run", "task") else _number(v, where, field)
 
     rows, counter = [], {}
@@ -216,8 +223,11 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             step = value("step", rec, t, where)
             if step != step:
                 step = counter[(run, t)] = counter.get((run, t), -1) + 1
-            row = {"run": run, "n": value("n", rec, t, where), "d": value("d", rec, t, where), "step": int(step),
-                   "task": str(t), "acc": acc, "loss": value("loss", rec, t, where)}
+            n = value("n", rec, t, where)
+            # tokens: mapped, else from training FLOPs by the 6ND rule (docs/laws.md, "Any published ladder in")
+            d = value("d", rec, t, where) if "d" in mapping else value("flops", rec, t, where) / (6 * n)
+            row = {"run": run, "n": n, "d": d, "step": int(step), "task": str(t), "acc": acc,
+                   "loss": value("loss", rec, t, where)}
             for extra in ("lm_loss", "flops", "chance"):
                 if extra in mapping:
                     row[extra] = value(extra, rec, t, where)

@@ -1,6 +1,7 @@
-"""The predictor's figures, as in Bhagia et al. 2024: step 1 (task loss over tokens, one curve per N, target
-marked), step 2 (accuracy over task loss with every checkpoint and the fitted sigmoid), and the chained
-prediction (accuracy over compute). One PNG per figure, one panel per task. matplotlib, Agg backend.
+"""The predictor's figures, as in Bhagia et al. 2024: step 1 (task loss over tokens, one curve per N, or per
+bin of sizes past 8 distinct N, target marked), step 2 (accuracy over task loss with every checkpoint and the
+fitted sigmoid), and the chained prediction (accuracy over compute). One PNG per figure, one panel per task.
+matplotlib, Agg backend.
 """
 
 from __future__ import annotations
@@ -30,10 +31,22 @@ def _panels(plt, n):
     return fig, axes.flat
 
 
-def _colors(plt, ns):
+MAX_SIZE_GROUPS = 8  # curves and legend entries per panel; more distinct N are drawn in bins of sizes
+
+
+def _size_groups(plt, ns) -> list[tuple[float, np.ndarray, str, tuple]]:
+    """(N for the curve, which entries of `ns` belong, legend label, color) per size, or, past
+    MAX_SIZE_GROUPS distinct sizes (a table of 62,500 runs each with its own N), per bin of consecutive
+    sizes (the curve at the bin's middle size), so a figure stays a handful of calls and legend entries."""
+    ns = np.asarray(ns)
+    uniq = np.unique(ns)
+    bins = np.array_split(uniq, min(len(uniq), MAX_SIZE_GROUPS))
     cmap = plt.get_cmap("viridis")
-    uniq = sorted(set(ns))
-    return {n: cmap(i / max(1, len(uniq) - 1) * 0.85) for i, n in enumerate(uniq)}
+    out = []
+    for i, b in enumerate(bins):
+        label = f"N={format_count(b[0])}" + ("" if len(b) == 1 else f"-{format_count(b[-1])}")
+        out.append((float(b[len(b) // 2]), np.isin(ns, b), label, cmap(i / max(1, len(bins) - 1) * 0.85)))
+    return out
 
 
 def _feature_label(fit) -> str:
@@ -50,8 +63,21 @@ def _save(plt, fig, path: Path) -> Path:
 def _target(ax, x: float, r: dict, key: str, marker: str, label: str) -> None:
     """A predicted target at x: r[key] with its interval r[key_lo]..r[key_hi] as an error bar."""
     y = r[key]
+    if not (np.isfinite(x) and np.isfinite(y)):  # e.g. the task loss of an accuracy-only fit
+        return
     ax.errorbar([x], [y], yerr=[[y - r[f"{key}_lo"]], [r[f"{key}_hi"] - y]], color="crimson", marker=marker,
                 ms=10, capsize=3, zorder=4, label=label)
+
+
+def _no_feature(ax, fit, task: str, step: str) -> bool:
+    """A panel for a fit without an intermediate feature (single-step on an accuracy-only table): say so."""
+    if np.isfinite(fit.data.feature).any():
+        return False
+    ax.text(0.5, 0.5, f"{task}: no intermediate feature\n({fit.method.name} fits accuracy directly)",
+            ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    ax.set_title(f"{task} — {step}", fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    return True
 
 
 def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
@@ -68,14 +94,14 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
     for ax, task in zip(axes, tasks):
         fit = pred.fits[task]
         data = fit.data
-        color = _colors(plt, data.n)
+        if _no_feature(ax, fit, task, "step 1"):
+            continue
         d_max = max([data.d.max()] + [D for _, D in pred.targets.values()])
         grid = np.geomspace(data.d.min() / 2, d_max * 1.5, 200)
-        for n in sorted(set(data.n)):
+        for n, m, label, color in _size_groups(plt, data.n):
             L, _ = fit.predict(n, grid)
-            ax.plot(grid, L, color=color[n], lw=1)
-            m = data.n == n
-            ax.scatter(data.d[m], data.feature[m], color=color[n], s=18, zorder=3, label=f"N={format_count(n)}")
+            ax.plot(grid, L, color=color, lw=1)
+            ax.scatter(data.d[m], data.feature[m], color=color, s=18, zorder=3, label=label)
         for (name, (N, D)), mk in zip(pred.targets.items(), markers):
             L, _ = fit.predict(N, grid)
             r = pred.results[name][task]
@@ -94,12 +120,12 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
     for ax, task in zip(axes, tasks):
         fit = pred.fits[task]
         data = fit.data
-        color = _colors(plt, data.n)
-        for n in sorted(set(data.n)):
-            m = data.n[data.point_run] == n
-            ax.scatter(data.point_feature[m], data.point_acc[m], color=color[n], s=4, alpha=0.5,
-                       label=f"N={format_count(n)} checkpoints")
-        lo = min([0.0] + [r[task]["loss"] for r in pred.results.values()])
+        if _no_feature(ax, fit, task, "step 2"):
+            continue
+        for _, m, label, color in _size_groups(plt, data.n[data.point_run]):
+            ax.scatter(data.point_feature[m], data.point_acc[m], color=color, s=4, alpha=0.5,
+                       label=f"{label} checkpoints")
+        lo = min([0.0] + [r[task]["loss"] for r in pred.results.values() if np.isfinite(r[task]["loss"])])
         xs = np.linspace(lo, data.point_feature.max() * 1.05, 300)
         if fit.step2 is not None:  # an accuracy-only fit (single-step on a table without task loss) has none
             ax.plot(xs, fit.sigmoid.predict(fit.step2.x, xs), color="k", lw=1.2, label="fitted sigmoid")
@@ -119,12 +145,10 @@ def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
     for ax, task in zip(axes, tasks):
         fit = pred.fits[task]
         data = fit.data
-        color = _colors(plt, data.n)
         _, acc_hat = fit.predict(data.n, data.d)
-        for n in sorted(set(data.n)):
-            m = data.n == n
-            ax.scatter(6 * n * data.d[m], data.acc[m], color=color[n], s=18, label=f"N={format_count(n)} observed")
-            ax.scatter(6 * n * data.d[m], acc_hat[m], facecolors="none", edgecolors=color[n], s=30)
+        for _, m, label, color in _size_groups(plt, data.n):
+            ax.scatter(6 * data.n[m] * data.d[m], data.acc[m], color=color, s=18, label=f"{label} observed")
+            ax.scatter(6 * data.n[m] * data.d[m], acc_hat[m], facecolors="none", edgecolors=color, s=30)
         for (name, (N, D)), mk in zip(pred.targets.items(), markers):
             r = pred.results[name][task]
             _target(ax, 6 * N * D, r, "acc", mk, f"{name}: {r['acc']:.3f}")

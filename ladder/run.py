@@ -270,6 +270,8 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
     writing nothing into an existing run directory (its plan goes to a temporary directory instead)."""
     validate(cfg)
     out = Path(out_dir or cfg.out_dir)
+    require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a run directory",
+            "give a directory (new, or a run to resume)")
     if dry_run:
         import tempfile
 

@@ -4,9 +4,9 @@ analysis of specialized vs general continued pretraining (numpy only; plots in `
 Compute effectiveness (the question of Malaquias Junior et al. 2025): from one base checkpoint per size,
 continue pretraining on general data (kind "general") and on domain data (kind "domain", by default domain
 share 1) with the same token budgets. For each domain run at compute C_s = 6 N D_cpt, how much CPT compute
-C_g would the general run need to reach the same domain metric? We fit the general runs' curve per size (log
-loss linear in log compute; accuracy linear in log compute) and invert it inside the general runs' measured
-range only: ratio = C_g / C_s (> 1: specializing pays), else "not reached within the measured range". The
+C_g would the general run need to reach the same domain metric? We interpolate the general runs' curve per size (log
+loss or accuracy, linear in log compute between the two measured runs that bracket the target; never
+extrapolated): ratio = C_g / C_s (> 1: specializing pays), else "not reached within the measured range". The
 gain at equal compute (domain minus general metric at the same budget) is always measured. Trends in N are
 log-linear fits over 3+ sizes. Formulas: docs/specialization.md.
 """
@@ -113,7 +113,7 @@ def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> 
     keep = np.isin(table["kind"], CPT_KINDS) & (np.nan_to_num(table["d_cpt"]) > 0)
     if task:
         keep &= table["task"] == task
-        require(keep.any(), "task", f"no CPT rows for task {task!r}", f"choose one of {sorted(set(table['task']))}")
+        require(keep.any(), "task", f"no CPT rows for task {task!r}", f"choose one of {sorted(set(table['task'].tolist()))}")
     idx = last_rows(table["run"], table["step"], keep)
     require(len(idx) > 0, "kind", "no general/domain CPT rows in the results table",
             "write CPT runs with kind 'general' or 'domain' and d_cpt > 0")
@@ -152,30 +152,27 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
         if gen.sum() < 2 or dom.sum() < 1:
             sizes.append(entry | {"error": f"needs 2+ general CPT runs and 1+ run at domain share {domain_share:g}"})
             continue
-        x = np.log(rows["compute"][gen])
-        y = rows["value"][gen] if higher_better else np.log(rows["value"][gen])
-        slope, intercept = np.polyfit(x, y, 1)
-        calib = _calibration(x, y, slope, intercept)
-        improves = slope > 1e-9 if higher_better else slope < -1e-9  # a flat or wrong-way fit cannot be inverted
+        order = np.argsort(rows["compute"][gen])
+        x = np.log(rows["compute"][gen])[order]
+        y = (rows["value"][gen] if higher_better else np.log(rows["value"][gen]))[order]
+        slope, intercept = np.polyfit(x, y, 1)  # described only: the ratio interpolates between measured runs
         best_general = rows["value"][gen].max() if higher_better else rows["value"][gen].min()
         ratios, gains = [], []
         for i in np.flatnonzero(dom):
             value = float(rows["value"][i])
             target = value if higher_better else math.log(value)
-            reached = improves and better(best_general, value)
-            log_c_gen = (target - intercept) / slope if reached else math.nan
-            reached = reached and bool(x.min() - 1e-9 <= log_c_gen <= x.max() + 1e-9)  # (rounding at the ends)
+            log_c_gen, lo_hi = _segment_crossing(x, y, target, higher_better)
+            reached = math.isfinite(log_c_gen)
             c_gen = math.exp(log_c_gen) if reached else math.nan
             same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
             gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
             forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
                           if same_budget.any() else math.nan)
-            lo_hi = calib(target) if reached else (math.nan, math.nan)
             point = {"base_run": base, "n": n, "run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
                      "compute": float(rows["compute"][i]), "value": value, "reached": reached,
                      "general_compute_to_match": c_gen if reached else math.nan,
                      "compute_ratio": c_gen / rows["compute"][i] if reached else math.nan,
-                     # 90% calibration interval of the ratio (inverse regression, below); NaN under 3 runs.
+                     # the interpolation's curvature interval (_segment_crossing); NaN under 3 general runs.
                      "compute_ratio_interval": [math.exp(v) / rows["compute"][i] for v in lo_hi],
                      # Not reached by the general runs at all: their largest compute is a lower bound.
                      "compute_ratio_lower_bound": (float(np.exp(x.max())) / rows["compute"][i]
@@ -191,7 +188,8 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
                   f"{len(finite)} of {len(ratios)} budgets matched; the rest not reached within the measured range"
                   if len(finite) else "not reached within the measured range")
         sizes.append(entry | {"general_fit": {"slope": float(slope), "intercept": float(intercept),
-                                              "form": "acc = i + s log C" if higher_better else "log L = i + s log C"},
+                                              "form": ("acc = i + s log C" if higher_better else "log L = i + s log C")
+                                              + " (least squares, descriptive; the ratio interpolates)"},
                               "status": status,
                               "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.nan,
                               # geometric means of the matched points' interval ends (they share one fit)
@@ -205,30 +203,38 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
 
 
 MIN_TREND_SIZES = 3
-INTERVAL_LEVEL = 0.90
 
 
-def _calibration(x: np.ndarray, y: np.ndarray, slope: float, intercept: float):
-    """The inverse-regression (calibration) interval of x0 = (y0 - i)/s for the general runs' line
-    y = i + s x: x0 +- t_{n-2} (s_e/|s|) sqrt(1 + 1/n + (x0 - mean x)^2 / Sxx), where s_e is the residual
-    standard deviation (the "1 +" counts the domain run's own value as one more noisy measurement).
-    Returns a function y0 -> (lo, hi) of x; (nan, nan) with fewer than 3 general runs."""
-    from scipy.stats import t as student_t
+def _segment_crossing(x: np.ndarray, y: np.ndarray, y0: float, higher_better: bool):
+    """Where the general runs' curve (x = log C ascending, y = log loss or accuracy) first reaches y0, by
+    linear interpolation between the two measured runs that bracket it, with its curvature interval.
 
-    n = len(x)
-    if n < 3:
-        return lambda y0: (math.nan, math.nan)
-    resid = y - (intercept + slope * x)
-    s_e = math.sqrt(float(resid @ resid) / (n - 2))
-    sxx = float(((x - x.mean()) ** 2).sum())
-    q = float(student_t.ppf(0.5 + INTERVAL_LEVEL / 2, n - 2))
+    Returns (x0, (lo, hi)); x0 = NaN when no bracketing pair exists (not reached, or already passed at the
+    smallest general run: never extrapolated). The interval: the lines through the neighbouring segments
+    (the runs before and after the bracket), extended into it, cross y0 elsewhere; the curve between two
+    measured runs lies between the chord and those lines when its slope changes monotonically (concave or
+    convex), so [min, max] of the three crossings, clipped to the bracket, holds the crossing. It measures
+    interpolation error only, not run-to-run noise; (NaN, NaN) when the bracket has no neighbour (2 runs)."""
+    better = (lambda v: v >= y0) if higher_better else (lambda v: v <= y0)  # noqa: E731
+    nan = (math.nan, math.nan)
+    if better(y[0]):
+        return (float(x[0]) if y[0] == y0 else math.nan), nan
+    hits = [k for k in range(len(x) - 1) if better(y[k + 1])]
+    if not hits:
+        return math.nan, nan
+    k = hits[0]
 
-    def interval(y0: float) -> tuple[float, float]:
-        x0 = (y0 - intercept) / slope
-        half = q * s_e / abs(slope) * math.sqrt(1 + 1 / n + (x0 - x.mean()) ** 2 / sxx)
-        return x0 - half, x0 + half
+    def cross(a: int, b: int) -> float:
+        slope = (y[b] - y[a]) / (x[b] - x[a])
+        improving = slope > 0 if higher_better else slope < 0
+        return float(x[a] + (y0 - y[a]) / slope) if improving else math.nan
 
-    return interval
+    x0 = cross(k, k + 1)
+    others = [cross(a, a + 1) for a in (k - 1, k + 1) if 0 <= a and a + 1 < len(x)]
+    others = [min(max(v, x[k]), x[k + 1]) for v in others if math.isfinite(v)]
+    if not others:
+        return x0, nan
+    return x0, (min([x0] + others), max([x0] + others))
 
 
 def _geomean_interval(points: list[dict], base: str) -> list[float]:

@@ -105,7 +105,7 @@ def read_jsonl_task(path: str | Path, name: str | None = None, k_shot: int = 0, 
     path = Path(path)
     if not path.is_file():
         raise LadderError(f"eval.tasks: no task file {str(path)!r}")
-    questions, pool = [], []
+    questions, pool, ids = [], [], {}
     # split on "\n" only: str.splitlines would also cut a JSON string holding U+2028 or a form feed
     for lineno, line in enumerate(read_utf8(path, "eval.tasks").split("\n"), 1):
         if not line.strip():
@@ -121,6 +121,18 @@ def read_jsonl_task(path: str | Path, name: str | None = None, k_shot: int = 0, 
             raise LadderError(f"{where}: choices must be a list of strings")
         q = Question(r["context"], tuple(r["choices"]), r["gold"])
         validate_question(q, where)
+        if len(set(q.choices)) < len(q.choices):  # identical choices always score alike: the gold cannot win
+            j = next(j for j, c in enumerate(q.choices) if q.choices.index(c) != j)
+            raise LadderError(f"{where}: choices {q.choices.index(q.choices[j])} and {j} are identical "
+                              f"({q.choices[j]!r}); make every choice distinct")
+        if not isinstance(r.get("fewshot", False), bool):
+            raise LadderError(f"{where}: fewshot must be true or false, got {r['fewshot']!r}")
+        if "id" in r:  # a question listed twice would count twice in the accuracy
+            key = json.dumps(r["id"], sort_keys=True)
+            if key in ids:
+                raise LadderError(f"{where}: id {r['id']!r} already appears on line {ids[key]}; "
+                                  "give every question its own id (or drop the repeat)")
+            ids[key] = lineno
         (pool if r.get("fewshot") else questions).append(q)
     if not questions:
         raise LadderError(f"{path}: no questions (empty file, or every line is a few-shot example)")

@@ -194,6 +194,9 @@ def check_value_type(field: str, ref, value) -> None:
         require(isinstance(ref, float) or float(value).is_integer(), field, f"expected an integer, got {value!r}",
                 "write a whole number")
         require(math.isfinite(value), field, f"must be finite, got {value!r}", "write a finite number")
+        # counts (steps, batch, sizes, seeds) live in int32 on the device: 1e30 steps would overflow there
+        require(isinstance(ref, float) or abs(value) < 2**31, field, f"{value!r} is too large (at most 2^31 - 1)",
+                "write a smaller whole number")
     elif isinstance(ref, str):
         require(isinstance(value, str), field, f"expected a string, got {value!r}", "quote the value")
     elif isinstance(ref, (list, tuple)):
@@ -317,12 +320,15 @@ def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
 def check_run_dir(run_dir) -> None:
     """The run directory must be creatable and writable; checked without writing anything.
 
-    gs:// directories are accepted unchecked here (etils.epath + gcsfs write them; a missing bucket or
-    permission fails at the first write). Other URL schemes are refused.
+    gs:// directories need credentials or an emulator (ladder.gcs: one line at once, not minutes of retries);
+    a missing bucket or permission fails at the first write. Other URL schemes are refused.
     """
     if "://" in str(run_dir):
         require(str(run_dir).startswith("gs://"), "--run-dir", f"{run_dir}: only gs:// URLs are supported",
                 "use a local path or gs://BUCKET/...")
+        from ladder import gcs
+
+        gcs.require_access(run_dir, "--run-dir")
         return
     run_dir = Path(run_dir)
     require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",

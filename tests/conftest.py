@@ -1,6 +1,7 @@
 """Shared test set-up. Tests run on CPU; reference data in ../shared is optional (tests skip without it)."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,26 @@ def gcs_emulator(tmp_path):
 
     with emulator.serving(tmp_path / "gcs" / "bucket", ["test"]) as env:
         yield env
+
+
+@pytest.fixture(scope="session")
+def build_offline():
+    """build_offline(domains, root) -> {domain: prepared tfds builder}: embedded domains built into
+    root/tfds with the network forbidden (any IPv4/IPv6 connect fails the test)."""
+    from ladder.data.tfds_builder import embedded_builder, prepared
+
+    def build(domains, root: Path) -> dict:
+        real_connect = socket.socket.connect
+
+        def refuse(self, address):
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                raise AssertionError(f"network access attempted: {address}")
+            return real_connect(self, address)
+
+        socket.socket.connect = refuse
+        try:
+            return {d: prepared(embedded_builder(d, root / "tfds")) for d in domains}
+        finally:
+            socket.socket.connect = real_connect
+
+    return build

@@ -8,10 +8,10 @@ import pytest
 
 from ladder import aot, specialization
 from ladder.laws import split
-from ladder.results import append_rows, read_table
+from ladder.results import read_table
 from test_dcpt import write_study as write_dcpt_study
 from test_specialize import write_study as write_effectiveness_study
-from test_split import CODE, LEGAL, grid
+from test_split import CODE, LEGAL, write_two_domain_study
 
 
 def test_dcpt_fit_and_rules_as_values(tmp_path):
@@ -32,16 +32,7 @@ def test_dcpt_fit_and_rules_as_values(tmp_path):
 
 
 def test_split_fit_and_allocation_as_values(tmp_path):
-    rows = []
-    for domain, law in (("legal", LEGAL), ("code", CODE)):
-        p = grid(law)
-        for i in range(len(p)):
-            base = p.d_prime[i] == 0
-            rows.append({"run": f"{domain}-{i}", "n": p.n[i], "d": p.d[i] + p.d_prime[i], "step": 1, "task": "t",
-                         "loss": 1.0, "acc": 0.5, "r": 0.0 if base else 1.0, "d_cpt": p.d_prime[i],
-                         "base_run": "b", "kind": "base" if base else "domain", "domain": domain,
-                         "domain_loss": p.loss[i], "general_loss": ""})
-    append_rows(tmp_path / "results.csv", rows)
+    write_two_domain_study(tmp_path / "results.csv")
     fit = specialization.fit_split(read_table(tmp_path / "results.csv"))
     assert fit.summary["domains"]["legal"]["params"]["k"] == pytest.approx(8.0, rel=1e-3)
     alloc = specialization.allocate_split(fit.summary, 1e18)

@@ -1,6 +1,5 @@
 """The embedded corpus builds offline in a fresh directory, and the embedded tasks are built from it."""
 
-import socket
 import sys
 from pathlib import Path
 
@@ -10,28 +9,16 @@ import pytest
 
 from ladder import tasks as T
 from ladder.data import corpus, make_source
-from ladder.data.tfds_builder import embedded_builder, prepared, read_split
+from ladder.data.tfds_builder import embedded_builder, read_split
 from ladder.errors import LadderError
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """Build every domain into a fresh cache with the network forbidden."""
+def built(tmp_path_factory, build_offline):
+    """Every default domain built into a fresh cache with the network forbidden (the specialization domains
+    build in tests/test_domains.py)."""
     root = tmp_path_factory.mktemp("ladder-cache")
-    real_connect = socket.socket.connect
-
-    def refuse(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise AssertionError(f"network access attempted: {address}")
-        return real_connect(self, address)
-
-    socket.socket.connect = refuse
-    try:
-        # The default domains (the specialization domains build in tests/test_domains.py).
-        builders = {d: prepared(embedded_builder(d, root / "tfds")) for d in ("prose", "code", "legal")}
-    finally:
-        socket.socket.connect = real_connect
-    return root, builders
+    return root, build_offline(("prose", "code", "legal"), root)
 
 
 def test_embedded_corpus_builds_offline_with_counts_and_hash(built):

@@ -7,7 +7,7 @@ import pytest
 
 from ladder import cli
 from ladder.errors import LadderError
-from ladder.laws import dcpt, dcpt_rules
+from ladder.laws import dcpt, dcpt_cross, dcpt_rules
 from ladder.results import append_rows, read_table
 
 # Domain loss (r = domain share) and general loss (r = general share) of a smoke-like study.
@@ -187,9 +187,9 @@ def test_cli_rejects_ratio_outside_unit_interval(tmp_path, capsys):
 
 
 def _domains(w_true=0.5, names=("a", "b", "c", "d", "e"), l0s=(2.0, 3.0, 4.0, 5.0, 3.5),
-             l_probes=(1.2, 2.4, 3.0, 4.6, 2.0)):
+             l_probes=(1.2, 2.4, 3.0, 4.6, 2.0), e=0.8):
     """Points of several domains sharing a cross-domain law whose K uses decline weight w_true."""
-    law = dcpt.DcptLaw(E=0.8, A=20.0, alpha=0.3, B=5.0, eta=0.8, beta=0.3, C=0.4, gamma=0.4, eps=0.05, F=0.6, mu=1.0)
+    law = dcpt.DcptLaw(E=e, A=20.0, alpha=0.3, B=5.0, eta=0.8, beta=0.3, C=0.4, gamma=0.4, eps=0.05, F=0.6, mu=1.0)
     parts = []
     for name, l0, lp in zip(names, l0s, l_probes):
         n, d, r = (a.ravel() for a in np.meshgrid(SIZES, BUDGETS[::2], [0.1, 0.5, 1.0], indexing="ij"))
@@ -200,18 +200,35 @@ def _domains(w_true=0.5, names=("a", "b", "c", "d", "e"), l0s=(2.0, 3.0, 4.0, 5.
     return dcpt.Points(cat[0], cat[1], cat[2], cat[3], None, None, cat[4], cat[5], cat[6])
 
 
-@pytest.mark.slow  # six cross-domain fits, ~2-3 min on the loaded 2-core machine
+@pytest.mark.slow  # ten cross-domain fits, ~2-3 min on the loaded 2-core machine
 def test_k_weight_fitted_and_a_held_out_domain_predicted_from_its_probe():
     """Only K's scale is absorbed by F: with the true decline weight 0.5 the fit recovers it from 5 domains,
     and leaving each domain out (4 left: E, F, mu and w pinned), its losses are predicted from (L0, L_probe)
     alone about as well as by the refit with its points."""
     p = _domains()
-    rows = dcpt.cross_domain_holdout(p, n_starts=4)
-    assert [r["held_out"] for r in rows] == ["a", "b", "c", "d", "e"] and all(r["k_weight_fitted"] for r in rows)
+    rows = dcpt_cross.cross_domain_holdout(p, n_starts=4)
+    assert [r["held_out"] for r in rows] == ["a", "b", "c", "d", "e"]
     for r in rows:
-        assert r["k_weight"] == pytest.approx(0.5, rel=0.05)
-        assert r["mean_abs_rel_err"] < 2e-3 and r["refit_mean_abs_rel_err"] < 1e-4
+        got = r["variants"]["full"]
+        assert got["k_weight"] == pytest.approx(0.5, rel=0.05)
+        assert got["mean_abs_rel_err"] < 2e-3 and got["refit_mean_abs_rel_err"] < 1e-4
     with pytest.raises(LadderError, match="^l0: 3 domains"):
         dcpt.fit_dcpt(p.subset(np.isin(p.domain, ["a", "b", "c"])), fit_k_weight=True)
-    with pytest.raises(LadderError, match="^domain: 3 domains"):
-        dcpt.cross_domain_holdout(p.subset(np.isin(p.domain, ["a", "b", "c"])))
+
+
+def test_three_domains_hold_one_out_with_the_level_parameters_held():
+    """3 domains: 2 left give one level difference, so only F is fitted (mu and w held). With the data's
+    mu = 1 and w = 1 the `mu=1,w=1` restriction predicts the held-out domain from its probe alone; K from
+    the initial loss alone (`mu=1,w=0`) misses; on all 3 domains the weight is fitted (mu held)."""
+    p = _domains(w_true=1.0, names=("a", "b", "c"), l0s=(2.0, 3.0, 5.0), l_probes=(1.2, 2.4, 4.6))
+    p = p.subset(np.isin(p.n, SIZES[::2]))
+    rows = dcpt_cross.cross_domain_holdout(p, n_starts=2)
+    assert [sorted(r["variants"]) for r in rows] == [["mu=1,w=0", "mu=1,w=1"]] * 3
+    for r in rows:
+        right = r["variants"]["mu=1,w=1"]
+        assert right["k_weight"] == 1.0 and right["mu"] == 1.0
+        assert right["mean_abs_rel_err"] < 1e-3 and right["refit_mean_abs_rel_err"] < 1e-3
+    assert max(r["variants"]["mu=1,w=0"]["mean_abs_rel_err"] for r in rows) > 5e-3
+    assert dcpt_cross.all_domain_weight(p, n_starts=2)["k_weight"] == pytest.approx(1.0, rel=0.02)
+    with pytest.raises(LadderError, match="^domain: 2 domains"):
+        dcpt_cross.cross_domain_holdout(p.subset(p.domain != "c"))

@@ -2,7 +2,6 @@
 offline, the pinned one has fixed bytes, and each has a 500-question exam that a context-free scorer cannot
 pass (gold and distractors drawn alike, no context repeated)."""
 
-import socket
 
 import ml_collections
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from ladder import tasks as T
 from ladder.data import corpus
-from ladder.data.tfds_builder import embedded_builder, prepared, read_split
+from ladder.data.tfds_builder import read_split
 
 pytestmark = pytest.mark.slow  # builds two corpora (~40 s) and two 500-question exams
 
@@ -20,21 +19,9 @@ EXAM = 500
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, build_offline):
     root = tmp_path_factory.mktemp("ladder-cache")
-    real_connect = socket.socket.connect
-
-    def refuse(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise AssertionError(f"network access attempted: {address}")
-        return real_connect(self, address)
-
-    socket.socket.connect = refuse
-    try:
-        builders = {d: prepared(embedded_builder(d, root / "tfds")) for d in T.SPECIALIZATION_DOMAINS}
-    finally:
-        socket.socket.connect = real_connect
-    return root, builders
+    return root, build_offline(T.SPECIALIZATION_DOMAINS, root)
 
 
 def test_domains_build_offline_and_notices_are_pinned(built):

@@ -105,6 +105,17 @@ def test_csv_import_wide_table_accuracy_only_and_mapping_file(tmp_path):
     assert all(r["loss"] != r["loss"] for r in rows) and rows[0]["lm_loss"] == 3.3
 
 
+def test_csv_import_takes_tokens_from_flops_and_runs_from_several_columns(tmp_path):
+    from ladder.importers import import_csv, parse_mapping
+
+    src = _write(tmp_path / "f.csv", ["data", "size", "N", "FLOPs", "acc_arc"],
+                 [["dolma", "150M", "1.5e8", "1.2e18", "0.3"], ["c4", "150M", "1.5e8", "1.2e18", "0.32"]])
+    rows = import_csv(src, parse_mapping("run=data+size,n=N,flops=FLOPs,acc=acc_*"))
+    assert rows[0]["d"] == pytest.approx(1.2e18 / (6 * 1.5e8)) and rows[0]["flops"] == 1.2e18
+    # one run per training set: the two 150M runs stay apart (each its single final checkpoint, step 0)
+    assert sorted((r["run"], r["step"]) for r in rows) == [("c4-150M", 0), ("dolma-150M", 0)]
+
+
 @pytest.mark.parametrize("mapping, words", [
     ("run=name,n=N,d=D", ["no column for 'acc'"]),
     ("run=name,n=N,d=D,acc=accuracy", ["no task"]),

@@ -1,5 +1,6 @@
 """`ladder data tokenize` writes a resumable sharded token store; `data.source=tokens` reads it per host."""
 
+import contextlib
 import json
 import os
 import signal
@@ -221,24 +222,136 @@ def test_bad_stores_are_named_before_training(store, tmp_path):
     assert make_source(cfg_for(path.parent / "{split}", split="s"), 16, 4).tokens_per_epoch > 0
     with pytest.raises(LadderError, match="no complete token store"):
         make_source(cfg_for(tmp_path / "nothing"), 16, 4)
+    half = tmp_path / "half"  # a tokenize killed before its manifest: whole shards and markers, never read
+    shutil.copytree(path, half)
+    (half / "manifest.json").unlink()
+    with pytest.raises(LadderError, match=f"{half} holds no complete token store .* its tokenize did not finish"):
+        make_source(cfg_for(half), 16, 4)
+    (half / "manifest.json").write_text(json.dumps(dict(manifest, format="ladder-tokens-v0")))
+    with pytest.raises(LadderError, match=f"{half / 'manifest.json'} has format 'ladder-tokens-v0', not"):
+        make_source(cfg_for(half), 16, 4)
+    (half / "manifest.json").write_text(json.dumps(dict(manifest, tokens=0, shards=[])))  # made by hand
+    with pytest.raises(LadderError, match=f"{half / 'manifest.json'} holds no tokens"):
+        make_source(cfg_for(half), 16, 4)
+    (half / "manifest.json").write_text('{"format": "ladder-tok')  # torn by hand: writes are atomic
+    with pytest.raises(LadderError, match=f"{half / 'manifest.json'}: not valid JSON"):
+        make_source(cfg_for(half), 16, 4)
     (tmp_path / "empty.jsonl").write_text("\n" + json.dumps({"text": "  "}) + "\n")
     with pytest.raises(LadderError, match="empty"):
         tokenize(str(tmp_path / "empty.jsonl"), "byte", str(tmp_path / "e"), split="all", log=quiet)
+    # the trainer opens its data before it writes or compiles anything: no step, nothing in the run dir
+    from ladder.config import load_config
+    from ladder.train import train
+
+    shard.write_bytes(shard.read_bytes()[:-2])
+    cfg = load_config(str(ROOT / "configs/tiny.py"), ["data.source=tokens", f"data.path={bad}", "model.vocab_size=0",
+                                                      "model.seq_len=16", "train.global_batch=4"])
+    with pytest.raises(LadderError, match=f"shard {shard} has .* bytes.*truncated"):
+        train(cfg, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_gcs_without_credentials_or_emulator_fails_at_once_in_one_line(tmp_path):
+    """No credentials, no emulator, the GCE metadata server unreachable: every gs:// data entry point is one
+    line naming its field, not minutes of retried anonymous requests and a traceback (the timeout guards
+    against a hang: before, one manifest read took 53 s)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "NO_GCE_CHECK")}
+    closed = "127.0.0.1:9"  # discard port: nothing listens, as a laptop's metadata address answers nothing
+    env.update(PYTHONPATH=str(ROOT), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), GCE_METADATA_HOST=closed,
+               GCE_METADATA_IP=closed, GCE_METADATA_DETECT_RETRIES="1")  # google-auth's 3 tries with backoff: 4 s more
+    code = """if True:
+        import ml_collections
+        from ladder import cli
+        from ladder.data import make_source
+        from ladder.data.tokenize import tokenize
+        from ladder.data.tokenizer import tokenizer_from_spec
+        from ladder.errors import LadderError
+        from ladder.train_config import check_run_dir
+        cfg = ml_collections.ConfigDict(dict(source="tokens", path="gs://nowhere/store", tokenizer="byte", seed=0,
+                                             vocab_size=259, segment_ids=True))
+        for call in (lambda: make_source(cfg, 16, 4), lambda: tokenizer_from_spec("gs://nowhere/tokenizer.json"),
+                     lambda: tokenize("embedded", "byte", "gs://nowhere/out"),
+                     lambda: check_run_dir("gs://nowhere/run")):
+            try:
+                call()
+            except LadderError as e:
+                print(e)
+        cli.main(["data", "verify", "gs://nowhere/store"])
+    """
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=45)
+    said = done.stdout.splitlines() + done.stderr.splitlines()
+    fix = " is on Cloud Storage, but no credentials were found; run `gcloud auth application-default login`"
+    assert [line.partition(fix)[0] for line in said] == [
+        "data.path: gs://nowhere/store", "data.tokenizer: gs://nowhere/tokenizer.json", "--out: gs://nowhere/out",
+        "--run-dir: gs://nowhere/run",
+        "ladder data: error: data.path: gs://nowhere/store"], said  # the CLI: that one line on stderr, nothing else
+    assert all(fix in line for line in said)
+
+
+TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=16", "model.vocab_size=0",
+        "train.global_batch=4", "train.total_steps=3", "train.log_every=1", "train.checkpoint_every=0",
+        "optim.warmup_steps=1", "data.source=tokens", "data.tokenizer=byte"]
+
+
+@contextlib.contextmanager
+def compilation_cache(directory):
+    """JAX's persistent compilation cache in `directory` for this process, as it was afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    keys = {"jax_compilation_cache_dir": str(directory), "jax_persistent_cache_min_compile_time_secs": 0.0,
+            "jax_persistent_cache_min_entry_size_bytes": 0}
+    saved = {k: getattr(jax.config, k) for k in keys}
+    try:
+        for k, v in keys.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
+        yield
+    finally:
+        for k, v in saved.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
 
 
 @pytest.mark.slow
-def test_tiny_rung_trains_from_a_token_store_with_its_vocab(store, tmp_path):
-    from ladder.train import default_config, train
+def test_tiny_rung_trains_from_a_token_store_on_the_emulator(gcs_emulator, tmp_path, monkeypatch):
+    """`ladder data tokenize` onto gs://, then `ladder train` with data.path and the run dir on gs:// (the
+    emulator; vocabulary 0 = the manifest's): the same losses, bit for bit, as training from a local copy of
+    the store, because batch k is a pure function of (seed, k) wherever the bytes live."""
+    from etils import epath
 
-    path, _ = store
-    cfg = default_config()
-    cfg.model.update(d_model=32, n_layers=2, n_heads=2, seq_len=16, vocab_size=0)  # 0: from the manifest
-    cfg.train.update(global_batch=4, log_every=1, total_steps=3, checkpoint_every=0)
-    cfg.optim.warmup_steps = 1
-    cfg.data.update(source="tokens", path=str(path), tokenizer="byte")
-    summary = train(cfg, str(tmp_path / "run"))
-    assert cfg.model.vocab_size == 259
-    assert summary["state"] == "done" and summary["step"] == 3 and np.isfinite(summary["loss"])
+    from ladder import cli, metrics, rundir
+    from ladder.config import load_config
+    from ladder.train import train
+
+    write_jsonl(tmp_path / "a.jsonl", n=200)
+    store, run = "gs://test/store", "gs://test/run"
+    assert cli.main(["data", "tokenize", str(tmp_path / "a.jsonl"), "-o", store, "--split", "all",
+                     "--shard-mb", "0.002", "--workers", "1"]) == 0
+    local = tmp_path / "store"
+    local.mkdir()
+    for f in epath.Path(store).iterdir():
+        (local / f.name).write_bytes(f.read_bytes())
+    assert json.loads((local / "manifest.json").read_text())["shards"][3]["tokens_file"] == "shard-00003.tokens"
+    # gs:// training in its own process: tensorboardX's gs:// writer uploads once more when collected at exit,
+    # which must happen while the emulator still serves. It fills a compilation cache the reference then reads.
+    cache = tmp_path / "jax-cache"
+    env = dict(os.environ, **gcs_emulator, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    cmd = [sys.executable, "-m", "ladder", "train", str(ROOT / "configs/tiny.py"), "--run-dir", run,
+           *(f"--config.{o}" for o in TINY), f"--config.data.path={store}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setattr(metrics, "peak_flops", lambda devices: (1e12, "test"))  # MFU is not compared
+    cfg = load_config(str(ROOT / "configs/tiny.py"), [*TINY, f"data.path={local}"])
+    with compilation_cache(cache):
+        summary = train(cfg, str(tmp_path / "run"))
+    assert cfg.model.vocab_size == 259 and summary["state"] == "done" and summary["step"] == 3
+    remote_losses = [r["loss"] for r in rundir.read_metrics(run)]
+    local_losses = [r["loss"] for r in rundir.read_metrics(tmp_path / "run")]
+    assert len(local_losses) == 3 and np.all(np.isfinite(local_losses)) and remote_losses == local_losses
+    assert rundir.read_status(run)["state"] == "done"
 
 
 def test_embedded_source_tokenizes_like_the_token_cache(tmp_path):

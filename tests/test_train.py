@@ -217,7 +217,9 @@ def test_run_dir_urls_and_object_store_writes(tmp_path, monkeypatch):
     from ladder import metrics, rundir
     from ladder.train_config import check_run_dir
 
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # credentials or an emulator: ladder.gcs
     check_run_dir("gs://bucket/ladder/run")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
     with pytest.raises(LadderError, match="--run-dir: s3://b/r: only gs:// URLs"):
         check_run_dir("s3://b/r")
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ladder.commands.common import add_out, check_outs, split_list
-from ladder.errors import require
+from ladder.commands.common import POSITIVE, add_out, check_outs, real, split_list
+from ladder.errors import read_json, require
 
 EXAMPLES = """
 ladder allocate split --law specialization/split.json --budget 1e20
@@ -28,19 +28,19 @@ def add_arguments(p) -> None:
     add_out(p, "output directory (default: the law file's directory)")
     p.add_argument("--format", choices=["text", "json", "csv"], default="text", help="what to print on stdout")
     s = p.add_argument_group("split")
-    s.add_argument("--budget", type=float, help="total compute C in FLOPs (6 N tokens accounting)")
+    s.add_argument("--budget", type=POSITIVE, help="total compute C in FLOPs (6 N tokens accounting)")
     s.add_argument("--domains", help="comma-separated subset of the fitted domains (default: all)")
-    s.add_argument("--n-range", type=float, nargs=2, default=(1e6, 1e13), metavar=("LO", "HI"), help="model sizes to search")
+    s.add_argument("--n-range", type=POSITIVE, nargs=2, default=(1e6, 1e13), metavar=("LO", "HI"), help="model sizes to search")
     d = p.add_argument_group("dcpt")
     d.add_argument("--rule", choices=["a", "b", "c"], help="which decision rule")
-    d.add_argument("--n", type=float, help="model size N (rules a, b)")
-    d.add_argument("--d", type=float, help="rule a: CPT tokens D")
-    d.add_argument("--tolerance", type=float, default=0.03, help="rule a: allowed general-loss rise over r=0 (fraction)")
-    d.add_argument("--ratio-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"), help="rules a, b: shares searched")
-    d.add_argument("--domain-tokens", type=float, help="rule b: available domain tokens")
-    d.add_argument("--max-tokens", type=float, help="rule b: cap on total CPT tokens")
-    d.add_argument("--compute", type=float, help="rule c: CPT compute C = 6 N D (FLOPs)")
-    d.add_argument("--r", type=float, help="rule c: fixed domain share")
+    d.add_argument("--n", type=POSITIVE, help="model size N (rules a, b)")
+    d.add_argument("--d", type=POSITIVE, help="rule a: CPT tokens D")
+    d.add_argument("--tolerance", type=real(0.0), default=0.03, help="rule a: allowed general-loss rise over r=0 (fraction)")
+    d.add_argument("--ratio-range", type=real(0.0, 1.0), nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"), help="rules a, b: shares searched")
+    d.add_argument("--domain-tokens", type=POSITIVE, help="rule b: available domain tokens")
+    d.add_argument("--max-tokens", type=POSITIVE, help="rule b: cap on total CPT tokens")
+    d.add_argument("--compute", type=POSITIVE, help="rule c: CPT compute C = 6 N D (FLOPs)")
+    d.add_argument("--r", type=real(0.0, 1.0), help="rule c: fixed domain share")
 
 
 def run(args) -> int:
@@ -49,7 +49,9 @@ def run(args) -> int:
 
     law_path = Path(args.law)
     require(law_path.is_file(), "--law", f"{law_path} not found", "run `ladder fit split|dcpt RESULTS` first")
-    fitted = json.loads(law_path.read_text())
+    fitted = read_json(law_path, "--law", "pass the split.json or dcpt.json that `ladder fit` wrote")
+    require(isinstance(fitted, dict), "--law", f"{law_path} holds a JSON {type(fitted).__name__}, not a fitted law",
+            "pass the split.json or dcpt.json that `ladder fit` wrote")
     out = Path(args.out) if args.out else law_path.parent
     stem = "allocation" if args.what == "split" else f"rule_{args.rule}"
     check_outs(spec.output_files(out, stem), args.overwrite)

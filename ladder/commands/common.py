@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
 
 from ladder.errors import LadderError, require
@@ -43,8 +45,16 @@ def add_out(parser, help: str, *, required: bool = False, default: str | None = 
 def check_out(path, overwrite: bool, field: str = "--out") -> Path:
     """`path` as a Path, or a LadderError when it exists and --overwrite was not given."""
     path = Path(path)
+    require(not path.is_dir(), field, f"{path} is a directory", "give a file path, e.g. DIR/name.json")
     require(overwrite or not path.exists(), field, f"{path} already exists",
             "pass --overwrite to replace it, or another -o/--out")
+    # checked now, not after a long fit: the nearest existing ancestor must be a directory we may write in
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    require(ancestor.is_dir(), field, f"{ancestor} is not a directory, so {path} cannot be created",
+            "choose an output path under a directory")
+    require(os.access(ancestor, os.W_OK), field, f"{ancestor} is not writable", "choose a writable location")
     return path
 
 
@@ -119,3 +129,41 @@ def run_root(args) -> str:
 def split_list(text: str | None) -> list[str] | None:
     """'a,b,,c' -> ['a', 'b', 'c']; None stays None (the library's default)."""
     return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
+
+
+def whole(lo: int):
+    """An argparse type: an integer >= lo (a count, a seed, a step), so a negative or fractional value is a
+    usage error naming the option instead of a traceback deep in the library."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {lo}"
+    return parse
+
+
+def real(lo: float | None = None, hi: float | None = None, *, above: bool = False):
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with above=True); nan, inf and 1e999 are
+    usage errors."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        low_ok = lo is None or (value > lo if above else value >= lo)
+        if not (math.isfinite(value) and low_ok and (hi is None or value <= hi)):
+            low, high = "-inf" if lo is None else f"{lo:g}", "inf" if hi is None else f"{hi:g}"
+            span = f"{'(' if above else '['}{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+POSITIVE = real(0.0, above=True)  # sizes, token counts, FLOPs, seconds

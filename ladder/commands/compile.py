@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ladder import aot, compile_report, topology
-from ladder.commands.common import add_out, check_out
+from ladder.commands.common import add_out, check_out, whole
 from ladder.errors import LadderError
 
 TAKES_CONFIG = True  # train-config overrides for every compiled rung
@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
                                            "(default: the planner's slice on --chip)")
     parser.add_argument("--chip", help="chip for the planner's slice choice when --topology is not given: v4, "
                                        "v5e, v5p, v6e (default: the plan's, as `ladder plan` and `launch` use)")
-    parser.add_argument("--num-slices", type=int, default=1, help="multislice: this many slices joined over "
+    parser.add_argument("--num-slices", type=whole(1), default=1, help="multislice: this many slices joined over "
                                                                   "the data-center network (data axis)")
     parser.add_argument("--rung", action="append", metavar="NAME", help="compile only this rung (repeatable)")
     parser.add_argument("--targets", action="store_true", help="also compile the plan's targets (e.g. 7B-4T)")

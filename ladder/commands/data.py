@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from ladder.commands.common import check_out
+from ladder.commands.common import POSITIVE, check_out, whole
 
 EXAMPLES = """
 ladder data build --domains prose,code,legal
@@ -36,19 +36,19 @@ def add_arguments(parser) -> None:
                         "~/.cache/ladder)")
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
     parser.add_argument("--name", default="", help="files: dataset config name (default: a hash of the inputs)")
-    parser.add_argument("--vocab-size", type=int, default=8192, help="spm: vocabulary size")
-    parser.add_argument("--n-questions", type=int, default=300, help="tasks: questions per embedded task")
+    parser.add_argument("--vocab-size", type=whole(2), default=8192, help="spm: vocabulary size")
+    parser.add_argument("--n-questions", type=whole(1), default=300, help="tasks: questions per embedded task")
     parser.add_argument("-o", "--out", metavar="PATH", help="spm: the .model file to write; tasks: a directory; "
                         "tokenize: the token store directory (local or gs://)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output (tokenize: what --out "
                         "holds; a rerun of the same job resumes without it)")
     parser.add_argument("--tokenizer", default="byte", help="tokenize: byte, a SentencePiece .model or a tokenizer.json")
-    parser.add_argument("--workers", type=int, default=0, help="tokenize: worker processes (0 = one per CPU)")
+    parser.add_argument("--workers", type=whole(0), default=0, help="tokenize: worker processes (0 = one per CPU)")
     parser.add_argument("--split", default="train",
                         help="tokenize: train | validation | test (by document hash for local files; 'all' keeps all)")
     parser.add_argument("--data-dir", default="", help="tokenize: where a tfds catalog dataset is prepared")
-    parser.add_argument("--shard-docs", type=int, default=65536, help="tokenize: records per shard (embedded, tfds)")
-    parser.add_argument("--shard-mb", type=float, default=256, help="tokenize: MB of text per shard (local files)")
+    parser.add_argument("--shard-docs", type=whole(1), default=65536, help="tokenize: records per shard (embedded, tfds)")
+    parser.add_argument("--shard-mb", type=POSITIVE, default=256, help="tokenize: MB of text per shard (local files)")
 
 
 def run(args) -> int:

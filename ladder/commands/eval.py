@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ladder.commands.common import whole
+
 TAKES_CONFIG = True
 CONFIG_LINE = ("config overrides: --config.eval.key=value sets a field of the run's eval section (docs/tasks.md), "
                "e.g. --config.eval.k_shot=5; other sections are errors")
@@ -23,13 +25,13 @@ ladder eval runs/tiny --config.eval.k_shot=5
 
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `ladder train`")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--step", type=whole(0), help="checkpoint step (default: the latest)")
     parser.add_argument("--tasks", help="comma list: 'embedded', embedded/catalog task names or .jsonl files "
                                         "(default: the run config's eval.tasks, else 'embedded')")
-    parser.add_argument("--k-shot", type=int, help="few-shot examples per prompt for every task without a :k suffix "
+    parser.add_argument("--k-shot", type=whole(0), help="few-shot examples per prompt for every task without a :k suffix "
                                                    "(default: each task's own, 5 for catalog tasks, 0 embedded)")
-    parser.add_argument("--max-questions", type=int, help="cap on questions per task (0 = all)")
-    parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: the run's global batch)")
+    parser.add_argument("--max-questions", type=whole(0), help="cap on questions per task (0 = all)")
+    parser.add_argument("--batch-size", type=whole(1), help="rows per forward pass (default: the run's global batch)")
     parser.add_argument("-o", "--out", metavar="PATH", help="results CSV to append to (default RUN_DIR/results.csv)")
 
 

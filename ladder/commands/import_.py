@@ -19,8 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("directory", metavar="PATH", help="olmo: directory of run CSVs, e.g. "
                         "shared/reference/olmo_ladder/ladder-runs; csv: the CSV file")
     parser.add_argument("--map", dest="mapping", help="csv: FIELD=COLUMN,... (fields run, n, d, step, task, acc, "
-                        "loss, lm_loss, flops, chance; COLUMN may be a pattern acc_* for one column per task, or a "
-                        "constant), or a file of such lines; docs/laws.md")
+                        "loss, lm_loss, flops, chance; COLUMN may be a pattern acc_* for one column per task, "
+                        "COL+COL for run (one run per combination), or a constant), or a file of such lines; "
+                        "docs/laws.md")
     add_out(parser, "results table to write (CSV, docs/results.md)", required=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ladder.launch import BACKENDS, LaunchOptions, launch_plan
 from ladder.launch.costs import parse_prices
 from ladder.launch.jobs import parse_slice_overrides
-from ladder.commands.common import add_run_root, run_root
+from ladder.commands.common import POSITIVE, add_run_root, run_root, whole
 
 TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`
 EXAMPLES = """
@@ -43,22 +43,22 @@ def add_arguments(parser) -> None:
                        "running its rungs one after another")
     cloud.add_argument("--keep", action="store_true", help="leave TPU VMs / requests / workloads standing when "
                        "their rungs are done (default: delete what the launch created)")
-    cloud.add_argument("--poll-s", type=float, default=60.0, help="seconds between checks of the resources and "
+    cloud.add_argument("--poll-s", type=POSITIVE, default=60.0, help="seconds between checks of the resources and "
                        "rungs while the launch watches them (default %(default)s)")
     cloud.add_argument("--price", action="append", metavar="CHIP=USD", help="price per chip-hour for the cost "
                        "estimate, e.g. v5p=2.10 for spot (default table: launch.costs); repeatable")
     cloud.add_argument("--rehearse", action="store_true", help="tpu-vm / queued-resources: run the exact worker "
                        "scripts on local processes (one per host, CPU devices), gs:// served by a local Cloud "
                        "Storage emulator, gcloud replaced by a recording stand-in (docs/cloud-tpu.md, step 0)")
-    cloud.add_argument("--preempt-at", type=int, metavar="STEP", help="--rehearse: kill one host of each slice "
+    cloud.add_argument("--preempt-at", type=whole(1), metavar="STEP", help="--rehearse: kill one host of each slice "
                        "once its rung logs STEP; the launch must recreate it and the rung resume")
     cloud.add_argument("--name-prefix", default="ladder", help="prefix of TPU VM / request / workload names")
     cloud.add_argument("--work-dir", default=".ladder-launch", help="local dir for generated startup scripts")
     local = parser.add_argument_group("local")
-    local.add_argument("--parallel", type=int, default=1, help="rungs at once")
-    local.add_argument("--processes", type=int, default=1, help="processes per rung on 127.0.0.1 (multi-host path)")
+    local.add_argument("--parallel", type=whole(1), default=1, help="rungs at once")
+    local.add_argument("--processes", type=whole(1), default=1, help="processes per rung on 127.0.0.1 (multi-host path)")
     local.add_argument("--devices", help="comma-separated GPU ids split between --parallel rungs, e.g. 0,1,2,3")
-    local.add_argument("--max-attempts", type=int, default=3, help="tries per rung before it is failed")
+    local.add_argument("--max-attempts", type=whole(1), default=3, help="tries per rung before it is failed")
 
 
 def run(args) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from ladder import plan as plan_lib
-from ladder.commands.common import add_out, add_targets, check_out, split_list, target_spec
+from ladder.commands.common import add_out, add_targets, check_out, split_list, target_spec, whole
 from ladder.errors import LadderError
 
 EXAMPLES = """
@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
                              "a cap when sizes are given)")
     parser.add_argument("--sizes", help="comma-separated sizes, e.g. 60M,150M,370M or 2e8")
     parser.add_argument("--multiples", help="comma-separated Chinchilla multiples, e.g. 1,2,5,10")
-    parser.add_argument("--seed", type=int, default=0, help="the rungs' training seed")
+    parser.add_argument("--seed", type=whole(0), default=0, help="the rungs' training seed")
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "wsd"), help="learning-rate schedule")
     parser.add_argument("--eval-fractions", metavar="F,F,...",
                         help="where each rung is evaluated, as fractions of its steps, e.g. 0.25,0.5,0.9,1 "
@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
                         help="check every rung on --chip/--devices/--mesh: batch divisibility, memory, time")
     parser.add_argument("--chip", help="chip for --dry-run (v4, v5e, v5p, v6e, cpu; default: the family's, "
                                        "v5p for the OLMo ladder, cpu for smoke)")
-    parser.add_argument("--devices", type=int, help="devices per rung for --dry-run (default: choose_slice)")
+    parser.add_argument("--devices", type=whole(1), help="devices per rung for --dry-run (default: choose_slice)")
     parser.add_argument("--mesh", help="mesh for --dry-run, e.g. data=2,fsdp=-1,tensor=1 (default: fsdp over "
                                        "every chip, or tensor-parallel where the batch cannot split that far)")
 

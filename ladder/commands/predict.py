@@ -10,7 +10,7 @@ import json
 import warnings
 from pathlib import Path
 
-from ladder.commands.common import TARGET_HELP, add_out, check_out, plan_targets, resolve_targets
+from ladder.commands.common import TARGET_HELP, add_out, check_out, plan_targets, resolve_targets, whole
 
 EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
@@ -34,8 +34,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", default="ensemble",
                         help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
                         "single-step | compute | lm-loss | chance-floor (docs/laws.md)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for intervals (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--bootstrap", type=whole(0), default=1000, help="bootstrap samples for intervals (0: none)")
+    parser.add_argument("--seed", type=whole(0), default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--workers", type=whole(1), help="processes for the per-task fits and the bootstrap "
+                        "(default: the cores available, or LADDER_FIT_WORKERS; results do not depend on it)")
     parser.add_argument("--holdout", help="also predict these runs (names or globs) from the fitted runs with "
                         "every method and report the errors, e.g. '3B-*xC'")
     add_out(parser, "prediction JSON to write (with --holdout also OUT.holdout.json)", required=True)
@@ -57,7 +59,7 @@ def run(args) -> int:
         warnings.simplefilter("always")
         pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
                        n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
-                       progress=lambda msg: print(msg, flush=True))
+                       progress=lambda msg: print(msg, flush=True), workers=args.workers)
     for w in caught:
         print(f"warning: {w.message}")
     print(f"fitted runs: {', '.join(pred.runs)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ladder.launch import jobs
 from ladder.launch.status import format_status, ladder_status, log_tail
-from ladder.commands.common import add_run_root, run_root
+from ladder.commands.common import add_run_root, run_root, whole
 
 EXAMPLES = """
 ladder status olmo.json --run-root gs://MY_BUCKET/olmo-ladder
@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")
     add_run_root(parser)
     parser.add_argument("--logs", metavar="RUNG", help="print the tail of this rung's logs (every worker's) instead")
-    parser.add_argument("--lines", type=int, default=40, help="--logs: lines per log (default %(default)s)")
+    parser.add_argument("--lines", type=whole(1), default=40, help="--logs: lines per log (default %(default)s)")
 
 
 def run(args) -> int:

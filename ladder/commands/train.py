@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ladder.commands.common import whole
 from ladder.errors import LadderError
 
 TAKES_CONFIG = True
@@ -29,8 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rung", help="rung name within --plan, e.g. 370M-5xC")
     parser.add_argument("--run-dir", help="run directory (default runs/<config name>); resumes from it")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 for multi-process runs")
-    parser.add_argument("--num-processes", type=int, help="number of processes in a multi-process run")
-    parser.add_argument("--process-id", type=int, help="this process's index in [0, num-processes)")
+    parser.add_argument("--num-processes", type=whole(1), help="number of processes in a multi-process run")
+    parser.add_argument("--process-id", type=whole(0), help="this process's index in [0, num-processes)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() with no arguments (TPU VM environment)")
 

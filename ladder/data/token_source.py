@@ -62,6 +62,8 @@ class TokenStoreSource:
         if self.manifest["max_id"] >= vocab_size:
             raise LadderError(f"model.vocab_size: {where} holds token id {self.manifest['max_id']} >= the model's "
                               f"vocabulary {vocab_size}; set model.vocab_size={tok['vocab_size']} (or 0: from the data)")
+        if not self.manifest["tokens"]:  # rows of an empty stream: the row permutation would never end
+            raise LadderError(f"data.path: {where} holds no tokens; tokenize a source with documents")
         ts.check_shards(path, self.manifest)
         if global_batch % process_count:
             raise LadderError(f"batch: global batch {global_batch} is not divisible by {process_count} processes")

@@ -25,6 +25,7 @@ import os
 import numpy as np
 from etils import epath
 
+from ladder import gcs
 from ladder.errors import LadderError
 
 FORMAT = "ladder-tokens-v1"
@@ -41,7 +42,12 @@ def shard_name(i: int) -> str:
 
 
 def write_atomic(path: epath.Path, data: bytes) -> None:
-    """Write to a .tmp- sibling and rename: readers never see half a file."""
+    """Readers never see half a file: locally a .tmp- sibling renamed into place; on gs:// the object itself,
+    which appears only once its upload completes (a rename there is a copy and a delete: twice the bytes,
+    and a `moveTo` call the Cloud Storage emulator does not serve: gcsfs retried each one 6 times with backoff)."""
+    if not is_local(path):
+        path.write_bytes(data)
+        return
     tmp = path.parent / f".tmp-{path.name}"
     tmp.write_bytes(data)
     tmp.replace(path)
@@ -59,7 +65,17 @@ def read_json(path: epath.Path) -> dict | None:
 def read_manifest(path) -> dict:
     """The manifest of a complete store; a missing one (an unfinished tokenize) is an error naming the fix."""
     root = store_path(path)
-    manifest = read_json(root / MANIFEST)
+    gcs.require_access(root, "data.path")
+    try:
+        manifest = read_json(root / MANIFEST)
+    except LadderError:
+        raise
+    except Exception as e:  # remote: auth, permissions, network, after the client's own retries
+        if is_local(root):
+            raise
+        why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise LadderError(f"data.path: cannot read {root / MANIFEST} ({type(e).__name__}: {why}); check the path "
+                          "and that these credentials may read it") from None
     if manifest is None:
         hint = ("its tokenize did not finish: rerun the same `ladder data tokenize ... --out DIR` to complete it"
                 if (root / PLAN).exists() else "make one with `ladder data tokenize SOURCE --tokenizer SPEC --out DIR`")

@@ -195,7 +195,10 @@ def tokenize(source: str, tokenizer_spec: str, out: str, *, workers: int = 1, sp
     """Tokenize SOURCE into the store at `out`; resume a killed run of the same job; return the manifest."""
     from ladder.data.tokenizer import tokenizer_from_spec
 
+    from ladder import gcs
+
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    gcs.require_access(out, "--out")
     tok = tokenizer_from_spec(tokenizer_spec, "--tokenizer")
     spec = source_spec(source, split=split, domains=domains, text_field=text_field, data_dir=data_dir,
                        cache_dir=cache_dir)

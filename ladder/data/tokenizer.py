@@ -189,6 +189,9 @@ def read_bytes(path: str, field: str, fix: str) -> bytes:
     """A tokenizer file's bytes, local or gs:// (etils.epath); a missing one is an error naming it."""
     from etils import epath
 
+    from ladder import gcs
+
+    gcs.require_access(path, field)
     p = epath.Path(os.path.expanduser(path))
     try:
         return p.read_bytes()

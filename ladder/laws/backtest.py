@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.errors import LadderError
-from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, task_data
+from ladder.laws.parallel import map_jobs
+from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_task_splits, task_data
 
 
 MIN_FIT_RUNS = 6  # a split's fit set: at least the paper's step-1 parameters (5) plus one
+MAX_SIZE_SPLITS = 8  # size-out splits at most; more sizes than this are left out in bins (see `splits`)
 
 
 @dataclass
@@ -53,10 +55,19 @@ def _size_label(n: float) -> str:
 def run_table(cols: dict) -> dict[str, tuple[float, float]]:
     """run -> (N, final D) for every run in the table, in table order: one sort over the rows, where a mask
     per run was O(runs x rows) (10^6 rows over 62,500 runs; bench/bench_results_scale.py)."""
-    names, first, codes = np.unique(cols["run"], return_index=True, return_inverse=True)
-    d_max = np.full(len(names), -np.inf)
-    np.maximum.at(d_max, codes, cols["d"])
-    return {str(names[i]): (float(cols["n"][first[i]]), float(d_max[i])) for i in np.argsort(first)}
+    key = (cols["run"], cols["n"], cols["d"])  # held, so the identity test below cannot meet a reused id
+    if not all(a is b for a, b in zip(_RUN_TABLE.get("key", ()), key)) or "key" not in _RUN_TABLE:
+        names, first, codes = np.unique(cols["run"], return_index=True, return_inverse=True)
+        d_max = np.full(len(names), -np.inf)
+        np.maximum.at(d_max, codes, cols["d"])
+        order = np.argsort(first)
+        table = dict(zip(names[order].tolist(), zip(cols["n"][first[order]].tolist(), d_max[order].tolist())))
+        _RUN_TABLE.update(key=key, table=table)
+    return dict(_RUN_TABLE["table"])
+
+
+_RUN_TABLE: dict = {}  # the last table's run_table (predict and its back-tests ask for it many times); tables
+# are read-only once read, so the same column arrays mean the same runs
 
 
 def splits(cols: dict, runs: list[str]) -> list[Split]:
@@ -66,10 +77,14 @@ def splits(cols: dict, runs: list[str]) -> list[Split]:
     sizes = sorted({nd[r][0] for r in runs})
     out = []
     if len(sizes) >= 3:
-        for s in sizes:
-            fit = tuple(r for r in runs if nd[r][0] != s)
-            test = tuple(r for r in runs if nd[r][0] == s)
-            out.append(Split(f"size-out {_size_label(s)}", fit, test))
+        # One split per size; past MAX_SIZE_SPLITS sizes (a table of thousands of distinct N) consecutive
+        # sizes are left out together, MAX_SIZE_SPLITS bins of near-equal counts, so the suite stays bounded.
+        for group in np.array_split(np.array(sizes), min(len(sizes), MAX_SIZE_SPLITS)):
+            out_set = set(group.tolist())
+            fit = tuple(r for r in runs if nd[r][0] not in out_set)
+            test = tuple(r for r in runs if nd[r][0] in out_set)
+            label = _size_label(group[0]) + ("" if len(group) == 1 else f"-{_size_label(group[-1])}")
+            out.append(Split(f"size-out {label}", fit, test))
     tpp = {r: nd[r][1] / nd[r][0] for r in runs}
     top = max(tpp.values())
     test = tuple(r for r in runs if tpp[r] >= top / 1.5)
@@ -95,6 +110,41 @@ def fit_methods(cols: dict, task: str, runs, methods, quick: bool = False) -> tu
                 fits[m.name] = fit_task(data, m, fits.get("paper") if m.feature == "loss" else None, quick)
         except LadderError as e:
             problems[m.name] = str(e)
+    return fits, problems
+
+
+def fit_methods_splits(cols: dict, task: str, runs, splits_: list[Split], methods, quick: bool = True):
+    """`fit_methods` for every split at once: each method is fitted on all splits' fit sets together (0/1
+    weightings of `runs`, ladder.laws.taskfit.fit_task_splits), which shares the grid searches and batched
+    descents across splits. Returns (fits, problems), one dict per split, as fit_methods would per split."""
+    if not splits_:
+        return [], []
+    masks = np.array([[r in set(sp.fit_runs) for r in runs] for sp in splits_])
+    if not all(set(sp.fit_runs) <= set(runs) for sp in splits_):  # a split fitting runs outside `runs`
+        pairs = [fit_methods(cols, task, sp.fit_runs, methods, quick) for sp in splits_]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    fits, problems = [{} for _ in splits_], [{} for _ in splits_]
+    for m in methods:
+        m = METHODS[m] if isinstance(m, str) else m
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                data = task_data(cols, task, list(runs), m.needs)
+                bases = [f.get("paper") if m.feature == "loss" else None for f in fits]
+                results = fit_task_splits(data, masks, m, bases, quick)
+            except LadderError:  # e.g. a run without rows for this task: each split says for itself
+                results = []
+                for s, sp in enumerate(splits_):
+                    try:
+                        d = task_data(cols, task, list(sp.fit_runs), m.needs)
+                        results.append(fit_task(d, m, fits[s].get("paper") if m.feature == "loss" else None, quick))
+                    except LadderError as e:
+                        results.append(e)
+        for s, r in enumerate(results):
+            if isinstance(r, LadderError):
+                problems[s][m.name] = str(r)
+            else:
+                fits[s][m.name] = r
     return fits, problems
 
 
@@ -148,16 +198,26 @@ def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, 
     return holdout_fits(cols, task, fits, train, test, problems)
 
 
-def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None) -> list[dict[str, dict[str, Holdout]]]:
-    """Every split x task x method. Returns one entry per split: {task: {method: Holdout}}."""
+def _suite_task(state: dict, task: str) -> list[dict[str, Holdout]]:
+    """One task's back-tests on every split (a job of run_suite, run in a worker process)."""
+    cols, sps = state["cols"], state["splits"]
+    fits, problems = fit_methods_splits(cols, task, state["runs"], sps, state["methods"], quick=True)
+    return [holdout_fits(cols, task, fits[s], sp.fit_runs, sp.test_runs, problems[s], sp.name)
+            for s, sp in enumerate(sps)]
+
+
+def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
+              workers: int | None = None) -> list[dict[str, dict[str, Holdout]]]:
+    """Every split x task x method, tasks spread over `workers` processes (ladder.laws.parallel). Returns one
+    entry per split: {task: {method: Holdout}}."""
     methods = methods or list(METHODS)
-    out = []
-    for sp in splits(cols, runs):
-        per_task = {}
-        for task in tasks:
-            fits, problems = fit_methods(cols, task, sp.fit_runs, methods, quick=True)
-            per_task[task] = holdout_fits(cols, task, fits, sp.fit_runs, sp.test_runs, problems, sp.name)
-        if progress:
-            progress(f"back-test {sp.name}: fitted {len(sp.fit_runs)} runs, predicted {len(sp.test_runs)}")
-        out.append(per_task)
+    sps = splits(cols, runs)
+    if progress and sps:
+        progress(f"back-tests: {len(tasks)} tasks x {len(sps)} splits ({', '.join(sp.name for sp in sps)})")
+    state = {"cols": cols, "runs": list(runs), "splits": sps, "methods": list(methods)}
+    per_task = map_jobs(_suite_task, [(t,) for t in tasks], state, workers) if sps else []
+    out = [{} for _ in sps]
+    for task, holdouts in zip(tasks, per_task):
+        for s in range(len(sps)):
+            out[s][task] = holdouts[s]
     return out

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ladder.laws.fitting import FitResult, best_starts, minimize_batched, minimize_from_grid, robust_loss
+from ladder.laws.fitting import (FitResult, best_starts, memo_by_content, minimize_batched, minimize_from_grid,
+                                 robust_loss)
 
 HUBER_DELTA = 1e-3
 # E = e^e may not fall below this (in the loss's own units): a fit that wants E -> 0 lands on the bound and is
@@ -39,24 +40,28 @@ class LossForm:
     def log_loss(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray, jac: bool = True):
         """log L-hat [B, n] for parameter rows X [B, P] and its Jacobian [B, n, P] (None unless jac)."""
         X = np.atleast_2d(X)
+        # the hot path of every bootstrap: logaddexp, no stacked [B, n, terms] temporaries. logN, logD: [n],
+        # or [B, n] (each problem its own points, ladder.laws.fitting.minimize_batched's `data`)
         if self.name == "nd":
             a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
-            terms = np.stack([a - alpha * logN, b - beta * logD, np.broadcast_to(e, (len(X), logN.size))], -1)
-        else:  # "c": compute C = 6ND
-            a, e, alpha = (X[:, i : i + 1] for i in range(3))
-            logC = np.log(6.0) + logN + logD
-            terms = np.stack([a - alpha * logC, np.broadcast_to(e, (len(X), logN.size))], -1)
-        m = terms.max(-1, keepdims=True)
-        ex = np.exp(terms - m)
-        s = ex.sum(-1, keepdims=True)
-        y = (m + np.log(s))[..., 0]
+            t1, t2 = a - alpha * logN, b - beta * logD
+            y = np.logaddexp(np.logaddexp(t1, t2), e)
+            if not jac:
+                return y, None
+            p1, p2 = np.exp(t1 - y), np.exp(t2 - y)
+            J = np.empty(y.shape + (5,))
+            J[..., 0], J[..., 1], J[..., 2] = p1, p2, np.exp(e - y)
+            J[..., 3], J[..., 4] = -p1 * logN, -p2 * logD
+            return y, J
+        a, e, alpha = (X[:, i : i + 1] for i in range(3))  # "c": compute C = 6ND
+        logC = np.log(6.0) + logN + logD
+        t1 = a - alpha * logC
+        y = np.logaddexp(t1, e)
         if not jac:
             return y, None
-        p = ex / s  # softmax: d LSE / d term
-        if self.name == "nd":
-            J = np.stack([p[..., 0], p[..., 1], p[..., 2], -p[..., 0] * logN, -p[..., 1] * logD], -1)
-        else:
-            J = np.stack([p[..., 0], p[..., 1], -p[..., 0] * logC], -1)
+        p1 = np.exp(t1 - y)
+        J = np.empty(y.shape + (3,))
+        J[..., 0], J[..., 1], J[..., 2] = p1, np.exp(e - y), -p1 * logC
         return y, J
 
     def predict(self, params: dict | np.ndarray, N, D) -> np.ndarray:
@@ -113,40 +118,78 @@ def fit_loss(form: LossForm, N, D, L, *, weights=None, delta: float = HUBER_DELT
     is an L-BFGS optimum of the published objective at a fraction of the cost of 4,500 scalar runs.
     Residuals are log L-hat - log L.
     """
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[None]
+    return fit_loss_many(form, N, D, L, w, delta=delta, top_k=top_k, polish=polish)[0]
+
+
+@memo_by_content
+def fit_loss_many(form: LossForm, N, D, L, weights=None, *, delta: float = HUBER_DELTA, top_k: int = 64,
+                  polish: int = 2) -> list[FitResult]:
+    """`fit_loss` for S weightings of the same points at once (weights [S, n]; 0 leaves a point out): the
+    back-tests fit each split as a 0/1 weighting of the ladder's runs, so the grid search and the batched
+    descent of all splits share numpy passes; each split is then polished by L-BFGS-B on its own. A point of
+    weight 0 adds exactly 0 to a split's objective and gradient: the fits equal separate ones (to rounding).
+    Residuals are those of the weighted points."""
     logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
-    w = np.ones_like(logL) if weights is None else np.asarray(weights, dtype=np.float64)
-    fun_and_grad, _ = _objective(form, logN, logD, logL, w, delta)
+    W = np.ones((1, logL.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
     # The grid and the batched descent only choose where L-BFGS starts: on a large table (62,500 runs) they
     # see an evenly spaced subset of SEARCH_POINTS points (cost grid x points), the final L-BFGS sees all.
     # Tables up to SEARCH_POINTS points (every ladder so far) are fitted exactly as before.
     pick = (np.linspace(0, len(logL) - 1, SEARCH_POINTS).round().astype(int) if len(logL) > SEARCH_POINTS
             else slice(None))
-    sN, sD, sL, sw = logN[pick], logD[pick], logL[pick], w[pick]
-    _, batch = _objective(form, sN, sD, sL, sw, delta)
-    starts = best_starts(batch, form.grid, top_k)
+    sN, sD, sL, sW = logN[pick], logD[pick], logL[pick], W[:, pick]
+    y, _ = form.log_loss(form.grid, sN, sD, jac=False)
+    rho = robust_loss(y - sL, delta)[0]                                   # [G, n]: every grid row scored once
+    starts, rows = [], []
+    for s, w in enumerate(sW):
+        starts.append(best_starts(lambda X, w=w: rho @ w, form.grid, top_k))
+        rows += [s] * len(starts[-1])
+    rows = np.array(rows)
 
     def residual_fn(X, jac):
         y, J = form.log_loss(X, sN, sD, jac)
         return y - sL, J
 
-    X, f, _ = minimize_batched(residual_fn, starts, sw, delta=delta, max_iter=300, bounds=form.bounds)
-    X = X[np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]]
-    return minimize_from_grid(fun_and_grad, X, form.names, list(form.bounds),
-                              residual_fn=lambda x: form.log_loss(x[None], logN, logD, jac=False)[0][0] - logL)
+    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), sW[rows], delta=delta, max_iter=300,
+                               bounds=form.bounds)
+    out = []
+    for s, w in enumerate(W):
+        keep = w > 0
+        fun_and_grad, _ = _objective(form, logN[keep], logD[keep], logL[keep], w[keep], delta)
+        mine = np.flatnonzero(rows == s)
+        best = mine[np.argsort(np.where(np.isfinite(f[mine]), f[mine], np.inf))[:polish]]
+        out.append(minimize_from_grid(
+            fun_and_grad, X[best], form.names, list(form.bounds),
+            residual_fn=lambda x, k=keep: form.log_loss(x[None], logN[k], logD[k], jac=False)[0][0] - logL[k]))
+    return out
 
 
-def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
-    """Refit many weightings of the same points at once (bootstrap), warm-started from x0 [P] or [B, P].
+def refit_loss_many(form: LossForm, x0s, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
+    """`fit_loss_batched` for U problems at once (x0s [U, P]; N, D, L [U, n]: each problem's own points, e.g.
+    one per task) under the same B weightings (weights [B, n]): one solver call, so the few refits that crawl
+    for hundreds of iterations share those iterations instead of paying them once per task. Each problem's
+    iterates are those of its own fit_loss_batched. Returns X [U, B, P], objective [U, B], converged [U, B]."""
+    x0s = np.atleast_2d(np.asarray(x0s, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    U, B = len(x0s), len(weights)
+    data = tuple(np.repeat(np.log(np.atleast_2d(np.asarray(v, dtype=np.float64))), B, 0) for v in (N, D, L))
 
-    weights [B, n] (e.g. how often each point's run was drawn). `rtol`: stop when a step gains less than
-    this fraction of the objective (looser than the full fit: percentiles need 3 digits, not 9). Returns (X [B, P], objective [B], converged [B]).
-    """
-    logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
-    weights = np.atleast_2d(weights)
-    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(weights), len(form.names)))
-
-    def residual_fn(X, jac):
+    def residual_fn(X, jac, logN, logD, logL):
         y, J = form.log_loss(X, logN, logD, jac)
         return y - logL, J
 
-    return minimize_batched(residual_fn, X0, weights, delta=delta, max_iter=1000, rtol=rtol, bounds=form.bounds)
+    X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=delta,
+                               max_iter=1000, rtol=rtol, bounds=form.bounds, data=data)
+    return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
+
+
+def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
+    """Refit many weightings of the same points at once (bootstrap), warm-started from the full fit x0 [P].
+
+    weights [B, n] (e.g. how often each point's run was drawn). `rtol`: stop when a step gains less than
+    this fraction of the objective (looser than the full fit: percentiles need 3 digits, not 9).
+    Returns (X [B, P], objective [B], converged [B]); one problem of `refit_loss_many`.
+    """
+    X, f, c = refit_loss_many(form, np.asarray(x0, dtype=np.float64)[None], np.asarray(N)[None], np.asarray(D)[None],
+                              np.asarray(L)[None], weights, delta=delta, rtol=rtol)
+    return X[0], f[0], c[0]

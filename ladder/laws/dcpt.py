@@ -157,7 +157,7 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
     if domain is not None:
         require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
         keep &= table["domain"] == domain
-        require(keep.any(), "domain", f"no CPT rows for domain {domain!r}", f"choose one of {sorted(set(table['domain']))}")
+        require(keep.any(), "domain", f"no CPT rows for domain {domain!r}", f"choose one of {sorted(set(table['domain'].tolist()))}")
     if steps == "final":
         last = last_rows(run, step, keep)
         keep = np.zeros_like(keep)
@@ -285,17 +285,27 @@ def r_squared(pred: np.ndarray, obs: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
-def fit_dcpt(p: Points, *, cross_domain: bool = False, fit_k_weight: bool = False, delta: float = HUBER_DELTA,
-             n_starts: int = 32, seed: int = 0) -> DcptFit:
+# What sets a domain's constant level E + F/K(w)^mu apart from another's. E is shared by every domain, and
+# with 3 ratios the C/(r + eps)^gamma term can absorb any constant too, so only the m - 1 differences
+# between m domains' levels are data: F, mu and w need as many.
+LEVEL_NAMES = ("f", "mu", "log_w")
+
+
+def fit_dcpt(p: Points, *, cross_domain: bool = False, fit_k_weight: bool = False, pinned: dict | None = None,
+             delta: float = HUBER_DELTA, n_starts: int = 32, seed: int = 0) -> DcptFit:
     """Fit the D-CPT law (or its cross-domain variant when `cross_domain`, which needs `p.k`) to points.
-    `fit_k_weight` (cross-domain, needs p.l0 and p.l_probe from 3+ domains): K's decline weight w2/w1 is fitted
-    too, K = 1/L0 + w (L0 - L_probe)/L0 (only w1's scale is absorbed by F; the ratio is not)."""
+    `fit_k_weight` (cross-domain, needs p.l0 and p.l_probe): K's decline weight w2/w1 is fitted too,
+    K = 1/L0 + w (L0 - L_probe)/L0 (only w1's scale is absorbed by F; the ratio is not). `pinned` holds
+    fit-space parameters at a value ({"mu": 1.0, "log_w": 0.0}, ...): m domains give m - 1 level
+    differences, so the free ones of (f, mu, log_w) may number at most m - 1 (LEVEL_NAMES)."""
+    pinned = dict(pinned or {})
     if fit_k_weight:
         require(p.l0 is not None and p.l_probe is not None, "l0", "fitting the K weight needs each point's probe "
                 "features (initial loss l0, probe loss l_probe)", "measure them with a probe run per domain")
-        require(len(np.unique(p.l0)) >= 4, "l0", f"{len(np.unique(p.l0))} domains",
-                "fitting w2/w1 needs 4+ domains (each domain gives one constant level E + F/K^mu: E, F, mu and w "
-                "are four unknowns); keep the weights fixed")
+        free = [k for k in LEVEL_NAMES if k not in pinned]
+        require(len(np.unique(p.l0)) - 1 >= len(free), "l0", f"{len(np.unique(p.l0))} domains",
+                f"m domains give m - 1 differences of their levels E + F/K^mu: the free {', '.join(free)} need "
+                f"{len(free) + 1}; pin some (pinned=) or keep the weights fixed")
         p = Points(p.n, p.d, p.r, p.loss, 1.0 / p.l0 + (p.l0 - p.l_probe) / p.l0, p.run, p.l0, p.l_probe, p.domain)
     names = K_WEIGHT_NAMES if fit_k_weight else CROSS_NAMES if cross_domain else NAMES
     cross_domain = cross_domain or fit_k_weight
@@ -304,53 +314,20 @@ def fit_dcpt(p: Points, *, cross_domain: bool = False, fit_k_weight: bool = Fals
                 "measure K with a probe run per domain (ladder.laws.dcpt.learnability) and write column k")
         require(len(np.unique(p.k)) >= 2, "k", "all points share one K, so F/K^mu cannot be fitted",
                 "fit points from 2+ domains with different K, or fit the plain law")
-    validate_points(p, len(names))
+    validate_points(p, len(names) - len(pinned))
+    starts = _starts(p, "fit_k_weight" if fit_k_weight else cross_domain, n_starts, seed)
+    for k, v in pinned.items():
+        starts[:, names.index(k)] = v
     fit = minimize_from_grid(
-        lambda x: _objective(x, p, delta), _starts(p, "fit_k_weight" if fit_k_weight else cross_domain, n_starts, seed),
-        names, bounds=[BOUNDS[k] for k in names],
+        lambda x: _objective(x, p, delta), np.unique(starts, axis=0), names,
+        bounds=[(pinned[k], pinned[k]) if k in pinned else BOUNDS[k] for k in names],
         residual_fn=lambda x: np.exp(_terms(x, p)[0]).sum(axis=1) - p.loss,
     )
+    fit.at_bound = [k for k in fit.at_bound if k not in pinned]
     law = DcptLaw.from_fit(fit.params)
     out = DcptFit(law, fit, fit.objective, math.nan, len(p), check_monotone(law, p),
                   float(np.exp(fit.params["log_w"])) if fit_k_weight else None)
     out.r2 = r_squared(out.predict(p), p.loss)
-    return out
-
-
-def cross_domain_holdout(p: Points, **fit_kwargs) -> list[dict]:
-    """Leave one domain out: fit the cross-domain law on every other domain and predict the held-out domain's
-    points from its probe (K) alone; compare with the law refitted on all domains (its points included).
-    Each domain contributes one constant level E + F/K^mu, so the fitting domains must number 3+ with the K
-    weight w2/w1 held at 1 (E, F, mu) and 4+ to fit it (E, F, mu, w): 4+ domains in all, w fitted from 5.
-    Needs p.domain, p.l0, p.l_probe (one value per domain)."""
-    require(p.domain is not None and p.l0 is not None and p.l_probe is not None, "domain",
-            "cross-domain hold-out needs each point's domain and probe features", "write columns domain, l0, l_probe")
-    domains = sorted(set(p.domain.tolist()))
-    require(len(domains) >= 4, "domain", f"{len(domains)} domains",
-            "hold one out of 4+ domains (3 left pin E, F and mu; a 4th left also fits the K weight)")
-    k_fixed = 1.0 / p.l0 + (p.l0 - p.l_probe) / p.l0
-    full_weight = len(domains) >= 4
-    full = fit_dcpt(p, cross_domain=True, fit_k_weight=full_weight, **fit_kwargs) if full_weight else \
-        fit_dcpt(Points(p.n, p.d, p.r, p.loss, k_fixed), cross_domain=True, **fit_kwargs)
-    out = []
-    for name in domains:
-        held = p.domain == name
-        rest = p.subset(~held)
-        weight = len(domains) - 1 >= 4
-        if weight:
-            fit = fit_dcpt(rest, cross_domain=True, fit_k_weight=True, **fit_kwargs)
-        else:
-            rest = Points(rest.n, rest.d, rest.r, rest.loss, k_fixed[~held], rest.run, rest.l0, rest.l_probe, rest.domain)
-            fit = fit_dcpt(rest, cross_domain=True, **fit_kwargs)
-        test = p.subset(held)
-        if not weight:
-            test = Points(test.n, test.d, test.r, test.loss, k_fixed[held], test.run, test.l0, test.l_probe, test.domain)
-        rel = np.abs(fit.predict(test) / test.loss - 1)
-        refit = np.abs(full.predict(p.subset(held) if full_weight else Points(
-            test.n, test.d, test.r, test.loss, k_fixed[held])) / test.loss - 1)
-        out.append({"held_out": name, "n_test": int(held.sum()), "k_weight": fit.k_weight if weight else 1.0,
-                    "k_weight_fitted": weight, "mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max()),
-                    "refit_mean_abs_rel_err": float(refit.mean())})
     return out
 
 

@@ -134,7 +134,9 @@ class EnsembleFit:
         self.weights = {m: weights[m] for m in self.members}
         total = sum(self.weights.values())
         self.weights = {m: v / total for m, v in self.weights.items()}
-        face = members.get("paper") or next(iter(self.members.values()))
+        # the face (plots): the paper's chain, else a member with an intermediate feature, else any
+        face = members.get("paper") or next((f for f in self.members.values() if not f.method.single_step),
+                                            next(iter(self.members.values())))
         self.task, self.data, self.step1, self.step2, self.single = face.task, face.data, face.step1, face.step2, None
         self.method, self.form, self.sigmoid = ENSEMBLE, face.form, face.sigmoid
 

@@ -17,8 +17,9 @@ from ladder.errors import LadderError, require
 from ladder.laws import flags as fl
 from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdout_fits, run_suite, run_table
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
-from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap, fit_task,
-                                 select_runs, task_data)
+from ladder.laws.parallel import map_jobs
+from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap,
+                                 bootstrap_many, fit_task, groups, present, select_runs, task_data)
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
@@ -49,26 +50,57 @@ def parse_target(spec: str) -> tuple[str, tuple[float, ...]]:
     return name, vals
 
 
+FEATURE_NAMES = {"loss": "a task loss", "lm_loss": "an LM loss"}
+FALLBACK_ORDER = ("paper", "lm-loss", "single-step")  # without back-tests: the paper's chain, else its nearest
+
+
+def unavailable(cols: dict, methods) -> dict[str, str]:
+    """Methods whose intermediate feature the table has nowhere (column absent or blank in every row), with
+    the reason: an accuracy-only table skips them up front instead of failing per task."""
+    out = {}
+    for name in methods:
+        need = METHODS[name].needs
+        if need and (need not in cols or not np.isfinite(cols[need]).any()):
+            how = "has no column" if need not in cols else "leaves blank every value of"
+            out[name] = f"needs {FEATURE_NAMES.get(need, need)}; the table {how} {need!r}"
+    return out
+
+
 def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
     """Checkpoint-to-checkpoint noise of one task (Bhagia et al. 2024 §4's predictability analysis): the
     standard deviation of accuracy (points) and of the task loss (relative) over each run's last `window`
-    evaluations, averaged over the runs of the largest fitted size (the closest to a target)."""
+    evaluations, averaged over the runs of the largest fitted size (the closest to a target). Runs with
+    fewer than 2 evaluations of the task give no spread and are left out."""
     nd = run_table(cols)
     top = max(nd[r][0] for r in runs)
-    acc_sd, loss_sd = [], []
-    for r in runs:
-        if nd[r][0] != top:
-            continue
-        m = (cols["task"] == task) & (cols["run"] == r)
-        order = np.argsort(cols["step"][m])[-window:]
-        if len(order) < 2:
-            continue
-        acc_sd.append(np.std(cols["acc"][m][order], ddof=1))
-        if "loss" in cols and np.isfinite(cols["loss"][m][order]).all():
-            L = cols["loss"][m][order]
-            loss_sd.append(np.std(L, ddof=1) / np.mean(L))
-    return {"acc_sd": float(np.mean(acc_sd)) if acc_sd else float("nan"),
-            "loss_sd_rel": float(np.mean(loss_sd)) if loss_sd else float("nan")}
+    chosen = present(cols, task, [r for r in runs if nd[r][0] == top])
+    nan = {"acc_sd": float("nan"), "loss_sd_rel": float("nan")}
+    if not chosen:
+        return nan
+    rows, starts = groups(cols, task, chosen)
+    sizes = np.diff(starts)
+    from_end = np.repeat(starts[1:], sizes) - 1 - np.arange(starts[-1])
+    tail = from_end < window
+    rows, starts = rows[tail], np.concatenate([[0], np.cumsum(np.minimum(sizes, window))])
+    spread = np.diff(starts) >= 2
+    if not spread.any():
+        return nan
+
+    def sd(v):  # per run: s.d. (ddof 1) of its tail values
+        count = np.diff(starts)
+        mean = np.add.reduceat(v, starts[:-1]) / count
+        dev = v - np.repeat(mean, count)
+        return np.sqrt(np.add.reduceat(dev * dev, starts[:-1]) / np.maximum(count - 1, 1)), mean
+
+    acc_sd, _ = sd(cols["acc"][rows])
+    out = {"acc_sd": float(np.mean(acc_sd[spread])), "loss_sd_rel": float("nan")}
+    if "loss" in cols:
+        L = cols["loss"][rows]
+        finite = np.logical_and.reduceat(np.isfinite(L), starts[:-1]) & spread
+        if finite.any():
+            loss_sd, loss_mean = sd(np.where(np.isfinite(L), L, 0.0))
+            out["loss_sd_rel"] = float(np.mean((loss_sd / loss_mean)[finite]))
+    return out
 
 
 @dataclass
@@ -147,12 +179,15 @@ def _loss_misses(pred: Prediction, task: str, used: set) -> list[tuple[str, str]
 
 
 def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METHOD, runs=None, tasks=None,
-            n_bootstrap: int = 1000, seed: int = 0, plot_dir=None, progress=None) -> Prediction:
+            n_bootstrap: int = 1000, seed: int = 0, plot_dir=None, progress=None,
+            workers: int | None = None) -> Prediction:
     """Fit `method` per task and predict each target's loss and accuracy.
 
     method: "ensemble" (default: weights and intervals from the back-test suite), "auto" (per task, the
     lowest error predicting the largest rung), or one of METHODS. cols: a validated results table
     (ladder.results.read_table(path, validate=True)); targets: name -> (N, D) or (N, D, FLOPs/token).
+    workers: processes for the per-task fits and the bootstrap (default: the cores available; results equal a
+    serial run's, ladder.laws.parallel).
     """
     require(method in ("ensemble", "auto") or method in METHODS, "--method", f"unknown method {method!r}",
             f"choose ensemble, auto or one of {', '.join(METHODS)}")
@@ -174,50 +209,66 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             notes.append(msg)
     pred = Prediction(targets, runs, {}, {t: {} for t in targets}, warnings=notes)
     fallback = []
+    skipped = unavailable(cols, MENU if method == "ensemble" else [method] if method in METHODS else [])
+    require(method not in skipped, f"--method {method}", skipped.get(method, ""),
+            "map the column when importing, or use --method ensemble (it keeps the methods the table allows)")
+    menu = [m for m in MENU if m not in skipped]
+    if method == "ensemble" and skipped:
+        by_reason = {}
+        for m, why in skipped.items():
+            by_reason.setdefault(why, []).append(m)
+        msg = ("skipped " + "; ".join(f"{', '.join(ms)} ({why})" for why, ms in by_reason.items())
+               + f": the ensemble weighs {', '.join(menu) or 'nothing'}")
+        warnings.warn(msg, stacklevel=2)
+        notes.append(msg)
+        require(bool(menu), "results table", "no method of the ensemble can run on it",
+                "add a task loss (`loss`) or an LM loss (`lm_loss`) column, or use --method single-step")
     if method == "ensemble":
-        pred.suite = run_suite(cols, tasks, runs, MENU, progress)
+        pred.suite = run_suite(cols, tasks, runs, menu, progress, workers)
         if pred.suite:
             pred.calibration = calibrate(pred.suite)
-        else:  # nothing to weigh the methods by: the paper's method, said loudly
+        else:  # nothing to weigh the methods by: the paper's method (or its nearest the table allows), loudly
+            method = next(m for m in FALLBACK_ORDER + tuple(menu) if m in menu)
             msg = ("the ladder allows no back-test split (it needs 3 sizes, or 2 token budgets, and 6 runs per "
-                   "fit): the ensemble falls back to the paper's method, intervals from the bootstrap only")
+                   f"fit): the ensemble falls back to the {method} method, intervals from the bootstrap only")
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
-            fallback, method = [("FB", "no back-test split: paper method, bootstrap interval only")], "paper"
+            fallback = [("FB", f"no back-test split: {method} method, bootstrap interval only")]
+    flag_lists = {}
+    if method == "ensemble":
+        full = dict(zip(tasks, map_jobs(_fit_members, [(t,) for t in tasks],
+                                        {"cols": cols, "runs": runs, "menu": menu}, workers)))
+    else:
+        fitted = dict(zip(tasks, map_jobs(_fit_method, [(t,) for t in tasks],
+                                          {"cols": cols, "runs": runs, "method": method}, workers)))
     for task in tasks:
         extra = []
         if method == "ensemble":
-            members, problems = fit_methods(cols, task, runs, MENU)
+            members, problems = full[task]
+            problems = {**skipped, **problems}
             fit = EnsembleFit(members, pred.calibration.weights)
             require(bool(fit.members), f"task {task}", "no method of the ensemble could be fitted: "
                     + "; ".join(problems.values()), "check the table's columns")
             extra += [("FB", f"{m}: {p}") for m, p in problems.items()]
             pred.backtests[task] = _pooled(pred.suite, task)
         else:
-            chosen = method
-            if method == "auto":
-                pred.backtests[task] = backtest(cols, task, runs)
-                chosen = choose_method(pred.backtests[task])
-            m = METHODS[chosen]
-            data = task_data(cols, task, runs, m.needs)
-            base = None
-            if m.single_step == "paper":  # the paper's step 1 gives single-step a loss to report, when there is one
-                base = fit_methods(cols, task, runs, ["paper"])[0].get("paper")
-            fit = fit_task(data, m, base)
+            fit, bt = fitted[task]
+            if bt is not None:
+                pred.backtests[task] = bt
         pred.fits[task] = fit
         flag_list = fl.fit_flags(fit.fits()) + extra + fallback
         used = set(getattr(fit, "members", {})) if method == "ensemble" else {fit.method.name}
         flag_list += _loss_misses(pred, task, used)
-        rows = None
-        if n_bootstrap:
-            cache = {}
-            if isinstance(fit, EnsembleFit):
-                rows = {m: bootstrap(f, n_bootstrap, seed, cache) for m, f in fit.members.items()}
-                conv = np.all([r["converged"] for r in rows.values()], 0)
-            else:
-                rows = bootstrap(fit, n_bootstrap, seed, cache)
-                conv = rows["converged"]
-            pred.samples[task] = rows
+        flag_lists[task] = flag_list
+    if n_bootstrap:
+        if progress:
+            progress(f"bootstrap: {n_bootstrap} resamples of the fitted runs, {len(tasks)} tasks")
+        pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed, workers)
+    for task in tasks:
+        fit, flag_list, rows = pred.fits[task], flag_lists[task], pred.samples.get(task)
+        if rows is not None:
+            conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
+                    else rows["converged"])
             if conv.mean() < 0.95:
                 flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
         nz = noise(cols, task, runs)
@@ -266,6 +317,41 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
 
         plot_prediction(pred, cols, plot_dir)
     return pred
+
+
+def _fit_method(state: dict, task: str):
+    """(fit, back-tests or None) of one named method, or of `auto`'s choice, for one task (a job of predict)."""
+    cols, runs, method, bt = state["cols"], state["runs"], state["method"], None
+    chosen = method
+    if method == "auto":
+        bt = backtest(cols, task, runs)
+        chosen = choose_method(bt)
+    m = METHODS[chosen]
+    data = task_data(cols, task, runs, m.needs)
+    base = None
+    if m.single_step == "paper":  # the paper's step 1 gives single-step a loss to report, when there is one
+        base = fit_methods(cols, task, runs, ["paper"])[0].get("paper")
+    return fit_task(data, m, base), bt
+
+
+def _fit_members(state: dict, task: str):
+    """Every ensemble member fitted to one task (a job of predict, possibly in a worker process)."""
+    return fit_methods(state["cols"], task, state["runs"], state["menu"])
+
+
+def _bootstrap_all(fits: dict, n_samples: int, seed: int, workers: int | None = None) -> dict:
+    """{task: bootstrap rows} for every task's fit ({member: rows} for an ensemble), all refitted together
+    (taskfit.bootstrap_many: equal to one bootstrap per fit, the slow refits of all tasks sharing iterations)."""
+    flat = [(task, m, f) for task, fit in fits.items()
+            for m, f in (fit.members.items() if isinstance(fit, EnsembleFit) else [(None, fit)])]
+    rows = bootstrap_many([f for _, _, f in flat], n_samples, seed, workers)
+    out: dict = {}
+    for (task, m, _), r in zip(flat, rows):
+        if m is None:
+            out[task] = r
+        else:
+            out.setdefault(task, {})[m] = r
+    return out
 
 
 def holdout_report(cols: dict, pred: Prediction, test_runs: list[str]) -> dict:

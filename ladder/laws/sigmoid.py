@@ -50,9 +50,13 @@ class SigmoidForm:
         if not jac:
             return y, None
         ds = a * s * (1.0 - s)
-        dk, dL0 = ds * (L - L0), -ds * k
-        cols = [s, np.ones_like(s)] if self.floor is None else [1.0 - s]
-        return y, np.stack(cols + [dk, dL0], -1)
+        J = np.empty(y.shape + (len(self.names),))  # filled column by column: no stacked temporaries
+        if self.floor is None:
+            J[..., 0], J[..., 1] = s, 1.0
+        else:
+            J[..., 0] = 1.0 - s
+        J[..., -2], J[..., -1] = ds * (L - L0), -ds * k
+        return y, J
 
     def predict(self, params: dict | np.ndarray, L) -> np.ndarray:
         """Acc-hat at L (any shape); params a dict, an array [P], or rows [B, P] (-> [B, *L.shape])."""
@@ -81,31 +85,52 @@ def fit_sigmoid(form: SigmoidForm, L, acc, *, weights=None, top_k: int = 16, pol
     The start grid is scored in one pass, its `top_k` best rows descended together by the batched solver,
     and L-BFGS-B (analytic gradient, bounds) finishes from the `polish` best.
     """
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[None]
+    return fit_sigmoid_many(form, L, acc, w, top_k=top_k, polish=polish)[0]
+
+
+def fit_sigmoid_many(form: SigmoidForm, L, acc, weights=None, *, top_k: int = 16, polish: int = 2) -> list[FitResult]:
+    """`fit_sigmoid` for S weightings of the same points (weights [S, n]; 0 leaves a point out), as
+    ladder.laws.chinchilla.fit_loss_many: each split's starts come from its own points (grid at the quantiles
+    of its feature, start search on at most SEARCH_POINTS of them), the descents share numpy passes, and each
+    split is polished alone; the fits equal separate ones (to rounding)."""
     L, acc = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
-    w = np.ones_like(L) if weights is None else np.asarray(weights, dtype=np.float64)
-
-    def fun_and_grad(x):
-        y, J = form.acc(x[None], L)
-        r = y[0] - acc
-        return float(0.5 * (w * r) @ r), J[0].T @ (w * r)
-
-    # The start search sees at most SEARCH_POINTS evenly spaced points (ladder.laws.chinchilla.fit_loss
-    # explains why); L-BFGS-B below fits all of them. Smaller fits are unchanged.
-    pick = (np.linspace(0, len(L) - 1, SEARCH_POINTS).round().astype(int) if len(L) > SEARCH_POINTS
-            else slice(None))
-    sL, sacc, sw = L[pick], acc[pick], w[pick]
-
-    def batch(X):
-        return 0.5 * (sw * (form.acc(X, sL, jac=False)[0] - sacc) ** 2).sum(-1)
+    W = np.ones((1, L.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    starts, rows, search = [], [], np.zeros_like(W)
+    for s, w in enumerate(W):
+        keep = np.flatnonzero(w > 0)
+        # The start search sees at most SEARCH_POINTS evenly spaced points of the split
+        # (ladder.laws.chinchilla.fit_loss explains why); L-BFGS-B below fits all of them.
+        pick = keep[np.linspace(0, len(keep) - 1, SEARCH_POINTS).round().astype(int)] if len(keep) > SEARCH_POINTS \
+            else keep
+        search[s, pick] = w[pick]
+        sw, sL, sacc = w[pick], L[pick], acc[pick]
+        starts.append(best_starts(
+            lambda X: 0.5 * (sw * (form.acc(X, sL, jac=False)[0] - sacc) ** 2).sum(-1), form.grid(L[keep]), top_k))
+        rows += [s] * len(starts[-1])
+    rows = np.array(rows)
+    used = np.flatnonzero(search.any(0))  # the union of the splits' search points
 
     def residual_fn(X, jac):
-        y, J = form.acc(X, sL, jac)
-        return y - sacc, J
+        y, J = form.acc(X, L[used], jac)
+        return y - acc[used], J
 
-    X, f, _ = minimize_batched(residual_fn, best_starts(batch, form.grid(L), top_k), sw, bounds=form.bounds)
-    X = X[np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]]
-    return minimize_from_grid(fun_and_grad, X, form.names, form.bounds,
-                              residual_fn=lambda x: form.acc(x[None], L, jac=False)[0][0] - acc)
+    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), search[rows][:, used], bounds=form.bounds)
+    out = []
+    for s, w in enumerate(W):
+        keep = w > 0
+        Lk, ak, wk = L[keep], acc[keep], w[keep]
+
+        def fun_and_grad(x, Lk=Lk, ak=ak, wk=wk):
+            y, J = form.acc(x[None], Lk)
+            r = y[0] - ak
+            return float(0.5 * (wk * r) @ r), J[0].T @ (wk * r)
+
+        mine = np.flatnonzero(rows == s)
+        best = mine[np.argsort(np.where(np.isfinite(f[mine]), f[mine], np.inf))[:polish]]
+        out.append(minimize_from_grid(fun_and_grad, X[best], form.names, form.bounds,
+                                      residual_fn=lambda x, Lk=Lk, ak=ak: form.acc(x[None], Lk, jac=False)[0][0] - ak))
+    return out
 
 
 def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float = 1e-7):

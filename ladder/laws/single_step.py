@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 from scipy.special import expit
 
+from ladder.laws.chinchilla import SEARCH_POINTS
 from ladder.laws.fitting import FitResult, minimize_batched, minimize_from_grid, robust_loss
 
 NAMES = ("a", "b", "alpha", "beta", "E", "p", "q")
@@ -62,26 +63,61 @@ def starts(chance: float | None) -> np.ndarray:
 
 def fit_single_step(N, D, acc, chance: float | None, *, weights=None, top_k: int = 4) -> FitResult:
     """Fit the 7-parameter single-step law to final points (N, D, acc)."""
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[None]
+    return fit_single_step_many(N, D, acc, chance, w, top_k=top_k)[0]
+
+
+def fit_single_step_many(N, D, acc, chance: float | None, weights=None, *, top_k: int = 4) -> list[FitResult]:
+    """`fit_single_step` for S weightings of the same points (weights [S, n]; 0 leaves a run out): the
+    descents of all splits share numpy passes, each is polished alone (as chinchilla.fit_loss_many)."""
     logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
-    w = np.ones_like(logA) if weights is None else np.asarray(weights, dtype=np.float64)
-    res = _residuals(logN, logD, logA)
-
-    def fun_and_grad(x):
-        r, J = res(x[None])
-        v, d, _ = robust_loss(r[0], HUBER_DELTA)
-        return float(w @ v), J[0].T @ (w * d)
-
+    W = np.ones((1, logA.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
     S = starts(chance)
-    X, f, _ = minimize_batched(res, S, w, delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
-    order = np.argsort(np.where(np.isfinite(f), f, np.inf))
-    X = np.vstack([S[:1], X[order[:top_k]]])  # the authors' own start always runs through L-BFGS-B
-    return minimize_from_grid(fun_and_grad, X, NAMES, list(BOUNDS), residual_fn=lambda x: res(x[None], False)[0][0])
+    # The batched start search sees at most SEARCH_POINTS evenly spaced points (as fit_loss's, which says
+    # why); L-BFGS-B below fits all of them. Fits of up to SEARCH_POINTS points are unchanged.
+    pick = (np.linspace(0, len(logA) - 1, SEARCH_POINTS).round().astype(int) if len(logA) > SEARCH_POINTS
+            else slice(None))
+    X, f, _ = minimize_batched(_residuals(logN[pick], logD[pick], logA[pick]), np.tile(S, (len(W), 1)),
+                               np.repeat(W[:, pick], len(S), 0), delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
+    out = []
+    for s, w in enumerate(W):
+        keep = w > 0
+        res = _residuals(logN[keep], logD[keep], logA[keep])
+
+        def fun_and_grad(x, res=res, wk=w[keep]):
+            r, J = res(x[None])
+            v, d, _ = robust_loss(r[0], HUBER_DELTA)
+            return float(wk @ v), J[0].T @ (wk * d)
+
+        Xs, fs = X[s * len(S): (s + 1) * len(S)], f[s * len(S): (s + 1) * len(S)]
+        order = np.argsort(np.where(np.isfinite(fs), fs, np.inf))
+        Xs = np.vstack([S[:1], Xs[order[:top_k]]])  # the authors' own start always runs through L-BFGS-B
+        out.append(minimize_from_grid(fun_and_grad, Xs, NAMES, list(BOUNDS),
+                                      residual_fn=lambda x, res=res: res(x[None], False)[0][0]))
+    return out
+
+
+def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):
+    """`refit_batched` for U problems at once (x0s [U, 7]; N, D, acc [U, n], e.g. one per task) under the same
+    B weightings, in one solver call (as chinchilla.refit_loss_many). Returns X [U, B, 7], objective and
+    converged [U, B]."""
+    x0s = np.atleast_2d(np.asarray(x0s, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    U, B = len(x0s), len(weights)
+    logs = (np.log(np.atleast_2d(N)), np.log(np.atleast_2d(D)), np.log(np.maximum(np.atleast_2d(acc), ACC_FLOOR)))
+
+    def residual_fn(X, jac, logN, logD, logA):
+        return _residuals(logN, logD, logA)(X, jac)
+
+    X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=HUBER_DELTA,
+                               bounds=BOUNDS, max_iter=2000, rtol=rtol,
+                               data=tuple(np.repeat(v.astype(np.float64), B, 0) for v in logs))
+    return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
 
 
 def refit_batched(x0, N, D, acc, weights, *, rtol: float = 1e-6):
-    """Bootstrap refits (weights [B, n]) warm-started from x0; returns (X, objective, converged)."""
-    logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
-    weights = np.atleast_2d(weights)
-    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(weights), len(NAMES)))
-    return minimize_batched(_residuals(logN, logD, logA), X0, weights, delta=HUBER_DELTA, bounds=BOUNDS,
-                            max_iter=2000, rtol=rtol)
+    """Bootstrap refits (weights [B, n]) warm-started from x0; returns (X, objective, converged): one problem
+    of `refit_many`."""
+    X, f, c = refit_many(np.asarray(x0, dtype=np.float64)[None], np.asarray(N)[None], np.asarray(D)[None],
+                         np.asarray(acc)[None], weights, rtol=rtol)
+    return X[0], f[0], c[0]

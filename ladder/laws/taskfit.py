@@ -9,16 +9,18 @@ ablations and our variants each change one ingredient (`METHODS`, table in docs/
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit
 
-from ladder.errors import require
+from ladder.errors import LadderError, require
 from ladder.laws import single_step as ss
-from ladder.laws.chinchilla import FORMS, LossForm, fit_loss, fit_loss_batched
+from ladder.laws.chinchilla import FORMS, LossForm, fit_loss_many, refit_loss_many
 from ladder.laws.fitting import FitResult
-from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
+from ladder.laws.parallel import map_jobs
+from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid_batched, fit_sigmoid_many
 
 # The paper's fit set on the published OLMo ladder: 4 sizes x 4 Chinchilla multiples.
 PAPER_RUNS = tuple(f"{s}-{c}xC" for s in ("190M", "370M", "760M", "1B") for c in (1, 2, 5, 10))
@@ -72,6 +74,16 @@ class TaskData:
     chance: float | None
     fpt: np.ndarray | None = None  # [R] training FLOPs per token (`flops` / d); None when the table has none
 
+    def subset(self, keep: np.ndarray) -> "TaskData":
+        """The same task's data over the runs where `keep` [R] is true (a back-test split's fit set); equal
+        to task_data on those runs (each run's points are its own)."""
+        keep = np.asarray(keep, dtype=bool)
+        new_index = np.cumsum(keep) - 1
+        points = keep[self.point_run]
+        return TaskData(self.task, self.runs[keep], self.n[keep], self.d[keep], self.feature[keep], self.acc[keep],
+                        self.point_feature[points], self.point_acc[points], new_index[self.point_run[points]],
+                        self.chance, None if self.fpt is None else self.fpt[keep])
+
     def flops_per_token(self, N) -> np.ndarray:
         """FLOPs/token at N: 6N + k N^g, (k, g) fitted in log-log to the runs' excess over 6N (attention and
         the LM head grow slower than N); 6N when the table has no `flops`. docs/laws.md, "compute"."""
@@ -103,66 +115,131 @@ def select_runs(cols: dict, runs=None) -> list[str]:
     return chosen
 
 
-_INDEX: dict = {}
+_INDEX: dict = {}  # the last table's _RowIndex; tables are read-only once read (same arrays, same rows)
 
 
-def _run_index(cols: dict) -> dict:
-    """(task, run) -> row indices, built once per table (back-tests read the same table hundreds of times)."""
-    key = (id(cols), len(cols["run"]))
-    if key not in _INDEX:
+@dataclass
+class _RowIndex:
+    """A table's rows sorted by (task, run, step): each (task, run) pair is one contiguous group."""
+
+    order: np.ndarray       # row indices, grouped and step-sorted (stable: ties keep table order)
+    runs: np.ndarray        # sorted unique run names
+    tasks: np.ndarray       # sorted unique task names
+    keys: np.ndarray        # [G] task code * len(runs) + run code of each group, ascending
+    starts: np.ndarray      # [G + 1] group boundaries in `order`
+
+
+def _run_index(cols: dict) -> _RowIndex:
+    """The (task, run) groups of a table, built once per table by one sort (back-tests and bootstraps read
+    the same table hundreds of times; a mask per run was O(runs x rows): 62,500 runs x 10^6 rows)."""
+    key = (cols["run"], cols["task"], cols["step"])  # held, so the identity test cannot meet a reused id
+    if "key" not in _INDEX or not all(a is b for a, b in zip(_INDEX["key"], key)):
         _INDEX.clear()
-        order = np.lexsort((cols["run"], cols["task"]))
-        pairs = np.char.add(np.char.add(cols["task"][order].astype(str), "\x1f"), cols["run"][order].astype(str))
-        cuts = np.flatnonzero(pairs[1:] != pairs[:-1]) + 1
-        _INDEX[key] = {tuple(pairs[g[0]].split("\x1f")): order[g] for g in np.split(np.arange(len(order)), cuts)
-                       if len(g)}
-    return _INDEX[key]
+        runs, run_code = np.unique(cols["run"], return_inverse=True)
+        tasks, task_code = np.unique(cols["task"], return_inverse=True)
+        order = np.lexsort((cols["step"], run_code, task_code))
+        group = task_code[order].astype(np.int64) * len(runs) + run_code[order]
+        cut = np.flatnonzero(group[1:] != group[:-1]) + 1
+        starts = np.concatenate([[0], cut, [len(order)]])
+        _INDEX.update(key=key, index=_RowIndex(order, runs, tasks, group[starts[:-1]], starts))
+    return _INDEX["index"]
+
+
+def present(cols: dict, task: str, runs: list[str]) -> list[str]:
+    """The runs (in order) that have rows for `task`."""
+    if not len(runs) or task not in _run_index(cols).tasks:
+        return []
+    return [r for r, ok in zip(runs, _lookup(cols, task, runs)[1]) if ok]
+
+
+def _lookup(cols: dict, task: str, runs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(group of each run for `task`, whether it has one)."""
+    index = _run_index(cols)
+    names = np.asarray(runs, dtype=str) if len(runs) else np.zeros(0, dtype=str)
+    t = np.searchsorted(index.tasks, task)
+    require(t < len(index.tasks) and index.tasks[t] == task, "--tasks", f"task {task!r} is not in the table",
+            f"choose from {index.tasks.tolist()}")
+    r = np.minimum(np.searchsorted(index.runs, names), len(index.runs) - 1)
+    g = np.searchsorted(index.keys, t * len(index.runs) + r)
+    g = np.minimum(g, len(index.keys) - 1)
+    return g, (index.runs[r] == names) & (index.keys[g] == t * len(index.runs) + r)
+
+
+def groups(cols: dict, task: str, runs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, starts): the rows of each run (in `runs` order) for `task`, step-sorted and concatenated, and
+    where each run's rows begin ([R + 1]). A LadderError names the first run without rows for the task."""
+    require(len(runs) > 0, f"task {task}", "no runs to read", "choose at least one run (--runs)")
+    index = _run_index(cols)
+    g, found = _lookup(cols, task, runs)
+    if not found.all():
+        run = runs[int(np.argmin(found))]
+        require(False, f"run {run}", f"has no rows for task {task!r}", "evaluate it or leave the run out (--runs)")
+    lo, hi = index.starts[g], index.starts[g + 1]
+    sizes = hi - lo
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    within = np.arange(starts[-1]) - np.repeat(starts[:-1], sizes)
+    return index.order[np.repeat(lo, sizes) + within], starts
+
+
+def _tail_mean(values: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """Per group, the mean of its last `window` values (all of them when it has fewer)."""
+    sizes = np.diff(starts)
+    from_end = np.repeat(starts[1:], sizes) - 1 - np.arange(starts[-1])
+    tail = from_end < window
+    total = np.add.reduceat(np.where(tail, values, 0.0), starts[:-1])
+    return total / np.minimum(sizes, window)
 
 
 def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> TaskData:
     """Step-1 points (one per run) and step-2 points (all intermediate checkpoints) of one task.
 
-    feature "" (accuracy-only methods) keeps NaN features and no step-2 points."""
+    feature "" (accuracy-only methods) keeps NaN features and no step-2 points. Vectorised over runs: one
+    gather of the runs' rows, per-run reductions with np.add.reduceat (62,500 runs in well under a second)."""
     require(not feature or feature in cols, "results table",
             f"has no column {feature!r} (needed for the intermediate feature)",
             "add it (e.g. a held-out LM loss), or use a method that needs none (single-step)")
-    index = _run_index(cols)
+    rows, starts = groups(cols, task, runs)
+    first, last = starts[:-1], starts[1:] - 1
+    rd, ra = cols["d"][rows], cols["acc"][rows]
+    rf = cols[feature][rows] if feature else np.full(len(rows), np.nan)
+    if feature and not np.isfinite(rf).all():
+        run = runs[int(np.searchsorted(starts, np.argmin(np.isfinite(rf)), side="right")) - 1]
+        require(False, f"run {run}", f"column {feature!r} is blank or NaN for task {task!r}",
+                "fill it or choose a method that does not use it")
+    rn = cols["n"][rows]
+    several = np.flatnonzero(np.minimum.reduceat(rn, first) != np.maximum.reduceat(rn, first))
+    if len(several):
+        i = several[0]
+        require(False, f"run {runs[i]}", f"has several N values {np.unique(rn[first[i]:last[i] + 1]).tolist()}",
+                "one N per run")
+    d_final = rd[last]
     sel_task = cols["task"] == task
-    require(sel_task.any(), "--tasks", f"task {task!r} is not in the table", f"choose from {sorted(set(cols['task']))}")
     has_flops = "flops" in cols and np.isfinite(cols["flops"][sel_task]).all()
-    n, d, fe, acc, fpt = [], [], [], [], []
-    pf, pa, pr = [], [], []
-    for i, run in enumerate(runs):
-        m = index.get((task, run), np.zeros(0, dtype=np.int64))
-        require(len(m) > 0, f"run {run}", f"has no rows for task {task!r}", "evaluate it or leave the run out (--runs)")
-        order = np.argsort(cols["step"][m], kind="stable")
-        rd, ra = cols["d"][m][order], cols["acc"][m][order]
-        rf = cols[feature][m][order] if feature else np.full(len(rd), np.nan)
-        require(not feature or np.isfinite(rf).all(), f"run {run}",
-                f"column {feature!r} is blank or NaN for task {task!r}", "fill it or choose a method that does not use it")
-        ns = np.unique(cols["n"][m])
-        require(len(ns) == 1, f"run {run}", f"has several N values {ns.tolist()}", "one N per run")
-        n.append(ns[0])
-        d.append(rd[-1])
-        fe.append(rf[-FINAL_WINDOW:].mean())
-        acc.append(ra[-FINAL_WINDOW:].mean())
-        if has_flops:
-            fpt.append(cols["flops"][m][order][-1] / rd[-1])
-        keep = rd >= SKIP_FRACTION * rd[-1]
-        k = np.ones(SMOOTH_WINDOW) / SMOOTH_WINDOW
-        if keep.sum() >= SMOOTH_WINDOW:
-            sf, sa = np.convolve(rf[keep], k, "valid"), np.convolve(ra[keep], k, "valid")
-        else:
-            sf, sa = rf[keep], ra[keep]
-        pf.append(sf), pa.append(sa), pr.append(np.full(len(sf), i))
+    fpt = cols["flops"][rows][last] / d_final if has_flops else None
+    # Step 2: drop each run's first SKIP_FRACTION of tokens, then a moving average over SMOOTH_WINDOW
+    # checkpoints where the run keeps at least that many (else its kept points as they are).
+    sizes = np.diff(starts)
+    keep = rd >= SKIP_FRACTION * np.repeat(d_final, sizes)
+    run_of = np.repeat(np.arange(len(runs)), sizes)[keep]
+    kf, ka = rf[keep], ra[keep]
+    kept = np.bincount(run_of, minlength=len(runs))
+    kstart = np.concatenate([[0], np.cumsum(kept)])
+    pos = np.arange(len(run_of)) - kstart[run_of]  # position within the run's kept points
+    smooth = kept[run_of] >= SMOOTH_WINDOW
+    window_start = smooth & (pos <= kept[run_of] - SMOOTH_WINDOW)
+    w = 1.0 / SMOOTH_WINDOW
+    sf, sa = kf.copy(), ka.copy()
+    ws = np.flatnonzero(window_start)
+    sf[ws] = sum(kf[ws + j] * w for j in range(SMOOTH_WINDOW))
+    sa[ws] = sum(ka[ws + j] * w for j in range(SMOOTH_WINDOW))
+    point = window_start | ~smooth
     chance = None
     if "chance" in cols and np.isfinite(cols["chance"][sel_task]).any():
         chance = float(np.nanmean(cols["chance"][sel_task]))
     elif task in KNOWN_CHANCE:
         chance = KNOWN_CHANCE[task]
-    return TaskData(task, np.array(runs), np.array(n), np.array(d), np.array(fe), np.array(acc),
-                    np.concatenate(pf), np.concatenate(pa), np.concatenate(pr), chance,
-                    np.array(fpt) if has_flops else None)
+    return TaskData(task, np.array(runs), rn[first], d_final, _tail_mean(rf, starts, FINAL_WINDOW),
+                    _tail_mean(ra, starts, FINAL_WINDOW), sf[point], sa[point], run_of[point], chance, fpt)
 
 
 # ------------------------------------------------------------------------------------------ fitting
@@ -237,64 +314,162 @@ def fit_task(data: TaskData, method: Method | str, base: TaskFit | None = None, 
     """Fit one method to one task's data (no bootstrap). `base`: a fit on the same runs and feature whose
     step 1 / step 2 are reused where this method shares them (the ensemble fits each piece once). `quick`:
     fewer starts polished (`QUICK`), for the many back-test fits."""
+    out = fit_task_splits(data, np.ones((1, len(data.runs)), dtype=bool), method, [base], quick)[0]
+    if isinstance(out, LadderError):
+        raise out
+    return out
+
+
+def fit_task_splits(data: TaskData, masks: np.ndarray, method: Method | str, bases=None,
+                    quick: bool = False) -> list[TaskFit | LadderError]:
+    """`fit_task` on S subsets of data's runs at once (masks [S, R]; the back-test splits): the fits of all
+    subsets share their grid searches and batched descents (chinchilla.fit_loss_many, sigmoid.fit_sigmoid_many,
+    single_step.fit_single_step_many) and equal separate fits. A subset that cannot be fitted gets its
+    LadderError in place of a TaskFit; bases[s] is subset s's `base`."""
     opt = QUICK if quick else {}
     method = METHODS[method] if isinstance(method, str) else method
     form = FORMS[method.form]
     sig = SigmoidForm(data.chance if method.chance_floor else None)
     require(not method.chance_floor or data.chance is not None, f"task {data.task}",
             "has no chance level for method chance-floor", "add a `chance` column to the results table")
+    masks = np.asarray(masks, dtype=bool).reshape(-1, len(data.runs))
+    bases = list(bases) if bases is not None else [None] * len(masks)
+    subs = [data.subset(m) for m in masks]
+    out: list = [None] * len(masks)
+    ok = []
+    for s, sub in enumerate(subs):
+        try:
+            if method.single_step == "paper":
+                _check_points(sub, len(ss.NAMES), "single-step fit")
+            else:
+                _check_points(sub, len(form.names), "step 1", by_size=form.name == "nd")
+            ok.append(s)
+        except LadderError as e:
+            out[s] = e
     if method.single_step == "paper":
-        _check_points(data, len(ss.NAMES), "single-step fit")
-        single = ss.fit_single_step(data.n, data.d, data.acc, data.chance, top_k=1 if quick else 4)
-        s1 = base.step1 if base is not None and base.method.form == "nd" else None
-        s2 = base.step2 if base is not None and not base.method.chance_floor else None
-        return TaskFit(data.task, method, data, s1, s2, single)
-    share = base is not None and base.method.feature == method.feature
-    _check_points(data, len(form.names), "step 1", by_size=form.name == "nd")
-    if share and base.method.form == method.form and base.step1 is not None:
-        step1 = base.step1
-    else:
-        fit = TaskFit(data.task, method, data, None, None)
-        step1 = fit_loss(form, *fit._step1_inputs(data.n, data.d, data.fpt), data.feature, **opt)
-    if share and base.method.chance_floor == method.chance_floor and base.step2 is not None:
-        step2 = base.step2
-    else:
+        singles = ss.fit_single_step_many(data.n, data.d, data.acc, data.chance, masks[ok].astype(np.float64),
+                                          top_k=1 if quick else 4) if ok else []
+        for s, single in zip(ok, singles):
+            base = bases[s]
+            s1 = base.step1 if base is not None and base.method.form == "nd" else None
+            s2 = base.step2 if base is not None and not base.method.chance_floor else None
+            out[s] = TaskFit(data.task, method, subs[s], s1, s2, single)
+        return out
+
+    def shared(s):
+        return bases[s] is not None and bases[s].method.feature == method.feature
+
+    step1, step2 = {}, {}
+    fit1 = []
+    for s in ok:
+        if shared(s) and bases[s].method.form == method.form and bases[s].step1 is not None:
+            step1[s] = bases[s].step1
+        else:
+            fit1.append(s)
+    if fit1:
+        inputs = TaskFit(data.task, method, data, None, None)._step1_inputs(data.n, data.d, data.fpt)
+        step1 |= dict(zip(fit1, fit_loss_many(form, *inputs, data.feature, masks[fit1].astype(np.float64), **opt)))
+    fit2 = []
+    for s in ok:
+        if shared(s) and bases[s].method.chance_floor == method.chance_floor and bases[s].step2 is not None:
+            step2[s] = bases[s].step2
+            continue
+        n_points = len(subs[s].point_feature) + 1
+        if n_points > len(sig.names):
+            fit2.append(s)
+        else:
+            out[s] = LadderError(f"task {data.task}: step 2 has {n_points} points; evaluate more checkpoints")
+    if fit2:
         Lp, Ap = np.append(data.point_feature, 0.0), np.append(data.point_acc, 1.0)
-        require(len(Lp) > len(sig.names), f"task {data.task}", f"step 2 has {len(Lp)} points",
-                "evaluate more checkpoints")
-        step2 = fit_sigmoid(sig, Lp, Ap, **({"top_k": 8, "polish": 1} if quick else {}))
-    return TaskFit(data.task, method, data, step1, step2)
+        W2 = np.concatenate([masks[fit2][:, data.point_run], np.ones((len(fit2), 1), dtype=bool)], 1)
+        step2 |= dict(zip(fit2, fit_sigmoid_many(sig, Lp, Ap, W2.astype(np.float64),
+                                                 **({"top_k": 8, "polish": 1} if quick else {}))))
+    for s in ok:
+        if out[s] is None:
+            out[s] = TaskFit(data.task, method, subs[s], step1[s], step2[s])
+    return out
 
 
-def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0, cache: dict | None = None) -> dict:
+def bootstrap(fit: TaskFit, n_samples: int = 1000, seed: int = 0) -> dict:
     """Refit on `n_samples` resamplings of whole runs (their final point and all their checkpoints), warm
     started from the full fit and solved together. Returns {"step1", "step2", "single": rows [B, P],
-    "converged": [B]}. `cache` (keyed by the fit objects) lets methods that share a step share its refits;
-    every method draws the same resamples for the same seed, so an ensemble's samples line up."""
-    data = fit.data
-    R = len(data.runs)
-    counts = np.random.default_rng(seed).multinomial(R, np.full(R, 1.0 / R), size=n_samples).astype(np.float64)
-    cache = {} if cache is None else cache
-    out, conv = {}, np.ones(n_samples, dtype=bool)
-    if fit.method.single_step == "paper":
-        X, _, c = ss.refit_batched(fit.single.x, data.n, data.d, data.acc, counts)
-        out["single"], conv = X, c
-    if fit.step1 is not None and not fit.method.single_step:
-        key = ("step1", id(fit.step1), n_samples, seed)
-        if key not in cache:
-            X1, _, c1 = fit_loss_batched(fit.form, fit.step1.x, *fit._step1_inputs(data.n, data.d, data.fpt),
-                                         data.feature, counts)
-            cache[key] = (X1, c1)
-        out["step1"], c1 = cache[key]
-        conv = conv & c1
-    if fit.step2 is not None and not fit.method.single_step:
-        key = ("step2", id(fit.step2), n_samples, seed)
-        if key not in cache:
-            w2 = np.concatenate([counts[:, data.point_run], np.ones((n_samples, 1))], 1)  # anchor always in
-            X2, _, c2 = fit_sigmoid_batched(fit.sigmoid, fit.step2.x, np.append(data.point_feature, 0.0),
-                                            np.append(data.point_acc, 1.0), w2)
-            cache[key] = (X2, c2)
-        out["step2"], c2 = cache[key]
-        conv = conv & c2
-    out["converged"] = conv
-    return out
+    "converged": [B]}. Every method draws the same resamples for the same seed, so an ensemble's samples
+    line up. One fit of `bootstrap_many`."""
+    return bootstrap_many([fit], n_samples, seed)[0]
+
+
+def _content_key(*arrays) -> tuple:
+    return tuple(hashlib.sha1(np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest() for a in arrays)
+
+
+def _draws(R: int, n_samples: int, seed: int) -> np.ndarray:
+    """How often each of R runs is drawn in each of n_samples resamples (the same for every method)."""
+    return np.random.default_rng(seed).multinomial(R, np.full(R, 1.0 / R), size=n_samples).astype(np.float64)
+
+
+def _refit_job(state: dict, kind: str, *args):
+    """One batch of bootstrap refits (a job of bootstrap_many, possibly in a worker process)."""
+    n, seed = state["n_samples"], state["seed"]
+    if kind == "step1":
+        form_name, x0s, N, D, L = args
+        X, _, c = refit_loss_many(FORMS[form_name], x0s, N, D, L, _draws(N.shape[1], n, seed))
+    elif kind == "single":
+        x0s, N, D, acc = args
+        X, _, c = ss.refit_many(x0s, N, D, acc, _draws(N.shape[1], n, seed))
+    else:  # "step2": one fit's sigmoid; the anchor (0, 1) always weighs 1
+        floor, x0, L, acc, point_run, R = args
+        w2 = np.concatenate([_draws(R, n, seed)[:, point_run], np.ones((n, 1))], 1)
+        X, _, c = fit_sigmoid_batched(SigmoidForm(floor), x0, np.append(L, 0.0), np.append(acc, 1.0), w2)
+    return X, c
+
+
+def bootstrap_many(fits: list[TaskFit], n_samples: int = 1000, seed: int = 0, workers: int | None = None) -> list[dict]:
+    """`bootstrap` for many fits at once (every task's, every ensemble member's), each equal to its own:
+    the step-1 refits of all fits with the same form and number of runs go through one solver call
+    (chinchilla.refit_loss_many), likewise the single-step refits (single_step.refit_many): a bootstrap's
+    cost is mostly the few resamples that crawl for hundreds of iterations, which then share those
+    iterations. A step with equal data in several fits (a shared step, or lm-loss's step 1, which sees the
+    same LM loss for every task) is refitted once. Step-2 refits (~1,350 points each) are one job per fit.
+    The jobs run on `workers` processes (ladder.laws.parallel)."""
+    outs = [{} for _ in fits]
+    step1, single = {}, {}  # group -> {content key: [x0, N, D, y, [fit indices]]}
+    step2 = {}              # id(step 2 fit) -> [args, [fit indices]]
+    for i, fit in enumerate(fits):
+        data = fit.data
+        if fit.method.single_step == "paper":
+            key = _content_key(fit.single.x, data.n, data.d, data.acc)
+            single.setdefault(len(data.runs), {}).setdefault(
+                key, [fit.single.x, data.n, data.d, data.acc, []])[4].append(i)
+            continue
+        if fit.step1 is not None:
+            N, D = fit._step1_inputs(data.n, data.d, data.fpt)
+            key = _content_key(fit.step1.x, N, D, data.feature)
+            step1.setdefault((fit.form.name, len(data.runs)), {}).setdefault(
+                key, [fit.step1.x, N, D, data.feature, []])[4].append(i)
+        if fit.step2 is not None:
+            step2.setdefault(id(fit.step2), [(fit.sigmoid.floor, fit.step2.x, data.point_feature, data.point_acc,
+                                              data.point_run, len(data.runs)), []])[1].append(i)
+    jobs, owners = [], []  # the long batched jobs first, so the step-2 jobs fill in around them
+    for (form_name, _), problems in step1.items():
+        items = list(problems.values())
+        jobs.append(("step1", form_name, *(np.array([it[k] for it in items]) for k in range(4))))
+        owners.append(("step1", [it[4] for it in items]))
+    for problems in single.values():
+        items = list(problems.values())
+        jobs.append(("single", *(np.array([it[k] for it in items]) for k in range(4))))
+        owners.append(("single", [it[4] for it in items]))
+    for args, idx in step2.values():
+        jobs.append(("step2", *args))
+        owners.append(("step2", [idx]))
+    results = map_jobs(_refit_job, jobs, {"n_samples": n_samples, "seed": seed}, workers)
+    conv = [np.ones(n_samples, dtype=bool) for _ in fits]
+    for (part, groups), (X, C) in zip(owners, results):
+        if part == "step2":
+            X, C = X[None], C[None]
+        for u, idx in enumerate(groups):
+            for i in idx:
+                outs[i][part] = X[u]
+                conv[i] &= C[u]
+    for out, c in zip(outs, conv):
+        out["converged"] = c
+    return outs

@@ -1,0 +1,47 @@
+"""Independent fitting jobs (one per task, one per bootstrap refit) on several cores.
+
+The fits are numpy on small arrays, single-threaded (OPENBLAS_NUM_THREADS=1 is what they want), so the only
+way to use a second core is a second process. Each job is a pure function of its arguments and the shared
+`state` (the results table), so the results equal a serial run's bit for bit and the order is kept.
+Processes are forked (state inherited, nothing re-imported) and only when JAX is not loaded: forking a
+process that holds JAX's threads can deadlock, so `ladder run`'s self-check fits serially.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+_STATE: dict = {}
+
+
+def default_workers() -> int:
+    """LADDER_FIT_WORKERS if set, else the cores this process may use."""
+    env = os.environ.get("LADDER_FIT_WORKERS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _run(fn: Callable, job: tuple):
+    return fn(_STATE, *job)
+
+
+def map_jobs(fn: Callable, jobs: list[tuple], state: dict | None = None, workers: int | None = None) -> list:
+    """[fn(state, *job) for job in jobs], spread over up to `workers` forked processes (default
+    `default_workers()`); serial for one job, one worker, or when JAX is loaded. fn must be a module-level
+    function (it is pickled by name)."""
+    state = state or {}
+    n = min(workers or default_workers(), len(jobs))
+    if n <= 1 or "jax" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        return [fn(state, *job) for job in jobs]
+    _STATE.clear()
+    _STATE.update(state)  # inherited by the forked workers: the table is never pickled
+    try:
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_run, [fn] * len(jobs), jobs))
+    finally:
+        _STATE.clear()

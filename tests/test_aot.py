@@ -204,7 +204,8 @@ def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_betwee
     lines = []
     with pytest.raises(LadderError, match=f"relaunch with --slice {SMOKE_RUNG}=v5litepod-4"):
         launch_plan(_launch_options(plan, tmp_path, monkeypatch), print_fn=lines.append)
-    assert "does NOT fit" in lines[0] and lines[1].startswith("#   suggestion: use v5litepod-4")
+    assert "does NOT fit" in lines[0] and lines[1].startswith("#   remat full x 1; planner estimate")
+    assert lines[2].startswith("#   suggestion: use v5litepod-4")
     assert lines[-1] == f"# {SMOKE_RUNG}: compiled, it fits v5litepod-4 ({reports[4].total / chips.GiB:.2f} GiB per device)"
     assert not any(line.startswith("gcloud") for line in lines)
 

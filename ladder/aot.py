@@ -240,6 +240,8 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
                              rung=name or config.name, remat=config.model.remat,
                              attention=attention.resolve(config.model.attention, "tpu", arch.seq_len),
                              loss_chunked=loss.chunk_size(arch.seq_len, config.model.loss_chunk) < arch.seq_len)
+    report.recipe = f"remat {config.model.remat} x {config.train.microbatches}"
+    report.estimate = planner_estimate(config, dict(mesh.shape))
     if count_flops:
         start = time.perf_counter()
         try:
@@ -255,6 +257,26 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
         report.mesh_note = f"mesh chosen: {reason}; trains with {' '.join('--config.' + o for o in chosen)}"
     report.suggestions = suggestions(report, config, topo) if not report.fits else []
     return report
+
+
+def planner_estimate(config, mesh_shape: dict) -> int:
+    """The planner's per-device memory estimate (ladder.plan.resources.estimate_memory) for this config on
+    this mesh, so every compile also checks the estimate the slice choice rests on (docs/planning.md)."""
+    from ladder.arch import n_params_total
+    from ladder.plan.resources import estimate_memory
+    from ladder.train import arch_of
+
+    m, arch = config.model, arch_of(config)
+    rung = {"name": config.name, "d_model": m.d_model, "n_layers": m.n_layers, "mlp_hidden": arch.mlp_hidden,
+            "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_sequences": config.train.global_batch,
+            "n_total": n_params_total(arch)}
+    mesh = {axis: mesh_shape.get(axis, 1) for axis in ("data", "fsdp", "tensor")}
+    try:
+        return estimate_memory(rung, math.prod(mesh.values()), mesh, remat=m.remat,
+                               microbatches=config.train.microbatches,
+                               activation_bytes=2 if m.dtype == "bfloat16" else 4, loss_chunk=m.loss_chunk)["total"]
+    except LadderError:
+        return 0
 
 
 def unrolled_flops(config, mesh, topo: Topology) -> float:
@@ -344,22 +366,39 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
         raise LadderError(f"--rung: {', '.join(unknown)} not in the plan; its rungs (and targets, with "
                           f"--targets): {', '.join(known)}")
     selected = [r for r in candidates if not rungs or r["name"] in rungs]
-    placements = [(r, topology or plan_lib.choose_slice(r, chip=chip), num_slices, tuple(overrides))
-                  for r in selected]
+    placements = []
+    for r in selected:
+        accelerator = topology or plan_lib.choose_slice(r, chip=chip)
+        placements.append((_refit(r, accelerator, num_slices), accelerator, num_slices, tuple(overrides)))
     return check_rungs(plan, placements, count_flops=count_flops, log=log)
+
+
+def _refit(rung: dict, accelerator_type: str, num_slices: int) -> dict:
+    """The rung with the memory recipe for the slice it compiles on: the plan stamps the recipe for the
+    planner's slice on the plan's chip (save_dots for 190M-1xC on v5p-8), which on another slice may be too
+    much (10.1 GiB estimated, 63%, on v5litepod-16, where full remat needs 2.8). --config overrides still
+    win. A slice where nothing fits keeps the stamp (the compile then reports the overflow)."""
+    from ladder.plan.resources import slice_recipe
+
+    topo = parse_topology(accelerator_type, num_slices)
+    recipe = slice_recipe(rung, topo.accelerator_type, topo.num_slices)
+    if recipe is None:
+        return rung
+    return rung | {"remat": recipe["remat"], "microbatches": recipe["microbatches"]}
 
 
 def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -> list[CompileReport]:
     """Compile each (rung, accelerator type, number of slices, train-config overrides) placement.
 
     The launcher calls this with its jobs (each rung on its own slice). Rungs that differ only in length
-    (Chinchilla multiple) share one program, so each shape compiles once per placement."""
+    (Chinchilla multiple) share one program, so each shape (and memory recipe) compiles once per placement."""
     from ladder.train_config import resolve_rung
 
     require_libtpu()
     reports, done = [], {}
     for rung, accelerator_type, num_slices, overrides in placements:
-        key = (accelerator_type, num_slices, tuple(overrides)) + tuple(rung[k] for k in _SHAPE_KEYS)
+        key = ((accelerator_type, num_slices, tuple(overrides)) + tuple(rung[k] for k in _SHAPE_KEYS)
+               + (rung.get("remat"), rung.get("microbatches")))
         if key in done:
             report = dataclasses.replace(done[key], rung=rung["name"], compile_s=0.0, flops_s=0.0)
         else:

@@ -45,6 +45,8 @@ class CompileReport:
     mesh_note: str = ""  # set when the mesh was chosen for the user (default_mesh_overrides)
     kernel_flops: float = 0.0  # of flops_compiled: counted by hand inside custom calls (splash attention)
     error: str = ""  # XLA's out-of-memory message when it refused to compile
+    recipe: str = ""  # the memory recipe compiled: "remat POLICY x MICROBATCHES"
+    estimate: int = 0  # the planner's estimate of `total` for the same recipe (0: not made)
 
     @property
     def hbm_fraction(self) -> float:
@@ -79,6 +81,9 @@ class CompileReport:
     def notes(self) -> list[str]:
         """The mesh note and what part of the FLOPs was counted by hand (custom calls read as zero)."""
         out = [self.mesh_note] if self.mesh_note else []
+        if self.recipe and self.estimate:
+            out.append(f"{self.recipe}; planner estimate {self.estimate / GiB:.2f} GiB per device "
+                       f"({self.estimate / self.total - 1:+.1%} vs compiled)")
         if self.kernel_flops and not math.isnan(self.flops_compiled):
             out.append(f"{self.kernel_flops / self.flops_compiled:.1%} of the FLOPs counted by hand inside the "
                        "splash attention kernel (cost analysis reads a custom call as zero)")
@@ -115,6 +120,13 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
                    f"(temporaries now {report.temp / GiB:.1f} GiB per device; costs ~1/3 more FLOPs)")
     if config.model.dtype == "float32":
         out.append("compute in bfloat16 (master weights stay float32): --config.model.dtype=bfloat16")
+    rows, mb = batch // dp, config.train.microbatches
+    more = [k for k in range(mb + 1, rows + 1) if rows % k == 0] if batch % dp == 0 else []
+    if more:
+        # Gradient accumulation: activations scale with the rows of one microbatch; the update is the same.
+        out.append(f"accumulate gradients over more microbatches: --config.train.microbatches={more[0]} "
+                   f"({rows // more[0]} of the {rows} rows per device at a time; the same update, `ladder "
+                   f"compile` to confirm)")
     out.append(f"a smaller per-device batch ({batch // dp} sequences now) needs a larger "
                "slice: the global batch is part of the rung's recipe, so change it only by re-planning")
     return out

@@ -204,7 +204,8 @@ def test_launch_dry_run_stops_on_a_rung_that_does_not_fit(smoke_rung, hbm_betwee
     lines = []
     with pytest.raises(LadderError, match=f"relaunch with --slice {SMOKE_RUNG}=v5litepod-4"):
         launch_plan(_launch_options(plan, tmp_path, monkeypatch), print_fn=lines.append)
-    assert "does NOT fit" in lines[0] and lines[1].startswith("#   suggestion: use v5litepod-4")
+    assert "does NOT fit" in lines[0] and lines[1].startswith("#   remat full x 1; planner estimate")
+    assert lines[2].startswith("#   suggestion: use v5litepod-4")
     assert lines[-1] == f"# {SMOKE_RUNG}: compiled, it fits v5litepod-4 ({reports[4].total / chips.GiB:.2f} GiB per device)"
     assert not any(line.startswith("gcloud") for line in lines)
 
@@ -262,6 +263,9 @@ def test_compile_table_rows_and_text_without_libtpu():
     assert text[1].split() == ["20M-1xC", "v5litepod-4", "1/2/2", "0.25", "0.50", "1.00", "2.00", "16", "12%", "yes",
                                "1.200", "1.091", "4.5"]
     assert format_rows([row], header=False).splitlines() == text[1:]
+    report.recipe, report.estimate = "remat full x 1", int(2.2 * gib)  # the planner's estimate, 10% above
+    assert compile_rows([report])[0].notes[1] == ("remat full x 1; planner estimate 2.20 GiB per device "
+                                                  "(+10.0% vs compiled)")
 
 
 def test_expected_flops_count_the_splash_kernel_and_the_chunked_loss():
@@ -277,3 +281,21 @@ def test_expected_flops_count_the_splash_kernel_and_the_chunked_loss():
     # the kernel does 0.77 of the dense accounting's attention with remat (36 of 64 tiles, 11 of 8 matmuls)
     dense = aot.expected_flops_per_token(a, "full", "xla") - 6 * n_params(a) - 2 * a.n_layers * n_params_per_layer(a)
     assert kernel / dense == pytest.approx(36 / 64 * 11 / 8, rel=1e-9)
+
+
+def test_a_rung_that_does_not_fit_is_told_to_accumulate_gradients():
+    """13b-5t on v5p-128 with its 31 rows per device at once compiled to 87% of HBM (docs/tpu-compile.md):
+    the suggestions name the microbatch count that splits the rows (31: the only divisor), and none when the
+    rows are already one at a time."""
+    from ladder.compile_report import CompileReport, suggestions
+
+    gib = chips.GiB
+    config = load_config("configs/tiny.py", TINY + ["train.global_batch=62", "mesh.fsdp=2"])
+    report = CompileReport(rung="x", topology="v5litepod-4", mesh={"data": 1, "fsdp": 2, "tensor": 2}, n_devices=4,
+                           params=gib, opt_state=gib, other_args=0, temp=gib, code=0, peak=3 * gib, total=3 * gib,
+                           hbm=16 * gib, fits=False, flops_compiled=math.nan, flops_6n=1.0, flops_reference=1.0,
+                           flops_expected=1.0, tokens_per_step=1, compile_s=0.0)
+    topo = topology.parse_topology("v5e-4")
+    assert any("--config.train.microbatches=31 (1 of the 31 rows" in s for s in suggestions(report, config, topo))
+    config.train.microbatches = 31
+    assert not any("microbatches" in s for s in suggestions(report, config, topo))

@@ -10,7 +10,7 @@ from ladder import chips
 from ladder.arch import Arch, n_params, pad_vocab
 from ladder.errors import LadderError
 from ladder.plan.planfile import rung_arch
-from ladder.topology import HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
+from ladder.topology import GRIDS, HBM_TARGET_FRACTION, HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
 
 # The 2-core CPU of these machines: tiny models train at 60-130 GFLOP/s of 6N+attention (measured with a
 # jitted train step, d 64..256 at seq 128..256; /work/shared/notes/jax-stack.md). Host memory stands in for HBM.
@@ -50,10 +50,12 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     (a = activation_bytes), split over tensor: what every layer keeps for the backward pass (remat full: its
     input, a d per token; save_dots: also its weight-matmul outputs, a (6d + 2 mlp); none: everything,
     a (12d + 5 mlp) + 8d of fp32 norm statistics). On top, the larger of the two phases of the backward pass:
-    the loss (two fp32 [rows, chunk, V] logit buffers, plus the LM head in bf16 and its fp32 gradient, 6 V d)
-    and one layer's working set (a (8d + 4 mlp) per token). Calibrated on the 190M rung compiled for
-    v5litepod-16 (full remat: 2.77 GiB estimated, 2.76 compiled) and checked on v5p-8 (save_dots: 39.05
-    estimated, 40.36 compiled); docs/tpu-compile.md. (`remat` True/False: the old boolean, full/none.)
+    the loss (two fp32 [rows, chunk, V] logit buffers, plus the LM head's fp32 gradient, 4 V d: with 6 V d,
+    counting a whole bf16 copy of the head too, 13b-5t in one-row microbatches read +15% of compiled)
+    and one layer's working set (a (8d + 4 mlp) per token) with one fp32 logits chunk still allocated (the
+    compiled layer phase exceeds the working set by about that: 3.8 GiB at 370M and 4.3 at 1.3B against a
+    4.6 GiB chunk, both 48 rows of 256 positions). Checked against `ladder compile` (docs/tpu-compile.md;
+    tests/test_plan.py COMPILED). (`remat` True/False: the old boolean, full/none.)
     """
     remat = {True: "full", False: "none"}.get(remat, remat)
     m = resolve_mesh(n_devices, mesh)
@@ -71,8 +73,9 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     tokens = rows_mb * seq
     kept = {"full": a * d, "save_dots": a * (6 * d + 2 * h), "none": a * (12 * d + 5 * h) + 8 * d}[remat]
     chunk = seq if loss_chunk <= 0 or loss_chunk >= seq else loss_chunk
-    loss_phase = (rows_mb * chunk * vocab * 4 * 2 + 6 * vocab * d) / t
-    layer_phase = tokens * a * (8 * d + 4 * h) / t
+    logits_buffer = rows_mb * chunk * vocab * 4  # one chunk's fp32 logits (or their gradient)
+    loss_phase = (2 * logits_buffer + 4 * vocab * d) / t
+    layer_phase = (tokens * a * (8 * d + 4 * h) + logits_buffer) / t
     out = {
         "params": 4 * rung["n_total"] / shards,
         "grads": 4 * rung["n_total"] / shards * (2 if microbatches > 1 else 1),
@@ -84,18 +87,39 @@ def estimate_memory(rung: dict, n_devices: int, mesh: dict | None = None, *, rem
     return {k: int(v) for k, v in out.items()}
 
 
-def fit_recipe(rung: dict, n_devices: int, mesh: dict | None, budget: float) -> dict | None:
+def fit_recipe(rung: dict, n_devices: int, mesh: dict | None, budget: float, target: float | None = None) -> dict | None:
     """The fastest way to train `rung` on n_devices within `budget` bytes per device: the least recompute
     (remat none, then save_dots, then full) at the whole per-device batch; else full remat with the batch
-    split into 2, 4, 8 ... microbatches (gradient accumulation). {remat, microbatches, memory}, or None when
-    nothing fits (even one row at a time). LadderError when the batch does not divide over the mesh."""
-    rows = rung["batch_sequences"] // (resolve_mesh(n_devices, mesh)["data"] * resolve_mesh(n_devices, mesh)["fsdp"])
+    split into 2, 4, 8 ... microbatches (gradient accumulation). With a `target` (bytes, below the budget)
+    the first recipe in that order within the target wins, and only if none reaches it the first within the
+    budget: more recompute buys headroom where it is cheap to have. {remat, microbatches, memory}, or None
+    when nothing fits the budget (even one row at a time). LadderError when the batch does not divide over
+    the mesh."""
+    m = resolve_mesh(n_devices, mesh)
+    rows = rung["batch_sequences"] // (m["data"] * m["fsdp"])
     candidates = [(r, 1) for r in REMATS] + [("full", k) for k in range(2, rows + 1) if rows % k == 0]
+    fitting = []
     for remat, k in candidates:
         mem = estimate_memory(rung, n_devices, mesh, remat=remat, microbatches=k)
         if mem["total"] <= budget:
-            return {"remat": remat, "microbatches": k, "memory": mem}
-    return None
+            fitting.append({"remat": remat, "microbatches": k, "memory": mem})
+            if target is None or mem["total"] <= target:
+                return fitting[-1]
+    return fitting[0] if fitting else None
+
+
+def slice_recipe(rung: dict, accelerator_type: str, num_slices: int = 1) -> dict | None:
+    """The memory recipe for `rung` on this slice ({remat, microbatches, memory}; fit_recipe at
+    HBM_TARGET_FRACTION within HBM_USABLE_FRACTION, with the slice's default mesh), or None when none fits
+    or the batch does not divide. A plan stamps each rung with the recipe for the planner's slice;
+    `ladder compile` on another slice refits it with this."""
+    c, n = chips.parse_slice(accelerator_type)
+    n *= num_slices
+    try:
+        m = resolve_mesh(n, slice_mesh(rung, c, n))
+        return fit_recipe(rung, n, m, HBM_USABLE_FRACTION * c.hbm_bytes, HBM_TARGET_FRACTION * c.hbm_bytes)
+    except LadderError:
+        return None
 
 
 def estimate_seconds(rung: dict, chip: chips.Chip, n_devices: int, mfu: float = MFU) -> float:
@@ -106,11 +130,12 @@ def estimate_seconds(rung: dict, chip: chips.Chip, n_devices: int, mfu: float = 
 
 
 def slice_sizes(chip: chips.Chip) -> list[int]:
-    """Chip counts of the single slices considered, smallest first (v4/v5p slices start at 4 chips)."""
+    """Chip counts of the single slices considered, smallest first: the Cloud TPU shapes of ladder.topology
+    (v5e/v6e 1, 4, 8, ..., 256; v4/v5p 4, 8, ..., 2048). v5litepod-4 was missing here until 2026-11-30, so a
+    rung that fits 4 v5e chips was placed on 8."""
     if chip is CPU:
         return [1]
-    first = 4 if chip.cores_per_chip_in_type > 1 else 1
-    return [first] + [2 ** k for k in range(3, 12 if first == 4 else 9)]
+    return [n for n in sorted(GRIDS[chip.name]) if n <= 2048]
 
 
 def choose_slice(rung: dict, chip: str = "v5e", *, mesh: dict | None = None, headroom: float = HBM_USABLE_FRACTION,
@@ -171,7 +196,7 @@ def check_rung(rung: dict, chip: str, n_devices: int | None = None, mesh: dict |
             n_devices = 1 if c is CPU else chips.parse_slice(choose_slice(rung, chip, mesh=mesh))[1]
         row["slice"] = chips.slice_name(c, n_devices) if c.type_prefix else f"{n_devices}x{c.name}"
         m = resolve_mesh(n_devices, slice_mesh(rung, c, n_devices, mesh))
-        recipe = fit_recipe(rung, n_devices, m, HBM_USABLE_FRACTION * c.hbm_bytes) or {
+        recipe = fit_recipe(rung, n_devices, m, HBM_USABLE_FRACTION * c.hbm_bytes, HBM_TARGET_FRACTION * c.hbm_bytes) or {
             "remat": "full", "microbatches": 1, "memory": estimate_memory(rung, n_devices, m)}
         mem = recipe["memory"]
     except LadderError as e:

@@ -14,6 +14,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The long (`slow`) tests first, in a stable order. README's command runs two xdist workers, one file per
+    worker at a time (--dist loadfile: a module's expensive fixture is built once); in alphabetical order the two
+    longest files (test_run, test_cpt_study) started last and one worker ran them alone for minutes."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def shared_dir():
     if not SHARED.is_dir():

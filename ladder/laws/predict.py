@@ -18,8 +18,9 @@ from ladder.laws import flags as fl
 from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdout_fits, run_suite, run_table
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
 from ladder.laws.parallel import map_jobs
-from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, bootstrap,
-                                 bootstrap_many, fit_task, groups, present, select_runs, task_data)
+from ladder.laws.bootstrap import bootstrap, bootstrap_many
+from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, fit_task, groups,
+                                 present, select_runs, task_data)
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
@@ -341,7 +342,7 @@ def _fit_members(state: dict, task: str):
 
 def _bootstrap_all(fits: dict, n_samples: int, seed: int, workers: int | None = None) -> dict:
     """{task: bootstrap rows} for every task's fit ({member: rows} for an ensemble), all refitted together
-    (taskfit.bootstrap_many: equal to one bootstrap per fit, the slow refits of all tasks sharing iterations)."""
+    (bootstrap.bootstrap_many: equal to one bootstrap per fit, the slow refits of all tasks sharing iterations)."""
     flat = [(task, m, f) for task, fit in fits.items()
             for m, f in (fit.members.items() if isinstance(fit, EnsembleFit) else [(None, fit)])]
     rows = bootstrap_many([f for _, _, f in flat], n_samples, seed, workers)

@@ -140,3 +140,15 @@ def test_worker_processes_do_not_change_the_prediction(tmp_path):
     serial, pooled = (predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=30, workers=w) for w in (1, 2))
     assert json.dumps(serial.results) == json.dumps(pooled.results)  # NaN-safe: the same text, digit for digit
     assert serial.calibration.weights == pooled.calibration.weights
+
+
+def test_bootstrap_past_its_budget_is_cut_and_says_so(tmp_path, monkeypatch):
+    """Resamples x runs past BOOTSTRAP_BUDGET: fewer resamples, a warning and a note, never an unbounded refit."""
+    from ladder.laws import predict as predict_lib
+
+    cols = _cols(tmp_path, synthetic_rows(sizes=(1e8, 2e8, 4e8), multiples=(1, 2, 5)))  # 9 runs
+    monkeypatch.setattr(predict_lib, "BOOTSTRAP_BUDGET", 9 * 25)
+    with pytest.warns(UserWarning, match="9 runs x 100 resamples is past the budget of 225 run refits: 25"):
+        pred = predict(cols, {"big": (7e9, 3e11)}, method="paper", n_bootstrap=100)
+    assert any("25 resamples" in n for n in pred.warnings)
+    assert all(len(rows["converged"]) == 25 for rows in pred.samples.values())

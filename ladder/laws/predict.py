@@ -24,6 +24,11 @@ from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, Task
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
+# A bootstrap refits every resample on every run's points: its time and memory grow as resamples x runs
+# (10^6 rows over 62,500 runs: 100 resamples took over 3 CPU-minutes and 3 GB). Past this budget (4,096 runs
+# x 1,000 resamples, far beyond any real ladder) the resamples are cut to fit it, loudly (docs/results.md).
+BOOTSTRAP_BUDGET = 4096 * 1000
+MIN_RESAMPLES = 20
 NOISY_RATIO = 2.0       # flag a task whose predicted change is under 2x its checkpoint noise
 DEFAULT_METHOD = "ensemble"
 
@@ -261,6 +266,14 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
         used = set(getattr(fit, "members", {})) if method == "ensemble" else {fit.method.name}
         flag_list += _loss_misses(pred, task, used)
         flag_lists[task] = flag_list
+    if n_bootstrap and n_bootstrap * len(runs) > BOOTSTRAP_BUDGET:
+        cut = max(MIN_RESAMPLES, BOOTSTRAP_BUDGET // len(runs))
+        if cut < n_bootstrap:
+            msg = (f"bootstrap: {len(runs):,} runs x {n_bootstrap} resamples is past the budget of "
+                   f"{BOOTSTRAP_BUDGET:,} run refits: {cut} resamples (coarser interval tails; docs/results.md)")
+            warnings.warn(msg, stacklevel=2)
+            notes.append(msg)
+            n_bootstrap = cut
     if n_bootstrap:
         if progress:
             progress(f"bootstrap: {n_bootstrap} resamples of the fitted runs, {len(tasks)} tasks")

@@ -356,7 +356,7 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
     """Compile every (selected) rung of a plan, and its targets if asked: on `topology`, or else on the
     planner's slice for `chip` (see check_rungs)."""
     from ladder import plan as plan_lib
-    from ladder.plan.resources import target_rungs
+    from ladder.plan.resources import refit_rung, target_rungs
 
     require_libtpu()
     candidates = plan["rungs"] + (target_rungs(plan) if targets else [])
@@ -369,22 +369,10 @@ def check_plan(plan: dict, topology: str | None = None, *, chip: str = "v5e", nu
     placements = []
     for r in selected:
         accelerator = topology or plan_lib.choose_slice(r, chip=chip)
-        placements.append((_refit(r, accelerator, num_slices), accelerator, num_slices, tuple(overrides)))
+        # the recipe for the slice it compiles on (resources.refit_rung, shared with `ladder launch`);
+        # --config overrides still win, and a slice where nothing fits keeps the stamp (reported as overflow)
+        placements.append((refit_rung(r, accelerator, num_slices)[0], accelerator, num_slices, tuple(overrides)))
     return check_rungs(plan, placements, count_flops=count_flops, log=log)
-
-
-def _refit(rung: dict, accelerator_type: str, num_slices: int) -> dict:
-    """The rung with the memory recipe for the slice it compiles on: the plan stamps the recipe for the
-    planner's slice on the plan's chip (save_dots for 190M-1xC on v5p-8), which on another slice may be too
-    much (10.1 GiB estimated, 63%, on v5litepod-16, where full remat needs 2.8). --config overrides still
-    win. A slice where nothing fits keeps the stamp (the compile then reports the overflow)."""
-    from ladder.plan.resources import slice_recipe
-
-    topo = parse_topology(accelerator_type, num_slices)
-    recipe = slice_recipe(rung, topo.accelerator_type, topo.num_slices)
-    if recipe is None:
-        return rung
-    return rung | {"remat": recipe["remat"], "microbatches": recipe["microbatches"]}
 
 
 def check_rungs(plan: dict, placements, *, count_flops: bool = True, log=None) -> list[CompileReport]:

@@ -111,6 +111,9 @@ def launch_plan(opts: LaunchOptions, print_fn=print, runner=None) -> int:
         if backend.cloud and not opts.dry_run:
             backend.teardown_leftovers(all_jobs, opts, print_fn)
         return 0
+    for job in todo:  # the memory recipe each rung trains with on its slice (jobs.recipe_note)
+        if job.recipe:
+            print_fn(f"# {job.recipe}")
     if opts.compile_check and opts.dry_run and backend.cloud:
         compile_check(plan, todo, print_fn)
     return backend.launch(todo, opts, print_fn)

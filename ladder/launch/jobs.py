@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ladder import chips, rundir, topology
 from ladder.errors import LadderError
-from ladder.train_config import resolve_rung
+from ladder.train_config import RECIPE_KEYS, resolve_rung
 
 # The trainer's mesh axis across slices (DCN); multislice rungs train data-parallel over it.
 DCN_DATA_KEY = "mesh.dcn_data"
@@ -33,6 +33,9 @@ class Job:
     # the trainer records in config.json: the relaunch ownership check compares against it.
     config: object = dataclasses.field(default=None, compare=False, repr=False)
     config_hash: str = ""
+    # "RUNG on SLICE: recipe REMAT xK (estimate G GiB, P% HBM)": the memory recipe it trains with on this
+    # slice (recipe_note); "" where none was worked out (local backend, a batch that does not split)
+    recipe: str = dataclasses.field(default="", compare=False)
 
     @property
     def name(self) -> str:
@@ -134,10 +137,56 @@ def make_jobs(
                 extra.append(f"{DCN_DATA_KEY}={n_slices}")
             config, _ = resolve_rung(plan, rung, tuple(extra) + tuple(overrides))
             extra += mesh_overrides(config, accelerator, n_slices)
+            extra += recipe_overrides(rung, config, accelerator, n_slices, overrides)
         job_overrides = tuple(extra) + tuple(overrides)
         config, digest = resolve_rung(plan, rung, job_overrides)
-        jobs.append(Job(rung, rundir.join(run_root, rung["name"]), accelerator, n_slices, job_overrides, config, digest))
+        note = recipe_note(rung, config, accelerator, n_slices, overrides) if accelerator else ""
+        jobs.append(Job(rung, rundir.join(run_root, rung["name"]), accelerator, n_slices, job_overrides, config,
+                        digest, note))
     return jobs
+
+
+def _overridden(overrides, path: str) -> bool:
+    return any(o.partition("=")[0].strip() == path for o in overrides)
+
+
+def recipe_overrides(rung: dict, config, accelerator: str, num_slices: int, overrides=()) -> tuple[str, ...]:
+    """`model.remat=R`, `train.microbatches=K` where the recipe for this slice (plan.resources.refit_rung,
+    the refit `ladder compile` does) differs from the one the plan stamped: the worker reads the plan's
+    rung, so the refit travels as --config flags. Nothing for a key the user set (--config wins), nothing
+    when the refit agrees with the stamp (the planner's own slice: the run's config_hash is unchanged).
+    LadderError (rung, slice, estimate) when no recipe fits the slice and the user set neither key."""
+    from ladder.plan.resources import refit_rung
+
+    user_set = any(_overridden(overrides, path) for path in RECIPE_KEYS.values())
+    refit, recipe = refit_rung(rung, accelerator, num_slices, strict=not user_set)
+    if recipe is None:
+        return ()
+    current = {"remat": config.model.remat, "microbatches": config.train.microbatches}
+    return tuple(f"{path}={refit[key]}" for key, path in RECIPE_KEYS.items()
+                 if not _overridden(overrides, path) and refit[key] != current[key])
+
+
+def recipe_note(rung: dict, config, accelerator: str, num_slices: int, overrides=()) -> str:
+    """The line the launch prints for a rung: the recipe it trains with on its slice and the planner's
+    estimate of its memory per device (docs/planning.md), e.g. `20M-1xC on v5litepod-8: recipe full x4
+    (estimate 9.1 GiB, 57% HBM)`. "" when the batch does not split over the slice (no estimate)."""
+    from ladder.plan.resources import recipe_memory
+
+    remat, k = config.model.remat, config.train.microbatches
+    mem = recipe_memory(rung, accelerator, num_slices, remat, k)
+    if mem is None:
+        return ""
+    hbm = chips.parse_slice(accelerator)[0].hbm_bytes
+    where = f"{num_slices}x{accelerator}" if num_slices > 1 else accelerator
+    given = " (--config)" if any(_overridden(overrides, p) for p in RECIPE_KEYS.values()) else ""
+    from ladder.topology import HBM_USABLE_FRACTION
+
+    over = ""
+    if mem["total"] > HBM_USABLE_FRACTION * hbm:
+        over = f"; over the {HBM_USABLE_FRACTION:.0%} limit, it may run out of HBM"
+    return (f"{rung['name']} on {where}: recipe {remat} x{k}{given} "
+            f"(estimate {mem['total'] / chips.GiB:.1f} GiB, {mem['total'] / hbm:.0%} HBM{over})")
 
 
 def mesh_overrides(config, accelerator: str, num_slices: int) -> tuple[str, ...]:

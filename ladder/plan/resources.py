@@ -10,7 +10,8 @@ from ladder import chips
 from ladder.arch import Arch, n_params, pad_vocab
 from ladder.errors import LadderError
 from ladder.plan.planfile import rung_arch
-from ladder.topology import GRIDS, HBM_TARGET_FRACTION, HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh
+from ladder.topology import (GRIDS, HBM_TARGET_FRACTION, HBM_USABLE_FRACTION, chips_per_host, default_mesh, fill_mesh,
+                             parse_topology)
 
 # The 2-core CPU of these machines: tiny models train at 60-130 GFLOP/s of 6N+attention (measured with a
 # jitted train step, d 64..256 at seq 128..256; /work/shared/notes/jax-stack.md). Host memory stands in for HBM.
@@ -118,6 +119,54 @@ def slice_recipe(rung: dict, accelerator_type: str, num_slices: int = 1) -> dict
     try:
         m = resolve_mesh(n, slice_mesh(rung, c, n))
         return fit_recipe(rung, n, m, HBM_USABLE_FRACTION * c.hbm_bytes, HBM_TARGET_FRACTION * c.hbm_bytes)
+    except LadderError:
+        return None
+
+
+def refit_rung(rung: dict, accelerator_type: str, num_slices: int = 1, *,
+               strict: bool = False) -> tuple[dict, dict | None]:
+    """(the rung with the memory recipe for this slice, that recipe) - the one refit `ladder compile` and
+    `ladder launch` share. The plan stamps the recipe for the planner's slice on the plan's chip (save_dots
+    for 190M-1xC on v5p-8), which on another slice may not fit (10.1 GiB estimated, 63%, on v5litepod-16,
+    where full remat needs 2.8) or recompute needlessly. Where no recipe fits, the rung keeps its stamp and
+    the recipe is None (compile then reports the overflow); with `strict` (the launcher: a pod that OOMs
+    costs money) that is a LadderError naming the rung, the slice and the least-memory estimate. A batch
+    that does not split over the slice is left to the compile check and the trainer either way."""
+    topo = parse_topology(accelerator_type, num_slices)
+    recipe = slice_recipe(rung, topo.accelerator_type, topo.num_slices)
+    if recipe is not None:
+        return rung | {"remat": recipe["remat"], "microbatches": recipe["microbatches"]}, recipe
+    least = least_memory(rung, topo.accelerator_type, topo.num_slices)
+    if strict and least is not None:
+        c = topo.chip
+        raise LadderError(
+            f"slice: {rung['name']} fits no memory recipe on {topo}: even full remat in one-row microbatches "
+            f"needs an estimated {least['total'] / chips.GiB:.1f} GiB per device, {least['total'] / c.hbm_bytes:.0%} "
+            f"of a {c.name}'s {c.hbm_bytes / chips.GiB:.0f} GiB HBM (limit {HBM_USABLE_FRACTION:.0%}); "
+            f"choose a larger slice with --slice {rung['name']}=TYPE")
+    return rung, None
+
+
+def least_memory(rung: dict, accelerator_type: str, num_slices: int = 1) -> dict | None:
+    """estimate_memory of the least-memory recipe on this slice (full remat, one row per microbatch), or None
+    when the batch does not split over the slice's default mesh."""
+    c, n = chips.parse_slice(accelerator_type)
+    n *= num_slices
+    try:
+        m = resolve_mesh(n, slice_mesh(rung, c, n))
+        rows = rung["batch_sequences"] // (m["data"] * m["fsdp"])
+        return estimate_memory(rung, n, m, remat="full", microbatches=rows)
+    except LadderError:
+        return None
+
+
+def recipe_memory(rung: dict, accelerator_type: str, num_slices: int, remat: str, microbatches: int) -> dict | None:
+    """estimate_memory of a given recipe (a --config override's) on this slice's default mesh; None when
+    the batch or the microbatches do not split (the trainer names that)."""
+    c, n = chips.parse_slice(accelerator_type)
+    n *= num_slices
+    try:
+        return estimate_memory(rung, n, resolve_mesh(n, slice_mesh(rung, c, n)), remat=remat, microbatches=microbatches)
     except LadderError:
         return None
 

@@ -124,8 +124,9 @@ def fit_methods_splits(cols: dict, task: str, runs, splits_: list[Split], method
     descents across splits. Returns (fits, problems), one dict per split, as fit_methods would per split."""
     if not splits_:
         return [], []
-    masks = np.array([[r in set(sp.fit_runs) for r in runs] for sp in splits_])
-    if not all(set(sp.fit_runs) <= set(runs) for sp in splits_):  # a split fitting runs outside `runs`
+    fit_sets, run_set = [set(sp.fit_runs) for sp in splits_], set(runs)
+    masks = np.array([[r in fit for r in runs] for fit in fit_sets])
+    if not all(fit <= run_set for fit in fit_sets):  # a split fitting runs outside `runs`
         pairs = [fit_methods(cols, task, sp.fit_runs, methods, quick) for sp in splits_]
         return [p[0] for p in pairs], [p[1] for p in pairs]
     fits, problems = [{} for _ in splits_], [{} for _ in splits_]

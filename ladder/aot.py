@@ -191,37 +191,60 @@ def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, r
                   flops_expected=expected_flops_per_token(arch, remat, attention, loss_chunked) * tokens,
                   tokens_per_step=tokens,
                   flops_compiled=float("nan"))
-    start = time.perf_counter()
-    try:
-        compiled = _compile(program, global_batch, arch.seq_len)
-    except _DoesNotFit as e:  # XLA refused: report what it said it needs
-        m = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
-        need = int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024) if m else 0
-        return CompileReport(**common, other_args=0, temp=max(need - params - opt_state, 0), code=0, peak=need,
-                             total=need, fits=False, compile_s=time.perf_counter() - start, error=str(e))
-    compile_s = time.perf_counter() - start
-
-    mem = compiled.memory_analysis()
-    unaliased_out = mem.output_size_in_bytes - mem.alias_size_in_bytes
-    peak = int(mem.peak_memory_in_bytes)
-    total = peak + int(mem.generated_code_size_in_bytes)
-    report = CompileReport(
-        **common, other_args=int(mem.argument_size_in_bytes) - params - opt_state,
-        temp=max(peak - int(mem.argument_size_in_bytes) - unaliased_out, 0), code=int(mem.generated_code_size_in_bytes),
-        peak=peak, total=total, fits=total <= topology.HBM_USABLE_FRACTION * topo.chip.hbm_bytes, compile_s=compile_s)
-    if hand_counted_flops is not None:
+    with tempfile.TemporaryDirectory(prefix="ladder-hlo-") as dump:
+        options = _dump_options(dump) if hand_counted_flops is not None else None
         start = time.perf_counter()
-        count_compiled_flops(report, compiled, topo.n_devices, hand_counted_flops)
-        report.flops_s = time.perf_counter() - start
+        try:
+            compiled = _compile(program, global_batch, arch.seq_len, options)
+        except _DoesNotFit as e:  # XLA refused: report what it said it needs
+            m = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
+            need = int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024) if m else 0
+            return CompileReport(**common, other_args=0, temp=max(need - params - opt_state, 0), code=0, peak=need,
+                                 total=need, fits=False, compile_s=time.perf_counter() - start, error=str(e))
+        compile_s = time.perf_counter() - start
+
+        mem = compiled.memory_analysis()
+        unaliased_out = mem.output_size_in_bytes - mem.alias_size_in_bytes
+        peak = int(mem.peak_memory_in_bytes)
+        total = peak + int(mem.generated_code_size_in_bytes)
+        report = CompileReport(
+            **common, other_args=int(mem.argument_size_in_bytes) - params - opt_state,
+            temp=max(peak - int(mem.argument_size_in_bytes) - unaliased_out, 0),
+            code=int(mem.generated_code_size_in_bytes), peak=peak, total=total,
+            fits=total <= topology.HBM_USABLE_FRACTION * topo.chip.hbm_bytes, compile_s=compile_s)
+        if options:
+            start = time.perf_counter()
+            count_compiled_flops(report, _optimised_hlo(dump), topo.n_devices, hand_counted_flops)
+            report.flops_s = time.perf_counter() - start
     return report
 
 
-def count_compiled_flops(report: CompileReport, compiled, n_devices: int, hand_counted: float) -> None:
-    """Fill report.flops_compiled (all devices), kernel_flops and flops_note from the compiled executable."""
+def _dump_options(directory: str) -> dict:
+    """Compiler options that make XLA write the optimised program as text (nothing else about the compile
+    changes). The text comes from the compiler itself: `Compiled.as_text()` rebuilds it from the executable's
+    proto, which fails for some libtpu programs (190M-1xC on v5p-8: "async-update instruction should have 1
+    operands but sees 3")."""
+    return {"xla_dump_to": directory, "xla_dump_hlo_as_text": True, "xla_dump_hlo_as_proto": False}
+
+
+def _optimised_hlo(directory: str) -> str:
+    """The train step's optimised HLO text from the dump. libtpu may dump other modules beside it (kernels it
+    compiles on the way), so the step is the largest program named after the jitted function."""
+    paths = [os.path.join(directory, p) for p in os.listdir(directory)
+             if p.endswith(".after_optimizations.txt") and ".jit_train_step." in p]
+    if not paths:
+        raise LadderError(f"compile: XLA wrote no optimised train step to {directory} "
+                          f"({', '.join(sorted(os.listdir(directory))[:8])}); run with --no-flops")
+    with open(max(paths, key=os.path.getsize)) as f:
+        return f.read()
+
+
+def count_compiled_flops(report: CompileReport, hlo_text: str, n_devices: int, hand_counted: float) -> None:
+    """Fill report.flops_compiled (all devices), kernel_flops and flops_note from the optimised program's text."""
     from ladder import hlo_flops
 
     try:
-        counted = hlo_flops.loop_corrected_flops(compiled.as_text(), hlo_flops.xla_cost_of)
+        counted = hlo_flops.loop_corrected_flops(hlo_text, hlo_flops.xla_cost_of)
     except hlo_flops.UncountedLoop as e:
         report.flops_note = f"FLOPs not counted: {e}"
         return

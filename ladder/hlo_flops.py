@@ -33,6 +33,7 @@ _CALLS = re.compile(r"(?:calls|to_apply|true_computation|false_computation)=%[\w
                     r"(?:branch_computations|called_computations)=\{[^}]*\}")
 _CALLS_OR_LOOPS = re.compile(_CALLS.pattern + r"|(?:condition|body)=%[\w.\-]+")
 _METADATA = re.compile(r", metadata=\{[^{}]*\}")
+_DEFINITION = re.compile(r"^(\s*(?:ROOT )?%[\w.\-]+ = )(.*?) (async-start|async-update|async-done)\(")
 
 
 class UncountedLoop(Exception):
@@ -99,6 +100,31 @@ def _source(instructions: dict[str, str], name: str) -> str:
         else:
             return line
     return line
+
+
+def _parseable(lines: list[str]) -> list[str]:
+    """The lines with libtpu's SparseCore offloads made plain for jaxlib's HLO parser, which refuses them: an
+    offloaded gather (v5p: the embedding lookup, the loss's target logits) is an async-start with no
+    operands whose async-update takes the data ("AsyncUpdate and AsyncDone expect a single async op as their
+    operand"). Each op of such a start/update/done chain becomes a custom call of the same shape on the same
+    operands: a gather moves data, and cost analysis counts a custom call as 0 FLOPs either way."""
+    ins = _instructions(["", *lines, ""])
+    offloaded = set()
+    for name, line in ins.items():
+        if " async-update(" in line and len(ops := _operands(line, "async-update")) > 1:
+            offloaded |= {name, ops[0]}
+    if not offloaded:
+        return lines
+    offloaded |= {n for n, l in ins.items() if " async-done(" in l and set(_operands(l, "async-done")) & offloaded}
+    out = []
+    for line in lines:
+        m = _DEFINITION.match(line)
+        name = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = ", line)
+        if m and name and name.group(1) in offloaded:
+            ops = ", ".join("%" + op for op in _operands(line, m.group(3)))
+            line = f'{m.group(1)}{m.group(2)} custom-call({ops}), custom_call_target="ladder.offloaded"'
+        out.append(line)
+    return out
 
 
 def _root(lines: list[str]) -> str:
@@ -194,7 +220,7 @@ def loop_corrected_flops(hlo_text: str, cost_of) -> dict:
             for other in reversed(reachable(name)):  # callees before callers, the entry last
                 lines = comps[other]
                 first = lines[0][len("ENTRY "):] if lines[0].startswith("ENTRY ") else lines[0]
-                body = [_METADATA.sub("", l) for l in lines[1:]]
+                body = _parseable([_METADATA.sub("", l) for l in lines[1:]])
                 text += (["ENTRY " + first] if other == name else [first]) + body + [""]
             cache[name] = float(cost_of("\n".join(text)))
         return cache[name]

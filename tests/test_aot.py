@@ -95,10 +95,12 @@ def test_tiny_rung_compiled_flops_match_the_formula(tiny_report):
     assert r.tokens_per_step == 8 * 64 and r.flops_expected == r.flops_6n  # no remat: nothing recomputed
     assert r.flops_ok, r.flops_vs_expected
     assert "2 loop bodies x their trips (3)" in r.flops_note  # the layer scan, forward and backward
-    # the same count as the slow method it replaced: 1- and 2-layer unrolled compiles, extrapolated
+    # about the count of the slow method it replaced (1- and 2-layer unrolled compiles, extrapolated): those
+    # are other programs, whose elementwise work XLA fuses differently; measured 0.989 of it here (d=64, where
+    # elementwise work is ~5% of the step), 1.003 at 190M. A lost or doubled layer would read 0.67 or 1.33.
     topo = topology.parse_topology("v5e-4")
     probes = aot.unrolled_flops(config, aot.topology_mesh(config.mesh, topo), topo)
-    assert r.flops_compiled == pytest.approx(probes, rel=2e-3)
+    assert r.flops_compiled == pytest.approx(probes, rel=0.02)
 
 
 def _scan_program(unroll: bool):

@@ -84,6 +84,23 @@ def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> No
     write_text(p, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=float) + "\n")
 
 
+# What each entry of a run directory must be when present. Something of the other kind there (a directory
+# named status.json, a file named checkpoints) is named before any work, not reported later as a failed write.
+FILES = (STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH, "lock.json")
+DIRECTORIES = ("checkpoints", "checkpoints.corrupt", "tb")
+
+
+def check_layout(run_dir, field: str = "--run-dir") -> None:
+    """A LadderError naming the first entry of `run_dir` that is of the wrong kind (local directories only)."""
+    if is_remote(run_dir) or not os.path.isdir(run_dir):
+        return
+    for name in FILES + DIRECTORIES:
+        p = os.path.join(run_dir, name)
+        if name in FILES and os.path.isdir(p) or name in DIRECTORIES and os.path.lexists(p) and not os.path.isdir(p):
+            want = "a file" if name in FILES else "a directory"
+            raise LadderError(f"{field}: {p} is not {want}, which ladder keeps there; move it away (or restore it)")
+
+
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 
 
@@ -92,7 +109,15 @@ def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
     a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
     file = path(run_dir) / "config.json"
     if not file.exists():
+        ckpts = path(run_dir) / "checkpoints"
+        if ckpts.is_dir() and any(True for _ in ckpts.iterdir()):  # whose model, which config? unknown
+            raise LadderError(f"{field}: {run_dir} has checkpoints but no config.json, so what wrote them is "
+                              "unknown (training on would restore or mix another run's state); restore config.json, "
+                              "or use a new --run-dir")
         return None
+    if file.is_dir():
+        raise LadderError(f"{field}: {file} is a directory, not the config file `ladder train` writes; move it "
+                          "away (or restore the file)")
     try:
         saved = json.loads(file.read_bytes().decode("utf-8"))
         if not isinstance(saved, dict):

@@ -40,6 +40,11 @@ def read_utf8(path, what: str = "file") -> str:
         why = {IsADirectoryError: "is a directory, not a file", FileNotFoundError: "not found",
                PermissionError: "cannot be read (permission denied)"}.get(type(e), f"cannot be read ({e.strerror})")
         raise LadderError(f"{what}: {path} {why}; pass a readable file") from None
+    return decode_utf8(data, path, what)
+
+
+def decode_utf8(data: bytes, path, what: str = "file") -> str:
+    """read_utf8 on bytes already read (a gs:// object, a run directory's file): the same checks and messages."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -234,8 +234,13 @@ def restore_logits_fn(run_dir, step: int | None = None):
     require(isinstance(raw, dict), "run_dir", f"{saved} is not a JSON object", "restore it or retrain the run")
     raw.pop("config_hash", None)
     config = ml_collections.ConfigDict(raw)
-    mesh = sharding.make_mesh(config.mesh)
-    program = make_train_step(config, mesh)
+    try:  # a config.json edited by hand may lack a section or key: ConfigDict says so as an AttributeError
+        mesh = sharding.make_mesh(config.mesh)
+        program = make_train_step(config, mesh)
+    except (AttributeError, KeyError) as e:
+        key = str(e.args[0] if e.args else e).strip("\"'")
+        raise LadderError(f"run_dir: {saved} lacks the key {key!r} (not the whole config `ladder train` writes); "
+                          "restore it or retrain the run") from None
     ckpts = Checkpoints(run_dir / "checkpoints", keep=1, async_save=False)
     available = list(ckpts.manager.all_steps())
     if not available:

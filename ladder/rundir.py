@@ -13,8 +13,6 @@ once its upload completes, which gives the same guarantee.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -48,20 +46,23 @@ def _gcsfs_hint(p, e: ImportError) -> LadderError:
 
 
 def read_text(p) -> str | None:
-    """A file's text (local or gs://, UTF-8); None when absent."""
+    """A file's text (local or gs://, UTF-8); None when absent; LadderError naming file and byte offset when it
+    is not UTF-8 text (errors.decode_utf8)."""
+    from ladder.errors import decode_utf8
+
     raw = read_bytes(p)
-    return None if raw is None else raw.decode("utf-8")
+    return None if raw is None else decode_utf8(raw, p, "run directory")
 
 
 def read_json(p) -> dict | None:
-    """A JSON file (local or gs://); None when absent or torn (written atomically, so torn means foreign)."""
-    text = read_text(p)
-    if text is None:
-        return None
+    """A JSON object file (local or gs://); None when absent or torn (written atomically, so torn, binary or
+    not an object means foreign)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        text = read_text(p)
+        value = None if text is None else json.loads(text)
+    except (LadderError, ValueError, RecursionError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def write_text(p, text: str) -> None:
@@ -201,10 +202,18 @@ def read_launch_record(run_dir) -> dict:
 
 def read_results(run_dir) -> list[dict]:
     """The rows of <run dir>/results.csv as dicts of strings (local or gs://); [] when the run has none yet."""
-    text = read_text(path(run_dir) / RESULTS)
-    if not text:
+    from ladder import results
+
+    file = path(run_dir) / RESULTS
+    text = read_text(file)
+    if not text or not text.strip():
         return []
-    return [{k: v for k, v in row.items() if k is not None} for row in csv.DictReader(io.StringIO(text))]
+    header, fields = results._split_csv(text, file)  # the table reader's checks: field counts, quotes, names
+    missing = [k for k in results.REQUIRED if k not in header]
+    if missing:
+        raise LadderError(f"{file}: lacks the columns {missing}, so it is not the table the evaluator writes; "
+                          "move it away and re-run the evaluation (`ladder eval`)")
+    return [dict(zip(header, values)) for values in zip(*fields)]
 
 
 def write_results(csv_path, step: int, rows: list[dict]) -> None:

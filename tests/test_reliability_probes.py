@@ -392,3 +392,60 @@ def test_bad_environment_is_one_line_before_any_work(capsys, monkeypatch, tmp_pa
     assert not (tmp_path / "p.json").exists()
     monkeypatch.setenv(name, "")  # empty is unset
     cli.check_environment()
+
+
+# ------------------------------------------------------------------------------------------ collect, eval, paths
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfegarbage", "results.csv is not UTF-8 text (byte 0xff at offset 0)"),  # was UnicodeDecodeError
+    (b"run,n\n1,2,3,4\n", "results.csv: data row 1 has 4 fields, the header has 2"),  # was ValueError
+    (b'"unterminated\n', "lacks the columns ['run', 'n', 'd', 'step', 'task', 'loss', 'acc']"),  # was "no results"
+])
+def test_collect_names_a_rungs_damaged_results_table(capsys, tmp_path, content, message):
+    from ladder import plan as plan_lib
+
+    plan = plan_lib.plan_ladder(["smoke-target"], preset="smoke")
+    plan_lib.write_plan(plan, tmp_path / "plan.json")
+    for i, rung in enumerate(plan["rungs"]):
+        (tmp_path / "root" / rung["name"]).mkdir(parents=True)
+        (tmp_path / "root" / rung["name"] / "results.csv").write_bytes(
+            content if i == 1 else f"run,n,d,step,task,loss,acc\n{rung['name']},1e6,2e7,10,t,2.0,0.5\n".encode())
+    rc, err = _cli(capsys, "collect", tmp_path / "plan.json", "--run-root", tmp_path / "root", "-o", tmp_path / "o.csv",
+                   "--partial")
+    assert rc == 2 and plan["rungs"][1]["name"] in err and message in err, err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_run_dir_json_that_is_not_an_object_is_torn(tmp_path):
+    """The tolerant reader (run-directory files) treats binary or non-object JSON as torn, not as a crash."""
+    from ladder import rundir
+
+    for content in (b"\xff\xfe", b"[1, 2]", b'"running"', b"[" * 100_000):
+        (tmp_path / "status.json").write_bytes(content)
+        assert rundir.read_json(tmp_path / "status.json") is None and rundir.read_status(tmp_path) == {}
+
+
+def test_eval_of_a_config_json_missing_a_section(tmp_path):
+    """A hand-edited config.json without its model section: was AttributeError "'model'" from ConfigDict."""
+    from ladder.eval import restore_logits_fn
+    from ladder.train_config import default_config
+
+    saved = default_config().to_dict()
+    del saved["model"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(LadderError, match="config.json lacks the key 'model'"):
+        restore_logits_fn(tmp_path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("train", "configs/tiny.py", "--run-dir", ""), "argument --run-dir: is empty"),  # trained into runs/tiny
+    (("status", "{tmp}/plan.json", "--run-root", ""), "argument --run-root: is empty"),
+    (("predict", "{tmp}/r.csv", "--target", "t=1e9:2e10", "-o", ""), "argument -o/--out: is empty"),
+    (("predict", "{tmp}/r.csv", "--target", "t=1e9:2e10", "-o", "/dev/null", "--overwrite"),
+     "--out: /dev/null exists and is not a regular file"),  # wrote its plots into /dev
+])
+def test_empty_and_special_paths(capsys, tmp_path, argv, message):
+    _write(tmp_path, RESULTS, "r.csv")
+    rc, err = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert rc == 2 and message in err, err

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ladder.commands.common import POSITIVE, add_out, check_outs, real, split_list
+from ladder.commands.common import POSITIVE, add_out, check_outs, path_arg, real, split_list
 from ladder.errors import read_json, require
 
 EXAMPLES = """
@@ -24,7 +24,7 @@ ladder allocate dcpt --law specialization/dcpt.json --rule c --compute 1e18 --r 
 
 def add_arguments(p) -> None:
     p.add_argument("what", choices=["split", "dcpt"], help="split: budget across pretraining + k domains; dcpt: rules a/b/c")
-    p.add_argument("--law", required=True, help="split.json or dcpt.json written by `ladder fit`")
+    p.add_argument("--law", required=True, type=path_arg, help="split.json or dcpt.json written by `ladder fit`")
     add_out(p, "output directory (default: the law file's directory)")
     p.add_argument("--format", choices=["text", "json", "csv"], default="text", help="what to print on stdout")
     s = p.add_argument_group("split")

@@ -10,7 +10,8 @@ import json
 import warnings
 from pathlib import Path
 
-from ladder.commands.common import TARGET_HELP, add_out, check_out, plan_targets, resolve_targets, whole
+from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
+                                    whole)
 
 EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
@@ -27,7 +28,8 @@ def add_arguments(parser) -> None:
     which.add_argument("--target", action="append", metavar="T", help=TARGET_HELP.format(presets=", ".join(TARGETS))
                        + "; NAME=N:D:F adds FLOPs per token F for the compute method (default: extrapolated "
                        "from the ladder)")
-    which.add_argument("--plan", help="predict the targets of this plan file (written by `ladder plan -o`)")
+    which.add_argument("--plan", type=path_arg,
+                       help="predict the targets of this plan file (written by `ladder plan -o`)")
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: the paper's 16 when present, else all runs")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")

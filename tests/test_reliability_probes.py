@@ -449,3 +449,24 @@ def test_empty_and_special_paths(capsys, tmp_path, argv, message):
     _write(tmp_path, RESULTS, "r.csv")
     rc, err = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert rc == 2 and message in err, err
+
+
+SPLIT_LAW = {"E": 1.5, "A": 400.0, "alpha": 0.3, "B": 400.0, "beta": 0.3, "k": 0.5, "rho": 0.9}
+
+
+@pytest.mark.parametrize("law, message", [
+    ({"domains": ["legal"]}, "--law: domains: is not a mapping of domain -> law"),  # was TypeError
+    ({"domains": {"legal": {}}}, "--law: domains: legal: has no 'params'"),  # was KeyError
+    ({"domains": {"legal": {"params": dict(SPLIT_LAW, E="x")}}}, "params: E: is 'x', not a finite number"),
+    ({"domains": {"legal": {"params": dict(SPLIT_LAW, zzz=1)}}}, "not the parameters E, A, alpha, B, beta, k, rho"),
+    ({"domains": {"legal": {"params": dict(SPLIT_LAW, alpha=float("nan"))}}},
+     "params: alpha: is nan, not a finite number"),  # was an allocation computed from NaN, exit 0
+    ({"fits": [1]}, "--law: fits: has no 'domain'"),
+    ({"fits": {"domain": {"params": {}}}}, "--law: fits: domain: params: holds [], not the parameters"),
+])
+def test_law_files_edited_by_hand(capsys, tmp_path, law, message):
+    (tmp_path / "law.json").write_text(json.dumps(law))
+    what = ["split", "--budget", "1e20"] if "domains" in law else ["dcpt", "--rule", "a", "--n", "2.5e5", "--d", "1e6"]
+    rc, err = _cli(capsys, "allocate", what[0], "--law", tmp_path / "law.json", *what[1:], "-o", tmp_path / "out")
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "out").exists()

@@ -470,3 +470,29 @@ def test_law_files_edited_by_hand(capsys, tmp_path, law, message):
     rc, err = _cli(capsys, "allocate", what[0], "--law", tmp_path / "law.json", *what[1:], "-o", tmp_path / "out")
     assert rc == 2 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+IMPORT = "model,params,tokens,step,task,accuracy\n" + "".join(
+    f"m{i},{n},{n * 5 * s},{s},t,{0.3 + 0.1 * s / 4}\n" for i, n in enumerate((1e6, 2e6, 4e6)) for s in (1, 2))
+MAP = "run=model,n=params,d=tokens,step=step,task=task,acc=accuracy"
+
+
+@pytest.mark.parametrize("content, mapping, message", [
+    (b"\xef\xbb\xbf" + IMPORT.encode(), MAP, None),  # before: run 'model' (BOM-glued header) for every row
+    (IMPORT.encode(), MAP.replace("run=model", "run=nope"),
+     "--map: run='nope' is not a column of"),  # before: one run 'nope' over three sizes, exit 0
+    ((IMPORT + IMPORT.split("\n", 1)[1]).encode(), MAP, "(as imported): 6 rows repeat a (run, step, task)"),
+    (IMPORT.replace(",0.3", ",30.").encode(), MAP, "column 'acc' outside [0, 1]"),  # percentages
+    (IMPORT.encode(), MAP + ",run=params", "--map: maps 'run' twice"),
+    (IMPORT.replace("m0", "m\xe9").encode("latin-1"), MAP, "is not UTF-8 text (byte 0xe9"),  # was a traceback
+])
+def test_import_checks_what_it_writes(capsys, tmp_path, content, mapping, message):
+    (tmp_path / "in.csv").write_bytes(content)
+    rc, err = _cli(capsys, "import", "csv", tmp_path / "in.csv", "--map", mapping, "-o", tmp_path / "out.csv")
+    if message is None:
+        assert rc == 0, err
+        assert sorted({line.split(",")[0] for line in (tmp_path / "out.csv").read_text().splitlines()[1:]}) == \
+            ["m0", "m1", "m2"]
+    else:
+        assert rc == 2 and message in err, err
+        assert not (tmp_path / "out.csv").exists()

@@ -363,6 +363,7 @@ def default_k_shot(name: str) -> int:
 
 
 _K_SUFFIX = re.compile(r"^(?P<name>.+):(?P<k>\d+)$")
+_ANY_SUFFIX = re.compile(r"^(?P<name>[^:/]+):(?P<k>[^/:.]*)$")  # a task name, not a path
 
 
 def parse_task_entry(entry: str, k_shot: int = -1) -> tuple[str, int]:
@@ -371,6 +372,10 @@ def parse_task_entry(entry: str, k_shot: int = -1) -> tuple[str, int]:
     m = _K_SUFFIX.match(entry)
     if m:
         return m["name"], int(m["k"])
+    bad = _ANY_SUFFIX.match(entry)  # `name:abc`, `name:-3`, `name:` (a path or gs:// URL has a / after its colon)
+    if bad:
+        raise LadderError(f"eval.tasks: {entry!r}: the few-shot count after ':' must be a whole number >= 0, got "
+                          f"{bad['k']!r}; write e.g. {bad['name']}:5, or {bad['name']} for its default")
     return entry, (k_shot if k_shot >= 0 else default_k_shot(entry))
 
 

@@ -496,3 +496,22 @@ def test_import_checks_what_it_writes(capsys, tmp_path, content, mapping, messag
     else:
         assert rc == 2 and message in err, err
         assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("entry, got", [("prose_continuation:abc", "'abc'"), ("prose_continuation:-3", "'-3'"),
+                                        ("prose_continuation:", "''")])
+def test_task_few_shot_suffix_that_is_not_a_count(entry, got):
+    """Before: "'prose_continuation:abc' is neither an embedded task, a catalog task nor a .jsonl file"."""
+    from ladder.tasks import parse_task_entry
+
+    with pytest.raises(LadderError, match=f"the few-shot count after ':' must be a whole number >= 0, got {got}"):
+        parse_task_entry(entry)
+    assert parse_task_entry("gs://bucket/t.jsonl") == ("gs://bucket/t.jsonl", 0)  # a URL's colon is no suffix
+
+
+@pytest.mark.parametrize("flag, value", [("--tasks", ""), ("--runs", ",,")])
+def test_predict_selection_that_is_empty(capsys, tmp_path, flag, value):
+    """Before: --tasks "" fitted every task, exit 0."""
+    res = _write(tmp_path, RESULTS)
+    rc, err = _cli(capsys, "predict", res, "--target", "t=1e9:2e10", "-o", tmp_path / "p.json", flag, value)
+    assert rc == 2 and f"{flag}: is empty" in err, err

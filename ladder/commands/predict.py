@@ -11,7 +11,8 @@ import warnings
 from pathlib import Path
 
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
-                                    whole)
+                                    split_list, whole)
+from ladder.errors import require
 
 EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
@@ -56,7 +57,10 @@ def run(args) -> int:
         check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
     targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
     plot_dir = Path(args.plots) if args.plots else out.parent
-    tasks = args.tasks.split(",") if args.tasks else None
+    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):  # "" would silently mean "all"
+        require(value is None or bool(split_list(value)), flag, "is empty",
+                "name some, or leave the option out for all")
+    tasks = split_list(args.tasks)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,

@@ -118,7 +118,7 @@ def resolve_rung(plan: dict | None, rung: str | dict, overrides=()) -> tuple[ml_
     config = apply_overrides(config, overrides)
     resolve_vocab(config)
     try:  # checked here, where every consumer of a rung passes (launch --dry-run included), not at its first step
-        validate(config)
+        validate(config, data=False)
     except LadderError as e:
         raise LadderError(f"{where}{' with the --config overrides' if overrides else ''}: {e}") from None
     return config, config_hash(config)
@@ -215,8 +215,9 @@ def check_value_type(field: str, ref, value) -> None:
                     "write finite numbers")
 
 
-def validate(config) -> None:
-    """Checks that need no devices. Each failure is one line naming the field and the fix."""
+def validate(config, *, data: bool = True) -> None:
+    """Checks that need no devices. Each failure is one line naming the field and the fix. data=False skips the
+    one check that reads the data's tokenizer (resolve_rung on a launching machine that may not hold it)."""
     from ladder.config import require_kind
 
     require_kind(config, "train", "this config")
@@ -300,7 +301,7 @@ def validate(config) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
-    if config.data.source != "synthetic":
+    if data and config.data.source != "synthetic":
         from ladder.data.pipeline import vocab_size
 
         need = vocab_size(config.data)

@@ -70,7 +70,9 @@ def _check_columns(path, rows: list[dict], header: list[str]) -> None:
         missing = [k for k in REQUIRED if k not in r]
         extra = [k for k in r if k not in header]
         if missing or extra:
-            raise ValueError(f"{path}: row {r} lacks {missing} or adds columns {extra} not in header {header}")
+            raise LadderError(f"{path}: a row for run {r.get('run')!r} lacks the columns {missing} or adds "
+                              f"{extra}, not in the table's header {header}; write to a new table (eval -o), or "
+                              "use the table these rows came from")
 
 
 def write_table(path: str | os.PathLike, rows: list[dict]) -> None:

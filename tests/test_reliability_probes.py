@@ -515,3 +515,38 @@ def test_predict_selection_that_is_empty(capsys, tmp_path, flag, value):
     res = _write(tmp_path, RESULTS)
     rc, err = _cli(capsys, "predict", res, "--target", "t=1e9:2e10", "-o", tmp_path / "p.json", flag, value)
     assert rc == 2 and f"{flag}: is empty" in err, err
+
+
+def test_rows_that_do_not_fit_a_tables_header_are_one_line(tmp_path):
+    """eval -o onto a table of other columns: was a ValueError traceback after the whole evaluation."""
+    from ladder.results import append_rows
+
+    row = dict(run="a", n=1, d=2, step=1, task="t", loss=1.0, acc=0.5)
+    append_rows(tmp_path / "r.csv", [row])
+    with pytest.raises(LadderError, match=r"r.csv: a row for run 'a' lacks the columns \[\] or adds \['prob'\]"):
+        append_rows(tmp_path / "r.csv", [dict(row, step=2, prob=0.3)])
+
+
+@pytest.fixture(scope="module")
+def read_only_mount(tmp_path_factory):
+    """A read-only tmpfs (root ignores file modes, so a chmod'ed directory would not do); skipped without mount."""
+    import subprocess
+
+    path = tmp_path_factory.mktemp("ro")
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    yield path
+    subprocess.run(["umount", str(path)], check=False)
+
+
+@pytest.mark.parametrize("verb", ["collect", "eval"])
+def test_outputs_on_a_read_only_mount_are_refused_before_any_work(capsys, tmp_path, read_only_mount, verb):
+    """collect read every rung, then failed on '<out>.tmp: Read-only file system'; eval scored every task first."""
+    from ladder import plan as plan_lib
+
+    plan_lib.write_plan(plan_lib.plan_ladder(["smoke-target"], preset="smoke"), tmp_path / "plan.json")
+    argv = (("collect", tmp_path / "plan.json", "--run-root", tmp_path / "root") if verb == "collect" else
+            ("eval", tmp_path / "no-run"))
+    rc, err = _cli(capsys, *argv, "-o", read_only_mount / "out.csv")
+    assert rc == 2 and f"--out: {read_only_mount} is not writable" in err, err

@@ -42,14 +42,15 @@ def add_out(parser, help: str, *, required: bool = False, default: str | None = 
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it already exists")
 
 
-def check_out(path, overwrite: bool, field: str = "--out") -> Path:
-    """`path` as a Path, or a LadderError when it exists and --overwrite was not given."""
+def check_out(path, overwrite: bool, field: str = "--out", *, append: bool = False) -> Path:
+    """`path` as a Path, or a LadderError when it exists and --overwrite was not given (append=True: a file the
+    verb adds rows to may exist). Either way the place must take a file, checked before any work."""
     path = Path(path)
     require(not path.is_dir(), field, f"{path} is a directory", "give a file path, e.g. DIR/name.json")
     # a device or a pipe (-o /dev/null): the verb's other outputs (plots) go beside it, into /dev
     require(not path.exists() or path.is_file(), field, f"{path} exists and is not a regular file",
             "give a file path, e.g. DIR/name.json")
-    require(overwrite or not path.exists(), field, f"{path} already exists",
+    require(overwrite or append or not path.exists(), field, f"{path} already exists",
             "pass --overwrite to replace it, or another -o/--out")
     # checked now, not after a long fit: the nearest existing ancestor must be a directory we may write in
     ancestor = path.absolute().parent

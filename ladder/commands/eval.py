@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ladder.commands.common import path_arg, whole
+from ladder.commands.common import check_out, path_arg, whole
 
 TAKES_CONFIG = True
 CONFIG_LINE = ("config overrides: --config.eval.key=value sets a field of the run's eval section (docs/tasks.md), "
@@ -45,6 +45,8 @@ def run(args) -> int:
     require(not other, "--config", f"ladder eval reads only --config.eval.* overrides, not {other[0] if other else ''}",
             "set the run's eval section (docs/tasks.md), e.g. --config.eval.k_shot=5")
     run_dir = Path(args.run_dir)
+    if args.out:  # rows are appended: an existing table is fine, an unwritable place is found before scoring
+        check_out(args.out, False, append=True)
     scored = eval_lib.evaluate_checkpoint(
         run_dir, args.step, tasks=args.tasks, k_shot=args.k_shot, max_questions=args.max_questions,
         batch_size=args.batch_size,

@@ -59,6 +59,7 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
 KINDS = {  # config kind -> (sections that mark it, the verb that takes it, an example)
     "train": (("model", "train", "optim"), "ladder train", "configs/tiny.py"),
     "run": (("plan", "launch"), "ladder run", "configs/smoke.py"),
+    "cpt": (("base", "ratios", "budgets"), "ladder cpt", "configs/specialization.py"),
 }
 
 

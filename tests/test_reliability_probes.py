@@ -550,3 +550,15 @@ def test_outputs_on_a_read_only_mount_are_refused_before_any_work(capsys, tmp_pa
             ("eval", tmp_path / "no-run"))
     rc, err = _cli(capsys, *argv, "-o", read_only_mount / "out.csv")
     assert rc == 2 and f"--out: {read_only_mount} is not writable" in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("cpt", "configs/tiny.py"), "configs/tiny.py is a `ladder train` config; run it with `ladder train`"),
+    (("cpt", "configs/smoke.py"), "configs/smoke.py is a `ladder run` config; run it with `ladder run`"),
+    (("run", "configs/specialization.py", "--dry-run"), "is a `ladder cpt` config; run it with `ladder cpt`"),
+    (("train", "configs/specialization.py"), "is a `ladder cpt` config; run it with `ladder cpt`"),
+])
+def test_the_study_config_kind_is_named_too(capsys, tmp_path, argv, message):
+    """Before: `ladder cpt configs/tiny.py` said "data: unknown config key; known keys here: base, budgets, ..."."""
+    rc, err = _cli(capsys, *argv)
+    assert rc == 2 and message in err, err

@@ -29,9 +29,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ladder import cpt
-    from ladder.config import load_config
+    from ladder.config import load_config, require_kind
 
     cfg = load_config(args.config, args.config_overrides)
+    require_kind(cfg, "cpt", args.config)  # a train or run config: say which verb takes it, not "unknown key"
     cpt.check_config(cfg)
     from ladder.train import TrainingFailed
 

@@ -173,6 +173,8 @@ def make_on_eval(config, run_dir):
     a = arch_of(config)
     tokenizer = make_tokenizer(config.data)
     task_list = tasks.load_tasks(config.eval, config.data)
+    for task in task_list:  # a choice longer than seq_len, found now rather than at the first eval step
+        encode_rows(task, tokenizer, a.seq_len)
     eval_batch = config.eval.batch_size or config.train.global_batch
     tokens_per_step = config.train.global_batch * a.seq_len
     # Every process scores the same full batches (the logits function shards them), so the validation

@@ -149,6 +149,10 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         failed = True
         _record_failure(log.set_status, e, ckpts)
         raise
+    except LadderError as e:  # bad input found mid-run (an evaluation's task): say "failed", not "running"
+        failed = True
+        _record_failure(log.set_status, e, ckpts)
+        raise
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a save, but never leave "running" behind
         failed = True
         with contextlib.suppress(OSError):

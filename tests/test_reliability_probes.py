@@ -223,22 +223,43 @@ def test_run_dir_entry_of_the_wrong_kind_is_named_before_any_work(tmp_path, name
         check_run_dir(tmp_path)
 
 
-def test_second_ctrl_c_leaves_status_preempted_not_running(tmp_path, monkeypatch):
-    """A second SIGINT raises KeyboardInterrupt wherever the step loop is (a save, a step, an evaluation;
-    measured with `kill -INT` twice: status.json said "running" for a process that was gone). The loop is
-    replaced by one that is interrupted, so no step is compiled."""
+@pytest.mark.parametrize("raised, state, said", [
+    (KeyboardInterrupt, "preempted", "without a save"),
+    (LadderError("task t, question 2, choice 0: 73 tokens, more than the evaluation sequence length 64"),
+     "failed", "73 tokens"),
+])
+def test_a_run_stopped_mid_loop_never_stays_running(tmp_path, monkeypatch, raised, state, said):
+    """A second SIGINT raises KeyboardInterrupt wherever the step loop is (a save, a step, an evaluation), and
+    an evaluation's bad input raised a LadderError there (measured: `kill -INT` twice, and a task choice longer
+    than seq_len at the first eval step): status.json said "running" for a process that was gone. The loop is
+    replaced by one that raises, so no step is compiled."""
     from tests.test_train import tiny_config
 
     from ladder import train as train_lib
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        raise raised
 
     monkeypatch.setattr(train_lib, "_run_steps", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(type(raised) if isinstance(raised, Exception) else raised):
         train_lib.train(tiny_config(total_steps=4), str(tmp_path / "run"))
     status = json.loads((tmp_path / "run" / "status.json").read_text())
-    assert status["state"] == "preempted" and status["signal"] == "SIGINT" and "without a save" in status["error"]
+    assert status["state"] == state and said in status["error"]
+
+
+def test_an_evaluation_that_cannot_run_is_found_before_training(tmp_path):
+    """A task choice longer than model.seq_len: was found at the first eval step, after training to it."""
+    from tests.test_train import tiny_config
+
+    from ladder.eval import make_on_eval
+
+    task = tmp_path / "t.jsonl"
+    task.write_text(json.dumps({"context": "c", "choices": ["x" * 40, "y"], "gold": 0}) + "\n")
+    cfg = tiny_config(total_steps=4)  # seq_len 16, byte tokenizer: 40 tokens
+    cfg.eval.tasks = str(task)
+    with pytest.raises(LadderError, match="choice 0: 40 tokens, more than the evaluation sequence length 16"):
+        make_on_eval(cfg, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------------------------ data files

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ladder.errors import LadderError, read_json, require
+from ladder.errors import LadderError, read_user_json, require
 
 
 @jax.jit
@@ -232,7 +232,7 @@ def restore_logits_fn(run_dir, step: int | None = None):
     saved = run_dir / "config.json"
     if not saved.is_file():
         raise LadderError(f"run_dir: {run_dir} has no config.json; give a directory written by `ladder train`")
-    raw = read_json(saved, "run_dir", "the run's config.json is damaged; restore it or retrain the run")
+    raw = read_user_json(saved, "run_dir", "the run's config.json is damaged; restore it or retrain the run")
     require(isinstance(raw, dict), "run_dir", f"{saved} is not a JSON object", "restore it or retrain the run")
     raw.pop("config_hash", None)
     config = ml_collections.ConfigDict(raw)

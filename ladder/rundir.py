@@ -55,8 +55,9 @@ def read_text(p) -> str | None:
 
 
 def read_json(p) -> dict | None:
-    """A JSON object file (local or gs://); None when absent or torn (written atomically, so torn, binary or
-    not an object means foreign)."""
+    """A JSON object file of a run directory (local or gs://), read tolerantly; None when absent or torn
+    (written atomically, so torn, binary or not an object means foreign). User-given JSON goes through the
+    strict `errors.read_user_json` instead."""
     try:
         text = read_text(p)
         value = None if text is None else json.loads(text)

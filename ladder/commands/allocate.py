@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ladder.commands.common import POSITIVE, add_out, check_outs, path_arg, real, split_list
-from ladder.errors import read_json, require
+from ladder.errors import read_user_json, require
 
 EXAMPLES = """
 ladder allocate split --law specialization/split.json --budget 1e20
@@ -49,7 +49,7 @@ def run(args) -> int:
 
     law_path = Path(args.law)
     require(law_path.is_file(), "--law", f"{law_path} not found", "run `ladder fit split|dcpt RESULTS` first")
-    fitted = read_json(law_path, "--law", "pass the split.json or dcpt.json that `ladder fit` wrote")
+    fitted = read_user_json(law_path, "--law", "pass the split.json or dcpt.json that `ladder fit` wrote")
     require(isinstance(fitted, dict), "--law", f"{law_path} holds a JSON {type(fitted).__name__}, not a fitted law",
             "pass the split.json or dcpt.json that `ladder fit` wrote")
     out = Path(args.out) if args.out else law_path.parent

@@ -14,10 +14,20 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-# The files with the longest tests (--durations of a full run, 2026-11-30: 326, 192, 139, 116 and 105 s), started
+# The files that take longest, longest first (wall seconds in a two-worker run, from --durations of the
+# 2026-11-30 full runs scaled by the CPU-s measured after session 5's cuts: quick smoke ~350, CPT study ~150,
+# rehearsal ~160, AOT compiles ~125, meshes ~110, memory savers ~100, local launcher ~90, trainer ~85), started
 # first so that neither of README's two workers is left running one of them alone at the end.
-LONGEST_FILES = ("test_run.py", "test_cpt_study.py", "test_launch_rehearse.py", "test_sharding.py",
-                 "test_launch_local.py")
+LONGEST_FILES = ("test_run.py", "test_launch_rehearse.py", "test_cpt_study.py", "test_aot.py", "test_sharding.py",
+                 "test_loss.py", "test_launch_local.py", "test_train.py", "test_reliability_checkpoints.py",
+                 "test_reliability_rundir.py", "test_multiprocess.py")
+
+
+def pytest_configure(config):
+    """pytest-xdist's --dist loadfile hands out files by number of tests, most first (its --loadscope-reorder,
+    on by default), which undid the order below: the quick smoke run (3 tests) was queued behind 40 files."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):

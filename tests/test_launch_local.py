@@ -46,7 +46,7 @@ def ladder_runs(tmp_path_factory):
     out["two_process_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "two"), rungs=[KILLED], processes=2),
                                         log.append)
     # The one-process launches below share one compilation cache (the launcher keeps one per run root): the
-    # killed run and the relaunch load the reference's programs instead of compiling them again (98 -> 83
+    # killed run and the relaunch load the reference's programs instead of compiling them again (98.6 -> 88.6
     # CPU-s for this file). Bitwise comparisons stay bitwise: a loaded program is the compiled one.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp / ".jax-cache"))

@@ -20,12 +20,14 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-# The files that take longest, longest first (wall seconds in a two-worker run, from --durations of the
-# 2026-11-30 full runs scaled by the CPU-s measured after session 5's cuts: quick smoke ~350, CPT study ~150,
-# rehearsal ~160, AOT compiles ~125, meshes ~110, memory savers ~100, local launcher ~90, trainer ~85), started
-# first so that neither of README's two workers is left running one of them alone at the end.
-LONGEST_FILES = ("test_run.py", "test_launch_rehearse.py", "test_cpt_study.py", "test_aot.py", "test_sharding.py",
-                 "test_loss.py", "test_launch_local.py", "test_train.py", "test_reliability_checkpoints.py",
+# The files that take longest, longest first, started first so that neither of README's two workers is left
+# running one of them alone at the end. Costs (session 5, CPU-s of one file run alone on the loaded 2-core
+# machine, after its cuts): quick smoke ~350 s wall in the last full run, CPT study 135, AOT compiles ~125 s
+# wall, local launcher 89, memory savers ~90 (55 for the remat/microbatch runs), rehearsal 83 (plus its
+# detached TPU VM hosts, not counted), meshes 74, trainer ~70; the reliability files and the two-process
+# run follow (~35-70 s wall each).
+LONGEST_FILES = ("test_run.py", "test_cpt_study.py", "test_aot.py", "test_launch_rehearse.py", "test_launch_local.py",
+                 "test_loss.py", "test_sharding.py", "test_train.py", "test_reliability_checkpoints.py",
                  "test_reliability_rundir.py", "test_multiprocess.py")
 
 

@@ -115,3 +115,22 @@ def test_sigmoid_bounds_are_reported():
     acc = 1.2 - 0.5 * L  # exceeds 1 at low loss: the ceiling b pins at its bound
     fit = fit_sigmoid(SigmoidForm(), L, np.clip(acc, 0, 1.2))
     assert "b" in fit.at_bound
+
+
+def test_single_step_polish_objective_is_the_batched_one_digit_for_digit():
+    """L-BFGS-B polishes single-step fits through a one-row objective (no batch axis, for speed); it must give
+    the batched residuals' value and gradient exactly, or the polished optima would drift."""
+    from ladder.laws import single_step as ss
+    from ladder.laws.fitting import robust_loss
+
+    rng = np.random.default_rng(4)
+    N = np.exp(rng.uniform(18, 21, 16))
+    D, acc = N * rng.uniform(20, 200, 16), rng.uniform(0.3, 0.8, 16)
+    logs = np.log(N), np.log(D), np.log(acc)
+    w = rng.integers(1, 4, 16).astype(np.float64)
+    batched, one_row = ss._residuals(*logs), ss._objective(*logs, w)
+    for x in ss.starts(0.25) + rng.normal(0, 0.2, (33, 7)):
+        r, J = batched(x[None])
+        v, d, _ = robust_loss(r[0], ss.HUBER_DELTA)
+        f, g = one_row(x)
+        assert f == float(w @ v) and np.array_equal(g, J[0].T @ (w * d))

@@ -142,13 +142,21 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     that reduced objective with Kaufman's Gauss-Newton matrix (the Schur complement of the linear block of
     J^T W J; Golub & Pereyra 2003), k >= 0 by an active set, the acceptance and stopping rules of
     `ladder.laws.fitting.minimize_batched`. A pass is one sigmoid and a few weighted sums per point, and the
-    refits need about half the passes of the 4-parameter descent (docs/laws.md, "Speed").
-    Returns (X [B, P], objective [B], converged [B])."""
+    refits need about half the passes of the 4-parameter descent (docs/laws.md, "Speed"). A start with
+    k = 0 (a flat sigmoid) is refitted by that descent instead. Returns (X [B, P], objective [B], converged [B])."""
     L, y = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
     W = np.ascontiguousarray(np.atleast_2d(np.asarray(weights, dtype=np.float64)))
     B = len(W)
     theta = np.array(form.full(np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names))))[:, 2:4])
-    theta[:, 0] = np.maximum(theta[:, 0], 0.0)
+    if (theta[:, 0] <= 0.0).any():
+        # A flat start (k = 0): s is constant, the exact (a, b) puts a = 0 and (k, L0) get no gradient. The
+        # 4-parameter descent, whose a is not reset, can leave it.
+        def residual_fn(X, jac):
+            yh, J = form.acc(X, L, jac)
+            return yh - y, J
+
+        X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names)))
+        return minimize_batched(residual_fn, X0, W, delta=None, bounds=form.bounds, rtol=rtol)
     const = {"1": W.sum(1), "y": W @ y, "yy": W @ (y * y)}
 
     def linear(rows, s):
@@ -239,7 +247,11 @@ def _reduced(form: SigmoidForm, G, a, b, k):
     Mcc = Mcc * live[:, :, None] * live[:, None, :] + np.eye(nc) * (1.0 - live)[:, :, None]
     Mct = Mct * live[:, :, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        H = Mtt - np.matmul(np.swapaxes(Mct, 1, 2), np.linalg.solve(Mcc, Mct))
+        try:
+            proj = np.linalg.solve(Mcc, Mct)
+        except np.linalg.LinAlgError:  # s constant over the weighted points (k = 0): s and 1 are one column
+            proj = np.matmul(np.linalg.pinv(Mcc), Mct)
+        H = Mtt - np.matmul(np.swapaxes(Mct, 1, 2), proj)
     return g, np.where(np.isfinite(H), H, 0.0)
 
 

@@ -207,13 +207,13 @@ def _robust_value(r: np.ndarray, delta: float | None) -> np.ndarray:
     return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
-def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int):
+def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int, sel: np.ndarray):
     """Gradient g [B, P] and IRLS curvature J^T diag(w rho'(r)/r) J [B, P, P] at rows x, `rows` at a time
-    (residual_fn(X, jac, rows_slice))."""
+    (residual_fn(X, jac, rows of the problems' data); sel: the problems' rows)."""
     B, P = x.shape
     g, H = np.empty((B, P)), np.empty((B, P, P))
     for i in range(0, B, rows):
-        r, J = residual_fn(x[i : i + rows], True, slice(i, i + rows))
+        r, J = residual_fn(x[i : i + rows], True, sel[i : i + rows])
         _, d, c = robust_loss(r, delta)
         wi = w[i : i + rows]
         g[i : i + rows] = np.einsum("bn,bnp->bp", wi * d, J)
@@ -261,15 +261,21 @@ def minimize_batched(
     # rows per Jacobian pass: the [rows, n, P] Jacobian stays in cache (~2 MB); a 1,000-sample bootstrap of
     # ~1,350 step-2 points would otherwise stream 43 MB per iteration (2x slower, same numbers)
     chunk = max(1, CHUNK_ELEMENTS // max(1, w_all.shape[-1] * P))
+    # g, H at each moving problem's x: a rejected step leaves x, so they are computed again only where a
+    # step was taken (stale)
+    g_act, H_act, stale = np.empty((B, P)), np.empty((B, P, P)), np.ones(B, dtype=bool)
     for _ in range(max_iter):
         moving = ~done[idx]  # only problems still moving cost anything
         if not moving.all():
-            idx, w_act = idx[moving], w_act[moving]
+            idx, w_act, g_act, H_act, stale = idx[moving], w_act[moving], g_act[moving], H_act[moving], stale[moving]
             data_act = tuple(d[moving] for d in data_act)
         if idx.size == 0:
             break
         xi, w, fi, li = x[idx], w_act, f[idx], lam[idx]
-        g, H = _normal_equations(residual_fn_act, xi, w, delta, chunk)
+        redo = np.flatnonzero(stale)
+        if redo.size:
+            g_act[redo], H_act[redo] = _normal_equations(residual_fn_act, xi[redo], w[redo], delta, chunk, redo)
+        g, H = g_act, H_act
         # Coordinates on a bound whose gradient pushes outward stay fixed this iteration (active set).
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
         diag = np.diagonal(H, axis1=1, axis2=2)
@@ -280,6 +286,7 @@ def minimize_batched(
         x_new = np.clip(xi + step, lo, hi)
         f_new = (w * _robust_value(residual_fn_act(x_new, False)[0], delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new)
+        stale = accept
         gain = np.where(accept, fi - f_new, 0.0)
         x[idx] = np.where(accept[:, None], x_new, xi)
         f[idx] = np.where(accept, f_new, fi)

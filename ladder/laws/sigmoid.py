@@ -171,6 +171,7 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     a, b, f = linear(slice(None), s)
     lam = np.full(B, 1e-3)
     done = np.zeros(B, dtype=bool)
+    G_all, stale = np.empty((B, 5, 5)), np.ones(B, dtype=bool)
     eye = np.eye(2)
     chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
     for _ in range(max_iter):
@@ -178,7 +179,10 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         if idx.size == 0:
             break
         th, ai, bi, fi, li = theta[idx], a[idx], b[idx], f[idx], lam[idx]
-        G = _sums(s[idx], W[idx], L, th[:, 1:2], y, chunk)
+        redo = idx[stale[idx]]  # a rejected step leaves (k, L0) and so the sums where they were
+        if redo.size:
+            G_all[redo] = _sums(s[redo], W[redo], L, theta[redo, 1:2], y, chunk)
+        G = G_all[idx]
         g, H = _reduced(form, G, ai, bi, th[:, 0])
         # k on its bound (0) with the gradient pushing outward stays fixed this iteration (active set)
         free = np.column_stack([~((th[:, 0] <= 0.0) & (g[:, 0] > 0)), np.ones(len(idx), dtype=bool)])
@@ -195,6 +199,7 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         s_new = sigmoid(th_new)
         a_new, b_new, f_new = linear(idx, s_new)
         accept = (f_new <= fi) & np.isfinite(f_new)
+        stale[idx] = accept
         gain = np.where(accept, fi - f_new, 0.0)
         theta[idx] = np.where(accept[:, None], th_new, th)
         s[idx[accept]] = s_new[accept]

@@ -104,7 +104,8 @@ def main():
                 predict(cols, targets, method=method, n_bootstrap=args.bootstrap, workers=args.workers)
             print(f"OLMo ladder, 8 tasks, {method}, {args.bootstrap}-sample bootstrap, {args.workers or 'all'} "
                   f"worker(s): {time.perf_counter() - t:.2f} s wall, {cpu() - c:.2f} s CPU"
-                  + (" (back-test suite included)" if method == "ensemble" else ""))
+                  + (" (back-test suite included)" if method == "ensemble" else "")
+                  + f"; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
     if (SHARED / "chinchilla").is_dir():
         N, D, L = chinchilla_points()

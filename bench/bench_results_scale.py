@@ -7,7 +7,8 @@ Writes a synthetic table (Chinchilla-shaped task loss, sigmoid accuracy, 2% nois
 then times ladder.results.read_table(validate=True) and ladder.laws.predict.predict(method=...) on it, in wall
 seconds and in CPU seconds of this process and its fit workers (the fair figure on a shared machine), with the load average.
 Before the per-run grouping was vectorised (issue 18) the fit compared every run name against every row
-(62,500 x 10^6 string comparisons) and was still running after 10 minutes. Figures: docs/results.md.
+(62,500 x 10^6 string comparisons) and was still running after 10 minutes. Figures: docs/results.md;
+the default method's, session 5: docs/laws.md ("Speed").
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ Facts this module relies on (libtpu 0.0.51, jax 0.10.2, measured):
   - `memory_analysis().temp_size_in_bytes` is always 0 for TPU compile-only programs; `peak_memory_in_bytes`
     is the HBM the program needs (arguments + live temporaries + outputs that do not alias arguments).
   - `cost_analysis()['flops']` counts one device's SPMD program; the step's total is that times the devices.
-    It counts a while loop's body ONCE: a scanned layer stack, and the "windowed einsums" (collective
-    matmuls) libtpu makes of large fsdp matmuls, read low. FLOPs therefore come from probes (see
-    unrolled_flops): 1 and 2 unrolled layers, compiled with windowed einsums off.
+    It counts a while loop's body ONCE: a scanned layer stack, the chunked loss, gradient accumulation and
+    the "windowed einsums" (collective matmuls) libtpu makes of large fsdp matmuls read low. FLOPs therefore
+    come from the same compiled program with each loop body counted x its trip count (ladder.hlo_flops).
   - libtpu takes /tmp/libtpu_lockfile on load: ALLOW_MULTIPLE_LIBTPU_LOAD=1 lets compiles run beside other
     JAX processes; TPU_SKIP_MDS_QUERY=1 skips the GCE metadata probe. CPU stays JAX's default backend.
 """
@@ -40,11 +40,10 @@ from ladder.compile_report import CompileReport, suggestions
 from ladder.errors import LadderError
 from ladder.topology import GRIDS, Topology, default_mesh_overrides, next_topology, parse_topology
 
-# Compiler options for the FLOPs probes only. On a large fsdp mesh libtpu turns each all-gathered (or
-# reduce-scattered) matmul into a while loop over the shards that overlaps the collective with partial
-# matmuls; cost analysis counts that body once (190M rung on v5p-16: 0.889 of the 1-layer FLOPs instead of
-# 1.063). Off, the same matmuls compile as one collective + one dot: same FLOPs, all of them counted.
-# The memory compile keeps libtpu's defaults, so its memory plan is the one the slice will run.
+# Compiler options for the slow cross-check (unrolled_flops) only. On a large fsdp mesh libtpu turns each
+# all-gathered (or reduce-scattered) matmul into a while loop over the shards that overlaps the collective with
+# partial matmuls; cost analysis counts that body once. Off, the same matmuls compile as one collective + one
+# dot: same FLOPs. (ladder.hlo_flops counts those loops x their trips, so the real program needs no option.)
 FLOPS_PROBE_OPTIONS = {"xla_tpu_enable_windowed_einsum_for_all_gather": False,
                        "xla_tpu_enable_windowed_einsum_for_reduce_scatter": False}
 
@@ -177,11 +176,12 @@ class _DoesNotFit(Exception):
 
 
 def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, rung: str = "",
-                    remat="none", attention: str = "xla", loss_chunked: bool = False) -> CompileReport:
-    """Lower and compile a TrainProgram (built over topology_mesh) on abstract inputs; measure its memory.
-
-    FLOPs are left nan: this program's count misses loop bodies (see unrolled_flops, which compile_config
-    runs)."""
+                    remat="none", attention: str = "xla", loss_chunked: bool = False,
+                    hand_counted_flops: float | None = None) -> CompileReport:
+    """Lower and compile a TrainProgram (built over topology_mesh) on abstract inputs; measure its memory and,
+    unless hand_counted_flops is None, its FLOPs per step: XLA's cost analysis of this program with every loop
+    body counted x its trips (ladder.hlo_flops), x devices, plus hand_counted_flops (custom calls' FLOPs,
+    which cost analysis reads as zero: kernel_flops)."""
     params, opt_state = _split_state_bytes(program.abstract_state, program.state_shardings)
     tokens = global_batch * arch.seq_len
     common = dict(rung=rung, topology=str(topo), mesh=dict(program.mesh.shape), n_devices=topo.n_devices,
@@ -191,24 +191,69 @@ def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, r
                   flops_expected=expected_flops_per_token(arch, remat, attention, loss_chunked) * tokens,
                   tokens_per_step=tokens,
                   flops_compiled=float("nan"))
-    start = time.perf_counter()
-    try:
-        compiled = _compile(program, global_batch, arch.seq_len)
-    except _DoesNotFit as e:  # XLA refused: report what it said it needs
-        m = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
-        need = int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024) if m else 0
-        return CompileReport(**common, other_args=0, temp=max(need - params - opt_state, 0), code=0, peak=need,
-                             total=need, fits=False, compile_s=time.perf_counter() - start, error=str(e))
-    compile_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="ladder-hlo-") as dump:
+        options = _dump_options(dump) if hand_counted_flops is not None else None
+        start = time.perf_counter()
+        try:
+            compiled = _compile(program, global_batch, arch.seq_len, options)
+        except _DoesNotFit as e:  # XLA refused: report what it said it needs
+            m = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
+            need = int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024) if m else 0
+            return CompileReport(**common, other_args=0, temp=max(need - params - opt_state, 0), code=0, peak=need,
+                                 total=need, fits=False, compile_s=time.perf_counter() - start, error=str(e))
+        compile_s = time.perf_counter() - start
 
-    mem = compiled.memory_analysis()
-    unaliased_out = mem.output_size_in_bytes - mem.alias_size_in_bytes
-    peak = int(mem.peak_memory_in_bytes)
-    total = peak + int(mem.generated_code_size_in_bytes)
-    return CompileReport(
-        **common, other_args=int(mem.argument_size_in_bytes) - params - opt_state,
-        temp=max(peak - int(mem.argument_size_in_bytes) - unaliased_out, 0), code=int(mem.generated_code_size_in_bytes),
-        peak=peak, total=total, fits=total <= topology.HBM_USABLE_FRACTION * topo.chip.hbm_bytes, compile_s=compile_s)
+        mem = compiled.memory_analysis()
+        unaliased_out = mem.output_size_in_bytes - mem.alias_size_in_bytes
+        peak = int(mem.peak_memory_in_bytes)
+        total = peak + int(mem.generated_code_size_in_bytes)
+        report = CompileReport(
+            **common, other_args=int(mem.argument_size_in_bytes) - params - opt_state,
+            temp=max(peak - int(mem.argument_size_in_bytes) - unaliased_out, 0),
+            code=int(mem.generated_code_size_in_bytes), peak=peak, total=total,
+            fits=total <= topology.HBM_USABLE_FRACTION * topo.chip.hbm_bytes, compile_s=compile_s)
+        if options:
+            start = time.perf_counter()
+            count_compiled_flops(report, _optimised_hlo(dump), topo.n_devices, hand_counted_flops)
+            report.flops_s = time.perf_counter() - start
+    return report
+
+
+def _dump_options(directory: str) -> dict:
+    """Compiler options that make XLA write the optimised program as text (nothing else about the compile
+    changes). The text comes from the compiler itself: `Compiled.as_text()` rebuilds it from the executable's
+    proto, which fails for some libtpu programs (190M-1xC on v5p-8: "async-update instruction should have 1
+    operands but sees 3")."""
+    return {"xla_dump_to": directory, "xla_dump_hlo_as_text": True, "xla_dump_hlo_as_proto": False}
+
+
+def _optimised_hlo(directory: str) -> str:
+    """The train step's optimised HLO text from the dump. libtpu may dump other modules beside it (kernels it
+    compiles on the way), so the step is the largest program named after the jitted function."""
+    paths = [os.path.join(directory, p) for p in os.listdir(directory)
+             if p.endswith(".after_optimizations.txt") and ".jit_train_step." in p]
+    if not paths:
+        raise LadderError(f"compile: XLA wrote no optimised train step to {directory} "
+                          f"({', '.join(sorted(os.listdir(directory))[:8])}); run with --no-flops")
+    with open(max(paths, key=os.path.getsize)) as f:
+        return f.read()
+
+
+def count_compiled_flops(report: CompileReport, hlo_text: str, n_devices: int, hand_counted: float) -> None:
+    """Fill report.flops_compiled (all devices), kernel_flops and flops_note from the optimised program's text."""
+    from ladder import hlo_flops
+
+    try:
+        counted = hlo_flops.loop_corrected_flops(hlo_text, hlo_flops.xla_cost_of)
+    except hlo_flops.UncountedLoop as e:
+        report.flops_note = f"FLOPs not counted: {e}"
+        return
+    report.flops_compiled = counted["flops"] * n_devices + hand_counted
+    report.kernel_flops = hand_counted
+    trips = sorted({trips for _, trips, _ in counted["loops"]})
+    report.flops_note = (f"FLOPs: XLA cost analysis of this program with {len(counted['loops'])} loop bodies x their "
+                         f"trips ({', '.join(map(str, trips))}); counted once {counted['flops_once'] * n_devices:.4g}"
+                         if counted["loops"] else "FLOPs: XLA cost analysis (no loops)")
 
 
 def _split_state_bytes(abstract_state, shardings) -> tuple[int, int]:
@@ -239,17 +284,11 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     report = compile_program(make_train_step(config, mesh), topo, arch, config.train.global_batch,
                              rung=name or config.name, remat=config.model.remat,
                              attention=attention.resolve(config.model.attention, "tpu", arch.seq_len),
-                             loss_chunked=loss.chunk_size(arch.seq_len, config.model.loss_chunk) < arch.seq_len)
+                             loss_chunked=loss.chunk_size(arch.seq_len, config.model.loss_chunk) < arch.seq_len,
+                             hand_counted_flops=config.model.n_layers * kernel_flops(config, topo) if count_flops
+                             else None)
     report.recipe = f"remat {config.model.remat} x {config.train.microbatches}"
     report.estimate = planner_estimate(config, dict(mesh.shape))
-    if count_flops:
-        start = time.perf_counter()
-        try:
-            report.flops_compiled = unrolled_flops(config, mesh, topo)
-            report.kernel_flops = config.model.n_layers * kernel_flops(config, topo)
-        except _DoesNotFit:  # even one layer overflows HBM: FLOPs stay uncounted
-            pass
-        report.flops_s = time.perf_counter() - start
     if chosen:
         batch, d = config.train.global_batch, config.model.d_model
         reason = (f"{batch} sequences do not split over {topo.n_devices} chips" if batch % topo.n_devices
@@ -281,6 +320,10 @@ def planner_estimate(config, mesh_shape: dict) -> int:
 
 def unrolled_flops(config, mesh, topo: Topology) -> float:
     """FLOPs per step (all devices) from probes: the step compiled with 1 and 2 unrolled layers, same mesh.
+
+    The slow cross-check of compile_config's count (ladder.hlo_flops on the real program), kept for tests and
+    for checking a new libtpu: each probe is a whole compile (at 190M 130 CPU-s, 236 with the loss's 16
+    chunks unrolled, against the one memory compile the loop-corrected count reuses).
 
     XLA's cost analysis counts a while loop's body once. Two kinds of loop hide FLOPs: a scanned layer stack
     (reads as one layer: ratio 0.35 for 4 scanned layers vs 1.05 unrolled), and libtpu's windowed einsums

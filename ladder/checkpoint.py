@@ -160,21 +160,32 @@ def verify_step(step_dir) -> str | None:
     if not step_dir.is_dir():
         return f"{step_dir}: not a directory"
     try:
-        manifest = json.loads((step_dir / MANIFEST).read_text())
-        files = manifest["files"]
+        files = json.loads((step_dir / MANIFEST).read_text())["files"]
     except FileNotFoundError:
         return f"{MANIFEST}: missing (the save never completed, or the step was written without checksums)"
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return f"{MANIFEST}: unreadable"
-    for rel, want in sorted(files.items()):
-        path = step_dir / rel
-        if not path.exists():
-            return f"{rel}: missing"
-        got = _describe(step_dir, rel)
-        if got["bytes"] != want.get("bytes"):
-            return f"{rel}: {got['bytes']} bytes, {want.get('bytes')} when saved (truncated or overwritten)"
-        if "sha256" in got and "sha256" in want and got["sha256"] != want["sha256"]:
-            return f"{rel}: sha256 differs from the one recorded at save time (the bytes changed)"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, RecursionError) as e:
+        return f"{MANIFEST}: unreadable ({type(e).__name__})"
+    # What ladder wrote: a non-empty {file: {"bytes": int, "sha256"?: str}}; anything else is damage, and an
+    # emptied manifest must not vouch for a step (it would verify trivially).
+    if not (isinstance(files, dict) and files and all(isinstance(w, dict) and isinstance(w.get("bytes"), int)
+                                                      for w in files.values())):
+        return f"{MANIFEST}: damaged (not the per-file sizes and checksums ladder writes)"
+    try:
+        present = _files(step_dir)
+        extra = sorted(set(present) - set(files))
+        if extra:
+            return f"{extra[0]}: not in the manifest (a file was added after the save)"
+        for rel, want in sorted(files.items()):
+            if rel not in present:
+                return f"{rel}: missing"
+            got = _describe(step_dir, rel)
+            if got["bytes"] != want["bytes"]:
+                return f"{rel}: {got['bytes']} bytes, {want['bytes']} when saved (truncated or overwritten)"
+            if "sha256" in got and "sha256" in want and got["sha256"] != want["sha256"]:
+                return f"{rel}: sha256 differs from the one recorded at save time (the bytes changed)"
+    except OSError as e:  # a shard that cannot be read (permissions, a directory where a file was): not good
+        where = os.path.relpath(e.filename, step_dir) if e.filename else "a file"
+        return f"{where}: cannot be read ({e.strerror or e})"
     return None
 
 
@@ -182,9 +193,14 @@ def set_aside(directory, step: int) -> epath.Path:
     """Move a bad step out of orbax's sight into `<checkpoints>.corrupt/<step>-<unix time>`; returns the target."""
     directory = epath.Path(_absolute(directory))
     quarantine = directory.parent / (directory.name + ".corrupt")
-    quarantine.mkdir(parents=True, exist_ok=True)
     target = quarantine / f"{step}-{int(time.time())}"
-    (directory / str(step)).rename(target)
+    try:
+        quarantine.mkdir(parents=True, exist_ok=True)
+        (directory / str(step)).rename(target)
+    except OSError as e:  # e.g. <checkpoints>.corrupt is a file, or the run dir went read-only
+        raise LadderError(f"checkpoint step {step} failed verification, and it cannot be moved aside to {target} "
+                          f"({e.strerror or e}); make {quarantine} a writable directory, or move "
+                          f"{directory / str(step)} away yourself") from None
     return target
 
 
@@ -193,13 +209,17 @@ def recover(directory, print_fn=None) -> int | None:
     set aside, so orbax resumes from the verified one and later saves of those step numbers do not collide.
     Call it on process 0 only, before a Checkpoints is opened on `directory`."""
     print_fn = print_fn or (lambda line: print(line, file=sys.stderr))
-    for step in reversed(_step_dirs(directory)):
+    steps = list(reversed(_step_dirs(directory)))
+    for step in steps:
         problem = verify_step(epath.Path(_absolute(directory)) / str(step))
         if problem is None:
             return step
         target = set_aside(directory, step)
         print_fn(f"ladder: checkpoint step {step} failed verification ({problem}); moved it to {target} "
                  "and falling back to the previous step")
+    if steps:  # say it in one line: the run is not resuming, it starts over beside the kept bytes
+        print_fn(f"ladder: none of the {len(steps)} checkpoint steps verified (all moved to {target.parent}, "
+                 "nothing deleted); training starts again from step 0")
     return None
 
 
@@ -275,7 +295,14 @@ class Checkpoints:
             if problem:
                 raise CorruptCheckpoint(f"checkpoint {self.directory / str(step)}: {problem}; "
                                         "restore another step (its manifest must verify)")
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        except ValueError as e:  # orbax: "Requested shape ... is not compatible with the stored shape ..."
+            if "shape" not in str(e):
+                raise
+            raise LadderError(f"checkpoint {self.directory / str(step)} holds arrays of another shape than this "
+                              f"config's model ({str(e).split('. ')[0]}): it is another model's checkpoint; use a "
+                              "new --run-dir, or the config that wrote it") from None
 
     def poll(self) -> None:
         """Once per step: raise a failed background save's error now (not at the next save, minutes later), and

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     module, args = parse(verb, rest)
     try:
+        check_environment()
         return int(module.run(args) or 0)
     except LadderError as e:
         print(f"ladder {verb}: error: {e}", file=sys.stderr)
@@ -124,6 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
         print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
         return 2
+
+
+def check_environment(environ=None) -> None:
+    """The LADDER_* variables a verb may read, checked before any work: a bad value is one line naming the
+    variable, not a fallback nobody sees (LADDER_FIT_WORKERS=abc) or a failure deep inside (LADDER_CACHE naming
+    a file surfaced as a storage error under the run directory). Empty counts as unset."""
+    environ = os.environ if environ is None else environ
+    workers = environ.get("LADDER_FIT_WORKERS", "").strip()
+    if workers and not (workers.isdigit() and int(workers) >= 1):
+        raise LadderError(f"LADDER_FIT_WORKERS: {workers!r} is not a whole number >= 1; set e.g. 2, or unset it "
+                          "to use the cores available")
+    cache = environ.get("LADDER_CACHE", "")
+    if cache and os.path.exists(os.path.expanduser(cache)) and not os.path.isdir(os.path.expanduser(cache)):
+        raise LadderError(f"LADDER_CACHE: {cache} is a file, not a directory; point LADDER_CACHE at a directory, "
+                          "or unset it for ~/.cache/ladder")
 
 
 def os_error_line(e: OSError) -> str:

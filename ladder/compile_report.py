@@ -40,13 +40,14 @@ class CompileReport:
     flops_expected: float  # flops_6n plus the rematerialised forward when remat is on
     tokens_per_step: int
     compile_s: float  # the memory compile
-    flops_s: float = 0.0  # the FLOPs probes
+    flops_s: float = 0.0  # counting the FLOPs (after the compile)
     suggestions: list[str] = dataclasses.field(default_factory=list)
     mesh_note: str = ""  # set when the mesh was chosen for the user (default_mesh_overrides)
     kernel_flops: float = 0.0  # of flops_compiled: counted by hand inside custom calls (splash attention)
     error: str = ""  # XLA's out-of-memory message when it refused to compile
     recipe: str = ""  # the memory recipe compiled: "remat POLICY x MICROBATCHES"
     estimate: int = 0  # the planner's estimate of `total` for the same recipe (0: not made)
+    flops_note: str = ""  # how the FLOPs were counted (loops x trips), or why they were not
 
     @property
     def hbm_fraction(self) -> float:
@@ -84,6 +85,8 @@ class CompileReport:
         if self.recipe and self.estimate:
             out.append(f"{self.recipe}; planner estimate {self.estimate / GiB:.2f} GiB per device "
                        f"({self.estimate / self.total - 1:+.1%} vs compiled)")
+        if self.flops_note:
+            out.append(self.flops_note)
         if self.kernel_flops and not math.isnan(self.flops_compiled):
             out.append(f"{self.kernel_flops / self.flops_compiled:.1%} of the FLOPs counted by hand inside the "
                        "splash attention kernel (cost analysis reads a custom call as zero)")

@@ -59,6 +59,7 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
 KINDS = {  # config kind -> (sections that mark it, the verb that takes it, an example)
     "train": (("model", "train", "optim"), "ladder train", "configs/tiny.py"),
     "run": (("plan", "launch"), "ladder run", "configs/smoke.py"),
+    "cpt": (("base", "ratios", "budgets"), "ladder cpt", "configs/specialization.py"),
 }
 
 
@@ -98,7 +99,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections
 def parse_value(raw: str):
     try:
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: the text itself
         return raw
 
 
@@ -113,6 +114,9 @@ def set_path(cfg: ml_collections.ConfigDict, key: str, value) -> None:
         known = ", ".join(sorted(node.keys()))
         raise LadderError(f"--config.{key}: unknown key {leaf!r}; known keys here: {known}")
     old = node[leaf]
+    if isinstance(old, ml_collections.ConfigDict):  # its repr is the whole section: name it instead
+        raise LadderError(f"--config.{key}: {key!r} is a section, not a value; set one of its keys, e.g. "
+                          f"--config.{key}.{next(iter(old.keys()), 'KEY')}=VALUE")
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if old is not None and value is not None and type(old) is not type(value) and not (

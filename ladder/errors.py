@@ -29,7 +29,9 @@ def require_path_name(name, field: str) -> None:
 
 def read_utf8(path, what: str = "file") -> str:
     """A text file's content; non-UTF-8 bytes (a binary or Latin-1 file) are one LadderError naming the file
-    and the byte offset, and NUL bytes (binary data that happens to decode) are refused the same way."""
+    and the byte offset, and NUL bytes (binary data that happens to decode) are refused the same way. A leading
+    byte-order mark (Windows editors and Excel's "CSV UTF-8" write one) is dropped: otherwise it sticks to the
+    first column name or makes the first JSON value unreadable."""
     from pathlib import Path
 
     try:
@@ -38,6 +40,11 @@ def read_utf8(path, what: str = "file") -> str:
         why = {IsADirectoryError: "is a directory, not a file", FileNotFoundError: "not found",
                PermissionError: "cannot be read (permission denied)"}.get(type(e), f"cannot be read ({e.strerror})")
         raise LadderError(f"{what}: {path} {why}; pass a readable file") from None
+    return decode_utf8(data, path, what)
+
+
+def decode_utf8(data: bytes, path, what: str = "file") -> str:
+    """read_utf8 on bytes already read (a gs:// object, a run directory's file): the same checks and messages."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -47,16 +54,26 @@ def read_utf8(path, what: str = "file") -> str:
     if nul >= 0:
         raise LadderError(f"{what}: {path} has a NUL byte at offset {len(text[:nul].encode('utf-8'))}, so it is "
                           "binary, not text; check that it is the right file")
-    return text
+    return text[1:] if text.startswith("\ufeff") else text
 
 
-def read_json(path, what: str = "file", fix: str = "check that it is the right file"):
-    """A JSON file's value; unreadable, non-UTF-8 or malformed JSON is one LadderError naming the file (and the
-    line and column of the JSON error) instead of a JSONDecodeError traceback."""
+def read_user_json(path, what: str = "file", fix: str = "check that it is the right file"):
+    """A JSON file the user gives (strict): unreadable, non-UTF-8 or malformed JSON is one LadderError naming the
+    file (and the line and column of the JSON error) instead of a JSONDecodeError traceback. Files ladder itself
+    writes atomically into a run directory are read by the tolerant `rundir.read_json` (torn means absent)."""
+    return parse_json(read_utf8(path, what), f"{what}: {path}", fix)
+
+
+def parse_json(text: str, where: str, fix: str = "check that it is the right file", *,
+               problem: str = " is not valid JSON", line: bool = True):
+    """json.loads, with malformed JSON (line and column named unless line=False) and nesting too deep for
+    Python's parser (a RecursionError, e.g. 100,000 `[`) as one LadderError: '<where><problem> (<why>); <fix>'."""
     import json
 
     try:
-        return json.loads(read_utf8(path, what))
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise LadderError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
-                          f"{fix}") from None
+        at = f" at line {e.lineno} column {e.colno}" if line else ""
+        raise LadderError(f"{where}{problem} ({e.msg}{at}); {fix}") from None
+    except RecursionError:
+        raise LadderError(f"{where}{problem} (nested too deeply to read); {fix}") from None

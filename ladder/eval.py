@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ladder.errors import LadderError, read_json, require
+from ladder.errors import LadderError, read_user_json, require
 
 
 @jax.jit
@@ -173,6 +173,8 @@ def make_on_eval(config, run_dir):
     a = arch_of(config)
     tokenizer = make_tokenizer(config.data)
     task_list = tasks.load_tasks(config.eval, config.data)
+    for task in task_list:  # a choice longer than seq_len, found now rather than at the first eval step
+        encode_rows(task, tokenizer, a.seq_len)
     eval_batch = config.eval.batch_size or config.train.global_batch
     tokens_per_step = config.train.global_batch * a.seq_len
     # Every process scores the same full batches (the logits function shards them), so the validation
@@ -230,12 +232,17 @@ def restore_logits_fn(run_dir, step: int | None = None):
     saved = run_dir / "config.json"
     if not saved.is_file():
         raise LadderError(f"run_dir: {run_dir} has no config.json; give a directory written by `ladder train`")
-    raw = read_json(saved, "run_dir", "the run's config.json is damaged; restore it or retrain the run")
+    raw = read_user_json(saved, "run_dir", "the run's config.json is damaged; restore it or retrain the run")
     require(isinstance(raw, dict), "run_dir", f"{saved} is not a JSON object", "restore it or retrain the run")
     raw.pop("config_hash", None)
     config = ml_collections.ConfigDict(raw)
-    mesh = sharding.make_mesh(config.mesh)
-    program = make_train_step(config, mesh)
+    try:  # a config.json edited by hand may lack a section or key: ConfigDict says so as an AttributeError
+        mesh = sharding.make_mesh(config.mesh)
+        program = make_train_step(config, mesh)
+    except (AttributeError, KeyError) as e:
+        key = str(e.args[0] if e.args else e).strip("\"'")
+        raise LadderError(f"run_dir: {saved} lacks the key {key!r} (not the whole config `ladder train` writes); "
+                          "restore it or retrain the run") from None
     ckpts = Checkpoints(run_dir / "checkpoints", keep=1, async_save=False)
     available = list(ckpts.manager.all_steps())
     if not available:

@@ -9,11 +9,12 @@ weighted by their question share, the other seven tasks use the split the paper 
 from __future__ import annotations
 
 import csv
+import io
 import re
 import warnings
 from pathlib import Path
 
-from ladder.errors import LadderError, require
+from ladder.errors import LadderError, parse_json, read_utf8, require
 
 # Reference N (all parameters except the input embedding) of each published size.
 OLMO_N = {"190M": 190_354_176, "370M": 371_262_464, "760M": 758_220_288, "1B": 1_279_395_840,
@@ -62,7 +63,7 @@ def import_olmo_run(path: str | Path) -> list[dict]:
             "keep the published file names (e.g. 190M-1xC.csv)")
     size = m["size"]
     require(size in OLMO_N, str(path), f"unknown size {size!r}", f"use one of {', '.join(OLMO_N)}")
-    with open(path, newline="") as f:
+    with io.StringIO(read_utf8(path, "import"), newline="") as f:  # one reader: UTF-8 named, BOM dropped
         reader = csv.DictReader(f)
         header = set(reader.fieldnames or [])
         needed = {"_step", "throughput/total_tokens"} | {c(k) for parts in OLMO_TASKS.values()
@@ -115,14 +116,10 @@ def parse_mapping(spec: str) -> dict[str, str]:
     (`run=data+size`: run names `DATA-SIZE`, one per combination)."""
     path = Path(spec)
     if path.is_file():
-        text = path.read_text()
+        text = read_utf8(path, "--map")
         if text.lstrip().startswith("{"):
-            import json
-
-            try:
-                mapping = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise LadderError(f"--map {spec}: not valid JSON ({e}); write {{\"run\": \"COL\", ...}}") from None
+            mapping = parse_json(text, f"--map {spec}", 'write {"run": "COL", ...}', problem=": not valid JSON")
+            require(isinstance(mapping, dict), f"--map {spec}", "is not a JSON object", 'write {"run": "COL", ...}')
             return {str(k): str(v) for k, v in mapping.items()}
         items = [line.split("#")[0].strip() for line in text.splitlines()]
     else:
@@ -132,6 +129,7 @@ def parse_mapping(spec: str) -> dict[str, str]:
         require("=" in item, "--map", f"{item!r} is not FIELD=COLUMN", "write e.g. run=model,n=params,acc=accuracy")
         k, v = (s.strip() for s in item.split("=", 1))
         require(k in CSV_FIELDS, "--map", f"unknown field {k!r}", f"fields: {', '.join(CSV_FIELDS)}")
+        require(k not in mapping, "--map", f"maps {k!r} twice ({mapping.get(k)!r} and {v!r})", "keep one")
         mapping[k] = v
     return mapping
 
@@ -162,7 +160,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
         require(field in mapping or field == "d" and "flops" in mapping, "--map", f"no column for {field!r}",
                 f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})"
                 + (" or flops=COLUMN (then D = flops / 6N)" if field == "d" else ""))
-    with open(path, newline="") as f:
+    with io.StringIO(read_utf8(path, "import"), newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         records = list(reader)
@@ -233,5 +231,11 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
                     row[extra] = value(extra, rec, t, where)
             rows.append(row)
     require(bool(rows), str(path), "no row with an accuracy", "check the acc mapping")
+    # run=NAME that is no column is a constant: right for a one-run file, but over several sizes it merges every
+    # run into one (a misspelt column name, or a byte-order mark glued to it, did exactly that)
+    require(kind("run") != "const" or len({r["n"] for r in rows}) == 1, "--map",
+            f"run={mapping['run']!r} is not a column of {path}, so every row would be one run over "
+            f"{len({r['n'] for r in rows})} sizes", f"map run to the column naming each run (columns: "
+            f"{', '.join(header[:12])})")
     rows.sort(key=lambda r: (r["n"], r["run"], r["step"], r["task"]))
     return rows

@@ -11,6 +11,7 @@ REMOTE_FLUSH_S seconds and at close.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -35,12 +36,18 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, devi
     return 2 * n**3 / best
 
 
+@functools.cache
+def _cpu_peak() -> float:
+    return measure_matmul_peak()
+
+
 def peak_flops(devices) -> tuple[float, str]:
     """(peak FLOP/s summed over `devices`, where the number came from)."""
     devices = list(devices)
     if devices[0].platform == "cpu":
-        # Forced host devices share one CPU: the host's peak is one matmul's, once per process.
-        return measure_matmul_peak() * jax.process_count(), "measured fp32 matmul (cpu)"
+        # Forced host devices share one CPU: the host's peak is one matmul's, once per process (cached: it
+        # costs ~1.7 CPU-s, paid by every train() call before, e.g. 15 times in one CPT study).
+        return _cpu_peak() * jax.process_count(), "measured fp32 matmul (cpu)"
     name = chip_of_device_kind(devices[0].device_kind)
     if name is None:
         return float("nan"), f"unknown device kind {devices[0].device_kind!r} (add it to ladder.chips.DEVICE_KINDS)"

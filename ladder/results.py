@@ -29,6 +29,9 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
 POSITIVE = ("n", "d", "loss")
 BLANK_OK = ("loss",)  # positive where given; blank (NaN) allowed: a table with accuracies only
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
+# n and d above this are a unit error, not a model (10^10 x beyond any run): 6ND would overflow float64 at
+# ~1e154 each and the laws' log-space fits degenerate long before (docs/results.md).
+MAX_COUNT = 1e30
 
 
 def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -67,7 +70,9 @@ def _check_columns(path, rows: list[dict], header: list[str]) -> None:
         missing = [k for k in REQUIRED if k not in r]
         extra = [k for k in r if k not in header]
         if missing or extra:
-            raise ValueError(f"{path}: row {r} lacks {missing} or adds columns {extra} not in header {header}")
+            raise LadderError(f"{path}: a row for run {r.get('run')!r} lacks the columns {missing} or adds "
+                              f"{extra}, not in the table's header {header}; write to a new table (eval -o), or "
+                              "use the table these rows came from")
 
 
 def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -230,15 +235,26 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
     Optional numeric columns may be blank (NaN) except where a method needs them (it says so itself).
     """
     missing = [k for k in REQUIRED if k not in cols]
+    separator = next((name for sep, name in (("\t", "tabs"), (";", "semicolons")) if any(sep in k for k in cols)), None)
     require(not missing, source, f"missing required columns {missing} (has {sorted(cols)})",
+            f"save it comma-separated (its columns are split by {separator})" if separator else
             f"write at least {', '.join(REQUIRED)} (docs/results.md)")
     run = cols["run"]
+    for k in ("run", "task"):  # a blank name would silently become one more run (or task) called ""
+        blank = np.char.strip(cols[k].astype(str)) == ""
+        require(not blank.any(), source, f"column {k!r} is blank in {int(blank.sum())} rows, first data row "
+                f"{int(blank.argmax()) + 1}", f"give every row its {k} name")
     for k in POSITIVE:
         # the task loss may be blank (an accuracy-only table: the methods that need it say so), never <= 0
         bad = ~(np.isfinite(cols[k]) & (cols[k] > 0)) & ~((k in BLANK_OK) & np.isnan(cols[k]))
         require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
                 "drop or fix those rows")
+    for k in ("n", "d"):
+        bad = cols[k] > MAX_COUNT
+        require(not bad.any(), source, f"column {k!r} is above {MAX_COUNT:g} in {int(bad.sum())} rows, first in run "
+                f"{str(run[bad.argmax()])!r} (value {float(cols[k][bad.argmax()])!r})",
+                "n is parameters and d tokens, both as plain counts (is the column in another unit?)")
     step = cols["step"]
     bad = ~(np.isfinite(step) & (step >= 0))
     require(not bad.any(), source, f"column 'step' is blank, NaN or negative in {int(bad.sum())} rows, first in run "

@@ -13,8 +13,6 @@ once its upload completes, which gives the same guarantee.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -48,20 +46,24 @@ def _gcsfs_hint(p, e: ImportError) -> LadderError:
 
 
 def read_text(p) -> str | None:
-    """A file's text (local or gs://, UTF-8); None when absent."""
+    """A file's text (local or gs://, UTF-8); None when absent; LadderError naming file and byte offset when it
+    is not UTF-8 text (errors.decode_utf8)."""
+    from ladder.errors import decode_utf8
+
     raw = read_bytes(p)
-    return None if raw is None else raw.decode("utf-8")
+    return None if raw is None else decode_utf8(raw, p, "run directory")
 
 
 def read_json(p) -> dict | None:
-    """A JSON file (local or gs://); None when absent or torn (written atomically, so torn means foreign)."""
-    text = read_text(p)
-    if text is None:
-        return None
+    """A JSON object file of a run directory (local or gs://), read tolerantly; None when absent or torn
+    (written atomically, so torn, binary or not an object means foreign). User-given JSON goes through the
+    strict `errors.read_user_json` instead."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        text = read_text(p)
+        value = None if text is None else json.loads(text)
+    except (LadderError, ValueError, RecursionError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def write_text(p, text: str) -> None:
@@ -84,6 +86,23 @@ def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> No
     write_text(p, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=float) + "\n")
 
 
+# What each entry of a run directory must be when present. Something of the other kind there (a directory
+# named status.json, a file named checkpoints) is named before any work, not reported later as a failed write.
+FILES = (STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH, "lock.json")
+DIRECTORIES = ("checkpoints", "checkpoints.corrupt", "tb")
+
+
+def check_layout(run_dir, field: str = "--run-dir") -> None:
+    """A LadderError naming the first entry of `run_dir` that is of the wrong kind (local directories only)."""
+    if is_remote(run_dir) or not os.path.isdir(run_dir):
+        return
+    for name in FILES + DIRECTORIES:
+        p = os.path.join(run_dir, name)
+        if name in FILES and os.path.isdir(p) or name in DIRECTORIES and os.path.lexists(p) and not os.path.isdir(p):
+            want = "a file" if name in FILES else "a directory"
+            raise LadderError(f"{field}: {p} is not {want}, which ladder keeps there; move it away (or restore it)")
+
+
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 
 
@@ -92,7 +111,15 @@ def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
     a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
     file = path(run_dir) / "config.json"
     if not file.exists():
+        ckpts = path(run_dir) / "checkpoints"
+        if ckpts.is_dir() and any(True for _ in ckpts.iterdir()):  # whose model, which config? unknown
+            raise LadderError(f"{field}: {run_dir} has checkpoints but no config.json, so what wrote them is "
+                              "unknown (training on would restore or mix another run's state); restore config.json, "
+                              "or use a new --run-dir")
         return None
+    if file.is_dir():
+        raise LadderError(f"{field}: {file} is a directory, not the config file `ladder train` writes; move it "
+                          "away (or restore the file)")
     try:
         saved = json.loads(file.read_bytes().decode("utf-8"))
         if not isinstance(saved, dict):
@@ -176,10 +203,18 @@ def read_launch_record(run_dir) -> dict:
 
 def read_results(run_dir) -> list[dict]:
     """The rows of <run dir>/results.csv as dicts of strings (local or gs://); [] when the run has none yet."""
-    text = read_text(path(run_dir) / RESULTS)
-    if not text:
+    from ladder import results
+
+    file = path(run_dir) / RESULTS
+    text = read_text(file)
+    if not text or not text.strip():
         return []
-    return [{k: v for k, v in row.items() if k is not None} for row in csv.DictReader(io.StringIO(text))]
+    header, fields = results._split_csv(text, file)  # the table reader's checks: field counts, quotes, names
+    missing = [k for k in results.REQUIRED if k not in header]
+    if missing:
+        raise LadderError(f"{file}: lacks the columns {missing}, so it is not the table the evaluator writes; "
+                          "move it away and re-run the evaluation (`ladder eval`)")
+    return [dict(zip(header, values)) for values in zip(*fields)]
 
 
 def write_results(csv_path, step: int, rows: list[dict]) -> None:

@@ -48,9 +48,10 @@ def _holder() -> dict:
 def read_holder(directory) -> dict | None:
     """The lock file's content (who holds or last held it), None when absent or unreadable."""
     try:
-        return json.loads((Path(directory) / LOCK_NAME).read_text())
-    except (OSError, ValueError):
+        holder = json.loads((Path(directory) / LOCK_NAME).read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return holder if isinstance(holder, dict) else None  # garbage or another program's file: no holder known
 
 
 def _describe(h: dict | None) -> str:
@@ -58,6 +59,23 @@ def _describe(h: dict | None) -> str:
         return "another process (its lock file is being written)"
     return (f"pid {h.get('pid')} on {h.get('host')} (since {h.get('started_utc', '?')} UTC: "
             f"{h.get('command', '?')})")
+
+
+def _why_stale(h: dict) -> str:
+    """Why a lock file that names a holder is free. The kernel's lock is the truth (we got it); the pid only
+    explains: on this host the process ended (its pid may since belong to another program), on another host we
+    cannot look, and a filesystem without shared locks would not have stopped it."""
+    if h.get("host") != socket.gethostname():
+        return ("no process holds it now; it was taken on another host, so if a run there may still be writing "
+                "here (a shared filesystem without locks), stop it")
+    return "that process no longer holds it (it ended; its pid may since belong to another program)"
+
+
+def _open_lock(path: Path):
+    """The lock file, opened without following a symlink (a link planted there would make us create or write
+    a file elsewhere)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "a+")
 
 
 @contextlib.contextmanager
@@ -83,10 +101,12 @@ def hold(directory, what: str):
     created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        f = open(directory / LOCK_NAME, "a+")
+        f = _open_lock(directory / LOCK_NAME)
     except OSError as e:
-        raise LadderError(f"{what}: cannot create the lock file {directory / LOCK_NAME} ({e.strerror}); "
-                          "make the directory writable or choose another") from None
+        lock = directory / LOCK_NAME
+        fix = ("remove it (ladder writes a plain file there)" if lock.is_dir() or lock.is_symlink() else
+               "make the directory writable or choose another")
+        raise LadderError(f"{what}: cannot create the lock file {lock} ({e.strerror}); {fix}") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -97,8 +117,8 @@ def hold(directory, what: str):
                           "finish or stop it (a lock left by a dead process is taken over automatically)") from None
     previous = read_holder(directory)
     if previous and "released" not in previous and previous.get("pid") != os.getpid():
-        print(f"ladder: taking over the lock of {directory} from {_describe(previous)}, which is no longer "
-              "running", file=sys.stderr)
+        print(f"ladder: taking over the lock of {directory} from {_describe(previous)}: {_why_stale(previous)}",
+              file=sys.stderr)
     try:
         f.seek(0)
         f.truncate()

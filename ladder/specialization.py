@@ -112,6 +112,31 @@ def write_fit(fit: Fit, out) -> list[str]:
 # --------------------------------------------------------------------------------------------- allocate
 
 
+def _law(cls, fitted: dict, path: tuple[str, ...], what: str):
+    """The law at fitted[path[0]][path[1]]...["params"] as `cls`, or a LadderError naming the key: a law file
+    edited by hand (a list where a mapping was, a parameter missing, added, not a number, NaN) is one line
+    saying which key, not a TypeError or an allocation computed from NaN."""
+    import dataclasses
+    import math
+
+    node, where = fitted, "--law"
+    for key in path + ("params",):
+        require(isinstance(node, dict) and key in node, where, f"has no {key!r}", f"pass the {what} `ladder fit` wrote")
+        node, where = node[key], f"{where}: {key}"
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    needed = {f.name for f in fields if f.default is dataclasses.MISSING}
+    require(isinstance(node, dict) and needed <= set(node) <= set(names), where,
+            f"holds {sorted(node) if isinstance(node, dict) else type(node).__name__}, not the parameters "
+            f"{', '.join(names)}", f"pass the {what} `ladder fit` wrote")
+    names = [k for k in names if k in node]
+    for k in names:
+        v = node[k]
+        require(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v), f"{where}: {k}",
+                f"is {v!r}, not a finite number", "refit with `ladder fit`")
+    return cls(**{k: float(node[k]) for k in names})
+
+
 def allocate_split(fitted: dict, budget: float, *, domains=None, n_range=(1e6, 1e13)) -> dict:
     """For compute C = `budget` and the domains of a split fit (`Fit.summary` or split.json), the model size
     N, shared pretraining tokens D and per-domain tokens D'_i minimising the summed domain loss, with the
@@ -122,10 +147,12 @@ def allocate_split(fitted: dict, budget: float, *, domains=None, n_range=(1e6, 1
 
     require(budget is not None, "--budget", "is required here", "pass --budget")
     require("domains" in fitted, "--law", "is not a `ladder fit split` output (no 'domains')", "pass split.json")
+    require(isinstance(fitted["domains"], dict), "--law: domains", "is not a mapping of domain -> law",
+            "pass split.json")
     names = list(domains) if domains else list(fitted["domains"])
     for name in names:
         require(name in fitted["domains"], "--domains", f"{name!r} was not fitted", f"choose from {list(fitted['domains'])}")
-    laws = {name: SplitLaw(**fitted["domains"][name]["params"]) for name in names}
+    laws = {name: _law(SplitLaw, fitted, ("domains", name), "split.json") for name in names}
     alloc = allocate(laws, budget, n_range=tuple(n_range))
     ns = np.geomspace(alloc.n / 30, alloc.n * 30, 41)
     return alloc.to_dict() | {"profile": {"n": ns.tolist(), "loss": np.asarray(loss_profile(laws, budget, ns)).tolist()}}
@@ -145,8 +172,8 @@ def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.0
 
     require("fits" in fitted, "--law", "is not a `ladder fit dcpt` output (no 'fits')", "pass dcpt.json")
     need(rule=rule)
-    domain = dcpt.DcptLaw(**fitted["fits"]["domain"]["params"])
-    general = dcpt.DcptLaw(**fitted["fits"]["general"]["params"])
+    domain = _law(dcpt.DcptLaw, fitted, ("fits", "domain"), "dcpt.json")
+    general = _law(dcpt.DcptLaw, fitted, ("fits", "general"), "dcpt.json")
     if rule == "a":
         need(n=n, d=d)
         return dcpt_rules.rule_a(domain, general, n, d, tolerance, tuple(ratio_range))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ladder.errors import LadderError, read_utf8
+from ladder.errors import LadderError, parse_json, read_utf8
 
 EMBEDDED = {"prose_continuation": "prose", "code_next_line": "code", "legal_continuation": "legal",
             "notices_continuation": "notices", "scidocs_continuation": "scidocs"}
@@ -95,9 +95,21 @@ def validate_question(q: Question, where: str) -> None:
         raise LadderError(f"{where}: gold must be the index of the correct choice (an integer), got {q.gold!r}")
     if not 0 <= q.gold < len(q.choices):
         raise LadderError(f"{where}: gold index {q.gold!r} is out of range for {len(q.choices)} choices")
+    for j, text in [("context", q.context)] + list(enumerate(q.choices)):
+        if not _encodable(text):  # a lone surrogate (JSON "\ud800") would fail at tokenization, mid-evaluation
+            raise LadderError(f"{where}: {'the context' if j == 'context' else f'choice {j}'} holds a lone UTF-16 "
+                              "surrogate (an escape such as \\ud800 with no pair), which is not text; fix the escape")
     empty = [j for j, c in enumerate(q.choices) if not c.encode("utf-8")]
     if empty:
         raise LadderError(f"{where}: choice {empty[0]} is empty; every choice needs at least one byte")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------ JSONL
@@ -111,10 +123,7 @@ def read_jsonl_task(path: str | Path, name: str | None = None, k_shot: int = 0, 
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LadderError(f"{where}: malformed JSON ({e.msg}); fix or remove the line") from None
+        r = parse_json(line, where, "fix or remove the line", problem=": malformed JSON", line=False)
         if not isinstance(r, dict) or not {"context", "choices", "gold"} <= set(r):
             raise LadderError(f"{where}: needs keys context, choices, gold (see docs/tasks.md)")
         if not isinstance(r["choices"], list):
@@ -354,6 +363,7 @@ def default_k_shot(name: str) -> int:
 
 
 _K_SUFFIX = re.compile(r"^(?P<name>.+):(?P<k>\d+)$")
+_ANY_SUFFIX = re.compile(r"^(?P<name>[^:/]+):(?P<k>[^/:.]*)$")  # a task name, not a path
 
 
 def parse_task_entry(entry: str, k_shot: int = -1) -> tuple[str, int]:
@@ -362,6 +372,10 @@ def parse_task_entry(entry: str, k_shot: int = -1) -> tuple[str, int]:
     m = _K_SUFFIX.match(entry)
     if m:
         return m["name"], int(m["k"])
+    bad = _ANY_SUFFIX.match(entry)  # `name:abc`, `name:-3`, `name:` (a path or gs:// URL has a / after its colon)
+    if bad:
+        raise LadderError(f"eval.tasks: {entry!r}: the few-shot count after ':' must be a whole number >= 0, got "
+                          f"{bad['k']!r}; write e.g. {bad['name']}:5, or {bad['name']} for its default")
     return entry, (k_shot if k_shot >= 0 else default_k_shot(entry))
 
 

@@ -149,6 +149,16 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         failed = True
         _record_failure(log.set_status, e, ckpts)
         raise
+    except LadderError as e:  # bad input found mid-run (an evaluation's task): say "failed", not "running"
+        failed = True
+        _record_failure(log.set_status, e, ckpts)
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a save, but never leave "running" behind
+        failed = True
+        with contextlib.suppress(OSError):
+            log.set_status("preempted", signal="SIGINT", error="stopped at once by a second Ctrl-C, without a save; "
+                           "the run resumes from the last verified checkpoint")
+        raise
     finally:
         preemption.restore()
         # On a failure these may fail again on the same storage: the first error is the one reported.

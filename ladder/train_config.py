@@ -110,8 +110,17 @@ def resolve_rung(plan: dict | None, rung: str | dict, overrides=()) -> tuple[ml_
         if rung not in by_name:
             raise LadderError(f"--rung: {rung!r} is not in the plan; rungs: {', '.join(by_name)}")
         rung = by_name[rung]
-    config = apply_overrides(config_from_rung(rung, plan.get("defaults") or {}), overrides)
+    where = f"plan rung {rung.get('name')!r}"
+    try:
+        config = config_from_rung(rung, plan.get("defaults") or {})
+    except LadderError as e:  # the plan's value, not a --config override: name the rung
+        raise LadderError(f"{where}: {str(e).removeprefix('--config.')}") from None
+    config = apply_overrides(config, overrides)
     resolve_vocab(config)
+    try:  # checked here, where every consumer of a rung passes (launch --dry-run included), not at its first step
+        validate(config, data=False)
+    except LadderError as e:
+        raise LadderError(f"{where}{' with the --config overrides' if overrides else ''}: {e}") from None
     return config, config_hash(config)
 
 
@@ -206,8 +215,9 @@ def check_value_type(field: str, ref, value) -> None:
                     "write finite numbers")
 
 
-def validate(config) -> None:
-    """Checks that need no devices. Each failure is one line naming the field and the fix."""
+def validate(config, *, data: bool = True) -> None:
+    """Checks that need no devices. Each failure is one line naming the field and the fix. data=False skips the
+    one check that reads the data's tokenizer (resolve_rung on a launching machine that may not hold it)."""
     from ladder.config import require_kind
 
     require_kind(config, "train", "this config")
@@ -269,6 +279,9 @@ def validate(config) -> None:
     require(t.mfu_accounting in arch_lib.FLOP_COUNTS, "train.mfu_accounting", f"unknown {t.mfu_accounting!r}",
             f"use one of {', '.join(arch_lib.FLOP_COUNTS)}")
     for key in ("eval_steps", "checkpoint_steps"):
+        odd = [s for s in t[key] if isinstance(s, bool) or not isinstance(s, (int, float)) or s != int(s)]
+        require(not odd, f"train.{key}", f"{odd[0]!r} is not a step (a whole number)" if odd else "",
+                "list whole step numbers, e.g. [100, 200]")
         bad = [s for s in t[key] if not 0 < s <= t.total_steps]
         require(not bad, f"train.{key}", f"steps {bad} are outside [1, total_steps={t.total_steps}]",
                 "remove them or raise total_steps")
@@ -288,7 +301,7 @@ def validate(config) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
-    if config.data.source != "synthetic":
+    if data and config.data.source != "synthetic":
         from ladder.data.pipeline import vocab_size
 
         need = vocab_size(config.data)
@@ -333,6 +346,9 @@ def check_run_dir(run_dir) -> None:
     run_dir = Path(run_dir)
     require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
             "pass a directory path")
+    from ladder import rundir
+
+    rundir.check_layout(run_dir)
     probe = run_dir
     while not probe.exists():
         probe = probe.parent

@@ -10,14 +10,32 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Multi-threaded OpenBLAS makes scipy's L-BFGS-B ~10-20x slower on a busy 2-core box (threads spin on
 # 9x9 problems): the specialization law tests took 221 s with it and 11 s without. Set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# gcsfs's experimental file system asks the Storage Control API for a bucket's layout before operations and
+# does not cache a failure; the Cloud Storage emulator has no such API, so every gs:// call paid a failed
+# lookup (a gRPC client, a credentials search, a warning: 270 per rehearsal host) and then fell back to the
+# plain GCSFileSystem anyway. The plain one directly: 4 ms instead of 14 ms CPU per status read. Set before
+# gcsfs is imported; subprocesses (trainers, rehearsal hosts) inherit it.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-# The files with the longest tests (--durations of a full run, 2026-11-30: 326, 192, 139, 116 and 105 s), started
-# first so that neither of README's two workers is left running one of them alone at the end.
-LONGEST_FILES = ("test_run.py", "test_cpt_study.py", "test_launch_rehearse.py", "test_sharding.py",
-                 "test_launch_local.py")
+# The files that take longest, longest first, started first so that neither of README's two workers is left
+# running one of them alone at the end. Costs (session 5, CPU-s of one file run alone on the loaded 2-core
+# machine, after its cuts): quick smoke ~350 s wall in the last full run, CPT study 135, AOT compiles ~125 s
+# wall, local launcher 89, memory savers ~90 (55 for the remat/microbatch runs), rehearsal 83 (plus its
+# detached TPU VM hosts, not counted), meshes 74, trainer ~70; the reliability files and the two-process
+# run follow (~35-70 s wall each).
+LONGEST_FILES = ("test_run.py", "test_cpt_study.py", "test_aot.py", "test_launch_rehearse.py", "test_launch_local.py",
+                 "test_loss.py", "test_sharding.py", "test_train.py", "test_reliability_checkpoints.py",
+                 "test_reliability_rundir.py", "test_multiprocess.py")
+
+
+def pytest_configure(config):
+    """pytest-xdist's --dist loadfile hands out files by number of tests, most first (its --loadscope-reorder,
+    on by default), which undid the order below: the quick smoke run (3 tests) was queued behind 40 files."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):

@@ -42,24 +42,30 @@ def ladder_runs(tmp_path_factory):
     log: list[str] = []
     out = dict(tmp=tmp, plan=plan, log=log)
 
-    # Uninterrupted reference for the rung that will be killed, and a two-process run of it.
-    out["reference_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "reference"), rungs=[KILLED]), log.append)
+    # A two-process run of the rung that will be killed (its own compilation cache: the launcher's default).
     out["two_process_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "two"), rungs=[KILLED], processes=2),
                                         log.append)
-
-    # Both rungs at once; KILLED dies at step 7 and, with one attempt allowed, is reported failed.
-    env = {"LADDER_TEST_KILL_RUNG": KILLED, "LADDER_TEST_KILL_AT_STEP": str(KILL_AT)}
+    # The one-process launches below share one compilation cache (the launcher keeps one per run root): the
+    # killed run and the relaunch load the reference's programs instead of compiling them again (98.6 -> 88.6
+    # CPU-s for this file). Bitwise comparisons stay bitwise: a loaded program is the compiled one.
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
+        mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp / ".jax-cache"))
+        # Uninterrupted reference for the rung that will be killed.
+        out["reference_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "reference"), rungs=[KILLED]), log.append)
+
+        # Both rungs at once; KILLED dies at step 7 and, with one attempt allowed, is reported failed.
+        mp.setenv("LADDER_TEST_KILL_RUNG", KILLED)
+        mp.setenv("LADDER_TEST_KILL_AT_STEP", str(KILL_AT))
         out["killed_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "runs"), parallel=2, max_attempts=1,
                                                      python=str(wrapper)), log.append)
-    out["after_kill"] = ladder_status(json.loads(Path(plan).read_text()), str(tmp / "runs"))
-    out["metrics_after_kill"] = metrics(tmp / "runs" / KILLED)
+        mp.delenv("LADDER_TEST_KILL_RUNG")
+        mp.delenv("LADDER_TEST_KILL_AT_STEP")
+        out["after_kill"] = ladder_status(json.loads(Path(plan).read_text()), str(tmp / "runs"))
+        out["metrics_after_kill"] = metrics(tmp / "runs" / KILLED)
 
-    # The relaunch: OTHER is done and skipped, KILLED resumes from its step-6 checkpoint.
-    log.append("--- relaunch")
-    out["relaunch_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "runs")), log.append)
+        # The relaunch: OTHER is done and skipped, KILLED resumes from its step-6 checkpoint.
+        log.append("--- relaunch")
+        out["relaunch_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "runs")), log.append)
     return out
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ladder.laws.chinchilla import LOSS_C, LOSS_ND, fit_loss, fit_loss_batched
+from ladder.laws.fitting import minimize_batched
 from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
 
 TRUE_ND = {"a": np.log(400.0), "b": np.log(1800.0), "e": np.log(1.8), "alpha": 0.34, "beta": 0.36}
@@ -83,8 +84,53 @@ def test_step2_sigmoid_recovers_parameters(floor):
     np.testing.assert_allclose(X, np.stack([fit.x] * 2), atol=1e-4)
 
 
+@pytest.mark.parametrize("floor", [None, 0.25])
+def test_step2_refits_by_variable_projection_land_on_the_four_parameter_optimum(floor):
+    """The bootstrap's step-2 refits solve (a, b) exactly given (k, L0); on resamples where the ceiling b = 1
+    binds and where it does not, they reach the optimum a tightly converged 4-parameter descent reaches."""
+    rng = np.random.default_rng(3)
+    form = SigmoidForm(floor)
+    true = {"a": -0.75, "b": 0.99, "k": 5.0, "L0": 0.9} if floor is None else {"b": 1.0, "k": 5.0, "L0": 0.9}
+    L = rng.uniform(0.4, 1.6, 300)
+    acc = form.predict(true, L) + 0.01 * rng.standard_normal(300)
+    fit = fit_sigmoid(form, L, acc)
+    W = rng.poisson(1.0, (40, 300)).astype(np.float64)
+    X, f, conv = fit_sigmoid_batched(form, fit.x, L, acc, W)
+
+    def residual_fn(X, jac):
+        y, J = form.acc(X, L, jac)
+        return y - acc, J
+
+    X4, f4, _ = minimize_batched(residual_fn, np.tile(fit.x, (40, 1)), W, bounds=form.bounds, rtol=1e-13,
+                                 max_iter=5000)
+    assert conv.all()
+    assert (f <= f4 * (1 + 1e-7)).all()
+    np.testing.assert_allclose(form.predict(X, L), form.predict(X4, L), atol=2e-4)
+    at_ceiling = np.isclose(X[:, 1 if floor is None else 0], form.bounds[1 if floor is None else 0][1])
+    assert 0 < at_ceiling.sum() < 40  # both kinds of resample were exercised
+
+
 def test_sigmoid_bounds_are_reported():
     L = np.linspace(0.5, 1.5, 50)
     acc = 1.2 - 0.5 * L  # exceeds 1 at low loss: the ceiling b pins at its bound
     fit = fit_sigmoid(SigmoidForm(), L, np.clip(acc, 0, 1.2))
     assert "b" in fit.at_bound
+
+
+def test_single_step_polish_objective_is_the_batched_one_digit_for_digit():
+    """L-BFGS-B polishes single-step fits through a one-row objective (no batch axis, for speed); it must give
+    the batched residuals' value and gradient exactly, or the polished optima would drift."""
+    from ladder.laws import single_step as ss
+    from ladder.laws.fitting import robust_loss
+
+    rng = np.random.default_rng(4)
+    N = np.exp(rng.uniform(18, 21, 16))
+    D, acc = N * rng.uniform(20, 200, 16), rng.uniform(0.3, 0.8, 16)
+    logs = np.log(N), np.log(D), np.log(acc)
+    w = rng.integers(1, 4, 16).astype(np.float64)
+    batched, one_row = ss._residuals(*logs), ss._objective(*logs, w)
+    for x in ss.starts(0.25) + rng.normal(0, 0.2, (33, 7)):
+        r, J = batched(x[None])
+        v, d, _ = robust_loss(r[0], ss.HUBER_DELTA)
+        f, g = one_row(x)
+        assert f == float(w @ v) and np.array_equal(g, J[0].T @ (w * d))

@@ -53,7 +53,10 @@ def final_params(run_dir):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu")
+    # One compilation cache for the three runs: the second and third load the first one's programs instead of
+    # compiling them again (a loaded program is the compiled one: the comparisons stay bitwise).
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     run = lambda d, kill_at: subprocess.run([sys.executable, "-c", RUN, str(d), str(kill_at)],  # noqa: E731
                                             capture_output=True, text=True, timeout=300, env=env)
     killed = run(tmp_path / "resumed", 25)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ladder.commands.common import POSITIVE, add_out, check_outs, real, split_list
-from ladder.errors import read_json, require
+from ladder.commands.common import POSITIVE, add_out, check_outs, path_arg, real, split_list
+from ladder.errors import read_user_json, require
 
 EXAMPLES = """
 ladder allocate split --law specialization/split.json --budget 1e20
@@ -24,7 +24,7 @@ ladder allocate dcpt --law specialization/dcpt.json --rule c --compute 1e18 --r 
 
 def add_arguments(p) -> None:
     p.add_argument("what", choices=["split", "dcpt"], help="split: budget across pretraining + k domains; dcpt: rules a/b/c")
-    p.add_argument("--law", required=True, help="split.json or dcpt.json written by `ladder fit`")
+    p.add_argument("--law", required=True, type=path_arg, help="split.json or dcpt.json written by `ladder fit`")
     add_out(p, "output directory (default: the law file's directory)")
     p.add_argument("--format", choices=["text", "json", "csv"], default="text", help="what to print on stdout")
     s = p.add_argument_group("split")
@@ -49,7 +49,7 @@ def run(args) -> int:
 
     law_path = Path(args.law)
     require(law_path.is_file(), "--law", f"{law_path} not found", "run `ladder fit split|dcpt RESULTS` first")
-    fitted = read_json(law_path, "--law", "pass the split.json or dcpt.json that `ladder fit` wrote")
+    fitted = read_user_json(law_path, "--law", "pass the split.json or dcpt.json that `ladder fit` wrote")
     require(isinstance(fitted, dict), "--law", f"{law_path} holds a JSON {type(fitted).__name__}, not a fitted law",
             "pass the split.json or dcpt.json that `ladder fit` wrote")
     out = Path(args.out) if args.out else law_path.parent

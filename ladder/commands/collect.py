@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ladder.launch import jobs
 from ladder.launch.status import collect
-from ladder.commands.common import add_out, add_run_root, run_root
+from ladder.commands.common import add_out, add_run_root, check_out, run_root
 
 EXAMPLES = """
 ladder collect olmo.json --run-root gs://MY_BUCKET/olmo-ladder -o results.csv
@@ -21,6 +21,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if "://" not in args.out:  # checked before reading every rung (gs:// is checked at the write)
+        check_out(args.out, args.overwrite)
     plan = jobs.load(args.plan)
     n, missing, skipped = collect(plan, run_root(args), args.out, overwrite=args.overwrite, partial=args.partial)
     print(f"wrote {n} rows to {args.out}" + (f"; no results from finished {', '.join(missing)}" if missing else "")

@@ -38,15 +38,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def add_out(parser, help: str, *, required: bool = False, default: str | None = None) -> None:
     """`-o/--out PATH` and `--overwrite` (refuse to replace an existing output without it)."""
-    parser.add_argument("-o", "--out", required=required, default=default, metavar="PATH", help=help)
+    parser.add_argument("-o", "--out", required=required, default=default, metavar="PATH", type=path_arg, help=help)
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it already exists")
 
 
-def check_out(path, overwrite: bool, field: str = "--out") -> Path:
-    """`path` as a Path, or a LadderError when it exists and --overwrite was not given."""
+def check_out(path, overwrite: bool, field: str = "--out", *, append: bool = False) -> Path:
+    """`path` as a Path, or a LadderError when it exists and --overwrite was not given (append=True: a file the
+    verb adds rows to may exist). Either way the place must take a file, checked before any work."""
     path = Path(path)
     require(not path.is_dir(), field, f"{path} is a directory", "give a file path, e.g. DIR/name.json")
-    require(overwrite or not path.exists(), field, f"{path} already exists",
+    # a device or a pipe (-o /dev/null): the verb's other outputs (plots) go beside it, into /dev
+    require(not path.exists() or path.is_file(), field, f"{path} exists and is not a regular file",
+            "give a file path, e.g. DIR/name.json")
+    require(overwrite or append or not path.exists(), field, f"{path} already exists",
             "pass --overwrite to replace it, or another -o/--out")
     # checked now, not after a long fit: the nearest existing ancestor must be a directory we may write in
     ancestor = path.absolute().parent
@@ -118,7 +122,7 @@ def plan_targets(path) -> dict[str, tuple[float, float]]:
 
 def add_run_root(parser, help: str = "root of the rungs' run dirs (a path or gs://BUCKET/PATH); rung run dir "
                  "= ROOT/RUNG (default: runs/<plan name>)") -> None:
-    parser.add_argument("--run-root", help=help)
+    parser.add_argument("--run-root", type=path_arg, help=help)
 
 
 def run_root(args) -> str:
@@ -129,6 +133,14 @@ def run_root(args) -> str:
 def split_list(text: str | None) -> list[str] | None:
     """'a,b,,c' -> ['a', 'b', 'c']; None stays None (the library's default)."""
     return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
+
+
+def path_arg(text: str) -> str:
+    """An argparse type for a path option: an empty string (`--run-dir ""`, an unset shell variable) is a usage
+    error, never a silent fall back to the default location (runs/<name>) or the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path, or leave the option out for its default")
+    return text
 
 
 def whole(lo: int):

@@ -30,8 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rung", action="append", metavar="NAME", help="compile only this rung (repeatable)")
     parser.add_argument("--targets", action="store_true", help="also compile the plan's targets (e.g. 7B-4T)")
     parser.add_argument("--no-flops", action="store_true",
-                        help="skip the FLOPs probes (1- and 2-layer unrolled compiles without windowed einsums, "
-                             "docs/tpu-compile.md); they take about twice the memory compile's time")
+                        help="skip counting FLOPs (cost analysis of the compiled step with each loop body x its "
+                             "trips, docs/tpu-compile.md; seconds after the compile)")
     add_out(parser, "also write every report as JSON here")
 
 

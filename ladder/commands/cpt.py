@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ladder.commands.common import path_arg
+
 TAKES_CONFIG = True
 EXAMPLES = """
 ladder cpt configs/specialization.py
@@ -20,15 +22,17 @@ ladder cpt configs/specialization.py --config.budgets=[0.5,1,2] --config.check=F
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="study config, e.g. configs/specialization.py (or :ci for a tiny one)")
-    parser.add_argument("-o", "--out", metavar="DIR", help="output directory (default: the config's out_dir); "
+    parser.add_argument("-o", "--out", metavar="DIR", type=path_arg,
+                        help="output directory (default: the config's out_dir); "
                         "re-running resumes it")
 
 
 def run(args) -> int:
     from ladder import cpt
-    from ladder.config import load_config
+    from ladder.config import load_config, require_kind
 
     cfg = load_config(args.config, args.config_overrides)
+    require_kind(cfg, "cpt", args.config)  # a train or run config: say which verb takes it, not "unknown key"
     cpt.check_config(cfg)
     from ladder.train import TrainingFailed
 

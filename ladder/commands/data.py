@@ -81,7 +81,12 @@ def run(args) -> int:
         cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
         texts = [t for d in pipeline.as_list(args.domains, "domains") for t in pipeline.documents(cfg, "train", domain=d)]
         start = time.perf_counter()
-        model = train_sentencepiece(texts, args.out, args.vocab_size)
+        try:
+            model = train_sentencepiece(texts, args.out, args.vocab_size)
+        except RuntimeError as e:  # sentencepiece's own check, e.g. "Vocabulary size too high (N). Please set
+            # it to a value <= 184096." after reading the corpus: its reason, as one line naming the option
+            reason = str(e).split("] ", 1)[-1].strip()
+            raise LadderError(f"--vocab-size: sentencepiece refused {args.vocab_size} ({reason})") from None
         print(f"wrote {args.out}: vocab {model.vocab_size} from {len(texts)} documents in "
               f"{time.perf_counter() - start:.1f}s; use --config.data.tokenizer=sentencepiece "
               f"--config.data.spm_model={args.out}")

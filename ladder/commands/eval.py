@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ladder.commands.common import whole
+from ladder.commands.common import check_out, path_arg, whole
 
 TAKES_CONFIG = True
 CONFIG_LINE = ("config overrides: --config.eval.key=value sets a field of the run's eval section (docs/tasks.md), "
@@ -32,7 +32,8 @@ def add_arguments(parser) -> None:
                                                    "(default: each task's own, 5 for catalog tasks, 0 embedded)")
     parser.add_argument("--max-questions", type=whole(0), help="cap on questions per task (0 = all)")
     parser.add_argument("--batch-size", type=whole(1), help="rows per forward pass (default: the run's global batch)")
-    parser.add_argument("-o", "--out", metavar="PATH", help="results CSV to append to (default RUN_DIR/results.csv)")
+    parser.add_argument("-o", "--out", metavar="PATH", type=path_arg,
+                        help="results CSV to append to (default RUN_DIR/results.csv)")
 
 
 def run(args) -> int:
@@ -44,6 +45,8 @@ def run(args) -> int:
     require(not other, "--config", f"ladder eval reads only --config.eval.* overrides, not {other[0] if other else ''}",
             "set the run's eval section (docs/tasks.md), e.g. --config.eval.k_shot=5")
     run_dir = Path(args.run_dir)
+    if args.out:  # rows are appended: an existing table is fine, an unwritable place is found before scoring
+        check_out(args.out, False, append=True)
     scored = eval_lib.evaluate_checkpoint(
         run_dir, args.step, tasks=args.tasks, k_shot=args.k_shot, max_questions=args.max_questions,
         batch_size=args.batch_size,

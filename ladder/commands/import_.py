@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ladder.importers import import_csv, import_olmo, parse_mapping
-    from ladder.results import write_table
+    from ladder.results import columns, validate_table, write_table
 
     out = check_out(args.out, args.overwrite)
     if args.source == "csv":
@@ -36,6 +36,9 @@ def run(args) -> int:
         rows = import_csv(args.directory, parse_mapping(args.mapping))
     else:
         rows = import_olmo(args.directory)
+    # the table predict will read, checked now against its schema (a row twice, an accuracy in percent), so
+    # the mistake is named with its source file, not found later in the written table
+    validate_table(columns(rows), f"{args.directory} (as imported)")
     write_table(out, rows)
     runs = sorted({r["run"] for r in rows})
     tasks = sorted({r["task"] for r in rows})

@@ -10,7 +10,9 @@ import json
 import warnings
 from pathlib import Path
 
-from ladder.commands.common import TARGET_HELP, add_out, check_out, plan_targets, resolve_targets, whole
+from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
+                                    split_list, whole)
+from ladder.errors import require
 
 EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
@@ -27,7 +29,8 @@ def add_arguments(parser) -> None:
     which.add_argument("--target", action="append", metavar="T", help=TARGET_HELP.format(presets=", ".join(TARGETS))
                        + "; NAME=N:D:F adds FLOPs per token F for the compute method (default: extrapolated "
                        "from the ladder)")
-    which.add_argument("--plan", help="predict the targets of this plan file (written by `ladder plan -o`)")
+    which.add_argument("--plan", type=path_arg,
+                       help="predict the targets of this plan file (written by `ladder plan -o`)")
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: the paper's 16 when present, else all runs")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
@@ -54,7 +57,10 @@ def run(args) -> int:
         check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
     targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
     plot_dir = Path(args.plots) if args.plots else out.parent
-    tasks = args.tasks.split(",") if args.tasks else None
+    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):  # "" would silently mean "all"
+        require(value is None or bool(split_list(value)), flag, "is empty",
+                "name some, or leave the option out for all")
+    tasks = split_list(args.tasks)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,

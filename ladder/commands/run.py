@@ -4,6 +4,8 @@ Library: ladder.run.run."""
 
 from __future__ import annotations
 
+from ladder.commands.common import path_arg
+
 TAKES_CONFIG = True
 EXAMPLES = """
 ladder run configs/smoke.py
@@ -14,7 +16,8 @@ ladder run configs/olmo_ladder.py --dry-run
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="a `ladder run` config, e.g. configs/smoke.py (file.py:arg picks a variant)")
-    parser.add_argument("-o", "--out", metavar="DIR", help="run directory (default: the config's out_dir); re-running resumes it")
+    parser.add_argument("-o", "--out", metavar="DIR", type=path_arg,
+                        help="run directory (default: the config's out_dir); re-running resumes it")
     parser.add_argument("--dry-run", action="store_true",
                         help="plan and print every launch command; train nothing, write nothing but the plan")
 

@@ -26,10 +26,8 @@ def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     """
     r = np.asarray(r, dtype=np.float64)
     a = np.abs(r)
-    inside = a <= delta
-    values = np.where(inside, 0.5 * r * r, delta * (a - 0.5 * delta))
-    derivatives = np.where(inside, r, delta * np.sign(r))
-    return values, derivatives
+    values = np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+    return values, np.clip(r, -delta, delta)  # r inside, delta sign(r) outside
 
 
 def log_sum_exp_huber(terms: np.ndarray, term_grads: Sequence[dict[int, np.ndarray]], log_obs: np.ndarray,
@@ -193,20 +191,29 @@ def robust_loss(r: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.ndar
     """(rho(r), rho'(r), IRLS curvature rho'(r)/r): squared error when delta is None, else Huber(delta)."""
     if delta is None:
         return 0.5 * r * r, r, np.ones_like(r)
-    v, d = huber(r, delta)
-    return v, d, np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
+    a = np.abs(r)
+    v = np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))  # huber(), without recomputing |r|
+    return v, np.clip(r, -delta, delta), np.minimum(1.0, delta / np.maximum(a, 1e-300))
 
 
 CHUNK_ELEMENTS = 1 << 18
 
 
-def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int, idx: np.ndarray):
-    """Gradient g [B, P] and IRLS curvature J^T diag(w rho'(r)/r) J [B, P, P] at rows x (problems idx),
-    `rows` at a time."""
+def _robust_value(r: np.ndarray, delta: float | None) -> np.ndarray:
+    """rho(r) alone (`robust_loss`'s first output, the same digits): a trial step needs only the value."""
+    if delta is None:
+        return 0.5 * r * r
+    a = np.abs(r)
+    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+
+def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int, sel: np.ndarray):
+    """Gradient g [B, P] and IRLS curvature J^T diag(w rho'(r)/r) J [B, P, P] at rows x, `rows` at a time
+    (residual_fn(X, jac, rows of the problems' data); sel: the problems' rows)."""
     B, P = x.shape
     g, H = np.empty((B, P)), np.empty((B, P, P))
     for i in range(0, B, rows):
-        r, J = residual_fn(x[i : i + rows], True, idx[i : i + rows])
+        r, J = residual_fn(x[i : i + rows], True, sel[i : i + rows])
         _, d, c = robust_loss(r, delta)
         wi = w[i : i + rows]
         g[i : i + rows] = np.einsum("bn,bnp->bp", wi * d, J)
@@ -237,28 +244,38 @@ def minimize_batched(
     """
     x = np.array(x0, dtype=np.float64)
     B, P = x.shape
-    user_fn = residual_fn
-
-    def residual_fn(X, jac, rows=slice(None)):  # noqa: F811 (the user's, with each problem's data rows)
-        return user_fn(X, jac, *(d[rows] for d in data)) if data else user_fn(X, jac)
-
     lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds]) if bounds else np.full(P, -np.inf)
     hi = np.array([np.inf if b[1] is None else b[1] for b in bounds]) if bounds else np.full(P, np.inf)
     x = np.clip(x, lo, hi)
     lam = np.full(B, 1e-3)
     done = np.zeros(B, dtype=bool)
     w_all = np.broadcast_to(np.asarray(weights, dtype=np.float64), (B,) + np.shape(weights)[-1:])
-    f = (w_all * robust_loss(residual_fn(x, False)[0], delta)[0]).sum(-1)
+    # The problems still moving (idx) and their weights and data rows, gathered again only when some stop.
+    idx, w_act, data_act = np.arange(B), w_all, tuple(data)
+
+    def residual_fn_act(X, jac, rows=slice(None)):
+        return residual_fn(X, jac, *(d[rows] for d in data_act)) if data else residual_fn(X, jac)
+
+    f = (w_all * _robust_value(residual_fn_act(x, False)[0], delta)).sum(-1)
     eye = np.eye(P)
     # rows per Jacobian pass: the [rows, n, P] Jacobian stays in cache (~2 MB); a 1,000-sample bootstrap of
     # ~1,350 step-2 points would otherwise stream 43 MB per iteration (2x slower, same numbers)
     chunk = max(1, CHUNK_ELEMENTS // max(1, w_all.shape[-1] * P))
+    # g, H at each moving problem's x: a rejected step leaves x, so they are computed again only where a
+    # step was taken (stale)
+    g_act, H_act, stale = np.empty((B, P)), np.empty((B, P, P)), np.ones(B, dtype=bool)
     for _ in range(max_iter):
-        idx = np.flatnonzero(~done)  # only problems still moving cost anything
+        moving = ~done[idx]  # only problems still moving cost anything
+        if not moving.all():
+            idx, w_act, g_act, H_act, stale = idx[moving], w_act[moving], g_act[moving], H_act[moving], stale[moving]
+            data_act = tuple(d[moving] for d in data_act)
         if idx.size == 0:
             break
-        xi, w, fi, li = x[idx], w_all[idx], f[idx], lam[idx]
-        g, H = _normal_equations(residual_fn, xi, w, delta, chunk, idx)
+        xi, w, fi, li = x[idx], w_act, f[idx], lam[idx]
+        redo = np.flatnonzero(stale)
+        if redo.size:
+            g_act[redo], H_act[redo] = _normal_equations(residual_fn_act, xi[redo], w[redo], delta, chunk, redo)
+        g, H = g_act, H_act
         # Coordinates on a bound whose gradient pushes outward stay fixed this iteration (active set).
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
         diag = np.diagonal(H, axis1=1, axis2=2)
@@ -267,8 +284,9 @@ def minimize_batched(
         A = A * m[:, :, None] * m[:, None, :] + eye * (1.0 - m)[:, :, None]
         step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
         x_new = np.clip(xi + step, lo, hi)
-        f_new = (w * robust_loss(residual_fn(x_new, False, idx)[0], delta)[0]).sum(-1)
+        f_new = (w * _robust_value(residual_fn_act(x_new, False)[0], delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new)
+        stale = accept
         gain = np.where(accept, fi - f_new, 0.0)
         x[idx] = np.where(accept[:, None], x_new, xi)
         f[idx] = np.where(accept, f_new, fi)

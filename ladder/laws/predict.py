@@ -9,7 +9,7 @@ docs/laws.md.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from ladder.laws import flags as fl
 from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdout_fits, run_suite, run_table
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
 from ladder.laws.parallel import map_jobs
+from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
 from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, fit_task, groups,
                                  present, select_runs, task_data)
@@ -109,57 +110,6 @@ def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) ->
     return out
 
 
-@dataclass
-class Prediction:
-    """Everything `ladder predict` prints and writes: per (target, task) numbers, fits, back-tests, flags."""
-
-    targets: dict[str, tuple[float, float]]
-    runs: list[str]
-    fits: dict[str, TaskFit | EnsembleFit]
-    results: dict[str, dict[str, dict]]             # {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}}
-    backtests: dict[str, dict[str, Holdout]] = field(default_factory=dict)  # {task: {method: pooled Holdout}}
-    warnings: list[str] = field(default_factory=list)
-    samples: dict[str, dict] = field(default_factory=dict)  # {task: bootstrap rows}
-    calibration: Calibration | None = None
-    suite: list = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return self.results
-
-    def table(self) -> str:
-        """Plain text: one line per target x task (interval, predicted change vs noise, flag codes), the
-        back-test table, and one legend for the codes used."""
-        lines = [f"{'target':<12} {'task':<14} {'method':<12} {'loss':>7} {'acc':>6} {'95% interval':>15} "
-                 f"{'change':>7} {'noise':>6} {'Lchange':>8} {'Lnoise':>7}  flags"]
-        used = []
-        for t, per_task in self.results.items():
-            for task, r in per_task.items():
-                iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
-                lines.append(f"{t:<12} {task:<14} {r['method']:<12} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15} "
-                             f"{r['acc_change']:>+7.3f} {r['acc_noise']:>6.3f} {r['loss_change_rel']:>+8.1%} "
-                             f"{r['loss_noise_rel']:>7.2%}  {' '.join(r['flags'])}")
-                used += r["flags"]
-        lines.append("change: predicted accuracy minus the largest fitted run's; noise: s.d. of accuracy over "
-                     "a run's last 5 evaluations; Lchange, Lnoise: the same for the task loss, relative "
-                     "(docs/laws.md, 'Predictability')")
-        if self.backtests:
-            methods = list(next(iter(self.backtests.values())))
-            what = ("back-test: mean |predicted - actual| accuracy over every split (docs/laws.md)"
-                    if self.calibration else "back-test: |predicted - actual| accuracy of the largest rung "
-                    "from the smaller ones")
-            lines += ["", what, f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods)]
-            for task, bt in self.backtests.items():
-                lines.append(f"{task:<14} " + " ".join(f"{bt[m].error:>13.4f}" for m in methods))
-        if self.calibration:
-            c = self.calibration
-            lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))
-            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance, union with the bootstrap; "
-                         f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)")
-        if used:
-            lines += ["", "flags:"] + fl.legend(used)
-        return "\n".join(lines)
-
-
 def _pooled(suite, task: str) -> dict[str, Holdout]:
     """One Holdout per method for a task: errors pooled over the suite's splits (for tables and JSON)."""
     out = {}
@@ -194,53 +144,107 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     (ladder.results.read_table(path, validate=True)); targets: name -> (N, D) or (N, D, FLOPs/token).
     workers: processes for the per-task fits and the bootstrap (default: the cores available; results equal a
     serial run's, ladder.laws.parallel).
+    The steps: check the targets, choose the methods the table allows, back-test and calibrate (ensemble),
+    fit every task, bootstrap, and write one result per target and task.
     """
     require(method in ("ensemble", "auto") or method in METHODS, "--method", f"unknown method {method!r}",
             f"choose ensemble, auto or one of {', '.join(METHODS)}")
     require(bool(targets), "--target", "no targets given", "pass at least one NAME=N:D")
     flops = {k: v[2] for k, v in targets.items() if len(v) > 2}
     targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}
-    runs = select_runs(cols, runs)
+    ladder = _Ladder.of(cols, select_runs(cols, runs))
     tasks = list(dict.fromkeys(cols["task"].tolist())) if tasks is None else list(tasks)
-    nd = run_table(cols)
-    c_max = max(6 * nd[r][0] * nd[r][1] for r in runs)
-    n_max = max(nd[r][0] for r in runs)
-    reference = max(runs, key=lambda r: nd[r][0] * nd[r][1])  # the predicted change is measured from it
-    notes = []
-    for name, (N, D) in targets.items():
-        if 6 * N * D <= c_max or N <= n_max:
-            msg = (f"target {name} (N={N:.3g}, D={D:.3g}) is inside the ladder's range (largest rung N="
-                   f"{n_max:.3g}, C={c_max:.3g}): not an extrapolation")
-            warnings.warn(msg, stacklevel=2)
-            notes.append(msg)
-    pred = Prediction(targets, runs, {}, {t: {} for t in targets}, warnings=notes)
+    notes = _inside_targets(targets, ladder)
+    pred = Prediction(targets, ladder.runs, {}, {t: {} for t in targets}, warnings=notes)
+    menu, skipped = _menu(cols, method, notes)
     fallback = []
+    if method == "ensemble":
+        method, fallback = _calibrate(pred, cols, tasks, menu, notes, progress, workers)
+    flag_lists = _fit_tasks(pred, cols, tasks, method, menu, skipped, fallback, workers)
+    n_bootstrap = _bootstrap_budget(n_bootstrap, len(ladder.runs), notes)
+    if n_bootstrap:
+        if progress:
+            progress(f"bootstrap: {n_bootstrap} resamples of the fitted runs, {len(tasks)} tasks")
+        pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed, workers)
+    for task in tasks:
+        _task_results(pred, cols, task, ladder, flag_lists[task], flops)
+    if plot_dir is not None:
+        from ladder.plots import plot_prediction
+
+        plot_prediction(pred, cols, plot_dir)
+    return pred
+
+
+@dataclass
+class _Ladder:
+    """The fitted runs and the numbers every target is measured against."""
+
+    runs: list[str]
+    nd: dict                # run -> (N, D), every run of the table
+    c_max: float            # the largest fitted 6ND
+    n_max: float            # the largest fitted N
+    reference: str          # the run the predicted change is measured from (largest N x D)
+
+    @classmethod
+    def of(cls, cols: dict, runs: list[str]) -> "_Ladder":
+        nd = run_table(cols)
+        return cls(runs, nd, max(6 * nd[r][0] * nd[r][1] for r in runs), max(nd[r][0] for r in runs),
+                   max(runs, key=lambda r: nd[r][0] * nd[r][1]))
+
+    def inside(self, N: float, D: float) -> bool:
+        return 6 * N * D <= self.c_max or N <= self.n_max
+
+
+def _warn(notes: list[str], msg: str) -> None:
+    """A warning for the caller of predict() that is also kept in the prediction's notes."""
+    warnings.warn(msg, stacklevel=4)
+    notes.append(msg)
+
+
+def _inside_targets(targets: dict, ladder: _Ladder) -> list[str]:
+    """Notes (and warnings) for targets inside the ladder's range: they are not extrapolations."""
+    notes: list[str] = []
+    for name, (N, D) in targets.items():
+        if ladder.inside(N, D):
+            _warn(notes, f"target {name} (N={N:.3g}, D={D:.3g}) is inside the ladder's range (largest rung N="
+                         f"{ladder.n_max:.3g}, C={ladder.c_max:.3g}): not an extrapolation")
+    return notes
+
+
+def _menu(cols: dict, method: str, notes: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the ensemble's methods this table allows, {skipped method: why}); a named method the table cannot
+    serve is an error."""
     skipped = unavailable(cols, MENU if method == "ensemble" else [method] if method in METHODS else [])
     require(method not in skipped, f"--method {method}", skipped.get(method, ""),
             "map the column when importing, or use --method ensemble (it keeps the methods the table allows)")
     menu = [m for m in MENU if m not in skipped]
     if method == "ensemble" and skipped:
-        by_reason = {}
+        by_reason: dict[str, list[str]] = {}
         for m, why in skipped.items():
             by_reason.setdefault(why, []).append(m)
-        msg = ("skipped " + "; ".join(f"{', '.join(ms)} ({why})" for why, ms in by_reason.items())
-               + f": the ensemble weighs {', '.join(menu) or 'nothing'}")
-        warnings.warn(msg, stacklevel=2)
-        notes.append(msg)
+        _warn(notes, "skipped " + "; ".join(f"{', '.join(ms)} ({why})" for why, ms in by_reason.items())
+              + f": the ensemble weighs {', '.join(menu) or 'nothing'}")
         require(bool(menu), "results table", "no method of the ensemble can run on it",
                 "add a task loss (`loss`) or an LM loss (`lm_loss`) column, or use --method single-step")
-    if method == "ensemble":
-        pred.suite = run_suite(cols, tasks, runs, menu, progress, workers)
-        if pred.suite:
-            pred.calibration = calibrate(pred.suite)
-        else:  # nothing to weigh the methods by: the paper's method (or its nearest the table allows), loudly
-            method = next(m for m in FALLBACK_ORDER + tuple(menu) if m in menu)
-            msg = ("the ladder allows no back-test split (it needs 3 sizes, or 2 token budgets, and 6 runs per "
-                   f"fit): the ensemble falls back to the {method} method, intervals from the bootstrap only")
-            warnings.warn(msg, stacklevel=2)
-            notes.append(msg)
-            fallback = [("FB", f"no back-test split: {method} method, bootstrap interval only")]
-    flag_lists = {}
+    return menu, skipped
+
+
+def _calibrate(pred: Prediction, cols: dict, tasks, menu, notes, progress, workers) -> tuple[str, list]:
+    """Run the back-test suite and set the ensemble's weights and interval scale. Returns (method, fallback
+    flags): "ensemble", or where the ladder allows no split, the paper's method or its nearest, loudly."""
+    pred.suite = run_suite(cols, tasks, pred.runs, menu, progress, workers)
+    if pred.suite:
+        pred.calibration = calibrate(pred.suite)
+        return "ensemble", []
+    method = next(m for m in FALLBACK_ORDER + tuple(menu) if m in menu)
+    _warn(notes, "the ladder allows no back-test split (it needs 3 sizes, or 2 token budgets, and 6 runs per "
+                 f"fit): the ensemble falls back to the {method} method, intervals from the bootstrap only")
+    return method, [("FB", f"no back-test split: {method} method, bootstrap interval only")]
+
+
+def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, fallback, workers) -> dict:
+    """Fit every task (pred.fits, pred.backtests); returns each task's flags so far."""
+    runs, flag_lists = pred.runs, {}
     if method == "ensemble":
         full = dict(zip(tasks, map_jobs(_fit_members, [(t,) for t in tasks],
                                         {"cols": cols, "runs": runs, "menu": menu}, workers)))
@@ -262,75 +266,77 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             if bt is not None:
                 pred.backtests[task] = bt
         pred.fits[task] = fit
-        flag_list = fl.fit_flags(fit.fits()) + extra + fallback
         used = set(getattr(fit, "members", {})) if method == "ensemble" else {fit.method.name}
-        flag_list += _loss_misses(pred, task, used)
-        flag_lists[task] = flag_list
-    if n_bootstrap and n_bootstrap * len(runs) > BOOTSTRAP_BUDGET:
-        cut = max(MIN_RESAMPLES, BOOTSTRAP_BUDGET // len(runs))
-        if cut < n_bootstrap:
-            msg = (f"bootstrap: {len(runs):,} runs x {n_bootstrap} resamples is past the budget of "
-                   f"{BOOTSTRAP_BUDGET:,} run refits: {cut} resamples (coarser interval tails; docs/results.md)")
-            warnings.warn(msg, stacklevel=2)
-            notes.append(msg)
-            n_bootstrap = cut
-    if n_bootstrap:
-        if progress:
-            progress(f"bootstrap: {n_bootstrap} resamples of the fitted runs, {len(tasks)} tasks")
-        pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed, workers)
-    for task in tasks:
-        fit, flag_list, rows = pred.fits[task], flag_lists[task], pred.samples.get(task)
-        if rows is not None:
-            conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
-                    else rows["converged"])
-            if conv.mean() < 0.95:
-                flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
-        nz = noise(cols, task, runs)
-        ref = task_data(cols, task, [reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
-        uses_compute = any(f.method.form == "c" and f.data.fpt is not None
-                           for f in getattr(fit, "members", {"": fit}).values())
-        for name, (N, D) in targets.items():
-            F = flops.get(name)
-            L, acc = fit.predict(N, D, F)
-            ratio = 6 * N * D / c_max
-            r = {"loss": float(L), "acc": float(acc), "acc_lo": float(acc), "acc_hi": float(acc),
-                 "loss_lo": float(L), "loss_hi": float(L), "method": fit.method.name,
-                 "feature": fit.method.feature, "compute_ratio": ratio,
-                 "acc_change": float(acc - ref.acc[0]), "acc_noise": nz["acc_sd"],
-                 "loss_change_rel": float(L / ref.feature[0] - 1), "loss_noise_rel": nz["loss_sd_rel"]}
-            if rows is not None:
-                Lb, ab = fit.predict(N, D, F, rows)
-                r["acc_lo"], r["acc_hi"] = (float(v) for v in np.nanpercentile(ab, INTERVAL))
-                if np.isfinite(Lb).any():
-                    r["loss_lo"], r["loss_hi"] = (float(v) for v in np.nanpercentile(Lb, INTERVAL))
-            r["distance"] = float(distance(N, D, [nd[x][0] for x in runs], [nd[x][1] for x in runs]))
-            if pred.calibration is not None:
-                c, g = pred.calibration, r["distance"]
-                r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - c.q_acc * g), max(r["acc_hi"], r["acc"] + c.q_acc * g)
-                # the band is symmetric in accuracy, which is a probability: never report one outside [0, 1]
-                r["acc_lo"], r["acc_hi"] = max(r["acc_lo"], 0.0), min(r["acc_hi"], 1.0)
-                if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
-                    r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - c.q_loss * g))
-                    r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + c.q_loss * g))
-                r["weights"] = dict(fit.weights)
-            f = list(flag_list)
-            if ratio > EXTRAPOLATION_FLAG:
-                f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {reference}"))
-            if 6 * N * D <= c_max or N <= n_max:
-                f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
-            if uses_compute and F is None:
-                f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
-            if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:
-                f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {nz['acc_sd']:.3f}"))
-            r["flags"], r["flag_details"] = fl.merge(f)
-            if task in pred.backtests:
-                r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}
-            pred.results[name][task] = r
-    if plot_dir is not None:
-        from ladder.plots import plot_prediction
+        flag_lists[task] = fl.fit_flags(fit.fits()) + extra + fallback + _loss_misses(pred, task, used)
+    return flag_lists
 
-        plot_prediction(pred, cols, plot_dir)
-    return pred
+
+def _bootstrap_budget(n_bootstrap: int, n_runs: int, notes: list[str]) -> int:
+    """The resamples to draw: n_bootstrap, cut (loudly) to fit BOOTSTRAP_BUDGET run refits."""
+    if n_bootstrap and n_bootstrap * n_runs > BOOTSTRAP_BUDGET:
+        cut = max(MIN_RESAMPLES, BOOTSTRAP_BUDGET // n_runs)
+        if cut < n_bootstrap:
+            _warn(notes, f"bootstrap: {n_runs:,} runs x {n_bootstrap} resamples is past the budget of "
+                         f"{BOOTSTRAP_BUDGET:,} run refits: {cut} resamples (coarser interval tails; docs/results.md)")
+            return cut
+    return n_bootstrap
+
+
+def _task_results(pred: Prediction, cols: dict, task: str, ladder: _Ladder, flag_list: list, flops: dict) -> None:
+    """One task's result for every target (pred.results): point, interval, predictability and flags."""
+    fit, rows = pred.fits[task], pred.samples.get(task)
+    if rows is not None:
+        conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
+                else rows["converged"])
+        if conv.mean() < 0.95:
+            flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
+    nz = noise(cols, task, ladder.runs)
+    ref = task_data(cols, task, [ladder.reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
+    uses_compute = any(f.method.form == "c" and f.data.fpt is not None
+                       for f in getattr(fit, "members", {"": fit}).values())
+    for name, (N, D) in pred.targets.items():
+        F = flops.get(name)
+        L, acc = fit.predict(N, D, F)
+        ratio = 6 * N * D / ladder.c_max
+        r = {"loss": float(L), "acc": float(acc), "acc_lo": float(acc), "acc_hi": float(acc),
+             "loss_lo": float(L), "loss_hi": float(L), "method": fit.method.name,
+             "feature": fit.method.feature, "compute_ratio": ratio,
+             "acc_change": float(acc - ref.acc[0]), "acc_noise": nz["acc_sd"],
+             "loss_change_rel": float(L / ref.feature[0] - 1), "loss_noise_rel": nz["loss_sd_rel"]}
+        if rows is not None:
+            Lb, ab = fit.predict(N, D, F, rows)
+            r["acc_lo"], r["acc_hi"] = (float(v) for v in np.nanpercentile(ab, INTERVAL))
+            if np.isfinite(Lb).any():
+                r["loss_lo"], r["loss_hi"] = (float(v) for v in np.nanpercentile(Lb, INTERVAL))
+        r["distance"] = float(distance(N, D, [ladder.nd[x][0] for x in ladder.runs],
+                                       [ladder.nd[x][1] for x in ladder.runs]))
+        if pred.calibration is not None:
+            _widen(r, pred.calibration)
+            r["weights"] = dict(fit.weights)
+        f = list(flag_list)
+        if ratio > EXTRAPOLATION_FLAG:
+            f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {ladder.reference}"))
+        if ladder.inside(N, D):
+            f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
+        if uses_compute and F is None:
+            f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
+        if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:
+            f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {nz['acc_sd']:.3f}"))
+        r["flags"], r["flag_details"] = fl.merge(f)
+        if task in pred.backtests:
+            r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}
+        pred.results[name][task] = r
+
+
+def _widen(r: dict, c: Calibration) -> None:
+    """The reported interval: the union of the bootstrap's and the calibrated band q x distance."""
+    g = r["distance"]
+    r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - c.q_acc * g), max(r["acc_hi"], r["acc"] + c.q_acc * g)
+    # the band is symmetric in accuracy, which is a probability: never report one outside [0, 1]
+    r["acc_lo"], r["acc_hi"] = max(r["acc_lo"], 0.0), min(r["acc_hi"], 1.0)
+    if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
+        r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - c.q_loss * g))
+        r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + c.q_loss * g))
 
 
 def _fit_method(state: dict, task: str):

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import expit
 
 from ladder.laws.chinchilla import SEARCH_POINTS
-from ladder.laws.fitting import FitResult, best_starts, minimize_batched, minimize_from_grid
+from ladder.laws.fitting import CHUNK_ELEMENTS, FitResult, best_starts, minimize_batched, minimize_from_grid
 
 
 @dataclass(frozen=True)
@@ -133,15 +133,161 @@ def fit_sigmoid_many(form: SigmoidForm, L, acc, weights=None, *, top_k: int = 16
     return out
 
 
-def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float = 1e-7):
-    """Refit many weightings of the same points at once (bootstrap), warm-started from x0 [P] or [B, P]."""
-    L, acc = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
-    weights = np.atleast_2d(weights)
-    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(weights), len(form.names)))
+def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float = 1e-7, max_iter: int = 200):
+    """Refit many weightings of the same points at once (bootstrap, weights [B, n]), warm-started from x0 [P]
+    or [B, P]; the objective is fit_sigmoid's, 0.5 sum w (Acc-hat - acc)^2.
 
-    def residual_fn(X, jac):
-        y, J = form.acc(X, L, jac)
-        return y - acc, J
+    By variable projection: given (k, L0) the best (a, b) is a bounded linear least-squares problem, solved
+    exactly (`_linear_optimum`), so each refit is a 2-parameter problem in (k, L0). Levenberg-Marquardt on
+    that reduced objective with Kaufman's Gauss-Newton matrix (the Schur complement of the linear block of
+    J^T W J; Golub & Pereyra 2003), k >= 0 by an active set, the acceptance and stopping rules of
+    `ladder.laws.fitting.minimize_batched`. A pass is one sigmoid and a few weighted sums per point, and the
+    refits need about half the passes of the 4-parameter descent (docs/laws.md, "Speed"). A start with
+    k = 0 (a flat sigmoid) is refitted by that descent instead. Returns (X [B, P], objective [B], converged [B])."""
+    L, y = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
+    W = np.ascontiguousarray(np.atleast_2d(np.asarray(weights, dtype=np.float64)))
+    B = len(W)
+    theta = np.array(form.full(np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names))))[:, 2:4])
+    if (theta[:, 0] <= 0.0).any():
+        # A flat start (k = 0): s is constant, the exact (a, b) puts a = 0 and (k, L0) get no gradient. The
+        # 4-parameter descent, whose a is not reset, can leave it.
+        def residual_fn(X, jac):
+            yh, J = form.acc(X, L, jac)
+            return yh - y, J
 
-    return minimize_batched(residual_fn, X0, weights, delta=None, bounds=form.bounds, rtol=rtol)
+        X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names)))
+        return minimize_batched(residual_fn, X0, W, delta=None, bounds=form.bounds, rtol=rtol)
+    const = {"1": W.sum(1), "y": W @ y, "yy": W @ (y * y)}
 
+    def linear(rows, s):
+        ws = W[rows] * s
+        sums = {"ss": np.einsum("bn,bn->b", ws, s), "s": ws.sum(1), "sy": ws @ y, **{k: v[rows] for k, v in const.items()}}
+        return _linear_optimum(form, sums)
+
+    def sigmoid(th):
+        return expit(th[:, :1] * (L - th[:, 1:2]))
+
+    s = sigmoid(theta)
+    a, b, f = linear(slice(None), s)
+    lam = np.full(B, 1e-3)
+    done = np.zeros(B, dtype=bool)
+    G_all, stale = np.empty((B, 5, 5)), np.ones(B, dtype=bool)
+    eye = np.eye(2)
+    chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
+    for _ in range(max_iter):
+        idx = np.flatnonzero(~done)
+        if idx.size == 0:
+            break
+        th, ai, bi, fi, li = theta[idx], a[idx], b[idx], f[idx], lam[idx]
+        redo = idx[stale[idx]]  # a rejected step leaves (k, L0) and so the sums where they were
+        if redo.size:
+            G_all[redo] = _sums(s[redo], W[redo], L, theta[redo, 1:2], y, chunk)
+        G = G_all[idx]
+        g, H = _reduced(form, G, ai, bi, th[:, 0])
+        # k on its bound (0) with the gradient pushing outward stays fixed this iteration (active set)
+        free = np.column_stack([~((th[:, 0] <= 0.0) & (g[:, 0] > 0)), np.ones(len(idx), dtype=bool)])
+        diag = np.diagonal(H, axis1=1, axis2=2)
+        m = free.astype(np.float64)
+        mask, unit = m[:, :, None] * m[:, None, :], eye * (1.0 - m)[:, :, None]
+        A = (H + li[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)) * mask + unit
+        step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
+        # the model's own estimate of the objective left to gain (Newton decrement, undamped)
+        newton = np.linalg.solve((H + 1e-12 * (diag[:, :, None] * eye + eye)) * mask + unit, (g * m)[..., None])[..., 0]
+        left = 0.5 * np.einsum("bp,bp->b", g * m, newton)
+        th_new = th + step
+        th_new[:, 0] = np.maximum(th_new[:, 0], 0.0)
+        s_new = sigmoid(th_new)
+        a_new, b_new, f_new = linear(idx, s_new)
+        accept = (f_new <= fi) & np.isfinite(f_new)
+        stale[idx] = accept
+        gain = np.where(accept, fi - f_new, 0.0)
+        theta[idx] = np.where(accept[:, None], th_new, th)
+        s[idx[accept]] = s_new[accept]
+        a[idx], b[idx], f[idx] = (np.where(accept, new, old) for new, old in ((a_new, ai), (b_new, bi), (f_new, fi)))
+        lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
+        # Done when the model says less than rtol of the objective is left to gain. (A tiny gain from a damped
+        # step is no test here: where a linear parameter meets its bound the model overshoots, the damping
+        # grows, and a short step gains little far from the optimum.)
+        tiny = rtol * np.maximum(fi, 1e-300)
+        done[idx] = ~np.isfinite(left) | (left <= tiny) | (lam[idx] >= 1e12)
+    X = np.column_stack([a, b, theta]) if form.floor is None else np.column_stack([b, theta])
+    return X, f, done
+
+
+def _sums(s, W, L, L0, y, chunk):
+    """Weighted sums of products of (s, e, d, 1, y) per problem [m, 5, 5]: s the sigmoid, d = s (1 - s) its
+    derivative in its argument, e = d (L - L0); `chunk` problems at a time (the [chunk, n, 5] block stays in
+    cache)."""
+    G = np.empty((len(s), 5, 5))
+    ones = np.ones_like(L)
+    for i in range(0, len(s), chunk):
+        si = s[i : i + chunk]
+        d = si * (1.0 - si)
+        Q = np.stack([si, d * (L - L0[i : i + chunk]), d, np.broadcast_to(ones, si.shape),
+                      np.broadcast_to(y, si.shape)], -1)
+        G[i : i + chunk] = np.matmul(np.swapaxes(Q * W[i : i + chunk, :, None], 1, 2), Q)
+    return G
+
+
+def _reduced(form: SigmoidForm, G, a, b, k):
+    """Gradient [m, 2] and Kaufman Gauss-Newton matrix [m, 2, 2] of the reduced objective in (k, L0), from
+    the sums G (`_sums`) at the exact linear optimum (a, b): r = a s + b - y, dr/dk = a e, dr/dL0 = -a k d,
+    and the linear columns (s and 1; 1 - s under a pinned floor) not on a bound are projected out."""
+    S = lambda i, j: G[:, i, j]  # noqa: E731  (0 s, 1 e, 2 d, 3 one, 4 y)
+    ck, cl = a, -a * k          # scales of the theta columns: dr/dk = ck e, dr/dL0 = cl d
+    g = np.stack([ck * (a * S(0, 1) + b * S(1, 3) - S(1, 4)), cl * (a * S(0, 2) + b * S(2, 3) - S(2, 4))], -1)
+    Mtt = np.stack([np.stack([ck * ck * S(1, 1), ck * cl * S(1, 2)], -1),
+                    np.stack([ck * cl * S(1, 2), cl * cl * S(2, 2)], -1)], 1)
+    if form.floor is None:
+        live = np.stack([(a > -1) & (a < 0), (b > 0) & (b < 1)], 1)
+        Mct = np.stack([np.stack([ck * S(0, 1), cl * S(0, 2)], -1), np.stack([ck * S(1, 3), cl * S(2, 3)], -1)], 1)
+        Mcc = np.stack([np.stack([S(0, 0), S(0, 3)], -1), np.stack([S(0, 3), S(3, 3)], -1)], 1)
+    else:
+        lo, hi = form.bounds[0]
+        live = ((b > lo) & (b < hi))[:, None]
+        Mct = np.stack([ck * (S(1, 3) - S(0, 1)), cl * (S(2, 3) - S(0, 2))], -1)[:, None]
+        Mcc = (S(3, 3) - 2 * S(0, 3) + S(0, 0))[:, None, None]
+    live = live.astype(np.float64)
+    nc = live.shape[1]
+    Mcc = Mcc * live[:, :, None] * live[:, None, :] + np.eye(nc) * (1.0 - live)[:, :, None]
+    Mct = Mct * live[:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        try:
+            proj = np.linalg.solve(Mcc, Mct)
+        except np.linalg.LinAlgError:  # s constant over the weighted points (k = 0): s and 1 are one column
+            proj = np.matmul(np.linalg.pinv(Mcc), Mct)
+        H = Mtt - np.matmul(np.swapaxes(Mct, 1, 2), proj)
+    return g, np.where(np.isfinite(H), H, 0.0)
+
+
+def _linear_optimum(form: SigmoidForm, S: dict):
+    """The exact bounded least-squares (a, b) for fixed (k, L0), from each problem's weighted sums S.
+
+    0.5 sum w (a s + b - y)^2 = 0.5 (c' Q c - 2 q' c + Syy), c = (a, b), Q = [[Sss, Ss], [Ss, S1]],
+    q = (Ssy, Sy): a convex quadratic on the box a in [-1, 0], b in [0, 1], so its minimum is the
+    unconstrained one if that lies in the box, else the best of the four edges' clipped 1-D minima (exact in
+    2-D). Under a pinned floor a = floor - b, a 1-D problem in b. Returns (a, b, objective), [B] each."""
+    Sss, Ss, S1, Ssy, Sy, Syy = (S[k] for k in ("ss", "s", "1", "sy", "y", "yy"))
+
+    def value(a, b):
+        return 0.5 * (a * a * Sss + 2 * a * b * Ss + b * b * S1 - 2 * a * Ssy - 2 * b * Sy + Syy)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if form.floor is not None:  # r = b (1 - s) - (y - floor s)
+            F, (lo, hi) = form.floor, form.bounds[0]
+            Stt, Sty = S1 - 2 * Ss + Sss, Sy - F * Ss - Ssy + F * Sss
+            b = np.clip(np.where(Stt > 0, Sty / Stt, lo), lo, hi)
+            return F - b, b, np.maximum(value(F - b, b), 0.0)
+        det = Sss * S1 - Ss * Ss
+        a0, b0 = (S1 * Ssy - Ss * Sy) / det, (Sss * Sy - Ss * Ssy) / det
+        inside = (det > 0) & (a0 >= -1) & (a0 <= 0) & (b0 >= 0) & (b0 <= 1)
+        cands = [(np.where(inside, a0, 0.0), np.where(inside, b0, 0.0))]
+        for edge in (-1.0, 0.0):
+            cands.append((np.full_like(Sss, edge), np.clip(np.where(S1 > 0, (Sy - edge * Ss) / S1, 0.0), 0.0, 1.0)))
+        for edge in (0.0, 1.0):
+            cands.append((np.clip(np.where(Sss > 0, (Ssy - edge * Ss) / Sss, 0.0), -1.0, 0.0), np.full_like(Sss, edge)))
+    vals = np.stack([value(a, b) for a, b in cands])
+    vals[0] = np.where(inside, vals[0], np.inf)
+    best, pick = np.argmin(vals, 0), np.arange(len(Sss))
+    a, b = np.stack([c[0] for c in cands])[best, pick], np.stack([c[1] for c in cands])[best, pick]
+    return a, b, np.maximum(vals[best, pick], 0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -33,16 +34,49 @@ def write_plan(plan: dict, path: str | os.PathLike) -> Path:
 
 def load_plan(path: str | os.PathLike) -> dict:
     """A plan file, checked for version and keys (LadderError naming the file and the key otherwise)."""
-    from ladder.errors import read_utf8
+    from ladder.errors import parse_json, read_utf8
 
-    try:
-        plan = json.loads(read_utf8(path, "plan"))
-    except FileNotFoundError:
+    if not Path(path).exists():
         raise LadderError(f"plan: no such file {str(path)!r}; write one with `ladder plan ... --out PLAN.json`")
-    except (OSError, json.JSONDecodeError) as e:
-        raise LadderError(f"plan: cannot read {str(path)!r} as JSON ({e}); rewrite it with `ladder plan`")
+    plan = parse_json(read_utf8(path, "plan"), f"plan: {str(path)!r}", "rewrite it with `ladder plan`")
     validate_plan(plan, str(path))
     return plan
+
+
+# A rung's values by kind, checked when a plan is read (a plan is a file a user may edit): whole counts > 0,
+# whole numbers >= 0, finite reals, labels, step lists. The training fields' finer domains (heads dividing
+# d_model, betas in [0, 1)) are train_config.validate's, applied to each rung by train_config.resolve_rung.
+RUNG_COUNTS = ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "n", "n_total", "tokens",
+               "batch_sequences", "batch_tokens", "total_steps", "flops", "flops_6n", "flops_6nd",
+               "flops_per_token", "flops_per_token_6n")
+RUNG_WHOLE = ("mlp_hidden", "warmup_steps", "seed")
+RUNG_REALS = ("multiple", "peak_lr", "final_lr_ratio", "beta1", "beta2", "eps", "weight_decay", "clip", "z_loss",
+              "share")
+RUNG_STEPS = ("eval_steps", "checkpoint_steps")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_rung_values(r: dict, where: str) -> None:
+    what = f"{where}: rung {r['name']!r}"
+
+    def need(ok, key, rule):
+        if not ok:
+            raise LadderError(f"{what}: {key} is {r[key]!r}, {rule}; fix it or rewrite the plan with `ladder plan`")
+
+    for key in RUNG_COUNTS:
+        need(_number(r[key]) and r[key] == int(r[key]) and r[key] > 0, key, "not a whole number > 0")
+    for key in RUNG_WHOLE:
+        need(_number(r[key]) and r[key] == int(r[key]) and r[key] >= 0, key, "not a whole number >= 0")
+    for key in RUNG_REALS:
+        need(_number(r[key]), key, "not a finite number")
+    for key in ("size", "schedule"):
+        need(isinstance(r[key], str), key, "not a string")
+    for key in RUNG_STEPS:
+        need(isinstance(r[key], list) and all(_number(s) and s == int(s) and 0 < s <= r["total_steps"]
+                                               for s in r[key]), key, f"not a list of steps in [1, total_steps]")
 
 
 def validate_plan(plan, where: str) -> None:
@@ -57,10 +91,20 @@ def validate_plan(plan, where: str) -> None:
     if plan["version"] != VERSION:
         raise LadderError(f"{where}: version is {plan['version']!r}, this ladder reads version {VERSION}; "
                           "re-plan with this version of `ladder plan`")
+    for key in ("targets", "rungs"):
+        if not isinstance(plan[key], list):
+            raise LadderError(f"{where}: {key} is {type(plan[key]).__name__}, not a list; rewrite the plan with "
+                              "`ladder plan`")
+    if not isinstance(plan["defaults"], dict):
+        raise LadderError(f"{where}: defaults is not a JSON object; rewrite the plan with `ladder plan`")
     if not plan["rungs"]:
         raise LadderError(f"{where}: rungs is empty; re-plan with at least one size and multiple")
     for t in plan["targets"]:
         need(t, TARGET_KEYS, f"target {t.get('name', '?') if isinstance(t, dict) else t!r}")
+        for key in ("n", "tokens", "flops_6nd"):
+            if not (_number(t[key]) and t[key] > 0):
+                raise LadderError(f"{where}: target {t['name']!r}: {key} is {t[key]!r}, not a finite number > 0; "
+                                  "fix it or rewrite the plan with `ladder plan`")
     names = set()
     for r in plan["rungs"]:
         need(r, RUNG_FIELDS, f"rung {r.get('name', '?') if isinstance(r, dict) else r!r}")
@@ -68,6 +112,7 @@ def validate_plan(plan, where: str) -> None:
         if r["name"] in names:
             raise LadderError(f"{where}: rung name {r['name']!r} appears twice; rung names must be unique")
         names.add(r["name"])
+        _check_rung_values(r, where)
 
 
 def rung_arch(rung: dict) -> Arch:

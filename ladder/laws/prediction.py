@@ -1,0 +1,64 @@
+"""What `ladder predict` returns: per (target, task) numbers, the fits, back-tests and flags, and its table.
+
+Built by ladder.laws.predict.predict; the formulas behind every printed number are in docs/laws.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ladder.laws import flags as fl
+from ladder.laws.backtest import Holdout
+from ladder.laws.ensemble import Calibration, EnsembleFit
+from ladder.laws.taskfit import TaskFit
+
+
+@dataclass
+class Prediction:
+    """Everything `ladder predict` prints and writes: per (target, task) numbers, fits, back-tests, flags."""
+
+    targets: dict[str, tuple[float, float]]
+    runs: list[str]
+    fits: dict[str, TaskFit | EnsembleFit]
+    results: dict[str, dict[str, dict]]             # {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}}
+    backtests: dict[str, dict[str, Holdout]] = field(default_factory=dict)  # {task: {method: pooled Holdout}}
+    warnings: list[str] = field(default_factory=list)
+    samples: dict[str, dict] = field(default_factory=dict)  # {task: bootstrap rows}
+    calibration: Calibration | None = None
+    suite: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return self.results
+
+    def table(self) -> str:
+        """Plain text: one line per target x task (interval, predicted change vs noise, flag codes), the
+        back-test table, and one legend for the codes used."""
+        lines = [f"{'target':<12} {'task':<14} {'method':<12} {'loss':>7} {'acc':>6} {'95% interval':>15} "
+                 f"{'change':>7} {'noise':>6} {'Lchange':>8} {'Lnoise':>7}  flags"]
+        used = []
+        for t, per_task in self.results.items():
+            for task, r in per_task.items():
+                iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
+                lines.append(f"{t:<12} {task:<14} {r['method']:<12} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15} "
+                             f"{r['acc_change']:>+7.3f} {r['acc_noise']:>6.3f} {r['loss_change_rel']:>+8.1%} "
+                             f"{r['loss_noise_rel']:>7.2%}  {' '.join(r['flags'])}")
+                used += r["flags"]
+        lines.append("change: predicted accuracy minus the largest fitted run's; noise: s.d. of accuracy over "
+                     "a run's last 5 evaluations; Lchange, Lnoise: the same for the task loss, relative "
+                     "(docs/laws.md, 'Predictability')")
+        if self.backtests:
+            methods = list(next(iter(self.backtests.values())))
+            what = ("back-test: mean |predicted - actual| accuracy over every split (docs/laws.md)"
+                    if self.calibration else "back-test: |predicted - actual| accuracy of the largest rung "
+                    "from the smaller ones")
+            lines += ["", what, f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods)]
+            for task, bt in self.backtests.items():
+                lines.append(f"{task:<14} " + " ".join(f"{bt[m].error:>13.4f}" for m in methods))
+        if self.calibration:
+            c = self.calibration
+            lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))
+            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance, union with the bootstrap; "
+                         f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)")
+        if used:
+            lines += ["", "flags:"] + fl.legend(used)
+        return "\n".join(lines)

@@ -155,6 +155,13 @@ def test_bad_environment_is_one_line_before_any_work(capsys, monkeypatch, tmp_pa
     rc, err = _cli(capsys, "plan", "--preset", "smoke", "-o", tmp_path / "p.json")
     assert rc == 2 and message.format(file=file) in err, err
     assert not (tmp_path / "p.json").exists()
+    if name == "LADDER_FIT_WORKERS":  # a notebook calling the laws directly gets the same line
+        from ladder.laws.parallel import default_workers, map_jobs
+
+        with pytest.raises(LadderError, match=message):
+            default_workers()
+        with pytest.raises(LadderError, match=message):
+            map_jobs(abs, [(1,), (2,)])
     monkeypatch.setenv(name, "")  # empty is unset
     cli.check_environment()
 

@@ -35,9 +35,10 @@ def test_byte_order_mark_is_dropped_in_every_text_input(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.replace("\nr1,", "\n,", 1), "column 'run' is blank in 1 rows, first data row 5"),
     (lambda t: t.replace(",3,t,", ",3, ,", 1), "column 'task' is blank in 1 rows"),
-    (lambda t: t.replace("r3,8000000.0,", "r3,1e308,"), "column 'n' is above 1e+30 in 4 rows, first in run 'r3'"),
+    (lambda t: t.replace("r3,8000000.0,", "r3,1e308,"), "column 'n' is outside [1, 1e+30] in 4 rows, first in run 'r3'"),
+    (lambda t: t.replace("r3,8000000.0,", "r3,0.008,"), "column 'n' is outside [1, 1e+30] in 4 rows, first in run 'r3'"),
     (lambda t: t.replace(",4,t,", ",4,t,", 1).replace("r0,1000000.0,20000000.0,", "r0,1000000.0,1e300,", 1),
-     "column 'd' is above 1e+30 in 1 rows"),
+     "column 'd' is outside [1, 1e+30] in 1 rows"),
     (lambda t: t.replace(",", "\t"), "save it comma-separated (its columns are split by tabs)"),
     (lambda t: t.replace(",", ";"), "save it comma-separated (its columns are split by semicolons)"),
 ])
@@ -46,7 +47,7 @@ def test_results_names_and_magnitudes(tmp_path, edit, message):
     only by B/IN, and a tab-separated table said only that every column was missing."""
     from ladder.results import read_table
 
-    with pytest.raises(LadderError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+    with pytest.raises(LadderError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+").replace("[", r"\[")):
         read_table(_write(tmp_path, edit(RESULTS)), validate=True)
 
 

@@ -177,6 +177,8 @@ SPLIT_LAW = {"E": 1.5, "A": 400.0, "alpha": 0.3, "B": 400.0, "beta": 0.3, "k": 0
     ({"domains": {"legal": {"params": dict(SPLIT_LAW, zzz=1)}}}, "not the parameters E, A, alpha, B, beta, k, rho"),
     ({"domains": {"legal": {"params": dict(SPLIT_LAW, alpha=float("nan"))}}},
      "params: alpha: is nan, not a finite number"),  # was an allocation computed from NaN, exit 0
+    ({"domains": {"legal": {"params": dict(SPLIT_LAW, B=-400.0)}}},
+     "params: B: is -400.0; the law's parameters are all >= 0"),  # was an allocation, exit 0
     ({"fits": [1]}, "--law: fits: has no 'domain'"),
     ({"fits": {"domain": {"params": {}}}}, "--law: fits: domain: params: holds [], not the parameters"),
 ])

@@ -293,8 +293,10 @@ class Checkpoints:
         if verify and step != self.last_verified:
             problem = verify_step(self.directory / str(step))
             if problem:
-                raise CorruptCheckpoint(f"checkpoint {self.directory / str(step)}: {problem}; "
-                                        "restore another step (its manifest must verify)")
+                good = [s for s in self.manager.all_steps() if s != step and not verify_step(self.directory / str(s))]
+                fix = (f"restore a step that verifies: {', '.join(map(str, sorted(good)))}" if good else
+                       "no other step here verifies: retrain, or copy a good step back from a backup")
+                raise CorruptCheckpoint(f"checkpoint {self.directory / str(step)}: {problem}; {fix}")
         try:
             return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
         except ValueError as e:  # orbax: "Requested shape ... is not compatible with the stored shape ..."

@@ -132,10 +132,9 @@ def check_environment(environ=None) -> None:
     variable, not a fallback nobody sees (LADDER_FIT_WORKERS=abc) or a failure deep inside (LADDER_CACHE naming
     a file surfaced as a storage error under the run directory). Empty counts as unset."""
     environ = os.environ if environ is None else environ
-    workers = environ.get("LADDER_FIT_WORKERS", "").strip()
-    if workers and not (workers.isdigit() and int(workers) >= 1):
-        raise LadderError(f"LADDER_FIT_WORKERS: {workers!r} is not a whole number >= 1; set e.g. 2, or unset it "
-                          "to use the cores available")
+    from ladder.laws.parallel import default_workers  # the one reader of LADDER_FIT_WORKERS
+
+    default_workers(environ)
     cache = environ.get("LADDER_CACHE", "")
     if cache and os.path.exists(os.path.expanduser(cache)) and not os.path.isdir(os.path.expanduser(cache)):
         raise LadderError(f"LADDER_CACHE: {cache} is a file, not a directory; point LADDER_CACHE at a directory, "

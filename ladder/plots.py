@@ -65,7 +65,9 @@ def _target(ax, x: float, r: dict, key: str, marker: str, label: str) -> None:
     y = r[key]
     if not (np.isfinite(x) and np.isfinite(y)):  # e.g. the task loss of an accuracy-only fit
         return
-    ax.errorbar([x], [y], yerr=[[y - r[f"{key}_lo"]], [r[f"{key}_hi"] - y]], color="crimson", marker=marker,
+    # max(0, .): a prediction file from elsewhere (or an older ladder) may hold an interval that misses its point
+    yerr = [[max(0.0, y - r[f"{key}_lo"])], [max(0.0, r[f"{key}_hi"] - y)]]
+    ax.errorbar([x], [y], yerr=yerr, color="crimson", marker=marker,
                 ms=10, capsize=3, zorder=4, label=label)
 
 

@@ -250,9 +250,9 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
                 "drop or fix those rows")
-    for k in ("n", "d"):
-        bad = cols[k] > MAX_COUNT
-        require(not bad.any(), source, f"column {k!r} is above {MAX_COUNT:g} in {int(bad.sum())} rows, first in run "
+    for k in ("n", "d"):  # counts: below 1 is a unit error too (n in billions: 0.19 for a 190M model)
+        bad = (cols[k] > MAX_COUNT) | (cols[k] < 1)
+        require(not bad.any(), source, f"column {k!r} is outside [1, {MAX_COUNT:g}] in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (value {float(cols[k][bad.argmax()])!r})",
                 "n is parameters and d tokens, both as plain counts (is the column in another unit?)")
     step = cols["step"]

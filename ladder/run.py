@@ -63,9 +63,15 @@ def stage_plan(ctx: Context) -> dict:
     plan_lib.write_plan(plan, ctx.plan_path)
     ctx.print_fn(plan_lib.format_table(plan))
     if ctx.cfg.self_check.enabled:
+        from ladder.laws.predict import FINAL_WINDOW
+        from ladder.plan.presets import FAMILIES
+
+        # The check is compared on the mean of its last FINAL_WINDOW evaluations only, so it is evaluated there
+        # only (earlier evaluations of the largest model cost ~3% of the smoke job and were never read).
+        tail = sorted(eval_fractions or FAMILIES[plan["family"]].eval_fractions)[-FINAL_WINDOW:]
         check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
                                      multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed,
-                                     eval_fractions=eval_fractions)
+                                     eval_fractions=tail)
         check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
         largest = max(r["n"] for r in plan["rungs"])
         require(check["rungs"][0]["n"] > largest, "self_check.size",

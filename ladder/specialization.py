@@ -134,6 +134,9 @@ def _law(cls, fitted: dict, path: tuple[str, ...], what: str):
         v = node[k]
         require(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v), f"{where}: {k}",
                 f"is {v!r}, not a finite number", "refit with `ladder fit`")
+        # every amplitude and exponent of these forms is fitted >= 0 (docs/specialization.md): a negative one
+        # would turn a loss term into a gain and the allocation into nonsense
+        require(v >= 0, f"{where}: {k}", f"is {v!r}; the law's parameters are all >= 0", "refit with `ladder fit`")
     return cls(**{k: float(node[k]) for k in names})
 
 

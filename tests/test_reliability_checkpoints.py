@@ -116,8 +116,12 @@ def test_verify_names_step_and_file(straight, tmp_path):
     problem = verify_step(run_dir / "checkpoints" / "20")
     assert "sha256 differs" in problem and "/d/" in problem
     ckpts = Checkpoints(run_dir / "checkpoints", keep=3)
-    with pytest.raises(CorruptCheckpoint, match=r"checkpoints/20: default/.*sha256"):
-        ckpts.restore(20, None)  # a direct restore (ladder eval) verifies too
+    with pytest.raises(CorruptCheckpoint, match=r"checkpoints/20: default/.*sha256.*verifies: 10, 30$"):
+        ckpts.restore(20, None)  # a direct restore (ladder eval) verifies too, and names the steps that do
+    for step in (10, 30):
+        _drop_manifest(run_dir / "checkpoints" / str(step))
+    with pytest.raises(CorruptCheckpoint, match="no other step here verifies"):
+        ckpts.restore(20, None)
     ckpts.close()
 
 

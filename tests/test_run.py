@@ -28,7 +28,8 @@ def test_quick_smoke_run_interrupted_in_training_then_resumed(tmp_path):
     second = out / "rungs" / "45k-0.2xC" / "status.json"
     deadline = time.time() + 900  # generous: under load (or beside other test workers) the rungs start late
     while time.time() < deadline and proc.poll() is None:
-        if second.exists() and json.loads(second.read_text()).get("step", 0) >= 20:
+        # past its first evaluation (step 23) and before its second (45): the resume must neither repeat nor lose rows
+        if second.exists() and json.loads(second.read_text()).get("step", 0) >= 30:
             break
         time.sleep(0.5)
     assert proc.poll() is None, proc.communicate()[0][-3000:]

@@ -15,13 +15,19 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
+from ladder.errors import LadderError
+
 _STATE: dict = {}
 
 
-def default_workers() -> int:
-    """LADDER_FIT_WORKERS if set, else the cores this process may use."""
-    env = os.environ.get("LADDER_FIT_WORKERS", "").strip()
-    if env.isdigit() and int(env) > 0:
+def default_workers(environ=None) -> int:
+    """LADDER_FIT_WORKERS if set, else the cores this process may use. A bad value is an error, from the CLI
+    and a notebook alike, not a fallback nobody sees. Empty counts as unset."""
+    env = (os.environ if environ is None else environ).get("LADDER_FIT_WORKERS", "").strip()
+    if env:
+        if not (env.isdigit() and int(env) >= 1):
+            raise LadderError(f"LADDER_FIT_WORKERS: {env!r} is not a whole number >= 1; set e.g. 2, or unset it "
+                              "to use the cores available")
         return int(env)
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 

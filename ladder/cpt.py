@@ -24,6 +24,7 @@ Output: <out>/study.json (every figure above plus stage times), the fit's and re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -165,14 +166,27 @@ def collect(runs: list[dict], out: Path, path: Path) -> int:
     return n
 
 
-def use_compilation_cache(directory: Path) -> None:
-    """JAX's persistent compilation cache: the runs of one size and budget compile the same programs (only
-    the data mixture differs), so all but the first load them (compiling is most of a tiny run's time)."""
+@contextlib.contextmanager
+def compilation_cache(directory: Path):
+    """JAX's persistent compilation cache for the block: the runs of one size and budget compile the same
+    programs (only the data mixture differs), so all but the first load them (compiling is most of a tiny
+    run's time). The settings are process-global, so they are put back after: a later compile in the same
+    process (a notebook's `ladder compile` for a TPU topology) read this CPU cache and warned."""
     import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
 
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    keys = {"jax_compilation_cache_dir": str(directory), "jax_persistent_cache_min_compile_time_secs": 0.0,
+            "jax_persistent_cache_min_entry_size_bytes": 0}
+    before = {k: getattr(jax.config, k) for k in keys}
+    try:
+        for k, v in keys.items():
+            jax.config.update(k, v)
+        cc.reset_cache()  # the cache object is made once, at first use, for the directory of that moment
+        yield
+    finally:
+        for k, v in before.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
 
 
 def _final_losses(run_dir: Path) -> dict:
@@ -186,15 +200,18 @@ def _final_losses(run_dir: Path) -> dict:
 def run_study(cfg, out=None, log=print) -> dict:
     """Every stage above; returns (and writes to <out>/study.json) the summary. The fit and the report are
     the library calls under `ladder fit dcpt` and `ladder report specialization` (ladder.specialization)."""
-    from ladder.results import read_table
-
     out = Path(out or cfg.out_dir)
     require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a study directory",
             "give a directory (new, or a study to resume)")
     out.mkdir(parents=True, exist_ok=True)
-    times, summary = {}, {"name": cfg.name}
-    use_compilation_cache(out / "jax_cache")
+    with compilation_cache(out / "jax_cache"):
+        return _run_stages(cfg, out, log)
 
+
+def _run_stages(cfg, out: Path, log) -> dict:
+    from ladder.results import read_table
+
+    times, summary = {}, {"name": cfg.name}
     t = time.perf_counter()
     bases, rungs = plan_study(cfg)
     (out / "rungs.json").write_text(json.dumps({"base": bases, "cpt": rungs}, indent=1))

@@ -140,3 +140,18 @@ def test_mix_needs_embedded_data_and_a_valid_share():
     cfg.mix.r = 0.5
     with pytest.raises(LadderError, match="data.source: 'synthetic' with mix.r set"):
         validate(cfg)
+
+
+def test_the_study_compilation_cache_is_put_back_after(tmp_path):
+    """Process-global JAX settings: a TPU-topology compile after a study in one process read the study's CPU
+    cache and warned ("PjRtCompiler must be constructed with a Client")."""
+    import jax
+
+    from ladder.cpt import compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    with compilation_cache(tmp_path / "cache"):
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+        jax.jit(lambda x: x * 3)(1.0).block_until_ready()
+    assert jax.config.jax_compilation_cache_dir == before
+    assert any((tmp_path / "cache").iterdir())  # the block's compile was written there

@@ -1,6 +1,5 @@
 """`ladder data tokenize` writes a resumable sharded token store; `data.source=tokens` reads it per host."""
 
-import contextlib
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ladder.cpt import compilation_cache
 from ladder.data import make_source
 from ladder.data.token_source import TokenStoreSource, feistel_permute
 from ladder.data.tokenize import tokenize
@@ -292,26 +292,6 @@ def test_gcs_without_credentials_or_emulator_fails_at_once_in_one_line(tmp_path)
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=16", "model.vocab_size=0",
         "train.global_batch=4", "train.total_steps=3", "train.log_every=1", "train.checkpoint_every=0",
         "optim.warmup_steps=1", "data.source=tokens", "data.tokenizer=byte"]
-
-
-@contextlib.contextmanager
-def compilation_cache(directory):
-    """JAX's persistent compilation cache in `directory` for this process, as it was afterwards."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    keys = {"jax_compilation_cache_dir": str(directory), "jax_persistent_cache_min_compile_time_secs": 0.0,
-            "jax_persistent_cache_min_entry_size_bytes": 0}
-    saved = {k: getattr(jax.config, k) for k in keys}
-    try:
-        for k, v in keys.items():
-            jax.config.update(k, v)
-        cc.reset_cache()
-        yield
-    finally:
-        for k, v in saved.items():
-            jax.config.update(k, v)
-        cc.reset_cache()
 
 
 @pytest.mark.slow

@@ -82,82 +82,89 @@ def _no_feature(ax, fit, task: str, step: str) -> bool:
     return True
 
 
+TARGET_MARKERS = "*PXD^v"  # one per target, in the order of pred.targets
+
+
 def plot_prediction(pred, cols: dict, out_dir) -> list[Path]:
     """Write step1.png, step2.png, chain.png for a `ladder.laws.predict.Prediction`; returns the paths."""
     plt = _plt()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = list(pred.fits)
-    markers = "*PXD^v"
-    paths = []
+    return [_figure(plt, pred, draw, out_dir / f"{name}.png")
+            for name, draw in (("step1", _step1_panel), ("step2", _step2_panel), ("chain", _chain_panel))]
 
-    # Step 1: feature over D, one curve per ladder N (and per target N), final points, targets with intervals.
-    fig, axes = _panels(plt, len(tasks))
-    for ax, task in zip(axes, tasks):
-        fit = pred.fits[task]
-        data = fit.data
-        if _no_feature(ax, fit, task, "step 1"):
-            continue
-        d_max = max([data.d.max()] + [D for _, D in pred.targets.values()])
-        grid = np.geomspace(data.d.min() / 2, d_max * 1.5, 200)
-        for n, m, label, color in _size_groups(plt, data.n):
-            L, _ = fit.predict(n, grid)
-            ax.plot(grid, L, color=color, lw=1)
-            ax.scatter(data.d[m], data.feature[m], color=color, s=18, zorder=3, label=label)
-        for (name, (N, D)), mk in zip(pred.targets.items(), markers):
-            L, _ = fit.predict(N, grid)
-            r = pred.results[name][task]
-            ax.plot(grid, L, color="crimson", lw=1, ls="--")
-            _target(ax, D, r, "loss", mk, f"{name} (predicted)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("tokens D")
-        ax.set_ylabel(_feature_label(fit))
-        ax.set_title(f"{task} — step 1 ({fit.method.name})", fontsize=9)
-        ax.legend(fontsize=6)
-    paths.append(_save(plt, fig, out_dir / "step1.png"))
 
-    # Step 2: accuracy over the feature; every smoothed checkpoint, the sigmoid, targets.
-    fig, axes = _panels(plt, len(tasks))
-    for ax, task in zip(axes, tasks):
-        fit = pred.fits[task]
-        data = fit.data
-        if _no_feature(ax, fit, task, "step 2"):
-            continue
-        for _, m, label, color in _size_groups(plt, data.n[data.point_run]):
-            ax.scatter(data.point_feature[m], data.point_acc[m], color=color, s=4, alpha=0.5,
-                       label=f"{label} checkpoints")
-        lo = min([0.0] + [r[task]["loss"] for r in pred.results.values() if np.isfinite(r[task]["loss"])])
-        xs = np.linspace(lo, data.point_feature.max() * 1.05, 300)
-        if fit.step2 is not None:  # an accuracy-only fit (single-step on a table without task loss) has none
-            ax.plot(xs, fit.sigmoid.predict(fit.step2.x, xs), color="k", lw=1.2, label="fitted sigmoid")
-        if data.chance is not None:
-            ax.axhline(data.chance, color="gray", ls=":", lw=1, label="chance")
-        for (name, _), mk in zip(pred.targets.items(), markers):
-            r = pred.results[name][task]
-            _target(ax, r["loss"], r, "acc", mk, f"{name} (predicted)")
-        ax.set_xlabel(_feature_label(fit))
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{task} — step 2", fontsize=9)
-        ax.legend(fontsize=6)
-    paths.append(_save(plt, fig, out_dir / "step2.png"))
+def _figure(plt, pred, draw_panel, path: Path) -> Path:
+    """One figure, a panel per task drawn by draw_panel(plt, ax, pred, task)."""
+    fig, axes = _panels(plt, len(pred.fits))
+    for ax, task in zip(axes, pred.fits):
+        draw_panel(plt, ax, pred, task)
+    return _save(plt, fig, path)
 
-    # Chained: accuracy over compute 6ND; ladder finals (observed and predicted) and targets with intervals.
-    fig, axes = _panels(plt, len(tasks))
-    for ax, task in zip(axes, tasks):
-        fit = pred.fits[task]
-        data = fit.data
-        _, acc_hat = fit.predict(data.n, data.d)
-        for _, m, label, color in _size_groups(plt, data.n):
-            ax.scatter(6 * data.n[m] * data.d[m], data.acc[m], color=color, s=18, label=f"{label} observed")
-            ax.scatter(6 * data.n[m] * data.d[m], acc_hat[m], facecolors="none", edgecolors=color, s=30)
-        for (name, (N, D)), mk in zip(pred.targets.items(), markers):
-            r = pred.results[name][task]
-            _target(ax, 6 * N * D, r, "acc", mk, f"{name}: {r['acc']:.3f}")
-        ax.set_xscale("log")
-        ax.set_xlabel("training compute 6ND (FLOPs)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{task} — chained ({fit.method.name}); open: fitted", fontsize=9)
-        ax.legend(fontsize=6)
-    paths.append(_save(plt, fig, out_dir / "chain.png"))
-    return paths
+
+def _step1_panel(plt, ax, pred, task: str) -> None:
+    """Step 1: the feature over D, one curve per ladder N (and per target N), final points, targets with
+    intervals."""
+    fit = pred.fits[task]
+    data = fit.data
+    if _no_feature(ax, fit, task, "step 1"):
+        return
+    d_max = max([data.d.max()] + [D for _, D in pred.targets.values()])
+    grid = np.geomspace(data.d.min() / 2, d_max * 1.5, 200)
+    for n, m, label, color in _size_groups(plt, data.n):
+        L, _ = fit.predict(n, grid)
+        ax.plot(grid, L, color=color, lw=1)
+        ax.scatter(data.d[m], data.feature[m], color=color, s=18, zorder=3, label=label)
+    for (name, (N, D)), mk in zip(pred.targets.items(), TARGET_MARKERS):
+        L, _ = fit.predict(N, grid)
+        r = pred.results[name][task]
+        ax.plot(grid, L, color="crimson", lw=1, ls="--")
+        _target(ax, D, r, "loss", mk, f"{name} (predicted)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens D")
+    ax.set_ylabel(_feature_label(fit))
+    ax.set_title(f"{task} — step 1 ({fit.method.name})", fontsize=9)
+    ax.legend(fontsize=6)
+
+
+def _step2_panel(plt, ax, pred, task: str) -> None:
+    """Step 2: accuracy over the feature; every smoothed checkpoint, the sigmoid, targets."""
+    fit = pred.fits[task]
+    data = fit.data
+    if _no_feature(ax, fit, task, "step 2"):
+        return
+    for _, m, label, color in _size_groups(plt, data.n[data.point_run]):
+        ax.scatter(data.point_feature[m], data.point_acc[m], color=color, s=4, alpha=0.5,
+                   label=f"{label} checkpoints")
+    lo = min([0.0] + [r[task]["loss"] for r in pred.results.values() if np.isfinite(r[task]["loss"])])
+    xs = np.linspace(lo, data.point_feature.max() * 1.05, 300)
+    if fit.step2 is not None:  # an accuracy-only fit (single-step on a table without task loss) has none
+        ax.plot(xs, fit.sigmoid.predict(fit.step2.x, xs), color="k", lw=1.2, label="fitted sigmoid")
+    if data.chance is not None:
+        ax.axhline(data.chance, color="gray", ls=":", lw=1, label="chance")
+    for (name, _), mk in zip(pred.targets.items(), TARGET_MARKERS):
+        r = pred.results[name][task]
+        _target(ax, r["loss"], r, "acc", mk, f"{name} (predicted)")
+    ax.set_xlabel(_feature_label(fit))
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{task} — step 2", fontsize=9)
+    ax.legend(fontsize=6)
+
+
+def _chain_panel(plt, ax, pred, task: str) -> None:
+    """Chained: accuracy over compute 6ND; ladder finals (observed and predicted) and targets with intervals."""
+    fit = pred.fits[task]
+    data = fit.data
+    _, acc_hat = fit.predict(data.n, data.d)
+    for _, m, label, color in _size_groups(plt, data.n):
+        ax.scatter(6 * data.n[m] * data.d[m], data.acc[m], color=color, s=18, label=f"{label} observed")
+        ax.scatter(6 * data.n[m] * data.d[m], acc_hat[m], facecolors="none", edgecolors=color, s=30)
+    for (name, (N, D)), mk in zip(pred.targets.items(), TARGET_MARKERS):
+        r = pred.results[name][task]
+        _target(ax, 6 * N * D, r, "acc", mk, f"{name}: {r['acc']:.3f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute 6ND (FLOPs)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{task} — chained ({fit.method.name}); open: fitted", fontsize=9)
+    ax.legend(fontsize=6)

@@ -141,65 +141,75 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
     """
     rows = _final_rows(table, metric, task)
     higher_better = task is not None
-    better = (lambda a, b: a >= b) if higher_better else (lambda a, b: a <= b)  # noqa: E731
-    out_points, sizes = [], []
+    points, sizes = [], []
     for base in sorted(set(rows["base_run"]), key=lambda b: float(rows["n"][rows["base_run"] == b][0])):
-        at = rows["base_run"] == base
-        n = float(rows["n"][at][0])
-        gen = at & (rows["kind"] == "general")
-        dom = at & (rows["kind"] == "domain") & np.isclose(rows["r"], domain_share)
-        entry = {"base_run": base, "n": n, "n_general": int(gen.sum()), "n_domain": int(dom.sum())}
-        if gen.sum() < 2 or dom.sum() < 1:
-            sizes.append(entry | {"error": f"needs 2+ general CPT runs and 1+ run at domain share {domain_share:g}"})
-            continue
-        order = np.argsort(rows["compute"][gen])
-        x = np.log(rows["compute"][gen])[order]
-        y = (rows["value"][gen] if higher_better else np.log(rows["value"][gen]))[order]
-        slope, intercept = np.polyfit(x, y, 1)  # described only: the ratio interpolates between measured runs
-        best_general = rows["value"][gen].max() if higher_better else rows["value"][gen].min()
-        ratios, gains = [], []
-        for i in np.flatnonzero(dom):
-            value = float(rows["value"][i])
-            target = value if higher_better else math.log(value)
-            log_c_gen, lo_hi = _segment_crossing(x, y, target, higher_better)
-            reached = math.isfinite(log_c_gen)
-            c_gen = math.exp(log_c_gen) if reached else math.nan
-            same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
-            gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
-            forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
-                          if same_budget.any() else math.nan)
-            point = {"base_run": base, "n": n, "run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
-                     "compute": float(rows["compute"][i]), "value": value, "reached": reached,
-                     "general_compute_to_match": c_gen if reached else math.nan,
-                     "compute_ratio": c_gen / rows["compute"][i] if reached else math.nan,
-                     # the interpolation's curvature interval (_segment_crossing); NaN under 3 general runs.
-                     "compute_ratio_interval": [math.exp(v) / rows["compute"][i] for v in lo_hi],
-                     # Not reached by the general runs at all: their largest compute is a lower bound.
-                     "compute_ratio_lower_bound": (float(np.exp(x.max())) / rows["compute"][i]
-                                                   if not better(best_general, value) else math.nan),
-                     "gain_at_equal_compute": gain,
-                     "general_loss": float(rows["general_loss"][i]), "forgetting_vs_general_cpt": forgetting}
-            out_points.append(point)
-            ratios.append(point["compute_ratio"])
-            gains.append(gain)
-        finite = np.array([v for v in ratios if math.isfinite(v)])
-        gains = np.array([g for g in gains if math.isfinite(g)])
-        status = ("measured" if len(finite) == len(ratios) else
-                  f"{len(finite)} of {len(ratios)} budgets matched; the rest not reached within the measured range"
-                  if len(finite) else "not reached within the measured range")
-        sizes.append(entry | {"general_fit": {"slope": float(slope), "intercept": float(intercept),
-                                              "form": ("acc = i + s log C" if higher_better else "log L = i + s log C")
-                                              + " (least squares, descriptive; the ratio interpolates)"},
-                              "status": status,
-                              "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.nan,
-                              # geometric means of the matched points' interval ends (they share one fit)
-                              "compute_ratio_interval": _geomean_interval(out_points, base),
-                              "gain_at_equal_compute_mean": float(gains.mean()) if len(gains) else math.nan})
+        size, at_size = _effectiveness_at_size(rows, base, domain_share, higher_better)
+        sizes.append(size)
+        points += at_size
     trends = {"compute_ratio": _trend_in_n(sizes, "compute_ratio_geomean", log_value=True),
               "gain_at_equal_compute": _trend_in_n(sizes, "gain_at_equal_compute_mean", log_value=False)}
     return {"metric": f"acc[{task}]" if task else metric, "higher_is_better": higher_better,
-            "domain_share": domain_share, "sizes": sizes, "points": out_points, "trend": trends["compute_ratio"],
+            "domain_share": domain_share, "sizes": sizes, "points": points, "trend": trends["compute_ratio"],
             "trend_gain": trends["gain_at_equal_compute"], "curves": {k: v.tolist() for k, v in rows.items()}}
+
+
+def _effectiveness_at_size(rows: dict, base: str, domain_share: float, higher_better: bool) -> tuple[dict, list]:
+    """One size (the CPT runs of base run `base`): its entry (status, the general runs' descriptive fit, the
+    geometric-mean ratio and mean gain over its budgets) and a point per domain run (_domain_run_point)."""
+    at = rows["base_run"] == base
+    n = float(rows["n"][at][0])
+    gen = at & (rows["kind"] == "general")
+    dom = at & (rows["kind"] == "domain") & np.isclose(rows["r"], domain_share)
+    entry = {"base_run": base, "n": n, "n_general": int(gen.sum()), "n_domain": int(dom.sum())}
+    if gen.sum() < 2 or dom.sum() < 1:
+        return entry | {"error": f"needs 2+ general CPT runs and 1+ run at domain share {domain_share:g}"}, []
+    order = np.argsort(rows["compute"][gen])
+    x = np.log(rows["compute"][gen])[order]
+    y = (rows["value"][gen] if higher_better else np.log(rows["value"][gen]))[order]
+    slope, intercept = np.polyfit(x, y, 1)  # described only: the ratio interpolates between measured runs
+    points = [{"base_run": base, "n": n} | _domain_run_point(rows, i, gen, x, y, higher_better)
+              for i in np.flatnonzero(dom)]
+    ratios = [p["compute_ratio"] for p in points]
+    finite = np.array([v for v in ratios if math.isfinite(v)])
+    gains = np.array([p["gain_at_equal_compute"] for p in points if math.isfinite(p["gain_at_equal_compute"])])
+    status = ("measured" if len(finite) == len(ratios) else
+              f"{len(finite)} of {len(ratios)} budgets matched; the rest not reached within the measured range"
+              if len(finite) else "not reached within the measured range")
+    return entry | {"general_fit": {"slope": float(slope), "intercept": float(intercept),
+                                    "form": ("acc = i + s log C" if higher_better else "log L = i + s log C")
+                                    + " (least squares, descriptive; the ratio interpolates)"},
+                    "status": status,
+                    "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.nan,
+                    # geometric means of the matched points' interval ends (they share one fit)
+                    "compute_ratio_interval": _geomean_interval(points, base),
+                    "gain_at_equal_compute_mean": float(gains.mean()) if len(gains) else math.nan}, points
+
+
+def _domain_run_point(rows: dict, i: int, gen: np.ndarray, x: np.ndarray, y: np.ndarray, higher_better: bool) -> dict:
+    """Domain run i against its size's general runs (`gen`; x = their log compute ascending, y = their metric,
+    logged for a loss): the general compute that reaches its value and the ratio to its own, the gain at
+    equal compute and the forgetting against the general run of the same budget."""
+    value = float(rows["value"][i])
+    target = value if higher_better else math.log(value)
+    log_c_gen, lo_hi = _segment_crossing(x, y, target, higher_better)
+    reached = math.isfinite(log_c_gen)
+    c_gen = math.exp(log_c_gen) if reached else math.nan
+    best_general = rows["value"][gen].max() if higher_better else rows["value"][gen].min()
+    never_reached = not (best_general >= value if higher_better else best_general <= value)
+    same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
+    gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
+    forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
+                  if same_budget.any() else math.nan)
+    return {"run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
+            "compute": float(rows["compute"][i]), "value": value, "reached": reached,
+            "general_compute_to_match": c_gen if reached else math.nan,
+            "compute_ratio": c_gen / rows["compute"][i] if reached else math.nan,
+            # the interpolation's curvature interval (_segment_crossing); NaN under 3 general runs.
+            "compute_ratio_interval": [math.exp(v) / rows["compute"][i] for v in lo_hi],
+            # Not reached by the general runs at all: their largest compute is a lower bound.
+            "compute_ratio_lower_bound": float(np.exp(x.max())) / rows["compute"][i] if never_reached else math.nan,
+            "gain_at_equal_compute": gain,
+            "general_loss": float(rows["general_loss"][i]), "forgetting_vs_general_cpt": forgetting}
 
 
 MIN_TREND_SIZES = 3

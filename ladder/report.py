@@ -15,46 +15,6 @@ def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
-    """Training loss over tokens seen, one line per rung (colour = size, style = multiple); log-log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ladder import rundir
-    from ladder.plan.sizes import format_count
-
-    sizes = sorted({r["n"] for r in plan["rungs"]})
-    cmap = plt.get_cmap("viridis")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = 0
-    for r in plan["rungs"]:
-        rows = rundir.read_metrics(rundir.join(run_root, r["name"]))  # local or gs://
-        if not rows:
-            continue
-        color = cmap(sizes.index(r["n"]) / max(1, len(sizes) - 1) * 0.85)
-        ax.plot([m["tokens"] for m in rows], [m["loss"] for m in rows], color=color, lw=1,
-                alpha=0.5 + 0.5 * (r["multiple"] == max(x["multiple"] for x in plan["rungs"])),
-                label=f"{r['name']} (N={format_count(r['n'])})")
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("tokens seen D")
-    ax.set_ylabel("training loss (nats/token)")
-    ax.set_title("Training loss of every rung")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    path = out / "plots" / "loss_curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _table(header: list[str], rows: list[list]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -85,6 +45,8 @@ def _plan_section(plan: dict) -> list[str]:
 
 
 def _training_section(plan: dict, run_root: str, out: Path) -> list[str]:
+    from ladder.plots import plot_loss_curves
+
     curves = plot_loss_curves(plan, run_root, out)
     return ["## Training", "", f"![loss curves]({curves.relative_to(out)})", ""] if curves else []
 

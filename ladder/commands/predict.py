@@ -10,6 +10,7 @@ import json
 import warnings
 from pathlib import Path
 
+from ladder import rundir
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
 from ladder.errors import require
@@ -71,7 +72,7 @@ def run(args) -> int:
     print(f"fitted runs: {', '.join(pred.runs)}")
     print(pred.table())
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(pred.to_json(), indent=2) + "\n")
+    rundir.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
     print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
     if args.holdout:
         test = select_runs(cols, args.holdout)
@@ -82,6 +83,6 @@ def run(args) -> int:
         for task, per in report.items():
             print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" for m in methods))
         hold = out.with_name(out.stem + ".holdout.json")
-        hold.write_text(json.dumps(report, indent=2) + "\n")
+        rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
         print(f"wrote {hold}")
     return 0

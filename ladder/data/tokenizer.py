@@ -283,5 +283,7 @@ def train_bpe(texts, path: str | os.PathLike, vocab_size: int) -> HFTokenizer:
     tok.train_from_iterator(texts, trainer=trainer)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path))
+    from ladder import rundir
+
+    rundir.write_text(path, tok.to_str())  # atomic: a killed training never leaves half a tokenizer.json
     return HFTokenizer(path)

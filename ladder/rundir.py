@@ -14,6 +14,7 @@ once its upload completes, which gives the same guarantee.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import json
 import math
@@ -100,13 +101,50 @@ def write_bytes(p, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # what open(p, "w") would have given (mkstemp makes 0600)
-        os.replace(tmp, p)
+        staged = _STAGED.get()
+        if staged is None:
+            os.replace(tmp, p)
+        else:
+            staged.append((tmp, p))
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
             raise type(e)(e.errno, e.strerror, p) from None
         raise
+
+
+_STAGED: contextvars.ContextVar[list | None] = contextvars.ContextVar("ladder_staged_writes", default=None)
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """The local files written inside this block (by write_bytes) land together at its end, or none does.
+
+    For verbs whose output is several files (predict: JSON and plots; fit: JSON, CSV, plots; data tasks): a
+    failure part way (a full disk at the third plot, an error in the holdout report) leaves the previous
+    outputs as they were and no new file behind, instead of a new JSON beside old plots. Each file is
+    written whole to its temp sibling first; only the renames wait for the end (a kill -9 during those few
+    renames can still leave some new and some old files, each of them whole)."""
+    staged: list = []
+    token = _STAGED.set(staged)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _STAGED.reset(token)
+    for i, (tmp, target) in enumerate(staged):
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            for left, _ in staged[i:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(left)
+            raise type(e)(e.errno, e.strerror, target) from None
 
 
 def _umask() -> int:

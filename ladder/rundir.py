@@ -118,15 +118,23 @@ _STAGED: contextvars.ContextVar[list | None] = contextvars.ContextVar("ladder_st
 
 
 @contextlib.contextmanager
-def all_or_nothing():
+def all_or_nothing(*dirs):
     """The local files written inside this block (by write_bytes) land together at its end, or none does.
 
     For verbs whose output is several files (predict: JSON and plots; fit: JSON, CSV, plots; data tasks): a
     failure part way (a full disk at the third plot, an error in the holdout report) leaves the previous
     outputs as they were and no new file behind, instead of a new JSON beside old plots. Each file is
     written whole to its temp sibling first; only the renames wait for the end (a kill -9 during those few
-    renames can still leave some new and some old files, each of them whole)."""
+    renames can still leave some new and some old files, each of them whole). `dirs`: output directories
+    that, if this block creates them, are removed again on failure (when left empty)."""
     staged: list = []
+    new_dirs = []  # every directory on the way to each of `dirs` that does not exist yet, deepest last
+    for d in dirs:
+        d = os.path.abspath(os.fspath(d))
+        while not os.path.lexists(d) and d not in new_dirs:
+            new_dirs.append(d)
+            d = os.path.dirname(d)
+    new_dirs.sort(key=len)
     token = _STAGED.set(staged)
     try:
         yield
@@ -134,6 +142,9 @@ def all_or_nothing():
         for tmp, _ in staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        for d in reversed(new_dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # only when empty: what this block made and nothing put there
         raise
     finally:
         _STAGED.reset(token)

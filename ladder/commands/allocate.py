@@ -63,7 +63,7 @@ def run(args) -> int:
                                 max_tokens=args.max_tokens, compute=args.compute, r=args.r)
     from ladder import rundir
 
-    with rundir.all_or_nothing():  # JSON, CSV and plot land together, or none does
+    with rundir.all_or_nothing(out):  # JSON, CSV and plot land together, or none does
         files = spec.write_allocation(result, out, stem)
     shown = jsonable({k: v for k, v in result.items() if k != "profile"})
     if args.format == "json":

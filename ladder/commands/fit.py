@@ -57,7 +57,7 @@ def run(args) -> int:
         fit = spec.fit_split(table, domain=args.domain, holdout=args.holdout)
     from ladder import rundir
 
-    with rundir.all_or_nothing():  # JSON, CSV and plots land together, or none does
+    with rundir.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
         files = spec.write_fit(fit, out)
     if args.format == "json":
         print(json.dumps(jsonable(fit.summary), indent=1))

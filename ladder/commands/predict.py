@@ -64,8 +64,8 @@ def run(args) -> int:
     tasks = split_list(args.tasks)
     if args.plots:
         check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with rundir.all_or_nothing():  # the JSON, the plots and the holdout report land together, or none does
+    with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
+        out.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,

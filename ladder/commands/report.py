@@ -43,7 +43,7 @@ def run(args) -> int:
     report = spec.effectiveness_report(table, metric=args.metric, task=args.task)
     from ladder import rundir
 
-    with rundir.all_or_nothing():  # JSON, CSV and plots land together, or none does
+    with rundir.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
         files = spec.write_effectiveness(report, out)
     if args.format == "json":
         print(json.dumps(spec.summary_of(report), indent=1))

@@ -45,6 +45,13 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with rundir.editing(path):  # two evaluators adding to one table never drop each other's rows
+        _append_rows(path, rows)
+
+
+def _append_rows(path: Path, rows: list[dict]) -> None:
+    from ladder import rundir
+
     old = path.read_bytes().decode("utf-8") if path.exists() and path.stat().st_size > 0 else ""
     buf = io.StringIO(newline="")
     if old:
@@ -97,7 +104,15 @@ def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
 def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
     """Write one checkpoint's rows, first dropping rows of that step or later (left by a run that was killed
     after evaluating and is now resuming from an earlier checkpoint), so a resumed run leaves no duplicates."""
+    from ladder import rundir
+
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rundir.editing(path):
+        _replace_step(path, step, rows)
+
+
+def _replace_step(path: Path, step: int, rows: list[dict]) -> None:
     if path.exists() and path.stat().st_size > 0:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -110,7 +125,7 @@ def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
             w.writeheader()
             w.writerows(kept)
             rundir.write_text(path, buf.getvalue())
-    append_rows(path, rows)
+    _append_rows(path, rows)
 
 
 def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, np.ndarray]:

@@ -158,6 +158,26 @@ def all_or_nothing(*dirs):
             raise type(e)(e.errno, e.strerror, target) from None
 
 
+@contextlib.contextmanager
+def editing(p):
+    """Hold an exclusive lock on `p`'s directory while a file there is read, changed and written back
+    (results.csv gaining an evaluation's rows), so two processes editing one file at once never lose each
+    other's rows: the file itself cannot carry the lock, since each write replaces it. A no-op on gs:// and
+    where the filesystem has no flock (the edit is then as safe as the caller's own exclusivity)."""
+    if is_remote(p):
+        yield
+        return
+    import fcntl
+
+    fd = os.open(os.path.dirname(os.path.abspath(os.fspath(p))), os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -310,3 +310,35 @@ def test_a_damaged_built_dataset_is_rebuilt_with_one_line(tmp_path, capsys):
     assert sorted(split[i]["text"] for i in range(len(split))) == docs
     (version_dir / tb.BUILD_SUMS).unlink()  # a build from before the list, or one killed before writing it
     assert "no ladder-build.json" in tb.build_problem(version_dir)
+
+
+APPENDER = textwrap.dedent("""
+    import sys
+    from ladder import results
+    path, me = sys.argv[1:3]
+    for i in range(30):
+        results.append_rows(path, [{"run": me, "n": 1e6, "d": 2e7, "step": i, "task": t, "loss": 1.0, "acc": 0.5}
+                                   for t in ("a", "b")])
+""")
+
+
+@pytest.mark.timeout(120)
+def test_two_evaluators_adding_to_one_table_keep_every_row(tmp_path):
+    """results.csv is rewritten whole (never torn) under a lock on its directory, so concurrent `ladder eval -o
+    T` runs lose nothing: a rewrite without the lock would drop the rows the other added in between."""
+    from ladder.results import read_table
+
+    table = tmp_path / "results.csv"
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(table), f"r{i}"], stderr=subprocess.PIPE,
+                              text=True, env=_env()) for i in range(2)]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=100)
+            assert p.returncode == 0, err[-2000:]
+    finally:
+        for p in procs:
+            p.kill()
+    cols = read_table(table)
+    assert sorted((r, int(s), t) for r, s, t in zip(cols["run"], cols["step"], cols["task"])) == sorted(
+        (f"r{i}", s, t) for i in range(2) for s in range(30) for t in ("a", "b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

@@ -342,3 +342,25 @@ def test_two_evaluators_adding_to_one_table_keep_every_row(tmp_path):
     assert sorted((r, int(s), t) for r, s, t in zip(cols["run"], cols["step"], cols["task"])) == sorted(
         (f"r{i}", s, t) for i in range(2) for s in range(30) for t in ("a", "b"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+def test_a_second_tokenize_into_one_store_is_refused_while_the_first_runs(tmp_path):
+    """The second would delete the first's shard pieces in flight (its temp clean-up, or --overwrite)."""
+    import fcntl
+
+    from ladder.data.tokenize import tokenize
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("some text " * 50)
+    store = tmp_path / "store"
+    store.mkdir()
+    fd = os.open(store, os.O_RDONLY)  # what a running tokenize holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(LadderError, match="is being written by another `ladder data tokenize` right now"):
+            tokenize(str(files), "byte", str(store), overwrite=True, log=lambda m: None)
+    finally:
+        os.close(fd)
+    m = tokenize(str(files), "byte", str(store), log=lambda m: None)
+    assert m["tokens"] > 0 and not list(store.glob(".tmp-*"))

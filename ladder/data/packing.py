@@ -75,10 +75,10 @@ def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "", 
                 "describe": describe, "files": {name: _file_sum(tmp / name) for name in CACHE_FILES}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # inside the temp dir: renamed whole below
         os.replace(tmp, directory)
-    except OSError:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if not cache_ready(directory, log=log):  # not another process's entry that won the race: a real failure
-            raise
+            raise type(e)(e.errno, e.strerror, str(directory)) from None  # named: the cache entry, not a temp file
     return directory
 
 

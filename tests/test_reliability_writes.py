@@ -364,3 +364,17 @@ def test_a_second_tokenize_into_one_store_is_refused_while_the_first_runs(tmp_pa
         os.close(fd)
     m = tokenize(str(files), "byte", str(store), log=lambda m: None)
     assert m["tokens"] > 0 and not list(store.glob(".tmp-*"))
+
+
+def test_leftovers_of_a_killed_cache_build_are_swept_once_old(tmp_path):
+    from ladder.data import packing
+
+    parent = tmp_path / "tokens"
+    (parent / ".tmp-dead").mkdir(parents=True)
+    (parent / ".tmp-dead" / "tokens.npy").write_bytes(b"x" * 1000)
+    (parent / ".stale-entry-1-2").mkdir()
+    (parent / ".tmp-live").mkdir()  # a build writing right now
+    for name in (".tmp-dead", ".stale-entry-1-2"):
+        os.utime(parent / name, (1e9, 1e9))
+    packing.build_token_cache(TEXTS, _Bytes(), parent / "entry")
+    assert sorted(p.name for p in parent.iterdir()) == [".tmp-live", "entry"]

@@ -378,3 +378,26 @@ def test_leftovers_of_a_killed_cache_build_are_swept_once_old(tmp_path):
         os.utime(parent / name, (1e9, 1e9))
     packing.build_token_cache(TEXTS, _Bytes(), parent / "entry")
     assert sorted(p.name for p in parent.iterdir()) == [".tmp-live", "entry"]
+
+
+def test_a_fit_whose_plot_cannot_be_written_leaves_the_earlier_outputs_alone(tmp_path, capsys, monkeypatch):
+    """`fit` writes JSON, CSV and a plot per domain; a failure at a plot used to leave a new JSON and CSV beside
+    the old plots. Now the three land together or none does."""
+    from test_split import write_two_domain_study
+
+    write_two_domain_study(tmp_path / "results.csv")
+    out = tmp_path / "fit"
+    out.mkdir()
+    (out / "split.json").write_text("earlier fit")
+    real = rundir.write_bytes
+
+    def no_room_for_plots(p, data):
+        if str(p).endswith(".png"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(p))
+        real(p, data)
+
+    monkeypatch.setattr(rundir, "write_bytes", no_room_for_plots)
+    rc = cli.main(["fit", "split", str(tmp_path / "results.csv"), "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and ".png: No space left on device" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["split.json"] and (out / "split.json").read_text() == "earlier fit"

@@ -380,15 +380,15 @@ def test_leftovers_of_a_killed_cache_build_are_swept_once_old(tmp_path):
     assert sorted(p.name for p in parent.iterdir()) == [".tmp-live", "entry"]
 
 
-def test_a_fit_whose_plot_cannot_be_written_leaves_the_earlier_outputs_alone(tmp_path, capsys, monkeypatch):
-    """`fit` writes JSON, CSV and a plot per domain; a failure at a plot used to leave a new JSON and CSV beside
-    the old plots. Now the three land together or none does."""
-    from test_split import write_two_domain_study
+def test_a_report_whose_plot_cannot_be_written_leaves_the_earlier_outputs_alone(tmp_path, capsys, monkeypatch):
+    """`report specialization` (like `fit` and `allocate`) writes JSON, CSV and plots; a failure at a plot used
+    to leave a new JSON and CSV beside the old plots. Now they land together or none does."""
+    from test_specialize import write_study
 
-    write_two_domain_study(tmp_path / "results.csv")
-    out = tmp_path / "fit"
+    path = write_study(tmp_path / "r.csv")
+    out = tmp_path / "report"
     out.mkdir()
-    (out / "split.json").write_text("earlier fit")
+    (out / "effectiveness.json").write_text("earlier report")
     real = rundir.write_bytes
 
     def no_room_for_plots(p, data):
@@ -397,7 +397,8 @@ def test_a_fit_whose_plot_cannot_be_written_leaves_the_earlier_outputs_alone(tmp
         real(p, data)
 
     monkeypatch.setattr(rundir, "write_bytes", no_room_for_plots)
-    rc = cli.main(["fit", "split", str(tmp_path / "results.csv"), "--out", str(out), "--overwrite"])
+    rc = cli.main(["report", "specialization", str(path), "--out", str(out), "--overwrite"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and ".png: No space left on device" in err[0], err
-    assert sorted(p.name for p in out.iterdir()) == ["split.json"] and (out / "split.json").read_text() == "earlier fit"
+    assert sorted(p.name for p in out.iterdir()) == ["effectiveness.json"]
+    assert (out / "effectiveness.json").read_text() == "earlier report"

@@ -58,18 +58,26 @@ def log_sum_exp_huber(terms: np.ndarray, term_grads: Sequence[dict[int, np.ndarr
     return float(h.sum()), g
 
 
+def key_of(v):
+    """A hashable key of `v` by content: arrays by dtype, shape and a hash of their bytes; lists and tuples of
+    numbers as such an array, of other things (a fit problem's (N, D, L, weights)) item by item; a law's form
+    by its name."""
+    if v is None:
+        return None
+    if isinstance(v, np.ndarray):
+        return (v.dtype.str, v.shape, hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest())
+    if isinstance(v, (list, tuple)):
+        if any(x is None or isinstance(x, (np.ndarray, list, tuple)) for x in v):
+            return tuple(key_of(x) for x in v)
+        return key_of(np.asarray(v, dtype=np.float64))
+    return getattr(v, "name", None) or repr(v)  # a law's form is named by its name (chinchilla.LossForm)
+
+
 def memo_by_content(fn: Callable, size: int = 256) -> Callable:
     """`fn` remembering its last `size` results, keyed by the bytes of its array arguments and the repr of the
     rest. The same fit recurs with equal data: the `lm-loss` method's step 1 sees the same LM loss for every
     task of a ladder, so its full fit, back-tests and bootstrap are computed once, not once per task."""
     cache: OrderedDict = OrderedDict()
-
-    def key_of(v):
-        if isinstance(v, np.ndarray):
-            return (v.dtype.str, v.shape, hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest())
-        if isinstance(v, (list, tuple)):
-            return key_of(np.asarray(v, dtype=np.float64))
-        return getattr(v, "name", None) or repr(v)  # a law's form is named by its name (chinchilla.LossForm)
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):

@@ -34,7 +34,9 @@ def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     r = np.asarray(r, dtype=np.float64)
     a = np.abs(r)
     values = np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-    return values, np.clip(r, -delta, delta)  # r inside, delta sign(r) outside
+    # r inside, delta sign(r) outside: np.clip's value, without its dispatch (~15 us a call; the single-step
+    # polishes call this ~40,000 times per ensemble fit)
+    return values, np.minimum(np.maximum(r, -delta), delta)
 
 
 def log_sum_exp_huber(terms: np.ndarray, term_grads: Sequence[dict[int, np.ndarray]], log_obs: np.ndarray,
@@ -172,16 +174,13 @@ def lbfgsb(fun_and_grad, x0, bounds=None, *, maxiter: int = 1000, gtol: float = 
     iwa, task, ln_task = np.zeros(3 * n, np.int32), np.zeros(2, np.int32), np.zeros(2, np.int32)
     lsave, isave, dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29)
     nit = nfev = 0
-    last = None  # scipy evaluates each new x once (it memoises by value)
     while True:
-        g = np.asarray(g, dtype=np.float64).copy()
         _SETULB(m, x, low, upp, nbd, f, g, factr, gtol, wa, iwa, task, lsave, isave, dsave, maxls, ln_task)
         if task[0] == 3:
-            if last is None or not np.array_equal(x, last[0]):
-                fx, gx = fun_and_grad(x.copy())
-                nfev += 1
-                last = (x.copy(), float(np.asarray(fx).item()), np.atleast_1d(gx))
-            f, g = last[1], last[2]
+            # scipy memoises by x; the routine asks for each new x once, and an objective is a function of x
+            fx, gx = fun_and_grad(x.copy())
+            nfev += 1
+            f, g = float(fx), np.array(gx, dtype=np.float64).reshape(n)
         elif task[0] == 1:
             nit += 1
             if nit >= maxiter:

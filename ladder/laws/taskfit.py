@@ -188,6 +188,25 @@ def _tail_mean(values: np.ndarray, starts: np.ndarray, window: int) -> np.ndarra
     return total / np.minimum(sizes, window)
 
 
+def _task_constants(cols: dict, task: str) -> tuple[bool, float | None]:
+    """(whether every row of `task` has `flops`, the task's chance level or None), over all the table's rows
+    of the task; kept with the table's row index (task_data asks per method, split and task: on 10^6 rows
+    each answer was two string comparisons over every row)."""
+    _run_index(cols)
+    memo = _INDEX.setdefault("task_constants", {})
+    held = (cols.get("flops"), cols.get("chance"))  # the columns it reads: a table sharing run/task/step
+    if task not in memo or not all(a is b for a, b in zip(memo[task][1], held)):  # arrays but not these
+        sel_task = cols["task"] == task
+        has_flops = "flops" in cols and bool(np.isfinite(cols["flops"][sel_task]).all())
+        chance = None
+        if "chance" in cols and np.isfinite(cols["chance"][sel_task]).any():
+            chance = float(np.nanmean(cols["chance"][sel_task]))
+        elif task in KNOWN_CHANCE:
+            chance = KNOWN_CHANCE[task]
+        memo[task] = ((has_flops, chance), held)
+    return memo[task][0]
+
+
 def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> TaskData:
     """Step-1 points (one per run) and step-2 points (all intermediate checkpoints) of one task.
 
@@ -211,8 +230,7 @@ def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> 
         require(False, f"run {runs[i]}", f"has several N values {np.unique(rn[first[i]:last[i] + 1]).tolist()}",
                 "one N per run")
     d_final = rd[last]
-    sel_task = cols["task"] == task
-    has_flops = "flops" in cols and np.isfinite(cols["flops"][sel_task]).all()
+    has_flops, chance = _task_constants(cols, task)
     fpt = cols["flops"][rows][last] / d_final if has_flops else None
     # Step 2: drop each run's first SKIP_FRACTION of tokens, then a moving average over SMOOTH_WINDOW
     # checkpoints where the run keeps at least that many (else its kept points as they are).
@@ -231,11 +249,6 @@ def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> 
     sf[ws] = sum(kf[ws + j] * w for j in range(SMOOTH_WINDOW))
     sa[ws] = sum(ka[ws + j] * w for j in range(SMOOTH_WINDOW))
     point = window_start | ~smooth
-    chance = None
-    if "chance" in cols and np.isfinite(cols["chance"][sel_task]).any():
-        chance = float(np.nanmean(cols["chance"][sel_task]))
-    elif task in KNOWN_CHANCE:
-        chance = KNOWN_CHANCE[task]
     return TaskData(task, np.array(runs), rn[first], d_final, _tail_mean(rf, starts, FINAL_WINDOW),
                     _tail_mean(ra, starts, FINAL_WINDOW), sf[point], sa[point], run_of[point], chance, fpt)
 

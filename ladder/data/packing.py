@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ladder.data import RowSource
 from ladder.errors import LadderError
 
 
@@ -74,7 +75,7 @@ def load_token_cache(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.load(directory / "tokens.npy", mmap_mode="r"), np.load(directory / "offsets.npy")
 
 
-class PackedSource:
+class PackedSource(RowSource):
     """Rows of packed documents; `rows(r)` and `batch(k)` are pure functions of (seed, indices)."""
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, global_batch: int, *, seed: int,
@@ -139,11 +140,3 @@ class PackedSource:
             out["segment_ids"][sel] = np.where(valid, segments, 0)
             out["positions"][sel] = np.where(valid, positions, 0)
         return out
-
-    def local_rows(self, k: int) -> np.ndarray:
-        """The global row indices of this host's share of batch k."""
-        lo = k * self.global_batch + self.process_index * self.local_batch
-        return np.arange(lo, lo + self.local_batch)
-
-    def batch(self, k: int) -> dict[str, np.ndarray]:
-        return self.rows(self.local_rows(k))

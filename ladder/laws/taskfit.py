@@ -399,8 +399,9 @@ def fit_tasks_splits(datas: list[TaskData], masks: np.ndarray, method: Method | 
         sig = SigmoidForm(data.chance if method.chance_floor else None)
         step2, fit2 = {}, []
         for s in oks[t]:
-            if shared(t, s) and bases[t][s].method.chance_floor == method.chance_floor and bases[t][s].step2 is not None:
-                step2[s] = bases[t][s].step2
+            base = bases[t][s]
+            if shared(t, s) and base.method.chance_floor == method.chance_floor and base.step2 is not None:
+                step2[s] = base.step2
                 continue
             n_points = len(subs[t][s].point_feature) + 1
             if n_points > len(sig.names):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import ml_collections
 
+from ladder import rundir
 from ladder.cpt_domains import cross_domain_stage, study_domains
 from ladder.cpt_laws import (compare_split_laws, final_row, fit_study, grid_table, predicted_at, report_study,
                              rule_a_budget)
@@ -137,7 +138,6 @@ def run_config(cfg, rung: dict, out: Path):
 
 def train_run(config, run_dir: Path, log) -> float:
     """Train (or resume, or skip when done) one run with evaluation; returns seconds spent."""
-    from ladder import rundir
     from ladder.eval import make_on_eval
     from ladder.train import train
 
@@ -156,7 +156,6 @@ def train_run(config, run_dir: Path, log) -> float:
 def collect(runs: list[dict], out: Path, path: Path) -> int:
     """Every run's results.csv (run dirs <out>/runs/<name>) into one table at `path` (rewritten); returns the
     number of rows. The rows are kept as the evaluator wrote them (no plan columns: these are not plan rungs)."""
-    from ladder import rundir
 
     n, missing = rundir.collect({"rungs": runs}, out / "runs", path, overwrite=True, plan_columns=False)
     if missing:
@@ -212,7 +211,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
     times, summary = {}, {"name": cfg.name}
     with _timed(times, "plan"):
         bases, rungs = plan_study(cfg)
-        (out / "rungs.json").write_text(json.dumps({"base": bases, "cpt": rungs}, indent=1))
+        rundir.write_text(out / "rungs.json", json.dumps({"base": bases, "cpt": rungs}, indent=1))
         log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
             f"{len(cfg.budgets)} budgets per size)")
 
@@ -252,7 +251,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
         with _timed(times, "cross_domain"):
             summary["cross_domain"] = cross_domain_stage(cfg, out, bases, rungs, spec)
     summary["seconds"] = times
-    (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    rundir.write_text(out / "study.json", json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return summary
 

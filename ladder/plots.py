@@ -60,9 +60,21 @@ def _feature_label(fit) -> str:
 
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path, 110)
     plt.close(fig)
     return path
+
+
+def _savefig(fig, path, dpi: int) -> None:
+    """Every figure goes through here: rendered in memory, then written atomically (rundir.write_bytes), so a
+    kill or a full disk mid-write never leaves a torn PNG over the previous one."""
+    import io
+
+    from ladder import rundir
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    rundir.write_bytes(path, buf.getvalue())
 
 
 def _target(ax, x: float, r: dict, key: str, marker: str, label: str) -> None:
@@ -207,7 +219,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     fig.tight_layout()
     path = out / "plots" / "loss_curves.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path, 110)
     plt.close(fig)
     return path
 
@@ -240,7 +252,7 @@ def plot_effectiveness(report: dict, out_dir) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=120)
+        _savefig(fig, out_dir / fname, 120)
         plt.close(fig)
         paths.append(str(out_dir / fname))
     fitted = [s for s in report["sizes"] if math.isfinite(s.get("compute_ratio_geomean") or math.nan)]
@@ -262,7 +274,7 @@ def plot_effectiveness(report: dict, out_dir) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / "compute_ratio_vs_n.png", dpi=120)
+        _savefig(fig, out_dir / "compute_ratio_vs_n.png", 120)
         plt.close(fig)
         paths.append(str(out_dir / "compute_ratio_vs_n.png"))
     return paths
@@ -291,7 +303,7 @@ def plot_dcpt(fits: dict, points: dict, path) -> str:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _savefig(fig, path, 120)
     plt.close(fig)
     return str(path)
 
@@ -310,7 +322,7 @@ def plot_split(fit, points, path) -> str:
     fig.colorbar(sc, ax=ax, label="domain token share D'/(D+D')")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _savefig(fig, path, 120)
     plt.close(fig)
     return str(path)
 
@@ -332,6 +344,6 @@ def plot_allocation(result: dict, path) -> str:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _savefig(fig, path, 120)
     plt.close(fig)
     return str(path)

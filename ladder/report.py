@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ladder import rundir
+
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
@@ -33,7 +35,7 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
     lines += _self_check_section(_load(out / "self_check.json"))
     lines += _time_section(stages)
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    rundir.write_text(path, "\n".join(lines) + "\n")
     return path
 
 

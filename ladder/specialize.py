@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -48,13 +49,16 @@ def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[s
     """`<stem>.json` (the whole summary) and `<stem>.csv` (one flat row per entry of `rows`) under out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps(jsonable(summary), indent=1) + "\n")
+    from ladder import rundir
+
+    rundir.write_text(out_dir / f"{stem}.json", json.dumps(jsonable(summary), indent=1) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: jsonable(r.get(k, "")) for k in keys})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: jsonable(r.get(k, "")) for k in keys})
+    rundir.write_text(out_dir / f"{stem}.csv", buf.getvalue())
     return [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.csv")]
 
 

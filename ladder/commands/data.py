@@ -152,12 +152,15 @@ def _tasks(args) -> None:
     out = Path(args.out)
     for name in tasks.EMBEDDED:
         check_out(out / f"{name}.jsonl", args.overwrite)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = _embedded_config(args)
-    for name in tasks.EMBEDDED:
-        task = tasks.embedded_task(name, cfg, n_questions=args.n_questions)
-        tasks.write_jsonl_task(task, out / f"{name}.jsonl")
-        print(f"wrote {out / (name + '.jsonl')}: {len(task.questions)} questions")
+    from ladder import rundir
+
+    with rundir.all_or_nothing(out):  # every task file lands, or none does
+        out.mkdir(parents=True, exist_ok=True)
+        for name in tasks.EMBEDDED:
+            task = tasks.embedded_task(name, cfg, n_questions=args.n_questions)
+            tasks.write_jsonl_task(task, out / f"{name}.jsonl")
+            print(f"wrote {out / (name + '.jsonl')}: {len(task.questions)} questions")
 
 
 def _report(label, build):

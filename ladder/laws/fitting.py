@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+import scipy
 from scipy.optimize import minimize
 
-try:  # scipy >= 1.15: the C L-BFGS-B that scipy.optimize.minimize itself drives (see `lbfgsb`)
-    from scipy.optimize import _lbfgsb
-    from scipy.optimize._lbfgsb_py import status_messages as _STATUS, task_messages as _TASK
-    _SETULB = _lbfgsb.setulb if "ln_task" in (_lbfgsb.setulb.__doc__ or "") else None
-except ImportError:  # pragma: no cover - an older or a rearranged scipy: minimize() itself
-    _SETULB = None
+# The C L-BFGS-B that scipy.optimize.minimize itself drives (see `lbfgsb`) is private API: used only on the
+# scipy releases whose driver loop `lbfgsb` copies and whose equality with minimize() a test checks (1.15 to
+# 1.17); any other release takes minimize() itself, the same answer, slower.
+_SCIPY = tuple(int(p) for p in scipy.__version__.split(".")[:2] if p.isdigit())
+_SETULB = None
+if (1, 15) <= _SCIPY < (1, 18):
+    try:
+        from scipy.optimize import _lbfgsb
+        from scipy.optimize._lbfgsb_py import status_messages as _STATUS, task_messages as _TASK
+        _SETULB = _lbfgsb.setulb if "ln_task" in (_lbfgsb.setulb.__doc__ or "") else None
+    except ImportError:  # pragma: no cover - a rearranged scipy: minimize() itself
+        _SETULB = None
 
 
 def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +155,7 @@ def lbfgsb(fun_and_grad, x0, bounds=None, *, maxiter: int = 1000, gtol: float = 
     same result, bit for bit (tested), without scipy's per-evaluation wrappers (memoisation, copies, array-API
     checks), which cost more than our objectives on 16 points: the polishes make ~44,000 evaluations per
     ensemble fit. It drives the C routine scipy's own loop (scipy/optimize/_lbfgsb_py.py) drives, with the
-    same arguments; where that routine is not there (scipy < 1.15), it calls minimize() itself."""
+    same arguments; on a scipy release outside the tested ones (see _SETULB) it calls minimize() itself."""
     if _SETULB is None:
         res = minimize(fun_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": maxiter, "gtol": gtol, "ftol": ftol, "maxcor": maxcor, "maxls": maxls,

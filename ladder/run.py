@@ -183,13 +183,14 @@ def stage_predict(ctx: Context) -> dict:
 
     from ladder import results
     from ladder.laws.predict import predict
+    from ladder.plots import plot_prediction
 
     cols = results.read_table(ctx.out / "results.csv", validate=True)
     P = ctx.cfg.predict
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed,
-                       plot_dir=ctx.out / "plots")
+        pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed)
+        plot_prediction(pred, cols, ctx.out / "plots")
     rundir.write_text(ctx.out / "predictions.json", json.dumps(pred.to_json(), indent=2, sort_keys=True))
     backtests = {task: {m: {"error": h.error if np.isfinite(h.error) else None, "loss_error": h.loss_error,
                             "problem": h.problem}

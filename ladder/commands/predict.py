@@ -50,6 +50,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ladder.laws.predict import holdout_report, predict, select_runs
+    from ladder.plots import plot_prediction
     from ladder.results import read_table
 
     cols = read_table(args.results, validate=True)
@@ -69,8 +70,9 @@ def run(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
-                           n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
+                           n_bootstrap=args.bootstrap, seed=args.seed,
                            progress=lambda msg: print(msg, flush=True), workers=args.workers)
+            plot_prediction(pred, cols, plot_dir)
         for w in caught:
             print(f"warning: {w.message}")
         print(f"fitted runs: {', '.join(pred.runs)}")

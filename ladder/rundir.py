@@ -6,9 +6,10 @@ init.json (the base a continued run started from), metrics.jsonl (one row per lo
 trainer, the evaluator, the launcher, `ladder status`, `ladder collect`, the CPT study and the report all
 go through these functions, so a gs:// root works wherever a local one does.
 
-Paths go through etils.epath (gs:// needs gcsfs). Local JSON is written atomically (temp file, fsync,
-os.replace), so a reader never sees half a file; an object store has no rename, but an object appears only
-once its upload completes, which gives the same guarantee.
+Paths go through etils.epath (gs:// needs gcsfs). `write_bytes` is also the one writer of every other file
+ladder writes and reads back (results tables, plots, predictions, caches): local files atomically (temp
+file, fsync, os.replace), so a reader never sees half a file; an object store has no rename, but an object
+appears only once its upload completes, which gives the same guarantee.
 """
 
 from __future__ import annotations

@@ -402,3 +402,11 @@ def test_a_report_whose_plot_cannot_be_written_leaves_the_earlier_outputs_alone(
     assert rc == 2 and len(err) == 1 and ".png: No space left on device" in err[0], err
     assert sorted(p.name for p in out.iterdir()) == ["effectiveness.json"]
     assert (out / "effectiveness.json").read_text() == "earlier report"
+
+
+def test_a_damaged_stage_output_is_one_line_naming_its_stage(tmp_path):
+    from ladder.report import write_report
+
+    (tmp_path / "plan.json").write_bytes(b'{"targets": [')  # torn by something other than ladder
+    with pytest.raises(LadderError, match=r"plan.json is damaged: not valid JSON .*the 'plan' entry of stages.json"):
+        write_report(tmp_path, str(tmp_path / "runs"), {})

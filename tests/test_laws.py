@@ -74,6 +74,7 @@ def test_refits_log_loss_by_exp_is_log_loss_to_rounding(form):
     rng = np.random.default_rng(4)
     X = form.grid[rng.choice(len(form.grid), 64)] + rng.normal(0, 0.1, (64, len(form.names)))
     X[0, 0] = 800.0  # exp(a - alpha log N) alone would overflow
+    X[1, 0], X[1, form.names.index("alpha")] = 6000.0, 300.0  # a row's terms spread past exp's range
     logN, logD = np.log(rng.uniform(2e7, 1e9, (64, 16))), np.log(rng.uniform(1e9, 1e11, (64, 16)))
     for lN, lD in ((logN, logD), (logN[0], logD[0])):  # each problem its own points, or shared points
         y, J = form.log_loss(X, lN, lD)

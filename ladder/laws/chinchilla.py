@@ -65,37 +65,46 @@ class LossForm:
         return y, J
 
     def log_loss_by_exp(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray, jac: bool = True):
-        """`log_loss` (equal to rounding) as one exp per term and one log per point, each term shifted by the
-        point's largest (no overflow): a third of the cost of its two logaddexps and three exps, which is
-        most of a bootstrap refit's pass (`refit_loss_many`). The full fits keep `log_loss`, digit for
-        digit as before."""
+        """`log_loss` (equal to rounding) with one exp per power term and point, one log per point and E's
+        exp once per row: every term is shifted by its row's largest (no overflow); a point whose terms all
+        fall 700 below that is recomputed shifted by its own largest (no underflow). Two transcendentals
+        fewer per point than `log_loss`'s two logaddexps (and three exps for the Jacobian), which are most of
+        a bootstrap refit's pass (`refit_loss_many`). The full fits keep `log_loss`, digit for digit."""
         X = np.atleast_2d(X)
         if self.name == "nd":
             a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
-            terms = (a - alpha * logN, b - beta * logD, np.broadcast_to(e, np.broadcast_shapes(e.shape, np.shape(logN))))
+            powers, cols = [a - alpha * logN, b - beta * logD], (logN, logD)
         else:  # "c"
             a, e, alpha = (X[:, i : i + 1] for i in range(3))
-            logC = np.log(6.0) + logN + logD
-            terms = (a - alpha * logC, np.broadcast_to(e, np.broadcast_shapes(e.shape, np.shape(logC))))
-        top = np.maximum(terms[0], terms[1])
-        for t in terms[2:]:
-            np.maximum(top, t, out=top)
-        parts = [np.exp(t - top) for t in terms]
-        total = parts[0] + parts[1]
-        for q in parts[2:]:
+            cols = (np.log(6.0) + logN + logD,)
+            powers = [a - alpha * cols[0]]
+        top = np.maximum(e[:, 0], np.max([t.max(-1) for t in powers], 0))[:, None]
+        parts = [np.exp(t - top) for t in powers]
+        pe = np.exp(e - top)
+        total = pe + parts[0]
+        for q in parts[1:]:
             total += q
+        low = np.flatnonzero((total < 1e-300).any(-1))
+        if low.size:  # terms spread over more than exp's range in a row: shift those rows point by point
+            tops = np.maximum(np.max([t[low] for t in powers], 0), e[low])
+            for q, t in zip(parts, powers):
+                q[low] = np.exp(t[low] - tops)
+            pe = np.broadcast_to(pe, total.shape).copy()
+            pe[low] = np.exp(e[low] - tops)
+            total[low] = pe[low] + sum(q[low] for q in parts)
+            top = np.broadcast_to(top, total.shape).copy()
+            top[low] = tops
         y = top + np.log(total)
         if not jac:
             return y, None
         inv = 1.0 / total
         J = np.empty(y.shape + (len(self.names),))
+        ps = [q * inv for q in parts]
         if self.name == "nd":
-            p1, p2 = parts[0] * inv, parts[1] * inv
-            J[..., 0], J[..., 1], J[..., 2] = p1, p2, parts[2] * inv
-            J[..., 3], J[..., 4] = -p1 * logN, -p2 * logD
+            J[..., 0], J[..., 1], J[..., 2] = ps[0], ps[1], pe * inv
+            J[..., 3], J[..., 4] = -ps[0] * logN, -ps[1] * logD
         else:
-            p1 = parts[0] * inv
-            J[..., 0], J[..., 1], J[..., 2] = p1, parts[1] * inv, -p1 * logC
+            J[..., 0], J[..., 1], J[..., 2] = ps[0], pe * inv, -ps[0] * cols[0]
         return y, J
 
     def predict(self, params: dict | np.ndarray, N, D) -> np.ndarray:

@@ -303,6 +303,18 @@ def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True
     key = np.unique(data.n) if by_size else np.unique(data.n * data.d)
     require(len(key) >= 2, f"task {data.task}", f"{what} sees one model size only (runs {runs})",
             "a power law in N needs at least two sizes; add rungs of another size")
+    # Degenerate tables fit "perfectly" to a confident number (issue 18: constant accuracy predicted 1.000 with
+    # the interval [1.000, 1.000]); a law cannot be fitted to no variation, so say so.
+    require(not by_size or len(np.unique(data.d)) >= 2, f"task {data.task}",
+            f"{what} sees one token count only (D = {data.d[0]:.4g} in every run)",
+            "a power law in D needs at least two; add rungs trained on other token counts")
+    acc = np.concatenate([data.acc, data.point_acc])
+    require(np.nanmax(acc) > np.nanmin(acc), f"task {data.task}", f"the accuracy is {acc[0]:.4g} in every fitted "
+            "row, so there is no trend to fit (cannot fit)", "check the task's column, or leave the task out (--tasks)")
+    feature = data.feature[np.isfinite(data.feature)]
+    require(len(feature) == 0 or feature.max() > feature.min(), f"task {data.task}",
+            f"the step-1 feature (the method's loss column) is {feature[0] if len(feature) else 0:.4g} in every "
+            "run, so step 1 has no trend to fit (cannot fit)", "check the loss column, or use --method single-step")
 
 
 QUICK = {"top_k": 16, "polish": 1}  # back-test fits: fewer polished starts (same optimum on OLMo, 4x faster)

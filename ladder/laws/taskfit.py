@@ -96,7 +96,7 @@ class TaskData:
         return 6 * N + np.exp(logk) * N ** g
 
 
-def select_runs(cols: dict, runs=None) -> list[str]:
+def select_runs(cols: dict, runs=None, field: str = "--runs") -> list[str]:
     """Run names to fit: names or fnmatch patterns ("paper" = the paper's 16); default: PAPER_RUNS when the
     table holds all of them (the published OLMo ladder), else every run in the table."""
     present = list(dict.fromkeys(cols["run"].tolist()))
@@ -107,7 +107,7 @@ def select_runs(cols: dict, runs=None) -> list[str]:
     chosen = []
     for pat in runs:
         names = list(PAPER_RUNS) if pat == "paper" else [r for r in present if fnmatch.fnmatchcase(r, pat)]
-        require(bool(names) and set(names) <= set(present), "--runs", f"{pat!r} matches no run in the table",
+        require(bool(names) and set(names) <= set(present), field, f"{pat!r} matches no run in the table",
                 f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
         chosen += [n for n in names if n not in chosen]
     return chosen

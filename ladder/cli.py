@@ -3,8 +3,8 @@
 Each verb lives in `ladder/commands/<verb>.py` with `add_arguments(parser)`, `run(args) -> int` (parse, one
 library call, print), `EXAMPLES` (shown by --help) and `TAKES_CONFIG = True` when it reads `--config.*`
 overrides. A verb's module is imported only when invoked, so `ladder plan` never pays for JAX.
-Any `LadderError`, and any OSError (a path that cannot be read or written), becomes one line on stderr
-and exit code 2. The grammar the verbs share (-o/--out and
+Any `LadderError`, any OSError (a path that cannot be read or written) and a MemoryError becomes one line
+on stderr and exit code 2. The grammar the verbs share (-o/--out and
 --overwrite, --target, examples, defaults in --help) is in `ladder/commands/common.py`.
 """
 
@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ladder {verb}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:  # numpy's _ArrayMemoryError (global_batch=2^31-1 asked for 1 TiB) is one too
+        print(f"ladder {verb}: error: out of host memory ({e or 'an allocation failed'}); use a smaller batch, "
+              "model or input", file=sys.stderr)
+        return 2
     except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
         print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
         return 2

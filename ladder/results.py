@@ -127,6 +127,17 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
     return validate_table(cols, str(path)) if validate else cols
 
 
+def csv_records(text: str, path, what: str = "results") -> tuple[list[str], list[dict]]:
+    """(header, one dict per row) of CSV text, for readers that map columns by name (the importers); what the
+    csv module refuses (a field over its 128 KiB limit, a NUL inside quotes) is one LadderError naming the file
+    and line, not a _csv.Error traceback."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return list(reader.fieldnames or []), list(reader)
+    except csv.Error as e:
+        raise LadderError(f"{what}: {path} after line {reader.line_num}: {e}; fix the CSV (is it the right file?)") from None
+
+
 def _split_csv(text: str, path) -> tuple[list[str], list[list[str]]]:
     """(header, one list of field strings per column); blank lines are skipped.
 

@@ -231,6 +231,8 @@ def validate(config, *, data: bool = True) -> None:
         for key in keys:
             value = config[sec][key]
             require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")
+    require(m.vocab_size >= 2, "model.vocab_size", f"{m.vocab_size} leaves nothing to predict (a 1-token language)",
+            "use the tokenizer's vocabulary, e.g. 259 for bytes")
     require(m.mlp_hidden >= 0, "model.mlp_hidden", f"must be >= 0, got {m.mlp_hidden}", "use 0 for 4*d_model")
     require(m.d_model % m.n_heads == 0, "model.n_heads", f"{m.n_heads} heads do not divide d_model={m.d_model}",
             "choose n_heads dividing d_model")

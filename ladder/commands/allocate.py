@@ -10,6 +10,7 @@ Library: ladder.specialization.allocate_split / dcpt_rule / write_allocation.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ladder.commands.common import POSITIVE, add_out, check_outs, path_arg, real, split_list
@@ -62,6 +63,8 @@ def run(args) -> int:
                                 ratio_range=args.ratio_range, domain_tokens=args.domain_tokens,
                                 max_tokens=args.max_tokens, compute=args.compute, r=args.r)
     files = spec.write_allocation(result, out, stem)
+    if result.get("warning"):
+        print(f"ladder allocate: warning: {result['warning']}", file=sys.stderr)
     shown = jsonable({k: v for k, v in result.items() if k != "profile"})
     if args.format == "json":
         print(json.dumps(shown, indent=1))

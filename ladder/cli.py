@@ -126,9 +126,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ladder {verb}: error: out of host memory ({e or 'an allocation failed'}); use a smaller batch, "
               "model or input", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ladder plan ... | head -1`: the reader has what it wanted; not a file error
+        quiet_stdout()
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the closed pipe reports
     except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
         print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
         return 2
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout already closed (`>&-`) or not a real file (a test's capture)
+        pass
 
 
 def check_environment(environ=None) -> None:

@@ -95,6 +95,7 @@ def arch_for_size(n: float, vocab_size: int, seq_len: int, tolerance: float | No
     if best is None:
         near = arch_for_size(n, vocab_size, seq_len, tolerance=None) if tolerance is not None else None
         hint = f"the nearest shape has {format_count(n_params(near))}" if near else "ask for a larger size"
-        raise LadderError(f"{field}: no shape hits {format_count(n)} parameters within {tolerance:.0%} at vocab "
+        within = f"within {tolerance:.0%} " if tolerance is not None else ""
+        raise LadderError(f"{field}: no shape hits {format_count(n)} parameters {within}at vocab "
                           f"{vocab_size} (d_model/n_layers >= {MIN_ASPECT}); {hint}, or ask for another size")
     return best

@@ -175,7 +175,9 @@ def allocate_split(fitted: dict, budget: float, *, domains=None, n_range=(1e6, 1
         edge = {"warning": f"the optimum N = {alloc.n:.3g} sits at the edge of --n-range {tuple(n_range)}: the "
                            "true optimum may lie outside it, and the law is extrapolated far from its fit; widen "
                            "--n-range or check the budget"}
-    return alloc.to_dict() | edge | {"profile": {"n": ns.tolist(), "loss": np.asarray(loss_profile(laws, budget, ns)).tolist()}}
+    with np.errstate(divide="ignore", over="ignore"):
+        profile = np.asarray(loss_profile(laws, budget, ns)).tolist()
+    return alloc.to_dict() | edge | {"profile": {"n": ns.tolist(), "loss": profile}}
 
 
 def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.03, ratio_range=(0.0, 1.0),

@@ -18,6 +18,9 @@ import sys
 # scipy's L-BFGS on small problems runs 10-20x slower with multi-threaded OpenBLAS on a busy 2-core machine
 # (measured on the D-CPT fits); set before numpy loads. An explicit setting in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Every plot is a PNG file drawn with Agg; a MPLBACKEND the machine lacks (or misspelt) made matplotlib's import
+# raise a ValueError traceback after the fit.
+os.environ["MPLBACKEND"] = "Agg"
 
 from ladder.errors import LadderError
 

@@ -81,9 +81,25 @@ def parse_json(text: str, where: str, fix: str = "check that it is the right fil
     import json
 
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         at = f" at line {e.lineno} column {e.colno}" if line else ""
         raise LadderError(f"{where}{problem} ({e.msg}{at}); {fix}") from None
     except RecursionError:
         raise LadderError(f"{where}{problem} (nested too deeply to read); {fix}") from None
+    except _RepeatedKey as e:
+        raise LadderError(f"{where}: the key {e.args[0]!r} appears twice in one object, and JSON readers silently "
+                          f"keep the last; {fix}") from None
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """object_pairs_hook for user JSON: {"gold": 0, "gold": 1} read as gold 1 without a word; refuse it."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out

@@ -210,3 +210,24 @@ def test_file_part_names_allow_unicode_but_not_separators():
     for bad in ("", " ", ".", "..", "a/b", "a\\b", "a\x00b", "x" * 201, None):
         with pytest.raises(LadderError, match="cannot be part of a file name"):
             require_file_part(bad, "domain")
+
+
+def test_repeated_json_keys_are_refused_in_user_json(tmp_path):
+    """{"gold": 0, "gold": 1} read as gold 1 without a word (every user JSON goes through errors.parse_json)."""
+    from ladder.errors import parse_json
+    from ladder.tasks import read_jsonl_task
+
+    line = '{"context": "a", "choices": ["x", "y"], "gold": 0, "gold": 1}\n'
+    with pytest.raises(LadderError, match="t.jsonl:1: the key 'gold' appears twice in one object"):
+        read_jsonl_task(_write(tmp_path, line, "t.jsonl"))
+    assert parse_json('{"a": {"b": 1}, "c": [{"b": 2}]}', "x") == {"a": {"b": 1}, "c": [{"b": 2}]}
+
+
+def test_a_bad_matplotlib_backend_does_not_reach_the_plots(capsys, tmp_path, monkeypatch):
+    """MPLBACKEND=bogus: a ValueError traceback after the fit; the CLI draws with Agg, which it always used."""
+    import importlib
+    import os
+
+    monkeypatch.setenv("MPLBACKEND", "bogus")
+    importlib.reload(cli)
+    assert os.environ["MPLBACKEND"] == "Agg"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ladder.errors import LadderError, read_utf8, require
+from ladder.plan.sizes import MAX_COUNT
 
 # Required columns, in file order. `loss` is the task loss in bits per byte of the correct answer.
 REQUIRED = ("run", "n", "d", "step", "task", "loss", "acc")
@@ -29,9 +30,9 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
 POSITIVE = ("n", "d", "loss")
 BLANK_OK = ("loss",)  # positive where given; blank (NaN) allowed: a table with accuracies only
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
-# n and d above this are a unit error, not a model (10^10 x beyond any run): 6ND would overflow float64 at
-# ~1e154 each and the laws' log-space fits degenerate long before (docs/results.md).
-MAX_COUNT = 1e30
+# n and d above MAX_COUNT (1e30, shared with the planner's and predict's --target parser) are a unit error, not a
+# model (10^10 x beyond any run): 6ND would overflow float64 at ~1e154 each and the laws' log-space fits
+# degenerate long before (docs/results.md).
 
 
 def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:

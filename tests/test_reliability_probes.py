@@ -231,3 +231,32 @@ def test_a_bad_matplotlib_backend_does_not_reach_the_plots(capsys, tmp_path, mon
     monkeypatch.setenv("MPLBACKEND", "bogus")
     importlib.reload(cli)
     assert os.environ["MPLBACKEND"] == "Agg"
+
+
+def test_counts_and_topologies_that_cannot_be_meant():
+    """--target x=1e300:1e301 predicted 1.000 after numpy overflow warnings; `--topology 2xv5p-8 --num-slices 3`
+    compiled 2 slices without a word; `compile --no-flops` printed nan in its FLOPs columns."""
+    from ladder.compile_report import CompileRow, format_rows
+    from ladder.plan.sizes import parse_count
+    from ladder.topology import parse_topology
+
+    with pytest.raises(LadderError, match=r"--target x: '1e300' is above 1e\+30"):
+        parse_count("1e300", "--target x")
+    assert parse_count("1e30", "n") == 1e30
+    with pytest.raises(LadderError, match="num_slices: 2xv5p-8 says 2 slices but 3 were asked for"):
+        parse_topology("2xv5p-8", 3)
+    assert parse_topology("2xv5p-8", 2).num_slices == parse_topology("2xv5p-8").num_slices == 2
+    row = CompileRow("r", "v5p-8", "1/4/1", 0, 0, 0, 0, 95, 0, True, float("nan"), float("nan"), None, 1.0)
+    assert "nan" not in format_rows([row])
+
+
+def test_domain_lists_outside_train_configs(capsys, tmp_path):
+    """`ladder data build --domains ,` built nothing and exited 0; a run config's unknown predict.method failed
+    only after every rung had trained."""
+    from ladder.config import load_config
+    from ladder.run import validate
+
+    rc, err = _probe(capsys, ["data", "build", "--domains", ",", "--cache-dir", tmp_path])
+    assert rc == 2 and "--domains: is empty" in err, err
+    with pytest.raises(LadderError, match="predict.method: unknown method 'bogus'"):
+        validate(load_config("configs/smoke.py", ["predict.method=bogus"]))

@@ -57,11 +57,12 @@ def run(args) -> int:
     from ladder.data import pipeline
     from ladder.data.tokenizer import ByteTokenizer, train_sentencepiece
     from ladder.errors import LadderError
+    from ladder.train_config import embedded_domains
 
     base = dict(cache_dir=args.cache_dir)
     tok = ByteTokenizer()
     if args.action == "build":
-        for domain in pipeline.as_list(args.domains, "domains"):
+        for domain in embedded_domains(args.domains, "--domains"):
             cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
             for split in ("train", "validation", "test"):
                 _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
@@ -79,7 +80,8 @@ def run(args) -> int:
             raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
         check_out(args.out, args.overwrite)
         cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
-        texts = [t for d in pipeline.as_list(args.domains, "domains") for t in pipeline.documents(cfg, "train", domain=d)]
+        texts = [t for d in embedded_domains(args.domains, "--domains")
+                 for t in pipeline.documents(cfg, "train", domain=d)]
         start = time.perf_counter()
         try:
             model = train_sentencepiece(texts, args.out, args.vocab_size)

@@ -71,7 +71,7 @@ def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cr
         rules.append(dcpt_rules.rule_b(fits["domain"].law, n, domain_tokens))
     if compute is not None:
         require(r is not None, "--r", "rule (c) needs the fixed domain share", "pass --r")
-        rules.append(dcpt_rules.rule_c(fits["domain"].law, compute, r) | {"loss": "domain"})
+        rules.append(sensible_rule_c(dcpt_rules.rule_c(fits["domain"].law, compute, r)) | {"loss": "domain"})
     if rules:
         summary["rules"] = rules
     return Fit("dcpt", summary, rows, fits, points)
@@ -203,7 +203,18 @@ def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.0
         need(n=n, domain_tokens=domain_tokens)
         return dcpt_rules.rule_b(domain, n, domain_tokens, max_tokens=max_tokens, ratio_range=tuple(ratio_range))
     need(compute=compute, r=r)
-    return dcpt_rules.rule_c(domain, compute, r)
+    return sensible_rule_c(dcpt_rules.rule_c(domain, compute, r))
+
+
+def sensible_rule_c(out: dict) -> dict:
+    """Rule (c)'s closed form answers any compute; a model under 1 parameter or 1 token (--compute 1 gave
+    N = 20, D = 0.008) or above 1e30 (--compute 1e300 gave N = 2e151) is no allocation."""
+    from ladder.plan.sizes import MAX_COUNT
+
+    require(1 <= out["n"] <= MAX_COUNT and 1 <= out["d"] <= MAX_COUNT, "--compute",
+            f"{out['compute']:g} FLOPs gives N = {out['n']:.3g}, D = {out['d']:.3g} tokens, outside [1, {MAX_COUNT:g}]",
+            "give the CPT compute of a real run (C = 6 N D FLOPs)")
+    return out
 
 
 def write_allocation(result: dict, out, stem: str) -> list[str]:

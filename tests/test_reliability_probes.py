@@ -260,3 +260,19 @@ def test_domain_lists_outside_train_configs(capsys, tmp_path):
     assert rc == 2 and "--domains: is empty" in err, err
     with pytest.raises(LadderError, match="predict.method: unknown method 'bogus'"):
         validate(load_config("configs/smoke.py", ["predict.method=bogus"]))
+
+
+DCPT = {"fits": {loss: {"params": dict(E=e, A=20.0, alpha=0.3, B=5.0, eta=0.8, beta=0.3, C=0.4, gamma=0.4, eps=0.05)}
+                 for loss, e in (("domain", 0.8), ("general", 1.0))}}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--rule", "c", "--compute", "1", "--r", "0.3"), "--compute: 1 FLOPs gives N = 20.5, D = 0.00813 tokens"),
+    (("--rule", "c", "--compute", "1e300", "--r", "0.3"), "--compute: 1e+300 FLOPs gives N = 2.05e+151"),
+    (("--rule", "a", "--n", "1e300", "--d", "1e6"), "argument --n: must be a finite number in (0, 1e+30]"),
+])
+def test_dcpt_rules_answer_only_real_runs(capsys, tmp_path, extra, message):
+    """Before: rule (c) allocated N = 20 parameters on 0.008 tokens, or N = 2e151, exit 0."""
+    (tmp_path / "dcpt.json").write_text(json.dumps(DCPT))
+    rc, err = _probe(capsys, ["allocate", "dcpt", "--law", tmp_path / "dcpt.json", *extra, "-o", tmp_path / "out"])
+    assert rc == 2 and message in err, err

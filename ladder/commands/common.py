@@ -181,4 +181,5 @@ def real(lo: float | None = None, hi: float | None = None, *, above: bool = Fals
     return parse
 
 
-POSITIVE = real(0.0, above=True)  # sizes, token counts, FLOPs, seconds
+POSITIVE = real(0.0, above=True)  # FLOPs, seconds
+COUNT = real(0.0, 1e30, above=True)  # parameters and tokens: above 1e30 is a unit error (plan.sizes.MAX_COUNT)

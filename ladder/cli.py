@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ladder: error: unknown verb {argv[0]!r}; choose one of {', '.join(VERBS)}", file=sys.stderr)
         return 2
     verb, rest = argv[0], argv[1:]
-    module, args = parse(verb, rest)
+    try:
+        module, args = parse(verb, rest)  # imports the verb's module: Ctrl-C here was a traceback from deep in it
+    except KeyboardInterrupt:
+        print(f"ladder {verb}: interrupted", file=sys.stderr)
+        return 130
     try:
         check_environment()
         return int(module.run(args) or 0)

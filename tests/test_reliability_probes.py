@@ -276,3 +276,15 @@ def test_dcpt_rules_answer_only_real_runs(capsys, tmp_path, extra, message):
     (tmp_path / "dcpt.json").write_text(json.dumps(DCPT))
     rc, err = _probe(capsys, ["allocate", "dcpt", "--law", tmp_path / "dcpt.json", *extra, "-o", tmp_path / "out"])
     assert rc == 2 and message in err, err
+
+
+def test_ctrl_c_while_the_verb_loads(capsys, monkeypatch):
+    """Ctrl-C in the first half second (`ladder collect` importing its module) was a KeyboardInterrupt traceback
+    from inside importlib; now "interrupted", exit 130, as later."""
+    def interrupted(verb):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_load", interrupted)
+    rc = cli.main(["collect", "plan.json", "-o", "x.csv"])
+    err = capsys.readouterr().err
+    assert rc == 130 and err == "ladder collect: interrupted\n", err

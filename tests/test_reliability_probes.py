@@ -288,3 +288,21 @@ def test_ctrl_c_while_the_verb_loads(capsys, monkeypatch):
     rc = cli.main(["collect", "plan.json", "-o", "x.csv"])
     err = capsys.readouterr().err
     assert rc == 130 and err == "ladder collect: interrupted\n", err
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("{name},45344,1000,1,t,2.0,0.3\n{name},45344,1000,1,t,2.0,0.3\n", "1 rows repeat a (run, step, task)"),
+    ("{name},45344,1000,1,t,2.0,nan\n", "column 'acc' outside [0, 1] in 1 rows"),
+    ("someone-else,45344,1000,1,t,2.0,0.3\n", "has rows for run 'someone-else', not for the rung"),
+])
+def test_collect_writes_only_a_table_predict_accepts(capsys, tmp_path, rows, message):
+    """Before: collect wrote the repeated row, the NaN accuracy or another run's rows, exit 0; predict then
+    refused the table (or fitted the stranger as one more run)."""
+    plan = _plan(tmp_path, lambda p: None)
+    name = json.loads(plan.read_text())["rungs"][0]["name"]
+    (tmp_path / "runs" / name).mkdir(parents=True)
+    (tmp_path / "runs" / name / "status.json").write_text(json.dumps({"state": "done", "step": 1}))
+    (tmp_path / "runs" / name / "results.csv").write_text("run,n,d,step,task,loss,acc\n" + rows.format(name=name))
+    rc, err = _probe(capsys, ["collect", plan, "--run-root", tmp_path / "runs", "-o", tmp_path / "out.csv"])
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "out.csv").exists()

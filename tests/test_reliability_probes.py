@@ -306,3 +306,12 @@ def test_collect_writes_only_a_table_predict_accepts(capsys, tmp_path, rows, mes
     rc, err = _probe(capsys, ["collect", plan, "--run-root", tmp_path / "runs", "-o", tmp_path / "out.csv"])
     assert rc == 2 and message in err, err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_question_with_100000_choices(tmp_path):
+    """Before: read, then scored 100,000 rows for one question, minutes without a word."""
+    from ladder.tasks import read_jsonl_task
+
+    line = json.dumps({"context": "a", "choices": [f"c{i}" for i in range(100_000)], "gold": 0})
+    with pytest.raises(LadderError, match="t.jsonl:1: 100,000 choices; at most 1,000 per question"):
+        read_jsonl_task(_write(tmp_path, line + "\n", "t.jsonl"))

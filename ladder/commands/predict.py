@@ -11,6 +11,7 @@ import math
 import warnings
 from pathlib import Path
 
+from ladder import rundir
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
 from ladder.errors import require
@@ -52,6 +53,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ladder.laws.predict import holdout_report, predict, select_runs
+    from ladder.plots import plot_prediction
     from ladder.results import read_table
 
     cols = read_table(args.results, validate=True)
@@ -73,28 +75,32 @@ def run(args) -> int:
                 "hold out runs that --runs leaves out")
         runs = [r for r in fitted if r not in test]  # by default: every run not held out
         require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pred = predict(cols, targets, method=args.method, runs=runs, tasks=tasks,
-                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
-                       progress=lambda msg: print(msg, flush=True), workers=args.workers)
-    for w in caught:
-        print(f"warning: {w.message}")
-    print(f"fitted runs: {', '.join(pred.runs)}")
-    print(pred.table())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(pred.to_json(), indent=2) + "\n")
-    print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
-    if args.holdout:
-        report = holdout_report(cols, pred, test)
-        methods = list(next(iter(report.values())))
-        print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
-        for task, per in report.items():
-            print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
-                                            else f"{'n/a':>13}" for m in methods))
-        print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
-        hold = out.with_name(out.stem + ".holdout.json")
-        hold.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {hold}")
+    if args.plots:
+        check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
+    with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = predict(cols, targets, method=args.method, runs=runs, tasks=tasks,
+                           n_bootstrap=args.bootstrap, seed=args.seed,
+                           progress=lambda msg: print(msg, flush=True), workers=args.workers)
+            plot_prediction(pred, cols, plot_dir)
+        for w in caught:
+            print(f"warning: {w.message}")
+        print(f"fitted runs: {', '.join(pred.runs)}")
+        print(pred.table())
+        rundir.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
+        print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
+        if args.holdout:
+            report = holdout_report(cols, pred, test)
+            methods = list(next(iter(report.values())))
+            print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
+            print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+            for task, per in report.items():
+                print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
+                                                else f"{'n/a':>13}" for m in methods))
+            print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
+            hold = out.with_name(out.stem + ".holdout.json")
+            rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
+            print(f"wrote {hold}")
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ladder.errors import LadderError, read_utf8, require
+from ladder.plan.sizes import MAX_COUNT
 
 # Required columns, in file order. `loss` is the task loss in bits per byte of the correct answer.
 REQUIRED = ("run", "n", "d", "step", "task", "loss", "acc")
@@ -29,9 +30,9 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
 POSITIVE = ("n", "d", "loss")
 BLANK_OK = ("loss",)  # positive where given; blank (NaN) allowed: a table with accuracies only
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
-# n and d above this are a unit error, not a model (10^10 x beyond any run): 6ND would overflow float64 at
-# ~1e154 each and the laws' log-space fits degenerate long before (docs/results.md).
-MAX_COUNT = 1e30
+# n and d above MAX_COUNT (1e30, shared with the planner's and predict's --target parser) are a unit error, not a
+# model (10^10 x beyond any run): 6ND would overflow float64 at ~1e154 each and the laws' log-space fits
+# degenerate long before (docs/results.md).
 
 
 def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -143,6 +144,17 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
         return {}
     cols = _columns(header, fields, str(path))
     return validate_table(cols, str(path)) if validate else cols
+
+
+def csv_records(text: str, path, what: str = "results") -> tuple[list[str], list[dict]]:
+    """(header, one dict per row) of CSV text, for readers that map columns by name (the importers); what the
+    csv module refuses (a field over its 128 KiB limit, a NUL inside quotes) is one LadderError naming the file
+    and line, not a _csv.Error traceback."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return list(reader.fieldnames or []), list(reader)
+    except csv.Error as e:
+        raise LadderError(f"{what}: {path} after line {reader.line_num}: {e}; fix the CSV (is it the right file?)") from None
 
 
 def _split_csv(text: str, path) -> tuple[list[str], list[list[str]]]:

@@ -25,7 +25,7 @@ import time
 
 from etils import epath
 
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require
 
 STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH = (
     "status.json", "config.json", "init.json", "metrics.jsonl", "results.csv", "launch.json")
@@ -368,6 +368,10 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
         if not got:
             missing.append(rung["name"])
         for row in got:
+            # a rung's rows are its own: a results.csv copied from another run mixed a stranger into the fit
+            require(row.get("run") == rung["name"], f"{join(run_root, rung['name'])}/results.csv",
+                    f"has rows for run {row.get('run')!r}, not for the rung {rung['name']!r}",
+                    "collect only rungs the plan trained (is the file from another run?)")
             if plan_columns:
                 row.setdefault("size", rung["size"])
                 row.setdefault("multiple", rung["multiple"])
@@ -377,6 +381,9 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
     if not rows:
         raise LadderError(f"{run_root}: no rung has evaluation results (results.csv) yet; "
                           f"see `ladder status` for progress")
+    # the table `ladder predict` would reject (a row twice, a NaN accuracy) is refused before it is written
+    results.validate_table(results.columns(rows, f"the rungs' results under {run_root}"),
+                           f"the rungs' results under {run_root}")
     results.write_table(out, rows)
     return len(rows), missing
 

@@ -66,6 +66,7 @@ def test_holdout_leaves_the_held_out_runs_out_of_the_fit(capsys, tmp_path):
     hold = json.loads((tmp_path / "p.holdout.json").read_text())
     assert hold["t"]["paper"]["runs"] == ["r5"]
     assert hold["t"]["single-step"]["problem"].startswith("task t: single-step fit has 5 runs")
+    assert "DIR" not in json.loads((tmp_path / "p.json").read_text())["t"]["t"]["flags"]  # accuracy rises
 
 
 # ------------------------------------------------------------------------ specialization: fit, report, allocate
@@ -315,3 +316,15 @@ def test_a_question_with_100000_choices(tmp_path):
     line = json.dumps({"context": "a", "choices": [f"c{i}" for i in range(100_000)], "gold": 0})
     with pytest.raises(LadderError, match="t.jsonl:1: 100,000 choices; at most 1,000 per question"):
         read_jsonl_task(_write(tmp_path, line + "\n", "t.jsonl"))
+
+
+def test_direction_accuracy_that_falls_with_scale_is_flagged_not_confident(capsys, tmp_path):
+    """Before: larger runs scored lower, the sigmoid (k >= 0) fitted a flat ceiling and printed 1.000 with
+    only CEIL. Now DIR says the direction is wrong and the interval is the whole [chance, 1] range."""
+    rc, err = _predict(capsys, tmp_path, _table(acc=lambda i, s: 0.6 - 0.05 * i - 0.001 * s))
+    assert rc == 0, err
+    r = json.loads((tmp_path / "p.json").read_text())
+    res = r["t"]["t"]
+    assert "DIR" in res["flags"] and "falls" in res["flag_details"]["DIR"]
+    assert (res["acc_lo"], res["acc_hi"]) == (0.0, 1.0)
+

@@ -23,6 +23,8 @@ LEGEND = {
     "FPT": "the target's FLOPs/token were extrapolated from the ladder (give them as NAME=N:D:F)",
     "NOISY": "the predicted change from the largest fitted run is under 2x the checkpoint-to-checkpoint "
              "noise of accuracy: this task barely moves at this scale",
+    "DIR": "accuracy FALLS as compute grows on the fitted runs: the accuracy printed is meaningless (the law "
+           "assumes it rises); the interval is the whole range [chance, 1]",
     "FB": "a method of the ensemble could not be fitted (e.g. no task loss) and was left out",
 }
 

@@ -22,7 +22,7 @@ from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
 from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, fit_task, groups,
-                                 present, select_runs, task_data)
+                                 _task_constants, present, select_runs, task_data)
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
@@ -109,6 +109,32 @@ def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) ->
             loss_sd, loss_mean = sd(np.where(np.isfinite(L), L, 0.0))
             out["loss_sd_rel"] = float(np.mean((loss_sd / loss_mean)[finite]))
     return out
+
+
+def wrong_direction(cols: dict, task: str, runs: list[str], acc_sd: float) -> str | None:
+    """Why the task's accuracy runs the wrong way, or None: over the fitted runs' final accuracies, a Spearman
+    rank correlation with compute 6ND of -0.5 or below **and** a fall, by the least-squares line in log
+    compute across the fitted range, of more than 2x the checkpoint noise (0.01 where unknown). The step-2
+    sigmoid cannot bend that way (k >= 0), so it fits a flat line at the ceiling and predicts ~1: a number
+    from nothing. Near-chance tasks wobble, hence the noise bar (docs/laws.md, "Flags": DIR)."""
+    chosen = present(cols, task, runs)
+    if len(chosen) < 3:
+        return None
+    rows, starts = groups(cols, task, chosen)
+    acc = cols["acc"][rows[starts[1:] - 1]]
+    nd = run_table(cols)
+    logc = np.log(np.array([6.0 * nd[r][0] * nd[r][1] for r in chosen]))
+    ok = np.isfinite(acc) & np.isfinite(logc)
+    acc, logc = acc[ok], logc[ok]
+    if len(acc) < 3 or np.ptp(logc) == 0 or np.ptp(acc) == 0:
+        return None
+    rank = lambda v: np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)
+    rho = float(np.corrcoef(rank(logc), rank(acc))[0, 1])
+    fall = -float(np.polyfit(logc, acc, 1)[0]) * float(np.ptp(logc))
+    bar = 2 * acc_sd if np.isfinite(acc_sd) else 0.01
+    if rho <= -0.5 and fall > bar:
+        return f"final accuracy falls {fall:.3f} across the fitted compute range (rank correlation {rho:+.2f})"
+    return None
 
 
 def _pooled(suite, task: str) -> dict[str, Holdout]:
@@ -289,6 +315,7 @@ def _task_results(pred: Prediction, cols: dict, task: str, ladder: _Ladder, flag
         if conv.mean() < 0.95:
             flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
     nz = noise(cols, task, ladder.runs)
+    backwards = wrong_direction(cols, task, ladder.runs, nz["acc_sd"])
     ref = task_data(cols, task, [ladder.reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
     uses_compute = any(f.method.form == "c" and f.data.fpt is not None
                        for f in getattr(fit, "members", {"": fit}).values())
@@ -320,6 +347,10 @@ def _task_results(pred: Prediction, cols: dict, task: str, ladder: _Ladder, flag
             f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
         if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:
             f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {nz['acc_sd']:.3f}"))
+        if backwards:
+            # the number is no prediction: report the whole range accuracy can take
+            f.append(("DIR", backwards))
+            r["acc_lo"], r["acc_hi"] = float(_task_constants(cols, task)[1] or 0.0), 1.0
         r["flags"], r["flag_details"] = fl.merge(f)
         if task in pred.backtests:
             r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}

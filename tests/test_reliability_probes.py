@@ -295,6 +295,7 @@ def test_ctrl_c_while_the_verb_loads(capsys, monkeypatch):
     ("{name},45344,1000,1,t,2.0,0.3\n{name},45344,1000,1,t,2.0,0.3\n", "1 rows repeat a (run, step, task)"),
     ("{name},45344,1000,1,t,2.0,nan\n", "column 'acc' outside [0, 1] in 1 rows"),
     ("someone-else,45344,1000,1,t,2.0,0.3\n", "has rows for run 'someone-else', not for the rung"),
+    ("{name},99999,1000,1,t,2.0,0.3\n", "has n = 99999 but the plan says n = 45344"),  # was collected
 ])
 def test_collect_writes_only_a_table_predict_accepts(capsys, tmp_path, rows, message):
     """Before: collect wrote the repeated row, the NaN accuracy or another run's rows, exit 0; predict then

@@ -134,5 +134,24 @@ def collect(plan: dict, run_root: str, out: str, *, overwrite: bool = False, par
     if not finished["rungs"]:
         raise LadderError(f"{run_root}: no rung has finished yet ({len(skipped)} unfinished, skipped; --partial "
                           "takes their rows); see `ladder status` for progress")
+    for rung in finished["rungs"]:
+        _check_rung_n(rung, run_root)
     n, missing = rundir.collect(finished, run_root, out, overwrite=overwrite)
     return n, missing, skipped
+
+
+def _check_rung_n(rung: dict, run_root: str) -> None:
+    """A rung's rows must carry the plan's parameter count: an `n` that disagrees (a results.csv from another
+    plan, or a plan edited after training) put a point at the wrong size into every fit. Reads the rung's
+    results once more than rundir.collect does (small files; keeps the check out of rundir)."""
+    file = f"{rundir.join(run_root, rung['name'])}/results.csv"
+    for row in rundir.read_results(rundir.join(run_root, rung["name"])):
+        try:
+            got = float(row.get("n"))
+        except (TypeError, ValueError):
+            continue  # not a number: the table's validation names it
+        if "n" in rung and abs(got - float(rung["n"])) > 1e-9 * abs(float(rung["n"])):
+            raise LadderError(f"{file}: rung {rung['name']} has n = {row.get('n')} but the plan says "
+                              f"n = {rung['n']}; collect with the plan the rung was trained from, or re-run "
+                              f"the rung's evaluation under this plan")
+

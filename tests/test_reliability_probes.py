@@ -329,3 +329,16 @@ def test_direction_accuracy_that_falls_with_scale_is_flagged_not_confident(capsy
     assert "DIR" in res["flags"] and "falls" in res["flag_details"]["DIR"]
     assert (res["acc_lo"], res["acc_hi"]) == (0.0, 1.0)
 
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--multiples", "1e-9"), "multiples: 1e-09xC gives rung 45k-1e-09xC 0.000907 tokens, less than one batch "
+                              "(2,048 tokens); use --multiples of at least 0.00226"),  # was 1 step labelled 1e-09xC
+    (("--sizes", "45k,45k"), "sizes: '45k' repeats size 45k (45,344 parameters); list each size once"),  # deduped
+    (("--sizes", "45k,45000"), "sizes: '45000' repeats size 45k"),
+    (("--multiples", "2,1,2"), "multiples: '2' is listed twice"),
+])
+def test_plan_refuses_sub_batch_multiples_and_repeats(capsys, tmp_path, args, message):
+    rc, err = _probe(capsys, ["plan", "--preset", "smoke", *args, "-o", tmp_path / "p.json"])
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "p.json").exists()

@@ -17,7 +17,7 @@ from ladder.plan.budget import choose_rungs
 from ladder.plan.planfile import VERSION, format_table, load_plan, print_table, rung_arch, write_plan
 from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset
 from ladder.plan.resources import MFU, check_rung, choose_slice, estimate_memory, estimate_seconds
-from ladder.plan.rungs import make_rung
+from ladder.plan.rungs import TOKENS_PER_PARAM, make_rung
 from ladder.plan.sizes import arch_for_size, format_count, parse_count
 
 __all__ = [
@@ -68,7 +68,10 @@ def _multiples(values) -> tuple[float, ...]:
             raise LadderError(f"multiples: cannot read {v!r} as a number; write e.g. 1,2,5,10")
         if not c > 0 or c != c or c == float("inf"):
             raise LadderError(f"multiples: {v!r} is not positive; Chinchilla multiples are > 0, e.g. 0.5,1,2,5")
-        out.append(int(c) if c.is_integer() else c)
+        c = int(c) if c.is_integer() else c
+        if c in out:
+            raise LadderError(f"multiples: {v!r} is listed twice (rung names would collide); list each once")
+        out.append(c)
     if not out:
         raise LadderError("multiples: the list is empty; write e.g. 1,2,5,10")
     return tuple(sorted(set(out)))
@@ -84,6 +87,10 @@ def _sizes(values, family: Family) -> list[tuple[str, Arch]]:
             n = parse_count(v, "sizes")
             arch = arch_for_size(n, family.vocab_size, family.seq_len, field="sizes")
             label = v.strip() if isinstance(v, str) and not re.fullmatch(r"[0-9.e+]+", v.strip()) else format_count(n)
+        twin = [k for k, a in out.items() if k == label or n_params(a) == n_params(arch)]
+        if twin:
+            raise LadderError(f"sizes: {v!r} repeats size {twin[0]} ({n_params(arch):,} parameters); list each "
+                              "size once")
         out[label] = arch
     if not out:
         raise LadderError("sizes: the list is empty; write e.g. 60M,150M,370M")
@@ -140,6 +147,7 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
     fracs = _eval_fractions(eval_fractions)
     rungs = [make_rung(label, a, c, family, seed=seed, schedule=schedule, eval_fractions=fracs)
              for label, a in chosen for c in mults]
+    _check_whole_batches(rungs)
     for r in rungs:
         r["share"] = r["flops_6nd"] / total_6nd
     spent = sum(r["share"] for r in rungs)
@@ -148,6 +156,18 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
                           f"--fraction cap {fraction:.3%}; drop sizes or multiples, or raise --fraction")
     return {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
             "fraction": spent, "defaults": dict(family.defaults), "rungs": rungs}
+
+
+def _check_whole_batches(rungs: list[dict]) -> None:
+    """A rung asked to train less than one batch would be rounded up to one step, training many times the
+    tokens its label (e.g. `1e-09xC`) says: refused, naming the smallest multiple every size can train."""
+    short = [r for r in rungs if r["multiple"] * TOKENS_PER_PARAM * r["n"] < r["batch_tokens"]]
+    if short:
+        need = max(r["batch_tokens"] / (TOKENS_PER_PARAM * r["n"]) for r in rungs)
+        r = short[0]
+        raise LadderError(f"multiples: {r['multiple']:g}xC gives rung {r['name']} "
+                          f"{r['multiple'] * TOKENS_PER_PARAM * r['n']:.3g} tokens, less than one batch "
+                          f"({r['batch_tokens']:,} tokens); use --multiples of at least {need:.3g}")
 
 
 def _eval_fractions(fractions) -> tuple[float, ...] | None:

@@ -342,3 +342,11 @@ def test_plan_refuses_sub_batch_multiples_and_repeats(capsys, tmp_path, args, me
     rc, err = _probe(capsys, ["plan", "--preset", "smoke", *args, "-o", tmp_path / "p.json"])
     assert rc == 2 and message in err, err
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("verb", [["launch", "--backend", "local", "--dry-run"], ["status"], ["collect", "-o", "x.csv"]])
+def test_run_root_with_an_unsupported_scheme_is_refused(capsys, tmp_path, verb):
+    """Before: `launch --backend local --run-root s3://...` passed the dry run (a local dir named `s3:`)."""
+    plan = _plan(tmp_path, lambda p: None)
+    rc, err = _probe(capsys, [verb[0], plan, *verb[1:], "--run-root", "s3://bucket/ladder"])
+    assert rc == 2 and "argument --run-root: s3:// is not supported; give a local path or gs://BUCKET/PATH" in err, err

@@ -122,7 +122,17 @@ def plan_targets(path) -> dict[str, tuple[float, float]]:
 
 def add_run_root(parser, help: str = "root of the rungs' run dirs (a path or gs://BUCKET/PATH); rung run dir "
                  "= ROOT/RUNG (default: runs/<plan name>)") -> None:
-    parser.add_argument("--run-root", type=path_arg, help=help)
+    parser.add_argument("--run-root", type=run_root_arg, help=help)
+
+
+def run_root_arg(text: str) -> str:
+    """An argparse type for --run-root: a local path or gs://. Another scheme (s3://, http://) passed the
+    dry run and was then treated as a relative local directory named `s3:`, or failed at the first write."""
+    text = path_arg(text)
+    scheme = text.split("://", 1)[0] if "://" in text else None
+    if scheme is not None and scheme != "gs":
+        raise argparse.ArgumentTypeError(f"{scheme}:// is not supported; give a local path or gs://BUCKET/PATH")
+    return text
 
 
 def run_root(args) -> str:

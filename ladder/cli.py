@@ -167,8 +167,19 @@ def check_environment(environ=None) -> None:
 def os_error_line(e: OSError) -> str:
     """An OSError as '<path>: <reason>; <fix>' (no traceback: the path and the reason are what the user needs)."""
     path = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
+    cache = os.path.expanduser(os.environ.get("LADDER_CACHE", ""))
+    if cache and e.filename and _under(os.fsdecode(e.filename), cache):
+        # the path came from the environment, not the command line: name the variable to change
+        return f"LADDER_CACHE={os.environ['LADDER_CACHE']}: {path}: {e.strerror or e}; point LADDER_CACHE at a " \
+               "writable directory, or unset it for ~/.cache/ladder"
     return f"{path}: {e.strerror or e}; check that the path exists, is of the right kind (file or directory), " \
            "is writable, and that the disk is not full"
+
+
+def _under(path: str, root: str) -> bool:
+    """Whether `path` is `root` or inside it (lexically: the cache need not exist)."""
+    path, root = os.path.abspath(path), os.path.abspath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 if __name__ == "__main__":

@@ -350,3 +350,23 @@ def test_run_root_with_an_unsupported_scheme_is_refused(capsys, tmp_path, verb):
     plan = _plan(tmp_path, lambda p: None)
     rc, err = _probe(capsys, [verb[0], plan, *verb[1:], "--run-root", "s3://bucket/ladder"])
     assert rc == 2 and "argument --run-root: s3:// is not supported; give a local path or gs://BUCKET/PATH" in err, err
+
+
+def test_spm_vocab_below_the_floor_names_the_smallest_size(capsys, tmp_path):
+    """Before: "sentencepiece refused 3 ()" (an id check with no reason). Now the floor: 4 special ids + 256 byte
+    pieces + the corpus's characters (sentencepiece's own figure where it gives one)."""
+    rc, err = _probe(capsys, ["data", "spm", "--vocab-size", "3", "-o", tmp_path / "s.model"])
+    assert rc == 2 and "--vocab-size: 3 is too small for this corpus: sentencepiece needs about " in err, err
+    assert "()" not in err and not (tmp_path / "s.model").exists()
+
+
+def test_an_os_error_inside_ladder_cache_names_the_variable(monkeypatch):
+    """Before: LADDER_CACHE=/proc/ladder gave '/proc/ladder: No such file or directory; check that the path...',
+    a path the user never typed."""
+    from ladder.cli import os_error_line
+
+    monkeypatch.setenv("LADDER_CACHE", "/proc/ladder")
+    line = os_error_line(FileNotFoundError(2, "No such file or directory", "/proc/ladder/tfds/x"))
+    assert line.startswith("LADDER_CACHE=/proc/ladder: /proc/ladder/tfds/x: No such file or directory; point "
+                           "LADDER_CACHE at a writable directory"), line
+    assert "LADDER_CACHE" not in os_error_line(FileNotFoundError(2, "No such file", "/proc/ladderx"))

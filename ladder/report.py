@@ -61,6 +61,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def write_report(out: Path, run_root: str, stages: dict) -> Path:
+    from ladder import rundir
     from ladder.plan import format_table
 
     out = Path(out)
@@ -139,7 +140,7 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
     lines += _table(["stage", "wall time (s)", "training FLOPs (6N+attention)"], rows)
     lines += ["", f"Total wall time so far: {total / 60:.1f} min (the report stage itself not included)."]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    rundir.write_text(path, "\n".join(lines) + "\n")  # atomic: a crash never leaves half a report
     return path
 
 

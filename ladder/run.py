@@ -33,6 +33,7 @@ class Context:
     dry_run: bool = False
     print_fn: object = print
     plan_dir: Path | None = None  # where plans are written when not into `out` (a dry run on an existing run)
+    resumed: bool = False  # `out` held this config's run already (its rungs may have trained from its plan)
 
     @property
     def plan_path(self) -> Path:
@@ -48,37 +49,74 @@ class Context:
 
 
 # ------------------------------------------------------------------------------------------- stages
-def stage_plan(ctx: Context) -> dict:
+def make_plans(ctx: Context) -> tuple[dict, dict | None]:
+    """(the ladder's plan, the self-check's plan or None): a pure function of the config, so a re-run can
+    check the plan files it finds against them (`_check_plan_files`)."""
     from ladder import plan as plan_lib
+    from ladder.train_config import resolve_rung
 
     p = ctx.cfg.plan
     eval_fractions = list(p.eval_fractions) or None
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
                                 multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed,
                                 eval_fractions=eval_fractions)
-    from ladder.train_config import resolve_rung
-
     for rung in plan["rungs"]:  # unknown keys and wrong types in train_overrides fail here, not on a paid slice
         resolve_rung(plan, rung, ctx.cfg.train_overrides)
+    if not ctx.cfg.self_check.enabled:
+        return plan, None
+    from ladder.laws.predict import FINAL_WINDOW
+    from ladder.plan.presets import FAMILIES
+
+    # The check is compared on the mean of its last FINAL_WINDOW evaluations only, so it is evaluated there
+    # only (earlier evaluations of the largest model cost ~3% of the smoke job and were never read).
+    tail = sorted(eval_fractions or FAMILIES[plan["family"]].eval_fractions)[-FINAL_WINDOW:]
+    check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
+                                 multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed,
+                                 eval_fractions=tail)
+    check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
+    largest = max(r["n"] for r in plan["rungs"])
+    require(check["rungs"][0]["n"] > largest, "self_check.size",
+            f"{check['rungs'][0]['n']:,} parameters is not larger than the largest rung ({largest:,})",
+            "a self-check must extrapolate: choose a larger size")
+    return plan, check
+
+
+def stage_plan(ctx: Context) -> dict:
+    from ladder import plan as plan_lib
+
+    plan, check = make_plans(ctx)
+    if ctx.resumed:
+        _check_plan_files(ctx, plan, check)  # never replace the plan a run's rungs were trained from
     plan_lib.write_plan(plan, ctx.plan_path)
     ctx.print_fn(plan_lib.format_table(plan))
-    if ctx.cfg.self_check.enabled:
-        from ladder.laws.predict import FINAL_WINDOW
-        from ladder.plan.presets import FAMILIES
-
-        # The check is compared on the mean of its last FINAL_WINDOW evaluations only, so it is evaluated there
-        # only (earlier evaluations of the largest model cost ~3% of the smoke job and were never read).
-        tail = sorted(eval_fractions or FAMILIES[plan["family"]].eval_fractions)[-FINAL_WINDOW:]
-        check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
-                                     multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed,
-                                     eval_fractions=tail)
-        check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
-        largest = max(r["n"] for r in plan["rungs"])
-        require(check["rungs"][0]["n"] > largest, "self_check.size",
-                f"{check['rungs'][0]['n']:,} parameters is not larger than the largest rung ({largest:,})",
-                "a self-check must extrapolate: choose a larger size")
+    if check is not None:
         plan_lib.write_plan(check, ctx.check_plan_path)
     return {"rungs": len(plan["rungs"]), "fraction": plan["fraction"]}
+
+
+def _check_plan_files(ctx: Context, plan: dict, check: dict | None) -> list[str]:
+    """The plan files of the run directory that are absent or unreadable (to be written again from the config:
+    a plan is a function of it). A readable plan file that differs from the config's plan is a LadderError: the
+    rungs trained so far may come from it, and training on from another plan would mix two ladders."""
+    from ladder.plan import load_plan
+
+    damaged = []
+    for path, want in ((ctx.plan_path, plan), (ctx.check_plan_path, check)):
+        if want is None:
+            continue
+        if not path.exists():
+            damaged.append(f"{path} is missing")
+            continue
+        try:
+            found = load_plan(path)
+        except LadderError:
+            damaged.append(f"{path} is unreadable")
+            continue
+        if found != json.loads(json.dumps(want, default=float)):
+            raise LadderError(f"--out: {path} is not the plan this run's config gives (edited by hand, or written by "
+                              "another version of ladder), and its rungs may have trained from it; restore it, or "
+                              "use another --out")
+    return damaged
 
 
 def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
@@ -189,11 +227,13 @@ def stage_predict(ctx: Context) -> dict:
         warnings.simplefilter("ignore")
         pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed,
                        plot_dir=ctx.out / "plots")
-    (ctx.out / "predictions.json").write_text(json.dumps(pred.to_json(), indent=2, sort_keys=True))
+    from ladder.rundir import write_json
+
+    write_json(ctx.out / "predictions.json", pred.to_json(), sort_keys=True)
     backtests = {task: {m: {"error": h.error if np.isfinite(h.error) else None, "loss_error": h.loss_error,
                             "problem": h.problem}
                         for m, h in bt.items()} for task, bt in pred.backtests.items()}
-    (ctx.out / "backtest.json").write_text(json.dumps(backtests, indent=2, sort_keys=True))
+    write_json(ctx.out / "backtest.json", backtests, sort_keys=True)
     ctx.print_fn(pred.table())
     return {"tasks": len(pred.fits)}
 
@@ -204,17 +244,17 @@ def stage_self_check(ctx: Context) -> dict:
     from ladder import results
     from ladder.laws.predict import FINAL_WINDOW
     from ladder.plan import load_plan
-    from ladder.rundir import join, read_results
+    from ladder.rundir import join, read_json, read_results, write_json
 
     info = _launch(ctx, ctx.check_plan_path, "self-check")
     rung = load_plan(ctx.check_plan_path)["rungs"][0]
     rows = read_results(join(ctx.run_root, rung["name"]))
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
-    predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
+    predicted = read_json(ctx.out / "predictions.json")[rung["name"]]  # checked at the start (_recorded_stages)
     table = {task: _check_task(cols, task, p, FINAL_WINDOW) for task, p in predicted.items()}
-    (ctx.out / "self_check.json").write_text(json.dumps(
-        {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, indent=2, sort_keys=True))
+    write_json(ctx.out / "self_check.json",
+               {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, sort_keys=True)
     for task, r in table.items():
         loss = ("loss: n/a (single-step)" if r["loss_err"] is None else
                 f"{r['feature']} {r['loss_pred']:.3f} pred vs {r['loss_meas']:.3f} measured ({r['loss_err']:+.1%})")
@@ -258,6 +298,17 @@ RUNNERS = {"plan": stage_plan, "train": stage_train, "collect": stage_collect, "
 
 
 # ------------------------------------------------------------------------------------------- driver
+# What `ladder run` keeps in its run directory, by kind: something of the other kind there is named at the
+# start (rundir.check_layout), never met later as a failed write.
+RUN_FILES = ("config.json", "plan.json", "self_check_plan.json", "stages.json", "results.csv", "predictions.json",
+             "backtest.json", "self_check.json", "report.md", "lock.json")
+RUN_DIRECTORIES = ("rungs", "plots")
+# The files each recorded stage wrote and a later stage reads (a stage whose files are gone or unreadable is
+# run again, with those after it).
+STAGE_FILES = {"collect": ("results.csv",), "predict": ("predictions.json", "backtest.json"),
+               "self_check": ("self_check.json",), "report": ("report.md",)}
+
+
 def _read_stages(out: Path) -> dict:
     from ladder.rundir import read_json
 
@@ -268,6 +319,70 @@ def _write_stages(out: Path, stages: dict) -> None:
     from ladder.rundir import write_json
 
     write_json(out / "stages.json", stages, sort_keys=True)
+
+
+def _recorded_stages(ctx: Context, note) -> dict:
+    """stages.json's records that still hold: the longest run of stages, in order, each well formed and its
+    files readable. Whatever follows a record that does not hold runs again, with a note: stages are
+    deterministic and resumable (finished rungs are skipped, partial ones resume), so nothing is lost but time,
+    and the plan check keeps another plan's rungs out."""
+    from ladder.rundir import read_bytes, read_json
+
+    path = ctx.out / "stages.json"
+    raw = read_json(path)
+    if raw is None and read_bytes(path) is not None:
+        note(f"{path} is unreadable (not the JSON `ladder run` writes); every stage runs again (finished rungs "
+             "are skipped, partial ones resume from their checkpoints)")
+    raw = raw or {}
+    kept = {}
+    for name in STAGES:
+        record = raw.get(name)
+        if record is None:
+            break
+        problem = None
+        if not (isinstance(record, dict) and isinstance(record.get("seconds"), (int, float))):
+            problem = f"{path}: the record of {name} is not one `ladder run` writes"
+        elif name == "plan":
+            damaged = _check_plan_files(ctx, *make_plans(ctx))
+            problem = damaged and "; ".join(damaged) + " (written again from this run's config: the same plan)"
+        elif name == "train":  # its rungs matter until collect has read them (never re-train a finished ladder)
+            problem = None if "collect" in raw else _rungs_not_done(ctx)
+        else:
+            problem = _unreadable(ctx, name)
+        if problem:
+            note(f"{problem}; the stage {name} runs again, with those after it")
+            break
+        kept[name] = record
+    return kept
+
+
+def _rungs_not_done(ctx: Context) -> str | None:
+    """Which rungs of a recorded train stage are no longer done (a run directory deleted or replaced)."""
+    from ladder.launch.jobs import load
+    from ladder.launch.status import ladder_status
+
+    names = [r.name for r in ladder_status(load(str(ctx.plan_path)), ctx.run_root) if r.state != "done"]
+    return names and f"the rungs {', '.join(names)} under {ctx.run_root} are not done (run directories changed since)"
+
+
+def _unreadable(ctx: Context, stage: str) -> str | None:
+    """Which of a finished stage's files is missing or unreadable, or None."""
+    from ladder import results
+    from ladder.rundir import read_json
+
+    if stage == "self_check" and not ctx.cfg.self_check.enabled:
+        return None
+    for name in STAGE_FILES.get(stage, ()):
+        path = ctx.out / name
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            ok = results.read_table(path) if name.endswith(".csv") else path.suffix != ".json" or read_json(path)
+        except LadderError:
+            ok = False
+        if not ok:
+            return f"{path} is unreadable"
+    return None
 
 
 def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: bool = False,
@@ -288,28 +403,36 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
                 return _run_stages(Context(cfg, out, True, print_fn, Path(scratch)), ("plan", "train"), {})
         out.mkdir(parents=True, exist_ok=True)
         return _run_stages(Context(cfg, out, True, print_fn), ("plan", "train"), {})
+    from ladder import rundir
     from ladder.runlock import hold
 
     with hold(out, "--out"):  # one `ladder run` per run directory
+        rundir.check_layout(out, "--out", files=RUN_FILES, directories=RUN_DIRECTORIES)
         saved = out / "config.json"
         text = cfg.to_json(sort_keys=True)
-        if saved.exists():
+        resumed = saved.exists()
+        if resumed:
             require(_read_saved_config(saved) == json.loads(text), str(out),
                     "this run directory was made with another config", "use another --out, or delete it")
-        else:
-            tmp = out / "config.json.tmp"
-            tmp.write_text(text)
-            tmp.replace(saved)
-        ctx = Context(cfg, out, False, print_fn)
-        return _run_stages(ctx, STAGES, _read_stages(out))
+        else:  # a new run (a dry run may have left its plan here: written again below)
+            left = sorted(n for n in ("stages.json", "rungs") if (out / n).exists())
+            require(not left, "--out", f"{out} holds {' and '.join(left)} but no config.json, so the config that "
+                    "made them is unknown (going on could mix two ladders)", "restore config.json, or use another --out")
+            rundir.write_text(saved, text)
+        ctx = Context(cfg, out, False, print_fn, resumed=resumed)
+        note = lambda m: print(f"ladder run: {m}", file=sys.stderr)  # noqa: E731
+        return _run_stages(ctx, STAGES, _recorded_stages(ctx, note) if resumed else {})
 
 
 def _read_saved_config(path: Path) -> dict:
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise LadderError(f"--out: {path} is unreadable (not the JSON `ladder run` writes), so the config of this "
-                          "run is unknown; restore it, or use another --out") from None
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+        if isinstance(saved, dict):
+            return saved
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        pass
+    raise LadderError(f"--out: {path} is unreadable (not the JSON `ladder run` writes), so the config of this "
+                      "run is unknown; restore it, or use another --out")
 
 
 def _run_stages(ctx: Context, names, stages: dict) -> dict:

@@ -7,6 +7,7 @@ import os
 import signal
 
 import numpy as np
+import pytest
 
 from tests.test_train import _leaves, final_params, metric_rows, tiny_config
 
@@ -57,8 +58,6 @@ def test_a_stop_during_an_evaluation_saves_that_step_and_the_resume_redoes_it(tm
     Now it stops within a batch; each stop below lands mid-evaluation, one of them during the redone one.
     (Also the trainer's SIGTERM test: a resume ends "done" with an uninterrupted run's rows; a done run is left
     alone; another config in its directory is refused.)"""
-    import pytest
-
     from ladder.cpt import compilation_cache
     from ladder.errors import LadderError
     from ladder.results import read_table
@@ -108,3 +107,180 @@ def test_a_stop_during_an_evaluation_saves_that_step_and_the_resume_redoes_it(tm
     with pytest.raises(LadderError, match="--run-dir: .* holds a run with another config"):
         train(cfg, str(stopped))
     assert json.loads((stopped / "status.json").read_text())["updated"] == status["updated"]
+
+
+# ------------------------------------------------------------------------------------------ `ladder run` state
+
+
+def _run_config():
+    """Two 0.02xC rungs and a self-check (planned for real; the stages after the plan are stand-ins)."""
+    from ladder.run import default_config
+
+    c = default_config()
+    c.plan.update(targets=["smoke-target"], preset="", sizes=["29k", "45k"], multiples=[0.02], eval_fractions=[1])
+    c.self_check.update(enabled=True, size="93k", multiple=0.02)
+    return c
+
+
+RESULTS = "run,n,d,step,task,loss,acc\r\nr,1,2,3,t,1.5,0.5\r\n"
+
+
+@pytest.fixture
+def ladder_run(monkeypatch, capsys):
+    """run(out) -> (the stages that ran, what went to stderr): `ladder run` of _run_config into `out`, the plan
+    stage real (it is cheap), the stages after it stand-ins that write their files and nothing else."""
+    from ladder import run as run_lib
+
+    ran = []
+    real_plan = run_lib.RUNNERS["plan"]
+    files = {"collect": {"results.csv": RESULTS},
+             "predict": {"predictions.json": '{"x": 1}', "backtest.json": '{"t": 1}'},
+             "self_check": {"self_check.json": '{"tasks": {}}'}, "report": {"report.md": "# report\n"}}
+
+    def stand_in(name):
+        def stage(ctx):
+            ran.append(name)
+            if name == "plan":
+                return real_plan(ctx)
+            for file, text in files.get(name, {}).items():
+                (ctx.out / file).write_text(text)
+            return {}
+        return stage
+
+    for name in run_lib.STAGES:
+        monkeypatch.setitem(run_lib.RUNNERS, name, stand_in(name))
+
+    def run(out):
+        ran.clear()
+        capsys.readouterr()
+        run_lib.run(_run_config(), str(out), print_fn=lambda *a: None)
+        return list(ran), capsys.readouterr().err
+
+    return run
+
+
+@pytest.fixture
+def finished(tmp_path, ladder_run):
+    """A finished run directory (every stage recorded) and its files' bytes."""
+    out = tmp_path / "out"
+    assert ladder_run(out)[0] == ["plan", "train", "collect", "predict", "self_check", "report"]
+    return out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "lock.json"}
+
+
+def _damage(path, how):
+    if how == "directory":
+        path.unlink()
+        path.mkdir()
+    elif how == "missing":
+        path.unlink()
+    else:
+        raw = path.read_bytes()
+        path.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "garbage": b"\xff\xfe\x00garbage",
+                          "a list": b"[1, 2]", "a bad record": b'{"plan": 5}'}[how])
+
+
+@pytest.mark.parametrize("file, how, reran, note", [
+    # Before: `done earlier, skipped`, then the train stage failed on the plan ("rewrite it with `ladder plan`").
+    ("plan.json", "truncated", "plan", "plan.json is unreadable (written again from this run's config"),
+    ("plan.json", "missing", "plan", "plan.json is missing"),
+    ("self_check_plan.json", "garbage", "plan", "self_check_plan.json is unreadable"),
+    # Before: every stage ran again without a word; a bad record was a TypeError traceback.
+    ("stages.json", "truncated", "plan", "stages.json is unreadable (not the JSON `ladder run` writes); every stage"),
+    ("stages.json", "empty", "plan", "stages.json is unreadable"),
+    ("stages.json", "a list", "plan", "stages.json is unreadable"),
+    ("stages.json", "a bad record", "plan", "stages.json: the record of plan is not one `ladder run` writes"),
+    # Before: read by the next stage: a UnicodeDecodeError / JSONDecodeError traceback there.
+    ("results.csv", "garbage", "collect", "results.csv is unreadable; the stage collect runs again"),
+    ("predictions.json", "truncated", "predict", "predictions.json is unreadable; the stage predict runs again"),
+    ("backtest.json", "missing", "predict", "backtest.json is missing"),
+    ("self_check.json", "a list", "self_check", "self_check.json is unreadable"),
+    ("report.md", "missing", "report", "report.md is missing"),
+])
+def test_a_damaged_state_file_reruns_its_stage_and_those_after(finished, ladder_run, file, how, reran, note):
+    """Stages are deterministic and resumable, so a damaged record or output costs time, not a wrong result:
+    the stage that wrote it and those after run again (finished rungs are skipped by the launcher), with a
+    note; the plan written again is the same plan, byte for byte."""
+    from ladder.run import STAGES
+
+    out, before = finished
+    _damage(out / file, how)
+    ran, err = ladder_run(out)
+    assert ran == list(STAGES[STAGES.index(reran):]), err
+    assert note in err and err.count("\n") == 1, err
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "lock.json"}
+    assert {k: after[k] for k in ("plan.json", "self_check_plan.json", "config.json")} == \
+        {k: before[k] for k in ("plan.json", "self_check_plan.json", "config.json")}
+    assert ladder_run(out)[0] == []  # and recorded again
+
+
+@pytest.mark.parametrize("file", ["config.json", "plan.json", "stages.json", "results.csv", "predictions.json",
+                                  "report.md"])
+def test_a_directory_where_ladder_run_keeps_a_file_is_named_before_any_stage(finished, ladder_run, file):
+    """Before: a generic "Is a directory; check that the path exists..." line (config.json, stages.json), or a
+    later stage failing on it."""
+    from ladder.errors import LadderError
+
+    out, _ = finished
+    _damage(out / file, "directory")
+    with pytest.raises(LadderError, match=f"--out: {out / file} is not a file, which ladder keeps there; move it"):
+        ladder_run(out)
+
+
+def test_another_plan_in_the_run_directory_is_refused_never_trained(finished, ladder_run):
+    """Before: with the train stage still to do, the launcher trained the edited plan's rungs (those whose run
+    directory did not exist yet; the others were refused one by one)."""
+    from ladder.errors import LadderError
+
+    out, _ = finished
+    plan = json.loads((out / "plan.json").read_text())
+    plan["rungs"][0]["seed"] = 7
+    (out / "plan.json").write_text(json.dumps(plan))
+    (out / "stages.json").write_text("{}")  # even when no stage is recorded: the plan stage checks it too
+    with pytest.raises(LadderError, match="plan.json is not the plan this run's config gives"):
+        ladder_run(out)
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "a list"])
+def test_a_lost_or_damaged_config_json_is_an_error_never_a_fresh_start(finished, ladder_run, how):
+    """Before: a missing config.json was written again from whatever config came, and the run went on over the
+    old run's stages and rungs; `[]` said "made with another config"."""
+    from ladder.errors import LadderError
+
+    out, _ = finished
+    _damage(out / "config.json", how)
+    message = "but no config.json" if how == "missing" else "config.json is unreadable"
+    with pytest.raises(LadderError, match=message):
+        ladder_run(out)
+
+
+def test_a_dry_runs_plan_in_a_new_directory_does_not_block_the_real_run(tmp_path, ladder_run):
+    from ladder.run import run
+
+    out = tmp_path / "out"
+    run(_run_config(), str(out), dry_run=True, print_fn=lambda *a: None)
+    assert (out / "plan.json").exists() and not (out / "config.json").exists()
+    assert ladder_run(out)[0][0] == "plan"
+
+
+@pytest.mark.parametrize("cut", [3, 10, 23])  # the row is 24 characters with its \r\n
+def test_a_torn_results_row_is_dropped_with_a_note_and_rows_are_written_whole(tmp_path, capsys, cut):
+    """Before: the evaluator appended its rows; a SIGKILL mid-append left half a row, and the resumed run's next
+    evaluation failed on it (TypeError / ValueError tracebacks) or, torn inside the step, kept it for good."""
+    from ladder import rundir
+    from ladder.results import read_table
+
+    def rows(step):
+        return [dict(run="r", n=10, d=100 * step, step=step, task=t, loss=1.5, acc=0.5) for t in ("a", "b")]
+
+    path = tmp_path / "results.csv"
+    rundir.write_results(path, 10, rows(10))
+    rundir.write_results(path, 20, rows(20))
+    raw = path.read_bytes()
+    start = raw.index(b"r,10,2000,20,a")
+    path.write_bytes(raw[: start + cut])  # a crash in the middle of step 20's first row
+    rundir.write_results(path, 20, rows(20))
+    assert "results.csv: dropped a torn last line" in capsys.readouterr().err
+    table = read_table(path)
+    assert list(table["step"]) == [10, 10, 20, 20] and list(table["task"]) == ["a", "b", "a", "b"]
+    rundir.write_results(path, 10, rows(10))  # a resume from an earlier checkpoint: step 10 and later replaced
+    assert list(read_table(path)["step"]) == [10, 10]

@@ -12,7 +12,6 @@ measured task loss and accuracy with what the ladder predicted for it: an honest
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import threading
 import time
@@ -21,9 +20,9 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from ladder.errors import LadderError, require
+from ladder.errors import require
 
-STAGES = ("plan", "train", "collect", "predict", "self_check", "report")
+from ladder.run_state import STAGES  # the stages in order (run_state checks their records)
 
 
 @dataclasses.dataclass
@@ -51,7 +50,7 @@ class Context:
 # ------------------------------------------------------------------------------------------- stages
 def make_plans(ctx: Context) -> tuple[dict, dict | None]:
     """(the ladder's plan, the self-check's plan or None): a pure function of the config, so a re-run can
-    check the plan files it finds against them (`_check_plan_files`)."""
+    check the plan files it finds against them (`run_state.check_plan_files`)."""
     from ladder import plan as plan_lib
     from ladder.train_config import resolve_rung
 
@@ -86,37 +85,14 @@ def stage_plan(ctx: Context) -> dict:
 
     plan, check = make_plans(ctx)
     if ctx.resumed:
-        _check_plan_files(ctx, plan, check)  # never replace the plan a run's rungs were trained from
+        from ladder.run_state import check_plan_files
+
+        check_plan_files(ctx, plan, check)  # never replace the plan a run's rungs were trained from
     plan_lib.write_plan(plan, ctx.plan_path)
     ctx.print_fn(plan_lib.format_table(plan))
     if check is not None:
         plan_lib.write_plan(check, ctx.check_plan_path)
     return {"rungs": len(plan["rungs"]), "fraction": plan["fraction"]}
-
-
-def _check_plan_files(ctx: Context, plan: dict, check: dict | None) -> list[str]:
-    """The plan files of the run directory that are absent or unreadable (to be written again from the config:
-    a plan is a function of it). A readable plan file that differs from the config's plan is a LadderError: the
-    rungs trained so far may come from it, and training on from another plan would mix two ladders."""
-    from ladder.plan import load_plan
-
-    damaged = []
-    for path, want in ((ctx.plan_path, plan), (ctx.check_plan_path, check)):
-        if want is None:
-            continue
-        if not path.exists():
-            damaged.append(f"{path} is missing")
-            continue
-        try:
-            found = load_plan(path)
-        except LadderError:
-            damaged.append(f"{path} is unreadable")
-            continue
-        if found != json.loads(json.dumps(want, default=float)):
-            raise LadderError(f"--out: {path} is not the plan this run's config gives (edited by hand, or written by "
-                              "another version of ladder), and its rungs may have trained from it; restore it, or "
-                              "use another --out")
-    return damaged
 
 
 def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
@@ -251,7 +227,7 @@ def stage_self_check(ctx: Context) -> dict:
     rows = read_results(join(ctx.run_root, rung["name"]))
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
-    predicted = read_json(ctx.out / "predictions.json")[rung["name"]]  # checked at the start (_recorded_stages)
+    predicted = read_json(ctx.out / "predictions.json")[rung["name"]]  # checked at the start (run_state)
     table = {task: _check_task(cols, task, p, FINAL_WINDOW) for task, p in predicted.items()}
     write_json(ctx.out / "self_check.json",
                {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, sort_keys=True)
@@ -288,7 +264,9 @@ def _check_task(cols: dict, task: str, p: dict, window: int) -> dict:
 def stage_report(ctx: Context) -> dict:
     from ladder.report import write_report
 
-    path = write_report(ctx.out, ctx.run_root, _read_stages(ctx.out))
+    from ladder.run_state import read_stages
+
+    path = write_report(ctx.out, ctx.run_root, read_stages(ctx.out))
     ctx.print_fn(f"report: {path}")
     return {}
 
@@ -298,93 +276,6 @@ RUNNERS = {"plan": stage_plan, "train": stage_train, "collect": stage_collect, "
 
 
 # ------------------------------------------------------------------------------------------- driver
-# What `ladder run` keeps in its run directory, by kind: something of the other kind there is named at the
-# start (rundir.check_layout), never met later as a failed write.
-RUN_FILES = ("config.json", "plan.json", "self_check_plan.json", "stages.json", "results.csv", "predictions.json",
-             "backtest.json", "self_check.json", "report.md", "lock.json")
-RUN_DIRECTORIES = ("rungs", "plots")
-# The files each recorded stage wrote and a later stage reads (a stage whose files are gone or unreadable is
-# run again, with those after it).
-STAGE_FILES = {"collect": ("results.csv",), "predict": ("predictions.json", "backtest.json"),
-               "self_check": ("self_check.json",), "report": ("report.md",)}
-
-
-def _read_stages(out: Path) -> dict:
-    from ladder.rundir import read_json
-
-    return read_json(out / "stages.json") or {}
-
-
-def _write_stages(out: Path, stages: dict) -> None:
-    from ladder.rundir import write_json
-
-    write_json(out / "stages.json", stages, sort_keys=True)
-
-
-def _recorded_stages(ctx: Context, note) -> dict:
-    """stages.json's records that still hold: the longest run of stages, in order, each well formed and its
-    files readable. Whatever follows a record that does not hold runs again, with a note: stages are
-    deterministic and resumable (finished rungs are skipped, partial ones resume), so nothing is lost but time,
-    and the plan check keeps another plan's rungs out."""
-    from ladder.rundir import read_bytes, read_json
-
-    path = ctx.out / "stages.json"
-    raw = read_json(path)
-    if raw is None and read_bytes(path) is not None:
-        note(f"{path} is unreadable (not the JSON `ladder run` writes); every stage runs again (finished rungs "
-             "are skipped, partial ones resume from their checkpoints)")
-    raw = raw or {}
-    kept = {}
-    for name in STAGES:
-        record = raw.get(name)
-        if record is None:
-            break
-        problem = None
-        if not (isinstance(record, dict) and isinstance(record.get("seconds"), (int, float))):
-            problem = f"{path}: the record of {name} is not one `ladder run` writes"
-        elif name == "plan":
-            damaged = _check_plan_files(ctx, *make_plans(ctx))
-            problem = damaged and "; ".join(damaged) + " (written again from this run's config: the same plan)"
-        elif name == "train":  # its rungs matter until collect has read them (never re-train a finished ladder)
-            problem = None if "collect" in raw else _rungs_not_done(ctx)
-        else:
-            problem = _unreadable(ctx, name)
-        if problem:
-            note(f"{problem}; the stage {name} runs again, with those after it")
-            break
-        kept[name] = record
-    return kept
-
-
-def _rungs_not_done(ctx: Context) -> str | None:
-    """Which rungs of a recorded train stage are no longer done (a run directory deleted or replaced)."""
-    from ladder.launch.jobs import load
-    from ladder.launch.status import ladder_status
-
-    names = [r.name for r in ladder_status(load(str(ctx.plan_path)), ctx.run_root) if r.state != "done"]
-    return names and f"the rungs {', '.join(names)} under {ctx.run_root} are not done (run directories changed since)"
-
-
-def _unreadable(ctx: Context, stage: str) -> str | None:
-    """Which of a finished stage's files is missing or unreadable, or None."""
-    from ladder import results
-    from ladder.rundir import read_json
-
-    if stage == "self_check" and not ctx.cfg.self_check.enabled:
-        return None
-    for name in STAGE_FILES.get(stage, ()):
-        path = ctx.out / name
-        if not path.is_file():
-            return f"{path} is missing"
-        try:
-            ok = results.read_table(path) if name.endswith(".csv") else path.suffix != ".json" or read_json(path)
-        except LadderError:
-            ok = False
-        if not ok:
-            return f"{path} is unreadable"
-    return None
-
-
 def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: bool = False,
         print_fn=print) -> dict:
     """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch,
@@ -403,36 +294,14 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
                 return _run_stages(Context(cfg, out, True, print_fn, Path(scratch)), ("plan", "train"), {})
         out.mkdir(parents=True, exist_ok=True)
         return _run_stages(Context(cfg, out, True, print_fn), ("plan", "train"), {})
-    from ladder import rundir
+    from ladder import run_state
     from ladder.runlock import hold
 
     with hold(out, "--out"):  # one `ladder run` per run directory
-        rundir.check_layout(out, "--out", files=RUN_FILES, directories=RUN_DIRECTORIES)
-        saved = out / "config.json"
-        text = cfg.to_json(sort_keys=True)
-        resumed = saved.exists()
-        if resumed:
-            require(_read_saved_config(saved) == json.loads(text), str(out),
-                    "this run directory was made with another config", "use another --out, or delete it")
-        else:  # a new run (a dry run may have left its plan here: written again below)
-            left = sorted(n for n in ("stages.json", "rungs") if (out / n).exists())
-            require(not left, "--out", f"{out} holds {' and '.join(left)} but no config.json, so the config that "
-                    "made them is unknown (going on could mix two ladders)", "restore config.json, or use another --out")
-            rundir.write_text(saved, text)
+        resumed = run_state.open_run_dir(out, cfg)
         ctx = Context(cfg, out, False, print_fn, resumed=resumed)
         note = lambda m: print(f"ladder run: {m}", file=sys.stderr)  # noqa: E731
-        return _run_stages(ctx, STAGES, _recorded_stages(ctx, note) if resumed else {})
-
-
-def _read_saved_config(path: Path) -> dict:
-    try:
-        saved = json.loads(path.read_bytes().decode("utf-8"))
-        if isinstance(saved, dict):
-            return saved
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        pass
-    raise LadderError(f"--out: {path} is unreadable (not the JSON `ladder run` writes), so the config of this "
-                      "run is unknown; restore it, or use another --out")
+        return _run_stages(ctx, STAGES, run_state.recorded_stages(ctx, make_plans, note) if resumed else {})
 
 
 def _run_stages(ctx: Context, names, stages: dict) -> dict:
@@ -450,7 +319,9 @@ def _run_stages(ctx: Context, names, stages: dict) -> dict:
             return stages
         stages[name] = dict(info, seconds=time.time() - start)
         if not dry_run:
-            _write_stages(out, stages)
+            from ladder.run_state import write_stages
+
+            write_stages(out, stages)
     return stages
 
 

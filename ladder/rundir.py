@@ -88,7 +88,7 @@ def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> No
 
 # What each entry of a run directory must be when present. Something of the other kind there (a directory
 # named status.json, a file named checkpoints) is named before any work, not reported later as a failed write.
-FILES = (STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH, "lock.json")
+FILES = (STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH, "lock.json", "launch.log")
 DIRECTORIES = ("checkpoints", "checkpoints.corrupt", "tb")
 
 

@@ -4,6 +4,7 @@ uninterrupted run's."""
 
 import json
 import os
+import re
 import signal
 
 import numpy as np
@@ -284,3 +285,60 @@ def test_a_torn_results_row_is_dropped_with_a_note_and_rows_are_written_whole(tm
     assert list(table["step"]) == [10, 10, 20, 20] and list(table["task"]) == ["a", "b", "a", "b"]
     rundir.write_results(path, 10, rows(10))  # a resume from an earlier checkpoint: step 10 and later replaced
     assert list(read_table(path)["step"]) == [10, 10]
+
+
+# ------------------------------------------------------------------------------------------ the local launcher
+
+
+@pytest.mark.parametrize("entry, make, message", [
+    # Before: skipped as done without a word (its owner unknown), or the CLI's generic "Is a directory; check
+    # that the path exists, ..." line, or a trainer started that exited 2 and a failed write of launch.json.
+    ("config.json", "garbage", "config.json is unreadable (not the JSON `ladder train` writes)"),
+    ("config.json", "directory", "config.json is not a file, which ladder keeps there; move it away"),
+    ("status.json", "directory", "status.json is not a file"),
+    ("launch.json", "directory", "launch.json is not a file"),
+    ("launch.log", "directory", "launch.log is not a file"),
+    ("", "file", "is a file, not a run directory; move it away"),
+])
+def test_the_launcher_names_a_damaged_rung_directory_before_starting_anything(tmp_path, entry, make, message):
+    from launch_fixtures import tiny_plan
+
+    from ladder.errors import LadderError
+    from ladder.launch import pending
+    from ladder.launch.jobs import make_jobs
+
+    jobs = make_jobs(tiny_plan(), str(tmp_path), chip=None)
+    target = tmp_path / jobs[0].name / entry if entry else tmp_path / jobs[0].name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if make == "directory":
+        target.mkdir()
+    else:
+        target.write_bytes(b"\xff garbage")
+    with pytest.raises(LadderError, match=f"rung {jobs[0].name}: .*{re.escape(message)}"):
+        pending(jobs, print_fn=lambda *a: None)
+
+
+def test_a_relaunch_waits_for_a_trainer_an_earlier_launch_left_running(tmp_path):
+    """A launcher killed with SIGKILL cannot stop its trainers (their own sessions): they train on. Before, the
+    relaunch started a second trainer on such a rung, which exited 2 at the rung's lock, and the rung was
+    reported failed while it was training. Now the launcher waits for the holder, then goes on."""
+    import threading
+
+    from ladder.launch.local import wait_for_owner
+    from ladder.runlock import live_holder
+    from tests.test_reliability_rundir import _holder
+
+    assert live_holder(tmp_path / "rung") is None  # never locked
+    holder = _holder(tmp_path / "rung")
+    try:
+        assert live_holder(tmp_path / "rung")["pid"] == holder.pid
+        threading.Timer(1.0, holder.kill).start()
+        lines = []
+        wait_for_owner(tmp_path / "rung", "r", lines.append, poll_s=0.1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(lines) == 1 and f"r: its run directory is in use by pid {holder.pid}" in lines[0]
+    assert live_holder(tmp_path / "rung") is None  # the dead holder's lock file is free
+    wait_for_owner(tmp_path / "rung", "r", lines.append)
+    assert len(lines) == 1

@@ -117,8 +117,13 @@ class LocalBackend(Backend):
         # One persistent XLA compilation cache per ladder: rungs of one size share their evaluation programs,
         # and a resumed or retried rung recompiles nothing (on 2 CPU cores compiling is ~1/3 of a small rung).
         # JAX keys entries by program, backend and version, so a stale entry is never used.
-        env.setdefault("JAX_COMPILATION_CACHE_DIR", str(run_dir.parent / ".jax-cache"))
-        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        cache = run_dir.parent / ".jax-cache"
+        if cache.is_dir() or not cache.exists():
+            env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+            env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        else:  # JAX would warn at every compile and cache nothing
+            print_fn(f"# {cache} is not a directory: compiling without the shared cache (move it away to use one)")
+        wait_for_owner(run_dir, job.name, print_fn)
         codes: list[int] = []
         for attempt in range(1, opts.max_attempts + 1):
             if _STOP.is_set():
@@ -137,6 +142,21 @@ class LocalBackend(Backend):
                 break
         print_fn(f"# {job.name}: failed after {len(codes)} attempt(s), exit codes {codes}; see {run_dir}/launch.log")
         return False
+
+
+def wait_for_owner(run_dir: Path, name: str, print_fn=print, poll_s: float = 2.0) -> None:
+    """Wait while another process holds the rung's run directory: a trainer an earlier launch left running (a
+    launcher killed with SIGKILL cannot stop its trainers, which run in their own sessions). Starting a second
+    trainer there would exit 2 at its lock and the rung would be reported failed while it was in fact training."""
+    from ladder.runlock import describe, live_holder
+
+    holder = live_holder(run_dir)
+    if holder is None:
+        return
+    print_fn(f"# {name}: its run directory is in use by {describe(holder)} (a trainer an earlier launch left "
+             "running?); waiting for it to end")
+    while live_holder(run_dir) is not None and not _STOP.wait(poll_s):
+        pass
 
 
 def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int) -> int:

@@ -41,22 +41,25 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     """
     if not rows:
         return
+    from ladder import rundir
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, newline="") as f:
-            header = next(csv.reader(f))
+    old = path.read_bytes().decode("utf-8") if path.exists() and path.stat().st_size > 0 else ""
+    buf = io.StringIO(newline="")
+    if old:
+        header = next(csv.reader(io.StringIO(old, newline="")))
+        old += "" if old.endswith("\n") else "\r\n"  # a hand-edited table without its last line end
     else:
         header = header_for(rows)
-        with open(path, "w", newline="") as f:
-            csv.writer(f).writerow(header)
+        csv.writer(buf).writerow(header)
     _check_columns(path, rows, header)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in header})
-        f.flush()
-        os.fsync(f.fileno())
+    w = csv.DictWriter(buf, fieldnames=header)
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    # The table is rewritten whole and atomically (rundir.write_bytes), not appended to: a kill mid-write
+    # leaves the old table, never a torn last row (tables are small: one row per task per evaluation).
+    rundir.write_text(path, old + buf.getvalue())
 
 
 def header_for(rows: list[dict]) -> list[str]:

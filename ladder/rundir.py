@@ -13,6 +13,9 @@ once its upload completes, which gives the same guarantee.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
 import json
 import math
 import os
@@ -67,18 +70,101 @@ def read_json(p) -> dict | None:
 
 
 def write_text(p, text: str) -> None:
-    """Write a whole file atomically: local files through a temp file, fsync and os.replace; gs:// objects
-    whole (an object appears only once its upload completes)."""
+    """Write a whole file atomically (UTF-8): see write_bytes."""
+    write_bytes(p, text.encode("utf-8"))
+
+
+def write_bytes(p, data: bytes) -> None:
+    """The one atomic writer of every file ladder writes that someone reads back (run-directory files,
+    results tables, plots, plans, predictions, caches): a kill -9 at any moment leaves the old file or the new
+    one, never a torn one. Local: a uniquely named `.tmp-<name>-*` sibling (two writers never share one),
+    fsync, os.replace, and the temp file removed on any failure (a full disk leaves nothing behind); an error
+    names the target path, not the temp file. gs:// objects are written whole: an object appears only once
+    its upload completes (a rename there is a copy and a delete: twice the bytes, and a `moveTo` call the
+    Cloud Storage emulator does not serve)."""
     if is_remote(p):
-        path(p).write_text(text)
+        path(p).write_bytes(data)
         return
+    import tempfile
+
     p = os.fspath(p)
-    tmp = p + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    parent, name = os.path.split(p)
+    if os.path.isdir(p):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", p)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=f".tmp-{name[:100]}-")
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, parent or ".") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # what open(p, "w") would have given (mkstemp makes 0600)
+        staged = _STAGED.get()
+        if staged is None:
+            os.replace(tmp, p)
+        else:
+            staged.append((tmp, p))
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise type(e)(e.errno, e.strerror, p) from None
+        raise
+
+
+_STAGED: contextvars.ContextVar[list | None] = contextvars.ContextVar("ladder_staged_writes", default=None)
+
+
+@contextlib.contextmanager
+def all_or_nothing(*dirs):
+    """The local files written inside this block (by write_bytes) land together at its end, or none does.
+
+    For verbs whose output is several files (predict: JSON and plots; fit: JSON, CSV, plots; data tasks): a
+    failure part way (a full disk at the third plot, an error in the holdout report) leaves the previous
+    outputs as they were and no new file behind, instead of a new JSON beside old plots. Each file is
+    written whole to its temp sibling first; only the renames wait for the end (a kill -9 during those few
+    renames can still leave some new and some old files, each of them whole). `dirs`: output directories
+    that, if this block creates them, are removed again on failure (when left empty)."""
+    staged: list = []
+    new_dirs = []  # every directory on the way to each of `dirs` that does not exist yet, deepest last
+    for d in dirs:
+        d = os.path.abspath(os.fspath(d))
+        while not os.path.lexists(d) and d not in new_dirs:
+            new_dirs.append(d)
+            d = os.path.dirname(d)
+    new_dirs.sort(key=len)
+    token = _STAGED.set(staged)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        for d in reversed(new_dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # only when empty: what this block made and nothing put there
+        raise
+    finally:
+        _STAGED.reset(token)
+    for i, (tmp, target) in enumerate(staged):
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            for left, _ in staged[i:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(left)
+            raise type(e)(e.errno, e.strerror, target) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> None:

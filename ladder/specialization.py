@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ladder.errors import require
-from ladder.specialize import compute_effectiveness, jsonable, plot_effectiveness, write_outputs
+from ladder.specialize import compute_effectiveness, jsonable, write_outputs
 
 DCPT_FORM = "L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma"
 SPLIT_FORM = "L = E + A/N^alpha + B/(D' + k D^rho)^beta"
@@ -100,7 +100,7 @@ def fit_split(table: dict, *, domain: str | None = None, holdout: bool = False) 
 
 def write_fit(fit: Fit, out) -> list[str]:
     """<out>/<law>.json, .csv and the plots (dcpt.png, or split_<domain>.png per domain)."""
-    from ladder.specialize import plot_dcpt, plot_split
+    from ladder.plots import plot_dcpt, plot_split
 
     out = Path(out)
     files = write_outputs(out, fit.law, fit.summary, fit.rows)
@@ -192,7 +192,7 @@ def write_allocation(result: dict, out, stem: str) -> list[str]:
     allocation its loss-profile plot <out>/allocation.png."""
     import json
 
-    from ladder.specialize import plot_allocation
+    from ladder.plots import plot_allocation
 
     out = Path(out)
     summary = {k: v for k, v in result.items() if k != "profile"}
@@ -214,6 +214,8 @@ def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str 
 
 def write_effectiveness(report: dict, out) -> list[str]:
     """<out>/effectiveness.json and .csv (one row per domain run) and the report's plots."""
+    from ladder.plots import plot_effectiveness
+
     files = write_outputs(out, "effectiveness", summary_of(report), report["points"])
     return files + plot_effectiveness(report, Path(out))
 

@@ -134,3 +134,28 @@ def test_single_step_polish_objective_is_the_batched_one_digit_for_digit():
         v, d, _ = robust_loss(r[0], ss.HUBER_DELTA)
         f, g = one_row(x)
         assert f == float(w @ v) and np.array_equal(g, J[0].T @ (w * d))
+
+
+def test_fits_of_several_tasks_in_one_descent_equal_their_own_bit_for_bit():
+    """chinchilla.fit_loss_tasks / single_step.fit_single_step_tasks (every task of a ladder in one batched
+    descent, equal problems once) give each problem's own fit_loss_many / fit_single_step_many, digit for digit."""
+    from ladder.laws import single_step as ss
+    from ladder.laws.chinchilla import fit_loss_many, fit_loss_tasks
+
+    rng = np.random.default_rng(2)
+    W = np.ones((2, 30))
+    W[1, :5] = 0.0  # a back-test split leaving a size out
+    probs = [(*_points(rng, 2e-3), W), (*_points(rng, 5e-3), W)]
+    N, D, L = _points(rng, 2e-3)
+    probs += [probs[0], (N[:20], D[:20], L[:20], None)]  # a repeated problem, and one of another length
+    got = fit_loss_tasks(LOSS_ND, probs, top_k=8, polish=1)
+    for p, fits in zip(probs, got):
+        want = fit_loss_many.__wrapped__(LOSS_ND, *p, top_k=8, polish=1)
+        assert [f.x.tobytes() for f in fits] == [f.x.tobytes() for f in want]
+        assert [f.objective for f in fits] == [f.objective for f in want]
+    single = [(N, D, 0.3 + 0.02 * np.log(N * D) / 40 + 0.01 * rng.standard_normal(30), 0.25, W),
+              (N, D, 0.5 + 0.03 * np.log(N * D) / 40 + 0.01 * rng.standard_normal(30), 0.5, W[:1])]
+    got = ss.fit_single_step_tasks(single, top_k=1)
+    for p, fits in zip(single, got):
+        want = ss.fit_single_step_many(*p[:4], p[4], top_k=1)
+        assert [f.x.tobytes() for f in fits] == [f.x.tobytes() for f in want]

@@ -58,6 +58,13 @@ def test_step2_points_skip_the_first_tenth_and_smooth_over_five(tmp_path):
     # 25 checkpoints at D = k/25 * D_final: k=1,2 fall under 10%, 23 remain -> 19 moving averages per run
     assert len(data.point_feature) == 2 * 19
     assert data.feature[0] == pytest.approx(np.mean(cols["loss"][:25][-5:]))
+    # a task's chance/flops are kept with the table's index, but a table sharing its run/task/step columns
+    # with another chance column is read afresh
+    assert data.chance == 0.25 and data.fpt is None
+    other = dict(cols, chance=np.full(len(cols["chance"]), 0.5), flops=6 * cols["n"] * cols["d"])
+    again = task_data(other, "t", ["100M-1xC", "200M-1xC"])
+    assert again.chance == 0.5 and again.fpt == pytest.approx(6 * again.n)
+    assert task_data(cols, "t", ["100M-1xC"]).chance == 0.25
 
 
 def test_every_method_backtests_and_auto_picks_the_lowest_error(tmp_path):

@@ -61,7 +61,10 @@ def run(args) -> int:
         result = spec.dcpt_rule(fitted, args.rule, n=args.n, d=args.d, tolerance=args.tolerance,
                                 ratio_range=args.ratio_range, domain_tokens=args.domain_tokens,
                                 max_tokens=args.max_tokens, compute=args.compute, r=args.r)
-    files = spec.write_allocation(result, out, stem)
+    from ladder import rundir
+
+    with rundir.all_or_nothing(out):  # JSON, CSV and plot land together, or none does
+        files = spec.write_allocation(result, out, stem)
     shown = jsonable({k: v for k, v in result.items() if k != "profile"})
     if args.format == "json":
         print(json.dumps(shown, indent=1))

@@ -10,6 +10,7 @@ import json
 import warnings
 from pathlib import Path
 
+from ladder import rundir
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
 from ladder.errors import require
@@ -61,27 +62,30 @@ def run(args) -> int:
         require(value is None or bool(split_list(value)), flag, "is empty",
                 "name some, or leave the option out for all")
     tasks = split_list(args.tasks)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
-                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
-                       progress=lambda msg: print(msg, flush=True), workers=args.workers)
-    for w in caught:
-        print(f"warning: {w.message}")
-    print(f"fitted runs: {', '.join(pred.runs)}")
-    print(pred.table())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(pred.to_json(), indent=2) + "\n")
-    print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
-    if args.holdout:
-        test = select_runs(cols, args.holdout)
-        report = holdout_report(cols, pred, test)
-        methods = list(next(iter(report.values())))
-        print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
-        for task, per in report.items():
-            print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" for m in methods))
-        hold = out.with_name(out.stem + ".holdout.json")
-        hold.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {hold}")
+    if args.plots:
+        check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
+    with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
+                           n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
+                           progress=lambda msg: print(msg, flush=True), workers=args.workers)
+        for w in caught:
+            print(f"warning: {w.message}")
+        print(f"fitted runs: {', '.join(pred.runs)}")
+        print(pred.table())
+        rundir.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
+        print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
+        if args.holdout:
+            test = select_runs(cols, args.holdout)
+            report = holdout_report(cols, pred, test)
+            methods = list(next(iter(report.values())))
+            print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
+            print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+            for task, per in report.items():
+                print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" for m in methods))
+            hold = out.with_name(out.stem + ".holdout.json")
+            rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
+            print(f"wrote {hold}")
     return 0

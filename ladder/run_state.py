@@ -93,8 +93,9 @@ def _unreadable(ctx, stage: str) -> str | None:
         path = ctx.out / name
         if not path.is_file():
             return f"{path} is missing"
-        try:
-            ok = results.read_table(path) if name.endswith(".csv") else path.suffix != ".json" or read_json(path)
+        try:  # an empty JSON object is readable (backtest.json of a ladder too small to back-test)
+            ok = (bool(results.read_table(path)) if name.endswith(".csv") else
+                  path.suffix != ".json" or read_json(path) is not None)
         except LadderError:
             ok = False
         if not ok:

@@ -136,7 +136,7 @@ def ladder_run(monkeypatch, capsys):
     ran = []
     real_plan = run_lib.RUNNERS["plan"]
     files = {"collect": {"results.csv": RESULTS},
-             "predict": {"predictions.json": '{"x": 1}', "backtest.json": '{"t": 1}'},
+             "predict": {"predictions.json": '{"x": 1}', "backtest.json": '{}'},  # {}: nothing back-tested
              "self_check": {"self_check.json": '{"tasks": {}}'}, "report": {"report.md": "# report\n"}}
 
     def stand_in(name):

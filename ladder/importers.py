@@ -8,14 +8,13 @@ weighted by their question share, the other seven tasks use the split the paper 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import re
 import warnings
 from pathlib import Path
 
 from ladder.errors import LadderError, parse_json, read_utf8, require
+from ladder.results import csv_records
 
 # Reference N (all parameters except the input embedding) of each published size.
 OLMO_N = {"190M": 190_354_176, "370M": 371_262_464, "760M": 758_220_288, "1B": 1_279_395_840,
@@ -64,29 +63,28 @@ def import_olmo_run(path: str | Path) -> list[dict]:
             "keep the published file names (e.g. 190M-1xC.csv)")
     size = m["size"]
     require(size in OLMO_N, str(path), f"unknown size {size!r}", f"use one of {', '.join(OLMO_N)}")
-    with io.StringIO(read_utf8(path, "import"), newline="") as f:  # one reader: UTF-8 named, BOM dropped
-        reader = csv.DictReader(f)
-        header = set(reader.fieldnames or [])
-        needed = {"_step", "throughput/total_tokens"} | {c(k) for parts in OLMO_TASKS.values()
-                                                         for k, _ in parts for c in (_bpb, _acc)}
-        missing = sorted(needed - header)
-        require(not missing, str(path), f"missing columns {missing[:4]}{'...' if len(missing) > 4 else ''}",
-                "export the run with its eval/downstream and eval/downstream_bpb metrics")
-        rows, skipped = [], 0
-        for i, rec in enumerate(reader, start=2):
-            where = f"{path}:{i}"
-            step, d = _float(rec, "_step", where), _float(rec, "throughput/total_tokens", where)
-            gflops = _float(rec, "throughput/total_training_Gflops", where)
-            lm = _float(rec, OLMO_LM_LOSS, where)
-            for task, parts in OLMO_TASKS.items():
-                loss = sum(w * _float(rec, _bpb(k), where) for k, w in parts)
-                acc = sum(w * _float(rec, _acc(k), where) for k, w in parts)
-                if loss != loss or acc != acc or d != d or step != step:
-                    skipped += 1
-                    continue
-                rows.append({"run": path.stem, "n": OLMO_N[size], "d": d, "step": int(step), "task": task,
-                             "loss": loss, "acc": acc, "lm_loss": lm, "flops": gflops * 1e9, "size": size,
-                             "multiple": float(m["multiple"]), "chance": OLMO_CHANCE[task]})
+    fieldnames, records = csv_records(read_utf8(path, "import"), path, "import")  # UTF-8 named, BOM dropped
+    header = set(fieldnames)
+    needed = {"_step", "throughput/total_tokens"} | {c(k) for parts in OLMO_TASKS.values()
+                                                     for k, _ in parts for c in (_bpb, _acc)}
+    missing = sorted(needed - header)
+    require(not missing, str(path), f"missing columns {missing[:4]}{'...' if len(missing) > 4 else ''}",
+            "export the run with its eval/downstream and eval/downstream_bpb metrics")
+    rows, skipped = [], 0
+    for i, rec in enumerate(records, start=2):
+        where = f"{path}:{i}"
+        step, d = _float(rec, "_step", where), _float(rec, "throughput/total_tokens", where)
+        gflops = _float(rec, "throughput/total_training_Gflops", where)
+        lm = _float(rec, OLMO_LM_LOSS, where)
+        for task, parts in OLMO_TASKS.items():
+            loss = sum(w * _float(rec, _bpb(k), where) for k, w in parts)
+            acc = sum(w * _float(rec, _acc(k), where) for k, w in parts)
+            if loss != loss or acc != acc or d != d or step != step:
+                skipped += 1
+                continue
+            rows.append({"run": path.stem, "n": OLMO_N[size], "d": d, "step": int(step), "task": task,
+                         "loss": loss, "acc": acc, "lm_loss": lm, "flops": gflops * 1e9, "size": size,
+                         "multiple": float(m["multiple"]), "chance": OLMO_CHANCE[task]})
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} (checkpoint, task) values with blank loss/accuracy", stacklevel=2)
     return rows
@@ -158,10 +156,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     path = Path(path)
     require(path.is_file(), str(path), "no such file", "give the CSV to import")
     _require_fields(mapping)
-    with io.StringIO(read_utf8(path, "import"), newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        records = list(reader)
+    header, records = csv_records(read_utf8(path, "import"), path, "import")  # a 5 MB field: one line
     columns = _Columns(path, mapping, header)
     tasks = columns.wide_tasks() if columns.wide else [None]
     rows, steps = [], {}

@@ -7,14 +7,26 @@ plan.json, predictions.json, backtest.json, self_check.json, stages.json or the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ladder import rundir
 
 
+_STAGE_OF = {"plan.json": "plan", "predictions.json": "predict", "backtest.json": "predict",
+             "self_check.json": "self_check"}
+
+
 def _load(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+    """A stage's output, None when absent. Stages write atomically, so unreadable means damaged after the
+    fact: one line naming the file and the stage that writes it, not a JSONDecodeError."""
+    if not path.exists():
+        return None
+    from ladder.errors import parse_json, read_utf8
+
+    stage = _STAGE_OF.get(path.name, "the stage that writes it")
+    return parse_json(read_utf8(path, "ladder run"), f"ladder run: {path}",
+                      f"restore it, or delete it and the {stage!r} entry of stages.json so `ladder run` writes it "
+                      "again", problem=" is damaged: not valid JSON")
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

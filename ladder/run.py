@@ -196,13 +196,14 @@ def stage_predict(ctx: Context) -> dict:
 
     from ladder import results
     from ladder.laws.predict import predict
+    from ladder.plots import plot_prediction
 
     cols = results.read_table(ctx.out / "results.csv", validate=True)
     P = ctx.cfg.predict
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed,
-                       plot_dir=ctx.out / "plots")
+        pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed)
+        plot_prediction(pred, cols, ctx.out / "plots")
     from ladder.rundir import write_json
 
     write_json(ctx.out / "predictions.json", pred.to_json(), sort_keys=True)
@@ -336,6 +337,11 @@ def validate(cfg) -> None:
     require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
             f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")
     require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
+    from ladder.laws.taskfit import METHODS  # checked before training: a bogus method failed after every rung
+
+    methods = ("ensemble", "auto", *METHODS)
+    require(cfg.predict.method in methods, "predict.method", f"unknown method {cfg.predict.method!r}",
+            f"choose one of {', '.join(methods)}")
     require(cfg.launch.parallel >= 1, "launch.parallel", "must be >= 1", "use 1 on a small CPU machine")
     for item in cfg.train_overrides:
         require("=" in item, "train_overrides", f"{item!r} is not KEY=VALUE", "write e.g. 'eval.tasks=embedded'")

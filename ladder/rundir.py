@@ -6,9 +6,10 @@ init.json (the base a continued run started from), metrics.jsonl (one row per lo
 trainer, the evaluator, the launcher, `ladder status`, `ladder collect`, the CPT study and the report all
 go through these functions, so a gs:// root works wherever a local one does.
 
-Paths go through etils.epath (gs:// needs gcsfs). Local JSON is written atomically (temp file, fsync,
-os.replace), so a reader never sees half a file; an object store has no rename, but an object appears only
-once its upload completes, which gives the same guarantee.
+Paths go through etils.epath (gs:// needs gcsfs). `write_bytes` is also the one writer of every other file
+ladder writes and reads back (results tables, plots, predictions, caches): local files atomically (temp
+file, fsync, os.replace), so a reader never sees half a file; an object store has no rename, but an object
+appears only once its upload completes, which gives the same guarantee.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 
 from etils import epath
 
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require
 
 STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH = (
     "status.json", "config.json", "init.json", "metrics.jsonl", "results.csv", "launch.json")
@@ -158,10 +159,36 @@ def all_or_nothing(*dirs):
             raise type(e)(e.errno, e.strerror, target) from None
 
 
+@contextlib.contextmanager
+def editing(p):
+    """Hold an exclusive lock on `p`'s directory while a file there is read, changed and written back
+    (results.csv gaining an evaluation's rows), so two processes editing one file at once never lose each
+    other's rows: the file itself cannot carry the lock, since each write replaces it. A no-op on gs:// and
+    where the filesystem has no flock (the edit is then as safe as the caller's own exclusivity)."""
+    if is_remote(p):
+        yield
+        return
+    import fcntl
+
+    fd = os.open(os.path.dirname(os.path.abspath(os.fspath(p))), os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it, and setting
+    it briefly could give a file another thread creates meanwhile the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 _UMASK = _umask()
@@ -363,6 +390,10 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
         if not got:
             missing.append(rung["name"])
         for row in got:
+            # a rung's rows are its own: a results.csv copied from another run mixed a stranger into the fit
+            require(row.get("run") == rung["name"], f"{join(run_root, rung['name'])}/results.csv",
+                    f"has rows for run {row.get('run')!r}, not for the rung {rung['name']!r}",
+                    "collect only rungs the plan trained (is the file from another run?)")
             if plan_columns:
                 row.setdefault("size", rung["size"])
                 row.setdefault("multiple", rung["multiple"])
@@ -372,6 +403,9 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
     if not rows:
         raise LadderError(f"{run_root}: no rung has evaluation results (results.csv) yet; "
                           f"see `ladder status` for progress")
+    # the table `ladder predict` would reject (a row twice, a NaN accuracy) is refused before it is written
+    results.validate_table(results.columns(rows, f"the rungs' results under {run_root}"),
+                           f"the rungs' results under {run_root}")
     results.write_table(out, rows)
     return len(rows), missing
 

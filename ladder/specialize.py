@@ -114,6 +114,8 @@ def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> 
         require(col in table, col, "column missing from the results table", "see docs/specialization.md")
     value_col = "acc" if task else metric
     require(value_col in table, value_col, "column missing from the results table", "see docs/specialization.md")
+    require(table[value_col].dtype.kind == "f", f"--metric {value_col}", "is a text column, not a loss",
+            "name a numeric loss column, e.g. domain_loss or general_loss")
     keep = np.isin(table["kind"], CPT_KINDS) & (np.nan_to_num(table["d_cpt"]) > 0)
     if task:
         keep &= table["task"] == task

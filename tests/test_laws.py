@@ -67,6 +67,43 @@ def test_batched_refit_with_unit_weights_matches_the_full_fit():
     np.testing.assert_allclose(f2, 2 * fit.objective, rtol=1e-6)
 
 
+@pytest.mark.parametrize("form", [LOSS_ND, LOSS_C], ids=lambda f: f.name)
+def test_refits_log_loss_by_exp_is_log_loss_to_rounding(form):
+    """The bootstrap refits' cheaper log L-hat (one exp per term, shifted by the point's largest) is the full
+    fits' logaddexp form to rounding, value and Jacobian, also where a term would overflow exp unshifted."""
+    rng = np.random.default_rng(4)
+    X = form.grid[rng.choice(len(form.grid), 64)] + rng.normal(0, 0.1, (64, len(form.names)))
+    X[0, 0] = 800.0  # exp(a - alpha log N) alone would overflow
+    X[1, 0], X[1, form.names.index("alpha")] = 6000.0, 300.0  # a row's terms spread past exp's range
+    logN, logD = np.log(rng.uniform(2e7, 1e9, (64, 16))), np.log(rng.uniform(1e9, 1e11, (64, 16)))
+    for lN, lD in ((logN, logD), (logN[0], logD[0])):  # each problem its own points, or shared points
+        y, J = form.log_loss(X, lN, lD)
+        y2, J2 = form.log_loss_by_exp(X, lN, lD)
+        np.testing.assert_allclose(y2, y, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(J2, J, rtol=1e-12, atol=1e-13)
+        assert np.array_equal(form.log_loss_by_exp(X, lN, lD, jac=False)[0], y2)
+
+
+def test_step2_sums_equal_the_direct_weighted_sums():
+    """fit_sigmoid_batched forms its sums of d = s (1 - s) from (1, u, y, u y, u^2) columns; they equal the
+    weighted sums of the products of (s, e, d, 1, y) taken point by point."""
+    from ladder.laws.sigmoid import _sums
+
+    rng = np.random.default_rng(5)
+    L, y = rng.uniform(0.6, 1.8, 300), rng.uniform(0.2, 0.9, 300)
+    W = rng.poisson(1.0, (7, 300)).astype(np.float64)
+    k, L0, c = rng.uniform(1, 12, 7), rng.uniform(0.8, 1.4, 7), 1.1
+    s = 1 / (1 + np.exp(-k[:, None] * (L - L0[:, None])))
+    u = L - c
+    G = _sums(s, W, L0 - c, np.column_stack([np.ones_like(L), u, y, u * y, u * u]), chunk=3)
+    d = s * (1 - s)
+    Q = np.stack([s, d * (L - L0[:, None]), d, np.ones_like(s), np.broadcast_to(y, s.shape)], -1)
+    ref = np.einsum("bn,bni,bnj->bij", W, Q, Q)
+    for i, j in [(0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (1, 3), (1, 4), (2, 3), (2, 4)]:
+        np.testing.assert_allclose(G[:, i, j], ref[:, i, j], rtol=1e-11, atol=1e-12, err_msg=f"{i}{j}")
+        np.testing.assert_allclose(G[:, j, i], ref[:, i, j], rtol=1e-11, atol=1e-12, err_msg=f"{j}{i}")
+
+
 @pytest.mark.parametrize("floor", [None, 0.25])
 def test_step2_sigmoid_recovers_parameters(floor):
     rng = np.random.default_rng(2)

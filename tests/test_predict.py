@@ -11,6 +11,7 @@ from ladder.errors import LadderError
 from ladder.laws.chinchilla import LOSS_ND
 from ladder.laws.predict import METHODS, PAPER_RUNS, backtest, predict, task_data
 from ladder.laws.sigmoid import SigmoidForm
+from ladder.plots import plot_prediction
 from ladder.results import append_rows, read_table
 
 STEP1 = {"a": np.log(30.0), "b": np.log(60.0), "e": np.log(0.5), "alpha": 0.2, "beta": 0.25}
@@ -38,7 +39,8 @@ def _cols(tmp_path, rows):
 def test_paper_method_predicts_a_synthetic_target_within_its_interval(tmp_path):
     cols = _cols(tmp_path, synthetic_rows())
     N, D = 7e9, 20 * 7e9 * 2
-    pred = predict(cols, {"big": (N, D)}, method="paper", n_bootstrap=200, plot_dir=tmp_path / "plots")
+    pred = predict(cols, {"big": (N, D)}, method="paper", n_bootstrap=200)
+    plot_prediction(pred, cols, tmp_path / "plots")
     r = pred.results["big"]["t"]
     true_loss = float(LOSS_ND.predict(STEP1, N, D))
     true_acc = float(SigmoidForm().predict(STEP2, true_loss))

@@ -310,3 +310,103 @@ def test_a_damaged_built_dataset_is_rebuilt_with_one_line(tmp_path, capsys):
     assert sorted(split[i]["text"] for i in range(len(split))) == docs
     (version_dir / tb.BUILD_SUMS).unlink()  # a build from before the list, or one killed before writing it
     assert "no ladder-build.json" in tb.build_problem(version_dir)
+
+
+APPENDER = textwrap.dedent("""
+    import sys
+    from ladder import results
+    path, me = sys.argv[1:3]
+    for i in range(30):
+        results.append_rows(path, [{"run": me, "n": 1e6, "d": 2e7, "step": i, "task": t, "loss": 1.0, "acc": 0.5}
+                                   for t in ("a", "b")])
+""")
+
+
+@pytest.mark.timeout(120)
+def test_two_evaluators_adding_to_one_table_keep_every_row(tmp_path):
+    """results.csv is rewritten whole (never torn) under a lock on its directory, so concurrent `ladder eval -o
+    T` runs lose nothing: a rewrite without the lock would drop the rows the other added in between."""
+    from ladder.results import read_table
+
+    table = tmp_path / "results.csv"
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(table), f"r{i}"], stderr=subprocess.PIPE,
+                              text=True, env=_env()) for i in range(2)]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=100)
+            assert p.returncode == 0, err[-2000:]
+    finally:
+        for p in procs:
+            p.kill()
+    cols = read_table(table)
+    assert sorted((r, int(s), t) for r, s, t in zip(cols["run"], cols["step"], cols["task"])) == sorted(
+        (f"r{i}", s, t) for i in range(2) for s in range(30) for t in ("a", "b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+def test_a_second_tokenize_into_one_store_is_refused_while_the_first_runs(tmp_path):
+    """The second would delete the first's shard pieces in flight (its temp clean-up, or --overwrite)."""
+    import fcntl
+
+    from ladder.data.tokenize import tokenize
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("some text " * 50)
+    store = tmp_path / "store"
+    store.mkdir()
+    fd = os.open(store, os.O_RDONLY)  # what a running tokenize holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(LadderError, match="is being written by another `ladder data tokenize` right now"):
+            tokenize(str(files), "byte", str(store), overwrite=True, log=lambda m: None)
+    finally:
+        os.close(fd)
+    m = tokenize(str(files), "byte", str(store), log=lambda m: None)
+    assert m["tokens"] > 0 and not list(store.glob(".tmp-*"))
+
+
+def test_leftovers_of_a_killed_cache_build_are_swept_once_old(tmp_path):
+    from ladder.data import packing
+
+    parent = tmp_path / "tokens"
+    (parent / ".tmp-dead").mkdir(parents=True)
+    (parent / ".tmp-dead" / "tokens.npy").write_bytes(b"x" * 1000)
+    (parent / ".stale-entry-1-2").mkdir()
+    (parent / ".tmp-live").mkdir()  # a build writing right now
+    for name in (".tmp-dead", ".stale-entry-1-2"):
+        os.utime(parent / name, (1e9, 1e9))
+    packing.build_token_cache(TEXTS, _Bytes(), parent / "entry")
+    assert sorted(p.name for p in parent.iterdir()) == [".tmp-live", "entry"]
+
+
+def test_a_report_whose_plot_cannot_be_written_leaves_the_earlier_outputs_alone(tmp_path, capsys, monkeypatch):
+    """`report specialization` (like `fit` and `allocate`) writes JSON, CSV and plots; a failure at a plot used
+    to leave a new JSON and CSV beside the old plots. Now they land together or none does."""
+    from test_specialize import write_study
+
+    path = write_study(tmp_path / "r.csv")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "effectiveness.json").write_text("earlier report")
+    real = rundir.write_bytes
+
+    def no_room_for_plots(p, data):
+        if str(p).endswith(".png"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(p))
+        real(p, data)
+
+    monkeypatch.setattr(rundir, "write_bytes", no_room_for_plots)
+    rc = cli.main(["report", "specialization", str(path), "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and ".png: No space left on device" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["effectiveness.json"]
+    assert (out / "effectiveness.json").read_text() == "earlier report"
+
+
+def test_a_damaged_stage_output_is_one_line_naming_its_stage(tmp_path):
+    from ladder.report import write_report
+
+    (tmp_path / "plan.json").write_bytes(b'{"targets": [')  # torn by something other than ladder
+    with pytest.raises(LadderError, match=r"plan.json is damaged: not valid JSON .*the 'plan' entry of stages.json"):
+        write_report(tmp_path, str(tmp_path / "runs"), {})

@@ -69,8 +69,10 @@ def _build(args) -> None:
     from ladder.data import pipeline
     from ladder.data.tokenizer import ByteTokenizer
 
+    from ladder.train_config import embedded_domains
+
     tok = ByteTokenizer()
-    for domain in pipeline.as_list(args.domains, "domains"):
+    for domain in embedded_domains(args.domains, "--domains"):  # ',' built nothing, exit 0
         cfg = _embedded_config(args)
         for split in ("train", "validation", "test"):
             _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
@@ -100,8 +102,10 @@ def _spm(args) -> None:
     if not args.out:
         raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
     check_out(args.out, args.overwrite)
+    from ladder.train_config import embedded_domains
+
     cfg = _embedded_config(args)
-    texts = [t for d in pipeline.as_list(args.domains, "domains") for t in pipeline.documents(cfg, "train", domain=d)]
+    texts = [t for d in embedded_domains(args.domains, "--domains") for t in pipeline.documents(cfg, "train", domain=d)]
     start = time.perf_counter()
     try:
         model = train_sentencepiece(texts, args.out, args.vocab_size)

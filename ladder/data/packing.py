@@ -65,6 +65,7 @@ def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "", 
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     directory.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(directory.parent)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
     try:
         np.save(tmp / "tokens.npy", tokens)
@@ -75,11 +76,24 @@ def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "", 
                 "describe": describe, "files": {name: _file_sum(tmp / name) for name in CACHE_FILES}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # inside the temp dir: renamed whole below
         os.replace(tmp, directory)
-    except OSError:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if not cache_ready(directory, log=log):  # not another process's entry that won the race: a real failure
-            raise
+            raise type(e)(e.errno, e.strerror, str(directory)) from None  # named: the cache entry, not a temp file
     return directory
+
+
+def _sweep_leftovers(parent: Path, age_s: float = 3600.0) -> None:
+    """Delete temp and set-aside entries (`.tmp-*`, `.stale-*`) left in `parent` by a build or a set-aside
+    killed part way, once they are an hour old: a live build's temp directory is made only after its
+    tokenizing is done and lives for the few seconds of its writes, so an hour-old one is dead."""
+    now = time.time()
+    for p in list(parent.glob(".tmp-*")) + list(parent.glob(".stale-*")):
+        try:
+            if now - p.lstat().st_mtime > age_s:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            pass  # another process swept it first, or it is not ours to remove
 
 
 def _file_sum(path: Path) -> dict:

@@ -290,5 +290,6 @@ def train_bpe(texts, path: str | os.PathLike, vocab_size: int) -> HFTokenizer:
     path.parent.mkdir(parents=True, exist_ok=True)
     from ladder import rundir
 
-    rundir.write_text(path, tok.to_str())  # atomic: a killed training never leaves half a tokenizer.json
+    # the bytes tok.save writes, but atomically: a killed training never leaves half a tokenizer.json
+    rundir.write_text(path, tok.to_str(pretty=True))
     return HFTokenizer(path)

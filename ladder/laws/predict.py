@@ -136,7 +136,7 @@ def _loss_misses(pred: Prediction, task: str, used: set) -> list[tuple[str, str]
 
 
 def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METHOD, runs=None, tasks=None,
-            n_bootstrap: int = 1000, seed: int = 0, plot_dir=None, progress=None,
+            n_bootstrap: int = 1000, seed: int = 0, progress=None,
             workers: int | None = None) -> Prediction:
     """Fit `method` per task and predict each target's loss and accuracy.
 
@@ -169,10 +169,6 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
         pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed, workers)
     for task in tasks:
         _task_results(pred, cols, task, ladder, flag_lists[task], flops)
-    if plot_dir is not None:
-        from ladder.plots import plot_prediction
-
-        plot_prediction(pred, cols, plot_dir)
     return pred
 
 

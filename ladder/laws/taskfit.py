@@ -96,7 +96,7 @@ class TaskData:
         return 6 * N + np.exp(logk) * N ** g
 
 
-def select_runs(cols: dict, runs=None) -> list[str]:
+def select_runs(cols: dict, runs=None, field: str = "--runs") -> list[str]:
     """Run names to fit: names or fnmatch patterns ("paper" = the paper's 16); default: PAPER_RUNS when the
     table holds all of them (the published OLMo ladder), else every run in the table."""
     present = list(dict.fromkeys(cols["run"].tolist()))
@@ -107,7 +107,7 @@ def select_runs(cols: dict, runs=None) -> list[str]:
     chosen = []
     for pat in runs:
         names = list(PAPER_RUNS) if pat == "paper" else [r for r in present if fnmatch.fnmatchcase(r, pat)]
-        require(bool(names) and set(names) <= set(present), "--runs", f"{pat!r} matches no run in the table",
+        require(bool(names) and set(names) <= set(present), field, f"{pat!r} matches no run in the table",
                 f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
         chosen += [n for n in names if n not in chosen]
     return chosen
@@ -316,6 +316,18 @@ def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True
     key = np.unique(data.n) if by_size else np.unique(data.n * data.d)
     require(len(key) >= 2, f"task {data.task}", f"{what} sees one model size only (runs {runs})",
             "a power law in N needs at least two sizes; add rungs of another size")
+    # Degenerate tables fit "perfectly" to a confident number (issue 18: constant accuracy predicted 1.000 with
+    # the interval [1.000, 1.000]); a law cannot be fitted to no variation, so say so.
+    require(not by_size or len(np.unique(data.d)) >= 2, f"task {data.task}",
+            f"{what} sees one token count only (D = {data.d[0]:.4g} in every run)",
+            "a power law in D needs at least two; add rungs trained on other token counts")
+    acc = np.concatenate([data.acc, data.point_acc])
+    require(np.nanmax(acc) > np.nanmin(acc), f"task {data.task}", f"the accuracy is {acc[0]:.4g} in every fitted "
+            "row, so there is no trend to fit (cannot fit)", "check the task's column, or leave the task out (--tasks)")
+    feature = data.feature[np.isfinite(data.feature)]
+    require(len(feature) == 0 or feature.max() > feature.min(), f"task {data.task}",
+            f"the step-1 feature (the method's loss column) is {feature[0] if len(feature) else 0:.4g} in every "
+            "run, so step 1 has no trend to fit (cannot fit)", "check the loss column, or use --method single-step")
 
 
 QUICK = {"top_k": 16, "polish": 1}  # back-test fits: fewer polished starts (same optimum on OLMo, 4x faster)

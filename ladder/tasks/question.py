@@ -49,11 +49,17 @@ class Task:
         return "".join(s.context + s.choices[s.gold] + self.fewshot_separator for s in shots) + q.context
 
 
+MAX_CHOICES = 1000  # per question; the suite's tasks have 2-5
+
+
 def validate_question(q: Question, where: str) -> None:
     if not isinstance(q.context, str):
         raise LadderError(f"{where}: context must be a string")
     if len(q.choices) < 2:
         raise LadderError(f"{where}: {len(q.choices)} choice(s); a question needs at least 2")
+    if len(q.choices) > MAX_CHOICES:  # each choice is one scored row: 100,000 ran for minutes without a word
+        raise LadderError(f"{where}: {len(q.choices):,} choices; at most {MAX_CHOICES:,} per question (multiple-"
+                          "choice tasks have a handful); split the question or check the file")
     if not all(isinstance(c, str) for c in q.choices):
         raise LadderError(f"{where}: every choice must be a string")
     if isinstance(q.gold, bool) or not isinstance(q.gold, (int, np.integer)):

@@ -338,6 +338,11 @@ def write_results(csv_path, step: int, rows: list[dict], warn=None) -> None:
     no duplicates. The whole table is rewritten atomically (write_text): a crash leaves the old table or the new
     one, never a torn row (an append did: a SIGKILL mid-append left half a row, and the next evaluation failed
     on it with a traceback). A torn last line left that way is dropped with a note (`warn`, default stderr)."""
+    with editing(csv_path):  # another process adding rows to this table (`ladder eval -o`) waits for this edit
+        _write_results(csv_path, step, rows, warn)
+
+
+def _write_results(csv_path, step: int, rows: list[dict], warn) -> None:
     import csv
     import io
 

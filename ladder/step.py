@@ -7,7 +7,7 @@ jitted with the state's and the batch's shardings.
 The compiled programs depend on the model, the batch, the mesh and the optimizer's form, never on the
 schedule's numbers (peak lr, warmup, total steps: runtime inputs, ladder.optimizer.schedule_inputs). So rungs of
 one size run one program: the persistent compilation cache serves all but the first, and within one process
-make_train_step hands back the same jitted functions for the same program (no re-trace).
+the trainer's make_train_step(..., reuse=True) hands back the same jitted functions (no re-trace).
 
 Nothing here reads or writes files: ladder.train is the loop around it (resume, checkpoints, divergence,
 signals, evaluation), and ladder.aot compiles the same program ahead of time for another topology.
@@ -48,17 +48,20 @@ class TrainProgram:
 
 
 class BoundStep:
-    """The jitted step with this run's schedule inputs bound: called (and lowered, by ladder.aot) as
-    (state, batch), like a plain jitted step."""
+    """The jitted step with one run's schedule inputs bound: called, and lowered (ladder.aot, for a topology
+    with no local devices), as (state, batch) like a plain jitted step."""
 
-    def __init__(self, jitted, schedule_args):
-        self.jitted, self.schedule_args = jitted, schedule_args
+    def __init__(self, jitted, inputs: dict, sharding: NamedSharding):
+        self.jitted, self.inputs, self.sharding, self.on_device = jitted, inputs, sharding, None
 
     def __call__(self, state, batch):
-        return self.jitted(state, batch, self.schedule_args)
+        if self.on_device is None:  # once per run: replicated scalars
+            self.on_device = {k: jax.device_put(v, self.sharding) for k, v in self.inputs.items()}
+        return self.jitted(state, batch, self.on_device)
 
     def lower(self, state, batch):
-        return self.jitted.lower(state, batch, self.schedule_args)
+        shapes = {k: jax.ShapeDtypeStruct((), jnp.float32, sharding=self.sharding) for k in self.inputs}
+        return self.jitted.lower(state, batch, shapes)
 
 
 # Jitted programs by what they are compiled from (program_key), so a second train() of the same program in one
@@ -78,17 +81,20 @@ def program_key(config, mesh) -> tuple:
             int(t.global_batch), int(t.microbatches), float(t.z_loss), mesh)
 
 
-def make_train_step(config, mesh) -> TrainProgram:
-    """The program for (config, mesh), with this run's schedule inputs bound to its step."""
+def make_train_step(config, mesh, reuse: bool = False) -> TrainProgram:
+    """The program for (config, mesh), with this run's schedule inputs bound to its step.
+
+    reuse=True (the trainer) hands back the jitted functions an earlier call of the same program_key built in
+    this process, so they are not traced again. Off by default: ladder.aot traces under module flags that
+    change the program (loss.UNROLL_FOR_COST_ANALYSIS) and that the key does not see."""
     key = program_key(config, mesh)
-    program = _PROGRAMS.pop(key, None) or _compile_program(config, mesh)
-    _PROGRAMS[key] = program  # most recently used last
-    while len(_PROGRAMS) > _PROGRAMS_KEPT:
-        _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    program = (_PROGRAMS.pop(key, None) if reuse else None) or _compile_program(config, mesh)
+    if reuse:
+        _PROGRAMS[key] = program  # most recently used last
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
     inputs = schedule_inputs(config.optim, config.train.total_steps)
-    replicated = NamedSharding(mesh, P())
-    schedule_args = {k: jax.device_put(v, replicated) for k, v in inputs.items()}
-    return dataclasses.replace(program, step_fn=BoundStep(program.step_fn, schedule_args),
+    return dataclasses.replace(program, step_fn=BoundStep(program.step_fn, inputs, NamedSharding(mesh, P())),
                                schedule=schedule_fn(config.optim.schedule, inputs))
 
 

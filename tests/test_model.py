@@ -129,13 +129,13 @@ def tiny_program(total_steps=10, **optim):
     cfg.train.update(global_batch=4, total_steps=total_steps)
     cfg.optim.update(**optim)
     cfg.mesh.update(data=1, fsdp=1, tensor=1)
-    return make_train_step(cfg, sharding.make_mesh(cfg.mesh, jax.devices()[:1]))
+    return make_train_step(cfg, sharding.make_mesh(cfg.mesh, jax.devices()[:1]), reuse=True)
 
 
 def test_rungs_of_one_size_share_one_program():
     """Rungs of one size differ only in the schedule's numbers: their steps lower to the same program text
-    (so the persistent compilation cache serves all but the first), and within one process make_train_step
-    hands back the same jitted step (no re-trace); each keeps its own schedule."""
+    (so the persistent compilation cache serves all but the first), and within one process the trainer's
+    make_train_step(..., reuse=True) hands back the same jitted step (no re-trace); each keeps its own schedule."""
     a = tiny_program(45, peak_lr=0.01, warmup_steps=22)
     b = tiny_program(89, peak_lr=0.003, warmup_steps=30)
     wsd = tiny_program(45, schedule="wsd")

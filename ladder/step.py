@@ -55,8 +55,9 @@ class BoundStep:
         self.jitted, self.inputs, self.sharding, self.on_device = jitted, inputs, sharding, None
 
     def __call__(self, state, batch):
-        if self.on_device is None:  # once per run: replicated scalars
-            self.on_device = {k: jax.device_put(v, self.sharding) for k, v in self.inputs.items()}
+        if self.on_device is None:  # once per run: replicated scalars (concrete even when called under a trace)
+            with jax.ensure_compile_time_eval():
+                self.on_device = {k: jax.device_put(v, self.sharding) for k, v in self.inputs.items()}
         return self.jitted(state, batch, self.on_device)
 
     def lower(self, state, batch):

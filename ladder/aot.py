@@ -40,14 +40,6 @@ from ladder.compile_report import CompileReport, suggestions
 from ladder.errors import LadderError
 from ladder.topology import GRIDS, Topology, default_mesh_overrides, next_topology, parse_topology
 
-# Compiler options for the slow cross-check (unrolled_flops) only. On a large fsdp mesh libtpu turns each
-# all-gathered (or reduce-scattered) matmul into a while loop over the shards that overlaps the collective with
-# partial matmuls; cost analysis counts that body once. Off, the same matmuls compile as one collective + one
-# dot: same FLOPs. (ladder.hlo_flops counts those loops x their trips, so the real program needs no option.)
-FLOPS_PROBE_OPTIONS = {"xla_tpu_enable_windowed_einsum_for_all_gather": False,
-                       "xla_tpu_enable_windowed_einsum_for_reduce_scatter": False}
-
-
 def libtpu_available() -> bool:
     return importlib.util.find_spec("libtpu") is not None
 
@@ -154,7 +146,7 @@ def expected_flops_per_token(arch: Arch, remat, attention: str = "xla", loss_chu
     return out
 
 
-def _compile(program, global_batch: int, seq_len: int, compiler_options: dict | None = None):
+def compile_step(program, global_batch: int, seq_len: int, compiler_options: dict | None = None):
     """Lower the program's step on ShapeDtypeStructs (the state and batch as the trainer lays them out)."""
     import jax
     import jax.numpy as jnp
@@ -195,7 +187,7 @@ def compile_program(program, topo: Topology, arch: Arch, global_batch: int, *, r
         options = _dump_options(dump) if hand_counted_flops is not None else None
         start = time.perf_counter()
         try:
-            compiled = _compile(program, global_batch, arch.seq_len, options)
+            compiled = compile_step(program, global_batch, arch.seq_len, options)
         except _DoesNotFit as e:  # XLA refused: report what it said it needs
             m = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", str(e))
             need = int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024) if m else 0
@@ -316,44 +308,6 @@ def planner_estimate(config, mesh_shape: dict) -> int:
                                activation_bytes=2 if m.dtype == "bfloat16" else 4, loss_chunk=m.loss_chunk)["total"]
     except LadderError:
         return 0
-
-
-def unrolled_flops(config, mesh, topo: Topology) -> float:
-    """FLOPs per step (all devices) from probes: the step compiled with 1 and 2 unrolled layers, same mesh.
-
-    The slow cross-check of compile_config's count (ladder.hlo_flops on the real program), kept for tests and
-    for checking a new libtpu: each probe is a whole compile (at 190M 130 CPU-s, 236 with the loss's 16
-    chunks unrolled, against the one memory compile the loop-corrected count reuses).
-
-    XLA's cost analysis counts a while loop's body once. Two kinds of loop hide FLOPs: a scanned layer stack
-    (reads as one layer: ratio 0.35 for 4 scanned layers vs 1.05 unrolled), and libtpu's windowed einsums
-    on a large fsdp mesh (FLOPS_PROBE_OPTIONS turns them off in the probes). Unrolled FLOPs are exactly
-    linear in L (everything but the layers is the same), so F(L) = F(1) + (L - 1) * (F(2) - F(1)): two
-    small compiles instead of one of the whole unrolled model.
-    """
-    from ladder.config import apply_overrides
-    from ladder.step import make_train_step
-
-    # Gradient accumulation is a while loop too: the probes run the whole batch at once (same FLOPs).
-    # The chunked loss's scan is unrolled in the probes for the same reason (ladder.loss).
-    def flops(n_layers: int) -> float:
-        from ladder import loss
-
-        cfg = apply_overrides(config, [f"model.n_layers={n_layers}", "model.scan_layers=False",
-                                       "train.microbatches=1"])
-        program = make_train_step(cfg, mesh)
-        loss.UNROLL_FOR_COST_ANALYSIS = True
-        try:
-            compiled = _compile(program, cfg.train.global_batch, cfg.model.seq_len, FLOPS_PROBE_OPTIONS)
-        finally:
-            loss.UNROLL_FOR_COST_ANALYSIS = False
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        return float(cost["flops"]) * topo.n_devices
-
-    one = flops(1)
-    total = one if config.model.n_layers == 1 else one + (config.model.n_layers - 1) * (flops(2) - one)
-    return total + config.model.n_layers * kernel_flops(config, topo)
 
 
 def kernel_flops(config, topo: Topology) -> float:

@@ -3,8 +3,8 @@
 Each verb lives in `ladder/commands/<verb>.py` with `add_arguments(parser)`, `run(args) -> int` (parse, one
 library call, print), `EXAMPLES` (shown by --help) and `TAKES_CONFIG = True` when it reads `--config.*`
 overrides. A verb's module is imported only when invoked, so `ladder plan` never pays for JAX.
-Any `LadderError`, and any OSError (a path that cannot be read or written), becomes one line on stderr
-and exit code 2. The grammar the verbs share (-o/--out and
+Any `LadderError`, any OSError (a path that cannot be read or written) and a MemoryError becomes one line
+on stderr and exit code 2. The grammar the verbs share (-o/--out and
 --overwrite, --target, examples, defaults in --help) is in `ladder/commands/common.py`.
 """
 
@@ -18,6 +18,9 @@ import sys
 # scipy's L-BFGS on small problems runs 10-20x slower with multi-threaded OpenBLAS on a busy 2-core machine
 # (measured on the D-CPT fits); set before numpy loads. An explicit setting in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Every plot is a PNG file drawn with Agg; a MPLBACKEND the machine lacks (or misspelt) made matplotlib's import
+# raise a ValueError traceback after the fit.
+os.environ["MPLBACKEND"] = "Agg"
 
 from ladder.errors import LadderError
 
@@ -112,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ladder: error: unknown verb {argv[0]!r}; choose one of {', '.join(VERBS)}", file=sys.stderr)
         return 2
     verb, rest = argv[0], argv[1:]
-    module, args = parse(verb, rest)
+    try:
+        module, args = parse(verb, rest)  # imports the verb's module: Ctrl-C here was a traceback from deep in it
+    except KeyboardInterrupt:
+        print(f"ladder {verb}: interrupted", file=sys.stderr)
+        return 130
     try:
         check_environment()
         return int(module.run(args) or 0)
@@ -122,9 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ladder {verb}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:  # numpy's _ArrayMemoryError (global_batch=2^31-1 asked for 1 TiB) is one too
+        print(f"ladder {verb}: error: out of host memory ({e or 'an allocation failed'}); use a smaller batch, "
+              "model or input", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `ladder plan ... | head -1`: the reader has what it wanted; not a file error
+        quiet_stdout()
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the closed pipe reports
     except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
         print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
         return 2
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout already closed (`>&-`) or not a real file (a test's capture)
+        pass
 
 
 def check_environment(environ=None) -> None:

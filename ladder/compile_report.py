@@ -178,6 +178,11 @@ TABLE_HEADER = (f"{'rung':<16} {'topology':<16} {'mesh d/f/t':<11} {'params':>7}
                 f"{'total':>7} {'HBM':>5} {'use':>5} {'fits':<4} {'vs 6N':>6} {'vs exp':>7} {'compile s':>9}")
 
 
+def _ratio(x: float, width: int) -> str:
+    """A FLOPs ratio, or '-' when FLOPs were not counted (--no-flops printed 'nan' as if it were a result)."""
+    return f"{x:{width}.3f}" if math.isfinite(x) else f"{'-':>{width}}"
+
+
 def format_rows(rows: list[CompileRow], *, header: bool = True) -> str:
     """A fixed-width table: one line per rung and topology (then its notes), memory in GiB per device.
 
@@ -189,7 +194,8 @@ def format_rows(rows: list[CompileRow], *, header: bool = True) -> str:
         flag = {None: " ", True: " ", False: "!"}[r.flops_ok]
         lines.append(f"{r.rung:<16} {r.topology:<16} {r.mesh:<11} {r.params_gib:7.2f} {r.optimizer_gib:7.2f} "
                      f"{r.temp_gib:7.2f} {r.total_gib:7.2f} {r.hbm_gib:5.0f} {r.hbm_fraction:5.0%} "
-                     f"{'yes' if r.fits else 'NO':<4} {r.vs_6n:6.3f} {r.vs_expected:6.3f}{flag} {r.compile_s:9.1f}")
+                     f"{'yes' if r.fits else 'NO':<4} {_ratio(r.vs_6n, 6)} {_ratio(r.vs_expected, 6)}{flag} "
+                     f"{r.compile_s:9.1f}")
         lines += [f"    {note}" for note in r.notes]
     return "\n".join(lines)
 

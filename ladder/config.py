@@ -122,11 +122,17 @@ def set_path(cfg: ml_collections.ConfigDict, key: str, value) -> None:
     if old is not None and value is not None and type(old) is not type(value) and not (
         isinstance(old, (list, tuple)) and isinstance(value, (list, tuple))
     ):
-        raise LadderError(
-            f"--config.{key}: expected {type(old).__name__} (like {old!r}), got {value!r}"
-        )
+        fix = "write a value of that type"
+        if isinstance(old, str):  # 1,2,3 and 123 parse as Python literals; the shell strips plain quotes
+            fix = f"quote it for the shell and for Python, e.g. --config.{key}='\"{raw_text(value)}\"'"
+        raise LadderError(f"--config.{key}: expected {type(old).__name__} (like {old!r}), got {value!r}; {fix}")
     with node.ignore_type():
         node[leaf] = value
+
+
+def raw_text(value) -> str:
+    """How a literal was most likely typed: (1, 2) from `1,2`, 123 from `123`."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:

@@ -18,6 +18,7 @@ Stages, each resumable (a finished run is skipped, a killed one resumes from its
   6. report    the compute effectiveness of domain vs general CPT (as `ladder report specialization`)
   7. split     the split law against its baselines on held-out runs
   8. domains   with cross_domains: every domain held out in turn (ladder.cpt_domains)
+This module plans and trains; stages 4-7 are library calls on the runs' results (ladder.cpt_laws, no JAX).
 Output: <out>/study.json (every figure above plus stage times), the fit's and report's JSON/CSV/PNG under
 <out>/specialization/. docs/specialization.md ("Smoke study") has the measured figures.
 """
@@ -31,8 +32,11 @@ import time
 from pathlib import Path
 
 import ml_collections
-import numpy as np
 
+from ladder import rundir
+from ladder.cpt_domains import cross_domain_stage, study_domains
+from ladder.cpt_laws import (compare_split_laws, final_row, fit_study, grid_table, predicted_at, report_study,
+                             rule_a_budget)
 from ladder.errors import LadderError, require
 
 
@@ -113,11 +117,6 @@ def plan_study(cfg) -> tuple[list[dict], list[dict]]:
     return bases, rungs
 
 
-def study_domains(cfg) -> list[str]:
-    """The study's domain first, then its cross-domain ones (each scored by every run when there are 2+)."""
-    return [cfg.domain] + [d for d in cfg.cross_domains if d != cfg.domain]
-
-
 def run_config(cfg, rung: dict, out: Path):
     """The train config of a base rung (no `init_from`) or a CPT rung: the study's train_overrides, then
     embedded data mixed general/domain at the rung's share r, then (CPT) the base run to continue from."""
@@ -139,7 +138,6 @@ def run_config(cfg, rung: dict, out: Path):
 
 def train_run(config, run_dir: Path, log) -> float:
     """Train (or resume, or skip when done) one run with evaluation; returns seconds spent."""
-    from ladder import rundir
     from ladder.eval import make_on_eval
     from ladder.train import train
 
@@ -158,7 +156,6 @@ def train_run(config, run_dir: Path, log) -> float:
 def collect(runs: list[dict], out: Path, path: Path) -> int:
     """Every run's results.csv (run dirs <out>/runs/<name>) into one table at `path` (rewritten); returns the
     number of rows. The rows are kept as the evaluator wrote them (no plan columns: these are not plan rungs)."""
-    from ladder import rundir
 
     n, missing = rundir.collect({"rungs": runs}, out / "runs", path, overwrite=True, plan_columns=False)
     if missing:
@@ -189,14 +186,6 @@ def compilation_cache(directory: Path):
         cc.reset_cache()
 
 
-def _final_losses(run_dir: Path) -> dict:
-    from ladder.results import read_table
-
-    table = read_table(run_dir / "results.csv")
-    last = table["step"].astype(float).argmax()
-    return {k: float(table[k][last]) for k in ("general_loss", "domain_loss", "d_cpt", "n")}
-
-
 def run_study(cfg, out=None, log=print) -> dict:
     """Every stage above; returns (and writes to <out>/study.json) the summary. The fit and the report are
     the library calls under `ladder fit dcpt` and `ladder report specialization` (ladder.specialization)."""
@@ -208,161 +197,69 @@ def run_study(cfg, out=None, log=print) -> dict:
         return _run_stages(cfg, out, log)
 
 
+@contextlib.contextmanager
+def _timed(times: dict, stage: str):
+    """Record the block's wall seconds as times[stage] (study.json's "seconds": where a study's time goes)."""
+    start = time.perf_counter()
+    yield
+    times[stage] = time.perf_counter() - start
+
+
 def _run_stages(cfg, out: Path, log) -> dict:
     from ladder.results import read_table
 
     times, summary = {}, {"name": cfg.name}
-    t = time.perf_counter()
-    bases, rungs = plan_study(cfg)
-    (out / "rungs.json").write_text(json.dumps({"base": bases, "cpt": rungs}, indent=1))
-    log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
-        f"{len(cfg.budgets)} budgets per size)")
-    times["plan"] = time.perf_counter() - t
+    with _timed(times, "plan"):
+        bases, rungs = plan_study(cfg)
+        rundir.write_text(out / "rungs.json", json.dumps({"base": bases, "cpt": rungs}, indent=1))
+        log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
+            f"{len(cfg.budgets)} budgets per size)")
 
-    t = time.perf_counter()
-    for rung in bases + rungs:
-        train_run(run_config(cfg, rung, out), out / "runs" / rung["name"], log)
-    times["train"] = time.perf_counter() - t
+    with _timed(times, "train"):
+        for rung in bases + rungs:
+            train_run(run_config(cfg, rung, out), out / "runs" / rung["name"], log)
 
-    t = time.perf_counter()
-    results_path = out / "results.csv"
-    main = [r for r in rungs if "domain" not in r]  # the study's own domain; cross-domain runs apart
-    summary["rows"] = collect(bases + main, out, results_path)
-    if cfg.cross_domains:
-        collect(bases + rungs, out, out / "results_domains.csv")
-    times["collect"] = time.perf_counter() - t
+    with _timed(times, "collect"):
+        results_path = out / "results.csv"
+        main = [r for r in rungs if "domain" not in r]  # the study's own domain; cross-domain runs apart
+        summary["rows"] = collect(bases + main, out, results_path)
+        if cfg.cross_domains:
+            collect(bases + rungs, out, out / "results_domains.csv")
 
-    # Rule (a) at the largest size and budget of the grid.
-    t = time.perf_counter()
-    spec = out / "specialization"
-    table = read_table(results_path)
-    largest = max(bases, key=lambda b: b["n"])
-    # The D-CPT law is fitted on the grid (ratios x budgets): the longer general runs serve the compute ratio;
-    # at r = 0 the law is flat in D, and 16-64x longer general CPT is not (R^2 0.50 with them in :measure).
-    extension = {r["name"] for r in rungs if r.get("general_extension")}
-    grid_table = {k: v[~np.isin(table["run"], list(extension))] for k, v in table.items()} if extension else table
-    d_rule = max(r["d_cpt"] for r in rungs if r["base_run"] == largest["name"] and r["name"] not in extension)
-    fitted, laws = fit_study(cfg, grid_table, largest["n"], d_rule, spec)
-    summary |= fitted
-    rule = summary["rule_a"]
-    times["fit"] = time.perf_counter() - t
+    with _timed(times, "fit"):  # rule (a) at the largest size and budget of the grid
+        spec = out / "specialization"
+        table = read_table(results_path)
+        largest = max(bases, key=lambda b: b["n"])
+        d_rule = rule_a_budget(rungs, largest)
+        fitted, laws = fit_study(cfg, grid_table(table, rungs), largest["n"], d_rule, spec)
+        summary |= fitted
+        rule = summary["rule_a"]
     log(f"# D-CPT R^2: domain {summary['dcpt']['domain']['r2']:.4f}, general {summary['dcpt']['general']['r2']:.4f}; "
         f"rule (a) at N={largest['n']}, D={d_rule}, T={cfg.fit.tolerance:.0%}: r* = {rule['r']:.4f}")
 
     if cfg.check:
-        t = time.perf_counter()
-        (reference,) = [r for r in rungs if r["base_run"] == largest["name"] and r["r"] == 0 and r["d_cpt"] == d_rule]
-        summary["check"] = check_rule_a(cfg, out, largest, reference, rule, laws, log)
-        times["check"] = time.perf_counter() - t
+        with _timed(times, "check"):
+            (reference,) = [r for r in rungs if r["base_run"] == largest["name"] and r["r"] == 0
+                            and r["d_cpt"] == d_rule]
+            summary["check"] = check_rule_a(cfg, out, largest, reference, rule, laws, log)
 
-    t = time.perf_counter()
-    summary["effectiveness"] = report_study(table, spec)  # every general run: the longer ones are its reach
-    times["report"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    summary["split_comparison"] = compare_split_laws(results_path, cfg.fit.starts, spec)
-    times["split_comparison"] = time.perf_counter() - t
+    with _timed(times, "report"):
+        summary["effectiveness"] = report_study(table, spec)  # every general run: the longer ones are its reach
+    with _timed(times, "split_comparison"):
+        summary["split_comparison"] = compare_split_laws(results_path, cfg.fit.starts, spec)
     if cfg.cross_domains:
-        from ladder.cpt_domains import cross_domain_stage
-
-        t = time.perf_counter()
-        summary["cross_domain"] = cross_domain_stage(cfg, out, bases, rungs, spec)
-        times["cross_domain"] = time.perf_counter() - t
+        with _timed(times, "cross_domain"):
+            summary["cross_domain"] = cross_domain_stage(cfg, out, bases, rungs, spec)
     summary["seconds"] = times
-    (out / "study.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    rundir.write_text(out / "study.json", json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return summary
-
-
-def fit_study(cfg, table: dict, n: float, d: float, spec: Path) -> tuple[dict, dict]:
-    """Stage 4, the library call under `ladder fit dcpt --holdout` with rule (a) at (n, d), written to
-    `spec`; with fit.positive_share also the law on own-data share > 0. Returns (the study summary's "dcpt",
-    "holdout", "rule_a" [, "dcpt_positive_share"] entries, {fit name: (domain law, general law)})."""
-    from ladder import specialization
-    from ladder.specialize import jsonable
-
-    fit = specialization.fit_dcpt(table, starts=cfg.fit.starts, holdout=cfg.fit.holdout, n=n, d=d,
-                                  tolerance=cfg.fit.tolerance)
-    specialization.write_fit(fit, spec)
-    fitted = jsonable(fit.summary)
-    summary = {"dcpt": {loss: {"r2": f["r2"], "params": f["params"]} for loss, f in fitted["fits"].items()},
-               "holdout": fitted.get("holdout", []), "rule_a": fitted["rules"][0]}
-    laws = {"published": _laws(fitted["fits"])}
-    if cfg.fit.positive_share:
-        variant = fit_positive_share(table, cfg.fit.starts, cfg.fit.holdout)
-        if not any("error" in f for f in variant.values()):
-            # The domain law saw no r = 0 point: search r only where it was fitted (its B term vanishes at 0).
-            fitted_range = (min(r for r in cfg.ratios if r > 0), 1.0)
-            variant["rule_a"] = _rule_a(variant, n, d, cfg.fit.tolerance, fitted_range)
-            laws["positive_share"] = _laws(variant)
-        summary["dcpt_positive_share"] = variant
-        (spec / "dcpt_positive_share.json").write_text(json.dumps(variant, indent=1, default=float) + "\n")
-    return summary, laws
-
-
-def report_study(table: dict, spec: Path) -> dict:
-    """Stage 6, the library call under `ladder report specialization`, written to `spec`; returns the study
-    summary's "effectiveness" entry (per size: ratio, status, gain; the trends)."""
-    from ladder import specialization
-
-    report = specialization.effectiveness_report(table)
-    specialization.write_effectiveness(report, spec)
-    report = specialization.summary_of(report)
-    keys = ("base_run", "n", "status", "compute_ratio_geomean", "gain_at_equal_compute_mean", "error")
-    return {"sizes": [{k: s.get(k) for k in keys} for s in report["sizes"]],
-            "trend": report["trend"], "trend_gain": report["trend_gain"]}
-
-
-def _laws(fits: dict) -> tuple:
-    """(domain law, general law) from a {"domain": {"params": ...}, "general": ...} summary."""
-    from ladder.laws.dcpt import DcptLaw
-
-    return DcptLaw(**fits["domain"]["params"]), DcptLaw(**fits["general"]["params"])
-
-
-def _rule_a(fits: dict, n: float, d: float, tolerance: float, ratio_range=(0.0, 1.0)) -> dict:
-    from ladder.laws.dcpt_rules import rule_a
-
-    return rule_a(*_laws(fits), n, d, tolerance, ratio_range)
-
-
-def compare_split_laws(results_path: Path, starts: int, out: Path) -> dict:
-    """The split law (ours) against Chinchilla in total tokens and the D-CPT law at the final mixture on
-    held-out runs (ladder.laws.split.compare_with_baselines), written to <out>/split_comparison.json; a
-    grid too small to hold out a size and a budget gets {"error": ...} (the CI variant)."""
-    from ladder.laws.split import compare_with_baselines
-    from ladder.results import read_table
-
-    try:
-        result = compare_with_baselines(read_table(results_path), n_starts=starts)
-    except LadderError as e:
-        result = {"error": str(e)}
-    (out / "split_comparison.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    return result
-
-
-def fit_positive_share(table: dict, starts: int, holdout: bool) -> dict:
-    """The D-CPT law (published form) fitted on own-data share > 0 only, per loss, with held-out checks; a loss
-    whose points cannot pin the law down (e.g. 2 positive shares) gets {"error": ...} instead."""
-    from ladder.laws import dcpt
-
-    fits = {}
-    for loss in ("domain", "general"):
-        p = dcpt.positive_share(dcpt.points_from_table(table, loss))
-        try:
-            fit = dcpt.fit_dcpt(p, n_starts=starts)
-        except LadderError as e:
-            fits[loss] = {"error": str(e)}
-            continue
-        fits[loss] = fit.summary() | ({"holdout": dcpt.holdout_checks(p, n_starts=starts)} if holdout else {})
-    return fits
 
 
 def check_rule_a(cfg, out: Path, base: dict, reference: dict, rule: dict, laws: dict, log) -> dict:
     """Train the CPT run rule (a) asks for (same base and budget as `reference`, the grid's r = 0 run) and
     compare: its general-loss rise over the measured reference against the tolerance, and both losses with
-    each fitted law's prediction (`laws`: name -> (domain law, general law)), r = 0 included, since the
-    tolerance is relative to the law's own r = 0 value."""
+    each fitted law's prediction (ladder.cpt_laws.predicted_at)."""
     from ladder.specialize import cpt_grid
 
     r_star = round(rule["r"], 3)
@@ -375,24 +272,15 @@ def check_rule_a(cfg, out: Path, base: dict, reference: dict, rule: dict, laws: 
     rung["name"] = f"{base['name']}-check-r{r_star:g}"
     run_dir = out / "runs" / rung["name"]
     train_run(run_config(cfg, rung, out), run_dir, log)
-    measured = _final_losses(run_dir)
-    reference = _final_losses(out / "runs" / reference["name"])
-    n, d = measured["n"], measured["d_cpt"]
+    measured = final_row(run_dir)
+    general_r0 = float(final_row(out / "runs" / reference["name"])["general_loss"])
     check = {
-        "run": rung["name"], "r": r_star, "n": n, "d_cpt": d,
-        "domain_loss": measured["domain_loss"], "general_loss": measured["general_loss"],
-        "general_loss_r0": reference["general_loss"],
-        "general_rise": measured["general_loss"] / reference["general_loss"] - 1,
-        "tolerance": cfg.fit.tolerance, "predicted": {},
+        "run": rung["name"], "r": r_star, "n": float(measured["n"]), "d_cpt": float(measured["d_cpt"]),
+        "domain_loss": float(measured["domain_loss"]), "general_loss": float(measured["general_loss"]),
+        "general_loss_r0": general_r0, "general_rise": float(measured["general_loss"]) / general_r0 - 1,
+        "tolerance": cfg.fit.tolerance,
     }
-    for name, (domain_law, general_law) in laws.items():
-        pred = {"domain_loss": float(domain_law(n, d, r_star)), "general_loss": float(general_law(n, d, 1 - r_star)),
-                "general_loss_r0": float(general_law(n, d, 1.0))}
-        pred["general_rise"] = pred["general_loss"] / pred["general_loss_r0"] - 1
-        pred["domain_rel_err"] = check["domain_loss"] / pred["domain_loss"] - 1
-        pred["general_rel_err"] = check["general_loss"] / pred["general_loss"] - 1
-        pred["general_r0_rel_err"] = check["general_loss_r0"] / pred["general_loss_r0"] - 1
-        check["predicted"][name] = pred
+    check["predicted"] = predicted_at(laws, check, r_star)
     check["within_tolerance"] = bool(check["general_rise"] <= cfg.fit.tolerance)
     log(f"# check r={r_star}: domain loss {check['domain_loss']:.4f} (law {check['predicted']['published']['domain_loss']:.4f}), "
         f"general loss +{check['general_rise']:.2%} over r=0 (tolerance {cfg.fit.tolerance:.0%})")

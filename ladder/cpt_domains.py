@@ -18,30 +18,27 @@ from pathlib import Path
 
 import numpy as np
 
+from ladder.cpt_laws import final_row
 
-def _final(run_dir: Path) -> dict:
-    """The last evaluated row of a run, as floats where numeric."""
-    from ladder.results import read_table
 
-    table = read_table(run_dir / "results.csv")
-    last = int(np.argmax(table["step"].astype(float)))
-    return {k: v[last] for k, v in table.items()}
+def study_domains(cfg) -> list[str]:
+    """The study's domain first, then its cross-domain ones (each scored by every run when there are 2+)."""
+    return [cfg.domain] + [d for d in cfg.cross_domains if d != cfg.domain]
 
 
 def domain_points(cfg, out: Path, bases: list[dict], rungs: list[dict]):
     """(Points over every study domain with domain/l0/l_probe, mask of the probe runs, {domain: probe})."""
-    from ladder.cpt import study_domains
     from ladder.laws.dcpt import Points
 
     smallest = min(bases, key=lambda b: b["n"])
-    base_row = _final(out / "runs" / smallest["name"])
+    base_row = final_row(out / "runs" / smallest["name"])
     cols = {k: [] for k in ("n", "d", "r", "loss", "run", "domain", "l0", "l_probe", "probe")}
     probes = {}
     for domain in study_domains(cfg):
         own = [r for r in rungs if not r.get("general_extension")
                and (r["r"] == 0 or r.get("domain", cfg.domain) == domain)]
         probe = min((r for r in own if r["r"] == 1 and r["base_run"] == smallest["name"]), key=lambda r: r["d_cpt"])
-        rows = {r["name"]: _final(out / "runs" / r["name"]) for r in own}
+        rows = {r["name"]: final_row(out / "runs" / r["name"]) for r in own}
         l0, l_probe = float(base_row[f"lm_loss_{domain}"]), float(rows[probe["name"]][f"lm_loss_{domain}"])
         probes[domain] = {"run": probe["name"], "l0": l0, "l_probe": l_probe}
         for r in own:

@@ -88,8 +88,14 @@ class DomainFilter:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path.with_suffix(".npy"), self.weights.astype(np.float32))
-        path.with_suffix(".json").write_text(json.dumps(
+        import io
+
+        from ladder import rundir
+
+        buf = io.BytesIO()
+        np.save(buf, self.weights.astype(np.float32))
+        rundir.write_bytes(path.with_suffix(".npy"), buf.getvalue())
+        rundir.write_text(path.with_suffix(".json"), json.dumps(
             {"bias": self.bias, "threshold": self.threshold, "n_buckets": self.n_buckets,
              "features": {"char_ngrams": list(CHAR_NGRAMS), "word_ngrams": [1, 2], "max_chars": MAX_CHARS}}, indent=1))
 

@@ -27,6 +27,16 @@ def require_path_name(name, field: str) -> None:
             "200 of letters, digits and ._+-=@,)", "rename it, e.g. 370M-5xC")
 
 
+def require_file_part(name, field: str) -> None:
+    """A name from a table that becomes part of one file name (split_<domain>.png): any text, non-ASCII
+    included, but no path separator or NUL, not blank, '.' or '..', at most 200 characters. Looser than
+    require_path_name, which names run directories on cloud storage."""
+    ok = (isinstance(name, str) and name.strip() != "" and len(name) <= 200 and name not in (".", "..")
+          and not set(name) & set("/\\\x00"))
+    require(ok, field, f"{name!r} cannot be part of a file name (blank, '.', '..', a '/' or '\\', or over 200 "
+            "characters)", "rename it in the table")
+
+
 def read_utf8(path, what: str = "file") -> str:
     """A text file's content; non-UTF-8 bytes (a binary or Latin-1 file) are one LadderError naming the file
     and the byte offset, and NUL bytes (binary data that happens to decode) are refused the same way. A leading
@@ -71,9 +81,25 @@ def parse_json(text: str, where: str, fix: str = "check that it is the right fil
     import json
 
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         at = f" at line {e.lineno} column {e.colno}" if line else ""
         raise LadderError(f"{where}{problem} ({e.msg}{at}); {fix}") from None
     except RecursionError:
         raise LadderError(f"{where}{problem} (nested too deeply to read); {fix}") from None
+    except _RepeatedKey as e:
+        raise LadderError(f"{where}: the key {e.args[0]!r} appears twice in one object, and JSON readers silently "
+                          f"keep the last; {fix}") from None
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """object_pairs_hook for user JSON: {"gold": 0, "gold": 1} read as gold 1 without a word; refuse it."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out

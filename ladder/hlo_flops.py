@@ -196,14 +196,46 @@ def loop_corrected_flops(hlo_text: str, cost_of) -> dict:
     "loops": [(body name, trips, body FLOPs counted once)]}."""
     comps, entry = split_computations(hlo_text)
     header = hlo_text.split("\n", 1)[0]
-    module_header = "HloModule " + header.split()[1].rstrip(",")
-    cache: dict[str, float] = {}
+    counter = _LoopCounter(comps, "HloModule " + header.split()[1].rstrip(","), cost_of)
+    flops = counter.corrected(entry)
+    return {"flops": flops, "flops_once": counter.once(entry), "loops": counter.loops}
 
-    def called(name: str, pattern) -> list[str]:
-        return [c for m in pattern.finditer("\n".join(comps[name]))
-                for c in re.findall(r"%([\w.\-]+)", m.group(0)) if c in comps]
 
-    def reachable(name: str) -> list[str]:
+class _LoopCounter:
+    """A program's computations costed one at a time (each made a module's entry, with what it calls), and
+    corrected for loops: F(C) = cost(C) + sum over C's while loops of (trips x F(body) - cost(body)),
+    innermost first. `loops` records (body, trips, cost of the body once) as they are counted."""
+
+    def __init__(self, comps: dict[str, list[str]], module_header: str, cost_of):
+        self.comps, self.module_header, self.cost_of = comps, module_header, cost_of
+        self.cache: dict[str, float] = {}
+        self.loops: list[tuple[str, int, float]] = []
+
+    def corrected(self, name: str) -> float:
+        total = self.once(name)
+        for parent, line, cond, body in self._whiles_under(name, set()):
+            trips = trip_count(self.comps[parent], line, self.comps[cond], self.comps[body], self.comps)
+            self.loops.append((body, trips, self.once(body)))
+            total += trips * self.corrected(body) - self.once(body)
+        return total
+
+    def once(self, name: str) -> float:
+        """XLA's cost analysis of computation `name` as a module's entry: every loop body in it counted once."""
+        if name not in self.cache:
+            text = [self.module_header, ""]
+            for other in reversed(self._reachable(name)):  # callees before callers, the entry last
+                lines = self.comps[other]
+                first = lines[0][len("ENTRY "):] if lines[0].startswith("ENTRY ") else lines[0]
+                body = _parseable([_METADATA.sub("", l) for l in lines[1:]])
+                text += (["ENTRY " + first] if other == name else [first]) + body + [""]
+            self.cache[name] = float(self.cost_of("\n".join(text)))
+        return self.cache[name]
+
+    def _called(self, name: str, pattern) -> list[str]:
+        return [c for m in pattern.finditer("\n".join(self.comps[name]))
+                for c in re.findall(r"%([\w.\-]+)", m.group(0)) if c in self.comps]
+
+    def _reachable(self, name: str) -> list[str]:
         """`name` and every computation it calls, directly or not (what a module with it as entry needs)."""
         order, seen, stack = [], set(), [name]
         while stack:
@@ -211,49 +243,25 @@ def loop_corrected_flops(hlo_text: str, cost_of) -> dict:
             if n not in seen:
                 seen.add(n)
                 order.append(n)
-                stack += called(n, _CALLS_OR_LOOPS)
+                stack += self._called(n, _CALLS_OR_LOOPS)
         return order
 
-    def raw(name: str) -> float:
-        if name not in cache:
-            text = [module_header, ""]
-            for other in reversed(reachable(name)):  # callees before callers, the entry last
-                lines = comps[other]
-                first = lines[0][len("ENTRY "):] if lines[0].startswith("ENTRY ") else lines[0]
-                body = _parseable([_METADATA.sub("", l) for l in lines[1:]])
-                text += (["ENTRY " + first] if other == name else [first]) + body + [""]
-            cache[name] = float(cost_of("\n".join(text)))
-        return cache[name]
-
-    loops = []
-
-    def whiles_under(name: str, seen: set) -> list[tuple[str, str, str, str]]:
+    def _whiles_under(self, name: str, seen: set) -> list[tuple[str, str, str, str]]:
         """(parent, while line, cond, body) of every while reached from `name` without entering a loop body."""
         if name in seen:
             return []
         seen.add(name)
         out = []
-        for line in comps[name][1:-1]:
+        for line in self.comps[name][1:-1]:
             w = _WHILE.match(line)
             if w:
                 out.append((name, line) + w.groups())
                 continue
             for m in _CALLS.finditer(line):
                 for callee in re.findall(r"%([\w.\-]+)", m.group(0)):
-                    if callee in comps:
-                        out += whiles_under(callee, seen)
+                    if callee in self.comps:
+                        out += self._whiles_under(callee, seen)
         return out
-
-    def corrected(name: str) -> float:
-        total = raw(name)
-        for parent, line, cond, body in whiles_under(name, set()):
-            trips = trip_count(comps[parent], line, comps[cond], comps[body], comps)
-            loops.append((body, trips, raw(body)))
-            total += trips * corrected(body) - raw(body)
-        return total
-
-    flops = corrected(entry)
-    return {"flops": flops, "flops_once": raw(entry), "loops": loops}
 
 
 def xla_cost_of(module_text: str) -> float:

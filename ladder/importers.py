@@ -8,13 +8,13 @@ weighted by their question share, the other seven tasks use the split the paper 
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import re
 import warnings
 from pathlib import Path
 
 from ladder.errors import LadderError, parse_json, read_utf8, require
+from ladder.results import csv_records
 
 # Reference N (all parameters except the input embedding) of each published size.
 OLMO_N = {"190M": 190_354_176, "370M": 371_262_464, "760M": 758_220_288, "1B": 1_279_395_840,
@@ -63,29 +63,28 @@ def import_olmo_run(path: str | Path) -> list[dict]:
             "keep the published file names (e.g. 190M-1xC.csv)")
     size = m["size"]
     require(size in OLMO_N, str(path), f"unknown size {size!r}", f"use one of {', '.join(OLMO_N)}")
-    with io.StringIO(read_utf8(path, "import"), newline="") as f:  # one reader: UTF-8 named, BOM dropped
-        reader = csv.DictReader(f)
-        header = set(reader.fieldnames or [])
-        needed = {"_step", "throughput/total_tokens"} | {c(k) for parts in OLMO_TASKS.values()
-                                                         for k, _ in parts for c in (_bpb, _acc)}
-        missing = sorted(needed - header)
-        require(not missing, str(path), f"missing columns {missing[:4]}{'...' if len(missing) > 4 else ''}",
-                "export the run with its eval/downstream and eval/downstream_bpb metrics")
-        rows, skipped = [], 0
-        for i, rec in enumerate(reader, start=2):
-            where = f"{path}:{i}"
-            step, d = _float(rec, "_step", where), _float(rec, "throughput/total_tokens", where)
-            gflops = _float(rec, "throughput/total_training_Gflops", where)
-            lm = _float(rec, OLMO_LM_LOSS, where)
-            for task, parts in OLMO_TASKS.items():
-                loss = sum(w * _float(rec, _bpb(k), where) for k, w in parts)
-                acc = sum(w * _float(rec, _acc(k), where) for k, w in parts)
-                if loss != loss or acc != acc or d != d or step != step:
-                    skipped += 1
-                    continue
-                rows.append({"run": path.stem, "n": OLMO_N[size], "d": d, "step": int(step), "task": task,
-                             "loss": loss, "acc": acc, "lm_loss": lm, "flops": gflops * 1e9, "size": size,
-                             "multiple": float(m["multiple"]), "chance": OLMO_CHANCE[task]})
+    fieldnames, records = csv_records(read_utf8(path, "import"), path, "import")  # UTF-8 named, BOM dropped
+    header = set(fieldnames)
+    needed = {"_step", "throughput/total_tokens"} | {c(k) for parts in OLMO_TASKS.values()
+                                                     for k, _ in parts for c in (_bpb, _acc)}
+    missing = sorted(needed - header)
+    require(not missing, str(path), f"missing columns {missing[:4]}{'...' if len(missing) > 4 else ''}",
+            "export the run with its eval/downstream and eval/downstream_bpb metrics")
+    rows, skipped = [], 0
+    for i, rec in enumerate(records, start=2):
+        where = f"{path}:{i}"
+        step, d = _float(rec, "_step", where), _float(rec, "throughput/total_tokens", where)
+        gflops = _float(rec, "throughput/total_training_Gflops", where)
+        lm = _float(rec, OLMO_LM_LOSS, where)
+        for task, parts in OLMO_TASKS.items():
+            loss = sum(w * _float(rec, _bpb(k), where) for k, w in parts)
+            acc = sum(w * _float(rec, _acc(k), where) for k, w in parts)
+            if loss != loss or acc != acc or d != d or step != step:
+                skipped += 1
+                continue
+            rows.append({"run": path.stem, "n": OLMO_N[size], "d": d, "step": int(step), "task": task,
+                         "loss": loss, "acc": acc, "lm_loss": lm, "flops": gflops * 1e9, "size": size,
+                         "multiple": float(m["multiple"]), "chance": OLMO_CHANCE[task]})
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} (checkpoint, task) values with blank loss/accuracy", stacklevel=2)
     return rows
@@ -156,27 +155,62 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     `flops` / 6N."""
     path = Path(path)
     require(path.is_file(), str(path), "no such file", "give the CSV to import")
+    _require_fields(mapping)
+    header, records = csv_records(read_utf8(path, "import"), path, "import")  # a 5 MB field: one line
+    columns = _Columns(path, mapping, header)
+    tasks = columns.wide_tasks() if columns.wide else [None]
+    rows, steps = [], {}
+    for i, rec in enumerate(records, start=2):
+        for task in tasks:
+            row = columns.row(rec, task, f"{path}:{i}", steps)
+            if row is not None:
+                rows.append(row)
+    require(bool(rows), str(path), "no row with an accuracy", "check the acc mapping")
+    columns.require_runs_apart(rows)
+    rows.sort(key=lambda r: (r["n"], r["run"], r["step"], r["task"]))
+    return rows
+
+
+def _require_fields(mapping: dict[str, str]) -> None:
+    """The fields every results row needs: run, n, acc and tokens (d, or flops to derive it)."""
     for field in ("run", "n", "d", "acc"):
         require(field in mapping or field == "d" and "flops" in mapping, "--map", f"no column for {field!r}",
                 f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})"
                 + (" or flops=COLUMN (then D = flops / 6N)" if field == "d" else ""))
-    with io.StringIO(read_utf8(path, "import"), newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        records = list(reader)
-    wide = "*" in mapping["acc"]
-    require(wide or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or acc=PATTERN_* "
-            "(one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
+    require("*" in mapping["acc"] or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or "
+            "acc=PATTERN_* (one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
 
-    def kind(field):  # "col" | "cols" | "const" | "pattern" | None
-        v = mapping.get(field)
+
+@dataclasses.dataclass(frozen=True)
+class _Columns:
+    """Where each mapped field's value comes from in a CSV with this header: one column ("col"), columns
+    joined ("cols", run only), a pattern whose `*` is the task ("pattern", a wide table) or a constant
+    ("const"). A mapped name that is none of these is refused at once, naming the columns there are."""
+    path: Path
+    mapping: dict[str, str]
+    header: list[str]
+
+    def __post_init__(self):
+        for field in self.mapping:
+            require(self.kind(field) != "missing", str(self.path),
+                    f"has no column {self.mapping[field]!r} (mapped to {field})", f"columns: {self._some_columns()}")
+
+    @property
+    def wide(self) -> bool:
+        return "*" in self.mapping["acc"]
+
+    def _some_columns(self) -> str:
+        return f"{', '.join(self.header[:12])}{'...' if len(self.header) > 12 else ''}"
+
+    def kind(self, field: str) -> str | None:
+        v = self.mapping.get(field)
         if v is None:
             return None
         if "*" in v:
             return "pattern"
-        if v in header:
+        if v in self.header:
             return "col"
-        if field == "run" and "+" in v and all(c in header for c in v.split("+")):
+        if field == "run" and "+" in v and all(c in self.header for c in v.split("+")):
             return "cols"  # run=data+size(+seed): one run per combination (a ladder of several training sets)
         try:
             _number(v, "--map", field)
@@ -184,24 +218,25 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
         except LadderError:
             return "const" if field in ("task", "run") else "missing"
 
-    for field in mapping:
-        require(kind(field) != "missing", str(path), f"has no column {mapping[field]!r} (mapped to {field})",
-                f"columns: {', '.join(header[:12])}{'...' if len(header) > 12 else ''}")
-    tasks = [None]
-    if wide:
-        pre, post = mapping["acc"].split("*", 1)
-        tasks = [c[len(pre): len(c) - len(post) if post else None] for c in header
+    def wide_tasks(self) -> list[str]:
+        """The tasks of a wide table: what `*` stands for in the accuracy columns that match acc's pattern."""
+        pre, post = self.mapping["acc"].split("*", 1)
+        tasks = [c[len(pre): len(c) - len(post) if post else None] for c in self.header
                  if c.startswith(pre) and c.endswith(post) and len(c) > len(pre) + len(post)]
-        require(bool(tasks), str(path), f"no column matches {mapping['acc']!r}", f"columns: {', '.join(header[:12])}")
+        require(bool(tasks), str(self.path), f"no column matches {self.mapping['acc']!r}",
+                f"columns: {', '.join(self.header[:12])}")
+        return tasks
 
-    def value(field, rec, task, where):
-        k, v = kind(field), mapping.get(field)
+    def value(self, field: str, rec: dict, task: str | None, where: str):
+        """The field's value in record `rec` (for `task` in a wide table): run and task as text, the rest as
+        numbers (NaN when unmapped or blank)."""
+        k, v = self.kind(field), self.mapping.get(field)
         if k is None:
             return float("nan")
         if k == "pattern":
             v = v.replace("*", task)
-            require(v in header, str(path), f"has no column {v!r} (pattern {mapping[field]!r}, task {task!r})",
-                    "map a pattern every task has, or leave the field out")
+            require(v in self.header, str(self.path), f"has no column {v!r} (pattern {self.mapping[field]!r}, "
+                    f"task {task!r})", "map a pattern every task has, or leave the field out")
             return _number(rec[v], where, v)
         if k == "col":
             return rec[v] if field in ("run", "task") else _number(rec[v], where, v)
@@ -209,33 +244,31 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             return "-".join(rec[c].strip() for c in v.split("+"))
         return v if field in ("run", "task") else _number(v, where, field)
 
-    rows, counter = [], {}
-    for i, rec in enumerate(records, start=2):
-        where = f"{path}:{i}"
-        for task in tasks:
-            t = task if wide else value("task", rec, None, where)
-            run = str(value("run", rec, t, where))
-            acc = value("acc", rec, t, where)
-            if acc != acc:
-                continue  # a blank cell: that task was not evaluated at this checkpoint
-            step = value("step", rec, t, where)
-            if step != step:
-                step = counter[(run, t)] = counter.get((run, t), -1) + 1
-            n = value("n", rec, t, where)
-            # tokens: mapped, else from training FLOPs by the 6ND rule (docs/laws.md, "Any published ladder in")
-            d = value("d", rec, t, where) if "d" in mapping else value("flops", rec, t, where) / (6 * n)
-            row = {"run": run, "n": n, "d": d, "step": int(step), "task": str(t), "acc": acc,
-                   "loss": value("loss", rec, t, where)}
-            for extra in ("lm_loss", "flops", "chance"):
-                if extra in mapping:
-                    row[extra] = value(extra, rec, t, where)
-            rows.append(row)
-    require(bool(rows), str(path), "no row with an accuracy", "check the acc mapping")
-    # run=NAME that is no column is a constant: right for a one-run file, but over several sizes it merges every
-    # run into one (a misspelt column name, or a byte-order mark glued to it, did exactly that)
-    require(kind("run") != "const" or len({r["n"] for r in rows}) == 1, "--map",
-            f"run={mapping['run']!r} is not a column of {path}, so every row would be one run over "
-            f"{len({r['n'] for r in rows})} sizes", f"map run to the column naming each run (columns: "
-            f"{', '.join(header[:12])})")
-    rows.sort(key=lambda r: (r["n"], r["run"], r["step"], r["task"]))
-    return rows
+    def row(self, rec: dict, task: str | None, where: str, steps: dict) -> dict | None:
+        """The results row of record `rec` (and `task` in a wide table); None where its accuracy is blank (that
+        task was not evaluated at this checkpoint). Unmapped steps count each (run, task)'s rows in `steps`."""
+        t = task if self.wide else self.value("task", rec, None, where)
+        run = str(self.value("run", rec, t, where))
+        acc = self.value("acc", rec, t, where)
+        if acc != acc:
+            return None
+        step = self.value("step", rec, t, where)
+        if step != step:
+            step = steps[(run, t)] = steps.get((run, t), -1) + 1
+        n = self.value("n", rec, t, where)
+        # tokens: mapped, else from training FLOPs by the 6ND rule (docs/laws.md, "Any published ladder in")
+        d = self.value("d", rec, t, where) if "d" in self.mapping else self.value("flops", rec, t, where) / (6 * n)
+        row = {"run": run, "n": n, "d": d, "step": int(step), "task": str(t), "acc": acc,
+               "loss": self.value("loss", rec, t, where)}
+        for extra in ("lm_loss", "flops", "chance"):
+            if extra in self.mapping:
+                row[extra] = self.value(extra, rec, t, where)
+        return row
+
+    def require_runs_apart(self, rows: list[dict]) -> None:
+        """run=NAME that is no column is a constant: right for a one-run file, but over several sizes it merges
+        every run into one (a misspelt column name, or a byte-order mark glued to it, did exactly that)."""
+        sizes = len({r["n"] for r in rows})
+        require(self.kind("run") != "const" or sizes == 1, "--map",
+                f"run={self.mapping['run']!r} is not a column of {self.path}, so every row would be one run over "
+                f"{sizes} sizes", f"map run to the column naming each run (columns: {', '.join(self.header[:12])})")

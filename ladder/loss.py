@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 DEFAULT_CHUNK = 256  # sequence positions per chunk (model.loss_chunk)
-# ladder.aot's FLOPs probes set this: XLA's cost analysis counts a loop body once, so the probes unroll the
+# The FLOPs probes of tests/test_aot.py set this: XLA's cost analysis counts a loop body once, so the probes unroll the
 # chunk loop (same work, every chunk counted). Read at trace time; nothing else changes it.
 UNROLL_FOR_COST_ANALYSIS = False
 

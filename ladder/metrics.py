@@ -117,7 +117,7 @@ class MetricsWriter:
         self.stream.flush()
 
     def _flush_remote(self) -> None:
-        (self.run_dir / rundir.METRICS).write_text("".join(r + "\n" for r in self.lines))
+        rundir.write_text(self.run_dir / rundir.METRICS, "".join(r + "\n" for r in self.lines))
         self.flushed = time.monotonic()
 
     def abandon(self) -> None:

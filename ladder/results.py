@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ladder.errors import LadderError, read_utf8, require
+from ladder.plan.sizes import MAX_COUNT
 
 # Required columns, in file order. `loss` is the task loss in bits per byte of the correct answer.
 REQUIRED = ("run", "n", "d", "step", "task", "loss", "acc")
@@ -29,9 +30,9 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
 POSITIVE = ("n", "d", "loss")
 BLANK_OK = ("loss",)  # positive where given; blank (NaN) allowed: a table with accuracies only
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
-# n and d above this are a unit error, not a model (10^10 x beyond any run): 6ND would overflow float64 at
-# ~1e154 each and the laws' log-space fits degenerate long before (docs/results.md).
-MAX_COUNT = 1e30
+# n and d above MAX_COUNT (1e30, shared with the planner's and predict's --target parser) are a unit error, not a
+# model (10^10 x beyond any run): 6ND would overflow float64 at ~1e154 each and the laws' log-space fits
+# degenerate long before (docs/results.md).
 
 
 def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -41,22 +42,32 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     """
     if not rows:
         return
+    from ladder import rundir
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, newline="") as f:
-            header = next(csv.reader(f))
+    with rundir.editing(path):  # two evaluators adding to one table never drop each other's rows
+        _append_rows(path, rows)
+
+
+def _append_rows(path: Path, rows: list[dict]) -> None:
+    from ladder import rundir
+
+    old = path.read_bytes().decode("utf-8") if path.exists() and path.stat().st_size > 0 else ""
+    buf = io.StringIO(newline="")
+    if old:
+        header = next(csv.reader(io.StringIO(old, newline="")))
+        old += "" if old.endswith("\n") else "\r\n"  # a hand-edited table without its last line end
     else:
         header = header_for(rows)
-        with open(path, "w", newline="") as f:
-            csv.writer(f).writerow(header)
+        csv.writer(buf).writerow(header)
     _check_columns(path, rows, header)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in header})
-        f.flush()
-        os.fsync(f.fileno())
+    w = csv.DictWriter(buf, fieldnames=header)
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    # The table is rewritten whole and atomically (rundir.write_bytes), not appended to: a kill mid-write
+    # leaves the old table, never a torn last row (tables are small: one row per task per evaluation).
+    rundir.write_text(path, old + buf.getvalue())
 
 
 def header_for(rows: list[dict]) -> list[str]:
@@ -94,7 +105,15 @@ def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
 def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
     """Write one checkpoint's rows, first dropping rows of that step or later (left by a run that was killed
     after evaluating and is now resuming from an earlier checkpoint), so a resumed run leaves no duplicates."""
+    from ladder import rundir
+
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rundir.editing(path):
+        _replace_step(path, step, rows)
+
+
+def _replace_step(path: Path, step: int, rows: list[dict]) -> None:
     if path.exists() and path.stat().st_size > 0:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -107,7 +126,7 @@ def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
             w.writeheader()
             w.writerows(kept)
             rundir.write_text(path, buf.getvalue())
-    append_rows(path, rows)
+    _append_rows(path, rows)
 
 
 def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, np.ndarray]:
@@ -125,6 +144,17 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
         return {}
     cols = _columns(header, fields, str(path))
     return validate_table(cols, str(path)) if validate else cols
+
+
+def csv_records(text: str, path, what: str = "results") -> tuple[list[str], list[dict]]:
+    """(header, one dict per row) of CSV text, for readers that map columns by name (the importers); what the
+    csv module refuses (a field over its 128 KiB limit, a NUL inside quotes) is one LadderError naming the file
+    and line, not a _csv.Error traceback."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return list(reader.fieldnames or []), list(reader)
+    except csv.Error as e:
+        raise LadderError(f"{what}: {path} after line {reader.line_num}: {e}; fix the CSV (is it the right file?)") from None
 
 
 def _split_csv(text: str, path) -> tuple[list[str], list[list[str]]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from ladder import rundir
 from ladder.errors import LadderError, require
 
 STAGES = ("plan", "train", "collect", "predict", "self_check", "report")
@@ -182,18 +183,19 @@ def stage_predict(ctx: Context) -> dict:
 
     from ladder import results
     from ladder.laws.predict import predict
+    from ladder.plots import plot_prediction
 
     cols = results.read_table(ctx.out / "results.csv", validate=True)
     P = ctx.cfg.predict
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed,
-                       plot_dir=ctx.out / "plots")
-    (ctx.out / "predictions.json").write_text(json.dumps(pred.to_json(), indent=2, sort_keys=True))
+        pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed)
+        plot_prediction(pred, cols, ctx.out / "plots")
+    rundir.write_text(ctx.out / "predictions.json", json.dumps(pred.to_json(), indent=2, sort_keys=True))
     backtests = {task: {m: {"error": h.error if np.isfinite(h.error) else None, "loss_error": h.loss_error,
                             "problem": h.problem}
                         for m, h in bt.items()} for task, bt in pred.backtests.items()}
-    (ctx.out / "backtest.json").write_text(json.dumps(backtests, indent=2, sort_keys=True))
+    rundir.write_text(ctx.out / "backtest.json", json.dumps(backtests, indent=2, sort_keys=True))
     ctx.print_fn(pred.table())
     return {"tasks": len(pred.fits)}
 
@@ -213,7 +215,7 @@ def stage_self_check(ctx: Context) -> dict:
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
     predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
     table = {task: _check_task(cols, task, p, FINAL_WINDOW) for task, p in predicted.items()}
-    (ctx.out / "self_check.json").write_text(json.dumps(
+    rundir.write_text(ctx.out / "self_check.json", json.dumps(
         {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, indent=2, sort_keys=True))
     for task, r in table.items():
         loss = ("loss: n/a (single-step)" if r["loss_err"] is None else
@@ -297,9 +299,7 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
             require(_read_saved_config(saved) == json.loads(text), str(out),
                     "this run directory was made with another config", "use another --out, or delete it")
         else:
-            tmp = out / "config.json.tmp"
-            tmp.write_text(text)
-            tmp.replace(saved)
+            rundir.write_text(saved, text)
         ctx = Context(cfg, out, False, print_fn)
         return _run_stages(ctx, STAGES, _read_stages(out))
 
@@ -342,6 +342,11 @@ def validate(cfg) -> None:
     require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
             f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")
     require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
+    from ladder.laws.taskfit import METHODS  # checked before training: a bogus method failed after every rung
+
+    methods = ("ensemble", "auto", *METHODS)
+    require(cfg.predict.method in methods, "predict.method", f"unknown method {cfg.predict.method!r}",
+            f"choose one of {', '.join(methods)}")
     require(cfg.launch.parallel >= 1, "launch.parallel", "must be >= 1", "use 1 on a small CPU machine")
     for item in cfg.train_overrides:
         require("=" in item, "train_overrides", f"{item!r} is not KEY=VALUE", "write e.g. 'eval.tasks=embedded'")

@@ -6,13 +6,17 @@ init.json (the base a continued run started from), metrics.jsonl (one row per lo
 trainer, the evaluator, the launcher, `ladder status`, `ladder collect`, the CPT study and the report all
 go through these functions, so a gs:// root works wherever a local one does.
 
-Paths go through etils.epath (gs:// needs gcsfs). Local JSON is written atomically (temp file, fsync,
-os.replace), so a reader never sees half a file; an object store has no rename, but an object appears only
-once its upload completes, which gives the same guarantee.
+Paths go through etils.epath (gs:// needs gcsfs). `write_bytes` is also the one writer of every other file
+ladder writes and reads back (results tables, plots, predictions, caches): local files atomically (temp
+file, fsync, os.replace), so a reader never sees half a file; an object store has no rename, but an object
+appears only once its upload completes, which gives the same guarantee.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
 import json
 import math
 import os
@@ -21,7 +25,7 @@ import time
 
 from etils import epath
 
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require
 
 STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH = (
     "status.json", "config.json", "init.json", "metrics.jsonl", "results.csv", "launch.json")
@@ -67,18 +71,127 @@ def read_json(p) -> dict | None:
 
 
 def write_text(p, text: str) -> None:
-    """Write a whole file atomically: local files through a temp file, fsync and os.replace; gs:// objects
-    whole (an object appears only once its upload completes)."""
+    """Write a whole file atomically (UTF-8): see write_bytes."""
+    write_bytes(p, text.encode("utf-8"))
+
+
+def write_bytes(p, data: bytes) -> None:
+    """The one atomic writer of every file ladder writes that someone reads back (run-directory files,
+    results tables, plots, plans, predictions, caches): a kill -9 at any moment leaves the old file or the new
+    one, never a torn one. Local: a uniquely named `.tmp-<name>-*` sibling (two writers never share one),
+    fsync, os.replace, and the temp file removed on any failure (a full disk leaves nothing behind); an error
+    names the target path, not the temp file. gs:// objects are written whole: an object appears only once
+    its upload completes (a rename there is a copy and a delete: twice the bytes, and a `moveTo` call the
+    Cloud Storage emulator does not serve)."""
     if is_remote(p):
-        path(p).write_text(text)
+        path(p).write_bytes(data)
         return
+    import tempfile
+
     p = os.fspath(p)
-    tmp = p + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    parent, name = os.path.split(p)
+    if os.path.isdir(p):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", p)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=f".tmp-{name[:100]}-")
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, parent or ".") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # what open(p, "w") would have given (mkstemp makes 0600)
+        staged = _STAGED.get()
+        if staged is None:
+            os.replace(tmp, p)
+        else:
+            staged.append((tmp, p))
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise type(e)(e.errno, e.strerror, p) from None
+        raise
+
+
+_STAGED: contextvars.ContextVar[list | None] = contextvars.ContextVar("ladder_staged_writes", default=None)
+
+
+@contextlib.contextmanager
+def all_or_nothing(*dirs):
+    """The local files written inside this block (by write_bytes) land together at its end, or none does.
+
+    For verbs whose output is several files (predict: JSON and plots; fit: JSON, CSV, plots; data tasks): a
+    failure part way (a full disk at the third plot, an error in the holdout report) leaves the previous
+    outputs as they were and no new file behind, instead of a new JSON beside old plots. Each file is
+    written whole to its temp sibling first; only the renames wait for the end (a kill -9 during those few
+    renames can still leave some new and some old files, each of them whole). `dirs`: output directories
+    that, if this block creates them, are removed again on failure (when left empty)."""
+    staged: list = []
+    new_dirs = []  # every directory on the way to each of `dirs` that does not exist yet, deepest last
+    for d in dirs:
+        d = os.path.abspath(os.fspath(d))
+        while not os.path.lexists(d) and d not in new_dirs:
+            new_dirs.append(d)
+            d = os.path.dirname(d)
+    new_dirs.sort(key=len)
+    token = _STAGED.set(staged)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        for d in reversed(new_dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # only when empty: what this block made and nothing put there
+        raise
+    finally:
+        _STAGED.reset(token)
+    for i, (tmp, target) in enumerate(staged):
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            for left, _ in staged[i:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(left)
+            raise type(e)(e.errno, e.strerror, target) from None
+
+
+@contextlib.contextmanager
+def editing(p):
+    """Hold an exclusive lock on `p`'s directory while a file there is read, changed and written back
+    (results.csv gaining an evaluation's rows), so two processes editing one file at once never lose each
+    other's rows: the file itself cannot carry the lock, since each write replaces it. A no-op on gs:// and
+    where the filesystem has no flock (the edit is then as safe as the caller's own exclusivity)."""
+    if is_remote(p):
+        yield
+        return
+    import fcntl
+
+    fd = os.open(os.path.dirname(os.path.abspath(os.fspath(p))), os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it, and setting
+    it briefly could give a file another thread creates meanwhile the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+_UMASK = _umask()
 
 
 def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> None:
@@ -255,6 +368,10 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
         if not got:
             missing.append(rung["name"])
         for row in got:
+            # a rung's rows are its own: a results.csv copied from another run mixed a stranger into the fit
+            require(row.get("run") == rung["name"], f"{join(run_root, rung['name'])}/results.csv",
+                    f"has rows for run {row.get('run')!r}, not for the rung {rung['name']!r}",
+                    "collect only rungs the plan trained (is the file from another run?)")
             if plan_columns:
                 row.setdefault("size", rung["size"])
                 row.setdefault("multiple", rung["multiple"])
@@ -264,6 +381,9 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
     if not rows:
         raise LadderError(f"{run_root}: no rung has evaluation results (results.csv) yet; "
                           f"see `ladder status` for progress")
+    # the table `ladder predict` would reject (a row twice, a NaN accuracy) is refused before it is written
+    results.validate_table(results.columns(rows, f"the rungs' results under {run_root}"),
+                           f"the rungs' results under {run_root}")
     results.write_table(out, rows)
     return len(rows), missing
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ladder.errors import require
-from ladder.specialize import compute_effectiveness, jsonable, plot_effectiveness, write_outputs
+from ladder.errors import require, require_file_part
+from ladder.specialize import compute_effectiveness, jsonable, write_outputs
 
 DCPT_FORM = "L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma"
 SPLIT_FORM = "L = E + A/N^alpha + B/(D' + k D^rho)^beta"
@@ -71,7 +71,7 @@ def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cr
         rules.append(dcpt_rules.rule_b(fits["domain"].law, n, domain_tokens))
     if compute is not None:
         require(r is not None, "--r", "rule (c) needs the fixed domain share", "pass --r")
-        rules.append(dcpt_rules.rule_c(fits["domain"].law, compute, r) | {"loss": "domain"})
+        rules.append(sensible_rule_c(dcpt_rules.rule_c(fits["domain"].law, compute, r)) | {"loss": "domain"})
     if rules:
         summary["rules"] = rules
     return Fit("dcpt", summary, rows, fits, points)
@@ -84,6 +84,9 @@ def fit_split(table: dict, *, domain: str | None = None, holdout: bool = False) 
     from ladder.laws import split
 
     domains = [domain] if domain else (sorted(set(table["domain"].tolist())) if "domain" in table else [None])
+    for name in domains:  # each becomes split_<domain>.png
+        if name is not None:
+            require_file_part(name, "domain")
     fit_out = Fit("split", {"law": SPLIT_FORM, "domains": {}}, [])
     for name in domains:
         p = split.points_from_table(table, domain=name)
@@ -100,7 +103,7 @@ def fit_split(table: dict, *, domain: str | None = None, holdout: bool = False) 
 
 def write_fit(fit: Fit, out) -> list[str]:
     """<out>/<law>.json, .csv and the plots (dcpt.png, or split_<domain>.png per domain)."""
-    from ladder.specialize import plot_dcpt, plot_split
+    from ladder.plots import plot_dcpt, plot_split
 
     out = Path(out)
     files = write_outputs(out, fit.law, fit.summary, fit.rows)
@@ -152,13 +155,29 @@ def allocate_split(fitted: dict, budget: float, *, domains=None, n_range=(1e6, 1
     require("domains" in fitted, "--law", "is not a `ladder fit split` output (no 'domains')", "pass split.json")
     require(isinstance(fitted["domains"], dict), "--law: domains", "is not a mapping of domain -> law",
             "pass split.json")
-    names = list(domains) if domains else list(fitted["domains"])
+    names = list(fitted["domains"]) if domains is None else list(domains)
+    require(bool(names), "--domains", "is empty", "name some fitted domains, or leave the option out for all")
+    repeated = [n for i, n in enumerate(names) if n in names[:i]]
+    require(not repeated, "--domains", f"{repeated[0]!r} is listed twice" if repeated else "",
+            "list each domain once")
     for name in names:
         require(name in fitted["domains"], "--domains", f"{name!r} was not fitted", f"choose from {list(fitted['domains'])}")
     laws = {name: _law(SplitLaw, fitted, ("domains", name), "split.json") for name in names}
-    alloc = allocate(laws, budget, n_range=tuple(n_range))
+    with np.errstate(divide="ignore", over="ignore"):  # the bracket search probes 1e300-scale terms at huge budgets
+        alloc = allocate(laws, budget, n_range=tuple(n_range))
+    require(alloc.d >= 1, "--budget", f"{budget:g} FLOPs leaves {alloc.d:.3g} pretraining tokens even at "
+            f"N = {alloc.n:.3g} (the smallest of --n-range allowed), so the allocation would be meaningless",
+            f"give a budget of at least 6 N tokens, e.g. {6 * n_range[0] * 20 * n_range[0]:.0e} for "
+            f"N = {n_range[0]:.0e} at 20 tokens per parameter, or lower --n-range")
     ns = np.geomspace(alloc.n / 30, alloc.n * 30, 41)
-    return alloc.to_dict() | {"profile": {"n": ns.tolist(), "loss": np.asarray(loss_profile(laws, budget, ns)).tolist()}}
+    edge = {}
+    if not n_range[0] * 1.01 < alloc.n < n_range[1] / 1.01:
+        edge = {"warning": f"the optimum N = {alloc.n:.3g} sits at the edge of --n-range {tuple(n_range)}: the "
+                           "true optimum may lie outside it, and the law is extrapolated far from its fit; widen "
+                           "--n-range or check the budget"}
+    with np.errstate(divide="ignore", over="ignore"):
+        profile = np.asarray(loss_profile(laws, budget, ns)).tolist()
+    return alloc.to_dict() | edge | {"profile": {"n": ns.tolist(), "loss": profile}}
 
 
 def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.03, ratio_range=(0.0, 1.0),
@@ -184,7 +203,18 @@ def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.0
         need(n=n, domain_tokens=domain_tokens)
         return dcpt_rules.rule_b(domain, n, domain_tokens, max_tokens=max_tokens, ratio_range=tuple(ratio_range))
     need(compute=compute, r=r)
-    return dcpt_rules.rule_c(domain, compute, r)
+    return sensible_rule_c(dcpt_rules.rule_c(domain, compute, r))
+
+
+def sensible_rule_c(out: dict) -> dict:
+    """Rule (c)'s closed form answers any compute; a model under 1 parameter or 1 token (--compute 1 gave
+    N = 20, D = 0.008) or above 1e30 (--compute 1e300 gave N = 2e151) is no allocation."""
+    from ladder.plan.sizes import MAX_COUNT
+
+    require(1 <= out["n"] <= MAX_COUNT and 1 <= out["d"] <= MAX_COUNT, "--compute",
+            f"{out['compute']:g} FLOPs gives N = {out['n']:.3g}, D = {out['d']:.3g} tokens, outside [1, {MAX_COUNT:g}]",
+            "give the CPT compute of a real run (C = 6 N D FLOPs)")
+    return out
 
 
 def write_allocation(result: dict, out, stem: str) -> list[str]:
@@ -192,7 +222,7 @@ def write_allocation(result: dict, out, stem: str) -> list[str]:
     allocation its loss-profile plot <out>/allocation.png."""
     import json
 
-    from ladder.specialize import plot_allocation
+    from ladder.plots import plot_allocation
 
     out = Path(out)
     summary = {k: v for k, v in result.items() if k != "profile"}
@@ -214,6 +244,8 @@ def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str 
 
 def write_effectiveness(report: dict, out) -> list[str]:
     """<out>/effectiveness.json and .csv (one row per domain run) and the report's plots."""
+    from ladder.plots import plot_effectiveness
+
     files = write_outputs(out, "effectiveness", summary_of(report), report["points"])
     return files + plot_effectiveness(report, Path(out))
 

@@ -1,5 +1,5 @@
 """Specialization studies: continual-pretraining (CPT) grids for the planner and the compute-effectiveness
-analysis of specialized vs general continued pretraining (numpy only; plots in `plot_effectiveness`).
+analysis of specialized vs general continued pretraining (numpy only; its figures: ladder.plots).
 
 Compute effectiveness (the question of Malaquias Junior et al. 2025): from one base checkpoint per size,
 continue pretraining on general data (kind "general") and on domain data (kind "domain", by default domain
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -48,13 +49,16 @@ def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[s
     """`<stem>.json` (the whole summary) and `<stem>.csv` (one flat row per entry of `rows`) under out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps(jsonable(summary), indent=1) + "\n")
+    from ladder import rundir
+
+    rundir.write_text(out_dir / f"{stem}.json", json.dumps(jsonable(summary), indent=1) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: jsonable(r.get(k, "")) for k in keys})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: jsonable(r.get(k, "")) for k in keys})
+    rundir.write_text(out_dir / f"{stem}.csv", buf.getvalue())
     return [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.csv")]
 
 
@@ -110,6 +114,8 @@ def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> 
         require(col in table, col, "column missing from the results table", "see docs/specialization.md")
     value_col = "acc" if task else metric
     require(value_col in table, value_col, "column missing from the results table", "see docs/specialization.md")
+    require(table[value_col].dtype.kind == "f", f"--metric {value_col}", "is a text column, not a loss",
+            "name a numeric loss column, e.g. domain_loss or general_loss")
     keep = np.isin(table["kind"], CPT_KINDS) & (np.nan_to_num(table["d_cpt"]) > 0)
     if task:
         keep &= table["task"] == task
@@ -141,65 +147,75 @@ def compute_effectiveness(table: dict[str, np.ndarray], *, metric: str = "domain
     """
     rows = _final_rows(table, metric, task)
     higher_better = task is not None
-    better = (lambda a, b: a >= b) if higher_better else (lambda a, b: a <= b)  # noqa: E731
-    out_points, sizes = [], []
+    points, sizes = [], []
     for base in sorted(set(rows["base_run"]), key=lambda b: float(rows["n"][rows["base_run"] == b][0])):
-        at = rows["base_run"] == base
-        n = float(rows["n"][at][0])
-        gen = at & (rows["kind"] == "general")
-        dom = at & (rows["kind"] == "domain") & np.isclose(rows["r"], domain_share)
-        entry = {"base_run": base, "n": n, "n_general": int(gen.sum()), "n_domain": int(dom.sum())}
-        if gen.sum() < 2 or dom.sum() < 1:
-            sizes.append(entry | {"error": f"needs 2+ general CPT runs and 1+ run at domain share {domain_share:g}"})
-            continue
-        order = np.argsort(rows["compute"][gen])
-        x = np.log(rows["compute"][gen])[order]
-        y = (rows["value"][gen] if higher_better else np.log(rows["value"][gen]))[order]
-        slope, intercept = np.polyfit(x, y, 1)  # described only: the ratio interpolates between measured runs
-        best_general = rows["value"][gen].max() if higher_better else rows["value"][gen].min()
-        ratios, gains = [], []
-        for i in np.flatnonzero(dom):
-            value = float(rows["value"][i])
-            target = value if higher_better else math.log(value)
-            log_c_gen, lo_hi = _segment_crossing(x, y, target, higher_better)
-            reached = math.isfinite(log_c_gen)
-            c_gen = math.exp(log_c_gen) if reached else math.nan
-            same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
-            gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
-            forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
-                          if same_budget.any() else math.nan)
-            point = {"base_run": base, "n": n, "run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
-                     "compute": float(rows["compute"][i]), "value": value, "reached": reached,
-                     "general_compute_to_match": c_gen if reached else math.nan,
-                     "compute_ratio": c_gen / rows["compute"][i] if reached else math.nan,
-                     # the interpolation's curvature interval (_segment_crossing); NaN under 3 general runs.
-                     "compute_ratio_interval": [math.exp(v) / rows["compute"][i] for v in lo_hi],
-                     # Not reached by the general runs at all: their largest compute is a lower bound.
-                     "compute_ratio_lower_bound": (float(np.exp(x.max())) / rows["compute"][i]
-                                                   if not better(best_general, value) else math.nan),
-                     "gain_at_equal_compute": gain,
-                     "general_loss": float(rows["general_loss"][i]), "forgetting_vs_general_cpt": forgetting}
-            out_points.append(point)
-            ratios.append(point["compute_ratio"])
-            gains.append(gain)
-        finite = np.array([v for v in ratios if math.isfinite(v)])
-        gains = np.array([g for g in gains if math.isfinite(g)])
-        status = ("measured" if len(finite) == len(ratios) else
-                  f"{len(finite)} of {len(ratios)} budgets matched; the rest not reached within the measured range"
-                  if len(finite) else "not reached within the measured range")
-        sizes.append(entry | {"general_fit": {"slope": float(slope), "intercept": float(intercept),
-                                              "form": ("acc = i + s log C" if higher_better else "log L = i + s log C")
-                                              + " (least squares, descriptive; the ratio interpolates)"},
-                              "status": status,
-                              "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.nan,
-                              # geometric means of the matched points' interval ends (they share one fit)
-                              "compute_ratio_interval": _geomean_interval(out_points, base),
-                              "gain_at_equal_compute_mean": float(gains.mean()) if len(gains) else math.nan})
+        size, at_size = _effectiveness_at_size(rows, base, domain_share, higher_better)
+        sizes.append(size)
+        points += at_size
     trends = {"compute_ratio": _trend_in_n(sizes, "compute_ratio_geomean", log_value=True),
               "gain_at_equal_compute": _trend_in_n(sizes, "gain_at_equal_compute_mean", log_value=False)}
     return {"metric": f"acc[{task}]" if task else metric, "higher_is_better": higher_better,
-            "domain_share": domain_share, "sizes": sizes, "points": out_points, "trend": trends["compute_ratio"],
+            "domain_share": domain_share, "sizes": sizes, "points": points, "trend": trends["compute_ratio"],
             "trend_gain": trends["gain_at_equal_compute"], "curves": {k: v.tolist() for k, v in rows.items()}}
+
+
+def _effectiveness_at_size(rows: dict, base: str, domain_share: float, higher_better: bool) -> tuple[dict, list]:
+    """One size (the CPT runs of base run `base`): its entry (status, the general runs' descriptive fit, the
+    geometric-mean ratio and mean gain over its budgets) and a point per domain run (_domain_run_point)."""
+    at = rows["base_run"] == base
+    n = float(rows["n"][at][0])
+    gen = at & (rows["kind"] == "general")
+    dom = at & (rows["kind"] == "domain") & np.isclose(rows["r"], domain_share)
+    entry = {"base_run": base, "n": n, "n_general": int(gen.sum()), "n_domain": int(dom.sum())}
+    if gen.sum() < 2 or dom.sum() < 1:
+        return entry | {"error": f"needs 2+ general CPT runs and 1+ run at domain share {domain_share:g}"}, []
+    order = np.argsort(rows["compute"][gen])
+    x = np.log(rows["compute"][gen])[order]
+    y = (rows["value"][gen] if higher_better else np.log(rows["value"][gen]))[order]
+    slope, intercept = np.polyfit(x, y, 1)  # described only: the ratio interpolates between measured runs
+    points = [{"base_run": base, "n": n} | _domain_run_point(rows, i, gen, x, y, higher_better)
+              for i in np.flatnonzero(dom)]
+    ratios = [p["compute_ratio"] for p in points]
+    finite = np.array([v for v in ratios if math.isfinite(v)])
+    gains = np.array([p["gain_at_equal_compute"] for p in points if math.isfinite(p["gain_at_equal_compute"])])
+    status = ("measured" if len(finite) == len(ratios) else
+              f"{len(finite)} of {len(ratios)} budgets matched; the rest not reached within the measured range"
+              if len(finite) else "not reached within the measured range")
+    return entry | {"general_fit": {"slope": float(slope), "intercept": float(intercept),
+                                    "form": ("acc = i + s log C" if higher_better else "log L = i + s log C")
+                                    + " (least squares, descriptive; the ratio interpolates)"},
+                    "status": status,
+                    "compute_ratio_geomean": float(np.exp(np.log(finite).mean())) if len(finite) else math.nan,
+                    # geometric means of the matched points' interval ends (they share one fit)
+                    "compute_ratio_interval": _geomean_interval(points, base),
+                    "gain_at_equal_compute_mean": float(gains.mean()) if len(gains) else math.nan}, points
+
+
+def _domain_run_point(rows: dict, i: int, gen: np.ndarray, x: np.ndarray, y: np.ndarray, higher_better: bool) -> dict:
+    """Domain run i against its size's general runs (`gen`; x = their log compute ascending, y = their metric,
+    logged for a loss): the general compute that reaches its value and the ratio to its own, the gain at
+    equal compute and the forgetting against the general run of the same budget."""
+    value = float(rows["value"][i])
+    target = value if higher_better else math.log(value)
+    log_c_gen, lo_hi = _segment_crossing(x, y, target, higher_better)
+    reached = math.isfinite(log_c_gen)
+    c_gen = math.exp(log_c_gen) if reached else math.nan
+    best_general = rows["value"][gen].max() if higher_better else rows["value"][gen].min()
+    never_reached = not (best_general >= value if higher_better else best_general <= value)
+    same_budget = gen & np.isclose(rows["d_cpt"], rows["d_cpt"][i])
+    gain = float(value - rows["value"][same_budget][0]) if same_budget.any() else math.nan
+    forgetting = (float(rows["general_loss"][i] - rows["general_loss"][same_budget][0])
+                  if same_budget.any() else math.nan)
+    return {"run": str(rows["run"][i]), "d_cpt": float(rows["d_cpt"][i]),
+            "compute": float(rows["compute"][i]), "value": value, "reached": reached,
+            "general_compute_to_match": c_gen if reached else math.nan,
+            "compute_ratio": c_gen / rows["compute"][i] if reached else math.nan,
+            # the interpolation's curvature interval (_segment_crossing); NaN under 3 general runs.
+            "compute_ratio_interval": [math.exp(v) / rows["compute"][i] for v in lo_hi],
+            # Not reached by the general runs at all: their largest compute is a lower bound.
+            "compute_ratio_lower_bound": float(np.exp(x.max())) / rows["compute"][i] if never_reached else math.nan,
+            "gain_at_equal_compute": gain,
+            "general_loss": float(rows["general_loss"][i]), "forgetting_vs_general_cpt": forgetting}
 
 
 MIN_TREND_SIZES = 3
@@ -259,142 +275,3 @@ def _trend_in_n(sizes: list[dict], key: str, *, log_value: bool) -> dict | None:
     trend = {"form": f"{'log ' if log_value else ''}{key} = u + v log N", "u": float(u), "v": float(v),
              "v_stderr": se_v, "n_sizes": len(fitted)}
     return trend | ({"ratio_x10_n": float(10**v)} if log_value else {"change_per_10x_n": float(v * math.log(10))})
-
-
-def plot_effectiveness(report: dict, out_dir) -> list[str]:
-    """PNG plots: the domain metric and the general loss (forgetting) against CPT compute, and the ratio vs N."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    c = {k: np.asarray(v) for k, v in report["curves"].items()}
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    paths = []
-    for key, ylabel, fname in (("value", report["metric"], "domain_metric_vs_compute.png"),
-                               ("general_loss", "general loss (bits per byte)", "general_loss_vs_compute.png")):
-        if not np.isfinite(c[key].astype(float)).any():
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for j, n in enumerate(sorted(set(c["n"].tolist()))):
-            for kind, style in (("general", "--o"), ("domain", "-s")):
-                sel = (c["n"] == n) & (c["kind"] == kind)
-                order = np.argsort(c["compute"][sel])
-                ax.plot(c["compute"][sel][order], c[key][sel][order].astype(float), style, color=colors[j % len(colors)],
-                        label=f"N={n:.3g}, {kind} CPT")
-        ax.set_xscale("log")
-        ax.set_xlabel("CPT compute 6 N D_cpt (FLOPs)")
-        ax.set_ylabel(ylabel)
-        ax.set_title("Specialized vs general continued pretraining" if key == "value" else "Forgetting: general loss after CPT")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=120)
-        plt.close(fig)
-        paths.append(str(out_dir / fname))
-    fitted = [s for s in report["sizes"] if math.isfinite(s.get("compute_ratio_geomean") or math.nan)]
-    if fitted:
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        pts = [p for p in report["points"] if math.isfinite(p["compute_ratio"] or math.nan)]
-        ax.scatter([p["n"] for p in pts], [p["compute_ratio"] for p in pts], alpha=0.5, label="per budget")
-        ax.plot([s["n"] for s in fitted], [s["compute_ratio_geomean"] for s in fitted], "o", color="k", label="geometric mean per size")
-        if report["trend"]:
-            ns = np.geomspace(min(s["n"] for s in fitted), max(s["n"] for s in fitted), 50)
-            t = report["trend"]
-            ax.plot(ns, np.exp(t["u"]) * ns ** t["v"], "-", color="k", alpha=0.6, label=f"fit: ratio ∝ N^{t['v']:.2f}")
-        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("model size N (parameters)")
-        ax.set_ylabel("general CPT compute / domain CPT compute\nto reach the same domain metric")
-        ax.set_title("Compute effectiveness of specialization")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "compute_ratio_vs_n.png", dpi=120)
-        plt.close(fig)
-        paths.append(str(out_dir / "compute_ratio_vs_n.png"))
-    return paths
-
-
-def plot_dcpt(fits: dict, points: dict, path) -> str:
-    """One PNG for D-CPT fits: per loss, observed points and fitted curves against the share r, one line
-    per (N, D); `fits`/`points` map "domain"/"general" to a DcptFit and its Points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(fits), figsize=(6.0 * len(fits), 4.4), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    r_line = np.linspace(0.0, 1.0, 200)
-    for ax, (name, fit) in zip(axes[0], fits.items()):
-        p = points[name]
-        combos = sorted({(a, b) for a, b in zip(p.n.tolist(), p.d.tolist())})
-        for j, (n, d) in enumerate(combos):
-            sel = (p.n == n) & (p.d == d)
-            color = colors[j % len(colors)]
-            ax.plot(p.r[sel], p.loss[sel], "o", color=color, ms=4)
-            k = None if p.k is None else np.full_like(r_line, p.k[sel][0])
-            ax.plot(r_line, fit.law(n, d, r_line, k), "-", color=color, lw=1, label=f"N={n:.3g}, D={d:.3g}")
-        ax.set_xlabel("own-data share r of the CPT mixture" + (" (general share)" if name == "general" else " (domain share)"))
-        ax.set_ylabel(f"{name} loss (bits per byte)")
-        ax.set_yscale("log")
-        ax.set_title(f"D-CPT law, {name} loss: R^2 = {fit.r2:.4f}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
-
-
-def plot_split(fit, points, path) -> str:
-    """Observed vs predicted domain loss for a split-law fit, coloured by the domain share D'/(D + D')."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pred = fit.law(points.n, points.d, points.d_prime)
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    sc = ax.scatter(points.loss, pred, c=points.d_prime / (points.d + points.d_prime), cmap="viridis", s=18)
-    lo, hi = float(min(points.loss.min(), pred.min())), float(max(points.loss.max(), pred.max()))
-    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="y = x")
-    ax.set_xlabel("observed domain loss (bits per byte)")
-    ax.set_ylabel("split law prediction (bits per byte)")
-    ax.set_title(f"L(N, D, D') fit: R^2 = {fit.r2:.4f}")
-    fig.colorbar(sc, ax=ax, label="domain token share D'/(D+D')")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
-
-
-def plot_allocation(result: dict, path) -> str:
-    """The summed domain loss of the best split at each model size N around the optimum (an allocation from
-    ladder.specialization.allocate_split, with its "profile")."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
-    ax.plot(result["profile"]["n"], result["profile"]["loss"], "-", label="best split at this N")
-    ax.plot([result["n"]], [result["total_loss"]], "o", color="k",
-            label=f"optimum N={result['n']:.3g}, D={result['d']:.3g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("model size N (parameters)")
-    ax.set_ylabel(f"sum of {len(result['d_prime'])} domain losses (bits per byte)")
-    ax.set_title(f"Pretrain/specialize split at C = {result['compute']:.3g} FLOPs")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)

@@ -95,6 +95,9 @@ def parse_topology(accelerator_type: str, num_slices: int = 1) -> Topology:
     '2xv5p-256' prefix (the planner's and launcher's spelling of multislice) sets the number of slices."""
     m = re.fullmatch(r"(\d+)x(\S+)", accelerator_type)
     if m:
+        if num_slices not in (1, int(m.group(1))):  # `--topology 2xv5p-8 --num-slices 3` compiled 2, silently
+            raise LadderError(f"num_slices: {accelerator_type} says {m.group(1)} slices but {num_slices} were asked "
+                              f"for; give the count once (--topology {m.group(2)} --num-slices {num_slices})")
         accelerator_type, num_slices = m.group(2), int(m.group(1))
     chip, n_chips = chips.parse_slice(accelerator_type)
     if chip.name not in GRIDS:

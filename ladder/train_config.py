@@ -231,6 +231,8 @@ def validate(config, *, data: bool = True) -> None:
         for key in keys:
             value = config[sec][key]
             require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")
+    require(m.vocab_size >= 2, "model.vocab_size", f"{m.vocab_size} leaves nothing to predict (a 1-token language)",
+            "use the tokenizer's vocabulary, e.g. 259 for bytes")
     require(m.mlp_hidden >= 0, "model.mlp_hidden", f"must be >= 0, got {m.mlp_hidden}", "use 0 for 4*d_model")
     require(m.d_model % m.n_heads == 0, "model.n_heads", f"{m.n_heads} heads do not divide d_model={m.d_model}",
             "choose n_heads dividing d_model")
@@ -264,6 +266,7 @@ def validate(config, *, data: bool = True) -> None:
     require(t.divergence_margin >= 0, "train.divergence_margin", f"must be >= 0, got {t.divergence_margin}",
             "use e.g. 2.0 (nats above the first step's loss), or 0 to check only for NaN/Inf")
     for field, value in (("train.seed", t.seed), ("data.seed", config.data.seed), ("eval.seed", config.eval.seed),
+                         ("data.max_documents", config.data.max_documents),
                          ("eval.max_questions", config.eval.max_questions),
                          ("eval.lm_loss_batches", config.eval.lm_loss_batches)):
         require(value >= 0, field, f"must be >= 0, got {value}", "use 0 or a positive value")
@@ -286,14 +289,19 @@ def validate(config, *, data: bool = True) -> None:
         require(not bad, f"train.{key}", f"steps {bad} are outside [1, total_steps={t.total_steps}]",
                 "remove them or raise total_steps")
     i, mix, e = config.init, config.mix, config.eval
+    if config.data.source == "embedded":
+        embedded_domains(config.data.domains, "data.domains")
+    require(e.tasks or not (e.lm_loss_batches or e.lm_loss_domains), "eval.lm_loss_batches",
+            "is set but eval.tasks is empty, so no evaluation runs and no held-out loss is measured",
+            "set eval.tasks (e.g. embedded), or leave eval.lm_loss_batches at 0 and eval.lm_loss_domains empty")
+    if e.lm_loss_domains:
+        embedded_domains(e.lm_loss_domains, "eval.lm_loss_domains")
     require(i.step >= -1, "init.step", f"{i.step} is not a step", "use -1 (the base run's latest) or a saved step")
     require(not (i.restore_optimizer and not i.from_run), "init.restore_optimizer", "set without init.from_run",
             "give init.from_run (the base run's directory)")
     require(mix.r == -1 or 0 <= mix.r <= 1, "mix.r", f"{mix.r} is outside [0, 1]", "give the domain share, or -1 (off)")
     if mix.r >= 0:
-        from ladder.data.pipeline import as_list
-
-        general, domain = as_list(mix.general, "mix.general"), as_list(mix.domain, "mix.domain")
+        general, domain = embedded_domains(mix.general, "mix.general"), embedded_domains(mix.domain, "mix.domain")
         require(general and domain and not set(general) & set(domain), "mix.general",
                 f"general {general} and domain {domain} must be non-empty and disjoint", "e.g. prose,code and legal")
         require(config.data.source == "embedded", "data.source", f"{config.data.source!r} with mix.r set",
@@ -307,6 +315,22 @@ def validate(config, *, data: bool = True) -> None:
         need = vocab_size(config.data)
         require(need <= m.vocab_size, "model.vocab_size", f"{m.vocab_size} is smaller than the tokenizer's {need}",
                 f"set model.vocab_size={need}")
+
+
+def embedded_domains(value, field: str) -> list[str]:
+    """A comma list of embedded corpus domains, checked where it is set (before, an unknown name in mix.general
+    was reported as data.domains, and a repeated one, `prose,prose`, trained on a silently reweighted mixture)."""
+    from ladder.data.corpus import DOMAINS
+    from ladder.data.pipeline import as_list
+
+    names = as_list(value, field.split(".", 1)[-1])
+    require(bool(names), field, "is empty", f"choose some of {', '.join(DOMAINS)}")
+    unknown = [n for n in names if n not in DOMAINS] + [None]
+    require(unknown[0] is None, field, f"unknown embedded domain {unknown[0]!r}", f"choose from {', '.join(DOMAINS)}")
+    repeated = sorted({n for n in names if names.count(n) > 1}) + [None]
+    require(repeated[0] is None, field, f"names {repeated[0]!r} twice",
+            "list each domain once (data.weights sets their shares)")
+    return names
 
 
 def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:

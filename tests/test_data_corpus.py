@@ -11,6 +11,7 @@ from ladder import tasks as T
 from ladder.data import corpus, make_source
 from ladder.data.tfds_builder import embedded_builder, read_split
 from ladder.errors import LadderError
+from ladder.tasks import embedded
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_embedded_choices_differ_only_through_the_context(built):
     each choice WITHOUT its context is at chance; the context is cut inside a word and the gold answer is
     the document's true continuation; no prose distractor repeats a four-word phrase of the gold passage."""
     root, builders = built
-    make = {"prose": T.continuation_questions, "legal": T.continuation_questions, "code": T.next_line_questions}
+    make = {"prose": embedded.continuation_questions, "legal": embedded.continuation_questions, "code": embedded.next_line_questions}
     for domain, questions_of in make.items():
         train = b"".join(bytes(r["text"]) for r in read_split(builders[domain], "train"))
         pairs = np.frombuffer(train, np.uint8).astype(np.int64)
@@ -116,7 +117,7 @@ def test_embedded_choices_differ_only_through_the_context(built):
             assert q.context[-2:].replace("_", "a").isalpha() and gold[:2].replace("_", "a").isalpha()
             assert any(q.context + gold.rstrip("\n") in d for d in test)
             if domain != "code":
-                assert not any(T._shingles(c) & T._shingles(gold) for j, c in enumerate(q.choices) if j != q.gold)
+                assert not any(embedded._shingles(c) & embedded._shingles(gold) for j, c in enumerate(q.choices) if j != q.gold)
             scores = [logp[b[:-1], b[1:]].sum() / len(c) for c in q.choices
                       for b in [np.frombuffer(c.encode(), np.uint8).astype(np.int64)]]
             hits.append(np.argmax(scores) == q.gold)

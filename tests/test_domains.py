@@ -10,6 +10,7 @@ import pytest
 from ladder import tasks as T
 from ladder.data import corpus
 from ladder.data.tfds_builder import read_split
+from ladder.tasks import embedded
 
 pytestmark = pytest.mark.slow  # builds two corpora (~40 s) and two 500-question exams
 
@@ -21,7 +22,7 @@ EXAM = 500
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, build_offline):
     root = tmp_path_factory.mktemp("ladder-cache")
-    return root, build_offline(T.SPECIALIZATION_DOMAINS, root)
+    return root, build_offline(embedded.SPECIALIZATION_DOMAINS, root)
 
 
 def test_domains_build_offline_and_notices_are_pinned(built):
@@ -34,7 +35,7 @@ def test_domains_build_offline_and_notices_are_pinned(built):
     assert "free software" in text.lower() and "\n * " not in text  # notices, comment leaders stripped
 
 
-@pytest.mark.parametrize("domain", T.SPECIALIZATION_DOMAINS)
+@pytest.mark.parametrize("domain", embedded.SPECIALIZATION_DOMAINS)
 def test_domain_exam_has_500_distinct_questions_at_chance_without_context(built, domain):
     root, builders = built
     cfg = ml_collections.ConfigDict(dict(source="embedded", cache_dir=str(root)))

@@ -67,6 +67,43 @@ def test_batched_refit_with_unit_weights_matches_the_full_fit():
     np.testing.assert_allclose(f2, 2 * fit.objective, rtol=1e-6)
 
 
+@pytest.mark.parametrize("form", [LOSS_ND, LOSS_C], ids=lambda f: f.name)
+def test_refits_log_loss_by_exp_is_log_loss_to_rounding(form):
+    """The bootstrap refits' cheaper log L-hat (one exp per term, shifted by the point's largest) is the full
+    fits' logaddexp form to rounding, value and Jacobian, also where a term would overflow exp unshifted."""
+    rng = np.random.default_rng(4)
+    X = form.grid[rng.choice(len(form.grid), 64)] + rng.normal(0, 0.1, (64, len(form.names)))
+    X[0, 0] = 800.0  # exp(a - alpha log N) alone would overflow
+    X[1, 0], X[1, form.names.index("alpha")] = 6000.0, 300.0  # a row's terms spread past exp's range
+    logN, logD = np.log(rng.uniform(2e7, 1e9, (64, 16))), np.log(rng.uniform(1e9, 1e11, (64, 16)))
+    for lN, lD in ((logN, logD), (logN[0], logD[0])):  # each problem its own points, or shared points
+        y, J = form.log_loss(X, lN, lD)
+        y2, J2 = form.log_loss_by_exp(X, lN, lD)
+        np.testing.assert_allclose(y2, y, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(J2, J, rtol=1e-12, atol=1e-13)
+        assert np.array_equal(form.log_loss_by_exp(X, lN, lD, jac=False)[0], y2)
+
+
+def test_step2_sums_equal_the_direct_weighted_sums():
+    """fit_sigmoid_batched forms its sums of d = s (1 - s) from (1, u, y, u y, u^2) columns; they equal the
+    weighted sums of the products of (s, e, d, 1, y) taken point by point."""
+    from ladder.laws.sigmoid import _sums
+
+    rng = np.random.default_rng(5)
+    L, y = rng.uniform(0.6, 1.8, 300), rng.uniform(0.2, 0.9, 300)
+    W = rng.poisson(1.0, (7, 300)).astype(np.float64)
+    k, L0, c = rng.uniform(1, 12, 7), rng.uniform(0.8, 1.4, 7), 1.1
+    s = 1 / (1 + np.exp(-k[:, None] * (L - L0[:, None])))
+    u = L - c
+    G = _sums(s, W, L0 - c, np.column_stack([np.ones_like(L), u, y, u * y, u * u]), chunk=3)
+    d = s * (1 - s)
+    Q = np.stack([s, d * (L - L0[:, None]), d, np.ones_like(s), np.broadcast_to(y, s.shape)], -1)
+    ref = np.einsum("bn,bni,bnj->bij", W, Q, Q)
+    for i, j in [(0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (1, 3), (1, 4), (2, 3), (2, 4)]:
+        np.testing.assert_allclose(G[:, i, j], ref[:, i, j], rtol=1e-11, atol=1e-12, err_msg=f"{i}{j}")
+        np.testing.assert_allclose(G[:, j, i], ref[:, i, j], rtol=1e-11, atol=1e-12, err_msg=f"{j}{i}")
+
+
 @pytest.mark.parametrize("floor", [None, 0.25])
 def test_step2_sigmoid_recovers_parameters(floor):
     rng = np.random.default_rng(2)
@@ -134,3 +171,28 @@ def test_single_step_polish_objective_is_the_batched_one_digit_for_digit():
         v, d, _ = robust_loss(r[0], ss.HUBER_DELTA)
         f, g = one_row(x)
         assert f == float(w @ v) and np.array_equal(g, J[0].T @ (w * d))
+
+
+def test_fits_of_several_tasks_in_one_descent_equal_their_own_bit_for_bit():
+    """chinchilla.fit_loss_tasks / single_step.fit_single_step_tasks (every task of a ladder in one batched
+    descent, equal problems once) give each problem's own fit_loss_many / fit_single_step_many, digit for digit."""
+    from ladder.laws import single_step as ss
+    from ladder.laws.chinchilla import fit_loss_many, fit_loss_tasks
+
+    rng = np.random.default_rng(2)
+    W = np.ones((2, 30))
+    W[1, :5] = 0.0  # a back-test split leaving a size out
+    probs = [(*_points(rng, 2e-3), W), (*_points(rng, 5e-3), W)]
+    N, D, L = _points(rng, 2e-3)
+    probs += [probs[0], (N[:20], D[:20], L[:20], None)]  # a repeated problem, and one of another length
+    got = fit_loss_tasks(LOSS_ND, probs, top_k=8, polish=1)
+    for p, fits in zip(probs, got):
+        want = fit_loss_many.__wrapped__(LOSS_ND, *p, top_k=8, polish=1)
+        assert [f.x.tobytes() for f in fits] == [f.x.tobytes() for f in want]
+        assert [f.objective for f in fits] == [f.objective for f in want]
+    single = [(N, D, 0.3 + 0.02 * np.log(N * D) / 40 + 0.01 * rng.standard_normal(30), 0.25, W),
+              (N, D, 0.5 + 0.03 * np.log(N * D) / 40 + 0.01 * rng.standard_normal(30), 0.5, W[:1])]
+    got = ss.fit_single_step_tasks(single, top_k=1)
+    for p, fits in zip(single, got):
+        want = ss.fit_single_step_many(*p[:4], p[4], top_k=1)
+        assert [f.x.tobytes() for f in fits] == [f.x.tobytes() for f in want]

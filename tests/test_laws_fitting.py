@@ -44,3 +44,29 @@ def test_bound_hit_is_reported_by_name():
 def test_all_starts_non_finite_is_an_error():
     with pytest.raises(ValueError, match="finite"):
         minimize_from_grid(lambda p: (np.nan, np.zeros(1)), np.zeros((3, 1)), ["a"])
+
+
+def test_lbfgsb_driver_is_scipys_minimize_bit_for_bit():
+    """fitting.lbfgsb skips scipy's per-evaluation wrappers; its iterates must stay scipy's own."""
+    from scipy.optimize import minimize
+
+    from ladder.laws import single_step as ss
+    from ladder.laws.fitting import lbfgsb
+
+    def rosenbrock(x):
+        f = (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+        return f, np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2), 200 * (x[1] - x[0] ** 2)])
+
+    rng = np.random.default_rng(0)
+    logN, logD = np.log(rng.uniform(1e8, 1e9, 16)), np.log(rng.uniform(1e10, 1e11, 16))
+    logA = np.log(ss.accuracy(np.array([3.0, 5.0, 0.2, 0.3, 0.0, -0.7, 1.0]), logN, logD, jac=False)[0][0]
+                  + 0.01 * rng.standard_normal(16))
+    single = ss._objective(logN, logD, logA, np.ones(16))
+    cases = [(rosenbrock, [-1.5, 2.0], None, 1000), (rosenbrock, [-1.5, 2.0], [(None, 0.5), (0.0, None)], 1000),
+             (rosenbrock, [-1.5, 2.0], None, 3), (single, ss.starts(0.25)[0], list(ss.BOUNDS), 1000)]
+    for fun, x0, bounds, maxiter in cases:
+        opts = {"maxiter": maxiter, "gtol": 1e-10, "ftol": 1e-14}
+        want = minimize(fun, np.array(x0), jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+        got = lbfgsb(fun, np.array(x0), bounds, **opts)
+        assert got.x.tobytes() == want.x.tobytes() and got.fun == want.fun
+        assert (got.success, got.message, got.nit) == (bool(want.success), str(want.message), want.nit)

@@ -11,6 +11,7 @@ from ladder.errors import LadderError
 from ladder.laws.chinchilla import LOSS_ND
 from ladder.laws.predict import METHODS, PAPER_RUNS, backtest, predict, task_data
 from ladder.laws.sigmoid import SigmoidForm
+from ladder.plots import plot_prediction
 from ladder.results import append_rows, read_table
 
 STEP1 = {"a": np.log(30.0), "b": np.log(60.0), "e": np.log(0.5), "alpha": 0.2, "beta": 0.25}
@@ -38,7 +39,8 @@ def _cols(tmp_path, rows):
 def test_paper_method_predicts_a_synthetic_target_within_its_interval(tmp_path):
     cols = _cols(tmp_path, synthetic_rows())
     N, D = 7e9, 20 * 7e9 * 2
-    pred = predict(cols, {"big": (N, D)}, method="paper", n_bootstrap=200, plot_dir=tmp_path / "plots")
+    pred = predict(cols, {"big": (N, D)}, method="paper", n_bootstrap=200)
+    plot_prediction(pred, cols, tmp_path / "plots")
     r = pred.results["big"]["t"]
     true_loss = float(LOSS_ND.predict(STEP1, N, D))
     true_acc = float(SigmoidForm().predict(STEP2, true_loss))
@@ -58,6 +60,13 @@ def test_step2_points_skip_the_first_tenth_and_smooth_over_five(tmp_path):
     # 25 checkpoints at D = k/25 * D_final: k=1,2 fall under 10%, 23 remain -> 19 moving averages per run
     assert len(data.point_feature) == 2 * 19
     assert data.feature[0] == pytest.approx(np.mean(cols["loss"][:25][-5:]))
+    # a task's chance/flops are kept with the table's index, but a table sharing its run/task/step columns
+    # with another chance column is read afresh
+    assert data.chance == 0.25 and data.fpt is None
+    other = dict(cols, chance=np.full(len(cols["chance"]), 0.5), flops=6 * cols["n"] * cols["d"])
+    again = task_data(other, "t", ["100M-1xC", "200M-1xC"])
+    assert again.chance == 0.5 and again.fpt == pytest.approx(6 * again.n)
+    assert task_data(cols, "t", ["100M-1xC"]).chance == 0.25
 
 
 def test_every_method_backtests_and_auto_picks_the_lowest_error(tmp_path):

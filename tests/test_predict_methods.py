@@ -152,3 +152,10 @@ def test_bootstrap_past_its_budget_is_cut_and_says_so(tmp_path, monkeypatch):
         pred = predict(cols, {"big": (7e9, 3e11)}, method="paper", n_bootstrap=100)
     assert any("25 resamples" in n for n in pred.warnings)
     assert all(len(rows["converged"]) == 25 for rows in pred.samples.values())
+
+
+def test_task_chunks_cut_tasks_into_one_contiguous_chunk_per_worker():
+    from ladder.laws.parallel import task_chunks
+
+    assert task_chunks(["a", "b", "c"], 2) == [(("a", "b"),), (("c",),)]
+    assert task_chunks(["a", "b"], 1) == [(("a", "b"),)] and task_chunks(["a"], 4) == [(("a",),)]

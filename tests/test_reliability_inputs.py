@@ -276,7 +276,7 @@ HOSTILE = [
     (("launch", "{tmp}/plan.json", "--parallel", "0"), "argument --parallel: must be >= 1, got 0"),
     (("data", "spm", "--vocab-size", "0"), "argument --vocab-size: must be >= 2, got 0"),
     (("fit", "dcpt", "{res}", "--starts", "0"), "argument --starts: must be >= 1, got 0"),
-    (("fit", "dcpt", "{res}", "--n", "nan"), "argument --n: must be a finite number in (0, inf], got 'nan'"),
+    (("fit", "dcpt", "{res}", "--n", "nan"), "argument --n: must be a finite number in (0, 1e+30], got 'nan'"),
     (("allocate", "split", "--law", "{tmp}/law.json", "--budget", "-1"),
      "argument --budget: must be a finite number in (0, inf], got '-1'"),
     (("allocate", "dcpt", "--law", "{tmp}/law.json", "--r", "1.5"),

@@ -63,7 +63,7 @@ def test_last_rows_picks_each_runs_final_step_and_cpt_columns_are_numbers(tmp_pa
 
 def test_report_draws_loss_curves_from_run_dirs_read_through_rundir(tmp_path, monkeypatch):
     """The report reads metrics.jsonl through rundir (etils.epath), so a gs:// run root gets its curves too."""
-    from ladder import report
+    from ladder import plots
 
     for name in ("a", "b"):
         (tmp_path / "runs" / name).mkdir(parents=True)
@@ -74,6 +74,6 @@ def test_report_draws_loss_curves_from_run_dirs_read_through_rundir(tmp_path, mo
     seen = []
     real = rundir.read_metrics
     monkeypatch.setattr(rundir, "read_metrics", lambda d: seen.append(str(d)) or real(d))
-    path = report.plot_loss_curves(plan, str(tmp_path / "runs"), tmp_path / "out")
+    path = plots.plot_loss_curves(plan, str(tmp_path / "runs"), tmp_path / "out")
     assert path is not None and path.exists()
     assert seen == [f"{tmp_path}/runs/{n}" for n in "abc"]

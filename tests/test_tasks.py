@@ -14,6 +14,7 @@ from tensorflow_datasets.text.hellaswag import Hellaswag
 
 from ladder import eval as E
 from ladder import tasks as T
+from ladder.tasks import catalog
 from ladder.data.tokenizer import BYTE_VOCAB_SIZE, ByteTokenizer
 from ladder.errors import LadderError
 
@@ -94,12 +95,12 @@ def test_five_shot_prompt_is_built_exactly(tmp_path):
 
 def test_catalog_formatting_and_unprepared_catalog_task(tmp_path):
     arc = {"question": b"Which is a mammal?", "choices": {"text": [b"cat", b"trout"], "label": [0, 1]}, "answerKey": 0}
-    q = T.catalog_question("arc_easy", arc)
+    q = catalog.catalog_question("arc_easy", arc)
     assert q == T.Question("Question: Which is a mammal?\nAnswer:", (" cat", " trout"), 0)
     boolq = {"passage": b"Water is wet.", "question": b"is water wet", "answer": True}
-    assert T.catalog_question("boolq", boolq).gold == 1
+    assert catalog.catalog_question("boolq", boolq).gold == 1
     with pytest.raises(LadderError, match="not prepared"):
-        T.catalog_task("piqa", str(tmp_path))
+        catalog.catalog_task("piqa", str(tmp_path))
 
 
 def _prepare_catalog(builder_cls, data_dir, splits, config=None):

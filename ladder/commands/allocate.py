@@ -10,9 +10,10 @@ Library: ladder.specialization.allocate_split / dcpt_rule / write_allocation.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from ladder.commands.common import POSITIVE, add_out, check_outs, path_arg, real, split_list
+from ladder.commands.common import COUNT, POSITIVE, add_out, check_outs, path_arg, real, split_list
 from ladder.errors import read_user_json, require
 
 EXAMPLES = """
@@ -30,15 +31,15 @@ def add_arguments(p) -> None:
     s = p.add_argument_group("split")
     s.add_argument("--budget", type=POSITIVE, help="total compute C in FLOPs (6 N tokens accounting)")
     s.add_argument("--domains", help="comma-separated subset of the fitted domains (default: all)")
-    s.add_argument("--n-range", type=POSITIVE, nargs=2, default=(1e6, 1e13), metavar=("LO", "HI"), help="model sizes to search")
+    s.add_argument("--n-range", type=COUNT, nargs=2, default=(1e6, 1e13), metavar=("LO", "HI"), help="model sizes to search")
     d = p.add_argument_group("dcpt")
     d.add_argument("--rule", choices=["a", "b", "c"], help="which decision rule")
-    d.add_argument("--n", type=POSITIVE, help="model size N (rules a, b)")
-    d.add_argument("--d", type=POSITIVE, help="rule a: CPT tokens D")
+    d.add_argument("--n", type=COUNT, help="model size N (rules a, b)")
+    d.add_argument("--d", type=COUNT, help="rule a: CPT tokens D")
     d.add_argument("--tolerance", type=real(0.0), default=0.03, help="rule a: allowed general-loss rise over r=0 (fraction)")
     d.add_argument("--ratio-range", type=real(0.0, 1.0), nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"), help="rules a, b: shares searched")
-    d.add_argument("--domain-tokens", type=POSITIVE, help="rule b: available domain tokens")
-    d.add_argument("--max-tokens", type=POSITIVE, help="rule b: cap on total CPT tokens")
+    d.add_argument("--domain-tokens", type=COUNT, help="rule b: available domain tokens")
+    d.add_argument("--max-tokens", type=COUNT, help="rule b: cap on total CPT tokens")
     d.add_argument("--compute", type=POSITIVE, help="rule c: CPT compute C = 6 N D (FLOPs)")
     d.add_argument("--r", type=real(0.0, 1.0), help="rule c: fixed domain share")
 
@@ -61,7 +62,12 @@ def run(args) -> int:
         result = spec.dcpt_rule(fitted, args.rule, n=args.n, d=args.d, tolerance=args.tolerance,
                                 ratio_range=args.ratio_range, domain_tokens=args.domain_tokens,
                                 max_tokens=args.max_tokens, compute=args.compute, r=args.r)
-    files = spec.write_allocation(result, out, stem)
+    from ladder import rundir
+
+    with rundir.all_or_nothing(out):  # JSON, CSV and plot land together, or none does
+        files = spec.write_allocation(result, out, stem)
+    if result.get("warning"):
+        print(f"ladder allocate: warning: {result['warning']}", file=sys.stderr)
     shown = jsonable({k: v for k, v in result.items() if k != "profile"})
     if args.format == "json":
         print(json.dumps(shown, indent=1))

@@ -143,9 +143,10 @@ def path_arg(text: str) -> str:
     return text
 
 
-def whole(lo: int):
+def whole(lo: int, hi: int | None = None):
     """An argparse type: an integer >= lo (a count, a seed, a step), so a negative or fractional value is a
-    usage error naming the option instead of a traceback deep in the library."""
+    usage error naming the option instead of a traceback deep in the library; `hi` caps counts whose work grows
+    with them (a bootstrap of 10^9 samples ran for ever)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -153,6 +154,8 @@ def whole(lo: int):
             raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {text!r}") from None
         if value < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi:,}, got {value:,}")
         return value
 
     parse.__name__ = f"whole number >= {lo}"
@@ -178,4 +181,5 @@ def real(lo: float | None = None, hi: float | None = None, *, above: bool = Fals
     return parse
 
 
-POSITIVE = real(0.0, above=True)  # sizes, token counts, FLOPs, seconds
+POSITIVE = real(0.0, above=True)  # FLOPs, seconds
+COUNT = real(0.0, 1e30, above=True)  # parameters and tokens: above 1e30 is a unit error (plan.sizes.MAX_COUNT)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from ladder.commands.common import POSITIVE, check_out, whole
+from ladder.errors import LadderError
 
 EXAMPLES = """
 ladder data build --domains prose,code,legal
@@ -52,85 +53,118 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    {"build": _build, "files": _files, "spm": _spm, "tokenize": _tokenize, "verify": _verify,
+     "tasks": _tasks}[args.action](args)
+    return 0
+
+
+def _embedded_config(args):
+    import ml_collections
+
+    return ml_collections.ConfigDict(dict(cache_dir=args.cache_dir, source="embedded"))
+
+
+def _build(args) -> None:
+    """Every split of each embedded domain, built and byte-tokenized into the cache; its pinned content hash."""
+    from ladder.data import pipeline
+    from ladder.data.tokenizer import ByteTokenizer
+
+    from ladder.train_config import embedded_domains
+
+    tok = ByteTokenizer()
+    for domain in embedded_domains(args.domains, "--domains"):  # ',' built nothing, exit 0
+        cfg = _embedded_config(args)
+        for split in ("train", "validation", "test"):
+            _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
+        meta = pipeline._builder(cfg, domain).info.metadata
+        print(f"{domain}: content_sha256 {meta['content_sha256']} (docs/data.md lists the pinned values)")
+
+
+def _files(args) -> None:
     import ml_collections
 
     from ladder.data import pipeline
-    from ladder.data.tokenizer import ByteTokenizer, train_sentencepiece
-    from ladder.errors import LadderError
+    from ladder.data.tokenizer import ByteTokenizer
 
-    base = dict(cache_dir=args.cache_dir)
+    if not args.path:
+        raise LadderError("ladder data files: give PATH (a directory, glob or comma list of .txt/.jsonl files)")
     tok = ByteTokenizer()
-    if args.action == "build":
-        for domain in pipeline.as_list(args.domains, "domains"):
-            cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
-            for split in ("train", "validation", "test"):
-                _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
-            meta = pipeline._builder(cfg, domain).info.metadata
-            print(f"{domain}: content_sha256 {meta['content_sha256']} (docs/data.md lists the pinned values)")
-    elif args.action == "files":
-        if not args.path:
-            raise LadderError("ladder data files: give PATH (a directory, glob or comma list of .txt/.jsonl files)")
-        cfg = ml_collections.ConfigDict(dict(base, source="files", files=args.path, text_field=args.text_field,
-                                             name=args.name))
-        for split in ("train", "validation", "test"):
-            _report(f"files[{split}]", lambda: pipeline.token_cache(cfg, split, tok))
-    elif args.action == "spm":
-        if not args.out:
-            raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
-        check_out(args.out, args.overwrite)
-        cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
-        texts = [t for d in pipeline.as_list(args.domains, "domains") for t in pipeline.documents(cfg, "train", domain=d)]
-        start = time.perf_counter()
-        try:
-            model = train_sentencepiece(texts, args.out, args.vocab_size)
-        except RuntimeError as e:  # sentencepiece's own check, e.g. "Vocabulary size too high (N). Please set
-            # it to a value <= 184096." after reading the corpus: its reason, as one line naming the option
-            reason = str(e).split("] ", 1)[-1].strip()
-            raise LadderError(f"--vocab-size: sentencepiece refused {args.vocab_size} ({reason})") from None
-        print(f"wrote {args.out}: vocab {model.vocab_size} from {len(texts)} documents in "
-              f"{time.perf_counter() - start:.1f}s; use --config.data.tokenizer=sentencepiece "
-              f"--config.data.spm_model={args.out}")
-    elif args.action == "tokenize":
-        import os
+    cfg = ml_collections.ConfigDict(dict(cache_dir=args.cache_dir, source="files", files=args.path,
+                                         text_field=args.text_field, name=args.name))
+    for split in ("train", "validation", "test"):
+        _report(f"files[{split}]", lambda: pipeline.token_cache(cfg, split, tok))
 
-        from ladder.data.tokenize import tokenize
 
-        if not args.path or not args.out:
-            raise LadderError("ladder data tokenize: give SOURCE and --out DIR (and --tokenizer SPEC)")
-        start = time.perf_counter()
-        m = tokenize(args.path, args.tokenizer, args.out, workers=args.workers or os.cpu_count() or 1,
-                     split=args.split, domains=args.domains, text_field=args.text_field, data_dir=args.data_dir,
-                     cache_dir=args.cache_dir, shard_docs=args.shard_docs, shard_mb=args.shard_mb,
-                     overwrite=args.overwrite)
-        print(f"wrote {args.out}: {m['documents']:,} documents, {m['tokens']:,} tokens ({m['text_bytes'] / 1e6:.1f} MB "
-              f"of text) in {len(m['shards'])} shards, vocab {m['tokenizer']['vocab_size']}, content_sha256 "
-              f"{m['content_sha256'][:16]}... ({time.perf_counter() - start:.1f}s); train on it with "
-              f"--config.data.source=tokens --config.data.path={args.out} --config.data.tokenizer={args.tokenizer}")
-    elif args.action == "verify":
-        from ladder.data.token_store import verify
+def _spm(args) -> None:
+    from ladder.data import pipeline
+    from ladder.data.tokenizer import train_sentencepiece
 
-        if not args.path:
-            raise LadderError("ladder data verify: give DIR (a token store)")
-        m = verify(args.path)
-        print(f"{args.path}: {len(m['shards'])} shards, {m['tokens']:,} tokens match the manifest "
-              f"(content_sha256 {m['content_sha256'][:16]}...)")
-    elif args.action == "tasks":
-        from pathlib import Path
+    if not args.out:
+        raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
+    check_out(args.out, args.overwrite)
+    from ladder.train_config import embedded_domains
 
-        from ladder import tasks
+    cfg = _embedded_config(args)
+    texts = [t for d in embedded_domains(args.domains, "--domains") for t in pipeline.documents(cfg, "train", domain=d)]
+    start = time.perf_counter()
+    try:
+        model = train_sentencepiece(texts, args.out, args.vocab_size)
+    except RuntimeError as e:  # sentencepiece's own check, e.g. "Vocabulary size too high (N). Please set
+        # it to a value <= 184096." after reading the corpus: its reason, as one line naming the option
+        reason = str(e).split("] ", 1)[-1].strip()
+        raise LadderError(f"--vocab-size: sentencepiece refused {args.vocab_size} ({reason})") from None
+    print(f"wrote {args.out}: vocab {model.vocab_size} from {len(texts)} documents in "
+          f"{time.perf_counter() - start:.1f}s; use --config.data.tokenizer=sentencepiece "
+          f"--config.data.spm_model={args.out}")
 
-        if not args.out:
-            raise LadderError("--out: give a directory for the task JSONL files (-o DIR)")
-        out = Path(args.out)
-        for name in tasks.EMBEDDED:
-            check_out(out / f"{name}.jsonl", args.overwrite)
+
+def _tokenize(args) -> None:
+    import os
+
+    from ladder.data.tokenize import tokenize
+
+    if not args.path or not args.out:
+        raise LadderError("ladder data tokenize: give SOURCE and --out DIR (and --tokenizer SPEC)")
+    start = time.perf_counter()
+    m = tokenize(args.path, args.tokenizer, args.out, workers=args.workers or os.cpu_count() or 1,
+                 split=args.split, domains=args.domains, text_field=args.text_field, data_dir=args.data_dir,
+                 cache_dir=args.cache_dir, shard_docs=args.shard_docs, shard_mb=args.shard_mb,
+                 overwrite=args.overwrite)
+    print(f"wrote {args.out}: {m['documents']:,} documents, {m['tokens']:,} tokens ({m['text_bytes'] / 1e6:.1f} MB "
+          f"of text) in {len(m['shards'])} shards, vocab {m['tokenizer']['vocab_size']}, content_sha256 "
+          f"{m['content_sha256'][:16]}... ({time.perf_counter() - start:.1f}s); train on it with "
+          f"--config.data.source=tokens --config.data.path={args.out} --config.data.tokenizer={args.tokenizer}")
+
+
+def _verify(args) -> None:
+    from ladder.data.token_store import verify
+
+    if not args.path:
+        raise LadderError("ladder data verify: give DIR (a token store)")
+    m = verify(args.path)
+    print(f"{args.path}: {len(m['shards'])} shards, {m['tokens']:,} tokens match the manifest "
+          f"(content_sha256 {m['content_sha256'][:16]}...)")
+
+
+def _tasks(args) -> None:
+    from pathlib import Path
+
+    from ladder import tasks
+
+    if not args.out:
+        raise LadderError("--out: give a directory for the task JSONL files (-o DIR)")
+    out = Path(args.out)
+    for name in tasks.EMBEDDED:
+        check_out(out / f"{name}.jsonl", args.overwrite)
+    cfg = _embedded_config(args)
+    from ladder import rundir
+
+    with rundir.all_or_nothing(out):  # every task file lands, or none does
         out.mkdir(parents=True, exist_ok=True)
-        cfg = ml_collections.ConfigDict(dict(base, source="embedded"))
         for name in tasks.EMBEDDED:
             task = tasks.embedded_task(name, cfg, n_questions=args.n_questions)
             tasks.write_jsonl_task(task, out / f"{name}.jsonl")
             print(f"wrote {out / (name + '.jsonl')}: {len(task.questions)} questions")
-    return 0
 
 
 def _report(label, build):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ladder.commands.common import POSITIVE, add_out, check_outs, real, whole
+from ladder.commands.common import COUNT, POSITIVE, add_out, check_outs, real, whole
 
 EXAMPLES = """
 ladder fit dcpt runs/specialization/results.csv --holdout --n 2.5e5 --d 1e6 -o fits/
@@ -30,10 +30,10 @@ def add_arguments(p) -> None:
     p.add_argument("--holdout", action="store_true", help="refit without a size, a data range, or two ratios; report errors")
     p.add_argument("--starts", type=whole(1), default=24, help="dcpt: number of L-BFGS starts from the grid")
     rules = p.add_argument_group("decision rules (dcpt), evaluated at model size --n")
-    rules.add_argument("--n", type=POSITIVE, help="model size N for the rules")
-    rules.add_argument("--d", type=POSITIVE, help="rule (a): CPT tokens D")
+    rules.add_argument("--n", type=COUNT, help="model size N for the rules")
+    rules.add_argument("--d", type=COUNT, help="rule (a): CPT tokens D")
     rules.add_argument("--tolerance", type=real(0.0), default=0.03, help="rule (a): allowed general-loss rise (0.03 = 3%%)")
-    rules.add_argument("--domain-tokens", type=POSITIVE, help="rule (b): available domain tokens D_d")
+    rules.add_argument("--domain-tokens", type=COUNT, help="rule (b): available domain tokens D_d")
     rules.add_argument("--compute", type=POSITIVE, help="rule (c): CPT compute C = 6 N D in FLOPs (with --r)")
     rules.add_argument("--r", type=real(0.0, 1.0), help="rule (c): fixed domain share")
 
@@ -55,7 +55,10 @@ def run(args) -> int:
                             domain_tokens=args.domain_tokens, compute=args.compute, r=args.r)
     else:
         fit = spec.fit_split(table, domain=args.domain, holdout=args.holdout)
-    files = spec.write_fit(fit, out)
+    from ladder import rundir
+
+    with rundir.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
+        files = spec.write_fit(fit, out)
     if args.format == "json":
         print(json.dumps(jsonable(fit.summary), indent=1))
     elif args.format == "csv":

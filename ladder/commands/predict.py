@@ -7,13 +7,16 @@ Fits the two-step laws (docs/laws.md) per task, prints a table with intervals an
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
+from ladder import rundir
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
 from ladder.errors import require
 
+MAX_BOOTSTRAP = 100_000  # 1,000 gives the intervals' percentiles to ~0.1 point; 10^9 ran for ever
 EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
 ladder predict results.csv --target 7b-4t --target 13b-5t -o pred.json
@@ -37,7 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", default="ensemble",
                         help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
                         "single-step | compute | lm-loss | chance-floor (docs/laws.md)")
-    parser.add_argument("--bootstrap", type=whole(0), default=1000, help="bootstrap samples for intervals (0: none)")
+    parser.add_argument("--bootstrap", type=whole(0, MAX_BOOTSTRAP), default=1000,
+                        help=f"bootstrap samples for intervals (0: none; at most {MAX_BOOTSTRAP:,})")
     parser.add_argument("--seed", type=whole(0), default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--workers", type=whole(1), help="processes for the per-task fits and the bootstrap "
                         "(default: the cores available, or LADDER_FIT_WORKERS; results do not depend on it)")
@@ -49,6 +53,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ladder.laws.predict import holdout_report, predict, select_runs
+    from ladder.plots import plot_prediction
     from ladder.results import read_table
 
     cols = read_table(args.results, validate=True)
@@ -61,27 +66,41 @@ def run(args) -> int:
         require(value is None or bool(split_list(value)), flag, "is empty",
                 "name some, or leave the option out for all")
     tasks = split_list(args.tasks)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pred = predict(cols, targets, method=args.method, runs=args.runs, tasks=tasks,
-                       n_bootstrap=args.bootstrap, seed=args.seed, plot_dir=plot_dir,
-                       progress=lambda msg: print(msg, flush=True), workers=args.workers)
-    for w in caught:
-        print(f"warning: {w.message}")
-    print(f"fitted runs: {', '.join(pred.runs)}")
-    print(pred.table())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(pred.to_json(), indent=2) + "\n")
-    print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
-    if args.holdout:
-        test = select_runs(cols, args.holdout)
-        report = holdout_report(cols, pred, test)
-        methods = list(next(iter(report.values())))
-        print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-        print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
-        for task, per in report.items():
-            print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" for m in methods))
-        hold = out.with_name(out.stem + ".holdout.json")
-        hold.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {hold}")
+    runs, test = args.runs, None
+    if args.holdout:  # checked before the fit: a held-out run that is also fitted "predicts" itself (error 0)
+        test = select_runs(cols, args.holdout, field="--holdout")
+        fitted = select_runs(cols, args.runs)
+        both = [r for r in fitted if r in test]
+        require(args.runs is None or not both, "--holdout", f"runs {', '.join(both[:4])} are also fitted (--runs)",
+                "hold out runs that --runs leaves out")
+        runs = [r for r in fitted if r not in test]  # by default: every run not held out
+        require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    if args.plots:
+        check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
+    with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = predict(cols, targets, method=args.method, runs=runs, tasks=tasks,
+                           n_bootstrap=args.bootstrap, seed=args.seed,
+                           progress=lambda msg: print(msg, flush=True), workers=args.workers)
+            plot_prediction(pred, cols, plot_dir)
+        for w in caught:
+            print(f"warning: {w.message}")
+        print(f"fitted runs: {', '.join(pred.runs)}")
+        print(pred.table())
+        rundir.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
+        print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
+        if args.holdout:
+            report = holdout_report(cols, pred, test)
+            methods = list(next(iter(report.values())))
+            print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
+            print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+            for task, per in report.items():
+                print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
+                                                else f"{'n/a':>13}" for m in methods))
+            print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
+            hold = out.with_name(out.stem + ".holdout.json")
+            rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
+            print(f"wrote {hold}")
     return 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from ladder.commands.common import add_run_root, run_root, whole
 from ladder.launch import jobs
 from ladder.launch.status import format_status, ladder_status, log_tail
-from ladder.commands.common import add_run_root, run_root, whole
 
 EXAMPLES = """
 ladder status olmo.json --run-root gs://MY_BUCKET/olmo-ladder
@@ -30,5 +33,9 @@ def run(args) -> int:
             raise LadderError(f"--logs: no rung named {args.logs!r} in {args.plan}; rungs: {', '.join(names)}")
         print(log_tail(rundir.join(run_root(args), args.logs), args.lines))
         return 0
-    print(format_status(ladder_status(plan, run_root(args))))
+    root = run_root(args)
+    print(format_status(ladder_status(plan, root)))
+    if "://" not in str(root) and not Path(root).is_dir():  # a typo'd --run-root reads as "all pending"
+        print(f"ladder status: note: {root} does not exist, so no rung has started there; check --run-root "
+              "(the launch's)", file=sys.stderr)
     return 0

@@ -12,6 +12,28 @@ from __future__ import annotations
 import numpy as np
 
 
+class RowSource:
+    """A source defined by one stream of rows: `rows(r)` is a pure function of (seed, row indices r) and batch k
+    is rows [k B, (k + 1) B) of the stream (B = global_batch), of which this host serves its local_batch rows.
+    Packed documents (ladder.data.packing) and token stores (ladder.data.token_source) are such streams; a
+    mixture (ladder.data.mixture) draws from their `rows`."""
+
+    global_batch: int
+    process_index: int
+    local_batch: int
+
+    def rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def local_rows(self, k: int) -> np.ndarray:
+        """The global row indices of this host's share of batch k."""
+        lo = k * self.global_batch + self.process_index * self.local_batch
+        return np.arange(lo, lo + self.local_batch)
+
+    def batch(self, k: int) -> dict[str, np.ndarray]:
+        return self.rows(self.local_rows(k))
+
+
 class SyntheticSource:
     """Uniform random tokens: for tests and benchmarks of the trainer alone (no tokenizer, no files)."""
 

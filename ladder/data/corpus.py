@@ -107,6 +107,16 @@ def _docstrings(source: str) -> list[str]:
     return [d for d in (ast.get_docstring(n) for n in nodes) if d and d.strip()]
 
 
+def _docstring_documents(files) -> Iterator[tuple[str, str]]:
+    """One document per (relative path, path) source file that has docstrings: them, in line order, joined by
+    blank lines (the prose of the stdlib, the scientific prose of numpy and scipy)."""
+    for rel, path in files:
+        text = _read_source(path)
+        docs = _docstrings(text) if text else []
+        if docs:
+            yield f"docstrings/{rel}", "\n\n".join(docs) + "\n"
+
+
 def prose_documents() -> Iterator[tuple[str, str]]:
     from pydoc_data import topics
 
@@ -114,11 +124,7 @@ def prose_documents() -> Iterator[tuple[str, str]]:
         text = topics.topics[name].strip()
         if text:
             yield f"pydoc_data/topics/{name}", text + "\n"
-    for rel, path in _stdlib_sources():
-        text = _read_source(path)
-        docs = _docstrings(text) if text else []
-        if docs:
-            yield f"docstrings/{rel}", "\n\n".join(docs) + "\n"
+    yield from _docstring_documents(_stdlib_sources())
 
 
 def licence_dir() -> Path:
@@ -234,11 +240,7 @@ def _scidocs_files() -> list[tuple[str, Path]]:
 
 
 def scidocs_documents() -> Iterator[tuple[str, str]]:
-    for rel, path in _scidocs_files():
-        text = _read_source(path)
-        docs = _docstrings(text) if text else []
-        if docs:
-            yield f"docstrings/{rel}", "\n\n".join(docs) + "\n"
+    yield from _docstring_documents(_scidocs_files())
 
 
 _BUILDERS = {"prose": prose_documents, "code": code_documents, "legal": legal_documents,

@@ -19,26 +19,36 @@ restart at 0, so attention never crosses a document; with them off, a row is one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ladder.data import RowSource
 from ladder.errors import LadderError
 
 
-def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "") -> Path:
-    """Tokenize an iterable of texts into directory/{tokens,offsets}.npy (atomically); skip if present.
+CACHE_FORMAT = "ladder-token-cache-v2"  # meta.json's "format": entries of another format are rebuilt
+CACHE_FILES = ("tokens.npy", "offsets.npy")
+
+
+def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "", log=None) -> Path:
+    """Tokenize an iterable of texts into directory/{tokens,offsets}.npy (atomically); skip if a verified
+    entry is there (`cache_ready`: a damaged one is set aside with one printed line and built again).
 
     Texts that tokenize to nothing are skipped; an input with no tokens at all is a LadderError.
+    Two processes building one entry at once both tokenize; each builds in its own temp directory and renames
+    it into place, the first rename wins and the other's is discarded, so readers only ever see a whole entry.
     """
     directory = Path(directory)
-    if (directory / "meta.json").is_file():
+    if cache_ready(directory, log=log):
         return directory
     start = time.perf_counter()
     pieces, lengths, n_bytes = [], [], 0
@@ -55,26 +65,118 @@ def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "") 
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     directory.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(directory.parent)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
-    np.save(tmp / "tokens.npy", tokens)
-    np.save(tmp / "offsets.npy", offsets)
-    seconds = time.perf_counter() - start
-    meta = {"documents": len(lengths), "tokens": int(tokens.size), "bytes": n_bytes, "vocab_size": tokenizer.vocab_size,
-            "tokenizer": tokenizer.fingerprint(), "seconds": round(seconds, 3), "describe": describe}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     try:
+        np.save(tmp / "tokens.npy", tokens)
+        np.save(tmp / "offsets.npy", offsets)
+        seconds = time.perf_counter() - start
+        meta = {"format": CACHE_FORMAT, "documents": len(lengths), "tokens": int(tokens.size), "bytes": n_bytes,
+                "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.fingerprint(), "seconds": round(seconds, 3),
+                "describe": describe, "files": {name: _file_sum(tmp / name) for name in CACHE_FILES}}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # inside the temp dir: renamed whole below
         os.replace(tmp, directory)
-    except OSError:  # another process won the race: keep theirs
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not cache_ready(directory, log=log):  # not another process's entry that won the race: a real failure
+            raise type(e)(e.errno, e.strerror, str(directory)) from None  # named: the cache entry, not a temp file
     return directory
 
 
-def load_token_cache(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+def _sweep_leftovers(parent: Path, age_s: float = 3600.0) -> None:
+    """Delete temp and set-aside entries (`.tmp-*`, `.stale-*`) left in `parent` by a build or a set-aside
+    killed part way, once they are an hour old: a live build's temp directory is made only after its
+    tokenizing is done and lives for the few seconds of its writes, so an hour-old one is dead."""
+    now = time.time()
+    for p in list(parent.glob(".tmp-*")) + list(parent.glob(".stale-*")):
+        try:
+            if now - p.lstat().st_mtime > age_s:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            pass  # another process swept it first, or it is not ours to remove
+
+
+def _file_sum(path: Path) -> dict:
+    """{"size", "sha256"} of a cache file, read in 16 MB pieces (sha256 runs at ~1.4 GB/s on one core)."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def cache_problem(directory: Path) -> str:
+    """'' when `directory` is a whole, verified token-cache entry of this format, else what is wrong with it
+    (absent entries give 'absent'). Every file's size and sha256 are checked against meta.json on every
+    read, since a cache shared by runs outlives any one of them (a disk error, a copy cut short, a hand edit)."""
     directory = Path(directory)
+    if not directory.exists():
+        return "absent"
+    if not directory.is_dir():
+        return "not a directory"
+    try:
+        meta = json.loads((directory / "meta.json").read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return "meta.json is missing (an unfinished or foreign entry)"
+    except (OSError, ValueError) as e:
+        return f"meta.json is unreadable ({type(e).__name__})"
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        found = meta.get("format", "none") if isinstance(meta, dict) else "none"
+        return f"format {found!r}, not {CACHE_FORMAT!r} (written by another version of ladder)"
+    for name in CACHE_FILES:
+        want = meta.get("files", {}).get(name) if isinstance(meta.get("files"), dict) else None
+        try:
+            got = _file_sum(directory / name)
+        except OSError as e:
+            return f"{name} cannot be read ({e.strerror or type(e).__name__})"
+        if not isinstance(want, dict) or "size" not in want or "sha256" not in want:
+            return f"meta.json has no size and sha256 for {name}"
+        if got["size"] != want["size"]:
+            return f"{name} is {got['size']:,} bytes, meta.json says {want['size']:,} (truncated or overwritten)"
+        if got["sha256"] != want["sha256"]:
+            return f"{name}'s sha256 differs from meta.json's (its bytes changed after it was written)"
+    return ""
+
+
+def cache_ready(directory: Path, log=None) -> bool:
+    """True when a verified entry is at `directory`. A damaged one is moved aside (renamed, then deleted)
+    with one line on stderr (or `log`), so the caller builds it again; two processes finding it damaged at
+    once both build, and the entry that lands is whole."""
+    problem = cache_problem(directory)
+    if not problem:
+        return True
+    if problem == "absent":
+        return False
+    (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+        f"ladder: token cache {directory} cannot be used ({problem}); rebuilding it")
+    aside = directory.parent / f".stale-{directory.name}-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.replace(directory, aside)
+    except FileNotFoundError:  # another process set it aside first
+        return False
+    except OSError as e:
+        raise LadderError(f"token cache: {directory} cannot be used ({problem}) nor moved aside "
+                          f"({e.strerror}); delete it (or point LADDER_CACHE at a writable directory)") from None
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+    return False
+
+
+def load_token_cache(directory: Path, *, verified: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A verified entry's (tokens memmap, offsets); a damaged one is a LadderError naming it (callers that can
+    rebuild go through build_token_cache, which checks first: verified=True skips a second pass)."""
+    directory = Path(directory)
+    problem = "" if verified else cache_problem(directory)
+    if problem:
+        raise LadderError(f"token cache: {directory} cannot be used ({problem}); delete it and run again to "
+                          "rebuild it")
     return np.load(directory / "tokens.npy", mmap_mode="r"), np.load(directory / "offsets.npy")
 
 
-class PackedSource:
+class PackedSource(RowSource):
     """Rows of packed documents; `rows(r)` and `batch(k)` are pure functions of (seed, indices)."""
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, global_batch: int, *, seed: int,
@@ -139,11 +241,3 @@ class PackedSource:
             out["segment_ids"][sel] = np.where(valid, segments, 0)
             out["positions"][sel] = np.where(valid, positions, 0)
         return out
-
-    def local_rows(self, k: int) -> np.ndarray:
-        """The global row indices of this host's share of batch k."""
-        lo = k * self.global_batch + self.process_index * self.local_batch
-        return np.arange(lo, lo + self.local_batch)
-
-    def batch(self, k: int) -> dict[str, np.ndarray]:
-        return self.rows(self.local_rows(k))

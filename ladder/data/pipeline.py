@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ladder.data import tfds_builder
 from ladder.data.mixture import MixtureSource
-from ladder.data.packing import PackedSource, build_token_cache, load_token_cache
+from ladder.data.packing import PackedSource, build_token_cache, cache_ready, load_token_cache
 from ladder.data.tokenizer import make_tokenizer
 from ladder.errors import LadderError
 
@@ -123,14 +123,15 @@ def token_cache(data_cfg, split: str, tokenizer, domain: str | None = None):
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         directory = cache / "tokens" / "catalog" / safe / f"{split}-{tokenizer.name}-{tokenizer.fingerprint()[-12:]}-{limit}"
         texts = (_text_of(source[i], field) for i in range(min(limit, len(source))))
-        return load_token_cache(build_token_cache(texts, tokenizer, directory, describe=f"{name}[{split}]"))
+        return load_token_cache(build_token_cache(texts, tokenizer, directory, describe=f"{name}[{split}]"),
+                                verified=True)
     builder = _builder(data_cfg, domain)
     directory = cache / _cache_key(builder, split, tokenizer)
-    if not (directory / "meta.json").is_file():
+    if not cache_ready(directory):  # absent, or damaged (set aside with one line): built (again)
         source = tfds_builder.read_split(builder, split)
         texts = (_text_of(source[i], "text") for i in range(len(source)))
         build_token_cache(texts, tokenizer, directory, describe=f"{builder.name}/{builder.builder_config.name}[{split}]")
-    return load_token_cache(directory)
+    return load_token_cache(directory, verified=True)
 
 
 def _packed(data_cfg, tokens, offsets, seq_len, global_batch, process_index, process_count, name, tokenizer):

@@ -175,6 +175,7 @@ def embedded_builder(domain: str, data_dir: Path) -> LadderCorpus:
     if domain not in corpus.DOMAINS:
         raise LadderError(f"data.domains: unknown embedded domain {domain!r}; choose from {', '.join(corpus.DOMAINS)}")
     keyed = Path(data_dir) / f"embedded-{corpus.inputs_key(domain)[:16]}"
+    set_aside_if_damaged(keyed, LadderCorpus.name, domain, str(LadderCorpus.VERSION))
     with _tfds_scratch():
         return LadderCorpus(config=domain, data_dir=str(keyed), file_format="array_record")
 
@@ -185,6 +186,7 @@ def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str
     key = hashlib.sha256(json.dumps([text_field] + [(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths]).encode())
     cfg = FilesConfig(name=name or f"files-{key.hexdigest()[:12]}", paths=paths, text_field=text_field,
                       description=f"{len(paths)} local files")
+    set_aside_if_damaged(Path(data_dir), LadderFiles.name, cfg.name, str(LadderFiles.VERSION))
     with _tfds_scratch():
         return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")
 
@@ -206,20 +208,89 @@ def prepared(builder) -> object:
             tfds.disable_progress_bar()
             with _tfds_scratch():
                 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+            _write_sums(Path(builder.data_dir))  # still under the lock: no reader sees the build without them
     return builder
+
+
+BUILD_SUMS = "ladder-build.json"  # in a built dataset's version directory: each file's size and sha256
+BUILD_FORMAT = "ladder-build-v1"
+
+
+def _write_sums(version_dir: Path) -> None:
+    from ladder import rundir
+    from ladder.data.packing import _file_sum
+
+    files = {p.name: _file_sum(p) for p in sorted(version_dir.iterdir()) if p.is_file() and p.name != BUILD_SUMS}
+    rundir.write_text(version_dir / BUILD_SUMS, json.dumps({"format": BUILD_FORMAT, "files": files}, indent=1))
+
+
+def build_problem(version_dir: Path) -> str:
+    """'' when a built dataset's files are exactly those ladder-build.json lists, with their sizes and sha256;
+    else what is wrong. A dataset built by tfds alone (no list: an older ladder, or a build killed before
+    the list was written) counts as unverified: tfds reads a truncated array_record file without a word."""
+    try:
+        sums = json.loads((version_dir / BUILD_SUMS).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return f"no {BUILD_SUMS} (built by an older ladder, or the build was cut short)"
+    except (OSError, ValueError) as e:
+        return f"{BUILD_SUMS} is unreadable ({type(e).__name__})"
+    if not isinstance(sums, dict) or sums.get("format") != BUILD_FORMAT or not isinstance(sums.get("files"), dict):
+        return f"{BUILD_SUMS} is not of format {BUILD_FORMAT!r}"
+    from ladder.data.packing import _file_sum
+
+    present = {p.name for p in version_dir.iterdir() if p.name != BUILD_SUMS}
+    missing, extra = sorted(set(sums["files"]) - present), sorted(present - set(sums["files"]))
+    if missing or extra:
+        return "; ".join(([f"missing {', '.join(missing)}"] if missing else []) +
+                         ([f"{', '.join(extra)} added after the build"] if extra else []))
+    for name, want in sums["files"].items():
+        got = _file_sum(version_dir / name) if (version_dir / name).is_file() else {}
+        if got != want:
+            return f"{name} is not the file that was built (size or sha256 differs)"
+    return ""
+
+
+def set_aside_if_damaged(data_dir: Path, name: str, config: str, version: str, log=None) -> None:
+    """Before a builder opens a built dataset (tfds reads its dataset_info.json as the builder is made): a
+    build that does not verify is moved aside and deleted with one line, so it is built again. Decided under
+    the build lock, so a build another process has finished but not yet listed is waited for, not removed."""
+    version_dir = Path(data_dir) / name / config / version
+    if not version_dir.is_dir() or not build_problem(version_dir):
+        return
+    with _lock_file(Path(data_dir), f"{name}-{config}-{version}"):
+        problem = build_problem(version_dir) if version_dir.is_dir() else ""
+        if not problem:
+            return
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+            f"ladder: built dataset {version_dir} cannot be used ({problem}); rebuilding it")
+        aside = version_dir.parent / f".stale-{version}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.replace(version_dir, aside)
+        except OSError as e:
+            raise LadderError(f"data: {version_dir} cannot be used ({problem}) nor moved aside ({e.strerror}); "
+                              "delete it (or point LADDER_CACHE at a writable directory)") from None
+        import shutil
+
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def _build_lock(builder):
     """An exclusive flock on <root>/.locks/<name>-<config>-<version>.lock (outside the tfds tree, which tfds
     scans for versions). Released when the holder exits or dies, so a crashed build never blocks the next."""
-    import fcntl
-
     version_dir = Path(builder.data_dir)
     root = version_dir.parents[2]  # <root>/<name>/<config>/<version>
+    with _lock_file(root, f"{builder.name}-{builder.builder_config.name}-{version_dir.name}"):
+        yield
+
+
+@contextlib.contextmanager
+def _lock_file(root: Path, key: str):
+    import fcntl
+
     locks = root / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{builder.name}-{builder.builder_config.name}-{version_dir.name}.lock", "w") as f:
+    with open(locks / f"{key}.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

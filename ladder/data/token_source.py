@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from ladder.data import RowSource
 from ladder.data import token_store as ts
 from ladder.errors import LadderError
 
@@ -46,7 +47,7 @@ def feistel_permute(i: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-class TokenStoreSource:
+class TokenStoreSource(RowSource):
     """Rows of a complete token store; `rows(r)` and `batch(k)` are pure functions of (seed, indices)."""
 
     def __init__(self, path, seq_len: int, global_batch: int, *, seed: int, vocab_size: int,
@@ -139,10 +140,3 @@ class TokenStoreSource:
         raise LadderError(f"data.path: {self.reader.files[shard]} holds token id {int(window[n, j])} >= vocabulary "
                           f"{self.vocab_size} (at token {pos - int(self.reader.starts[shard])}); the shard is damaged "
                           "or from another tokenizer: tokenize the store again")
-
-    def local_rows(self, k: int) -> np.ndarray:
-        lo = k * self.global_batch + self.process_index * self.local_batch
-        return np.arange(lo, lo + self.local_batch)
-
-    def batch(self, k: int) -> dict[str, np.ndarray]:
-        return self.rows(self.local_rows(k))

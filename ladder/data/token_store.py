@@ -10,10 +10,11 @@ Layout of a store directory (docs/data.md says why flat token files and not arra
     shard-00000.json       the shard's done marker (documents, tokens, bytes, sha256 of both files), written
                            after both files are in place
 
-Every file is written to a `.tmp-*` name and renamed, so a killed job leaves either a whole shard with its
-marker or something the next run deletes and redoes. Readers touch only manifest.json and the byte
-ranges of .tokens files they need (`ShardReader.read`: os.pread locally, ranged reads on gs://), never a
-whole shard, and map nothing: a memmap would count every page it ever touched in the process's RSS.
+Every file is written by `rundir.write_bytes` (a `.tmp-*` sibling renamed into place), so a killed job leaves
+either a whole shard with its marker or something the next run deletes and redoes. Readers touch only
+manifest.json and the byte ranges of .tokens files they need (`ShardReader.read`: os.pread locally, ranged
+reads on gs://), never a whole shard, and map nothing: a memmap would count every page it ever touched in the
+process's RSS.
 """
 
 from __future__ import annotations
@@ -39,18 +40,6 @@ def store_path(path) -> epath.Path:
 
 def shard_name(i: int) -> str:
     return f"shard-{i:05d}"
-
-
-def write_atomic(path: epath.Path, data: bytes) -> None:
-    """Readers never see half a file: locally a .tmp- sibling renamed into place; on gs:// the object itself,
-    which appears only once its upload completes (a rename there is a copy and a delete: twice the bytes,
-    and a `moveTo` call the Cloud Storage emulator does not serve: gcsfs retried each one 6 times with backoff)."""
-    if not is_local(path):
-        path.write_bytes(data)
-        return
-    tmp = path.parent / f".tmp-{path.name}"
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def read_json(path: epath.Path) -> dict | None:

@@ -9,6 +9,7 @@ duplicated and the result is byte-identical to an uninterrupted run. The manifes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import time
 
 import numpy as np
 
+from ladder import rundir
 from ladder.data import token_store as ts
 from ladder.errors import LadderError
 
@@ -174,12 +176,12 @@ def _tokenize_unit(args) -> dict:
     np.cumsum(lengths, out=index[1:])
     name = ts.shard_name(i)
     data, idx = tokens.tobytes(), index.tobytes()
-    ts.write_atomic(root / f"{name}.tokens", data)
-    ts.write_atomic(root / f"{name}.index", idx)
+    rundir.write_bytes(root / f"{name}.tokens", data)
+    rundir.write_bytes(root / f"{name}.index", idx)
     marker = {"tokens_file": f"{name}.tokens", "index_file": f"{name}.index", "documents": len(lengths),
               "tokens": int(tokens.size), "bytes": n_bytes, "sha256": ts.sha256_bytes(data),
               "index_sha256": ts.sha256_bytes(idx), "max_id": int(tokens.max()) if tokens.size else -1}
-    ts.write_atomic(root / f"{name}.json", json.dumps(marker).encode())
+    rundir.write_bytes(root / f"{name}.json", json.dumps(marker).encode())
     return dict(marker, shard=i, size=unit["size"])
 
 
@@ -208,6 +210,11 @@ def tokenize(source: str, tokenizer_spec: str, out: str, *, workers: int = 1, sp
     plan = {"format": ts.FORMAT, "source": spec, "tokenizer": {"spec": str(tokenizer_spec), "fingerprint": tok.fingerprint()},
             "units": units}
     root = ts.store_path(out)
+    with _only_writer(root):
+        return _tokenize(root, plan, overwrite, units, tokenizer_spec, spec, tok, source, workers, log)
+
+
+def _tokenize(root, plan, overwrite, units, tokenizer_spec, spec, tok, source, workers, log) -> dict:
     _claim(root, plan, overwrite)
     done = {}
     for i in range(len(units)):
@@ -223,12 +230,38 @@ def tokenize(source: str, tokenizer_spec: str, out: str, *, workers: int = 1, sp
     return _write_manifest(root, plan, tok, [done[i] for i in range(len(units))], source)
 
 
+@contextlib.contextmanager
+def _only_writer(root):
+    """One tokenize per local store at a time: a second one would delete the first's shards in flight (its
+    clean-up of temp pieces, or --overwrite). A non-blocking flock on the store directory itself, released
+    when the holder exits or dies; gs:// stores have no lock (run one job per store there)."""
+    if not ts.is_local(root):
+        yield
+        return
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(root), os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LadderError(f"--out: {root} is being written by another `ladder data tokenize` right now; wait for "
+                              "it to finish (a rerun then resumes or confirms it), or choose another --out") from None
+        except OSError:
+            pass  # a filesystem without flock: as before, one job per store is the caller's to keep
+        yield
+    finally:
+        os.close(fd)
+
+
 def _claim(root, plan: dict, overwrite: bool) -> None:
     """Refuse to write into a directory that holds anything but this same job, unless --overwrite."""
     existing = ts.read_json(root / ts.PLAN) if root.exists() else None
     if root.exists() and any(True for _ in root.iterdir()):
-        if overwrite:
-            root.rmtree()
+        if overwrite:  # the contents, not the directory: its lock (_only_writer) stays held
+            for child in list(root.iterdir()):
+                child.rmtree() if child.is_dir() else child.unlink()
         elif existing is None:
             raise LadderError(f"--out: {root} is not empty and holds no token store; choose a new directory or "
                               "pass --overwrite")
@@ -238,7 +271,7 @@ def _claim(root, plan: dict, overwrite: bool) -> None:
         else:
             return
     root.mkdir(parents=True, exist_ok=True)
-    ts.write_atomic(root / ts.PLAN, json.dumps(plan, indent=1).encode())
+    rundir.write_bytes(root / ts.PLAN, json.dumps(plan, indent=1).encode())
 
 
 def _run(todo, done, units, tokenizer_spec, spec, out, workers, log) -> None:
@@ -312,5 +345,5 @@ def _write_manifest(root, plan, tok, shards: list[dict], source: str) -> dict:
         "content_sha256": digest.hexdigest(),
         "shards": [{k: s[k] for k in keys} for s in kept],
     }
-    ts.write_atomic(root / ts.MANIFEST, json.dumps(manifest, indent=1).encode())
+    rundir.write_bytes(root / ts.MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest

@@ -7,6 +7,8 @@ import sys
 
 from etils import epath
 
+from ladder import rundir
+
 if __name__ == "__main__":
     src, dst = sys.argv[1:3]
-    epath.Path(dst).write_bytes(epath.Path(src).read_bytes())
+    rundir.write_bytes(dst, epath.Path(src).read_bytes())  # a killed copy never leaves half a plan

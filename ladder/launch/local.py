@@ -15,13 +15,13 @@ import os
 import queue
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 from ladder.launch import Backend, LaunchOptions, commands
+from ladder.launch.emulator import free_port
 from ladder.launch.jobs import Job
 from ladder import rundir
 from ladder.errors import LadderError
@@ -245,9 +245,3 @@ def _sigterm_as_interrupt():
 
 def log_name(process: int) -> str:
     return "launch.log" if process == 0 else f"launch.{process}.log"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

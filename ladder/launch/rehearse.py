@@ -217,7 +217,7 @@ def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=pri
             except LadderError as e:
                 problems.append(f"collect: {e}")
     calls = [c for c in outcome.calls]
-    (root / "gcloud-calls.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls))
+    rundir.write_text(root / "gcloud-calls.jsonl", "".join(json.dumps(c) + "\n" for c in calls))
     summary = (f"{len(calls)} gcloud calls ({sum(map(mutating, calls))} changing something) in "
                f"{root / 'gcloud-calls.jsonl'}; created {len(outcome.created)}, deleted {len(outcome.deleted)}; "
                f"{time.time() - t0:.0f} s")

@@ -2,6 +2,7 @@
 step-1 power laws (`chinchilla`), step-2 sigmoids (`sigmoid`). numpy/scipy only (never JAX).
 
 Notebook use: `cols = ladder.results.read_table(path, validate=True)`, then
-`pred = ladder.laws.predict.predict(cols, {"7B": (N, D)}, method="paper", plot_dir="plots")`;
-`pred.results`, `pred.fits[task].step1` (a FitResult), `pred.fits[task].predict(N, D)`, `pred.table()`.
+`pred = ladder.laws.predict.predict(cols, {"7B": (N, D)}, method="paper")`;
+`pred.results`, `pred.fits[task].step1` (a FitResult), `pred.fits[task].predict(N, D)`, `pred.table()`;
+the figures are the report stage's: `ladder.plots.plot_prediction(pred, cols, "plots")`.
 """

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.errors import LadderError
-from ladder.laws.parallel import map_jobs
-from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_task_splits, task_data
+from ladder.laws.parallel import map_jobs, task_chunks
+from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_tasks_splits, task_data
 
 
 MIN_FIT_RUNS = 6  # a split's fit set: at least the paper's step-1 parameters (5) plus one
@@ -96,7 +96,8 @@ def splits(cols: dict, runs: list[str]) -> list[Split]:
     fit = tuple(r for r in runs if tpp[r] < top / 1.5)
     if len({nd[r][0] for r in fit}) >= 2 and len(fit) >= MIN_FIT_RUNS:
         out.append(Split("budget-out", fit, test))
-    beyond = tuple(r for r in nd if r not in runs and nd[r][0] > sizes[-1])
+    fitted = set(runs)  # a set: `r not in runs` was runs x table runs (4,096 x 62,500: ~16 CPU-s at 10^6 rows)
+    beyond = tuple(r for r in nd if r not in fitted and nd[r][0] > sizes[-1])
     if beyond:
         out.append(Split(f"beyond {_size_label(min(nd[r][0] for r in beyond))}+", tuple(runs), beyond))
     return [s for s in out if len(s.fit_runs) >= MIN_FIT_RUNS]
@@ -121,37 +122,61 @@ def fit_methods(cols: dict, task: str, runs, methods, quick: bool = False) -> tu
 def fit_methods_splits(cols: dict, task: str, runs, splits_: list[Split], methods, quick: bool = True):
     """`fit_methods` for every split at once: each method is fitted on all splits' fit sets together (0/1
     weightings of `runs`, ladder.laws.taskfit.fit_task_splits), which shares the grid searches and batched
-    descents across splits. Returns (fits, problems), one dict per split, as fit_methods would per split."""
+    descents across splits. Returns (fits, problems), one dict per split, as fit_methods would per split.
+    One task of `fit_methods_tasks`."""
+    return fit_methods_tasks(cols, [task], runs, splits_, methods, quick)[0]
+
+
+def fit_methods_tasks(cols: dict, tasks, runs, splits_: list[Split], methods, quick: bool = True) -> list:
+    """`fit_methods_splits` for several tasks: each method's fits of every task and split share one batched
+    descent (ladder.laws.taskfit.fit_tasks_splits), each task's fits bit for bit its own. Returns one
+    (fits, problems) pair per task."""
     if not splits_:
-        return [], []
+        return [([], []) for _ in tasks]
     fit_sets, run_set = [set(sp.fit_runs) for sp in splits_], set(runs)
     masks = np.array([[r in fit for r in runs] for fit in fit_sets])
     if not all(fit <= run_set for fit in fit_sets):  # a split fitting runs outside `runs`
-        pairs = [fit_methods(cols, task, sp.fit_runs, methods, quick) for sp in splits_]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-    fits, problems = [{} for _ in splits_], [{} for _ in splits_]
+        out = []
+        for task in tasks:
+            pairs = [fit_methods(cols, task, sp.fit_runs, methods, quick) for sp in splits_]
+            out.append(([p[0] for p in pairs], [p[1] for p in pairs]))
+        return out
+    fits = [[{} for _ in splits_] for _ in tasks]
+    problems = [[{} for _ in splits_] for _ in tasks]
     for m in methods:
         m = METHODS[m] if isinstance(m, str) else m
+        results: list = [None] * len(tasks)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                data = task_data(cols, task, list(runs), m.needs)
-                bases = [f.get("paper") if m.feature == "loss" else None for f in fits]
-                results = fit_task_splits(data, masks, m, bases, quick)
-            except LadderError:  # e.g. a run without rows for this task: each split says for itself
-                results = []
-                for s, sp in enumerate(splits_):
-                    try:
-                        d = task_data(cols, task, list(sp.fit_runs), m.needs)
-                        results.append(fit_task(d, m, fits[s].get("paper") if m.feature == "loss" else None, quick))
-                    except LadderError as e:
-                        results.append(e)
-        for s, r in enumerate(results):
-            if isinstance(r, LadderError):
-                problems[s][m.name] = str(r)
-            else:
-                fits[s][m.name] = r
-    return fits, problems
+            batch = {}
+            for t, task in enumerate(tasks):
+                try:
+                    batch[t] = task_data(cols, task, list(runs), m.needs)
+                except LadderError:  # e.g. a run without rows for this task: each split says for itself
+                    results[t] = _fit_each_split(cols, task, splits_, m, fits[t], quick)
+            if batch:
+                bases = [[f.get("paper") if m.feature == "loss" else None for f in fits[t]] for t in batch]
+                for t, r in zip(batch, fit_tasks_splits(list(batch.values()), masks, m, bases, quick)):
+                    results[t] = r
+        for t in range(len(tasks)):
+            for s, r in enumerate(results[t]):
+                if isinstance(r, LadderError):
+                    problems[t][s][m.name] = str(r)
+                else:
+                    fits[t][s][m.name] = r
+    return list(zip(fits, problems))
+
+
+def _fit_each_split(cols: dict, task: str, splits_: list[Split], m: Method, fits: list[dict], quick: bool) -> list:
+    """One method fitted split by split on each split's own runs (a fit or the LadderError per split)."""
+    results = []
+    for s, sp in enumerate(splits_):
+        try:
+            d = task_data(cols, task, list(sp.fit_runs), m.needs)
+            results.append(fit_task(d, m, fits[s].get("paper") if m.feature == "loss" else None, quick))
+        except LadderError as e:
+            results.append(e)
+    return results
 
 
 def holdout_fits(cols: dict, task: str, fits: dict[str, TaskFit], fit_runs, test_runs, problems=None,
@@ -204,12 +229,15 @@ def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, 
     return holdout_fits(cols, task, fits, train, test, problems)
 
 
-def _suite_task(state: dict, task: str) -> list[dict[str, Holdout]]:
-    """One task's back-tests on every split (a job of run_suite, run in a worker process)."""
+def _suite_tasks(state: dict, tasks: tuple) -> list[list[dict[str, Holdout]]]:
+    """Some tasks' back-tests on every split (a job of run_suite, run in a worker process): their fits share
+    batched descents (fit_methods_tasks). One list of {method: Holdout} per split, per task."""
     cols, sps = state["cols"], state["splits"]
-    fits, problems = fit_methods_splits(cols, task, state["runs"], sps, state["methods"], quick=True)
-    return [holdout_fits(cols, task, fits[s], sp.fit_runs, sp.test_runs, problems[s], sp.name)
-            for s, sp in enumerate(sps)]
+    out = []
+    for task, (fits, problems) in zip(tasks, fit_methods_tasks(cols, tasks, state["runs"], sps, state["methods"])):
+        out.append([holdout_fits(cols, task, fits[s], sp.fit_runs, sp.test_runs, problems[s], sp.name)
+                    for s, sp in enumerate(sps)])
+    return out
 
 
 def thin_runs(cols: dict, runs: list[str], progress=None, limit: int = MAX_SUITE_RUNS) -> list[str]:
@@ -235,7 +263,8 @@ def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
     if progress and sps:
         progress(f"back-tests: {len(tasks)} tasks x {len(sps)} splits ({', '.join(sp.name for sp in sps)})")
     state = {"cols": cols, "runs": list(runs), "splits": sps, "methods": list(methods)}
-    per_task = map_jobs(_suite_task, [(t,) for t in tasks], state, workers) if sps else []
+    per_task = [h for chunk in map_jobs(_suite_tasks, task_chunks(tasks, workers), state, workers) for h in chunk] \
+        if sps else []
     out = [{} for _ in sps]
     for task, holdouts in zip(tasks, per_task):
         for s in range(len(sps)):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ladder.laws.fitting import (FitResult, best_starts, memo_by_content, minimize_batched, minimize_from_grid,
-                                 robust_loss)
+from ladder.laws.fitting import (FitResult, best_starts, huber, key_of, memo_by_content, minimize_batched,
+                                 minimize_from_grid, robust_loss)
 
 HUBER_DELTA = 1e-3
 # E = e^e may not fall below this (in the loss's own units): a fit that wants E -> 0 lands on the bound and is
@@ -64,6 +64,49 @@ class LossForm:
         J[..., 0], J[..., 1], J[..., 2] = p1, np.exp(e - y), -p1 * logC
         return y, J
 
+    def log_loss_by_exp(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray, jac: bool = True):
+        """`log_loss` (equal to rounding) with one exp per power term and point, one log per point and E's
+        exp once per row: every term is shifted by its row's largest (no overflow); a point whose terms all
+        fall 700 below that is recomputed shifted by its own largest (no underflow). Two transcendentals
+        fewer per point than `log_loss`'s two logaddexps (and three exps for the Jacobian), which are most of
+        a bootstrap refit's pass (`refit_loss_many`). The full fits keep `log_loss`, digit for digit."""
+        X = np.atleast_2d(X)
+        if self.name == "nd":
+            a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
+            powers, cols = [a - alpha * logN, b - beta * logD], (logN, logD)
+        else:  # "c"
+            a, e, alpha = (X[:, i : i + 1] for i in range(3))
+            cols = (np.log(6.0) + logN + logD,)
+            powers = [a - alpha * cols[0]]
+        top = np.maximum(e[:, 0], np.max([t.max(-1) for t in powers], 0))[:, None]
+        parts = [np.exp(t - top) for t in powers]
+        pe = np.exp(e - top)
+        total = pe + parts[0]
+        for q in parts[1:]:
+            total += q
+        low = np.flatnonzero((total < 1e-300).any(-1))
+        if low.size:  # terms spread over more than exp's range in a row: shift those rows point by point
+            tops = np.maximum(np.max([t[low] for t in powers], 0), e[low])
+            for q, t in zip(parts, powers):
+                q[low] = np.exp(t[low] - tops)
+            pe = np.broadcast_to(pe, total.shape).copy()
+            pe[low] = np.exp(e[low] - tops)
+            total[low] = pe[low] + sum(q[low] for q in parts)
+            top = np.broadcast_to(top, total.shape).copy()
+            top[low] = tops
+        y = top + np.log(total)
+        if not jac:
+            return y, None
+        inv = 1.0 / total
+        J = np.empty(y.shape + (len(self.names),))
+        ps = [q * inv for q in parts]
+        if self.name == "nd":
+            J[..., 0], J[..., 1], J[..., 2] = ps[0], ps[1], pe * inv
+            J[..., 3], J[..., 4] = -ps[0] * logN, -ps[1] * logD
+        else:
+            J[..., 0], J[..., 1], J[..., 2] = ps[0], pe * inv, -ps[0] * cols[0]
+        return y, J
+
     def predict(self, params: dict | np.ndarray, N, D) -> np.ndarray:
         """L-hat at (N, D), broadcasting N and D; params a dict or an array [P] or [B, P] (-> [B, ...])."""
         x = np.array([params[k] for k in self.names]) if isinstance(params, dict) else np.asarray(params)
@@ -96,7 +139,9 @@ FORMS = {"nd": LOSS_ND, "c": LOSS_C}
 def _objective(form: LossForm, logN, logD, logL, w, delta):
     def fun_and_grad(x):
         y, J = form.log_loss(x[None], logN, logD)
-        v, d, _ = robust_loss(y[0] - logL, delta)
+        # robust_loss's value and derivative without its IRLS curvature, which the polish never reads (three
+        # passes over every point per evaluation: the full fits on 62,500 points); the same values
+        v, d = robust_loss(y[0] - logL, None)[:2] if delta is None else huber(y[0] - logL, delta)
         return float(w @ v), J[0].T @ (w * d)
 
     def batch(X):
@@ -129,12 +174,51 @@ def fit_loss_many(form: LossForm, N, D, L, weights=None, *, delta: float = HUBER
     back-tests fit each split as a 0/1 weighting of the ladder's runs, so the grid search and the batched
     descent of all splits share numpy passes; each split is then polished by L-BFGS-B on its own. A point of
     weight 0 adds exactly 0 to a split's objective and gradient: the fits equal separate ones (to rounding).
-    Residuals are those of the weighted points."""
+    Residuals are those of the weighted points. One problem of `fit_loss_tasks`."""
+    return fit_loss_tasks(form, [(N, D, L, weights)], delta=delta, top_k=top_k, polish=polish)[0]
+
+
+def fit_loss_tasks(form: LossForm, problems, *, delta: float = HUBER_DELTA, top_k: int = 64,
+                   polish: int = 2) -> list[list[FitResult]]:
+    """`fit_loss_many` for U problems at once (problems: (N, D, L, weights) each, e.g. one per task of a ladder):
+    the batched descents of all problems with equally many points run in one solver call (each problem's rows
+    carry its own points), so the per-iteration cost of numpy's calls is paid once, not once per task; each
+    problem's iterates, and so its fits, are those of its own fit_loss_many, bit for bit (tested). Problems
+    with equal data (the `lm-loss` step 1 of every task: one LM loss) are fitted once."""
+    keys = [key_of(p) for p in problems]
+    unique = list(dict.fromkeys(keys))
+    first = {k: problems[keys.index(k)] for k in unique}
+    prepared = {k: _search_starts(form, *first[k], delta=delta, top_k=top_k) for k in unique}
+    by_size: dict[int, list] = {}
+    for k in unique:
+        by_size.setdefault(prepared[k]["sL"].size, []).append(k)
+    for ks in by_size.values():  # one solver call per point count (the rows of `data` must be of one length)
+        X0 = np.concatenate([prepared[k]["X0"] for k in ks])
+        W = np.concatenate([prepared[k]["sW"][prepared[k]["rows"]] for k in ks])
+        data = tuple(np.concatenate([np.broadcast_to(prepared[k][v], (len(prepared[k]["X0"]), prepared[k][v].size))
+                                     for k in ks]) for v in ("sN", "sD", "sL"))
+
+        def residual_fn(X, jac, logN, logD, logL):
+            y, J = form.log_loss(X, logN, logD, jac)
+            return y - logL, J
+
+        X, f, _ = minimize_batched(residual_fn, X0, W, delta=delta, max_iter=300, bounds=form.bounds, data=data)
+        at = 0
+        for k in ks:
+            n = len(prepared[k]["X0"])
+            prepared[k]["X"], prepared[k]["f"] = X[at: at + n], f[at: at + n]
+            at += n
+    done = {k: _polish(form, prepared[k], delta, polish) for k in unique}
+    return [done[k] for k in keys]
+
+
+def _search_starts(form: LossForm, N, D, L, weights, *, delta: float, top_k: int) -> dict:
+    """One problem's log data and the batched descent's starts: the `top_k` best grid rows of each weighting.
+    The grid and the descent only choose where L-BFGS starts: on a large table (62,500 runs) they see an
+    evenly spaced subset of SEARCH_POINTS points (cost grid x points), the final L-BFGS sees all. Tables up to
+    SEARCH_POINTS points (every ladder so far) are fitted exactly as before."""
     logN, logD, logL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
     W = np.ones((1, logL.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    # The grid and the batched descent only choose where L-BFGS starts: on a large table (62,500 runs) they
-    # see an evenly spaced subset of SEARCH_POINTS points (cost grid x points), the final L-BFGS sees all.
-    # Tables up to SEARCH_POINTS points (every ladder so far) are fitted exactly as before.
     pick = (np.linspace(0, len(logL) - 1, SEARCH_POINTS).round().astype(int) if len(logL) > SEARCH_POINTS
             else slice(None))
     sN, sD, sL, sW = logN[pick], logD[pick], logL[pick], W[:, pick]
@@ -144,16 +228,15 @@ def fit_loss_many(form: LossForm, N, D, L, weights=None, *, delta: float = HUBER
     for s, w in enumerate(sW):
         starts.append(best_starts(lambda X, w=w: rho @ w, form.grid, top_k))
         rows += [s] * len(starts[-1])
-    rows = np.array(rows)
+    return {"logN": logN, "logD": logD, "logL": logL, "W": W, "sN": sN, "sD": sD, "sL": sL, "sW": sW,
+            "X0": np.concatenate(starts), "rows": np.array(rows)}
 
-    def residual_fn(X, jac):
-        y, J = form.log_loss(X, sN, sD, jac)
-        return y - sL, J
 
-    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), sW[rows], delta=delta, max_iter=300,
-                               bounds=form.bounds)
+def _polish(form: LossForm, p: dict, delta: float, polish: int) -> list[FitResult]:
+    """Each weighting's `polish` best descended starts, finished by L-BFGS-B on all its points."""
+    logN, logD, logL, rows, X, f = p["logN"], p["logD"], p["logL"], p["rows"], p["X"], p["f"]
     out = []
-    for s, w in enumerate(W):
+    for s, w in enumerate(p["W"]):
         keep = w > 0
         fun_and_grad, _ = _objective(form, logN[keep], logD[keep], logL[keep], w[keep], delta)
         mine = np.flatnonzero(rows == s)
@@ -175,7 +258,7 @@ def refit_loss_many(form: LossForm, x0s, N, D, L, weights, *, delta: float = HUB
     data = tuple(np.repeat(np.log(np.atleast_2d(np.asarray(v, dtype=np.float64))), B, 0) for v in (N, D, L))
 
     def residual_fn(X, jac, logN, logD, logL):
-        y, J = form.log_loss(X, logN, logD, jac)
+        y, J = form.log_loss_by_exp(X, logN, logD, jac)
         return y - logL, J
 
     X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=delta,

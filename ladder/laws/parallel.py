@@ -15,6 +15,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
+import numpy as np
+
 from ladder.errors import LadderError
 
 _STATE: dict = {}
@@ -30,6 +32,15 @@ def default_workers(environ=None) -> int:
                               "to use the cores available")
         return int(env)
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def task_chunks(tasks, workers: int | None = None) -> list[tuple[tuple, ...]]:
+    """`tasks` cut into one contiguous chunk per worker (jobs for map_jobs: each job a tuple of tasks), so
+    that the fits of a chunk's tasks share their batched descents (ladder.laws.backtest.fit_methods_tasks)
+    while the chunks still spread over the cores. A task's fits do not depend on its chunk (tested)."""
+    tasks = list(tasks)
+    n = max(1, min(workers or default_workers(), len(tasks)))
+    return [(tuple(c),) for c in np.array_split(np.array(tasks, dtype=object), n) if len(c)]
 
 
 def _run(fn: Callable, job: tuple):

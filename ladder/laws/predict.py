@@ -15,9 +15,10 @@ import numpy as np
 
 from ladder.errors import LadderError, require
 from ladder.laws import flags as fl
-from ladder.laws.backtest import Holdout, backtest, fit_methods, holdout, holdout_fits, run_suite, run_table
+from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
+                                 run_suite, run_table)
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
-from ladder.laws.parallel import map_jobs
+from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
 from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, fit_task, groups,
@@ -135,7 +136,7 @@ def _loss_misses(pred: Prediction, task: str, used: set) -> list[tuple[str, str]
 
 
 def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METHOD, runs=None, tasks=None,
-            n_bootstrap: int = 1000, seed: int = 0, plot_dir=None, progress=None,
+            n_bootstrap: int = 1000, seed: int = 0, progress=None,
             workers: int | None = None) -> Prediction:
     """Fit `method` per task and predict each target's loss and accuracy.
 
@@ -168,10 +169,6 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
         pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed, workers)
     for task in tasks:
         _task_results(pred, cols, task, ladder, flag_lists[task], flops)
-    if plot_dir is not None:
-        from ladder.plots import plot_prediction
-
-        plot_prediction(pred, cols, plot_dir)
     return pred
 
 
@@ -246,8 +243,9 @@ def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, 
     """Fit every task (pred.fits, pred.backtests); returns each task's flags so far."""
     runs, flag_lists = pred.runs, {}
     if method == "ensemble":
-        full = dict(zip(tasks, map_jobs(_fit_members, [(t,) for t in tasks],
-                                        {"cols": cols, "runs": runs, "menu": menu}, workers)))
+        chunks = map_jobs(_fit_members, task_chunks(tasks, workers), {"cols": cols, "runs": runs, "menu": menu},
+                          workers)
+        full = dict(zip(tasks, [pair for chunk in chunks for pair in chunk]))
     else:
         fitted = dict(zip(tasks, map_jobs(_fit_method, [(t,) for t in tasks],
                                           {"cols": cols, "runs": runs, "method": method}, workers)))
@@ -364,9 +362,13 @@ def _fit_method(state: dict, task: str):
     return fit_task(data, m, base), bt
 
 
-def _fit_members(state: dict, task: str):
-    """Every ensemble member fitted to one task (a job of predict, possibly in a worker process)."""
-    return fit_methods(state["cols"], task, state["runs"], state["menu"])
+def _fit_members(state: dict, tasks: tuple) -> list:
+    """Every ensemble member fitted to some tasks (a job of predict, possibly in a worker process): per task,
+    fit_methods' (fits, problems), the tasks' fits sharing batched descents (backtest.fit_methods_tasks, one
+    "split" of every run; each task's fits bit for bit its own fit_methods')."""
+    runs = tuple(state["runs"])
+    pairs = fit_methods_tasks(state["cols"], tasks, runs, [Split("all", runs, ())], state["menu"], quick=False)
+    return [(fits[0], problems[0]) for fits, problems in pairs]
 
 
 def _bootstrap_all(fits: dict, n_samples: int, seed: int, workers: int | None = None) -> dict:

@@ -33,13 +33,17 @@ class Prediction:
     def table(self) -> str:
         """Plain text: one line per target x task (interval, predicted change vs noise, flag codes), the
         back-test table, and one legend for the codes used."""
-        lines = [f"{'target':<12} {'task':<14} {'method':<12} {'loss':>7} {'acc':>6} {'95% interval':>15} "
+        # columns as wide as the longest name (prose_continuation, a hand-named target), never narrower
+        tw = max([14] + [len(task) for per_task in self.results.values() for task in per_task]
+                 + [len(task) for task in self.backtests])
+        gw = max([12] + [len(t) for t in self.results])
+        lines = [f"{'target':<{gw}} {'task':<{tw}} {'method':<12} {'loss':>7} {'acc':>6} {'95% interval':>15} "
                  f"{'change':>7} {'noise':>6} {'Lchange':>8} {'Lnoise':>7}  flags"]
         used = []
         for t, per_task in self.results.items():
             for task, r in per_task.items():
                 iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
-                lines.append(f"{t:<12} {task:<14} {r['method']:<12} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15} "
+                lines.append(f"{t:<{gw}} {task:<{tw}} {r['method']:<12} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15} "
                              f"{r['acc_change']:>+7.3f} {r['acc_noise']:>6.3f} {r['loss_change_rel']:>+8.1%} "
                              f"{r['loss_noise_rel']:>7.2%}  {' '.join(r['flags'])}")
                 used += r["flags"]
@@ -51,9 +55,9 @@ class Prediction:
             what = ("back-test: mean |predicted - actual| accuracy over every split (docs/laws.md)"
                     if self.calibration else "back-test: |predicted - actual| accuracy of the largest rung "
                     "from the smaller ones")
-            lines += ["", what, f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods)]
+            lines += ["", what, f"{'task':<{tw}} " + " ".join(f"{m:>13}" for m in methods)]
             for task, bt in self.backtests.items():
-                lines.append(f"{task:<14} " + " ".join(f"{bt[m].error:>13.4f}" for m in methods))
+                lines.append(f"{task:<{tw}} " + " ".join(f"{bt[m].error:>13.4f}" for m in methods))
         if self.calibration:
             c = self.calibration
             lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))

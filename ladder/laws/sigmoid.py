@@ -158,22 +158,41 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names)))
         return minimize_batched(residual_fn, X0, W, delta=None, bounds=form.bounds, rtol=rtol)
     const = {"1": W.sum(1), "y": W @ y, "yy": W @ (y * y)}
+    # The points' fixed columns (1, y) and, for the sums of d = s (1 - s), (1, u, y, u y, u^2) with u = L - c
+    # centred on the start's midpoint c, so that L - L0 = u - (L0 - c) stays small and the expansion of
+    # sum w d^2 (L - L0)^2 into these sums loses no digits (`_sums`).
+    c = float(np.median(theta[:, 1]))
+    u = L - c
+    F_lin = np.ascontiguousarray(np.column_stack([np.ones_like(L), y]))
+    F_d = np.ascontiguousarray(np.column_stack([np.ones_like(L), u, y, u * y, u * u]))
 
-    def linear(rows, s):
-        ws = W[rows] * s
-        sums = {"ss": np.einsum("bn,bn->b", ws, s), "s": ws.sum(1), "sy": ws @ y, **{k: v[rows] for k, v in const.items()}}
-        return _linear_optimum(form, sums)
+    chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
+    buf = np.empty((2, min(chunk, B), L.size))
 
-    def sigmoid(th):
-        return expit(th[:, :1] * (L - th[:, 1:2]))
+    def trial(rows, th):
+        """The sigmoid s [m, n] at rows th [m, 2] = (k, L0) of problems `rows`, the exact (a, b, objective)
+        there, and the sums (sum w s^2, sum w s) that `_sums` reuses; `chunk` problems at a time (their
+        blocks stay in cache)."""
+        s = np.empty((len(th), L.size))
+        R = np.empty((2, len(th), 2))
+        for i in range(0, len(th), chunk):
+            k, l0 = th[i : i + chunk, :1], th[i : i + chunk, 1:2]
+            si, P = s[i : i + chunk], buf[:, : len(k)]
+            np.subtract(L, l0, out=si)
+            np.multiply(si, k, out=si)
+            expit(si, out=si)
+            np.multiply(W[rows[i : i + chunk]], si, out=P[0])
+            np.multiply(P[0], si, out=P[1])
+            np.matmul(P, F_lin, out=R[:, i : i + chunk])  # (ws, ws s) against (1, y)
+        sums = {"ss": R[1, :, 0], "s": R[0, :, 0], "sy": R[0, :, 1], **{k: v[rows] for k, v in const.items()}}
+        return (s,) + _linear_optimum(form, sums) + (sums,)
 
-    s = sigmoid(theta)
-    a, b, f = linear(slice(None), s)
+    s, a, b, f, lin = trial(np.arange(B), theta)
+    S_ss, S_s = lin["ss"].copy(), lin["s"].copy()  # sum w s^2, sum w s at each problem's current (k, L0)
     lam = np.full(B, 1e-3)
     done = np.zeros(B, dtype=bool)
     G_all, stale = np.empty((B, 5, 5)), np.ones(B, dtype=bool)
     eye = np.eye(2)
-    chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
     for _ in range(max_iter):
         idx = np.flatnonzero(~done)
         if idx.size == 0:
@@ -181,7 +200,9 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         th, ai, bi, fi, li = theta[idx], a[idx], b[idx], f[idx], lam[idx]
         redo = idx[stale[idx]]  # a rejected step leaves (k, L0) and so the sums where they were
         if redo.size:
-            G_all[redo] = _sums(s[redo], W[redo], L, theta[redo, 1:2], y, chunk)
+            G_all[redo] = _sums(s[redo], W[redo], theta[redo, 1] - c, F_d, chunk)
+            G_all[redo, 0, 0], G_all[redo, 0, 3] = S_ss[redo], S_s[redo]
+            G_all[redo, 3, 0], G_all[redo, 3, 3] = S_s[redo], const["1"][redo]
         G = G_all[idx]
         g, H = _reduced(form, G, ai, bi, th[:, 0])
         # k on its bound (0) with the gradient pushing outward stays fixed this iteration (active set)
@@ -196,13 +217,13 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         left = 0.5 * np.einsum("bp,bp->b", g * m, newton)
         th_new = th + step
         th_new[:, 0] = np.maximum(th_new[:, 0], 0.0)
-        s_new = sigmoid(th_new)
-        a_new, b_new, f_new = linear(idx, s_new)
+        s_new, a_new, b_new, f_new, lin = trial(idx, th_new)
         accept = (f_new <= fi) & np.isfinite(f_new)
         stale[idx] = accept
         gain = np.where(accept, fi - f_new, 0.0)
         theta[idx] = np.where(accept[:, None], th_new, th)
         s[idx[accept]] = s_new[accept]
+        S_ss[idx[accept]], S_s[idx[accept]] = lin["ss"][accept], lin["s"][accept]
         a[idx], b[idx], f[idx] = (np.where(accept, new, old) for new, old in ((a_new, ai), (b_new, bi), (f_new, fi)))
         lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
         # Done when the model says less than rtol of the objective is left to gain. (A tiny gain from a damped
@@ -214,18 +235,35 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     return X, f, done
 
 
-def _sums(s, W, L, L0, y, chunk):
-    """Weighted sums of products of (s, e, d, 1, y) per problem [m, 5, 5]: s the sigmoid, d = s (1 - s) its
-    derivative in its argument, e = d (L - L0); `chunk` problems at a time (the [chunk, n, 5] block stays in
-    cache)."""
-    G = np.empty((len(s), 5, 5))
-    ones = np.ones_like(L)
-    for i in range(0, len(s), chunk):
-        si = s[i : i + chunk]
+def _sums(s, W, L0c, F, chunk):
+    """The weighted sums of products of (s, e, d, 1, y) per problem [m, 5, 5] that `_reduced` reads and that
+    depend on d = s (1 - s), the sigmoid's derivative in its argument, and e = d (L - L0): every one is a
+    sum of w d, w d s or w d^2 against a column of F = (1, u, y, u y, u^2) (u = L - c, L0c = L0 - c), so
+    one matrix product per `chunk` problems forms them all (the [3, chunk, n] block stays in cache); the
+    sums of s alone come from the linear step (fit_sigmoid_batched fills them in)."""
+    m, n = s.shape
+    G = np.zeros((m, 5, 5))
+    buf = np.empty((3, min(chunk, m), n))
+    for i in range(0, m, chunk):
+        si, k = s[i : i + chunk], len(s[i : i + chunk])
         d = si * (1.0 - si)
-        Q = np.stack([si, d * (L - L0[i : i + chunk]), d, np.broadcast_to(ones, si.shape),
-                      np.broadcast_to(y, si.shape)], -1)
-        G[i : i + chunk] = np.matmul(np.swapaxes(Q * W[i : i + chunk, :, None], 1, 2), Q)
+        P = buf[:, :k]
+        np.multiply(W[i : i + chunk], d, out=P[0])   # w d
+        np.multiply(P[0], si, out=P[1])              # w d s
+        np.multiply(P[0], d, out=P[2])               # w d^2
+        R = np.matmul(P, F)                           # [3, k, 5]: against 1, u, y, u y, u^2
+        l0 = L0c[i : i + chunk]
+        wd, wds, wdd = R[0], R[1], R[2]
+        g = G[i : i + chunk]
+        g[:, 0, 1] = g[:, 1, 0] = wds[:, 1] - l0 * wds[:, 0]                              # sum w s e
+        g[:, 0, 2] = g[:, 2, 0] = wds[:, 0]                                               # sum w s d
+        g[:, 1, 1] = wdd[:, 4] - 2.0 * l0 * wdd[:, 1] + l0 * l0 * wdd[:, 0]               # sum w e^2
+        g[:, 1, 2] = g[:, 2, 1] = wdd[:, 1] - l0 * wdd[:, 0]                              # sum w e d
+        g[:, 2, 2] = wdd[:, 0]                                                            # sum w d^2
+        g[:, 1, 3] = g[:, 3, 1] = wd[:, 1] - l0 * wd[:, 0]                                # sum w e
+        g[:, 1, 4] = g[:, 4, 1] = wd[:, 3] - l0 * wd[:, 2]                                # sum w e y
+        g[:, 2, 3] = g[:, 3, 2] = wd[:, 0]                                                # sum w d
+        g[:, 2, 4] = g[:, 4, 2] = wd[:, 2]                                                # sum w d y
     return G
 
 

@@ -98,18 +98,54 @@ def fit_single_step(N, D, acc, chance: float | None, *, weights=None, top_k: int
 
 def fit_single_step_many(N, D, acc, chance: float | None, weights=None, *, top_k: int = 4) -> list[FitResult]:
     """`fit_single_step` for S weightings of the same points (weights [S, n]; 0 leaves a run out): the
-    descents of all splits share numpy passes, each is polished alone (as chinchilla.fit_loss_many)."""
-    logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
-    W = np.ones((1, logA.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    S = starts(chance)
-    # The batched start search sees at most SEARCH_POINTS evenly spaced points (as fit_loss's, which says
-    # why); L-BFGS-B below fits all of them. Fits of up to SEARCH_POINTS points are unchanged.
-    pick = (np.linspace(0, len(logA) - 1, SEARCH_POINTS).round().astype(int) if len(logA) > SEARCH_POINTS
-            else slice(None))
-    X, f, _ = minimize_batched(_residuals(logN[pick], logD[pick], logA[pick]), np.tile(S, (len(W), 1)),
-                               np.repeat(W[:, pick], len(S), 0), delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300)
+    descents of all splits share numpy passes, each is polished alone (as chinchilla.fit_loss_many). One
+    problem of `fit_single_step_tasks`."""
+    return fit_single_step_tasks([(N, D, acc, chance, weights)], top_k=top_k)[0]
+
+
+def fit_single_step_tasks(problems, *, top_k: int = 4) -> list[list[FitResult]]:
+    """`fit_single_step_many` for U problems (N, D, acc, chance, weights) at once, e.g. one per task: the
+    batched descents of all problems with equally many points share one solver call (each row carries its
+    problem's points), and each problem's fits are those of its own fit_single_step_many, bit for bit
+    (tested), as chinchilla.fit_loss_tasks."""
+    prepared = []
+    for N, D, acc, chance, weights in problems:
+        logN, logD, logA = np.log(N), np.log(D), np.log(np.maximum(acc, ACC_FLOOR))
+        W = np.ones((1, logA.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
+        # The batched start search sees at most SEARCH_POINTS evenly spaced points (as fit_loss's, which says
+        # why); L-BFGS-B below fits all of them. Fits of up to SEARCH_POINTS points are unchanged.
+        pick = (np.linspace(0, len(logA) - 1, SEARCH_POINTS).round().astype(int) if len(logA) > SEARCH_POINTS
+                else slice(None))
+        S = starts(chance)
+        prepared.append({"logs": (logN, logD, logA), "W": W, "S": S, "search": (logN[pick], logD[pick], logA[pick]),
+                         "X0": np.tile(S, (len(W), 1)), "W0": np.repeat(W[:, pick], len(S), 0)})
+    by_size: dict[int, list] = {}
+    for u, p in enumerate(prepared):
+        by_size.setdefault(p["search"][2].size, []).append(u)
+
+    def residual_fn(X, jac, logN, logD, logA):
+        return _residuals(logN, logD, logA)(X, jac)
+
+    for us in by_size.values():  # one solver call per point count (the rows of `data` must be of one length)
+        data = tuple(np.concatenate([np.broadcast_to(prepared[u]["search"][i], (len(prepared[u]["X0"]),
+                                                                                 prepared[u]["search"][i].size))
+                                     for u in us]) for i in range(3))
+        X, f, _ = minimize_batched(residual_fn, np.concatenate([prepared[u]["X0"] for u in us]),
+                                   np.concatenate([prepared[u]["W0"] for u in us]), delta=HUBER_DELTA, bounds=BOUNDS,
+                                   max_iter=300, data=data)
+        at = 0
+        for u in us:
+            n = len(prepared[u]["X0"])
+            prepared[u]["X"], prepared[u]["f"] = X[at: at + n], f[at: at + n]
+            at += n
+    return [_polish(p, top_k) for p in prepared]
+
+
+def _polish(p: dict, top_k: int) -> list[FitResult]:
+    """Each weighting's `top_k` best descended starts and the authors' start, finished by L-BFGS-B."""
+    (logN, logD, logA), S, X, f = p["logs"], p["S"], p["X"], p["f"]
     out = []
-    for s, w in enumerate(W):
+    for s, w in enumerate(p["W"]):
         keep = w > 0
         res = _residuals(logN[keep], logD[keep], logA[keep])
         fun_and_grad = _objective(logN[keep], logD[keep], logA[keep], w[keep])

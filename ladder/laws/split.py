@@ -171,6 +171,10 @@ def fit_split(p: SplitPoints, *, delta: float = HUBER_DELTA, form: str = "split"
     distinct = len({(a, b, c) for a, b, c in zip(p.n, p.d, p.d_prime)})
     require(distinct > len(NAMES), "results", f"{distinct} distinct (N, D, D') points cannot pin down the split law's "
             f"{len(NAMES)} parameters", "add base runs and domain CPT runs: 8+ points over 2+ sizes")
+    require(len(np.unique(p.n)) >= 2, "n", f"every point has the same model size N = {p.n[0]:.4g}",
+            "add runs of another size: A/N^alpha needs 2+ sizes (before: fitted anyway, r2 0.28)")
+    require(p.loss.max() > p.loss.min(), "domain_loss", f"is {p.loss[0]:.4g} at every point, so there is no trend "
+            "to fit (cannot fit)", "check the column (before: fitted anyway and printed r2=nan)")
     require(len(np.unique(p.d_prime)) >= 2, "d_cpt", "every point has the same domain tokens D'",
             "add domain CPT runs of different lengths (and base runs for D' = 0)")
     fixed = FORMS[form]

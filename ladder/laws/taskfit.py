@@ -16,7 +16,7 @@ from scipy.special import expit
 
 from ladder.errors import LadderError, require
 from ladder.laws import single_step as ss
-from ladder.laws.chinchilla import FORMS, LossForm, fit_loss_many
+from ladder.laws.chinchilla import FORMS, LossForm, fit_loss_tasks
 from ladder.laws.fitting import FitResult
 from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid_many
 
@@ -96,7 +96,7 @@ class TaskData:
         return 6 * N + np.exp(logk) * N ** g
 
 
-def select_runs(cols: dict, runs=None) -> list[str]:
+def select_runs(cols: dict, runs=None, field: str = "--runs") -> list[str]:
     """Run names to fit: names or fnmatch patterns ("paper" = the paper's 16); default: PAPER_RUNS when the
     table holds all of them (the published OLMo ladder), else every run in the table."""
     present = list(dict.fromkeys(cols["run"].tolist()))
@@ -107,7 +107,7 @@ def select_runs(cols: dict, runs=None) -> list[str]:
     chosen = []
     for pat in runs:
         names = list(PAPER_RUNS) if pat == "paper" else [r for r in present if fnmatch.fnmatchcase(r, pat)]
-        require(bool(names) and set(names) <= set(present), "--runs", f"{pat!r} matches no run in the table",
+        require(bool(names) and set(names) <= set(present), field, f"{pat!r} matches no run in the table",
                 f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
         chosen += [n for n in names if n not in chosen]
     return chosen
@@ -188,6 +188,25 @@ def _tail_mean(values: np.ndarray, starts: np.ndarray, window: int) -> np.ndarra
     return total / np.minimum(sizes, window)
 
 
+def _task_constants(cols: dict, task: str) -> tuple[bool, float | None]:
+    """(whether every row of `task` has `flops`, the task's chance level or None), over all the table's rows
+    of the task; kept with the table's row index (task_data asks per method, split and task: on 10^6 rows
+    each answer was two string comparisons over every row)."""
+    _run_index(cols)
+    memo = _INDEX.setdefault("task_constants", {})
+    held = (cols.get("flops"), cols.get("chance"))  # the columns it reads: a table sharing run/task/step
+    if task not in memo or not all(a is b for a, b in zip(memo[task][1], held)):  # arrays but not these
+        sel_task = cols["task"] == task
+        has_flops = "flops" in cols and bool(np.isfinite(cols["flops"][sel_task]).all())
+        chance = None
+        if "chance" in cols and np.isfinite(cols["chance"][sel_task]).any():
+            chance = float(np.nanmean(cols["chance"][sel_task]))
+        elif task in KNOWN_CHANCE:
+            chance = KNOWN_CHANCE[task]
+        memo[task] = ((has_flops, chance), held)
+    return memo[task][0]
+
+
 def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> TaskData:
     """Step-1 points (one per run) and step-2 points (all intermediate checkpoints) of one task.
 
@@ -211,8 +230,7 @@ def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> 
         require(False, f"run {runs[i]}", f"has several N values {np.unique(rn[first[i]:last[i] + 1]).tolist()}",
                 "one N per run")
     d_final = rd[last]
-    sel_task = cols["task"] == task
-    has_flops = "flops" in cols and np.isfinite(cols["flops"][sel_task]).all()
+    has_flops, chance = _task_constants(cols, task)
     fpt = cols["flops"][rows][last] / d_final if has_flops else None
     # Step 2: drop each run's first SKIP_FRACTION of tokens, then a moving average over SMOOTH_WINDOW
     # checkpoints where the run keeps at least that many (else its kept points as they are).
@@ -231,11 +249,6 @@ def task_data(cols: dict, task: str, runs: list[str], feature: str = "loss") -> 
     sf[ws] = sum(kf[ws + j] * w for j in range(SMOOTH_WINDOW))
     sa[ws] = sum(ka[ws + j] * w for j in range(SMOOTH_WINDOW))
     point = window_start | ~smooth
-    chance = None
-    if "chance" in cols and np.isfinite(cols["chance"][sel_task]).any():
-        chance = float(np.nanmean(cols["chance"][sel_task]))
-    elif task in KNOWN_CHANCE:
-        chance = KNOWN_CHANCE[task]
     return TaskData(task, np.array(runs), rn[first], d_final, _tail_mean(rf, starts, FINAL_WINDOW),
                     _tail_mean(ra, starts, FINAL_WINDOW), sf[point], sa[point], run_of[point], chance, fpt)
 
@@ -303,6 +316,18 @@ def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True
     key = np.unique(data.n) if by_size else np.unique(data.n * data.d)
     require(len(key) >= 2, f"task {data.task}", f"{what} sees one model size only (runs {runs})",
             "a power law in N needs at least two sizes; add rungs of another size")
+    # Degenerate tables fit "perfectly" to a confident number (issue 18: constant accuracy predicted 1.000 with
+    # the interval [1.000, 1.000]); a law cannot be fitted to no variation, so say so.
+    require(not by_size or len(np.unique(data.d)) >= 2, f"task {data.task}",
+            f"{what} sees one token count only (D = {data.d[0]:.4g} in every run)",
+            "a power law in D needs at least two; add rungs trained on other token counts")
+    acc = np.concatenate([data.acc, data.point_acc])
+    require(np.nanmax(acc) > np.nanmin(acc), f"task {data.task}", f"the accuracy is {acc[0]:.4g} in every fitted "
+            "row, so there is no trend to fit (cannot fit)", "check the task's column, or leave the task out (--tasks)")
+    feature = data.feature[np.isfinite(data.feature)]
+    require(len(feature) == 0 or feature.max() > feature.min(), f"task {data.task}",
+            f"the step-1 feature (the method's loss column) is {feature[0] if len(feature) else 0:.4g} in every "
+            "run, so step 1 has no trend to fit (cannot fit)", "check the loss column, or use --method single-step")
 
 
 QUICK = {"top_k": 16, "polish": 1}  # back-test fits: fewer polished starts (same optimum on OLMo, 4x faster)
@@ -323,66 +348,84 @@ def fit_task_splits(data: TaskData, masks: np.ndarray, method: Method | str, bas
     """`fit_task` on S subsets of data's runs at once (masks [S, R]; the back-test splits): the fits of all
     subsets share their grid searches and batched descents (chinchilla.fit_loss_many, sigmoid.fit_sigmoid_many,
     single_step.fit_single_step_many) and equal separate fits. A subset that cannot be fitted gets its
-    LadderError in place of a TaskFit; bases[s] is subset s's `base`."""
+    LadderError in place of a TaskFit; bases[s] is subset s's `base`. One task of `fit_tasks_splits`."""
+    return fit_tasks_splits([data], masks, method, [bases], quick)[0]
+
+
+def fit_tasks_splits(datas: list[TaskData], masks: np.ndarray, method: Method | str, bases=None,
+                     quick: bool = False) -> list[list[TaskFit | LadderError]]:
+    """`fit_task_splits` for several tasks over the same runs (masks [S, R] for every task; bases[t][s]): the
+    step-1 and single-step descents of all tasks share one batched solver call (chinchilla.fit_loss_tasks,
+    single_step.fit_single_step_tasks), each task's fits bit for bit its own fit_task_splits'."""
     opt = QUICK if quick else {}
     method = METHODS[method] if isinstance(method, str) else method
     form = FORMS[method.form]
-    sig = SigmoidForm(data.chance if method.chance_floor else None)
-    require(not method.chance_floor or data.chance is not None, f"task {data.task}",
-            "has no chance level for method chance-floor", "add a `chance` column to the results table")
-    masks = np.asarray(masks, dtype=bool).reshape(-1, len(data.runs))
-    bases = list(bases) if bases is not None else [None] * len(masks)
-    subs = [data.subset(m) for m in masks]
-    out: list = [None] * len(masks)
-    ok = []
-    for s, sub in enumerate(subs):
-        try:
-            if method.single_step == "paper":
-                _check_points(sub, len(ss.NAMES), "single-step fit")
-            else:
-                _check_points(sub, len(form.names), "step 1", by_size=form.name == "nd")
-            ok.append(s)
-        except LadderError as e:
-            out[s] = e
+    masks = np.asarray(masks, dtype=bool).reshape(len(masks), -1)
+    bases = [list(b) if b is not None else [None] * len(masks) for b in (bases or [None] * len(datas))]
+    outs, subs, oks = [], [], []
+    for data in datas:
+        sub = [data.subset(m) for m in masks]
+        out: list = [None] * len(masks)
+        ok = []
+        for s, sb in enumerate(sub):
+            try:
+                require(not method.chance_floor or data.chance is not None, f"task {data.task}",
+                        "has no chance level for method chance-floor", "add a `chance` column to the results table")
+                if method.single_step == "paper":
+                    _check_points(sb, len(ss.NAMES), "single-step fit")
+                else:
+                    _check_points(sb, len(form.names), "step 1", by_size=form.name == "nd")
+                ok.append(s)
+            except LadderError as e:
+                out[s] = e
+        outs.append(out), subs.append(sub), oks.append(ok)
     if method.single_step == "paper":
-        singles = ss.fit_single_step_many(data.n, data.d, data.acc, data.chance, masks[ok].astype(np.float64),
-                                          top_k=1 if quick else 4) if ok else []
-        for s, single in zip(ok, singles):
-            base = bases[s]
-            s1 = base.step1 if base is not None and base.method.form == "nd" else None
-            s2 = base.step2 if base is not None and not base.method.chance_floor else None
-            out[s] = TaskFit(data.task, method, subs[s], s1, s2, single)
-        return out
+        todo = [t for t, ok in enumerate(oks) if ok]
+        singles = ss.fit_single_step_tasks([(datas[t].n, datas[t].d, datas[t].acc, datas[t].chance,
+                                             masks[oks[t]].astype(np.float64)) for t in todo], top_k=1 if quick else 4)
+        for t, fits in zip(todo, singles):
+            for s, single in zip(oks[t], fits):
+                base = bases[t][s]
+                s1 = base.step1 if base is not None and base.method.form == "nd" else None
+                s2 = base.step2 if base is not None and not base.method.chance_floor else None
+                outs[t][s] = TaskFit(datas[t].task, method, subs[t][s], s1, s2, single)
+        return outs
 
-    def shared(s):
-        return bases[s] is not None and bases[s].method.feature == method.feature
+    def shared(t, s):
+        return bases[t][s] is not None and bases[t][s].method.feature == method.feature
 
-    step1, step2 = {}, {}
-    fit1 = []
-    for s in ok:
-        if shared(s) and bases[s].method.form == method.form and bases[s].step1 is not None:
-            step1[s] = bases[s].step1
-        else:
-            fit1.append(s)
-    if fit1:
+    step1 = [{} for _ in datas]
+    fit1 = [[s for s in ok if not (shared(t, s) and bases[t][s].method.form == method.form
+                                   and bases[t][s].step1 is not None)] for t, ok in enumerate(oks)]
+    for t, ok in enumerate(oks):
+        step1[t] = {s: bases[t][s].step1 for s in ok if s not in fit1[t]}
+    todo = [t for t in range(len(datas)) if fit1[t]]
+    problems = []
+    for t in todo:
+        data = datas[t]
         inputs = TaskFit(data.task, method, data, None, None)._step1_inputs(data.n, data.d, data.fpt)
-        step1 |= dict(zip(fit1, fit_loss_many(form, *inputs, data.feature, masks[fit1].astype(np.float64), **opt)))
-    fit2 = []
-    for s in ok:
-        if shared(s) and bases[s].method.chance_floor == method.chance_floor and bases[s].step2 is not None:
-            step2[s] = bases[s].step2
-            continue
-        n_points = len(subs[s].point_feature) + 1
-        if n_points > len(sig.names):
-            fit2.append(s)
-        else:
-            out[s] = LadderError(f"task {data.task}: step 2 has {n_points} points; evaluate more checkpoints")
-    if fit2:
-        Lp, Ap = np.append(data.point_feature, 0.0), np.append(data.point_acc, 1.0)
-        W2 = np.concatenate([masks[fit2][:, data.point_run], np.ones((len(fit2), 1), dtype=bool)], 1)
-        step2 |= dict(zip(fit2, fit_sigmoid_many(sig, Lp, Ap, W2.astype(np.float64),
-                                                 **({"top_k": 8, "polish": 1} if quick else {}))))
-    for s in ok:
-        if out[s] is None:
-            out[s] = TaskFit(data.task, method, subs[s], step1[s], step2[s])
-    return out
+        problems.append((*inputs, data.feature, masks[fit1[t]].astype(np.float64)))
+    for t, fits in zip(todo, fit_loss_tasks(form, problems, **opt) if problems else []):
+        step1[t] |= dict(zip(fit1[t], fits))
+    for t, data in enumerate(datas):
+        sig = SigmoidForm(data.chance if method.chance_floor else None)
+        step2, fit2 = {}, []
+        for s in oks[t]:
+            base = bases[t][s]
+            if shared(t, s) and base.method.chance_floor == method.chance_floor and base.step2 is not None:
+                step2[s] = base.step2
+                continue
+            n_points = len(subs[t][s].point_feature) + 1
+            if n_points > len(sig.names):
+                fit2.append(s)
+            else:
+                outs[t][s] = LadderError(f"task {data.task}: step 2 has {n_points} points; evaluate more checkpoints")
+        if fit2:
+            Lp, Ap = np.append(data.point_feature, 0.0), np.append(data.point_acc, 1.0)
+            W2 = np.concatenate([masks[fit2][:, data.point_run], np.ones((len(fit2), 1), dtype=bool)], 1)
+            step2 |= dict(zip(fit2, fit_sigmoid_many(sig, Lp, Ap, W2.astype(np.float64),
+                                                     **({"top_k": 8, "polish": 1} if quick else {}))))
+        for s in oks[t]:
+            if outs[t][s] is None:
+                outs[t][s] = TaskFit(data.task, method, subs[t][s], step1[t][s], step2[s])
+    return outs

@@ -77,6 +77,13 @@ def _check_rung_values(r: dict, where: str) -> None:
     for key in RUNG_STEPS:
         need(isinstance(r[key], list) and all(_number(s) and s == int(s) and 0 < s <= r["total_steps"]
                                                for s in r[key]), key, f"not a list of steps in [1, total_steps]")
+    # the rung trains total_steps x batch_sequences x seq_len tokens whatever `tokens` says; a hand-edited
+    # `tokens` (10, fewer than one batch) was launched and reported as the rung's D
+    trained = r["total_steps"] * r["batch_sequences"] * r["seq_len"]
+    need(_number(r["tokens"]) and r["tokens"] == trained, "tokens",
+         f"but total_steps x batch_sequences x seq_len = {trained:,} tokens are trained")
+    need(_number(r["batch_tokens"]) and r["batch_tokens"] == r["batch_sequences"] * r["seq_len"], "batch_tokens",
+         f"not batch_sequences x seq_len = {r['batch_sequences'] * r['seq_len']:,}")
 
 
 def validate_plan(plan, where: str) -> None:
@@ -99,8 +106,12 @@ def validate_plan(plan, where: str) -> None:
         raise LadderError(f"{where}: defaults is not a JSON object; rewrite the plan with `ladder plan`")
     if not plan["rungs"]:
         raise LadderError(f"{where}: rungs is empty; re-plan with at least one size and multiple")
+    seen = set()
     for t in plan["targets"]:
         need(t, TARGET_KEYS, f"target {t.get('name', '?') if isinstance(t, dict) else t!r}")
+        if t["name"] in seen:  # predictions are keyed by target name: the second silently replaced the first
+            raise LadderError(f"{where}: target name {t['name']!r} appears twice; target names must be unique")
+        seen.add(t["name"])
         for key in ("n", "tokens", "flops_6nd"):
             if not (_number(t[key]) and t[key] > 0):
                 raise LadderError(f"{where}: target {t['name']!r}: {key} is {t[key]!r}, not a finite number > 0; "

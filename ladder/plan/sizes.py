@@ -21,6 +21,9 @@ TOLERANCE = 0.05  # arch search must land within 5% of the requested N
 MIN_ASPECT = 8  # d_model / n_layers below this is a stack of slivers, not a model
 
 
+MAX_COUNT = 1e30  # a parameter or token count above this is a unit error (also results.py's bound on n, d)
+
+
 def parse_count(text: str | float | int, field: str) -> float:
     """'60M' -> 6e7, '1.3B' -> 1.3e9, '150k' -> 1.5e5, '2e8' -> 2e8, 7e9 -> 7e9; must be positive."""
     if isinstance(text, (int, float)):
@@ -32,6 +35,10 @@ def parse_count(text: str | float | int, field: str) -> float:
         value = float(m.group(1)) * _UNITS[m.group(2)]
     if not (value > 0 and math.isfinite(value)):
         raise LadderError(f"{field}: {text!r} must be a positive number; write e.g. 60M, 1.3B, 150k or 2e8")
+    # the results table's bound on n and d: 1e300 predicted 1.000 after numpy overflow warnings
+    if value > MAX_COUNT:
+        raise LadderError(f"{field}: {text!r} is above {MAX_COUNT:.0e}, beyond any model or corpus; check the "
+                          "exponent")
     return value
 
 
@@ -95,6 +102,7 @@ def arch_for_size(n: float, vocab_size: int, seq_len: int, tolerance: float | No
     if best is None:
         near = arch_for_size(n, vocab_size, seq_len, tolerance=None) if tolerance is not None else None
         hint = f"the nearest shape has {format_count(n_params(near))}" if near else "ask for a larger size"
-        raise LadderError(f"{field}: no shape hits {format_count(n)} parameters within {tolerance:.0%} at vocab "
+        within = f"within {tolerance:.0%} " if tolerance is not None else ""
+        raise LadderError(f"{field}: no shape hits {format_count(n)} parameters {within}at vocab "
                           f"{vocab_size} (d_model/n_layers >= {MIN_ASPECT}); {hint}, or ask for another size")
     return best

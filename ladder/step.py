@@ -86,8 +86,8 @@ def make_train_step(config, mesh, reuse: bool = False) -> TrainProgram:
     """The program for (config, mesh), with this run's schedule inputs bound to its step.
 
     reuse=True (the trainer) hands back the jitted functions an earlier call of the same program_key built in
-    this process, so they are not traced again. Off by default: ladder.aot traces under module flags that
-    change the program (loss.UNROLL_FOR_COST_ANALYSIS) and that the key does not see."""
+    this process, so they are not traced again. Off by default: other callers may trace under module flags
+    that change the program and that the key does not see (the FLOPs probes' loss.UNROLL_FOR_COST_ANALYSIS)."""
     key = program_key(config, mesh)
     program = (_PROGRAMS.pop(key, None) if reuse else None) or _compile_program(config, mesh)
     if reuse:

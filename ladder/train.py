@@ -124,7 +124,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
             rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
-    program = make_train_step(config, mesh)
+    program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
     log = _RunLog(config, run_dir, start, ckpts, lead)

@@ -29,6 +29,26 @@ from ladder.errors import LadderError
 BAD_INPUT = 2
 
 
+
+SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "mlp_hidden", "seq_len", "batch_sequences")
+
+
+def start_order(jobs: list, parallel: int) -> list:
+    """Largest first: with several slots the big rungs start at once and the small ones fill in around them,
+    so the stage ends close to total work / slots (longest-processing-time scheduling). Except that a rung
+    does not follow one of its own shape while another shape waits: rungs of one shape run one compiled step
+    (docs/training.md, "Compilation"), which the persistent cache serves only after the first has compiled it;
+    two started side by side would both compile it."""
+    left = sorted(jobs, key=lambda j: -j.rung.get("flops", 0))
+    order = []
+    while left:
+        running = {tuple(j.rung.get(k) for k in SHAPE_KEYS) for j in order[len(order) - parallel + 1:]} \
+            if parallel > 1 else set()
+        pick = next((j for j in left if tuple(j.rung.get(k) for k in SHAPE_KEYS) not in running), left[0])
+        order.append(pick)
+        left.remove(pick)
+    return order
+
 class LocalBackend(Backend):
     name = "local"
     cloud = False
@@ -76,9 +96,7 @@ class LocalBackend(Backend):
         free: queue.Queue = queue.Queue()
         for g in groups:
             free.put(g)
-        # Largest first: with several slots the big rungs start at once and the small ones fill in around
-        # them, so the stage ends close to total work / slots (longest-processing-time scheduling).
-        jobs = sorted(jobs, key=lambda j: -j.rung.get("flops", 0))
+        jobs = start_order(jobs, opts.parallel)
 
         def run_one(job: Job) -> bool:
             group = free.get()

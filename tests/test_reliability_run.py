@@ -54,7 +54,7 @@ def _train(cfg, run_dir, stop_at=None):
     return train(cfg, str(run_dir), on_eval=on_eval)
 
 
-@pytest.mark.slow  # ~26 CPU-s: five trainer runs (the four after the first load its programs from a cache)
+@pytest.mark.slow  # ~20 CPU-s (26 before train() reused its programs): five trainer runs, one compile
 def test_a_stop_during_an_evaluation_saves_that_step_and_the_resume_redoes_it(tmp_path, capsys):
     """Before: the evaluation ran to its end before the save (on a large evaluation, minutes after SIGTERM).
     Now it stops within a batch; each stop below lands mid-evaluation, one of them during the redone one.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import sys
 import time
@@ -36,7 +37,7 @@ from ladder.preemption import EvaluationInterrupted, Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
     RUNG_KEYS, arch_of, check_run_dir, config_from_rung, config_hash, data_config,
-    default_config, resolve_vocab, validate, validate_for_mesh)
+    check_fits_memory, default_config, resolve_vocab, validate, validate_for_mesh)
 from ladder.warmstart import init_from_base, resolve_init
 
 
@@ -98,6 +99,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
+    check_fits_memory(config, dict(mesh.shape), device_bytes())
     # One writer per run directory: process 0 holds its lock for the whole run (the others write only
     # checkpoint shards, in step with it).
     with runlock.hold(run_dir, "--run-dir") if jax.process_index() == 0 else contextlib.nullcontext():
@@ -105,6 +107,27 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
             return _train_locked(config, run_dir, mesh, on_eval)
         except OSError as e:  # a write before the loop (config.json, metrics.jsonl): the loop has its own
             raise storage_failure(e, run_dir, "unknown") from e
+
+
+def device_bytes() -> float | None:
+    """What one local device may hold: the accelerator's allocator limit, or on CPU the host's memory (its
+    cgroup limit where lower) shared by the forced host devices; None where neither can be read."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return float(stats["bytes_limit"])
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        host = min(host, int(limit)) if limit.isdigit() else host
+    except OSError:
+        pass
+    return host / jax.local_device_count()
 
 
 def _train_locked(config, run_dir, mesh, on_eval) -> dict:

@@ -1,11 +1,19 @@
 """Preemption at a step boundary: a signal (SIGTERM from a preempted VM, Ctrl-C) asks the trainer to save the
-step it has just finished and stop, so a resume loses nothing. docs/training.md."""
+step it has just finished and stop, so a resume loses nothing. An evaluation under way stops between two
+batches (one process), so the stop is not held up by a long evaluation; the resume redoes that evaluation.
+docs/training.md, "Preemption"."""
 
 from __future__ import annotations
 
 import signal
 
 import jax
+
+
+class EvaluationInterrupted(BaseException):
+    """Raised by an interruptible logits function between evaluation batches once a stop was requested. A
+    BaseException like KeyboardInterrupt: an evaluator's `except Exception` must not swallow it and go on
+    scoring (each later batch would raise again)."""
 
 
 class Preemption:
@@ -42,6 +50,24 @@ class Preemption:
             return multihost_utils.reached_preemption_sync_point(step)
         except RuntimeError:
             return False
+
+    def interruptible(self, logits_fn):
+        """`logits_fn` that raises EvaluationInterrupted before a batch once a stop was requested, so an
+        evaluation ends within one batch of the signal. One process only: several must agree on the step they
+        stop at (`reached`, at step boundaries), so there an evaluation runs to its end before the save."""
+        if self.multi:
+            return logits_fn
+
+        def checked(*args, **kwargs):
+            if self.flag:
+                raise EvaluationInterrupted
+            return logits_fn(*args, **kwargs)
+
+        return checked
+
+    def requested(self) -> bool:
+        """A stop was requested (one process: the flag; several processes learn it only at `reached`)."""
+        return self.flag and not self.multi
 
     def restore(self):
         for sig, handler in self.previous.items():

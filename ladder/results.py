@@ -102,33 +102,6 @@ def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
     rundir.write_text(path, buf.getvalue())
 
 
-def replace_step(path: str | os.PathLike, step: int, rows: list[dict]) -> None:
-    """Write one checkpoint's rows, first dropping rows of that step or later (left by a run that was killed
-    after evaluating and is now resuming from an earlier checkpoint), so a resumed run leaves no duplicates."""
-    from ladder import rundir
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rundir.editing(path):
-        _replace_step(path, step, rows)
-
-
-def _replace_step(path: Path, step: int, rows: list[dict]) -> None:
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header, kept = reader.fieldnames, [r for r in reader if float(r["step"]) < step]
-        if len(kept) < sum(1 for _ in open(path)) - 1:
-            from ladder import rundir
-
-            buf = io.StringIO(newline="")
-            w = csv.DictWriter(buf, fieldnames=header)
-            w.writeheader()
-            w.writerows(kept)
-            rundir.write_text(path, buf.getvalue())
-    _append_rows(path, rows)
-
-
 def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, np.ndarray]:
     """Read a results CSV into columns: numeric columns as float64 (blank -> NaN), others as str arrays.
 

@@ -12,7 +12,6 @@ measured task loss and accuracy with what the ladder predicted for it: an honest
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import threading
 import time
@@ -21,10 +20,9 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from ladder import rundir
-from ladder.errors import LadderError, require
+from ladder.errors import require
 
-STAGES = ("plan", "train", "collect", "predict", "self_check", "report")
+from ladder.run_state import STAGES  # the stages in order (run_state checks their records)
 
 
 @dataclasses.dataclass
@@ -34,6 +32,7 @@ class Context:
     dry_run: bool = False
     print_fn: object = print
     plan_dir: Path | None = None  # where plans are written when not into `out` (a dry run on an existing run)
+    resumed: bool = False  # `out` held this config's run already (its rungs may have trained from its plan)
 
     @property
     def plan_path(self) -> Path:
@@ -49,35 +48,49 @@ class Context:
 
 
 # ------------------------------------------------------------------------------------------- stages
-def stage_plan(ctx: Context) -> dict:
+def make_plans(ctx: Context) -> tuple[dict, dict | None]:
+    """(the ladder's plan, the self-check's plan or None): a pure function of the config, so a re-run can
+    check the plan files it finds against them (`run_state.check_plan_files`)."""
     from ladder import plan as plan_lib
+    from ladder.train_config import resolve_rung
 
     p = ctx.cfg.plan
     eval_fractions = list(p.eval_fractions) or None
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
                                 multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed,
                                 eval_fractions=eval_fractions)
-    from ladder.train_config import resolve_rung
-
     for rung in plan["rungs"]:  # unknown keys and wrong types in train_overrides fail here, not on a paid slice
         resolve_rung(plan, rung, ctx.cfg.train_overrides)
+    if not ctx.cfg.self_check.enabled:
+        return plan, None
+    from ladder.laws.predict import FINAL_WINDOW
+    from ladder.plan.presets import FAMILIES
+
+    # The check is compared on the mean of its last FINAL_WINDOW evaluations only, so it is evaluated there
+    # only (earlier evaluations of the largest model cost ~3% of the smoke job and were never read).
+    tail = sorted(eval_fractions or FAMILIES[plan["family"]].eval_fractions)[-FINAL_WINDOW:]
+    check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
+                                 multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed,
+                                 eval_fractions=tail)
+    check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
+    largest = max(r["n"] for r in plan["rungs"])
+    require(check["rungs"][0]["n"] > largest, "self_check.size",
+            f"{check['rungs'][0]['n']:,} parameters is not larger than the largest rung ({largest:,})",
+            "a self-check must extrapolate: choose a larger size")
+    return plan, check
+
+
+def stage_plan(ctx: Context) -> dict:
+    from ladder import plan as plan_lib
+
+    plan, check = make_plans(ctx)
+    if ctx.resumed:
+        from ladder.run_state import check_plan_files
+
+        check_plan_files(ctx, plan, check)  # never replace the plan a run's rungs were trained from
     plan_lib.write_plan(plan, ctx.plan_path)
     ctx.print_fn(plan_lib.format_table(plan))
-    if ctx.cfg.self_check.enabled:
-        from ladder.laws.predict import FINAL_WINDOW
-        from ladder.plan.presets import FAMILIES
-
-        # The check is compared on the mean of its last FINAL_WINDOW evaluations only, so it is evaluated there
-        # only (earlier evaluations of the largest model cost ~3% of the smoke job and were never read).
-        tail = sorted(eval_fractions or FAMILIES[plan["family"]].eval_fractions)[-FINAL_WINDOW:]
-        check = plan_lib.plan_ladder(list(p.targets), sizes=[ctx.cfg.self_check.size],
-                                     multiples=[ctx.cfg.self_check.multiple], preset=None, seed=p.seed,
-                                     eval_fractions=tail)
-        check["rungs"][0]["name"] = f"check-{check['rungs'][0]['name']}"
-        largest = max(r["n"] for r in plan["rungs"])
-        require(check["rungs"][0]["n"] > largest, "self_check.size",
-                f"{check['rungs'][0]['n']:,} parameters is not larger than the largest rung ({largest:,})",
-                "a self-check must extrapolate: choose a larger size")
+    if check is not None:
         plan_lib.write_plan(check, ctx.check_plan_path)
     return {"rungs": len(plan["rungs"]), "fraction": plan["fraction"]}
 
@@ -191,11 +204,13 @@ def stage_predict(ctx: Context) -> dict:
         warnings.simplefilter("ignore")
         pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed)
         plot_prediction(pred, cols, ctx.out / "plots")
-    rundir.write_text(ctx.out / "predictions.json", json.dumps(pred.to_json(), indent=2, sort_keys=True))
+    from ladder.rundir import write_json
+
+    write_json(ctx.out / "predictions.json", pred.to_json(), sort_keys=True)
     backtests = {task: {m: {"error": h.error if np.isfinite(h.error) else None, "loss_error": h.loss_error,
                             "problem": h.problem}
                         for m, h in bt.items()} for task, bt in pred.backtests.items()}
-    rundir.write_text(ctx.out / "backtest.json", json.dumps(backtests, indent=2, sort_keys=True))
+    write_json(ctx.out / "backtest.json", backtests, sort_keys=True)
     ctx.print_fn(pred.table())
     return {"tasks": len(pred.fits)}
 
@@ -206,17 +221,17 @@ def stage_self_check(ctx: Context) -> dict:
     from ladder import results
     from ladder.laws.predict import FINAL_WINDOW
     from ladder.plan import load_plan
-    from ladder.rundir import join, read_results
+    from ladder.rundir import join, read_json, read_results, write_json
 
     info = _launch(ctx, ctx.check_plan_path, "self-check")
     rung = load_plan(ctx.check_plan_path)["rungs"][0]
     rows = read_results(join(ctx.run_root, rung["name"]))
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
-    predicted = json.loads((ctx.out / "predictions.json").read_text())[rung["name"]]
+    predicted = read_json(ctx.out / "predictions.json")[rung["name"]]  # checked at the start (run_state)
     table = {task: _check_task(cols, task, p, FINAL_WINDOW) for task, p in predicted.items()}
-    rundir.write_text(ctx.out / "self_check.json", json.dumps(
-        {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, indent=2, sort_keys=True))
+    write_json(ctx.out / "self_check.json",
+               {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, sort_keys=True)
     for task, r in table.items():
         loss = ("loss: n/a (single-step)" if r["loss_err"] is None else
                 f"{r['feature']} {r['loss_pred']:.3f} pred vs {r['loss_meas']:.3f} measured ({r['loss_err']:+.1%})")
@@ -250,7 +265,9 @@ def _check_task(cols: dict, task: str, p: dict, window: int) -> dict:
 def stage_report(ctx: Context) -> dict:
     from ladder.report import write_report
 
-    path = write_report(ctx.out, ctx.run_root, _read_stages(ctx.out))
+    from ladder.run_state import read_stages
+
+    path = write_report(ctx.out, ctx.run_root, read_stages(ctx.out))
     ctx.print_fn(f"report: {path}")
     return {}
 
@@ -260,18 +277,6 @@ RUNNERS = {"plan": stage_plan, "train": stage_train, "collect": stage_collect, "
 
 
 # ------------------------------------------------------------------------------------------- driver
-def _read_stages(out: Path) -> dict:
-    from ladder.rundir import read_json
-
-    return read_json(out / "stages.json") or {}
-
-
-def _write_stages(out: Path, stages: dict) -> None:
-    from ladder.rundir import write_json
-
-    write_json(out / "stages.json", stages, sort_keys=True)
-
-
 def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: bool = False,
         print_fn=print) -> dict:
     """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch,
@@ -290,26 +295,14 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
                 return _run_stages(Context(cfg, out, True, print_fn, Path(scratch)), ("plan", "train"), {})
         out.mkdir(parents=True, exist_ok=True)
         return _run_stages(Context(cfg, out, True, print_fn), ("plan", "train"), {})
+    from ladder import run_state
     from ladder.runlock import hold
 
     with hold(out, "--out"):  # one `ladder run` per run directory
-        saved = out / "config.json"
-        text = cfg.to_json(sort_keys=True)
-        if saved.exists():
-            require(_read_saved_config(saved) == json.loads(text), str(out),
-                    "this run directory was made with another config", "use another --out, or delete it")
-        else:
-            rundir.write_text(saved, text)
-        ctx = Context(cfg, out, False, print_fn)
-        return _run_stages(ctx, STAGES, _read_stages(out))
-
-
-def _read_saved_config(path: Path) -> dict:
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise LadderError(f"--out: {path} is unreadable (not the JSON `ladder run` writes), so the config of this "
-                          "run is unknown; restore it, or use another --out") from None
+        resumed = run_state.open_run_dir(out, cfg)
+        ctx = Context(cfg, out, False, print_fn, resumed=resumed)
+        note = lambda m: print(f"ladder run: {m}", file=sys.stderr)  # noqa: E731
+        return _run_stages(ctx, STAGES, run_state.recorded_stages(ctx, make_plans, note) if resumed else {})
 
 
 def _run_stages(ctx: Context, names, stages: dict) -> dict:
@@ -327,7 +320,9 @@ def _run_stages(ctx: Context, names, stages: dict) -> dict:
             return stages
         stages[name] = dict(info, seconds=time.time() - start)
         if not dry_run:
-            _write_stages(out, stages)
+            from ladder.run_state import write_stages
+
+            write_stages(out, stages)
     return stages
 
 

@@ -201,18 +201,20 @@ def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> No
 
 # What each entry of a run directory must be when present. Something of the other kind there (a directory
 # named status.json, a file named checkpoints) is named before any work, not reported later as a failed write.
-FILES = (STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH, "lock.json")
+FILES = (STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH, "lock.json", "launch.log")
 DIRECTORIES = ("checkpoints", "checkpoints.corrupt", "tb")
 
 
-def check_layout(run_dir, field: str = "--run-dir") -> None:
-    """A LadderError naming the first entry of `run_dir` that is of the wrong kind (local directories only)."""
+def check_layout(run_dir, field: str = "--run-dir", files=FILES, directories=DIRECTORIES) -> None:
+    """A LadderError naming the first entry of `run_dir` that is of the wrong kind (local directories only);
+    `files` and `directories`: what must be which (a trainer's run directory by default; `ladder run` passes its
+    own)."""
     if is_remote(run_dir) or not os.path.isdir(run_dir):
         return
-    for name in FILES + DIRECTORIES:
+    for name in files + directories:
         p = os.path.join(run_dir, name)
-        if name in FILES and os.path.isdir(p) or name in DIRECTORIES and os.path.lexists(p) and not os.path.isdir(p):
-            want = "a file" if name in FILES else "a directory"
+        if name in files and os.path.isdir(p) or name in directories and os.path.lexists(p) and not os.path.isdir(p):
+            want = "a file" if name in files else "a directory"
             raise LadderError(f"{field}: {p} is not {want}, which ladder keeps there; move it away (or restore it)")
 
 
@@ -330,24 +332,49 @@ def read_results(run_dir) -> list[dict]:
     return [dict(zip(header, values)) for values in zip(*fields)]
 
 
-def write_results(csv_path, step: int, rows: list[dict]) -> None:
-    """ladder.results.replace_step on a local or gs:// results.csv (an object store has no append: the
-    table is edited in a local copy and uploaded whole)."""
+def write_results(csv_path, step: int, rows: list[dict], warn=None) -> None:
+    """An evaluation's rows into a run's results.csv (local or gs://), replacing the rows of `step` and later
+    (left by a run killed after evaluating and now resuming from an earlier checkpoint), so a resumed run leaves
+    no duplicates. The whole table is rewritten atomically (write_text): a crash leaves the old table or the new
+    one, never a torn row (an append did: a SIGKILL mid-append left half a row, and the next evaluation failed
+    on it with a traceback). A torn last line left that way is dropped with a note (`warn`, default stderr)."""
+    with editing(csv_path):  # another process adding rows to this table (`ladder eval -o`) waits for this edit
+        _write_results(csv_path, step, rows, warn)
+
+
+def _write_results(csv_path, step: int, rows: list[dict], warn) -> None:
+    import csv
+    import io
+
     from ladder import results
 
-    if not is_remote(csv_path):
-        results.replace_step(csv_path, step, rows)
-        return
-    import tempfile
-
-    remote = path(csv_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = f"{tmp}/results.csv"
-        if remote.exists():
-            with open(local, "w") as f:
-                f.write(remote.read_text())
-        results.replace_step(local, step, rows)
-        remote.write_text(open(local).read())
+    text = read_text(csv_path) or ""
+    if text and not text.endswith("\n"):  # rows end in \r\n: a table not ending in \n ends in a torn row
+        cut = text.rfind("\n") + 1
+        (warn or (lambda m: print(m, file=sys.stderr)))(
+            f"ladder: {csv_path}: dropped a torn last line ({len(text) - cut} characters) left by a crash")
+        text = text[:cut]
+    header, kept = None, []
+    if text.strip():
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames
+        for i, r in enumerate(reader, start=2):
+            try:
+                before = float(r.get("step")) < step
+            except (TypeError, ValueError):
+                raise LadderError(f"{csv_path}: line {i} has no step ({r.get('step')!r}), so it is not a row the "
+                                  "evaluator writes; delete that line, or move the file away (`ladder eval` "
+                                  "rescores a run's checkpoints)") from None
+            if before:
+                kept.append(r)
+    header = header or results.header_for(rows)
+    results._check_columns(csv_path, rows, header)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=header)
+    w.writeheader()
+    for r in kept + rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    write_text(csv_path, buf.getvalue())
 
 
 def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns: bool = True

@@ -54,6 +54,33 @@ def read_holder(directory) -> dict | None:
     return holder if isinstance(holder, dict) else None  # garbage or another program's file: no holder known
 
 
+def live_holder(directory) -> dict | None:
+    """Who holds `directory`'s lock now ({} when its file says nothing readable), or None when no process does.
+    Asks the kernel (a non-blocking flock on a descriptor of our own, released at once), so a lock file left by a
+    dead process reads as free."""
+    lock = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None  # absent (never locked), a directory or a planted symlink: `hold` names those
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return read_holder(directory) or {}
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def describe(h: dict | None) -> str:
+    """'pid P on HOST (since ... UTC: COMMAND)' for messages."""
+    return _describe(h)
+
+
 def _describe(h: dict | None) -> str:
     if not h:
         return "another process (its lock file is being written)"

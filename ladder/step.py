@@ -4,6 +4,11 @@ jitted with the state's and the batch's shardings.
     program = make_train_step(config, mesh)        # TrainProgram: step_fn, init_fn, logits_fn, shardings
     state, metrics = program.step_fn(state, batch)
 
+The compiled programs depend on the model, the batch, the mesh and the optimizer's form, never on the
+schedule's numbers (peak lr, warmup, total steps: runtime inputs, ladder.optimizer.schedule_inputs). So rungs of
+one size run one program: the persistent compilation cache serves all but the first, and within one process
+the trainer's make_train_step(..., reuse=True) hands back the same jitted functions (no re-trace).
+
 Nothing here reads or writes files: ladder.train is the loop around it (resume, checkpoints, divergence,
 signals, evaluation), and ladder.aot compiles the same program ahead of time for another topology.
 """
@@ -11,6 +16,7 @@ signals, evaluation), and ladder.aot compiles the same program ahead of time for
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Callable
 
 import jax
@@ -23,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ladder import sharding
 from ladder.loss import token_weights
 from ladder.model import make_model
-from ladder.optimizer import make_optimizer
+from ladder.optimizer import make_optimizer, schedule_fn, schedule_inputs
 from ladder.train_config import arch_of
 
 
@@ -38,20 +44,75 @@ class TrainProgram:
     state_shardings: dict
     batch_shardings: dict
     mesh: jax.sharding.Mesh
-    schedule: Callable
+    schedule: Callable  # step -> learning rate of this run (host-side)
 
 
-def make_train_step(config, mesh) -> TrainProgram:
+class BoundStep:
+    """The jitted step with one run's schedule inputs bound: called, and lowered (ladder.aot, for a topology
+    with no local devices), as (state, batch) like a plain jitted step."""
+
+    def __init__(self, jitted, inputs: dict, sharding: NamedSharding):
+        self.jitted, self.inputs, self.sharding, self.on_device = jitted, inputs, sharding, None
+
+    def __call__(self, state, batch):
+        if self.on_device is None:  # once per run: replicated scalars (concrete even when called under a trace)
+            with jax.ensure_compile_time_eval():
+                self.on_device = {k: jax.device_put(v, self.sharding) for k, v in self.inputs.items()}
+        return self.jitted(state, batch, self.on_device)
+
+    def lower(self, state, batch):
+        shapes = {k: jax.ShapeDtypeStruct((), jnp.float32, sharding=self.sharding) for k in self.inputs}
+        return self.jitted.lower(state, batch, shapes)
+
+
+# Jitted programs by what they are compiled from (program_key), so a second train() of the same program in one
+# process re-traces nothing. A few entries: each holds its compiled executables.
+_PROGRAMS: dict = {}
+_PROGRAMS_KEPT = 8
+# The schedule's numbers: runtime inputs of the step, so not part of what a program is compiled from.
+SCHEDULE_KEYS = ("peak_lr", "final_lr_ratio", "warmup_steps", "decay_fraction")
+
+
+def program_key(config, mesh) -> tuple:
+    """Everything _compile_program reads: the model config, the optimizer's form (not its schedule's numbers),
+    batch, microbatches, z-loss and the mesh (its devices)."""
+    optim = {k: v for k, v in config.optim.to_dict().items() if k not in SCHEDULE_KEYS}
+    t = config.train
+    return (json.dumps(config.model.to_dict(), sort_keys=True), json.dumps(optim, sort_keys=True),
+            int(t.global_batch), int(t.microbatches), float(t.z_loss), mesh)
+
+
+def make_train_step(config, mesh, reuse: bool = False) -> TrainProgram:
+    """The program for (config, mesh), with this run's schedule inputs bound to its step.
+
+    reuse=True (the trainer) hands back the jitted functions an earlier call of the same program_key built in
+    this process, so they are not traced again. Off by default: other callers may trace under module flags
+    that change the program and that the key does not see (the FLOPs probes' loss.UNROLL_FOR_COST_ANALYSIS)."""
+    key = program_key(config, mesh)
+    program = (_PROGRAMS.pop(key, None) if reuse else None) or _compile_program(config, mesh)
+    if reuse:
+        _PROGRAMS[key] = program  # most recently used last
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    inputs = schedule_inputs(config.optim, config.train.total_steps)
+    return dataclasses.replace(program, step_fn=BoundStep(program.step_fn, inputs, NamedSharding(mesh, P())),
+                               schedule=schedule_fn(config.optim.schedule, inputs))
+
+
+def _compile_program(config, mesh) -> TrainProgram:
+    """The jitted functions of one program (step_fn unbound: (state, batch, schedule_args))."""
     a = arch_of(config)
     model = make_model(config.model, a, mesh.devices.flat[0].platform)
-    tx, schedule = make_optimizer(config.optim, config.train.total_steps)
+    optim = config.optim.copy_and_resolve_references()  # this program's, whatever the caller changes later
+    kind = optim.schedule
+    tx_layout = make_optimizer(optim, schedule_fn(kind, schedule_inputs(optim, 1)))  # init reads only its layout
     z_coef = float(config.train.z_loss)
     B, L = config.train.global_batch, a.seq_len
 
     def boxed_state(rng):
         ids = jnp.zeros((1, L), jnp.int32)
         params = model.init(rng, ids, ids, ids)["params"]
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx_layout.init(params)}
 
     # eval_shape -> logical PartitionSpecs -> NamedShardings (optimizer moments inherit their param's names).
     abstract_boxed = jax.eval_shape(boxed_state, jax.random.key(0))
@@ -79,7 +140,9 @@ def make_train_step(config, mesh) -> TrainProgram:
             return jax.lax.with_sharding_constraint(x, microbatch_sharding)
         return jax.tree.map(split, batch)
 
-    def train_step(state, batch):
+    def train_step(state, batch, schedule_args):
+        schedule = schedule_fn(kind, schedule_args)
+        tx = make_optimizer(optim, schedule)
         mesh_ctx, rules_ctx = in_mesh_context()
         with mesh_ctx, rules_ctx:
             weights = token_weights(batch["segment_ids"])
@@ -116,13 +179,13 @@ def make_train_step(config, mesh) -> TrainProgram:
 
     param_shardings = state_shardings["params"]
     return TrainProgram(
-        step_fn=jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
+        step_fn=jax.jit(train_step, in_shardings=(state_shardings, batch_shardings, replicated),
                         out_shardings=(state_shardings, replicated), donate_argnums=0),
         init_fn=jax.jit(init, out_shardings=state_shardings),
         logits_fn=jax.jit(logits, in_shardings=(param_shardings, row_sharding, row_sharding, row_sharding),
                           out_shardings=replicated),
         abstract_state=abstract_state, state_shardings=state_shardings, batch_shardings=batch_shardings,
-        mesh=mesh, schedule=schedule,
+        mesh=mesh, schedule=None,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import sys
 import time
@@ -32,11 +33,11 @@ from ladder import sharding
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
 from ladder.errors import LadderError, require
-from ladder.preemption import Preemption
+from ladder.preemption import EvaluationInterrupted, Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
     RUNG_KEYS, arch_of, check_run_dir, config_from_rung, config_hash, data_config,
-    default_config, resolve_vocab, validate, validate_for_mesh)
+    check_fits_memory, default_config, resolve_vocab, validate, validate_for_mesh)
 from ladder.warmstart import init_from_base, resolve_init
 
 
@@ -98,6 +99,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
+    check_fits_memory(config, dict(mesh.shape), device_bytes())
     # One writer per run directory: process 0 holds its lock for the whole run (the others write only
     # checkpoint shards, in step with it).
     with runlock.hold(run_dir, "--run-dir") if jax.process_index() == 0 else contextlib.nullcontext():
@@ -105,6 +107,27 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
             return _train_locked(config, run_dir, mesh, on_eval)
         except OSError as e:  # a write before the loop (config.json, metrics.jsonl): the loop has its own
             raise storage_failure(e, run_dir, "unknown") from e
+
+
+def device_bytes() -> float | None:
+    """What one local device may hold: the accelerator's allocator limit, or on CPU the host's memory (its
+    cgroup limit where lower) shared by the forced host devices; None where neither can be read."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return float(stats["bytes_limit"])
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        host = min(host, int(limit)) if limit.isdigit() else host
+    except OSError:
+        pass
+    return host / jax.local_device_count()
 
 
 def _train_locked(config, run_dir, mesh, on_eval) -> dict:
@@ -124,7 +147,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
             rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
-    program = make_train_step(config, mesh)
+    program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
     log = _RunLog(config, run_dir, start, ckpts, lead)
@@ -245,6 +268,10 @@ class _RunLog:
         # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
         # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
         first_loss = status_before.get("first_loss") if start else None
+        # A stop that interrupted the evaluation of the step this run resumes from: evaluate it first (an older
+        # start passes that step again and evaluates it in the loop). Kept in status.json until done.
+        pending = status_before.get("eval_pending")
+        self.eval_pending = pending if start and pending == start else None
         if lead:
             rundir.truncate_metrics(run_dir, start)
             self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
@@ -261,7 +288,8 @@ class _RunLog:
             rundir.write_json(self.run_dir / "status.json", dict(
                 base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
                 eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
-                flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(), **extra))
+                flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(),
+                **({"eval_pending": self.eval_pending} if self.eval_pending is not None else {}), **extra))
 
     def record(self, done: int, device_metrics, force_log: bool) -> None:
         """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""
@@ -307,6 +335,10 @@ def _run_steps(config, program: TrainProgram, state, start: int, source, row_sha
     t = config.train
     dp = dict(program.mesh.shape)["data"] * dict(program.mesh.shape)["fsdp"]
     eval_steps, save_steps = set(t.eval_steps), set(t.checkpoint_steps) | {t.total_steps}
+    if log.eval_pending is not None and on_eval:  # the evaluation a stop interrupted, of the step resumed from
+        if not _evaluate(on_eval, log.eval_pending, state, program, dp, preemption):
+            return _preempted(log, preemption, run_dir)  # stopped again: that step's checkpoint is already there
+    log.eval_pending = None
     pending = None  # (step, device metrics) of the step before the newest: read after the next dispatch
     for k in range(start, t.total_steps):
         batch = sharding.to_global(source.batch(k), row_sharding, t.global_batch)
@@ -317,14 +349,18 @@ def _run_steps(config, program: TrainProgram, state, start: int, source, row_sha
         pending = (done, device_metrics)
         preempted = preemption.reached(done)
         scheduled_save = done in save_steps or bool(t.checkpoint_every and done % t.checkpoint_every == 0)
-        must_save = scheduled_save or preempted
         forced = scheduled_save or done in eval_steps  # logged whatever log_every says (save_steps has the end)
         if forced or preempted:  # a state is saved or evaluated only after its loss is checked
             log.record(*pending, force_log=forced)  # a preemption adds no row: resumed == uninterrupted
             pending = None
-        if done in eval_steps or (done == t.total_steps and on_eval):
-            if on_eval:
-                on_eval(done, state["params"], bind_logits_fn(program, state["params"], dp))
+        if on_eval and (done in eval_steps or done == t.total_steps):
+            if not _evaluate(on_eval, done, state, program, dp, preemption):
+                # Stopped between two batches: save this step with the mark "evaluation pending", written
+                # before the save can commit, so a resume from this step redoes its evaluation first.
+                log.eval_pending = done
+                log.set_status("running")
+            preempted = preempted or preemption.requested()  # a signal during the evaluation: stop here
+        must_save = scheduled_save or preempted
         try:
             if must_save:
                 ckpts.save(done, state)
@@ -334,10 +370,28 @@ def _run_steps(config, program: TrainProgram, state, start: int, source, row_sha
         except Exception as e:  # noqa: BLE001 (orbax re-raises its writer threads' errors as they came)
             raise storage_failure(e, run_dir / "checkpoints", ckpts.last_verified) from e
         if preempted:
-            log.set_status("preempted", signal=preemption.signal_name)
-            return dict(log.base, state="preempted", step=done, loss=log.progress["loss"], run_dir=str(run_dir),
-                        signal=preemption.signal_name)
+            return _preempted(log, preemption, run_dir)
     return None
+
+
+def _evaluate(on_eval, step: int, state, program: TrainProgram, dp: int, preemption: Preemption) -> bool:
+    """on_eval of the state after `step`; False when a stop request interrupted it between two batches (its
+    rows are written only at its end, so nothing of it was written)."""
+    logits_fn = preemption.interruptible(bind_logits_fn(program, state["params"], dp))
+    try:
+        on_eval(step, state["params"], logits_fn)
+    except EvaluationInterrupted:
+        print(f"ladder train: evaluation of step {step} stopped by {preemption.signal_name}; it is redone when the "
+              "run resumes", file=sys.stderr)
+        return False
+    return True
+
+
+def _preempted(log: _RunLog, preemption: Preemption, run_dir) -> dict:
+    log.set_status("preempted", signal=preemption.signal_name)
+    return dict(log.base, state="preempted", step=log.progress["step"], loss=log.progress["loss"],
+                run_dir=str(run_dir), signal=preemption.signal_name,
+                **({"eval_pending": log.eval_pending} if log.eval_pending is not None else {}))
 
 
 def diverged(loss: float, grad_norm: float, first_loss: float | None, margin: float) -> str | None:

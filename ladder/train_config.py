@@ -18,6 +18,7 @@ from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
 
 DTYPES = ("float32", "bfloat16")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
 ATTENTIONS = ("auto", "xla", "splash", "cudnn")  # ladder.attention.IMPLEMENTATIONS
 # Values older plans and configs carry: model.remat was a bool (True = recompute each whole layer).
@@ -352,6 +353,34 @@ def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
                         ("model.vocab_size", a.padded_vocab)):
         require(size % tp == 0, "mesh.tensor", f"tensor={tp} does not divide {field}={size}",
                 "choose a tensor size dividing heads, MLP width and padded vocab")
+
+
+def check_fits_memory(config, mesh_shape: dict, bytes_per_device: float | None) -> None:
+    """Refuse a model whose training state cannot fit before compiling it: XLA would spend minutes (for 10^5
+    layers, longer than anyone waits) on a program that then fails in the allocator. The estimate is the
+    planner's (plan.resources.estimate_memory, docs/planning.md: parameters, gradients, AdamW moments and
+    the activations the remat policy keeps), a lower bound here (CPU attention may also hold its scores),
+    so only a model the estimate alone overflows is refused. bytes_per_device: what one device may hold
+    (None: unknown, nothing checked)."""
+    if not bytes_per_device:
+        return
+    from ladder.plan.resources import estimate_memory  # plan comes before train; imported where it is used
+
+    m, t = config.model, config.train
+    a = arch_of(config)
+    rung = {"name": config.name, "d_model": m.d_model, "n_layers": m.n_layers, "mlp_hidden": a.mlp_hidden,
+            "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_sequences": t.global_batch,
+            "n_total": arch_lib.n_params_total(a)}
+    need = estimate_memory(rung, math.prod(mesh_shape.values()), dict(mesh_shape), remat=m.remat,
+                           microbatches=t.microbatches, activation_bytes=DTYPE_BYTES.get(m.dtype, 4),
+                           loss_chunk=m.loss_chunk)
+    gib = 2**30
+    require(need["total"] <= bytes_per_device, "model",
+            f"{config.name} needs at least {need['total'] / gib:,.1f} GiB per device ({rung['n_total']:.3g} "
+            f"parameters with their gradients and AdamW moments: {(need['params'] + need['grads'] + need['optimizer']) / gib:,.1f} GiB; "
+            f"activations {need['activations'] / gib:,.1f} GiB) but a device here holds {bytes_per_device / gib:,.1f} GiB",
+            "shrink model.n_layers / d_model / seq_len or train.global_batch, raise train.microbatches or "
+            "model.remat, or use more devices (ladder plan sizes rungs for a slice)")
 
 
 def check_run_dir(run_dir) -> None:

@@ -18,7 +18,7 @@ LIGHT_MODULES = ["ladder.launch", "ladder.launch.jobs", "ladder.launch.commands"
                  "ladder.launch.local", "ladder.launch.cloud", "ladder.launch.tpu_vm",
                  "ladder.launch.queued_resources", "ladder.launch.xpk", "ladder.launch.fetch", "ladder.rundir",
                  "ladder.launch.lifecycle", "ladder.launch.costs", "ladder.launch.emulator", "ladder.launch.standin",
-                 "ladder.launch.rehearse",
+                 "ladder.launch.rehearse", "ladder.run_state",
                  "ladder.train_config", "ladder.results", "ladder.topology", "ladder.compile_report", "ladder.aot"]
 
 

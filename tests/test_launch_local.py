@@ -126,3 +126,18 @@ def test_two_process_rung_matches_one_process(ladder_runs):
     # Two processes shard the batch and the parameters (fsdp=2): same math, other reduction order.
     assert two[-1][1] == pytest.approx(one[-1][1], rel=1e-5)
     assert (tmp / "two" / KILLED / "launch.1.log").exists()  # process 1 logs beside process 0
+
+
+def test_start_order_is_largest_first_without_two_of_one_shape_side_by_side():
+    """Rungs of one shape share a compiled step through the persistent cache only once the first has compiled
+    it: with 2 slots the second of a shape waits for another shape, where one is left; 1 slot is pure LPT."""
+    from ladder.launch.jobs import Job
+    from ladder.launch.local import start_order
+
+    def job(d, mult):
+        return Job(rung=dict(name=f"{d}-{mult}", d_model=d, n_layers=2, flops=d ** 3 * mult), run_dir=f"r/{d}-{mult}")
+
+    jobs = [job(d, m) for d in (32, 48, 64) for m in (1, 2)]
+    names = lambda order: [j.rung["name"] for j in order]  # noqa: E731
+    assert names(start_order(jobs, 2)) == ["64-2", "48-2", "64-1", "48-1", "32-2", "32-1"]
+    assert names(start_order(jobs, 1)) == ["64-2", "64-1", "48-2", "48-1", "32-2", "32-1"]

@@ -9,7 +9,7 @@ from flax import linen as nn
 from ladder.arch import Arch, n_params, n_params_total
 from ladder.loss import loss_from_logits
 from ladder.model import Transformer, count_params
-from ladder.optimizer import decay_mask, make_schedule
+from ladder.optimizer import decay_mask, make_schedule, schedule_fn, schedule_inputs
 from ladder.train import default_config
 
 SMALL = Arch(d_model=64, n_layers=2, n_heads=4, vocab_size=259, seq_len=32)
@@ -79,6 +79,71 @@ def test_schedules():
     o.schedule = "wsd"
     wsd = make_schedule(o, total_steps=110)  # stable until step 88, then linear to the floor at 110
     np.testing.assert_allclose([wsd(0), wsd(50), wsd(88), wsd(99), wsd(110)], [0.1, 1.0, 1.0, 0.55, 0.1], rtol=1e-6)
+
+
+def compile_time_schedule(optim_cfg, total_steps: int):
+    """The schedule as it was when its numbers were constants in the compiled step (ladder/optimizer.py before
+    they became runtime inputs): the reference the runtime-input schedule must reproduce bit for bit."""
+    peak, floor = optim_cfg.peak_lr, optim_cfg.peak_lr * optim_cfg.final_lr_ratio
+    warmup, kind = optim_cfg.warmup_steps, optim_cfg.schedule
+    decay_start = total_steps - int(round(optim_cfg.decay_fraction * total_steps)) if kind == "wsd" else warmup
+    decay_start = max(decay_start, warmup)
+
+    def schedule(step):
+        s = jnp.asarray(step, jnp.float32)
+        warm = peak * jnp.minimum(1.0, (s + 1.0) / max(warmup, 1))
+        frac = jnp.clip((s - decay_start) / max(total_steps - decay_start, 1), 0.0, 1.0)
+        if kind == "cosine":
+            decayed = floor + (peak - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+        else:
+            decayed = peak + (floor - peak) * frac
+        return jnp.where(s < warmup, warm, decayed)
+
+    return schedule
+
+
+@pytest.mark.parametrize("kind", ["cosine", "wsd"])
+@pytest.mark.parametrize("peak,ratio,warmup,total,decay", [(0.01, 0.1, 22, 45, 0.2), (0.0123, 0.037, 38, 763, 0.25),
+                                                          (1e-3, 0.0, 0, 7, 0.3), (6e-4, 0.1, 2000, 50000, 0.1)])
+def test_runtime_schedule_is_the_compile_time_one_bit_for_bit(kind, peak, ratio, warmup, total, decay):
+    """The step reads the schedule's numbers as inputs (one program per size); its learning rate at every
+    chosen step equals the old compile-time closure's exactly (XLA turned its divisions by constants into
+    multiplications by float32 reciprocals: schedule_inputs passes those reciprocals)."""
+    o = default_config().optim
+    o.update(schedule=kind, peak_lr=peak, final_lr_ratio=ratio, warmup_steps=warmup, decay_fraction=decay)
+    reference = jax.jit(compile_time_schedule(o, total))
+    runtime = jax.jit(lambda step, inputs: schedule_fn(kind, inputs)(step))
+    steps = sorted({0, 1, warmup - 1, warmup, warmup + 1, total // 2, total - 3, total - 1, total, total + 1,
+                    *range(0, total, max(1, total // 17))} - {-1})
+    got = np.array([runtime(np.int32(k), schedule_inputs(o, total)) for k in steps])
+    want = np.array([reference(np.int32(k)) for k in steps])
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+def tiny_program(total_steps=10, **optim):
+    from ladder import sharding
+    from ladder.step import make_train_step
+
+    cfg = default_config()
+    cfg.model.update(d_model=32, n_layers=1, n_heads=2, vocab_size=259, seq_len=16, mlp_hidden=64)
+    cfg.train.update(global_batch=4, total_steps=total_steps)
+    cfg.optim.update(**optim)
+    cfg.mesh.update(data=1, fsdp=1, tensor=1)
+    return make_train_step(cfg, sharding.make_mesh(cfg.mesh, jax.devices()[:1]), reuse=True)
+
+
+def test_rungs_of_one_size_share_one_program():
+    """Rungs of one size differ only in the schedule's numbers: their steps lower to the same program text
+    (so the persistent compilation cache serves all but the first), and within one process the trainer's
+    make_train_step(..., reuse=True) hands back the same jitted step (no re-trace); each keeps its own schedule."""
+    a = tiny_program(45, peak_lr=0.01, warmup_steps=22)
+    b = tiny_program(89, peak_lr=0.003, warmup_steps=30)
+    wsd = tiny_program(45, schedule="wsd")
+    batch = {k: jax.ShapeDtypeStruct((4, 16), jnp.int32, sharding=s) for k, s in a.batch_shardings.items()}
+    text = [p.step_fn.lower(p.abstract_state, batch).as_text() for p in (a, b, wsd)]
+    assert text[0] == text[1] and text[0] != text[2]
+    assert a.step_fn.jitted is b.step_fn.jitted and a.init_fn is b.init_fn and a.step_fn.jitted is not wsd.step_fn.jitted
+    np.testing.assert_allclose([a.schedule(0), b.schedule(0)], [0.01 / 22, 0.003 / 30], rtol=1e-6)
 
 
 # Golden numbers: the first two losses of configs-like tiny model below (seed 0, synthetic batch 0 and 1, fp32,

@@ -205,16 +205,21 @@ def test_full_disk_stops_the_run_with_one_line_and_keeps_the_last_verified_check
 
 
 @pytest.mark.slow
-def test_sigint_saves_like_sigterm(tmp_path):
+def test_sigint_saves_like_sigterm_and_stops_an_evaluation_between_batches(tmp_path):
+    """A real Ctrl-C landing in a long evaluation (12,000 rows at step 3): it stops between two batches, step 3
+    is saved with its evaluation marked pending (redone on resume: test_reliability_run.py)."""
     from ladder.checkpoint import verify_step
 
-    run_dir = tmp_path / "run"
+    run_dir, task = tmp_path / "run", tmp_path / "long.jsonl"
+    task.write_text("".join(json.dumps({"context": f"q{i}", "choices": [" yes", " no"], "gold": i % 2}) + "\n"
+                            for i in range(6000)))
     proc = subprocess.Popen([PY, "-m", "ladder", "train", "configs/tiny.py", "--run-dir", str(run_dir), *TINY,
-                             "--config.train.total_steps=100000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                             "--config.train.total_steps=100000", "--config.train.eval_steps=[3]",
+                             f"--config.eval.tasks={task}", "--config.eval.batch_size=4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline:
+        while time.time() < deadline:  # status.json says step 3 just before that step's evaluation starts
             status = (json.loads((run_dir / "status.json").read_text())
                       if (run_dir / "status.json").exists() else {})
             if status.get("step", 0) >= 3:
@@ -226,11 +231,12 @@ def test_sigint_saves_like_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    assert "stopped by SIGINT" in err
+    assert "evaluation of step 3 stopped by SIGINT" in err and "stopped by SIGINT at step 3" in err, err[-2000:]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "preempted" and status["signal"] == "SIGINT"
-    step_dir = Path(run_dir / "checkpoints" / str(status["step"]))
-    assert verify_step(step_dir) is None
+    assert status["step"] == 3 and status["eval_pending"] == 3
+    assert verify_step(Path(run_dir / "checkpoints" / "3")) is None
+    assert not (run_dir / "results.csv").exists()
 
 
 def test_closed_event_loop_noise_is_dropped_and_other_thread_errors_are_not(monkeypatch):

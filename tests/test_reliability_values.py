@@ -245,3 +245,33 @@ def test_the_study_config_kind_is_named_too(capsys, tmp_path, argv, message):
     """Before: `ladder cpt configs/tiny.py` said "data: unknown config key; known keys here: base, budgets, ..."."""
     rc, err = _cli(capsys, *argv)
     assert rc == 2 and message in err, err
+
+
+@pytest.mark.parametrize("override, what", [
+    ("model.n_layers=100000", "2.63e+10 parameters"),  # before: minutes in the compiler, then an allocator failure
+    ("model.seq_len=1073741824", "activations"),
+    ("train.global_batch=2147483647", "activations"),
+])
+def test_a_model_that_cannot_fit_is_refused_before_compiling(capsys, tmp_path, override, what):
+    rc, err = _cli(capsys, "train", "configs/tiny.py", "--run-dir", tmp_path / "r", f"--config.{override}")
+    assert rc == 2 and "model: tiny needs at least" in err and what in err and "GiB per device" in err, err
+    assert "\n" not in err.strip() and not (tmp_path / "r").exists()
+
+
+def test_the_memory_check_is_the_planners_estimate_and_silent_where_memory_is_unknown():
+    from ladder.arch import n_params_total
+    from ladder.config import load_config
+    from ladder.plan.resources import estimate_memory
+    from ladder.train_config import arch_of, check_fits_memory
+
+    cfg = load_config("configs/tiny.py")
+    a = arch_of(cfg)
+    need = estimate_memory({"name": "t", "d_model": a.d_model, "n_layers": a.n_layers, "mlp_hidden": a.mlp_hidden,
+                            "seq_len": a.seq_len, "vocab_size": a.vocab_size, "n_total": n_params_total(a),
+                            "batch_sequences": cfg.train.global_batch}, 1, {"data": 1, "fsdp": 1, "tensor": 1},
+                           remat=cfg.model.remat, activation_bytes=4, loss_chunk=cfg.model.loss_chunk)["total"]
+    mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+    check_fits_memory(cfg, mesh, None)  # unknown memory: nothing checked
+    check_fits_memory(cfg, mesh, need)  # exactly enough
+    with pytest.raises(LadderError, match="model: .* needs at least"):
+        check_fits_memory(cfg, mesh, need - 1)

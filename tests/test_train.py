@@ -1,4 +1,5 @@
-"""The trainer end to end: bitwise resume after SIGKILL, SIGTERM saves, NaN stops, bad input exits 2."""
+"""The trainer end to end: bitwise resume after SIGKILL, NaN stops, bad input exits 2 (SIGTERM: see
+test_reliability_run.py)."""
 
 import json
 import os
@@ -87,41 +88,6 @@ def _leaves(tree):
     import jax
 
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
-@pytest.mark.slow
-def test_sigterm_saves_at_the_next_step_then_resume_and_done(tmp_path, capsys):
-    from ladder.train import train
-
-    cfg = tiny_config(total_steps=12, checkpoint_every=100, eval_steps=[5])
-    seen = {}
-
-    def stop(step, params, logits_fn):
-        ids = np.arange(3 * 16, dtype=np.int32).reshape(3, 16) % 259
-        seen[step] = logits_fn(ids, np.ones_like(ids), np.broadcast_to(np.arange(16), (3, 16)))
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    summary = train(cfg, tmp_path, on_eval=stop)
-    assert seen[5].shape == (3, 16, 259) and seen[5].dtype == np.float32  # the real vocab, not the padded one
-    assert summary["state"] == "preempted" and summary["step"] == 6
-    assert (tmp_path / "checkpoints" / "6").is_dir()
-    assert json.loads((tmp_path / "status.json").read_text())["state"] == "preempted"
-
-    assert train(cfg, tmp_path)["state"] == "done"
-    assert "resuming" in capsys.readouterr().err
-    status = json.loads((tmp_path / "status.json").read_text())
-    assert status["state"] == "done" and status["step"] == 12 and status["tokens"] == 12 * 4 * 16
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, 13))  # the first step after the resume (7) too
-    assert rows[0]["tokens_per_s"] is None and rows[6]["tokens_per_s"] is None  # no rate before a reading
-    assert set(rows[-1]) >= {"step", "loss", "z_loss", "grad_norm", "lr", "tokens", "tokens_per_s", "mfu", "time"}
-    assert list((tmp_path / "tb").iterdir())
-    # Already done: nothing happens; another config in the same run dir is refused.
-    assert train(cfg, tmp_path)["state"] == "done"
-    cfg.train.total_steps = 13
-    with pytest.raises(LadderError, match="--run-dir: .* holds a run with another config"):
-        train(cfg, tmp_path)
-    assert json.loads((tmp_path / "status.json").read_text())["updated"] == status["updated"]
 
 
 @pytest.mark.slow

@@ -85,8 +85,9 @@ def run(args) -> int:
         return 1
     if summary["state"] == "preempted":
         sig = summary.get("signal", "SIGTERM")
+        redo = " (its evaluation, interrupted, is redone first)" if "eval_pending" in summary else ""
         print(f"ladder train: stopped by {sig} at step {summary['step']} after saving a checkpoint; "
-              f"run the same command to resume", file=sys.stderr)
+              f"run the same command to resume{redo}", file=sys.stderr)
         return EXIT_INTERRUPTED if sig == "SIGINT" else EXIT_PREEMPTED
     mfu = summary.get("mfu")
     print(f"ladder train: {summary['state']} {run_dir}: step {summary['step']}/{summary['total_steps']}, "

@@ -170,6 +170,10 @@ def pending(jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> lis
         if job.run_dir.startswith("gs://") and not read_remote:
             todo.append(job)
             continue
+        if not rundir.is_remote(job.run_dir):  # a file where the run directory belongs, a directory for a file
+            if rundir.path(job.run_dir).exists() and not rundir.path(job.run_dir).is_dir():
+                raise LadderError(f"rung {job.name}: {job.run_dir} is a file, not a run directory; move it away")
+            rundir.check_layout(job.run_dir, f"rung {job.name}")
         check_owner(job)
         status = rundir.read_status(job.run_dir)
         if status.get("state") == "done":
@@ -182,7 +186,8 @@ def pending(jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> lis
 def check_owner(job: Job) -> None:
     """Refuse a run dir whose config.json was written for a different config (another plan, other
     overrides): resuming it would mix two runs. Nothing is overwritten."""
-    saved = rundir.read_json(rundir.join(job.run_dir, rundir.CONFIG))
+    # Unreadable (or absent beside checkpoints) is an error too: whose run it is cannot be told.
+    saved = rundir.read_run_config(job.run_dir, f"rung {job.name}")
     if not saved or "config_hash" not in saved:
         return
     if saved["config_hash"] != job.config_hash:

@@ -29,6 +29,26 @@ from ladder.errors import LadderError
 BAD_INPUT = 2
 
 
+
+SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "mlp_hidden", "seq_len", "batch_sequences")
+
+
+def start_order(jobs: list, parallel: int) -> list:
+    """Largest first: with several slots the big rungs start at once and the small ones fill in around them,
+    so the stage ends close to total work / slots (longest-processing-time scheduling). Except that a rung
+    does not follow one of its own shape while another shape waits: rungs of one shape run one compiled step
+    (docs/training.md, "Compilation"), which the persistent cache serves only after the first has compiled it;
+    two started side by side would both compile it."""
+    left = sorted(jobs, key=lambda j: -j.rung.get("flops", 0))
+    order = []
+    while left:
+        running = {tuple(j.rung.get(k) for k in SHAPE_KEYS) for j in order[len(order) - parallel + 1:]} \
+            if parallel > 1 else set()
+        pick = next((j for j in left if tuple(j.rung.get(k) for k in SHAPE_KEYS) not in running), left[0])
+        order.append(pick)
+        left.remove(pick)
+    return order
+
 class LocalBackend(Backend):
     name = "local"
     cloud = False
@@ -76,9 +96,7 @@ class LocalBackend(Backend):
         free: queue.Queue = queue.Queue()
         for g in groups:
             free.put(g)
-        # Largest first: with several slots the big rungs start at once and the small ones fill in around
-        # them, so the stage ends close to total work / slots (longest-processing-time scheduling).
-        jobs = sorted(jobs, key=lambda j: -j.rung.get("flops", 0))
+        jobs = start_order(jobs, opts.parallel)
 
         def run_one(job: Job) -> bool:
             group = free.get()
@@ -117,8 +135,13 @@ class LocalBackend(Backend):
         # One persistent XLA compilation cache per ladder: rungs of one size share their evaluation programs,
         # and a resumed or retried rung recompiles nothing (on 2 CPU cores compiling is ~1/3 of a small rung).
         # JAX keys entries by program, backend and version, so a stale entry is never used.
-        env.setdefault("JAX_COMPILATION_CACHE_DIR", str(run_dir.parent / ".jax-cache"))
-        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        cache = run_dir.parent / ".jax-cache"
+        if cache.is_dir() or not cache.exists():
+            env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+            env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        else:  # JAX would warn at every compile and cache nothing
+            print_fn(f"# {cache} is not a directory: compiling without the shared cache (move it away to use one)")
+        wait_for_owner(run_dir, job.name, print_fn)
         codes: list[int] = []
         for attempt in range(1, opts.max_attempts + 1):
             if _STOP.is_set():
@@ -137,6 +160,21 @@ class LocalBackend(Backend):
                 break
         print_fn(f"# {job.name}: failed after {len(codes)} attempt(s), exit codes {codes}; see {run_dir}/launch.log")
         return False
+
+
+def wait_for_owner(run_dir: Path, name: str, print_fn=print, poll_s: float = 2.0) -> None:
+    """Wait while another process holds the rung's run directory: a trainer an earlier launch left running (a
+    launcher killed with SIGKILL cannot stop its trainers, which run in their own sessions). Starting a second
+    trainer there would exit 2 at its lock and the rung would be reported failed while it was in fact training."""
+    from ladder.runlock import describe, live_holder
+
+    holder = live_holder(run_dir)
+    if holder is None:
+        return
+    print_fn(f"# {name}: its run directory is in use by {describe(holder)} (a trainer an earlier launch left "
+             "running?); waiting for it to end")
+    while live_holder(run_dir) is not None and not _STOP.wait(poll_s):
+        pass
 
 
 def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int) -> int:

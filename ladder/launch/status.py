@@ -43,7 +43,9 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
     state = status.get("state", "pending")
     note = status.get("error", "") if state == "failed" else ""
     if state == "preempted":
-        note = f"stopped by SIGTERM after saving step {status.get('step')}; relaunch to resume"
+        redo = "; its evaluation is redone first" if status.get("eval_pending") is not None else ""
+        note = (f"stopped by {status.get('signal') or 'SIGTERM'} after saving step {status.get('step')}; relaunch to "
+                f"resume{redo}")
     if state != "done" and launch.get("state") == "failed":
         codes = f", exit codes {launch['exit_codes']}" if launch.get("exit_codes") else ""
         state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"

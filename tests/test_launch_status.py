@@ -32,8 +32,8 @@ def write_run(run_dir: Path, status: dict | None = None, rows: list[dict] | None
         (run_dir / f"{name}.json").write_text(json.dumps(obj))
 
 
-def row(run, step, task, loss, acc, d):
-    return dict(run=run, n=1000, d=d, step=step, task=task, loss=loss, acc=acc)
+def row(rung, step, task, loss, acc, d):
+    return dict(run=rung["name"], n=rung["n"], d=d, step=step, task=task, loss=loss, acc=acc)
 
 
 @pytest.fixture
@@ -43,10 +43,10 @@ def ladder_dir(tmp_path, monkeypatch):
     a, b = plan["rungs"]
     write_run(tmp_path / "runs" / a["name"], dict(state="done", step=100, total_steps=100, loss=3.25,
               tokens_per_s=5000.0, eta_s=0.0, tokens=a["tokens"], updated=NOW - 30),
-              rows=[row(a["name"], 100, "arc_easy", 1.5, 0.4, a["tokens"]), row(a["name"], 100, "piqa", 1.2, 0.6, a["tokens"])])
+              rows=[row(a, 100, "arc_easy", 1.5, 0.4, a["tokens"]), row(a, 100, "piqa", 1.2, 0.6, a["tokens"])])
     write_run(tmp_path / "runs" / b["name"], dict(state="running", step=40, total_steps=100, loss=4.5,
               tokens_per_s=2000.0, eta_s=7200.0, tokens=b["tokens"] * 40 // 100, updated=NOW - 3600),
-              rows=[row(b["name"], 40, "arc_easy", 1.9, 0.3, b["tokens"] * 40 // 100)])
+              rows=[row(b, 40, "arc_easy", 1.9, 0.3, b["tokens"] * 40 // 100)])
     return plan, tmp_path
 
 

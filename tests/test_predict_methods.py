@@ -47,8 +47,8 @@ def test_compute_uses_flops_per_token_and_extrapolates_it():
             # the last 5 evaluations at the final D: step 1 fits the mean of the last 5
             for j, d in enumerate(np.r_[np.linspace(2 * n * c, 16 * n * c, 5), np.full(5, 20 * n * c)]):
                 loss = 0.6 + np.exp(9.0) * (d * fpt) ** -0.18
-                rows.append({"run": f"{n:.0f}-{c}", "n": n, "d": d, "step": j, "task": "t", "loss": loss, "acc": 0.5,
-                             "flops": d * fpt})
+                rows.append({"run": f"{n:.0f}-{c}", "n": n, "d": d, "step": j, "task": "t", "loss": loss,
+                             "acc": 0.25 + 0.5 / (1 + np.exp(4 * (loss - 1.5))), "flops": d * fpt})
     cols = columns(rows)
     data = task_data(cols, "t", sorted(set(cols["run"])))
     assert data.flops_per_token(7e9) == pytest.approx(6 * 7e9 + 2000 * 7e9 ** 0.7, rel=1e-6)

@@ -308,7 +308,8 @@ class TaskFit:
         return {"step 1": self.step1, "step 2": self.step2}
 
 
-def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True) -> None:
+def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True, feature: bool = True) -> None:
+    """feature: the method fits a law to the step-1 feature (single-step does not: it reads N, D and accuracy)."""
     runs = ", ".join(data.runs[:6])
     require(len(data.runs) >= n_params, f"task {data.task}",
             f"{what} has {len(data.runs)} runs ({runs}) but {n_params} parameters",
@@ -324,6 +325,8 @@ def _check_points(data: TaskData, n_params: int, what: str, by_size: bool = True
     acc = np.concatenate([data.acc, data.point_acc])
     require(np.nanmax(acc) > np.nanmin(acc), f"task {data.task}", f"the accuracy is {acc[0]:.4g} in every fitted "
             "row, so there is no trend to fit (cannot fit)", "check the task's column, or leave the task out (--tasks)")
+    if not feature:
+        return
     feature = data.feature[np.isfinite(data.feature)]
     require(len(feature) == 0 or feature.max() > feature.min(), f"task {data.task}",
             f"the step-1 feature (the method's loss column) is {feature[0] if len(feature) else 0:.4g} in every "
@@ -372,7 +375,7 @@ def fit_tasks_splits(datas: list[TaskData], masks: np.ndarray, method: Method | 
                 require(not method.chance_floor or data.chance is not None, f"task {data.task}",
                         "has no chance level for method chance-floor", "add a `chance` column to the results table")
                 if method.single_step == "paper":
-                    _check_points(sb, len(ss.NAMES), "single-step fit")
+                    _check_points(sb, len(ss.NAMES), "single-step fit", feature=False)
                 else:
                     _check_points(sb, len(form.names), "step 1", by_size=form.name == "nd")
                 ok.append(s)

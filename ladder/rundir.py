@@ -221,22 +221,39 @@ def check_layout(run_dir, field: str = "--run-dir", files=FILES, directories=DIR
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 
 
+def forget_listing(p) -> None:
+    """Drop gcsfs's cached listing of a gs:// path before a decision rests on it: gcsfs keeps listings with
+    no expiry, so a long-lived process (the launcher) would answer is_dir/iterdir from what it saw before a
+    trainer wrote. Reads are always fresh; only listings need this."""
+    if is_remote(p):
+        from etils.epath import backend
+
+        backend.fsspec_backend.fs(os.fspath(p)).invalidate_cache()
+
+
 def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
     """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
     a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
     file = path(run_dir) / "config.json"
-    if not file.exists():
+    # Read, never exists(): on gs:// exists() answers from gcsfs's listing cache, which a launcher that listed
+    # the rung before its trainer wrote config.json still holds (the rehearsal's resume saw "no config.json").
+    try:
+        raw = read_bytes(file)
+    except IsADirectoryError:
+        raw = None
+    if raw is None:
+        if file.is_dir():
+            raise LadderError(f"{field}: {file} is a directory, not the config file `ladder train` writes; move it "
+                              "away (or restore the file)")
         ckpts = path(run_dir) / "checkpoints"
+        forget_listing(ckpts)
         if ckpts.is_dir() and any(True for _ in ckpts.iterdir()):  # whose model, which config? unknown
             raise LadderError(f"{field}: {run_dir} has checkpoints but no config.json, so what wrote them is "
                               "unknown (training on would restore or mix another run's state); restore config.json, "
                               "or use a new --run-dir")
         return None
-    if file.is_dir():
-        raise LadderError(f"{field}: {file} is a directory, not the config file `ladder train` writes; move it "
-                          "away (or restore the file)")
     try:
-        saved = json.loads(file.read_bytes().decode("utf-8"))
+        saved = json.loads(raw.decode("utf-8"))
         if not isinstance(saved, dict):
             raise LadderError(f"{field}: {file} is not a JSON object")
         return saved

@@ -270,7 +270,7 @@ def test_collect_names_a_rungs_damaged_results_table(capsys, tmp_path, content, 
     for i, rung in enumerate(plan["rungs"]):
         (tmp_path / "root" / rung["name"]).mkdir(parents=True)
         (tmp_path / "root" / rung["name"] / "results.csv").write_bytes(
-            content if i == 1 else f"run,n,d,step,task,loss,acc\n{rung['name']},1e6,2e7,10,t,2.0,0.5\n".encode())
+            content if i == 1 else f"run,n,d,step,task,loss,acc\n{rung['name']},{rung['n']},2e7,10,t,2.0,0.5\n".encode())
     rc, err = _cli(capsys, "collect", tmp_path / "plan.json", "--run-root", tmp_path / "root", "-o", tmp_path / "o.csv",
                    "--partial")
     assert rc == 2 and plan["rungs"][1]["name"] in err and message in err, err

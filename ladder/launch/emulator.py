@@ -43,13 +43,18 @@ def client_env(url: str) -> dict[str, str]:
 
 
 def _forget_clients() -> None:
-    """gcsfs caches file systems with the endpoint they were made with; a new emulator needs new ones."""
+    """gcsfs caches file systems with the endpoint they were made with, and etils.epath keeps the one it made
+    for good (an lru_cache), listings included; a new emulator needs new ones (a second rehearsal in one
+    process saw the first one's checkpoints listed under a fresh, empty bucket)."""
     try:
         import gcsfs
 
         gcsfs.GCSFileSystem.clear_instance_cache()
     except ImportError:
-        pass
+        return
+    from etils.epath import backend
+
+    backend.fsspec_backend._get_filesystem.cache_clear()
 
 
 @contextlib.contextmanager

@@ -159,3 +159,15 @@ def test_task_chunks_cut_tasks_into_one_contiguous_chunk_per_worker():
 
     assert task_chunks(["a", "b", "c"], 2) == [(("a", "b"),), (("c",),)]
     assert task_chunks(["a", "b"], 1) == [(("a", "b"),)] and task_chunks(["a"], 4) == [(("a",),)]
+
+
+def test_a_back_test_cell_no_method_could_fit_judges_none_of_them():
+    """A split whose fit set is degenerate (every accuracy at chance: 'cannot fit') leaves its cells NaN for
+    every method; counted, they zeroed every weight and the default refused a ladder its methods fit."""
+    from ladder.laws.ensemble import weights_from
+
+    err = np.array([[0.01, 0.02], [np.nan, np.nan], [0.03, np.nan]])
+    w, mse = weights_from(err, ["paper", "compute"])
+    assert w == {"paper": 1.0, "compute": 0.0} and mse["paper"] == pytest.approx((0.01**2 + 0.03**2) / 2)
+    w, _ = weights_from(err[:2], ["paper", "compute"])
+    assert w["paper"] == pytest.approx(2 / 0.01**2 / (2 / 0.01**2 + 1 / 0.02**2))

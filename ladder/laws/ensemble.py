@@ -80,8 +80,11 @@ class Calibration:
 
 
 def weights_from(err: np.ndarray, methods) -> tuple[dict[str, float], dict[str, float]]:
-    """prior / MSE weights over methods with an error on every cell (others 0)."""
-    usable = [j for j, _ in enumerate(methods) if np.isfinite(err[:, j]).all()]
+    """prior / MSE weights over methods with an error on every cell some method could fit (others 0). A cell
+    no method could fit (a split whose fit set is degenerate: every accuracy at chance) judges none of them;
+    counted, it zeroed every weight and the default refused a ladder its own methods fit."""
+    err = err[np.isfinite(err).any(1)]
+    usable = [j for j, _ in enumerate(methods) if len(err) and np.isfinite(err[:, j]).all()]
     mse = {m: float(np.mean(err[:, j] ** 2)) if j in usable else float("nan") for j, m in enumerate(methods)}
     raw = {m: PRIOR.get(m, 1.0) / max(mse[m], 1e-12) if j in usable else 0.0 for j, m in enumerate(methods)}
     total = sum(raw.values())

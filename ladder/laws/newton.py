@@ -42,18 +42,23 @@ def _derivatives(residual_fn, curvature_fn, x, w, delta, rows, sel):
     return r, J, S, D
 
 
-def _model_step(r, J, S, D, w, lam, free, delta):
-    """The damped Newton step over the free coordinates, (H + lam D) s = -g with the exact Hessian
-    H = J^T diag(w [|r| <= delta]) J + S, and the gain the undamped quadratic model promises for it."""
+def _model_step(r, J, S, D, w, lam, free, delta, d=None):
+    """The damped Newton step, (H + lam D) s = -g over the free coordinates with the exact Hessian
+    H = J^T diag(w [|r| <= delta]) J + S, the others moved by d (to their bound; 0 when d is None), and the
+    gain the undamped quadratic model promises for the whole step."""
     P = J.shape[2]
     m = free.astype(np.float64)
     ins = np.abs(r) <= delta
     H = np.matmul(np.swapaxes(J * (w * ins)[..., None], 1, 2), J) + S
-    g = np.einsum("bn,bnp->bp", w * np.minimum(np.maximum(r, -delta), delta), J) * m
-    A = (H + lam[:, None, None] * D) * (m[:, :, None] * m[:, None, :])
+    g = np.einsum("bn,bnp->bp", w * np.minimum(np.maximum(r, -delta), delta), J)
+    A = H + lam[:, None, None] * D
+    rhs = (g if d is None else g + np.einsum("bpq,bq->bp", A, d)) * m
+    A = A * (m[:, :, None] * m[:, None, :])
     diag = np.arange(P)
     A[:, diag, diag] += np.where(free, 1e-12 * (1.0 + np.abs(A[:, diag, diag])), 1.0)
-    s = -np.linalg.solve(A, g[..., None])[..., 0]
+    s = -np.linalg.solve(A, rhs[..., None])[..., 0]
+    if d is not None:
+        s += d
     promised = -np.einsum("bp,bp->b", g, s) - 0.5 * np.einsum("bp,bpq,bq->b", s, H, s)
     return s, promised
 
@@ -102,6 +107,7 @@ def newton_batched(
     chunk = max(1, CHUNK_ELEMENTS // max(1, n * P * P))
     r_act, J_act = np.empty((B, n)), np.empty((B, n, P))
     S_act, D_act, stale = np.empty((B, P, P)), np.empty((B, P, P)), np.ones(B, dtype=bool)
+    diag = np.arange(P)
     for _ in range(max_iter):
         moving = ~done[idx]
         if not moving.all():
@@ -118,13 +124,15 @@ def newton_batched(
         g = np.einsum("bn,bnp->bp", w_act * np.minimum(np.maximum(r_act, -delta), delta), J_act)
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
         step, promised = _model_step(r_act, J_act, S_act, D_act, w_act, li, free, delta)
-        # a coordinate on a bound that the step would push further out is held too, and the step taken again
-        # (clipping it instead leaves a step the model never judged: the refit stalls at the bound)
-        out = free & (((xi <= lo) & (step < 0)) | ((xi >= hi) & (step > 0)))
+        # a coordinate the step would carry past its bound stops on it, and the others' step is solved again
+        # with it there (clipping the step instead leaves one the model never judged: the refit stalls
+        # a hair inside the bound, every damped step clipped and rejected)
+        out = free & ((xi + step < lo) | (xi + step > hi))
         again = np.flatnonzero(out.any(-1))
         if again.size:
+            d = np.where(out[again], np.clip(xi[again] + step[again], lo, hi) - xi[again], 0.0)
             step[again], promised[again] = _model_step(r_act[again], J_act[again], S_act[again], D_act[again],
-                                                       w_act[again], li[again], free[again] & ~out[again], delta)
+                                                       w_act[again], li[again], free[again] & ~out[again], delta, d)
         x_new = np.clip(xi + step, lo, hi)
         f_new = (w_act * _robust_value(res_fn(x_new, False)[0], delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new) & (promised > 0) & np.all(np.isfinite(step), -1)
@@ -133,8 +141,16 @@ def newton_batched(
         x[idx] = np.where(accept[:, None], x_new, xi)
         f[idx] = np.where(accept, f_new, fi)
         lam[idx] = np.clip(np.where(accept, li / 5.0, li * 4.0), 1e-15, 1e12)
+        # Done when a step gains almost nothing and the gradient is small in the IRLS metric (the gain a
+        # step of the majorising model would promise: independent of the damping, which can make any step,
+        # and so its gain and its promise, tiny); given up when no step however damped lowers f.
         tiny = rtol * np.maximum(fi, 1e-300)
-        ok = accept & (gain <= tiny) & (promised <= 4 * tiny)
+        m = free.astype(np.float64)
+        gm = g * m
+        Dm = D_act * (m[:, :, None] * m[:, None, :])
+        Dm[:, diag, diag] += np.where(free, 1e-12 * (1.0 + np.abs(Dm[:, diag, diag])), 1.0)
+        left = 0.5 * np.einsum("bp,bp->b", gm, np.linalg.solve(Dm, gm[..., None])[..., 0])
+        ok = accept & (gain <= tiny) & (left <= tiny)
         conv[idx] = ok
         done[idx] = ok | (lam[idx] >= 1e12)
-    return x, f, conv | done
+    return x, f, conv

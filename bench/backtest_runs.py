@@ -42,6 +42,7 @@ SHARED = ROOT.parent / "shared" / "reference"
 
 SIZES = ("190M", "370M", "760M", "1B", "3B")
 PAPER_MULTIPLES = (1.0, 2.0, 5.0, 10.0)
+PAPER_RUNS_OLMO = [f"{s}-{m}xC" for s in SIZES[:4] for m in (1, 2, 5, 10)]
 # the judged targets (README of shared/reference/olmo_ladder): N, D, FLOPs/token; no accuracies anywhere here
 TARGETS = {"7B-4T": (6_887_575_552, 3_945_065_873_408, 49_412_071_424),
            "13B-5T": (13_202_396_160, 5_000_088_518_656, 91_335_915_520)}
@@ -78,14 +79,16 @@ def designs(info: dict) -> list[dict]:
     """Size extrapolation: fit sizes below the test size and budgets below M (M None: all); test the test
     size's paper-style runs at budgets >= M (all 6 of its runs when M is None), under every policy.
     Skip-nearest: the same test runs from the paper-style runs of the sizes below the next-smaller size (the
-    nearest size left out, as the paper's 16 leave 3B out of a 7B prediction)."""
+    nearest size left out, as the paper's 16 leave 3B out of a 7B prediction). Drop-smallest, the control:
+    the smallest size left out instead (as many sizes as skip-nearest, all of them near)."""
     out = []
     for k, size in enumerate(SIZES[2:], start=2):
         for cut in (None, 10.0, 5.0):
             below = (lambda m: True) if cut is None else (lambda m, c=cut: m < c)
             test = [r for r, (s, m, rr) in info.items() if s == size and (cut is None or (m >= cut and not rr))]
             name = size + ("" if cut is None else f"/M{cut:g}")
-            for fit_sizes, label, pols in ((SIZES[:k], "", POLICIES), (SIZES[:k - 1], " skip", ("P16",))):
+            for fit_sizes, label, pols in ((SIZES[:k], "", POLICIES), (SIZES[:k - 1], " skip", ("P16",)),
+                                           (SIZES[1:k], " drop", ("P16",))):
                 pol = {p: [r for r, (s, m, rr) in info.items() if s in fit_sizes and below(m) and POLICIES[p](m, rr)]
                        for p in pols}
                 if len(pol["P16"]) < 6 or len(fit_sizes) < 2:  # the back-test suite's minimum (MIN_FIT_RUNS)
@@ -155,94 +158,141 @@ def run_design(cols: dict, info: dict, des: dict, policy: str, tasks) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- tables
-def mae(x):
+def mae(x) -> float:
     x = np.asarray(x, dtype=float)
     return 100 * float(np.mean(np.abs(x))) if len(x) else float("nan")
 
 
-def policy_tables(results: dict, tasks) -> str:
-    cells = [c for r in results.values() for c in r["cells"]]
-    names = list(dict.fromkeys(c["design"] for c in cells))
-    out = ["Mean |predicted - measured| final accuracy (points) per design; loss: mean |relative error| of the "
-           "ensemble's task loss (%); cover: share of cells inside the calibrated band q x g (no bootstrap).", "",
-           "| design (test runs; g) | P16 ensemble | PALL ensemble | P16 paper | PALL paper | P16 loss % | "
-           "PALL loss % | P16 cover | PALL cover | PALL better (tasks of 8, ens) |", "|---|" + "---|" * 9]
+def paper_style(c: dict) -> bool:
+    """A test run like the targets: 1xC-10xC, not a rerun (the targets are far past 10xC in tokens/param)."""
+    return not c["run"].endswith("rerun") and not c["run"].endswith("-0.5xC")
+
+
+def errors(cs: list[dict], what: str) -> np.ndarray:
+    if what == "ens":
+        return np.array([c["ens_acc"] - c["acc"] for c in cs])
+    if what == "loss":
+        return np.array([c["ens_loss"] / c["loss"] - 1 for c in cs])
+    return np.array([c["members"][what]["acc"] - c["acc"] if what in c["members"] else np.nan for c in cs])
+
+
+def select(results: dict, design: str, policy: str, keep=paper_style) -> list[dict]:
+    return sorted([c for c in results.get(f"{design} {policy}", {"cells": []})["cells"] if keep(c)],
+                  key=lambda c: (c["run"], c["task"]))
+
+
+def policy_tables(results: dict, tasks, keep=paper_style) -> str:
+    """Design x policy: ensemble / paper accuracy error (points), ensemble task-loss error (%), and how many
+    designs each policy beats P16 on."""
+    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results) if not n.endswith(("skip", "drop"))]
+    pols = [p for p in POLICIES if any(f"{n} {p}" in results for n in names)]
+    out = ["| design (test runs, g) | " + " | ".join(f"{p} ens / paper / loss %" for p in pols) + " |",
+           "|---|" + "---|" * len(pols)]
+    wins = {p: [0, 0, 0, 0] for p in pols}
+    pooled = {p: {"ens": [], "paper": [], "loss": []} for p in pols}
     for n in names:
-        row = {}
-        for p in ("P16", "PALL"):
-            cs = [c for c in cells if c["design"] == n and c["policy"] == p]
-            row[p] = {"ens": mae([c["ens_acc"] - c["acc"] for c in cs]),
-                      "paper": mae([c["members"]["paper"]["acc"] - c["acc"] for c in cs]),
-                      "loss": mae([c["ens_loss"] / c["loss"] - 1 for c in cs]),
-                      "cover": np.mean([abs(c["ens_acc"] - c["acc"]) <= c["q"] * c["g"] for c in cs]),
-                      "g": (min(c["g"] for c in cs), max(c["g"] for c in cs)),
-                      "per_task": {t: mae([c["ens_acc"] - c["acc"] for c in cs if c["task"] == t]) for t in tasks},
-                      "n": len({c["run"] for c in cs})}
-        better = sum(row["PALL"]["per_task"][t] < row["P16"]["per_task"][t] for t in tasks)
-        g = row["P16"]["g"]
-        out.append(f"| {n} ({row['P16']['n']}; {g[0]:.2f}-{g[1]:.2f}) | {row['P16']['ens']:.2f} | {row['PALL']['ens']:.2f} | "
-                   f"{row['P16']['paper']:.2f} | {row['PALL']['paper']:.2f} | {row['P16']['loss']:.2f} | "
-                   f"{row['PALL']['loss']:.2f} | {row['P16']['cover']:.0%} | {row['PALL']['cover']:.0%} | {better} |")
-    for p in ("P16", "PALL"):
-        cs = [c for c in cells if c["policy"] == p]
-        out.append(f"| **all designs, {p}** | ens {mae([c['ens_acc'] - c['acc'] for c in cs]):.2f} | | paper "
-                   f"{mae([c['members']['paper']['acc'] - c['acc'] for c in cs]):.2f} | | loss "
-                   f"{mae([c['ens_loss'] / c['loss'] - 1 for c in cs]):.2f} | | cover "
-                   f"{np.mean([abs(c['ens_acc'] - c['acc']) <= c['q'] * c['g'] for c in cs]):.0%} | | |")
-    # per task x method, pooled over designs
-    methods = list(dict.fromkeys(m for c in cells for m in c["members"]))
-    out += ["", "Per task, pooled over designs (points): ensemble and each member, P16 / PALL.", "",
-            "| task | " + " | ".join(f"{m}" for m in ["ensemble"] + methods) + " |", "|---|" + "---|" * (len(methods) + 1)]
-    for t in tasks + ["**all**"]:
-        vals = []
-        for m in ["ensemble"] + methods:
-            pair = []
-            for p in ("P16", "PALL"):
-                cs = [c for c in cells if c["policy"] == p and (t == "**all**" or c["task"] == t)]
-                e = [(c["ens_acc"] if m == "ensemble" else c["members"][m]["acc"]) - c["acc"] for c in cs
-                     if m == "ensemble" or m in c["members"]]
-                pair.append(mae(e))
-            vals.append(f"{pair[0]:.2f} / {pair[1]:.2f}")
-        out.append(f"| {t} | " + " | ".join(vals) + " |")
-    out += ["", "Weights and interval scale each policy's default chose (per design): "]
-    for key, r in results.items():
-        out.append(f"- {key}: q = {r['q']:.4f}, weights " + ", ".join(f"{m} {w:.2f}" for m, w in r["weights"].items())
-                   + f"; g at 7B-4T {r['target_g']['7B-4T']:.2f}, 13B-5T {r['target_g']['13B-5T']:.2f}; {r['cpu_s']:.0f} CPU-s")
+        base = {w: mae(errors(select(results, n, "P16", keep), w)) for w in ("ens", "paper", "loss")}
+        cs0 = select(results, n, "P16", keep)
+        cols_ = []
+        for p in pols:
+            cs = select(results, n, p, keep)
+            v = {w: mae(errors(cs, w)) for w in ("ens", "paper", "loss")}
+            for w in v:
+                pooled[p][w] += list(errors(cs, w))
+            if p != "P16":
+                wins[p][0] += v["ens"] < base["ens"]
+                wins[p][1] += v["paper"] < base["paper"]
+                wins[p][2] += v["loss"] < base["loss"]
+                wins[p][3] += 1
+            cols_.append(f"{v['ens']:.2f} / {v['paper']:.2f} / {v['loss']:.2f}")
+        g = [c["g"] for c in cs0]
+        out.append(f"| {n} ({len({c['run'] for c in cs0})}, {min(g):.2f}-{max(g):.2f}) | " + " | ".join(cols_) + " |")
+    out.append("| **all cells** | " + " | ".join(
+        f"**{mae(pooled[p]['ens']):.2f} / {mae(pooled[p]['paper']):.2f} / {mae(pooled[p]['loss']):.2f}**" for p in pols) + " |")
+    out.append("| designs better than P16 (ens, paper, loss) | " + " | ".join(
+        "—" if p == "P16" else f"{wins[p][0]}, {wins[p][1]}, {wins[p][2]} of {wins[p][3]}" for p in pols) + " |")
     return "\n".join(out)
 
 
-def distance_tables(results: dict) -> str:
-    """How |error| grows with g and with the compute ratio, and what the trend says at the targets."""
-    out = []
-    for p in ("P16", "PALL"):
-        cs = [c for r in results.values() for c in r["cells"] if c["policy"] == p]
-        e = np.abs(np.array([c["ens_acc"] - c["acc"] for c in cs]))
-        g = np.array([c["g"] for c in cs])
-        lr = np.log10(np.maximum([c["ratio"] for c in cs], 1e-9))
-        out += [f"", f"**{p}**: {len(cs)} cells. |error| (points) by distance g:", "",
-                "| g | cells | mean abs | 90th pct | 95th pct | 95th pct of abs/g (q) |", "|---|---|---|---|---|---|"]
-        for lo, hi in ((1.0, 1.0001), (1.0001, 1.2), (1.2, 1.35), (1.35, 1.5), (1.5, 9)):
-            m = (g >= lo) & (g < hi)
-            if m.sum():
-                out.append(f"| {lo:.2f}-{min(hi, g[m].max()):.2f} | {m.sum()} | {100 * e[m].mean():.2f} | "
-                           f"{100 * np.percentile(e[m], 90):.2f} | {100 * np.percentile(e[m], 95):.2f} | "
-                           f"{100 * np.percentile(e[m] / g[m], 95):.2f} |")
-        # trends: mean |err| = a + b (g - 1); log |err| = c + k log g; mean |err| = a + b log10(ratio)
-        b, a = np.polyfit(g - 1, e, 1)
-        pos = e > 1e-6
-        k, c0 = np.polyfit(np.log(g[pos]), np.log(e[pos]), 1)
-        b2, a2 = np.polyfit(np.maximum(lr, 0), e, 1)
-        out.append(f"\nTrends ({p}): mean |err| = {100 * a:.2f} + {100 * b:.2f} (g - 1) points; "
-                   f"|err| ~ g^{k:.2f}; mean |err| = {100 * a2:.2f} + {100 * b2:.2f} log10(max(r, 1)) points "
-                   f"(r = 6ND / the largest fitted 6ND; cells reach g <= {g.max():.2f}, r <= {10 ** lr.max():.1f}).")
-        tg = {n: r["target_g"] for n, r in results.items() if n.endswith(p)}
-        q = np.mean([r["q"] for n, r in results.items() if n.endswith(p)])
-        out.append(f"Implied at the targets (mean |err|, from the g-trend / the compute trend), vs the default's "
-                   f"half-width q g (q = {100 * q:.2f} points, mean over designs):")
-        for name in TARGETS:
-            for fitset, gt, rt in (("the paper's 16", 2.19 if name == "7B-4T" else 2.29, None),):
-                pass
-        out.append("(target g and r are printed by `main` for the real fit sets)")
+def task_table(results: dict, tasks, pols=("P16", "PALL"), keep=paper_style) -> str:
+    """Task x method, pooled over the size-extrapolation designs: P16 / PALL mean |error| (points)."""
+    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results) if not n.endswith(("skip", "drop"))]
+    cells = {p: [c for n in names for c in select(results, n, p, keep)] for p in pols}
+    methods = ["ens", "paper", "single-step", "compute", "lm-loss", "chance-floor"]
+    out = ["| task | " + " | ".join("ensemble" if m == "ens" else m for m in methods) + " |",
+           "|---|" + "---|" * len(methods)]
+    for t in list(tasks) + ["**all**"]:
+        row = []
+        for m in methods:
+            v = [errors([c for c in cells[p] if t == "**all**" or c["task"] == t], m) for p in pols]
+            row.append(" / ".join(f"{mae(x[np.isfinite(x)]):.2f}" for x in v))
+        out.append(f"| {t} | " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+def skip_table(results: dict, keep=paper_style) -> str:
+    """The nearest size in the fit or left out (P16 runs): does fitting the size closest to the target help?"""
+    out = ["| test | every smaller size (P16): g, ens / paper / loss % | nearest size left out | smallest size "
+           "left out (control) |", "|---|---|---|---|"]
+    for n in [k.rsplit(" ", 2)[0] for k in results if k.endswith(" skip P16")]:
+        row = []
+        for d in (n, n + " skip", n + " drop"):
+            if f"{d} P16" not in results:
+                row.append("—")
+                continue
+            cs = select(results, d, "P16", keep)
+            g = [c["g"] for c in cs]
+            row.append(f"{min(g):.2f}-{max(g):.2f}, {mae(errors(cs, 'ens')):.2f} / {mae(errors(cs, 'paper')):.2f} / "
+                       f"{mae(errors(cs, 'loss')):.2f}")
+        out.append(f"| {n} | " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+def distance_table(results: dict, policy: str = "P16", keep=paper_style) -> tuple[str, dict]:
+    """|error| against g over every P16 cell (size-extrapolation and skip-nearest designs), the band's
+    coverage per distance, and the trend fits."""
+    cs = [c for k, r in results.items() if k.endswith(" " + policy) for c in r["cells"] if keep(c)]
+    e = np.abs(errors(cs, "ens"))
+    le = np.abs(errors(cs, "loss"))
+    g = np.array([c["g"] for c in cs])
+    q = np.array([c["q"] for c in cs])
+    ratio = np.maximum([c["ratio"] for c in cs], 1.0)
+    out = ["| g | cells | mean abs (points) | 95th pct | 95th pct of abs / g | covered by the design's q g | loss mean abs % |",
+           "|---|---|---|---|---|---|---|"]
+    for lo, hi in ((1.0, 1.25), (1.25, 1.45), (1.45, 1.75), (1.75, 2.0), (2.0, 9.0)):
+        m = (g >= lo) & (g < hi)
+        fin = m & np.isfinite(q)
+        if m.sum():
+            out.append(f"| {g[m].min():.2f}-{g[m].max():.2f} | {m.sum()} | {100 * e[m].mean():.2f} | "
+                       f"{100 * np.percentile(e[m], 95):.2f} | {100 * np.percentile(e[m] / g[m], 95):.2f} | "
+                       + (f"{np.mean(e[fin] <= q[fin] * g[fin]):.0%} of {fin.sum()}" if fin.any() else "—")
+                       + f" | {100 * le[m].mean():.2f} |")
+    b, a = np.polyfit(g - 1, e, 1)
+    pos = e > 1e-6
+    k, _ = np.polyfit(np.log(g[pos]), np.log(e[pos]), 1)
+    b2, a2 = np.polyfit(np.log10(ratio), e, 1)
+    trend = {"a": a, "b": b, "k": k, "a2": a2, "b2": b2, "g_max": float(g.max()), "r_max": float(ratio.max()),
+             "n": len(cs), "e": e, "g": g}
+    out.append(f"\n{len(cs)} cells, g up to {g.max():.2f}, r = 6ND / largest fitted 6ND up to {ratio.max():.0f}. "
+               f"Trends: mean |err| = {100 * a:.2f} + {100 * b:.2f} (g - 1) points; OLS of log |err| on log g: "
+               f"exponent {k:.2f}; mean |err| = {100 * a2:.2f} + {100 * b2:.2f} log10(r) points.")
+    return "\n".join(out), trend
+
+
+def target_table(trend: dict, q_default: float = 0.02167) -> str:
+    """What the trends imply at the 7B/13B distance under the paper's 16 (no target accuracy involved)."""
+    out = ["| target | g | r | mean |err| by the g trend | by the log10 r trend | default half-width q g | "
+           "half-width with scale of |err|/g^k (k fitted) |", "|---|---|---|---|---|---|---|"]
+    e, g, k = trend["e"], trend["g"], trend["k"]
+    from ladder.laws.ensemble import conformal_quantile, distance
+    s_k = conformal_quantile(e / g ** k)
+    s_1 = conformal_quantile(e / g)
+    for name, (N, D, _) in TARGETS.items():
+        gt = float(distance(N, D, *trend["fit_nd"]))
+        r = 6 * N * D / trend["c_max"]
+        out.append(f"| {name} | {gt:.2f} | {r:.0f} | {100 * (trend['a'] + trend['b'] * (gt - 1)):.2f} | "
+                   f"{100 * (trend['a2'] + trend['b2'] * np.log10(r)):.2f} | {100 * q_default * gt:.2f} "
+                   f"(these cells' own q: {100 * s_1 * gt:.2f}) | {100 * s_k * gt ** k:.2f} |")
     return "\n".join(out)
 
 
@@ -251,6 +301,7 @@ def main():
     ap.add_argument("--cells", help="JSON cache of the per-design results (read if present, else written)")
     ap.add_argument("--designs", help="comma list of design names (default: all)")
     ap.add_argument("--tasks", help="comma list (default: all 8)")
+    ap.add_argument("--tables-only", action="store_true", help="print the tables of the cached cells, fit nothing")
     args = ap.parse_args()
     if not (SHARED / "olmo_ladder").is_dir():
         sys.exit("needs ../shared/reference/olmo_ladder")
@@ -264,15 +315,31 @@ def main():
             continue
         for policy in des["policies"]:
             key = f"{des['name']} {policy}"
-            if key in results:
+            if key in results or args.tables_only:
                 continue
             print(f"{key}: fit {len(des['policies'][policy])} runs, test {len(des['test'])}", file=sys.stderr, flush=True)
             results[key] = run_design(cols, info, des, policy, tasks)
             print(f"  {results[key]['cpu_s']:.0f} CPU-s", file=sys.stderr, flush=True)
             if cache:
                 cache.write_text(json.dumps(results))
+    from ladder.laws.backtest import run_table
+    rt = run_table(cols)
+    c_max = max(6 * rt[r][0] * rt[r][1] for r in PAPER_RUNS_OLMO)
+    print("### Fit policies, paper-style test runs (1xC-10xC, no reruns)\n")
     print(policy_tables(results, tasks))
-    print(distance_tables(results))
+    print("\n### Fit policies, every test run (0.5xC and reruns too)\n")
+    print(policy_tables(results, tasks, keep=lambda c: True))
+    print("\n### Per task and method, pooled over the size designs (P16 / PALL, paper-style test runs)\n")
+    print(task_table(results, tasks))
+    print("\n### The nearest size fitted or left out (P16 runs)\n")
+    print(skip_table(results))
+    print("\n### Error against extrapolation distance (every P16 cell, paper-style test runs)\n")
+    text, trend = distance_table(results)
+    print(text)
+    trend["c_max"] = c_max
+    trend["fit_nd"] = np.array([rt[r] for r in PAPER_RUNS_OLMO]).T
+    print("\n### At the targets (fitted on the paper's 16)\n")
+    print(target_table(trend))
 
 
 if __name__ == "__main__":

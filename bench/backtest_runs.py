@@ -2,12 +2,14 @@
 (docs/laws.md, "Which runs the default fits".)
 
 Back-tests that mimic the real use on the published OLMo ladder: predict the runs of a size S from the
-smaller sizes only (optionally only from budgets below M x Chinchilla, and predicting S's budgets >= M, so
-the test extrapolates in N and in tokens per parameter at once, as the 7B/13B targets do). Each design is
-run under two fit policies over the same smaller-size runs:
+smaller sizes only (S/M10, S/M5: also only from budgets below 10xC / 5xC, predicting S's runs at those
+budgets, so the test extrapolates in N and in tokens per parameter at once, as the 7B/13B targets do). Each
+size design runs under four fit policies over the same smaller sizes:
 
-- P16:  the paper-style runs only (1xC, 2xC, 5xC, 10xC): what the paper's 16 are for the 4 sizes <= 1B;
-- PALL: every run of those sizes (plus 0.5xC and the 1xC reruns).
+- P16:   the paper-style runs only (1xC, 2xC, 5xC, 10xC; for the 3B designs exactly the paper's 16);
+- P16+R: and the 1xC reruns;  P16+H: and the 0.5xC runs;  PALL: every run of those sizes.
+
+and, under P16, with the nearest smaller size left out ("skip") and, as the control, the smallest ("drop").
 
 Every design calls `ladder.laws.predict.predict` exactly as `ladder predict` does (the default ensemble with
 its own back-test weights and conformal scale computed inside the fit set; n_bootstrap=0, so the interval is
@@ -16,9 +18,11 @@ answer), with the test runs as targets (N, D, FLOPs/token). The ensemble's membe
 predictions from the same fits. Measured: each test run's mean of its last 5 accuracies / task losses.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_runs.py [--cells cells.json] [--designs 1B,3B/M5]
+        [--policies P16] [--tables-only]
 
---cells caches the per-cell results (JSON): a second call with the same path only prints the tables.
-Needs ../shared/reference/olmo_ladder. Several CPU-minutes (17 designs x 2 policies of full predicts).
+--cells caches the per-design results (JSON): a second call with the same path fits only what is missing.
+Needs ../shared/reference/olmo_ladder. About 4 CPU-minutes (45 predicts of 1-9 CPU-s, and the default once).
+The tables are in docs/laws.md, "Which runs the default fits".
 """
 
 from __future__ import annotations
@@ -152,7 +156,13 @@ def run_design(cols: dict, info: dict, des: dict, policy: str, tasks) -> dict:
     from ladder.laws.ensemble import distance
     fit_n = [nd[r][0] for r in des["policies"][policy]]
     fit_d = [nd[r][1] for r in des["policies"][policy]]
-    return {"cells": cells, "cpu_s": cpu, "q": q, "weights": cal.weights if cal else {"fallback": 1.0},
+    inner = {}
+    if cal:  # the default's own back-test cells on this fit set: what its interval rule was calibrated on
+        from ladder.laws.ensemble import _cells, _combine
+        methods = list(cal.weights)
+        c = _cells(pred.suite, methods)
+        inner = {"abs_err": np.abs(_combine(c["err"], cal.weights, methods)).tolist(), "g": c["g"].tolist()}
+    return {"cells": cells, "cpu_s": cpu, "q": q, "inner": inner, "weights": cal.weights if cal else {"fallback": 1.0},
             "coverage_inside": cal.coverage if cal else float("nan"),
             "target_g": {k: float(distance(v[0], v[1], fit_n, fit_d)) for k, v in TARGETS.items()}}
 
@@ -184,7 +194,7 @@ def select(results: dict, design: str, policy: str, keep=paper_style) -> list[di
 def policy_tables(results: dict, tasks, keep=paper_style) -> str:
     """Design x policy: ensemble / paper accuracy error (points), ensemble task-loss error (%), and how many
     designs each policy beats P16 on."""
-    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results) if not n.endswith(("skip", "drop"))]
+    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results if " " in k) if not n.endswith(("skip", "drop"))]
     pols = [p for p in POLICIES if any(f"{n} {p}" in results for n in names)]
     out = ["| design (test runs, g) | " + " | ".join(f"{p} ens / paper / loss %" for p in pols) + " |",
            "|---|" + "---|" * len(pols)]
@@ -216,7 +226,7 @@ def policy_tables(results: dict, tasks, keep=paper_style) -> str:
 
 def task_table(results: dict, tasks, pols=("P16", "PALL"), keep=paper_style) -> str:
     """Task x method, pooled over the size-extrapolation designs: P16 / PALL mean |error| (points)."""
-    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results) if not n.endswith(("skip", "drop"))]
+    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results if " " in k) if not n.endswith(("skip", "drop"))]
     cells = {p: [c for n in names for c in select(results, n, p, keep)] for p in pols}
     methods = ["ens", "paper", "single-step", "compute", "lm-loss", "chance-floor"]
     out = ["| task | " + " | ".join("ensemble" if m == "ens" else m for m in methods) + " |",
@@ -259,10 +269,14 @@ def distance_table(results: dict, policy: str = "P16", keep=paper_style) -> tupl
     ratio = np.maximum([c["ratio"] for c in cs], 1.0)
     out = ["| g | cells | mean abs (points) | 95th pct | 95th pct of abs / g | covered by the design's q g | loss mean abs % |",
            "|---|---|---|---|---|---|---|"]
+    bins = {"bin_g": [], "bin_p95": [], "bin_n": []}
     for lo, hi in ((1.0, 1.25), (1.25, 1.45), (1.45, 1.75), (1.75, 2.0), (2.0, 9.0)):
         m = (g >= lo) & (g < hi)
         fin = m & np.isfinite(q)
         if m.sum():
+            bins["bin_g"].append(float(g[m].mean()))
+            bins["bin_p95"].append(float(np.percentile(e[m], 95)))
+            bins["bin_n"].append(int(m.sum()))
             out.append(f"| {g[m].min():.2f}-{g[m].max():.2f} | {m.sum()} | {100 * e[m].mean():.2f} | "
                        f"{100 * np.percentile(e[m], 95):.2f} | {100 * np.percentile(e[m] / g[m], 95):.2f} | "
                        + (f"{np.mean(e[fin] <= q[fin] * g[fin]):.0%} of {fin.sum()}" if fin.any() else "—")
@@ -272,28 +286,84 @@ def distance_table(results: dict, policy: str = "P16", keep=paper_style) -> tupl
     k, _ = np.polyfit(np.log(g[pos]), np.log(e[pos]), 1)
     b2, a2 = np.polyfit(np.log10(ratio), e, 1)
     trend = {"a": a, "b": b, "k": k, "a2": a2, "b2": b2, "g_max": float(g.max()), "r_max": float(ratio.max()),
-             "n": len(cs), "e": e, "g": g}
+             "n": len(cs), "e": e, "g": g, **bins}
     out.append(f"\n{len(cs)} cells, g up to {g.max():.2f}, r = 6ND / largest fitted 6ND up to {ratio.max():.0f}. "
                f"Trends: mean |err| = {100 * a:.2f} + {100 * b:.2f} (g - 1) points; OLS of log |err| on log g: "
                f"exponent {k:.2f}; mean |err| = {100 * a2:.2f} + {100 * b2:.2f} log10(r) points.")
     return "\n".join(out), trend
 
 
-def target_table(trend: dict, q_default: float = 0.02167) -> str:
-    """What the trends imply at the 7B/13B distance under the paper's 16 (no target accuracy involved)."""
-    out = ["| target | g | r | mean |err| by the g trend | by the log10 r trend | default half-width q g | "
-           "half-width with scale of |err|/g^k (k fitted) |", "|---|---|---|---|---|---|---|"]
-    e, g, k = trend["e"], trend["g"], trend["k"]
+def target_table(trend: dict, fit_sets: dict) -> str:
+    """What the trends imply at the 7B/13B distance for each fit set (no target accuracy involved): the mean
+    |error| by the linear g trend and by the log10 r trend, and 95% half-widths: these cells' conformal
+    scale times g (the default's rule, g^1), times g^k (k the OLS exponent), and the line through the
+    distance bins' 95th percentiles."""
     from ladder.laws.ensemble import conformal_quantile, distance
-    s_k = conformal_quantile(e / g ** k)
-    s_1 = conformal_quantile(e / g)
-    for name, (N, D, _) in TARGETS.items():
-        gt = float(distance(N, D, *trend["fit_nd"]))
-        r = 6 * N * D / trend["c_max"]
-        out.append(f"| {name} | {gt:.2f} | {r:.0f} | {100 * (trend['a'] + trend['b'] * (gt - 1)):.2f} | "
-                   f"{100 * (trend['a2'] + trend['b2'] * np.log10(r)):.2f} | {100 * q_default * gt:.2f} "
-                   f"(these cells' own q: {100 * s_1 * gt:.2f}) | {100 * s_k * gt ** k:.2f} |")
+
+    e, g, k = trend["e"], trend["g"], trend["k"]
+    s_1, s_k = conformal_quantile(e / g), conformal_quantile(e / g ** k)
+    slope, icpt = np.polyfit(trend["bin_g"], trend["bin_p95"], 1, w=np.sqrt(trend["bin_n"]))
+    out = ["| fit set | target | g | r | mean abs err, g trend | mean abs err, log10 r trend | 95%: q g, these "
+           "cells' q | 95%: scale x g^k | 95%: line through the bins' 95th pct |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, (fit_n, fit_d) in fit_sets.items():
+        c_max = float(np.max(6 * np.asarray(fit_n) * np.asarray(fit_d)))
+        for name, (N, D, _) in TARGETS.items():
+            gt = float(distance(N, D, fit_n, fit_d))
+            r = 6 * N * D / c_max
+            out.append(f"| {label} | {name} | {gt:.2f} | {r:.0f} | {100 * (trend['a'] + trend['b'] * (gt - 1)):.2f} | "
+                       f"{100 * (trend['a2'] + trend['b2'] * np.log10(r)):.2f} | {100 * s_1 * gt:.2f} | "
+                       f"{100 * s_k * gt ** k:.2f} | {100 * (icpt + slope * gt):.2f} |")
     return "\n".join(out)
+
+
+def interval_rules(results: dict, keep=paper_style, ks=(1.0, 2.0, 3.0)) -> str:
+    """Out-of-sample check of the interval's growth with distance: in every P16 design the default's own
+    back-test cells set the scale q_k = conformal quantile of |error| / g^k (k = 1 is the default's rule), and
+    the band q_k g^k is checked on the design's test cells, by distance. Then the half-width each rule gives
+    at the targets on the default's fit set (its own suite's cells; no target accuracy is used)."""
+    from ladder.laws.ensemble import conformal_quantile
+
+    rows = []  # (g, |err|, {k: half-width})
+    for key, r in results.items():
+        if not key.endswith(" P16") or not r.get("inner"):
+            continue
+        ie, ig = np.array(r["inner"]["abs_err"]), np.array(r["inner"]["g"])
+        qk = {k: conformal_quantile(ie / ig ** k) for k in ks}
+        for c in r["cells"]:
+            if keep(c):
+                rows.append((c["g"], abs(c["ens_acc"] - c["acc"]), {k: qk[k] * c["g"] ** k for k in ks}))
+    g = np.array([x[0] for x in rows])
+    out = ["| g | cells | " + " | ".join(f"covered, band q g^{k:g}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    for lo, hi in ((1.0, 1.45), (1.45, 1.75), (1.75, 9.0), (1.0, 9.0)):
+        m = [i for i, x in enumerate(rows) if lo <= x[0] < hi]
+        if m:
+            out.append(f"| {g[m].min():.2f}-{g[m].max():.2f} | {len(m)} | " + " | ".join(
+                f"{np.mean([rows[i][1] <= rows[i][2][k] for i in m]):.0%}" for k in ks) + " |")
+    d = results.get("default")
+    if d:
+        ie, ig = np.array(d["inner"]["abs_err"]), np.array(d["inner"]["g"])
+        out += ["", "Half-width at the targets on the default's fit set (points; its own back-test cells, g <= "
+                f"{ig.max():.2f}):", "", "| target | g | " + " | ".join(f"q g^{k:g}" for k in ks) + " |",
+                "|---|---|" + "---|" * len(ks)]
+        for name, gt in d["target_g"].items():
+            out.append(f"| {name} | {gt:.2f} | " + " | ".join(
+                f"{100 * conformal_quantile(ie / ig ** k) * gt ** k:.2f}" for k in ks) + " |")
+    return "\n".join(out)
+
+
+def default_suite(cols: dict, tasks) -> dict:
+    """The default on the real targets (n_bootstrap=0): its back-test cells and the targets' distances only."""
+    from ladder.laws.ensemble import _cells, _combine
+    from ladder.laws.predict import predict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = predict(cols, {k: v for k, v in TARGETS.items()}, tasks=tasks, n_bootstrap=0, workers=1)
+    cal = pred.calibration
+    c = _cells(pred.suite, list(cal.weights))
+    return {"cells": [], "inner": {"abs_err": np.abs(_combine(c["err"], cal.weights, list(cal.weights))).tolist(),
+                                   "g": c["g"].tolist()}, "q": cal.q_acc, "weights": cal.weights,
+            "target_g": {t: pred.results[t][tasks[0]]["distance"] for t in TARGETS}, "cpu_s": 0.0}
 
 
 def main():
@@ -302,6 +372,7 @@ def main():
     ap.add_argument("--designs", help="comma list of design names (default: all)")
     ap.add_argument("--tasks", help="comma list (default: all 8)")
     ap.add_argument("--tables-only", action="store_true", help="print the tables of the cached cells, fit nothing")
+    ap.add_argument("--policies", help="comma list of policies to run (default: all; the tables use what is cached)")
     args = ap.parse_args()
     if not (SHARED / "olmo_ladder").is_dir():
         sys.exit("needs ../shared/reference/olmo_ladder")
@@ -315,7 +386,7 @@ def main():
             continue
         for policy in des["policies"]:
             key = f"{des['name']} {policy}"
-            if key in results or args.tables_only:
+            if key in results or args.tables_only or (args.policies and policy not in args.policies.split(",")):
                 continue
             print(f"{key}: fit {len(des['policies'][policy])} runs, test {len(des['test'])}", file=sys.stderr, flush=True)
             results[key] = run_design(cols, info, des, policy, tasks)
@@ -324,7 +395,6 @@ def main():
                 cache.write_text(json.dumps(results))
     from ladder.laws.backtest import run_table
     rt = run_table(cols)
-    c_max = max(6 * rt[r][0] * rt[r][1] for r in PAPER_RUNS_OLMO)
     print("### Fit policies, paper-style test runs (1xC-10xC, no reruns)\n")
     print(policy_tables(results, tasks))
     print("\n### Fit policies, every test run (0.5xC and reruns too)\n")
@@ -336,10 +406,17 @@ def main():
     print("\n### Error against extrapolation distance (every P16 cell, paper-style test runs)\n")
     text, trend = distance_table(results)
     print(text)
-    trend["c_max"] = c_max
-    trend["fit_nd"] = np.array([rt[r] for r in PAPER_RUNS_OLMO]).T
-    print("\n### At the targets (fitted on the paper's 16)\n")
-    print(target_table(trend))
+    from ladder.laws.predict import select_runs
+    fit_sets = {"the paper's 16": np.array([rt[r] for r in PAPER_RUNS_OLMO]).T,
+                f"the default ({len(select_runs(cols))} runs)": np.array([rt[r] for r in select_runs(cols)]).T}
+    print("\n### At the targets (trends of the P16 cells above; no target accuracy is used)\n")
+    print(target_table(trend, fit_sets))
+    if "default" not in results and not args.tables_only:
+        results["default"] = default_suite(cols, tasks)
+        if cache:
+            cache.write_text(json.dumps(results))
+    print("\n### Interval rules against distance (P16 designs, out of sample)\n")
+    print(interval_rules(results))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid_many
 
 # The paper's fit set on the published OLMo ladder: 4 sizes x 4 Chinchilla multiples.
 PAPER_RUNS = tuple(f"{s}-{c}xC" for s in ("190M", "370M", "760M", "1B") for c in (1, 2, 5, 10))
-# The default fit set where the table holds the paper's 16: the runs at the paper's budgets of EVERY size (the
-# 3B runs too; not the 0.5xC runs or the 1xC reruns). Back-tests (bench/backtest_runs.py, docs/laws.md "Which
-# runs the default fits"): leaving out the size nearest the target raised the error 1.6-2.7x in 5 of 5 designs, while
-# adding the 0.5xC runs or the reruns did not help accuracy in most designs.
+# The default fit set where the table holds the paper's 16: the runs at the paper's budgets of EVERY size
+# (the 3B runs too; not the 0.5xC runs or the 1xC reruns). Back-tests (bench/backtest_runs.py, docs/laws.md
+# "Which runs the default fits"): leaving out the size nearest the target raised the error 1.6-2.7x in 5 of
+# 5 designs, while adding the 0.5xC runs or the reruns did not help accuracy in most designs.
 PAPER_BUDGET_RUN = re.compile(r"[^-]+-(1|2|5|10)xC")
 # Chance accuracy for the paper's tasks when the table has no `chance` column.
 KNOWN_CHANCE = {"mmlu": 0.25, "hellaswag": 0.25, "arc_challenge": 0.25, "arc_easy": 0.25, "piqa": 0.5,

@@ -162,7 +162,8 @@ def run_design(cols: dict, info: dict, des: dict, policy: str, tasks) -> dict:
         methods = list(cal.weights)
         c = _cells(pred.suite, methods)
         inner = {"abs_err": np.abs(_combine(c["err"], cal.weights, methods)).tolist(), "g": c["g"].tolist()}
-    return {"cells": cells, "cpu_s": cpu, "q": q, "inner": inner, "weights": cal.weights if cal else {"fallback": 1.0},
+    return {"cells": cells, "cpu_s": cpu, "q": q, "inner": inner,
+            "weights": cal.weights if cal else {"fallback": 1.0},
             "coverage_inside": cal.coverage if cal else float("nan"),
             "target_g": {k: float(distance(v[0], v[1], fit_n, fit_d)) for k, v in TARGETS.items()}}
 
@@ -186,23 +187,29 @@ def errors(cs: list[dict], what: str) -> np.ndarray:
     return np.array([c["members"][what]["acc"] - c["acc"] if what in c["members"] else np.nan for c in cs])
 
 
+def size_designs(results: dict) -> list[str]:
+    """The size-extrapolation designs in the results (not skip-nearest / drop-smallest, not "default")."""
+    return [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results if " " in k)
+            if not n.endswith(("skip", "drop"))]
+
+
 def select(results: dict, design: str, policy: str, keep=paper_style) -> list[dict]:
     return sorted([c for c in results.get(f"{design} {policy}", {"cells": []})["cells"] if keep(c)],
                   key=lambda c: (c["run"], c["task"]))
 
 
-def policy_tables(results: dict, tasks, keep=paper_style) -> str:
+def policy_tables(results: dict, keep=paper_style) -> str:
     """Design x policy: ensemble / paper accuracy error (points), ensemble task-loss error (%), and how many
     designs each policy beats P16 on."""
-    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results if " " in k) if not n.endswith(("skip", "drop"))]
+    names = size_designs(results)
     pols = [p for p in POLICIES if any(f"{n} {p}" in results for n in names)]
     out = ["| design (test runs, g) | " + " | ".join(f"{p} ens / paper / loss %" for p in pols) + " |",
            "|---|" + "---|" * len(pols)]
     wins = {p: [0, 0, 0, 0] for p in pols}
     pooled = {p: {"ens": [], "paper": [], "loss": []} for p in pols}
     for n in names:
-        base = {w: mae(errors(select(results, n, "P16", keep), w)) for w in ("ens", "paper", "loss")}
         cs0 = select(results, n, "P16", keep)
+        base = {w: mae(errors(cs0, w)) for w in ("ens", "paper", "loss")}
         cols_ = []
         for p in pols:
             cs = select(results, n, p, keep)
@@ -218,7 +225,7 @@ def policy_tables(results: dict, tasks, keep=paper_style) -> str:
         g = [c["g"] for c in cs0]
         out.append(f"| {n} ({len({c['run'] for c in cs0})}, {min(g):.2f}-{max(g):.2f}) | " + " | ".join(cols_) + " |")
     out.append("| **all cells** | " + " | ".join(
-        f"**{mae(pooled[p]['ens']):.2f} / {mae(pooled[p]['paper']):.2f} / {mae(pooled[p]['loss']):.2f}**" for p in pols) + " |")
+        "**" + " / ".join(f"{mae(pooled[p][w]):.2f}" for w in ("ens", "paper", "loss")) + "**" for p in pols) + " |")
     out.append("| designs better than P16 (ens, paper, loss) | " + " | ".join(
         "—" if p == "P16" else f"{wins[p][0]}, {wins[p][1]}, {wins[p][2]} of {wins[p][3]}" for p in pols) + " |")
     return "\n".join(out)
@@ -226,7 +233,7 @@ def policy_tables(results: dict, tasks, keep=paper_style) -> str:
 
 def task_table(results: dict, tasks, pols=("P16", "PALL"), keep=paper_style) -> str:
     """Task x method, pooled over the size-extrapolation designs: P16 / PALL mean |error| (points)."""
-    names = [n for n in dict.fromkeys(k.rsplit(" ", 1)[0] for k in results if " " in k) if not n.endswith(("skip", "drop"))]
+    names = size_designs(results)
     cells = {p: [c for n in names for c in select(results, n, p, keep)] for p in pols}
     methods = ["ens", "paper", "single-step", "compute", "lm-loss", "chance-floor"]
     out = ["| task | " + " | ".join("ensemble" if m == "ens" else m for m in methods) + " |",
@@ -267,8 +274,8 @@ def distance_table(results: dict, policy: str = "P16", keep=paper_style) -> tupl
     g = np.array([c["g"] for c in cs])
     q = np.array([c["q"] for c in cs])
     ratio = np.maximum([c["ratio"] for c in cs], 1.0)
-    out = ["| g | cells | mean abs (points) | 95th pct | 95th pct of abs / g | covered by the design's q g | loss mean abs % |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| g | cells | mean abs (points) | 95th pct | 95th pct of abs / g | covered by the design's q g | "
+           "loss mean abs % |", "|---|---|---|---|---|---|---|"]
     bins = {"bin_g": [], "bin_p95": [], "bin_n": []}
     for lo, hi in ((1.0, 1.25), (1.25, 1.45), (1.45, 1.75), (1.75, 2.0), (2.0, 9.0)):
         m = (g >= lo) & (g < hi)
@@ -304,7 +311,7 @@ def target_table(trend: dict, fit_sets: dict) -> str:
     s_1, s_k = conformal_quantile(e / g), conformal_quantile(e / g ** k)
     slope, icpt = np.polyfit(trend["bin_g"], trend["bin_p95"], 1, w=np.sqrt(trend["bin_n"]))
     out = ["| fit set | target | g | r | mean abs err, g trend | mean abs err, log10 r trend | 95%: q g, these "
-           "cells' q | 95%: scale x g^k | 95%: line through the bins' 95th pct |", "|---|---|---|---|---|---|---|---|---|"]
+           "cells' q | 95%: scale x g^k | 95%: line through the bins' 95th pct |", "|---" * 9 + "|"]
     for label, (fit_n, fit_d) in fit_sets.items():
         c_max = float(np.max(6 * np.asarray(fit_n) * np.asarray(fit_d)))
         for name, (N, D, _) in TARGETS.items():
@@ -388,7 +395,8 @@ def main():
             key = f"{des['name']} {policy}"
             if key in results or args.tables_only or (args.policies and policy not in args.policies.split(",")):
                 continue
-            print(f"{key}: fit {len(des['policies'][policy])} runs, test {len(des['test'])}", file=sys.stderr, flush=True)
+            print(f"{key}: fit {len(des['policies'][policy])} runs, test {len(des['test'])}", file=sys.stderr,
+                  flush=True)
             results[key] = run_design(cols, info, des, policy, tasks)
             print(f"  {results[key]['cpu_s']:.0f} CPU-s", file=sys.stderr, flush=True)
             if cache:
@@ -396,9 +404,9 @@ def main():
     from ladder.laws.backtest import run_table
     rt = run_table(cols)
     print("### Fit policies, paper-style test runs (1xC-10xC, no reruns)\n")
-    print(policy_tables(results, tasks))
+    print(policy_tables(results))
     print("\n### Fit policies, every test run (0.5xC and reruns too)\n")
-    print(policy_tables(results, tasks, keep=lambda c: True))
+    print(policy_tables(results, keep=lambda c: True))
     print("\n### Per task and method, pooled over the size designs (P16 / PALL, paper-style test runs)\n")
     print(task_table(results, tasks))
     print("\n### The nearest size fitted or left out (P16 runs)\n")

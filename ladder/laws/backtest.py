@@ -229,8 +229,8 @@ def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, 
     return holdout_fits(cols, task, fits, train, test, problems)
 
 
-def _suite_tasks(state: dict, tasks: tuple) -> list[list[dict[str, Holdout]]]:
-    """Some tasks' back-tests on every split (a job of run_suite, run in a worker process): their fits share
+def suite_tasks(state: dict, tasks: tuple) -> list[list[dict[str, Holdout]]]:
+    """Some tasks' back-tests on every split (a job of run_suite and predict, run in a worker process): their fits share
     batched descents (fit_methods_tasks). One list of {method: Holdout} per split, per task."""
     cols, sps = state["cols"], state["splits"]
     out = []
@@ -253,20 +253,31 @@ def thin_runs(cols: dict, runs: list[str], progress=None, limit: int = MAX_SUITE
     return keep
 
 
-def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
-              workers: int | None = None) -> list[dict[str, dict[str, Holdout]]]:
-    """Every split x task x method, tasks spread over `workers` processes (ladder.laws.parallel). Returns one
-    entry per split: {task: {method: Holdout}}."""
+def suite_state(cols: dict, tasks, runs: list[str], methods=None, progress=None) -> dict:
+    """What the suite's jobs (`suite_job`) read: the table, the (thinned) runs, the splits and the methods."""
     methods = methods or list(METHODS)
     runs = thin_runs(cols, runs, progress)
     sps = splits(cols, runs)
     if progress and sps:
         progress(f"back-tests: {len(tasks)} tasks x {len(sps)} splits ({', '.join(sp.name for sp in sps)})")
-    state = {"cols": cols, "runs": list(runs), "splits": sps, "methods": list(methods)}
-    per_task = [h for chunk in map_jobs(_suite_tasks, task_chunks(tasks, workers), state, workers) for h in chunk] \
-        if sps else []
+    return {"cols": cols, "runs": list(runs), "splits": sps, "methods": list(methods)}
+
+
+def suite_of(tasks, per_task: list, sps: list[Split]) -> list[dict[str, dict[str, Holdout]]]:
+    """The suite's entries (one per split: {task: {method: Holdout}}) from its jobs' per-task results."""
     out = [{} for _ in sps]
     for task, holdouts in zip(tasks, per_task):
         for s in range(len(sps)):
             out[s][task] = holdouts[s]
     return out
+
+
+def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
+              workers: int | None = None) -> list[dict[str, dict[str, Holdout]]]:
+    """Every split x task x method, tasks spread over `workers` processes (ladder.laws.parallel). Returns one
+    entry per split: {task: {method: Holdout}}. (predict runs the same jobs next to its full fits.)"""
+    state = suite_state(cols, tasks, runs, methods, progress)
+    sps = state["splits"]
+    per_task = [h for chunk in map_jobs(suite_tasks, task_chunks(tasks, workers), state, workers) for h in chunk] \
+        if sps else []
+    return suite_of(tasks, per_task, sps)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import ml_collections
 
-from ladder import rundir
+from ladder import rundir, storage
 from ladder.cpt_domains import cross_domain_stage, study_domains
 from ladder.cpt_laws import (compare_split_laws, final_row, fit_study, grid_table, predicted_at, report_study,
                              rule_a_budget)
@@ -211,7 +211,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
     times, summary = {}, {"name": cfg.name}
     with _timed(times, "plan"):
         bases, rungs = plan_study(cfg)
-        rundir.write_text(out / "rungs.json", json.dumps({"base": bases, "cpt": rungs}, indent=1))
+        storage.write_text(out / "rungs.json", json.dumps({"base": bases, "cpt": rungs}, indent=1))
         log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
             f"{len(cfg.budgets)} budgets per size)")
 
@@ -251,7 +251,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
         with _timed(times, "cross_domain"):
             summary["cross_domain"] = cross_domain_stage(cfg, out, bases, rungs, spec)
     summary["seconds"] = times
-    rundir.write_text(out / "study.json", json.dumps(summary, indent=1, default=float) + "\n")
+    storage.write_text(out / "study.json", json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return summary
 

@@ -70,7 +70,7 @@ def decode_utf8(data: bytes, path, what: str = "file") -> str:
 def read_user_json(path, what: str = "file", fix: str = "check that it is the right file"):
     """A JSON file the user gives (strict): unreadable, non-UTF-8 or malformed JSON is one LadderError naming the
     file (and the line and column of the JSON error) instead of a JSONDecodeError traceback. Files ladder itself
-    writes atomically into a run directory are read by the tolerant `rundir.read_json` (torn means absent)."""
+    writes atomically into a run directory are read by the tolerant `storage.read_json` (torn means absent)."""
     return parse_json(read_utf8(path, what), f"{what}: {path}", fix)
 
 

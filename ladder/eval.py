@@ -163,7 +163,7 @@ def make_on_eval(config, run_dir):
         return None
     import ml_collections
 
-    from ladder import metrics as metrics_lib, rundir, tasks
+    from ladder import metrics as metrics_lib, rundir, storage, tasks
     from ladder.arch import n_params
     from ladder.data import make_source
     from ladder.data.pipeline import as_list
@@ -195,14 +195,14 @@ def make_on_eval(config, run_dir):
         if config.mix.r >= 0:
             validation["general_loss"] = one_source(config.mix.general)
             validation["domain_loss"] = one_source(config.mix.domain)
-    path = rundir.join(run_dir, rundir.RESULTS)
+    path = storage.join(run_dir, rundir.RESULTS)
 
     def on_eval(step, params, logits_fn):
         metrics = evaluate(logits_fn, task_list, tokenizer, batch_size=eval_batch, seq_len=a.seq_len)
         extra = {k: lm_loss(logits_fn, src, config.eval.lm_loss_batches) for k, src in validation.items()}
         if jax.process_index() == 0:
             d_run = step * tokens_per_step
-            init = rundir.read_json(rundir.join(run_dir, rundir.INIT))  # written by the trainer when continuing a run
+            init = storage.read_json(storage.join(run_dir, rundir.INIT))  # written by the trainer when continuing a run
             d = d_run + (init["tokens"] if init else 0)
             if init or config.mix.r >= 0:
                 extra.update(d_cpt=d_run if init else 0, base_run=init["base_run"] if init else "")

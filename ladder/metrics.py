@@ -19,7 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from ladder import rundir
+from ladder import rundir, storage
 from ladder.chips import CHIPS, chip_of_device_kind
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, device=None) -> float:
@@ -72,7 +72,7 @@ def log_eval(run_dir, step: int, tokens: int, rows: list[dict]) -> None:
     losses (lm_loss, lm_loss_<domain>) as `eval/<column>`; over steps and over tokens (log_scalars)."""
     from tensorboardX import SummaryWriter
 
-    tb = SummaryWriter(rundir.join(run_dir, "tb"), filename_suffix=f".eval-{step}")  # its own event file
+    tb = SummaryWriter(storage.join(run_dir, "tb"), filename_suffix=f".eval-{step}")  # its own event file
     try:
         for row in rows:
             log_scalars(tb, f"eval/{row.get('task', 'tasks')}",
@@ -89,9 +89,9 @@ class MetricsWriter:
     def __init__(self, run_dir, total_steps: int, stream=None):
         from tensorboardX import SummaryWriter  # imported here: only process 0 pays for it
 
-        self.run_dir, self.total_steps, self.stream = rundir.path(run_dir), total_steps, stream or sys.stderr
+        self.run_dir, self.total_steps, self.stream = storage.path(run_dir), total_steps, stream or sys.stderr
         path = self.run_dir / rundir.METRICS
-        if rundir.is_remote(path):  # no append on object stores: keep the lines, rewrite the object now and then
+        if storage.is_remote(path):  # no append on object stores: keep the lines, rewrite the object now and then
             self.jsonl, self.lines, self.flushed = None, [json.dumps(r) for r in rundir.read_metrics(run_dir)], 0.0
         else:
             self.jsonl = open(path, "a")
@@ -117,7 +117,7 @@ class MetricsWriter:
         self.stream.flush()
 
     def _flush_remote(self) -> None:
-        rundir.write_text(self.run_dir / rundir.METRICS, "".join(r + "\n" for r in self.lines))
+        storage.write_text(self.run_dir / rundir.METRICS, "".join(r + "\n" for r in self.lines))
         self.flushed = time.monotonic()
 
     def abandon(self) -> None:

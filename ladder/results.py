@@ -42,16 +42,16 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     """
     if not rows:
         return
-    from ladder import rundir
+    from ladder import storage
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rundir.editing(path):  # two evaluators adding to one table never drop each other's rows
+    with storage.editing(path):  # two evaluators adding to one table never drop each other's rows
         _append_rows(path, rows)
 
 
 def _append_rows(path: Path, rows: list[dict]) -> None:
-    from ladder import rundir
+    from ladder import storage
 
     old = path.read_bytes().decode("utf-8") if path.exists() and path.stat().st_size > 0 else ""
     buf = io.StringIO(newline="")
@@ -65,9 +65,9 @@ def _append_rows(path: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=header)
     for r in rows:
         w.writerow({k: r.get(k, "") for k in header})
-    # The table is rewritten whole and atomically (rundir.write_bytes), not appended to: a kill mid-write
+    # The table is rewritten whole and atomically (storage.write_bytes), not appended to: a kill mid-write
     # leaves the old table, never a torn last row (tables are small: one row per task per evaluation).
-    rundir.write_text(path, old + buf.getvalue())
+    storage.write_text(path, old + buf.getvalue())
 
 
 def header_for(rows: list[dict]) -> list[str]:
@@ -89,7 +89,7 @@ def _check_columns(path, rows: list[dict], header: list[str]) -> None:
 def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write a whole results table (replacing any file there) atomically: readers see the old table or
     the new one, never half of one (`ladder collect`, `ladder import`)."""
-    from ladder import rundir
+    from ladder import storage
 
     header = header_for(rows)
     _check_columns(path, rows, header)
@@ -99,7 +99,7 @@ def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: r.get(k, "") for k in header})
-    rundir.write_text(path, buf.getvalue())
+    storage.write_text(path, buf.getvalue())
 
 
 def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, np.ndarray]:

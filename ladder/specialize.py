@@ -49,16 +49,16 @@ def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[s
     """`<stem>.json` (the whole summary) and `<stem>.csv` (one flat row per entry of `rows`) under out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from ladder import rundir
+    from ladder import storage
 
-    rundir.write_text(out_dir / f"{stem}.json", json.dumps(jsonable(summary), indent=1) + "\n")
+    storage.write_text(out_dir / f"{stem}.json", json.dumps(jsonable(summary), indent=1) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     for r in rows:
         w.writerow({k: jsonable(r.get(k, "")) for k in keys})
-    rundir.write_text(out_dir / f"{stem}.csv", buf.getvalue())
+    storage.write_text(out_dir / f"{stem}.csv", buf.getvalue())
     return [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.csv")]
 
 

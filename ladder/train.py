@@ -27,7 +27,7 @@ import jax
 from ladder import arch as arch_lib
 from ladder import checkpoint
 from ladder import metrics as metrics_lib
-from ladder import rundir
+from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
 from ladder.checkpoint import Checkpoints
@@ -95,7 +95,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
     check_run_dir(run_dir)
-    run_dir = rundir.path(run_dir)
+    run_dir = storage.path(run_dir)
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
@@ -135,10 +135,10 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     saved = rundir.read_run_config(run_dir)
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
-    status = rundir.read_json(run_dir / "status.json")
+    status = storage.read_json(run_dir / "status.json")
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
-    init = rundir.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
+    init = storage.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
     source, row_sharding = _open_source(config, mesh)
 
     # Everything checked: from here on we write.
@@ -146,7 +146,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
+            storage.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
@@ -241,7 +241,7 @@ def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, s
     if start is None and init:
         state, start = init_from_base(program, init, jax.random.key(seed)), 0
         if lead:
-            rundir.write_json(run_dir / "init.json", init)
+            storage.write_json(run_dir / "init.json", init)
             print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
                   + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
     elif start is None:
@@ -264,7 +264,7 @@ class _RunLog:
         self.tokens_per_step = t.global_batch * a.seq_len
         self.peak, peak_source = metrics_lib.peak_flops(jax.devices())
         self.writer = None
-        status_before = rundir.read_json(run_dir / "status.json") or {}
+        status_before = storage.read_json(run_dir / "status.json") or {}
         # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
         # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
         first_loss = status_before.get("first_loss") if start else None
@@ -285,7 +285,7 @@ class _RunLog:
         base["last_verified_step"] = self.ckpts.last_verified
         if self.lead:
             done = progress["step"]
-            rundir.write_json(self.run_dir / "status.json", dict(
+            storage.write_json(self.run_dir / "status.json", dict(
                 base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
                 eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
                 flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(),

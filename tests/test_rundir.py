@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from ladder import results, rundir
+from ladder import results, rundir, storage
 from ladder.errors import LadderError
 
 
 def test_json_written_atomically_and_torn_json_reads_as_absent(tmp_path):
-    rundir.write_json(tmp_path / "status.json", {"state": "done", "loss": np.float32(1.5)})
-    assert rundir.read_json(tmp_path / "status.json") == {"state": "done", "loss": 1.5}
+    storage.write_json(tmp_path / "status.json", {"state": "done", "loss": np.float32(1.5)})
+    assert storage.read_json(tmp_path / "status.json") == {"state": "done", "loss": 1.5}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temp file left behind
     (tmp_path / "torn.json").write_text('{"state": "run')
-    assert rundir.read_json(tmp_path / "torn.json") is None and rundir.read_json(tmp_path / "absent.json") is None
+    assert storage.read_json(tmp_path / "torn.json") is None and storage.read_json(tmp_path / "absent.json") is None
     assert rundir.read_status(tmp_path / "nowhere") == {}
 
 

@@ -55,9 +55,9 @@ def run(args) -> int:
                             domain_tokens=args.domain_tokens, compute=args.compute, r=args.r)
     else:
         fit = spec.fit_split(table, domain=args.domain, holdout=args.holdout)
-    from ladder import rundir
+    from ladder import storage
 
-    with rundir.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
+    with storage.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
         files = spec.write_fit(fit, out)
     if args.format == "json":
         print(json.dumps(jsonable(fit.summary), indent=1))

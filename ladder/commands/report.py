@@ -41,9 +41,9 @@ def run(args) -> int:
     require(bool(table), "results", f"{path} has no rows", "collect CPT runs first")
     check_outs(spec.output_files(out, "effectiveness"), args.overwrite)
     report = spec.effectiveness_report(table, metric=args.metric, task=args.task)
-    from ladder import rundir
+    from ladder import storage
 
-    with rundir.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
+    with storage.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
         files = spec.write_effectiveness(report, out)
     if args.format == "json":
         print(json.dumps(spec.summary_of(report), indent=1))

@@ -19,7 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from ladder import rundir, storage
+from ladder import formats, rundir, storage
 from ladder.chips import CHIPS, chip_of_device_kind
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, device=None) -> float:
@@ -112,7 +112,7 @@ class MetricsWriter:
         rate = "?" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:,.0f}"
         mfu = "?" if row["mfu"] is None else f"{row['mfu']:.1%}"
         line = (f"step {row['step']}/{self.total_steps}  loss {row['loss']:.4f}  {rate} tok/s  mfu {mfu}  "
-                f"eta {rundir.format_duration(eta_s, unknown='?')}")
+                f"eta {formats.format_duration(eta_s, unknown='?')}")
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()
 

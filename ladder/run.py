@@ -335,8 +335,11 @@ def validate(cfg) -> None:
 
     require_kind(cfg, "run", "this config")
     check_known_keys(cfg, default_config())
-    require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
-            f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")
+    from ladder.launch import BACKENDS
+
+    *others, last = BACKENDS
+    require(cfg.launch.backend in BACKENDS, "launch.backend", f"unknown backend {cfg.launch.backend!r}",
+            f"choose {', '.join(others)} or {last}")
     require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
     from ladder.laws.taskfit import METHODS  # checked before training: a bogus method failed after every rung
 

@@ -12,7 +12,6 @@ Reading and writing go through ladder/storage.py (local or gs://, every write at
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -235,23 +234,6 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
                            f"the rungs' results under {run_root}")
     results.write_table(out, rows)
     return len(rows), missing
-
-
-# ------------------------------------------------------------------------------------------ formatting
-
-
-def format_duration(seconds: float | None, unknown: str = "-") -> str:
-    """A duration for tables and progress lines: 45s, 12m, 3.5h, 2.0d; `unknown` for None, NaN or inf."""
-    if seconds is None or not math.isfinite(seconds):
-        return unknown
-    s = max(0.0, float(seconds))
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{s / 60:.0f}m"
-    if s < 86400:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"
 
 
 # ladder/commands/predict.py (another helper's file this session) still calls these two through rundir; once it

@@ -27,10 +27,10 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ladder import sharding
+from ladder.arch import arch_of
 from ladder.loss import token_weights
 from ladder.model import make_model
 from ladder.optimizer import make_optimizer, schedule_fn, schedule_inputs
-from ladder.train_config import arch_of
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import ml_collections
 
 from ladder import arch as arch_lib
+from ladder.arch import arch_of
 from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
 
@@ -131,12 +132,6 @@ def resolve_vocab(config) -> None:
         from ladder.data.pipeline import vocab_size
 
         config.model.vocab_size = vocab_size(config.data)
-
-
-def arch_of(config) -> arch_lib.Arch:
-    m = config.model
-    return arch_lib.Arch(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab_size=m.vocab_size,
-                         seq_len=m.seq_len, mlp_hidden=m.mlp_hidden)
 
 
 def data_config(config) -> ml_collections.ConfigDict:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ladder import results, rundir, storage
+from ladder import formats, results, rundir, storage
 from ladder.errors import LadderError
 
 
@@ -30,7 +30,7 @@ def test_metrics_read_and_truncated_through_one_reader(tmp_path):
 @pytest.mark.parametrize("seconds, text", [(None, "-"), (float("nan"), "-"), (0.4, "0s"), (59, "59s"),
                                            (150, "2m"), (5400, "1.5h"), (3 * 86400, "3.0d")])
 def test_format_duration(seconds, text):
-    assert rundir.format_duration(seconds) == text
+    assert formats.format_duration(seconds) == text
 
 
 def test_collect_fills_plan_columns_and_refuses_to_overwrite(tmp_path):

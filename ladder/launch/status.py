@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 
-from ladder import rundir, storage
+from ladder import formats, rundir, storage
 from ladder.errors import LadderError
 
 STALE_S = 15 * 60  # a "running" status.json not updated for this long is flagged: the run may be dead
@@ -51,7 +51,7 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"
     age = now - status["updated"] if "updated" in status else None
     if state == "running" and age is not None and age > STALE_S:
-        note = f"no update for {rundir.format_duration(age)}: stopped or preempted? relaunch to resume"
+        note = f"no update for {formats.format_duration(age)}: stopped or preempted? relaunch to resume"
     tokens = int(status.get("tokens") or 0)
     return RungStatus(
         name=rung["name"], state=state, step=int(status.get("step") or 0),
@@ -98,8 +98,8 @@ def format_status(rows: list[RungStatus]) -> str:
         pct = 100.0 * r.step / r.total_steps if r.total_steps else 0.0
         lines.append(
             f"{r.name:<16} {r.state:<9} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% {fmt_count(r.tokens):>9} "
-            f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {rundir.format_duration(r.eta_s):>9} "
-            f"{rundir.format_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
+            f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {formats.format_duration(r.eta_s):>9} "
+            f"{formats.format_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
             + (f"  {r.note}" if r.note else ""))
     counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "failed", "pending")}
     if any(r.state == "preempted" for r in rows):

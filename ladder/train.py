@@ -30,14 +30,16 @@ from ladder import metrics as metrics_lib
 from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
+from ladder.arch import arch_of
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
+from ladder.device_checks import check_fits_memory, validate_for_mesh
 from ladder.errors import LadderError, require
 from ladder.preemption import EvaluationInterrupted, Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
-    RUNG_KEYS, arch_of, check_run_dir, config_from_rung, config_hash, data_config,
-    check_fits_memory, default_config, resolve_vocab, validate, validate_for_mesh)
+    RUNG_KEYS, check_run_dir, config_from_rung, config_hash, data_config,
+    default_config, resolve_vocab, validate)
 from ladder.warmstart import init_from_base, resolve_init
 
 

@@ -262,7 +262,8 @@ def test_the_memory_check_is_the_planners_estimate_and_silent_where_memory_is_un
     from ladder.arch import n_params_total
     from ladder.config import load_config
     from ladder.plan.resources import estimate_memory
-    from ladder.train_config import arch_of, check_fits_memory
+    from ladder.arch import arch_of
+    from ladder.device_checks import check_fits_memory
 
     cfg = load_config("configs/tiny.py")
     a = arch_of(cfg)

@@ -1,4 +1,5 @@
-"""One exception type for every user mistake, so the CLI can print one line and exit 2."""
+"""The two exceptions the CLI turns into one line: LadderError for a mistake the user can fix (exit 2), and
+TrainingFailed for a run that started and cannot go on (exit 1)."""
 
 
 class LadderError(Exception):
@@ -6,6 +7,12 @@ class LadderError(Exception):
 
     The message names the field or file and says how to fix it; the CLI prints it as one line.
     """
+
+
+class TrainingFailed(Exception):
+    """The run started but cannot go on (NaN or diverged loss, a failed write, distributed start-up): exit 1."""
+
+    storage = False  # a failed write: orbax's writer threads may still hold failing futures (see commands/train)
 
 
 def require(ok: bool, field: str, problem: str, fix: str) -> None:

@@ -38,6 +38,22 @@ def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
                 "choose a tensor size dividing heads, MLP width and padded vocab")
 
 
+def estimate_memory(config, mesh_shape: dict) -> dict:
+    """The planner's per-device memory estimate for a train config on a mesh (plan.resources.estimate_memory:
+    bytes of params, grads, optimizer, activations and their total), so the trainer's check and the compile
+    report judge a config by the same numbers the slice choice rested on (docs/planning.md)."""
+    from ladder.plan import resources  # plan comes before train; imported where it is used
+
+    m, t = config.model, config.train
+    a = arch_of(config)
+    rung = {"name": config.name, "d_model": m.d_model, "n_layers": m.n_layers, "mlp_hidden": a.mlp_hidden,
+            "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_sequences": t.global_batch,
+            "n_total": arch_lib.n_params_total(a)}
+    return resources.estimate_memory(rung, math.prod(mesh_shape.values()), dict(mesh_shape), remat=m.remat,
+                                     microbatches=t.microbatches, activation_bytes=DTYPE_BYTES.get(m.dtype, 4),
+                                     loss_chunk=m.loss_chunk)
+
+
 def check_fits_memory(config, mesh_shape: dict, bytes_per_device: float | None) -> None:
     """Refuse a model whose training state cannot fit before compiling it: XLA would spend minutes (for 10^5
     layers, longer than anyone waits) on a program that then fails in the allocator. The estimate is the
@@ -47,19 +63,11 @@ def check_fits_memory(config, mesh_shape: dict, bytes_per_device: float | None) 
     (None: unknown, nothing checked)."""
     if not bytes_per_device:
         return
-    from ladder.plan.resources import estimate_memory  # plan comes before train; imported where it is used
-
-    m, t = config.model, config.train
-    a = arch_of(config)
-    rung = {"name": config.name, "d_model": m.d_model, "n_layers": m.n_layers, "mlp_hidden": a.mlp_hidden,
-            "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_sequences": t.global_batch,
-            "n_total": arch_lib.n_params_total(a)}
-    need = estimate_memory(rung, math.prod(mesh_shape.values()), dict(mesh_shape), remat=m.remat,
-                           microbatches=t.microbatches, activation_bytes=DTYPE_BYTES.get(m.dtype, 4),
-                           loss_chunk=m.loss_chunk)
+    need = estimate_memory(config, mesh_shape)
+    n_total = arch_lib.n_params_total(arch_of(config))
     gib = 2**30
     require(need["total"] <= bytes_per_device, "model",
-            f"{config.name} needs at least {need['total'] / gib:,.1f} GiB per device ({rung['n_total']:.3g} "
+            f"{config.name} needs at least {need['total'] / gib:,.1f} GiB per device ({n_total:.3g} "
             f"parameters with their gradients and AdamW moments: {(need['params'] + need['grads'] + need['optimizer']) / gib:,.1f} GiB; "
             f"activations {need['activations'] / gib:,.1f} GiB) but a device here holds {bytes_per_device / gib:,.1f} GiB",
             "shrink model.n_layers / d_model / seq_len or train.global_batch, raise train.microbatches or "

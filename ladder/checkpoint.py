@@ -217,16 +217,6 @@ def verified_steps(directory) -> list[int]:
     return [s for s in _step_dirs(directory) if verify_step(directory / str(s)) is None]
 
 
-def saved_steps(directory) -> list[int]:
-    """Steps with a finished checkpoint under `directory` (local or gs://), read-only; [] when it is absent."""
-    directory = _absolute(directory)
-    if not epath.Path(directory).exists():
-        return []
-    options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-    with ocp.CheckpointManager(epath.Path(directory), options=options) as manager:
-        return sorted(manager.all_steps())
-
-
 def restore_params(directory, step: int, abstract_params):
     """Only the parameters of a saved train state, onto `abstract_params`' shardings (continual pretraining
     from another run: the optimizer state is not read, a partial restore of orbax's single "default" item)."""

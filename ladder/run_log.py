@@ -30,7 +30,7 @@ class RunLog:
         self.tokens_per_step = t.global_batch * a.seq_len
         self.peak, peak_source = metrics_lib.peak_flops(jax.devices())
         self.writer = None
-        status_before = storage.read_json(run_dir / "status.json") or {}
+        status_before = rundir.read_status(run_dir)
         # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
         # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
         first_loss = status_before.get("first_loss") if start else None
@@ -51,7 +51,7 @@ class RunLog:
         base["last_verified_step"] = self.ckpts.last_verified
         if self.lead:
             done = progress["step"]
-            storage.write_json(self.run_dir / "status.json", dict(
+            storage.write_json(self.run_dir / rundir.STATUS, dict(
                 base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
                 eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
                 flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(),

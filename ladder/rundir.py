@@ -48,7 +48,7 @@ def check_layout(run_dir, field: str = "--run-dir", files=FILES, directories=DIR
 def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
     """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
     a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
-    file = storage.path(run_dir) / "config.json"
+    file = storage.path(run_dir) / CONFIG
     # Read, never exists(): on gs:// exists() answers from gcsfs's listing cache, which a launcher that listed
     # the rung before its trainer wrote config.json still holds (the rehearsal's resume saw "no config.json").
     try:

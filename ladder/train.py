@@ -131,10 +131,10 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     saved = rundir.read_run_config(run_dir)
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
-    status = storage.read_json(run_dir / "status.json")
+    status = rundir.read_status(run_dir)
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
-    init = storage.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
+    init = storage.read_json(run_dir / rundir.INIT) or resolve_init(config)  # a resume keeps its base
     source, row_sharding = _open_source(config, mesh)
 
     # Everything checked: from here on we write.
@@ -142,7 +142,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            storage.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
+            storage.write_json(run_dir / rundir.CONFIG, dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
@@ -156,7 +156,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     try:
         log.set_status("done", mfu=progress["mfu"])
     except OSError as e:
-        raise storage_failure(e, run_dir / "status.json", ckpts.last_verified) from e
+        raise storage_failure(e, run_dir / rundir.STATUS, ckpts.last_verified) from e
     return dict(log.base, state="done", step=config.train.total_steps, loss=progress["loss"],
                 tokens_per_s=progress["tokens_per_s"], mfu=progress["mfu"], run_dir=str(run_dir))
 
@@ -246,7 +246,7 @@ def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, s
     if start is None and init:
         state, start = init_from_base(program, init, jax.random.key(seed)), 0
         if lead:
-            storage.write_json(run_dir / "init.json", init)
+            storage.write_json(run_dir / rundir.INIT, init)
             print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
                   + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
     elif start is None:

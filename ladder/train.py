@@ -32,11 +32,11 @@ from ladder.data import make_source
 from ladder.device_checks import check_fits_memory, validate_for_mesh
 from ladder.errors import LadderError, TrainingFailed, require
 from ladder.preemption import EvaluationInterrupted, Preemption
-from ladder.run_log import RunLog
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
     RUNG_KEYS, check_run_dir, config_from_rung, config_hash, data_config,
     default_config, resolve_vocab, validate)
+from ladder.train_log import TrainLog
 from ladder.warmstart import init_from_base, resolve_init
 
 
@@ -146,7 +146,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
-    log = RunLog(config, run_dir, start, ckpts, lead)
+    log = TrainLog(config, run_dir, start, ckpts, lead)
     preempted = _run_recording_failures(config, program, state, start, source, row_sharding, ckpts, log, on_eval,
                                         run_dir)
     if preempted:
@@ -162,7 +162,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
 
 
 def _run_recording_failures(config, program: TrainProgram, state, start: int, source, row_sharding,
-                            ckpts: Checkpoints, log: RunLog, on_eval, run_dir) -> dict | None:
+                            ckpts: Checkpoints, log: TrainLog, on_eval, run_dir) -> dict | None:
     """_run_steps, then the last save sealed; any failure recorded as status "failed" (or "preempted" for a
     second Ctrl-C) before it propagates, so status.json never says "running" for a run that stopped. Signal
     handlers are restored and the metrics writer and checkpoints closed on every path. Returns _run_steps's
@@ -259,7 +259,7 @@ def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, s
 
 
 def _run_steps(config, program: TrainProgram, state, start: int, source, row_sharding, ckpts: Checkpoints,
-               log: RunLog, preemption: Preemption, on_eval, run_dir) -> dict | None:
+               log: TrainLog, preemption: Preemption, on_eval, run_dir) -> dict | None:
     """Steps start..total_steps: dispatch, check the previous step's loss, evaluate and save when due. Returns
     the preempted summary when a signal stopped it (after its save), else None."""
     t = config.train
@@ -317,7 +317,7 @@ def _evaluate(on_eval, step: int, state, program: TrainProgram, dp: int, preempt
     return True
 
 
-def _preempted(log: RunLog, preemption: Preemption, run_dir) -> dict:
+def _preempted(log: TrainLog, preemption: Preemption, run_dir) -> dict:
     log.set_status("preempted", signal=preemption.signal_name)
     return dict(log.base, state="preempted", step=log.progress["step"], loss=log.progress["loss"],
                 run_dir=str(run_dir), signal=preemption.signal_name,

@@ -21,7 +21,7 @@ STAGES = [
     ("model", ["ladder.model", "ladder.attention", "ladder.loss", "ladder.sharding", "ladder.optimizer",
                "ladder.hlo_flops"]),
     ("train", ["ladder.train", "ladder.train_config", "ladder.device_checks", "ladder.step", "ladder.checkpoint",
-               "ladder.warmstart", "ladder.preemption", "ladder.metrics", "ladder.run_log", "ladder.rundir"]),
+               "ladder.warmstart", "ladder.preemption", "ladder.metrics", "ladder.train_log", "ladder.rundir"]),
     ("eval", ["ladder.eval"]),
     ("results", ["ladder.results", "ladder.importers"]),
     ("laws", ["ladder.laws"]),

@@ -1,6 +1,6 @@
 """What a training run reports as it goes, and the check that stops it: status.json and metrics.jsonl (process 0
 writes them), tokens/s, ETA and MFU, and the divergence test every step's loss passes before its state can be
-saved or evaluated. The trainer's loop (ladder/train.py) calls `RunLog.record` one step late, so reading a
+saved or evaluated. The trainer's loop (ladder/train.py) calls `TrainLog.record` one step late, so reading a
 step's metrics never stalls the device queue. Fields: docs/training.md.
 """
 
@@ -19,7 +19,7 @@ from ladder.checkpoint import Checkpoints
 from ladder.errors import TrainingFailed
 
 
-class RunLog:
+class TrainLog:
     """What the run reports as it goes: status.json and metrics.jsonl (process 0 writes them), the rates, and
     the check of every step's loss before anything is saved or evaluated (divergence)."""
 

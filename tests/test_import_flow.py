@@ -23,7 +23,7 @@ STAGES = [
     ("train", ["ladder.train", "ladder.train_config", "ladder.device_checks", "ladder.step", "ladder.checkpoint",
                "ladder.warmstart", "ladder.preemption", "ladder.metrics", "ladder.train_log", "ladder.rundir"]),
     ("eval", ["ladder.eval"]),
-    ("results", ["ladder.results", "ladder.importers"]),
+    ("results", ["ladder.results", "ladder.importers", "ladder.import_table", "ladder.sheet"]),
     ("laws", ["ladder.laws"]),
     ("report", ["ladder.report", "ladder.plots", "ladder.specialize", "ladder.specialization", "ladder.domain_filter",
                 "ladder.cpt_laws", "ladder.cpt_domains", "ladder.compile_report", "ladder.aot"]),

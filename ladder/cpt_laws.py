@@ -44,7 +44,7 @@ def fit_study(cfg, table: dict, n: float, d: float, spec: Path) -> tuple[dict, d
     `spec`; with fit.positive_share also the law on own-data share > 0. Returns (the study summary's "dcpt",
     "holdout", "rule_a" [, "dcpt_positive_share"] entries, {fit name: (domain law, general law)})."""
     from ladder import specialization
-    from ladder.specialize import jsonable
+    from ladder.specialization import jsonable
 
     fit = specialization.fit_dcpt(table, starts=cfg.fit.starts, holdout=cfg.fit.holdout, n=n, d=d,
                                   tolerance=cfg.fit.tolerance)

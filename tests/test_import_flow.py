@@ -25,7 +25,7 @@ STAGES = [
     ("eval", ["ladder.eval"]),
     ("results", ["ladder.results", "ladder.importers", "ladder.import_table", "ladder.sheet"]),
     ("laws", ["ladder.laws"]),
-    ("report", ["ladder.report", "ladder.plots", "ladder.specialize", "ladder.specialization", "ladder.domain_filter",
+    ("report", ["ladder.report", "ladder.plots", "ladder.effectiveness", "ladder.specialization", "ladder.domain_filter",
                 "ladder.cpt_laws", "ladder.cpt_domains", "ladder.compile_report", "ladder.aot"]),
     ("launch", ["ladder.launch", "ladder.run_state", "ladder.run", "ladder.cpt"]),
     ("cli", ["ladder.cli", "ladder.commands", "ladder.__main__"]),

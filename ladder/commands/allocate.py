@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ladder import specialization as spec
-    from ladder.specialize import jsonable
+    from ladder.specialization import jsonable
 
     law_path = Path(args.law)
     require(law_path.is_file(), "--law", f"{law_path} not found", "run `ladder fit split|dcpt RESULTS` first")

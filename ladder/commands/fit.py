@@ -42,7 +42,7 @@ def run(args) -> int:
     from ladder import specialization as spec
     from ladder.errors import require
     from ladder.results import read_table
-    from ladder.specialize import jsonable
+    from ladder.specialization import jsonable
 
     path = Path(args.results)
     out = Path(args.out) if args.out else path.parent / "specialization"

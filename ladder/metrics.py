@@ -4,7 +4,7 @@ MFU = (training FLOPs per token, from ladder.arch) x tokens/s / peak FLOP/s of a
 The peak comes from ladder.chips for TPUs and GPUs; a CPU has no datasheet peak, so the trainer measures a
 jitted float32 matmul once at start and uses that.
 
-The writer goes through ladder.rundir, so a run directory may be local or `gs://...` (with gcsfs
+The writer goes through ladder.storage, so a run directory may be local or `gs://...` (with gcsfs
 installed). Object stores have no append: there metrics.jsonl is rewritten whole at most every
 REMOTE_FLUSH_S seconds and at close.
 """

@@ -65,6 +65,17 @@ def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[s
     return [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.csv")]
 
 
+def read_study(results) -> tuple[dict, Path]:
+    """(the results table of a specialization study, the default output directory beside it: RESULTS'
+    directory /specialization), for `ladder fit` and `ladder report`; an empty table is one clear line."""
+    from ladder.results import read_table
+
+    path = Path(results)
+    table = read_table(path)
+    require(bool(table), "results", f"{path} has no rows", "collect CPT runs first")
+    return table, path.parent / "specialization"
+
+
 @dataclass
 class Fit:
     """A fitted specialization law: `summary` (the JSON: form, parameters, R^2, hold-outs, rules), `rows` (one

@@ -28,7 +28,8 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
            "r", "d_cpt", "general_loss", "domain_loss", "k"}
 # Columns that must be finite and > 0, and columns that are fractions in [0, 1] where present.
 POSITIVE = ("n", "d", "loss")
-BLANK_OK = ("loss",)  # positive where given; blank (NaN) allowed: a table with accuracies only
+BLANK_OK = ("loss",)
+POSITIVE_IF_GIVEN = ("lm_loss", "flops")  # optional, but > 0 and finite where given  # positive where given; blank (NaN) allowed: a table with accuracies only
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
 # n and d above MAX_COUNT (1e30, shared with the planner's and predict's --target parser) are a unit error, not a
 # model (10^10 x beyond any run): 6ND would overflow float64 at ~1e154 each and the laws' log-space fits
@@ -253,6 +254,12 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
                 "drop or fix those rows")
+    for k in POSITIVE_IF_GIVEN:  # an LM loss of 0, -3.7 or inf, or negative FLOPs, is a broken cell, not a point
+        if k in cols:
+            bad = ~np.isnan(cols[k]) & ~(np.isfinite(cols[k]) & (cols[k] > 0))
+            require(not bad.any(), source, f"column {k!r} is <= 0 or infinite in {int(bad.sum())} rows, first in run "
+                    f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
+                    "fix those cells or leave them blank")
     for k in ("n", "d"):  # counts: below 1 is a unit error too (n in billions: 0.19 for a 190M model)
         bad = (cols[k] > MAX_COUNT) | (cols[k] < 1)
         require(not bad.any(), source, f"column {k!r} is outside [1, {MAX_COUNT:g}] in {int(bad.sum())} rows, first in run "

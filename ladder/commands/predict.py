@@ -36,6 +36,8 @@ def add_arguments(parser) -> None:
                        help="predict the targets of this plan file (written by `ladder plan -o`)")
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: the paper's 16 when present, else all runs")
+    parser.add_argument("--set", dest="training_set", metavar="NAME", help="fit only the runs of this training set "
+                        "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds several")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
     parser.add_argument("--method", default="ensemble",
                         help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
@@ -56,7 +58,7 @@ def run(args) -> int:
     from ladder.plots import plot_prediction
     from ladder.results import read_table
 
-    cols = read_table(args.results, validate=True)
+    cols = one_training_set(read_table(args.results, validate=True), args.training_set, args.runs)
     out = check_out(args.out, args.overwrite)
     if args.holdout:
         check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
@@ -104,3 +106,29 @@ def run(args) -> int:
             rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
             print(f"wrote {hold}")
     return 0
+
+
+def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:
+    """The rows of one training set. A table with a `set` column (`ladder import csv --map set=COL`) holding
+    several sets is refused unless --set (or --runs) picks one: one law across data mixes is not what any
+    method here assumes, and a fit over them would answer for no mix at all."""
+    from ladder.laws.taskfit import select_runs
+
+    sets = cols.get("set")
+    if sets is None:
+        require(name is None, "--set", "the results table has no 'set' column",
+                "import the table with --map set=COLUMN, or leave --set out")
+        return cols
+    present = sorted(set(sets.tolist()))
+    if name is not None:
+        require(name in present, "--set", f"{name!r} is not a training set of the table",
+                f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
+        keep = sets == name
+        return {k: v[keep] for k, v in cols.items()}
+    chosen = set(select_runs(cols, runs))
+    used = sorted({s for s, r in zip(sets.tolist(), cols["run"].tolist()) if r in chosen})
+    require(len(used) <= 1, "--set", f"the runs to fit come from {len(used)} training sets ({', '.join(used[:4])}"
+            f"{'...' if len(used) > 4 else ''}): one law across data mixes is wrong",
+            f"predict one set at a time: --set {used[0]} (or --runs with that set's runs)")
+    return cols
+

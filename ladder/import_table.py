@@ -1,0 +1,304 @@
+"""`ladder import csv FILE --map ...`: any published ladder's table as a results table (docs/laws.md, "Any
+published ladder in").
+
+A table exported from a paper, W&B or a spreadsheet names its columns its own way, writes counts as `1.3B`,
+accuracies as fractions or percentages, and may hold seeds or several training sets. The mapping names the
+columns; everything that would make a fit silently wrong (a percentage read as a fraction, two runs merged
+under one name, a token budget written at every checkpoint, tokens per parameter taken for tokens) is either
+read as meant with a note or refused with one line naming the column and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+from ladder.errors import LadderError, parse_json, read_utf8, require
+from ladder.sheet import Sheet
+
+CSV_FIELDS = ("run", "n", "d", "step", "task", "acc", "loss", "lm_loss", "flops", "chance", "tpp", "set")
+TEXT_FIELDS = ("run", "task", "set")
+MIN_PARAMS = 1e4  # fewer parameters is a count in millions or billions (190 for 190M), not a language model
+MIN_TOKENS_PER_PARAM = 0.01  # a run's final D below N/100 is tokens per parameter or billions, not tokens
+
+
+def parse_mapping(spec: str) -> dict[str, str]:
+    """`run=model,n=params,...` or a file of `field=column` lines (or a JSON object) -> {field: column}.
+
+    A value may be a column name, a pattern with one `*` over columns (a wide table: the `*` part is the
+    task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`); `run` may join columns with `+`
+    (`run=data+size`: run names `DATA-SIZE`, one per combination)."""
+    path = Path(spec)
+    if path.is_file():
+        text = read_utf8(path, "--map")
+        if text.lstrip().startswith("{"):
+            mapping = parse_json(text, f"--map {spec}", 'write {"run": "COL", ...}', problem=": not valid JSON")
+            require(isinstance(mapping, dict), f"--map {spec}", "is not a JSON object", 'write {"run": "COL", ...}')
+            items = [f"{k}={v}" for k, v in mapping.items()]
+        else:
+            items = [line.split("#")[0].strip() for line in text.splitlines()]
+    else:
+        items = spec.split(",")
+    mapping = {}
+    for item in filter(None, items):
+        require("=" in item, "--map", f"{item!r} is not FIELD=COLUMN", "write e.g. run=model,n=params,acc=accuracy")
+        k, v = (s.strip() for s in item.split("=", 1))
+        require(k in CSV_FIELDS, "--map", f"unknown field {k!r}", f"fields: {', '.join(CSV_FIELDS)}")
+        require(k not in mapping, "--map", f"maps {k!r} twice ({mapping.get(k)!r} and {v!r})", "keep one")
+        mapping[k] = v
+    return mapping
+
+
+def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
+    """Rows for a results table from any CSV, its columns named by `mapping` (parse_mapping).
+
+    Long tables have one row per run (x checkpoint) x task (`task=COL`); wide tables one row per run
+    (x checkpoint) with a column per task (`acc=acc_*`, optionally `loss=bpb_*`). Without `step` each
+    (run, task)'s rows are numbered in order of D. Without `loss` the task loss is left blank: methods that
+    need it say so. Tokens: `d`, else `tpp` x N, else `flops` / 6N. Notes (percentages divided by 100, runs
+    sharing N and D) are warnings."""
+    path = Path(path)
+    require(path.is_file(), str(path), "no such file", "give the CSV to import")
+    _require_fields(mapping)
+    sheet = Sheet(path)
+    columns = _Columns(path, mapping, sheet)
+    tasks = columns.wide_tasks() if columns.wide else [None]
+    rows, sources = [], []
+    for rec, line in zip(sheet.records, sheet.lines):
+        for task in tasks:
+            got = columns.row(rec, task, f"{path}:{line}")
+            if got is not None:
+                rows.append(got[0])
+                sources.append(got[1])
+    require(bool(rows), str(path), "no row with an accuracy", "check the acc mapping")
+    for field in ("acc", "chance"):
+        _fractions(rows, sources, field, path)
+    if "step" not in mapping:
+        _number_checkpoints(rows)
+    columns.require_runs_apart(rows)
+    _require_counts(rows, mapping)
+    _require_checkpoints_apart(rows, "step" in mapping)
+    _note_shared_settings(rows, "set" in mapping)
+    rows.sort(key=lambda r: (r["n"], r["run"], r["step"], r["task"]))
+    return rows
+
+
+def _require_fields(mapping: dict[str, str]) -> None:
+    """The fields every results row needs: run, n, acc and tokens (d, tpp or flops to derive it)."""
+    for field in ("run", "n", "acc"):
+        require(field in mapping, "--map", f"no column for {field!r}", f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})")
+    require(any(f in mapping for f in ("d", "tpp", "flops")), "--map", "no column for 'd' (tokens)",
+            "add d=COLUMN, or tpp=COLUMN (tokens per parameter: D = tpp x N), or flops=COLUMN (D = flops / 6N)")
+    require(not ("d" in mapping and "tpp" in mapping), "--map", "maps both d and tpp", "keep one: D is d, or tpp x N")
+    require("*" in mapping["acc"] or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or "
+            "acc=PATTERN_* (one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
+
+
+def _fractions(rows: list[dict], sources: list[dict], field: str, path) -> None:
+    """Accuracies (and chance) are fractions. A source column whose every value is 0 or in (1, 100] is a
+    percentage: divided by 100, with a note. One that mixes values in (0, 1] with values above 1 cannot be
+    read either way and is refused (values above 100 too); `45.3%` cells were divided when read."""
+    by_source = defaultdict(list)
+    for i, src in enumerate(sources):
+        if field in src:
+            by_source[src[field]].append(i)
+    percent = []
+    for src, idx in by_source.items():
+        vals = [rows[i][field] for i in idx if rows[i][field] == rows[i][field]]
+        big = [v for v in vals if v > 1]
+        if not big:
+            continue
+        small = next((v for v in vals if 0 < v <= 1), None)
+        what = src if not src.startswith("=") else f"{field}{src}"
+        require(small is None and max(big) <= 100, str(path), f"{field} column {what!r} has {small if small is not None else max(big)!r} "
+                f"and {big[0] if small is not None else 'other values'!r}: neither all fractions nor all percentages",
+                f"write every {field} as a fraction (0.453) or every one as a percentage (45.3)")
+        for i in idx:
+            rows[i][field] /= 100
+        percent.append(what)
+    if percent:
+        more = f" and {len(percent) - 4} more" if len(percent) > 4 else ""
+        warnings.warn(f"{field} ({', '.join(percent[:4])}{more}) read as percentages (every value 0 or in (1, 100]) "
+                      "and divided by 100", stacklevel=3)
+
+
+def _number_checkpoints(rows: list[dict]) -> None:
+    """Without a step column each (run, task)'s rows are its checkpoints in order of tokens seen (ties in
+    file order): file order alone would make a table sorted newest-first end at its first checkpoint."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["run"], r["task"])].append(r)
+    for group in groups.values():
+        for step, r in enumerate(sorted(group, key=lambda r: r["d"] if r["d"] == r["d"] else -1.0)):
+            r["step"] = step
+
+
+def _require_counts(rows: list[dict], mapping: dict[str, str]) -> None:
+    """N and D as plain counts: N under 1e4 is in millions or billions; a run whose final D is under N/100
+    gives tokens per parameter or billions of tokens (validate_table only refuses values below 1)."""
+    final = {}
+    for r in rows:
+        if r["run"] not in final or r["d"] > final[r["run"]]["d"]:
+            final[r["run"]] = r
+    for run, r in final.items():
+        if not (r["n"] > 0 and r["d"] > 0):
+            continue  # NaN, zero or negative: validate_table names those
+        require(not r["n"] < MIN_PARAMS, f"column {mapping['n']!r}", f"gives run {run!r} {r['n']:g} parameters",
+                "is it in millions or billions? write 190M or 1.3B (or the plain count)")
+        d_from = mapping.get("d") or mapping.get("tpp") or mapping["flops"]
+        require(not r["d"] < MIN_TOKENS_PER_PARAM * r["n"], f"column {d_from!r}", f"gives run {run!r} at most "
+                f"{r['d']:g} tokens for {r['n']:,.0f} parameters (under N/100)",
+                "is it tokens per parameter (map tpp=COLUMN: D = tpp x N) or in billions (write 26B)?")
+
+
+def _require_checkpoints_apart(rows: list[dict], step_mapped: bool) -> None:
+    """Two rows of one run and task at the same D are not two checkpoints: either several runs (seeds, data
+    mixes) share the run name, or D is the run's total budget written on every checkpoint. Fitting them would
+    stack points at one D (or merge two training sets into one law), so both are refused."""
+    seen = {}
+    for r in rows:
+        key = (r["run"], r["task"], r["d"])
+        first = seen.setdefault(key, r)
+        if first is r:
+            continue
+        apart = ("join the columns that tell runs apart into run (run=model+seed), or map set=COLUMN for data mixes")
+        if step_mapped and first["step"] == r["step"]:
+            raise LadderError(f"import: run {r['run']!r} task {r['task']!r} step {r['step']} is in the table twice: "
+                              f"rows repeated (a table pasted twice?) or several runs under one name; remove the "
+                              f"repeats, or {apart}")
+        steps = f" (steps {first['step']} and {r['step']})" if step_mapped else ""
+        raise LadderError(f"import: run {r['run']!r} task {r['task']!r} has two rows at the same d = {r['d']:g}{steps}: "
+                          "several runs under one name, or d is the run's budget and not the tokens seen at each "
+                          f"checkpoint; {apart}, or map d to the tokens seen at each checkpoint")
+
+
+def _note_shared_settings(rows: list[dict], by_set: bool) -> None:
+    """Runs with the same N and final D are seeds or reruns (each its own point: fine) or the same size trained
+    on different data, which no law here fits jointly. One table cannot tell these apart honestly (seed noise
+    is unknown from one final checkpoint), so it is a note naming the runs and the fix, not a refusal."""
+    final = {}
+    for r in rows:
+        if r["run"] not in final or r["d"] > final[r["run"]][2]:
+            final[r["run"]] = (r.get("set"), r["n"], r["d"])
+    groups = defaultdict(list)
+    for run, key in final.items():
+        groups[key].append(run)
+    shared = [sorted(g) for g in groups.values() if len(g) > 1]
+    if shared:
+        example = ", ".join(shared[0][:3]) + (" ..." if len(shared[0]) > 3 else "")
+        fix = "" if by_set else ("; if they are different training sets (data mixes), map set=COLUMN and predict one "
+                                 "set at a time (ladder predict --set NAME)")
+        warnings.warn(f"{len(shared)} (N, D) settings have several runs (e.g. {example}): read as seeds or "
+                      f"reruns, each its own point of the fit{fix}", stacklevel=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Columns:
+    """Where each mapped field's value comes from in a CSV with this header: one column ("col"), columns
+    joined ("cols", run only), a pattern whose `*` is the task ("pattern", a wide table) or a constant
+    ("const"). A mapped name that is none of these is refused at once, naming the columns there are."""
+    path: Path
+    mapping: dict[str, str]
+    sheet: Sheet
+
+    def __post_init__(self):
+        for field in self.mapping:
+            require(self.kind(field) != "missing", str(self.path),
+                    f"has no column {self.mapping[field]!r} (mapped to {field})", f"columns: {self._some_columns()}"
+                    + (f" (its columns are split by {self.sheet.separator!r}" if len(self.header) == 1 else ""))
+
+    @property
+    def header(self) -> list[str]:
+        return self.sheet.header
+
+    @property
+    def wide(self) -> bool:
+        return "*" in self.mapping["acc"]
+
+    def _some_columns(self) -> str:
+        return f"{', '.join(self.header[:12])}{'...' if len(self.header) > 12 else ''}"
+
+    def kind(self, field: str) -> str | None:
+        v = self.mapping.get(field)
+        if v is None:
+            return None
+        if "*" in v:
+            return "pattern"
+        if v in self.header:
+            return "col"
+        if field == "run" and "+" in v and all(c.strip() in self.header for c in v.split("+")):
+            return "cols"  # run=data+size(+seed): one run per combination (a ladder of several training sets)
+        try:
+            self.sheet.number(v, "--map", field)
+            return "const"
+        except LadderError:
+            return "const" if field in ("task", "run") else "missing"
+
+    def wide_tasks(self) -> list[str]:
+        """The tasks of a wide table: what `*` stands for in the accuracy columns that match acc's pattern."""
+        pre, post = self.mapping["acc"].split("*", 1)
+        tasks = [c[len(pre): len(c) - len(post) if post else None] for c in self.header
+                 if c.startswith(pre) and c.endswith(post) and len(c) > len(pre) + len(post)]
+        require(bool(tasks), str(self.path), f"no column matches {self.mapping['acc']!r}", f"columns: {self._some_columns()}")
+        return tasks
+
+    def source(self, field: str, task: str | None) -> str:
+        """The column a field's value comes from (for `task` in a wide table), or '=CONSTANT'."""
+        k, v = self.kind(field), self.mapping[field]
+        return v.replace("*", task) if k == "pattern" else v if k == "col" else f"={v}"
+
+    def value(self, field: str, rec: dict, task: str | None, where: str):
+        """The field's value in record `rec` (for `task` in a wide table): run, task and set as text, the rest as
+        numbers (NaN when unmapped or blank)."""
+        k, v = self.kind(field), self.mapping.get(field)
+        if k is None:
+            return float("nan")
+        if k == "cols":
+            return "-".join(" ".join(rec[c.strip()].split()) for c in v.split("+"))
+        if k == "const":
+            return v if field in TEXT_FIELDS else self.sheet.number(v, where, field)[0]
+        col = self.source(field, task)
+        require(col in self.header, str(self.path), f"has no column {col!r} (pattern {v!r}, task {task!r})",
+                "map a pattern every task has, or leave the field out")
+        # a name's inner whitespace (a wrapped spreadsheet cell: 'OLMo 1B\nseed 2') becomes single spaces
+        return " ".join(rec[col].split()) if field in TEXT_FIELDS else self.sheet.number(rec[col], where, col)[0]
+
+    def row(self, rec: dict, task: str | None, where: str) -> tuple[dict, dict] | None:
+        """(the results row of record `rec` (and `task` in a wide table), the source column of its acc and
+        chance); None where its accuracy is blank (that task was not evaluated at this checkpoint)."""
+        t = task if self.wide else self.value("task", rec, None, where)
+        acc = self.value("acc", rec, t, where)
+        if acc != acc:
+            return None
+        run = str(self.value("run", rec, t, where))
+        require(run != "", where, f"the run column {self.mapping['run']!r} is blank", "give every row its run name")
+        require(str(t) != "", where, f"the task column {self.mapping.get('task')!r} is blank", "give every row its task")
+        if "set" in self.mapping:
+            data = str(self.value("set", rec, t, where))
+            require(data != "", where, f"the set column {self.mapping['set']!r} is blank", "give every row its training set")
+            joined = [c.strip() for c in self.mapping["run"].split("+")]
+            run = run if self.mapping["set"] in joined else f"{data}-{run}"  # runs of two sets never share a name
+        n = self.value("n", rec, t, where)
+        step = self.value("step", rec, t, where)
+        # tokens: mapped, else tokens per parameter x N, else from training FLOPs by the 6ND rule (docs/laws.md)
+        d = (self.value("d", rec, t, where) if "d" in self.mapping else self.value("tpp", rec, t, where) * n
+             if "tpp" in self.mapping else self.value("flops", rec, t, where) / (6 * n))
+        require("step" not in self.mapping or step == step and float(step).is_integer() and step >= 0, where,
+                f"column {self.mapping.get('step')!r} has {step!r}, not a step",
+                "give every row its whole-number step >= 0, or leave step unmapped (then rows are numbered by D)")
+        row = {"run": run, "n": n, "d": d, "step": int(step) if step == step else 0, "task": str(t), "acc": acc,
+               "loss": self.value("loss", rec, t, where)}
+        for extra in ("lm_loss", "flops", "chance", "set"):
+            if extra in self.mapping:
+                row[extra] = self.value(extra, rec, t, where) if extra != "set" else data
+        return row, {f: self.source(f, t) for f in ("acc", "chance") if f in self.mapping}
+
+    def require_runs_apart(self, rows: list[dict]) -> None:
+        """run=NAME that is no column is a constant: right for a one-run file, but over several sizes it merges
+        every run into one (a misspelt column name, or a byte-order mark glued to it, did exactly that)."""
+        sizes = len({r["n"] for r in rows})
+        require(self.kind("run") != "const" or sizes == 1, "--map",
+                f"run={self.mapping['run']!r} is not a column of {self.path}, so every row would be one run over "
+                f"{sizes} sizes", f"map run to the column naming each run (columns: {self._some_columns()})")

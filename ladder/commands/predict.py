@@ -77,6 +77,7 @@ def run(args) -> int:
                 "hold out runs that --runs leaves out")
         runs = [r for r in fitted if r not in test]  # by default: every run not held out
         require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
     if args.plots:
         check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
     with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
@@ -131,4 +132,26 @@ def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:
             f"{'...' if len(used) > 4 else ''}): one law across data mixes is wrong",
             f"predict one set at a time: --set {used[0]} (or --runs with that set's runs)")
     return cols
+
+
+def require_tasks_in_runs(cols: dict, runs: list[str], tasks: list[str] | None) -> None:
+    """Every task to predict has rows in every run to fit (the laws fit one set of runs for all tasks). A
+    table where a task was evaluated on some runs only (a benchmark added late) is one line naming the task,
+    the runs without it and both ways out, before any fit (it was a StopIteration traceback)."""
+    import numpy as np
+
+    in_fit = np.isin(cols["run"], runs)
+    run_names, run_code = np.unique(cols["run"][in_fit], return_inverse=True)
+    task_names, task_code = np.unique(cols["task"], return_inverse=True)  # a task in no fitted run is named too
+    present = np.zeros((len(task_names), len(run_names)), dtype=bool)
+    present[task_code[in_fit], run_code] = True
+    for i, task in enumerate(task_names.tolist()):
+        if tasks is not None and task not in tasks or present[i].all():
+            continue
+        lacking = run_names[~present[i]].tolist()
+        having = sorted(set(cols["run"][cols["task"] == task].tolist()))  # in the table, fitted or not
+        require(False, f"task {task}", f"has no rows in {len(lacking)} of the {len(run_names)} runs to fit "
+                f"({', '.join(lacking[:4])}{'...' if len(lacking) > 4 else ''})",
+                f"predict it from the runs that have it (--tasks {task} --runs {','.join(having[:3])}"
+                f"{',...' if len(having) > 3 else ''}) or leave it out (--tasks without it)")
 

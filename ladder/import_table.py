@@ -80,7 +80,11 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     columns.require_runs_apart(rows)
     _require_counts(rows, mapping)
     _require_checkpoints_apart(rows, "step" in mapping)
-    _note_shared_settings(rows, "set" in mapping)
+    joined = [c.strip() for c in mapping["run"].split("+")] if "_parts" in rows[0] else []
+    if not (joined and "set" not in mapping and _note_systematic_columns(rows, joined)):
+        _note_shared_settings(rows, "set" in mapping)
+    for r in rows if joined else ():
+        del r["_parts"]
     rows.sort(key=lambda r: (r["n"], r["run"], r["step"], r["task"]))
     return rows
 
@@ -194,6 +198,44 @@ def _note_shared_settings(rows: list[dict], by_set: bool) -> None:
                       f"reruns, each its own point of the fit{fix}", stacklevel=3)
 
 
+def _note_systematic_columns(rows: list[dict], names: list[str]) -> bool:
+    """Runs joined from columns (run=recipe+size+seed) that differ in one column only are seeds when that
+    column's values take turns being better, and different training setups when one value wins nearly every
+    (size, budget, task) comparison. A sign test (two-sided p < 1e-3 over 10+ pairs) names such a column:
+    one law across it is wrong, and map set=COLUMN fits one per value. A note, not a refusal: the test sees
+    ranks, not how far apart."""
+    import math
+
+    final = {}
+    for r in rows:  # each (run, task)'s last checkpoint
+        if (r["run"], r["task"]) not in final or r["step"] > final[(r["run"], r["task"])]["step"]:
+            final[(r["run"], r["task"])] = r
+    for j, name in enumerate(names):
+        groups = defaultdict(dict)  # (the other parts, task, N, D) -> {this part's value: acc}
+        for r in final.values():
+            rest = r["_parts"][:j] + r["_parts"][j + 1:]
+            groups[(rest, r["task"], r["n"], r["d"])][r["_parts"][j]] = r["acc"]
+        wins = defaultdict(lambda: [0, 0])  # (a, b) with a < b -> [a above b, b above a]
+        for accs in groups.values():
+            levels = sorted(accs)
+            for ia, a in enumerate(levels):
+                for b in levels[ia + 1:]:
+                    if accs[a] != accs[b]:
+                        wins[(a, b)][accs[a] < accs[b]] += 1
+        for (a, b), (above, below) in wins.items():
+            n, k = above + below, max(above, below)
+            p = (min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n) if n <= 200
+                 else math.erfc((2 * k - n) / math.sqrt(2 * n)))  # exact binomial, or its normal limit
+            if n >= 10 and p < 1e-3:
+                hi, lo = (a, b) if above > below else (b, a)
+                warnings.warn(f"runs that differ only in column {name!r} are not seeds: {hi!r} is above {lo!r} in "
+                              f"{k} of {n} (size, tokens, task) pairs (sign test p = {p:.1g}); if {name!r} is a "
+                              f"training set or recipe, map set={name} and predict one set at a time (--set NAME)",
+                              stacklevel=3)
+                return True
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
 class _Columns:
     """Where each mapped field's value comes from in a CSV with this header: one column ("col"), columns
@@ -249,6 +291,10 @@ class _Columns:
         k, v = self.kind(field), self.mapping[field]
         return v.replace("*", task) if k == "pattern" else v if k == "col" else f"={v}"
 
+    def parts(self, rec: dict) -> list[str]:
+        """The values of the columns joined into run (run=recipe+size+seed), as written into its name."""
+        return [" ".join(rec[c.strip()].split()) for c in self.mapping["run"].split("+")]
+
     def value(self, field: str, rec: dict, task: str | None, where: str):
         """The field's value in record `rec` (for `task` in a wide table): run, task and set as text, the rest as
         numbers (NaN when unmapped or blank)."""
@@ -256,7 +302,7 @@ class _Columns:
         if k is None:
             return float("nan")
         if k == "cols":
-            return "-".join(" ".join(rec[c.strip()].split()) for c in v.split("+"))
+            return "-".join(self.parts(rec))
         if k == "const":
             return v if field in TEXT_FIELDS else self.sheet.number(v, where, field)[0]
         col = self.source(field, task)
@@ -293,6 +339,8 @@ class _Columns:
         for extra in ("lm_loss", "flops", "chance", "set"):
             if extra in self.mapping:
                 row[extra] = self.value(extra, rec, t, where) if extra != "set" else data
+        if self.kind("run") == "cols":
+            row["_parts"] = tuple(self.parts(rec))  # for _note_systematic_columns; dropped before writing
         return row, {f: self.source(f, t) for f in ("acc", "chance") if f in self.mapping}
 
     def require_runs_apart(self, rows: list[dict]) -> None:

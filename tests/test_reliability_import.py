@@ -1,0 +1,212 @@
+"""`ladder import csv` on tables as papers, W&B and spreadsheets export them (session 7's probe round, docs/laws.md
+"Any published ladder in"): each class is read as meant or refused with one line; none is a silent wrong table.
+Cheap: tiny CSVs in tmp_path, no fit except where a test says."""
+
+import numpy as np
+import pytest
+
+from ladder.cli import main
+from ladder.commands.predict import one_training_set, require_tasks_in_runs
+from ladder.errors import LadderError
+from ladder.importers import import_csv, parse_mapping
+from ladder.results import read_table, validate_table
+
+SIZES = (150e6, 300e6, 600e6)
+TASKS = ("arc", "mmlu")
+WIDE_MAP = "run=model,n=params,d=tokens,lm_loss=c4,acc=acc_*"
+
+
+def _acc(i, j, t):
+    return 0.3 + 0.05 * i + 0.02 * j + 0.1 * t
+
+
+def _wide(fmt=lambda x: f"{x:.6g}", sep=",", extra=""):
+    """One row per run (3 sizes x 2 budgets), one accuracy column per task."""
+    lines = [sep.join(["model", "params", "tokens", "c4"] + [f"acc_{t}" for t in TASKS]) + extra]
+    for i, n in enumerate(SIZES):
+        for j, mult in enumerate((10, 20)):
+            cells = [f"m{i}-{mult}", f"{n:.0f}", f"{n * mult:.0f}", f"{3.5 - 0.1 * i - 0.05 * j}"]
+            lines.append(sep.join(cells + [fmt(_acc(i, j, t)) for t in range(len(TASKS))]) + extra)
+    return "\n".join(lines) + "\n"
+
+
+def _import(tmp_path, text, mapping=WIDE_MAP, capsys=None):
+    src = tmp_path / "in.csv"
+    src.write_bytes(text.encode() if isinstance(text, str) else text)
+    out = tmp_path / "out.csv"
+    rc = main(["import", "csv", str(src), "--map", mapping, "-o", str(out), "--overwrite"])
+    return rc, (read_table(out, validate=True) if rc == 0 else None)
+
+
+def _accs(cols):
+    return sorted(zip(cols["run"].tolist(), cols["task"].tolist(), cols["acc"].tolist()))
+
+
+@pytest.fixture
+def reference(tmp_path):
+    rc, cols = _import(tmp_path, _wide())
+    assert rc == 0
+    return cols
+
+
+def test_percent_accuracy_columns_are_divided_by_100_with_a_note(tmp_path, capsys, reference):
+    """Before: refused after the import ('outside [0, 1]'); a percent column is every value 0 or in (1, 100]."""
+    rc, cols = _import(tmp_path, _wide(lambda x: f"{100 * x:.6g}"))
+    assert rc == 0 and "acc (acc_arc, acc_mmlu) read as percentages" in capsys.readouterr().out
+    assert np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+    rc, cols = _import(tmp_path, _wide(lambda x: f"{100 * x:.6g}%"))  # explicit % signs: no guess needed
+    assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+
+
+def test_a_column_mixing_fractions_and_percentages_is_refused(tmp_path, capsys):
+    text = _wide().replace(",0.35,", ",35,", 1)
+    rc, _ = _import(tmp_path, text)
+    err = capsys.readouterr().err
+    assert rc == 2 and "neither all fractions nor all percentages" in err and "acc_arc" in err
+
+
+@pytest.mark.parametrize("n_text", ["{b:.6g}b", "{b:.6g} B", "{m:.6g}m", '"{n:,.0f}"'])
+def test_counts_with_suffixes_spaces_and_thousands_commas(tmp_path, reference, n_text):
+    text = _wide()
+    for n in SIZES:
+        text = text.replace(f",{n:.0f},", "," + n_text.format(b=n / 1e9, m=n / 1e6, n=n) + ",")
+    rc, cols = _import(tmp_path, text)
+    assert rc == 0 and sorted(set(cols["n"])) == pytest.approx(SIZES)
+
+
+def test_tokens_per_parameter_column(tmp_path, capsys, reference):
+    text = "\n".join(
+        ",".join([c[0], c[1], str(float(c[2]) / float(c[1])), *c[3:]]) if i else ",".join(c)
+        for i, c in enumerate(line.split(",") for line in _wide().splitlines())) + "\n"
+    rc, cols = _import(tmp_path, text, WIDE_MAP.replace("d=tokens", "tpp=tokens"))
+    assert rc == 0 and np.allclose(np.sort(cols["d"]), np.sort(reference["d"]))
+    rc, _ = _import(tmp_path, text)  # the same column taken for tokens: 10 tokens for a 150M model
+    assert rc == 2 and "is it tokens per parameter (map tpp=COLUMN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-3.7", "0", "inf"])
+def test_lm_loss_must_be_positive_where_given(tmp_path, capsys, value):
+    """Before: imported and fitted (a negative C4 loss went into lm-loss's step 1)."""
+    rc, _ = _import(tmp_path, _wide().replace(",3.5,", f",{value},", 1))
+    assert rc == 2 and "column 'lm_loss' is <= 0 or infinite" in capsys.readouterr().err
+
+
+def test_semicolons_with_decimal_commas_and_tabs_read_as_commas(tmp_path, reference):
+    """Before: 'has no column params' (the whole header was one column)."""
+    euro = _wide(lambda x: f"{x:.6g}".replace(".", ","), sep=";").replace("3.", "3,")
+    for text in (euro, _wide(sep="\t"), "\ufeff" + _wide().replace("\n", "\r\n")):
+        rc, cols = _import(tmp_path, text)
+        assert rc == 0
+        assert np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+        assert np.allclose(np.sort(cols["lm_loss"]), np.sort(reference["lm_loss"]))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace(",0.35,", ',"0,35",', 1), "a decimal comma?"),  # before: read as 35
+    (lambda t: t.replace(",150000000,", ",150,000,000,", 1), "has 8 fields, the header 6"),  # before: shifted columns
+    (lambda t: t.replace("acc_mmlu", "acc_arc"), "the header names 'acc_arc' 2 times"),  # before: the last one won
+    (lambda t: t.replace("m0-20,", "m0-20,x,", 1).replace("acc_mmlu", "acc_mmlu,", 1), "has values but no name"),
+])
+def test_malformed_rows_and_headers_name_the_line(tmp_path, capsys, edit, message):
+    rc, _ = _import(tmp_path, edit(_wide()))
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_short_row_is_refused_and_padding_is_not(tmp_path, capsys, reference):
+    lines = _wide().splitlines()
+    rc, _ = _import(tmp_path, "\n".join(lines[:2] + [lines[2].rsplit(",", 2)[0]] + lines[3:]) + "\n")
+    assert rc == 2 and "fill the missing cells" in capsys.readouterr().err
+    header = ",".join(f" {h} " for h in lines[0].split(",")) + ",,"  # padded names, two blank columns
+    padded = header + "\n\n" + "\n".join(line + ",," for line in lines[1:]) + "\n,,,,,,,,\n"  # + blank rows
+    rc, cols = _import(tmp_path, padded)
+    assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+
+
+@pytest.mark.parametrize("blank", ["NA", "-", "#N/A", "null", "n/a", "None"])
+def test_missing_value_spellings_leave_the_cell_out(tmp_path, blank):
+    """Before: 'has 'NA', not a number' for every spelling but '' and 'nan'."""
+    rc, cols = _import(tmp_path, _wide().replace(",0.35,", f",{blank},", 1))
+    assert rc == 0 and len(cols["run"]) == 2 * 6 - 1
+
+
+def _long_checkpoints(order=1, budget=False, seeds=1):
+    lines = ["model,seed,params,tokens,task,accuracy"]
+    for s in range(seeds):
+        for i, n in enumerate(SIZES):
+            steps = range(1, 4)[::order]
+            for k in steps:
+                d = n * 20 if budget else n * 20 * k / 3
+                lines.append(f"m{i},{s},{n:.0f},{d:.0f},arc,{0.3 + 0.05 * i + 0.02 * k + 0.001 * s}")
+    return "\n".join(lines) + "\n"
+
+
+def test_checkpoints_without_a_step_are_ordered_by_tokens(tmp_path):
+    """Before: numbered in file order, so a table listed newest-first ended at its first checkpoint."""
+    mapping = "run=model,n=params,d=tokens,task=task,acc=accuracy"
+    rc, cols = _import(tmp_path, _long_checkpoints(order=-1), mapping)
+    assert rc == 0
+    for run in set(cols["run"]):
+        m = cols["run"] == run
+        assert list(cols["d"][m][np.argsort(cols["step"][m])]) == sorted(cols["d"][m])
+
+
+@pytest.mark.parametrize("text, mapping, message", [
+    (_long_checkpoints(budget=True), "run=model,n=params,d=tokens,task=task,acc=accuracy",
+     "has two rows at the same d"),  # d is each run's budget, written at every checkpoint
+    (_long_checkpoints(seeds=2), "run=model,n=params,d=tokens,task=task,acc=accuracy",
+     "join the columns that tell runs apart into run (run=model+seed)"),  # before: seeds read as checkpoints
+])
+def test_rows_at_one_d_in_one_run_are_refused(tmp_path, capsys, text, mapping, message):
+    rc, _ = _import(tmp_path, text, mapping)
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def _mixes(shift):
+    rng = np.random.default_rng(0)
+    base = _wide().splitlines()
+    lines = ["recipe," + base[0]]
+    for recipe, delta in (("dolma", 0.0), ("c4", shift)):
+        for line in base[1:]:
+            c = line.split(",")
+            accs = [f"{float(a) + (delta if shift else rng.normal(0, 0.01)):.6g}" for a in c[4:]]
+            lines.append(",".join([recipe] + c[:4] + accs))
+    return "\n".join(lines) + "\n"
+
+
+def test_data_mixes_are_named_by_a_sign_test_and_kept_apart_by_set(tmp_path, capsys):
+    mapping = "run=recipe+model,n=params,d=tokens,lm_loss=c4,acc=acc_*"
+    rc, _ = _import(tmp_path, _mixes(-0.05), mapping)
+    out = capsys.readouterr().out
+    assert rc == 0 and "column 'recipe' are not seeds: 'dolma' is above 'c4' in 12 of 12" in out
+    rc, _ = _import(tmp_path, _mixes(0), mapping)  # seeds-like noise: no such note
+    assert rc == 0 and "are not seeds" not in capsys.readouterr().out
+    rc, cols = _import(tmp_path, _mixes(-0.05), "set=recipe,run=model,n=params,d=tokens,lm_loss=c4,acc=acc_*")
+    assert rc == 0 and set(cols["set"]) == {"dolma", "c4"} and "c4-m0-10" in set(cols["run"])
+    with pytest.raises(LadderError, match="come from 2 training sets .* --set c4"):
+        one_training_set(cols, None, None)
+    assert set(one_training_set(cols, "dolma", None)["run"]) == {f"dolma-m{i}-{m}" for i in range(3) for m in (10, 20)}
+    assert len(one_training_set(cols, None, "c4-*")["run"]) == len(cols["run"])  # --runs picks one set: allowed
+    with pytest.raises(LadderError, match="--set: 'web' is not a training set"):
+        one_training_set(cols, "web", None)
+
+
+def test_a_task_missing_from_some_runs_to_fit_is_one_line(reference):
+    """Before: a StopIteration traceback from the ensemble (no member could be fitted)."""
+    keep = ~((reference["task"] == "mmlu") & (reference["n"] == SIZES[2]))
+    cols = validate_table({k: v[keep] for k, v in reference.items()})
+    runs = sorted(set(cols["run"]))
+    with pytest.raises(LadderError, match=r"task mmlu: has no rows in 2 of the 6 runs to fit \(m2-10, m2-20\)"):
+        require_tasks_in_runs(cols, runs, None)
+    require_tasks_in_runs(cols, runs, ["arc"])  # the other task alone is fine
+
+
+def test_names_with_wrapped_lines_become_one_line(tmp_path):
+    text = _wide().replace("m0-10,", '"OLMo,\nm0-10",', 1)
+    rc, cols = _import(tmp_path, text)
+    assert rc == 0 and "OLMo, m0-10" in set(cols["run"])
+
+
+def test_mapping_names_new_fields():
+    assert parse_mapping("run=a,n=b,tpp=c,set=d,acc=e_*") == {"run": "a", "n": "b", "tpp": "c", "set": "d", "acc": "e_*"}
+    with pytest.raises(LadderError, match="maps both d and tpp"):
+        import_csv(__file__, parse_mapping("run=a,n=b,d=c,tpp=c,acc=e_*"))

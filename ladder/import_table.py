@@ -92,7 +92,8 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
 def _require_fields(mapping: dict[str, str]) -> None:
     """The fields every results row needs: run, n, acc and tokens (d, tpp or flops to derive it)."""
     for field in ("run", "n", "acc"):
-        require(field in mapping, "--map", f"no column for {field!r}", f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})")
+        require(field in mapping, "--map", f"no column for {field!r}",
+                f"add {field}=COLUMN (fields: {', '.join(CSV_FIELDS)})")
     require(any(f in mapping for f in ("d", "tpp", "flops")), "--map", "no column for 'd' (tokens)",
             "add d=COLUMN, or tpp=COLUMN (tokens per parameter: D = tpp x N), or flops=COLUMN (D = flops / 6N)")
     require(not ("d" in mapping and "tpp" in mapping), "--map", "maps both d and tpp", "keep one: D is d, or tpp x N")
@@ -116,7 +117,8 @@ def _fractions(rows: list[dict], sources: list[dict], field: str, path) -> None:
             continue
         small = next((v for v in vals if 0 < v <= 1), None)
         what = src if not src.startswith("=") else f"{field}{src}"
-        require(small is None and max(big) <= 100, str(path), f"{field} column {what!r} has {small if small is not None else max(big)!r} "
+        seen = small if small is not None else max(big)
+        require(small is None and max(big) <= 100, str(path), f"{field} column {what!r} has {seen!r} "
                 f"and {big[0] if small is not None else 'other values'!r}: neither all fractions nor all percentages",
                 f"write every {field} as a fraction (0.453) or every one as a percentage (45.3)")
         for i in idx:
@@ -173,8 +175,8 @@ def _require_checkpoints_apart(rows: list[dict], step_mapped: bool) -> None:
                               f"rows repeated (a table pasted twice?) or several runs under one name; remove the "
                               f"repeats, or {apart}")
         steps = f" (steps {first['step']} and {r['step']})" if step_mapped else ""
-        raise LadderError(f"import: run {r['run']!r} task {r['task']!r} has two rows at the same d = {r['d']:g}{steps}: "
-                          "several runs under one name, or d is the run's budget and not the tokens seen at each "
+        raise LadderError(f"import: run {r['run']!r} task {r['task']!r} has two rows at the same d = {r['d']:g}"
+                          f"{steps}: several runs under one name, or d is the run's budget and not the tokens seen at each "
                           f"checkpoint; {apart}, or map d to the tokens seen at each checkpoint")
 
 
@@ -283,7 +285,8 @@ class _Columns:
         pre, post = self.mapping["acc"].split("*", 1)
         tasks = [c[len(pre): len(c) - len(post) if post else None] for c in self.header
                  if c.startswith(pre) and c.endswith(post) and len(c) > len(pre) + len(post)]
-        require(bool(tasks), str(self.path), f"no column matches {self.mapping['acc']!r}", f"columns: {self._some_columns()}")
+        require(bool(tasks), str(self.path), f"no column matches {self.mapping['acc']!r}",
+                f"columns: {self._some_columns()}")
         return tasks
 
     def source(self, field: str, task: str | None) -> str:
@@ -320,10 +323,12 @@ class _Columns:
             return None
         run = str(self.value("run", rec, t, where))
         require(run != "", where, f"the run column {self.mapping['run']!r} is blank", "give every row its run name")
-        require(str(t) != "", where, f"the task column {self.mapping.get('task')!r} is blank", "give every row its task")
+        require(str(t) != "", where, f"the task column {self.mapping.get('task')!r} is blank",
+                "give every row its task")
         if "set" in self.mapping:
             data = str(self.value("set", rec, t, where))
-            require(data != "", where, f"the set column {self.mapping['set']!r} is blank", "give every row its training set")
+            require(data != "", where, f"the set column {self.mapping['set']!r} is blank",
+                    "give every row its training set")
             joined = [c.strip() for c in self.mapping["run"].split("+")]
             run = run if self.mapping["set"] in joined else f"{data}-{run}"  # runs of two sets never share a name
         n = self.value("n", rec, t, where)

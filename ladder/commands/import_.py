@@ -21,7 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("directory", metavar="PATH", help="olmo: directory of run CSVs, e.g. "
                         "shared/reference/olmo_ladder/ladder-runs; csv: the CSV file")
     parser.add_argument("--map", dest="mapping", help="csv: FIELD=COLUMN,... (fields run, n, d, step, task, acc, "
-                        "loss, lm_loss, flops, chance, tpp (tokens per parameter), set (training set / data mix); COLUMN may be a pattern acc_* for one column per task, "
+                        "loss, lm_loss, flops, chance, tpp (tokens per parameter: D = tpp x N), set (training "
+                        "set / data mix: one law per set, `predict --set`); COLUMN may be a pattern acc_* for one "
+                        "column per task, "
                         "COL+COL for run (one run per combination), or a constant), or a file of such lines; "
                         "docs/laws.md")
     add_out(parser, "results table to write (CSV, docs/results.md)", required=True)

@@ -79,6 +79,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
         _number_checkpoints(rows)
     columns.require_runs_apart(rows)
     _require_counts(rows, mapping)
+    _note_size_labels(rows, mapping["n"])
     _require_checkpoints_apart(rows, "step" in mapping)
     joined = [c.strip() for c in mapping["run"].split("+")] if "_parts" in rows[0] else []
     if not (joined and "set" not in mapping and _note_systematic_columns(rows, joined)):
@@ -157,6 +158,22 @@ def _require_counts(rows: list[dict], mapping: dict[str, str]) -> None:
         require(not r["d"] < MIN_TOKENS_PER_PARAM * r["n"], f"column {d_from!r}", f"gives run {run!r} at most "
                 f"{r['d']:g} tokens for {r['n']:,.0f} parameters (under N/100)",
                 "is it tokens per parameter (map tpp=COLUMN: D = tpp x N) or in billions (write 26B)?")
+
+
+def _note_size_labels(rows: list[dict], column: str) -> None:
+    """N given as size labels (190M, 370M, 1B, 3B) rather than parameter counts: a '1B' model of the OLMo ladder
+    has 1.28B non-embedding parameters, and on that ladder labels instead of counts move the default's 7B-4T
+    MMLU prediction from 0.486 to 0.602. Labels may be all a paper gives, so this is a note, not a refusal."""
+    import math
+
+    sizes = {r["n"] for r in rows if r["n"] > 0 and math.isfinite(r["n"])}
+    labels = [n for n in sizes if float(f"{n:.2g}") == n]
+    if len(sizes) > 1 and len(labels) == len(sizes):
+        shown = ", ".join(f"{n / 1e9:g}B" if n >= 1e9 else f"{n / 1e6:g}M" for n in sorted(sizes)[:5])
+        warnings.warn(f"column {column!r} gives every N to 2 significant digits ({shown}"
+                      f"{' ...' if len(sizes) > 5 else ''}): if these are size labels, not "
+                      "parameter counts, map n to the counts where the source gives them (and give --target N in "
+                      "the same convention)", stacklevel=3)
 
 
 def _require_checkpoints_apart(rows: list[dict], step_mapped: bool) -> None:

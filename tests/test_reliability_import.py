@@ -210,3 +210,12 @@ def test_mapping_names_new_fields():
     assert parse_mapping("run=a,n=b,tpp=c,set=d,acc=e_*") == {"run": "a", "n": "b", "tpp": "c", "set": "d", "acc": "e_*"}
     with pytest.raises(LadderError, match="maps both d and tpp"):
         import_csv(__file__, parse_mapping("run=a,n=b,d=c,tpp=c,acc=e_*"))
+
+
+def test_sizes_given_as_labels_get_a_note(tmp_path, capsys):
+    """OLMo: N as labels (190M ... 3B) instead of counts moved the 7B-4T MMLU prediction 0.486 -> 0.602, silently."""
+    rc, _ = _import(tmp_path, _wide())
+    assert rc == 0 and "gives every N to 2 significant digits (150M, 300M, 600M)" in capsys.readouterr().out
+    counts = _wide().replace(",150000000,", ",151234567,").replace(",300000000,", ",298765432,")
+    rc, _ = _import(tmp_path, counts)
+    assert rc == 0 and "significant digits" not in capsys.readouterr().out

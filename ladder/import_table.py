@@ -81,6 +81,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     _require_counts(rows, mapping)
     _note_size_labels(rows, mapping["n"])
     _require_checkpoints_apart(rows, "step" in mapping)
+    _require_tokens_grow(rows)
     joined = [c.strip() for c in mapping["run"].split("+")] if "_parts" in rows[0] else []
     if not (joined and "set" not in mapping and _note_systematic_columns(rows, joined)):
         _note_shared_settings(rows, "set" in mapping)
@@ -195,6 +196,20 @@ def _require_checkpoints_apart(rows: list[dict], step_mapped: bool) -> None:
         raise LadderError(f"import: run {r['run']!r} task {r['task']!r} has two rows at the same d = {r['d']:g}"
                           f"{steps}: several runs under one name, or d is the run's budget and not the tokens seen at each "
                           f"checkpoint; {apart}, or map d to the tokens seen at each checkpoint")
+
+
+def _require_tokens_grow(rows: list[dict]) -> None:
+    """D is the tokens seen at each checkpoint, so it grows with the step within a run. A D that falls is
+    another quantity (tokens remaining, a per-step count, a column of another run's), and the laws would
+    fit it as tokens seen."""
+    last = {}
+    for r in sorted(rows, key=lambda r: (r["run"], r["task"], r["step"])):
+        prev = last.get((r["run"], r["task"]))
+        require(prev is None or not r["d"] < prev["d"], f"run {r['run']!r} task {r['task']!r}",
+                f"d falls from {prev['d'] if prev else 0:g} at step {prev['step'] if prev else 0} to {r['d']:g} at step "
+                f"{r['step']}", "d must be the tokens seen at each checkpoint (is the step or d column another "
+                "quantity, or are two runs under one name?)")
+        last[(r["run"], r["task"])] = r
 
 
 def _note_shared_settings(rows: list[dict], by_set: bool) -> None:

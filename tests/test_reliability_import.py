@@ -219,3 +219,18 @@ def test_sizes_given_as_labels_get_a_note(tmp_path, capsys):
     counts = _wide().replace(",150000000,", ",151234567,").replace(",300000000,", ",298765432,")
     rc, _ = _import(tmp_path, counts)
     assert rc == 0 and "significant digits" not in capsys.readouterr().out
+
+
+def test_tokens_that_fall_as_steps_grow_and_fractional_steps_are_refused(tmp_path, capsys):
+    """Before: both imported (a 'tokens remaining' column fitted as tokens seen; step 1000.5 truncated to 1000)."""
+    mapping = "run=model,n=params,d=tokens,step=step,task=task,acc=accuracy"
+    lines = _long_checkpoints().splitlines()
+    with_steps = [lines[0] + ",step"] + [f"{line},{k % 3 + 1}" for k, line in enumerate(lines[1:])]
+    rc, _ = _import(tmp_path, "\n".join(with_steps) + "\n", mapping)
+    assert rc == 0
+    falling = [with_steps[0]] + [line.rsplit(",", 1)[0] + f",{4 - int(line[-1])}" for line in with_steps[1:]]
+    rc, _ = _import(tmp_path, "\n".join(falling) + "\n", mapping)
+    assert rc == 2 and "d falls from" in capsys.readouterr().err
+    rc, _ = _import(tmp_path, "\n".join(with_steps[:1] + [with_steps[1][:-1] + "1000.5"] + with_steps[2:]) + "\n",
+                    mapping)
+    assert rc == 2 and "has 1000.5, not a step" in capsys.readouterr().err

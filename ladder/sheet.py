@@ -22,20 +22,21 @@ MISSING = frozenset({"", "na", "n/a", "nan", "-", "--", "\u2013", "\u2014", "nul
 SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs"}
 THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?[kKmMbBgGtT]?$")
+DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+([eE][+-]?\d+)?[kKmMbBgGtT%]?$")
 SPACES = re.compile(r"[\s\u00a0\u202f\u2009']")  # 1 279 395 840, 1'279'395'840 (Swiss)
 
 
 class Sheet:
     """A table's header and records (dicts by column name), with the separator it was written with.
 
-    `decimal_comma` is true for `;`-separated files, where `0,453` is 0.453 and `1.279.395.840` a count."""
+    `decimal_comma` is true for `;`-separated files and files with a cell like `0,453` that only a decimal
+    comma explains: there `0,453` is 0.453 and `1.279.395.840` a count; elsewhere `1,279` is 1279."""
 
     def __init__(self, path, what: str = "import"):
         text = read_utf8(path, what)  # UTF-8 named, BOM dropped
         self.path = path
         first = next((line for line in text.splitlines() if line.strip()), "")
         self.separator = max(SEPARATORS, key=lambda s: (first.count(s), s == ","))
-        self.decimal_comma = self.separator == ";"
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.separator)
         rows = []  # (line number, cells) of the non-blank rows
         try:
@@ -48,6 +49,10 @@ class Sheet:
         require(bool(rows), str(path), "is empty", "export the table with its header row")
         (_, header), body = rows[0], rows[1:]
         header = [h.strip() for h in header]
+        # one locale per file: `;` files, and any file with a cell such as 0,453 that only a decimal comma explains
+        self.decimal_comma = self.separator == ";" or any(
+            "," in c and DECIMAL_COMMA.match(SPACES.sub("", c)) and not THOUSANDS.match(SPACES.sub("", c))
+            for _, r in body for c in r)
         self.header = self._named_columns(header, body)
         self.records, self.lines = [], []
         for line, cells in body:
@@ -76,8 +81,8 @@ class Sheet:
 
     def number(self, value, where: str, column: str) -> tuple[float, bool]:
         """(the cell as a float, whether it carried a % sign). Missing-value spellings are NaN; k/M/B/T
-        suffixes, thousands separators and (in `;` files) decimal commas are read; a comma that can only be
-        a decimal comma in a comma-separated file is refused rather than read as thousands (0,453 -> 453)."""
+        suffixes, thousands separators and decimal commas (in `;` files and files that show one) are read; a
+        decimal comma is never read as a thousands separator (0,453 -> 453)."""
         v = SPACES.sub("", value or "")
         if v.lower() in MISSING:
             return float("nan"), False
@@ -85,8 +90,8 @@ class Sheet:
         v = v[:-1] if percent else v
         if self.decimal_comma:
             v = v.replace(".", "").replace(",", ".") if "," in v else v.replace(".", "") if v.count(".") > 1 else v
-        elif "," in v:
-            require(bool(THOUSANDS.match(v)), where, f"column {column!r} has {value!r}: a decimal comma?",
+        elif "," in v:  # cannot fail the pattern: a cell that does sets decimal_comma (kept as a guard)
+            require(bool(THOUSANDS.match(v)), where, f"column {column!r} has {value!r}, not a number",
                     "write decimal points, or export the table ';'-separated (read with decimal commas)")
             v = v.replace(",", "")
         try:

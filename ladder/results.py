@@ -265,6 +265,16 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         require(not bad.any(), source, f"column {k!r} is outside [1, {MAX_COUNT:g}] in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (value {float(cols[k][bad.argmax()])!r})",
                 "n is parameters and d tokens, both as plain counts (is the column in another unit?)")
+    if len(run) > 1:  # one run is one model: an N that changes within a run is a typo or two runs under one name
+        _, run_code = np.unique(run, return_inverse=True)  # reused by the repeated-rows check below
+        lo, hi = np.full(run_code.max() + 1, np.inf), np.full(run_code.max() + 1, -np.inf)
+        np.minimum.at(lo, run_code, cols["n"])
+        np.maximum.at(hi, run_code, cols["n"])
+        bad = hi[run_code] > lo[run_code] * (1 + 1e-9)
+        first = run_code[bad.argmax()]
+        require(not bad.any(), source, f"run {str(run[bad.argmax()])!r} has more than one 'n' ({lo[first]:g} and "
+                f"{hi[first]:g})",
+                "one run is one model size: fix the typo, or give the two models their own run names")
     step = cols["step"]
     bad = ~(np.isfinite(step) & (step >= 0))
     require(not bad.any(), source, f"column 'step' is blank, NaN or negative in {int(bad.sum())} rows, first in run "
@@ -275,7 +285,6 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
             f"in run {str(run[bad.argmax()])!r} (value {float(step[bad.argmax()])!r})",
             "a step is the checkpoint's update count (a whole number)")
     if len(run) > 1:
-        _, run_code = np.unique(run, return_inverse=True)
         _, task_code = np.unique(cols["task"], return_inverse=True)
         order = np.lexsort((task_code, step, run_code))
         same = ((run_code[order][1:] == run_code[order][:-1]) & (step[order][1:] == step[order][:-1])

@@ -235,3 +235,11 @@ def test_tokens_that_fall_as_steps_grow_and_fractional_steps_are_refused(tmp_pat
     rc, _ = _import(tmp_path, "\n".join(with_steps[:1] + [with_steps[1][:-1] + "1000.5"] + with_steps[2:]) + "\n",
                     mapping)
     assert rc == 2 and "has 1000.5, not a step" in capsys.readouterr().err
+
+
+def test_a_run_with_two_model_sizes_is_refused(reference):
+    """Before: a checkpoint row with N typed 10x too large was fitted as another model of the same run."""
+    cols = {k: v.copy() for k, v in reference.items()}
+    cols["n"][3] *= 10
+    with pytest.raises(LadderError, match=r"run 'm0-20' has more than one 'n' \(1.5e\+08 and 1.5e\+09\)"):
+        validate_table(cols)

@@ -11,6 +11,7 @@ read as meant with a note or refused with one line naming the column and the fix
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +21,8 @@ from ladder.sheet import Sheet
 
 CSV_FIELDS = ("run", "n", "d", "step", "task", "acc", "loss", "lm_loss", "flops", "chance", "tpp", "set")
 TEXT_FIELDS = ("run", "task", "set")
+# what `*` stands for in columns of an accuracy's spread, not a task (lm-eval's acc_stderr, W&B's __MIN/__MAX)
+SPREAD = re.compile(r"(^|[_\-/ ,.])(stderr|std|sem|se|err|ci|ci_lo\w*|ci_hi\w*)$|__(min|max)$", re.IGNORECASE)
 MIN_PARAMS = 1e4  # fewer parameters is a count in millions or billions (190 for 190M), not a language model
 MIN_TOKENS_PER_PARAM = 0.01  # a run's final D below N/100 is tokens per parameter or billions, not tokens
 
@@ -319,6 +322,12 @@ class _Columns:
                  if c.startswith(pre) and c.endswith(post) and len(c) > len(pre) + len(post)]
         require(bool(tasks), str(self.path), f"no column matches {self.mapping['acc']!r}",
                 f"columns: {self._some_columns()}")
+        spread = [t for t in tasks if SPREAD.search(t)]  # acc_mmlu_stderr, eval/acc__MAX: not a task's accuracy
+        if spread and len(spread) < len(tasks):
+            warnings.warn(f"acc={self.mapping['acc']} also matches {len(spread)} columns of standard errors or "
+                          f"ranges ({', '.join(self.mapping['acc'].replace('*', t) for t in spread[:3])}"
+                          f"{' ...' if len(spread) > 3 else ''}): left out", stacklevel=4)
+            tasks = [t for t in tasks if t not in spread]
         return tasks
 
     def source(self, field: str, task: str | None) -> str:

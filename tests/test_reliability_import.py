@@ -243,3 +243,13 @@ def test_a_run_with_two_model_sizes_is_refused(reference):
     cols["n"][3] *= 10
     with pytest.raises(LadderError, match=r"run 'm0-20' has more than one 'n' \(1.5e\+08 and 1.5e\+09\)"):
         validate_table(cols)
+
+
+def test_standard_error_columns_matched_by_the_pattern_are_not_tasks(tmp_path, capsys, reference):
+    """Before: acc=acc_* made tasks 'arc_stderr' and 'mmlu__MAX' out of an export's spread columns."""
+    lines = _wide().splitlines()
+    text = "\n".join([lines[0] + ",acc_arc_stderr,acc_mmlu__MAX"] + [line + ",0.01,0.9" for line in lines[1:]])
+    rc, cols = _import(tmp_path, text + "\n")
+    assert rc == 0 and set(cols["task"]) == set(TASKS)
+    assert "also matches 2 columns of standard errors or ranges (acc_arc_stderr, acc_mmlu__MAX): left out" in \
+        capsys.readouterr().out

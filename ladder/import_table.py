@@ -197,8 +197,9 @@ def _require_checkpoints_apart(rows: list[dict], step_mapped: bool) -> None:
                               f"repeats, or {apart}")
         steps = f" (steps {first['step']} and {r['step']})" if step_mapped else ""
         raise LadderError(f"import: run {r['run']!r} task {r['task']!r} has two rows at the same d = {r['d']:g}"
-                          f"{steps}: several runs under one name, or d is the run's budget and not the tokens seen at each "
-                          f"checkpoint; {apart}, or map d to the tokens seen at each checkpoint")
+                          f"{steps}: several runs under one name, rows of several metrics (keep one per task), or d "
+                          "is the run's budget and not the tokens seen at each checkpoint; "
+                          f"{apart}, or map d to the tokens seen at each checkpoint")
 
 
 def _require_tokens_grow(rows: list[dict]) -> None:
@@ -209,8 +210,8 @@ def _require_tokens_grow(rows: list[dict]) -> None:
     for r in sorted(rows, key=lambda r: (r["run"], r["task"], r["step"])):
         prev = last.get((r["run"], r["task"]))
         require(prev is None or not r["d"] < prev["d"], f"run {r['run']!r} task {r['task']!r}",
-                f"d falls from {prev['d'] if prev else 0:g} at step {prev['step'] if prev else 0} to {r['d']:g} at step "
-                f"{r['step']}", "d must be the tokens seen at each checkpoint (is the step or d column another "
+                f"d falls from {prev['d'] if prev else 0:g} at step {prev['step'] if prev else 0} to {r['d']:g} at "
+                f"step {r['step']}", "d must be the tokens seen at each checkpoint (is the step or d column another "
                 "quantity, or are two runs under one name?)")
         last[(r["run"], r["task"])] = r
 

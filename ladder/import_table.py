@@ -86,7 +86,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     _require_checkpoints_apart(rows, "step" in mapping)
     _require_tokens_grow(rows)
     joined = [c.strip() for c in mapping["run"].split("+")] if "_parts" in rows[0] else []
-    if not (joined and "set" not in mapping and _note_systematic_columns(rows, joined)):
+    if not (joined and _note_systematic_columns(rows, joined)):
         _note_shared_settings(rows, "set" in mapping)
     for r in rows if joined else ():
         del r["_parts"]
@@ -251,7 +251,7 @@ def _note_systematic_columns(rows: list[dict], names: list[str]) -> bool:
     for j, name in enumerate(names):
         groups = defaultdict(dict)  # (the other parts, task, N, D) -> {this part's value: acc}
         for r in final.values():
-            rest = r["_parts"][:j] + r["_parts"][j + 1:]
+            rest = (r.get("set"),) + r["_parts"][:j] + r["_parts"][j + 1:]  # compared within one training set
             groups[(rest, r["task"], r["n"], r["d"])][r["_parts"][j]] = r["acc"]
         wins = defaultdict(lambda: [0, 0])  # (a, b) with a < b -> [a above b, b above a]
         for accs in groups.values():
@@ -268,7 +268,8 @@ def _note_systematic_columns(rows: list[dict], names: list[str]) -> bool:
                 hi, lo = (a, b) if above > below else (b, a)
                 warnings.warn(f"runs that differ only in column {name!r} are not seeds: {hi!r} is above {lo!r} in "
                               f"{k} of {n} (size, tokens, task) pairs (sign test p = {p:.1g}); if {name!r} is a "
-                              f"training set or recipe, map set={name} and predict one set at a time (--set NAME)",
+                              f"training set or recipe, map set={name} (or join it: set=COL+{name}) and predict one "
+                              "set at a time (--set NAME)",
                               stacklevel=3)
                 return True
     return False
@@ -308,8 +309,8 @@ class _Columns:
             return "pattern"
         if v in self.header:
             return "col"
-        if field == "run" and "+" in v and all(c.strip() in self.header for c in v.split("+")):
-            return "cols"  # run=data+size(+seed): one run per combination (a ladder of several training sets)
+        if field in ("run", "set") and "+" in v and all(c.strip() in self.header for c in v.split("+")):
+            return "cols"  # run=data+size(+seed): one run per combination; set=data+lr: one set per combination
         try:
             self.sheet.number(v, "--map", field)
             return "const"
@@ -336,9 +337,9 @@ class _Columns:
         k, v = self.kind(field), self.mapping[field]
         return v.replace("*", task) if k == "pattern" else v if k == "col" else f"={v}"
 
-    def parts(self, rec: dict) -> list[str]:
-        """The values of the columns joined into run (run=recipe+size+seed), as written into its name."""
-        return [" ".join(rec[c.strip()].split()) for c in self.mapping["run"].split("+")]
+    def parts(self, rec: dict, field: str = "run") -> list[str]:
+        """The values of the columns joined into run (run=recipe+size+seed) or set, as written into its name."""
+        return [" ".join(rec[c.strip()].split()) for c in self.mapping[field].split("+")]
 
     def value(self, field: str, rec: dict, task: str | None, where: str):
         """The field's value in record `rec` (for `task` in a wide table): run, task and set as text, the rest as
@@ -347,7 +348,7 @@ class _Columns:
         if k is None:
             return float("nan")
         if k == "cols":
-            return "-".join(self.parts(rec))
+            return "-".join(self.parts(rec, field))
         if k == "const":
             return v if field in TEXT_FIELDS else self.sheet.number(v, where, field)[0]
         col = self.source(field, task)
@@ -372,7 +373,8 @@ class _Columns:
             require(data != "", where, f"the set column {self.mapping['set']!r} is blank",
                     "give every row its training set")
             joined = [c.strip() for c in self.mapping["run"].split("+")]
-            run = run if self.mapping["set"] in joined else f"{data}-{run}"  # runs of two sets never share a name
+            in_run = all(c.strip() in joined for c in self.mapping["set"].split("+"))
+            run = run if in_run else f"{data}-{run}"  # runs of two sets never share a name
         n = self.value("n", rec, t, where)
         step = self.value("step", rec, t, where)
         # tokens: mapped, else tokens per parameter x N, else from training FLOPs by the 6ND rule (docs/laws.md)

@@ -253,3 +253,12 @@ def test_standard_error_columns_matched_by_the_pattern_are_not_tasks(tmp_path, c
     assert rc == 0 and set(cols["task"]) == set(TASKS)
     assert "also matches 2 columns of standard errors or ranges (acc_arc_stderr, acc_mmlu__MAX): left out" in \
         capsys.readouterr().out
+
+
+def test_set_may_join_columns_and_seeds_are_compared_within_a_set(tmp_path, capsys):
+    text = _mixes(-0.05)
+    lines = text.splitlines()
+    text = "\n".join([lines[0] + ",lr"] + [line + f",{k % 2}" for k, line in enumerate(lines[1:])]) + "\n"
+    rc, cols = _import(tmp_path, text, "set=recipe+lr,run=model,n=params,d=tokens,lm_loss=c4,acc=acc_*")
+    assert rc == 0 and set(cols["set"]) == {"dolma-0", "dolma-1", "c4-0", "c4-1"}
+    assert "c4-1-m0-20" in set(cols["run"]) and "are not seeds" not in capsys.readouterr().out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
 
 from ladder.errors import LadderError, read_utf8, require
 
@@ -35,8 +36,11 @@ class Sheet:
     def __init__(self, path, what: str = "import"):
         text = read_utf8(path, what)  # UTF-8 named, BOM dropped
         self.path = path
-        first = next((line for line in text.splitlines() if line.strip()), "")
-        self.separator = max(SEPARATORS, key=lambda s: (first.count(s), s == ","))
+        sep_line = re.match(r"sep=(.)\r?\n", text)  # Excel's 'sep=;' first line names the separator
+        text = text[sep_line.end():] if sep_line else text
+        head = [line for line in text.splitlines() if line.strip()][:5]  # a title line may come first
+        self.separator = sep_line[1] if sep_line else max(
+            SEPARATORS, key=lambda s: (max((line.count(s) for line in head), default=0), s == ","))
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.separator)
         rows = []  # (line number, cells) of the non-blank rows
         try:
@@ -47,6 +51,16 @@ class Sheet:
             raise LadderError(f"{what}: {path} after line {reader.line_num}: {e}; fix the CSV (is it the right "
                               "file?)") from None
         require(bool(rows), str(path), "is empty", "export the table with its header row")
+        # lines of one cell around the table (a caption above the header, notes below) are not rows of it
+        lone = [sum(bool(c.strip()) for c in cells) == 1 for _, cells in rows]
+        top = next((i for i, one in enumerate(lone) if not one), 0)
+        notes = [line for (line, cells), one in zip(rows[top + 1:], lone[top + 1:]) if one and len(cells) == 1]
+        if top or notes:
+            warnings.warn(f"{path}: left out {top + len(notes)} line(s) of one cell (a title or note: line "
+                          f"{', '.join(str(line) for line, _ in rows[:top])}{', ' if top and notes else ''}"
+                          f"{', '.join(str(line) for line in notes[:3])})", stacklevel=3)
+            rows = rows[top:]
+            rows = rows[:1] + [(line, cells) for line, cells in rows[1:] if line not in set(notes)]
         (_, header), body = rows[0], rows[1:]
         header = [h.strip() for h in header]
         # one locale per file: `;` files, and any file with a cell such as 0,453 that only a decimal comma explains

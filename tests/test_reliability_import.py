@@ -262,3 +262,12 @@ def test_set_may_join_columns_and_seeds_are_compared_within_a_set(tmp_path, caps
     rc, cols = _import(tmp_path, text, "set=recipe+lr,run=model,n=params,d=tokens,lm_loss=c4,acc=acc_*")
     assert rc == 0 and set(cols["set"]) == {"dolma-0", "dolma-1", "c4-0", "c4-1"}
     assert "c4-1-m0-20" in set(cols["run"]) and "are not seeds" not in capsys.readouterr().out
+
+
+def test_excel_sep_line_captions_and_notes_around_the_table(tmp_path, capsys, reference):
+    """Before: 'sep=;' or a caption line became the header ('has no column params'); a note line was refused."""
+    body = _wide(sep=";")
+    for text in ("sep=;\n" + body, "Table 3: our ladder\n\n" + _wide() + "* trained on our data\n"):
+        rc, cols = _import(tmp_path, text)
+        assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+    assert "left out 2 line(s) of one cell (a title or note: line 1, 10)" in capsys.readouterr().out

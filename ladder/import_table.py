@@ -10,7 +10,9 @@ read as meant with a note or refused with one line naming the column and the fix
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
 import re
 import warnings
 from collections import defaultdict
@@ -23,6 +25,7 @@ CSV_FIELDS = ("run", "n", "d", "step", "task", "acc", "loss", "lm_loss", "flops"
 TEXT_FIELDS = ("run", "task", "set")
 # what `*` stands for in columns of an accuracy's spread, not a task (lm-eval's acc_stderr, W&B's __MIN/__MAX)
 SPREAD = re.compile(r"(^|[_\-/ ,.])(stderr|std|sem|se|err|ci|ci_lo\w*|ci_hi\w*)$|__(min|max)$", re.IGNORECASE)
+_CELLS: dict = {}  # parsed object cells by their text (a metrics column repeats few distinct objects per row)
 MIN_PARAMS = 1e4  # fewer parameters is a count in millions or billions (190 for 190M), not a language model
 MIN_TOKENS_PER_PARAM = 0.01  # a run's final D below N/100 is tokens per parameter or billions, not tokens
 
@@ -75,7 +78,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
             if got is not None:
                 rows.append(got[0])
                 sources.append(got[1])
-    require(bool(rows), str(path), "no row with an accuracy", "check the acc mapping")
+    require(bool(rows), str(path), "no row with an accuracy" + columns.keys_hint("acc"), "check the acc mapping")
     for field in ("acc", "chance"):
         _fractions(rows, sources, field, path)
     if "step" not in mapping:
@@ -311,11 +314,55 @@ class _Columns:
             return "col"
         if field in ("run", "set") and "+" in v and all(c.strip() in self.header for c in v.split("+")):
             return "cols"  # run=data+size(+seed): one run per combination; set=data+lr: one set per combination
+        if self.cell_key(v) is not None:
+            return "cell"  # acc=metrics.acc_norm: a key of the object in column `metrics` (a JSON or dict cell)
         try:
             self.sheet.number(v, "--map", field)
             return "const"
         except LadderError:
             return "const" if field in ("task", "run") else "missing"
+
+    def cell_key(self, v: str) -> tuple[str, list[str]] | None:
+        """(column, keys) when `v` is COLUMN.KEY[.KEY...] for a column of the header, else None."""
+        parts = v.split(".")
+        return next(((".".join(parts[:i]), parts[i:]) for i in range(len(parts) - 1, 0, -1)
+                     if ".".join(parts[:i]) in self.header), None)
+
+    def cell_value(self, v: str, rec: dict, where: str):
+        """The value under KEY in a cell holding a JSON object (or a Python dict as pandas writes it)."""
+        column, keys = self.cell_key(v)
+        text = rec[column].strip()
+        if text.lower() in ("", "nan", "none", "null", "{}"):
+            return ""
+        obj = _CELLS.get(text)
+        if obj is None:
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                try:
+                    obj = ast.literal_eval(text)
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    obj = None
+            require(isinstance(obj, dict), where, f"column {column!r} is not a JSON object ({text[:40]!r}), so it has "
+                    f"no key {'.'.join(keys)!r}", f"map {v.split('.')[0]} as a column, or fix the cell")
+            if len(_CELLS) > 10_000:
+                _CELLS.clear()
+            _CELLS[text] = obj
+        for key in keys:
+            obj = obj.get(key) if isinstance(obj, dict) else None
+        return "" if obj is None else str(obj)
+
+    def keys_hint(self, field: str) -> str:
+        """For FIELD=COLUMN.KEY, the keys the column's first object has (what a misspelt KEY could have been)."""
+        if self.kind(field) != "cell" or not self.sheet.records:
+            return ""
+        column, _ = self.cell_key(self.mapping[field])
+        try:
+            self.cell_value(f"{column}.x", self.sheet.records[0], "")  # parses the cell into _CELLS
+        except LadderError:
+            return ""
+        obj = _CELLS.get(self.sheet.records[0][column].strip())
+        return f" (the first {column!r} cell has keys {', '.join(map(str, obj))})" if isinstance(obj, dict) else ""
 
     def wide_tasks(self) -> list[str]:
         """The tasks of a wide table: what `*` stands for in the accuracy columns that match acc's pattern."""
@@ -335,7 +382,7 @@ class _Columns:
     def source(self, field: str, task: str | None) -> str:
         """The column a field's value comes from (for `task` in a wide table), or '=CONSTANT'."""
         k, v = self.kind(field), self.mapping[field]
-        return v.replace("*", task) if k == "pattern" else v if k == "col" else f"={v}"
+        return v.replace("*", task) if k == "pattern" else v if k in ("col", "cell") else f"={v}"
 
     def parts(self, rec: dict, field: str = "run") -> list[str]:
         """The values of the columns joined into run (run=recipe+size+seed) or set, as written into its name."""
@@ -351,6 +398,9 @@ class _Columns:
             return "-".join(self.parts(rec, field))
         if k == "const":
             return v if field in TEXT_FIELDS else self.sheet.number(v, where, field)[0]
+        if k == "cell":
+            cell = self.cell_value(v, rec, where)
+            return " ".join(cell.split()) if field in TEXT_FIELDS else self.sheet.number(cell, where, v)[0]
         col = self.source(field, task)
         require(col in self.header, str(self.path), f"has no column {col!r} (pattern {v!r}, task {task!r})",
                 "map a pattern every task has, or leave the field out")

@@ -271,3 +271,28 @@ def test_excel_sep_line_captions_and_notes_around_the_table(tmp_path, capsys, re
         rc, cols = _import(tmp_path, text)
         assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
     assert "left out 2 line(s) of one cell (a title or note: line 1, 10)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dump", [lambda d: __import__("json").dumps(d), repr])  # JSON, or pandas' dict repr
+def test_metrics_in_an_object_cell(tmp_path, capsys, reference, dump):
+    """A results export whose scores sit in one object column (metrics = {"acc_norm": ..., ...}): acc=metrics.KEY.
+    Before: 'has no column metrics.acc_norm'."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "params", "tokens", "task", "metrics"])
+    for i, n in enumerate(SIZES):
+        for j, mult in enumerate((10, 20)):
+            for t, task in enumerate(TASKS):
+                w.writerow([f"m{i}-{mult}", f"{n:.0f}", f"{n * mult:.0f}", task,
+                            dump({"acc_norm": round(_acc(i, j, t), 6), "acc_raw": 0.1, "extra": {"bpb": 1.5}})])
+    rc, cols = _import(tmp_path, buf.getvalue(), "run=model,n=params,d=tokens,task=task,acc=metrics.acc_norm,"
+                       "loss=metrics.extra.bpb")
+    assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+    assert set(cols["loss"]) == {1.5}
+    rc, _ = _import(tmp_path, buf.getvalue().replace('"acc_norm"', '"x"').replace("'acc_norm'", "'x'"),
+                    "run=model,n=params,d=tokens,task=task,acc=metrics.acc_norm")
+    assert rc == 2 and "no row with an accuracy (the first 'metrics' cell has keys x, acc_raw, extra)" in \
+        capsys.readouterr().err

@@ -24,7 +24,8 @@ def add_arguments(parser) -> None:
                         "loss, lm_loss, flops, chance, tpp (tokens per parameter: D = tpp x N), set (training "
                         "set / data mix: one law per set, `predict --set`); COLUMN may be a pattern acc_* for one "
                         "column per task, "
-                        "COL+COL for run (one run per combination), or a constant), or a file of such lines; "
+                        "COL+COL for run or set (one per combination), COL.KEY for a key of a JSON-object "
+                        "column, or a constant), or a file of such lines; "
                         "docs/laws.md")
     add_out(parser, "results table to write (CSV, docs/results.md)", required=True)
 

@@ -145,12 +145,12 @@ def note_shared_settings(rows: list[dict], by_set: bool) -> None:
                       f"reruns, each its own point of the fit{fix}", stacklevel=3)
 
 
-def note_systematic_columns(rows: list[dict], names: list[str]) -> bool:
+def note_systematic_columns(rows: list[dict], names: list[str | None]) -> bool:
     """Runs joined from columns (run=recipe+size+seed) that differ in one column only are seeds when that
     column's values take turns being better, and different training setups when one value wins nearly every
     (size, budget, task) comparison. A sign test (two-sided p < 1e-3 over 10+ pairs) names such a column:
     one law across it is wrong, and map set=COLUMN fits one per value. A note, not a refusal: the test sees
-    ranks, not how far apart."""
+    ranks, not how far apart. A name of None is a part of one-column run names (dolma-150M-s1: 'dolma')."""
     final = {}
     for r in rows:  # each (run, task)'s last checkpoint
         if (r["run"], r["task"]) not in final or r["step"] > final[(r["run"], r["task"])]["step"]:
@@ -173,10 +173,12 @@ def note_systematic_columns(rows: list[dict], names: list[str]) -> bool:
                  else math.erfc((2 * k - n) / math.sqrt(2 * n)))  # exact binomial, or its normal limit
             if n >= 10 and p < 1e-3:
                 hi, lo = (a, b) if above > below else (b, a)
-                warnings.warn(f"runs that differ only in column {name!r} are not seeds: {hi!r} is above {lo!r} in "
-                              f"{k} of {n} (size, tokens, task) pairs (sign test p = {p:.1g}); if {name!r} is a "
-                              f"training set or recipe, map set={name} (or join it: set=COL+{name}) and predict one "
-                              "set at a time (--set NAME)",
-                              stacklevel=3)
+                what = f"column {name!r}" if name else f"part {j + 1} of their names"
+                fix = (f"if {name!r} is a training set or recipe, map set={name} (or join it: set=COL+{name}) and "
+                       "predict one set at a time (--set NAME)" if name else
+                       f"if {hi!r} and {lo!r} are training sets, fit one at a time (ladder predict --runs with one "
+                       f"set's runs, e.g. '*{hi}*'), or import with set=COLUMN if the table has one")
+                warnings.warn(f"runs that differ only in {what} are not seeds: {hi!r} is above {lo!r} in {k} of {n} "
+                              f"(size, tokens, task) pairs (sign test p = {p:.1g}); {fix}", stacklevel=3)
                 return True
     return False

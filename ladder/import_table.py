@@ -25,6 +25,7 @@ CSV_FIELDS = ("run", "n", "d", "step", "task", "acc", "loss", "lm_loss", "flops"
 TEXT_FIELDS = ("run", "task", "set")
 # what `*` stands for in columns of an accuracy's spread, not a task (lm-eval's acc_stderr, W&B's __MIN/__MAX)
 SPREAD = re.compile(r"(^|[_\-/ ,.])(stderr|std|sem|se|err|ci|ci_lo\w*|ci_hi\w*)$|__(min|max)$", re.IGNORECASE)
+NAME_PARTS = re.compile(r"[-_ /]")  # what separates the parts of a run name (data, size, seed)
 _CELLS: dict = {}  # parsed object cells by their text (a metrics column repeats few distinct objects per row)
 
 
@@ -87,6 +88,12 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     checks.require_checkpoints_apart(rows, "step" in mapping)
     checks.require_tokens_grow(rows)
     joined = [c.strip() for c in mapping["run"].split("+")] if "_parts" in rows[0] else []
+    if not joined:  # run names of one column: their parts (dolma-150M-s1 -> dolma, 150M, s1) when all have as many
+        split = [tuple(NAME_PARTS.split(r["run"])) for r in rows]
+        if len({len(t) for t in split}) == 1 and len(split[0]) > 1:
+            for r, t in zip(rows, split):
+                r["_parts"] = t
+            joined = [None] * len(split[0])
     if not (joined and checks.note_systematic_columns(rows, joined)):
         checks.note_shared_settings(rows, "set" in mapping)
     for r in rows if joined else ():

@@ -296,3 +296,14 @@ def test_metrics_in_an_object_cell(tmp_path, capsys, reference, dump):
                     "run=model,n=params,d=tokens,task=task,acc=metrics.acc_norm")
     assert rc == 2 and "no row with an accuracy (the first 'metrics' cell has keys x, acc_raw, extra)" in \
         capsys.readouterr().err
+
+
+def test_data_mixes_inside_run_names_are_named_too(tmp_path, capsys):
+    """Runs named dolma-m0-10 / c4-m0-10 in one column: the sign test runs over the names' parts."""
+    lines = _mixes(-0.05).splitlines()
+    text = "\n".join([lines[0].split(",", 1)[1]] + [
+        ",".join([f"{c[0]}-{c[1]}"] + c[2:]) for c in (line.split(",") for line in lines[1:])]) + "\n"
+    rc, cols = _import(tmp_path, text)
+    assert rc == 0 and "c4-m0-10" in set(cols["run"])
+    assert "differ only in part 1 of their names are not seeds: 'dolma' is above 'c4' in 12 of 12" in \
+        capsys.readouterr().out

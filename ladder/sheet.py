@@ -13,6 +13,7 @@ import csv
 import io
 import re
 import warnings
+from pathlib import Path
 
 from ladder.errors import LadderError, read_utf8, require
 
@@ -27,6 +28,22 @@ DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+([eE][+-]?\d+)?[kKmMbBgGtT%]?$")
 SPACES = re.compile(r"[\s\u00a0\u202f\u2009']")  # 1 279 395 840, 1'279'395'840 (Swiss)
 
 
+def _read_text(path, what: str) -> str:
+    """The file as text: UTF-8 (BOM dropped, errors named by read_utf8), or UTF-16 when it starts with a UTF-16
+    byte-order mark (Excel's "Unicode Text" export: tab-separated UTF-16)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        head = b""
+    if head not in (b"\xff\xfe", b"\xfe\xff"):
+        return read_utf8(path, what)
+    try:
+        return Path(path).read_bytes().decode("utf-16")
+    except UnicodeDecodeError as e:
+        raise LadderError(f"{what}: {path} starts as UTF-16 but is not (offset {e.start}); save it as UTF-8") from None
+
+
 class Sheet:
     """A table's header and records (dicts by column name), with the separator it was written with.
 
@@ -34,7 +51,7 @@ class Sheet:
     comma explains: there `0,453` is 0.453 and `1.279.395.840` a count; elsewhere `1,279` is 1279."""
 
     def __init__(self, path, what: str = "import"):
-        text = read_utf8(path, what)  # UTF-8 named, BOM dropped
+        text = _read_text(path, what)
         self.path = path
         sep_line = re.match(r"sep=(.)\r?\n", text)  # Excel's 'sep=;' first line names the separator
         text = text[sep_line.end():] if sep_line else text

@@ -307,3 +307,10 @@ def test_data_mixes_inside_run_names_are_named_too(tmp_path, capsys):
     assert rc == 0 and "c4-m0-10" in set(cols["run"])
     assert "differ only in part 1 of their names are not seeds: 'dolma' is above 'c4' in 12 of 12" in \
         capsys.readouterr().out
+
+
+def test_excel_unicode_text_and_old_mac_line_ends(tmp_path, reference):
+    """Excel's "Unicode Text" export is tab-separated UTF-16 (before: 'not UTF-8 text (byte 0xff at offset 0)')."""
+    for data in (_wide(sep="\t").replace("\n", "\r\n").encode("utf-16"), _wide().replace("\n", "\r").encode()):
+        rc, cols = _import(tmp_path, data)
+        assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])

@@ -314,3 +314,11 @@ def test_excel_unicode_text_and_old_mac_line_ends(tmp_path, reference):
     for data in (_wide(sep="\t").replace("\n", "\r\n").encode("utf-16"), _wide().replace("\n", "\r").encode()):
         rc, cols = _import(tmp_path, data)
         assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+
+
+def test_a_repeated_header_from_joined_files_is_left_out(tmp_path, capsys, reference):
+    """Before: "column 'params' has 'params', not a number" (cat a.csv b.csv > ladder.csv)."""
+    lines = _wide().splitlines()
+    rc, cols = _import(tmp_path, "\n".join(lines[:4] + lines[:1] + lines[4:]) + "\n")
+    assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
+    assert "left out 1 repeat(s) of the header (line 5: files joined?)" in capsys.readouterr().out

@@ -302,5 +302,7 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         bad |= (v < 0) | (v > 1)
         require(not bad.any(), source, f"column {k!r} outside [0, 1] in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(v[bad.argmax()])!r})",
-                "accuracies and probabilities are fractions, not percentages")
+                "accuracies and probabilities are fractions, not percentages" + (
+                    f" (every {k} here is 0 or in (1, 100]: divide the column by 100, or read the table with `ladder "
+                    "import csv`, which does)" if np.all((v == 0) | ((v > 1) & (v <= 100))) else ""))
     return cols

@@ -322,3 +322,10 @@ def test_a_repeated_header_from_joined_files_is_left_out(tmp_path, capsys, refer
     rc, cols = _import(tmp_path, "\n".join(lines[:4] + lines[:1] + lines[4:]) + "\n")
     assert rc == 0 and np.allclose([a for *_, a in _accs(cols)], [a for *_, a in _accs(reference)])
     assert "left out 1 repeat(s) of the header (line 5: files joined?)" in capsys.readouterr().out
+
+
+def test_a_results_table_in_percent_names_the_conversion(reference):
+    cols = {k: v.copy() for k, v in reference.items()}
+    cols["acc"] *= 100
+    with pytest.raises(LadderError, match=r"every acc here is 0 or in \(1, 100\]: divide the column by 100"):
+        validate_table(cols)

@@ -35,7 +35,8 @@ def add_arguments(parser) -> None:
     which.add_argument("--plan", type=path_arg,
                        help="predict the targets of this plan file (written by `ladder plan -o`)")
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
-                        "default: the paper's 16 when present, else all runs")
+                        "default: where the paper's 16 are present, every size's 1xC-10xC runs (the 16 and "
+                        "the 3B runs; no 0.5xC, no reruns: docs/laws.md), else all runs")
     parser.add_argument("--set", dest="training_set", metavar="NAME", help="fit only the runs of this training set "
                         "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds several")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")

@@ -329,3 +329,9 @@ def test_a_results_table_in_percent_names_the_conversion(reference):
     cols["acc"] *= 100
     with pytest.raises(LadderError, match=r"every acc here is 0 or in \(1, 100\]: divide the column by 100"):
         validate_table(cols)
+
+
+def test_a_task_not_in_the_table_is_named(reference):
+    """Before: "no method of the ensemble could be fitted: ..." repeated per method and run."""
+    with pytest.raises(LadderError, match=r"--tasks: task 'mmlü' is not in the table; choose from \['arc', 'mmlu'\]"):
+        require_tasks_in_runs(reference, sorted(set(reference["run"])), ["mmlü"])

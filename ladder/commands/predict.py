@@ -141,6 +141,10 @@ def require_tasks_in_runs(cols: dict, runs: list[str], tasks: list[str] | None) 
     the runs without it and both ways out, before any fit (it was a StopIteration traceback)."""
     import numpy as np
 
+    known = set(cols["task"].tolist())
+    unknown = [t for t in tasks or () if t not in known]  # the same words as the fit's own check (taskfit)
+    require(not unknown, "--tasks", f"task {unknown[0] if unknown else ''!r} is not in the table",
+            f"choose from {sorted(known)}")
     in_fit = np.isin(cols["run"], runs)
     run_names, run_code = np.unique(cols["run"][in_fit], return_inverse=True)
     task_names, task_code = np.unique(cols["task"], return_inverse=True)  # a task in no fitted run is named too

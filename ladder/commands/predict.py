@@ -21,7 +21,7 @@ EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
 ladder predict results.csv --target 7b-4t --target 13b-5t -o pred.json
 ladder predict results.csv --target 7B=6.89e9:3.95e12 --method auto --holdout '3B-*xC' -o pred.json
-ladder predict r.csv --set dolma --target 7b-4t -o pred-dolma.json   # one training set of a table with several
+ladder predict mixes.csv --set dolma --target 7b-4t -o pred-dolma.json
 """
 
 

@@ -12,7 +12,7 @@ SOURCES = ("olmo", "csv")
 EXAMPLES = """
 ladder import olmo shared/reference/olmo_ladder/ladder-runs -o olmo.csv
 ladder import csv my-ladder.csv --map run=model,n=params,d=tokens,step=step,task=task,acc=accuracy -o results.csv
-ladder import csv mixes.csv --map set=data,run=params+seed,n=params,d=tokens,task=task,acc=metrics.acc_norm -o mixes.csv
+ladder import csv export.csv --map set=data,run=params+seed,n=params,d=tokens,task=task,acc=metrics.acc_norm -o mixes.csv
 """
 
 

@@ -124,6 +124,7 @@ class _Columns:
     sheet: Sheet
 
     def __post_init__(self):
+        object.__setattr__(self, "_kinds", {f: self._find_kind(f) for f in self.mapping})  # asked once per cell
         for field in self.mapping:
             require(self.kind(field) != "missing", str(self.path),
                     f"has no column {self.mapping[field]!r} (mapped to {field})", f"columns: {self._some_columns()}"
@@ -141,6 +142,9 @@ class _Columns:
         return f"{', '.join(self.header[:12])}{'...' if len(self.header) > 12 else ''}"
 
     def kind(self, field: str) -> str | None:
+        return self._kinds.get(field)
+
+    def _find_kind(self, field: str) -> str | None:
         v = self.mapping.get(field)
         if v is None:
             return None

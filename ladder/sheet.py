@@ -119,6 +119,11 @@ class Sheet:
         """(the cell as a float, whether it carried a % sign). Missing-value spellings are NaN; k/M/B/T
         suffixes, thousands separators and decimal commas (in `;` files and files that show one) are read; a
         decimal comma is never read as a thousands separator (0,453 -> 453)."""
+        try:  # a plain number (most cells): the same value the rules below give it
+            x = float(value)
+            return x, False
+        except (TypeError, ValueError):
+            pass
         v = SPACES.sub("", value or "")
         if v.lower() in MISSING:
             return float("nan"), False

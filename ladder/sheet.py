@@ -77,14 +77,16 @@ class Sheet:
                           f"{', '.join(str(line) for line, _ in rows[:top])}{', ' if top and notes else ''}"
                           f"{', '.join(str(line) for line in notes[:3])})", stacklevel=3)
             rows = rows[top:]
-            rows = rows[:1] + [(line, cells) for line, cells in rows[1:] if line not in set(notes)]
+            dropped = set(notes)
+            rows = rows[:1] + [(line, cells) for line, cells in rows[1:] if line not in dropped]
         (_, header), body = rows[0], rows[1:]
         header = [h.strip() for h in header]
         repeats = [line for line, cells in body if [c.strip() for c in cells] == header]
         if repeats:  # files joined by `cat a.csv b.csv`: the second file's header is not a row
             warnings.warn(f"{path}: left out {len(repeats)} repeat(s) of the header (line {repeats[0]}: files joined?)",
                           stacklevel=3)
-            body = [(line, cells) for line, cells in body if line not in set(repeats)]
+            dropped = set(repeats)
+            body = [(line, cells) for line, cells in body if line not in dropped]
         # one locale per file: `;` files, and any file with a cell such as 0,453 that only a decimal comma explains
         self.decimal_comma = self.separator == ";" or any(
             "," in c and DECIMAL_COMMA.match(SPACES.sub("", c)) and not THOUSANDS.match(SPACES.sub("", c))

@@ -70,6 +70,7 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     sheet = Sheet(path)
     columns = _Columns(path, mapping, sheet)
     tasks = columns.wide_tasks() if columns.wide else [None]
+    sheet.read_decimal_commas(columns.numeric_columns())
     rows, sources = [], []
     for rec, line in zip(sheet.records, sheet.lines):
         for task in tasks:
@@ -191,6 +192,23 @@ class _Columns:
         for key in keys:
             obj = obj.get(key) if isinstance(obj, dict) else None
         return "" if obj is None else str(obj)
+
+    def numeric_columns(self) -> set[str]:
+        """The columns the numeric fields read."""
+        used = set()
+        for field in self.mapping:
+            kind = self.kind(field)
+            if field in TEXT_FIELDS or kind in ("const", "cols"):
+                continue
+            v = self.mapping[field]
+            if kind == "cell":
+                used.add(self.cell_key(v)[0])
+            elif kind == "pattern":  # every column it can name (a long table's task column picks among them)
+                pre, post = v.split("*", 1)
+                used.update(c for c in self.header if c.startswith(pre) and c.endswith(post))
+            else:
+                used.add(v)
+        return used
 
     def keys_hint(self, field: str) -> str:
         """For FIELD=COLUMN.KEY, the keys the column's first object has (what a misspelt KEY could have been)."""

@@ -87,10 +87,7 @@ class Sheet:
                           stacklevel=3)
             dropped = set(repeats)
             body = [(line, cells) for line, cells in body if line not in dropped]
-        # one locale per file: `;` files, and any file with a cell such as 0,453 that only a decimal comma explains
-        self.decimal_comma = self.separator == ";" or any(
-            "," in c and DECIMAL_COMMA.match(SPACES.sub("", c)) and not THOUSANDS.match(SPACES.sub("", c))
-            for _, r in body for c in r)
+        self.decimal_comma = self.separator == ";"  # and see read_decimal_commas
         self.header = self._named_columns(header, body)
         self.records, self.lines = [], []
         for line, cells in body:
@@ -101,6 +98,13 @@ class Sheet:
                     "from another table or a stray separator also does this" if extra else "fill the missing cells")
             self.records.append({h: c for h, c in zip(header, cells) if h})
             self.lines.append(line)
+
+    def read_decimal_commas(self, columns) -> None:
+        """One locale per file: commas are decimal in a `;` file, or where a cell of these (numeric) columns is
+        one only a decimal comma explains (0,453; 3,7). Other columns (tags, notes) are not evidence."""
+        self.decimal_comma = self.separator == ";" or any(
+            "," in c and DECIMAL_COMMA.match(SPACES.sub("", c)) and not THOUSANDS.match(SPACES.sub("", c))
+            for rec in self.records for c in (rec.get(col, "") for col in columns))
 
     def _named_columns(self, header: list[str], body) -> list[str]:
         """The header's named columns. Unnamed columns are dropped when empty (a spreadsheet's trailing blank

@@ -335,3 +335,20 @@ def test_a_task_not_in_the_table_is_named(reference):
     """Before: "no method of the ensemble could be fitted: ..." repeated per method and run."""
     with pytest.raises(LadderError, match=r"--tasks: task 'mmlü' is not in the table; choose from \['arc', 'mmlu'\]"):
         require_tasks_in_runs(reference, sorted(set(reference["run"])), ["mmlü"])
+
+
+def test_a_comma_in_an_unmapped_column_does_not_change_the_locale(tmp_path, reference):
+    lines = _wide().splitlines()
+    text = "\n".join([lines[0] + ",tags"] + [line + ',"0,5"' for line in lines[1:]]).replace(",150000000,",
+                                                                                        ',"150,000,000",')
+    rc, cols = _import(tmp_path, text + "\n")
+    assert rc == 0 and sorted(set(cols["n"])) == pytest.approx(SIZES)
+
+
+def test_a_long_table_may_take_the_loss_from_a_column_per_task(tmp_path):
+    text = "model,params,tokens,task,accuracy,bpb_arc,bpb_mmlu\n" + "".join(
+        f"m{i},{n:.0f},{n * 20:.0f},{t},{_acc(i, 0, k)},{1.0 - 0.1 * i},{2.0 - 0.1 * i}\n"
+        for i, n in enumerate(SIZES) for k, t in enumerate(TASKS))
+    rc, cols = _import(tmp_path, text, "run=model,n=params,d=tokens,task=task,acc=accuracy,loss=bpb_*")
+    assert rc == 0
+    assert sorted(zip(cols["task"].tolist(), cols["loss"].round(6).tolist()))[:2] == [("arc", 0.8), ("arc", 0.9)]

@@ -182,3 +182,14 @@ def note_systematic_columns(rows: list[dict], names: list[str | None]) -> bool:
                               f"(size, tokens, task) pairs (sign test p = {p:.1g}); {fix}", stacklevel=3)
                 return True
     return False
+
+
+def note_tokens_from_flops(column: str) -> None:
+    """D = FLOPs / 6N holds for FLOPs counted as 6 per parameter per token. Published totals often count
+    attention and embeddings too (OLMo's are 1.2-1.7x 6ND, most for the smallest models), which makes every D
+    too large by a size-dependent factor: on the OLMo ladder the default's 7B-4T MMLU prediction moves from
+    0.486 (tokens) to 0.471 (tokens from its FLOPs). A note, since FLOPs may be all a table gives."""
+    warnings.warn(f"tokens taken as D = {column} / 6N: if {column!r} counts attention or embedding FLOPs, every D "
+                  "is too large (OLMo's FLOPs are 1.2-1.7x 6ND); map d to tokens where the source gives them",
+                  stacklevel=3)
+

@@ -85,6 +85,8 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
         checks.number_checkpoints(rows)
     columns.require_runs_apart(rows)
     checks.require_counts(rows, mapping)
+    if "d" not in mapping and "tpp" not in mapping:
+        checks.note_tokens_from_flops(mapping["flops"])
     checks.note_size_labels(rows, mapping["n"])
     checks.require_checkpoints_apart(rows, "step" in mapping)
     checks.require_tokens_grow(rows)

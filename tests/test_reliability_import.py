@@ -352,3 +352,13 @@ def test_a_long_table_may_take_the_loss_from_a_column_per_task(tmp_path):
     rc, cols = _import(tmp_path, text, "run=model,n=params,d=tokens,task=task,acc=accuracy,loss=bpb_*")
     assert rc == 0
     assert sorted(zip(cols["task"].tolist(), cols["loss"].round(6).tolist()))[:2] == [("arc", 0.8), ("arc", 0.9)]
+
+
+def test_tokens_from_flops_carry_a_note(tmp_path, capsys, reference):
+    lines = _wide().splitlines()
+    text = "\n".join([lines[0].replace("tokens", "flops")] + [
+        ",".join([c[0], c[1], f"{6 * float(c[1]) * float(c[2]):.12g}", *c[3:]]) for c in
+        (line.split(",") for line in lines[1:])]) + "\n"
+    rc, cols = _import(tmp_path, text, WIDE_MAP.replace("d=tokens", "flops=flops"))
+    assert rc == 0 and np.allclose(np.sort(cols["d"]), np.sort(reference["d"]))
+    assert "tokens taken as D = flops / 6N: if 'flops' counts attention" in capsys.readouterr().out

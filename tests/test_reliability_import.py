@@ -208,7 +208,8 @@ def test_names_with_wrapped_lines_become_one_line(tmp_path):
 
 
 def test_mapping_names_new_fields():
-    assert parse_mapping("run=a,n=b,tpp=c,set=d,acc=e_*") == {"run": "a", "n": "b", "tpp": "c", "set": "d", "acc": "e_*"}
+    want = {"run": "a", "n": "b", "tpp": "c", "set": "d", "acc": "e_*"}
+    assert parse_mapping("run=a,n=b,tpp=c,set=d,acc=e_*") == want
     with pytest.raises(LadderError, match="maps both d and tpp"):
         import_csv(__file__, parse_mapping("run=a,n=b,d=c,tpp=c,acc=e_*"))
 

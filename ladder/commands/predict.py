@@ -11,7 +11,7 @@ import math
 import warnings
 from pathlib import Path
 
-from ladder import rundir
+from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
 from ladder.errors import require
@@ -82,7 +82,7 @@ def run(args) -> int:
     require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
     if args.plots:
         check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
-    with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
+    with storage.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
         out.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -94,7 +94,7 @@ def run(args) -> int:
             print(f"warning: {w.message}")
         print(f"fitted runs: {', '.join(pred.runs)}")
         print(pred.table())
-        rundir.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
+        storage.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
         print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
         if args.holdout:
             report = holdout_report(cols, pred, test)
@@ -106,7 +106,7 @@ def run(args) -> int:
                                                 else f"{'n/a':>13}" for m in methods))
             print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
             hold = out.with_name(out.stem + ".holdout.json")
-            rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
+            storage.write_text(hold, json.dumps(report, indent=2) + "\n")
             print(f"wrote {hold}")
     return 0
 

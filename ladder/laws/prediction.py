@@ -61,7 +61,7 @@ class Prediction:
         if self.calibration:
             c = self.calibration
             lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))
-            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance, union with the bootstrap; "
+            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance^{c.growth:g}, union with the bootstrap; "
                          f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)")
         if used:
             lines += ["", "flags:"] + fl.legend(used)

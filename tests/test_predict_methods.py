@@ -102,7 +102,7 @@ def test_ensemble_weights_are_prior_over_mse_and_intervals_scale_with_distance()
     assert distance([1e8, 1e10, 1e8, 1e11], [1e9, 2e11, 2e11, 2e12], fit_n, fit_d) == pytest.approx([1, 2, 2, 3])
     assert conformal_quantile(np.arange(1, 20)) == 19 and conformal_quantile(np.arange(1, 40)) == 38
     assert conformal_quantile(np.arange(1, 5)) == float("inf")  # too few cells for a 95% quantile
-    assert 0.85 <= cal.coverage <= 1.0
+    assert 0.85 <= cal.coverage <= 1.0 and cal.n_far == 60 and 0.85 <= cal.far_coverage <= 1.0  # g 2, 3, 4
 
 
 def test_interval_grows_as_distance_squared_and_covers_far_cells():

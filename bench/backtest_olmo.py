@@ -7,7 +7,7 @@ default ensemble's weights, its leave-one-split-out error and interval coverage,
 loss kept): the table of docs/laws.md "The default against the paper-style method on an accuracy-only ladder".
 
 Needs ../shared/reference/olmo_ladder (exits otherwise). Minutes on a shared 2-core machine (the suite is
-6 splits x 8 tasks x 5 methods of fits).
+7 splits x 8 tasks x 5 methods of fits; about 13 CPU-s).
 """
 
 from __future__ import annotations

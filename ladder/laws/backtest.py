@@ -1,8 +1,9 @@
 """Back-tests inside the data: refit on part of the ladder, predict the rest, with every method.
 
 The splits (`splits`) imitate what a prediction does (extrapolate in N, in tokens, in compute) at the
-distances the ladder allows: leave each size out, leave the largest token budget out, and predict runs of a
-size beyond the fitted set (on OLMo: the 3B runs from the paper's 16). Their errors choose the default's
+distances the ladder allows: leave each size out, leave the largest token budget out, predict the largest
+size's large budgets from the smaller sizes' small ones (`far`: N and D/N at once, as far as a target), and
+predict runs of a size beyond the fitted set (on OLMo: the 3B runs from the paper's 16). Their errors choose the default's
 weights (ensemble.py) and calibrate its intervals. docs/laws.md, "Back-tests".
 """
 
@@ -101,9 +102,10 @@ def splits(cols: dict, runs: list[str]) -> list[Split]:
     # smaller sizes at 1xC-2xC, g 1.79-2.09, the targets' distances (1.79, 1.90); the other splits reach 1.39.
     levels = []  # token budgets: tokens per parameter within 1.2x of a level's first run are one level
     for v in sorted(tpp.values()):
-        if not levels or v > levels[-1][0] * 1.2:
+        if levels and v <= levels[-1][0] * 1.2:
+            levels[-1].append(v)
+        else:
             levels.append([v])
-        levels[-1].append(v)
     if len(sizes) >= 3 and len(levels) >= 2:
         cut = max(levels[(len(levels) - 1) // 2])  # the lower half of the levels, its top level included
         fit = tuple(r for r in runs if nd[r][0] < sizes[-1] and tpp[r] <= cut)

@@ -1,8 +1,9 @@
 """Back-tests inside the data: refit on part of the ladder, predict the rest, with every method.
 
 The splits (`splits`) imitate what a prediction does (extrapolate in N, in tokens, in compute) at the
-distances the ladder allows: leave each size out, leave the largest token budget out, and predict runs of a
-size beyond the fitted set (on OLMo: the 3B runs from the paper's 16). Their errors choose the default's
+distances the ladder allows: leave each size out, leave the largest token budget out, predict the largest
+size's large budgets from the smaller sizes' small ones (`far`: N and D/N at once, as far as a target), and
+predict runs of a size beyond the fitted set (on OLMo: the 3B runs from the paper's 16). Their errors choose the default's
 weights (ensemble.py) and calibrate its intervals. docs/laws.md, "Back-tests".
 """
 
@@ -96,6 +97,21 @@ def splits(cols: dict, runs: list[str]) -> list[Split]:
     fit = tuple(r for r in runs if tpp[r] < top / 1.5)
     if len({nd[r][0] for r in fit}) >= 2 and len(fit) >= MIN_FIT_RUNS:
         out.append(Split("budget-out", fit, test))
+    # far: the largest size's runs past the smaller sizes' lower half of token budgets (tokens per parameter),
+    # extrapolating in N and in D/N at once as a target does. On OLMo's 20 runs: 3B at 5xC and 10xC from the
+    # smaller sizes at 1xC-2xC, g 1.79-2.09, the targets' distances (1.79, 1.90); the other splits reach 1.39.
+    levels = []  # token budgets: tokens per parameter within 1.2x of a level's first run are one level
+    for v in sorted(tpp.values()):
+        if levels and v <= levels[-1][0] * 1.2:
+            levels[-1].append(v)
+        else:
+            levels.append([v])
+    if len(sizes) >= 3 and len(levels) >= 2:
+        cut = max(levels[(len(levels) - 1) // 2])  # the lower half of the levels, its top level included
+        fit = tuple(r for r in runs if nd[r][0] < sizes[-1] and tpp[r] <= cut)
+        test = tuple(r for r in runs if nd[r][0] == sizes[-1] and tpp[r] > cut * 1.5)
+        if test and len({nd[r][0] for r in fit}) >= 2:
+            out.append(Split(f"far {_size_label(sizes[-1])}", fit, test))
     fitted = set(runs)  # a set: `r not in runs` was runs x table runs (4,096 x 62,500: ~16 CPU-s at 10^6 rows)
     beyond = tuple(r for r in nd if r not in fitted and nd[r][0] > sizes[-1])
     if beyond:

@@ -392,14 +392,14 @@ def _interval(samples, point: float) -> tuple[float, float]:
 
 
 def _widen(r: dict, c: Calibration) -> None:
-    """The reported interval: the union of the bootstrap's and the calibrated band q x distance."""
-    g = r["distance"]
-    r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - c.q_acc * g), max(r["acc_hi"], r["acc"] + c.q_acc * g)
+    """The reported interval: the union of the bootstrap's and the calibrated band q x distance^growth."""
+    h, hl = c.half_width(r["distance"]), c.half_width(r["distance"], loss=True)
+    r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - h), max(r["acc_hi"], r["acc"] + h)
     # the band is symmetric in accuracy, which is a probability: never report one outside [0, 1]
     r["acc_lo"], r["acc_hi"] = max(r["acc_lo"], 0.0), min(r["acc_hi"], 1.0)
     if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
-        r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - c.q_loss * g))
-        r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + c.q_loss * g))
+        r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - hl))
+        r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + hl))
 
 
 def _fit_method(state: dict, task: str):

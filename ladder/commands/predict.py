@@ -11,7 +11,7 @@ import math
 import warnings
 from pathlib import Path
 
-from ladder import rundir
+from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
 from ladder.errors import require
@@ -21,6 +21,7 @@ EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
 ladder predict results.csv --target 7b-4t --target 13b-5t -o pred.json
 ladder predict results.csv --target 7B=6.89e9:3.95e12 --method auto --holdout '3B-*xC' -o pred.json
+ladder predict mixes.csv --set dolma --target 7b-4t -o pred-dolma.json
 """
 
 
@@ -37,6 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: where the paper's 16 are present, every size's 1xC-10xC runs (the 16 and "
                         "the 3B runs; no 0.5xC, no reruns: docs/laws.md), else all runs")
+    parser.add_argument("--set", dest="training_set", metavar="NAME", help="fit only the runs of this training set "
+                        "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds several")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
     parser.add_argument("--method", default="ensemble",
                         help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
@@ -57,7 +60,7 @@ def run(args) -> int:
     from ladder.plots import plot_prediction
     from ladder.results import read_table
 
-    cols = read_table(args.results, validate=True)
+    cols = one_training_set(read_table(args.results, validate=True), args.training_set, args.runs)
     out = check_out(args.out, args.overwrite)
     if args.holdout:
         check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
@@ -76,9 +79,10 @@ def run(args) -> int:
                 "hold out runs that --runs leaves out")
         runs = [r for r in fitted if r not in test]  # by default: every run not held out
         require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
     if args.plots:
         check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
-    with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
+    with storage.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
         out.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -90,7 +94,7 @@ def run(args) -> int:
             print(f"warning: {w.message}")
         print(f"fitted runs: {', '.join(pred.runs)}")
         print(pred.table())
-        rundir.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
+        storage.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
         print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
         if args.holdout:
             report = holdout_report(cols, pred, test)
@@ -102,6 +106,58 @@ def run(args) -> int:
                                                 else f"{'n/a':>13}" for m in methods))
             print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
             hold = out.with_name(out.stem + ".holdout.json")
-            rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
+            storage.write_text(hold, json.dumps(report, indent=2) + "\n")
             print(f"wrote {hold}")
     return 0
+
+
+def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:
+    """The rows of one training set. A table with a `set` column (`ladder import csv --map set=COL`) holding
+    several sets is refused unless --set (or --runs) picks one: one law across data mixes is not what any
+    method here assumes, and a fit over them would answer for no mix at all."""
+    from ladder.laws.taskfit import select_runs
+
+    sets = cols.get("set")
+    if sets is None:
+        require(name is None, "--set", "the results table has no 'set' column",
+                "import the table with --map set=COLUMN, or leave --set out")
+        return cols
+    present = sorted(set(sets.tolist()))
+    if name is not None:
+        require(name in present, "--set", f"{name!r} is not a training set of the table",
+                f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
+        keep = sets == name
+        return {k: v[keep] for k, v in cols.items()}
+    chosen = set(select_runs(cols, runs))
+    used = sorted({s for s, r in zip(sets.tolist(), cols["run"].tolist()) if r in chosen})
+    require(len(used) <= 1, "--set", f"the runs to fit come from {len(used)} training sets ({', '.join(used[:4])}"
+            f"{'...' if len(used) > 4 else ''}): one law across data mixes is wrong",
+            f"predict one set at a time: --set {used[0]} (or --runs with that set's runs)")
+    return cols
+
+
+def require_tasks_in_runs(cols: dict, runs: list[str], tasks: list[str] | None) -> None:
+    """Every task to predict has rows in every run to fit (the laws fit one set of runs for all tasks). A
+    table where a task was evaluated on some runs only (a benchmark added late) is one line naming the task,
+    the runs without it and both ways out, before any fit (it was a StopIteration traceback)."""
+    import numpy as np
+
+    known = set(cols["task"].tolist())
+    unknown = [t for t in tasks or () if t not in known]  # the same words as the fit's own check (taskfit)
+    require(not unknown, "--tasks", f"task {unknown[0] if unknown else ''!r} is not in the table",
+            f"choose from {sorted(known)}")
+    in_fit = np.isin(cols["run"], runs)
+    run_names, run_code = np.unique(cols["run"][in_fit], return_inverse=True)
+    task_names, task_code = np.unique(cols["task"], return_inverse=True)  # a task in no fitted run is named too
+    present = np.zeros((len(task_names), len(run_names)), dtype=bool)
+    present[task_code[in_fit], run_code] = True
+    for i, task in enumerate(task_names.tolist()):
+        if tasks is not None and task not in tasks or present[i].all():
+            continue
+        lacking = run_names[~present[i]].tolist()
+        having = sorted(set(cols["run"][cols["task"] == task].tolist()))  # in the table, fitted or not
+        require(False, f"task {task}", f"has no rows in {len(lacking)} of the {len(run_names)} runs to fit "
+                f"({', '.join(lacking[:4])}{'...' if len(lacking) > 4 else ''})",
+                f"predict it from the runs that have it (--tasks {task} --runs {','.join(having[:3])}"
+                f"{',...' if len(having) > 3 else ''}) or leave it out (--tasks without it)")
+

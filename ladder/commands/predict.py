@@ -2,6 +2,8 @@
 
 Fits the two-step laws (docs/laws.md) per task, prints a table with intervals and flags, writes the JSON
 {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}} and the step-1 / step-2 / chained PNGs.
+With --set all (or a list of sets): the same per training set, one JSON {set: that JSON}
+(ladder.commands.predict_sets).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: where the paper's 16 are present, every size's 1xC-10xC runs (the 16 and "
                         "the 3B runs; no 0.5xC, no reruns: docs/laws.md), else all runs")
-    parser.add_argument("--set", dest="training_set", metavar="NAME", help="fit only the runs of this training set "
+    parser.add_argument("--set", dest="training_set", metavar="NAME|all", help="fit only the runs of this training set "
                         "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds "
                         "several. 'all', or a comma list of names and globs: fit each set on its own (one law "
                         "per set), a table per set, one JSON {set: prediction}, plots in PLOTS/SET/; a set "

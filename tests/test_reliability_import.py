@@ -397,6 +397,9 @@ def test_set_all_predicts_each_set_as_set_name_does(tmp_path, capsys):
     every, out = json.loads(text), capsys.readouterr().out
     assert rc == 0 and sorted(every) == ["c4", "dolma"]
     assert "set c4 (1/2)" in out and "set dolma (2/2)" in out and "2 of 2 sets predicted" in out
+    side = out.split("every set (the tables above, side by side):\n")[1].splitlines()
+    assert side[1].split()[:3] == ["c4", "1B", "arc"] and side[4].split()[:3] == ["dolma", "1B", "mmlu"]
+    assert float(side[3].split()[5]) == round(every["dolma"]["1B"]["arc"]["acc"], 3)
     assert all((tmp_path / "plots" / name / "chain.png").exists() for name in every)
     rc, one = _predict(tmp_path, table, "dolma")  # the single-set layout, unchanged
     assert rc == 0 and one.strip() == json.dumps(every["dolma"], indent=2)

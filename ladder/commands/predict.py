@@ -151,6 +151,8 @@ def run_each_set(args, cols: dict) -> int:
                             plot_dir / predict_sets.plot_dir_name(name))
             print(f"fitted runs: {', '.join(pred.runs)}")
             print(pred.table())
+        print("\nevery set (the tables above, side by side):")
+        print(predict_sets.summary(preds))
         storage.write_text(out, json.dumps(predict_sets.to_json(preds), indent=2) + "\n")
         failed = [name for name, p in preds.items() if isinstance(p, str)]
         print(f"\nwrote {out} ({len(preds) - len(failed)} of {len(preds)} sets predicted) and plots in "

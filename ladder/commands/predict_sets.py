@@ -82,6 +82,27 @@ def to_json(preds: dict) -> dict:
     return {name: ({"problem": p} if isinstance(p, str) else p.to_json()) for name, p in preds.items()}
 
 
+def summary(preds: dict) -> str:
+    """One line per set x target x task (method, loss, accuracy and its 95% interval, the numbers of each set's
+    own table), sets in the order fitted: the recipes side by side, which 25 full tables do not show."""
+    sw = max([8] + [len(name) for name in preds])
+    fitted = [p for p in preds.values() if not isinstance(p, str)]
+    tw = max([12] + [len(t) for p in fitted for t in p.results])
+    kw = max([14] + [len(k) for p in fitted for per in p.results.values() for k in per])
+    lines = [f"{'set':<{sw}} {'target':<{tw}} {'task':<{kw}} {'method':<12} {'loss':>7} {'acc':>6} "
+             f"{'95% interval':>15}"]
+    for name, p in preds.items():
+        if isinstance(p, str):
+            lines.append(f"{name:<{sw}} not fitted (see its section above)")
+            continue
+        for target, per_task in p.results.items():
+            for task, r in per_task.items():
+                iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
+                lines.append(f"{name:<{sw}} {target:<{tw}} {task:<{kw}} {r['method']:<12} {r['loss']:>7.4f} "
+                             f"{r['acc']:>6.3f} {iv:>15}")
+    return "\n".join(lines)
+
+
 def plot_dir_name(name: str) -> str:
     """A set's plot folder: its name with characters a path cannot safely hold replaced by '_'."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"

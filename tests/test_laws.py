@@ -147,6 +147,43 @@ def test_step2_refits_by_variable_projection_land_on_the_four_parameter_optimum(
     assert 0 < at_ceiling.sum() < 40  # both kinds of resample were exercised
 
 
+@pytest.mark.parametrize("floor", [None, 0.25])
+def test_step2_shared_start_matches_per_problem_start(floor):
+    """Refits that all start at the full fit take their start's sums from one product of the weights with
+    per-point columns (`_shared_start`), not from a sigmoid per problem; they reach the optimum the per-problem
+    start reaches (the starts nudged apart by 1e-12 take that path), within the solver's tolerance."""
+    rng = np.random.default_rng(4)
+    form = SigmoidForm(floor)
+    true = {"a": -0.7, "b": 0.97, "k": 6.0, "L0": 0.9} if floor is None else {"b": 0.97, "k": 6.0, "L0": 0.9}
+    L = rng.uniform(0.4, 1.6, 300)
+    acc = form.predict(true, L) + 0.01 * rng.standard_normal(300)
+    fit = fit_sigmoid(form, L, acc)
+    W = rng.poisson(1.0, (30, 300)).astype(np.float64)
+    X, f, conv = fit_sigmoid_batched(form, fit.x, L, acc, W)
+    X0 = np.tile(fit.x, (30, 1))
+    X0[:, -1] += 1e-12 * np.arange(30)
+    Xc, fc, convc = fit_sigmoid_batched(form, X0, L, acc, W)
+    assert conv.all() and convc.all()
+    np.testing.assert_allclose(f, fc, rtol=3e-7)
+    np.testing.assert_allclose(form.predict(X, L), form.predict(Xc, L), atol=1e-4)
+    # the start's sums themselves equal the per-problem ones
+    from ladder.laws.sigmoid import _shared_start, _sums
+
+    th0, c = form.full(fit.x)[0, 2:], 1.1
+    const = {"1": W.sum(1), "y": W @ acc, "yy": W @ (acc * acc)}
+    a, b, f0, lin, G = _shared_start(form, th0, L, acc, W, c, const)
+    s = np.tile(1 / (1 + np.exp(-th0[0] * (L - th0[1]))), (30, 1))
+    u = L - c
+    G_ref = _sums(s, W, np.full(30, th0[1] - c), np.column_stack([np.ones_like(L), u, acc, u * acc, u * u]), chunk=7)
+    G_ref[:, 0, 0], G_ref[:, 0, 3] = (W * s * s).sum(1), (W * s).sum(1)
+    G_ref[:, 3, 0], G_ref[:, 3, 3] = G_ref[:, 0, 3], W.sum(1)
+    np.testing.assert_allclose(G, G_ref, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(lin["sy"], (W * s * acc).sum(1), rtol=1e-12)
+    X_start = np.column_stack(([a, b] if floor is None else [b]) + [np.full(30, v) for v in th0])
+    f_ref = 0.5 * (W * (form.predict(X_start, L) - acc) ** 2).sum(1)
+    np.testing.assert_allclose(f0, f_ref, rtol=1e-11)
+
+
 def test_sigmoid_bounds_are_reported():
     L = np.linspace(0.5, 1.5, 50)
     acc = 1.2 - 0.5 * L  # exceeds 1 at low loss: the ceiling b pins at its bound

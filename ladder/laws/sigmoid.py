@@ -149,8 +149,10 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     that reduced objective with Kaufman's Gauss-Newton matrix (the Schur complement of the linear block of
     J^T W J; Golub & Pereyra 2003), k >= 0 by an active set, the acceptance and stopping rules of
     `ladder.laws.fitting.minimize_batched`. A pass is one sigmoid and a few weighted sums per point, and the
-    refits need about half the passes of the 4-parameter descent (docs/laws.md, "Speed"). A start with
-    k = 0 (a flat sigmoid) is refitted by that descent instead. Returns (X [B, P], objective [B], converged [B])."""
+    refits need about half the passes of the 4-parameter descent (docs/laws.md, "Speed"). A start shared by
+    all problems (the bootstrap's) costs one matrix product, not a pass (`_shared_start`), and a problem stops
+    as soon as the model's gain left is under rtol, before paying for one more step. A start with k = 0 (a
+    flat sigmoid) is refitted by that descent instead. Returns (X [B, P], objective [B], converged [B])."""
     L, y = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
     W = np.ascontiguousarray(np.atleast_2d(np.asarray(weights, dtype=np.float64)))
     B = len(W)
@@ -194,11 +196,20 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         sums = {"ss": R[1, :, 0], "s": R[0, :, 0], "sy": R[0, :, 1], **{k: v[rows] for k, v in const.items()}}
         return (s,) + _linear_optimum(form, sums) + (sums,)
 
-    s, a, b, f, lin = trial(np.arange(B), theta)
+    G_all = np.empty((B, 5, 5))
+    if (theta == theta[0]).all():
+        # One start for all (the bootstrap's: the full fit): the sigmoid is the same row for every problem,
+        # so the start's sums are one product of the weights with per-point columns (`_shared_start`), not
+        # a sigmoid and two passes over [B, n] each.
+        s = np.empty((B, L.size))  # a row is read only after an accepted step has written it
+        a, b, f, lin, G_all[:] = _shared_start(form, theta[0], L, y, W, c, const)
+        stale = np.zeros(B, dtype=bool)
+    else:
+        s, a, b, f, lin = trial(np.arange(B), theta)
+        stale = np.ones(B, dtype=bool)
     S_ss, S_s = lin["ss"].copy(), lin["s"].copy()  # sum w s^2, sum w s at each problem's current (k, L0)
     lam = np.full(B, 1e-3)
     done = np.zeros(B, dtype=bool)
-    G_all, stale = np.empty((B, 5, 5)), np.ones(B, dtype=bool)
     eye = np.eye(2)
     for _ in range(max_iter):
         idx = np.flatnonzero(~done)
@@ -222,6 +233,17 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         # the model's own estimate of the objective left to gain (Newton decrement, undamped)
         newton = np.linalg.solve((H + 1e-12 * (diag[:, :, None] * eye + eye)) * mask + unit, (g * m)[..., None])[..., 0]
         left = 0.5 * np.einsum("bp,bp->b", g * m, newton)
+        # Done when the model says less than rtol of the objective is left to gain, before paying for the
+        # step's sigmoid. (A tiny gain from a damped step is no test here: where a linear parameter meets
+        # its bound the model overshoots, the damping grows, and a short step gains little far from the
+        # optimum.)
+        stop = ~np.isfinite(left) | (left <= rtol * np.maximum(fi, 1e-300))
+        if stop.any():
+            done[idx[stop]] = True
+            go = ~stop
+            idx, th, ai, bi, fi, li, step = idx[go], th[go], ai[go], bi[go], fi[go], li[go], step[go]
+            if idx.size == 0:
+                break
         th_new = th + step
         th_new[:, 0] = np.maximum(th_new[:, 0], 0.0)
         s_new, a_new, b_new, f_new, lin = trial(idx, th_new)
@@ -233,11 +255,7 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         S_ss[idx[accept]], S_s[idx[accept]] = lin["ss"][accept], lin["s"][accept]
         a[idx], b[idx], f[idx] = (np.where(accept, new, old) for new, old in ((a_new, ai), (b_new, bi), (f_new, fi)))
         lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
-        # Done when the model says less than rtol of the objective is left to gain. (A tiny gain from a damped
-        # step is no test here: where a linear parameter meets its bound the model overshoots, the damping
-        # grows, and a short step gains little far from the optimum.)
-        tiny = rtol * np.maximum(fi, 1e-300)
-        done[idx] = ~np.isfinite(left) | (left <= tiny) | (lam[idx] >= 1e12)
+        done[idx] = lam[idx] >= 1e12
     X = np.column_stack([a, b, theta]) if form.floor is None else np.column_stack([b, theta])
     return X, f, done
 
@@ -258,20 +276,43 @@ def _sums(s, W, L0c, F, chunk):
         np.multiply(W[i : i + chunk], d, out=P[0])   # w d
         np.multiply(P[0], si, out=P[1])              # w d s
         np.multiply(P[0], d, out=P[2])               # w d^2
-        R = np.matmul(P, F)                           # [3, k, 5]: against 1, u, y, u y, u^2
-        l0 = L0c[i : i + chunk]
-        wd, wds, wdd = R[0], R[1], R[2]
-        g = G[i : i + chunk]
-        g[:, 0, 1] = g[:, 1, 0] = wds[:, 1] - l0 * wds[:, 0]                              # sum w s e
-        g[:, 0, 2] = g[:, 2, 0] = wds[:, 0]                                               # sum w s d
-        g[:, 1, 1] = wdd[:, 4] - 2.0 * l0 * wdd[:, 1] + l0 * l0 * wdd[:, 0]               # sum w e^2
-        g[:, 1, 2] = g[:, 2, 1] = wdd[:, 1] - l0 * wdd[:, 0]                              # sum w e d
-        g[:, 2, 2] = wdd[:, 0]                                                            # sum w d^2
-        g[:, 1, 3] = g[:, 3, 1] = wd[:, 1] - l0 * wd[:, 0]                                # sum w e
-        g[:, 1, 4] = g[:, 4, 1] = wd[:, 3] - l0 * wd[:, 2]                                # sum w e y
-        g[:, 2, 3] = g[:, 3, 2] = wd[:, 0]                                                # sum w d
-        g[:, 2, 4] = g[:, 4, 2] = wd[:, 2]                                                # sum w d y
+        _fill_sums(G[i : i + chunk], np.matmul(P, F), L0c[i : i + chunk])  # [3, k, 5]: against F's columns
     return G
+
+
+def _fill_sums(g, R, l0):
+    """G's entries [m, 5, 5] from R [3, m, 5], the sums of (w d, w d s, w d^2) against F = (1, u, y, u y,
+    u^2), at midpoints l0 = L0 - c [m] (`_sums`)."""
+    wd, wds, wdd = R[0], R[1], R[2]
+    g[:, 0, 1] = g[:, 1, 0] = wds[:, 1] - l0 * wds[:, 0]                              # sum w s e
+    g[:, 0, 2] = g[:, 2, 0] = wds[:, 0]                                               # sum w s d
+    g[:, 1, 1] = wdd[:, 4] - 2.0 * l0 * wdd[:, 1] + l0 * l0 * wdd[:, 0]               # sum w e^2
+    g[:, 1, 2] = g[:, 2, 1] = wdd[:, 1] - l0 * wdd[:, 0]                              # sum w e d
+    g[:, 2, 2] = wdd[:, 0]                                                            # sum w d^2
+    g[:, 1, 3] = g[:, 3, 1] = wd[:, 1] - l0 * wd[:, 0]                                # sum w e
+    g[:, 1, 4] = g[:, 4, 1] = wd[:, 3] - l0 * wd[:, 2]                                # sum w e y
+    g[:, 2, 3] = g[:, 3, 2] = wd[:, 0]                                                # sum w d
+    g[:, 2, 4] = g[:, 4, 2] = wd[:, 2]                                                # sum w d y
+
+
+def _shared_start(form: SigmoidForm, th0, L, y, W, c, const):
+    """fit_sigmoid_batched's start when every problem starts at the same (k, L0) = th0: the sigmoid s [n]
+    is then one row, and every weighted sum the solver needs there is W [B, n] times a per-point column
+    (s, s^2, s y for the linear step; d, d s, d^2 times F for `_sums`), so one matrix product [B, n] x
+    [n, 18] gives them all. Returns (a, b, objective, linear sums, G [B, 5, 5]) as the solver's first
+    `trial` and `_sums` would (equal up to rounding)."""
+    s = expit(th0[0] * (L - th0[1]))
+    d = s * (1.0 - s)
+    u = L - c
+    F = np.column_stack([np.ones_like(L), u, y, u * y, u * u])
+    cols = np.column_stack([s, s * s, s * y, d[:, None] * F, (d * s)[:, None] * F, (d * d)[:, None] * F])
+    P = W @ cols
+    lin = {"ss": P[:, 1], "s": P[:, 0], "sy": P[:, 2], **const}
+    a, b, f = _linear_optimum(form, lin)
+    G = np.zeros((len(W), 5, 5))
+    _fill_sums(G, P[:, 3:].reshape(len(W), 3, 5).transpose(1, 0, 2), np.full(len(W), th0[1] - c))
+    G[:, 0, 0], G[:, 0, 3], G[:, 3, 0], G[:, 3, 3] = lin["ss"], lin["s"], lin["s"], const["1"]
+    return a, b, f, lin, G
 
 
 def _reduced(form: SigmoidForm, G, a, b, k):

@@ -1,8 +1,9 @@
 """`ladder predict`'s library: fit a method (default: the back-tested ensemble) per task and predict targets.
 
-The pieces: taskfit.py (one task, one method: data, fit, bootstrap), single_step.py (the paper's single-step
-ablation), backtest.py (refit on part of the ladder, predict the rest), ensemble.py (the default's weights
-and calibrated intervals), flags.py (codes and legend). This module chains them and formats the result.
+The pieces: taskdata.py (one task's data), taskfit.py (one task, one method: the fit), bootstrap.py (its
+refits), single_step.py (the paper's single-step ablation), backtest.py (refit on part of the ladder, predict
+the rest), ensemble.py (the default's weights and calibrated intervals), flags.py (codes and legend). This
+module chains them and formats the result.
 docs/laws.md.
 """
 
@@ -21,8 +22,9 @@ from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, dist
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
-from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, fit_task, groups,
-                                 _task_constants, present, select_runs, task_data)
+from ladder.laws.taskdata import (FINAL_WINDOW, PAPER_RUNS, TaskData, groups, present, select_runs, task_constants,
+                                  task_data)
+from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
@@ -374,7 +376,7 @@ def _task_results(pred: Prediction, cols: dict, task: str, ladder: _Ladder, flag
         if backwards:
             # the number is no prediction: report the whole range accuracy can take
             f.append(("DIR", backwards))
-            r["acc_lo"], r["acc_hi"] = float(_task_constants(cols, task)[1] or 0.0), 1.0
+            r["acc_lo"], r["acc_hi"] = float(task_constants(cols, task)[1] or 0.0), 1.0
         r["flags"], r["flag_details"] = fl.merge(f)
         if task in pred.backtests:
             r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}

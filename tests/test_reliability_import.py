@@ -363,3 +363,61 @@ def test_tokens_from_flops_carry_a_note(tmp_path, capsys, reference):
     rc, cols = _import(tmp_path, text, WIDE_MAP.replace("d=tokens", "flops=flops"))
     assert rc == 0 and np.allclose(np.sort(cols["d"]), np.sort(reference["d"]))
     assert "tokens taken as D = flops / 6N: if 'flops' counts attention" in capsys.readouterr().out
+
+
+def _predict(tmp_path, table, name):
+    out = tmp_path / "pred.json"
+    rc = main(["predict", str(table), "--set", name, "--target", "1B=1e9:2e10", "--bootstrap", "0",
+               "--workers", "1", "--plots", str(tmp_path / "plots"), "-o", str(out), "--overwrite"])
+    return rc, (out.read_text() if rc != 2 else None)
+
+
+def _alone(table, name):
+    """`--set NAME`'s prediction through the API (the CLI's plots cost ~3 CPU-s a set), as JSON text."""
+    import json
+    import warnings
+
+    from ladder.laws.predict import predict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same notes the CLI printed (no task loss, no back-test split)
+        pred = predict(one_training_set(read_table(table, validate=True), name, None), {"1B": (1e9, 2e10)},
+                       n_bootstrap=0, workers=1)
+    return json.dumps(pred.to_json())
+
+
+def test_set_all_predicts_each_set_as_set_name_does(tmp_path, capsys):
+    """DataDecide-style comparison of recipes: one call, one law per set; each entry equals `--set NAME`'s JSON
+    (compared as JSON text, where NaN equals NaN)."""
+    import json
+
+    _import(tmp_path, _mixes(-0.05), "set=recipe,run=model,n=params,d=tokens,lm_loss=c4,acc=acc_*")
+    table = tmp_path / "out.csv"
+    rc, text = _predict(tmp_path, table, "all")
+    every, out = json.loads(text), capsys.readouterr().out
+    assert rc == 0 and sorted(every) == ["c4", "dolma"]
+    assert "set c4 (1/2)" in out and "set dolma (2/2)" in out and "2 of 2 sets predicted" in out
+    side = out.split("every set (the tables above, side by side):\n")[1].splitlines()
+    assert side[1].split()[:3] == ["c4", "1B", "arc"] and side[4].split()[:3] == ["dolma", "1B", "mmlu"]
+    assert float(side[3].split()[5]) == round(every["dolma"]["1B"]["arc"]["acc"], 3)
+    assert all((tmp_path / "plots" / name / "chain.png").exists() for name in every)
+    rc, one = _predict(tmp_path, table, "dolma")  # the single-set layout, unchanged
+    assert rc == 0 and one.strip() == json.dumps(every["dolma"], indent=2)
+    assert json.dumps(every["c4"]) == _alone(table, "c4")
+    assert every["dolma"]["1B"]["arc"]["acc"] > every["c4"]["1B"]["arc"]["acc"]  # c4 is 0.05 lower everywhere
+
+
+def test_a_set_that_cannot_be_fitted_is_reported_and_the_others_predicted(tmp_path, capsys):
+    import json
+
+    lines = _mixes(-0.05).splitlines()
+    text = "\n".join([lines[0]] + [line for line in lines[1:] if not line.startswith(("c4,m1", "c4,m2"))]) + "\n"
+    _import(tmp_path, text, "set=recipe,run=model,n=params,d=tokens,lm_loss=c4,acc=acc_*")  # c4: one size
+    table = tmp_path / "out.csv"
+    rc, text = _predict(tmp_path, table, "c4,dol*")
+    every, out = json.loads(text), capsys.readouterr().out
+    assert rc == 1 and list(every) == ["c4", "dolma"] and set(every["c4"]) == {"problem"}
+    assert "set c4: not fitted:" in out and "1 of 2 sets predicted" in out and "not fitted: c4" in out
+    assert json.dumps(every["dolma"]) == _alone(table, "dolma")
+    rc, _ = _predict(tmp_path, table, "web*,dolma")
+    assert rc == 2 and "--set: 'web*' matches no training set" in capsys.readouterr().err

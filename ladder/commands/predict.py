@@ -2,6 +2,8 @@
 
 Fits the two-step laws (docs/laws.md) per task, prints a table with intervals and flags, writes the JSON
 {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}} and the step-1 / step-2 / chained PNGs.
+With --set all (or a list of sets): the same per training set, one JSON {set: that JSON}
+(ladder.commands.predict_sets).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
+from ladder.commands.predict_sets import names_several
 from ladder.errors import require
 
 MAX_BOOTSTRAP = 100_000  # 1,000 gives the intervals' percentiles to ~0.1 point; 10^9 ran for ever
@@ -22,6 +25,8 @@ ladder predict results.csv --plan plan.json -o pred.json
 ladder predict results.csv --target 7b-4t --target 13b-5t -o pred.json
 ladder predict results.csv --target 7B=6.89e9:3.95e12 --method auto --holdout '3B-*xC' -o pred.json
 ladder predict mixes.csv --set dolma --target 7b-4t -o pred-dolma.json
+ladder predict mixes.csv --set all --target 1b-100b -o pred-sets.json    # one law per set, one JSON
+ladder predict mixes.csv --set 'dolma*,c4' --target 1b-100b -o pred-sets.json
 """
 
 
@@ -38,8 +43,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: where the paper's 16 are present, every size's 1xC-10xC runs (the 16 and "
                         "the 3B runs; no 0.5xC, no reruns: docs/laws.md), else all runs")
-    parser.add_argument("--set", dest="training_set", metavar="NAME", help="fit only the runs of this training set "
-                        "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds several")
+    parser.add_argument("--set", dest="training_set", metavar="NAME|all", help="fit only the runs of this training set "
+                        "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds "
+                        "several. 'all', or a comma list of names and globs: fit each set on its own (one law "
+                        "per set), a table per set, one JSON {set: prediction}, plots in PLOTS/SET/; a set "
+                        "that cannot be fitted gets {\"problem\": ...} and exit code 1")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
     parser.add_argument("--method", default="ensemble",
                         help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
@@ -60,7 +68,10 @@ def run(args) -> int:
     from ladder.plots import plot_prediction
     from ladder.results import read_table
 
-    cols = one_training_set(read_table(args.results, validate=True), args.training_set, args.runs)
+    cols = read_table(args.results, validate=True)
+    if names_several(args.training_set):
+        return run_each_set(args, cols)
+    cols = one_training_set(cols, args.training_set, args.runs)
     out = check_out(args.out, args.overwrite)
     if args.holdout:
         check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
@@ -109,6 +120,46 @@ def run(args) -> int:
             storage.write_text(hold, json.dumps(report, indent=2) + "\n")
             print(f"wrote {hold}")
     return 0
+
+
+def run_each_set(args, cols: dict) -> int:
+    """--set all | A,B,GLOB*: ladder.commands.predict_sets.predict_each_set, printed and written; exit code 1
+    when some set could not be fitted (its reason is in its JSON entry), 0 when every set was."""
+    from ladder.commands import predict_sets
+    from ladder.plots import plot_prediction
+
+    require(not args.holdout, "--holdout", "is for one training set", "add --set NAME to hold out its runs")
+    sets = predict_sets.choose_sets(cols, args.training_set)
+    out = check_out(args.out, args.overwrite)
+    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
+    plot_dir = Path(args.plots) if args.plots else out.parent
+    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):
+        require(value is None or bool(split_list(value)), flag, "is empty",
+                "name some, or leave the option out for all")
+    with storage.all_or_nothing(out.parent, plot_dir):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        preds = predict_sets.predict_each_set(
+            cols, targets, sets, runs=args.runs, tasks=split_list(args.tasks), method=args.method,
+            n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers,
+            progress=lambda msg: print(msg, flush=True))
+        for name, pred in preds.items():
+            print(f"\n== set {name}")
+            if isinstance(pred, str):
+                print(f"not fitted: {pred}")
+                continue
+            plot_prediction(pred, one_training_set(cols, name, None),
+                            plot_dir / predict_sets.plot_dir_name(name))
+            print(f"fitted runs: {', '.join(pred.runs)}")
+            print(pred.table())
+        print("\nevery set (the tables above, side by side):")
+        print(predict_sets.summary(preds))
+        storage.write_text(out, json.dumps(predict_sets.to_json(preds), indent=2) + "\n")
+        failed = [name for name, p in preds.items() if isinstance(p, str)]
+        print(f"\nwrote {out} ({len(preds) - len(failed)} of {len(preds)} sets predicted) and plots in "
+              f"{plot_dir}/SET/")
+        if failed:
+            print(f"not fitted: {', '.join(failed)} (the reasons are in the JSON's 'problem')")
+    return 1 if failed else 0
 
 
 def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:

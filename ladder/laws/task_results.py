@@ -138,7 +138,7 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
         r["distance"] = float(distance(N, D, [ladder.nd[x][0] for x in ladder.runs],
                                        [ladder.nd[x][1] for x in ladder.runs]))
         if pred.calibration is not None:
-            _widen(r, pred.calibration)
+            widen_to_calibration(r, pred.calibration)
             r["weights"] = dict(fit.weights)
         f = list(flag_list)
         if ratio > EXTRAPOLATION_FLAG:
@@ -169,7 +169,7 @@ def bootstrap_interval(samples, point: float) -> tuple[float, float]:
     return float(min(lo, point)), float(max(hi, point))
 
 
-def _widen(r: dict, c: Calibration) -> None:
+def widen_to_calibration(r: dict, c: Calibration) -> None:
     """The reported interval: the union of the bootstrap's and the calibrated band q x distance^growth."""
     h, hl = c.half_width(r["distance"]), c.half_width(r["distance"], loss=True)
     r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - h), max(r["acc_hi"], r["acc"] + h)

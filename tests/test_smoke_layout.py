@@ -1,0 +1,32 @@
+"""The smoke ladder's layout (configs/smoke.py, docs/run.md "The smoke ladder") and the plan.skip knob it uses:
+planned only, nothing trains (a fraction of a second)."""
+
+import pytest
+
+from ladder.config import load_config
+from ladder.errors import LadderError
+from ladder.run import Context, make_plans
+
+
+def _plans(tmp_path, *overrides):
+    return make_plans(Context(load_config("configs/smoke.py", list(overrides)), tmp_path))
+
+
+def test_smoke_ladder_spans_four_sizes_and_its_check_extrapolates_in_n_and_d(tmp_path):
+    plan, check = _plans(tmp_path)
+    names = [r["name"] for r in plan["rungs"]]
+    assert names == ["45k-0.5xC", "45k-1xC", "93k-0.5xC", "93k-1xC", "160k-0.5xC", "160k-1xC", "236k-0.5xC"]
+    ns = [r["n"] for r in plan["rungs"]]
+    assert len(set(ns)) == 4 and max(ns) / min(ns) > 5.2
+    (c,) = check["rungs"]
+    assert c["name"] == "check-330k-0.5xC" and c["n"] > max(ns)
+    largest = max(plan["rungs"], key=lambda r: r["n"])
+    assert c["tokens"] > largest["tokens"]  # larger in D than the largest size's rung too
+    assert plan["fraction"] == pytest.approx(sum(r["share"] for r in plan["rungs"]))
+
+
+def test_skip_names_a_rung_of_the_grid_or_fails_in_one_line(tmp_path):
+    plan, _ = _plans(tmp_path, "plan.skip=[]")
+    assert len(plan["rungs"]) == 8 and "236k-1xC" in [r["name"] for r in plan["rungs"]]
+    with pytest.raises(LadderError, match=r"plan.skip: 236k-2xC is not a rung of this plan.*45k-0.5xC"):
+        _plans(tmp_path, "plan.skip=['236k-2xC']")

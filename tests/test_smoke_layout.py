@@ -30,3 +30,5 @@ def test_skip_names_a_rung_of_the_grid_or_fails_in_one_line(tmp_path):
     assert len(plan["rungs"]) == 12 and "236k-1xC" in [r["name"] for r in plan["rungs"]]
     with pytest.raises(LadderError, match=r"plan.skip: 236k-2xC is not a rung of this plan.*45k-0.5xC"):
         _plans(tmp_path, "plan.skip=['236k-2xC']")
+    with pytest.raises(LadderError, match="plan.skip: it leaves no rung"):
+        _plans(tmp_path, "plan.sizes=['45k']", "plan.multiples=[0.5]", "plan.skip=['45k-0.5xC']")

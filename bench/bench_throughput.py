@@ -20,9 +20,10 @@ import jax
 
 from ladder import arch as arch_lib
 from ladder import metrics, sharding
+from ladder.arch import arch_of
 from ladder.data import make_source
 from ladder.step import make_train_step
-from ladder.train_config import arch_of, default_config
+from ladder.train_config import default_config
 
 # OLMo-2 1B (ladder.plan.presets "1B": d 2048, 16 layers, 16 heads, OLMo vocabulary, 4096 tokens).
 FULL = dict(d_model=2048, n_layers=16, n_heads=16, vocab_size=100278, seq_len=4096)

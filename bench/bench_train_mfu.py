@@ -20,9 +20,10 @@ import jax  # noqa: E402
 
 from ladder import arch as arch_lib  # noqa: E402
 from ladder import metrics, sharding  # noqa: E402
+from ladder.arch import arch_of  # noqa: E402
 from ladder.data import make_source  # noqa: E402
 from ladder.step import make_train_step  # noqa: E402
-from ladder.train_config import arch_of, default_config  # noqa: E402
+from ladder.train_config import default_config  # noqa: E402
 
 # (label, model overrides, global batch, seq len). All 9.8-10.3M parameters (16 d^2 per layer with SwiGLU F = 4d,
 # plus the 384-row LM head). Wider, shallower shapes spend more of each step in big matmuls and less in the

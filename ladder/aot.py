@@ -35,7 +35,7 @@ import tempfile
 import time
 
 from ladder import chips, topology
-from ladder.arch import Arch, flops_per_token_6n, flops_per_token_reference, n_params, n_params_per_layer
+from ladder.arch import Arch, arch_of, flops_per_token_6n, flops_per_token_reference, n_params, n_params_per_layer
 from ladder.compile_report import CompileReport, suggestions
 from ladder.errors import LadderError
 from ladder.topology import GRIDS, Topology, default_mesh_overrides, next_topology, parse_topology
@@ -272,7 +272,7 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
     train.validate(config)
     mesh = topology_mesh(config.mesh, topo)
     train.validate_for_mesh(config, dict(mesh.shape), process_count=topo.hosts)
-    arch = train.arch_of(config)
+    arch = arch_of(config)
     report = compile_program(make_train_step(config, mesh), topo, arch, config.train.global_batch,
                              rung=name or config.name, remat=config.model.remat,
                              attention=attention.resolve(config.model.attention, "tpu", arch.seq_len),
@@ -293,19 +293,11 @@ def compile_config(config, topo: Topology, *, name: str = "", count_flops: bool 
 def planner_estimate(config, mesh_shape: dict) -> int:
     """The planner's per-device memory estimate (ladder.plan.resources.estimate_memory) for this config on
     this mesh, so every compile also checks the estimate the slice choice rests on (docs/planning.md)."""
-    from ladder.arch import n_params_total
-    from ladder.plan.resources import estimate_memory
-    from ladder.train import arch_of
+    from ladder.device_checks import estimate_memory
 
-    m, arch = config.model, arch_of(config)
-    rung = {"name": config.name, "d_model": m.d_model, "n_layers": m.n_layers, "mlp_hidden": arch.mlp_hidden,
-            "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_sequences": config.train.global_batch,
-            "n_total": n_params_total(arch)}
     mesh = {axis: mesh_shape.get(axis, 1) for axis in ("data", "fsdp", "tensor")}
     try:
-        return estimate_memory(rung, math.prod(mesh.values()), mesh, remat=m.remat,
-                               microbatches=config.train.microbatches,
-                               activation_bytes=2 if m.dtype == "bfloat16" else 4, loss_chunk=m.loss_chunk)["total"]
+        return estimate_memory(config, mesh)["total"]
     except LadderError:
         return 0
 
@@ -314,9 +306,8 @@ def kernel_flops(config, topo: Topology) -> float:
     """FLOPs per layer per step inside custom calls that cost analysis reads as zero: the splash attention
     kernel when model.attention resolves to it on TPU (counted from its tiles: ladder.attention.splash_flops)."""
     from ladder import attention
-    from ladder import train
 
-    arch = train.arch_of(config)
+    arch = arch_of(config)
     if attention.resolve(config.model.attention, "tpu", arch.seq_len) != "splash":
         return 0.0
     return attention.splash_flops(config.train.global_batch, arch.n_heads, arch.seq_len, arch.head_dim,

@@ -83,3 +83,11 @@ FLOP_COUNTS = {"reference": flops_per_token_reference, "6n": flops_per_token_6n}
 
 def flops_per_token(a: Arch, accounting: str = "6n") -> int:
     return FLOP_COUNTS[accounting](a)
+
+
+def arch_of(config) -> Arch:
+    """The Arch of a train config's `model` section: how the trainer, the compile check, the mesh default and
+    the evaluator all count N and FLOPs for a config (no ml_collections import needed: attributes only)."""
+    m = config.model
+    return Arch(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab_size=m.vocab_size,
+                seq_len=m.seq_len, mlp_hidden=m.mlp_hidden)

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
-from ladder import rundir
+from ladder import storage
 from ladder.errors import LadderError
 
 MANIFEST = "ladder-checksums.json"
@@ -102,7 +102,7 @@ def _step_dirs(directory) -> list[int]:
 def _files(step_dir: epath.Path) -> list[str]:
     """Every file under a step directory as a relative path, sorted, the manifest excluded."""
     out = []
-    for root, _, names in os.walk(step_dir) if not rundir.is_remote(step_dir) else _remote_walk(step_dir):
+    for root, _, names in os.walk(step_dir) if not storage.is_remote(step_dir) else _remote_walk(step_dir):
         for name in names:
             rel = os.path.relpath(os.path.join(root, name), step_dir)
             if rel != MANIFEST:
@@ -129,7 +129,7 @@ def _sha256(path: epath.Path) -> str:
 
 def _describe(step_dir: epath.Path, rel: str) -> dict:
     path = step_dir / rel
-    if rundir.is_remote(step_dir):
+    if storage.is_remote(step_dir):
         return {"bytes": path.stat().length}
     return {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
 
@@ -139,7 +139,7 @@ def write_manifest(step_dir) -> None:
     step_dir = epath.Path(_absolute(step_dir))
     manifest = {"version": MANIFEST_VERSION, "written": time.time(),
                 "files": {rel: _describe(step_dir, rel) for rel in _files(step_dir)}}
-    rundir.write_text(step_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    storage.write_text(step_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def verify_step(step_dir) -> str | None:
@@ -215,16 +215,6 @@ def verified_steps(directory) -> list[int]:
     """Steps that verify, oldest first (reads every file of every step: for choosing a base, not per step)."""
     directory = epath.Path(_absolute(directory))
     return [s for s in _step_dirs(directory) if verify_step(directory / str(s)) is None]
-
-
-def saved_steps(directory) -> list[int]:
-    """Steps with a finished checkpoint under `directory` (local or gs://), read-only; [] when it is absent."""
-    directory = _absolute(directory)
-    if not epath.Path(directory).exists():
-        return []
-    options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-    with ocp.CheckpointManager(epath.Path(directory), options=options) as manager:
-        return sorted(manager.all_steps())
 
 
 def restore_params(directory, step: int, abstract_params):

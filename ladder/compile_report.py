@@ -136,7 +136,7 @@ def suggestions(report: CompileReport, config, topo: Topology) -> list[str]:
 
 
 def _divides_heads_and_mlp(config, tensor: int) -> bool:
-    from ladder.train_config import arch_of
+    from ladder.arch import arch_of
 
     arch = arch_of(config)
     return arch.n_heads % tensor == 0 and arch.mlp_hidden % tensor == 0 and arch.padded_vocab % tensor == 0

@@ -4,7 +4,7 @@
     summary = run_study(cfg, "runs/specialization")
 
 Stages, each resumable (a finished run is skipped, a killed one resumes from its checkpoint):
-  1. plan      base rungs from the planner (general data only); CPT rungs from ladder.specialize.cpt_grid:
+  1. plan      base rungs from the planner (general data only); CPT rungs from ladder.plan.cpt_grid:
                every base x domain share r x budget (tokens per parameter), a re-warmup and its own decay
   2. train     base runs (mix.r = 0: general data), then CPT runs from each base's final checkpoint
                (init.from_run, with its Adam state when cpt.restore_optimizer) on general (weight 1 - r) +
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import ml_collections
 
-from ladder import rundir
+from ladder import rundir, storage
 from ladder.cpt_domains import cross_domain_stage, study_domains
 from ladder.cpt_laws import (compare_split_laws, final_row, fit_study, grid_table, predicted_at, report_study,
                              rule_a_budget)
@@ -94,7 +94,7 @@ def check_config(cfg) -> None:
 def plan_study(cfg) -> tuple[list[dict], list[dict]]:
     """(base rungs, CPT rungs) as plan-like dicts."""
     from ladder.plan import plan_ladder
-    from ladder.specialize import cpt_grid
+    from ladder.plan.cpt_grid import cpt_grid
 
     require(len(cfg.ratios) >= 3, "ratios", f"{len(cfg.ratios)} ratios", "give 3+ domain shares (the law needs them)")
     plan = plan_ladder(preset=cfg.base.preset, sizes=list(cfg.base.sizes), multiples=[cfg.base.multiple])
@@ -211,7 +211,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
     times, summary = {}, {"name": cfg.name}
     with _timed(times, "plan"):
         bases, rungs = plan_study(cfg)
-        rundir.write_text(out / "rungs.json", json.dumps({"base": bases, "cpt": rungs}, indent=1))
+        storage.write_text(out / "rungs.json", json.dumps({"base": bases, "cpt": rungs}, indent=1))
         log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
             f"{len(cfg.budgets)} budgets per size)")
 
@@ -251,7 +251,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
         with _timed(times, "cross_domain"):
             summary["cross_domain"] = cross_domain_stage(cfg, out, bases, rungs, spec)
     summary["seconds"] = times
-    rundir.write_text(out / "study.json", json.dumps(summary, indent=1, default=float) + "\n")
+    storage.write_text(out / "study.json", json.dumps(summary, indent=1, default=float) + "\n")
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return summary
 
@@ -260,7 +260,7 @@ def check_rule_a(cfg, out: Path, base: dict, reference: dict, rule: dict, laws: 
     """Train the CPT run rule (a) asks for (same base and budget as `reference`, the grid's r = 0 run) and
     compare: its general-loss rise over the measured reference against the tolerance, and both losses with
     each fitted law's prediction (ladder.cpt_laws.predicted_at)."""
-    from ladder.specialize import cpt_grid
+    from ladder.plan.cpt_grid import cpt_grid
 
     r_star = round(rule["r"], 3)
     cpt_base = dict(base, batch_sequences=cfg.cpt.global_batch, batch_tokens=cfg.cpt.global_batch * base["seq_len"])

@@ -61,7 +61,7 @@ def cross_domain_stage(cfg, out: Path, bases: list[dict], rungs: list[dict], spe
     """Leave each domain out (ladder.laws.dcpt_cross.cross_domain_holdout) on the study's runs; written to
     <spec>/cross_domain.json and .csv (one row per held-out domain and restriction)."""
     from ladder.laws.dcpt_cross import all_domain_weight, cross_domain_holdout
-    from ladder.specialize import jsonable, write_outputs
+    from ladder.specialization import jsonable, write_outputs
 
     points, probe, probes = domain_points(cfg, out, bases, rungs)
     rows = cross_domain_holdout(points, exclude=probe, n_starts=cfg.fit.starts)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ladder import rundir
+from ladder import storage
 from ladder.errors import LadderError
 
 
@@ -44,7 +44,7 @@ def fit_study(cfg, table: dict, n: float, d: float, spec: Path) -> tuple[dict, d
     `spec`; with fit.positive_share also the law on own-data share > 0. Returns (the study summary's "dcpt",
     "holdout", "rule_a" [, "dcpt_positive_share"] entries, {fit name: (domain law, general law)})."""
     from ladder import specialization
-    from ladder.specialize import jsonable
+    from ladder.specialization import jsonable
 
     fit = specialization.fit_dcpt(table, starts=cfg.fit.starts, holdout=cfg.fit.holdout, n=n, d=d,
                                   tolerance=cfg.fit.tolerance)
@@ -61,7 +61,7 @@ def fit_study(cfg, table: dict, n: float, d: float, spec: Path) -> tuple[dict, d
             variant["rule_a"] = _rule_a(variant, n, d, cfg.fit.tolerance, fitted_range)
             laws["positive_share"] = _laws(variant)
         summary["dcpt_positive_share"] = variant
-        rundir.write_text(spec / "dcpt_positive_share.json", json.dumps(variant, indent=1, default=float) + "\n")
+        storage.write_text(spec / "dcpt_positive_share.json", json.dumps(variant, indent=1, default=float) + "\n")
     return summary, laws
 
 
@@ -136,5 +136,5 @@ def compare_split_laws(results_path: Path, starts: int, out: Path) -> dict:
         result = compare_with_baselines(read_table(results_path), n_starts=starts)
     except LadderError as e:
         result = {"error": str(e)}
-    rundir.write_text(out / "split_comparison.json", json.dumps(result, indent=1, default=float) + "\n")
+    storage.write_text(out / "split_comparison.json", json.dumps(result, indent=1, default=float) + "\n")
     return result

@@ -90,12 +90,12 @@ class DomainFilter:
         path.parent.mkdir(parents=True, exist_ok=True)
         import io
 
-        from ladder import rundir
+        from ladder import storage
 
         buf = io.BytesIO()
         np.save(buf, self.weights.astype(np.float32))
-        rundir.write_bytes(path.with_suffix(".npy"), buf.getvalue())
-        rundir.write_text(path.with_suffix(".json"), json.dumps(
+        storage.write_bytes(path.with_suffix(".npy"), buf.getvalue())
+        storage.write_text(path.with_suffix(".json"), json.dumps(
             {"bias": self.bias, "threshold": self.threshold, "n_buckets": self.n_buckets,
              "features": {"char_ngrams": list(CHAR_NGRAMS), "word_ngrams": [1, 2], "max_chars": MAX_CHARS}}, indent=1))
 

@@ -1,4 +1,5 @@
-"""One exception type for every user mistake, so the CLI can print one line and exit 2."""
+"""The two exceptions the CLI turns into one line: LadderError for a mistake the user can fix (exit 2), and
+TrainingFailed for a run that started and cannot go on (exit 1)."""
 
 
 class LadderError(Exception):
@@ -6,6 +7,12 @@ class LadderError(Exception):
 
     The message names the field or file and says how to fix it; the CLI prints it as one line.
     """
+
+
+class TrainingFailed(Exception):
+    """The run started but cannot go on (NaN or diverged loss, a failed write, distributed start-up): exit 1."""
+
+    storage = False  # a failed write: orbax's writer threads may still hold failing futures (see commands/train)
 
 
 def require(ok: bool, field: str, problem: str, fix: str) -> None:
@@ -70,7 +77,7 @@ def decode_utf8(data: bytes, path, what: str = "file") -> str:
 def read_user_json(path, what: str = "file", fix: str = "check that it is the right file"):
     """A JSON file the user gives (strict): unreadable, non-UTF-8 or malformed JSON is one LadderError naming the
     file (and the line and column of the JSON error) instead of a JSONDecodeError traceback. Files ladder itself
-    writes atomically into a run directory are read by the tolerant `rundir.read_json` (torn means absent)."""
+    writes atomically into a run directory are read by the tolerant `storage.read_json` (torn means absent)."""
     return parse_json(read_utf8(path, what), f"{what}: {path}", fix)
 
 

@@ -161,14 +161,9 @@ def make_on_eval(config, run_dir):
     """
     if not config.eval.tasks:
         return None
-    import ml_collections
-
-    from ladder import metrics as metrics_lib, rundir, tasks
-    from ladder.arch import n_params
-    from ladder.data import make_source
-    from ladder.data.pipeline import as_list
+    from ladder import metrics as metrics_lib, rundir, storage, tasks
+    from ladder.arch import arch_of, n_params
     from ladder.data.tokenizer import make_tokenizer
-    from ladder.train import arch_of, data_config
 
     a = arch_of(config)
     tokenizer = make_tokenizer(config.data)
@@ -177,32 +172,15 @@ def make_on_eval(config, run_dir):
         encode_rows(task, tokenizer, a.seq_len)
     eval_batch = config.eval.batch_size or config.train.global_batch
     tokens_per_step = config.train.global_batch * a.seq_len
-    # Every process scores the same full batches (the logits function shards them), so the validation
-    # sources are built as if for one process. Their order comes from eval.seed, not data.seed: runs that
-    # train on differently shuffled data (a continued run, another seed) are scored on the same held-out rows.
-    validation = {}
-    if config.eval.lm_loss_batches:
-        data = data_config(config)
-        data.update(split="validation", seed=config.eval.seed)
-        validation["lm_loss"] = make_source(data, a.seq_len, eval_batch)
-
-        def one_source(domains):
-            one = dict(data.to_dict(), source="embedded", domains=domains, weights="", mixture=None)
-            return make_source(ml_collections.ConfigDict(one), a.seq_len, eval_batch)
-
-        for domain in as_list(config.eval.lm_loss_domains, "eval.lm_loss_domains"):
-            validation[f"lm_loss_{domain}"] = one_source(domain)
-        if config.mix.r >= 0:
-            validation["general_loss"] = one_source(config.mix.general)
-            validation["domain_loss"] = one_source(config.mix.domain)
-    path = rundir.join(run_dir, rundir.RESULTS)
+    validation = held_out_sources(config, a.seq_len, eval_batch)
+    path = storage.join(run_dir, rundir.RESULTS)
 
     def on_eval(step, params, logits_fn):
         metrics = evaluate(logits_fn, task_list, tokenizer, batch_size=eval_batch, seq_len=a.seq_len)
         extra = {k: lm_loss(logits_fn, src, config.eval.lm_loss_batches) for k, src in validation.items()}
         if jax.process_index() == 0:
             d_run = step * tokens_per_step
-            init = rundir.read_json(rundir.join(run_dir, rundir.INIT))  # written by the trainer when continuing a run
+            init = storage.read_json(storage.join(run_dir, rundir.INIT))  # written by the trainer when continuing a run
             d = d_run + (init["tokens"] if init else 0)
             if init or config.mix.r >= 0:
                 extra.update(d_cpt=d_run if init else 0, base_run=init["base_run"] if init else "")
@@ -213,6 +191,37 @@ def make_on_eval(config, run_dir):
             metrics_lib.log_eval(run_dir, step, d, rows)
 
     return on_eval
+
+
+def held_out_sources(config, seq_len: int, eval_batch: int) -> dict:
+    """The validation batch sources an evaluation measures LM loss on, by results column: lm_loss, one
+    lm_loss_<domain> per eval.lm_loss_domains, and general_loss/domain_loss for a mixture run (mix.r >= 0);
+    {} when eval.lm_loss_batches is 0. Every process scores the same full batches (the logits function shards
+    them), so the sources are built as if for one process. Their order comes from eval.seed, not data.seed:
+    runs that train on differently shuffled data (a continued run, another seed) are scored on the same
+    held-out rows."""
+    import ml_collections
+
+    from ladder.data import make_source
+    from ladder.data.pipeline import as_list
+    from ladder.train_config import data_config
+
+    if not config.eval.lm_loss_batches:
+        return {}
+    data = data_config(config)
+    data.update(split="validation", seed=config.eval.seed)
+    validation = {"lm_loss": make_source(data, seq_len, eval_batch)}
+
+    def one_source(domains):
+        one = dict(data.to_dict(), source="embedded", domains=domains, weights="", mixture=None)
+        return make_source(ml_collections.ConfigDict(one), seq_len, eval_batch)
+
+    for domain in as_list(config.eval.lm_loss_domains, "eval.lm_loss_domains"):
+        validation[f"lm_loss_{domain}"] = one_source(domain)
+    if config.mix.r >= 0:
+        validation["general_loss"] = one_source(config.mix.general)
+        validation["domain_loss"] = one_source(config.mix.domain)
+    return validation
 
 
 # ------------------------------------------------------------------ evaluation of a saved checkpoint
@@ -268,10 +277,9 @@ def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None =
     import ml_collections
 
     from ladder import tasks as tasks_lib
-    from ladder.arch import n_params
+    from ladder.arch import arch_of, n_params
     from ladder.config import apply_overrides
     from ladder.data.tokenizer import make_tokenizer
-    from ladder.train import arch_of
 
     config, step, logits_fn = restore_logits_fn(run_dir, step)
     task_cfg = ml_collections.ConfigDict(config.eval.to_dict())

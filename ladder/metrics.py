@@ -4,7 +4,7 @@ MFU = (training FLOPs per token, from ladder.arch) x tokens/s / peak FLOP/s of a
 The peak comes from ladder.chips for TPUs and GPUs; a CPU has no datasheet peak, so the trainer measures a
 jitted float32 matmul once at start and uses that.
 
-The writer goes through ladder.rundir, so a run directory may be local or `gs://...` (with gcsfs
+The writer goes through ladder.storage, so a run directory may be local or `gs://...` (with gcsfs
 installed). Object stores have no append: there metrics.jsonl is rewritten whole at most every
 REMOTE_FLUSH_S seconds and at close.
 """
@@ -19,7 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from ladder import rundir
+from ladder import formats, rundir, storage
 from ladder.chips import CHIPS, chip_of_device_kind
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, device=None) -> float:
@@ -72,7 +72,7 @@ def log_eval(run_dir, step: int, tokens: int, rows: list[dict]) -> None:
     losses (lm_loss, lm_loss_<domain>) as `eval/<column>`; over steps and over tokens (log_scalars)."""
     from tensorboardX import SummaryWriter
 
-    tb = SummaryWriter(rundir.join(run_dir, "tb"), filename_suffix=f".eval-{step}")  # its own event file
+    tb = SummaryWriter(storage.join(run_dir, "tb"), filename_suffix=f".eval-{step}")  # its own event file
     try:
         for row in rows:
             log_scalars(tb, f"eval/{row.get('task', 'tasks')}",
@@ -89,9 +89,9 @@ class MetricsWriter:
     def __init__(self, run_dir, total_steps: int, stream=None):
         from tensorboardX import SummaryWriter  # imported here: only process 0 pays for it
 
-        self.run_dir, self.total_steps, self.stream = rundir.path(run_dir), total_steps, stream or sys.stderr
+        self.run_dir, self.total_steps, self.stream = storage.path(run_dir), total_steps, stream or sys.stderr
         path = self.run_dir / rundir.METRICS
-        if rundir.is_remote(path):  # no append on object stores: keep the lines, rewrite the object now and then
+        if storage.is_remote(path):  # no append on object stores: keep the lines, rewrite the object now and then
             self.jsonl, self.lines, self.flushed = None, [json.dumps(r) for r in rundir.read_metrics(run_dir)], 0.0
         else:
             self.jsonl = open(path, "a")
@@ -112,12 +112,12 @@ class MetricsWriter:
         rate = "?" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:,.0f}"
         mfu = "?" if row["mfu"] is None else f"{row['mfu']:.1%}"
         line = (f"step {row['step']}/{self.total_steps}  loss {row['loss']:.4f}  {rate} tok/s  mfu {mfu}  "
-                f"eta {rundir.format_duration(eta_s, unknown='?')}")
+                f"eta {formats.format_duration(eta_s, unknown='?')}")
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()
 
     def _flush_remote(self) -> None:
-        rundir.write_text(self.run_dir / rundir.METRICS, "".join(r + "\n" for r in self.lines))
+        storage.write_text(self.run_dir / rundir.METRICS, "".join(r + "\n" for r in self.lines))
         self.flushed = time.monotonic()
 
     def abandon(self) -> None:

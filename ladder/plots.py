@@ -66,15 +66,15 @@ def _save(plt, fig, path: Path) -> Path:
 
 
 def _savefig(fig, path, dpi: int) -> None:
-    """Every figure goes through here: rendered in memory, then written atomically (rundir.write_bytes), so a
+    """Every figure goes through here: rendered in memory, then written atomically (storage.write_bytes), so a
     kill or a full disk mid-write never leaves a torn PNG over the previous one."""
     import io
 
-    from ladder import rundir
+    from ladder import storage
 
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
-    rundir.write_bytes(path, buf.getvalue())
+    storage.write_bytes(path, buf.getvalue())
 
 
 def _target(ax, x: float, r: dict, key: str, marker: str, label: str) -> None:
@@ -191,7 +191,7 @@ def _chain_panel(plt, ax, pred, task: str) -> None:
 
 def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     """Training loss over tokens seen, one line per rung (colour = size, style = multiple); log-log."""
-    from ladder import rundir
+    from ladder import rundir, storage
 
     plt = _plt()
     sizes = sorted({r["n"] for r in plan["rungs"]})
@@ -199,7 +199,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = 0
     for r in plan["rungs"]:
-        rows = rundir.read_metrics(rundir.join(run_root, r["name"]))  # local or gs://
+        rows = rundir.read_metrics(storage.join(run_root, r["name"]))  # local or gs://
         if not rows:
             continue
         color = cmap(sizes.index(r["n"]) / max(1, len(sizes) - 1) * 0.85)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ladder import rundir
+from ladder import storage
 
 
 _STAGE_OF = {"plan.json": "plan", "predictions.json": "predict", "backtest.json": "predict",
@@ -47,7 +47,7 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
     lines += _self_check_section(_load(out / "self_check.json"))
     lines += _time_section(stages)
     path = out / "report.md"
-    rundir.write_text(path, "\n".join(lines) + "\n")
+    storage.write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -205,7 +205,7 @@ def stage_predict(ctx: Context) -> dict:
         warnings.simplefilter("ignore")
         pred = predict(cols, _targets(ctx), method=P.method, n_bootstrap=P.bootstrap, seed=P.seed)
         plot_prediction(pred, cols, ctx.out / "plots")
-    from ladder.rundir import write_json
+    from ladder.storage import write_json
 
     write_json(ctx.out / "predictions.json", pred.to_json(), sort_keys=True)
     backtests = {task: {m: {"error": h.error if np.isfinite(h.error) else None, "loss_error": h.loss_error,
@@ -222,7 +222,8 @@ def stage_self_check(ctx: Context) -> dict:
     from ladder import results
     from ladder.laws.predict import FINAL_WINDOW
     from ladder.plan import load_plan
-    from ladder.rundir import join, read_json, read_results, write_json
+    from ladder.rundir import read_results
+    from ladder.storage import join, read_json, write_json
 
     info = _launch(ctx, ctx.check_plan_path, "self-check")
     rung = load_plan(ctx.check_plan_path)["rungs"][0]
@@ -348,8 +349,11 @@ def validate(cfg) -> None:
 
     require_kind(cfg, "run", "this config")
     check_known_keys(cfg, default_config())
-    require(cfg.launch.backend in ("local", "tpu-vm", "queued-resources", "xpk"), "launch.backend",
-            f"unknown backend {cfg.launch.backend!r}", "choose local, tpu-vm, queued-resources or xpk")
+    from ladder.launch import BACKENDS
+
+    *others, last = BACKENDS
+    require(cfg.launch.backend in BACKENDS, "launch.backend", f"unknown backend {cfg.launch.backend!r}",
+            f"choose {', '.join(others)} or {last}")
     require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
     from ladder.laws.taskfit import METHODS  # checked before training: a bogus method failed after every rung
 

@@ -27,13 +27,13 @@ STAGE_FILES = {"collect": ("results.csv",), "predict": ("predictions.json", "bac
 
 
 def read_stages(out: Path) -> dict:
-    from ladder.rundir import read_json
+    from ladder.storage import read_json
 
     return read_json(out / "stages.json") or {}
 
 
 def write_stages(out: Path, stages: dict) -> None:
-    from ladder.rundir import write_json
+    from ladder.storage import write_json
 
     write_json(out / "stages.json", stages, sort_keys=True)
 
@@ -43,7 +43,7 @@ def recorded_stages(ctx, make_plans, note) -> dict:
     files readable. Whatever follows a record that does not hold runs again, with a note: stages are
     deterministic and resumable (finished rungs are skipped, partial ones resume), so nothing is lost but time,
     and the plan check keeps another plan's rungs out."""
-    from ladder.rundir import read_bytes, read_json
+    from ladder.storage import read_bytes, read_json
 
     path = ctx.out / "stages.json"
     raw = read_json(path)
@@ -85,7 +85,7 @@ def _rungs_not_done(ctx) -> str | None:
 def _unreadable(ctx, stage: str) -> str | None:
     """Which of a finished stage's files is missing or unreadable, or None."""
     from ladder import results
-    from ladder.rundir import read_json
+    from ladder.storage import read_json
 
     if stage == "self_check" and not ctx.cfg.self_check.enabled:
         return None
@@ -106,7 +106,7 @@ def _unreadable(ctx, stage: str) -> str | None:
 def open_run_dir(out: Path, cfg) -> bool:
     """Check the run directory's layout and its config.json against `cfg` (writing it for a new run); True when
     `out` already held this config's run (a resume)."""
-    from ladder import rundir
+    from ladder import rundir, storage
 
     rundir.check_layout(out, "--out", files=RUN_FILES, directories=RUN_DIRECTORIES)
     saved = out / "config.json"
@@ -119,7 +119,7 @@ def open_run_dir(out: Path, cfg) -> bool:
     left = sorted(n for n in ("stages.json", "rungs") if (out / n).exists())
     require(not left, "--out", f"{out} holds {' and '.join(left)} but no config.json, so the config that made "
             "them is unknown (going on could mix two ladders)", "restore config.json, or use another --out")
-    rundir.write_text(saved, text)
+    storage.write_text(saved, text)
     return False
 
 

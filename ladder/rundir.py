@@ -6,197 +6,21 @@ init.json (the base a continued run started from), metrics.jsonl (one row per lo
 trainer, the evaluator, the launcher, `ladder status`, `ladder collect`, the CPT study and the report all
 go through these functions, so a gs:// root works wherever a local one does.
 
-Paths go through etils.epath (gs:// needs gcsfs). `write_bytes` is also the one writer of every other file
-ladder writes and reads back (results tables, plots, predictions, caches): local files atomically (temp
-file, fsync, os.replace), so a reader never sees half a file; an object store has no rename, but an object
-appears only once its upload completes, which gives the same guarantee.
+Reading and writing go through ladder/storage.py (local or gs://, every write atomic).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import errno
 import json
-import math
 import os
 import sys
 import time
 
-from etils import epath
-
 from ladder.errors import LadderError, require
+from ladder import storage
 
 STATUS, CONFIG, INIT, METRICS, RESULTS, LAUNCH = (
     "status.json", "config.json", "init.json", "metrics.jsonl", "results.csv", "launch.json")
-
-
-def path(p) -> epath.Path:
-    """A run-directory path, local or gs:// (etils.epath)."""
-    return epath.Path(p)
-
-
-def is_remote(p) -> bool:
-    return "://" in str(p)
-
-
-def join(root, name: str) -> str:
-    """Join a local or gs:// root with a child name (no os.path: gs:// keeps its double slash)."""
-    return str(root).rstrip("/") + "/" + name
-
-
-def _gcsfs_hint(p, e: ImportError) -> LadderError:
-    return LadderError(f"{p}: reading gs:// needs gcsfs ({e}); run `pip install gcsfs`")
-
-
-def read_text(p) -> str | None:
-    """A file's text (local or gs://, UTF-8); None when absent; LadderError naming file and byte offset when it
-    is not UTF-8 text (errors.decode_utf8)."""
-    from ladder.errors import decode_utf8
-
-    raw = read_bytes(p)
-    return None if raw is None else decode_utf8(raw, p, "run directory")
-
-
-def read_json(p) -> dict | None:
-    """A JSON object file of a run directory (local or gs://), read tolerantly; None when absent or torn
-    (written atomically, so torn, binary or not an object means foreign). User-given JSON goes through the
-    strict `errors.read_user_json` instead."""
-    try:
-        text = read_text(p)
-        value = None if text is None else json.loads(text)
-    except (LadderError, ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def write_text(p, text: str) -> None:
-    """Write a whole file atomically (UTF-8): see write_bytes."""
-    write_bytes(p, text.encode("utf-8"))
-
-
-def write_bytes(p, data: bytes) -> None:
-    """The one atomic writer of every file ladder writes that someone reads back (run-directory files,
-    results tables, plots, plans, predictions, caches): a kill -9 at any moment leaves the old file or the new
-    one, never a torn one. Local: a uniquely named `.tmp-<name>-*` sibling (two writers never share one),
-    fsync, os.replace, and the temp file removed on any failure (a full disk leaves nothing behind); an error
-    names the target path, not the temp file. gs:// objects are written whole: an object appears only once
-    its upload completes (a rename there is a copy and a delete: twice the bytes, and a `moveTo` call the
-    Cloud Storage emulator does not serve)."""
-    if is_remote(p):
-        path(p).write_bytes(data)
-        return
-    import tempfile
-
-    p = os.fspath(p)
-    parent, name = os.path.split(p)
-    if os.path.isdir(p):
-        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", p)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=f".tmp-{name[:100]}-")
-    except OSError as e:
-        raise type(e)(e.errno, e.strerror, parent or ".") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # what open(p, "w") would have given (mkstemp makes 0600)
-        staged = _STAGED.get()
-        if staged is None:
-            os.replace(tmp, p)
-        else:
-            staged.append((tmp, p))
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise type(e)(e.errno, e.strerror, p) from None
-        raise
-
-
-_STAGED: contextvars.ContextVar[list | None] = contextvars.ContextVar("ladder_staged_writes", default=None)
-
-
-@contextlib.contextmanager
-def all_or_nothing(*dirs):
-    """The local files written inside this block (by write_bytes) land together at its end, or none does.
-
-    For verbs whose output is several files (predict: JSON and plots; fit: JSON, CSV, plots; data tasks): a
-    failure part way (a full disk at the third plot, an error in the holdout report) leaves the previous
-    outputs as they were and no new file behind, instead of a new JSON beside old plots. Each file is
-    written whole to its temp sibling first; only the renames wait for the end (a kill -9 during those few
-    renames can still leave some new and some old files, each of them whole). `dirs`: output directories
-    that, if this block creates them, are removed again on failure (when left empty)."""
-    staged: list = []
-    new_dirs = []  # every directory on the way to each of `dirs` that does not exist yet, deepest last
-    for d in dirs:
-        d = os.path.abspath(os.fspath(d))
-        while not os.path.lexists(d) and d not in new_dirs:
-            new_dirs.append(d)
-            d = os.path.dirname(d)
-    new_dirs.sort(key=len)
-    token = _STAGED.set(staged)
-    try:
-        yield
-    except BaseException:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        for d in reversed(new_dirs):
-            with contextlib.suppress(OSError):
-                os.rmdir(d)  # only when empty: what this block made and nothing put there
-        raise
-    finally:
-        _STAGED.reset(token)
-    for i, (tmp, target) in enumerate(staged):
-        try:
-            os.replace(tmp, target)
-        except OSError as e:
-            for left, _ in staged[i:]:
-                with contextlib.suppress(OSError):
-                    os.unlink(left)
-            raise type(e)(e.errno, e.strerror, target) from None
-
-
-@contextlib.contextmanager
-def editing(p):
-    """Hold an exclusive lock on `p`'s directory while a file there is read, changed and written back
-    (results.csv gaining an evaluation's rows), so two processes editing one file at once never lose each
-    other's rows: the file itself cannot carry the lock, since each write replaces it. A no-op on gs:// and
-    where the filesystem has no flock (the edit is then as safe as the caller's own exclusivity)."""
-    if is_remote(p):
-        yield
-        return
-    import fcntl
-
-    fd = os.open(os.path.dirname(os.path.abspath(os.fspath(p))), os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux shows it (os.umask can only set it, and setting
-    it briefly could give a file another thread creates meanwhile the wrong mode)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return mask
-
-
-_UMASK = _umask()
-
-
-def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> None:
-    """JSON (numpy scalars as floats) written atomically by write_text."""
-    write_text(p, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=float) + "\n")
 
 
 # What each entry of a run directory must be when present. Something of the other kind there (a directory
@@ -209,7 +33,7 @@ def check_layout(run_dir, field: str = "--run-dir", files=FILES, directories=DIR
     """A LadderError naming the first entry of `run_dir` that is of the wrong kind (local directories only);
     `files` and `directories`: what must be which (a trainer's run directory by default; `ladder run` passes its
     own)."""
-    if is_remote(run_dir) or not os.path.isdir(run_dir):
+    if storage.is_remote(run_dir) or not os.path.isdir(run_dir):
         return
     for name in files + directories:
         p = os.path.join(run_dir, name)
@@ -221,32 +45,22 @@ def check_layout(run_dir, field: str = "--run-dir", files=FILES, directories=DIR
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 
 
-def forget_listing(p) -> None:
-    """Drop gcsfs's cached listing of a gs:// path before a decision rests on it: gcsfs keeps listings with
-    no expiry, so a long-lived process (the launcher) would answer is_dir/iterdir from what it saw before a
-    trainer wrote. Reads are always fresh; only listings need this."""
-    if is_remote(p):
-        from etils.epath import backend
-
-        backend.fsspec_backend.fs(os.fspath(p)).invalidate_cache()
-
-
 def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
     """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
     a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
-    file = path(run_dir) / "config.json"
+    file = storage.path(run_dir) / CONFIG
     # Read, never exists(): on gs:// exists() answers from gcsfs's listing cache, which a launcher that listed
     # the rung before its trainer wrote config.json still holds (the rehearsal's resume saw "no config.json").
     try:
-        raw = read_bytes(file)
+        raw = storage.read_bytes(file)
     except IsADirectoryError:
         raw = None
     if raw is None:
         if file.is_dir():
             raise LadderError(f"{field}: {file} is a directory, not the config file `ladder train` writes; move it "
                               "away (or restore the file)")
-        ckpts = path(run_dir) / "checkpoints"
-        forget_listing(ckpts)
+        ckpts = storage.path(run_dir) / "checkpoints"
+        storage.forget_listing(ckpts)
         if ckpts.is_dir() and any(True for _ in ckpts.iterdir()):  # whose model, which config? unknown
             raise LadderError(f"{field}: {run_dir} has checkpoints but no config.json, so what wrote them is "
                               "unknown (training on would restore or mix another run's state); restore config.json, "
@@ -275,7 +89,7 @@ def read_metrics(run_dir, warn=None) -> list[dict]:
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):
                 raise ValueError("no integer step")
         except ValueError as e:
-            where = path(run_dir) / METRICS
+            where = storage.path(run_dir) / METRICS
             if i == len(lines) - 1:
                 (warn or (lambda m: print(m, file=sys.stderr)))(
                     f"ladder: {where}: dropped a torn last line ({len(line)} characters) left by a crash")
@@ -287,29 +101,19 @@ def read_metrics(run_dir, warn=None) -> list[dict]:
 
 
 def _metrics_lines(run_dir) -> list[str]:
-    raw = read_bytes(path(run_dir) / METRICS)
+    raw = storage.read_bytes(storage.path(run_dir) / METRICS)
     text = (raw or b"").decode("utf-8", errors="replace")  # a torn multi-byte character is a torn line
     return [line for line in text.split("\n") if line.strip()]
-
-
-def read_bytes(p) -> bytes | None:
-    """A file's bytes (local or gs://); None when absent."""
-    try:
-        return path(p).read_bytes()
-    except FileNotFoundError:
-        return None
-    except ImportError as e:
-        raise _gcsfs_hint(p, e) from e
 
 
 def truncate_metrics(run_dir, last_step: int) -> None:
     """Drop rows past `last_step` (written after the checkpoint a resumed run starts from) and a torn last
     line; the file is rewritten whole and atomically, so new rows never join a torn one."""
-    p = path(run_dir) / METRICS
+    p = storage.path(run_dir) / METRICS
     if not p.exists():
         return
     rows = read_metrics(run_dir)
-    write_text(p, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= last_step))
+    storage.write_text(p, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= last_step))
 
 
 # ------------------------------------------------------------------------------------------ status, launch
@@ -317,17 +121,17 @@ def truncate_metrics(run_dir, last_step: int) -> None:
 
 def read_status(run_dir) -> dict:
     """status.json ({} when the run has not started): state, step, total_steps, loss, tokens, eta_s, updated."""
-    return read_json(path(run_dir) / STATUS) or {}
+    return storage.read_json(storage.path(run_dir) / STATUS) or {}
 
 
 def write_launch_record(run_dir, **record) -> None:
     """launch.json: what a launcher saw (attempts, state; local: exit codes; cloud: resource, logs), stamped."""
-    write_json(path(run_dir) / LAUNCH, dict(record, updated=time.time()), indent=None, sort_keys=True)
+    storage.write_json(storage.path(run_dir) / LAUNCH, dict(record, updated=time.time()), indent=None, sort_keys=True)
 
 
 def read_launch_record(run_dir) -> dict:
     """launch.json ({} when absent)."""
-    return read_json(path(run_dir) / LAUNCH) or {}
+    return storage.read_json(storage.path(run_dir) / LAUNCH) or {}
 
 
 # ------------------------------------------------------------------------------------------ results.csv
@@ -337,8 +141,8 @@ def read_results(run_dir) -> list[dict]:
     """The rows of <run dir>/results.csv as dicts of strings (local or gs://); [] when the run has none yet."""
     from ladder import results
 
-    file = path(run_dir) / RESULTS
-    text = read_text(file)
+    file = storage.path(run_dir) / RESULTS
+    text = storage.read_text(file)
     if not text or not text.strip():
         return []
     header, fields = results._split_csv(text, file)  # the table reader's checks: field counts, quotes, names
@@ -355,7 +159,7 @@ def write_results(csv_path, step: int, rows: list[dict], warn=None) -> None:
     no duplicates. The whole table is rewritten atomically (write_text): a crash leaves the old table or the new
     one, never a torn row (an append did: a SIGKILL mid-append left half a row, and the next evaluation failed
     on it with a traceback). A torn last line left that way is dropped with a note (`warn`, default stderr)."""
-    with editing(csv_path):  # another process adding rows to this table (`ladder eval -o`) waits for this edit
+    with storage.editing(csv_path):  # another process adding rows to this table (`ladder eval -o`) waits for this edit
         _write_results(csv_path, step, rows, warn)
 
 
@@ -365,7 +169,7 @@ def _write_results(csv_path, step: int, rows: list[dict], warn) -> None:
 
     from ladder import results
 
-    text = read_text(csv_path) or ""
+    text = storage.read_text(csv_path) or ""
     if text and not text.endswith("\n"):  # rows end in \r\n: a table not ending in \n ends in a torn row
         cut = text.rfind("\n") + 1
         (warn or (lambda m: print(m, file=sys.stderr)))(
@@ -391,7 +195,7 @@ def _write_results(csv_path, step: int, rows: list[dict], warn) -> None:
     w.writeheader()
     for r in kept + rows:
         w.writerow({k: r.get(k, "") for k in header})
-    write_text(csv_path, buf.getvalue())
+    storage.write_text(csv_path, buf.getvalue())
 
 
 def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns: bool = True
@@ -408,12 +212,12 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
         raise LadderError(f"-o {out}: file exists; pass --overwrite to replace it, or choose another name")
     rows, missing = [], []
     for rung in plan["rungs"]:
-        got = read_results(join(run_root, rung["name"]))
+        got = read_results(storage.join(run_root, rung["name"]))
         if not got:
             missing.append(rung["name"])
         for row in got:
             # a rung's rows are its own: a results.csv copied from another run mixed a stranger into the fit
-            require(row.get("run") == rung["name"], f"{join(run_root, rung['name'])}/results.csv",
+            require(row.get("run") == rung["name"], f"{storage.join(run_root, rung['name'])}/results.csv",
                     f"has rows for run {row.get('run')!r}, not for the rung {rung['name']!r}",
                     "collect only rungs the plan trained (is the file from another run?)")
             if plan_columns:
@@ -431,19 +235,3 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
     results.write_table(out, rows)
     return len(rows), missing
 
-
-# ------------------------------------------------------------------------------------------ formatting
-
-
-def format_duration(seconds: float | None, unknown: str = "-") -> str:
-    """A duration for tables and progress lines: 45s, 12m, 3.5h, 2.0d; `unknown` for None, NaN or inf."""
-    if seconds is None or not math.isfinite(seconds):
-        return unknown
-    s = max(0.0, float(seconds))
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{s / 60:.0f}m"
-    if s < 86400:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"

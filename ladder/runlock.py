@@ -123,6 +123,21 @@ def hold(directory, what: str):
         finally:
             _HELD[key][1] -= 1
         return
+    f, created = _acquire(directory, what)
+    _HELD[key] = [f, 1]
+    try:
+        yield
+    finally:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            del _HELD[key]
+            _release(f, directory, created)
+
+
+def _acquire(directory: Path, what: str):
+    """(the lock file, held; whether the directory was created for it): the directory made if needed, the lock
+    taken without waiting (held elsewhere: a LadderError naming the holder), a stale holder's take-over noted,
+    and this process written in as the holder."""
     if directory.exists() and not directory.is_dir():
         raise LadderError(f"{what}: {directory} exists and is not a directory; choose a directory path")
     created = not directory.exists()
@@ -155,22 +170,21 @@ def hold(directory, what: str):
         f.close()
         raise LadderError(f"{what}: cannot write the lock file {directory / LOCK_NAME} ({e.strerror}); "
                           "free space or make the directory writable") from None
-    _HELD[key] = [f, 1]
-    try:
-        yield
-    finally:
-        _HELD[key][1] -= 1
-        if _HELD[key][1] == 0:
-            del _HELD[key]
-            # The file stays (unlinking races with a new holder opening it); the content says it was released.
-            with contextlib.suppress(OSError):
-                f.seek(0)
-                f.truncate()
-                f.write(json.dumps(dict(_holder(), released=time.time()), indent=1))
-                f.flush()
-            f.close()
-            # A run that failed its checks before writing anything leaves no directory behind.
-            with contextlib.suppress(OSError):
-                if created and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
-                    (directory / LOCK_NAME).unlink()
-                    directory.rmdir()
+    return f, created
+
+
+def _release(f, directory: Path, created: bool) -> None:
+    """Mark the lock released and close it (the kernel drops the flock), and remove a directory this hold
+    created when the lock file is all it holds."""
+    # The file stays (unlinking races with a new holder opening it); the content says it was released.
+    with contextlib.suppress(OSError):
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(dict(_holder(), released=time.time()), indent=1))
+        f.flush()
+    f.close()
+    # A run that failed its checks before writing anything leaves no directory behind.
+    with contextlib.suppress(OSError):
+        if created and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+            (directory / LOCK_NAME).unlink()
+            directory.rmdir()

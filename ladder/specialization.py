@@ -15,14 +15,65 @@ docs/specialization.md.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from ladder.effectiveness import compute_effectiveness
 from ladder.errors import require, require_file_part
-from ladder.specialize import compute_effectiveness, jsonable, write_outputs
 
 DCPT_FORM = "L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma"
 SPLIT_FORM = "L = E + A/N^alpha + B/(D' + k D^rho)^beta"
+
+
+def jsonable(obj):
+    """numpy scalars/arrays to Python, non-finite floats to None (strict JSON has no inf/NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[str]:
+    """`<stem>.json` (the whole summary) and `<stem>.csv` (one flat row per entry of `rows`) under out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from ladder import storage
+
+    storage.write_text(out_dir / f"{stem}.json", json.dumps(jsonable(summary), indent=1) + "\n")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: jsonable(r.get(k, "")) for k in keys})
+    storage.write_text(out_dir / f"{stem}.csv", buf.getvalue())
+    return [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.csv")]
+
+
+def read_study(results) -> tuple[dict, Path]:
+    """(the results table of a specialization study, the default output directory beside it: RESULTS'
+    directory /specialization), for `ladder fit` and `ladder report`; an empty table is one clear line."""
+    from ladder.results import read_table
+
+    path = Path(results)
+    table = read_table(path)
+    require(bool(table), "results", f"{path} has no rows", "collect CPT runs first")
+    return table, path.parent / "specialization"
 
 
 @dataclass
@@ -237,7 +288,7 @@ def write_allocation(result: dict, out, stem: str) -> list[str]:
 
 
 def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str | None = None) -> dict:
-    """The compute-effectiveness report (ladder.specialize.compute_effectiveness), after checking the table."""
+    """The compute-effectiveness report (ladder.effectiveness.compute_effectiveness), after checking the table."""
     require(bool(table), "results", "has no rows", "collect CPT runs first")
     return compute_effectiveness(table, metric=metric, task=task)
 

@@ -27,10 +27,10 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ladder import sharding
+from ladder.arch import arch_of
 from ladder.loss import token_weights
 from ladder.model import make_model
 from ladder.optimizer import make_optimizer, schedule_fn, schedule_inputs
-from ladder.train_config import arch_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,14 +114,7 @@ def _compile_program(config, mesh) -> TrainProgram:
         params = model.init(rng, ids, ids, ids)["params"]
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx_layout.init(params)}
 
-    # eval_shape -> logical PartitionSpecs -> NamedShardings (optimizer moments inherit their param's names).
-    abstract_boxed = jax.eval_shape(boxed_state, jax.random.key(0))
-    state_shardings = sharding.logical_shardings(nn.get_partition_spec(abstract_boxed), mesh)
-    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                  nn.meta.unbox(abstract_boxed), state_shardings)
-    row_sharding = sharding.batch_sharding(mesh)
-    batch_shardings = {k: row_sharding for k in ("inputs", "targets", "segment_ids", "positions")}
-    replicated = NamedSharding(mesh, P())
+    abstract_state, state_shardings = _sharded_state_shapes(boxed_state, mesh)
 
     def init(rng):
         return nn.meta.unbox(boxed_state(rng))
@@ -131,14 +124,6 @@ def _compile_program(config, mesh) -> TrainProgram:
 
     microbatches = int(config.train.microbatches)
     microbatch_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
-
-    def split_microbatches(batch):
-        """[B, ...] -> [k, B/k, ...]: microbatch j takes rows j, j + k, ..., so every device keeps its own rows
-        (a contiguous block of B/dp rows) and contributes B/(dp k) of them to each microbatch."""
-        def split(x):
-            x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
-            return jax.lax.with_sharding_constraint(x, microbatch_sharding)
-        return jax.tree.map(split, batch)
 
     def train_step(state, batch, schedule_args):
         schedule = schedule_fn(kind, schedule_args)
@@ -156,17 +141,8 @@ def _compile_program(config, mesh) -> TrainProgram:
 
             grad_fn = jax.value_and_grad(objective, has_aux=True)
             params = state["params"]
-            if microbatches == 1:
-                (_, (ce, z)), grads = grad_fn(params, dict(batch, weights=weights))
-            else:  # sums over microbatches of (their token sums / the global count): one big batch's gradient
-                def accumulate(carry, part):
-                    (_, (ce, z)), g = grad_fn(params, part)
-                    return jax.tree.map(jnp.add, carry, (g, ce, z)), None
-
-                zeros = jax.lax.with_sharding_constraint(jax.tree.map(jnp.zeros_like, params),
-                                                         state_shardings["params"])
-                (grads, ce, z), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros(()), jnp.zeros(())),
-                                                 split_microbatches(dict(batch, weights=weights)))
+            grads, ce, z = _accumulated_grads(grad_fn, params, dict(batch, weights=weights), microbatches,
+                                              microbatch_sharding, state_shardings["params"])
             updates, opt_state = tx.update(grads, state["opt_state"], params)
             params = optax.apply_updates(params, updates)
         metrics = {"loss": ce, "z_loss": z, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
@@ -177,6 +153,16 @@ def _compile_program(config, mesh) -> TrainProgram:
         with mesh_ctx, rules_ctx:
             return model.apply({"params": params}, inputs, segment_ids, positions)[..., : a.vocab_size]
 
+    return _jitted_program(train_step, init, logits, abstract_state, state_shardings, mesh)
+
+
+def _jitted_program(train_step, init, logits, abstract_state, state_shardings, mesh) -> TrainProgram:
+    """The three traced functions jitted with their shardings: batches split by rows over the data axes,
+    metrics and logits replicated, and the step donating its input state (the old state's buffers hold the new
+    one, so a step needs one copy of the state, not two)."""
+    row_sharding = sharding.batch_sharding(mesh)
+    batch_shardings = {k: row_sharding for k in ("inputs", "targets", "segment_ids", "positions")}
+    replicated = NamedSharding(mesh, P())
     param_shardings = state_shardings["params"]
     return TrainProgram(
         step_fn=jax.jit(train_step, in_shardings=(state_shardings, batch_shardings, replicated),
@@ -187,6 +173,42 @@ def _compile_program(config, mesh) -> TrainProgram:
         abstract_state=abstract_state, state_shardings=state_shardings, batch_shardings=batch_shardings,
         mesh=mesh, schedule=None,
     )
+
+
+def _sharded_state_shapes(boxed_state, mesh) -> tuple:
+    """(abstract state with shardings, state shardings): eval_shape -> logical PartitionSpecs -> NamedShardings,
+    so nothing is allocated to learn where each array lives (optimizer moments inherit their param's names)."""
+    abstract_boxed = jax.eval_shape(boxed_state, jax.random.key(0))
+    state_shardings = sharding.logical_shardings(nn.get_partition_spec(abstract_boxed), mesh)
+    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  nn.meta.unbox(abstract_boxed), state_shardings)
+    return abstract_state, state_shardings
+
+
+def _accumulated_grads(grad_fn, params, batch, microbatches: int, microbatch_sharding, param_shardings) -> tuple:
+    """(grads, ce, z) of the whole batch. With microbatches > 1, a scan sums each microbatch's (token sums / the
+    global token count), which is exactly one big batch's gradient at a k-th of its activation memory."""
+    if microbatches == 1:
+        (_, (ce, z)), grads = grad_fn(params, batch)
+        return grads, ce, z
+
+    def accumulate(carry, part):
+        (_, (ce, z)), g = grad_fn(params, part)
+        return jax.tree.map(jnp.add, carry, (g, ce, z)), None
+
+    zeros = jax.lax.with_sharding_constraint(jax.tree.map(jnp.zeros_like, params), param_shardings)
+    (grads, ce, z), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros(()), jnp.zeros(())),
+                                     _split_microbatches(batch, microbatches, microbatch_sharding))
+    return grads, ce, z
+
+
+def _split_microbatches(batch, microbatches: int, microbatch_sharding):
+    """[B, ...] -> [k, B/k, ...]: microbatch j takes rows j, j + k, ..., so every device keeps its own rows
+    (a contiguous block of B/dp rows) and contributes B/(dp k) of them to each microbatch."""
+    def split(x):
+        x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, microbatch_sharding)
+    return jax.tree.map(split, batch)
 
 
 def bind_logits_fn(program: TrainProgram, params, data_parallel: int):

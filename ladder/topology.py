@@ -171,7 +171,7 @@ def default_mesh_overrides(config, topo: Topology) -> tuple[str, ...]:
     when pure fsdp works, and when no mesh works (the trainer's own check then names the problem). The
     compile check and the launcher both call this, so a launched rung trains with the mesh it compiled with.
     """
-    from ladder.train_config import arch_of
+    from ladder.arch import arch_of
 
     if {axis: config.mesh[axis] for axis in DEFAULT_MESH} != DEFAULT_MESH:
         return ()

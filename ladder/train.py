@@ -15,36 +15,29 @@ Run-directory layout, status fields and these rules: docs/training.md.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import sys
-import time
 from typing import Callable
 
 import jax
 
-from ladder import arch as arch_lib
 from ladder import checkpoint
-from ladder import metrics as metrics_lib
-from ladder import rundir
+from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
+from ladder.arch import arch_of
 from ladder.checkpoint import Checkpoints
 from ladder.data import make_source
-from ladder.errors import LadderError, require
+from ladder.device_checks import check_fits_memory, validate_for_mesh
+from ladder.errors import LadderError, TrainingFailed, require
 from ladder.preemption import EvaluationInterrupted, Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
-    RUNG_KEYS, arch_of, check_run_dir, config_from_rung, config_hash, data_config,
-    check_fits_memory, default_config, resolve_vocab, validate, validate_for_mesh)
+    RUNG_KEYS, check_run_dir, config_from_rung, config_hash, data_config,
+    default_config, resolve_vocab, validate)
+from ladder.train_log import TrainLog
 from ladder.warmstart import init_from_base, resolve_init
-
-
-class TrainingFailed(Exception):
-    """The run started but cannot go on (NaN or diverged loss, a failed write, distributed start-up): exit 1."""
-
-    storage = False  # a failed write: orbax's writer threads may still hold failing futures (see commands/train)
 
 
 _STORAGE_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied",
@@ -95,7 +88,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
     check_run_dir(run_dir)
-    run_dir = rundir.path(run_dir)
+    run_dir = storage.path(run_dir)
     initialize_distributed(config.distributed)
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
@@ -131,14 +124,17 @@ def device_bytes() -> float | None:
 
 
 def _train_locked(config, run_dir, mesh, on_eval) -> dict:
+    """Holding the run directory: refuse another config's run, return a finished run's summary as it is, else
+    write config.json, start from the newest verified checkpoint (or the base run, or a fresh init), run the
+    steps and mark the run done."""
     digest = config_hash(config)
     saved = rundir.read_run_config(run_dir)
     require(saved is None or saved.get("config_hash") == digest, "--run-dir",
             f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
-    status = rundir.read_json(run_dir / "status.json")
+    status = rundir.read_status(run_dir)
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
-    init = rundir.read_json(run_dir / "init.json") or resolve_init(config)  # a resume keeps its base
+    init = storage.read_json(run_dir / rundir.INIT) or resolve_init(config)  # a resume keeps its base
     source, row_sharding = _open_source(config, mesh)
 
     # Everything checked: from here on we write.
@@ -146,11 +142,31 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            rundir.write_json(run_dir / "config.json", dict(config.to_dict(), config_hash=digest))
+            storage.write_json(run_dir / rundir.CONFIG, dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
-    log = _RunLog(config, run_dir, start, ckpts, lead)
+    log = TrainLog(config, run_dir, start, ckpts, lead)
+    preempted = _run_recording_failures(config, program, state, start, source, row_sharding, ckpts, log, on_eval,
+                                        run_dir)
+    if preempted:
+        return preempted
+    progress = log.progress
+    progress["eta_s"] = 0.0
+    try:
+        log.set_status("done", mfu=progress["mfu"])
+    except OSError as e:
+        raise storage_failure(e, run_dir / rundir.STATUS, ckpts.last_verified) from e
+    return dict(log.base, state="done", step=config.train.total_steps, loss=progress["loss"],
+                tokens_per_s=progress["tokens_per_s"], mfu=progress["mfu"], run_dir=str(run_dir))
+
+
+def _run_recording_failures(config, program: TrainProgram, state, start: int, source, row_sharding,
+                            ckpts: Checkpoints, log: TrainLog, on_eval, run_dir) -> dict | None:
+    """_run_steps, then the last save sealed; any failure recorded as status "failed" (or "preempted" for a
+    second Ctrl-C) before it propagates, so status.json never says "running" for a run that stopped. Signal
+    handlers are restored and the metrics writer and checkpoints closed on every path. Returns _run_steps's
+    preempted summary, or None when every step ran."""
     preemption = Preemption()
     failed = False
     try:
@@ -168,11 +184,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
         error = storage_failure(e, run_dir, ckpts.last_verified)
         _record_failure(log.set_status, error)
         raise error from e
-    except TrainingFailed as e:
-        failed = True
-        _record_failure(log.set_status, e, ckpts)
-        raise
-    except LadderError as e:  # bad input found mid-run (an evaluation's task): say "failed", not "running"
+    except (TrainingFailed, LadderError) as e:  # LadderError: bad input found mid-run (an evaluation's task)
         failed = True
         _record_failure(log.set_status, e, ckpts)
         raise
@@ -189,14 +201,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
             log.writer.abandon() if failed else log.writer.close()
         with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
             ckpts.close()
-    progress = log.progress
-    progress["eta_s"] = 0.0
-    try:
-        log.set_status("done", mfu=progress["mfu"])
-    except OSError as e:
-        raise storage_failure(e, run_dir / "status.json", ckpts.last_verified) from e
-    return dict(log.base, state="done", step=config.train.total_steps, loss=progress["loss"],
-                tokens_per_s=progress["tokens_per_s"], mfu=progress["mfu"], run_dir=str(run_dir))
+    return None
 
 
 def _open_source(config, mesh):
@@ -241,7 +246,7 @@ def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, s
     if start is None and init:
         state, start = init_from_base(program, init, jax.random.key(seed)), 0
         if lead:
-            rundir.write_json(run_dir / "init.json", init)
+            storage.write_json(run_dir / rundir.INIT, init)
             print(f"ladder train: continuing {init['base_run']} from its checkpoint at step {init['step']}"
                   + (" with its optimizer state" if init["restore_optimizer"] else " (weights only)"), file=sys.stderr)
     elif start is None:
@@ -253,83 +258,8 @@ def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, s
     return state, start
 
 
-class _RunLog:
-    """What the run reports as it goes: status.json and metrics.jsonl (process 0 writes them), the rates, and
-    the check of every step's loss before anything is saved or evaluated (divergence)."""
-
-    def __init__(self, config, run_dir, start: int, ckpts: Checkpoints, lead: bool):
-        t, a = config.train, arch_of(config)
-        self.t, self.run_dir, self.ckpts, self.lead = t, run_dir, ckpts, lead
-        self.flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
-        self.tokens_per_step = t.global_batch * a.seq_len
-        self.peak, peak_source = metrics_lib.peak_flops(jax.devices())
-        self.writer = None
-        status_before = rundir.read_json(run_dir / "status.json") or {}
-        # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
-        # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
-        first_loss = status_before.get("first_loss") if start else None
-        # A stop that interrupted the evaluation of the step this run resumes from: evaluate it first (an older
-        # start passes that step again and evaluates it in the loop). Kept in status.json until done.
-        pending = status_before.get("eval_pending")
-        self.eval_pending = pending if start and pending == start else None
-        if lead:
-            rundir.truncate_metrics(run_dir, start)
-            self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
-        self.base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=self.flops_per_token,
-                         peak_flops=self.peak, peak_source=peak_source, first_loss=first_loss)
-        self.progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
-        self.clock = {"t": None, "step": start}
-
-    def set_status(self, state_name, **extra):
-        base, progress = self.base, self.progress
-        base["last_verified_step"] = self.ckpts.last_verified
-        if self.lead:
-            done = progress["step"]
-            rundir.write_json(self.run_dir / "status.json", dict(
-                base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
-                eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
-                flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(),
-                **({"eval_pending": self.eval_pending} if self.eval_pending is not None else {}), **extra))
-
-    def record(self, done: int, device_metrics, force_log: bool) -> None:
-        """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""
-        t, base, progress, clock = self.t, self.base, self.progress, self.clock
-        tokens_per_step = self.tokens_per_step
-        m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-        if base["first_loss"] is None and math.isfinite(m["loss"]):
-            base["first_loss"] = m["loss"]
-        problem = diverged(m["loss"], m["grad_norm"], base["first_loss"], t.divergence_margin)
-        if problem:
-            self.ckpts.wait()  # a save still in flight is an earlier, checked state: seal it before naming it
-            kept = self.ckpts.last_verified
-            raise TrainingFailed(f"step {done}: {problem}; stopped before saving it; the last verified checkpoint "
-                                 f"is {'step ' + str(kept) if kept is not None else 'none (nothing saved yet)'}; "
-                                 "lower optim.peak_lr, raise optim.warmup_steps or check the data")
-        now = time.perf_counter()
-        progress.update(step=done, loss=m["loss"])
-        first = clock["t"] is None  # the first step after a start includes compilation: rates start after it
-        if first:
-            clock.update(t=now, step=done)
-        if not (force_log or done % t.log_every == 0):
-            return
-        # Every step due is logged, the first after a start too, so a resumed run's metrics.jsonl has the
-        # rows an uninterrupted run's has; that first row has no rate (tokens_per_s, mfu: null).
-        rate = eta = mfu = None
-        if not first:
-            rate = (done - clock["step"]) * tokens_per_step / (now - clock["t"])
-            eta = (t.total_steps - done) * tokens_per_step / rate
-            mfu = self.flops_per_token * rate / self.peak
-            progress.update(tokens_per_s=rate, eta_s=eta, mfu=mfu)
-            clock.update(t=now, step=done)
-        if self.lead:
-            self.writer.write(dict(step=done, loss=m["loss"], z_loss=m["z_loss"], grad_norm=m["grad_norm"],
-                                   lr=m["lr"], tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu,
-                                   time=time.time()), eta)
-            self.set_status("running")
-
-
 def _run_steps(config, program: TrainProgram, state, start: int, source, row_sharding, ckpts: Checkpoints,
-               log: _RunLog, preemption: Preemption, on_eval, run_dir) -> dict | None:
+               log: TrainLog, preemption: Preemption, on_eval, run_dir) -> dict | None:
     """Steps start..total_steps: dispatch, check the previous step's loss, evaluate and save when due. Returns
     the preempted summary when a signal stopped it (after its save), else None."""
     t = config.train
@@ -387,24 +317,11 @@ def _evaluate(on_eval, step: int, state, program: TrainProgram, dp: int, preempt
     return True
 
 
-def _preempted(log: _RunLog, preemption: Preemption, run_dir) -> dict:
+def _preempted(log: TrainLog, preemption: Preemption, run_dir) -> dict:
     log.set_status("preempted", signal=preemption.signal_name)
     return dict(log.base, state="preempted", step=log.progress["step"], loss=log.progress["loss"],
                 run_dir=str(run_dir), signal=preemption.signal_name,
                 **({"eval_pending": log.eval_pending} if log.eval_pending is not None else {}))
-
-
-def diverged(loss: float, grad_norm: float, first_loss: float | None, margin: float) -> str | None:
-    """Why a step's loss means the run has diverged, or None. Rule (docs/training.md, "Divergence"): the loss
-    or gradient norm is NaN/Inf, or the loss exceeds the run's first-step loss by more than `margin` nats
-    (0 turns the second test off). A random model starts near ln(vocab), so a loss far above where the run
-    started is a blow-up, not noise; a finite 1e6 would otherwise train on and end "done"."""
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-        return f"loss={loss} grad_norm={grad_norm} is not finite"
-    if margin > 0 and first_loss is not None and loss > first_loss + margin:
-        return (f"loss {loss:.6g} exceeds the first step's {first_loss:.6g} by more than train.divergence_margin="
-                f"{margin:g} nats (diverged)")
-    return None
 
 
 def _record_failure(set_status, error: BaseException, ckpts=None) -> None:

@@ -1,5 +1,6 @@
 """A train config: every key with its default, the plan-rung mapping, and the checks that run before anything
-is compiled or written (each failure one line naming the field and the fix: LadderError, exit 2).
+is compiled or written (each failure one line naming the field and the fix: LadderError, exit 2). The checks
+that need the mesh and the device's memory are in ladder/device_checks.py.
 
 No JAX here: the CLI, the planner and the launcher can build and check configs without importing it.
 """
@@ -18,7 +19,6 @@ from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
 
 DTYPES = ("float32", "bfloat16")
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
 ATTENTIONS = ("auto", "xla", "splash", "cudnn")  # ladder.attention.IMPLEMENTATIONS
 # Values older plans and configs carry: model.remat was a bool (True = recompute each whole layer).
@@ -133,12 +133,6 @@ def resolve_vocab(config) -> None:
         config.model.vocab_size = vocab_size(config.data)
 
 
-def arch_of(config) -> arch_lib.Arch:
-    m = config.model
-    return arch_lib.Arch(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, vocab_size=m.vocab_size,
-                         seq_len=m.seq_len, mlp_hidden=m.mlp_hidden)
-
-
 def data_config(config) -> ml_collections.ConfigDict:
     """The data config the run reads: `data` with the model's vocab_size, or the `mix` mixture when mix.r >= 0."""
     data = ml_collections.ConfigDict(config.data)
@@ -224,7 +218,22 @@ def validate(config, *, data: bool = True) -> None:
     require_kind(config, "train", "this config")
     check_known_keys(config)
     require_path_name(config.name, "name")  # the default run directory is runs/<name>
-    m, t, o = config.model, config.train, config.optim
+    _check_positive(config)
+    _check_model(config.model)
+    _check_optimization(config.train, config.optim)
+    _check_counts_and_mesh(config)
+    _check_steps(config.train)
+    _check_data_and_eval(config)
+    if data and config.data.source != "synthetic":
+        from ladder.data.pipeline import vocab_size
+
+        need, have = vocab_size(config.data), config.model.vocab_size
+        require(need <= have, "model.vocab_size", f"{have} is smaller than the tokenizer's {need}",
+                f"set model.vocab_size={need}")
+
+
+def _check_positive(config) -> None:
+    """Sizes, counts and rates that only make sense above zero."""
     for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "rope_theta",
                                  "norm_eps", "init_std")),
                       ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
@@ -232,6 +241,10 @@ def validate(config, *, data: bool = True) -> None:
         for key in keys:
             value = config[sec][key]
             require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")
+
+
+def _check_model(m) -> None:
+    """The architecture: shapes RoPE and the heads can use, known dtypes, remat policies and attentions."""
     require(m.vocab_size >= 2, "model.vocab_size", f"{m.vocab_size} leaves nothing to predict (a 1-token language)",
             "use the tokenizer's vocabulary, e.g. 259 for bytes")
     require(m.mlp_hidden >= 0, "model.mlp_hidden", f"must be >= 0, got {m.mlp_hidden}", "use 0 for 4*d_model")
@@ -248,6 +261,10 @@ def validate(config, *, data: bool = True) -> None:
     require(m.attention != "splash" or m.seq_len % 128 == 0, "model.attention",
             f"splash needs seq_len divisible by 128, got {m.seq_len}", "use attention=xla or auto")
     require(m.loss_chunk >= 0, "model.loss_chunk", f"must be >= 0, got {m.loss_chunk}", "use 0 for the whole sequence")
+
+
+def _check_optimization(t, o) -> None:
+    """Microbatching, the LR schedule, AdamW and the loss terms."""
     require(t.microbatches >= 1 and t.global_batch % t.microbatches == 0, "train.microbatches",
             f"{t.microbatches} does not split global_batch={t.global_batch}", "use a divisor of the global batch")
     require(o.schedule in SCHEDULES, "optim.schedule", f"unknown schedule {o.schedule!r}",
@@ -266,6 +283,11 @@ def validate(config, *, data: bool = True) -> None:
     require(t.z_loss >= 0, "train.z_loss", f"must be >= 0, got {t.z_loss}", "use 0 to turn it off")
     require(t.divergence_margin >= 0, "train.divergence_margin", f"must be >= 0, got {t.divergence_margin}",
             "use e.g. 2.0 (nats above the first step's loss), or 0 to check only for NaN/Inf")
+
+
+def _check_counts_and_mesh(config) -> None:
+    """Seeds and caps (0 allowed) and the mesh axes (-1: fill with the devices left over)."""
+    t = config.train
     for field, value in (("train.seed", t.seed), ("data.seed", config.data.seed), ("eval.seed", config.eval.seed),
                          ("data.max_documents", config.data.max_documents),
                          ("eval.max_questions", config.eval.max_questions),
@@ -278,6 +300,10 @@ def validate(config, *, data: bool = True) -> None:
                 f"got {config.mesh[key]}", "use 1 for no split, or -1 for the devices left over")
     require(config.mesh.dcn_data >= 1, "mesh.dcn_data", f"must be >= 1, got {config.mesh.dcn_data}",
             "set the number of slices (1 for one slice)")
+
+
+def _check_steps(t) -> None:
+    """The steps that save checkpoints and evaluate, and the FLOP count MFU uses."""
     require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}",
             "use 0 for no periodic saves")
     require(t.mfu_accounting in arch_lib.FLOP_COUNTS, "train.mfu_accounting", f"unknown {t.mfu_accounting!r}",
@@ -289,6 +315,10 @@ def validate(config, *, data: bool = True) -> None:
         bad = [s for s in t[key] if not 0 < s <= t.total_steps]
         require(not bad, f"train.{key}", f"steps {bad} are outside [1, total_steps={t.total_steps}]",
                 "remove them or raise total_steps")
+
+
+def _check_data_and_eval(config) -> None:
+    """The corpus domains, the evaluation's held-out losses, a continued run's base, and the domain mixture."""
     i, mix, e = config.init, config.mix, config.eval
     if config.data.source == "embedded":
         embedded_domains(config.data.domains, "data.domains")
@@ -310,12 +340,6 @@ def validate(config, *, data: bool = True) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
-    if data and config.data.source != "synthetic":
-        from ladder.data.pipeline import vocab_size
-
-        need = vocab_size(config.data)
-        require(need <= m.vocab_size, "model.vocab_size", f"{m.vocab_size} is smaller than the tokenizer's {need}",
-                f"set model.vocab_size={need}")
 
 
 def embedded_domains(value, field: str) -> list[str]:
@@ -332,55 +356,6 @@ def embedded_domains(value, field: str) -> list[str]:
     require(repeated[0] is None, field, f"names {repeated[0]!r} twice",
             "list each domain once (data.weights sets their shares)")
     return names
-
-
-def validate_for_mesh(config, mesh_shape: dict, process_count: int) -> None:
-    """Checks that need the mesh: batch and parameter dimensions must split evenly over their mesh axes."""
-    m, t = config.model, config.train
-    a = arch_of(config)
-    dp = mesh_shape["data"] * mesh_shape["fsdp"]
-    require(t.global_batch % dp == 0, "train.global_batch",
-            f"{t.global_batch} is not divisible by data*fsdp = {dp}", f"use a multiple of {dp}")
-    require(t.global_batch % (dp * t.microbatches) == 0, "train.microbatches",
-            f"{t.microbatches} microbatches of global_batch={t.global_batch} do not split over data*fsdp = {dp}",
-            f"use microbatches dividing {t.global_batch // dp}")
-    require(t.global_batch % process_count == 0, "train.global_batch",
-            f"{t.global_batch} is not divisible by {process_count} processes", f"use a multiple of {process_count}")
-    require(m.d_model % mesh_shape["fsdp"] == 0, "mesh.fsdp",
-            f"fsdp={mesh_shape['fsdp']} does not divide d_model={m.d_model}", "choose a divisor of d_model")
-    tp = mesh_shape["tensor"]
-    for field, size in (("model.n_heads", m.n_heads), ("model.mlp_hidden", a.mlp_hidden),
-                        ("model.vocab_size", a.padded_vocab)):
-        require(size % tp == 0, "mesh.tensor", f"tensor={tp} does not divide {field}={size}",
-                "choose a tensor size dividing heads, MLP width and padded vocab")
-
-
-def check_fits_memory(config, mesh_shape: dict, bytes_per_device: float | None) -> None:
-    """Refuse a model whose training state cannot fit before compiling it: XLA would spend minutes (for 10^5
-    layers, longer than anyone waits) on a program that then fails in the allocator. The estimate is the
-    planner's (plan.resources.estimate_memory, docs/planning.md: parameters, gradients, AdamW moments and
-    the activations the remat policy keeps), a lower bound here (CPU attention may also hold its scores),
-    so only a model the estimate alone overflows is refused. bytes_per_device: what one device may hold
-    (None: unknown, nothing checked)."""
-    if not bytes_per_device:
-        return
-    from ladder.plan.resources import estimate_memory  # plan comes before train; imported where it is used
-
-    m, t = config.model, config.train
-    a = arch_of(config)
-    rung = {"name": config.name, "d_model": m.d_model, "n_layers": m.n_layers, "mlp_hidden": a.mlp_hidden,
-            "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_sequences": t.global_batch,
-            "n_total": arch_lib.n_params_total(a)}
-    need = estimate_memory(rung, math.prod(mesh_shape.values()), dict(mesh_shape), remat=m.remat,
-                           microbatches=t.microbatches, activation_bytes=DTYPE_BYTES.get(m.dtype, 4),
-                           loss_chunk=m.loss_chunk)
-    gib = 2**30
-    require(need["total"] <= bytes_per_device, "model",
-            f"{config.name} needs at least {need['total'] / gib:,.1f} GiB per device ({rung['n_total']:.3g} "
-            f"parameters with their gradients and AdamW moments: {(need['params'] + need['grads'] + need['optimizer']) / gib:,.1f} GiB; "
-            f"activations {need['activations'] / gib:,.1f} GiB) but a device here holds {bytes_per_device / gib:,.1f} GiB",
-            "shrink model.n_layers / d_model / seq_len or train.global_batch, raise train.microbatches or "
-            "model.remat, or use more devices (ladder plan sizes rungs for a slice)")
 
 
 def check_run_dir(run_dir) -> None:

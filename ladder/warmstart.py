@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from ladder import checkpoint
-from ladder import rundir
+from ladder import rundir, storage
 from ladder.checkpoint import Checkpoints
 from ladder.errors import LadderError, require
 from ladder.step import TrainProgram
@@ -21,7 +21,7 @@ def resolve_init(config) -> dict | None:
     i = config.init
     if not i.from_run:
         return None
-    base_dir = rundir.path(i.from_run)
+    base_dir = storage.path(i.from_run)
     base_cfg = rundir.read_run_config(base_dir, "init.from_run")
     require(base_cfg is not None, "init.from_run", f"{base_dir} has no config.json, so it is not a run directory",
             "point it at the base run's --run-dir")
@@ -41,7 +41,7 @@ def init_from_base(program: TrainProgram, init: dict, key) -> dict:
     """A step-0 state from a base checkpoint: its weights and, with restore_optimizer, its Adam moments and
     bias-correction count (the LR-schedule counts restart at 0, so this run's own warmup and decay apply);
     otherwise a fresh optimizer state."""
-    ckpts = rundir.path(init["from_run"]) / "checkpoints"
+    ckpts = storage.path(init["from_run"]) / "checkpoints"
     if init["restore_optimizer"]:
         base = Checkpoints(ckpts, keep=1)
         try:

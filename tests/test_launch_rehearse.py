@@ -27,10 +27,10 @@ def test_emulator_serves_epath_orbax_and_tensorboard(gcs_emulator):
     import orbax.checkpoint as ocp
     from etils import epath
 
-    from ladder import rundir
+    from ladder import rundir, storage
 
     run = "gs://test/run"
-    rundir.write_json(f"{run}/status.json", {"state": "done"})
+    storage.write_json(f"{run}/status.json", {"state": "done"})
     assert rundir.read_status(run) == {"state": "done"}
     with ocp.CheckpointManager(f"{run}/checkpoints") as mgr:
         mgr.save(3, args=ocp.args.StandardSave({"w": jnp.arange(6.0)}))

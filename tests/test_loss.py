@@ -98,7 +98,8 @@ def test_same_update_as_the_plain_step(overrides, plain_step):
 
 def test_microbatches_must_split_the_batch():
     from ladder.errors import LadderError
-    from ladder.train_config import validate, validate_for_mesh
+    from ladder.device_checks import validate_for_mesh
+    from ladder.train_config import validate
 
     with pytest.raises(LadderError, match="train.microbatches"):
         validate(tiny_config(train__microbatches=3))

@@ -110,6 +110,21 @@ def test_bad_input_is_a_clear_error(tmp_path, kwargs, rows, match):
         predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=0, **kwargs)
 
 
+def test_default_runs_are_every_size_at_the_papers_budgets_when_the_papers_16_are_there():
+    """docs/laws.md "Which runs the default fits": on the published ladder the 16 and the 3B runs at 1xC-10xC,
+    not the 0.5xC runs or the reruns; any other ladder: every run; "paper" still names the 16."""
+    from ladder.laws.predict import select_runs
+
+    olmo = [f"{s}-{c}" for s in ("190M", "370M", "760M", "1B", "3B")
+            for c in ("0.5xC", "1xC", "1xC-rerun", "2xC", "5xC", "10xC")]
+    cols = {"run": np.array(olmo)}
+    assert select_runs(cols) == [f"{s}-{c}xC" for s in ("190M", "370M", "760M", "1B", "3B") for c in (1, 2, 5, 10)]
+    assert select_runs(cols, "paper") == list(PAPER_RUNS)
+    assert select_runs(cols, "3B-*") == [r for r in olmo if r.startswith("3B-")]
+    other = {"run": np.array(olmo[6:])}  # 190M missing: not the published ladder, so every run
+    assert select_runs(other) == olmo[6:]
+
+
 def test_ensemble_without_back_test_splits_falls_back_to_the_paper_method(tmp_path):
     cols = _cols(tmp_path, synthetic_rows(sizes=(1e8, 2e8), multiples=(1, 2, 5)))
     with pytest.warns(UserWarning, match="allows no back-test split"):
@@ -127,13 +142,14 @@ def test_paper_method_runs_end_to_end_on_the_published_ladder(shared_dir, tmp_pa
     assert code == 0
     pred = json.loads((tmp_path / "pred.json").read_text())
     printed = capsys.readouterr().out
-    assert ", ".join(PAPER_RUNS) in printed
+    fitted = list(PAPER_RUNS) + [f"3B-{c}xC" for c in (1, 2, 5, 10)]  # the default: every size at 1xC-10xC
+    assert f"fitted runs: {', '.join(fitted)}\n" in printed
     for target in ("7B", "13B"):
         for task in ("mmlu", "hellaswag"):
             r = pred[target][task]
             assert r["method"] == "paper" and 0.25 < r["acc_lo"] <= r["acc"] <= r["acc_hi"] < 1
-    assert "X100" in pred["13B"]["mmlu"]["flags"]  # 13B-5T is ~200x the 1B-10xC run
-    assert "X100" not in pred["7B"]["mmlu"]["flags"]  # 7B-4T is ~83x
+    assert pred["13B"]["mmlu"]["compute_ratio"] == pytest.approx(32.8, abs=0.1)  # x the 3B-10xC run's 6ND
+    assert "X100" not in pred["13B"]["mmlu"]["flags"] and "X100" not in pred["7B"]["mmlu"]["flags"]
     assert "NC" not in pred["7B"]["mmlu"]["flags"] and "(ABNORMAL" not in printed  # fits that match the reference
     assert (tmp_path / "chain.png").exists()
 
@@ -141,11 +157,11 @@ def test_paper_method_runs_end_to_end_on_the_published_ladder(shared_dir, tmp_pa
 def test_the_reported_interval_always_holds_its_point_and_plots(tmp_path):
     """A percentile interval of biased refits can miss the point (seen on a 3-size ladder with 20 resamples,
     where the plot then raised on a negative error bar): the interval is stretched to the point."""
-    from ladder.laws.predict import _interval
+    from ladder.laws.task_results import bootstrap_interval
     from ladder.plots import _plt, _target
 
-    assert _interval(np.array([0.50, 0.51, 0.52, np.nan]), 0.45) == (0.45, pytest.approx(0.5195))
-    assert _interval(np.array([0.50, 0.51, 0.52]), 0.60) == (pytest.approx(0.5005), 0.60)
+    assert bootstrap_interval(np.array([0.50, 0.51, 0.52, np.nan]), 0.45) == (0.45, pytest.approx(0.5195))
+    assert bootstrap_interval(np.array([0.50, 0.51, 0.52]), 0.60) == (pytest.approx(0.5005), 0.60)
     # a prediction file written before the rule: the plot draws it rather than raising
     fig, ax = _plt().subplots()
     _target(ax, 1e9, {"acc": 0.45, "acc_lo": 0.50, "acc_hi": 0.52}, "acc", "*", "old file")

@@ -154,7 +154,7 @@ def test_loss_spike_stops_the_run_naming_step_and_last_verified_checkpoint(tmp_p
 
 
 def test_divergence_rule():
-    from ladder.train import diverged
+    from ladder.train_log import diverged
 
     assert diverged(5.0, 1.0, 5.5, 2.0) is None
     assert diverged(7.4, 1.0, 5.5, 2.0) is None

@@ -279,11 +279,11 @@ def test_collect_names_a_rungs_damaged_results_table(capsys, tmp_path, content, 
 
 def test_run_dir_json_that_is_not_an_object_is_torn(tmp_path):
     """The tolerant reader (run-directory files) treats binary or non-object JSON as torn, not as a crash."""
-    from ladder import rundir
+    from ladder import rundir, storage
 
     for content in (b"\xff\xfe", b"[1, 2]", b'"running"', b"[" * 100_000):
         (tmp_path / "status.json").write_bytes(content)
-        assert rundir.read_json(tmp_path / "status.json") is None and rundir.read_status(tmp_path) == {}
+        assert storage.read_json(tmp_path / "status.json") is None and rundir.read_status(tmp_path) == {}
 
 
 def test_eval_of_a_config_json_missing_a_section(tmp_path):

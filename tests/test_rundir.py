@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from ladder import results, rundir
+from ladder import formats, results, rundir, storage
 from ladder.errors import LadderError
 
 
 def test_json_written_atomically_and_torn_json_reads_as_absent(tmp_path):
-    rundir.write_json(tmp_path / "status.json", {"state": "done", "loss": np.float32(1.5)})
-    assert rundir.read_json(tmp_path / "status.json") == {"state": "done", "loss": 1.5}
+    storage.write_json(tmp_path / "status.json", {"state": "done", "loss": np.float32(1.5)})
+    assert storage.read_json(tmp_path / "status.json") == {"state": "done", "loss": 1.5}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temp file left behind
     (tmp_path / "torn.json").write_text('{"state": "run')
-    assert rundir.read_json(tmp_path / "torn.json") is None and rundir.read_json(tmp_path / "absent.json") is None
+    assert storage.read_json(tmp_path / "torn.json") is None and storage.read_json(tmp_path / "absent.json") is None
     assert rundir.read_status(tmp_path / "nowhere") == {}
 
 
@@ -30,7 +30,7 @@ def test_metrics_read_and_truncated_through_one_reader(tmp_path):
 @pytest.mark.parametrize("seconds, text", [(None, "-"), (float("nan"), "-"), (0.4, "0s"), (59, "59s"),
                                            (150, "2m"), (5400, "1.5h"), (3 * 86400, "3.0d")])
 def test_format_duration(seconds, text):
-    assert rundir.format_duration(seconds) == text
+    assert formats.format_duration(seconds) == text
 
 
 def test_collect_fills_plan_columns_and_refuses_to_overwrite(tmp_path):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from ladder import cli
+from ladder.effectiveness import compute_effectiveness
 from ladder.errors import LadderError
+from ladder.plan.cpt_grid import cpt_grid
 from ladder.results import append_rows, read_table
-from ladder.specialize import compute_effectiveness, cpt_grid
 
 SIZES = [1e6, 4e6, 1.6e7]
 BUDGETS = [1e6, 2e6, 4e6, 8e6]

@@ -183,7 +183,7 @@ def test_plan_rung_recipe_reaches_the_config_and_overrides_win():
 def test_run_dir_urls_and_object_store_writes(tmp_path, monkeypatch):
     """gs:// run dirs pass the pre-write checks (other schemes do not); on an object store metrics.jsonl is
     rewritten whole (no append) with the rows before the resume point kept: exercised here on a local path."""
-    from ladder import metrics, rundir
+    from ladder import metrics, rundir, storage
     from ladder.train_config import check_run_dir
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # credentials or an emulator: ladder.gcs
@@ -193,14 +193,14 @@ def test_run_dir_urls_and_object_store_writes(tmp_path, monkeypatch):
         check_run_dir("s3://b/r")
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
     rundir.truncate_metrics(tmp_path, 2)
-    monkeypatch.setattr(rundir, "is_remote", lambda path: True)
+    monkeypatch.setattr(storage, "is_remote", lambda path: True)
     writer = metrics.MetricsWriter(tmp_path, total_steps=9, stream=open(os.devnull, "w"))
     row = dict(step=3, tokens=96, loss=1.0, tokens_per_s=None, mfu=None)  # the trainer writes tokens on every row
     writer.write(row, None)
     writer.close()
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
-    rundir.write_json(tmp_path / "status.json", {"state": "done"})
-    assert rundir.read_json(tmp_path / "status.json") == {"state": "done"}
+    storage.write_json(tmp_path / "status.json", {"state": "done"})
+    assert storage.read_json(tmp_path / "status.json") == {"state": "done"}
     assert not (tmp_path / "status.json.tmp").exists()
 
 
@@ -209,7 +209,7 @@ def test_gs_run_dir_files_go_through_epath(tmp_path):
     tmp_path (orbax writes checkpoints to gs:// itself)."""
     from etils.epath import testing as epath_testing
 
-    from ladder import results, rundir
+    from ladder import results, rundir, storage
 
     def local(path):
         return str(path).replace("gs://bucket/run", str(tmp_path))
@@ -217,9 +217,9 @@ def test_gs_run_dir_files_go_through_epath(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
     row = dict(run="r", n=10, d=100, step=5, task="t", loss=1.0, acc=0.5)
     with epath_testing.mock_epath(exists=lambda orig, p: orig(local(p)), open=lambda orig, p, m: orig(local(p), m)):
-        rundir.write_json("gs://bucket/run/status.json", {"state": "running"})
-        assert rundir.read_json("gs://bucket/run/status.json") == {"state": "running"}
-        assert rundir.read_json("gs://bucket/run/absent.json") is None
+        storage.write_json("gs://bucket/run/status.json", {"state": "running"})
+        assert storage.read_json("gs://bucket/run/status.json") == {"state": "running"}
+        assert storage.read_json("gs://bucket/run/absent.json") is None
         rundir.truncate_metrics("gs://bucket/run", 2)
         assert [r["step"] for r in rundir.read_metrics("gs://bucket/run")] == [1, 2]
         rundir.write_results("gs://bucket/run/results.csv", 5, [row])

@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ladder import specialization as spec
-    from ladder.specialize import jsonable
+    from ladder.specialization import jsonable
 
     law_path = Path(args.law)
     require(law_path.is_file(), "--law", f"{law_path} not found", "run `ladder fit split|dcpt RESULTS` first")
@@ -62,9 +62,9 @@ def run(args) -> int:
         result = spec.dcpt_rule(fitted, args.rule, n=args.n, d=args.d, tolerance=args.tolerance,
                                 ratio_range=args.ratio_range, domain_tokens=args.domain_tokens,
                                 max_tokens=args.max_tokens, compute=args.compute, r=args.r)
-    from ladder import rundir
+    from ladder import storage
 
-    with rundir.all_or_nothing(out):  # JSON, CSV and plot land together, or none does
+    with storage.all_or_nothing(out):  # JSON, CSV and plot land together, or none does
         files = spec.write_allocation(result, out, stem)
     if result.get("warning"):
         print(f"ladder allocate: warning: {result['warning']}", file=sys.stderr)

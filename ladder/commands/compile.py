@@ -51,9 +51,9 @@ def run(args) -> int:
                              count_flops=not args.no_flops,
                              log=lambda r: print(compile_report.format_reports([r], header=False), flush=True))
     if args.out:
-        from ladder import rundir
+        from ladder import storage
 
-        rundir.write_text(args.out, json.dumps([r.to_dict() for r in reports], indent=2))
+        storage.write_text(args.out, json.dumps([r.to_dict() for r in reports], indent=2))
     bad = [r.rung for r in reports if not r.fits]
     if bad:
         raise LadderError(f"compile: {', '.join(bad)} do not fit; see the suggestions above")

@@ -179,9 +179,9 @@ def _tasks(args) -> None:
     for name in tasks.EMBEDDED:
         check_out(out / f"{name}.jsonl", args.overwrite)
     cfg = _embedded_config(args)
-    from ladder import rundir
+    from ladder import storage
 
-    with rundir.all_or_nothing(out):  # every task file lands, or none does
+    with storage.all_or_nothing(out):  # every task file lands, or none does
         out.mkdir(parents=True, exist_ok=True)
         for name in tasks.EMBEDDED:
             task = tasks.embedded_task(name, cfg, n_questions=args.n_questions)

@@ -39,15 +39,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ladder import specialization as spec
-    from ladder.errors import require
-    from ladder.results import read_table
-    from ladder.specialize import jsonable
+    from ladder import specialization as spec, storage
+    from ladder.specialization import jsonable
 
-    path = Path(args.results)
-    out = Path(args.out) if args.out else path.parent / "specialization"
-    table = read_table(path)
-    require(bool(table), "results", f"{path} has no rows", "collect CPT runs first")
+    table, default_out = spec.read_study(args.results)
+    out = Path(args.out) if args.out else default_out
     check_outs(spec.output_files(out, args.law), args.overwrite)
     if args.law == "dcpt":
         fit = spec.fit_dcpt(table, domain=args.domain, steps=args.steps, cross_domain=args.cross_domain,
@@ -55,9 +51,7 @@ def run(args) -> int:
                             domain_tokens=args.domain_tokens, compute=args.compute, r=args.r)
     else:
         fit = spec.fit_split(table, domain=args.domain, holdout=args.holdout)
-    from ladder import rundir
-
-    with rundir.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
+    with storage.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
         files = spec.write_fit(fit, out)
     if args.format == "json":
         print(json.dumps(jsonable(fit.summary), indent=1))

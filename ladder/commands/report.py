@@ -31,19 +31,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ladder import specialization as spec
-    from ladder.errors import require
-    from ladder.results import read_table
+    from ladder import specialization as spec, storage
 
-    path = Path(args.results)
-    out = Path(args.out) if args.out else path.parent / "specialization"
-    table = read_table(path)
-    require(bool(table), "results", f"{path} has no rows", "collect CPT runs first")
+    table, default_out = spec.read_study(args.results)
+    out = Path(args.out) if args.out else default_out
     check_outs(spec.output_files(out, "effectiveness"), args.overwrite)
     report = spec.effectiveness_report(table, metric=args.metric, task=args.task)
-    from ladder import rundir
-
-    with rundir.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
+    with storage.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
         files = spec.write_effectiveness(report, out)
     if args.format == "json":
         print(json.dumps(spec.summary_of(report), indent=1))

@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ladder import rundir
+    from ladder import storage
     from ladder.errors import LadderError
 
     plan = jobs.load(args.plan)
@@ -31,7 +31,7 @@ def run(args) -> int:
         names = [r["name"] for r in plan["rungs"]]
         if args.logs not in names:
             raise LadderError(f"--logs: no rung named {args.logs!r} in {args.plan}; rungs: {', '.join(names)}")
-        print(log_tail(rundir.join(run_root(args), args.logs), args.lines))
+        print(log_tail(storage.join(run_root(args), args.logs), args.lines))
         return 0
     root = run_root(args)
     print(format_status(ladder_status(plan, root)))

@@ -217,11 +217,11 @@ BUILD_FORMAT = "ladder-build-v1"
 
 
 def _write_sums(version_dir: Path) -> None:
-    from ladder import rundir
+    from ladder import storage
     from ladder.data.packing import _file_sum
 
     files = {p.name: _file_sum(p) for p in sorted(version_dir.iterdir()) if p.is_file() and p.name != BUILD_SUMS}
-    rundir.write_text(version_dir / BUILD_SUMS, json.dumps({"format": BUILD_FORMAT, "files": files}, indent=1))
+    storage.write_text(version_dir / BUILD_SUMS, json.dumps({"format": BUILD_FORMAT, "files": files}, indent=1))
 
 
 def build_problem(version_dir: Path) -> str:

@@ -10,7 +10,7 @@ Layout of a store directory (docs/data.md says why flat token files and not arra
     shard-00000.json       the shard's done marker (documents, tokens, bytes, sha256 of both files), written
                            after both files are in place
 
-Every file is written by `rundir.write_bytes` (a `.tmp-*` sibling renamed into place), so a killed job leaves
+Every file is written by `storage.write_bytes` (a `.tmp-*` sibling renamed into place), so a killed job leaves
 either a whole shard with its marker or something the next run deletes and redoes. Readers touch only
 manifest.json and the byte ranges of .tokens files they need (`ShardReader.read`: os.pread locally, ranged
 reads on gs://), never a whole shard, and map nothing: a memmap would count every page it ever touched in the

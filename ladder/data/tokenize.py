@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ladder import rundir
+from ladder import storage
 from ladder.data import token_store as ts
 from ladder.errors import LadderError
 
@@ -176,12 +176,12 @@ def _tokenize_unit(args) -> dict:
     np.cumsum(lengths, out=index[1:])
     name = ts.shard_name(i)
     data, idx = tokens.tobytes(), index.tobytes()
-    rundir.write_bytes(root / f"{name}.tokens", data)
-    rundir.write_bytes(root / f"{name}.index", idx)
+    storage.write_bytes(root / f"{name}.tokens", data)
+    storage.write_bytes(root / f"{name}.index", idx)
     marker = {"tokens_file": f"{name}.tokens", "index_file": f"{name}.index", "documents": len(lengths),
               "tokens": int(tokens.size), "bytes": n_bytes, "sha256": ts.sha256_bytes(data),
               "index_sha256": ts.sha256_bytes(idx), "max_id": int(tokens.max()) if tokens.size else -1}
-    rundir.write_bytes(root / f"{name}.json", json.dumps(marker).encode())
+    storage.write_bytes(root / f"{name}.json", json.dumps(marker).encode())
     return dict(marker, shard=i, size=unit["size"])
 
 
@@ -271,7 +271,7 @@ def _claim(root, plan: dict, overwrite: bool) -> None:
         else:
             return
     root.mkdir(parents=True, exist_ok=True)
-    rundir.write_bytes(root / ts.PLAN, json.dumps(plan, indent=1).encode())
+    storage.write_bytes(root / ts.PLAN, json.dumps(plan, indent=1).encode())
 
 
 def _run(todo, done, units, tokenizer_spec, spec, out, workers, log) -> None:
@@ -345,5 +345,5 @@ def _write_manifest(root, plan, tok, shards: list[dict], source: str) -> dict:
         "content_sha256": digest.hexdigest(),
         "shards": [{k: s[k] for k in keys} for s in kept],
     }
-    rundir.write_bytes(root / ts.MANIFEST, json.dumps(manifest, indent=1).encode())
+    storage.write_bytes(root / ts.MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest

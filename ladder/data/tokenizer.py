@@ -231,7 +231,7 @@ def train_sentencepiece(texts, model_path: str | os.PathLike, vocab_size: int,
                 if line.strip():
                     yield line[:max_sentence_length]
 
-    from ladder import rundir
+    from ladder import storage
 
     model = io.BytesIO()  # trained in memory, then written atomically: a kill never leaves half a .model
     spm.SentencePieceTrainer.train(
@@ -240,7 +240,7 @@ def train_sentencepiece(texts, model_path: str | os.PathLike, vocab_size: int,
         pad_id=0, unk_id=1, bos_id=2, eos_id=3, character_coverage=1.0,
         max_sentence_length=max_sentence_length, minloglevel=2, num_threads=os.cpu_count() or 1,
     )
-    rundir.write_bytes(model_path, model.getvalue())
+    storage.write_bytes(model_path, model.getvalue())
     return SentencePieceTokenizer(model_path)
 
 
@@ -288,8 +288,8 @@ def train_bpe(texts, path: str | os.PathLike, vocab_size: int) -> HFTokenizer:
     tok.train_from_iterator(texts, trainer=trainer)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from ladder import rundir
+    from ladder import storage
 
     # the bytes tok.save writes, but atomically: a killed training never leaves half a tokenizer.json
-    rundir.write_text(path, tok.to_str(pretty=True))
+    storage.write_text(path, tok.to_str(pretty=True))
     return HFTokenizer(path)

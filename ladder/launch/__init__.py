@@ -17,7 +17,7 @@ import shutil
 import sys
 from typing import ClassVar
 
-from ladder import rundir
+from ladder import rundir, storage
 from ladder.errors import LadderError
 from ladder.launch import jobs as jobs_lib
 from ladder.launch.jobs import Job
@@ -170,8 +170,8 @@ def pending(jobs: list[Job], *, read_remote: bool = True, print_fn=print) -> lis
         if job.run_dir.startswith("gs://") and not read_remote:
             todo.append(job)
             continue
-        if not rundir.is_remote(job.run_dir):  # a file where the run directory belongs, a directory for a file
-            if rundir.path(job.run_dir).exists() and not rundir.path(job.run_dir).is_dir():
+        if not storage.is_remote(job.run_dir):  # a file where the run directory belongs, a directory for a file
+            if storage.path(job.run_dir).exists() and not storage.path(job.run_dir).is_dir():
                 raise LadderError(f"rung {job.name}: {job.run_dir} is a file, not a run directory; move it away")
             rundir.check_layout(job.run_dir, f"rung {job.name}")
         check_owner(job)

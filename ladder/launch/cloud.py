@@ -16,7 +16,7 @@ from ladder.launch import Backend, LaunchOptions
 from ladder.launch import commands, costs, jobs as jobs_lib
 from ladder.launch.commands import Step
 from ladder.launch.jobs import Job
-from ladder import chips, rundir
+from ladder import chips, storage
 from ladder.errors import LadderError
 
 
@@ -110,7 +110,7 @@ class CloudBackend(Backend):
 
 def plan_uri(opts: LaunchOptions) -> str:
     """Where workers read the plan: content-addressed, so a different plan never overwrites it."""
-    return rundir.join(opts.run_root, f"plans/plan-{jobs_lib.plan_digest(opts.plan_path)}.json")
+    return storage.join(opts.run_root, f"plans/plan-{jobs_lib.plan_digest(opts.plan_path)}.json")
 
 
 def upload_plan(opts: LaunchOptions) -> Step:

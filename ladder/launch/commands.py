@@ -12,7 +12,7 @@ import shlex
 import subprocess
 from pathlib import Path, PurePosixPath
 
-from ladder import rundir
+from ladder import storage
 from ladder.launch.jobs import Job
 
 # Cloud TPU software (runtime) versions per chip, from the Cloud TPU "TPU software versions" page.
@@ -70,7 +70,7 @@ def run_steps(steps: list[Step], *, dry_run: bool, print_fn=print, runner=subpro
             continue
         for path, text in step.files.items():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            rundir.write_text(path, text)
+            storage.write_text(path, text)
         if step.unless and runner(step.unless, capture_output=True, text=True).returncode == 0:
             print_fn(f"# skipped (exists): {shlex.join(step.argv[:6])} ...")
             continue

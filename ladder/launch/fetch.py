@@ -7,8 +7,8 @@ import sys
 
 from etils import epath
 
-from ladder import rundir
+from ladder import storage
 
 if __name__ == "__main__":
     src, dst = sys.argv[1:3]
-    rundir.write_bytes(dst, epath.Path(src).read_bytes())  # a killed copy never leaves half a plan
+    storage.write_bytes(dst, epath.Path(src).read_bytes())  # a killed copy never leaves half a plan

@@ -11,7 +11,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from ladder import chips, rundir, topology
+from ladder import chips, storage, topology
 from ladder.errors import LadderError
 from ladder.train_config import RECIPE_KEYS, resolve_rung
 
@@ -141,7 +141,7 @@ def make_jobs(
         job_overrides = tuple(extra) + tuple(overrides)
         config, digest = resolve_rung(plan, rung, job_overrides)
         note = recipe_note(rung, config, accelerator, n_slices, overrides) if accelerator else ""
-        jobs.append(Job(rung, rundir.join(run_root, rung["name"]), accelerator, n_slices, job_overrides, config,
+        jobs.append(Job(rung, storage.join(run_root, rung["name"]), accelerator, n_slices, job_overrides, config,
                         digest, note))
     return jobs
 

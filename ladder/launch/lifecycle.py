@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from ladder import rundir
+from ladder import rundir, storage
 from ladder.launch import commands
 
 TERMINAL = ("done", "failed")
@@ -26,7 +26,7 @@ def rung_state(run_dir: str) -> str:
     state = rundir.read_status(run_dir).get("state", "pending")
     if state in TERMINAL:
         return state
-    logs = rundir.path(rundir.join(run_dir, "logs"))
+    logs = storage.path(storage.join(run_dir, "logs"))
     if logs.exists():
         for marker in logs.glob("*.exit"):
             if marker.read_text().strip() not in ("", "0"):
@@ -35,7 +35,7 @@ def rung_state(run_dir: str) -> str:
 
 
 def clear_exit_markers(run_dir: str) -> None:
-    logs = rundir.path(rundir.join(run_dir, "logs"))
+    logs = storage.path(storage.join(run_dir, "logs"))
     if logs.exists():
         for marker in logs.glob("*.exit"):
             marker.unlink()
@@ -43,10 +43,10 @@ def clear_exit_markers(run_dir: str) -> None:
 
 def record(backend, group, opts, run_dir: str, **fields) -> None:
     """<run dir>/launch.json: what the launcher did for this rung (read by `ladder status`)."""
-    if not rundir.is_remote(run_dir):
-        rundir.path(run_dir).mkdir(parents=True, exist_ok=True)
+    if not storage.is_remote(run_dir):
+        storage.path(run_dir).mkdir(parents=True, exist_ok=True)
     old = rundir.read_launch_record(run_dir)
-    old.update(backend=opts.backend, resource=group.name, slices=group.slices, logs=rundir.join(run_dir, "logs"),
+    old.update(backend=opts.backend, resource=group.name, slices=group.slices, logs=storage.join(run_dir, "logs"),
                **fields)
     rundir.write_launch_record(run_dir, **old)
 

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from ladder import rundir
+from ladder import storage
 from ladder.errors import LadderError
 from ladder.launch import LaunchOptions, emulator, get_backend, jobs as jobs_lib, launch_plan, standin
 
@@ -201,7 +201,7 @@ def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=pri
             problems.append(f"--preempt-at {preempt_at}: no rung reached step {preempt_at}; nothing was preempted")
         if reference is not None and outcome.rc == 0:
             for rung in plan["rungs"]:
-                a, b = (rundir.join(o.run_root, rung["name"]) for o in (reference, opts))
+                a, b = (storage.join(o.run_root, rung["name"]) for o in (reference, opts))
                 same = bitwise_equal(a, b)
                 print_fn(f"# drill: {rung['name']}: final parameters {'bitwise equal to' if same else 'DIFFER from'} "
                          "the uninterrupted reference")
@@ -217,7 +217,7 @@ def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=pri
             except LadderError as e:
                 problems.append(f"collect: {e}")
     calls = [c for c in outcome.calls]
-    rundir.write_text(root / "gcloud-calls.jsonl", "".join(json.dumps(c) + "\n" for c in calls))
+    storage.write_text(root / "gcloud-calls.jsonl", "".join(json.dumps(c) + "\n" for c in calls))
     summary = (f"{len(calls)} gcloud calls ({sum(map(mutating, calls))} changing something) in "
                f"{root / 'gcloud-calls.jsonl'}; created {len(outcome.created)}, deleted {len(outcome.deleted)}; "
                f"{time.time() - t0:.0f} s")

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 
-from ladder import rundir
+from ladder import formats, rundir, storage
 from ladder.errors import LadderError
 
 STALE_S = 15 * 60  # a "running" status.json not updated for this long is flagged: the run may be dead
@@ -51,7 +51,7 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"
     age = now - status["updated"] if "updated" in status else None
     if state == "running" and age is not None and age > STALE_S:
-        note = f"no update for {rundir.format_duration(age)}: stopped or preempted? relaunch to resume"
+        note = f"no update for {formats.format_duration(age)}: stopped or preempted? relaunch to resume"
     tokens = int(status.get("tokens") or 0)
     return RungStatus(
         name=rung["name"], state=state, step=int(status.get("step") or 0),
@@ -66,13 +66,13 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
 
 def log_location(run_dir: str) -> str:
     """Cloud workers copy their logs to <run dir>/logs/; the local backend writes <run dir>/launch*.log."""
-    return rundir.join(run_dir, "logs" if rundir.is_remote(run_dir) else "launch.log")
+    return storage.join(run_dir, "logs" if storage.is_remote(run_dir) else "launch.log")
 
 
 def log_tail(run_dir: str, lines: int = 40) -> str:
     """The last `lines` lines of every log of a rung (each worker's, or each local process's), headed by its
     path; a line saying where none were found otherwise."""
-    root = rundir.path(run_dir)
+    root = storage.path(run_dir)
     paths = sorted((root / "logs").glob("*.log")) if (root / "logs").exists() else []
     paths += sorted(root.glob("launch*.log")) if root.exists() else []
     if not paths:
@@ -86,7 +86,7 @@ def log_tail(run_dir: str, lines: int = 40) -> str:
 
 
 def ladder_status(plan: dict, run_root: str) -> list[RungStatus]:
-    return [rung_status(r, rundir.join(run_root, r["name"])) for r in plan["rungs"]]
+    return [rung_status(r, storage.join(run_root, r["name"])) for r in plan["rungs"]]
 
 
 def format_status(rows: list[RungStatus]) -> str:
@@ -98,8 +98,8 @@ def format_status(rows: list[RungStatus]) -> str:
         pct = 100.0 * r.step / r.total_steps if r.total_steps else 0.0
         lines.append(
             f"{r.name:<16} {r.state:<9} {f'{r.step}/{r.total_steps}':>10} {pct:3.0f}% {fmt_count(r.tokens):>9} "
-            f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {rundir.format_duration(r.eta_s):>9} "
-            f"{rundir.format_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
+            f"{fmt_num(r.loss, '.4f'):>8} {fmt_num(r.tokens_per_s, ',.0f'):>10} {formats.format_duration(r.eta_s):>9} "
+            f"{formats.format_duration(r.age_s) + ' ago' if r.age_s is not None else '-':>9} {r.attempts or '-':>5}  {r.logs}"
             + (f"  {r.note}" if r.note else ""))
     counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "failed", "pending")}
     if any(r.state == "preempted" for r in rows):
@@ -131,7 +131,7 @@ def collect(plan: dict, run_root: str, out: str, *, overwrite: bool = False, par
     A rung still training has rows at its early evaluation steps only; mixed into a fit they look like a
     finished small run. Returns (rows written, finished rungs without results, unfinished rungs skipped)."""
     skipped = [] if partial else [r["name"] for r in plan["rungs"]
-                                  if rundir.read_status(rundir.join(run_root, r["name"])).get("state") != "done"]
+                                  if rundir.read_status(storage.join(run_root, r["name"])).get("state") != "done"]
     finished = dict(plan, rungs=[r for r in plan["rungs"] if r["name"] not in skipped])
     if not finished["rungs"]:
         raise LadderError(f"{run_root}: no rung has finished yet ({len(skipped)} unfinished, skipped; --partial "
@@ -146,8 +146,8 @@ def _check_rung_n(rung: dict, run_root: str) -> None:
     """A rung's rows must carry the plan's parameter count: an `n` that disagrees (a results.csv from another
     plan, or a plan edited after training) put a point at the wrong size into every fit. Reads the rung's
     results once more than rundir.collect does (small files; keeps the check out of rundir)."""
-    file = f"{rundir.join(run_root, rung['name'])}/results.csv"
-    for row in rundir.read_results(rundir.join(run_root, rung["name"])):
+    file = f"{storage.join(run_root, rung['name'])}/results.csv"
+    for row in rundir.read_results(storage.join(run_root, rung["name"])):
         try:
             got = float(row.get("n"))
         except (TypeError, ValueError):

@@ -93,29 +93,36 @@ def fit_sigmoid_many(form: SigmoidForm, L, acc, weights=None, *, top_k: int = 16
     """`fit_sigmoid` for S weightings of the same points (weights [S, n]; 0 leaves a point out), as
     ladder.laws.chinchilla.fit_loss_many: each split's starts come from its own points (grid at the quantiles
     of its feature, start search on at most SEARCH_POINTS of them), the descents share numpy passes, and each
-    split is polished alone; the fits equal separate ones (to rounding)."""
+    split is polished alone; the fits equal separate ones (to rounding: a descent row sums over its own split's
+    points only)."""
     L, acc = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
     W = np.ones((1, L.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    starts, rows, search = [], [], np.zeros_like(W)
+    starts, rows, picks = [], [], []
     for s, w in enumerate(W):
         keep = np.flatnonzero(w > 0)
         # The start search sees at most SEARCH_POINTS evenly spaced points of the split
         # (ladder.laws.chinchilla.fit_loss explains why); L-BFGS-B below fits all of them.
         pick = keep[np.linspace(0, len(keep) - 1, SEARCH_POINTS).round().astype(int)] if len(keep) > SEARCH_POINTS \
             else keep
-        search[s, pick] = w[pick]
+        picks.append(pick)
         sw, sL, sacc = w[pick], L[pick], acc[pick]
         starts.append(best_starts(
             lambda X: 0.5 * (sw * (form.acc(X, sL, jac=False)[0] - sacc) ** 2).sum(-1), form.grid(L[keep]), top_k))
         rows += [s] * len(starts[-1])
     rows = np.array(rows)
-    used = np.flatnonzero(search.any(0))  # the union of the splits' search points
+    # Each descent row carries its own split's search points (padded with weight-0 copies to the longest
+    # split's count): the splits leave different runs out, and a row over the union of all splits' points
+    # (1,301 on OLMo for 512 each) did 2.5x the work on points of weight 0.
+    width = max(len(pk) for pk in picks)
+    at = np.stack([np.concatenate([pk, np.full(width - len(pk), pk[0] if len(pk) else 0)]) for pk in picks])
+    sW = np.stack([np.concatenate([w[pk], np.zeros(width - len(pk))]) for w, pk in zip(W, picks)])
 
-    def residual_fn(X, jac):
-        y, J = form.acc(X, L[used], jac)
-        return y - acc[used], J
+    def residual_fn(X, jac, Lr, ar):
+        y, J = form.acc(X, Lr, jac)
+        return y - ar, J
 
-    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), search[rows][:, used], bounds=form.bounds)
+    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), sW[rows], bounds=form.bounds,
+                               data=(L[at][rows], acc[at][rows]))
     out = []
     for s, w in enumerate(W):
         keep = w > 0
@@ -149,30 +156,73 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     B = len(W)
     theta = np.array(form.full(np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names))))[:, 2:4])
     if (theta[:, 0] <= 0.0).any():
-        # A flat start (k = 0): s is constant, the exact (a, b) puts a = 0 and (k, L0) get no gradient. The
-        # 4-parameter descent, whose a is not reset, can leave it.
-        def residual_fn(X, jac):
-            yh, J = form.acc(X, L, jac)
-            return yh - y, J
-
-        X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names)))
-        return minimize_batched(residual_fn, X0, W, delta=None, bounds=form.bounds, rtol=rtol)
+        return _refit_from_flat_start(form, x0, L, y, W, rtol)
     const = {"1": W.sum(1), "y": W @ y, "yy": W @ (y * y)}
-    # The points' fixed columns (1, y) and, for the sums of d = s (1 - s), (1, u, y, u y, u^2) with u = L - c
-    # centred on the start's midpoint c, so that L - L0 = u - (L0 - c) stays small and the expansion of
+    # The points' fixed columns for the sums of d = s (1 - s): (1, u, y, u y, u^2) with u = L - c centred on
+    # the start's midpoint c, so that L - L0 = u - (L0 - c) stays small and the expansion of
     # sum w d^2 (L - L0)^2 into these sums loses no digits (`_sums`).
     c = float(np.median(theta[:, 1]))
     u = L - c
-    F_lin = np.ascontiguousarray(np.column_stack([np.ones_like(L), y]))
     F_d = np.ascontiguousarray(np.column_stack([np.ones_like(L), u, y, u * y, u * u]))
-
     chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
-    buf = np.empty((2, min(chunk, B), L.size))
+    trial = _projected_trial(form, L, y, W, const, chunk)
+    s, a, b, f, lin = trial(np.arange(B), theta)
+    S_ss, S_s = lin["ss"].copy(), lin["s"].copy()  # sum w s^2, sum w s at each problem's current (k, L0)
+    lam = np.full(B, 1e-3)
+    done = np.zeros(B, dtype=bool)
+    G_all, stale = np.empty((B, 5, 5)), np.ones(B, dtype=bool)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(~done)
+        if idx.size == 0:
+            break
+        th, ai, bi, fi, li = theta[idx], a[idx], b[idx], f[idx], lam[idx]
+        redo = idx[stale[idx]]  # a rejected step leaves (k, L0) and so the sums where they were
+        if redo.size:
+            G_all[redo] = _sums(s[redo], W[redo], theta[redo, 1] - c, F_d, chunk)
+            G_all[redo, 0, 0], G_all[redo, 0, 3] = S_ss[redo], S_s[redo]
+            G_all[redo, 3, 0], G_all[redo, 3, 3] = S_s[redo], const["1"][redo]
+        g, H = _reduced(form, G_all[idx], ai, bi, th[:, 0])
+        step, left = _damped_step(g, H, th[:, 0], li)
+        th_new = th + step
+        th_new[:, 0] = np.maximum(th_new[:, 0], 0.0)
+        s_new, a_new, b_new, f_new, lin = trial(idx, th_new)
+        accept = (f_new <= fi) & np.isfinite(f_new)
+        stale[idx] = accept
+        theta[idx] = np.where(accept[:, None], th_new, th)
+        s[idx[accept]] = s_new[accept]
+        S_ss[idx[accept]], S_s[idx[accept]] = lin["ss"][accept], lin["s"][accept]
+        a[idx], b[idx], f[idx] = (np.where(accept, new, old) for new, old in ((a_new, ai), (b_new, bi), (f_new, fi)))
+        lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
+        # Done when the model says less than rtol of the objective is left to gain. (A tiny gain from a damped
+        # step is no test here: where a linear parameter meets its bound the model overshoots, the damping
+        # grows, and a short step gains little far from the optimum.)
+        tiny = rtol * np.maximum(fi, 1e-300)
+        done[idx] = ~np.isfinite(left) | (left <= tiny) | (lam[idx] >= 1e12)
+    X = np.column_stack([a, b, theta]) if form.floor is None else np.column_stack([b, theta])
+    return X, f, done
+
+
+def _refit_from_flat_start(form: SigmoidForm, x0, L, y, W, rtol: float):
+    """fit_sigmoid_batched's refits where a start is flat (k = 0): there s is constant, the exact (a, b) puts
+    a = 0 and (k, L0) get no gradient, so variable projection cannot leave it; the 4-parameter descent,
+    whose a is not reset, can. Returns (X [B, P], objective [B], converged [B])."""
+    def residual_fn(X, jac):
+        yh, J = form.acc(X, L, jac)
+        return yh - y, J
+
+    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(W), len(form.names)))
+    return minimize_batched(residual_fn, X0, W, delta=None, bounds=form.bounds, rtol=rtol)
+
+
+def _projected_trial(form: SigmoidForm, L, y, W, const: dict, chunk: int):
+    """fit_sigmoid_batched's evaluation of trial points: trial(rows, th) -> (s, a, b, objective, sums), the
+    sigmoid s [m, n] at th [m, 2] = (k, L0) of problems `rows`, the exact (a, b, objective) there
+    (`_linear_optimum`), and the sums (sum w s^2, sum w s) that `_sums` reuses. `chunk` problems at a time
+    through one reused buffer, so their blocks stay in cache (every descent pass is one call)."""
+    F_lin = np.ascontiguousarray(np.column_stack([np.ones_like(L), y]))  # the points' fixed columns (1, y)
+    buf = np.empty((2, min(chunk, len(W)), L.size))
 
     def trial(rows, th):
-        """The sigmoid s [m, n] at rows th [m, 2] = (k, L0) of problems `rows`, the exact (a, b, objective)
-        there, and the sums (sum w s^2, sum w s) that `_sums` reuses; `chunk` problems at a time (their
-        blocks stay in cache)."""
         s = np.empty((len(th), L.size))
         R = np.empty((2, len(th), 2))
         for i in range(0, len(th), chunk):
@@ -187,52 +237,23 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         sums = {"ss": R[1, :, 0], "s": R[0, :, 0], "sy": R[0, :, 1], **{k: v[rows] for k, v in const.items()}}
         return (s,) + _linear_optimum(form, sums) + (sums,)
 
-    s, a, b, f, lin = trial(np.arange(B), theta)
-    S_ss, S_s = lin["ss"].copy(), lin["s"].copy()  # sum w s^2, sum w s at each problem's current (k, L0)
-    lam = np.full(B, 1e-3)
-    done = np.zeros(B, dtype=bool)
-    G_all, stale = np.empty((B, 5, 5)), np.ones(B, dtype=bool)
+    return trial
+
+
+def _damped_step(g, H, k, lam):
+    """One Levenberg-Marquardt step in (k, L0) per problem from the reduced gradient g [m, 2] and Gauss-Newton
+    matrix H [m, 2, 2], damping lam [m], and the model's own estimate of the objective left to gain (the
+    undamped Newton decrement, fit_sigmoid_batched's stopping test). k on its bound (0) with the gradient
+    pushing outward stays fixed this step (active set). Returns (step [m, 2], left [m])."""
     eye = np.eye(2)
-    for _ in range(max_iter):
-        idx = np.flatnonzero(~done)
-        if idx.size == 0:
-            break
-        th, ai, bi, fi, li = theta[idx], a[idx], b[idx], f[idx], lam[idx]
-        redo = idx[stale[idx]]  # a rejected step leaves (k, L0) and so the sums where they were
-        if redo.size:
-            G_all[redo] = _sums(s[redo], W[redo], theta[redo, 1] - c, F_d, chunk)
-            G_all[redo, 0, 0], G_all[redo, 0, 3] = S_ss[redo], S_s[redo]
-            G_all[redo, 3, 0], G_all[redo, 3, 3] = S_s[redo], const["1"][redo]
-        G = G_all[idx]
-        g, H = _reduced(form, G, ai, bi, th[:, 0])
-        # k on its bound (0) with the gradient pushing outward stays fixed this iteration (active set)
-        free = np.column_stack([~((th[:, 0] <= 0.0) & (g[:, 0] > 0)), np.ones(len(idx), dtype=bool)])
-        diag = np.diagonal(H, axis1=1, axis2=2)
-        m = free.astype(np.float64)
-        mask, unit = m[:, :, None] * m[:, None, :], eye * (1.0 - m)[:, :, None]
-        A = (H + li[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)) * mask + unit
-        step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
-        # the model's own estimate of the objective left to gain (Newton decrement, undamped)
-        newton = np.linalg.solve((H + 1e-12 * (diag[:, :, None] * eye + eye)) * mask + unit, (g * m)[..., None])[..., 0]
-        left = 0.5 * np.einsum("bp,bp->b", g * m, newton)
-        th_new = th + step
-        th_new[:, 0] = np.maximum(th_new[:, 0], 0.0)
-        s_new, a_new, b_new, f_new, lin = trial(idx, th_new)
-        accept = (f_new <= fi) & np.isfinite(f_new)
-        stale[idx] = accept
-        gain = np.where(accept, fi - f_new, 0.0)
-        theta[idx] = np.where(accept[:, None], th_new, th)
-        s[idx[accept]] = s_new[accept]
-        S_ss[idx[accept]], S_s[idx[accept]] = lin["ss"][accept], lin["s"][accept]
-        a[idx], b[idx], f[idx] = (np.where(accept, new, old) for new, old in ((a_new, ai), (b_new, bi), (f_new, fi)))
-        lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
-        # Done when the model says less than rtol of the objective is left to gain. (A tiny gain from a damped
-        # step is no test here: where a linear parameter meets its bound the model overshoots, the damping
-        # grows, and a short step gains little far from the optimum.)
-        tiny = rtol * np.maximum(fi, 1e-300)
-        done[idx] = ~np.isfinite(left) | (left <= tiny) | (lam[idx] >= 1e12)
-    X = np.column_stack([a, b, theta]) if form.floor is None else np.column_stack([b, theta])
-    return X, f, done
+    free = np.column_stack([~((k <= 0.0) & (g[:, 0] > 0)), np.ones(len(g), dtype=bool)])
+    diag = np.diagonal(H, axis1=1, axis2=2)
+    m = free.astype(np.float64)
+    mask, unit = m[:, :, None] * m[:, None, :], eye * (1.0 - m)[:, :, None]
+    A = (H + lam[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)) * mask + unit
+    step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
+    newton = np.linalg.solve((H + 1e-12 * (diag[:, :, None] * eye + eye)) * mask + unit, (g * m)[..., None])[..., 0]
+    return step, 0.5 * np.einsum("bp,bp->b", g * m, newton)
 
 
 def _sums(s, W, L0c, F, chunk):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ladder.chips import GiB
 from ladder.errors import LadderError
 from ladder.plan.resources import MFU, check_rung, target_rungs
-from ladder.rundir import format_duration  # the one duration format of tables and progress lines
+from ladder.formats import format_duration
 
 
 def dry_run(plan: dict, chip: str, devices: int | None = None, mesh: dict | None = None) -> dict:

@@ -22,13 +22,13 @@ RUNG_FIELDS = (  # every key a plan rung carries (train_config.RUNG_KEYS maps so
 
 
 def write_plan(plan: dict, path: str | os.PathLike) -> Path:
-    """Validate, then write atomically (ladder.rundir.write_json) so a reader never sees half a plan."""
+    """Validate, then write atomically (ladder.storage.write_json) so a reader never sees half a plan."""
     validate_plan(plan, "plan")
-    from ladder import rundir
+    from ladder import storage
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(path, plan, indent=1)
+    storage.write_json(path, plan, indent=1)
     return path
 
 

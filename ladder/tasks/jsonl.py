@@ -46,10 +46,10 @@ def read_jsonl_task(path: str | Path, name: str | None = None, k_shot: int = 0, 
 
 
 def write_jsonl_task(task: Task, path: str | Path) -> None:
-    from ladder import rundir
+    from ladder import storage
 
     lines = []
     for q, shot in [(q, False) for q in task.questions] + [(q, True) for q in task.fewshot]:
         record = {"context": q.context, "choices": list(q.choices), "gold": int(q.gold)}
         lines.append(json.dumps(record | ({"fewshot": True} if shot else {})) + "\n")
-    rundir.write_text(path, "".join(lines))
+    storage.write_text(path, "".join(lines))

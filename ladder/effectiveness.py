@@ -1,5 +1,5 @@
-"""Specialization studies: continual-pretraining (CPT) grids for the planner and the compute-effectiveness
-analysis of specialized vs general continued pretraining (numpy only; its figures: ladder.plots).
+"""Compute effectiveness of specialized vs general continued pretraining, from a results table (numpy only;
+its figures: ladder.plots; its report as values: ladder.specialization.effectiveness_report).
 
 Compute effectiveness (the question of Malaquias Junior et al. 2025): from one base checkpoint per size,
 continue pretraining on general data (kind "general") and on domain data (kind "domain", by default domain
@@ -13,12 +13,7 @@ log-linear fits over 3+ sizes. Formulas: docs/specialization.md.
 
 from __future__ import annotations
 
-import copy
-import csv
-import io
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -27,86 +22,6 @@ from ladder.results import last_rows
 
 CPT_KINDS = ("general", "domain")
 
-
-def jsonable(obj):
-    """numpy scalars/arrays to Python, non-finite floats to None (strict JSON has no inf/NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[str]:
-    """`<stem>.json` (the whole summary) and `<stem>.csv` (one flat row per entry of `rows`) under out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from ladder import rundir
-
-    rundir.write_text(out_dir / f"{stem}.json", json.dumps(jsonable(summary), indent=1) + "\n")
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: jsonable(r.get(k, "")) for k in keys})
-    rundir.write_text(out_dir / f"{stem}.csv", buf.getvalue())
-    return [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.csv")]
-
-
-# --- CPT grids ---------------------------------------------------------------------------------------------
-
-def cpt_grid(base_rungs: list[dict], ratios: list[float], budgets: list[float], *, per_param: bool = True,
-             warmup_fraction: float = 0.02, lr_factor: float = 1.0, restore_optimizer: bool = False) -> list[dict]:
-    """Plan-like CPT rungs: every base rung x domain share r x token budget.
-
-    Each rung is a copy of its base rung (architecture, batch, optimizer) with its own length and schedule:
-    `tokens` = budget (times N when `per_param`, so budgets are tokens per parameter), a re-warmup of
-    `warmup_fraction` of its steps, peak LR times `lr_factor`, plus CPT keys the trainer reads:
-    `base_run` (the base rung's name), `init_from` {run, step: "final", restore_optimizer}, `r` (domain share),
-    `mixture` {general: 1 - r, domain: r}, `d_cpt` (= tokens) and `kind` ("general" at r = 0, else "domain").
-    """
-    for i, r in enumerate(ratios):
-        require(0 <= r <= 1, f"ratios[{i}]", f"{r} is outside [0, 1]", "give domain shares of the CPT mixture in [0, 1]")
-    for i, b in enumerate(budgets):
-        require(b > 0, f"budgets[{i}]", f"{b} is not > 0", "give CPT budgets as tokens per parameter (or tokens)")
-    require(0 <= warmup_fraction < 1, "warmup_fraction", f"{warmup_fraction} is outside [0, 1)", "use e.g. 0.02")
-    needed = ("name", "size", "n", "tokens", "batch_tokens", "peak_lr", "flops_per_token", "flops_per_token_6n")
-    rungs = []
-    for base in base_rungs:
-        for key in needed:
-            require(key in base, f"rung.{key}", f"missing from base rung {base.get('name', '?')!r}", "pass rungs of a plan file")
-        for budget in budgets:
-            tokens = budget * base["n"] if per_param else budget
-            steps = max(1, math.ceil(tokens / base["batch_tokens"]))
-            tokens = steps * base["batch_tokens"]
-            for r in ratios:
-                rung = copy.deepcopy(base)
-                tag = f"{budget:g}xN" if per_param else f"{tokens:.3g}tok"
-                rung.update(
-                    name=f"{base['name']}-cpt-r{r:g}-{tag}", tokens=tokens, total_steps=steps,
-                    warmup_steps=max(1, round(warmup_fraction * steps)), peak_lr=base["peak_lr"] * lr_factor,
-                    eval_steps=[steps], checkpoint_steps=[steps],
-                    flops=base["flops_per_token"] * tokens, flops_6n=base["flops_per_token_6n"] * tokens,
-                    base_run=base["name"], init_from={"run": base["name"], "step": "final", "restore_optimizer": restore_optimizer},
-                    r=float(r), mixture={"general": 1.0 - r, "domain": float(r)}, d_cpt=tokens,
-                    kind="general" if r == 0 else "domain",
-                )
-                if "share" in base and base.get("flops"):
-                    rung["share"] = base["share"] * rung["flops"] / base["flops"]
-                rungs.append(rung)
-    return rungs
-
-
-# --- compute effectiveness ---------------------------------------------------------------------------------
 
 def _final_rows(table: dict[str, np.ndarray], metric: str, task: str | None) -> dict[str, np.ndarray]:
     """One row per CPT run (its last step): n, compute 6 N d_cpt, r, kind, base_run, the metric, general_loss."""

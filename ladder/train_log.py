@@ -1,0 +1,107 @@
+"""What a training run reports as it goes, and the check that stops it: status.json and metrics.jsonl (process 0
+writes them), tokens/s, ETA and MFU, and the divergence test every step's loss passes before its state can be
+saved or evaluated. The trainer's loop (ladder/train.py) calls `TrainLog.record` one step late, so reading a
+step's metrics never stalls the device queue. Fields: docs/training.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+
+from ladder import arch as arch_lib
+from ladder import metrics as metrics_lib
+from ladder import rundir, storage
+from ladder.arch import arch_of
+from ladder.checkpoint import Checkpoints
+from ladder.errors import TrainingFailed
+
+
+class TrainLog:
+    """What the run reports as it goes: status.json and metrics.jsonl (process 0 writes them), the rates, and
+    the check of every step's loss before anything is saved or evaluated (divergence)."""
+
+    def __init__(self, config, run_dir, start: int, ckpts: Checkpoints, lead: bool):
+        t, a = config.train, arch_of(config)
+        self.t, self.run_dir, self.ckpts, self.lead = t, run_dir, ckpts, lead
+        self.flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
+        self.tokens_per_step = t.global_batch * a.seq_len
+        self.peak, peak_source = metrics_lib.peak_flops(jax.devices())
+        self.writer = None
+        status_before = rundir.read_status(run_dir)
+        # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
+        # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
+        first_loss = status_before.get("first_loss") if start else None
+        # A stop that interrupted the evaluation of the step this run resumes from: evaluate it first (an older
+        # start passes that step again and evaluates it in the loop). Kept in status.json until done.
+        pending = status_before.get("eval_pending")
+        self.eval_pending = pending if start and pending == start else None
+        if lead:
+            rundir.truncate_metrics(run_dir, start)
+            self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
+        self.base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=self.flops_per_token,
+                         peak_flops=self.peak, peak_source=peak_source, first_loss=first_loss)
+        self.progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
+        self.clock = {"t": None, "step": start}
+
+    def set_status(self, state_name, **extra):
+        base, progress = self.base, self.progress
+        base["last_verified_step"] = self.ckpts.last_verified
+        if self.lead:
+            done = progress["step"]
+            storage.write_json(self.run_dir / rundir.STATUS, dict(
+                base, state=state_name, step=done, loss=progress["loss"], tokens_per_s=progress["tokens_per_s"],
+                eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
+                flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(),
+                **({"eval_pending": self.eval_pending} if self.eval_pending is not None else {}), **extra))
+
+    def record(self, done: int, device_metrics, force_log: bool) -> None:
+        """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""
+        t, base, progress, clock = self.t, self.base, self.progress, self.clock
+        tokens_per_step = self.tokens_per_step
+        m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+        if base["first_loss"] is None and math.isfinite(m["loss"]):
+            base["first_loss"] = m["loss"]
+        problem = diverged(m["loss"], m["grad_norm"], base["first_loss"], t.divergence_margin)
+        if problem:
+            self.ckpts.wait()  # a save still in flight is an earlier, checked state: seal it before naming it
+            kept = self.ckpts.last_verified
+            raise TrainingFailed(f"step {done}: {problem}; stopped before saving it; the last verified checkpoint "
+                                 f"is {'step ' + str(kept) if kept is not None else 'none (nothing saved yet)'}; "
+                                 "lower optim.peak_lr, raise optim.warmup_steps or check the data")
+        now = time.perf_counter()
+        progress.update(step=done, loss=m["loss"])
+        first = clock["t"] is None  # the first step after a start includes compilation: rates start after it
+        if first:
+            clock.update(t=now, step=done)
+        if not (force_log or done % t.log_every == 0):
+            return
+        # Every step due is logged, the first after a start too, so a resumed run's metrics.jsonl has the
+        # rows an uninterrupted run's has; that first row has no rate (tokens_per_s, mfu: null).
+        rate = eta = mfu = None
+        if not first:
+            rate = (done - clock["step"]) * tokens_per_step / (now - clock["t"])
+            eta = (t.total_steps - done) * tokens_per_step / rate
+            mfu = self.flops_per_token * rate / self.peak
+            progress.update(tokens_per_s=rate, eta_s=eta, mfu=mfu)
+            clock.update(t=now, step=done)
+        if self.lead:
+            self.writer.write(dict(step=done, loss=m["loss"], z_loss=m["z_loss"], grad_norm=m["grad_norm"],
+                                   lr=m["lr"], tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu,
+                                   time=time.time()), eta)
+            self.set_status("running")
+
+
+def diverged(loss: float, grad_norm: float, first_loss: float | None, margin: float) -> str | None:
+    """Why a step's loss means the run has diverged, or None. Rule (docs/training.md, "Divergence"): the loss
+    or gradient norm is NaN/Inf, or the loss exceeds the run's first-step loss by more than `margin` nats
+    (0 turns the second test off). A random model starts near ln(vocab), so a loss far above where the run
+    started is a blow-up, not noise; a finite 1e6 would otherwise train on and end "done"."""
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        return f"loss={loss} grad_norm={grad_norm} is not finite"
+    if margin > 0 and first_loss is not None and loss > first_loss + margin:
+        return (f"loss {loss:.6g} exceeds the first step's {first_loss:.6g} by more than train.divergence_margin="
+                f"{margin:g} nats (diverged)")
+    return None

@@ -7,7 +7,7 @@ default ensemble's weights, its leave-one-split-out error and interval coverage,
 loss kept): the table of docs/laws.md "The default against the paper-style method on an accuracy-only ladder".
 
 Needs ../shared/reference/olmo_ladder (exits otherwise). Minutes on a shared 2-core machine (the suite is
-6 splits x 8 tasks x 5 methods of fits).
+7 splits x 8 tasks x 5 methods of fits; about 13 CPU-s).
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def tables(suite, cal) -> str:
                 f"{m} {100 * np.mean(c['err'][:, j]):+.2f}" for j, m in enumerate(methods))
             + f", ensemble (LOSO) {100 * np.mean(loso):+.2f}.",
             "", "Weights on the full suite: " + ", ".join(f"`{m}` {w:.3f}" for m, w in cal.weights.items()) + ".",
-            f"Interval scale q = {cal.q_acc:.4f} accuracy per unit of g(r) (loss: {cal.q_loss:.4f} relative); "
-            f"leave-one-split-out coverage of the 95% interval: **{cal.coverage:.1%}** of {cal.n_cells} accuracy "
-            f"cells, {cal.loss_coverage:.1%} for the task loss.",
+            f"Interval scale q = {cal.q_acc:.4f} accuracy per unit of g^{cal.growth:g} (loss: {cal.q_loss:.4f} "
+            f"relative); leave-one-split-out coverage of the 95% interval: **{cal.coverage:.1%}** of {cal.n_cells} "
+            f"accuracy cells ({cal.far_coverage:.1%} of the {cal.n_far} at g > 1.5), {cal.loss_coverage:.1%} for "
+            "the task loss.",
             "Error against distance (ensemble, LOSO): " + ", ".join(
                 f"g = 1 (inside): {100 * np.mean(np.abs(loso[m])):.2f}" if hi == 1 else
                 f"g in ({lo}, {hi}]: {100 * np.mean(np.abs(loso[m])):.2f}"

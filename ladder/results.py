@@ -28,7 +28,8 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
            "r", "d_cpt", "general_loss", "domain_loss", "k"}
 # Columns that must be finite and > 0, and columns that are fractions in [0, 1] where present.
 POSITIVE = ("n", "d", "loss")
-BLANK_OK = ("loss",)  # positive where given; blank (NaN) allowed: a table with accuracies only
+BLANK_OK = ("loss",)
+POSITIVE_IF_GIVEN = ("lm_loss", "flops")  # optional, but > 0 and finite where given  # positive where given; blank (NaN) allowed: a table with accuracies only
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
 # n and d above MAX_COUNT (1e30, shared with the planner's and predict's --target parser) are a unit error, not a
 # model (10^10 x beyond any run): 6ND would overflow float64 at ~1e154 each and the laws' log-space fits
@@ -253,11 +254,27 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
                 "drop or fix those rows")
+    for k in POSITIVE_IF_GIVEN:  # an LM loss of 0, -3.7 or inf, or negative FLOPs, is a broken cell, not a point
+        if k in cols:
+            bad = ~np.isnan(cols[k]) & ~(np.isfinite(cols[k]) & (cols[k] > 0))
+            require(not bad.any(), source, f"column {k!r} is <= 0 or infinite in {int(bad.sum())} rows, first in run "
+                    f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
+                    "fix those cells or leave them blank")
     for k in ("n", "d"):  # counts: below 1 is a unit error too (n in billions: 0.19 for a 190M model)
         bad = (cols[k] > MAX_COUNT) | (cols[k] < 1)
         require(not bad.any(), source, f"column {k!r} is outside [1, {MAX_COUNT:g}] in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (value {float(cols[k][bad.argmax()])!r})",
                 "n is parameters and d tokens, both as plain counts (is the column in another unit?)")
+    if len(run) > 1:  # one run is one model: an N that changes within a run is a typo or two runs under one name
+        _, run_code = np.unique(run, return_inverse=True)  # reused by the repeated-rows check below
+        lo, hi = np.full(run_code.max() + 1, np.inf), np.full(run_code.max() + 1, -np.inf)
+        np.minimum.at(lo, run_code, cols["n"])
+        np.maximum.at(hi, run_code, cols["n"])
+        bad = hi[run_code] > lo[run_code] * (1 + 1e-9)
+        first = run_code[bad.argmax()]
+        require(not bad.any(), source, f"run {str(run[bad.argmax()])!r} has more than one 'n' ({lo[first]:g} and "
+                f"{hi[first]:g})",
+                "one run is one model size: fix the typo, or give the two models their own run names")
     step = cols["step"]
     bad = ~(np.isfinite(step) & (step >= 0))
     require(not bad.any(), source, f"column 'step' is blank, NaN or negative in {int(bad.sum())} rows, first in run "
@@ -268,7 +285,6 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
             f"in run {str(run[bad.argmax()])!r} (value {float(step[bad.argmax()])!r})",
             "a step is the checkpoint's update count (a whole number)")
     if len(run) > 1:
-        _, run_code = np.unique(run, return_inverse=True)
         _, task_code = np.unique(cols["task"], return_inverse=True)
         order = np.lexsort((task_code, step, run_code))
         same = ((run_code[order][1:] == run_code[order][:-1]) & (step[order][1:] == step[order][:-1])
@@ -286,5 +302,7 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
         bad |= (v < 0) | (v > 1)
         require(not bad.any(), source, f"column {k!r} outside [0, 1] in {int(bad.sum())} rows, first in run "
                 f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(v[bad.argmax()])!r})",
-                "accuracies and probabilities are fractions, not percentages")
+                "accuracies and probabilities are fractions, not percentages" + (
+                    f" (every {k} here is 0 or in (1, 100]: divide the column by 100, or read the table with `ladder "
+                    "import csv`, which does)" if np.all((v == 0) | ((v > 1) & (v <= 100))) else ""))
     return cols

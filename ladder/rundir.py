@@ -235,7 +235,3 @@ def collect(plan: dict, run_root, out, *, overwrite: bool = False, plan_columns:
     results.write_table(out, rows)
     return len(rows), missing
 
-
-# ladder/commands/predict.py (another helper's file this session) still calls these two through rundir; once it
-# imports them from ladder.storage, delete this line.
-all_or_nothing, write_text = storage.all_or_nothing, storage.write_text

@@ -23,7 +23,7 @@ STAGES = [
     ("train", ["ladder.train", "ladder.train_config", "ladder.device_checks", "ladder.step", "ladder.checkpoint",
                "ladder.warmstart", "ladder.preemption", "ladder.metrics", "ladder.train_log", "ladder.rundir"]),
     ("eval", ["ladder.eval"]),
-    ("results", ["ladder.results", "ladder.importers", "ladder.import_table", "ladder.sheet"]),
+    ("results", ["ladder.results", "ladder.importers", "ladder.import_table", "ladder.sheet", "ladder.import_checks"]),
     ("laws", ["ladder.laws"]),
     ("report", ["ladder.report", "ladder.plots", "ladder.effectiveness", "ladder.specialization", "ladder.domain_filter",
                 "ladder.cpt_laws", "ladder.cpt_domains", "ladder.compile_report", "ladder.aot"]),

@@ -196,3 +196,30 @@ def test_fits_of_several_tasks_in_one_descent_equal_their_own_bit_for_bit():
     for p, fits in zip(single, got):
         want = ss.fit_single_step_many(*p[:4], p[4], top_k=1)
         assert [f.x.tobytes() for f in fits] == [f.x.tobytes() for f in want]
+
+
+def test_lockstep_polishes_are_minimize_from_grid_bit_for_bit():
+    """ladder.laws.polish runs many fits' L-BFGS-B starts together (one batched objective pass per round);
+    each fit must be its own minimize_from_grid's, digit for digit: iterates, optimum, message, flags."""
+    from ladder.laws import single_step as ss
+    from ladder.laws.fitting import minimize_from_grid
+    from ladder.laws.polish import minimize_from_grid_many
+
+    rng = np.random.default_rng(6)
+    problems, data = [], []
+    for n in (16, 12, 16, 9):  # fits of different point counts share the rounds
+        N = np.exp(rng.uniform(18, 21, n))
+        D, acc = N * rng.uniform(20, 200, n), rng.uniform(0.3, 0.8, n)
+        logs = np.log(N), np.log(D), np.log(acc)
+        w = rng.integers(1, 4, n).astype(np.float64)
+        starts = ss.starts(0.25)[:3] + rng.normal(0, 0.3, (3, 7))
+        starts[2, 0] = 1e4  # a start whose objective is not finite is skipped, as there
+        res = ss._residuals(*logs)
+        problems.append((ss._objective(*logs, w), starts, lambda x, res=res: res(x[None], False)[0][0]))
+        data.append((*logs, w))
+    got = minimize_from_grid_many(ss._objective_rows(data), problems, ss.NAMES, list(ss.BOUNDS))
+    for (fg, starts, res), fit in zip(problems, got):
+        want = minimize_from_grid(fg, starts, ss.NAMES, list(ss.BOUNDS), residual_fn=res)
+        assert fit.x.tobytes() == want.x.tobytes() and fit.objective == want.objective
+        assert (fit.converged, fit.message, fit.at_bound) == (want.converged, want.message, want.at_bound)
+        assert fit.residuals.tobytes() == want.residuals.tobytes()

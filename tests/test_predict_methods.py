@@ -8,7 +8,7 @@ import pytest
 from ladder.laws import single_step as ss
 from ladder.laws.backtest import Holdout, splits
 from ladder.laws.chinchilla import LOSS_C
-from ladder.laws.ensemble import PRIOR, calibrate, conformal_quantile, distance
+from ladder.laws.ensemble import GROWTH, PRIOR, calibrate, conformal_quantile, distance
 from ladder.laws.fitting import minimize_from_grid
 from ladder.laws.predict import predict, task_data
 from ladder.laws.taskfit import fit_task
@@ -88,7 +88,7 @@ def test_ensemble_weights_are_prior_over_mse_and_intervals_scale_with_distance()
     rng = np.random.default_rng(0)
     suite = []
     for s in range(4):
-        e = rng.normal(0, 0.01, 20)
+        e = rng.normal(0, 0.01 * (1.0 + s) ** GROWTH, 20)  # errors that grow with distance as the rule assumes
         suite.append({"t": {"paper": _holdout("paper", e, np.full(20, 1.0 + s), e),
                             "compute": _holdout("compute", 2 * e, np.full(20, 1.0 + s), e)}})
     cal = calibrate(suite, ("paper", "compute"))
@@ -102,7 +102,26 @@ def test_ensemble_weights_are_prior_over_mse_and_intervals_scale_with_distance()
     assert distance([1e8, 1e10, 1e8, 1e11], [1e9, 2e11, 2e11, 2e12], fit_n, fit_d) == pytest.approx([1, 2, 2, 3])
     assert conformal_quantile(np.arange(1, 20)) == 19 and conformal_quantile(np.arange(1, 40)) == 38
     assert conformal_quantile(np.arange(1, 5)) == float("inf")  # too few cells for a 95% quantile
-    assert 0.85 <= cal.coverage <= 1.0
+    assert 0.85 <= cal.coverage <= 1.0 and cal.n_far == 60 and 0.85 <= cal.far_coverage <= 1.0  # g 2, 3, 4
+
+
+def test_interval_grows_as_distance_squared_and_covers_far_cells():
+    # back-test cells near the ladder (g 1-1.3) whose errors grow as g^2; fresh cells at g = 2 (a target's
+    # distance) must fall inside the calibrated band about 95% of the time. A band growing as g would hold
+    # about 3 in 4 of them (docs/laws.md: 79% of the far OLMo cells).
+    rng = np.random.default_rng(1)
+    suite = []
+    for g in (1.0, 1.1, 1.2, 1.3):
+        e = rng.normal(0, 0.01 * g ** GROWTH, 400)
+        suite.append({"t": {"paper": _holdout("paper", e, np.full(400, g))}})
+    cal = calibrate(suite, ("paper",))
+    e = np.concatenate([np.abs(per["t"]["paper"].predicted - 0.5) for per in suite])
+    g = np.concatenate([per["t"]["paper"].distance for per in suite])
+    assert GROWTH == cal.growth == 2.0 and cal.q_acc == conformal_quantile(e / g ** 2)
+    assert cal.half_width(2.0) == pytest.approx(4 * cal.q_acc)
+    far = np.abs(rng.normal(0, 0.01 * 2.0 ** GROWTH, 4000))
+    assert 0.93 <= np.mean(far <= cal.half_width(2.0)) <= 0.97
+    assert np.mean(far <= conformal_quantile(e / g) * 2.0) < 0.8  # the linear rule's band
 
 
 def test_ensemble_is_the_default_and_falls_back_without_task_loss(tmp_path):
@@ -111,7 +130,9 @@ def test_ensemble_is_the_default_and_falls_back_without_task_loss(tmp_path):
     pred = predict(cols, {"big": (7e9, 3e11)}, n_bootstrap=20)
     r = pred.results["big"]["t"]
     assert r["method"] == "ensemble" and sum(r["weights"].values()) == pytest.approx(1)
-    assert r["acc_lo"] < r["acc"] < r["acc_hi"] and pred.calibration.n_cells == 20  # 4 sizes + 1 budget out, 4 runs each
+    # 4 sizes + 1 budget out, 4 runs each, + far: 800M at 5xC and 10xC from the smaller sizes at 1xC-2xC
+    assert [s.name for s in splits(cols, sorted(set(cols["run"])))][-1] == "far 800M"
+    assert r["acc_lo"] < r["acc"] < r["acc_hi"] and pred.calibration.n_cells == 22
     assert {"acc_change", "acc_noise"} <= set(r) and "ensemble weights" in pred.table()
     # an accuracy-only table: methods that need the task loss say so and the ensemble keeps the rest
     acc_only = dict(cols, loss=np.full(len(cols["loss"]), np.nan))

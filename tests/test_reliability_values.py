@@ -199,8 +199,8 @@ MAP = "run=model,n=params,d=tokens,step=step,task=task,acc=accuracy"
     (b"\xef\xbb\xbf" + IMPORT.encode(), MAP, None),  # before: run 'model' (BOM-glued header) for every row
     (IMPORT.encode(), MAP.replace("run=model", "run=nope"),
      "--map: run='nope' is not a column of"),  # before: one run 'nope' over three sizes, exit 0
-    ((IMPORT + IMPORT.split("\n", 1)[1]).encode(), MAP, "(as imported): 6 rows repeat a (run, step, task)"),
-    (IMPORT.replace(",0.3", ",30.").encode(), MAP, "column 'acc' outside [0, 1]"),  # percentages
+    ((IMPORT + IMPORT.split("\n", 1)[1]).encode(), MAP, "run 'm0' task 't' step 1 is in the table twice"),
+    (IMPORT.replace(",0.3", ",30.", 1).encode(), MAP, "neither all fractions nor all percentages"),  # one percent
     (IMPORT.encode(), MAP + ",run=params", "--map: maps 'run' twice"),
     (IMPORT.replace("m0", "m\xe9").encode("latin-1"), MAP, "is not UTF-8 text (byte 0xe9"),  # was a traceback
 ])

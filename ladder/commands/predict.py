@@ -2,6 +2,8 @@
 
 Fits the two-step laws (docs/laws.md) per task, prints a table with intervals and flags, writes the JSON
 {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}} and the step-1 / step-2 / chained PNGs.
+With --set all (or a list of sets): the same per training set, one JSON {set: that JSON}
+(ladder.commands.predict_sets).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import math
 import warnings
 from pathlib import Path
 
-from ladder import rundir
+from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
+from ladder.commands.predict_sets import names_several
 from ladder.errors import require
 
 MAX_BOOTSTRAP = 100_000  # 1,000 gives the intervals' percentiles to ~0.1 point; 10^9 ran for ever
@@ -21,6 +24,9 @@ EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
 ladder predict results.csv --target 7b-4t --target 13b-5t -o pred.json
 ladder predict results.csv --target 7B=6.89e9:3.95e12 --method auto --holdout '3B-*xC' -o pred.json
+ladder predict mixes.csv --set dolma --target 7b-4t -o pred-dolma.json
+ladder predict mixes.csv --set all --target 1b-100b -o pred-sets.json    # one law per set, one JSON
+ladder predict mixes.csv --set 'dolma*,c4' --target 1b-100b -o pred-sets.json
 """
 
 
@@ -37,6 +43,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
                         "default: where the paper's 16 are present, every size's 1xC-10xC runs (the 16 and "
                         "the 3B runs; no 0.5xC, no reruns: docs/laws.md), else all runs")
+    parser.add_argument("--set", dest="training_set", metavar="NAME|all", help="fit only the runs of this training set "
+                        "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds "
+                        "several. 'all', or a comma list of names and globs: fit each set on its own (one law "
+                        "per set), a table per set, one JSON {set: prediction}, plots in PLOTS/SET/; a set "
+                        "that cannot be fitted gets {\"problem\": ...} and exit code 1")
     parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
     parser.add_argument("--method", default="ensemble",
                         help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
@@ -58,6 +69,9 @@ def run(args) -> int:
     from ladder.results import read_table
 
     cols = read_table(args.results, validate=True)
+    if names_several(args.training_set):
+        return run_each_set(args, cols)
+    cols = one_training_set(cols, args.training_set, args.runs)
     out = check_out(args.out, args.overwrite)
     if args.holdout:
         check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
@@ -76,9 +90,10 @@ def run(args) -> int:
                 "hold out runs that --runs leaves out")
         runs = [r for r in fitted if r not in test]  # by default: every run not held out
         require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
     if args.plots:
         check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
-    with rundir.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
+    with storage.all_or_nothing(out.parent, plot_dir):  # the JSON, the plots and the holdout report land together
         out.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -90,7 +105,7 @@ def run(args) -> int:
             print(f"warning: {w.message}")
         print(f"fitted runs: {', '.join(pred.runs)}")
         print(pred.table())
-        rundir.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
+        storage.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
         print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
         if args.holdout:
             report = holdout_report(cols, pred, test)
@@ -102,6 +117,98 @@ def run(args) -> int:
                                                 else f"{'n/a':>13}" for m in methods))
             print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
             hold = out.with_name(out.stem + ".holdout.json")
-            rundir.write_text(hold, json.dumps(report, indent=2) + "\n")
+            storage.write_text(hold, json.dumps(report, indent=2) + "\n")
             print(f"wrote {hold}")
     return 0
+
+
+def run_each_set(args, cols: dict) -> int:
+    """--set all | A,B,GLOB*: ladder.commands.predict_sets.predict_each_set, printed and written; exit code 1
+    when some set could not be fitted (its reason is in its JSON entry), 0 when every set was."""
+    from ladder.commands import predict_sets
+    from ladder.plots import plot_prediction
+
+    require(not args.holdout, "--holdout", "is for one training set", "add --set NAME to hold out its runs")
+    sets = predict_sets.choose_sets(cols, args.training_set)
+    out = check_out(args.out, args.overwrite)
+    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
+    plot_dir = Path(args.plots) if args.plots else out.parent
+    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):
+        require(value is None or bool(split_list(value)), flag, "is empty",
+                "name some, or leave the option out for all")
+    with storage.all_or_nothing(out.parent, plot_dir):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        preds = predict_sets.predict_each_set(
+            cols, targets, sets, runs=args.runs, tasks=split_list(args.tasks), method=args.method,
+            n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers,
+            progress=lambda msg: print(msg, flush=True))
+        for name, pred in preds.items():
+            print(f"\n== set {name}")
+            if isinstance(pred, str):
+                print(f"not fitted: {pred}")
+                continue
+            plot_prediction(pred, one_training_set(cols, name, None),
+                            plot_dir / predict_sets.plot_dir_name(name))
+            print(f"fitted runs: {', '.join(pred.runs)}")
+            print(pred.table())
+        print("\nevery set (the tables above, side by side):")
+        print(predict_sets.summary(preds))
+        storage.write_text(out, json.dumps(predict_sets.to_json(preds), indent=2) + "\n")
+        failed = [name for name, p in preds.items() if isinstance(p, str)]
+        print(f"\nwrote {out} ({len(preds) - len(failed)} of {len(preds)} sets predicted) and plots in "
+              f"{plot_dir}/SET/")
+        if failed:
+            print(f"not fitted: {', '.join(failed)} (the reasons are in the JSON's 'problem')")
+    return 1 if failed else 0
+
+
+def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:
+    """The rows of one training set. A table with a `set` column (`ladder import csv --map set=COL`) holding
+    several sets is refused unless --set (or --runs) picks one: one law across data mixes is not what any
+    method here assumes, and a fit over them would answer for no mix at all."""
+    from ladder.laws.taskfit import select_runs
+
+    sets = cols.get("set")
+    if sets is None:
+        require(name is None, "--set", "the results table has no 'set' column",
+                "import the table with --map set=COLUMN, or leave --set out")
+        return cols
+    present = sorted(set(sets.tolist()))
+    if name is not None:
+        require(name in present, "--set", f"{name!r} is not a training set of the table",
+                f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
+        keep = sets == name
+        return {k: v[keep] for k, v in cols.items()}
+    chosen = set(select_runs(cols, runs))
+    used = sorted({s for s, r in zip(sets.tolist(), cols["run"].tolist()) if r in chosen})
+    require(len(used) <= 1, "--set", f"the runs to fit come from {len(used)} training sets ({', '.join(used[:4])}"
+            f"{'...' if len(used) > 4 else ''}): one law across data mixes is wrong",
+            f"predict one set at a time: --set {used[0]} (or --runs with that set's runs)")
+    return cols
+
+
+def require_tasks_in_runs(cols: dict, runs: list[str], tasks: list[str] | None) -> None:
+    """Every task to predict has rows in every run to fit (the laws fit one set of runs for all tasks). A
+    table where a task was evaluated on some runs only (a benchmark added late) is one line naming the task,
+    the runs without it and both ways out, before any fit (it was a StopIteration traceback)."""
+    import numpy as np
+
+    known = set(cols["task"].tolist())
+    unknown = [t for t in tasks or () if t not in known]  # the same words as the fit's own check (taskfit)
+    require(not unknown, "--tasks", f"task {unknown[0] if unknown else ''!r} is not in the table",
+            f"choose from {sorted(known)}")
+    in_fit = np.isin(cols["run"], runs)
+    run_names, run_code = np.unique(cols["run"][in_fit], return_inverse=True)
+    task_names, task_code = np.unique(cols["task"], return_inverse=True)  # a task in no fitted run is named too
+    present = np.zeros((len(task_names), len(run_names)), dtype=bool)
+    present[task_code[in_fit], run_code] = True
+    for i, task in enumerate(task_names.tolist()):
+        if tasks is not None and task not in tasks or present[i].all():
+            continue
+        lacking = run_names[~present[i]].tolist()
+        having = sorted(set(cols["run"][cols["task"] == task].tolist()))  # in the table, fitted or not
+        require(False, f"task {task}", f"has no rows in {len(lacking)} of the {len(run_names)} runs to fit "
+                f"({', '.join(lacking[:4])}{'...' if len(lacking) > 4 else ''})",
+                f"predict it from the runs that have it (--tasks {task} --runs {','.join(having[:3])}"
+                f"{',...' if len(having) > 3 else ''}) or leave it out (--tasks without it)")
+

@@ -1,8 +1,9 @@
 """Back-tests inside the data: refit on part of the ladder, predict the rest, with every method.
 
 The splits (`splits`) imitate what a prediction does (extrapolate in N, in tokens, in compute) at the
-distances the ladder allows: leave each size out, leave the largest token budget out, and predict runs of a
-size beyond the fitted set (on OLMo: the 3B runs from the paper's 16). Their errors choose the default's
+distances the ladder allows: leave each size out, leave the largest token budget out, predict the largest
+size's large budgets from the smaller sizes' small ones (`far`: N and D/N at once, as far as a target), and
+predict runs of a size beyond the fitted set (on OLMo: the 3B runs from the paper's 16). Their errors choose the default's
 weights (ensemble.py) and calibrate its intervals. docs/laws.md, "Back-tests".
 """
 
@@ -96,6 +97,21 @@ def splits(cols: dict, runs: list[str]) -> list[Split]:
     fit = tuple(r for r in runs if tpp[r] < top / 1.5)
     if len({nd[r][0] for r in fit}) >= 2 and len(fit) >= MIN_FIT_RUNS:
         out.append(Split("budget-out", fit, test))
+    # far: the largest size's runs past the smaller sizes' lower half of token budgets (tokens per parameter),
+    # extrapolating in N and in D/N at once as a target does. On OLMo's 20 runs: 3B at 5xC and 10xC from the
+    # smaller sizes at 1xC-2xC, g 1.79-2.09, the targets' distances (1.79, 1.90); the other splits reach 1.39.
+    levels = []  # token budgets: tokens per parameter within 1.2x of a level's first run are one level
+    for v in sorted(tpp.values()):
+        if levels and v <= levels[-1][0] * 1.2:
+            levels[-1].append(v)
+        else:
+            levels.append([v])
+    if len(sizes) >= 3 and len(levels) >= 2:
+        cut = max(levels[(len(levels) - 1) // 2])  # the lower half of the levels, its top level included
+        fit = tuple(r for r in runs if nd[r][0] < sizes[-1] and tpp[r] <= cut)
+        test = tuple(r for r in runs if nd[r][0] == sizes[-1] and tpp[r] > cut * 1.5)
+        if test and len({nd[r][0] for r in fit}) >= 2:
+            out.append(Split(f"far {_size_label(sizes[-1])}", fit, test))
     fitted = set(runs)  # a set: `r not in runs` was runs x table runs (4,096 x 62,500: ~16 CPU-s at 10^6 rows)
     beyond = tuple(r for r in nd if r not in fitted and nd[r][0] > sizes[-1])
     if beyond:
@@ -229,8 +245,8 @@ def backtest(cols: dict, task: str, runs: list[str], methods=None) -> dict[str, 
     return holdout_fits(cols, task, fits, train, test, problems)
 
 
-def _suite_tasks(state: dict, tasks: tuple) -> list[list[dict[str, Holdout]]]:
-    """Some tasks' back-tests on every split (a job of run_suite, run in a worker process): their fits share
+def suite_tasks(state: dict, tasks: tuple) -> list[list[dict[str, Holdout]]]:
+    """Some tasks' back-tests on every split (a job of run_suite and predict, run in a worker process): their fits share
     batched descents (fit_methods_tasks). One list of {method: Holdout} per split, per task."""
     cols, sps = state["cols"], state["splits"]
     out = []
@@ -253,20 +269,31 @@ def thin_runs(cols: dict, runs: list[str], progress=None, limit: int = MAX_SUITE
     return keep
 
 
-def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
-              workers: int | None = None) -> list[dict[str, dict[str, Holdout]]]:
-    """Every split x task x method, tasks spread over `workers` processes (ladder.laws.parallel). Returns one
-    entry per split: {task: {method: Holdout}}."""
+def suite_state(cols: dict, tasks, runs: list[str], methods=None, progress=None) -> dict:
+    """What the suite's jobs (`suite_job`) read: the table, the (thinned) runs, the splits and the methods."""
     methods = methods or list(METHODS)
     runs = thin_runs(cols, runs, progress)
     sps = splits(cols, runs)
     if progress and sps:
         progress(f"back-tests: {len(tasks)} tasks x {len(sps)} splits ({', '.join(sp.name for sp in sps)})")
-    state = {"cols": cols, "runs": list(runs), "splits": sps, "methods": list(methods)}
-    per_task = [h for chunk in map_jobs(_suite_tasks, task_chunks(tasks, workers), state, workers) for h in chunk] \
-        if sps else []
+    return {"cols": cols, "runs": list(runs), "splits": sps, "methods": list(methods)}
+
+
+def suite_of(tasks, per_task: list, sps: list[Split]) -> list[dict[str, dict[str, Holdout]]]:
+    """The suite's entries (one per split: {task: {method: Holdout}}) from its jobs' per-task results."""
     out = [{} for _ in sps]
     for task, holdouts in zip(tasks, per_task):
         for s in range(len(sps)):
             out[s][task] = holdouts[s]
     return out
+
+
+def run_suite(cols: dict, tasks, runs: list[str], methods=None, progress=None,
+              workers: int | None = None) -> list[dict[str, dict[str, Holdout]]]:
+    """Every split x task x method, tasks spread over `workers` processes (ladder.laws.parallel). Returns one
+    entry per split: {task: {method: Holdout}}. (predict runs the same jobs next to its full fits.)"""
+    state = suite_state(cols, tasks, runs, methods, progress)
+    sps = state["splits"]
+    per_task = [h for chunk in map_jobs(suite_tasks, task_chunks(tasks, workers), state, workers) for h in chunk] \
+        if sps else []
+    return suite_of(tasks, per_task, sps)

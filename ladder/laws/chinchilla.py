@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ladder.laws.newton import newton_batched
 from ladder.laws.fitting import (FitResult, best_starts, huber, key_of, memo_by_content, minimize_batched,
                                  minimize_from_grid, robust_loss)
 
@@ -22,6 +23,7 @@ HUBER_DELTA = 1e-3
 # E = e^e may not fall below this (in the loss's own units): a fit that wants E -> 0 lands on the bound and is
 # flagged, instead of drifting to e = -40 unseen (docs/laws.md, "Flags").
 E_FLOOR = 1e-3
+REFIT_RTOL = 1e-12  # a bootstrap refit stops when its Newton step gains, and promises, under this share of f
 
 
 def _grid(*axes) -> np.ndarray:
@@ -106,6 +108,33 @@ class LossForm:
         else:
             J[..., 0], J[..., 1], J[..., 2] = ps[0], pe * inv, -ps[0] * cols[0]
         return y, J
+
+    def curvature(self, J: np.ndarray, v: np.ndarray, logN: np.ndarray, logD: np.ndarray) -> np.ndarray:
+        """sum_i v[b, i] d2(log L-hat_i)/dx2 [B, P, P] from the Jacobian J [B, n, P] of `log_loss`.
+
+        log L-hat = LSE_j(t_j) with each term t_j linear in x (rows tau_j): its Hessian is
+        sum_j p_j tau_j tau_j^T - grad grad^T, p the terms' softmax, which J already holds (J = sum_j p_j tau_j),
+        so the exact Hessian costs a few weighted sums (newton.newton_batched)."""
+        out = -np.matmul(np.swapaxes(J * v[..., None], 1, 2), J)
+        s = np.einsum("bn,bnp->bp", v, J)  # sum v p_j tau_j, read off J's columns
+        if self.name == "nd":
+            out[:, 0, 0] += s[:, 0]
+            out[:, 1, 1] += s[:, 1]
+            out[:, 2, 2] += s[:, 2]
+            out[:, 0, 3] += s[:, 3]
+            out[:, 3, 0] += s[:, 3]
+            out[:, 1, 4] += s[:, 4]
+            out[:, 4, 1] += s[:, 4]
+            out[:, 3, 3] -= np.einsum("bn,bn->b", v * J[..., 3], np.broadcast_to(logN, v.shape))
+            out[:, 4, 4] -= np.einsum("bn,bn->b", v * J[..., 4], np.broadcast_to(logD, v.shape))
+        else:
+            logC = np.log(6.0) + logN + logD
+            out[:, 0, 0] += s[:, 0]
+            out[:, 1, 1] += s[:, 1]
+            out[:, 0, 2] += s[:, 2]
+            out[:, 2, 0] += s[:, 2]
+            out[:, 2, 2] -= np.einsum("bn,bn->b", v * J[..., 2], np.broadcast_to(logC, v.shape))
+        return out
 
     def predict(self, params: dict | np.ndarray, N, D) -> np.ndarray:
         """L-hat at (N, D), broadcasting N and D; params a dict or an array [P] or [B, P] (-> [B, ...])."""
@@ -247,30 +276,66 @@ def _polish(form: LossForm, p: dict, delta: float, polish: int) -> list[FitResul
     return out
 
 
-def refit_loss_many(form: LossForm, x0s, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
+def refit_loss_many(form: LossForm, x0s, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = REFIT_RTOL,
+                    max_iter: int = 1000):
     """`fit_loss_batched` for U problems at once (x0s [U, P]; N, D, L [U, n]: each problem's own points, e.g.
-    one per task) under the same B weightings (weights [B, n]): one solver call, so the few refits that crawl
-    for hundreds of iterations share those iterations instead of paying them once per task. Each problem's
-    iterates are those of its own fit_loss_batched. Returns X [U, B, P], objective [U, B], converged [U, B]."""
+    one per task) under the same B weightings (weights [B, n]): one solver call (newton.newton_batched, the
+    objective's exact Hessian), so the few refits that walk for hundreds of iterations share those iterations
+    instead of paying them once per task. Returns X [U, B, P], objective [U, B], converged [U, B]."""
     x0s = np.atleast_2d(np.asarray(x0s, dtype=np.float64))
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     U, B = len(x0s), len(weights)
     data = tuple(np.repeat(np.log(np.atleast_2d(np.asarray(v, dtype=np.float64))), B, 0) for v in (N, D, L))
+    residual_fn, curvature_fn, to_solver, from_solver, bounds = _linear_e(form)
+    X, f, c = newton_batched(residual_fn, curvature_fn, to_solver(np.repeat(x0s, B, 0)), np.tile(weights, (U, 1)),
+                             delta=delta, max_iter=max_iter, rtol=rtol, bounds=bounds, data=data)
+    return from_solver(X).reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
+
+
+def _linear_e(form: LossForm):
+    """The refit's problem with E = e^e itself as the solver's coordinate in place of e (bound E >= E_FLOOR):
+    the same objective, but the law is linear in E, so a resample whose E falls from 0.6 toward the floor walks
+    one straight valley instead of an ever flatter exponential one (measured: a quarter of the step-1 refits
+    of bench/bench_bootstrap_convergence.py need it). Returns (residual_fn, curvature_fn, to_solver,
+    from_solver, bounds) for newton.newton_batched."""
+    k = form.names.index("e")
+
+    def from_solver(X):
+        Xl = X.copy()
+        Xl[:, k] = np.log(X[:, k])
+        return Xl
+
+    def to_solver(X):
+        Xe = np.array(X, dtype=np.float64)
+        Xe[:, k] = np.exp(Xe[:, k])
+        return Xe
 
     def residual_fn(X, jac, logN, logD, logL):
-        y, J = form.log_loss_by_exp(X, logN, logD, jac)
+        y, J = form.log_loss_by_exp(from_solver(X), logN, logD, jac)
+        if jac:
+            J[..., k] /= X[:, k: k + 1]          # d/dE = (d/de) / E
         return y - logL, J
 
-    X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=delta,
-                               max_iter=1000, rtol=rtol, bounds=form.bounds, data=data)
-    return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
+    def curvature_fn(X, r, J, v, logN, logD, logL):
+        E = X[:, k]
+        Je = J.copy()
+        Je[..., k] *= E[:, None]                 # the Jacobian in e again
+        S = form.curvature(Je, v, logN, logD)    # in e; to E: chain rule, plus d2e/dE2 = -1/E^2 times grad
+        S[:, k, :] /= E[:, None]
+        S[:, :, k] /= E[:, None]
+        S[:, k, k] -= np.einsum("bn,bn->b", v, Je[..., k]) / E ** 2
+        return S
+
+    bounds = list(form.bounds)
+    bounds[k] = (E_FLOOR, None)
+    return residual_fn, curvature_fn, to_solver, from_solver, bounds
 
 
-def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = 1e-7):
+def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = REFIT_RTOL):
     """Refit many weightings of the same points at once (bootstrap), warm-started from the full fit x0 [P].
 
-    weights [B, n] (e.g. how often each point's run was drawn). `rtol`: stop when a step gains less than
-    this fraction of the objective (looser than the full fit: percentiles need 3 digits, not 9).
+    weights [B, n] (e.g. how often each point's run was drawn). `rtol`: stop when a Newton step gains, and the
+    model promises, less than this fraction of the objective (REFIT_RTOL: the refit is at its optimum).
     Returns (X [B, P], objective [B], converged [B]); one problem of `refit_loss_many`.
     """
     X, f, c = refit_loss_many(form, np.asarray(x0, dtype=np.float64)[None], np.asarray(N)[None], np.asarray(D)[None],

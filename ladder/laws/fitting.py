@@ -227,6 +227,13 @@ def minimize_from_grid(
         res = lbfgsb(fun_and_grad, x0, bounds, maxiter=maxiter, gtol=gtol, ftol=ftol)
         if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
             best = res
+    return best_result(best, fun_and_grad, starts, names, bounds, residual_fn, maxiter=maxiter, gtol=gtol, ftol=ftol)
+
+
+def best_result(best: LbfgsbResult | None, fun_and_grad, starts, names, bounds, residual_fn, *, maxiter: int,
+                gtol: float, ftol: float) -> FitResult:
+    """minimize_from_grid's answer from the best of its L-BFGS-B runs (None: no start was finite), its failure
+    tested by a restart (also ladder.laws.polish's, which runs the starts of many fits together)."""
     if best is None:
         raise ValueError(f"no start of {len(starts)} gave a finite objective for parameters {names}")
     x = np.asarray(best.x, dtype=np.float64)

@@ -16,7 +16,7 @@ import numpy as np
 from ladder.errors import LadderError, require
 from ladder.laws import flags as fl
 from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
-                                 run_suite, run_table)
+                                 run_table, suite_of, suite_state, suite_tasks)
 from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
@@ -185,9 +185,11 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     pred = Prediction(targets, ladder.runs, {}, {t: {} for t in targets}, warnings=notes)
     menu, skipped = _menu(cols, method, notes)
     fallback = []
+    full = None
     if method == "ensemble":
-        method, fallback = _calibrate(pred, cols, tasks, menu, notes, progress, workers)
-    flag_lists = _fit_tasks(pred, cols, tasks, method, menu, skipped, fallback, workers)
+        full = _suite_and_fits(pred, cols, tasks, menu, progress, workers)
+        method, fallback = _calibrate(pred, menu, notes)
+    flag_lists = _fit_tasks(pred, cols, tasks, method, menu, skipped, fallback, workers, full)
     n_bootstrap = _bootstrap_budget(n_bootstrap, len(ladder.runs), notes)
     if n_bootstrap:
         if progress:
@@ -252,10 +254,33 @@ def _menu(cols: dict, method: str, notes: list[str]) -> tuple[list[str], dict[st
     return menu, skipped
 
 
-def _calibrate(pred: Prediction, cols: dict, tasks, menu, notes, progress, workers) -> tuple[str, list]:
-    """Run the back-test suite and set the ensemble's weights and interval scale. Returns (method, fallback
+def _suite_and_fits(pred: Prediction, cols: dict, tasks, menu, progress, workers) -> dict | None:
+    """The back-test suite (pred.suite) and every task's ensemble members fitted on all runs ({task: (fits,
+    problems)}), in one set of jobs: per chunk of tasks one suite job and one full-fit job, so a core that
+    finishes its suite job early takes up the fits instead of waiting for the other's (same results as
+    separate runs: each job is a pure function of its tasks)."""
+    state = suite_state(cols, tasks, pred.runs, menu, progress)
+    sps, chunks = state["splits"], task_chunks(tasks, workers)
+    if not sps:  # no back-tests: the ensemble falls back to one method (`_calibrate`), fitted by _fit_tasks
+        pred.suite = []
+        return None
+    jobs = [("suite", *c) for c in chunks] + [("fit", *c) for c in chunks]
+    out = map_jobs(_ensemble_job, jobs, {**state, "runs": pred.runs, "suite_runs": state["runs"], "menu": menu},
+                   workers)
+    pred.suite = suite_of(tasks, [h for chunk in out[: len(chunks)] for h in chunk], sps)
+    return dict(zip(tasks, [pair for chunk in out[len(chunks):] for pair in chunk]))
+
+
+def _ensemble_job(state: dict, kind: str, tasks: tuple) -> list:
+    """One job of `_suite_and_fits`: some tasks' back-tests, or their members' full fits."""
+    if kind == "suite":
+        return suite_tasks({**state, "runs": state["suite_runs"]}, tasks)
+    return _fit_members(state, tasks)
+
+
+def _calibrate(pred: Prediction, menu, notes) -> tuple[str, list]:
+    """Set the ensemble's weights and interval scale from the back-test suite. Returns (method, fallback
     flags): "ensemble", or where the ladder allows no split, the paper's method or its nearest, loudly."""
-    pred.suite = run_suite(cols, tasks, pred.runs, menu, progress, workers)
     if pred.suite:
         pred.calibration = calibrate(pred.suite)
         return "ensemble", []
@@ -265,14 +290,12 @@ def _calibrate(pred: Prediction, cols: dict, tasks, menu, notes, progress, worke
     return method, [("FB", f"no back-test split: {method} method, bootstrap interval only")]
 
 
-def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, fallback, workers) -> dict:
-    """Fit every task (pred.fits, pred.backtests); returns each task's flags so far."""
+def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, fallback, workers,
+               full: dict | None = None) -> dict:
+    """Fit every task (pred.fits, pred.backtests); returns each task's flags so far. full: the ensemble
+    members' fits when `_suite_and_fits` made them (a fallback method fits here)."""
     runs, flag_lists = pred.runs, {}
-    if method == "ensemble":
-        chunks = map_jobs(_fit_members, task_chunks(tasks, workers), {"cols": cols, "runs": runs, "menu": menu},
-                          workers)
-        full = dict(zip(tasks, [pair for chunk in chunks for pair in chunk]))
-    else:
+    if method != "ensemble":
         fitted = dict(zip(tasks, map_jobs(_fit_method, [(t,) for t in tasks],
                                           {"cols": cols, "runs": runs, "method": method}, workers)))
     for task in tasks:
@@ -280,9 +303,10 @@ def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, 
         if method == "ensemble":
             members, problems = full[task]
             problems = {**skipped, **problems}
-            fit = EnsembleFit(members, pred.calibration.weights)
-            require(bool(fit.members), f"task {task}", "no method of the ensemble could be fitted: "
+            weighed = any(pred.calibration.weights.get(m, 0) > 0 for m in members)  # else EnsembleFit has none
+            require(weighed, f"task {task}", "no method of the ensemble could be fitted: "
                     + "; ".join(problems.values()), "check the table's columns")
+            fit = EnsembleFit(members, pred.calibration.weights)
             extra += [("FB", f"{m}: {p}") for m, p in problems.items()]
             pred.backtests[task] = _pooled(pred.suite, task)
         else:
@@ -368,14 +392,14 @@ def _interval(samples, point: float) -> tuple[float, float]:
 
 
 def _widen(r: dict, c: Calibration) -> None:
-    """The reported interval: the union of the bootstrap's and the calibrated band q x distance."""
-    g = r["distance"]
-    r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - c.q_acc * g), max(r["acc_hi"], r["acc"] + c.q_acc * g)
+    """The reported interval: the union of the bootstrap's and the calibrated band q x distance^growth."""
+    h, hl = c.half_width(r["distance"]), c.half_width(r["distance"], loss=True)
+    r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - h), max(r["acc_hi"], r["acc"] + h)
     # the band is symmetric in accuracy, which is a probability: never report one outside [0, 1]
     r["acc_lo"], r["acc_hi"] = max(r["acc_lo"], 0.0), min(r["acc_hi"], 1.0)
     if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
-        r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - c.q_loss * g))
-        r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + c.q_loss * g))
+        r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - hl))
+        r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + hl))
 
 
 def _fit_method(state: dict, task: str):

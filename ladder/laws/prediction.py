@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ladder.laws import flags as fl
 from ladder.laws.backtest import Holdout
-from ladder.laws.ensemble import Calibration, EnsembleFit
+from ladder.laws.ensemble import FAR, Calibration, EnsembleFit
 from ladder.laws.taskfit import TaskFit
 
 
@@ -61,8 +61,9 @@ class Prediction:
         if self.calibration:
             c = self.calibration
             lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))
-            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance, union with the bootstrap; "
-                         f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)")
+            lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance^{c.growth:g}, union with the bootstrap; "
+                         f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)"
+                         + (f", {c.far_coverage:.0%} of the {c.n_far} at distance > {FAR:g}" if c.n_far else ""))
         if used:
             lines += ["", "flags:"] + fl.legend(used)
         return "\n".join(lines)

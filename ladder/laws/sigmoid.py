@@ -93,29 +93,36 @@ def fit_sigmoid_many(form: SigmoidForm, L, acc, weights=None, *, top_k: int = 16
     """`fit_sigmoid` for S weightings of the same points (weights [S, n]; 0 leaves a point out), as
     ladder.laws.chinchilla.fit_loss_many: each split's starts come from its own points (grid at the quantiles
     of its feature, start search on at most SEARCH_POINTS of them), the descents share numpy passes, and each
-    split is polished alone; the fits equal separate ones (to rounding)."""
+    split is polished alone; the fits equal separate ones (to rounding: a descent row sums over its own split's
+    points only)."""
     L, acc = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
     W = np.ones((1, L.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    starts, rows, search = [], [], np.zeros_like(W)
+    starts, rows, picks = [], [], []
     for s, w in enumerate(W):
         keep = np.flatnonzero(w > 0)
         # The start search sees at most SEARCH_POINTS evenly spaced points of the split
         # (ladder.laws.chinchilla.fit_loss explains why); L-BFGS-B below fits all of them.
         pick = keep[np.linspace(0, len(keep) - 1, SEARCH_POINTS).round().astype(int)] if len(keep) > SEARCH_POINTS \
             else keep
-        search[s, pick] = w[pick]
+        picks.append(pick)
         sw, sL, sacc = w[pick], L[pick], acc[pick]
         starts.append(best_starts(
             lambda X: 0.5 * (sw * (form.acc(X, sL, jac=False)[0] - sacc) ** 2).sum(-1), form.grid(L[keep]), top_k))
         rows += [s] * len(starts[-1])
     rows = np.array(rows)
-    used = np.flatnonzero(search.any(0))  # the union of the splits' search points
+    # Each descent row carries its own split's search points (padded with weight-0 copies to the longest
+    # split's count): the splits leave different runs out, and a row over the union of all splits' points
+    # (1,301 on OLMo for 512 each) did 2.5x the work on points of weight 0.
+    width = max(len(pk) for pk in picks)
+    at = np.stack([np.concatenate([pk, np.full(width - len(pk), pk[0] if len(pk) else 0)]) for pk in picks])
+    sW = np.stack([np.concatenate([w[pk], np.zeros(width - len(pk))]) for w, pk in zip(W, picks)])
 
-    def residual_fn(X, jac):
-        y, J = form.acc(X, L[used], jac)
-        return y - acc[used], J
+    def residual_fn(X, jac, Lr, ar):
+        y, J = form.acc(X, Lr, jac)
+        return y - ar, J
 
-    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), search[rows][:, used], bounds=form.bounds)
+    X, f, _ = minimize_batched(residual_fn, np.concatenate(starts), sW[rows], bounds=form.bounds,
+                               data=(L[at][rows], acc[at][rows]))
     out = []
     for s, w in enumerate(W):
         keep = w > 0

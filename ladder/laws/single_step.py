@@ -18,7 +18,8 @@ import numpy as np
 from scipy.special import expit
 
 from ladder.laws.chinchilla import SEARCH_POINTS
-from ladder.laws.fitting import FitResult, huber, minimize_batched, minimize_from_grid
+from ladder.laws.fitting import FitResult, huber, minimize_batched
+from ladder.laws.polish import minimize_from_grid_many
 
 NAMES = ("a", "b", "alpha", "beta", "E", "p", "q")
 BOUNDS = ((0.0, 10.0), (0.0, 10.0), (0.0, 1.0), (0.0, 1.0), (-10.0, 10.0), (-0.9999, 0.0), (0.0, 1.0))
@@ -81,6 +82,48 @@ def _objective(logN, logD, logA, w):
     return fun_and_grad
 
 
+def _objective_rows(problems):
+    """fun_and_grad_rows(X [m, 7], which [m]) for ladder.laws.polish: row i is `_objective(*problems[which[i]])`
+    at X[i], bit for bit (the same elementwise operations in the same order on rows of equally many points,
+    the sums by the same BLAS call per row). problems: (logN, logD, logA, w), one per fit."""
+    sizes = np.array([len(p[2]) for p in problems])
+    groups = {}  # points -> (problem indices, stacked data [U, n] x 4)
+    for n in np.unique(sizes):
+        us = np.flatnonzero(sizes == n)
+        groups[int(n)] = (us, tuple(np.stack([problems[u][k] for u in us]) for k in range(4)))
+    slot = np.empty(len(problems), dtype=np.int64)
+    for us, _ in groups.values():
+        slot[us] = np.arange(len(us))
+
+    def fun_and_grad_rows(X, which):
+        F, G = np.empty(len(X)), np.empty(X.shape)
+        for n, (us, data) in groups.items():
+            sel = np.flatnonzero(sizes[which] == n)
+            if not sel.size:
+                continue
+            logN, logD, logA, w = (d[slot[which[sel]]] for d in data)
+            a, b, alpha, beta, E, p, q = (X[sel, i : i + 1] for i in range(7))
+            t1, t2 = np.exp(a - alpha * logN), np.exp(b - beta * logD)
+            s = expit(t1 + t2 + E)
+            y = p * s + q
+            yc = np.maximum(y, ACC_FLOOR)
+            r = np.log(yc) - logA
+            dz = p * s * (1 - s)
+            J = np.empty((len(sel), n, 7))
+            J[..., 0], J[..., 1] = dz * t1, dz * t2
+            J[..., 2], J[..., 3] = -dz * t1 * logN, -dz * t2 * logD
+            J[..., 4], J[..., 5], J[..., 6] = dz, s, 1.0
+            J *= ((y > ACC_FLOOR) / yc)[..., None]
+            v, d = huber(r, HUBER_DELTA)
+            # per row the BLAS calls of the one-row objective's w @ v and J.T @ (w d): the stacked matmul
+            # makes the same call for each row (checked bit for bit, tests/test_laws.py)
+            F[sel] = np.matmul(w[:, None, :], v[:, :, None])[:, 0, 0]
+            G[sel] = np.matmul(J.transpose(0, 2, 1), (w * d)[:, :, None])[..., 0]
+        return F, G
+
+    return fun_and_grad_rows
+
+
 def starts(chance: float | None) -> np.ndarray:
     """The authors' start first, then a small grid around it (exponents, E, floor)."""
     p0 = (chance if chance is not None else 0.25) - 1.0
@@ -138,23 +181,27 @@ def fit_single_step_tasks(problems, *, top_k: int = 4) -> list[list[FitResult]]:
             n = len(prepared[u]["X0"])
             prepared[u]["X"], prepared[u]["f"] = X[at: at + n], f[at: at + n]
             at += n
-    return [_polish(p, top_k) for p in prepared]
+    return _polish(prepared, top_k)
 
 
-def _polish(p: dict, top_k: int) -> list[FitResult]:
-    """Each weighting's `top_k` best descended starts and the authors' start, finished by L-BFGS-B."""
-    (logN, logD, logA), S, X, f = p["logs"], p["S"], p["X"], p["f"]
-    out = []
-    for s, w in enumerate(p["W"]):
-        keep = w > 0
-        res = _residuals(logN[keep], logD[keep], logA[keep])
-        fun_and_grad = _objective(logN[keep], logD[keep], logA[keep], w[keep])
-        Xs, fs = X[s * len(S): (s + 1) * len(S)], f[s * len(S): (s + 1) * len(S)]
-        order = np.argsort(np.where(np.isfinite(fs), fs, np.inf))
-        Xs = np.vstack([S[:1], Xs[order[:top_k]]])  # the authors' own start always runs through L-BFGS-B
-        out.append(minimize_from_grid(fun_and_grad, Xs, NAMES, list(BOUNDS),
-                                      residual_fn=lambda x, res=res: res(x[None], False)[0][0]))
-    return out
+def _polish(prepared: list[dict], top_k: int) -> list[list[FitResult]]:
+    """Each problem's weightings' `top_k` best descended starts and the authors' start, finished by L-BFGS-B:
+    every fit's runs go through one lockstep call (ladder.laws.polish), each fit its own
+    minimize_from_grid's bit for bit."""
+    problems, objectives = [], []
+    for p in prepared:
+        (logN, logD, logA), S, X, f = p["logs"], p["S"], p["X"], p["f"]
+        for s, w in enumerate(p["W"]):
+            keep = w > 0
+            res = _residuals(logN[keep], logD[keep], logA[keep])
+            data = (logN[keep], logD[keep], logA[keep], w[keep])
+            Xs, fs = X[s * len(S): (s + 1) * len(S)], f[s * len(S): (s + 1) * len(S)]
+            order = np.argsort(np.where(np.isfinite(fs), fs, np.inf))
+            Xs = np.vstack([S[:1], Xs[order[:top_k]]])  # the authors' own start always runs through L-BFGS-B
+            problems.append((_objective(*data), Xs, lambda x, res=res: res(x[None], False)[0][0]))
+            objectives.append(data)
+    fits = iter(minimize_from_grid_many(_objective_rows(objectives), problems, NAMES, list(BOUNDS)))
+    return [[next(fits) for _ in p["W"]] for p in prepared]
 
 
 def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
 from ladder.errors import require
-from ladder.laws.dcpt import note_dropped, r_squared
+from ladder.laws.dcpt import note_dropped, r_squared, require_no_infinite
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 from ladder.results import last_rows
 
@@ -104,6 +104,7 @@ def points_from_table(table: dict[str, np.ndarray], *, domain: str | None = None
     bad = ~((r >= 0) & (r <= 1))
     require(not bad.any(), "r", f"mixture ratios must lie in [0, 1], got {r[bad][:3].tolist()}",
             "write r as the domain share of the CPT mixture")
+    require_no_infinite(loss, run, step, "domain_loss")
     keep = np.isfinite(loss)
     note_dropped(~keep, run, step, "rows with a blank or NaN domain_loss")
     if domain is not None:

@@ -68,10 +68,11 @@ def tables(suite, cal) -> str:
                 f"{m} {100 * np.mean(c['err'][:, j]):+.2f}" for j, m in enumerate(methods))
             + f", ensemble (LOSO) {100 * np.mean(loso):+.2f}.",
             "", "Weights on the full suite: " + ", ".join(f"`{m}` {w:.3f}" for m, w in cal.weights.items()) + ".",
-            f"Interval scale q = {cal.q_acc:.4f} accuracy per unit of g^{cal.growth:g} (loss: {cal.q_loss:.4f} "
-            f"relative); leave-one-split-out coverage of the 95% interval: **{cal.coverage:.1%}** of {cal.n_cells} "
-            f"accuracy cells ({cal.far_coverage:.1%} of the {cal.n_far} at g > 1.5), {cal.loss_coverage:.1%} for "
-            "the task loss.",
+            f"Interval scale q = {cal.q_acc:.4f} accuracy per unit of g^{cal.growth:g}"
+            + (f" (loss: {cal.q_loss:.4f} relative)" if np.isfinite(cal.q_loss) else " (no task loss in the table)")
+            + f"; leave-one-split-out coverage of the 95% interval: **{cal.coverage:.1%}** of {cal.n_cells} "
+            f"accuracy cells ({cal.far_coverage:.1%} of the {cal.n_far} at g > 1.5)"
+            + (f", {cal.loss_coverage:.1%} for the task loss." if np.isfinite(cal.loss_coverage) else "."),
             "Error against distance (ensemble, LOSO): " + ", ".join(
                 f"g = 1 (inside): {100 * np.mean(np.abs(loso[m])):.2f}" if hi == 1 else
                 f"g in ({lo}, {hi}]: {100 * np.mean(np.abs(loso[m])):.2f}"

@@ -102,7 +102,7 @@ def designs(info: dict) -> list[dict]:
 
 
 def measured(cols: dict, tasks, runs) -> dict:
-    from ladder.laws.taskfit import task_data
+    from ladder.laws.taskdata import task_data
 
     out = {}
     for t in tasks:

@@ -36,7 +36,8 @@ from ladder.laws import single_step as ss  # noqa: E402
 from ladder.laws import bootstrap as bootstrap_mod  # noqa: E402
 from ladder.laws.bootstrap import _draws  # noqa: E402
 from ladder.laws.fitting import key_of, lbfgsb  # noqa: E402
-from ladder.laws.predict import _interval, _widen, predict  # noqa: E402
+from ladder.laws.predict import predict  # noqa: E402
+from ladder.laws.task_results import bootstrap_interval, widen_to_calibration  # noqa: E402
 from ladder.results import append_rows, read_table  # noqa: E402
 
 TARGETS = {"7B": (6887575552, 3945065873408), "13B": (13202396160, 5000088518656)}
@@ -179,15 +180,15 @@ def main():
                 if m not in ref_rows[task]:
                     continue
                 _, acc = f.predict(N, D)
-                a = _interval(f.predict(N, D, None, samples[m])[1], acc)
-                b = _interval(f.predict(N, D, None, conv[m])[1], acc)
+                a = bootstrap_interval(f.predict(N, D, None, samples[m])[1], acc)
+                b = bootstrap_interval(f.predict(N, D, None, conv[m])[1], acc)
                 print(f"{task:<16} {name:<4} {m:<13} [{100 * a[0]:6.2f}, {100 * a[1]:6.2f}] -> "
                       f"[{100 * b[0]:6.2f}, {100 * b[1]:6.2f}]  (moved {100 * (b[0] - a[0]):+.2f}, {100 * (b[1] - a[1]):+.2f})")
             r0 = pred.results[name][task]
             _, acc = fit.predict(N, D)
-            lo, hi = _interval(fit.predict(N, D, None, conv)[1], acc)
+            lo, hi = bootstrap_interval(fit.predict(N, D, None, conv)[1], acc)
             r = {"acc": float(acc), "acc_lo": lo, "acc_hi": hi, "loss": np.nan, "distance": r0["distance"]}
-            _widen(r, pred.calibration)
+            widen_to_calibration(r, pred.calibration)
             print(f"{task:<16} {name:<4} ENSEMBLE      [{100 * r0['acc_lo']:6.2f}, {100 * r0['acc_hi']:6.2f}] -> "
                   f"[{100 * r['acc_lo']:6.2f}, {100 * r['acc_hi']:6.2f}]")
 

@@ -59,6 +59,7 @@ def make_plans(ctx: Context) -> tuple[dict, dict | None]:
     plan = plan_lib.plan_ladder(list(p.targets), fraction=p.fraction or None, sizes=list(p.sizes) or None,
                                 multiples=list(p.multiples) or None, preset=p.preset or None, seed=p.seed,
                                 eval_fractions=eval_fractions)
+    _skip_rungs(plan, list(p.skip))
     for rung in plan["rungs"]:  # unknown keys and wrong types in train_overrides fail here, not on a paid slice
         resolve_rung(plan, rung, ctx.cfg.train_overrides)
     if not ctx.cfg.self_check.enabled:
@@ -327,6 +328,19 @@ def _run_stages(ctx: Context, names, stages: dict) -> dict:
     return stages
 
 
+def _skip_rungs(plan: dict, names: list[str]) -> None:
+    """Leave the named rungs out of the sizes x multiples grid (in place; the plan's compute share follows).
+    A ladder's cost is dominated by its largest size's longest run: skipping that one rung buys a wider span
+    of sizes for the same time (configs/smoke.py, docs/run.md)."""
+    grid = [r["name"] for r in plan["rungs"]]
+    unknown = [n for n in names if n not in grid]
+    require(not unknown, "plan.skip", f"{', '.join(unknown)} is not a rung of this plan",
+            f"name rungs of the grid: {', '.join(grid)}")
+    plan["rungs"] = [r for r in plan["rungs"] if r["name"] not in names]
+    require(bool(plan["rungs"]), "plan.skip", "it leaves no rung", "skip fewer rungs")
+    plan["fraction"] = sum(r["share"] for r in plan["rungs"])
+
+
 def validate(cfg) -> None:
     """A `ladder run` config: its kind first (a train config given here is one line, not an AttributeError),
     then its keys, types and values."""
@@ -357,8 +371,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.name = "run"
     c.out_dir = "runs/run"
     # plan: targets (preset names or SIZE-TOKENS), a ladder preset and/or explicit sizes and multiples, or a
-    # compute fraction (0 = the preset's own sizes); eval_fractions: where rungs are evaluated ([] = the family's)
-    c.plan = dict(targets=[], preset="", fraction=0.0, sizes=[], multiples=[], seed=0, eval_fractions=[])
+    # compute fraction (0 = the preset's own sizes); eval_fractions: where rungs are evaluated ([] = the family's);
+    # skip: rung names (e.g. "236k-1xC") left out of the sizes x multiples grid
+    c.plan = dict(targets=[], preset="", fraction=0.0, sizes=[], multiples=[], seed=0, eval_fractions=[], skip=[])
     # train-config overrides for every rung, "key=value" as after --config. (eval.tasks turns evaluation on)
     c.train_overrides = ["eval.tasks=embedded"]
     c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, chip="v5p", devices=[],

@@ -68,11 +68,14 @@ def write_outputs(out_dir, stem: str, summary: dict, rows: list[dict]) -> list[s
 def read_study(results) -> tuple[dict, Path]:
     """(the results table of a specialization study, the default output directory beside it: RESULTS'
     directory /specialization), for `ladder fit` and `ladder report`; an empty table is one clear line."""
-    from ladder.results import read_table
+    from ladder.results import read_table, validate_table
 
     path = Path(results)
     table = read_table(path)
     require(bool(table), "results", f"{path} has no rows", "collect CPT runs first")
+    # the results schema's checks (a (run, step, task) twice, n or d not a count, ...): a table appended twice
+    # or a run's row edited into a second copy would otherwise be fitted silently, first row winning
+    validate_table(table, str(path))
     return table, path.parent / "specialization"
 
 
@@ -86,6 +89,27 @@ class Fit:
     rows: list[dict]
     fits: dict = field(default_factory=dict)
     points: dict = field(default_factory=dict)
+
+
+PROGRESS_POINTS = 5_000  # the fit's cost grows with the points: past this many, say so before starting
+
+
+def note_progress(points: int, what: str, starts: int) -> None:
+    """One stderr line before a fit on many points (10,000 CPT runs or `--steps all` on a long study took
+    ~40 CPU-s per loss, 100,000 over 2 CPU-min, with nothing printed): what runs, on how many points."""
+    if points >= PROGRESS_POINTS:
+        import sys
+
+        print(f"ladder: fitting {what} to {points:,} points from {starts} starts (the time grows with both)",
+              file=sys.stderr, flush=True)
+
+
+def require_explains(r2: float, field: str, law: str) -> None:
+    """A law that fits worse than the mean of the losses (R^2 <= 0: the losses rise with N, tokens or share,
+    or are noise) has no parameters worth using: one line, not a fit written and reused by `allocate`
+    (before: R^2 -0.003 on a loss rising with tokens, exit 0)."""
+    require(bool(r2 > 0), field, f"the {law} law explains none of its variation (R^2 = {r2:.3g}; cannot fit)",
+            "check that the loss falls with model size, tokens and own-data share, and that the rows are one study")
 
 
 def output_files(out, stem: str) -> list[Path]:
@@ -105,10 +129,19 @@ def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cr
     (b) n and domain_tokens, (c) compute and r."""
     from ladder.laws import dcpt, dcpt_rules
 
+    if domain is None and not cross_domain and "domain" in table:
+        # one law per domain (the cross-domain law is the one that spans them): pooled domains fit neither
+        # (before: fitted anyway, domain R^2 -0.04, exit 0)
+        names = sorted(set(table["domain"][np.nan_to_num(table.get("d_cpt", np.zeros(0))) > 0].tolist())) \
+            if "d_cpt" in table else []
+        require(len(names) <= 1, "domain", f"the table holds CPT rows of {len(names)} domains {names[:5]}",
+                "pass --domain NAME to fit one of them (or --cross-domain for the law across domains)")
     fits, points, rows, summary = {}, {}, [], {"law": DCPT_FORM, "fits": {}}
     for loss in ("domain", "general"):
         p = dcpt.points_from_table(table, loss, domain=domain, steps=steps)
+        note_progress(len(p), f"the D-CPT law for the {loss} loss", starts)
         fit = dcpt.fit_dcpt(p, cross_domain=cross_domain, n_starts=starts)
+        require_explains(fit.r2, f"{loss}_loss", "D-CPT")
         fits[loss], points[loss] = fit, p
         summary["fits"][loss] = fit.summary()
         rows.append({"loss": loss} | fit.law.to_dict() | {"huber": fit.huber, "r2": fit.r2, "n_points": fit.n_points,
@@ -123,8 +156,10 @@ def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cr
     if compute is not None:
         require(r is not None, "--r", "rule (c) needs the fixed domain share", "pass --r")
         rules.append(sensible_rule_c(dcpt_rules.rule_c(fits["domain"].law, compute, r)) | {"loss": "domain"})
+    p = points["domain"]
+    summary["range"] = {"n": [float(np.min(p.n)), float(np.max(p.n))], "d": [float(np.min(p.d)), float(np.max(p.d))]}
     if rules:
-        summary["rules"] = rules
+        summary["rules"] = [outside_fit(rule, summary["range"]) for rule in rules]
     return Fit("dcpt", summary, rows, fits, points)
 
 
@@ -142,6 +177,7 @@ def fit_split(table: dict, *, domain: str | None = None, holdout: bool = False) 
     for name in domains:
         p = split.points_from_table(table, domain=name)
         fit = split.fit_split(p)
+        require_explains(fit.r2, f"domain_loss of domain {name!r}" if name else "domain_loss", "split")
         key = name or "domain"
         fit_out.summary["domains"][key] = fit.summary() | {"n_range": [float(np.min(p.n)), float(np.max(p.n))]}
         if holdout:
@@ -247,14 +283,32 @@ def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.0
     need(rule=rule)
     domain = _law(dcpt.DcptLaw, fitted, ("fits", "domain"), "dcpt.json")
     general = _law(dcpt.DcptLaw, fitted, ("fits", "general"), "dcpt.json")
+    fit_range = fitted.get("range")  # dcpt.json files written before it was recorded have none: no check
     if rule == "a":
         need(n=n, d=d)
-        return dcpt_rules.rule_a(domain, general, n, d, tolerance, tuple(ratio_range))
+        return outside_fit(dcpt_rules.rule_a(domain, general, n, d, tolerance, tuple(ratio_range)), fit_range)
     if rule == "b":
         need(n=n, domain_tokens=domain_tokens)
-        return dcpt_rules.rule_b(domain, n, domain_tokens, max_tokens=max_tokens, ratio_range=tuple(ratio_range))
+        return outside_fit(dcpt_rules.rule_b(domain, n, domain_tokens, max_tokens=max_tokens,
+                                             ratio_range=tuple(ratio_range)), fit_range)
     need(compute=compute, r=r)
-    return sensible_rule_c(dcpt_rules.rule_c(domain, compute, r))
+    return outside_fit(sensible_rule_c(dcpt_rules.rule_c(domain, compute, r)), fit_range)
+
+
+def outside_fit(rule: dict, fit_range) -> dict:
+    """The rule with a "warning" when its N or D lies outside the fitted points' range: the answer is then the
+    law extrapolated, not a measurement's interpolation (before: `--n 1 --d 1`, or rule (b) with 1 domain
+    token answering D = 16 tokens, printed like any other answer)."""
+    if not isinstance(fit_range, dict):
+        return rule
+    far = []
+    for key, name in (("n", "N"), ("d", "D")):
+        lo_hi = fit_range.get(key)
+        if isinstance(lo_hi, list) and len(lo_hi) == 2 and key in rule and not lo_hi[0] <= rule[key] <= lo_hi[1]:
+            far.append(f"{name} = {rule[key]:.3g} lies outside the fitted {name} range [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]")
+    if far:
+        return rule | {"warning": f"rule ({rule['rule']}): " + "; ".join(far) + ": the law is extrapolated there"}
+    return rule
 
 
 def sensible_rule_c(out: dict) -> dict:
@@ -290,6 +344,10 @@ def write_allocation(result: dict, out, stem: str) -> list[str]:
 def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str | None = None) -> dict:
     """The compute-effectiveness report (ladder.effectiveness.compute_effectiveness), after checking the table."""
     require(bool(table), "results", "has no rows", "collect CPT runs first")
+    if "domain" in table:  # pooled domains give one trend of none of them (before: printed, exit 0)
+        names = sorted({str(v) for v in table["domain"].tolist()} - {"", "nan"})
+        require(len(names) <= 1, "domain", f"the table holds runs of {len(names)} domains {names[:5]}",
+                "report one domain at a time: keep that domain's rows (and the base runs) in the table")
     return compute_effectiveness(table, metric=metric, task=task)
 
 

@@ -157,11 +157,11 @@ def test_paper_method_runs_end_to_end_on_the_published_ladder(shared_dir, tmp_pa
 def test_the_reported_interval_always_holds_its_point_and_plots(tmp_path):
     """A percentile interval of biased refits can miss the point (seen on a 3-size ladder with 20 resamples,
     where the plot then raised on a negative error bar): the interval is stretched to the point."""
-    from ladder.laws.predict import _interval
+    from ladder.laws.task_results import bootstrap_interval
     from ladder.plots import _plt, _target
 
-    assert _interval(np.array([0.50, 0.51, 0.52, np.nan]), 0.45) == (0.45, pytest.approx(0.5195))
-    assert _interval(np.array([0.50, 0.51, 0.52]), 0.60) == (pytest.approx(0.5005), 0.60)
+    assert bootstrap_interval(np.array([0.50, 0.51, 0.52, np.nan]), 0.45) == (0.45, pytest.approx(0.5195))
+    assert bootstrap_interval(np.array([0.50, 0.51, 0.52]), 0.60) == (pytest.approx(0.5005), 0.60)
     # a prediction file written before the rule: the plot draws it rather than raising
     fig, ax = _plt().subplots()
     _target(ax, 1e9, {"acc": 0.45, "acc_lo": 0.50, "acc_hi": 0.52}, "acc", "*", "old file")

@@ -194,7 +194,7 @@ def _task_data_reference(cols, task, runs):
 
 
 def test_task_data_vectorised_matches_the_per_run_loop():
-    from ladder.laws.taskfit import task_data
+    from ladder.laws.taskdata import task_data
 
     rng = np.random.default_rng(3)
     rows = []

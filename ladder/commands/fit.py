@@ -9,6 +9,7 @@ docs/specialization.md. Library: ladder.specialization.fit_dcpt / fit_split / wr
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ladder.commands.common import COUNT, POSITIVE, add_out, check_outs, real, whole
@@ -60,6 +61,9 @@ def run(args) -> int:
     else:
         for r in fit.rows:
             print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+        for rule in fit.summary.get("rules", []):
+            if rule.get("warning"):
+                print(f"ladder fit: warning: {rule['warning']}", file=sys.stderr)
         for key in ("rules", "holdout"):
             for item in fit.summary.get(key, []):
                 print(f"{key}: {json.dumps(jsonable(item))}")

@@ -166,7 +166,7 @@ def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:
     """The rows of one training set. A table with a `set` column (`ladder import csv --map set=COL`) holding
     several sets is refused unless --set (or --runs) picks one: one law across data mixes is not what any
     method here assumes, and a fit over them would answer for no mix at all."""
-    from ladder.laws.taskfit import select_runs
+    from ladder.laws.taskdata import select_runs
 
     sets = cols.get("set")
     if sets is None:

@@ -16,7 +16,8 @@ import numpy as np
 
 from ladder.errors import LadderError
 from ladder.laws.parallel import map_jobs, task_chunks
-from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_tasks_splits, task_data
+from ladder.laws.taskdata import task_data
+from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_tasks_splits
 
 
 MIN_FIT_RUNS = 6  # a split's fit set: at least the paper's step-1 parameters (5) plus one

@@ -127,6 +127,16 @@ def validate_points(p: Points, n_params: int = len(NAMES)) -> None:
                 f"the law needs at least {need} distinct values of {name} to separate its terms")
 
 
+def require_no_infinite(loss: np.ndarray, run, step, column: str) -> None:
+    """An infinite loss is a diverged run, not a missing value: refused, naming the run, rather than dropped
+    with the blank and NaN rows (before: left out under a note that called it blank or NaN)."""
+    bad = np.isinf(loss)
+    if bad.any():
+        i = int(np.argmax(bad))
+        require(False, column, f"is {float(loss[i])} in {int(bad.sum())} rows, first run {str(run[i])!r} step "
+                f"{float(step[i]):g} (a diverged run)", "drop that run's rows or rerun it")
+
+
 def note_dropped(dropped: np.ndarray, run, step, what: str) -> None:
     """Rows a fit leaves out are never left out silently: one line on stderr with the count and the first."""
     if dropped.any():
@@ -151,6 +161,7 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
         require(col in table, col, "column missing from the results table",
                 "write CPT rows with the columns listed in docs/specialization.md")
     run, n, step, r, d = table["run"], table["n"], table["step"], table["r"], table["d_cpt"]
+    require_no_infinite(table[column], run, step, column)
     keep = np.isfinite(d) & (d > 0) & np.isfinite(table[column])
     note_dropped(np.isfinite(d) & (d > 0) & ~np.isfinite(table[column]), run, step,
                  f"CPT rows with a blank or NaN {column}")
@@ -169,6 +180,9 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
             seen.add((run[i], step[i]))
             idx.append(i)
     idx = np.array(idx, dtype=int)
+    # a canonical point order (N, D, r, run, step): the fit sums over points, so the table's row order would
+    # otherwise move a weakly determined fit (before: a shuffled table moved the general law's E 0.28 -> 0.52)
+    idx = idx[np.lexsort((step[idx], run[idx], r[idx], d[idx], n[idx]))] if len(idx) else idx
     share = r[idx] if loss == "domain" else 1.0 - r[idx]
     k = table["k"][idx] if "k" in table else None
     p = Points(n[idx], d[idx], share, table[column][idx], k, run[idx])

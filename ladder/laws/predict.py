@@ -1,37 +1,35 @@
 """`ladder predict`'s library: fit a method (default: the back-tested ensemble) per task and predict targets.
 
-The pieces: taskfit.py (one task, one method: data, fit, bootstrap), single_step.py (the paper's single-step
-ablation), backtest.py (refit on part of the ladder, predict the rest), ensemble.py (the default's weights
-and calibrated intervals), flags.py (codes and legend). This module chains them and formats the result.
+The pieces: taskdata.py (one task's data), taskfit.py (one task, one method: the fit), bootstrap.py (its
+refits), single_step.py (the paper's single-step ablation), backtest.py (refit on part of the ladder, predict
+the rest), ensemble.py (the default's weights and calibrated intervals), task_results.py (each task's
+result per target: interval, predictability, flags), flags.py (codes and legend). This module chains them.
 docs/laws.md.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from ladder.errors import LadderError, require
 from ladder.laws import flags as fl
 from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
-                                 run_table, suite_of, suite_state, suite_tasks)
-from ladder.laws.ensemble import MENU, Calibration, EnsembleFit, calibrate, distance
+                                 suite_of, suite_state, suite_tasks)
+from ladder.laws.ensemble import MENU, EnsembleFit, calibrate
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
-from ladder.laws.taskfit import (FINAL_WINDOW, METHODS, PAPER_RUNS, Method, TaskData, TaskFit, fit_task, groups,
-                                 _task_constants, present, select_runs, task_data)
+from ladder.laws.task_results import FittedLadder, noise, task_results
+from ladder.laws.taskdata import FINAL_WINDOW, PAPER_RUNS, TaskData, select_runs, task_data
+from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task
 
-EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
-INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
 # A bootstrap refits every resample on every run's points: its time and memory grow as resamples x runs
 # (10^6 rows over 62,500 runs: 100 resamples took over 3 CPU-minutes and 3 GB). Past this budget (4,096 runs
 # x 1,000 resamples, far beyond any real ladder) the resamples are cut to fit it, loudly (docs/results.md).
 BOOTSTRAP_BUDGET = 4096 * 1000
 MIN_RESAMPLES = 20
-NOISY_RATIO = 2.0       # flag a task whose predicted change is under 2x its checkpoint noise
 DEFAULT_METHOD = "ensemble"
 
 
@@ -72,69 +70,6 @@ def unavailable(cols: dict, methods) -> dict[str, str]:
             how = "has no column" if need not in cols else "leaves blank every value of"
             out[name] = f"needs {FEATURE_NAMES.get(need, need)}; the table {how} {need!r}"
     return out
-
-
-def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
-    """Checkpoint-to-checkpoint noise of one task (Bhagia et al. 2024 §4's predictability analysis): the
-    standard deviation of accuracy (points) and of the task loss (relative) over each run's last `window`
-    evaluations, averaged over the runs of the largest fitted size (the closest to a target). Runs with
-    fewer than 2 evaluations of the task give no spread and are left out."""
-    nd = run_table(cols)
-    top = max(nd[r][0] for r in runs)
-    chosen = present(cols, task, [r for r in runs if nd[r][0] == top])
-    nan = {"acc_sd": float("nan"), "loss_sd_rel": float("nan")}
-    if not chosen:
-        return nan
-    rows, starts = groups(cols, task, chosen)
-    sizes = np.diff(starts)
-    from_end = np.repeat(starts[1:], sizes) - 1 - np.arange(starts[-1])
-    tail = from_end < window
-    rows, starts = rows[tail], np.concatenate([[0], np.cumsum(np.minimum(sizes, window))])
-    spread = np.diff(starts) >= 2
-    if not spread.any():
-        return nan
-
-    def sd(v):  # per run: s.d. (ddof 1) of its tail values
-        count = np.diff(starts)
-        mean = np.add.reduceat(v, starts[:-1]) / count
-        dev = v - np.repeat(mean, count)
-        return np.sqrt(np.add.reduceat(dev * dev, starts[:-1]) / np.maximum(count - 1, 1)), mean
-
-    acc_sd, _ = sd(cols["acc"][rows])
-    out = {"acc_sd": float(np.mean(acc_sd[spread])), "loss_sd_rel": float("nan")}
-    if "loss" in cols:
-        L = cols["loss"][rows]
-        finite = np.logical_and.reduceat(np.isfinite(L), starts[:-1]) & spread
-        if finite.any():
-            loss_sd, loss_mean = sd(np.where(np.isfinite(L), L, 0.0))
-            out["loss_sd_rel"] = float(np.mean((loss_sd / loss_mean)[finite]))
-    return out
-
-
-def wrong_direction(cols: dict, task: str, runs: list[str], acc_sd: float) -> str | None:
-    """Why the task's accuracy runs the wrong way, or None: over the fitted runs' final accuracies, a Spearman
-    rank correlation with compute 6ND of -0.5 or below **and** a fall, by the least-squares line in log
-    compute across the fitted range, of more than 2x the checkpoint noise (0.01 where unknown). The step-2
-    sigmoid cannot bend that way (k >= 0), so it fits a flat line at the ceiling and predicts ~1: a number
-    from nothing. Near-chance tasks wobble, hence the noise bar (docs/laws.md, "Flags": DIR)."""
-    chosen = present(cols, task, runs)
-    if len(chosen) < 3:
-        return None
-    rows, starts = groups(cols, task, chosen)
-    acc = cols["acc"][rows[starts[1:] - 1]]
-    nd = run_table(cols)
-    logc = np.log(np.array([6.0 * nd[r][0] * nd[r][1] for r in chosen]))
-    ok = np.isfinite(acc) & np.isfinite(logc)
-    acc, logc = acc[ok], logc[ok]
-    if len(acc) < 3 or np.ptp(logc) == 0 or np.ptp(acc) == 0:
-        return None
-    rank = lambda v: np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)
-    rho = float(np.corrcoef(rank(logc), rank(acc))[0, 1])
-    fall = -float(np.polyfit(logc, acc, 1)[0]) * float(np.ptp(logc))
-    bar = 2 * acc_sd if np.isfinite(acc_sd) else 0.01
-    if rho <= -0.5 and fall > bar:
-        return f"final accuracy falls {fall:.3f} across the fitted compute range (rank correlation {rho:+.2f})"
-    return None
 
 
 def _pooled(suite, task: str) -> dict[str, Holdout]:
@@ -179,7 +114,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     require(bool(targets), "--target", "no targets given", "pass at least one NAME=N:D")
     flops = {k: v[2] for k, v in targets.items() if len(v) > 2}
     targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}
-    ladder = _Ladder.of(cols, select_runs(cols, runs))
+    ladder = FittedLadder.of(cols, select_runs(cols, runs))
     tasks = list(dict.fromkeys(cols["task"].tolist())) if tasks is None else list(tasks)
     notes = _inside_targets(targets, ladder)
     pred = Prediction(targets, ladder.runs, {}, {t: {} for t in targets}, warnings=notes)
@@ -196,28 +131,9 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
             progress(f"bootstrap: {n_bootstrap} resamples of the fitted runs, {len(tasks)} tasks")
         pred.samples = _bootstrap_all(pred.fits, n_bootstrap, seed, workers)
     for task in tasks:
-        _task_results(pred, cols, task, ladder, flag_lists[task], flops)
+        task_results(pred, cols, task, ladder, flag_lists[task], flops)
     return pred
 
-
-@dataclass
-class _Ladder:
-    """The fitted runs and the numbers every target is measured against."""
-
-    runs: list[str]
-    nd: dict                # run -> (N, D), every run of the table
-    c_max: float            # the largest fitted 6ND
-    n_max: float            # the largest fitted N
-    reference: str          # the run the predicted change is measured from (largest N x D)
-
-    @classmethod
-    def of(cls, cols: dict, runs: list[str]) -> "_Ladder":
-        nd = run_table(cols)
-        return cls(runs, nd, max(6 * nd[r][0] * nd[r][1] for r in runs), max(nd[r][0] for r in runs),
-                   max(runs, key=lambda r: nd[r][0] * nd[r][1]))
-
-    def inside(self, N: float, D: float) -> bool:
-        return 6 * N * D <= self.c_max or N <= self.n_max
 
 
 def _warn(notes: list[str], msg: str) -> None:
@@ -226,7 +142,7 @@ def _warn(notes: list[str], msg: str) -> None:
     notes.append(msg)
 
 
-def _inside_targets(targets: dict, ladder: _Ladder) -> list[str]:
+def _inside_targets(targets: dict, ladder: FittedLadder) -> list[str]:
     """Notes (and warnings) for targets inside the ladder's range: they are not extrapolations."""
     notes: list[str] = []
     for name, (N, D) in targets.items():
@@ -329,77 +245,6 @@ def _bootstrap_budget(n_bootstrap: int, n_runs: int, notes: list[str]) -> int:
             return cut
     return n_bootstrap
 
-
-def _task_results(pred: Prediction, cols: dict, task: str, ladder: _Ladder, flag_list: list, flops: dict) -> None:
-    """One task's result for every target (pred.results): point, interval, predictability and flags."""
-    fit, rows = pred.fits[task], pred.samples.get(task)
-    if rows is not None:
-        conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
-                else rows["converged"])
-        if conv.mean() < 0.95:
-            flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
-    nz = noise(cols, task, ladder.runs)
-    backwards = wrong_direction(cols, task, ladder.runs, nz["acc_sd"])
-    ref = task_data(cols, task, [ladder.reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
-    uses_compute = any(f.method.form == "c" and f.data.fpt is not None
-                       for f in getattr(fit, "members", {"": fit}).values())
-    for name, (N, D) in pred.targets.items():
-        F = flops.get(name)
-        L, acc = fit.predict(N, D, F)
-        ratio = 6 * N * D / ladder.c_max
-        r = {"loss": float(L), "acc": float(acc), "acc_lo": float(acc), "acc_hi": float(acc),
-             "loss_lo": float(L), "loss_hi": float(L), "method": fit.method.name,
-             "feature": fit.method.feature, "compute_ratio": ratio,
-             "acc_change": float(acc - ref.acc[0]), "acc_noise": nz["acc_sd"],
-             "loss_change_rel": float(L / ref.feature[0] - 1), "loss_noise_rel": nz["loss_sd_rel"]}
-        if rows is not None:
-            Lb, ab = fit.predict(N, D, F, rows)
-            r["acc_lo"], r["acc_hi"] = _interval(ab, acc)
-            if np.isfinite(Lb).any():
-                r["loss_lo"], r["loss_hi"] = _interval(Lb, L)
-        r["distance"] = float(distance(N, D, [ladder.nd[x][0] for x in ladder.runs],
-                                       [ladder.nd[x][1] for x in ladder.runs]))
-        if pred.calibration is not None:
-            _widen(r, pred.calibration)
-            r["weights"] = dict(fit.weights)
-        f = list(flag_list)
-        if ratio > EXTRAPOLATION_FLAG:
-            f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {ladder.reference}"))
-        if ladder.inside(N, D):
-            f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
-        if uses_compute and F is None:
-            f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
-        if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:
-            f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {nz['acc_sd']:.3f}"))
-        if backwards:
-            # the number is no prediction: report the whole range accuracy can take
-            f.append(("DIR", backwards))
-            r["acc_lo"], r["acc_hi"] = float(_task_constants(cols, task)[1] or 0.0), 1.0
-        r["flags"], r["flag_details"] = fl.merge(f)
-        if task in pred.backtests:
-            r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}
-        pred.results[name][task] = r
-
-
-def _interval(samples, point: float) -> tuple[float, float]:
-    """The bootstrap's percentile interval, stretched to hold the point estimate.
-
-    A percentile interval can miss its own point when the refits are biased (a bound that binds in most
-    resamples, or an ensemble whose members' refits lean one way; seen with 20 resamples on a 3-size ladder),
-    and an interval that excludes the prediction it qualifies is no interval of it."""
-    lo, hi = np.nanpercentile(samples, INTERVAL)
-    return float(min(lo, point)), float(max(hi, point))
-
-
-def _widen(r: dict, c: Calibration) -> None:
-    """The reported interval: the union of the bootstrap's and the calibrated band q x distance^growth."""
-    h, hl = c.half_width(r["distance"]), c.half_width(r["distance"], loss=True)
-    r["acc_lo"], r["acc_hi"] = min(r["acc_lo"], r["acc"] - h), max(r["acc_hi"], r["acc"] + h)
-    # the band is symmetric in accuracy, which is a probability: never report one outside [0, 1]
-    r["acc_lo"], r["acc_hi"] = max(r["acc_lo"], 0.0), min(r["acc_hi"], 1.0)
-    if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
-        r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - hl))
-        r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + hl))
 
 
 def _fit_method(state: dict, task: str):

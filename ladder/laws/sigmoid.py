@@ -158,44 +158,16 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     B = len(W)
     theta = np.array(form.full(np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names))))[:, 2:4])
     if (theta[:, 0] <= 0.0).any():
-        # A flat start (k = 0): s is constant, the exact (a, b) puts a = 0 and (k, L0) get no gradient. The
-        # 4-parameter descent, whose a is not reset, can leave it.
-        def residual_fn(X, jac):
-            yh, J = form.acc(X, L, jac)
-            return yh - y, J
-
-        X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names)))
-        return minimize_batched(residual_fn, X0, W, delta=None, bounds=form.bounds, rtol=rtol)
+        return _refit_from_flat_start(form, x0, L, y, W, rtol)
     const = {"1": W.sum(1), "y": W @ y, "yy": W @ (y * y)}
-    # The points' fixed columns (1, y) and, for the sums of d = s (1 - s), (1, u, y, u y, u^2) with u = L - c
-    # centred on the start's midpoint c, so that L - L0 = u - (L0 - c) stays small and the expansion of
+    # The points' fixed columns for the sums of d = s (1 - s): (1, u, y, u y, u^2) with u = L - c centred on
+    # the start's midpoint c, so that L - L0 = u - (L0 - c) stays small and the expansion of
     # sum w d^2 (L - L0)^2 into these sums loses no digits (`_sums`).
     c = float(np.median(theta[:, 1]))
     u = L - c
-    F_lin = np.ascontiguousarray(np.column_stack([np.ones_like(L), y]))
     F_d = np.ascontiguousarray(np.column_stack([np.ones_like(L), u, y, u * y, u * u]))
-
     chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
-    buf = np.empty((2, min(chunk, B), L.size))
-
-    def trial(rows, th):
-        """The sigmoid s [m, n] at rows th [m, 2] = (k, L0) of problems `rows`, the exact (a, b, objective)
-        there, and the sums (sum w s^2, sum w s) that `_sums` reuses; `chunk` problems at a time (their
-        blocks stay in cache)."""
-        s = np.empty((len(th), L.size))
-        R = np.empty((2, len(th), 2))
-        for i in range(0, len(th), chunk):
-            k, l0 = th[i : i + chunk, :1], th[i : i + chunk, 1:2]
-            si, P = s[i : i + chunk], buf[:, : len(k)]
-            np.subtract(L, l0, out=si)
-            np.multiply(si, k, out=si)
-            expit(si, out=si)
-            np.multiply(W[rows[i : i + chunk]], si, out=P[0])
-            np.multiply(P[0], si, out=P[1])
-            np.matmul(P, F_lin, out=R[:, i : i + chunk])  # (ws, ws s) against (1, y)
-        sums = {"ss": R[1, :, 0], "s": R[0, :, 0], "sy": R[0, :, 1], **{k: v[rows] for k, v in const.items()}}
-        return (s,) + _linear_optimum(form, sums) + (sums,)
-
+    trial = _projected_trial(form, L, y, W, const, chunk)
     G_all = np.empty((B, 5, 5))
     if (theta == theta[0]).all():
         # One start for all (the bootstrap's: the full fit): the sigmoid is the same row for every problem,
@@ -210,7 +182,6 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     S_ss, S_s = lin["ss"].copy(), lin["s"].copy()  # sum w s^2, sum w s at each problem's current (k, L0)
     lam = np.full(B, 1e-3)
     done = np.zeros(B, dtype=bool)
-    eye = np.eye(2)
     for _ in range(max_iter):
         idx = np.flatnonzero(~done)
         if idx.size == 0:
@@ -221,18 +192,8 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
             G_all[redo] = _sums(s[redo], W[redo], theta[redo, 1] - c, F_d, chunk)
             G_all[redo, 0, 0], G_all[redo, 0, 3] = S_ss[redo], S_s[redo]
             G_all[redo, 3, 0], G_all[redo, 3, 3] = S_s[redo], const["1"][redo]
-        G = G_all[idx]
-        g, H = _reduced(form, G, ai, bi, th[:, 0])
-        # k on its bound (0) with the gradient pushing outward stays fixed this iteration (active set)
-        free = np.column_stack([~((th[:, 0] <= 0.0) & (g[:, 0] > 0)), np.ones(len(idx), dtype=bool)])
-        diag = np.diagonal(H, axis1=1, axis2=2)
-        m = free.astype(np.float64)
-        mask, unit = m[:, :, None] * m[:, None, :], eye * (1.0 - m)[:, :, None]
-        A = (H + li[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)) * mask + unit
-        step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
-        # the model's own estimate of the objective left to gain (Newton decrement, undamped)
-        newton = np.linalg.solve((H + 1e-12 * (diag[:, :, None] * eye + eye)) * mask + unit, (g * m)[..., None])[..., 0]
-        left = 0.5 * np.einsum("bp,bp->b", g * m, newton)
+        g, H = _reduced(form, G_all[idx], ai, bi, th[:, 0])
+        step, left = _damped_step(g, H, th[:, 0], li)
         # Done when the model says less than rtol of the objective is left to gain, before paying for the
         # step's sigmoid. (A tiny gain from a damped step is no test here: where a linear parameter meets
         # its bound the model overshoots, the damping grows, and a short step gains little far from the
@@ -249,7 +210,6 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         s_new, a_new, b_new, f_new, lin = trial(idx, th_new)
         accept = (f_new <= fi) & np.isfinite(f_new)
         stale[idx] = accept
-        gain = np.where(accept, fi - f_new, 0.0)
         theta[idx] = np.where(accept[:, None], th_new, th)
         s[idx[accept]] = s_new[accept]
         S_ss[idx[accept]], S_s[idx[accept]] = lin["ss"][accept], lin["s"][accept]
@@ -260,6 +220,60 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
         done[idx] = lam[idx] >= 1e12
     X = np.column_stack([a, b, theta]) if form.floor is None else np.column_stack([b, theta])
     return X, f, done
+
+
+def _refit_from_flat_start(form: SigmoidForm, x0, L, y, W, rtol: float):
+    """fit_sigmoid_batched's refits where a start is flat (k = 0): there s is constant, the exact (a, b) puts
+    a = 0 and (k, L0) get no gradient, so variable projection cannot leave it; the 4-parameter descent,
+    whose a is not reset, can. Returns (X [B, P], objective [B], converged [B])."""
+    def residual_fn(X, jac):
+        yh, J = form.acc(X, L, jac)
+        return yh - y, J
+
+    X0 = np.broadcast_to(np.asarray(x0, dtype=np.float64), (len(W), len(form.names)))
+    return minimize_batched(residual_fn, X0, W, delta=None, bounds=form.bounds, rtol=rtol)
+
+
+def _projected_trial(form: SigmoidForm, L, y, W, const: dict, chunk: int):
+    """fit_sigmoid_batched's evaluation of trial points: trial(rows, th) -> (s, a, b, objective, sums), the
+    sigmoid s [m, n] at th [m, 2] = (k, L0) of problems `rows`, the exact (a, b, objective) there
+    (`_linear_optimum`), and the sums (sum w s^2, sum w s) that `_sums` reuses. `chunk` problems at a time
+    through one reused buffer, so their blocks stay in cache (every descent pass is one call)."""
+    F_lin = np.ascontiguousarray(np.column_stack([np.ones_like(L), y]))  # the points' fixed columns (1, y)
+    buf = np.empty((2, min(chunk, len(W)), L.size))
+
+    def trial(rows, th):
+        s = np.empty((len(th), L.size))
+        R = np.empty((2, len(th), 2))
+        for i in range(0, len(th), chunk):
+            k, l0 = th[i : i + chunk, :1], th[i : i + chunk, 1:2]
+            si, P = s[i : i + chunk], buf[:, : len(k)]
+            np.subtract(L, l0, out=si)
+            np.multiply(si, k, out=si)
+            expit(si, out=si)
+            np.multiply(W[rows[i : i + chunk]], si, out=P[0])
+            np.multiply(P[0], si, out=P[1])
+            np.matmul(P, F_lin, out=R[:, i : i + chunk])  # (ws, ws s) against (1, y)
+        sums = {"ss": R[1, :, 0], "s": R[0, :, 0], "sy": R[0, :, 1], **{k: v[rows] for k, v in const.items()}}
+        return (s,) + _linear_optimum(form, sums) + (sums,)
+
+    return trial
+
+
+def _damped_step(g, H, k, lam):
+    """One Levenberg-Marquardt step in (k, L0) per problem from the reduced gradient g [m, 2] and Gauss-Newton
+    matrix H [m, 2, 2], damping lam [m], and the model's own estimate of the objective left to gain (the
+    undamped Newton decrement, fit_sigmoid_batched's stopping test). k on its bound (0) with the gradient
+    pushing outward stays fixed this step (active set). Returns (step [m, 2], left [m])."""
+    eye = np.eye(2)
+    free = np.column_stack([~((k <= 0.0) & (g[:, 0] > 0)), np.ones(len(g), dtype=bool)])
+    diag = np.diagonal(H, axis1=1, axis2=2)
+    m = free.astype(np.float64)
+    mask, unit = m[:, :, None] * m[:, None, :], eye * (1.0 - m)[:, :, None]
+    A = (H + lam[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)) * mask + unit
+    step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
+    newton = np.linalg.solve((H + 1e-12 * (diag[:, :, None] * eye + eye)) * mask + unit, (g * m)[..., None])[..., 0]
+    return step, 0.5 * np.einsum("bp,bp->b", g * m, newton)
 
 
 def _sums(s, W, L0c, F, chunk):

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
 from ladder.errors import require
-from ladder.laws.dcpt import note_dropped, r_squared
+from ladder.laws.dcpt import note_dropped, r_squared, require_no_infinite
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 from ladder.results import last_rows
 
@@ -104,6 +104,7 @@ def points_from_table(table: dict[str, np.ndarray], *, domain: str | None = None
     bad = ~((r >= 0) & (r <= 1))
     require(not bad.any(), "r", f"mixture ratios must lie in [0, 1], got {r[bad][:3].tolist()}",
             "write r as the domain share of the CPT mixture")
+    require_no_infinite(loss, run, step, "domain_loss")
     keep = np.isfinite(loss)
     note_dropped(~keep, run, step, "rows with a blank or NaN domain_loss")
     if domain is not None:
@@ -228,6 +229,27 @@ def compare_with_baselines(table: dict, *, domain: str | None = None, n_starts: 
 
     sp = points_from_table(table, domain=domain)
     dp = dcpt.points_from_table(table, "domain", domain=domain)
+    held_sets, run_d_cpt, cpt = _held_out_sets(table, sp)
+    out = {"laws": {"split": FORM, "total": TOTAL_FORM, "dcpt": "L(N, D, r) = E + A/N^alpha + B r^eta/D^beta + "
+                    "C/(r + eps)^gamma at the run's final mixture (D = d_cpt)"}, "held_out": {}}
+    for name, rule in held_sets.items():
+        held_split = rule(sp.n, run_d_cpt) & cpt
+        held_dcpt = rule(dp.n, dp.d)
+        # The same held-out runs for every law: the CPT runs the rule picks.
+        assert sorted(sp.run[held_split].tolist()) == sorted(dp.run[held_dcpt].tolist()), name
+        out["held_out"][name] = _score_laws(sp, dp, held_split, held_dcpt, n_starts)
+    means = {law: float(np.mean([r[law]["mean_abs_rel_err"] for r in out["held_out"].values()]))
+             for law in ("total", "dcpt", "split")
+             if all("mean_abs_rel_err" in r[law] for r in out["held_out"].values())}
+    out["mean_over_held_out"] = means
+    out["best"] = min(means, key=means.get) if means else None
+    return out
+
+
+def _held_out_sets(table: dict, sp: SplitPoints):
+    """compare_with_baselines' two held-out sets, as rules (n, d_cpt) -> held out: the largest size, and each
+    size's largest domain budget. Returns (rules by name, each point's CPT tokens, whether it is a CPT run).
+    A table without 3 sizes and 2 domain budgets per size cannot hold both out: one line says so."""
     num = lambda c: np.asarray(table[c], dtype=np.float64)  # noqa: E731
     runs = np.asarray(table["run"])
     d_cpt = dict(zip(runs.tolist(), np.nan_to_num(num("d_cpt")).tolist()))
@@ -248,37 +270,32 @@ def compare_with_baselines(table: dict, *, domain: str | None = None, n_starts: 
 
     held_sets = {f"size N={sp.n.max():.3g}": lambda n, d: n == sp.n.max(),
                  "largest domain budget of each size": at_largest_budget}
-    out = {"laws": {"split": FORM, "total": TOTAL_FORM, "dcpt": "L(N, D, r) = E + A/N^alpha + B r^eta/D^beta + "
-                    "C/(r + eps)^gamma at the run's final mixture (D = d_cpt)"}, "held_out": {}}
-    run_d_cpt = np.array([d_cpt[r] for r in sp.run])
-    for name, rule in held_sets.items():
-        held_split = rule(sp.n, run_d_cpt) & cpt
-        held_dcpt = rule(dp.n, dp.d)
-        # The same held-out runs for every law: the CPT runs the rule picks.
-        assert sorted(sp.run[held_split].tolist()) == sorted(dp.run[held_dcpt].tolist()), name
-        row = {"n_test": int(held_split.sum())}
-        test = sp.subset(held_split)
-        for form in FORMS:
-            try:
-                law = fit_split(sp.subset(~held_split), form=form).law
-                rel = np.abs(law(test.n, test.d, test.d_prime) / test.loss - 1)
-                row[form] = {"mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max())}
-            except Exception as e:  # noqa: BLE001 (a LadderError: too few points left) is reported
-                row[form] = {"error": str(e)}
+    return held_sets, np.array([d_cpt[r] for r in sp.run]), cpt
+
+
+def _score_laws(sp: SplitPoints, dp, held_split: np.ndarray, held_dcpt: np.ndarray, n_starts: int) -> dict:
+    """One held-out set's row of compare_with_baselines: each law refitted without the held-out runs and its
+    mean / max absolute relative error on them; a law that cannot be refitted (a LadderError: too few
+    points left) gets its error message, so one failed baseline does not hide the others."""
+    from ladder.laws import dcpt
+
+    row = {"n_test": int(held_split.sum())}
+    test = sp.subset(held_split)
+    for form in FORMS:
         try:
-            fit = dcpt.fit_dcpt(dp.subset(~held_dcpt), n_starts=n_starts)
-            t = dp.subset(held_dcpt)
-            rel = np.abs(fit.law(t.n, t.d, t.r) / t.loss - 1)
-            row["dcpt"] = {"mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max())}
-        except Exception as e:  # noqa: BLE001
-            row["dcpt"] = {"error": str(e)}
-        out["held_out"][name] = row
-    means = {law: float(np.mean([r[law]["mean_abs_rel_err"] for r in out["held_out"].values()]))
-             for law in ("total", "dcpt", "split")
-             if all("mean_abs_rel_err" in r[law] for r in out["held_out"].values())}
-    out["mean_over_held_out"] = means
-    out["best"] = min(means, key=means.get) if means else None
-    return out
+            law = fit_split(sp.subset(~held_split), form=form).law
+            rel = np.abs(law(test.n, test.d, test.d_prime) / test.loss - 1)
+            row[form] = {"mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max())}
+        except Exception as e:  # noqa: BLE001 (a LadderError: too few points left) is reported
+            row[form] = {"error": str(e)}
+    try:
+        fit = dcpt.fit_dcpt(dp.subset(~held_dcpt), n_starts=n_starts)
+        t = dp.subset(held_dcpt)
+        rel = np.abs(fit.law(t.n, t.d, t.r) / t.loss - 1)
+        row["dcpt"] = {"mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max())}
+    except Exception as e:  # noqa: BLE001
+        row["dcpt"] = {"error": str(e)}
+    return row
 
 
 # --- allocator -------------------------------------------------------------------------------------------

@@ -341,13 +341,29 @@ def write_allocation(result: dict, out, stem: str) -> list[str]:
 # --------------------------------------------------------------------------------------------- report
 
 
-def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str | None = None) -> dict:
-    """The compute-effectiveness report (ladder.effectiveness.compute_effectiveness), after checking the table."""
+def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str | None = None,
+                         domain: str | None = None) -> dict:
+    """The compute-effectiveness report (ladder.effectiveness.compute_effectiveness), after checking the table.
+    `domain` keeps that domain's runs and the runs of no domain (the bases): pooled domains give one trend
+    of none of them (before: printed, exit 0), so a table of several is refused without it."""
     require(bool(table), "results", "has no rows", "collect CPT runs first")
-    if "domain" in table:  # pooled domains give one trend of none of them (before: printed, exit 0)
-        names = sorted({str(v) for v in table["domain"].tolist()} - {"", "nan"})
+    value_col = "acc" if task else metric
+    if value_col in table:  # the flag the user typed is named before the table's contents
+        require(table[value_col].dtype.kind == "f", f"--metric {value_col}", "is a text column, not a loss",
+                "name a numeric loss column, e.g. domain_loss or general_loss")
+    if "domain" in table:
+        given = np.array([str(v) for v in table["domain"].tolist()])
+        names = sorted(set(given.tolist()) - {"", "nan"})
+        if domain is not None:
+            require(domain in names, "--domain", f"{domain!r} is not in the table",
+                    f"choose one of {names[:10]}" if names else "the table names no domain: leave --domain out")
+            keep = (given == domain) | np.isin(given, ["", "nan"])
+            table = {k: v[keep] for k, v in table.items()}
+            names = [domain]
         require(len(names) <= 1, "domain", f"the table holds runs of {len(names)} domains {names[:5]}",
-                "report one domain at a time: keep that domain's rows (and the base runs) in the table")
+                "report one domain at a time: --domain NAME (ladder report) or domain= (Python)")
+    else:
+        require(domain is None, "--domain", "the table has no domain column", "leave --domain out")
     return compute_effectiveness(table, metric=metric, task=task)
 
 

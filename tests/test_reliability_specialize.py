@@ -59,6 +59,13 @@ def test_dcpt_two_domains_need_domain_and_one_is_fitted(tmp_path, capsys, study)
     assert code == 0
     code = cli.main(["report", "specialization", str(tmp_path / "t.csv"), "-o", str(tmp_path / "rep")])
     assert code == 2 and "error: domain: the table holds runs of 2 domains" in capsys.readouterr().err
+    code = cli.main(["report", "specialization", str(tmp_path / "t.csv"), "-o", str(tmp_path / "rep"),
+                     "--domain", "legal", "--format", "json"])
+    legal = json.loads(capsys.readouterr().out)
+    assert code == 0 and legal["sizes"]
+    code = cli.main(["report", "specialization", str(tmp_path / "t.csv"), "-o", str(tmp_path / "rep2"),
+                     "--domain", "prose"])
+    assert code == 2 and "--domain: 'prose' is not in the table" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("law", ["dcpt", "split"])

@@ -18,6 +18,7 @@ KINDS = ("specialization",)
 EXAMPLES = """
 ladder report specialization runs/specialization/results.csv
 ladder report specialization results.csv --task legal_continuation -o report/ --format json
+ladder report specialization results.csv --domain legal
 """
 
 
@@ -28,6 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--format", choices=["text", "json", "csv"], default="text", help="what to print on stdout")
     p.add_argument("--metric", default="domain_loss", help="loss column to compare (lower is better)")
     p.add_argument("--task", help="compare this task's accuracy instead of --metric")
+    p.add_argument("--domain", help="report this domain's runs (with the base runs); needed when the table "
+                   "holds runs of several domains")
 
 
 def run(args) -> int:
@@ -36,7 +39,7 @@ def run(args) -> int:
     table, default_out = spec.read_study(args.results)
     out = Path(args.out) if args.out else default_out
     check_outs(spec.output_files(out, "effectiveness"), args.overwrite)
-    report = spec.effectiveness_report(table, metric=args.metric, task=args.task)
+    report = spec.effectiveness_report(table, metric=args.metric, task=args.task, domain=args.domain)
     with storage.all_or_nothing(out):  # JSON, CSV and plots land together, or none does
         files = spec.write_effectiveness(report, out)
     if args.format == "json":

@@ -162,6 +162,20 @@ def lbfgsb(fun_and_grad, x0, bounds=None, *, maxiter: int = 1000, gtol: float = 
                                 "maxfun": maxfun})
         return LbfgsbResult(np.asarray(res.x, dtype=np.float64), float(res.fun), bool(res.success),
                             str(res.message), int(res.nit))
+    steps = lbfgsb_steps(x0, bounds, maxiter=maxiter, gtol=gtol, ftol=ftol, maxcor=maxcor, maxls=maxls,
+                         maxfun=maxfun)
+    try:
+        x = next(steps)
+        while True:
+            x = steps.send(fun_and_grad(x))
+    except StopIteration as done:
+        return done.value
+
+
+def lbfgsb_steps(x0, bounds, *, maxiter: int, gtol: float, ftol: float, maxcor: int = 10, maxls: int = 20,
+                  maxfun: int = 15000):
+    """L-BFGS-B as a generator: yields each x it needs (f, g) at, is sent them, returns its LbfgsbResult. The
+    one loop over the C routine: `lbfgsb` drives it with one objective, polish.py drives many in lockstep."""
     x = np.array(np.asarray(x0, dtype=np.float64).ravel())
     n = x.size
     lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
@@ -184,8 +198,7 @@ def lbfgsb(fun_and_grad, x0, bounds=None, *, maxiter: int = 1000, gtol: float = 
     while True:
         _SETULB(m, x, low, upp, nbd, f, g, factr, gtol, wa, iwa, task, lsave, isave, dsave, maxls, ln_task)
         if task[0] == 3:
-            # scipy memoises by x; the routine asks for each new x once, and an objective is a function of x
-            fx, gx = fun_and_grad(x.copy())
+            fx, gx = yield x.copy()
             nfev += 1
             f, g = float(fx), np.array(gx, dtype=np.float64).reshape(n)
         elif task[0] == 1:

@@ -19,46 +19,6 @@ from ladder.laws import fitting
 from ladder.laws.fitting import FitResult, LbfgsbResult, best_result, minimize_from_grid
 
 
-def _lbfgsb_steps(x0, bounds, *, maxiter: int, gtol: float, ftol: float, maxcor: int = 10, maxls: int = 20,
-                  maxfun: int = 15000):
-    """`fitting.lbfgsb` as a generator: yields each x it needs (f, g) at, is sent them, returns its result."""
-    x = np.array(np.asarray(x0, dtype=np.float64).ravel())
-    n = x.size
-    lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
-    for i, (lb, ub) in enumerate(bounds or ()):
-        lo[i] = -np.inf if lb is None else float(lb)
-        hi[i] = np.inf if ub is None else float(ub)
-    if bounds:
-        x = np.clip(x, lo, hi)
-    nbd = np.zeros(n, np.int32)
-    nbd[np.isfinite(lo) & ~np.isfinite(hi)] = 1
-    nbd[np.isfinite(lo) & np.isfinite(hi)] = 2
-    nbd[~np.isfinite(lo) & np.isfinite(hi)] = 3
-    low, upp = np.where(np.isfinite(lo), lo, 0.0), np.where(np.isfinite(hi), hi, 0.0)
-    m, factr = maxcor, ftol / np.finfo(float).eps
-    f, g = np.array(0.0), np.zeros(n)
-    wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m)
-    iwa, task, ln_task = np.zeros(3 * n, np.int32), np.zeros(2, np.int32), np.zeros(2, np.int32)
-    lsave, isave, dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29)
-    nit = nfev = 0
-    setulb = fitting._SETULB
-    while True:
-        setulb(m, x, low, upp, nbd, f, g, factr, gtol, wa, iwa, task, lsave, isave, dsave, maxls, ln_task)
-        if task[0] == 3:
-            fx, gx = yield x.copy()
-            nfev += 1
-            f, g = float(fx), np.array(gx, dtype=np.float64).reshape(n)
-        elif task[0] == 1:
-            nit += 1
-            if nit >= maxiter:
-                task[0], task[1] = 5, 504
-            elif nfev > maxfun:
-                task[0], task[1] = 5, 502
-        else:
-            break
-    return LbfgsbResult(x, float(f), bool(task[0] == 4), fitting._STATUS[task[0]] + ": " + fitting._TASK[task[1]], nit)
-
-
 def minimize_from_grid_many(
     fun_and_grad_rows: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     problems: Sequence[tuple],
@@ -87,7 +47,7 @@ def minimize_from_grid_many(
     f0, _ = fun_and_grad_rows(X0, owner) if len(X0) else (np.zeros(0), None)
     runs, asked, results = {}, {}, {}
     for r in np.flatnonzero(np.isfinite(f0)):
-        runs[r] = _lbfgsb_steps(X0[r], bounds, maxiter=maxiter, gtol=gtol, ftol=ftol)
+        runs[r] = fitting.lbfgsb_steps(X0[r], bounds, maxiter=maxiter, gtol=gtol, ftol=ftol)
         asked[r] = next(runs[r])
     while asked:
         rows = np.fromiter(asked, dtype=np.int64, count=len(asked))

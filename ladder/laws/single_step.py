@@ -56,27 +56,34 @@ def _residuals(logN, logD, logA):
     return residual_fn
 
 
+def _huber_terms(x, logN, logD, logA):
+    """The Huber values and derivatives of the log residuals and the Jacobian of the accuracy (zero below
+    ACC_FLOOR), at one parameter row (scalars; points [n]) or a column per parameter ([m, 1]; points [m, n]):
+    the same elementwise operations either way, so both objectives below give the same bits."""
+    a, b, alpha, beta, E, p, q = x
+    t1, t2 = np.exp(a - alpha * logN), np.exp(b - beta * logD)
+    s = expit(t1 + t2 + E)
+    y = p * s + q
+    yc = np.maximum(y, ACC_FLOOR)
+    r = np.log(yc) - logA
+    dz = p * s * (1 - s)
+    J = np.empty(np.shape(s) + (7,))
+    J[..., 0], J[..., 1] = dz * t1, dz * t2
+    J[..., 2], J[..., 3] = -dz * t1 * logN, -dz * t2 * logD
+    J[..., 4], J[..., 5], J[..., 6] = dz, s, 1.0
+    J *= ((y > ACC_FLOOR) / yc)[..., None]
+    v, d = huber(r, HUBER_DELTA)
+    return v, d, J
+
+
 def _objective(logN, logD, logA, w):
     """fun_and_grad(x) -> (sum w Huber(r), gradient) of one fit, for L-BFGS-B: `accuracy` and `_residuals`
     for a single parameter row, the same operations in the same order (so the same digits: tested), without
     the batch axis. The polishes call it ~40,000 times per ensemble fit, where the batch axis's bookkeeping
     cost more than the arithmetic on 16 points."""
-    n = len(logA)
 
     def fun_and_grad(x):
-        a, b, alpha, beta, E, p, q = x
-        t1, t2 = np.exp(a - alpha * logN), np.exp(b - beta * logD)
-        s = expit(t1 + t2 + E)
-        y = p * s + q
-        yc = np.maximum(y, ACC_FLOOR)
-        r = np.log(yc) - logA
-        dz = p * s * (1 - s)
-        J = np.empty((n, 7))
-        J[:, 0], J[:, 1] = dz * t1, dz * t2
-        J[:, 2], J[:, 3] = -dz * t1 * logN, -dz * t2 * logD
-        J[:, 4], J[:, 5], J[:, 6] = dz, s, 1.0
-        J *= ((y > ACC_FLOOR) / yc)[:, None]
-        v, d = huber(r, HUBER_DELTA)
+        v, d, J = _huber_terms(x, logN, logD, logA)
         return float(w @ v), J.T @ (w * d)
 
     return fun_and_grad
@@ -102,19 +109,7 @@ def _objective_rows(problems):
             if not sel.size:
                 continue
             logN, logD, logA, w = (d[slot[which[sel]]] for d in data)
-            a, b, alpha, beta, E, p, q = (X[sel, i : i + 1] for i in range(7))
-            t1, t2 = np.exp(a - alpha * logN), np.exp(b - beta * logD)
-            s = expit(t1 + t2 + E)
-            y = p * s + q
-            yc = np.maximum(y, ACC_FLOOR)
-            r = np.log(yc) - logA
-            dz = p * s * (1 - s)
-            J = np.empty((len(sel), n, 7))
-            J[..., 0], J[..., 1] = dz * t1, dz * t2
-            J[..., 2], J[..., 3] = -dz * t1 * logN, -dz * t2 * logD
-            J[..., 4], J[..., 5], J[..., 6] = dz, s, 1.0
-            J *= ((y > ACC_FLOOR) / yc)[..., None]
-            v, d = huber(r, HUBER_DELTA)
+            v, d, J = _huber_terms([X[sel, i : i + 1] for i in range(7)], logN, logD, logA)
             # per row the BLAS calls of the one-row objective's w @ v and J.T @ (w d): the stacked matmul
             # makes the same call for each row (checked bit for bit, tests/test_laws.py)
             F[sel] = np.matmul(w[:, None, :], v[:, :, None])[:, 0, 0]

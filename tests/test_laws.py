@@ -121,17 +121,23 @@ def test_step2_sigmoid_recovers_parameters(floor):
     np.testing.assert_allclose(X, np.stack([fit.x] * 2), atol=1e-4)
 
 
+def _resampled_sigmoid(floor, seed, true_free, true_floored, n_resamples):
+    """A step-2 problem for the refit tests: 300 noisy points of a known sigmoid (the form's parameters from
+    `true_free`, or `true_floored` with a floor), its full fit, and Poisson resample weights."""
+    rng = np.random.default_rng(seed)
+    form = SigmoidForm(floor)
+    L = rng.uniform(0.4, 1.6, 300)
+    acc = form.predict(true_free if floor is None else true_floored, L) + 0.01 * rng.standard_normal(300)
+    W = rng.poisson(1.0, (n_resamples, 300)).astype(np.float64)
+    return form, L, acc, fit_sigmoid(form, L, acc), W
+
+
 @pytest.mark.parametrize("floor", [None, 0.25])
 def test_step2_refits_by_variable_projection_land_on_the_four_parameter_optimum(floor):
     """The bootstrap's step-2 refits solve (a, b) exactly given (k, L0); on resamples where the ceiling b = 1
     binds and where it does not, they reach the optimum a tightly converged 4-parameter descent reaches."""
-    rng = np.random.default_rng(3)
-    form = SigmoidForm(floor)
-    true = {"a": -0.75, "b": 0.99, "k": 5.0, "L0": 0.9} if floor is None else {"b": 1.0, "k": 5.0, "L0": 0.9}
-    L = rng.uniform(0.4, 1.6, 300)
-    acc = form.predict(true, L) + 0.01 * rng.standard_normal(300)
-    fit = fit_sigmoid(form, L, acc)
-    W = rng.poisson(1.0, (40, 300)).astype(np.float64)
+    form, L, acc, fit, W = _resampled_sigmoid(floor, 3, {"a": -0.75, "b": 0.99, "k": 5.0, "L0": 0.9},
+                                              {"b": 1.0, "k": 5.0, "L0": 0.9}, 40)
     X, f, conv = fit_sigmoid_batched(form, fit.x, L, acc, W)
 
     def residual_fn(X, jac):
@@ -152,13 +158,8 @@ def test_step2_shared_start_matches_per_problem_start(floor):
     """Refits that all start at the full fit take their start's sums from one product of the weights with
     per-point columns (`_shared_start`), not from a sigmoid per problem; they reach the optimum the per-problem
     start reaches (the starts nudged apart by 1e-12 take that path), within the solver's tolerance."""
-    rng = np.random.default_rng(4)
-    form = SigmoidForm(floor)
-    true = {"a": -0.7, "b": 0.97, "k": 6.0, "L0": 0.9} if floor is None else {"b": 0.97, "k": 6.0, "L0": 0.9}
-    L = rng.uniform(0.4, 1.6, 300)
-    acc = form.predict(true, L) + 0.01 * rng.standard_normal(300)
-    fit = fit_sigmoid(form, L, acc)
-    W = rng.poisson(1.0, (30, 300)).astype(np.float64)
+    form, L, acc, fit, W = _resampled_sigmoid(floor, 4, {"a": -0.7, "b": 0.97, "k": 6.0, "L0": 0.9},
+                                              {"b": 0.97, "k": 6.0, "L0": 0.9}, 30)
     X, f, conv = fit_sigmoid_batched(form, fit.x, L, acc, W)
     X0 = np.tile(fit.x, (30, 1))
     X0[:, -1] += 1e-12 * np.arange(30)

@@ -42,15 +42,22 @@ def _derivatives(residual_fn, curvature_fn, x, w, delta, rows, sel):
     return r, J, S, D
 
 
-def _model_step(r, J, S, D, w, lam, free, delta, d=None):
-    """The damped Newton step, (H + lam D) s = -g over the free coordinates with the exact Hessian
-    H = J^T diag(w [|r| <= delta]) J + S, the others moved by d (to their bound; 0 when d is None), and the
-    gain the undamped quadratic model promises for the whole step."""
-    P = J.shape[2]
-    m = free.astype(np.float64)
+def _hessian(r, J, S, w, delta):
+    """The exact Hessian H = J^T diag(w [|r| <= delta]) J + S and the gradient g = J^T (w rho'(r)) [B, P] at
+    rows whose (r, J, S) are those of their current point (newton_batched keeps them while a row's steps are
+    rejected: its point, and so H and g, do not move)."""
     ins = np.abs(r) <= delta
     H = np.matmul(np.swapaxes(J * (w * ins)[..., None], 1, 2), J) + S
     g = np.einsum("bn,bnp->bp", w * np.minimum(np.maximum(r, -delta), delta), J)
+    return H, g
+
+
+def _model_step(H, g, D, lam, free, d=None):
+    """The damped Newton step, (H + lam D) s = -g over the free coordinates (H, g: `_hessian`), the others
+    moved by d (to their bound; 0 when d is None), and the gain the undamped quadratic model promises for the
+    whole step."""
+    P = H.shape[2]
+    m = free.astype(np.float64)
     A = H + lam[:, None, None] * D
     rhs = (g if d is None else g + np.einsum("bpq,bq->bp", A, d)) * m
     A = A * (m[:, :, None] * m[:, None, :])
@@ -107,12 +114,14 @@ def newton_batched(
     chunk = max(1, CHUNK_ELEMENTS // max(1, n * P * P))
     r_act, J_act = np.empty((B, n)), np.empty((B, n, P))
     S_act, D_act, stale = np.empty((B, P, P)), np.empty((B, P, P)), np.ones(B, dtype=bool)
+    H_act, g_act = np.empty((B, P, P)), np.empty((B, P))
     diag = np.arange(P)
     for _ in range(max_iter):
         moving = ~done[idx]
         if not moving.all():
             idx, w_act, stale = idx[moving], w_act[moving], stale[moving]
             r_act, J_act, S_act, D_act = r_act[moving], J_act[moving], S_act[moving], D_act[moving]
+            H_act, g_act = H_act[moving], g_act[moving]
             data_act = tuple(d[moving] for d in data_act)
         if idx.size == 0:
             break
@@ -121,9 +130,10 @@ def newton_batched(
         if redo.size:
             r_act[redo], J_act[redo], S_act[redo], D_act[redo] = _derivatives(
                 res_fn, curv_fn, xi[redo], w_act[redo], delta, chunk, redo)
-        g = np.einsum("bn,bnp->bp", w_act * np.minimum(np.maximum(r_act, -delta), delta), J_act)
+            H_act[redo], g_act[redo] = _hessian(r_act[redo], J_act[redo], S_act[redo], w_act[redo], delta)
+        g = g_act
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
-        step, promised = _model_step(r_act, J_act, S_act, D_act, w_act, li, free, delta)
+        step, promised = _model_step(H_act, g, D_act, li, free)
         # a coordinate the step would carry past its bound stops on it, and the others' step is solved again
         # with it there (clipping the step instead leaves one the model never judged: the refit stalls
         # a hair inside the bound, every damped step clipped and rejected)
@@ -131,8 +141,8 @@ def newton_batched(
         again = np.flatnonzero(out.any(-1))
         if again.size:
             d = np.where(out[again], np.clip(xi[again] + step[again], lo, hi) - xi[again], 0.0)
-            step[again], promised[again] = _model_step(r_act[again], J_act[again], S_act[again], D_act[again],
-                                                       w_act[again], li[again], free[again] & ~out[again], delta, d)
+            step[again], promised[again] = _model_step(H_act[again], g[again], D_act[again], li[again],
+                                                       free[again] & ~out[again], d)
         x_new = np.clip(xi + step, lo, hi)
         f_new = (w_act * _robust_value(res_fn(x_new, False)[0], delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new) & (promised > 0) & np.all(np.isfinite(step), -1)
@@ -144,13 +154,18 @@ def newton_batched(
         # Done when a step gains almost nothing and the gradient is small in the IRLS metric (the gain a
         # step of the majorising model would promise: independent of the damping, which can make any step,
         # and so its gain and its promise, tiny); given up when no step however damped lowers f.
+        # (The gradient's size is needed only where the gain was tiny: computed for those rows alone.)
         tiny = rtol * np.maximum(fi, 1e-300)
-        m = free.astype(np.float64)
-        gm = g * m
-        Dm = D_act * (m[:, :, None] * m[:, None, :])
-        Dm[:, diag, diag] += np.where(free, 1e-12 * (1.0 + np.abs(Dm[:, diag, diag])), 1.0)
-        left = 0.5 * np.einsum("bp,bp->b", gm, np.linalg.solve(Dm, gm[..., None])[..., 0])
-        ok = accept & (gain <= tiny) & (left <= tiny)
+        ok = accept & (gain <= tiny)
+        ask = np.flatnonzero(ok)
+        if ask.size:
+            fr = free[ask]
+            m = fr.astype(np.float64)
+            gm = g[ask] * m
+            Dm = D_act[ask] * (m[:, :, None] * m[:, None, :])
+            Dm[:, diag, diag] += np.where(fr, 1e-12 * (1.0 + np.abs(Dm[:, diag, diag])), 1.0)
+            left = 0.5 * np.einsum("bp,bp->b", gm, np.linalg.solve(Dm, gm[..., None])[..., 0])
+            ok[ask] = left <= tiny[ask]
         conv[idx] = ok
         done[idx] = ok | (lam[idx] >= 1e12)
     return x, f, conv

@@ -18,6 +18,7 @@ from ladder.laws import flags as fl
 from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
                                  suite_of, suite_state, suite_tasks)
 from ladder.laws.ensemble import MENU, EnsembleFit, calibrate
+from ladder.laws.heap import keep_freed_memory
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
@@ -112,6 +113,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     require(method in ("ensemble", "auto") or method in METHODS, "--method", f"unknown method {method!r}",
             f"choose ensemble, auto or one of {', '.join(METHODS)}")
     require(bool(targets), "--target", "no targets given", "pass at least one NAME=N:D")
+    keep_freed_memory()  # the solvers' arrays reuse their pages, not fresh ones per iteration (heap.py)
     flops = {k: v[2] for k, v in targets.items() if len(v) > 2}
     targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}
     ladder = FittedLadder.of(cols, select_runs(cols, runs))

@@ -211,6 +211,45 @@ def test_single_step_polish_objective_is_the_batched_one_digit_for_digit():
         assert f == float(w @ v) and np.array_equal(g, J[0].T @ (w * d))
 
 
+def test_single_step_trial_intermediates_give_the_residuals_jacobian_bit_for_bit():
+    """The bootstrap refits build an accepted trial's Jacobian from the trial's own exponentials
+    (single_step._trial_value / _trial_jacobian); they must be `_residuals`' bits, floor clip included."""
+    from ladder.laws import single_step as ss
+
+    rng = np.random.default_rng(5)
+    N = np.exp(rng.uniform(18, 21, (40, 16)))
+    logs = np.log(N), np.log(N * rng.uniform(20, 200, (40, 16))), np.log(rng.uniform(0.3, 0.8, (40, 16)))
+    X = ss.starts(0.25)[np.arange(40) % 33] + rng.normal(0, 0.3, (40, 7))
+    X[:5, 5], X[:5, 6] = -0.9999, 0.0  # Acc-hat under ACC_FLOOR at some points: the clipped branch
+    r_ref, J_ref = ss._residuals(*logs)(X, True)
+    r, kept = ss._trial_value(X, *logs)
+    r2, J = ss._trial_jacobian(X, kept, *logs)
+    assert np.array_equal(r, r_ref) and np.array_equal(r2, r_ref) and np.array_equal(J, J_ref)
+    assert (np.exp(r_ref[:5]) * np.exp(logs[2][:5]) <= ss.ACC_FLOOR * (1 + 1e-12)).any()
+
+
+def test_single_step_refits_with_kept_trials_equal_the_plain_solver_bit_for_bit():
+    """minimize_batched's `trial` path (kept intermediates, rows dropping out as they converge) iterates as
+    the plain residual function does: the same refits, bit for bit."""
+    from ladder.laws import single_step as ss
+
+    rng = np.random.default_rng(6)
+    N = np.repeat(np.geomspace(1.5e8, 1.3e9, 4), 4)
+    D = N * np.tile([20.0, 40.0, 100.0, 200.0], 4)
+    acc = 0.8 - 0.25 * (N / 1e8) ** -0.2 - 0.1 * (D / 1e9) ** -0.25 + rng.normal(0, 0.01, 16)
+    x0 = ss.fit_single_step(N, D, acc, 0.25).x
+    W = rng.multinomial(16, np.full(16, 1 / 16), size=60).astype(np.float64)
+    logs = tuple(np.repeat(v[None], 60, 0) for v in (np.log(N), np.log(D), np.log(acc)))
+
+    def residual_fn(X, jac, logN, logD, logA):
+        return ss._residuals(logN, logD, logA)(X, jac)
+
+    plain = minimize_batched(residual_fn, np.repeat(x0[None], 60, 0), W, delta=ss.HUBER_DELTA, bounds=ss.BOUNDS,
+                             max_iter=2000, rtol=1e-6, data=logs)
+    X, f, c = ss.refit_many(x0, N, D, acc, W)
+    assert np.array_equal(X[0], plain[0]) and np.array_equal(f[0], plain[1]) and np.array_equal(c[0], plain[2])
+
+
 def test_fits_of_several_tasks_in_one_descent_equal_their_own_bit_for_bit():
     """chinchilla.fit_loss_tasks / single_step.fit_single_step_tasks (every task of a ladder in one batched
     descent, equal problems once) give each problem's own fit_loss_many / fit_single_step_many, digit for digit."""

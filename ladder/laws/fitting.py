@@ -308,13 +308,16 @@ def _robust_value(r: np.ndarray, delta: float | None) -> np.ndarray:
     return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
-def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int, sel: np.ndarray):
+def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | None, rows: int, sel: np.ndarray,
+                      kept=None):
     """Gradient g [B, P] and IRLS curvature J^T diag(w rho'(r)/r) J [B, P, P] at rows x, `rows` at a time
-    (residual_fn(X, jac, rows of the problems' data); sel: the problems' rows)."""
+    (residual_fn(X, jac, rows of the problems' data); sel: the problems' rows). kept: (jacobian_fn, the
+    trial's intermediates at x [B, ...]) to build the Jacobian from (minimize_batched's `trial`)."""
     B, P = x.shape
     g, H = np.empty((B, P)), np.empty((B, P, P))
     for i in range(0, B, rows):
-        r, J = residual_fn(x[i : i + rows], True, sel[i : i + rows])
+        r, J = residual_fn(x[i : i + rows], True, sel[i : i + rows]) if kept is None else \
+            kept[0](x[i : i + rows], kept[1][i : i + rows], sel[i : i + rows])
         _, d, c = robust_loss(r, delta)
         wi = w[i : i + rows]
         g[i : i + rows] = np.einsum("bn,bnp->bp", wi * d, J)
@@ -332,6 +335,7 @@ def minimize_batched(
     max_iter: int = 200,
     rtol: float = 1e-9,
     data: tuple[np.ndarray, ...] = (),
+    trial: tuple[Callable, Callable] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise sum_i w[b, i] rho(r_i(x_b)) for B independent problems at once (bootstrap samples).
 
@@ -341,6 +345,10 @@ def minimize_batched(
     (majorising) curvature J^T diag(w rho'(r)/r) J, which for squared error is Gauss-Newton and for Huber
     never overestimates a step's gain; steps are clipped to `bounds` and kept only where they lower the
     objective. One numpy pass serves all B problems, which is what makes a 1,000-sample bootstrap cheap.
+    `trial`: optionally (value_fn(X, *rows_of_data) -> (r, kept [B, ...]), jacobian_fn(X, kept, *rows_of_data)
+    -> (r, J)), the residuals of a trial point with the intermediates (exponentials, logs) its Jacobian
+    needs, and that Jacobian from them: an accepted step's next Jacobian pass then pays no transcendental
+    twice. They must give residual_fn's bits (single_step.refit_many: tested).
     Returns (X [B, P], objective [B], converged [B]).
     """
     x = np.array(x0, dtype=np.float64)
@@ -357,6 +365,16 @@ def minimize_batched(
     def residual_fn_act(X, jac, rows=slice(None)):
         return residual_fn(X, jac, *(d[rows] for d in data_act)) if data else residual_fn(X, jac)
 
+    def value_act(X):
+        if trial is None:
+            return residual_fn_act(X, False)[0], None
+        return trial[0](X, *data_act)
+
+    def jacobian_act(X, kept, rows):
+        return trial[1](X, kept, *(d[rows] for d in data_act))
+
+    kept_act = None  # the trial's intermediates at each moving row's x (rows whose last step was accepted)
+
     f = (w_all * _robust_value(residual_fn_act(x, False)[0], delta)).sum(-1)
     diag_idx = np.arange(P)
     # rows per Jacobian pass: the [rows, n, P] Jacobian stays in cache (~2 MB); a 1,000-sample bootstrap of
@@ -370,12 +388,15 @@ def minimize_batched(
         if not moving.all():
             idx, w_act, g_act, H_act, stale = idx[moving], w_act[moving], g_act[moving], H_act[moving], stale[moving]
             data_act = tuple(d[moving] for d in data_act)
+            kept_act = None if kept_act is None else kept_act[moving]
         if idx.size == 0:
             break
         xi, w, fi, li = x[idx], w_act, f[idx], lam[idx]
         redo = np.flatnonzero(stale)
         if redo.size:
-            g_act[redo], H_act[redo] = _normal_equations(residual_fn_act, xi[redo], w[redo], delta, chunk, redo)
+            g_act[redo], H_act[redo] = _normal_equations(
+                residual_fn_act, xi[redo], w[redo], delta, chunk, redo,
+                None if kept_act is None else (jacobian_act, kept_act[redo]))
         g, H = g_act, H_act
         # Coordinates on a bound whose gradient pushes outward stay fixed this iteration (active set).
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
@@ -388,8 +409,13 @@ def minimize_batched(
         gm = g * m
         step = -np.linalg.solve(A, gm[..., None])[..., 0]
         x_new = np.clip(xi + step, lo, hi)
-        f_new = (w * _robust_value(residual_fn_act(x_new, False)[0], delta)).sum(-1)
+        r_new, kept_new = value_act(x_new)
+        f_new = (w * _robust_value(r_new, delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new)
+        if kept_new is not None:
+            if kept_act is None:
+                kept_act = np.empty_like(kept_new)
+            kept_act[accept] = kept_new[accept]
         stale = accept
         gain = np.where(accept, fi - f_new, 0.0)
         x[idx] = np.where(accept[:, None], x_new, xi)

@@ -56,6 +56,31 @@ def _residuals(logN, logD, logA):
     return residual_fn
 
 
+def _trial_value(X, logN, logD, logA):
+    """`_residuals`' r at rows X (no Jacobian) and what its Jacobian needs, [B, 4, n] = (t1, t2, s, r), so an
+    accepted trial's Jacobian pass (`_trial_jacobian`) takes no exp, expit or log again (minimize_batched's
+    `trial`); the same operations in the same order as `accuracy` and `_residuals`, so the same bits."""
+    a, b, alpha, beta, E, p, q = (X[:, i : i + 1] for i in range(7))
+    t1, t2 = np.exp(a - alpha * logN), np.exp(b - beta * logD)
+    s = expit(t1 + t2 + E)
+    r = np.log(np.maximum(p * s + q, ACC_FLOOR)) - logA
+    return r, np.stack([t1, t2, s, r], 1)
+
+
+def _trial_jacobian(X, kept, logN, logD, logA):
+    """(r, J) of `_residuals` at rows X from `_trial_value`'s intermediates there (bit for bit: tested)."""
+    p, q = X[:, 5:6], X[:, 6:7]
+    t1, t2, s, r = kept[:, 0], kept[:, 1], kept[:, 2], kept[:, 3]
+    y = p * s + q
+    dz = p * s * (1 - s)
+    J = np.empty(y.shape + (7,))
+    J[..., 0], J[..., 1] = dz * t1, dz * t2
+    J[..., 2], J[..., 3] = -dz * t1 * logN, -dz * t2 * logD
+    J[..., 4], J[..., 5], J[..., 6] = dz, s, 1.0
+    J *= ((y > ACC_FLOOR) / np.maximum(y, ACC_FLOOR))[..., None]
+    return r, J
+
+
 def _huber_terms(x, logN, logD, logA):
     """The Huber values and derivatives of the log residuals and the Jacobian of the accuracy (zero below
     ACC_FLOOR), at one parameter row (scalars; points [n]) or a column per parameter ([m, 1]; points [m, n]):
@@ -213,7 +238,8 @@ def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):
 
     X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=HUBER_DELTA,
                                bounds=BOUNDS, max_iter=2000, rtol=rtol,
-                               data=tuple(np.repeat(v.astype(np.float64), B, 0) for v in logs))
+                               data=tuple(np.repeat(v.astype(np.float64), B, 0) for v in logs),
+                               trial=(_trial_value, _trial_jacobian))
     return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
 
 

@@ -51,3 +51,26 @@ def test_bootstrap_refits_reach_the_optimum(form):
         ref = min(lbfgsb(fun, x0, list(form.bounds), maxiter=20000, gtol=1e-15, ftol=1e-16).fun
                   for x0 in (X[0, b], fit.x))
         assert f[0, b] <= ref * (1 + 1e-9), (b, f[0, b], ref)
+
+
+@pytest.mark.parametrize("form", [LOSS_ND, LOSS_C], ids=lambda f: f.name)
+def test_refits_with_kept_trials_equal_the_plain_solver_bit_for_bit(form):
+    """newton_batched's `trial` path (an accepted trial's exps kept for its Jacobian pass, rows dropping out as
+    they converge) iterates as the plain residual function does: the same refits, bit for bit."""
+    from ladder.laws.chinchilla import _linear_e
+    from ladder.laws.newton import newton_batched
+
+    rng = np.random.default_rng(7)
+    N, D, L = _ladder(rng, 0.02)
+    x0 = fit_loss(form, N, D, L).x
+    W = _draws(N.size, 50, 3)
+    residual_fn, curvature_fn, to_solver, _, bounds, trial = _linear_e(form)
+    data = tuple(np.repeat(np.log(v)[None], 50, 0) for v in (N, D, L))
+    X0 = to_solver(np.repeat(x0[None], 50, 0))
+    runs = [newton_batched(residual_fn, curvature_fn, X0, W, delta=HUBER_DELTA, bounds=bounds, max_iter=1000,
+                           rtol=1e-12, data=data, trial=t) for t in (None, trial)]
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+    y, kept = form.log_loss_kept(X0[:3], *(d[:3] for d in data[:2]))
+    y2, J2 = form.log_loss_by_exp(X0[:3], *(d[:3] for d in data[:2]))
+    assert np.array_equal(y, y2) and np.array_equal(form.jacobian_kept(kept, data[0][:3], data[1][:3]), J2)

@@ -72,14 +72,20 @@ class LossForm:
         fall 700 below that is recomputed shifted by its own largest (no underflow). Two transcendentals
         fewer per point than `log_loss`'s two logaddexps (and three exps for the Jacobian), which are most of
         a bootstrap refit's pass (`refit_loss_many`). The full fits keep `log_loss`, digit for digit."""
+        y, kept = self.log_loss_kept(X, logN, logD)
+        return (y, self.jacobian_kept(kept, logN, logD)) if jac else (y, None)
+
+    def log_loss_kept(self, X: np.ndarray, logN: np.ndarray, logD: np.ndarray):
+        """`log_loss_by_exp`'s value and the terms its Jacobian is made of, kept [B, terms + 2, n] = (the power
+        terms' and E's shifted exps, their sum): an accepted bootstrap trial's Jacobian (`jacobian_kept`)
+        then takes no exp again (newton.newton_batched's `trial`). The same bits as log_loss_by_exp."""
         X = np.atleast_2d(X)
         if self.name == "nd":
             a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
-            powers, cols = [a - alpha * logN, b - beta * logD], (logN, logD)
+            powers = [a - alpha * logN, b - beta * logD]
         else:  # "c"
             a, e, alpha = (X[:, i : i + 1] for i in range(3))
-            cols = (np.log(6.0) + logN + logD,)
-            powers = [a - alpha * cols[0]]
+            powers = [a - alpha * (np.log(6.0) + logN + logD)]
         top = np.maximum(e[:, 0], np.max([t.max(-1) for t in powers], 0))[:, None]
         parts = [np.exp(t - top) for t in powers]
         pe = np.exp(e - top)
@@ -96,18 +102,21 @@ class LossForm:
             total[low] = pe[low] + sum(q[low] for q in parts)
             top = np.broadcast_to(top, total.shape).copy()
             top[low] = tops
-        y = top + np.log(total)
-        if not jac:
-            return y, None
+        return top + np.log(total), np.stack(parts + [np.broadcast_to(pe, total.shape), total], 1)
+
+    def jacobian_kept(self, kept: np.ndarray, logN: np.ndarray, logD: np.ndarray) -> np.ndarray:
+        """The Jacobian [B, n, P] of log L-hat from `log_loss_kept`'s terms: J = each term's softmax weight
+        (times its power's column for the exponents)."""
+        total = kept[:, -1]
         inv = 1.0 / total
-        J = np.empty(y.shape + (len(self.names),))
-        ps = [q * inv for q in parts]
+        J = np.empty(total.shape + (len(self.names),))
+        ps = [kept[:, j] * inv for j in range(kept.shape[1] - 2)]
         if self.name == "nd":
-            J[..., 0], J[..., 1], J[..., 2] = ps[0], ps[1], pe * inv
+            J[..., 0], J[..., 1], J[..., 2] = ps[0], ps[1], kept[:, -2] * inv
             J[..., 3], J[..., 4] = -ps[0] * logN, -ps[1] * logD
         else:
-            J[..., 0], J[..., 1], J[..., 2] = ps[0], pe * inv, -ps[0] * cols[0]
-        return y, J
+            J[..., 0], J[..., 1], J[..., 2] = ps[0], kept[:, -2] * inv, -ps[0] * (np.log(6.0) + logN + logD)
+        return J
 
     def curvature(self, J: np.ndarray, v: np.ndarray, logN: np.ndarray, logD: np.ndarray) -> np.ndarray:
         """sum_i v[b, i] d2(log L-hat_i)/dx2 [B, P, P] from the Jacobian J [B, n, P] of `log_loss`.
@@ -286,9 +295,9 @@ def refit_loss_many(form: LossForm, x0s, N, D, L, weights, *, delta: float = HUB
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     U, B = len(x0s), len(weights)
     data = tuple(np.repeat(np.log(np.atleast_2d(np.asarray(v, dtype=np.float64))), B, 0) for v in (N, D, L))
-    residual_fn, curvature_fn, to_solver, from_solver, bounds = _linear_e(form)
+    residual_fn, curvature_fn, to_solver, from_solver, bounds, trial = _linear_e(form)
     X, f, c = newton_batched(residual_fn, curvature_fn, to_solver(np.repeat(x0s, B, 0)), np.tile(weights, (U, 1)),
-                             delta=delta, max_iter=max_iter, rtol=rtol, bounds=bounds, data=data)
+                             delta=delta, max_iter=max_iter, rtol=rtol, bounds=bounds, data=data, trial=trial)
     return from_solver(X).reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
 
 
@@ -297,7 +306,7 @@ def _linear_e(form: LossForm):
     the same objective, but the law is linear in E, so a resample whose E falls from 0.6 toward the floor walks
     one straight valley instead of an ever flatter exponential one (measured: a quarter of the step-1 refits
     of bench/bench_bootstrap_convergence.py need it). Returns (residual_fn, curvature_fn, to_solver,
-    from_solver, bounds) for newton.newton_batched."""
+    from_solver, bounds, trial) for newton.newton_batched."""
     k = form.names.index("e")
 
     def from_solver(X):
@@ -316,6 +325,15 @@ def _linear_e(form: LossForm):
             J[..., k] /= X[:, k: k + 1]          # d/dE = (d/de) / E
         return y - logL, J
 
+    def value_fn(X, logN, logD, logL):           # newton_batched's `trial`: the residuals, and the exps kept
+        y, kept = form.log_loss_kept(from_solver(X), logN, logD)
+        return y - logL, np.concatenate([kept, (y - logL)[:, None]], 1)
+
+    def jacobian_fn(X, kept, logN, logD, logL):  # ... from which an accepted trial's Jacobian is made
+        J = form.jacobian_kept(kept[:, :-1], logN, logD)
+        J[..., k] /= X[:, k: k + 1]
+        return kept[:, -1], J
+
     def curvature_fn(X, r, J, v, logN, logD, logL):
         E = X[:, k]
         Je = J.copy()
@@ -328,7 +346,7 @@ def _linear_e(form: LossForm):
 
     bounds = list(form.bounds)
     bounds[k] = (E_FLOOR, None)
-    return residual_fn, curvature_fn, to_solver, from_solver, bounds
+    return residual_fn, curvature_fn, to_solver, from_solver, bounds, (value_fn, jacobian_fn)
 
 
 def fit_loss_batched(form: LossForm, x0, N, D, L, weights, *, delta: float = HUBER_DELTA, rtol: float = REFIT_RTOL):

@@ -24,14 +24,16 @@ import numpy as np
 from ladder.laws.fitting import CHUNK_ELEMENTS, _robust_value
 
 
-def _derivatives(residual_fn, curvature_fn, x, w, delta, rows, sel):
+def _derivatives(residual_fn, curvature_fn, x, w, delta, rows, sel, kept=None):
     """Residuals [B, n], Jacobian [B, n, P], the residuals' weighted curvature S [B, P, P] and the IRLS
-    matrix J^T diag(w rho'(r)/r) J [B, P, P] (the damping's metric) at rows x."""
+    matrix J^T diag(w rho'(r)/r) J [B, P, P] (the damping's metric) at rows x. kept: (jacobian_fn, the
+    trial's intermediates at x) to build r and J from (newton_batched's `trial`)."""
     B, P = x.shape
     n = w.shape[-1]
     r, J, S, D = np.empty((B, n)), np.empty((B, n, P)), np.empty((B, P, P)), np.empty((B, P, P))
     for i in range(0, B, rows):
-        ri, Ji = residual_fn(x[i: i + rows], True, sel[i: i + rows])
+        ri, Ji = residual_fn(x[i: i + rows], True, sel[i: i + rows]) if kept is None else \
+            kept[0](x[i: i + rows], kept[1][i: i + rows], sel[i: i + rows])
         wi = w[i: i + rows]
         a = np.abs(ri)
         v = wi * np.minimum(np.maximum(ri, -delta), delta)               # w rho'(r)
@@ -81,13 +83,16 @@ def newton_batched(
     max_iter: int = 200,
     rtol: float = 1e-12,
     data: tuple[np.ndarray, ...] = (),
+    trial: tuple[Callable, Callable] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise sum_i w[b, i] Huber(r_i(x_b), delta) for B independent problems at once.
 
     `residual_fn(X [B, P], jac, *rows_of_data) -> (r [B, n], J [B, n, P])` as for `fitting.minimize_batched`;
     `curvature_fn(X, r, J, v, *rows_of_data) -> [B, P, P]`: sum_i v[b, i] d2r_i/dx2 (the residuals' own
     curvature weighted by v = w rho'(r)). Coordinates on a bound whose gradient points outward are held
-    (active set); steps are clipped to `bounds`. Returns (X [B, P], objective [B], converged [B]).
+    (active set); steps are clipped to `bounds`. `trial`: optionally (value_fn, jacobian_fn), a trial point's
+    residuals with the intermediates its Jacobian needs and that Jacobian from them, as for
+    `fitting.minimize_batched` (bit for bit residual_fn's). Returns (X [B, P], objective [B], converged [B]).
     """
     x = np.array(x0, dtype=np.float64)
     B, P = x.shape
@@ -109,6 +114,14 @@ def newton_batched(
     def curv_fn(X, r, J, v, rows):
         return curvature_fn(X, r, J, v, *(d[rows] for d in data_act))
 
+    def value_fn(X):
+        return (res_fn(X, False)[0], None) if trial is None else trial[0](X, *data_act)
+
+    def jac_fn(X, kept, rows):
+        return trial[1](X, kept, *(d[rows] for d in data_act))
+
+    kept_act = None  # the trial's intermediates at each moving row's x (rows whose last step was accepted)
+
     f = (w_all * _robust_value(res_fn(x, False)[0], delta)).sum(-1)
     n = w_all.shape[-1]
     chunk = max(1, CHUNK_ELEMENTS // max(1, n * P * P))
@@ -122,6 +135,7 @@ def newton_batched(
             idx, w_act, stale = idx[moving], w_act[moving], stale[moving]
             r_act, J_act, S_act, D_act = r_act[moving], J_act[moving], S_act[moving], D_act[moving]
             H_act, g_act = H_act[moving], g_act[moving]
+            kept_act = None if kept_act is None else kept_act[moving]
             data_act = tuple(d[moving] for d in data_act)
         if idx.size == 0:
             break
@@ -129,7 +143,8 @@ def newton_batched(
         redo = np.flatnonzero(stale)
         if redo.size:
             r_act[redo], J_act[redo], S_act[redo], D_act[redo] = _derivatives(
-                res_fn, curv_fn, xi[redo], w_act[redo], delta, chunk, redo)
+                res_fn, curv_fn, xi[redo], w_act[redo], delta, chunk, redo,
+                None if kept_act is None else (jac_fn, kept_act[redo]))
             H_act[redo], g_act[redo] = _hessian(r_act[redo], J_act[redo], S_act[redo], w_act[redo], delta)
         g = g_act
         free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
@@ -144,8 +159,13 @@ def newton_batched(
             step[again], promised[again] = _model_step(H_act[again], g[again], D_act[again], li[again],
                                                        free[again] & ~out[again], d)
         x_new = np.clip(xi + step, lo, hi)
-        f_new = (w_act * _robust_value(res_fn(x_new, False)[0], delta)).sum(-1)
+        r_new, kept_new = value_fn(x_new)
+        f_new = (w_act * _robust_value(r_new, delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new) & (promised > 0) & np.all(np.isfinite(step), -1)
+        if kept_new is not None:
+            if kept_act is None:
+                kept_act = np.empty_like(kept_new)
+            kept_act[accept] = kept_new[accept]
         stale = accept
         gain = np.where(accept, fi - f_new, 0.0)
         x[idx] = np.where(accept[:, None], x_new, xi)

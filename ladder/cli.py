@@ -43,6 +43,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("report", "write reports (e.g. the specialization compute-effectiveness report)"),
 }
 
+# Verbs whose process runs XLA steps: started from a shell they re-execute once with glibc's malloc tunables
+# (ladder/malloc_tunables.py; the local launcher gives its trainers them directly).
+TUNED_VERBS = ("train", "eval", "cpt")
+
 
 def _load(verb: str):
     module, _ = VERBS[verb]
@@ -102,6 +106,7 @@ def parse(verb: str, rest: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
     if not argv or argv[0] in ("-h", "--help", "--version"):
@@ -115,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ladder: error: unknown verb {argv[0]!r}; choose one of {', '.join(VERBS)}", file=sys.stderr)
         return 2
     verb, rest = argv[0], argv[1:]
+    if verb in TUNED_VERBS and from_command_line:
+        from ladder.malloc_tunables import reexec_with_tunables
+
+        reexec_with_tunables()  # glibc reads its malloc tunables at process start: once, before JAX loads
     try:
         module, args = parse(verb, rest)  # imports the verb's module: Ctrl-C here was a traceback from deep in it
     except KeyboardInterrupt:

@@ -1,5 +1,6 @@
-"""glibc malloc tunables reach every trainer: the launcher's children and `ladder train` started from a shell,
-merged with (never overriding) a user's GLIBC_TUNABLES, and off with LADDER_MALLOC_TUNABLES=0.
+"""What a trainer pays besides its steps: glibc malloc tunables reach every trainer (the launcher's children and
+`ladder train` started from a shell), merged with (never overriding) a user's GLIBC_TUNABLES, off with
+LADDER_MALLOC_TUNABLES=0; the CPU matmul peak is measured once per machine.
 
 That the tunables leave the numbers unchanged (losses equal bit for bit) is checked by
 bench/bench_step_overhead.py on every run: a trainer in a subprocess twice is too slow for the suite."""
@@ -64,3 +65,16 @@ def test_a_command_started_from_a_shell_reexecutes_once_with_them(user, switch):
         assert out == ["start", str(user)]
     else:  # started twice (the re-exec), then ran on with the merged value; never a third time
         assert out == ["start", "start", merged(user)]
+
+
+def test_cpu_peak_is_measured_once_per_machine(tmp_path, monkeypatch):
+    """The trainer's MFU denominator on CPU: the matmul probe runs once, later trainers read the cache."""
+    from ladder import metrics
+
+    monkeypatch.setenv("LADDER_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(metrics, "measure_matmul_peak", lambda: calls.append(1) or 1.5e11)
+    assert metrics._cpu_peak.__wrapped__() == 1.5e11 and calls == [1]
+    assert metrics._cpu_peak.__wrapped__() == 1.5e11 and calls == [1]  # from cpu-peak.json
+    (tmp_path / "cpu-peak.json").write_text("not json")
+    assert metrics._cpu_peak.__wrapped__() == 1.5e11 and calls == [1, 1]  # a torn cache is measured again

@@ -10,8 +10,8 @@ puts memory changes, never what is computed: losses are equal bit for bit.
 
 glibc reads GLIBC_TUNABLES once, when a process starts, so the launcher puts them in its trainers' environment
 and `ladder train` / `ladder eval` started from a shell re-execute themselves once with them. A value the user
-set for any tunable wins over ours; LADDER_MALLOC_TUNABLES=0 turns all of this off. Other C libraries (musl,
-macOS) ignore the variable.
+set for any tunable wins over ours; LADDER_MALLOC_TUNABLES=0 turns all of this off, and a process that JAX_PLATFORMS
+keeps off the CPU (a Cloud TPU worker) is left alone. Other C libraries (musl, macOS) ignore the variable.
 """
 
 from __future__ import annotations
@@ -38,7 +38,12 @@ def merged(user: str | None) -> str:
 
 
 def enabled(env=os.environ) -> bool:
-    return env.get(SWITCH, "1") != "0" and sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    """On glibc Linux, unless turned off or JAX is told to use only accelerators (JAX_PLATFORMS=tpu, as the
+    Cloud TPU workers set it): there the step's buffers live in device memory and the tunables were never
+    measured (docs/cloud-tpu.md)."""
+    platforms = [p.strip() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    return (env.get(SWITCH, "1") != "0" and (not platforms or "cpu" in platforms)
+            and sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
 
 
 def with_tunables(env: dict) -> dict:

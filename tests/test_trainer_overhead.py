@@ -32,6 +32,8 @@ def test_merge_keeps_the_users_values_and_adds_only_what_they_lack():
 @glibc
 def test_switch_turns_it_off():
     assert "GLIBC_TUNABLES" not in with_tunables({"LADDER_MALLOC_TUNABLES": "0"})
+    assert "GLIBC_TUNABLES" not in with_tunables({"JAX_PLATFORMS": "tpu"})  # a Cloud TPU worker: not measured there
+    assert with_tunables({"JAX_PLATFORMS": "cpu"})["GLIBC_TUNABLES"] == LADDER_TUNABLES
     assert with_tunables({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"})["GLIBC_TUNABLES"] == \
         merged("glibc.malloc.arena_max=1")
 

@@ -36,11 +36,16 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, devi
     return 2 * n**3 / best
 
 
+PEAK_TTL_S = 24 * 3600  # a cached CPU peak is measured again after a day
+
+
 @functools.cache
 def _cpu_peak() -> float:
-    """The host's matmul peak, measured once per machine and kept in $LADDER_CACHE/cpu-peak.json (delete it to
-    measure again): the probe cost ~3 CPU-s per trainer, ~30 CPU-s of the smoke job's 11 trainers, and one
-    denominator makes the rungs' MFU comparable. Keyed by what sets the peak: CPU model, usable cores, JAX."""
+    """The host's matmul peak, measured at most once a day per machine and kept in $LADDER_CACHE/cpu-peak.json
+    (delete it to measure again): the probe cost ~3 CPU-s per trainer, ~30 CPU-s of the smoke job's 11
+    trainers, and one denominator makes a ladder's rungs' MFU comparable. Keyed by what sets the peak: host, CPU
+    model, usable cores, JAX. A day, because a reading taken while neighbours load the machine is low and would
+    inflate every MFU after it."""
     import os
     import platform
     from pathlib import Path
@@ -54,14 +59,16 @@ def _cpu_peak() -> float:
     path = Path(os.environ.get("LADDER_CACHE") or Path.home() / ".cache" / "ladder").expanduser() / "cpu-peak.json"
     try:
         cached = json.loads(path.read_text())
-        if cached.get(key, 0) > 0:
-            return float(cached[key])
-    except (OSError, ValueError, AttributeError):
+        entry = cached.get(key)
+        if isinstance(entry, dict) and entry.get("flops", 0) > 0 and 0 <= time.time() - entry["measured"] < PEAK_TTL_S:
+            return float(entry["flops"])
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
         cached = {}
     peak = measure_matmul_peak()
     try:  # best effort: a read-only cache only costs the probe again
         path.parent.mkdir(parents=True, exist_ok=True)
-        storage.write_text(str(path), json.dumps({**cached, key: peak}, indent=1) + "\n")
+        storage.write_text(str(path), json.dumps({**cached, key: {"flops": peak, "measured": time.time()}}, indent=1)
+                           + "\n")
     except OSError:
         pass
     return peak

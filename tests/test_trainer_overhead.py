@@ -80,3 +80,5 @@ def test_cpu_peak_is_measured_once_per_machine(tmp_path, monkeypatch):
     assert metrics._cpu_peak.__wrapped__() == 1.5e11 and calls == [1]  # from cpu-peak.json
     (tmp_path / "cpu-peak.json").write_text("not json")
     assert metrics._cpu_peak.__wrapped__() == 1.5e11 and calls == [1, 1]  # a torn cache is measured again
+    monkeypatch.setattr(metrics, "PEAK_TTL_S", -1)
+    assert metrics._cpu_peak.__wrapped__() == 1.5e11 and calls == [1, 1, 1]  # and one older than a day

@@ -1,0 +1,179 @@
+"""The default out of sample: the back-test suite and the default ensemble on OLMo task keys that chose nothing.
+
+The default's weights and its interval rule (q g^2) were chosen on the paper's 8 tasks of the OLMo ladder
+(bench/backtest_olmo.py). The same CSVs hold task keys that never entered any choice
+(ladder.importers.OLMO_HELDOUT_TASKS): BoolQ and WinoGrande (outside the 8), and the validation splits of
+ARC-Easy, ARC-Challenge, OpenBookQA and MMLU (other questions of tasks inside the 8, so not independent of
+them). This runs the default's own back-test suite (same runs, splits, methods) on them and scores:
+
+- per task x method, mean |predicted - measured| accuracy in points; the ensemble two ways: `LOSO` (as
+  `ladder predict` would on these tasks: weights from these tasks' suite, refitted without the cell's
+  split, as in the 8-task table) and `frozen` (the weights fitted on the 8 tasks' suite, applied as they are);
+- 95% interval coverage, overall and on the far cells (g > 1.5), for the band q g^k with k = 1, 1.5, 2:
+  q conformal over the held-out suite's other splits (LOSO), or q fitted on the 8 tasks (frozen);
+- with --acc-only, the same on the accuracy-only cut (each run's final checkpoint, C4 loss, no task loss):
+  ensemble vs lm-loss (the paper's chain on the C4 loss) vs single-step.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_heldout_tasks.py [--acc-only] [--workers 1]
+        [--cache DIR]
+
+--cache keeps each suite (pickle) so a second call only re-scores. Needs ../shared/reference/olmo_ladder
+(exits otherwise). Two suites (8 tasks, 6 held-out tasks), each ~15-30 CPU-s. docs/laws.md, "Held-out
+tasks: the default out of sample".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import resource
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "reference"
+
+from ladder.laws.backtest import run_suite  # noqa: E402
+from ladder.laws.ensemble import FAR, MENU, _cells, _combine, conformal_quantile, weights_from  # noqa: E402
+
+EXPONENTS = (1.0, 1.5, 2.0)
+
+
+def load(tasks=None, chance=None, acc_only: bool = False) -> dict:
+    """The OLMo ladder as a results table with the given task list (default: the paper's 8)."""
+    from ladder.importers import import_olmo
+    from ladder.results import append_rows, read_table
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        append_rows(Path(d) / "olmo.csv", import_olmo(SHARED / "olmo_ladder", tasks, chance))
+        cols = read_table(Path(d) / "olmo.csv", validate=True)
+    if acc_only:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from backtest_olmo import acc_only_table
+        cols = acc_only_table(cols)
+    return cols
+
+
+def suite_for(cols: dict, workers: int):
+    from ladder.laws.predict import select_runs, unavailable
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        menu = [m for m in MENU if m not in unavailable(cols, MENU)]  # as `ladder predict` does
+        tasks = sorted(set(cols["task"]))
+        return run_suite(cols, tasks, select_runs(cols), menu, progress=lambda m: print(m, file=sys.stderr),
+                         workers=workers), menu
+
+
+def cached_suite(name: str, cache: Path | None, make):
+    path = cache / f"{name}.pkl" if cache else None
+    if path and path.exists():
+        return pickle.loads(path.read_bytes())
+    out = make()
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def loso(c: dict, methods, k: float):
+    """Leave-one-split-out ensemble errors and band half-widths (weights and q from the other splits)."""
+    err, half = np.full(len(c["g"]), np.nan), np.full(len(c["g"]), np.nan)
+    for s in np.unique(c["split"]):
+        tr, te = c["split"] != s, c["split"] == s
+        w, _ = weights_from(c["err"][tr], methods)
+        q = conformal_quantile(np.abs(_combine(c["err"][tr], w, methods)) / c["g"][tr] ** k)
+        err[te], half[te] = _combine(c["err"][te], w, methods), q * c["g"][te] ** k
+    return err, half
+
+
+def frozen(c: dict, c8: dict, methods, k: float):
+    """Ensemble errors and half-widths with the weights and q fitted on the 8 tasks' whole suite."""
+    w, _ = weights_from(c8["err"], methods)
+    q = conformal_quantile(np.abs(_combine(c8["err"], w, methods)) / c8["g"] ** k)
+    return _combine(c["err"], w, methods), q * c["g"] ** k, w, q
+
+
+def report(c: dict, c8: dict, methods, title: str) -> str:
+    e_loso, h_loso = loso(c, methods, 2.0)
+    e_frz, h_frz, w8, _ = frozen(c, c8, methods, 2.0)
+    cols = methods + ["ensemble (LOSO)", "ensemble (8-task weights)"]
+    allerr = np.column_stack([c["err"], e_loso, e_frz])
+
+    def row(name, mask):
+        vals = np.nanmean(np.abs(allerr[mask]), 0)
+        best = np.nanargmin(vals)
+        cover = (f"{np.mean(np.abs(e_loso[mask]) <= h_loso[mask]):.0%} / "
+                 f"{np.mean(np.abs(e_frz[mask]) <= h_frz[mask]):.0%}")
+        return f"| {name} | " + " | ".join(("**%.2f**" if j == best else "%.2f") % (100 * v)
+                                          for j, v in enumerate(vals)) + f" | {cover} |"
+
+    head = ("| | " + " | ".join(cols) + " | covered, LOSO / 8-task q |\n|---|" + "---|" * (len(cols) + 1))
+    far = c["g"] > FAR
+    out = [f"### {title}", "", f"{len(c['g'])} cells ({int(far.sum())} far, g > {FAR}); mean |predicted - "
+           "measured| accuracy in points, best in bold.", "", head]
+    out += [row(t, c["task"] == t) for t in sorted(set(c["task"].tolist()))]
+    out.append(row("**all tasks**", np.ones(len(c["g"]), bool)))
+    out.append(row("far cells", far))
+    rmse = np.sqrt(np.nanmean(allerr ** 2, 0))
+    out += ["", "RMSE (points): " + ", ".join(f"{m} {100 * v:.2f}" for m, v in zip(cols, rmse)) + ".",
+            "Bias (mean predicted - measured, points): " + ", ".join(
+                f"{m} {100 * v:+.2f}" for m, v in zip(cols, np.nanmean(allerr, 0))) + "."]
+    pj = methods.index("paper") if "paper" in methods else None
+    if pj is not None:
+        per_task = [(t, np.mean(np.abs(e_loso[c["task"] == t])), np.mean(np.abs(c["err"][c["task"] == t, pj])))
+                    for t in sorted(set(c["task"].tolist()))]
+        out.append(f"Ensemble (LOSO) below the paper on {sum(a < b for _, a, b in per_task)} of {len(per_task)} "
+                   "tasks.")
+    out.append("8-task weights: " + ", ".join(f"`{m}` {v:.3f}" for m, v in w8.items()) + ".")
+    out += ["", "95% band q g^k, coverage (all cells / far cells) and mean half-width on the far cells (points):",
+            "", "| k | LOSO on these tasks | half-width far | q from the 8 tasks | half-width far | 8 tasks (LOSO) |",
+            "|---|---|---|---|---|---|"]
+    for k in EXPONENTS:
+        el, hl = loso(c, methods, k)
+        ef, hf, _, _ = frozen(c, c8, methods, k)
+        e8, h8 = loso(c8, methods, k)
+        f8 = c8["g"] > FAR
+
+        def cov(e, h, m):
+            return f"{np.mean(np.abs(e[m]) <= h[m]):.1%}"
+
+        out.append(f"| {k:g} | {cov(el, hl, slice(None))} / {cov(el, hl, far)} | {100 * np.mean(hl[far]):.2f} | "
+                   f"{cov(ef, hf, slice(None))} / {cov(ef, hf, far)} | {100 * np.mean(hf[far]):.2f} | "
+                   f"{cov(e8, h8, slice(None))} / {cov(e8, h8, f8)} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--acc-only", action="store_true", help="the accuracy-only cut (backtest_olmo.acc_only_table)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--cache", type=Path, help="directory keeping the suites (pickle)")
+    args = ap.parse_args()
+    if not (SHARED / "olmo_ladder").is_dir():
+        sys.exit("needs ../shared/reference/olmo_ladder")
+    from ladder.importers import OLMO_HELDOUT_CHANCE, OLMO_HELDOUT_TASKS
+
+    tag = "acc" if args.acc_only else "full"
+    s8, m8 = cached_suite(f"tasks8-{tag}", args.cache, lambda: suite_for(load(acc_only=args.acc_only), args.workers))
+    sh, mh = cached_suite(f"heldout-{tag}", args.cache, lambda: suite_for(
+        load(OLMO_HELDOUT_TASKS, OLMO_HELDOUT_CHANCE, args.acc_only), args.workers))
+    assert m8 == mh, (m8, mh)
+    c8, ch = _cells(s8, m8), _cells(sh, mh)
+    title = "accuracy-only cut" if args.acc_only else "full ladder (checkpoints, task loss)"
+    print(report(ch, c8, list(mh), f"Held-out tasks, {title}"))
+    ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"\n(CPU-s this call, incl. workers: {sum(r.ru_utime + r.ru_stime for r in ru):.1f})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -153,11 +153,90 @@ def report(c: dict, c8: dict, methods, title: str) -> str:
     return "\n".join(out)
 
 
+def ensemble_loss(c: dict, methods) -> tuple[np.ndarray, np.ndarray]:
+    """The ensemble's task-loss relative error per cell as ensemble.calibrate weighs it (members that
+    predict the task loss, lm-loss left out), and where it exists."""
+    w, _ = weights_from(c["err"], methods)
+    lw = np.array([0.0 if m == "lm-loss" else w[m] for m in methods])
+    finite = np.isfinite(c["loss"]) & (lw > 0)
+    lsum = (finite * lw).sum(1)
+    return np.where(finite, c["loss"], 0.0) @ lw / np.where(lsum > 0, lsum, 1.0), lsum > 0
+
+
+def lm_loss_cells(cols8: dict) -> dict:
+    """The 11 LM validation losses as held-out loss targets: per split of the default's suite, the paper's
+    step 1 (L = E + A/N^a + B/D^b, chinchilla.FORMS["nd"]) fitted to the fit runs' final values (mean of the
+    last 5 evaluations, as taskdata does) predicts the test runs'. Relative errors, distance g, split, loss."""
+    import csv
+
+    from ladder.laws.backtest import run_table, splits
+    from ladder.laws.chinchilla import FORMS, fit_loss
+    from ladder.laws.ensemble import distance
+    from ladder.laws.predict import select_runs
+    from ladder.laws.taskdata import FINAL_WINDOW
+
+    runs, nd = select_runs(cols8), run_table(cols8)
+    final = {}
+    for r in runs:
+        with open(SHARED / "olmo_ladder" / "ladder-runs" / f"{r}.csv", newline="") as f:
+            recs = list(csv.DictReader(f))
+        keys = [k for k in recs[0] if k.startswith("eval/") and k.endswith("/CrossEntropyLoss")]
+        for k in keys:
+            vals = [float(x[k]) for x in sorted(recs, key=lambda x: float(x["_step"])) if x[k] not in ("", None)]
+            final[(k.split("/")[1].removesuffix("-validation"), r)] = np.mean(vals[-FINAL_WINDOW:])
+    names = sorted({k for k, _ in final})
+    out = {"rel": [], "g": [], "split": [], "task": []}
+    for i, sp in enumerate(splits(cols8, runs)):
+        fn, fd = np.array([nd[r] for r in sp.fit_runs]).T
+        tn, td = np.array([nd[r] for r in sp.test_runs]).T
+        g = distance(tn, td, fn, fd)
+        for name in names:
+            fit = fit_loss(FORMS["nd"], fn, fd, np.array([final[(name, r)] for r in sp.fit_runs]))
+            actual = np.array([final[(name, r)] for r in sp.test_runs])
+            out["rel"] += list(FORMS["nd"].predict(fit.x, tn, td) / actual - 1)
+            out["g"] += list(g)
+            out["split"] += [i] * len(g)
+            out["task"] += [name] * len(g)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def lm_loss_report(lc: dict, c8: dict, methods) -> str:
+    """Mean |relative error| per LM loss and the loss band's coverage: q_loss fitted on the 8 tasks' task-loss
+    cells (frozen), or conformal over the LM losses' other splits (LOSO), for each exponent."""
+    ens8, has8 = ensemble_loss(c8, methods)
+    far = lc["g"] > FAR
+    a = np.abs(lc["rel"])
+    h2 = conformal_quantile(np.abs(ens8[has8]) / c8["g"][has8] ** 2) * lc["g"] ** 2
+    out = ["### Held-out LM losses (the paper's step 1, L(N, D), on 11 validation sets)", "",
+           f"{len(a)} cells ({int(far.sum())} far); mean |predicted / measured - 1| in %; covered by the "
+           "8 tasks' loss band q g^2; bias: mean signed error on the far cells.", "",
+           "| LM loss | all | far | bias far | covered |", "|---|---|---|---|---|"]
+    for t in sorted(set(lc["task"].tolist())):
+        m = lc["task"] == t
+        out.append(f"| {t} | {100 * a[m].mean():.2f} | {100 * a[m & far].mean():.2f} | "
+                   f"{100 * lc['rel'][m & far].mean():+.2f} | {np.mean(a[m] <= h2[m]):.0%} |")
+    out.append(f"| **all** | {100 * a.mean():.2f} | {100 * a[far].mean():.2f} | "
+               f"{100 * lc['rel'][far].mean():+.2f} | {np.mean(a <= h2):.0%} |")
+    out += ["", "| k | q from the 8 tasks' task loss: all / far | half-width far | LOSO over the LM losses: all / far "
+            "| half-width far |", "|---|---|---|---|---|"]
+    for k in EXPONENTS:
+        hf = conformal_quantile(np.abs(ens8[has8]) / c8["g"][has8] ** k) * lc["g"] ** k
+        hl = np.full(len(a), np.nan)
+        for s in np.unique(lc["split"]):
+            tr, te = lc["split"] != s, lc["split"] == s
+            hl[te] = conformal_quantile(a[tr] / lc["g"][tr] ** k) * lc["g"][te] ** k
+        out.append(f"| {k:g} | {np.mean(a <= hf):.1%} / {np.mean(a[far] <= hf[far]):.1%} | "
+                   f"{100 * hf[far].mean():.1f}% | {np.mean(a <= hl):.1%} / {np.mean(a[far] <= hl[far]):.1%} | "
+                   f"{100 * hl[far].mean():.1f}% |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--acc-only", action="store_true", help="the accuracy-only cut (backtest_olmo.acc_only_table)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache", type=Path, help="directory keeping the suites (pickle)")
+    ap.add_argument("--lm-losses", action="store_true", help="also the 11 LM validation losses (step 1 only)")
     args = ap.parse_args()
     if not (SHARED / "olmo_ladder").is_dir():
         sys.exit("needs ../shared/reference/olmo_ladder")
@@ -171,6 +250,8 @@ def main():
     c8, ch = _cells(s8, m8), _cells(sh, mh)
     title = "accuracy-only cut" if args.acc_only else "full ladder (checkpoints, task loss)"
     print(report(ch, c8, list(mh), f"Held-out tasks, {title}"))
+    if args.lm_losses and not args.acc_only:
+        print("\n" + lm_loss_report(lm_loss_cells(load()), c8, list(m8)))
     ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(f"\n(CPU-s this call, incl. workers: {sum(r.ru_utime + r.ru_stime for r in ru):.1f})", file=sys.stderr)
 

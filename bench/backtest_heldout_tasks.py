@@ -12,10 +12,14 @@ them). This runs the default's own back-test suite (same runs, splits, methods) 
 - 95% interval coverage, overall and on the far cells (g > 1.5), for the band q g^k with k = 1, 1.5, 2:
   q conformal over the held-out suite's other splits (LOSO), or q fitted on the 8 tasks (frozen);
 - with --acc-only, the same on the accuracy-only cut (each run's final checkpoint, C4 loss, no task loss):
-  ensemble vs lm-loss (the paper's chain on the C4 loss) vs single-step.
+  ensemble vs lm-loss (the paper's chain on the C4 loss) vs single-step;
+- with --lm-losses, the 11 LM validation losses as loss targets (the paper's step 1 per split): relative
+  error and the coverage of the loss band, q from the 8 tasks' task loss or LOSO over the LM losses;
+- with --rules, candidate changes (the paper's prior weight, equal weights; a per-task interval scale) on
+  the 8 tasks, the held-out tasks and all 14 pooled. Findings only: the default is not changed here.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_heldout_tasks.py [--acc-only] [--workers 1]
-        [--cache DIR]
+        [--cache DIR] [--lm-losses] [--rules]
 
 --cache keeps each suite (pickle) so a second call only re-scores. Needs ../shared/reference/olmo_ladder
 (exits otherwise). Two suites (8 tasks, 6 held-out tasks), each ~15-30 CPU-s. docs/laws.md, "Held-out
@@ -231,12 +235,79 @@ def lm_loss_report(lc: dict, c8: dict, methods) -> str:
     return "\n".join(out)
 
 
+def loso_rules(c: dict, methods, k: float) -> dict:
+    """Leave-one-split-out band half-widths under three interval rules (the ensemble's errors as `loso`):
+    `pooled` (the default: one q over every task's cells), `per-task` (q over the task's own cells; the
+    pooled q where the task has too few), `max` (the larger of the two)."""
+    err, half = np.full(len(c["g"]), np.nan), {r: np.full(len(c["g"]), np.nan) for r in ("pooled", "per-task", "max")}
+    for s in np.unique(c["split"]):
+        tr, te = c["split"] != s, c["split"] == s
+        w, _ = weights_from(c["err"][tr], methods)
+        e_tr = _combine(c["err"][tr], w, methods)
+        err[te] = _combine(c["err"][te], w, methods)
+        qp = conformal_quantile(np.abs(e_tr) / c["g"][tr] ** k)
+        for t in np.unique(c["task"][te]):
+            m, own = te & (c["task"] == t), c["task"][tr] == t
+            qt = conformal_quantile(np.abs(e_tr[own]) / c["g"][tr][own] ** k)
+            qt = qp if not np.isfinite(qt) else qt
+            for rule, q in (("pooled", qp), ("per-task", qt), ("max", max(qp, qt))):
+                half[rule][m] = q * c["g"][m] ** k
+    return err, half
+
+
+def rules_report(sets: dict, methods) -> str:
+    """Candidate changes scored on the 8 tasks, the held-out tasks and both pooled (what `ladder predict` on
+    all 14 would calibrate on), all leave-one-split-out: the paper's prior weight in the ensemble, and the
+    interval rule x exponent (coverage all / far, the worst task's coverage, mean half-width on far cells)."""
+    import ladder.laws.ensemble as ens
+
+    out = ["### Candidate rules (leave-one-split-out)", "",
+           "Ensemble mean |error| (points), all / far cells, by the paper's prior weight (default 2):", "",
+           "| weights | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    saved = dict(ens.PRIOR)
+    try:
+        for name, prior in (("prior 1 (inverse MSE)", 1.0), ("prior 2 (default)", 2.0), ("prior 4", 4.0),
+                            ("paper only", 1e12), ("equal weights", None)):
+            cells = []
+            for c in sets.values():
+                if prior is None:
+                    ok = [j for j in range(len(methods)) if np.isfinite(c["err"][:, j]).all()]
+                    e = np.mean(c["err"][:, ok], 1)
+                else:
+                    ens.PRIOR.clear()
+                    ens.PRIOR["paper"] = prior
+                    e, _ = loso(c, methods, 2.0)
+                far = c["g"] > FAR
+                cells.append(f"{100 * np.mean(np.abs(e)):.2f} / {100 * np.mean(np.abs(e[far])):.2f}")
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    finally:
+        ens.PRIOR.clear()
+        ens.PRIOR.update(saved)
+    out += ["", "95% band: coverage all / far, worst task's coverage, mean half-width on far cells (points):", "",
+            "| rule | k | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for rule in ("pooled", "per-task", "max"):
+        for k in EXPONENTS:
+            cells = []
+            for c in sets.values():
+                e, half = loso_rules(c, methods, k)
+                h, far = half[rule], c["g"] > FAR
+                cov = np.abs(e) <= h
+                worst = min(np.mean(cov[c["task"] == t]) for t in np.unique(c["task"]))
+                cells.append(f"{cov.mean():.1%} / {cov[far].mean():.0%}, worst {worst:.0%}, "
+                             f"{100 * h[far].mean():.1f}")
+            out.append(f"| {rule}{' (default)' if rule == 'pooled' and k == 2 else ''} | {k:g} | "
+                       + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--acc-only", action="store_true", help="the accuracy-only cut (backtest_olmo.acc_only_table)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache", type=Path, help="directory keeping the suites (pickle)")
     ap.add_argument("--lm-losses", action="store_true", help="also the 11 LM validation losses (step 1 only)")
+    ap.add_argument("--rules", action="store_true",
+                    help="also candidate weight priors and interval rules on the 8, held-out and pooled 14 tasks")
     args = ap.parse_args()
     if not (SHARED / "olmo_ladder").is_dir():
         sys.exit("needs ../shared/reference/olmo_ladder")
@@ -250,6 +321,9 @@ def main():
     c8, ch = _cells(s8, m8), _cells(sh, mh)
     title = "accuracy-only cut" if args.acc_only else "full ladder (checkpoints, task loss)"
     print(report(ch, c8, list(mh), f"Held-out tasks, {title}"))
+    if args.rules:
+        c14 = {k: np.concatenate([c8[k], ch[k]]) for k in c8}
+        print("\n" + rules_report({"8 tasks": c8, "held-out 6": ch, "pooled 14": c14}, list(m8)))
     if args.lm_losses and not args.acc_only:
         print("\n" + lm_loss_report(lm_loss_cells(load()), c8, list(m8)))
     ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -300,12 +300,81 @@ def rules_report(sets: dict, methods) -> str:
     return "\n".join(out)
 
 
+def design_results(cols: dict, tasks) -> dict:
+    """bench/backtest_runs.py's size designs under P16 (predict a size's runs from the smaller sizes only,
+    `ladder.laws.predict.predict` as `ladder predict` runs it, n_bootstrap 0) on these tasks: name -> result."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from backtest_runs import designs, run_design, run_info
+
+    info, tasks = run_info(cols), list(tasks or sorted(set(cols["task"].tolist())))
+    out = {}
+    for des in designs(info):
+        if des["name"].endswith(("skip", "drop")):
+            continue
+        print(f"design {des['name']} P16", file=sys.stderr)
+        out[des["name"]] = run_design(cols, info, des, "P16", tasks)
+    return out
+
+
+def design_report(results: dict[str, dict]) -> str:
+    """Per task set: the ensemble vs the paper on the designs' test cells (paper-style runs, designs where the
+    default has back-test splits), and the band q g^k with q pooled (the default) or per task, set on each
+    design's own back-test cells and checked on its test cells: coverage near (g < 1.45), mid, far
+    (g >= 1.75), the worst task, the far half-width. Per-task q needs >= 19 cells of the task (else pooled)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from backtest_runs import paper_style
+
+    out = ["### Size designs (bench/backtest_runs.py, P16): q set on each design's own suite, checked on its "
+           "test runs", "", "| tasks | cells | ensemble | paper | rule | k | covered g < 1.45 / 1.45-1.75 / >= 1.75 "
+           "| worst task | half-width g >= 1.75 |", "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for name, res in results.items():
+        rows, own_q = [], 0  # rows: (task, g, ensemble error, paper error, {(rule, k): half-width})
+        for r in res.values():
+            inner = r.get("inner") or {}
+            if not inner:
+                continue
+            ie, ig, it = (np.array(inner[k]) for k in ("abs_err", "g", "task"))
+            for c in r["cells"]:
+                if not paper_style(c):
+                    continue
+                half, own = {}, it == c["task"]
+                for k in EXPONENTS:
+                    qp = conformal_quantile(ie / ig ** k)
+                    qt = conformal_quantile(ie[own] / ig[own] ** k)
+                    half[("pooled", k)] = qp * c["g"] ** k
+                    half[("per-task", k)] = (qt if np.isfinite(qt) else qp) * c["g"] ** k
+                own_q += bool(np.isfinite(conformal_quantile(ie[own])))
+                pe = c["members"]["paper"]["acc"] - c["acc"] if "paper" in c["members"] else np.nan
+                rows.append((c["task"], c["g"], c["ens_acc"] - c["acc"], pe, half))
+        t = np.array([x[0] for x in rows])
+        g, e, pe = (np.array([x[i] for x in rows]) for i in (1, 2, 3))
+        notes.append(f"{name}: per-task q applies to {own_q} of {len(rows)} test cells")
+        first = True
+        for rule in ("pooled", "per-task"):
+            for k in EXPONENTS:
+                h = np.array([x[4][(rule, k)] for x in rows])
+                cov = np.abs(e) <= h
+                bands = " / ".join(f"{cov[m].mean():.0%}" for m in (g < 1.45, (g >= 1.45) & (g < 1.75), g >= 1.75))
+                worst = min(cov[t == x].mean() for x in np.unique(t))
+                lead = (f"| {name} | {len(e)} ({int((g >= 1.75).sum())} at g >= 1.75) | {100 * np.mean(np.abs(e)):.2f} | "
+                        f"{100 * np.nanmean(np.abs(pe)):.2f} |") if first else "| | | | |"
+                first = False
+                out.append(f"{lead} {rule}{' (default)' if rule == 'pooled' and k == 2 else ''} | {k:g} | {bands} | "
+                           f"{worst:.0%} | {100 * h[g >= 1.75].mean():.1f} |")
+    return "\n".join(out + ["", "; ".join(notes) + " (the rest fall back to the pooled q: fewer than 19 "
+                             "back-test cells of the task)."])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--acc-only", action="store_true", help="the accuracy-only cut (backtest_olmo.acc_only_table)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache", type=Path, help="directory keeping the suites (pickle)")
     ap.add_argument("--lm-losses", action="store_true", help="also the 11 LM validation losses (step 1 only)")
+    ap.add_argument("--designs", action="store_true",
+                    help="also the size designs of bench/backtest_runs.py (P16) on both task sets: pooled vs "
+                    "per-task q out of sample (minutes)")
     ap.add_argument("--rules", action="store_true",
                     help="also candidate weight priors and interval rules on the 8, held-out and pooled 14 tasks")
     args = ap.parse_args()
@@ -324,6 +393,11 @@ def main():
     if args.rules:
         c14 = {k: np.concatenate([c8[k], ch[k]]) for k in c8}
         print("\n" + rules_report({"8 tasks": c8, "held-out 6": ch, "pooled 14": c14}, list(m8)))
+    if args.designs and not args.acc_only:
+        res = {"8 tasks": cached_suite("designs-8", args.cache, lambda: design_results(load(), None)),
+               "held-out 6": cached_suite("designs-heldout", args.cache, lambda: design_results(
+                   load(OLMO_HELDOUT_TASKS, OLMO_HELDOUT_CHANCE), sorted(OLMO_HELDOUT_TASKS)))}
+        print("\n" + design_report(res))
     if args.lm_losses and not args.acc_only:
         print("\n" + lm_loss_report(lm_loss_cells(load()), c8, list(m8)))
     ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

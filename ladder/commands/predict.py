@@ -64,7 +64,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ladder.laws.predict import holdout_report, predict, select_runs
+    from ladder.laws.predict import predict, select_runs
     from ladder.laws.training_sets import names_several, one_training_set, require_tasks_in_runs
     from ladder.plots import plot_prediction
     from ladder.results import read_table
@@ -73,24 +73,9 @@ def run(args) -> int:
     if names_several(args.training_set):
         return run_each_set(args, cols)
     cols = one_training_set(cols, args.training_set, args.runs)
-    out = check_out(args.out, args.overwrite)
-    if args.holdout:
-        check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
-    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
-    plot_dir = Path(args.plots) if args.plots else out.parent
-    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):  # "" would silently mean "all"
-        require(value is None or bool(split_list(value)), flag, "is empty",
-                "name some, or leave the option out for all")
+    out, targets, plot_dir = _outputs_and_targets(args)
     tasks = split_list(args.tasks)
-    runs, test = args.runs, None
-    if args.holdout:  # checked before the fit: a held-out run that is also fitted "predicts" itself (error 0)
-        test = select_runs(cols, args.holdout, field="--holdout")
-        fitted = select_runs(cols, args.runs)
-        both = [r for r in fitted if r in test]
-        require(args.runs is None or not both, "--holdout", f"runs {', '.join(both[:4])} are also fitted (--runs)",
-                "hold out runs that --runs leaves out")
-        runs = [r for r in fitted if r not in test]  # by default: every run not held out
-        require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    runs, test = _runs_to_fit_and_hold_out(cols, args) if args.holdout else (args.runs, None)
     require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
     if args.plots:
         check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
@@ -109,18 +94,57 @@ def run(args) -> int:
         storage.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
         print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
         if args.holdout:
-            report = holdout_report(cols, pred, test)
-            methods = list(next(iter(report.values())))
-            print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-            print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
-            for task, per in report.items():
-                print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
-                                                else f"{'n/a':>13}" for m in methods))
-            print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
-            hold = out.with_name(out.stem + ".holdout.json")
-            storage.write_text(hold, json.dumps(report, indent=2) + "\n")
-            print(f"wrote {hold}")
+            _report_held_out(cols, pred, test, _holdout_path(out))
     return 0
+
+
+def _outputs_and_targets(args) -> tuple[Path, dict, Path]:
+    """The JSON path, the targets and the plot folder, every option checked before any fit (an existing -o
+    or a bad target found after minutes of fitting would waste them); both ways of predicting share it."""
+    out = check_out(args.out, args.overwrite)
+    if args.holdout:
+        check_out(_holdout_path(out), args.overwrite)
+    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
+    plot_dir = Path(args.plots) if args.plots else out.parent
+    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):  # "" would silently mean "all"
+        require(value is None or bool(split_list(value)), flag, "is empty",
+                "name some, or leave the option out for all")
+    return out, targets, plot_dir
+
+
+def _holdout_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".holdout.json")
+
+
+def _runs_to_fit_and_hold_out(cols: dict, args) -> tuple[list[str], list[str]]:
+    """(runs to fit, runs held out), checked before the fit: a held-out run that is also fitted "predicts"
+    itself (error 0). Without --runs every run not held out is fitted."""
+    from ladder.laws.predict import select_runs
+
+    test = select_runs(cols, args.holdout, field="--holdout")
+    fitted = select_runs(cols, args.runs)
+    both = [r for r in fitted if r in test]
+    require(args.runs is None or not both, "--holdout", f"runs {', '.join(both[:4])} are also fitted (--runs)",
+            "hold out runs that --runs leaves out")
+    runs = [r for r in fitted if r not in test]
+    require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    return runs, test
+
+
+def _report_held_out(cols: dict, pred, test: list[str], path: Path) -> None:
+    """Every method's accuracy error on the held-out runs: printed as a table, written as JSON to `path`."""
+    from ladder.laws.predict import holdout_report
+
+    report = holdout_report(cols, pred, test)
+    methods = list(next(iter(report.values())))
+    print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
+    print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+    for task, per in report.items():
+        print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
+                                        else f"{'n/a':>13}" for m in methods))
+    print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
+    storage.write_text(path, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def run_each_set(args, cols: dict) -> int:
@@ -131,12 +155,7 @@ def run_each_set(args, cols: dict) -> int:
 
     require(not args.holdout, "--holdout", "is for one training set", "add --set NAME to hold out its runs")
     sets = training_sets.choose_sets(cols, args.training_set)
-    out = check_out(args.out, args.overwrite)
-    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
-    plot_dir = Path(args.plots) if args.plots else out.parent
-    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):
-        require(value is None or bool(split_list(value)), flag, "is empty",
-                "name some, or leave the option out for all")
+    out, targets, plot_dir = _outputs_and_targets(args)
     with storage.all_or_nothing(out.parent, plot_dir):
         out.parent.mkdir(parents=True, exist_ok=True)
         preds = training_sets.predict_each_set(

@@ -14,8 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PATH = re.compile(r"\b(?:ladder|tests|bench|configs)/[A-Za-z0-9_/.-]*\.py\b")
 DOTTED = re.compile(r"\bladder(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
-# Stale references another helper's doc still holds, tolerated until its owner updates the line.
-KNOWN = {("docs/laws.md", "ladder.commands.predict_sets.predict_each_set")}
 
 
 @cache
@@ -57,8 +55,6 @@ def _references():
 
 @pytest.mark.parametrize("where, ref", list(_references()))
 def test_a_module_or_name_the_docs_mention_exists(where, ref):
-    if (where, ref) in KNOWN:
-        pytest.skip("a known stale reference in another helper's doc")
     found = (ROOT / ref).exists() if ref.endswith(".py") and "/" in ref else resolves(ref)
     assert found, f"{where} mentions {ref}, which does not exist: update the doc to where it moved"
 

@@ -15,8 +15,9 @@ them). This runs the default's own back-test suite (same runs, splits, methods) 
   ensemble vs lm-loss (the paper's chain on the C4 loss) vs single-step;
 - with --lm-losses, the 11 LM validation losses as loss targets (the paper's step 1 per split): relative
   error and the coverage of the loss band, q from the 8 tasks' task loss or LOSO over the LM losses;
-- with --rules, candidate changes (the paper's prior weight, equal weights; a per-task interval scale) on
-  the 8 tasks, the held-out tasks and all 14 pooled. Findings only: the default is not changed here.
+- with --rules, candidate changes (the paper's prior weight, equal weights) and candidate interval rules
+  (RULES: the pooled q, a task's own q, their max, studentised q x shrunk per-task scale) on the 8 tasks,
+  the held-out tasks and all 14 pooled; with --designs the same rules on the size designs.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_heldout_tasks.py [--acc-only] [--workers 1]
         [--cache DIR] [--lm-losses] [--rules]
@@ -235,24 +236,70 @@ def lm_loss_report(lc: dict, c8: dict, methods) -> str:
     return "\n".join(out)
 
 
-def loso_rules(c: dict, methods, k: float) -> dict:
-    """Leave-one-split-out band half-widths under three interval rules (the ensemble's errors as `loso`):
-    `pooled` (the default: one q over every task's cells), `per-task` (q over the task's own cells; the
-    pooled q where the task has too few), `max` (the larger of the two)."""
-    err, half = np.full(len(c["g"]), np.nan), {r: np.full(len(c["g"]), np.nan) for r in ("pooled", "per-task", "max")}
+RULES = ("pooled", "per-task", "max", "stud-rms k10", "stud-median k10", "stud-median k30")
+MIN_OWN = 19  # cells a task needs for its own 95% quantile (ceil(0.95 (n + 1)) <= n)
+
+
+def shrunk_scale(a: np.ndarray, task: np.ndarray, fold: np.ndarray, kind: str, k: float):
+    """Per-task scale of the scaled errors a = |error| / g^2, shrunk toward the pooled scale by cell count:
+    s = (n s_task + k s_pool) / (n + k), relative to s_pool. Returns (per cell: the scale from the cells of
+    the other folds only, cross-fitted so a cell never sizes its own score; per task: from all cells)."""
+    stat = (lambda x: float(np.sqrt(np.mean(x ** 2)))) if kind == "rms" else (lambda x: float(np.median(x)))
+
+    def scales(m):
+        pool = stat(a[m])
+        return {t: (np.sum(m & (task == t)) * stat(a[m & (task == t)]) + k * pool)
+                / (np.sum(m & (task == t)) + k) / pool if np.any(m & (task == t)) else 1.0
+                for t in np.unique(task)}
+
+    cell = np.ones(len(a))
+    for f in np.unique(fold):
+        sc = scales(fold != f)
+        for t in np.unique(task[fold == f]):
+            cell[(fold == f) & (task == t)] = sc[t]
+    return cell, scales(np.ones(len(a), bool))
+
+
+def rule_scale(a: np.ndarray, task: np.ndarray, fold: np.ndarray, rule: str) -> dict[str, float]:
+    """The band's multiplier of g^2 per task under `rule`, from calibration cells a = |error| / g^2."""
+    qp = conformal_quantile(a)
+    if rule == "pooled":
+        return {t: qp for t in np.unique(task)}
+    if rule in ("per-task", "max"):
+        own = {t: conformal_quantile(a[task == t]) if np.sum(task == t) >= MIN_OWN else qp for t in np.unique(task)}
+        return {t: max(qp, v) if rule == "max" else v for t, v in own.items()}
+    kind, k = rule.split()[0].removeprefix("stud-"), float(rule.split()[1][1:])
+    cell, per_task = shrunk_scale(a, task, fold, kind, k)
+    qn = conformal_quantile(a / cell)
+    return {t: qn * s for t, s in per_task.items()}
+
+
+def loso_rules(c: dict, methods, k: float = 2.0) -> tuple[np.ndarray, dict]:
+    """Leave-one-split-out ensemble errors and band half-widths under each interval rule in RULES: the
+    held-out split's cells never calibrate their own band (nor, for the studentised rules, a scale)."""
+    err, half = np.full(len(c["g"]), np.nan), {r: np.full(len(c["g"]), np.nan) for r in RULES}
     for s in np.unique(c["split"]):
         tr, te = c["split"] != s, c["split"] == s
         w, _ = weights_from(c["err"][tr], methods)
         e_tr = _combine(c["err"][tr], w, methods)
         err[te] = _combine(c["err"][te], w, methods)
-        qp = conformal_quantile(np.abs(e_tr) / c["g"][tr] ** k)
-        for t in np.unique(c["task"][te]):
-            m, own = te & (c["task"] == t), c["task"][tr] == t
-            qt = conformal_quantile(np.abs(e_tr[own]) / c["g"][tr][own] ** k)
-            qt = qp if not np.isfinite(qt) else qt
-            for rule, q in (("pooled", qp), ("per-task", qt), ("max", max(qp, qt))):
-                half[rule][m] = q * c["g"][m] ** k
+        a = np.abs(e_tr) / c["g"][tr] ** k
+        for rule in RULES:
+            sc = rule_scale(a, c["task"][tr], c["split"][tr], rule)
+            for t in np.unique(c["task"][te]):
+                m = te & (c["task"] == t)
+                half[rule][m] = sc.get(t, conformal_quantile(a)) * c["g"][m] ** k
     return err, half
+
+
+def band_summary(e: np.ndarray, half: dict, c: dict, rule: str) -> str:
+    """coverage all / far, the worst task's coverage (its name), the mean far half-width in points."""
+    h, far = half[rule], c["g"] > FAR
+    cov = np.abs(e) <= h
+    per = {t: np.mean(cov[c["task"] == t]) for t in np.unique(c["task"])}
+    worst = min(per, key=per.get)
+    return (f"{cov.mean():.1%} / {cov[far].mean():.0%}, worst {per[worst]:.0%} ({worst}), "
+            f"{100 * h[far].mean():.2f}")
 
 
 def rules_report(sets: dict, methods) -> str:
@@ -283,20 +330,12 @@ def rules_report(sets: dict, methods) -> str:
     finally:
         ens.PRIOR.clear()
         ens.PRIOR.update(saved)
-    out += ["", "95% band: coverage all / far, worst task's coverage, mean half-width on far cells (points):", "",
-            "| rule | k | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
-    for rule in ("pooled", "per-task", "max"):
-        for k in EXPONENTS:
-            cells = []
-            for c in sets.values():
-                e, half = loso_rules(c, methods, k)
-                h, far = half[rule], c["g"] > FAR
-                cov = np.abs(e) <= h
-                worst = min(np.mean(cov[c["task"] == t]) for t in np.unique(c["task"]))
-                cells.append(f"{cov.mean():.1%} / {cov[far].mean():.0%}, worst {worst:.0%}, "
-                             f"{100 * h[far].mean():.1f}")
-            out.append(f"| {rule}{' (default)' if rule == 'pooled' and k == 2 else ''} | {k:g} | "
-                       + " | ".join(cells) + " |")
+    out += ["", "95% band x g^2 by interval rule (leave-one-split-out): coverage all / far, worst task's coverage, "
+            "mean half-width on far cells (points):", "",
+            "| rule | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for rule in RULES:
+        out.append(f"| {rule}{' (default)' if rule == 'pooled' else ''} | "
+                   + " | ".join(band_summary(*loso_rules(c, methods), c, rule) for c in sets.values()) + " |")
     return "\n".join(out)
 
 
@@ -318,52 +357,43 @@ def design_results(cols: dict, tasks) -> dict:
 
 def design_report(results: dict[str, dict]) -> str:
     """Per task set: the ensemble vs the paper on the designs' test cells (paper-style runs, designs where the
-    default has back-test splits), and the band q g^k with q pooled (the default) or per task, set on each
-    design's own back-test cells and checked on its test cells: coverage near (g < 1.45), mid, far
-    (g >= 1.75), the worst task, the far half-width. Per-task q needs >= 19 cells of the task (else pooled)."""
+    default has back-test splits), and the band x g^2 under each interval rule, set on each design's own
+    back-test cells and checked on its test cells: coverage near (g < 1.45), mid, far (g >= 1.75), the worst
+    task, the far half-width. The stored inner cells carry no split, so the studentised rules' scales are
+    cross-fitted leaving one cell out (not one split)."""
     sys.path.insert(0, str(ROOT / "bench"))
     from backtest_runs import paper_style
 
-    out = ["### Size designs (bench/backtest_runs.py, P16): q set on each design's own suite, checked on its "
-           "test runs", "", "| tasks | cells | ensemble | paper | rule | k | covered g < 1.45 / 1.45-1.75 / >= 1.75 "
-           "| worst task | half-width g >= 1.75 |", "|---|---|---|---|---|---|---|---|---|"]
-    notes = []
+    out = ["### Size designs (bench/backtest_runs.py, P16): the band set on each design's own suite, checked on "
+           "its test runs", "", "| tasks | cells | ensemble | paper | rule | covered g < 1.45 / 1.45-1.75 / >= 1.75 "
+           "| all | worst task | half-width g >= 1.75 |", "|---|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
-        rows, own_q = [], 0  # rows: (task, g, ensemble error, paper error, {(rule, k): half-width})
+        rows = []  # (task, g, ensemble error, paper error, {rule: half-width})
         for r in res.values():
             inner = r.get("inner") or {}
             if not inner:
                 continue
             ie, ig, it = (np.array(inner[k]) for k in ("abs_err", "g", "task"))
+            a = ie / ig ** 2
+            scales = {rule: rule_scale(a, it, np.arange(len(a)), rule) for rule in RULES}
             for c in r["cells"]:
                 if not paper_style(c):
                     continue
-                half, own = {}, it == c["task"]
-                for k in EXPONENTS:
-                    qp = conformal_quantile(ie / ig ** k)
-                    qt = conformal_quantile(ie[own] / ig[own] ** k)
-                    half[("pooled", k)] = qp * c["g"] ** k
-                    half[("per-task", k)] = (qt if np.isfinite(qt) else qp) * c["g"] ** k
-                own_q += bool(np.isfinite(conformal_quantile(ie[own])))
+                half = {rule: sc.get(c["task"], conformal_quantile(a)) * c["g"] ** 2 for rule, sc in scales.items()}
                 pe = c["members"]["paper"]["acc"] - c["acc"] if "paper" in c["members"] else np.nan
                 rows.append((c["task"], c["g"], c["ens_acc"] - c["acc"], pe, half))
         t = np.array([x[0] for x in rows])
         g, e, pe = (np.array([x[i] for x in rows]) for i in (1, 2, 3))
-        notes.append(f"{name}: per-task q applies to {own_q} of {len(rows)} test cells")
-        first = True
-        for rule in ("pooled", "per-task"):
-            for k in EXPONENTS:
-                h = np.array([x[4][(rule, k)] for x in rows])
-                cov = np.abs(e) <= h
-                bands = " / ".join(f"{cov[m].mean():.0%}" for m in (g < 1.45, (g >= 1.45) & (g < 1.75), g >= 1.75))
-                worst = min(cov[t == x].mean() for x in np.unique(t))
-                lead = (f"| {name} | {len(e)} ({int((g >= 1.75).sum())} at g >= 1.75) | {100 * np.mean(np.abs(e)):.2f} | "
-                        f"{100 * np.nanmean(np.abs(pe)):.2f} |") if first else "| | | | |"
-                first = False
-                out.append(f"{lead} {rule}{' (default)' if rule == 'pooled' and k == 2 else ''} | {k:g} | {bands} | "
-                           f"{worst:.0%} | {100 * h[g >= 1.75].mean():.1f} |")
-    return "\n".join(out + ["", "; ".join(notes) + " (the rest fall back to the pooled q: fewer than 19 "
-                             "back-test cells of the task)."])
+        for n, rule in enumerate(RULES):
+            h = np.array([x[4][rule] for x in rows])
+            cov = np.abs(e) <= h
+            bands = " / ".join(f"{cov[m].mean():.0%}" for m in (g < 1.45, (g >= 1.45) & (g < 1.75), g >= 1.75))
+            worst = min(cov[t == x].mean() for x in np.unique(t))
+            lead = (f"| {name} | {len(e)} ({int((g >= 1.75).sum())} at g >= 1.75) | {100 * np.mean(np.abs(e)):.2f} | "
+                    f"{100 * np.nanmean(np.abs(pe)):.2f} |") if n == 0 else "| | | | |"
+            out.append(f"{lead} {rule}{' (default)' if rule == 'pooled' else ''} | {bands} | {cov.mean():.1%} | "
+                       f"{worst:.0%} | {100 * h[g >= 1.75].mean():.1f} |")
+    return "\n".join(out)
 
 
 def main():

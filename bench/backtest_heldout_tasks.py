@@ -237,6 +237,7 @@ def lm_loss_report(lc: dict, c8: dict, methods) -> str:
 
 
 RULES = ("pooled", "per-task", "max", "stud-rms k10", "stud-median k10", "stud-median k30")
+BANDS = [("pooled", k) for k in EXPONENTS[:-1]] + [(r, 2.0) for r in RULES]
 MIN_OWN = 19  # cells a task needs for its own 95% quantile (ceil(0.95 (n + 1)) <= n)
 
 
@@ -357,9 +358,9 @@ def design_results(cols: dict, tasks) -> dict:
 
 def design_report(results: dict[str, dict]) -> str:
     """Per task set: the ensemble vs the paper on the designs' test cells (paper-style runs, designs where the
-    default has back-test splits), and the band x g^2 under each interval rule, set on each design's own
-    back-test cells and checked on its test cells: coverage near (g < 1.45), mid, far (g >= 1.75), the worst
-    task, the far half-width. The stored inner cells carry no split, so the studentised rules' scales are
+    default has back-test splits), and the band x g^k (BANDS: the pooled q at each exponent, every rule at
+    g^2) set on each design's own back-test cells and checked on its test cells: coverage near (g < 1.45),
+    mid, far (g >= 1.75), all, the worst task, the far half-width. The stored inner cells carry no split, so the studentised rules' scales are
     cross-fitted leaving one cell out (not one split)."""
     sys.path.insert(0, str(ROOT / "bench"))
     from backtest_runs import paper_style
@@ -374,24 +375,24 @@ def design_report(results: dict[str, dict]) -> str:
             if not inner:
                 continue
             ie, ig, it = (np.array(inner[k]) for k in ("abs_err", "g", "task"))
-            a = ie / ig ** 2
-            scales = {rule: rule_scale(a, it, np.arange(len(a)), rule) for rule in RULES}
+            scales = {(rule, k): rule_scale(ie / ig ** k, it, np.arange(len(ie)), rule) for rule, k in BANDS}
             for c in r["cells"]:
                 if not paper_style(c):
                     continue
-                half = {rule: sc.get(c["task"], conformal_quantile(a)) * c["g"] ** 2 for rule, sc in scales.items()}
+                half = {(rule, k): sc[c["task"]] * c["g"] ** k for (rule, k), sc in scales.items()}
                 pe = c["members"]["paper"]["acc"] - c["acc"] if "paper" in c["members"] else np.nan
                 rows.append((c["task"], c["g"], c["ens_acc"] - c["acc"], pe, half))
         t = np.array([x[0] for x in rows])
         g, e, pe = (np.array([x[i] for x in rows]) for i in (1, 2, 3))
-        for n, rule in enumerate(RULES):
-            h = np.array([x[4][rule] for x in rows])
+        for n, (rule, k) in enumerate(BANDS):
+            h = np.array([x[4][(rule, k)] for x in rows])
             cov = np.abs(e) <= h
             bands = " / ".join(f"{cov[m].mean():.0%}" for m in (g < 1.45, (g >= 1.45) & (g < 1.75), g >= 1.75))
             worst = min(cov[t == x].mean() for x in np.unique(t))
             lead = (f"| {name} | {len(e)} ({int((g >= 1.75).sum())} at g >= 1.75) | {100 * np.mean(np.abs(e)):.2f} | "
                     f"{100 * np.nanmean(np.abs(pe)):.2f} |") if n == 0 else "| | | | |"
-            out.append(f"{lead} {rule}{' (default)' if rule == 'pooled' else ''} | {bands} | {cov.mean():.1%} | "
+            out.append(f"{lead} {rule} g^{k:g}{' (default)' if (rule, k) == ('pooled', 2.0) else ''} | {bands} | "
+                       f"{cov.mean():.1%} | "
                        f"{worst:.0%} | {100 * h[g >= 1.75].mean():.1f} |")
     return "\n".join(out)
 

@@ -233,6 +233,10 @@ def lm_loss_report(lc: dict, c8: dict, methods) -> str:
         out.append(f"| {k:g} | {np.mean(a <= hf):.1%} / {np.mean(a[far] <= hf[far]):.1%} | "
                    f"{100 * hf[far].mean():.1f}% | {np.mean(a <= hl):.1%} / {np.mean(a[far] <= hl[far]):.1%} | "
                    f"{100 * hl[far].mean():.1f}% |")
+    half = loso_rules_fixed(a, lc)
+    out += ["", "Interval rules (x g^2, LOSO over the LM losses' splits; each LM loss a task): coverage all / far, "
+            "worst LM loss, mean far half-width (%):", "", "| rule | LM losses |", "|---|---|"]
+    out += [f"| {r} | {band_summary(lc['rel'], half, lc, r)} |" for r in RULES]
     return "\n".join(out)
 
 
@@ -304,6 +308,20 @@ def band_summary(e: np.ndarray, half: dict, c: dict, rule: str) -> str:
     worst = min(per, key=per.get)
     return (f"{cov.mean():.1%} / {cov[far].mean():.0%}, worst {per[worst]:.0%} ({worst}), "
             f"{100 * h[far].mean():.2f}")
+
+
+def loso_rules_fixed(abs_err: np.ndarray, c: dict, k: float = 2.0) -> dict:
+    """As loso_rules for errors that need no weights (the LM losses' relative errors): half-widths per rule."""
+    half = {r: np.full(len(c["g"]), np.nan) for r in RULES}
+    for s in np.unique(c["split"]):
+        tr, te = c["split"] != s, c["split"] == s
+        a = abs_err[tr] / c["g"][tr] ** k
+        for rule in RULES:
+            sc = rule_scale(a, c["task"][tr], c["split"][tr], rule)
+            for t in np.unique(c["task"][te]):
+                m = te & (c["task"] == t)
+                half[rule][m] = sc[t] * c["g"][m] ** k
+    return half
 
 
 def rules_report(sets: dict, methods) -> str:
@@ -405,10 +423,11 @@ def main():
     ap.add_argument("--acc-only", action="store_true", help="the accuracy-only cut (backtest_olmo.acc_only_table)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache", type=Path, help="directory keeping the suites (pickle)")
-    ap.add_argument("--lm-losses", action="store_true", help="also the 11 LM validation losses (step 1 only)")
+    ap.add_argument("--lm-losses", action="store_true",
+                    help="also the 11 LM validation losses (step 1 only), with the interval rules")
     ap.add_argument("--designs", action="store_true",
-                    help="also the size designs of bench/backtest_runs.py (P16) on both task sets: pooled vs "
-                    "per-task q out of sample (minutes)")
+                    help="also the size designs of bench/backtest_runs.py (P16) on both task sets: the interval "
+                    "rules out of sample (minutes)")
     ap.add_argument("--rules", action="store_true",
                     help="also candidate weight priors and interval rules on the 8, held-out and pooled 14 tasks")
     args = ap.parse_args()

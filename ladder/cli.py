@@ -98,11 +98,26 @@ def parse(verb: str, rest: list[str]):
     leftover = [u for u in unknown if not (takes_config and u.startswith("--config."))]
     if leftover:
         parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    refuse_empty_values(parser, args)
     return module, args
+
+
+def refuse_empty_values(parser: argparse.ArgumentParser, args) -> None:
+    """A value typed as '' (or blanks), e.g. `--method ''` from an unset shell variable, is an error, not the
+    default: before, `--method ''`, `--holdout ''` and `--eval-fractions ''` ran with the defaults, exit 0.
+    A flag whose own default is '' may be given ''."""
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if action.default != value and any(isinstance(v, str) and not v.strip() for v in values):
+            flag = "/".join(action.option_strings) or action.metavar or action.dest
+            fix = f"give a value or leave {action.option_strings[-1]} out" if action.option_strings else "give a value"
+            parser.error(f"argument {flag}: is empty; {fix}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    tolerant_output()
     top = build_parser()
     if not argv or argv[0] in ("-h", "--help", "--version"):
         if argv[:1] == ["--version"]:
@@ -139,6 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
         print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
         return 2
+
+
+def tolerant_output() -> None:
+    """A console that cannot encode a name (PYTHONIOENCODING=ascii, an ASCII locale under a pipe) shows it
+    escaped (\\xfc) instead of ending the verb with a UnicodeEncodeError traceback after its work was done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # a test's capture, or a closed stream
+            pass
 
 
 def quiet_stdout() -> None:

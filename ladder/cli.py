@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         quiet_stdout()
         return 141  # 128 + SIGPIPE, as a shell tool killed by the closed pipe reports
     except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
-        print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
+        line = os_error_line(e) if e.filename or not from_print(e) else \
+            f"standard output: {e.strerror or e}; send the output somewhere that takes it (> FILE)"
+        print(f"ladder {verb}: error: {line}", file=sys.stderr)
         return 2
 
 
@@ -164,6 +166,18 @@ def tolerant_output() -> None:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError, OSError):  # a test's capture, or a closed stream
             pass
+
+
+def from_print(e: BaseException) -> bool:
+    """Whether `e` was raised by a print (stdout on a full device, `> /dev/full`): said as standard output, not
+    "a file"; stdout is then pointed at /dev/null so the interpreter's exit flush stays silent."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    printed = bool(frames) and (frames[-1].line or "").lstrip().startswith("print(")
+    if printed:
+        quiet_stdout()
+    return printed
 
 
 def quiet_stdout() -> None:
@@ -180,6 +194,11 @@ def check_environment(environ=None) -> None:
     variable, not a fallback nobody sees (LADDER_FIT_WORKERS=abc) or a failure deep inside (LADDER_CACHE naming
     a file surfaced as a storage error under the run directory). Empty counts as unset."""
     environ = os.environ if environ is None else environ
+    try:  # a shell left in a deleted directory: every relative path failed later as "a file: No such file"
+        os.getcwd()
+    except FileNotFoundError:
+        raise LadderError("the current directory no longer exists (deleted after the shell entered it); cd to an "
+                          "existing directory") from None
     from ladder.laws.parallel import default_workers  # the one reader of LADDER_FIT_WORKERS
 
     default_workers(environ)

@@ -230,7 +230,9 @@ def stage_self_check(ctx: Context) -> dict:
     rows = read_results(join(ctx.run_root, rung["name"]))
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
-    predicted = read_json(ctx.out / "predictions.json")[rung["name"]]  # checked at the start (run_state)
+    predicted = (read_json(ctx.out / "predictions.json") or {}).get(rung["name"])  # readable: run_state checked
+    require(isinstance(predicted, dict), str(ctx.out / "predictions.json"), f"holds no prediction for the "
+            f"self-check run {rung['name']}", "delete it and the 'predict' entry of stages.json so it is written again")
     table = {task: _check_task(cols, task, p, FINAL_WINDOW) for task, p in predicted.items()}
     write_json(ctx.out / "self_check.json",
                {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, sort_keys=True)

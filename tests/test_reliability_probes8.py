@@ -1,0 +1,234 @@
+"""Issue 18, session 8's probe round: classes no earlier round tried. Config files whose own code fails, key
+typos, empty option values, hand-edited rung state files (status.json, launch.json, logs), run-directory stage
+outputs of another shape, consoles and outputs that cannot take what is written, a deleted working directory,
+dangling links on the output path, a target's FLOPs per token below one forward pass. Each is one line naming
+the file or field and the fix (exit 2), or a correct recovery with a note. No JAX, no training.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ladder import cli
+from ladder.errors import LadderError
+from tests.test_reliability_inputs import _probe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.py")
+SMOKE = str(ROOT / "configs" / "smoke.py")
+SIZES = (1e6, 2e6, 4e6, 8e6, 16e6, 32e6)
+
+
+def _results(tmp_path):
+    path = tmp_path / "res.csv"
+    path.write_text("run,n,d,step,task,loss,acc\n" + "".join(
+        f"r{i},{n:g},{n * 5 * s:g},{s},t,{1 + 1e3 / n ** 0.3},{0.3 + 0.02 * i + 0.01 * s}\n"
+        for i, n in enumerate(SIZES) for s in (1, 2, 3, 4)))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ config files
+
+CONFIGS = {  # file body -> the line expected (before: a traceback for the first two)
+    "def get_config():\n    raise RuntimeError('boom in my config')\n":
+        "cfg.py line 2: get_config() raised RuntimeError: boom in my config; fix the file",
+    "import nonexistent_module_xyz\ndef get_config():\n    pass\n":
+        "cfg.py line 1 failed while loading: ModuleNotFoundError: No module named 'nonexistent_module_xyz'",
+    "def get_config():\n    return undefined_name\n": "cfg.py line 2: get_config() raised NameError",
+    "X = 1\n": "defines no get_config()",
+    "def get_config():\n    return 5\n": "get_config returned int, not a ConfigDict",
+}
+
+
+@pytest.mark.parametrize("body, message", list(CONFIGS.items()))
+@pytest.mark.parametrize("verb", ["train", "run"])
+def test_a_config_file_whose_code_fails_is_one_line_at_its_line(capsys, tmp_path, body, message, verb):
+    (tmp_path / "cfg.py").write_text(body)
+    rc, err = _probe(capsys, [verb, tmp_path / "cfg.py", "--config.train.total_steps=-7"])
+    assert rc == 2 and message in err, err
+
+
+def test_an_empty_variant_is_refused_not_the_default(capsys):
+    """Before: `ladder run configs/smoke.py: --dry-run` planned the default config, exit 0."""
+    rc, err = _probe(capsys, ["run", SMOKE + ":", "--dry-run"])
+    assert rc == 2 and "names an empty variant after ':'" in err, err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.totl_steps=5", "unknown key 'totl_steps'; did you mean 'total_steps'? known keys here:"),
+    ("trian.total_steps=5", "unknown key 'trian'; did you mean 'train'? sections here: data,"),  # was "see the config file"
+    ("optim.peak_lr.x=5", "'optim.peak_lr' is a value, not a section; set it as --config.optim.peak_lr=VALUE"),
+    ("zzzzzz=1", "unknown key 'zzzzzz'; known keys here: data, distributed"),
+])
+def test_override_typos_name_the_nearest_key(capsys, override, message):
+    rc, err = _probe(capsys, ["train", TINY, f"--config.{override}"])
+    assert rc == 2 and message in err, err
+
+
+# ------------------------------------------------------------------------------------------ empty values
+
+@pytest.mark.parametrize("argv, message", [
+    # before: each ran with the option's default, exit 0
+    (["predict", "{res}", "--target", "t=1e9:2e10", "--method", "", "-o", "{tmp}/p.json"],
+     "argument --method: is empty; give a value or leave --method out"),
+    (["predict", "{res}", "--target", "t=1e9:2e10", "--holdout", " ", "-o", "{tmp}/p.json"],
+     "argument --holdout: is empty"),
+    (["plan", "--preset", "smoke", "--eval-fractions", ""], "argument --eval-fractions: is empty"),
+    (["predict", "", "--target", "t=1e9:2e10", "-o", "{tmp}/p.json"], "argument results: is empty; give a value"),
+    (["launch", "{tmp}/plan.json", "--rung", "", "--dry-run"], "argument --rung: is empty"),
+    (["predict", "{res}", "--target", "t=1e9:2e10", "--tasks", "", "-o", "{tmp}/p.json"], "--tasks: is empty"),
+])
+def test_an_empty_value_is_refused_not_the_default(capsys, tmp_path, argv, message):
+    res = _results(tmp_path)
+    rc, err = _probe(capsys, [a.replace("{res}", str(res)).replace("{tmp}", str(tmp_path)) for a in argv])
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_a_flag_whose_default_is_empty_may_be_given_empty():
+    _, args = cli.parse("data", ["tasks", "--data-dir", "", "-o", "x"])
+    assert args.data_dir == ""
+
+
+# ------------------------------------------------------------------------------------------ rung state files
+
+@pytest.fixture
+def plan(tmp_path, capsys):
+    path = tmp_path / "plan.json"
+    assert cli.main(["plan", "--preset", "smoke", "-o", str(path)]) == 0
+    capsys.readouterr()
+    return path
+
+
+@pytest.mark.parametrize("file, content, shown", [
+    # before: a ValueError / TypeError / OverflowError traceback for each
+    ("status.json", {"state": "running", "step": "abc"}, "status.json: ignored step='abc'"),
+    ("status.json", {"state": "running", "step": float("nan")}, "status.json: ignored step=nan"),
+    ("status.json", {"state": "running", "step": 3, "loss": "low"}, "ignored loss='low'"),
+    ("status.json", {"state": "running", "step": 3, "loss": [1]}, "ignored loss=[1]"),
+    ("status.json", {"state": "running", "step": 3, "tokens_per_s": "fast"}, "ignored tokens_per_s='fast'"),
+    ("status.json", {"state": "running", "step": 3, "eta_s": "soon"}, "ignored eta_s='soon'"),
+    ("status.json", {"state": "running", "step": 3, "updated": "now"}, "ignored updated='now'"),
+    ("status.json", {"state": "running", "step": 3, "total_steps": "x"}, "ignored total_steps='x'"),
+    ("status.json", {"state": "running", "step": 3, "tokens": float("inf")}, "ignored tokens=inf"),
+    ("launch.json", {"attempts": "two", "state": "running"}, "launch.json: ignored attempts='two'"),
+    # before: silent, and the rung was counted in no state at all ("0 running ... 8 pending" of 9 rungs)
+    ("status.json", {"state": "zombie", "step": 3}, "status.json: ignored state='zombie'"),
+    ("status.json", {"state": "running", "step": -5}, "ignored step=-5"),
+])
+def test_a_hand_edited_rung_state_file_is_shown_with_a_note(capsys, tmp_path, plan, file, content, shown):
+    rung = json.loads(plan.read_text())["rungs"][0]["name"]
+    (tmp_path / "root" / rung).mkdir(parents=True)
+    (tmp_path / "root" / rung / file).write_text(json.dumps(content))
+    rc = cli.main(["status", str(plan), "--run-root", str(tmp_path / "root")])
+    out = capsys.readouterr().out
+    assert rc == 0 and shown in out, out
+    counts = re.findall(r"(\d+) (?:done|running|failed|pending|preempted)", out.splitlines()[-1])
+    assert sum(map(int, counts)) == 9, out  # every rung counted once
+
+
+def test_a_log_that_is_not_utf8_is_shown(capsys, tmp_path, plan):
+    rung = json.loads(plan.read_text())["rungs"][0]["name"]
+    (tmp_path / "root" / rung).mkdir(parents=True)
+    (tmp_path / "root" / rung / "launch.log").write_bytes(b"step 1\n\xff\xfe bytes\n")
+    rc, _ = _probe(capsys, ["status", plan, "--run-root", tmp_path / "root", "--logs", rung])
+    assert rc == 0
+
+
+def test_a_plan_fraction_that_is_not_a_number_is_named(capsys, tmp_path, plan):
+    p = json.loads(plan.read_text())
+    p["fraction"] = "1%"
+    plan.write_text(json.dumps(p))
+    rc, err = _probe(capsys, ["status", plan, "--run-root", tmp_path / "root"])
+    assert rc == 2 and "fraction is '1%', not a finite number > 0" in err, err
+
+
+# ------------------------------------------------------------------------------------------ run-dir outputs
+
+GOOD = {"method": "paper", "loss": 1.0, "acc": 0.5, "acc_lo": 0.4, "acc_hi": 0.6, "compute_ratio": 10, "flags": []}
+
+
+@pytest.mark.parametrize("file, content, stage", [
+    # valid JSON of another shape: before, AttributeError / KeyError / ValueError tracebacks in the report
+    ("predictions.json", [1, 2], "predict"),
+    ("predictions.json", {"t": 5}, "predict"),
+    ("predictions.json", {"x": {"t": {"method": "paper", "loss": 1}}}, "predict"),
+    ("predictions.json", {"x": {"t": dict(GOOD, acc="high")}}, "predict"),
+    ("backtest.json", {"t": {"paper": {"error": "x"}}}, "predict"),
+    ("backtest.json", {"t": 3}, "predict"),
+    ("self_check.json", {"run": "x"}, "self_check"),
+])
+def test_a_stage_output_of_another_shape_names_the_file_and_stage(tmp_path, plan, file, content, stage):
+    from ladder.report import write_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.json").write_bytes(plan.read_bytes())
+    (out / "predictions.json").write_text(json.dumps({"x": {"t": GOOD}}))
+    (out / file).write_text(json.dumps(content))
+    with pytest.raises(LadderError, match=f"{file} is not what the {stage} stage writes .*; delete it and the "
+                                          f"'{stage}' entry of stages.json"):
+        write_report(out, str(out / "rungs"), {"plan": {"seconds": 1.0}})
+    assert not (out / "report.md").exists()
+
+
+# ------------------------------------------------------------------------------------------ the environment
+
+def _cli_process(argv, cwd, env=None, stdout=None):
+    return subprocess.run([sys.executable, "-m", "ladder", *map(str, argv)], cwd=cwd, capture_output=stdout is None,
+                          stdout=stdout, stderr=subprocess.PIPE if stdout is not None else None, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})), timeout=120)
+
+
+def test_a_console_that_cannot_encode_a_name_shows_it_escaped(tmp_path):
+    """Before: PYTHONIOENCODING=ascii and a target named 'ü': a UnicodeEncodeError traceback after the plan."""
+    p = _cli_process(["plan", "--preset", "smoke", "--target", "ü=1e8:1e10"], tmp_path,
+                     env={"PYTHONIOENCODING": "ascii", "LC_ALL": "C"})
+    assert p.returncode == 0 and "targets: \\xfc (N 100,030,528" in p.stdout, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_on_a_full_device_is_named_as_standard_output(tmp_path):
+    """Before: 'a file: No space left on device; check that the path exists'."""
+    with open("/dev/full", "w") as full:
+        p = _cli_process(["plan", "--preset", "smoke"], tmp_path, stdout=full)
+    assert p.returncode == 2 and "error: standard output: No space left on device" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr
+
+
+def test_a_deleted_working_directory_is_named(capsys, tmp_path, monkeypatch):
+    """Before: `-o p.json` from a deleted directory: 'a file: No such file or directory'."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    rc, err = _probe(capsys, ["predict", _results(tmp_path), "--target", "t=1e9:2e10", "-o", "p.json"])
+    assert rc == 2 and "the current directory no longer exists" in err, err
+
+
+def test_an_output_under_a_dangling_link_is_refused_before_the_fit(capsys, tmp_path):
+    """Before: the fit ran, then 'DIR: File exists; check that the path exists'."""
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    rc, err = _probe(capsys, ["predict", _results(tmp_path), "--target", "t=1e9:2e10", "-o", tmp_path / "link/p.json"])
+    assert rc == 2 and f"{tmp_path}/link is a link to {tmp_path}/nowhere, which does not exist" in err, err
+
+
+# ------------------------------------------------------------------------------------------ values
+
+@pytest.mark.parametrize("target, ok", [("t=1e9:2e10:5", False), ("t=1e9:2e10:1.9e9", False),
+                                        ("t=1e9:2e10:6e9", True)])
+def test_flops_per_token_below_a_forward_pass_is_refused(target, ok):
+    """Before: F=5 for N=1e9 predicted from a compute 10^9 times too small, exit 0."""
+    from ladder.commands.common import target_spec
+
+    if ok:
+        assert target_spec(target)["flops_per_token"] == 6e9
+    else:
+        with pytest.raises(LadderError, match=r"--target t: FLOPs per token F = .* is below 2N = 2e\+09"):
+            target_spec(target)

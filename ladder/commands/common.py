@@ -56,8 +56,9 @@ def check_out(path, overwrite: bool, field: str = "--out", *, append: bool = Fal
     ancestor = path.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         # a link to a missing directory: creating under it failed after the work with "File exists"
-        require(not ancestor.is_symlink(), field, f"{ancestor} is a link to {os.readlink(ancestor)}, which does "
-                "not exist", "create that directory, or choose another path")
+        if ancestor.is_symlink():
+            raise LadderError(f"{field}: {ancestor} is a link to {os.readlink(ancestor)}, which does not exist; "
+                              "create that directory, or choose another path")
         ancestor = ancestor.parent
     require(ancestor.is_dir(), field, f"{ancestor} is not a directory, so {path} cannot be created",
             "choose an output path under a directory")

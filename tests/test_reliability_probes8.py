@@ -232,3 +232,35 @@ def test_flops_per_token_below_a_forward_pass_is_refused(target, ok):
     else:
         with pytest.raises(LadderError, match=r"--target t: FLOPs per token F = .* is below 2N = 2e\+09"):
             target_spec(target)
+
+
+# ------------------------------------------------------------------------------------------ options a mode never reads
+
+@pytest.mark.parametrize("argv, message", [
+    # before: each ran, exit 0, the option silently meaningless
+    (["launch", "{plan}", "--dry-run", "--spot"], "--spot: applies to --backend tpu-vm / queued-resources / xpk, not local"),
+    (["launch", "{plan}", "--dry-run", "--zone", "us-west4-a"], "--zone: applies to --backend"),
+    (["launch", "{plan}", "--dry-run", "--backend", "tpu-vm", "--run-root", "gs://b/x", "--pack"],
+     "--pack: applies to --backend queued-resources, not tpu-vm"),
+    (["launch", "{plan}", "--dry-run", "--backend", "queued-resources", "--run-root", "gs://b/x", "--image", "x"],
+     "--image: applies to --backend xpk, not queued-resources"),
+    (["launch", "{plan}", "--dry-run", "--backend", "xpk", "--run-root", "gs://b/x", "--parallel", "2"],
+     "--parallel: applies to --backend local, not xpk"),
+    (["status", "{plan}", "--lines", "5"], "--lines: applies with --logs RUNG only"),
+    (["fit", "split", "{tmp}/study.csv", "--n", "1e6"], "--n: applies to ladder fit dcpt, not split"),
+    (["fit", "split", "{tmp}/study.csv", "--cross-domain"], "--cross-domain: applies to ladder fit dcpt, not split"),
+    (["allocate", "split", "--law", "{tmp}/law.json", "--rule", "a"], "--rule: applies to ladder allocate dcpt, not split"),
+    (["allocate", "dcpt", "--law", "{tmp}/law.json", "--budget", "1e20"], "--budget: applies to ladder allocate split"),
+    (["data", "tasks", "-o", "{tmp}/tasks", "--vocab-size", "5"], "--vocab-size: applies to ladder data spm, not tasks"),
+    (["data", "build", "--name", "x"], "--name: applies to ladder data files, not build"),
+    (["data", "verify", "{tmp}", "-o", "{tmp}/x"], "-o/--out: applies to ladder data spm / tasks / tokenize, not verify"),
+])
+def test_an_option_the_chosen_mode_never_reads_is_refused(capsys, tmp_path, plan, argv, message):
+    rc, err = _probe(capsys, [a.replace("{plan}", str(plan)).replace("{tmp}", str(tmp_path)) for a in argv])
+    assert rc == 2 and message in err, err
+
+
+def test_the_options_a_mode_reads_still_pass(capsys, tmp_path, plan):
+    rc, err = _probe(capsys, ["launch", plan, "--dry-run", "--parallel", "2", "--run-root", tmp_path / "root"])
+    assert rc == 0, err
+

@@ -203,3 +203,18 @@ def real(lo: float | None = None, hi: float | None = None, *, above: bool = Fals
 
 POSITIVE = real(0.0, above=True)  # FLOPs, seconds
 COUNT = real(0.0, 1e30, above=True)  # parameters and tokens: above 1e30 is a unit error (plan.sizes.MAX_COUNT)
+
+
+def refuse_unread_options(args, add_arguments, readers: dict, chosen: str, choice: str) -> None:
+    """An option set away from its default that the chosen mode never reads is one line naming the modes that
+    read it: `readers` maps an option's dest to (its flag, the modes that read it); `chosen` is the mode this
+    call runs (`choice` names where it came from, e.g. --backend). Before, `fit split --n 1e6`, `allocate split
+    --rule a` or `launch --backend local --spot` ran without a word that the option meant nothing there."""
+    bare = argparse.ArgumentParser(add_help=False)
+    add_arguments(bare)
+    defaults = {a.dest: a.default for a in bare._actions}
+    for dest, (flag, modes) in readers.items():
+        if chosen not in modes and getattr(args, dest, None) != defaults.get(dest):
+            raise LadderError(f"{flag}: applies to {choice} {' / '.join(modes)}, not {chosen}; drop it or choose "
+                              "one of those")
+

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ladder.launch import BACKENDS, LaunchOptions, launch_plan
 from ladder.launch.costs import parse_prices
 from ladder.launch.jobs import parse_slice_overrides
-from ladder.errors import LadderError
-from ladder.commands.common import POSITIVE, add_run_root, run_root, whole
+from ladder.commands.common import POSITIVE, add_run_root, refuse_unread_options, run_root, whole
 
 TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`
 EXAMPLES = """
@@ -78,20 +75,11 @@ OPTION_BACKENDS = {
 }
 
 
-def check_options_apply(args, defaults: dict) -> None:
-    """An option set away from its default that the chosen backend never reads is an error naming the backends
-    that read it (a rehearsal plays a cloud launch with local processes, so --devices and --processes count)."""
-    for dest, (flag, backends) in OPTION_BACKENDS.items():
-        if getattr(args, dest, None) != defaults.get(dest) and args.backend not in backends and not (
-                args.rehearse and dest == "processes"):
-            raise LadderError(f"{flag}: applies to --backend {' / '.join(backends)}, not {args.backend}; drop it or "
-                              f"choose one of those backends")
-
-
 def run(args) -> int:
-    bare = argparse.ArgumentParser()
-    add_arguments(bare)
-    check_options_apply(args, {a.dest: a.default for a in bare._actions})
+    readers = dict(OPTION_BACKENDS)
+    if args.rehearse:  # a rehearsal plays a cloud launch with local processes
+        readers.pop("processes")
+    refuse_unread_options(args, add_arguments, readers, args.backend, "--backend")
     root = run_root(args) if args.backend == "local" else (args.run_root or "")
     opts = LaunchOptions(
         plan_path=args.plan, run_root=root, backend=args.backend, dry_run=args.dry_run, chip=args.chip,

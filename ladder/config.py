@@ -159,6 +159,10 @@ def set_path(cfg: ml_collections.ConfigDict, key: str, value) -> None:
         fix = "write a value of that type"
         if isinstance(old, str):  # 1,2,3 and 123 parse as Python literals; the shell strips plain quotes
             fix = f"quote it for the shell and for Python, e.g. --config.{key}='\"{raw_text(value)}\"'"
+        elif isinstance(old, (list, tuple)) and isinstance(value, str) and value.startswith("["):
+            # [a,b] after the shell stripped the quotes of ['a','b']: the names need Python quotes inside shell ones
+            items = ",".join(f'"{v.strip()}"' for v in value.strip("[]").split(",") if v.strip())
+            fix = f"quote the names for Python inside shell quotes, e.g. --config.{key}='[{items}]'"
         raise LadderError(f"--config.{key}: expected {type(old).__name__} (like {old!r}), got {value!r}; {fix}")
     with node.ignore_type():
         node[leaf] = value

@@ -189,6 +189,8 @@ def compilation_cache(directory: Path):
 def run_study(cfg, out=None, log=print) -> dict:
     """Every stage above; returns (and writes to <out>/study.json) the summary. The fit and the report are
     the library calls under `ladder fit dcpt` and `ladder report specialization` (ladder.specialization)."""
+    require(bool(str(out or cfg.out_dir).strip()), "out_dir", "is empty (the run would land in the current "
+            "directory)", "set --config.out_dir=DIR or pass -o DIR")
     out = Path(out or cfg.out_dir)
     require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a study directory",
             "give a directory (new, or a study to resume)")

@@ -286,6 +286,8 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
     """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch,
     writing nothing into an existing run directory (its plan goes to a temporary directory instead)."""
     validate(cfg)
+    require(bool(str(out_dir or cfg.out_dir).strip()), "out_dir", "is empty (the run would land in the current "
+            "directory)", "set --config.out_dir=DIR or pass -o DIR")
     out = Path(out_dir or cfg.out_dir)
     require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a run directory",
             "give a directory (new, or a run to resume)")

@@ -264,3 +264,18 @@ def test_the_options_a_mode_reads_still_pass(capsys, tmp_path, plan):
     rc, err = _probe(capsys, ["launch", plan, "--dry-run", "--parallel", "2", "--run-root", tmp_path / "root"])
     assert rc == 0, err
 
+
+
+@pytest.mark.parametrize("argv, message", [
+    # before: the run planned (and would train) into the current directory, exit 0
+    (["run", SMOKE + ":quick", "--dry-run", "--config.out_dir="], "out_dir: is empty (the run would land in the current"),
+    (["cpt", str(ROOT / "configs" / "specialization.py") + ":ci", "--config.out_dir= "], "out_dir: is empty"),
+    # the shell stripped the quotes of ['nosuch']: the fix says how to quote a list of names
+    (["run", SMOKE + ":quick", "--dry-run", "--config.plan.skip=[nosuch]"],
+     """quote the names for Python inside shell quotes, e.g. --config.plan.skip='["nosuch"]'"""),
+])
+def test_run_config_values_that_cannot_be_meant(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _probe(capsys, argv)
+    assert rc == 2 and message in err, err
+    assert not list(tmp_path.iterdir())

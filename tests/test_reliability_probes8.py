@@ -279,3 +279,15 @@ def test_run_config_values_that_cannot_be_meant(capsys, tmp_path, monkeypatch, a
     rc, err = _probe(capsys, argv)
     assert rc == 2 and message in err, err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value, kept", [(5.95, 5.95), (0, 0), (None, None), ("x", None), ([1], None),
+                                         (float("nan"), None), (-1.0, None), (True, None)])
+def test_a_hand_edited_first_loss_is_not_the_divergence_reference(capfd, value, kept):
+    """Probed with real resumes: 'x' was a TypeError mid-run, NaN turned the divergence check off, -1 stopped a
+    healthy run as 'diverged'. Now the resumed run judges against its own first step, with a note."""
+    from ladder.train_log import saved_first_loss
+
+    assert saved_first_loss(value, "runs/x") == kept
+    err = capfd.readouterr().err
+    assert ("first_loss=" in err and "is not a loss" in err) == (kept is None and value is not None), err

@@ -291,3 +291,18 @@ def test_a_hand_edited_first_loss_is_not_the_divergence_reference(capfd, value, 
     assert saved_first_loss(value, "runs/x") == kept
     err = capfd.readouterr().err
     assert ("first_loss=" in err and "is not a loss" in err) == (kept is None and value is not None), err
+
+
+def test_metrics_rows_without_numeric_tokens_or_loss_are_left_out_of_the_loss_plot(tmp_path, plan):
+    """Before: a hand-edited metrics.jsonl row ({"step": 2} or "loss": "low") was a KeyError/TypeError in the
+    report stage's loss-curve plot."""
+    from ladder.plots import plot_loss_curves
+
+    p = json.loads(plan.read_text())
+    rung = p["rungs"][0]["name"]
+    (tmp_path / "root" / rung).mkdir(parents=True)
+    (tmp_path / "root" / rung / "metrics.jsonl").write_text(
+        '{"step": 1, "tokens": 100, "loss": 5.0}\n{"step": 2}\n{"step": 3, "tokens": 300, "loss": "low"}\n'
+        '{"step": 4, "tokens": 400, "loss": 4.0}\n')
+    path = plot_loss_curves(p, str(tmp_path / "root"), tmp_path / "out")
+    assert path is not None and path.stat().st_size > 0

@@ -99,7 +99,28 @@ def parse(verb: str, rest: list[str]):
     if leftover:
         parser.error(f"unrecognized arguments: {' '.join(leftover)}")
     refuse_empty_values(parser, args)
+    refuse_output_onto_input(parser, args)
     return module, args
+
+
+def refuse_output_onto_input(parser: argparse.ArgumentParser, args) -> None:
+    """-o naming a file the verb also reads (`predict res.csv -o res.csv --overwrite` replaced the results table
+    with the predictions; `import csv t.csv -o t.csv` rewrote its own input) is a usage error, whatever
+    --overwrite says: the input is gone once the output lands."""
+    out = getattr(args, "out", None)
+    if not isinstance(out, str) or not os.path.isfile(out):
+        return
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest == "out" or not isinstance(value, str) or not os.path.isfile(value):
+            continue
+        try:
+            same = os.path.samefile(value, out)
+        except OSError:
+            continue
+        if same:
+            flag = "/".join(action.option_strings) or action.metavar or action.dest
+            parser.error(f"argument -o/--out: {out} is also the input {flag}; write the output to another path")
 
 
 def refuse_empty_values(parser: argparse.ArgumentParser, args) -> None:

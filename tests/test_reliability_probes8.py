@@ -306,3 +306,21 @@ def test_metrics_rows_without_numeric_tokens_or_loss_are_left_out_of_the_loss_pl
         '{"step": 4, "tokens": 400, "loss": 4.0}\n')
     path = plot_loss_curves(p, str(tmp_path / "root"), tmp_path / "out")
     assert path is not None and path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    # before: exit 0, the results table replaced by the predictions JSON (the input lost)
+    (["predict", "{res}", "--target", "t=1e9:2e10", "-o", "{res}", "--overwrite"], "is also the input results"),
+    (["import", "csv", "{res}", "--map", "run=run,n=n,d=d,step=step,task=task,acc=acc,loss=loss", "-o", "{res}",
+      "--overwrite"], "is also the input PATH"),
+    (["predict", "{tmp}/link.csv", "--target", "t=1e9:2e10", "-o", "{res}", "--overwrite"], "is also the input results"),
+    (["collect", "{plan}", "--run-root", "{tmp}", "-o", "{plan}", "--overwrite"], "is also the input plan"),
+])
+def test_an_output_onto_one_of_the_inputs_is_refused(capsys, tmp_path, plan, argv, message):
+    res = _results(tmp_path)
+    (tmp_path / "link.csv").symlink_to(res)
+    before = res.read_bytes(), plan.read_bytes()
+    rc, err = _probe(capsys, [a.replace("{res}", str(res)).replace("{tmp}", str(tmp_path)).replace("{plan}", str(plan))
+                              for a in argv])
+    assert rc == 2 and message in err and "write the output to another path" in err, err
+    assert (res.read_bytes(), plan.read_bytes()) == before

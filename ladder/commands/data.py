@@ -106,26 +106,9 @@ def _files(args) -> None:
         _report(f"files[{split}]", lambda: pipeline.token_cache(cfg, split, tok))
 
 
-def _smallest_spm_vocab(texts, reason: str) -> tuple[int, bool]:
-    """The smallest vocab sentencepiece accepts here: its own figure when it gives one ("... 260 vs 287"),
-    else 4 special ids + 256 byte pieces + the distinct non-space characters after NFKC + 1 for the space
-    mark (measured: a 26-letter corpus needs exactly 287; the embedded corpus 1072, estimated 1074).
-    Returns (the figure, whether sentencepiece gave it)."""
-    import re
-    import unicodedata
-
-    said = re.search(r"required_chars\. (\d+) vs (\d+)", reason)
-    if said:
-        return int(said.group(2)), True
-    chars = set()
-    for t in texts:
-        chars.update(unicodedata.normalize("NFKC", t))
-    return 4 + 256 + len({c for c in chars if not c.isspace()}) + 1, False
-
-
 def _spm(args) -> None:
     from ladder.data import pipeline
-    from ladder.data.tokenizer import train_sentencepiece
+    from ladder.data.tokenizer import smallest_spm_vocab, train_sentencepiece
 
     if not args.out:
         raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
@@ -140,7 +123,7 @@ def _spm(args) -> None:
     except RuntimeError as e:  # sentencepiece's own check, e.g. "Vocabulary size too high (N). Please set
         # it to a value <= 184096." after reading the corpus: its reason, as one line naming the option
         reason = str(e).split("] ", 1)[-1].strip()
-        need, exact = _smallest_spm_vocab(texts, reason)
+        need, exact = smallest_spm_vocab(texts, reason)
         if args.vocab_size < need:  # below the floor sentencepiece's message was empty (an id check) or cryptic
             raise LadderError(f"--vocab-size: {args.vocab_size} is too small for this corpus: sentencepiece needs "
                               f"{'at least' if exact else 'about'} {need} (4 special ids + 256 byte-fallback pieces + the corpus's "

@@ -324,3 +324,15 @@ def test_an_output_onto_one_of_the_inputs_is_refused(capsys, tmp_path, plan, arg
                               for a in argv])
     assert rc == 2 and message in err and "write the output to another path" in err, err
     assert (res.read_bytes(), plan.read_bytes()) == before
+
+
+@pytest.mark.parametrize("source, message", [
+    ("{tmp}/nowhere", "nowhere: does not exist"),  # all three said "no run CSVs found"
+    ("{res}", "res.csv: is a file, not a directory"),
+    ("{tmp}", "holds no run CSVs"),
+])
+def test_import_olmo_says_what_is_wrong_with_its_directory(capsys, tmp_path, source, message):
+    res = _results(tmp_path)
+    rc, err = _probe(capsys, ["import", "olmo", source.replace("{tmp}", str(tmp_path)).replace("{res}", str(res)),
+                              "-o", tmp_path / "out.csv"])
+    assert rc == 2 and message in err, err

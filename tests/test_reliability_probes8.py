@@ -329,10 +329,11 @@ def test_an_output_onto_one_of_the_inputs_is_refused(capsys, tmp_path, plan, arg
 @pytest.mark.parametrize("source, message", [
     ("{tmp}/nowhere", "nowhere: does not exist"),  # all three said "no run CSVs found"
     ("{res}", "res.csv: is a file, not a directory"),
-    ("{tmp}", "holds no run CSVs"),
+    ("{tmp}/empty", "holds no run CSVs"),
 ])
 def test_import_olmo_says_what_is_wrong_with_its_directory(capsys, tmp_path, source, message):
     res = _results(tmp_path)
+    (tmp_path / "empty").mkdir()
     rc, err = _probe(capsys, ["import", "olmo", source.replace("{tmp}", str(tmp_path)).replace("{res}", str(res)),
                               "-o", tmp_path / "out.csv"])
     assert rc == 2 and message in err, err

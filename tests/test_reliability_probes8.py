@@ -337,3 +337,20 @@ def test_import_olmo_says_what_is_wrong_with_its_directory(capsys, tmp_path, sou
     rc, err = _probe(capsys, ["import", "olmo", source.replace("{tmp}", str(tmp_path)).replace("{res}", str(res)),
                               "-o", tmp_path / "out.csv"])
     assert rc == 2 and message in err, err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("cpt.global_batch", 0, "cpt.global_batch: 0; give a batch >= 1"),  # was a ZeroDivisionError traceback
+    ("cpt.lr_factor", -1.0, "cpt.lr_factor: -1.0 is not a positive number"),  # failed after the base runs trained
+    ("fit.starts", 0, "fit.starts: 0; give 1 or more"),  # the same, after the whole grid trained
+    ("cpt.seed_offset", -1, "cpt.seed_offset: -1"),
+])
+def test_a_cpt_study_value_is_checked_before_any_run_trains(key, value, message):
+    from ladder import cpt
+
+    cfg = cpt.default_config()
+    section, leaf = key.split(".")
+    cfg[section][leaf] = value
+    with pytest.raises(LadderError, match=message):
+        cpt.check_config(cfg)
+    cpt.check_config(cpt.default_config())

@@ -114,7 +114,9 @@ def import_olmo(directory: str | Path, tasks: dict | None = None, chance: dict |
     if (directory / "ladder-runs").is_dir():
         directory = directory / "ladder-runs"
     files = sorted(directory.glob("*.csv"))
-    require(bool(files), str(directory), "no run CSVs found", "point at the directory of {size}-{c}xC.csv files")
+    what = ("does not exist" if not directory.exists() else "is a file, not a directory" if not directory.is_dir()
+            else "holds no run CSVs")  # all three said "no run CSVs found"
+    require(bool(files), str(directory), what, "point at the directory of {size}-{c}xC.csv files")
     rows = [r for f in files for r in import_olmo_run(f, tasks, chance)]
     rows.sort(key=lambda r: (OLMO_N[r["size"]], r["multiple"], r["run"], r["step"], r["task"]))
     return rows

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from ladder.commands.common import POSITIVE, check_out, whole
+from ladder.commands.common import POSITIVE, check_out, refuse_unread_options, whole
 from ladder.errors import LadderError
 
 EXAMPLES = """
@@ -52,7 +52,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shard-mb", type=POSITIVE, default=256, help="tokenize: MB of text per shard (local files)")
 
 
+READERS = {  # option dest -> (flag, the actions that read it): `data tasks --vocab-size 5` ran, ignoring it
+    "domains": ("--domains", ("build", "spm", "tokenize")), "text_field": ("--text-field", ("files", "tokenize")),
+    "name": ("--name", ("files",)), "vocab_size": ("--vocab-size", ("spm",)), "n_questions": ("--n-questions", ("tasks",)),
+    "out": ("-o/--out", ("spm", "tasks", "tokenize")), "overwrite": ("--overwrite", ("spm", "tasks", "tokenize")),
+    **{dest: (flag, ("tokenize",)) for dest, flag in (
+        ("tokenizer", "--tokenizer"), ("workers", "--workers"), ("split", "--split"), ("data_dir", "--data-dir"),
+        ("shard_docs", "--shard-docs"), ("shard_mb", "--shard-mb"))},
+}
+
+
 def run(args) -> int:
+    refuse_unread_options(args, add_arguments, READERS, args.action, "ladder data")
     {"build": _build, "files": _files, "spm": _spm, "tokenize": _tokenize, "verify": _verify,
      "tasks": _tasks}[args.action](args)
     return 0

@@ -42,8 +42,11 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
         where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
         raise LadderError(f"config: {path}{where} is not valid Python ({type(e).__name__}: "
                           f"{getattr(e, 'msg', None) or e}); fix the file") from None
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
         raise
+    except SystemExit as e:  # sys.exit() in the file would end the tool with no word
+        raise LadderError(f"config: {path}{_line_in(e, file)} called sys.exit({e.code!r}) while loading; "
+                          "a config file must define get_config(), not exit") from None
     except Exception as e:  # an import it lacks, a name it misspells: the user's code, so name its line
         raise LadderError(f"config: {path}{_line_in(e, file)} failed while loading: {_one_line(e)}; fix the file") from None
     if not callable(getattr(module, "get_config", None)):
@@ -57,8 +60,12 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
         what = f"variant {arg!r}" if arg else "get_config()"
         message = str(e.args[0]) if e.args else type(e).__name__
         raise LadderError(f"config: {path}: {what} failed: {message}") from None
-    except (KeyboardInterrupt, SystemExit, LadderError):
+    except (KeyboardInterrupt, LadderError):
         raise
+    except SystemExit as e:
+        what = f"variant {arg!r}" if arg else "get_config()"
+        raise LadderError(f"config: {path}{_line_in(e, file)}: {what} called sys.exit({e.code!r}); "
+                          "return a ConfigDict instead") from None
     except Exception as e:  # any other error inside the user's get_config: one line at its line, not a traceback
         what = f"variant {arg!r}" if arg else "get_config()"
         raise LadderError(f"config: {path}{_line_in(e, file)}: {what} raised {_one_line(e)}; fix the file") from None

@@ -41,6 +41,8 @@ CONFIGS = {  # file body -> the line expected (before: a traceback for the first
         "cfg.py line 1 failed while loading: ModuleNotFoundError: No module named 'nonexistent_module_xyz'",
     "def get_config():\n    return undefined_name\n": "cfg.py line 2: get_config() raised NameError",
     "X = 1\n": "defines no get_config()",
+    "import sys\nsys.exit(3)\n": "cfg.py line 2 called sys.exit(3) while loading",  # before: exit 3, no word
+    "import sys\ndef get_config():\n    sys.exit('no')\n": "cfg.py line 3: get_config() called sys.exit('no')",
     "def get_config():\n    return 5\n": "get_config returned int, not a ConfigDict",
 }
 
@@ -254,6 +256,7 @@ def test_flops_per_token_below_a_forward_pass_is_refused(target, ok):
     (["data", "tasks", "-o", "{tmp}/tasks", "--vocab-size", "5"], "--vocab-size: applies to ladder data spm, not tasks"),
     (["data", "build", "--name", "x"], "--name: applies to ladder data files, not build"),
     (["data", "verify", "{tmp}", "-o", "{tmp}/x"], "-o/--out: applies to ladder data spm / tasks / tokenize, not verify"),
+    (["compile", "{plan}", "--topology", "v5litepod-16", "--chip", "v4"], "drop --chip v4"),  # before: v4 ignored
 ])
 def test_an_option_the_chosen_mode_never_reads_is_refused(capsys, tmp_path, plan, argv, message):
     rc, err = _probe(capsys, [a.replace("{plan}", str(plan)).replace("{tmp}", str(tmp_path)) for a in argv])

@@ -161,7 +161,8 @@ def run_design(cols: dict, info: dict, des: dict, policy: str, tasks) -> dict:
         from ladder.laws.ensemble import _cells, _combine
         methods = list(cal.weights)
         c = _cells(pred.suite, methods)
-        inner = {"abs_err": np.abs(_combine(c["err"], cal.weights, methods)).tolist(), "g": c["g"].tolist()}
+        inner = {"abs_err": np.abs(_combine(c["err"], cal.weights, methods)).tolist(), "g": c["g"].tolist(),
+                 "task": c["task"].tolist()}
     return {"cells": cells, "cpu_s": cpu, "q": q, "inner": inner,
             "weights": cal.weights if cal else {"fallback": 1.0},
             "coverage_inside": cal.coverage if cal else float("nan"),

@@ -43,6 +43,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("report", "write reports (e.g. the specialization compute-effectiveness report)"),
 }
 
+# Verbs whose process runs XLA steps: started from a shell they re-execute once with glibc's malloc tunables
+# (ladder/malloc_tunables.py; the local launcher gives its trainers them directly).
+TUNED_VERBS = ("train", "eval", "cpt")
+
 
 def _load(verb: str):
     module, _ = VERBS[verb]
@@ -98,11 +102,48 @@ def parse(verb: str, rest: list[str]):
     leftover = [u for u in unknown if not (takes_config and u.startswith("--config."))]
     if leftover:
         parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    refuse_empty_values(parser, args)
+    refuse_output_onto_input(parser, args)
     return module, args
 
 
+def refuse_output_onto_input(parser: argparse.ArgumentParser, args) -> None:
+    """-o naming a file the verb also reads (`predict res.csv -o res.csv --overwrite` replaced the results table
+    with the predictions; `import csv t.csv -o t.csv` rewrote its own input) is a usage error, whatever
+    --overwrite says: the input is gone once the output lands."""
+    out = getattr(args, "out", None)
+    if not isinstance(out, str) or not os.path.isfile(out):
+        return
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest == "out" or not isinstance(value, str) or not os.path.isfile(value):
+            continue
+        try:
+            same = os.path.samefile(value, out)
+        except OSError:
+            continue
+        if same:
+            flag = "/".join(action.option_strings) or action.metavar or action.dest
+            parser.error(f"argument -o/--out: {out} is also the input {flag}; write the output to another path")
+
+
+def refuse_empty_values(parser: argparse.ArgumentParser, args) -> None:
+    """A value typed as '' (or blanks), e.g. `--method ''` from an unset shell variable, is an error, not the
+    default: before, `--method ''`, `--holdout ''` and `--eval-fractions ''` ran with the defaults, exit 0.
+    A flag whose own default is '' may be given ''."""
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if action.default != value and any(isinstance(v, str) and not v.strip() for v in values):
+            flag = "/".join(action.option_strings) or action.metavar or action.dest
+            fix = f"give a value or leave {action.option_strings[-1]} out" if action.option_strings else "give a value"
+            parser.error(f"argument {flag}: is empty; {fix}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    tolerant_output()
     top = build_parser()
     if not argv or argv[0] in ("-h", "--help", "--version"):
         if argv[:1] == ["--version"]:
@@ -115,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ladder: error: unknown verb {argv[0]!r}; choose one of {', '.join(VERBS)}", file=sys.stderr)
         return 2
     verb, rest = argv[0], argv[1:]
+    if verb in TUNED_VERBS and from_command_line:
+        from ladder.malloc_tunables import reexec_with_tunables
+
+        reexec_with_tunables()  # glibc reads its malloc tunables at process start: once, before JAX loads
     try:
         module, args = parse(verb, rest)  # imports the verb's module: Ctrl-C here was a traceback from deep in it
     except KeyboardInterrupt:
@@ -137,8 +182,32 @@ def main(argv: list[str] | None = None) -> int:
         quiet_stdout()
         return 141  # 128 + SIGPIPE, as a shell tool killed by the closed pipe reports
     except OSError as e:  # a path that cannot be read or written (missing, a directory, read-only, disk full)
-        print(f"ladder {verb}: error: {os_error_line(e)}", file=sys.stderr)
+        line = os_error_line(e) if e.filename or not from_print(e) else \
+            f"standard output: {e.strerror or e}; send the output somewhere that takes it (> FILE)"
+        print(f"ladder {verb}: error: {line}", file=sys.stderr)
         return 2
+
+
+def tolerant_output() -> None:
+    """A console that cannot encode a name (PYTHONIOENCODING=ascii, an ASCII locale under a pipe) shows it
+    escaped (\\xfc) instead of ending the verb with a UnicodeEncodeError traceback after its work was done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # a test's capture, or a closed stream
+            pass
+
+
+def from_print(e: BaseException) -> bool:
+    """Whether `e` was raised by a print (stdout on a full device, `> /dev/full`): said as standard output, not
+    "a file"; stdout is then pointed at /dev/null so the interpreter's exit flush stays silent."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    printed = bool(frames) and (frames[-1].line or "").lstrip().startswith("print(")
+    if printed:
+        quiet_stdout()
+    return printed
 
 
 def quiet_stdout() -> None:
@@ -155,6 +224,11 @@ def check_environment(environ=None) -> None:
     variable, not a fallback nobody sees (LADDER_FIT_WORKERS=abc) or a failure deep inside (LADDER_CACHE naming
     a file surfaced as a storage error under the run directory). Empty counts as unset."""
     environ = os.environ if environ is None else environ
+    try:  # a shell left in a deleted directory: every relative path failed later as "a file: No such file"
+        os.getcwd()
+    except FileNotFoundError:
+        raise LadderError("the current directory no longer exists (deleted after the shell entered it); cd to an "
+                          "existing directory") from None
     from ladder.laws.parallel import default_workers  # the one reader of LADDER_FIT_WORKERS
 
     default_workers(environ)

@@ -24,7 +24,10 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
     Everything that can go wrong in a config file is one line naming the file: it does not exist or is not
     Python, it has no get_config, it takes no variant but one was given, get_config rejects the variant
     (its own message is kept), or it returns something other than a ConfigDict."""
-    path, _, arg = spec.partition(":")
+    path, colon, arg = spec.partition(":")
+    if colon and not arg.strip():  # `file.py:` ran the default silently: the user meant some variant
+        raise LadderError(f"config: {spec!r} names an empty variant after ':'; name one ({path}:NAME) or "
+                          "drop the ':'")
     file = Path(path)
     if not file.is_file():
         what = "is a directory, not a file:" if file.is_dir() else "no such file"
@@ -39,6 +42,13 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
         where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
         raise LadderError(f"config: {path}{where} is not valid Python ({type(e).__name__}: "
                           f"{getattr(e, 'msg', None) or e}); fix the file") from None
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as e:  # sys.exit() in the file would end the tool with no word
+        raise LadderError(f"config: {path}{_line_in(e, file)} called sys.exit({e.code!r}) while loading; "
+                          "a config file must define get_config(), not exit") from None
+    except Exception as e:  # an import it lacks, a name it misspells: the user's code, so name its line
+        raise LadderError(f"config: {path}{_line_in(e, file)} failed while loading: {_one_line(e)}; fix the file") from None
     if not callable(getattr(module, "get_config", None)):
         raise LadderError(f"config: {path} defines no get_config(); add `def get_config(arg=None)`")
     if arg and not _takes_argument(module.get_config):
@@ -50,6 +60,15 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
         what = f"variant {arg!r}" if arg else "get_config()"
         message = str(e.args[0]) if e.args else type(e).__name__
         raise LadderError(f"config: {path}: {what} failed: {message}") from None
+    except (KeyboardInterrupt, LadderError):
+        raise
+    except SystemExit as e:
+        what = f"variant {arg!r}" if arg else "get_config()"
+        raise LadderError(f"config: {path}{_line_in(e, file)}: {what} called sys.exit({e.code!r}); "
+                          "return a ConfigDict instead") from None
+    except Exception as e:  # any other error inside the user's get_config: one line at its line, not a traceback
+        what = f"variant {arg!r}" if arg else "get_config()"
+        raise LadderError(f"config: {path}{_line_in(e, file)}: {what} raised {_one_line(e)}; fix the file") from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise LadderError(f"config: {path}: get_config returned {type(cfg).__name__}, not a ConfigDict; "
                           "return ml_collections.ConfigDict (start from ladder.train.default_config())")
@@ -73,6 +92,23 @@ def require_kind(cfg, kind: str, spec: str = "config") -> None:
     what = f"a `{KINDS[other][1]}` config" if other else f"not a `{verb}` config (it lacks {', '.join(sections)})"
     hint = f"run it with `{KINDS[other][1]}`, or " if other else ""
     raise LadderError(f"config: {spec} is {what}; {hint}give `{verb}` a config such as {example}")
+
+
+def _line_in(e: BaseException, file: Path) -> str:
+    """' line N' of the deepest frame of `e` inside the config file (where the user's code failed), else ''."""
+    import traceback
+
+    try:
+        target = file.resolve()
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == target]
+    except (OSError, ValueError):
+        return ""
+    return f" line {lines[-1]}" if lines else ""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
 def _takes_argument(fn) -> bool:
@@ -107,12 +143,17 @@ def set_path(cfg: ml_collections.ConfigDict, key: str, value) -> None:
     *parents, leaf = key.split(".")
     node = cfg
     for i, part in enumerate(parents):
-        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-            raise LadderError(f"--config.{key}: unknown key {'.'.join(parents[: i + 1])!r}; see the config file")
+        if part in node and not isinstance(node[part], ml_collections.ConfigDict):
+            value_key = ".".join(parents[: i + 1])
+            raise LadderError(f"--config.{key}: {value_key!r} is a value, not a section; set it as "
+                              f"--config.{value_key}=VALUE")
+        if part not in node:
+            sections = [k for k in node.keys() if isinstance(node[k], ml_collections.ConfigDict)]
+            raise LadderError(f"--config.{key}: unknown key {'.'.join(parents[: i + 1])!r}; "
+                              f"{_nearest(part, sections, 'sections here')}")
         node = node[part]
     if leaf not in node:
-        known = ", ".join(sorted(node.keys()))
-        raise LadderError(f"--config.{key}: unknown key {leaf!r}; known keys here: {known}")
+        raise LadderError(f"--config.{key}: unknown key {leaf!r}; {_nearest(leaf, list(node.keys()), 'known keys here')}")
     old = node[leaf]
     if isinstance(old, ml_collections.ConfigDict):  # its repr is the whole section: name it instead
         raise LadderError(f"--config.{key}: {key!r} is a section, not a value; set one of its keys, e.g. "
@@ -125,9 +166,22 @@ def set_path(cfg: ml_collections.ConfigDict, key: str, value) -> None:
         fix = "write a value of that type"
         if isinstance(old, str):  # 1,2,3 and 123 parse as Python literals; the shell strips plain quotes
             fix = f"quote it for the shell and for Python, e.g. --config.{key}='\"{raw_text(value)}\"'"
+        elif isinstance(old, (list, tuple)) and isinstance(value, str) and value.startswith("["):
+            # [a,b] after the shell stripped the quotes of ['a','b']: the names need Python quotes inside shell ones
+            items = ",".join(f'"{v.strip()}"' for v in value.strip("[]").split(",") if v.strip())
+            fix = f"quote the names for Python inside shell quotes, e.g. --config.{key}='[{items}]'"
         raise LadderError(f"--config.{key}: expected {type(old).__name__} (like {old!r}), got {value!r}; {fix}")
     with node.ignore_type():
         node[leaf] = value
+
+
+def _nearest(name: str, keys: list[str], what: str) -> str:
+    """'did you mean X? <what>: a, b, c' (the closest key first: a typo names its fix), or just the list."""
+    import difflib
+
+    known = f"{what}: {', '.join(sorted(keys))}" if keys else "this level has no keys; see the config file"
+    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? {known}" if close else known
 
 
 def raw_text(value) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,22 @@ def check_config(cfg) -> None:
     require(len(cfg.budgets) >= 2 and all(b > 0 for b in cfg.budgets), "budgets", f"{list(cfg.budgets)}",
             "give 2+ positive CPT budgets in tokens per parameter (the law needs 2+ token counts)")
     require(len(cfg.base.sizes) >= 2, "base.sizes", f"{list(cfg.base.sizes)}", "give 2+ model sizes")
+    # checked before the base runs train: global_batch 0 was a ZeroDivisionError, a negative lr_factor and
+    # fit.starts 0 failed only after every base run had trained
+    def whole(v, lo):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    def positive(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    require(whole(cfg.cpt.global_batch, 1), "cpt.global_batch", f"{cfg.cpt.global_batch!r}", "give a batch >= 1")
+    require(positive(cfg.cpt.lr_factor), "cpt.lr_factor", f"{cfg.cpt.lr_factor!r} is not a positive number",
+            "give the CPT peak LR as a factor of the base's, e.g. 0.5")
+    require(whole(cfg.cpt.seed_offset, 0), "cpt.seed_offset", f"{cfg.cpt.seed_offset!r}", "give a whole number >= 0")
+    require(whole(cfg.fit.starts, 1), "fit.starts", f"{cfg.fit.starts!r}", "give 1 or more L-BFGS starts, e.g. 24")
+    require(positive(cfg.fit.tolerance) or cfg.fit.tolerance == 0, "fit.tolerance",
+            f"{cfg.fit.tolerance!r} is not a number >= 0",
+            "give the allowed general-loss rise as a fraction, e.g. 0.03")
 
 
 # --------------------------------------------------------------------------------------------- planning
@@ -189,6 +206,8 @@ def compilation_cache(directory: Path):
 def run_study(cfg, out=None, log=print) -> dict:
     """Every stage above; returns (and writes to <out>/study.json) the summary. The fit and the report are
     the library calls under `ladder fit dcpt` and `ladder report specialization` (ladder.specialization)."""
+    require(bool(str(out or cfg.out_dir).strip()), "out_dir", "is empty (the run would land in the current "
+            "directory)", "set --config.out_dir=DIR or pass -o DIR")
     out = Path(out or cfg.out_dir)
     require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a study directory",
             "give a directory (new, or a study to resume)")

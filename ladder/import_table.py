@@ -48,7 +48,8 @@ def parse_mapping(spec: str) -> dict[str, str]:
         items = spec.split(",")
     mapping = {}
     for item in filter(None, items):
-        require("=" in item, "--map", f"{item!r} is not FIELD=COLUMN", "write e.g. run=model,n=params,acc=accuracy")
+        hint = " (and no such file)" if len(items) == 1 and ("/" in item or item.endswith((".txt", ".json"))) else ""
+        require("=" in item, "--map", f"{item!r} is not FIELD=COLUMN{hint}", "write e.g. run=model,n=params,acc=accuracy")
         k, v = (s.strip() for s in item.split("=", 1))
         require(k in CSV_FIELDS, "--map", f"unknown field {k!r}", f"fields: {', '.join(CSV_FIELDS)}")
         require(k not in mapping, "--map", f"maps {k!r} twice ({mapping.get(k)!r} and {v!r})", "keep one")

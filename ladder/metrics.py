@@ -2,7 +2,7 @@
 
 MFU = (training FLOPs per token, from ladder.arch) x tokens/s / peak FLOP/s of all devices (docs/flops.md).
 The peak comes from ladder.chips for TPUs and GPUs; a CPU has no datasheet peak, so the trainer measures a
-jitted float32 matmul once at start and uses that.
+jitted float32 matmul once per machine (kept in $LADDER_CACHE) and uses that.
 
 The writer goes through ladder.storage, so a run directory may be local or `gs://...` (with gcsfs
 installed). Object stores have no append: there metrics.jsonl is rewritten whole at most every
@@ -36,17 +36,57 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32, devi
     return 2 * n**3 / best
 
 
+PEAK_TTL_S = 24 * 3600  # a cached CPU peak is measured again after a day
+
+
 @functools.cache
 def _cpu_peak() -> float:
-    return measure_matmul_peak()
+    """The host's matmul peak, measured at most once a day per machine and kept in $LADDER_CACHE/cpu-peak.json
+    (delete it to measure again): the probe cost ~3 CPU-s per trainer, ~30 CPU-s of the smoke job's 11
+    trainers, and one denominator makes a ladder's rungs' MFU comparable. Keyed by what sets the peak: host, CPU
+    model, usable cores, JAX. A day, because a reading taken while neighbours load the machine is low and would
+    inflate every MFU after it."""
+    import os
+    import platform
+    from pathlib import Path
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    model = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor())
+    key = f"{platform.node()} | {model} | {cores} cores | jax {jax.__version__}"
+    # The same directory as ladder.data's caches ($LADDER_CACHE, else ~/.cache/ladder); not imported from
+    # there, which would load tensorflow_datasets into every trainer.
+    path = Path(os.environ.get("LADDER_CACHE") or Path.home() / ".cache" / "ladder").expanduser() / "cpu-peak.json"
+    try:
+        cached = json.loads(path.read_text())
+        entry = cached.get(key)
+        if isinstance(entry, dict) and entry.get("flops", 0) > 0 and 0 <= time.time() - entry["measured"] < PEAK_TTL_S:
+            return float(entry["flops"])
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        cached = {}
+    peak = measure_matmul_peak()
+    try:  # best effort: a read-only cache only costs the probe again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.write_text(str(path), json.dumps({**cached, key: {"flops": peak, "measured": time.time()}}, indent=1)
+                           + "\n")
+    except OSError:
+        pass
+    return peak
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.readlines()
+    except OSError:
+        return []
 
 
 def peak_flops(devices) -> tuple[float, str]:
     """(peak FLOP/s summed over `devices`, where the number came from)."""
     devices = list(devices)
     if devices[0].platform == "cpu":
-        # Forced host devices share one CPU: the host's peak is one matmul's, once per process (cached: it
-        # costs ~1.7 CPU-s, paid by every train() call before, e.g. 15 times in one CPT study).
+        # Forced host devices share one CPU: the host's peak is one matmul's, measured once per machine.
         return _cpu_peak() * jax.process_count(), "measured fp32 matmul (cpu)"
     name = chip_of_device_kind(devices[0].device_kind)
     if name is None:

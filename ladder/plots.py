@@ -200,6 +200,9 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
     drawn = 0
     for r in plan["rungs"]:
         rows = rundir.read_metrics(storage.join(run_root, r["name"]))  # local or gs://
+        # a row without numeric tokens and loss (edited by hand) is left out, not a KeyError in the report
+        rows = [m for m in rows if all(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
+                                       for k in ("tokens", "loss"))]
         if not rows:
             continue
         color = cmap(sizes.index(r["n"]) / max(1, len(sizes) - 1) * 0.85)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ladder import storage
+from ladder.errors import LadderError
 
 
 _STAGE_OF = {"plan.json": "plan", "predictions.json": "predict", "backtest.json": "predict",
@@ -29,6 +30,18 @@ def _load(path: Path):
                       "again", problem=" is damaged: not valid JSON")
 
 
+def _shaped(path: Path, section, content) -> list[str]:
+    """section(content), or one line naming the file when it is valid JSON of another shape (edited by hand, or
+    another version's): before, an AttributeError/KeyError traceback from deep in the report."""
+    try:
+        return section(content)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        stage = _STAGE_OF.get(path.name, "the stage that writes it")
+        raise LadderError(f"ladder run: {path} is not what the {stage} stage writes ({type(e).__name__}: "
+                          f"{str(e)[:120]}); delete it and the {stage!r} entry of stages.json so `ladder run` "
+                          "writes it again") from None
+
+
 def _table(header: list[str], rows: list[list]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -42,9 +55,9 @@ def write_report(out: Path, run_root: str, stages: dict) -> Path:
     lines += _plan_section(plan)
     lines += _training_section(plan, run_root, out)
     lines += _fits_section(out)
-    lines += _predictions_section(_load(out / "predictions.json") or {})
-    lines += _backtest_section(_load(out / "backtest.json") or {})
-    lines += _self_check_section(_load(out / "self_check.json"))
+    lines += _shaped(out / "predictions.json", _predictions_section, _load(out / "predictions.json") or {})
+    lines += _shaped(out / "backtest.json", _backtest_section, _load(out / "backtest.json") or {})
+    lines += _shaped(out / "self_check.json", _self_check_section, _load(out / "self_check.json"))
     lines += _time_section(stages)
     path = out / "report.md"
     storage.write_text(path, "\n".join(lines) + "\n")

@@ -29,7 +29,7 @@ NUMERIC = {"n", "d", "step", "loss", "acc", "acc_raw", "prob", "lm_loss", "flops
 # Columns that must be finite and > 0, and columns that are fractions in [0, 1] where present.
 POSITIVE = ("n", "d", "loss")
 BLANK_OK = ("loss",)
-POSITIVE_IF_GIVEN = ("lm_loss", "flops")  # optional, but > 0 and finite where given  # positive where given; blank (NaN) allowed: a table with accuracies only
+POSITIVE_IF_GIVEN = ("lm_loss", "flops")  # optional: blank (NaN) allowed, but > 0 and finite where given
 FRACTIONS = ("acc", "acc_raw", "prob", "chance")
 # n and d above MAX_COUNT (1e30, shared with the planner's and predict's --target parser) are a unit error, not a
 # model (10^10 x beyond any run): 6ND would overflow float64 at ~1e154 each and the laws' log-space fits
@@ -237,72 +237,107 @@ def validate_table(cols: dict[str, np.ndarray], source: str = "results table") -
     chance) in [0, 1]; each (run, step, task) at most once (a table appended twice, or two evaluations of
     one checkpoint, would weigh some points twice and silently change every fit).
     Optional numeric columns may be blank (NaN) except where a method needs them (it says so itself).
+    The checks run in this order, so a table with several faults is told the same first one every time.
     """
+    _require_columns_and_names(cols, source)
+    _require_positive(cols, source)
+    several = len(cols["run"]) > 1
+    if several:
+        _, run_code = np.unique(cols["run"], return_inverse=True)
+        _require_one_size_per_run(cols, run_code, source)
+    _require_whole_steps(cols, source)
+    if several:
+        _require_one_row_per_point(cols, run_code, source)
+    _require_fractions(cols, source)
+    return cols
+
+
+def _first_bad(cols: dict, bad: np.ndarray, values: np.ndarray, with_step: bool = True) -> str:
+    """The first row `bad` marks, as "run 'R' (step S, value V)": where the user opens the table to fix it."""
+    i = bad.argmax()
+    step = f"step {cols['step'][i]:g}, " if with_step else ""
+    return f"run {str(cols['run'][i])!r} ({step}value {float(values[i])!r})"
+
+
+def _require_columns_and_names(cols: dict, source: str) -> None:
     missing = [k for k in REQUIRED if k not in cols]
     separator = next((name for sep, name in (("\t", "tabs"), (";", "semicolons")) if any(sep in k for k in cols)), None)
     require(not missing, source, f"missing required columns {missing} (has {sorted(cols)})",
             f"save it comma-separated (its columns are split by {separator})" if separator else
             f"write at least {', '.join(REQUIRED)} (docs/results.md)")
-    run = cols["run"]
     for k in ("run", "task"):  # a blank name would silently become one more run (or task) called ""
         blank = np.char.strip(cols[k].astype(str)) == ""
         require(not blank.any(), source, f"column {k!r} is blank in {int(blank.sum())} rows, first data row "
                 f"{int(blank.argmax()) + 1}", f"give every row its {k} name")
+
+
+def _require_positive(cols: dict, source: str) -> None:
+    """Sizes, token counts and losses > 0 and finite; n and d also plain counts (a unit error shows here)."""
     for k in POSITIVE:
         # the task loss may be blank (an accuracy-only table: the methods that need it say so), never <= 0
         bad = ~(np.isfinite(cols[k]) & (cols[k] > 0)) & ~((k in BLANK_OK) & np.isnan(cols[k]))
-        require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in run "
-                f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
-                "drop or fix those rows")
+        require(not bad.any(), source, f"column {k!r} is NaN or <= 0 in {int(bad.sum())} rows, first in "
+                f"{_first_bad(cols, bad, cols[k])}", "drop or fix those rows")
     for k in POSITIVE_IF_GIVEN:  # an LM loss of 0, -3.7 or inf, or negative FLOPs, is a broken cell, not a point
         if k in cols:
             bad = ~np.isnan(cols[k]) & ~(np.isfinite(cols[k]) & (cols[k] > 0))
-            require(not bad.any(), source, f"column {k!r} is <= 0 or infinite in {int(bad.sum())} rows, first in run "
-                    f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(cols[k][bad.argmax()])!r})",
-                    "fix those cells or leave them blank")
+            require(not bad.any(), source, f"column {k!r} is <= 0 or infinite in {int(bad.sum())} rows, first in "
+                    f"{_first_bad(cols, bad, cols[k])}", "fix those cells or leave them blank")
     for k in ("n", "d"):  # counts: below 1 is a unit error too (n in billions: 0.19 for a 190M model)
         bad = (cols[k] > MAX_COUNT) | (cols[k] < 1)
-        require(not bad.any(), source, f"column {k!r} is outside [1, {MAX_COUNT:g}] in {int(bad.sum())} rows, first in run "
-                f"{str(run[bad.argmax()])!r} (value {float(cols[k][bad.argmax()])!r})",
+        require(not bad.any(), source, f"column {k!r} is outside [1, {MAX_COUNT:g}] in {int(bad.sum())} rows, first "
+                f"in {_first_bad(cols, bad, cols[k], with_step=False)}",
                 "n is parameters and d tokens, both as plain counts (is the column in another unit?)")
-    if len(run) > 1:  # one run is one model: an N that changes within a run is a typo or two runs under one name
-        _, run_code = np.unique(run, return_inverse=True)  # reused by the repeated-rows check below
-        lo, hi = np.full(run_code.max() + 1, np.inf), np.full(run_code.max() + 1, -np.inf)
-        np.minimum.at(lo, run_code, cols["n"])
-        np.maximum.at(hi, run_code, cols["n"])
-        bad = hi[run_code] > lo[run_code] * (1 + 1e-9)
-        first = run_code[bad.argmax()]
-        require(not bad.any(), source, f"run {str(run[bad.argmax()])!r} has more than one 'n' ({lo[first]:g} and "
-                f"{hi[first]:g})",
-                "one run is one model size: fix the typo, or give the two models their own run names")
+
+
+def _require_one_size_per_run(cols: dict, run_code: np.ndarray, source: str) -> None:
+    """One run is one model: an N that changes within a run is a typo or two runs under one name."""
+    run = cols["run"]
+    lo, hi = np.full(run_code.max() + 1, np.inf), np.full(run_code.max() + 1, -np.inf)
+    np.minimum.at(lo, run_code, cols["n"])
+    np.maximum.at(hi, run_code, cols["n"])
+    bad = hi[run_code] > lo[run_code] * (1 + 1e-9)
+    first = run_code[bad.argmax()]
+    require(not bad.any(), source, f"run {str(run[bad.argmax()])!r} has more than one 'n' ({lo[first]:g} and "
+            f"{hi[first]:g})",
+            "one run is one model size: fix the typo, or give the two models their own run names")
+
+
+def _require_whole_steps(cols: dict, source: str) -> None:
     step = cols["step"]
     bad = ~(np.isfinite(step) & (step >= 0))
-    require(not bad.any(), source, f"column 'step' is blank, NaN or negative in {int(bad.sum())} rows, first in run "
-            f"{str(run[bad.argmax()])!r} (value {float(step[bad.argmax()])!r})",
-            "a step is the checkpoint's update count (>= 0)")
+    require(not bad.any(), source, f"column 'step' is blank, NaN or negative in {int(bad.sum())} rows, first in "
+            f"{_first_bad(cols, bad, step, with_step=False)}", "a step is the checkpoint's update count (>= 0)")
     bad = (step != np.round(step)) | (step >= 2.0**53)  # beyond 2^53 two steps can read as one
     require(not bad.any(), source, f"column 'step' is not a whole number below 2^53 in {int(bad.sum())} rows, first "
-            f"in run {str(run[bad.argmax()])!r} (value {float(step[bad.argmax()])!r})",
+            f"in {_first_bad(cols, bad, step, with_step=False)}",
             "a step is the checkpoint's update count (a whole number)")
-    if len(run) > 1:
-        _, task_code = np.unique(cols["task"], return_inverse=True)
-        order = np.lexsort((task_code, step, run_code))
-        same = ((run_code[order][1:] == run_code[order][:-1]) & (step[order][1:] == step[order][:-1])
-                & (task_code[order][1:] == task_code[order][:-1]))
-        if same.any():
-            first = order[np.flatnonzero(same)[0]]
-            require(False, source, f"{int(same.sum())} rows repeat a (run, step, task) already in the table, first "
-                    f"run {str(run[first])!r} step {step[first]:g} task {str(cols['task'][first])!r}",
-                    "keep one row per run, checkpoint and task (was the table appended twice?)")
+
+
+def _require_one_row_per_point(cols: dict, run_code: np.ndarray, source: str) -> None:
+    """Each (run, step, task) once: a table appended twice would weigh its points twice in every fit."""
+    run, step = cols["run"], cols["step"]
+    _, task_code = np.unique(cols["task"], return_inverse=True)
+    order = np.lexsort((task_code, step, run_code))
+    same = ((run_code[order][1:] == run_code[order][:-1]) & (step[order][1:] == step[order][:-1])
+            & (task_code[order][1:] == task_code[order][:-1]))
+    if same.any():
+        first = order[np.flatnonzero(same)[0]]
+        require(False, source, f"{int(same.sum())} rows repeat a (run, step, task) already in the table, first "
+                f"run {str(run[first])!r} step {step[first]:g} task {str(cols['task'][first])!r}",
+                "keep one row per run, checkpoint and task (was the table appended twice?)")
+
+
+def _require_fractions(cols: dict, source: str) -> None:
+    """Accuracies and probabilities in [0, 1]; a column of percentages is named as such, with the fix."""
     for k in FRACTIONS:
         if k not in cols:
             continue
         v = cols[k]
         bad = np.isnan(v) if k == "acc" else np.zeros(len(v), dtype=bool)
         bad |= (v < 0) | (v > 1)
-        require(not bad.any(), source, f"column {k!r} outside [0, 1] in {int(bad.sum())} rows, first in run "
-                f"{str(run[bad.argmax()])!r} (step {cols['step'][bad.argmax()]:g}, value {float(v[bad.argmax()])!r})",
+        require(not bad.any(), source, f"column {k!r} outside [0, 1] in {int(bad.sum())} rows, first in "
+                f"{_first_bad(cols, bad, v)}",
                 "accuracies and probabilities are fractions, not percentages" + (
                     f" (every {k} here is 0 or in (1, 100]: divide the column by 100, or read the table with `ladder "
                     "import csv`, which does)" if np.all((v == 0) | ((v > 1) & (v <= 100))) else ""))
-    return cols

@@ -230,7 +230,9 @@ def stage_self_check(ctx: Context) -> dict:
     rows = read_results(join(ctx.run_root, rung["name"]))
     require(bool(rows), "self_check", "the self-check run wrote no evaluation rows", "check its launch.log")
     cols = results.validate_table(results.columns(rows, "self-check results"), "self-check results")
-    predicted = read_json(ctx.out / "predictions.json")[rung["name"]]  # checked at the start (run_state)
+    predicted = (read_json(ctx.out / "predictions.json") or {}).get(rung["name"])  # readable: run_state checked
+    require(isinstance(predicted, dict), str(ctx.out / "predictions.json"), f"holds no prediction for the "
+            f"self-check run {rung['name']}", "delete it and the 'predict' entry of stages.json so it is written again")
     table = {task: _check_task(cols, task, p, FINAL_WINDOW) for task, p in predicted.items()}
     write_json(ctx.out / "self_check.json",
                {"run": rung["name"], "n": rung["n"], "tokens": rung["tokens"], "tasks": table}, sort_keys=True)
@@ -284,6 +286,8 @@ def run(cfg: ml_collections.ConfigDict, out_dir: str | None = None, *, dry_run: 
     """Run (or resume) every stage; returns stages.json's content. A dry run plans and prints the launch,
     writing nothing into an existing run directory (its plan goes to a temporary directory instead)."""
     validate(cfg)
+    require(bool(str(out_dir or cfg.out_dir).strip()), "out_dir", "is empty (the run would land in the current "
+            "directory)", "set --config.out_dir=DIR or pass -o DIR")
     out = Path(out_dir or cfg.out_dir)
     require(not out.exists() or out.is_dir(), "--out", f"{out} is a file, not a run directory",
             "give a directory (new, or a run to resume)")

@@ -7,6 +7,7 @@ step's metrics never stalls the device queue. Fields: docs/training.md.
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import jax
@@ -33,7 +34,7 @@ class TrainLog:
         status_before = rundir.read_status(run_dir)
         # Divergence reference: the loss of the run's first step, kept in status.json so a resumed run judges
         # its steps against the same number an uninterrupted run does (docs/training.md, "Divergence").
-        first_loss = status_before.get("first_loss") if start else None
+        first_loss = saved_first_loss(status_before.get("first_loss"), run_dir) if start else None
         # A stop that interrupted the evaluation of the step this run resumes from: evaluate it first (an older
         # start passes that step again and evaluates it in the loop). Kept in status.json until done.
         pending = status_before.get("eval_pending")
@@ -92,6 +93,18 @@ class TrainLog:
                                    lr=m["lr"], tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu,
                                    time=time.time()), eta)
             self.set_status("running")
+
+
+def saved_first_loss(value, run_dir) -> float | None:
+    """status.json's first_loss if it is a loss (finite, >= 0), else None with a note: the resumed run then
+    judges divergence against its own first step. A hand-edited value was a TypeError mid-run (text), turned
+    the check off (NaN) or stopped a healthy run as diverged (negative)."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                         and value >= 0):
+        return value
+    print(f"ladder train: {run_dir}/status.json: first_loss={str(value)[:40]!r} is not a loss; the divergence "
+          "reference is this run's first step instead", file=sys.stderr)
+    return None
 
 
 def diverged(loss: float, grad_norm: float, first_loss: float | None, margin: float) -> str | None:

@@ -7,7 +7,7 @@ import pytest
 
 from ladder.cli import main
 from ladder.errors import LadderError
-from ladder.importers import OLMO_N, import_olmo_run
+from ladder.importers import OLMO_HELDOUT_CHANCE, OLMO_HELDOUT_TASKS, OLMO_N, import_olmo_run
 from ladder.results import append_rows, read_table, validate_table
 
 
@@ -27,6 +27,30 @@ def test_olmo_run_import_weights_mmlu_and_sets_n(shared_dir):
     assert hs["acc"] == pytest.approx(float(last["eval/downstream/hellaswag_val_rc_5shot_len_norm"]))
     assert {r["task"] for r in rows} == {"mmlu", "hellaswag", "arc_challenge", "arc_easy", "piqa", "csqa",
                                          "socialiqa", "openbookqa"}
+
+
+def test_olmo_heldout_tasks_read_their_own_keys_chance_and_every_checkpoint(shared_dir):
+    """The task keys bench/backtest_heldout_tasks.py scores the default on: BoolQ's plain accuracy (its
+    export has no len_norm), MMLU val weighted like MMLU test, each task's chance level, one row per
+    checkpoint (as many as the paper's tasks get)."""
+    path = shared_dir / "reference/olmo_ladder/ladder-runs/370M-2xC.csv"
+    rows = import_olmo_run(path, OLMO_HELDOUT_TASKS, OLMO_HELDOUT_CHANCE)
+    with open(path) as f:
+        last = list(csv.DictReader(f))[-1]
+    final = {r["task"]: r for r in rows}  # rows are in checkpoint order: the last row per task is the final one
+    assert set(final) == {"boolq", "winogrande", "arc_easy_val", "arc_challenge_val", "openbookqa_val", "mmlu_val"}
+    assert final["boolq"]["acc"] == pytest.approx(float(last["eval/downstream/boolq_val_rc_5shot_acc"]))
+    bpb = float(last["eval/downstream_bpb/winogrande_val_rc_5shot_bpb"])
+    assert final["winogrande"]["loss"] == pytest.approx(bpb)
+    w = {"stem": 0.215, "humanities": 0.335, "social_sciences": 0.219, "other": 0.231}
+    acc = sum(v * float(last[f"eval/downstream/mmlu_{k}_val_rc_5shot_len_norm"]) for k, v in w.items())
+    assert final["mmlu_val"]["acc"] == pytest.approx(acc)
+    assert {t: r["chance"] for t, r in final.items()} == {"boolq": 0.5, "winogrande": 0.5, "arc_easy_val": 0.25,
+                                                         "arc_challenge_val": 0.25, "openbookqa_val": 0.25,
+                                                         "mmlu_val": 0.25}
+    paper = import_olmo_run(path)
+    per_task = {t: sum(r["task"] == t for r in rows) for t in final}
+    assert set(per_task.values()) == {sum(r["task"] == "mmlu" for r in paper)}
 
 
 def test_import_cli_writes_a_valid_table_and_refuses_to_overwrite(shared_dir, tmp_path, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ladder.cli import main
-from ladder.commands.predict import one_training_set, require_tasks_in_runs
+from ladder.laws.training_sets import one_training_set, require_tasks_in_runs
 from ladder.errors import LadderError
 from ladder.importers import import_csv, parse_mapping
 from ladder.results import read_table, validate_table

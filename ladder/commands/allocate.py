@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from ladder.commands.common import COUNT, POSITIVE, add_out, check_outs, path_arg, real, split_list
+from ladder.commands.common import (COUNT, POSITIVE, add_out, check_outs, path_arg, real, refuse_unread_options,
+                                   split_list)
 from ladder.errors import read_user_json, require
 
 EXAMPLES = """
@@ -44,9 +45,18 @@ def add_arguments(p) -> None:
     d.add_argument("--r", type=real(0.0, 1.0), help="rule c: fixed domain share")
 
 
+READERS = {dest: (flag, (what,)) for what, options in (
+    ("split", (("budget", "--budget"), ("domains", "--domains"), ("n_range", "--n-range"))),
+    ("dcpt", (("rule", "--rule"), ("n", "--n"), ("d", "--d"), ("tolerance", "--tolerance"),
+              ("ratio_range", "--ratio-range"), ("domain_tokens", "--domain-tokens"), ("max_tokens", "--max-tokens"),
+              ("compute", "--compute"), ("r", "--r")))) for dest, flag in options}
+
+
 def run(args) -> int:
     from ladder import specialization as spec
     from ladder.specialization import jsonable
+
+    refuse_unread_options(args, add_arguments, READERS, args.what, "ladder allocate")
 
     law_path = Path(args.law)
     require(law_path.is_file(), "--law", f"{law_path} not found", "run `ladder fit split|dcpt RESULTS` first")

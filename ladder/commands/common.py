@@ -55,6 +55,10 @@ def check_out(path, overwrite: bool, field: str = "--out", *, append: bool = Fal
     # checked now, not after a long fit: the nearest existing ancestor must be a directory we may write in
     ancestor = path.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
+        # a link to a missing directory: creating under it failed after the work with "File exists"
+        if ancestor.is_symlink():
+            raise LadderError(f"{field}: {ancestor} is a link to {os.readlink(ancestor)}, which does not exist; "
+                              "create that directory, or choose another path")
         ancestor = ancestor.parent
     require(ancestor.is_dir(), field, f"{ancestor} is not a directory, so {path} cannot be created",
             "choose an output path under a directory")
@@ -92,6 +96,12 @@ def target_spec(text: str):
     spec = {"name": name.strip(), "n": parse_count(fields[0], field), "tokens": parse_count(fields[1], field)}
     if len(fields) == 3:
         spec["flops_per_token"] = parse_count(fields[2], field)
+        # F x D is the target's compute: an F below 2N (less than one forward pass) is a typo or another unit,
+        # and predicted silently from a compute thousands of times too small (F=5 for N=1e9 was accepted)
+        require(spec["flops_per_token"] >= 2 * spec["n"], field,
+                f"FLOPs per token F = {spec['flops_per_token']:.4g} is below 2N = {2 * spec['n']:.4g}, less than one "
+                "forward pass", f"give training FLOPs per token, about 6N = {6 * spec['n']:.4g} plus attention, or "
+                "drop F to extrapolate it from the ladder")
     return spec
 
 
@@ -193,3 +203,18 @@ def real(lo: float | None = None, hi: float | None = None, *, above: bool = Fals
 
 POSITIVE = real(0.0, above=True)  # FLOPs, seconds
 COUNT = real(0.0, 1e30, above=True)  # parameters and tokens: above 1e30 is a unit error (plan.sizes.MAX_COUNT)
+
+
+def refuse_unread_options(args, add_arguments, readers: dict, chosen: str, choice: str) -> None:
+    """An option set away from its default that the chosen mode never reads is one line naming the modes that
+    read it: `readers` maps an option's dest to (its flag, the modes that read it); `chosen` is the mode this
+    call runs (`choice` names where it came from, e.g. --backend). Before, `fit split --n 1e6`, `allocate split
+    --rule a` or `launch --backend local --spot` ran without a word that the option meant nothing there."""
+    bare = argparse.ArgumentParser(add_help=False)
+    add_arguments(bare)
+    defaults = {a.dest: a.default for a in bare._actions}
+    for dest, (flag, modes) in readers.items():
+        if chosen not in modes and getattr(args, dest, None) != defaults.get(dest):
+            raise LadderError(f"{flag}: applies to {choice} {' / '.join(modes)}, not {chosen}; drop it or choose "
+                              "one of those")
+

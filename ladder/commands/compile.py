@@ -38,6 +38,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ladder.plan import load_plan
 
+    if args.topology and args.chip:
+        raise LadderError("compile: --chip only picks the planner's slice when --topology is not given; "
+                          f"drop --chip {args.chip} (the topology {args.topology} names its chip)")
     if args.topology:
         topology.parse_topology(args.topology, args.num_slices)  # bad names fail before anything is compiled
     if args.out:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from ladder.commands.common import POSITIVE, check_out, whole
+from ladder.commands.common import POSITIVE, check_out, refuse_unread_options, whole
 from ladder.errors import LadderError
 
 EXAMPLES = """
@@ -52,7 +52,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shard-mb", type=POSITIVE, default=256, help="tokenize: MB of text per shard (local files)")
 
 
+READERS = {  # option dest -> (flag, the actions that read it): `data tasks --vocab-size 5` ran, ignoring it
+    "domains": ("--domains", ("build", "spm", "tokenize")), "text_field": ("--text-field", ("files", "tokenize")),
+    "name": ("--name", ("files",)), "vocab_size": ("--vocab-size", ("spm",)), "n_questions": ("--n-questions", ("tasks",)),
+    "out": ("-o/--out", ("spm", "tasks", "tokenize")), "overwrite": ("--overwrite", ("spm", "tasks", "tokenize")),
+    **{dest: (flag, ("tokenize",)) for dest, flag in (
+        ("tokenizer", "--tokenizer"), ("workers", "--workers"), ("split", "--split"), ("data_dir", "--data-dir"),
+        ("shard_docs", "--shard-docs"), ("shard_mb", "--shard-mb"))},
+}
+
+
 def run(args) -> int:
+    refuse_unread_options(args, add_arguments, READERS, args.action, "ladder data")
     {"build": _build, "files": _files, "spm": _spm, "tokenize": _tokenize, "verify": _verify,
      "tasks": _tasks}[args.action](args)
     return 0
@@ -95,26 +106,9 @@ def _files(args) -> None:
         _report(f"files[{split}]", lambda: pipeline.token_cache(cfg, split, tok))
 
 
-def _smallest_spm_vocab(texts, reason: str) -> tuple[int, bool]:
-    """The smallest vocab sentencepiece accepts here: its own figure when it gives one ("... 260 vs 287"),
-    else 4 special ids + 256 byte pieces + the distinct non-space characters after NFKC + 1 for the space
-    mark (measured: a 26-letter corpus needs exactly 287; the embedded corpus 1072, estimated 1074).
-    Returns (the figure, whether sentencepiece gave it)."""
-    import re
-    import unicodedata
-
-    said = re.search(r"required_chars\. (\d+) vs (\d+)", reason)
-    if said:
-        return int(said.group(2)), True
-    chars = set()
-    for t in texts:
-        chars.update(unicodedata.normalize("NFKC", t))
-    return 4 + 256 + len({c for c in chars if not c.isspace()}) + 1, False
-
-
 def _spm(args) -> None:
     from ladder.data import pipeline
-    from ladder.data.tokenizer import train_sentencepiece
+    from ladder.data.tokenizer import smallest_spm_vocab, train_sentencepiece
 
     if not args.out:
         raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
@@ -129,7 +123,7 @@ def _spm(args) -> None:
     except RuntimeError as e:  # sentencepiece's own check, e.g. "Vocabulary size too high (N). Please set
         # it to a value <= 184096." after reading the corpus: its reason, as one line naming the option
         reason = str(e).split("] ", 1)[-1].strip()
-        need, exact = _smallest_spm_vocab(texts, reason)
+        need, exact = smallest_spm_vocab(texts, reason)
         if args.vocab_size < need:  # below the floor sentencepiece's message was empty (an id check) or cryptic
             raise LadderError(f"--vocab-size: {args.vocab_size} is too small for this corpus: sentencepiece needs "
                               f"{'at least' if exact else 'about'} {need} (4 special ids + 256 byte-fallback pieces + the corpus's "

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ladder.commands.common import COUNT, POSITIVE, add_out, check_outs, real, whole
+from ladder.commands.common import COUNT, POSITIVE, add_out, check_outs, real, refuse_unread_options, whole
 
 EXAMPLES = """
 ladder fit dcpt runs/specialization/results.csv --holdout --n 2.5e5 --d 1e6 -o fits/
@@ -39,9 +39,16 @@ def add_arguments(p) -> None:
     rules.add_argument("--r", type=real(0.0, 1.0), help="rule (c): fixed domain share")
 
 
+DCPT_ONLY = {dest: (flag, ("dcpt",)) for dest, flag in (
+    ("steps", "--steps"), ("cross_domain", "--cross-domain"), ("starts", "--starts"), ("n", "--n"), ("d", "--d"),
+    ("tolerance", "--tolerance"), ("domain_tokens", "--domain-tokens"), ("compute", "--compute"), ("r", "--r"))}
+
+
 def run(args) -> int:
     from ladder import specialization as spec, storage
     from ladder.specialization import jsonable
+
+    refuse_unread_options(args, add_arguments, DCPT_ONLY, args.law, "ladder fit")
 
     table, default_out = spec.read_study(args.results)
     out = Path(args.out) if args.out else default_out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ladder.launch import BACKENDS, LaunchOptions, launch_plan
 from ladder.launch.costs import parse_prices
 from ladder.launch.jobs import parse_slice_overrides
-from ladder.commands.common import POSITIVE, add_run_root, run_root, whole
+from ladder.commands.common import POSITIVE, add_run_root, refuse_unread_options, run_root, whole
 
 TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`
 EXAMPLES = """
@@ -61,7 +61,25 @@ def add_arguments(parser) -> None:
     local.add_argument("--max-attempts", type=whole(1), default=3, help="tries per rung before it is failed")
 
 
+CLOUD = ("tpu-vm", "queued-resources", "xpk")
+# option dest -> (its flag, the backends that read it). Before, `--backend local --spot` (or --zone, --pack, ...)
+# launched without a word that the option meant nothing there.
+OPTION_BACKENDS = {
+    "slice": ("--slice", CLOUD), "project": ("--project", CLOUD), "zone": ("--zone", CLOUD),
+    "runtime_version": ("--runtime-version", ("tpu-vm", "queued-resources")),
+    "package": ("--package", ("tpu-vm", "queued-resources")), "image": ("--image", ("xpk",)),
+    "cluster": ("--cluster", ("xpk",)), "spot": ("--spot", CLOUD), "pack": ("--pack", ("queued-resources",)),
+    "keep": ("--keep", CLOUD), "price": ("--price", CLOUD), "name_prefix": ("--name-prefix", CLOUD),
+    "work_dir": ("--work-dir", ("tpu-vm", "queued-resources")), "parallel": ("--parallel", ("local",)),
+    "processes": ("--processes", ("local",)), "max_attempts": ("--max-attempts", ("local",)),
+}
+
+
 def run(args) -> int:
+    readers = dict(OPTION_BACKENDS)
+    if args.rehearse:  # a rehearsal plays a cloud launch with local processes
+        readers.pop("processes")
+    refuse_unread_options(args, add_arguments, readers, args.backend, "--backend")
     root = run_root(args) if args.backend == "local" else (args.run_root or "")
     opts = LaunchOptions(
         plan_path=args.plan, run_root=root, backend=args.backend, dry_run=args.dry_run, chip=args.chip,

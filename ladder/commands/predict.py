@@ -3,20 +3,20 @@
 Fits the two-step laws (docs/laws.md) per task, prints a table with intervals and flags, writes the JSON
 {target: {task: {loss, acc, acc_lo, acc_hi, method, ...}}} and the step-1 / step-2 / chained PNGs.
 With --set all (or a list of sets): the same per training set, one JSON {set: that JSON}
-(ladder.commands.predict_sets).
+(ladder.laws.training_sets, which a notebook calls directly).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
 from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
-from ladder.commands.predict_sets import names_several
 from ladder.errors import require
 
 MAX_BOOTSTRAP = 100_000  # 1,000 gives the intervals' percentiles to ~0.1 point; 10^9 ran for ever
@@ -64,7 +64,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ladder.laws.predict import holdout_report, predict, select_runs
+    from ladder.laws.predict import predict, select_runs
+    from ladder.laws.training_sets import names_several, one_training_set, require_tasks_in_runs
     from ladder.plots import plot_prediction
     from ladder.results import read_table
 
@@ -72,24 +73,9 @@ def run(args) -> int:
     if names_several(args.training_set):
         return run_each_set(args, cols)
     cols = one_training_set(cols, args.training_set, args.runs)
-    out = check_out(args.out, args.overwrite)
-    if args.holdout:
-        check_out(out.with_name(out.stem + ".holdout.json"), args.overwrite)
-    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
-    plot_dir = Path(args.plots) if args.plots else out.parent
-    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):  # "" would silently mean "all"
-        require(value is None or bool(split_list(value)), flag, "is empty",
-                "name some, or leave the option out for all")
+    out, targets, plot_dir = _outputs_and_targets(args)
     tasks = split_list(args.tasks)
-    runs, test = args.runs, None
-    if args.holdout:  # checked before the fit: a held-out run that is also fitted "predicts" itself (error 0)
-        test = select_runs(cols, args.holdout, field="--holdout")
-        fitted = select_runs(cols, args.runs)
-        both = [r for r in fitted if r in test]
-        require(args.runs is None or not both, "--holdout", f"runs {', '.join(both[:4])} are also fitted (--runs)",
-                "hold out runs that --runs leaves out")
-        runs = [r for r in fitted if r not in test]  # by default: every run not held out
-        require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    runs, test = _runs_to_fit_and_hold_out(cols, args) if args.holdout else (args.runs, None)
     require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
     if args.plots:
         check_out(plot_dir / "chain.png", True, "--plots")  # a file or read-only place: said now, not after the fit
@@ -108,37 +94,71 @@ def run(args) -> int:
         storage.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
         print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
         if args.holdout:
-            report = holdout_report(cols, pred, test)
-            methods = list(next(iter(report.values())))
-            print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
-            print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
-            for task, per in report.items():
-                print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
-                                                else f"{'n/a':>13}" for m in methods))
-            print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
-            hold = out.with_name(out.stem + ".holdout.json")
-            storage.write_text(hold, json.dumps(report, indent=2) + "\n")
-            print(f"wrote {hold}")
+            _report_held_out(cols, pred, test, _holdout_path(out))
     return 0
 
 
+def _outputs_and_targets(args) -> tuple[Path, dict, Path]:
+    """The JSON path, the targets and the plot folder, every option checked before any fit (an existing -o
+    or a bad target found after minutes of fitting would waste them); both ways of predicting share it."""
+    out = check_out(args.out, args.overwrite)
+    if args.holdout:
+        check_out(_holdout_path(out), args.overwrite)
+    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
+    plot_dir = Path(args.plots) if args.plots else out.parent
+    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):  # "" would silently mean "all"
+        require(value is None or bool(split_list(value)), flag, "is empty",
+                "name some, or leave the option out for all")
+    return out, targets, plot_dir
+
+
+def _holdout_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".holdout.json")
+
+
+def _runs_to_fit_and_hold_out(cols: dict, args) -> tuple[list[str], list[str]]:
+    """(runs to fit, runs held out), checked before the fit: a held-out run that is also fitted "predicts"
+    itself (error 0). Without --runs every run not held out is fitted."""
+    from ladder.laws.predict import select_runs
+
+    test = select_runs(cols, args.holdout, field="--holdout")
+    fitted = select_runs(cols, args.runs)
+    both = [r for r in fitted if r in test]
+    require(args.runs is None or not both, "--holdout", f"runs {', '.join(both[:4])} are also fitted (--runs)",
+            "hold out runs that --runs leaves out")
+    runs = [r for r in fitted if r not in test]
+    require(bool(runs), "--holdout", "holds out every run, so none is left to fit", "hold out fewer runs")
+    return runs, test
+
+
+def _report_held_out(cols: dict, pred, test: list[str], path: Path) -> None:
+    """Every method's accuracy error on the held-out runs: printed as a table, written as JSON to `path`."""
+    from ladder.laws.predict import holdout_report
+
+    report = holdout_report(cols, pred, test)
+    methods = list(next(iter(report.values())))
+    print(f"\nheld-out runs {', '.join(test)}: |predicted - actual| accuracy, fitted on the runs above")
+    print(f"{'task':<14} " + " ".join(f"{m:>13}" for m in methods))
+    for task, per in report.items():
+        print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
+                                        else f"{'n/a':>13}" for m in methods))
+    print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
+    storage.write_text(path, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def run_each_set(args, cols: dict) -> int:
-    """--set all | A,B,GLOB*: ladder.commands.predict_sets.predict_each_set, printed and written; exit code 1
+    """--set all | A,B,GLOB*: ladder.laws.training_sets.predict_each_set, printed and written; exit code 1
     when some set could not be fitted (its reason is in its JSON entry), 0 when every set was."""
-    from ladder.commands import predict_sets
+    from ladder.laws import training_sets
     from ladder.plots import plot_prediction
 
     require(not args.holdout, "--holdout", "is for one training set", "add --set NAME to hold out its runs")
-    sets = predict_sets.choose_sets(cols, args.training_set)
-    out = check_out(args.out, args.overwrite)
-    targets = plan_targets(args.plan) if args.plan else resolve_targets(args.target)
-    plot_dir = Path(args.plots) if args.plots else out.parent
-    for flag, value in (("--tasks", args.tasks), ("--runs", args.runs)):
-        require(value is None or bool(split_list(value)), flag, "is empty",
-                "name some, or leave the option out for all")
+    sets = training_sets.choose_sets(cols, args.training_set)
+    out, targets, plot_dir = _outputs_and_targets(args)
     with storage.all_or_nothing(out.parent, plot_dir):
         out.parent.mkdir(parents=True, exist_ok=True)
-        preds = predict_sets.predict_each_set(
+        preds = training_sets.predict_each_set(
             cols, targets, sets, runs=args.runs, tasks=split_list(args.tasks), method=args.method,
             n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers,
             progress=lambda msg: print(msg, flush=True))
@@ -147,13 +167,13 @@ def run_each_set(args, cols: dict) -> int:
             if isinstance(pred, str):
                 print(f"not fitted: {pred}")
                 continue
-            plot_prediction(pred, one_training_set(cols, name, None),
-                            plot_dir / predict_sets.plot_dir_name(name))
+            plot_prediction(pred, training_sets.one_training_set(cols, name, None),
+                            plot_dir / plot_dir_name(name))
             print(f"fitted runs: {', '.join(pred.runs)}")
             print(pred.table())
         print("\nevery set (the tables above, side by side):")
-        print(predict_sets.summary(preds))
-        storage.write_text(out, json.dumps(predict_sets.to_json(preds), indent=2) + "\n")
+        print(training_sets.summary(preds))
+        storage.write_text(out, json.dumps(training_sets.to_json(preds), indent=2) + "\n")
         failed = [name for name, p in preds.items() if isinstance(p, str)]
         print(f"\nwrote {out} ({len(preds) - len(failed)} of {len(preds)} sets predicted) and plots in "
               f"{plot_dir}/SET/")
@@ -162,53 +182,6 @@ def run_each_set(args, cols: dict) -> int:
     return 1 if failed else 0
 
 
-def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:
-    """The rows of one training set. A table with a `set` column (`ladder import csv --map set=COL`) holding
-    several sets is refused unless --set (or --runs) picks one: one law across data mixes is not what any
-    method here assumes, and a fit over them would answer for no mix at all."""
-    from ladder.laws.taskdata import select_runs
-
-    sets = cols.get("set")
-    if sets is None:
-        require(name is None, "--set", "the results table has no 'set' column",
-                "import the table with --map set=COLUMN, or leave --set out")
-        return cols
-    present = sorted(set(sets.tolist()))
-    if name is not None:
-        require(name in present, "--set", f"{name!r} is not a training set of the table",
-                f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
-        keep = sets == name
-        return {k: v[keep] for k, v in cols.items()}
-    chosen = set(select_runs(cols, runs))
-    used = sorted({s for s, r in zip(sets.tolist(), cols["run"].tolist()) if r in chosen})
-    require(len(used) <= 1, "--set", f"the runs to fit come from {len(used)} training sets ({', '.join(used[:4])}"
-            f"{'...' if len(used) > 4 else ''}): one law across data mixes is wrong",
-            f"predict one set at a time: --set {used[0]} (or --runs with that set's runs)")
-    return cols
-
-
-def require_tasks_in_runs(cols: dict, runs: list[str], tasks: list[str] | None) -> None:
-    """Every task to predict has rows in every run to fit (the laws fit one set of runs for all tasks). A
-    table where a task was evaluated on some runs only (a benchmark added late) is one line naming the task,
-    the runs without it and both ways out, before any fit (it was a StopIteration traceback)."""
-    import numpy as np
-
-    known = set(cols["task"].tolist())
-    unknown = [t for t in tasks or () if t not in known]  # the same words as the fit's own check (taskfit)
-    require(not unknown, "--tasks", f"task {unknown[0] if unknown else ''!r} is not in the table",
-            f"choose from {sorted(known)}")
-    in_fit = np.isin(cols["run"], runs)
-    run_names, run_code = np.unique(cols["run"][in_fit], return_inverse=True)
-    task_names, task_code = np.unique(cols["task"], return_inverse=True)  # a task in no fitted run is named too
-    present = np.zeros((len(task_names), len(run_names)), dtype=bool)
-    present[task_code[in_fit], run_code] = True
-    for i, task in enumerate(task_names.tolist()):
-        if tasks is not None and task not in tasks or present[i].all():
-            continue
-        lacking = run_names[~present[i]].tolist()
-        having = sorted(set(cols["run"][cols["task"] == task].tolist()))  # in the table, fitted or not
-        require(False, f"task {task}", f"has no rows in {len(lacking)} of the {len(run_names)} runs to fit "
-                f"({', '.join(lacking[:4])}{'...' if len(lacking) > 4 else ''})",
-                f"predict it from the runs that have it (--tasks {task} --runs {','.join(having[:3])}"
-                f"{',...' if len(having) > 3 else ''}) or leave it out (--tasks without it)")
-
+def plot_dir_name(name: str) -> str:
+    """A set's plot folder: its name with characters a path cannot safely hold replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"

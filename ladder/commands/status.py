@@ -26,6 +26,8 @@ def run(args) -> int:
     from ladder import storage
     from ladder.errors import LadderError
 
+    if args.lines != 40 and not args.logs:  # the table has no log lines: the option was silently ignored
+        raise LadderError("--lines: applies with --logs RUNG only; add --logs or drop --lines")
     plan = jobs.load(args.plan)
     if args.logs:
         names = [r["name"] for r in plan["rungs"]]

@@ -148,21 +148,29 @@ def cache_ready(directory: Path, log=None) -> bool:
         return True
     if problem == "absent":
         return False
+    set_aside(directory, problem, "token cache", "token cache", log)
+    return False
+
+
+def set_aside(entry: Path, problem: str, what: str, field: str, log=None) -> None:
+    """Say why `entry` (a damaged cache entry: a token cache, a built dataset) cannot be used, rename it to a
+    unique `.stale-*` sibling and delete that, so the caller builds it again. Renamed first, atomically, so
+    the path is free at once for the entry a concurrent build lands whole; one that is already gone was set
+    aside by another process. `field` starts the error when it cannot be moved."""
     (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
-        f"ladder: token cache {directory} cannot be used ({problem}); rebuilding it")
-    aside = directory.parent / f".stale-{directory.name}-{os.getpid()}-{time.monotonic_ns()}"
+        f"ladder: {what} {entry} cannot be used ({problem}); rebuilding it")
+    aside = entry.parent / f".stale-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:
-        os.replace(directory, aside)
+        os.replace(entry, aside)
     except FileNotFoundError:  # another process set it aside first
-        return False
+        return
     except OSError as e:
-        raise LadderError(f"token cache: {directory} cannot be used ({problem}) nor moved aside "
+        raise LadderError(f"{field}: {entry} cannot be used ({problem}) nor moved aside "
                           f"({e.strerror}); delete it (or point LADDER_CACHE at a writable directory)") from None
     if aside.is_dir():
         shutil.rmtree(aside, ignore_errors=True)
     else:
         aside.unlink(missing_ok=True)
-    return False
 
 
 def load_token_cache(directory: Path, *, verified: bool = False) -> tuple[np.ndarray, np.ndarray]:

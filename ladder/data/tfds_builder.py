@@ -259,19 +259,10 @@ def set_aside_if_damaged(data_dir: Path, name: str, config: str, version: str, l
         return
     with _lock_file(Path(data_dir), f"{name}-{config}-{version}"):
         problem = build_problem(version_dir) if version_dir.is_dir() else ""
-        if not problem:
-            return
-        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
-            f"ladder: built dataset {version_dir} cannot be used ({problem}); rebuilding it")
-        aside = version_dir.parent / f".stale-{version}-{os.getpid()}-{time.monotonic_ns()}"
-        try:
-            os.replace(version_dir, aside)
-        except OSError as e:
-            raise LadderError(f"data: {version_dir} cannot be used ({problem}) nor moved aside ({e.strerror}); "
-                              "delete it (or point LADDER_CACHE at a writable directory)") from None
-        import shutil
+        if problem:
+            from ladder.data.packing import set_aside
 
-        shutil.rmtree(aside, ignore_errors=True)
+            set_aside(version_dir, problem, "built dataset", "data", log)
 
 
 @contextlib.contextmanager

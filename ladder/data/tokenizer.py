@@ -244,6 +244,24 @@ def train_sentencepiece(texts, model_path: str | os.PathLike, vocab_size: int,
     return SentencePieceTokenizer(model_path)
 
 
+def smallest_spm_vocab(texts, reason: str) -> tuple[int, bool]:
+    """The smallest vocab sentencepiece accepts for `texts`, after it refused one with `reason` (its
+    RuntimeError's text), so the refusal can name a size that works: its own figure when it gives one
+    ("... 260 vs 287"), else 4 special ids + 256 byte pieces + the distinct non-space characters after NFKC
+    + 1 for the space mark (measured: a 26-letter corpus needs exactly 287; the embedded corpus 1072,
+    estimated 1074). Returns (the figure, whether sentencepiece gave it)."""
+    import re
+    import unicodedata
+
+    said = re.search(r"required_chars\. (\d+) vs (\d+)", reason)
+    if said:
+        return int(said.group(2)), True
+    chars = set()
+    for t in texts:
+        chars.update(unicodedata.normalize("NFKC", t))
+    return 4 + 256 + len({c for c in chars if not c.isspace()}) + 1, False
+
+
 def tokenizer_from_spec(spec: str, field: str = "data.tokenizer"):
     """One string, one tokenizer: "byte", a SentencePiece `*.model`, or a Hugging Face `*.json` (path or gs://)."""
     spec = str(spec or "byte")

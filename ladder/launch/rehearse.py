@@ -200,23 +200,43 @@ def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=pri
         if preempt_at is not None and not outcome.drilled:
             problems.append(f"--preempt-at {preempt_at}: no rung reached step {preempt_at}; nothing was preempted")
         if reference is not None and outcome.rc == 0:
-            for rung in plan["rungs"]:
-                a, b = (storage.join(o.run_root, rung["name"]) for o in (reference, opts))
-                same = bitwise_equal(a, b)
-                print_fn(f"# drill: {rung['name']}: final parameters {'bitwise equal to' if same else 'DIFFER from'} "
-                         "the uninterrupted reference")
-                if not same:
-                    problems.append(f"{rung['name']}: resumed parameters differ from the reference")
-        table = root / "results.csv"
+            problems += _compare_with_reference(plan, reference, opts, print_fn)
         if outcome.rc == 0:
-            from ladder.launch.status import collect
+            problems += _collect_results(plan, opts, root / "results.csv", print_fn)
+    return _say_outcome(outcome, problems, opts, root, t0, print_fn)
 
-            try:
-                n, _, _ = collect(plan, opts.run_root, str(table), overwrite=True)
-                print_fn(f"# rehearsal: collected {n} result rows from {opts.run_root} into {table}")
-            except LadderError as e:
-                problems.append(f"collect: {e}")
-    calls = [c for c in outcome.calls]
+
+def _compare_with_reference(plan: dict, reference: LaunchOptions, opts: LaunchOptions, print_fn) -> list[str]:
+    """The drill's point: every rung's final parameters, resumed after the preemption, bitwise equal to the
+    uninterrupted reference's (a resume that saw other data or another RNG state would differ)."""
+    problems = []
+    for rung in plan["rungs"]:
+        a, b = (storage.join(o.run_root, rung["name"]) for o in (reference, opts))
+        same = bitwise_equal(a, b)
+        print_fn(f"# drill: {rung['name']}: final parameters {'bitwise equal to' if same else 'DIFFER from'} "
+                 "the uninterrupted reference")
+        if not same:
+            problems.append(f"{rung['name']}: resumed parameters differ from the reference")
+    return problems
+
+
+def _collect_results(plan: dict, opts: LaunchOptions, table: Path, print_fn) -> list[str]:
+    """`ladder collect` from the emulated bucket: the results a real launch would leave are readable."""
+    from ladder.launch.status import collect
+
+    try:
+        n, _, _ = collect(plan, opts.run_root, str(table), overwrite=True)
+        print_fn(f"# rehearsal: collected {n} result rows from {opts.run_root} into {table}")
+    except LadderError as e:
+        return [f"collect: {e}"]
+    return []
+
+
+def _say_outcome(outcome: Outcome, problems: list[str], opts: LaunchOptions, root: Path, t0: float,
+                 print_fn) -> int:
+    """Write the gcloud calls for reading afterwards, then one line per problem (exit 1) or the pass line and
+    how to read the bucket again (exit 0)."""
+    calls = outcome.calls
     storage.write_text(root / "gcloud-calls.jsonl", "".join(json.dumps(c) + "\n" for c in calls))
     summary = (f"{len(calls)} gcloud calls ({sum(map(mutating, calls))} changing something) in "
                f"{root / 'gcloud-calls.jsonl'}; created {len(outcome.created)}, deleted {len(outcome.deleted)}; "

@@ -36,9 +36,41 @@ class RungStatus:
     note: str = ""
 
 
+STATES = ("pending", "running", "done", "failed", "preempted")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# status.json / launch.json field -> what a value the trainer or launcher writes looks like. A file edited by
+# hand (or by another tool) made `ladder status` a ValueError/TypeError traceback: a bad field is left out now,
+# the rung shown from the rest, with a note naming the file and the field.
+_STATUS_FIELDS = {
+    "state": lambda v: v in STATES, "step": lambda v: _finite(v) and v == int(v) and v >= 0,
+    "total_steps": lambda v: _finite(v) and v == int(v) and v > 0, "loss": lambda v: v is None or _finite(v),
+    "tokens_per_s": lambda v: v is None or (_finite(v) and v >= 0), "eta_s": lambda v: v is None or (_finite(v) and v >= 0),
+    "updated": _finite, "tokens": lambda v: v is None or (_finite(v) and v == int(v) and v >= 0),
+    "error": lambda v: isinstance(v, str), "signal": lambda v: v is None or isinstance(v, str),
+}
+_LAUNCH_FIELDS = {
+    "attempts": lambda v: v is None or (_finite(v) and v == int(v) and v >= 0), "state": lambda v: isinstance(v, str),
+    "exit_codes": lambda v: v is None or isinstance(v, list), "logs": lambda v: v is None or isinstance(v, str),
+}
+
+
+def _checked(record: dict, fields: dict, file: str, notes: list[str]) -> dict:
+    bad = [k for k, ok in fields.items() if k in record and not ok(record[k])]
+    if bad:
+        notes.append(f"{file}: ignored {', '.join(f'{k}={record[k]!r}'[:80] for k in bad)} (not what ladder writes; "
+                     "the next update rewrites it)")
+    return {k: v for k, v in record.items() if k not in bad}
+
+
 def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatus:
-    status = rundir.read_status(run_dir)
-    launch = rundir.read_launch_record(run_dir)
+    notes: list[str] = []
+    status = _checked(rundir.read_status(run_dir), _STATUS_FIELDS, rundir.STATUS, notes)
+    launch = _checked(rundir.read_launch_record(run_dir), _LAUNCH_FIELDS, rundir.LAUNCH, notes)
     now = time.time() if now is None else now
     state = status.get("state", "pending")
     note = status.get("error", "") if state == "failed" else ""
@@ -60,7 +92,7 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         eta_s=0.0 if state == "done" else status.get("eta_s"),
         tokens=tokens, flops_spent=tokens * float(rung["flops_per_token"]), flops_planned=float(rung["flops"]),
         age_s=age, attempts=int(launch.get("attempts") or 0), logs=launch.get("logs") or log_location(run_dir),
-        note=note,
+        note="; ".join(n for n in [note, *notes] if n),
     )
 
 
@@ -78,8 +110,8 @@ def log_tail(run_dir: str, lines: int = 40) -> str:
     if not paths:
         return f"no logs yet under {run_dir} (cloud workers copy theirs to logs/ every minute and at exit)"
     out = []
-    for path in paths:
-        text = path.read_text().splitlines()
+    for path in paths:  # a log holds whatever the processes printed: bytes that are not UTF-8 are shown as such
+        text = path.read_bytes().decode("utf-8", errors="replace").splitlines()
         out.append(f"==> {path} (last {min(lines, len(text))} of {len(text)} lines) <==")
         out += text[-lines:]
     return "\n".join(out)

@@ -113,33 +113,10 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
                           "e.g. 0.01")
     if schedule not in ("cosine", "wsd"):
         raise LadderError(f"schedule: {schedule!r} is unknown; choose cosine or wsd")
-    family = ladder.family if ladder else OLMO
-    specs = list(targets) if targets else list(ladder.targets if ladder else [])
-    if not specs:
-        raise LadderError("target: no target given; pass --target (e.g. 7b-4t) or a --preset")
-    resolved = [_target(s, family) for s in specs]
-    if ladder is None:  # the targets' family decides vocab, seq_len and the batch/LR rules
-        families = {f.name for _, f in resolved}
-        if len(families) > 1:
-            raise LadderError(f"target: targets from different families ({', '.join(sorted(families))}); plan "
-                              "them separately or pass --preset")
-        family = resolved[0][1]
-    target_list = [t for t, _ in resolved]
-    if len({t["name"] for t in target_list}) < len(target_list):
-        raise LadderError("target: the same target is listed twice; list each once")
+    target_list, family = _targets_and_family(targets, ladder)
     total_6nd = sum(t["flops_6nd"] for t in target_list)
     smallest = min(t["n"] for t in target_list)
-
-    mults = _multiples(multiples) if multiples is not None else None
-    if sizes is not None:
-        chosen = _sizes(sizes, family)
-    elif ladder is not None and fraction is None:
-        chosen = [(s, family.named_archs[s]) for s in ladder.sizes]
-    else:
-        chosen, mults = choose_rungs(fraction or DEFAULT_FRACTION, total_6nd, family, smallest, mults)
-    if mults is None:
-        mults = ladder.multiples if ladder else (1, 2, 5, 10)
-
+    chosen, mults = _sizes_and_multiples(sizes, multiples, fraction, ladder, family, total_6nd, smallest)
     too_big = [label for label, a in chosen if n_params(a) >= smallest]
     if too_big:
         raise LadderError(f"target: the smallest target ({smallest:,} parameters) is not larger than rung size "
@@ -156,6 +133,41 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
                           f"--fraction cap {fraction:.3%}; drop sizes or multiples, or raise --fraction")
     return {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
             "fraction": spent, "defaults": dict(family.defaults), "rungs": rungs}
+
+
+def _targets_and_family(targets, ladder) -> tuple[list[dict], Family]:
+    """The targets (given, else the preset's) and the family they share: without a preset the targets' family
+    decides vocab, seq_len and the batch/LR rules, so targets from two families cannot share one plan."""
+    family = ladder.family if ladder else OLMO
+    specs = list(targets) if targets else list(ladder.targets if ladder else [])
+    if not specs:
+        raise LadderError("target: no target given; pass --target (e.g. 7b-4t) or a --preset")
+    resolved = [_target(s, family) for s in specs]
+    if ladder is None:
+        families = {f.name for _, f in resolved}
+        if len(families) > 1:
+            raise LadderError(f"target: targets from different families ({', '.join(sorted(families))}); plan "
+                              "them separately or pass --preset")
+        family = resolved[0][1]
+    target_list = [t for t, _ in resolved]
+    if len({t["name"] for t in target_list}) < len(target_list):
+        raise LadderError("target: the same target is listed twice; list each once")
+    return target_list, family
+
+
+def _sizes_and_multiples(sizes, multiples, fraction, ladder, family, total_6nd: float, smallest: int):
+    """([(label, arch)], multiples) in plan_ladder's order of precedence: explicit sizes, the preset's, else
+    the widest ladder `fraction` of the targets' compute buys (which may choose the multiples too)."""
+    mults = _multiples(multiples) if multiples is not None else None
+    if sizes is not None:
+        chosen = _sizes(sizes, family)
+    elif ladder is not None and fraction is None:
+        chosen = [(s, family.named_archs[s]) for s in ladder.sizes]
+    else:
+        chosen, mults = choose_rungs(fraction or DEFAULT_FRACTION, total_6nd, family, smallest, mults)
+    if mults is None:
+        mults = ladder.multiples if ladder else (1, 2, 5, 10)
+    return chosen, mults
 
 
 def _check_whole_batches(rungs: list[dict]) -> None:

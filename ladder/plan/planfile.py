@@ -102,6 +102,9 @@ def validate_plan(plan, where: str) -> None:
         if not isinstance(plan[key], list):
             raise LadderError(f"{where}: {key} is {type(plan[key]).__name__}, not a list; rewrite the plan with "
                               "`ladder plan`")
+    if not (_number(plan["fraction"]) and plan["fraction"] > 0):  # the report prints it as a percentage
+        raise LadderError(f"{where}: fraction is {plan['fraction']!r}, not a finite number > 0 (the rungs' share of "
+                          "the targets' compute); fix it or rewrite the plan with `ladder plan`")
     if not isinstance(plan["defaults"], dict):
         raise LadderError(f"{where}: defaults is not a JSON object; rewrite the plan with `ladder plan`")
     if not plan["rungs"]:

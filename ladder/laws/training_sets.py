@@ -1,19 +1,23 @@
-"""Predict every training set of a table in one call: one law per set, never one across sets.
+"""A table's training sets: pick one, or predict each on its own (one law per set, never one across sets).
 
 A ladder of data recipes (DataDecide: 25 recipes x 14 sizes, imported with `ladder import csv --map set=COL`)
-is read to compare the recipes, so `ladder predict --set all` (or a comma list of names and globs) fits each
-set on its own rows, exactly as `--set NAME` would, and a set that cannot be fitted (too few runs or sizes)
-is reported in its own entry instead of stopping the others. `predict_each_set` is the loop, callable from a
-notebook; commands/predict.py only prints and writes what it returns.
+is read to compare the recipes, so each set is fitted on its own rows exactly as one set alone would be, and a
+set that cannot be fitted (too few runs or sizes) is reported in its own entry instead of stopping the others.
+This is the notebook's API (`predict_each_set(cols, targets, choose_sets(cols, "all"))`); `ladder predict
+--set` (commands/predict.py) only prints and writes what it returns. Error messages name the CLI's options
+(--set, --runs, --tasks) because that is where the same values are typed.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
 import warnings
 
+import numpy as np
+
 from ladder.errors import LadderError, require
+from ladder.laws.predict import predict
+from ladder.laws.taskdata import select_runs
 
 ALL = "all"
 
@@ -44,6 +48,53 @@ def choose_sets(cols: dict, spec: str) -> list[str]:
     return chosen
 
 
+def one_training_set(cols: dict, name: str | None, runs: str | None) -> dict:
+    """The rows of one training set. A table with a `set` column (`ladder import csv --map set=COL`) holding
+    several sets is refused unless --set (or --runs) picks one: one law across data mixes is not what any
+    method here assumes, and a fit over them would answer for no mix at all."""
+    sets = cols.get("set")
+    if sets is None:
+        require(name is None, "--set", "the results table has no 'set' column",
+                "import the table with --map set=COLUMN, or leave --set out")
+        return cols
+    present = sorted(set(sets.tolist()))
+    if name is not None:
+        require(name in present, "--set", f"{name!r} is not a training set of the table",
+                f"choose from {', '.join(present[:8])}{'...' if len(present) > 8 else ''}")
+        keep = sets == name
+        return {k: v[keep] for k, v in cols.items()}
+    chosen = set(select_runs(cols, runs))
+    used = sorted({s for s, r in zip(sets.tolist(), cols["run"].tolist()) if r in chosen})
+    require(len(used) <= 1, "--set", f"the runs to fit come from {len(used)} training sets ({', '.join(used[:4])}"
+            f"{'...' if len(used) > 4 else ''}): one law across data mixes is wrong",
+            f"predict one set at a time: --set {used[0]} (or --runs with that set's runs)")
+    return cols
+
+
+def require_tasks_in_runs(cols: dict, runs: list[str], tasks: list[str] | None) -> None:
+    """Every task to predict has rows in every run to fit (the laws fit one set of runs for all tasks). A
+    table where a task was evaluated on some runs only (a benchmark added late) is one line naming the task,
+    the runs without it and both ways out, before any fit (it was a StopIteration traceback)."""
+    known = set(cols["task"].tolist())
+    unknown = [t for t in tasks or () if t not in known]  # the same words as the fit's own check (taskfit)
+    require(not unknown, "--tasks", f"task {unknown[0] if unknown else ''!r} is not in the table",
+            f"choose from {sorted(known)}")
+    in_fit = np.isin(cols["run"], runs)
+    run_names, run_code = np.unique(cols["run"][in_fit], return_inverse=True)
+    task_names, task_code = np.unique(cols["task"], return_inverse=True)  # a task in no fitted run is named too
+    present = np.zeros((len(task_names), len(run_names)), dtype=bool)
+    present[task_code[in_fit], run_code] = True
+    for i, task in enumerate(task_names.tolist()):
+        if tasks is not None and task not in tasks or present[i].all():
+            continue
+        lacking = run_names[~present[i]].tolist()
+        having = sorted(set(cols["run"][cols["task"] == task].tolist()))  # in the table, fitted or not
+        require(False, f"task {task}", f"has no rows in {len(lacking)} of the {len(run_names)} runs to fit "
+                f"({', '.join(lacking[:4])}{'...' if len(lacking) > 4 else ''})",
+                f"predict it from the runs that have it (--tasks {task} --runs {','.join(having[:3])}"
+                f"{',...' if len(having) > 3 else ''}) or leave it out (--tasks without it)")
+
+
 def predict_each_set(cols: dict, targets: dict, sets: list[str], *, runs=None, tasks=None, progress=None,
                      **predict_kwargs) -> dict:
     """{set: Prediction, or the one-line reason (str) it could not be fitted}, each set fitted alone.
@@ -54,9 +105,6 @@ def predict_each_set(cols: dict, targets: dict, sets: list[str], *, runs=None, t
     --runs pattern that matches none of its runs) ends only that set; the warnings of each set's fit are
     kept in its Prediction.warnings and, with progress, said with the set's name.
     """
-    from ladder.commands.predict import one_training_set, require_tasks_in_runs
-    from ladder.laws.predict import predict, select_runs
-
     out: dict = {}
     for k, name in enumerate(sets, 1):
         if progress:
@@ -101,8 +149,3 @@ def summary(preds: dict) -> str:
                 lines.append(f"{name:<{sw}} {target:<{tw}} {task:<{kw}} {r['method']:<12} {r['loss']:>7.4f} "
                              f"{r['acc']:>6.3f} {iv:>15}")
     return "\n".join(lines)
-
-
-def plot_dir_name(name: str) -> str:
-    """A set's plot folder: its name with characters a path cannot safely hold replaced by '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"

@@ -12,10 +12,19 @@ glibc reads GLIBC_TUNABLES once, when a process starts, so the launcher puts the
 and `ladder train` / `ladder eval` started from a shell re-execute themselves once with them. A value the user
 set for any tunable wins over ours; LADDER_MALLOC_TUNABLES=0 turns all of this off, and a process that JAX_PLATFORMS
 keeps off the CPU (a Cloud TPU worker) is left alone. Other C libraries (musl, macOS) ignore the variable.
+
+A process already running cannot get the tunables, but it can set the two thresholds with mallopt
+(`keep_freed_memory`): `ladder predict` does, because its bootstrap solvers allocate and free arrays of a few MB
+on every iteration (~140,000 page faults and 1.3-1.7 of ~18 CPU-s of system time on the OLMo default; with the
+thresholds 35,000 and 0.4-0.7, every number identical as bytes: docs/laws.md "Speed"). Both must be set
+together: either alone turns off glibc's adaptive mmap threshold and then every large array is mmapped (1.1 M
+faults measured). The cost is resident memory: up to 512 MB the fits freed stays with the process.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import sys
@@ -69,3 +78,25 @@ def reexec_with_tunables() -> None:
         os.execve(sys.executable, argv, env)
     except OSError:  # cannot re-execute (an unusual interpreter): run on without the tunables
         return
+
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's malloc.h
+MMAP_THRESHOLD = 64 << 20
+TRIM_THRESHOLD = 512 << 20
+_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's mmap and trim thresholds in this process, once (forked fit workers inherit them). Returns
+    whether they are set (False off glibc, or where mallopt refuses)."""
+    global _kept
+    if _kept or not sys.platform.startswith("linux"):
+        return _kept
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    _kept = all(mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, 64 << 20)))
+    return _kept

@@ -18,13 +18,13 @@ from ladder.laws import flags as fl
 from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
                                  suite_of, suite_state, suite_tasks)
 from ladder.laws.ensemble import MENU, EnsembleFit, calibrate
-from ladder.laws.heap import keep_freed_memory
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
 from ladder.laws.task_results import FittedLadder, noise, task_results
 from ladder.laws.taskdata import FINAL_WINDOW, PAPER_RUNS, TaskData, select_runs, task_data
 from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task
+from ladder.malloc_tunables import keep_freed_memory
 
 # A bootstrap refits every resample on every run's points: its time and memory grow as resamples x runs
 # (10^6 rows over 62,500 runs: 100 resamples took over 3 CPU-minutes and 3 GB). Past this budget (4,096 runs
@@ -113,7 +113,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     require(method in ("ensemble", "auto") or method in METHODS, "--method", f"unknown method {method!r}",
             f"choose ensemble, auto or one of {', '.join(METHODS)}")
     require(bool(targets), "--target", "no targets given", "pass at least one NAME=N:D")
-    keep_freed_memory()  # the solvers' arrays reuse their pages, not fresh ones per iteration (heap.py)
+    keep_freed_memory()  # the solvers' arrays reuse their pages, not fresh ones per iteration (ladder/malloc_tunables.py)
     flops = {k: v[2] for k, v in targets.items() if len(v) > 2}
     targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}
     ladder = FittedLadder.of(cols, select_runs(cols, runs))

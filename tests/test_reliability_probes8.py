@@ -357,3 +357,23 @@ def test_a_cpt_study_value_is_checked_before_any_run_trains(key, value, message)
     with pytest.raises(LadderError, match=message):
         cpt.check_config(cfg)
     cpt.check_config(cpt.default_config())
+
+
+@pytest.mark.parametrize("edit, message", [
+    # before: fraction 5 was read, and the report said the rungs spent 500% of the targets' compute
+    (lambda p: p.update(fraction=5), r"fraction is 5, but the rungs' shares of the targets' compute sum to 0\.0100"),
+    (lambda p: p["rungs"][0].update(share=0.5), r"share is 0\.5, but its flops_6nd over the targets' combined"),
+])
+def test_a_plan_fraction_or_share_that_disagrees_with_the_flops_is_named(capsys, tmp_path, plan, edit, message):
+    p = json.loads(plan.read_text())
+    edit(p)
+    plan.write_text(json.dumps(p))
+    rc, err = _probe(capsys, ["status", plan, "--run-root", tmp_path / "root"])
+    assert rc == 2 and re.search(f"plan.json: .*{message}", err) and "rewrite the plan with `ladder plan`" in err, err
+
+
+def test_a_plan_fraction_rounded_by_hand_is_still_read(capsys, tmp_path, plan):
+    p = json.loads(plan.read_text())
+    p["fraction"] = float(f"{p['fraction']:.4g}")
+    plan.write_text(json.dumps(p))
+    assert _probe(capsys, ["status", plan, "--run-root", tmp_path / "root"])[0] == 0

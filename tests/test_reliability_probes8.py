@@ -153,6 +153,9 @@ def test_a_plan_fraction_that_is_not_a_number_is_named(capsys, tmp_path, plan):
 # ------------------------------------------------------------------------------------------ run-dir outputs
 
 GOOD = {"method": "paper", "loss": 1.0, "acc": 0.5, "acc_lo": 0.4, "acc_hi": 0.6, "compute_ratio": 10, "flags": []}
+SELF_CHECK_ROW = {"method": "paper", "feature": "loss", "loss_pred": 1.0, "loss_meas": 1.1, "loss_err": -0.09,
+                  "loss_lo": 0.9, "loss_hi": 1.2, "loss_covered": True, "acc_pred": 0.5, "acc_meas": 0.52,
+                  "acc_err": -0.02, "acc_lo": 0.4, "acc_hi": 0.6, "covered": True}
 
 
 @pytest.mark.parametrize("file, content, stage", [
@@ -164,6 +167,16 @@ GOOD = {"method": "paper", "loss": 1.0, "acc": 0.5, "acc_lo": 0.4, "acc_hi": 0.6
     ("backtest.json", {"t": {"paper": {"error": "x"}}}, "predict"),
     ("backtest.json", {"t": 3}, "predict"),
     ("self_check.json", {"run": "x"}, "self_check"),
+    # a field of another kind: before, flags "FB" was printed as "F; B", true as 1.0000, covered "no" as yes
+    ("predictions.json", {"x": {"t": dict(GOOD, flags="FB")}}, "predict"),
+    ("predictions.json", {"x": {"t": dict(GOOD, flags=[1])}}, "predict"),
+    ("predictions.json", {"x": {"t": dict(GOOD, acc=True)}}, "predict"),
+    ("predictions.json", {"x": {"t": dict(GOOD, method=["paper"])}}, "predict"),
+    ("backtest.json", {"t": {"paper": {"error": 0.1, "loss_error": "5%"}}}, "predict"),
+    ("self_check.json", {"run": "c", "n": 1, "tokens": 2, "tasks": {"t": dict(SELF_CHECK_ROW, covered="no")}},
+     "self_check"),
+    ("self_check.json", {"run": "c", "n": 1, "tokens": 2, "tasks": {"t": dict(SELF_CHECK_ROW, loss_err="1%")}},
+     "self_check"),
 ])
 def test_a_stage_output_of_another_shape_names_the_file_and_stage(tmp_path, plan, file, content, stage):
     from ladder.report import write_report
@@ -177,6 +190,22 @@ def test_a_stage_output_of_another_shape_names_the_file_and_stage(tmp_path, plan
                                           f"'{stage}' entry of stages.json"):
         write_report(out, str(out / "rungs"), {"plan": {"seconds": 1.0}})
     assert not (out / "report.md").exists()
+
+
+def test_a_stage_output_of_the_right_kinds_is_reported(tmp_path, plan):
+    """The fields' kinds above are checked, not their values: NaN from a failed fit and null where a stage writes
+    it are reported; a flag list is joined."""
+    from ladder.report import write_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.json").write_bytes(plan.read_bytes())
+    (out / "predictions.json").write_text(json.dumps({"x": {"t": dict(GOOD, flags=["FB", "X"])}}))
+    (out / "backtest.json").write_text(json.dumps({"t": {"paper": {"error": float("nan")}, "auto": {"error": 0.1}}}))
+    (out / "self_check.json").write_text(json.dumps({"run": "c", "n": 1, "tokens": 2, "tasks": {
+        "t": dict(SELF_CHECK_ROW, loss_pred=None, loss_err=None, loss_covered=None)}}))
+    text = write_report(out, str(out / "rungs"), {"plan": {"seconds": 1.0}}).read_text()
+    assert "| FB; X |" in text and "| n/a | 0.1000 |" in text and "| t | paper | loss | - |" in text, text
 
 
 # ------------------------------------------------------------------------------------------ the environment

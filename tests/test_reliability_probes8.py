@@ -406,3 +406,53 @@ def test_a_plan_fraction_rounded_by_hand_is_still_read(capsys, tmp_path, plan):
     p["fraction"] = float(f"{p['fraction']:.4g}")
     plan.write_text(json.dumps(p))
     assert _probe(capsys, ["status", plan, "--run-root", tmp_path / "root"])[0] == 0
+
+
+# ------------------------------------------------------------------------------------------ signals
+
+def _terminate_self(*_, **__):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise AssertionError("SIGTERM was not raised")  # the handler raises at the kill; reaching here is a failure
+
+
+@pytest.mark.parametrize("argv", [["plan", "--preset", "smoke"], ["import", "csv", "{res}", "-o", "{tmp}/o.csv"],
+                                  ["report", "specialization", "{res}"],
+                                  ["predict", "{res}", "--target", "t=1e9:2e10", "-o", "{tmp}/p.json"]])
+def test_sigterm_during_a_verb_is_one_line_and_143(capsys, tmp_path, monkeypatch, argv):
+    """Before: exit 143 with no word. The previous handler is back after the verb."""
+    import importlib
+    import signal
+
+    res = _results(tmp_path)
+    argv = [a.replace("{res}", str(res)).replace("{tmp}", str(tmp_path)) for a in argv]
+    monkeypatch.setattr(importlib.import_module(f"ladder.commands.{cli.VERBS[argv[0]][0]}"), "run", _terminate_self)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(argv) == 143
+    err = capsys.readouterr().err
+    assert err == f"ladder {argv[0]}: interrupted by SIGTERM; nothing half-written (every file is written whole or " \
+                  "not at all), re-run the same command to do the work\n", err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_while_predict_writes_leaves_the_old_output_and_no_temp_file(capsys, tmp_path, monkeypatch):
+    from ladder import storage
+
+    out = tmp_path / "p.json"
+    out.write_text("old\n")
+    monkeypatch.setattr(storage.os, "fsync", _terminate_self)
+    rc = cli.main(["predict", str(_results(tmp_path)), "--target", "t=1e9:2e10", "-o", str(out), "--overwrite"])
+    assert rc == 143 and "interrupted by SIGTERM" in capsys.readouterr().err
+    assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "res.csv"]
+
+
+def test_the_cli_leaves_sigterm_to_the_trainer(monkeypatch):
+    """`ladder train` (and cpt) train in-process: ladder/preemption.py's handler saves a checkpoint on SIGTERM."""
+    import signal
+
+    from ladder.commands import train
+
+    seen = []
+    monkeypatch.setattr(train, "run", lambda args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
+    assert cli.main(["train", TINY]) == 0 and seen == [signal.getsignal(signal.SIGTERM)]

@@ -456,3 +456,41 @@ def test_the_cli_leaves_sigterm_to_the_trainer(monkeypatch):
     seen = []
     monkeypatch.setattr(train, "run", lambda args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
     assert cli.main(["train", TINY]) == 0 and seen == [signal.getsignal(signal.SIGTERM)]
+
+
+# ------------------------------------------------------------------------------------------ -o through a link
+
+def test_an_output_that_is_a_link_is_written_through_to_its_target(capsys, tmp_path):
+    """Before: `-o link.json` replaced the link by a regular file and left its target as it was."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "p.json").write_text("old\n")
+    (tmp_path / "link.json").symlink_to(shared / "p.json")
+    (tmp_path / "dangling.json").symlink_to(shared / "new.json")
+    res = _results(tmp_path)
+    for out in ("link.json", "dangling.json"):
+        rc, err = _probe(capsys, ["predict", res, "--target", "t=1e9:2e10", "-o", tmp_path / out, "--overwrite"])
+        assert rc == 0, err
+        assert (tmp_path / out).is_symlink()
+    assert "t" in json.loads((shared / "p.json").read_text()) and "t" in json.loads((shared / "new.json").read_text())
+    assert sorted(p.name for p in shared.iterdir()) == ["new.json", "p.json"]  # no temp file left beside either
+
+
+def test_a_link_written_through_stays_atomic_and_names_both_paths(tmp_path, monkeypatch):
+    from ladder import storage
+
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "ro" / "f")
+    storage.write_text(tmp_path / "link", "one")
+    assert (tmp_path / "ro" / "f").read_text() == "one" and (tmp_path / "link").is_symlink()
+    monkeypatch.setattr(storage.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError) as e:
+        storage.write_text(tmp_path / "link", "two")
+    assert (e.value.filename, e.value.filename2) == (str(tmp_path / "link"), str(tmp_path / "ro" / "f"))
+    assert (tmp_path / "ro" / "f").read_text() == "one" and os.listdir(tmp_path / "ro") == ["f"]
+
+
+def test_a_dangling_output_link_into_a_missing_directory_is_refused_before_the_fit(capsys, tmp_path):
+    (tmp_path / "link.json").symlink_to(tmp_path / "nowhere" / "p.json")
+    rc, err = _probe(capsys, ["predict", _results(tmp_path), "--target", "t=1e9:2e10", "-o", tmp_path / "link.json"])
+    assert rc == 2 and f"link.json is a link to {tmp_path}/nowhere/p.json, whose directory does not exist" in err, err

@@ -7,7 +7,7 @@ bootstrap_many runs them):
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_bootstrap_convergence.py --save /tmp/p.pkl
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_single_step_refits.py /tmp/p.pkl [VARIANT ...]
 
-Variants: `production` (single_step.refit_many: fitting.minimize_batched, rtol 1e-6); `irls-tight` (the same
+Variants: `production` (single_step.refit_many: batched.minimize_batched, rtol 1e-6); `irls-tight` (the same
 solver, rtol 1e-14, 5,000 iterations); `newton` (ladder.laws.newton on the exact Hessian, 300 iterations, rtol
 1e-12, after production's refit); `newton-smooth` (Newton at Huber delta 1e-2, 100 iterations, then at 1e-3,
 300); `newton-centred` (Newton in y = (a, b, alpha, beta, E', p, q), E' = E + e^(a - alpha c_N) + e^(b - beta
@@ -31,7 +31,7 @@ from scipy.special import expit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ladder.laws import fitting  # noqa: E402
+from ladder.laws import batched  # noqa: E402
 from ladder.laws import single_step as ss  # noqa: E402
 from ladder.laws.newton import newton_batched  # noqa: E402
 
@@ -120,7 +120,7 @@ def run(variant, x0s, N, D, A, W):
     if variant == "production":
         _, f, _ = ss.refit_many(x0s, N, D, A, W)
     elif variant == "irls-tight":
-        _, f, _ = fitting.minimize_batched(residual_x, X0, WW, delta=ss.HUBER_DELTA, bounds=ss.BOUNDS,
+        _, f, _ = batched.minimize_batched(residual_x, X0, WW, delta=ss.HUBER_DELTA, bounds=ss.BOUNDS,
                                            max_iter=5000, rtol=1e-14, data=data)
     elif variant == "newton":
         X, _, _ = ss.refit_many(x0s, N, D, A, W)

@@ -4,16 +4,20 @@ Each verb lives in `ladder/commands/<verb>.py` with `add_arguments(parser)`, `ru
 library call, print), `EXAMPLES` (shown by --help) and `TAKES_CONFIG = True` when it reads `--config.*`
 overrides. A verb's module is imported only when invoked, so `ladder plan` never pays for JAX.
 Any `LadderError`, any OSError (a path that cannot be read or written) and a MemoryError becomes one line
-on stderr and exit code 2. The grammar the verbs share (-o/--out and
+on stderr and exit code 2; Ctrl-C is one line and 130, SIGTERM one line and 143 (not for the verbs that train
+in-process: the trainer handles SIGTERM itself). The grammar the verbs share (-o/--out and
 --overwrite, --target, examples, defaults in --help) is in `ladder/commands/common.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 
 # scipy's L-BFGS on small problems runs 10-20x slower with multi-threaded OpenBLAS on a busy 2-core machine
 # (measured on the D-CPT fits); set before numpy loads. An explicit setting in the environment wins.
@@ -42,6 +46,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "allocate": ("allocate", "split a compute budget between pretraining and k domain specializations"),
     "report": ("report", "write reports (e.g. the specialization compute-effectiveness report)"),
 }
+
+# Verbs whose process trains in-process: the trainer's own SIGTERM handling (ladder/preemption.py: save a
+# checkpoint at the next step, exit 143 with its own line) owns the signal there, and the CLI leaves it alone.
+TRAINER_VERBS = ("train", "cpt")
 
 # Verbs whose process runs XLA steps: started from a shell they re-execute once with glibc's malloc tunables
 # (ladder/malloc_tunables.py; the local launcher gives its trainers them directly).
@@ -160,20 +168,23 @@ def main(argv: list[str] | None = None) -> int:
         from ladder.malloc_tunables import reexec_with_tunables
 
         reexec_with_tunables()  # glibc reads its malloc tunables at process start: once, before JAX loads
+    with sigterm_as_interrupt(verb):
+        return _run_verb(verb, rest, from_command_line)
+
+
+def _run_verb(verb: str, rest: list[str], from_command_line: bool) -> int:
     try:
         module, args = parse(verb, rest)  # imports the verb's module: Ctrl-C here was a traceback from deep in it
-    except KeyboardInterrupt:
-        print(f"ladder {verb}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return interrupted(verb, e)
     try:
         check_environment()
         return int(module.run(args) or 0)
     except LadderError as e:
         print(f"ladder {verb}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"ladder {verb}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return interrupted(verb, e)
     except MemoryError as e:  # numpy's _ArrayMemoryError (global_batch=2^31-1 asked for 1 TiB) is one too
         print(f"ladder {verb}: error: out of host memory ({e or 'an allocation failed'}); use a smaller batch, "
               "model or input", file=sys.stderr)
@@ -186,6 +197,41 @@ def main(argv: list[str] | None = None) -> int:
             f"standard output: {e.strerror or e}; send the output somewhere that takes it (> FILE)"
         print(f"ladder {verb}: error: {line}", file=sys.stderr)
         return 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler) raised in the main thread. A KeyboardInterrupt, so every cleanup
+    Ctrl-C runs runs for it too: storage.write_bytes removes its temp file, all_or_nothing its staged files
+    and the directories it made, the launcher stops its trainers."""
+
+
+def interrupted(verb: str, e: KeyboardInterrupt) -> int:
+    """The one line for a stop asked from outside, and the shell's exit code for it (128 + the signal)."""
+    if isinstance(e, Terminated):
+        print(f"ladder {verb}: interrupted by SIGTERM; nothing half-written (every file is written whole or not "
+              "at all), re-run the same command to do the work", file=sys.stderr)
+        return 143
+    print(f"ladder {verb}: interrupted", file=sys.stderr)
+    return 130
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(verb: str):
+    """SIGTERM during a verb is one line and exit 143, as Ctrl-C is one line and 130; before, the process
+    ended with 143 and no word. Not for TRAINER_VERBS (the trainer's Preemption owns SIGTERM there), nor off
+    the main thread (Python takes handlers only there); the previous handler is restored after the verb."""
+    if verb in TRAINER_VERBS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def tolerant_output() -> None:

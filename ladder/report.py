@@ -99,12 +99,14 @@ def _predictions_section(pred: dict) -> list[str]:
     rows = []
     for target, per_task in pred.items():
         for task, r in per_task.items():
-            rows.append([target, task, r["method"], f"{r['loss']:.4f} ({r.get('feature', 'loss')})", f"{r['acc']:.3f}",
-                         f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]", f"{r['compute_ratio']:.0f}x",
-                         "; ".join(r["flags"]) or "-"])
+            where = f"{target}/{task}"
+            rows.append([target, task, _text(r, "method", where), f"{_real(r, 'loss', where):.4f} "
+                         f"({_text(r, 'feature', where, 'loss')})", f"{_real(r, 'acc', where):.3f}",
+                         f"[{_real(r, 'acc_lo', where):.3f}, {_real(r, 'acc_hi', where):.3f}]",
+                         f"{_real(r, 'compute_ratio', where):.0f}x", "; ".join(_codes(r, "flags", where)) or "-"])
     lines += _table(["target", "task", "method", "intermediate (feature)", "acc", "95% interval",
                      "compute / largest rung", "flags"], rows) + [""]
-    used = {c for per_task in pred.values() for r in per_task.values() for c in r["flags"]}
+    used = {c for per_task in pred.values() for r in per_task.values() for c in r["flags"]}  # checked above
     lines += (["Flags:", ""] + [f"- `{c}`: {text}" for c, text in LEGEND.items() if c in used] + [""]) if used else []
     return lines
 
@@ -119,7 +121,7 @@ def _backtest_section(backtest: dict) -> list[str]:
              "docs/laws.md pooled; with `auto`: the largest rung from the smaller ones), per method: mean "
              "|predicted - measured| accuracy, and in brackets the mean relative error of its task loss "
              "(lower is better; n/a: the method could not be fitted, reason below).", ""]
-    lines += _table(["task"] + methods, [[task] + [_backtest_cell(bt[m]) for m in methods]
+    lines += _table(["task"] + methods, [[task] + [_backtest_cell(bt[m], f"{task}/{m}") for m in methods]
                                          for task, bt in backtest.items()]) + [""]
     problems = {m: h["problem"] for bt in backtest.values() for m, h in bt.items() if h.get("problem")}
     return lines + [f"- n/a {m}: {why}" for m, why in problems.items()] + ([""] if problems else [])
@@ -132,11 +134,13 @@ def _self_check_section(check: dict | None) -> list[str]:
              f"D = {check['tokens']:,} tokens), trained here and measured like the rungs (mean of its last "
              "5 evaluations), against the ladder's prediction for it.", ""]
     yes_no = {True: "yes", False: "no", None: "-"}
-    rows = [[task, r.get("method", "-"), r.get("feature", "loss"), _num(r["loss_pred"], ".4f"),
-             _num(r["loss_meas"], ".4f"), _num(r["loss_err"], "+.1%"),
-             _interval(r.get("loss_lo"), r.get("loss_hi"), 4), yes_no[r.get("loss_covered")],
-             f"{r['acc_pred']:.3f}", f"{r['acc_meas']:.3f}", f"{r['acc_err'] * 100:+.1f}",
-             _interval(r["acc_lo"], r["acc_hi"], 3), yes_no[bool(r["covered"])]]
+    rows = [[task, _text(r, "method", task, "-"), _text(r, "feature", task, "loss"),
+             _num(_real(r, "loss_pred", task, None), ".4f"), _num(_real(r, "loss_meas", task, None), ".4f"),
+             _num(_real(r, "loss_err", task, None), "+.1%"),
+             _interval(_real(r, "loss_lo", task, None), _real(r, "loss_hi", task, None), 4),
+             yes_no[_yes_no(r, "loss_covered", task, None)], f"{_real(r, 'acc_pred', task):.3f}",
+             f"{_real(r, 'acc_meas', task):.3f}", f"{_real(r, 'acc_err', task) * 100:+.1f}",
+             _interval(_real(r, "acc_lo", task), _real(r, "acc_hi", task), 3), yes_no[_yes_no(r, "covered", task)]]
             for task, r in check["tasks"].items()]
     lines += _table(["task", "method", "loss", "loss pred", "loss meas", "loss err", "loss 95% interval", "covered",
                      "acc pred", "acc meas", "acc err (pts)", "acc 95% interval", "covered"], rows)
@@ -150,11 +154,43 @@ def _time_section(stages: dict) -> list[str]:
             + ["", f"Total wall time so far: {total / 60:.1f} min (the report stage itself not included)."])
 
 
-def _backtest_cell(h: dict) -> str:
-    err, loss_err = h.get("error"), h.get("loss_error")
+def _backtest_cell(h: dict, where: str) -> str:
+    err, loss_err = _real(h, "error", where, None), _real(h, "loss_error", where, None)
     if err is None or err != err:  # None (JSON null) or NaN
         return "n/a"
     return f"{err:.4f}" + (f" ({loss_err:.1%})" if loss_err is not None else "")
+
+
+# A stage output's fields by kind, read through these so a hand-edited value of another kind is one line naming
+# the field (the TypeError becomes _shaped's "is not what the stage writes"), not a wrong table: flags "FB"
+# printed as "F; B", covered "no" as yes, true as the number 1.0000. REQUIRED: the field must be there.
+REQUIRED = object()
+
+
+def _field(r: dict, key: str, where: str, default, ok, kind: str):
+    v = r.get(key, default) if default is not REQUIRED else r[key]
+    if (v is None and default is None) or ok(v):
+        return v
+    raise TypeError(f"{where}: {key} is {v!r}, not {kind}")
+
+
+def _real(r: dict, key: str, where: str, default=REQUIRED):
+    """A number (NaN and infinities too: a failed fit writes them); None only where the stage may write null."""
+    return _field(r, key, where, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                  "a number")
+
+
+def _text(r: dict, key: str, where: str, default=REQUIRED) -> str:
+    return _field(r, key, where, default, lambda v: isinstance(v, str), "a string")
+
+
+def _yes_no(r: dict, key: str, where: str, default=REQUIRED):
+    return _field(r, key, where, default, lambda v: isinstance(v, bool), "true or false")
+
+
+def _codes(r: dict, key: str, where: str) -> list:
+    return _field(r, key, where, REQUIRED, lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+                  "a list of codes (strings)")
 
 
 def _num(v, fmt: str) -> str:

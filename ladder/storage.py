@@ -88,7 +88,8 @@ def write_text(p, text: str) -> None:
 def write_bytes(p, data: bytes) -> None:
     """The one atomic writer of every file ladder writes that someone reads back (run-directory files,
     results tables, plots, plans, predictions, caches): a kill -9 at any moment leaves the old file or the new
-    one, never a torn one. Local: a uniquely named `.tmp-<name>-*` sibling (two writers never share one),
+    one, never a torn one. A symbolic link is written through (`through_links`). Local: a uniquely named
+    `.tmp-<name>-*` sibling (two writers never share one),
     fsync, os.replace, and the temp file removed on any failure (a full disk leaves nothing behind); an error
     names the target path, not the temp file. gs:// objects are written whole: an object appears only once
     its upload completes (a rename there is a copy and a delete: twice the bytes, and a `moveTo` call the
@@ -99,9 +100,10 @@ def write_bytes(p, data: bytes) -> None:
     import tempfile
 
     p = os.fspath(p)
-    parent, name = os.path.split(p)
     if os.path.isdir(p):
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", p)
+    target = through_links(p)
+    parent, name = os.path.split(target)
     try:
         fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=f".tmp-{name[:100]}-")
     except OSError as e:
@@ -114,15 +116,23 @@ def write_bytes(p, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~_UMASK)  # what open(p, "w") would have given (mkstemp makes 0600)
         staged = _STAGED.get()
         if staged is None:
-            os.replace(tmp, p)
+            os.replace(tmp, target)
         else:
-            staged.append((tmp, p))
+            staged.append((tmp, target))
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise type(e)(e.errno, e.strerror, p) from None
+            raise type(e)(e.errno, e.strerror, p, None, target if target != p else None) from None
         raise
+
+
+def through_links(p: str) -> str:
+    """The file a write to `p` lands in: `p`, or when `p` is a symbolic link the file it points to (resolved
+    through every link; created when absent, as the shell's `>` does). Replacing the link itself left it a
+    regular file and its target unchanged: `-o results.csv` linked into a shared directory silently stopped
+    updating the shared copy. The write stays atomic: its temp file is a sibling of the target."""
+    return os.path.realpath(p) if os.path.islink(p) else p
 
 
 _STAGED: contextvars.ContextVar[list | None] = contextvars.ContextVar("ladder_staged_writes", default=None)
@@ -180,7 +190,7 @@ def editing(p):
         return
     import fcntl
 
-    fd = os.open(os.path.dirname(os.path.abspath(os.fspath(p))), os.O_RDONLY)
+    fd = os.open(os.path.dirname(os.path.abspath(through_links(os.fspath(p)))), os.O_RDONLY)  # where it lands
     try:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX)

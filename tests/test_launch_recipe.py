@@ -9,7 +9,7 @@ from ladder import chips
 from ladder.errors import LadderError
 from ladder.launch import LaunchOptions, jobs as jobs_lib, launch_plan
 from ladder.plan.resources import estimate_memory, refit_rung, resolve_mesh, slice_recipe
-from launch_fixtures import pin_choose_slice, rung, tiny_plan, write_plan
+from launch_fixtures import pin_choose_slice, rung, tiny_plan, with_rungs, write_plan
 
 # A 1B-class and a 190M-class rung with the OLMo vocab and 4,096-token sequences, stamped as the planner
 # stamps them (plan.dryrun.attach_recipes) on v5p slices: full x1 on v5p-16, save_dots x1 on v5p-8.
@@ -23,8 +23,7 @@ MID = rung("190M-1xC", "190M", 1, 768, 12, 12, 100, batch=128, seq=4096, vocab=1
 def plan_path(tmp_path, monkeypatch):
     pin_choose_slice(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    plan = tiny_plan()
-    plan["rungs"] = [BIG, MID]
+    plan = with_rungs(tiny_plan(), [BIG, MID])
     return write_plan(tmp_path / "plan.json", plan)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ladder.launch import LaunchOptions, jobs as jobs_lib
-from launch_fixtures import rung, tiny_plan, write_plan
+from launch_fixtures import rung, tiny_plan, with_rungs, write_plan
 
 pytest.importorskip("ladder.train", reason="needs the trainer")
 
@@ -50,7 +50,7 @@ def rehearsal_plan(path: Path) -> str:
     plan = tiny_plan(steps=8, defaults={"data.source": "synthetic", "train.log_every": 2, "train.checkpoint_every": 4,
                                         "train.async_checkpoints": False, "eval.tasks": "prose_continuation",
                                         "eval.n_questions": 8})
-    plan["rungs"] = [rung("20M-1xC", "20M", 1, 32, 1, 2, 8, batch=8, seq=128)]
+    plan = with_rungs(plan, [rung("20M-1xC", "20M", 1, 32, 1, 2, 8, batch=8, seq=128)])
     return write_plan(path, plan)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ladder.laws.chinchilla import LOSS_C, LOSS_ND, fit_loss, fit_loss_batched
-from ladder.laws.fitting import minimize_batched
+from ladder.laws.batched import minimize_batched
 from ladder.laws.sigmoid import SigmoidForm, fit_sigmoid, fit_sigmoid_batched
 
 TRUE_ND = {"a": np.log(400.0), "b": np.log(1800.0), "e": np.log(1.8), "alpha": 0.34, "beta": 0.36}
@@ -196,7 +196,7 @@ def test_single_step_polish_objective_is_the_batched_one_digit_for_digit():
     """L-BFGS-B polishes single-step fits through a one-row objective (no batch axis, for speed); it must give
     the batched residuals' value and gradient exactly, or the polished optima would drift."""
     from ladder.laws import single_step as ss
-    from ladder.laws.fitting import robust_loss
+    from ladder.laws.batched import robust_loss
 
     rng = np.random.default_rng(4)
     N = np.exp(rng.uniform(18, 21, 16))

@@ -153,6 +153,9 @@ def test_a_plan_fraction_that_is_not_a_number_is_named(capsys, tmp_path, plan):
 # ------------------------------------------------------------------------------------------ run-dir outputs
 
 GOOD = {"method": "paper", "loss": 1.0, "acc": 0.5, "acc_lo": 0.4, "acc_hi": 0.6, "compute_ratio": 10, "flags": []}
+SELF_CHECK_ROW = {"method": "paper", "feature": "loss", "loss_pred": 1.0, "loss_meas": 1.1, "loss_err": -0.09,
+                  "loss_lo": 0.9, "loss_hi": 1.2, "loss_covered": True, "acc_pred": 0.5, "acc_meas": 0.52,
+                  "acc_err": -0.02, "acc_lo": 0.4, "acc_hi": 0.6, "covered": True}
 
 
 @pytest.mark.parametrize("file, content, stage", [
@@ -164,6 +167,16 @@ GOOD = {"method": "paper", "loss": 1.0, "acc": 0.5, "acc_lo": 0.4, "acc_hi": 0.6
     ("backtest.json", {"t": {"paper": {"error": "x"}}}, "predict"),
     ("backtest.json", {"t": 3}, "predict"),
     ("self_check.json", {"run": "x"}, "self_check"),
+    # a field of another kind: before, flags "FB" was printed as "F; B", true as 1.0000, covered "no" as yes
+    ("predictions.json", {"x": {"t": dict(GOOD, flags="FB")}}, "predict"),
+    ("predictions.json", {"x": {"t": dict(GOOD, flags=[1])}}, "predict"),
+    ("predictions.json", {"x": {"t": dict(GOOD, acc=True)}}, "predict"),
+    ("predictions.json", {"x": {"t": dict(GOOD, method=["paper"])}}, "predict"),
+    ("backtest.json", {"t": {"paper": {"error": 0.1, "loss_error": "5%"}}}, "predict"),
+    ("self_check.json", {"run": "c", "n": 1, "tokens": 2, "tasks": {"t": dict(SELF_CHECK_ROW, covered="no")}},
+     "self_check"),
+    ("self_check.json", {"run": "c", "n": 1, "tokens": 2, "tasks": {"t": dict(SELF_CHECK_ROW, loss_err="1%")}},
+     "self_check"),
 ])
 def test_a_stage_output_of_another_shape_names_the_file_and_stage(tmp_path, plan, file, content, stage):
     from ladder.report import write_report
@@ -177,6 +190,22 @@ def test_a_stage_output_of_another_shape_names_the_file_and_stage(tmp_path, plan
                                           f"'{stage}' entry of stages.json"):
         write_report(out, str(out / "rungs"), {"plan": {"seconds": 1.0}})
     assert not (out / "report.md").exists()
+
+
+def test_a_stage_output_of_the_right_kinds_is_reported(tmp_path, plan):
+    """The fields' kinds above are checked, not their values: NaN from a failed fit and null where a stage writes
+    it are reported; a flag list is joined."""
+    from ladder.report import write_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.json").write_bytes(plan.read_bytes())
+    (out / "predictions.json").write_text(json.dumps({"x": {"t": dict(GOOD, flags=["FB", "X"])}}))
+    (out / "backtest.json").write_text(json.dumps({"t": {"paper": {"error": float("nan")}, "auto": {"error": 0.1}}}))
+    (out / "self_check.json").write_text(json.dumps({"run": "c", "n": 1, "tokens": 2, "tasks": {
+        "t": dict(SELF_CHECK_ROW, loss_pred=None, loss_err=None, loss_covered=None)}}))
+    text = write_report(out, str(out / "rungs"), {"plan": {"seconds": 1.0}}).read_text()
+    assert "| FB; X |" in text and "| n/a | 0.1000 |" in text and "| t | paper | loss | - |" in text, text
 
 
 # ------------------------------------------------------------------------------------------ the environment
@@ -357,3 +386,129 @@ def test_a_cpt_study_value_is_checked_before_any_run_trains(key, value, message)
     with pytest.raises(LadderError, match=message):
         cpt.check_config(cfg)
     cpt.check_config(cpt.default_config())
+
+
+@pytest.mark.parametrize("edit, message", [
+    # before: fraction 5 was read, and the report said the rungs spent 500% of the targets' compute
+    (lambda p: p.update(fraction=5), r"fraction is 5, but the rungs' shares of the targets' compute sum to 0\.0100"),
+    (lambda p: p["rungs"][0].update(share=0.5), r"share is 0\.5, but its flops_6nd over the targets' combined"),
+])
+def test_a_plan_fraction_or_share_that_disagrees_with_the_flops_is_named(capsys, tmp_path, plan, edit, message):
+    p = json.loads(plan.read_text())
+    edit(p)
+    plan.write_text(json.dumps(p))
+    rc, err = _probe(capsys, ["status", plan, "--run-root", tmp_path / "root"])
+    assert rc == 2 and re.search(f"plan.json: .*{message}", err) and "rewrite the plan with `ladder plan`" in err, err
+
+
+def test_a_plan_fraction_rounded_by_hand_is_still_read(capsys, tmp_path, plan):
+    p = json.loads(plan.read_text())
+    p["fraction"] = float(f"{p['fraction']:.4g}")
+    plan.write_text(json.dumps(p))
+    assert _probe(capsys, ["status", plan, "--run-root", tmp_path / "root"])[0] == 0
+
+
+# ------------------------------------------------------------------------------------------ signals
+
+def _terminate_self(*_, **__):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise AssertionError("SIGTERM was not raised")  # the handler raises at the kill; reaching here is a failure
+
+
+@pytest.mark.parametrize("argv", [["plan", "--preset", "smoke"], ["import", "csv", "{res}", "-o", "{tmp}/o.csv"],
+                                  ["report", "specialization", "{res}"],
+                                  ["predict", "{res}", "--target", "t=1e9:2e10", "-o", "{tmp}/p.json"]])
+def test_sigterm_during_a_verb_is_one_line_and_143(capsys, tmp_path, monkeypatch, argv):
+    """Before: exit 143 with no word. The previous handler is back after the verb."""
+    import importlib
+    import signal
+
+    res = _results(tmp_path)
+    argv = [a.replace("{res}", str(res)).replace("{tmp}", str(tmp_path)) for a in argv]
+    monkeypatch.setattr(importlib.import_module(f"ladder.commands.{cli.VERBS[argv[0]][0]}"), "run", _terminate_self)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(argv) == 143
+    err = capsys.readouterr().err
+    assert err == f"ladder {argv[0]}: interrupted by SIGTERM; nothing half-written (every file is written whole or " \
+                  "not at all), re-run the same command to do the work\n", err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_while_predict_writes_leaves_the_old_output_and_no_temp_file(capsys, tmp_path, monkeypatch):
+    from ladder import storage
+
+    out = tmp_path / "p.json"
+    out.write_text("old\n")
+    monkeypatch.setattr(storage.os, "fsync", _terminate_self)
+    rc = cli.main(["predict", str(_results(tmp_path)), "--target", "t=1e9:2e10", "-o", str(out), "--overwrite"])
+    assert rc == 143 and "interrupted by SIGTERM" in capsys.readouterr().err
+    assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "res.csv"]
+
+
+def test_the_cli_leaves_sigterm_to_the_trainer(monkeypatch):
+    """`ladder train` (and cpt) train in-process: ladder/preemption.py's handler saves a checkpoint on SIGTERM."""
+    import signal
+
+    from ladder.commands import train
+
+    seen = []
+    monkeypatch.setattr(train, "run", lambda args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
+    assert cli.main(["train", TINY]) == 0 and seen == [signal.getsignal(signal.SIGTERM)]
+
+
+# ------------------------------------------------------------------------------------------ -o through a link
+
+def test_an_output_that_is_a_link_is_written_through_to_its_target(capsys, tmp_path):
+    """Before: `-o link.json` replaced the link by a regular file and left its target as it was."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "p.json").write_text("old\n")
+    (tmp_path / "link.json").symlink_to(shared / "p.json")
+    (tmp_path / "dangling.json").symlink_to(shared / "new.json")
+    for out in ("link.json", "dangling.json"):
+        rc, err = _probe(capsys, ["plan", "--preset", "smoke", "-o", tmp_path / out, "--overwrite"])
+        assert rc == 0, err
+        assert (tmp_path / out).is_symlink()
+    assert json.loads((shared / "p.json").read_text())["rungs"] and json.loads((shared / "new.json").read_text())["rungs"]
+    assert sorted(p.name for p in shared.iterdir()) == ["new.json", "p.json"]  # no temp file left beside either
+
+
+def test_a_link_written_through_stays_atomic_and_names_both_paths(tmp_path, monkeypatch):
+    from ladder import storage
+
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "ro" / "f")
+    storage.write_text(tmp_path / "link", "one")
+    assert (tmp_path / "ro" / "f").read_text() == "one" and (tmp_path / "link").is_symlink()
+    monkeypatch.setattr(storage.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError) as e:
+        storage.write_text(tmp_path / "link", "two")
+    assert (e.value.filename, e.value.filename2) == (str(tmp_path / "link"), str(tmp_path / "ro" / "f"))
+    assert (tmp_path / "ro" / "f").read_text() == "one" and os.listdir(tmp_path / "ro") == ["f"]
+
+
+def test_a_dangling_output_link_into_a_missing_directory_is_refused_before_the_fit(capsys, tmp_path):
+    (tmp_path / "link.json").symlink_to(tmp_path / "nowhere" / "p.json")
+    rc, err = _probe(capsys, ["predict", _results(tmp_path), "--target", "t=1e9:2e10", "-o", tmp_path / "link.json"])
+    assert rc == 2 and f"link.json is a link to {tmp_path}/nowhere/p.json, whose directory does not exist" in err, err
+
+
+# ------------------------------------------------------------------------------------------ library noise
+
+def test_a_fresh_data_build_logs_no_tfds_variant_folder_warning(tmp_path, caplog):
+    """Before: two 'WARNING:absl:Variant folder ... has no dataset_info.json' lines on every fresh cache (tfds's
+    is_prepared() answering no). Warnings logged outside that question still show."""
+    import logging
+
+    from ladder.data import tfds_builder
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a document with some words in it\n" * 20)
+    builder = tfds_builder.files_builder(str(tmp_path / "docs"), tmp_path / "tfds")
+    with caplog.at_level(logging.WARNING):
+        assert tfds_builder.prepared(builder).is_prepared()
+        logging.getLogger("absl").warning("still shown")
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "still shown" in shown and not [m for m in shown if "Variant folder" in m], shown

@@ -52,7 +52,12 @@ def check_out(path, overwrite: bool, field: str = "--out", *, append: bool = Fal
             "give a file path, e.g. DIR/name.json")
     require(overwrite or append or not path.exists(), field, f"{path} already exists",
             "pass --overwrite to replace it, or another -o/--out")
-    # checked now, not after a long fit: the nearest existing ancestor must be a directory we may write in
+    # checked now, not after a long fit: the nearest existing ancestor must be a directory we may write in.
+    # A link is written through to its target (storage.through_links): a dangling one, where its target lands.
+    lands = Path(os.path.realpath(path)) if path.is_symlink() and not path.exists() else path
+    if lands is not path:
+        require(lands.parent.is_dir(), field, f"{path} is a link to {os.readlink(path)}, whose directory does not "
+                "exist", "create that directory, or choose another path")
     ancestor = path.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         # a link to a missing directory: creating under it failed after the work with "File exists"

@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -199,10 +200,10 @@ def prepared(builder) -> object:
     (FileExistsError) after doing all the work again. A lock file held while building makes the others
     wait; they then read the winner's dataset (its split metadata, which their builder, opened before it
     existed, lacks)."""
-    if builder.is_prepared():
+    if is_prepared(builder):
         return builder
     with _build_lock(builder):
-        if builder.is_prepared():
+        if is_prepared(builder):
             builder.info.read_from_directory(builder.data_dir)
         else:
             tfds.disable_progress_bar()
@@ -210,6 +211,19 @@ def prepared(builder) -> object:
                 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
             _write_sums(Path(builder.data_dir))  # still under the lock: no reader sees the build without them
     return builder
+
+
+def is_prepared(builder) -> bool:
+    """builder.is_prepared() without the absl WARNING tfds (4.9) logs whenever the answer is no ("Variant
+    folder ... has no dataset_info.json", twice on every fresh cache): that is the question being asked, not a
+    problem. The "absl" logger is raised to ERROR for the call only (builders are opened from one thread)."""
+    absl = logging.getLogger("absl")
+    saved = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        return builder.is_prepared()
+    finally:
+        absl.setLevel(saved)
 
 
 BUILD_SUMS = "ladder-build.json"  # in a built dataset's version directory: each file's size and sha256
@@ -314,7 +328,7 @@ def catalog_source(name: str, split: str, data_dir: str, *, try_gcs: bool = Fals
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise LadderError(f"data.tfds_name: tfds cannot open {name!r} under {data_dir} ({type(e).__name__}: {first}); "
                           "check the name and that it is prepared there") from None
-    if not builder.is_prepared():
+    if not is_prepared(builder):
         if not download:
             raise LadderError(f"data.tfds_name: {name!r} is not prepared under {data_dir}; prepare it there in "
                               "array_record format (tfds build --file_format=array_record) or set data.download=True")

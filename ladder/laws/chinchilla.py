@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.laws.newton import newton_batched
-from ladder.laws.fitting import (FitResult, best_starts, huber, key_of, memo_by_content, minimize_batched,
-                                 minimize_from_grid, robust_loss)
+from ladder.laws.batched import minimize_batched, robust_loss
+from ladder.laws.fitting import FitResult, best_starts, huber, key_of, memo_by_content, minimize_from_grid
 
 HUBER_DELTA = 1e-3
 # E = e^e may not fall below this (in the loss's own units): a fit that wants E -> 0 lands on the bound and is
@@ -43,7 +43,7 @@ class LossForm:
         """log L-hat [B, n] for parameter rows X [B, P] and its Jacobian [B, n, P] (None unless jac)."""
         X = np.atleast_2d(X)
         # the hot path of every bootstrap: logaddexp, no stacked [B, n, terms] temporaries. logN, logD: [n],
-        # or [B, n] (each problem its own points, ladder.laws.fitting.minimize_batched's `data`)
+        # or [B, n] (each problem its own points, ladder.laws.batched.minimize_batched's `data`)
         if self.name == "nd":
             a, b, e, alpha, beta = (X[:, i : i + 1] for i in range(5))
             t1, t2 = a - alpha * logN, b - beta * logD

@@ -2,7 +2,7 @@
 
 The bootstrap refits of step 1 and single-step minimise sum_i w_i Huber(r_i(x)) with most log residuals in
 Huber's linear zone (an L1-like fit): the optimum is pinned by the few points inside the quadratic zone and by
-the residuals' own curvature. Gauss-Newton on the IRLS curvature (`fitting.minimize_batched`) majorises that
+the residuals' own curvature. Gauss-Newton on the IRLS curvature (`batched.minimize_batched`) majorises that
 objective, and in its flat valleys the majoriser overstates the curvature many times over: it creeps, and a
 stop on "the last step gained little" stops it far from the optimum (measured: bench/bench_bootstrap_
 convergence.py). Here the step uses the objective's exact Hessian,
@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ladder.laws.fitting import CHUNK_ELEMENTS, _robust_value
+from ladder.laws.batched import CHUNK_ELEMENTS, robust_value
 
 
 def _derivatives(residual_fn, curvature_fn, x, w, delta, rows, sel, kept=None):
@@ -87,12 +87,12 @@ def newton_batched(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise sum_i w[b, i] Huber(r_i(x_b), delta) for B independent problems at once.
 
-    `residual_fn(X [B, P], jac, *rows_of_data) -> (r [B, n], J [B, n, P])` as for `fitting.minimize_batched`;
+    `residual_fn(X [B, P], jac, *rows_of_data) -> (r [B, n], J [B, n, P])` as for `batched.minimize_batched`;
     `curvature_fn(X, r, J, v, *rows_of_data) -> [B, P, P]`: sum_i v[b, i] d2r_i/dx2 (the residuals' own
     curvature weighted by v = w rho'(r)). Coordinates on a bound whose gradient points outward are held
     (active set); steps are clipped to `bounds`. `trial`: optionally (value_fn, jacobian_fn), a trial point's
     residuals with the intermediates its Jacobian needs and that Jacobian from them, as for
-    `fitting.minimize_batched` (bit for bit residual_fn's). Returns (X [B, P], objective [B], converged [B]).
+    `batched.minimize_batched` (bit for bit residual_fn's). Returns (X [B, P], objective [B], converged [B]).
     """
     x = np.array(x0, dtype=np.float64)
     B, P = x.shape
@@ -122,7 +122,7 @@ def newton_batched(
 
     kept_act = None  # the trial's intermediates at each moving row's x (rows whose last step was accepted)
 
-    f = (w_all * _robust_value(res_fn(x, False)[0], delta)).sum(-1)
+    f = (w_all * robust_value(res_fn(x, False)[0], delta)).sum(-1)
     n = w_all.shape[-1]
     chunk = max(1, CHUNK_ELEMENTS // max(1, n * P * P))
     r_act, J_act = np.empty((B, n)), np.empty((B, n, P))
@@ -160,7 +160,7 @@ def newton_batched(
                                                        free[again] & ~out[again], d)
         x_new = np.clip(xi + step, lo, hi)
         r_new, kept_new = value_fn(x_new)
-        f_new = (w_act * _robust_value(r_new, delta)).sum(-1)
+        f_new = (w_act * robust_value(r_new, delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new) & (promised > 0) & np.all(np.isfinite(step), -1)
         if kept_new is not None:
             if kept_act is None:

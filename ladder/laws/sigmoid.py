@@ -16,7 +16,8 @@ import numpy as np
 from scipy.special import expit
 
 from ladder.laws.chinchilla import SEARCH_POINTS
-from ladder.laws.fitting import CHUNK_ELEMENTS, FitResult, best_starts, minimize_batched, minimize_from_grid
+from ladder.laws.batched import CHUNK_ELEMENTS, minimize_batched
+from ladder.laws.fitting import FitResult, best_starts, minimize_from_grid
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     exactly (`_linear_optimum`), so each refit is a 2-parameter problem in (k, L0). Levenberg-Marquardt on
     that reduced objective with Kaufman's Gauss-Newton matrix (the Schur complement of the linear block of
     J^T W J; Golub & Pereyra 2003), k >= 0 by an active set, the acceptance and stopping rules of
-    `ladder.laws.fitting.minimize_batched`. A pass is one sigmoid and a few weighted sums per point, and the
+    `ladder.laws.batched.minimize_batched`. A pass is one sigmoid and a few weighted sums per point, and the
     refits need about half the passes of the 4-parameter descent (docs/laws.md, "Speed"). A start shared by
     all problems (the bootstrap's) costs one matrix product, not a pass (`_shared_start`), and a problem stops
     as soon as the model's gain left is under rtol, before paying for one more step. A start with k = 0 (a

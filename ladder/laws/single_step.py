@@ -18,7 +18,8 @@ import numpy as np
 from scipy.special import expit
 
 from ladder.laws.chinchilla import SEARCH_POINTS
-from ladder.laws.fitting import FitResult, huber, minimize_batched
+from ladder.laws.batched import minimize_batched
+from ladder.laws.fitting import FitResult, huber
 from ladder.laws.polish import minimize_from_grid_many
 
 NAMES = ("a", "b", "alpha", "beta", "E", "p", "q")

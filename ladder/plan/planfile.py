@@ -127,6 +127,32 @@ def validate_plan(plan, where: str) -> None:
             raise LadderError(f"{where}: rung name {r['name']!r} appears twice; rung names must be unique")
         names.add(r["name"])
         _check_rung_values(r, where)
+    _check_shares(plan, where)
+
+
+# A hand-typed share or fraction rounded to a few digits is still the plan's; 5 where the rungs spend 0.9% is not.
+SHARE_TOLERANCE = 1e-3
+
+
+def _check_shares(plan: dict, where: str) -> None:
+    """What `ladder plan` writes, and the report prints: each rung's share is its flops_6nd over the targets'
+    combined flops_6nd, and fraction is the sum of the shares. No bound like fraction <= 1 holds (explicit
+    --sizes and --multiples may spend more than the targets), so a hand-edited value is checked against the
+    FLOPs it stands for: a fraction of 5 on a ladder that spends 0.9% was printed in the report as 500%."""
+    if not plan["targets"]:  # nothing to take a share of (report and table need none)
+        return
+    total = sum(t["flops_6nd"] for t in plan["targets"])
+    for r in plan["rungs"]:
+        share = r["flops_6nd"] / total
+        if not math.isclose(r["share"], share, rel_tol=SHARE_TOLERANCE):
+            raise LadderError(f"{where}: rung {r['name']!r}: share is {r['share']!r}, but its flops_6nd over the "
+                              f"targets' combined flops_6nd is {share:.6g}; set share to {share:.6g} or rewrite "
+                              "the plan with `ladder plan`")
+    spent = sum(r["share"] for r in plan["rungs"])
+    if not math.isclose(plan["fraction"], spent, rel_tol=SHARE_TOLERANCE):
+        raise LadderError(f"{where}: fraction is {plan['fraction']!r}, but the rungs' shares of the targets' "
+                          f"compute sum to {spent:.6g}; set fraction to {spent:.6g} or rewrite the plan with "
+                          "`ladder plan`")
 
 
 def rung_arch(rung: dict) -> Arch:

@@ -15,9 +15,7 @@ import argparse
 import contextlib
 import importlib
 import os
-import signal
 import sys
-import threading
 
 # scipy's L-BFGS on small problems runs 10-20x slower with multi-threaded OpenBLAS on a busy 2-core machine
 # (measured on the D-CPT fits); set before numpy loads. An explicit setting in the environment wins.
@@ -26,7 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # raise a ValueError traceback after the fit.
 os.environ["MPLBACKEND"] = "Agg"
 
-from ladder.errors import LadderError
+from ladder.errors import LadderError, Terminated, sigterm_raises_terminated
 
 # verb -> (module under ladder.commands, one-line help). Order is the order of the data flow.
 VERBS: dict[str, tuple[str, str]] = {
@@ -199,12 +197,6 @@ def _run_verb(verb: str, rest: list[str], from_command_line: bool) -> int:
         return 2
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, `timeout`, a scheduler) raised in the main thread. A KeyboardInterrupt, so every cleanup
-    Ctrl-C runs runs for it too: storage.write_bytes removes its temp file, all_or_nothing its staged files
-    and the directories it made, the launcher stops its trainers."""
-
-
 def interrupted(verb: str, e: KeyboardInterrupt) -> int:
     """The one line for a stop asked from outside, and the shell's exit code for it (128 + the signal)."""
     if isinstance(e, Terminated):
@@ -218,20 +210,12 @@ def interrupted(verb: str, e: KeyboardInterrupt) -> int:
 @contextlib.contextmanager
 def sigterm_as_interrupt(verb: str):
     """SIGTERM during a verb is one line and exit 143, as Ctrl-C is one line and 130; before, the process
-    ended with 143 and no word. Not for TRAINER_VERBS (the trainer's Preemption owns SIGTERM there), nor off
-    the main thread (Python takes handlers only there); the previous handler is restored after the verb."""
-    if verb in TRAINER_VERBS or threading.current_thread() is not threading.main_thread():
+    ended with 143 and no word. Not for TRAINER_VERBS: the trainer's Preemption owns SIGTERM there."""
+    if verb in TRAINER_VERBS:
         yield
         return
-
-    def handler(signum, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
+    with sigterm_raises_terminated():
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def tolerant_output() -> None:

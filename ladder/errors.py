@@ -1,5 +1,9 @@
-"""The two exceptions the CLI turns into one line: LadderError for a mistake the user can fix (exit 2), and
-TrainingFailed for a run that started and cannot go on (exit 1)."""
+"""The exceptions the CLI turns into one line: LadderError for a mistake the user can fix (exit 2),
+TrainingFailed for a run that started and cannot go on (exit 1), Terminated for a SIGTERM (exit 143)."""
+
+import contextlib
+import signal
+import threading
 
 
 class LadderError(Exception):
@@ -110,3 +114,27 @@ def _unique_keys(pairs: list) -> dict:
         seen = set()
         raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return out
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler) raised in the main thread. A KeyboardInterrupt, so every cleanup
+    Ctrl-C runs runs for it too: storage.write_bytes removes its temp file, all_or_nothing its staged files
+    and the directories it made, the launcher stops its trainers."""
+
+
+@contextlib.contextmanager
+def sigterm_raises_terminated():
+    """Within the block SIGTERM raises Terminated, as Ctrl-C raises KeyboardInterrupt; the previous handler is
+    restored after it. Off the main thread it does nothing (Python takes signal handlers only there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -14,7 +14,6 @@ import contextlib
 import os
 import queue
 import shlex
-import signal
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ from ladder.launch.emulator import free_port
 from ladder.launch.jobs import Job
 from ladder.malloc_tunables import with_tunables
 from ladder import rundir
-from ladder.errors import LadderError
+from ladder.errors import LadderError, sigterm_raises_terminated
 
 BAD_INPUT = 2
 
@@ -108,7 +107,7 @@ class LocalBackend(Backend):
 
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=opts.parallel)
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_raises_terminated():  # SIGTERM to the launcher stops it as Ctrl-C does
                 ok = dict(zip((j.name for j in jobs), pool.map(run_one, jobs)))
         except BaseException:
             # Ctrl-C or SIGTERM: no new rungs or retries; running trainers get SIGTERM, save, and stop.
@@ -247,23 +246,6 @@ def _terminate_live(grace_s: float = 60.0) -> None:
             p.wait(timeout=max(0.1, deadline - time.time()))
         except subprocess.TimeoutExpired:
             p.kill()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Treat SIGTERM to the launcher like Ctrl-C (only possible from the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def log_name(process: int) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from ladder import import_checks as checks
@@ -34,9 +36,18 @@ def parse_mapping(spec: str) -> dict[str, str]:
 
     A value may be a column name, a pattern with one `*` over columns (a wide table: the `*` part is the
     task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`); `run` may join columns with `+`
-    (`run=data+size`: run names `DATA-SIZE`, one per combination)."""
-    path = Path(spec)
-    if path.is_file():
+    (`run=data+size`: run names `DATA-SIZE`, one per combination). From Python the mapping may also be a
+    dict {field: column} (checked the same way; a number is a constant)."""
+    if isinstance(spec, Mapping):
+        bad = next((k for k, v in spec.items() if not isinstance(v, (str, int, float)) or isinstance(v, bool)), None)
+        require(bad is None, "--map", f"{bad!r} maps to {spec.get(bad)!r}, not a column name or constant",
+                "give each field a column name (str), e.g. {'run': 'model', 'n': 'params', 'acc': 'accuracy'}")
+        items = [f"{k}={v}" for k, v in spec.items()]
+    elif not isinstance(spec, (str, os.PathLike)):
+        raise LadderError(f"--map: {spec!r} is not FIELD=COLUMN text, a mapping file or a dict; write e.g. "
+                          "run=model,n=params,acc=accuracy")
+    elif Path(spec).is_file():
+        path = Path(spec)
         text = read_utf8(path, "--map")
         if text.lstrip().startswith("{"):
             mapping = parse_json(text, f"--map {spec}", 'write {"run": "COL", ...}', problem=": not valid JSON")
@@ -45,7 +56,7 @@ def parse_mapping(spec: str) -> dict[str, str]:
         else:
             items = [line.split("#")[0].strip() for line in text.splitlines()]
     else:
-        items = spec.split(",")
+        items = str(spec).split(",")
     mapping = {}
     for item in filter(None, items):
         hint = " (and no such file)" if len(items) == 1 and ("/" in item or item.endswith((".txt", ".json"))) else ""
@@ -65,8 +76,10 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     (run, task)'s rows are numbered in order of D. Without `loss` the task loss is left blank: methods that
     need it say so. Tokens: `d`, else `tpp` x N, else `flops` / 6N. Notes (percentages divided by 100, runs
     sharing N and D) are warnings."""
+    require(isinstance(path, (str, os.PathLike)), "import", f"{path!r} is not a path", "pass the CSV's path")
     path = Path(path)
     require(path.is_file(), str(path), "no such file", "give the CSV to import")
+    mapping = parse_mapping(mapping)  # a dict or FIELD=COLUMN text from Python: one set of checks
     _require_fields(mapping)
     sheet = Sheet(path)
     columns = _Columns(path, mapping, sheet)

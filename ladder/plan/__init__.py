@@ -108,6 +108,10 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
     places each rung's evaluations as fractions of its steps.
     """
     ladder = ladder_preset(preset) if preset is not None else None
+    # one target or a comma string where a list is meant (a notebook's plan_ladder("7b-4t", sizes="60M,150M")):
+    # before, the string was taken character by character ("target: '7' is neither a preset ...")
+    targets = [targets] if isinstance(targets, (str, dict)) else targets
+    sizes, multiples = (v.split(",") if isinstance(v, str) else v for v in (sizes, multiples))
     if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise LadderError(f"fraction: {fraction!r} is outside (0, 1]; give a share of the targets' compute, "
                           "e.g. 0.01")
@@ -131,6 +135,9 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
     if fraction is not None and spent > fraction * (1 + 1e-9):
         raise LadderError(f"fraction: these rungs spend {spent:.3%} of the targets' compute, more than the "
                           f"--fraction cap {fraction:.3%}; drop sizes or multiples, or raise --fraction")
+    if spent > 1:  # without a cap (explicit sizes and multiples), e.g. --multiples 1e12 (a rung of 10^21 tokens)
+        raise LadderError(f"multiples: these rungs spend {spent:.3g}x the targets' compute: a ladder costs a small "
+                          "share of what it predicts; use smaller --multiples or --sizes (e.g. 1,2,5,10)")
     return {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
             "fraction": spent, "defaults": dict(family.defaults), "rungs": rungs}
 

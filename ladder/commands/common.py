@@ -115,6 +115,7 @@ def resolve_targets(texts) -> dict[str, tuple]:
     SIZE-TOKENS as the planner resolves them (N = the reference parameter count of the target's shape,
     docs/planning.md)."""
     from ladder.plan import resolve_target
+    from ladder.plan.sizes import require_tokens_per_parameter
 
     out = {}
     for text in texts:
@@ -123,6 +124,7 @@ def resolve_targets(texts) -> dict[str, tuple]:
         require(target["name"] not in out, "--target", f"{target['name']!r} is listed twice", "list each once")
         out[target["name"]] = (float(target["n"]), float(target["tokens"])) + \
             ((float(target["flops_per_token"]),) if "flops_per_token" in target else ())
+        require_tokens_per_parameter(target["name"], *out[target["name"]][:2], field="--target")
     return out
 
 
@@ -147,6 +149,13 @@ def run_root_arg(text: str) -> str:
     scheme = text.split("://", 1)[0] if "://" in text else None
     if scheme is not None and scheme != "gs":
         raise argparse.ArgumentTypeError(f"{scheme}:// is not supported; give a local path or gs://BUCKET/PATH")
+    if scheme == "gs":  # a bucket name Cloud Storage refuses: said now, not after a minute of retries
+        from ladder.launch.cloud_names import check_gs_root
+
+        try:
+            check_gs_root(text)
+        except LadderError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("--run-root: ")) from None
     return text
 
 

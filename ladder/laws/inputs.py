@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ladder.errors import LadderError, require
+from ladder.plan.sizes import MAX_COUNT, require_tokens_per_parameter
 from ladder.results import NUMERIC, REQUIRED, columns, read_table, validate_table
 
 TABLE_FORMS = ("the table as ladder.results.read_table(path, validate=True) returns it (a dict of numpy "
@@ -90,7 +91,10 @@ def target_values(targets, what: str = "targets") -> dict[str, tuple[float, ...]
                                   "(not '7B')") from None
             require(math.isfinite(x) and x > 0, where, f"{label} = {v!r} is not a positive finite number",
                     "give parameters N and tokens D as plain counts > 0")
+            require(x <= MAX_COUNT, where, f"{label} = {v!r} is above {MAX_COUNT:.0e}, beyond any model or corpus",
+                    "check the exponent")
             nums.append(x)
+        require_tokens_per_parameter(name, nums[0], nums[1], field=what)
         out[name] = tuple(nums)
     return out
 

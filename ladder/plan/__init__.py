@@ -18,7 +18,7 @@ from ladder.plan.planfile import VERSION, format_table, load_plan, print_table, 
 from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset
 from ladder.plan.resources import MFU, check_rung, choose_slice, estimate_memory, estimate_seconds
 from ladder.plan.rungs import TOKENS_PER_PARAM, make_rung
-from ladder.plan.sizes import arch_for_size, format_count, parse_count
+from ladder.plan.sizes import arch_for_size, format_count, parse_count, require_tokens_per_parameter
 
 __all__ = [
     "plan_ladder", "resolve_target", "write_plan", "load_plan", "rung_arch", "estimate_memory", "estimate_seconds", "choose_slice",
@@ -49,6 +49,7 @@ def _target(spec, family: Family) -> tuple[dict, Family]:
         raise LadderError(f"target: cannot read {spec!r}; give a preset name, SIZE-TOKENS, or a dict with "
                           "tokens and arch or n")
     tokens, n = int(tokens), n_params(arch)
+    require_tokens_per_parameter(name, n, tokens)
     return {"name": name, "n": n, "tokens": tokens, "flops_6nd": 6 * n * tokens,
             "flops": flops_per_token_reference(arch) * tokens, "arch": arch.to_dict()}, family
 

@@ -42,6 +42,17 @@ def parse_count(text: str | float | int, field: str) -> float:
     return value
 
 
+def require_tokens_per_parameter(name, n: float, tokens: float, field: str = "target") -> None:
+    """A target trained on fewer tokens than it has parameters is a unit slip, not a run: '7b-4' (4 tokens,
+    meant 4T), '7B=7:4' (N and D in billions and trillions). Before, `ladder predict` fitted such a target
+    and flagged it IN ("inside the ladder's range"). Every rung of every preset sees >= 10 tokens per
+    parameter (0.5xC), and a target below 1 lies far below the ladder in D."""
+    if not tokens >= n:
+        raise LadderError(f"{field} {name}: {format_count(tokens)} tokens for {format_count(n)} parameters, fewer "
+                          "tokens than parameters (is a count in other units?); write the tokens with a suffix "
+                          "or in full, e.g. 7b-4t or 7B=6.9e9:4e12")
+
+
 def format_count(value: float) -> str:
     """Two significant digits and a unit: 1.396e9 -> '1.4B', 1.75e8 -> '180M', 4.6e4 -> '46k'."""
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -286,3 +286,15 @@ def test_status_names_an_unreachable_storage_and_a_bad_bucket(capsys, olmo_plan)
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("gcsfs").handlers)
     code, _, err = _run(["status", olmo_plan, "--run-root", "gs://B_ad/x"], capsys)
     assert code == 2 and "is not a Cloud Storage bucket name" in err
+
+
+def test_flops_per_token_that_is_the_total_compute_is_refused_and_an_unused_one_is_said(table, tmp_path, capsys):
+    """Before: F = 1.7e23 (7B's total training FLOPs) was predicted from, without a flag; and on a table without
+    a flops column any F was dropped without a word (compute is 6ND there on both sides)."""
+    code, _, err = _run(["predict", table, "--target", "7B=6.89e9:3.95e12:1.7e23", "-o", tmp_path / "p.json"], capsys)
+    assert code == 2 and "is 4.11e+12 x 6N (is it the total training FLOPs?)" in err
+    with pytest.raises(LadderError, match="is below 2N"):
+        _acc(read_table(table, validate=True), targets={"7B": (7e9, 4e12, 1.0)})
+    code, out, _ = _run(["predict", table, "--target", "7B=7e9:4e12:4.2e10", "--method", "compute", "--bootstrap",
+                         "0", "--workers", "1", "-o", tmp_path / "p.json"], capsys)
+    assert code == 0 and "note: --target 7B: F is not used; the table has no flops column" in out

@@ -103,10 +103,9 @@ def target_spec(text: str):
         spec["flops_per_token"] = parse_count(fields[2], field)
         # F x D is the target's compute: an F below 2N (less than one forward pass) is a typo or another unit,
         # and predicted silently from a compute thousands of times too small (F=5 for N=1e9 was accepted)
-        require(spec["flops_per_token"] >= 2 * spec["n"], field,
-                f"FLOPs per token F = {spec['flops_per_token']:.4g} is below 2N = {2 * spec['n']:.4g}, less than one "
-                "forward pass", f"give training FLOPs per token, about 6N = {6 * spec['n']:.4g} plus attention, or "
-                "drop F to extrapolate it from the ladder")
+        from ladder.plan.sizes import require_flops_per_token
+
+        require_flops_per_token(name.strip(), spec["n"], spec["flops_per_token"])
     return spec
 
 

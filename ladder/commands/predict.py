@@ -15,6 +15,8 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
@@ -75,6 +77,7 @@ def run(args) -> int:
         return run_each_set(args, cols)
     cols = one_training_set(cols, args.training_set, args.runs)
     out, targets, plot_dir = _outputs_and_targets(args)
+    note_unused_flops(cols, targets)
     tasks = split_list(args.tasks)
     runs, test = _runs_to_fit_and_hold_out(cols, args) if args.holdout else (args.runs, None)
     require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
@@ -157,6 +160,7 @@ def run_each_set(args, cols: dict) -> int:
     require(not args.holdout, "--holdout", "is for one training set", "add --set NAME to hold out its runs")
     sets = training_sets.choose_sets(cols, args.training_set)
     folders = plot_dir_names(sets)
+    note_unused_flops(cols, targets)
     out, targets, plot_dir = _outputs_and_targets(args)
     with storage.all_or_nothing(out.parent, plot_dir):
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +187,15 @@ def run_each_set(args, cols: dict) -> int:
         if failed:
             print(f"not fitted: {', '.join(failed)} (the reasons are in the JSON's 'problem')")
     return 1 if failed else 0
+
+
+def note_unused_flops(cols: dict, targets: dict) -> None:
+    """A target's F (NAME=N:D:F) is read by the compute method only against a table's `flops` column: without
+    one, compute is 6ND for the ladder and the target alike, and F is not used. Said, not silently dropped."""
+    given = [name for name, v in targets.items() if len(v) > 2]
+    if given and ("flops" not in cols or not np.isfinite(cols["flops"]).any()):
+        print(f"note: --target {', '.join(given)}: F is not used; the table has no flops column, so the compute "
+              "method takes 6ND for the ladder and the targets alike (docs/laws.md, Data each method sees)")
 
 
 def plot_dir_names(sets: list[str]) -> dict[str, str]:

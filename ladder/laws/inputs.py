@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ladder.errors import LadderError, require
-from ladder.plan.sizes import MAX_COUNT, require_tokens_per_parameter
+from ladder.plan.sizes import MAX_COUNT, require_flops_per_token, require_tokens_per_parameter
 from ladder.results import NUMERIC, REQUIRED, columns, read_table, validate_table
 
 TABLE_FORMS = ("the table as ladder.results.read_table(path, validate=True) returns it (a dict of numpy "
@@ -95,6 +95,8 @@ def target_values(targets, what: str = "targets") -> dict[str, tuple[float, ...]
                     "check the exponent")
             nums.append(x)
         require_tokens_per_parameter(name, nums[0], nums[1], field=what)
+        if len(nums) == 3:
+            require_flops_per_token(name, nums[0], nums[2], field=what)
         out[name] = tuple(nums)
     return out
 

@@ -5,9 +5,9 @@ warm starts, `--samples` resamples of whole runs as bootstrap_many draws them) a
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_single_step_solvers.py [--samples 200] [VARIANT ...]
 
 Variants: `production` (single_step.refit_many: IRLS Levenberg-Marquardt, rtol 1e-6); `irls-soc:RTOL` (the
-same solver plus a second-order correction, below, stopping at RTOL); `prox-linear:K` (Gauss-Newton with the
-Huber loss kept exact in the subproblem, K inner iterations); `prox-linear-soc:K` (the same plus the
-correction). Per variant: CPU seconds, iterations per resample, and per task the share of resamples more than
+same solver plus a second-order correction, below, stopping at RTOL); `prox-linear:K[:BP]` (Gauss-Newton with
+the Huber loss kept exact in the subproblem, K inner iterations, line searches over the BP nearest kinks, default
+8); `prox-linear-soc:K[:BP]` (the same plus the correction); `then` (production's refits finished by prox-linear-soc:2:41). Per variant: CPU seconds, iterations per resample, and per task the share of resamples more than
 1e-7 (relative objective) above the lowest objective any variant reached, the stationarity measure
 1/2 g^T D^-1 g / f (D the IRLS matrix over the free coordinates: the gain a majorising step could still
 promise, relative), and the member's 2.5/97.5 bootstrap percentiles of accuracy at 7B-4T and 13B-5T. First it
@@ -61,11 +61,12 @@ def _newton_direction(J, w, inside, lam_m, g, fixed):
     return -np.linalg.solve(H, (g * m)[..., None])[..., 0]
 
 
-def model_step(r0, J, w, lam_m, slo, shi, iters):
+def model_step(r0, J, w, lam_m, slo, shi, iters, breakpoints=8):
     """The subproblem: Huber of the linearised residuals plus a diagonal damping lam_m, within slo <= s <= shi.
     Convex and piecewise quadratic: projected Newton steps (coordinates on a bound that the gradient or the
     step pushes out are held), each with an exact line search (the derivative along the direction is piecewise
-    linear and increasing; its zero is found among the points where a residual crosses +-delta).
+    linear and increasing; its zero is found among the `breakpoints` nearest points where a residual crosses
++-delta, else the step stops at the last of them).
     Returns s and the undamped model's value there."""
     R, n, P = J.shape
     s, rows = np.zeros((R, P)), np.arange(R)
@@ -88,6 +89,8 @@ def model_step(r0, J, w, lam_m, slo, shi, iters):
             v = np.einsum("rnp,rp->rn", J, d)
             bp = np.concatenate([(DELTA - u) / v, (-DELTA - u) / v], -1)
         bp = np.where((bp > 0) & np.isfinite(bp), bp, np.inf)
+        if breakpoints < bp.shape[1]:  # the nearest crossings only: past them the next inner iteration goes on
+            bp = np.partition(bp, breakpoints - 1, -1)[:, :breakpoints]
         bp = np.minimum(np.sort(np.concatenate([bp, tmax[:, None]], -1), -1), tmax[:, None])
         sd, dd = (lam_m * s * d).sum(-1), (lam_m * d * d).sum(-1)
         ut = u[:, None, :] + bp[..., None] * v[:, None, :]
@@ -100,13 +103,13 @@ def model_step(r0, J, w, lam_m, slo, shi, iters):
         da = np.where(k > 0, slope[rows, np.maximum(k - 1, 0)], slope0)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(db > da, ta - da * (tb - ta) / (db - da), tb)
-        t = np.where((slope >= 0).any(-1), np.clip(t, ta, tb), tmax)
+        t = np.where((slope >= 0).any(-1), np.clip(t, ta, tb), bp[:, -1])
         t = np.where(np.isfinite(t) & (slope0 < 0), t, 0.0)
         s = np.clip(s + t[:, None] * d, slo, shi)
     return s, (w * robust_value(r0 + np.einsum("rnp,rp->rn", J, s), DELTA)).sum(-1)
 
 
-def prox_linear(X0, W, data, *, inner=2, soc=False, max_iter=200, rtol=1e-10):
+def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200, rtol=1e-10):
     """Gauss-Newton with the Huber loss exact in the subproblem (a prox-linear method): the L1-like tails
     keep their kinks in the model, so a step lands where the residuals inside the Huber zone change, not where
     a quadratic majoriser of each tail (IRLS) would stop it. Damping lam diag(J^T W J), Levenberg-Marquardt
@@ -129,14 +132,14 @@ def prox_linear(X0, W, data, *, inner=2, soc=False, max_iter=200, rtol=1e-10):
         rows = tuple(d[idx] for d in data)
         w, J, r, xi, fi, li = W[idx], JA[idx], rA[idx], x[idx], f[idx], lam[idx]
         lam_m = li[:, None] * (np.einsum("rn,rnp->rp", w, J * J) + 1e-12)
-        s, model = model_step(r, J, w, lam_m, LO - xi, HI - xi, inner)
+        s, model = model_step(r, J, w, lam_m, LO - xi, HI - xi, inner, breakpoints)
         pred = fi - model
         xn = np.clip(xi + s, LO, HI)
         rn = residuals(xn, False, *rows)[0]
         fn = (w * robust_value(rn, DELTA)).sum(-1)
         if soc:
             c = rn - r - np.einsum("rnp,rp->rn", J, xn - xi)
-            s2, _ = model_step(r + c, J, w, lam_m, LO - xi, HI - xi, inner)
+            s2, _ = model_step(r + c, J, w, lam_m, LO - xi, HI - xi, inner, breakpoints)
             xn2 = np.clip(xi + s2, LO, HI)
             fn2 = (w * robust_value(residuals(xn2, False, *rows)[0], DELTA)).sum(-1)
             better = np.isfinite(fn2) & ~(fn2 >= fn)
@@ -247,7 +250,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("variants", nargs="*", default=["production", "irls-soc:1e-6", "irls-soc:1e-10",
-                                                    "prox-linear:2", "prox-linear-soc:2"])
+                                                    "prox-linear:2", "prox-linear-soc:2:41", "prox-linear-soc:2", "prox-linear-soc:1"])
     args = ap.parse_args()
     cols = load()
     with warnings.catch_warnings():
@@ -269,10 +272,15 @@ def main():
         with np.errstate(all="ignore"):
             if name == "production":
                 X = ss.refit_many(x0s, N, D, A, W1)[0].reshape(U * B, -1)
+            elif name == "then":  # production's refits finished by prox-linear-soc:2:41
+                X = ss.refit_many(x0s, N, D, A, W1)[0].reshape(U * B, -1)
+                X, iters = prox_linear(X, W, data, inner=2, breakpoints=41, soc=True)
             elif name == "irls-soc":
                 X, iters = irls_soc(X0, W, data, rtol=float(arg or 1e-6))
             else:
-                X, iters = prox_linear(X0, W, data, inner=int(arg or 2), soc=name == "prox-linear-soc")
+                k, _, bp = arg.partition(":")
+                X, iters = prox_linear(X0, W, data, inner=int(k or 2), breakpoints=int(bp or 8),
+                                       soc=name == "prox-linear-soc")
         ends[variant] = (X, time.process_time() - t, iters)
     scores = {v: stationarity(X, W, data) for v, (X, _, _) in ends.items()}
     best = np.min([f for f, _ in scores.values()], 0)

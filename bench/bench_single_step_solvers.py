@@ -7,7 +7,10 @@ warm starts, `--samples` resamples of whole runs as bootstrap_many draws them) a
 Variants: `production` (single_step.refit_many: IRLS Levenberg-Marquardt, rtol 1e-6); `irls-soc:RTOL` (the
 same solver plus a second-order correction, below, stopping at RTOL); `prox-linear:K[:BP]` (Gauss-Newton with
 the Huber loss kept exact in the subproblem, K inner iterations, line searches over the BP nearest kinks, default
-8); `prox-linear-soc:K[:BP]` (the same plus the correction); `then` (production's refits finished by prox-linear-soc:2:41). Per variant: CPU seconds, iterations per resample, and per task the share of resamples more than
+8); `prox-linear-soc:K[:BP]` (the same plus the correction); `then` (production's refits finished by prox-linear-soc:2:41); `centred:K:BP` (prox-linear-soc:K:BP, default 2:41, in
+y = (a, b, alpha, beta, E', p, q), E' = E + e^(a - alpha c_N) + e^(b - beta c_D) as in
+bench_single_step_refits.py, a step that would cross E = -10 stopped on it by bisection, and those refits
+continued in x with E on its bound). Per variant: CPU seconds, iterations per resample, and per task the share of resamples more than
 1e-7 (relative objective) above the lowest objective any variant reached, the stationarity measure
 1/2 g^T D^-1 g / f (D the IRLS matrix over the free coordinates: the gain a majorising step could still
 promise, relative), and the member's 2.5/97.5 bootstrap percentiles of accuracy at 7B-4T and 13B-5T. First it
@@ -109,7 +112,8 @@ def model_step(r0, J, w, lam_m, slo, shi, iters, breakpoints=8):
     return s, (w * robust_value(r0 + np.einsum("rnp,rp->rn", J, s), DELTA)).sum(-1)
 
 
-def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200, rtol=1e-10):
+def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200, rtol=1e-10,
+                residuals=residuals, LO=LO, HI=HI, floor=None):
     """Gauss-Newton with the Huber loss exact in the subproblem (a prox-linear method): the L1-like tails
     keep their kinks in the model, so a step lands where the residuals inside the Huber zone change, not where
     a quadratic majoriser of each tail (IRLS) would stop it. Damping lam diag(J^T W J), Levenberg-Marquardt
@@ -122,6 +126,7 @@ def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200,
     lam, done, iters = np.full(B, 1e-4), np.zeros(B, dtype=bool), np.zeros(B, dtype=int)
     f = (W * robust_value(residuals(x, False, *data)[0], DELTA)).sum(-1)
     rA, JA, stale = np.empty((B, n)), np.empty((B, n, P)), np.ones(B, dtype=bool)
+    hit = np.zeros(B, dtype=bool)
     for _ in range(max_iter):
         idx = np.flatnonzero(~done)
         if not idx.size:
@@ -134,6 +139,13 @@ def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200,
         lam_m = li[:, None] * (np.einsum("rn,rnp->rp", w, J * J) + 1e-12)
         s, model = model_step(r, J, w, lam_m, LO - xi, HI - xi, inner, breakpoints)
         pred = fi - model
+        # a subproblem cut short (few kinks searched) can promise ~nothing away from a stationary point: those
+        # rows solve it again in full before the stop test trusts the promise
+        again = np.flatnonzero(pred <= rtol * np.maximum(fi, 1e-300))
+        if again.size and (breakpoints < 2 * n or inner < 8):
+            s[again], model[again] = model_step(r[again], J[again], w[again], lam_m[again], LO - xi[again],
+                                                HI - xi[again], 8, 2 * n)
+            pred = fi - model
         xn = np.clip(xi + s, LO, HI)
         rn = residuals(xn, False, *rows)[0]
         fn = (w * robust_value(rn, DELTA)).sum(-1)
@@ -144,9 +156,25 @@ def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200,
             fn2 = (w * robust_value(residuals(xn2, False, *rows)[0], DELTA)).sum(-1)
             better = np.isfinite(fn2) & ~(fn2 >= fn)
             xn, fn = np.where(better[:, None], xn2, xn), np.where(better, fn2, fn)
+        if floor is not None:  # (E_of(Y, *rows), bound): a step that crosses E's bound stops on it
+            E_of, bound = floor
+            cross = np.flatnonzero(E_of(xn, *rows) < bound)
+            if cross.size:
+                lo_t, hi_t = np.zeros(cross.size), np.ones(cross.size)
+                sub = tuple(d[cross] for d in rows)
+                for _ in range(40):
+                    mid = 0.5 * (lo_t + hi_t)
+                    below = E_of(xi[cross] + mid[:, None] * (xn[cross] - xi[cross]), *sub) < bound
+                    lo_t, hi_t = np.where(below, lo_t, mid), np.where(below, mid, hi_t)
+                xn[cross] = xi[cross] + lo_t[:, None] * (xn[cross] - xi[cross])
+                fn[cross] = (w[cross] * robust_value(residuals(xn[cross], False, *sub)[0], DELTA)).sum(-1)
+                hit[idx[cross]] = True
         accept = (fn < fi) & np.isfinite(fn)
         gain = np.where(accept, fi - fn, 0.0)
         x[idx], f[idx] = np.where(accept[:, None], xn, xi), np.where(accept, fn, fi)
+        if floor is not None:
+            hit[idx] &= accept
+            done[idx[hit[idx]]] = True
         stale[:] = False
         stale[idx] = accept
         ratio = gain / np.maximum(pred, 1e-300)
@@ -154,8 +182,8 @@ def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200,
                                     li * 4), 1e-12, 1e12)
         iters[idx] += 1
         tiny = rtol * np.maximum(fi, 1e-300)
-        done[idx] = (pred <= tiny) | (lam[idx] >= 1e12) | (accept & (gain <= tiny) & (pred <= 10 * tiny))
-    return x, iters
+        done[idx] |= (pred <= tiny) | (lam[idx] >= 1e12) | (accept & (gain <= tiny) & (pred <= 10 * tiny))
+    return (x, iters) if floor is None else (x, iters, hit)
 
 
 def irls_soc(X0, W, data, *, rtol=1e-6, max_iter=2000, soc=True):
@@ -249,8 +277,8 @@ def valley(fits):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=200)
-    ap.add_argument("variants", nargs="*", default=["production", "irls-soc:1e-6", "irls-soc:1e-10",
-                                                    "prox-linear:2", "prox-linear-soc:2:41", "prox-linear-soc:2", "prox-linear-soc:1"])
+    ap.add_argument("variants", nargs="*", default=["production", "irls-soc:1e-6", "irls-soc:1e-10", "prox-linear:2:41",
+                                                    "prox-linear-soc:2:41", "then", "centred:2:41", "centred:2:8"])
     args = ap.parse_args()
     cols = load()
     with warnings.catch_warnings():
@@ -275,6 +303,24 @@ def main():
             elif name == "then":  # production's refits finished by prox-linear-soc:2:41
                 X = ss.refit_many(x0s, N, D, A, W1)[0].reshape(U * B, -1)
                 X, iters = prox_linear(X, W, data, inner=2, breakpoints=41, soc=True)
+            elif name == "centred":  # prox-linear-soc:K:BP in y = (a, b, alpha, beta, E', p, q), E unbounded
+                k, _, bp = arg.partition(":")
+                k, bp = int(k or 2), int(bp or 41)
+                from bench_single_step_refits import _to_x, residual_y
+                lo, hi = LO.copy(), HI.copy()
+                lo[4], hi[4] = -np.inf, np.inf
+                def E_of(Y, logN, logD, logA):
+                    return _to_x(Y, logN, logD)[:, 4]
+
+                Y, iters, hit = prox_linear(_to_x(X0, data[0], data[1], +1.0), W, data, inner=k, breakpoints=bp,
+                                            soc=True, residuals=residual_y, LO=lo, HI=hi, floor=(E_of, -10.0))
+                X = _to_x(Y, data[0], data[1])
+                X[:, 4] = np.clip(X[:, 4], -10, 10)
+                # the refits that reached E = -10 go on in x with E on its bound
+                on = np.flatnonzero(hit)
+                X[on], it2 = prox_linear(X[on], W[on], tuple(d[on] for d in data), inner=k, breakpoints=bp, soc=True)
+                iters[on] += it2
+                print(f"centred: {hit.mean():.1%} of refits reached E = -10 and went on in x")
             elif name == "irls-soc":
                 X, iters = irls_soc(X0, W, data, rtol=float(arg or 1e-6))
             else:

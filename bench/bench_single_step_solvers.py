@@ -149,13 +149,15 @@ def prox_linear(X0, W, data, *, inner=2, breakpoints=8, soc=False, max_iter=200,
         xn = np.clip(xi + s, LO, HI)
         rn = residuals(xn, False, *rows)[0]
         fn = (w * robust_value(rn, DELTA)).sum(-1)
-        if soc:
-            c = rn - r - np.einsum("rnp,rp->rn", J, xn - xi)
-            s2, _ = model_step(r + c, J, w, lam_m, LO - xi, HI - xi, inner, breakpoints)
-            xn2 = np.clip(xi + s2, LO, HI)
-            fn2 = (w * robust_value(residuals(xn2, False, *rows)[0], DELTA)).sum(-1)
-            better = np.isfinite(fn2) & ~(fn2 >= fn)
-            xn, fn = np.where(better[:, None], xn2, xn), np.where(better, fn2, fn)
+        # the correction only where the linear model fell short (a trial that kept 3/4 of its promise needs none)
+        bad = np.flatnonzero(~(fi - fn >= 0.75 * pred)) if soc else np.empty(0, dtype=int)
+        if bad.size:
+            c = rn[bad] - r[bad] - np.einsum("rnp,rp->rn", J[bad], xn[bad] - xi[bad])
+            s2, _ = model_step(r[bad] + c, J[bad], w[bad], lam_m[bad], LO - xi[bad], HI - xi[bad], inner, breakpoints)
+            xn2 = np.clip(xi[bad] + s2, LO, HI)
+            fn2 = (w[bad] * robust_value(residuals(xn2, False, *(d[bad] for d in rows))[0], DELTA)).sum(-1)
+            better = np.isfinite(fn2) & ~(fn2 >= fn[bad])
+            xn[bad], fn[bad] = np.where(better[:, None], xn2, xn[bad]), np.where(better, fn2, fn[bad])
         if floor is not None:  # (E_of(Y, *rows), bound): a step that crosses E's bound stops on it
             E_of, bound = floor
             cross = np.flatnonzero(E_of(xn, *rows) < bound)

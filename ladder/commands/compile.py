@@ -14,7 +14,7 @@ EXAMPLES = """
 ladder compile plan.json --topology v5e-16
 ladder compile plan.json --chip v5p
 ladder compile plan.json --targets --rung 7b-4t --topology v5p-512 -o 7b.json
-ladder compile plan.json --topology v5e-16 --config.model.remat=True
+ladder compile plan.json --topology v5e-16 --config.model.remat=full
 """
 
 

@@ -30,9 +30,9 @@ ladder data verify /tmp/tokens-embedded
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=["build", "files", "spm", "tasks", "tokenize", "verify"],
                         help="what to build or check (see the examples)")
-    parser.add_argument("path", nargs="?", help="files: a directory, glob or comma list of .txt/.jsonl files; "
+    parser.add_argument("path", nargs="?", help="files: a directory, glob or comma-separated list of .txt/.jsonl files; "
                         "tokenize: SOURCE = embedded, such files, or a tfds catalog name (with --data-dir)")
-    parser.add_argument("--domains", default="prose,code,legal", help="embedded domains (comma list)")
+    parser.add_argument("--domains", default="prose,code,legal", help="embedded domains (comma-separated)")
     parser.add_argument("--cache-dir", default="", help="token caches and tfds data (default: $LADDER_CACHE or "
                         "~/.cache/ladder)")
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
@@ -47,7 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=whole(0), default=0, help="tokenize: worker processes (0 = one per CPU)")
     parser.add_argument("--split", default="train",
                         help="tokenize: train | validation | test (by document hash for local files; 'all' keeps all)")
-    parser.add_argument("--data-dir", default="", help="tokenize: where a tfds catalog dataset is prepared")
+    parser.add_argument("--data-dir", default="", help="tokenize: where a tfds catalog dataset is prepared (needed for a "
+                        "catalog name)")
     parser.add_argument("--shard-docs", type=whole(1), default=65536, help="tokenize: records per shard (embedded, tfds)")
     parser.add_argument("--shard-mb", type=POSITIVE, default=256, help="tokenize: MB of text per shard (local files)")
 
@@ -98,7 +99,7 @@ def _files(args) -> None:
     from ladder.data.tokenizer import ByteTokenizer
 
     if not args.path:
-        raise LadderError("ladder data files: give PATH (a directory, glob or comma list of .txt/.jsonl files)")
+        raise LadderError("ladder data files: give PATH (a directory, glob or comma-separated list of .txt/.jsonl files)")
     tok = ByteTokenizer()
     cfg = ml_collections.ConfigDict(dict(cache_dir=args.cache_dir, source="files", files=args.path,
                                          text_field=args.text_field, name=args.name))

@@ -28,9 +28,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("config", nargs="?", help="get_config() file, e.g. configs/tiny.py (or file.py:arg)")
     parser.add_argument("--plan", type=path_arg, help="plan JSON from `ladder plan`; train one of its rungs")
     parser.add_argument("--rung", help="rung name within --plan, e.g. 370M-5xC")
-    parser.add_argument("--run-dir", type=path_arg, help="run directory (default runs/<config name>); resumes from it")
+    parser.add_argument("--run-dir", type=path_arg, help="run directory (default: runs/<config name>); resumes from it")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 for multi-process runs")
-    parser.add_argument("--num-processes", type=whole(1), help="number of processes in a multi-process run")
+    parser.add_argument("--num-processes", type=whole(1), help="number of processes in a multi-process run (default: one "
+                                                                      "process)")
     parser.add_argument("--process-id", type=whole(0), help="this process's index in [0, num-processes)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() with no arguments (TPU VM environment)")

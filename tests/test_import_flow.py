@@ -18,15 +18,14 @@ STAGES = [
               "ladder.gcs", "ladder.runlock", "ladder.topology", "ladder.malloc_tunables", "ladder"]),
     ("plan", ["ladder.plan"]),
     ("data", ["ladder.data", "ladder.tasks"]),
-    ("model", ["ladder.model", "ladder.attention", "ladder.loss", "ladder.sharding", "ladder.optimizer",
-               "ladder.hlo_flops"]),
+    ("model", ["ladder.model", "ladder.attention", "ladder.loss", "ladder.sharding", "ladder.optimizer"]),
     ("train", ["ladder.train", "ladder.train_config", "ladder.device_checks", "ladder.step", "ladder.checkpoint",
                "ladder.warmstart", "ladder.preemption", "ladder.metrics", "ladder.train_log", "ladder.rundir"]),
     ("eval", ["ladder.eval"]),
     ("results", ["ladder.results", "ladder.importers", "ladder.import_table", "ladder.sheet", "ladder.import_checks"]),
     ("laws", ["ladder.laws"]),
     ("report", ["ladder.report", "ladder.plots", "ladder.effectiveness", "ladder.specialization", "ladder.domain_filter",
-                "ladder.cpt_laws", "ladder.cpt_domains", "ladder.compile_report", "ladder.aot"]),
+                "ladder.cpt_laws", "ladder.cpt_domains", "ladder.compile_report", "ladder.aot", "ladder.hlo_flops"]),
     ("launch", ["ladder.launch", "ladder.run_state", "ladder.run", "ladder.cpt"]),
     ("cli", ["ladder.cli", "ladder.commands", "ladder.__main__"]),
 ]
@@ -39,7 +38,7 @@ ALLOWED = {
                                          "format (columns, CSV splitter): the evaluator's rows are that table's rows",
 }
 
-JAX = {"jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "grain"}
+JAX = {"jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "tensorflow_datasets", "array_record", "grain"}
 
 
 def _module_name(path: Path) -> str:

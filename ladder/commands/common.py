@@ -44,7 +44,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or not action.option_strings or action.help == argparse.SUPPRESS):
             return text
         if isinstance(action.default, (tuple, list)):
-            return text + " (default: " + " ".join(f"{v:g}".replace("e+0", "e").replace("e+", "e") for v in action.default) + ")"
+            typed = " ".join(f"{v:g}".replace("e+0", "e").replace("e+", "e") for v in action.default)
+            return text + f" (default: {typed})"
         return text + " (default: %(default)s)"
 
 

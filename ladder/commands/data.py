@@ -81,14 +81,12 @@ def _build(args) -> None:
     from ladder.data import pipeline
     from ladder.data.tokenizer import ByteTokenizer
 
-    from ladder.train_config import embedded_domains
-
     tok = ByteTokenizer()
-    for domain in embedded_domains(args.domains, "--domains"):  # ',' built nothing, exit 0
+    for domain in pipeline.embedded_domains(args.domains, "--domains"):  # ',' built nothing, exit 0
         cfg = _embedded_config(args)
         for split in ("train", "validation", "test"):
             _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
-        meta = pipeline._builder(cfg, domain).info.metadata
+        meta = pipeline.dataset_builder(cfg, domain).info.metadata
         print(f"{domain}: content_sha256 {meta['content_sha256']} (docs/data.md lists the pinned values)")
 
 
@@ -114,10 +112,8 @@ def _spm(args) -> None:
     if not args.out:
         raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
     check_out(args.out, args.overwrite)
-    from ladder.train_config import embedded_domains
-
     cfg = _embedded_config(args)
-    texts = [t for d in embedded_domains(args.domains, "--domains") for t in pipeline.documents(cfg, "train", domain=d)]
+    texts = [t for d in pipeline.embedded_domains(args.domains, "--domains") for t in pipeline.documents(cfg, "train", domain=d)]
     start = time.perf_counter()
     try:
         model = train_sentencepiece(texts, args.out, args.vocab_size)
@@ -166,7 +162,7 @@ def _verify(args) -> None:
 def _tasks(args) -> None:
     from pathlib import Path
 
-    from ladder import tasks
+    from ladder import storage, tasks
 
     if not args.out:
         raise LadderError("--out: give a directory for the task JSONL files (-o DIR)")
@@ -174,8 +170,6 @@ def _tasks(args) -> None:
     for name in tasks.EMBEDDED:
         check_out(out / f"{name}.jsonl", args.overwrite)
     cfg = _embedded_config(args)
-    from ladder import storage
-
     with storage.all_or_nothing(out):  # every task file lands, or none does
         out.mkdir(parents=True, exist_ok=True)
         for name in tasks.EMBEDDED:

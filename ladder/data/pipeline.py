@@ -10,7 +10,7 @@ Config fields under `data` (all read with defaults; see docs/data.md):
     tfds_name     catalog dataset, e.g. "c4/en" (source "tfds"); data_dir, try_gcs, download, max_documents
     mixture       {component name: {weight: w, <any data field overriding the parent>}} (source "mixture")
     split         "train" | "validation" | "test" (default "train")
-    tokenizer     "byte" | "sentencepiece" (+ spm_model: path to a .model file)
+    tokenizer     "byte" | a SentencePiece .model or tokenizer.json path | "sentencepiece" (+ spm_model: a .model)
     segment_ids   True: documents do not attend to each other (default True)
     seed          shuffling seed (default 0)
     cache_dir     where datasets and token caches live ("" = $LADDER_CACHE or ~/.cache/ladder)

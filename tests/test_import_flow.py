@@ -121,3 +121,20 @@ def test_cloud_commands_live_in_launch():
                     and node.elts[0].value in ("gcloud", "xpk", "kubectl", "gsutil"):
                 outside.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not outside, "cloud command lines outside ladder/launch/: " + ", ".join(outside)
+
+
+def test_the_laws_and_the_results_table_load_without_the_jax_stack():
+    """The checks above read each file's own imports; this one imports every laws and results module in a fresh
+    interpreter and looks at what came in with them, so a helper module between them and JAX (a foundation
+    that grew a jax import) fails too. A notebook fitting a published ladder needs numpy and scipy only."""
+    import subprocess
+    import sys
+
+    laws = sorted(p.stem for p in (ROOT / "ladder" / "laws").glob("*.py") if p.stem != "__init__")
+    results = STAGES[RANK["results"]][1]
+    code = ("import importlib, sys\n"
+            f"for m in {['ladder.laws.' + m for m in laws] + results!r}: importlib.import_module(m)\n"
+            f"print(sorted({{k.split('.')[0] for k in sys.modules}} & {JAX!r}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", f"loaded with the laws or the results table: {out.stdout.strip()}"

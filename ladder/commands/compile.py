@@ -36,6 +36,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ladder.launch.jobs import plan_chip
     from ladder.plan import load_plan
 
     if args.topology and args.chip:
@@ -47,8 +48,6 @@ def run(args) -> int:
         check_out(args.out, args.overwrite)
     plan = load_plan(args.plan)
     print(compile_report.TABLE_HEADER)
-    from ladder.launch.jobs import plan_chip
-
     reports = aot.check_plan(plan, args.topology, chip=plan_chip(plan, args.chip), num_slices=args.num_slices, rungs=args.rung,
                              targets=args.targets, overrides=args.config_overrides,
                              count_flops=not args.no_flops,

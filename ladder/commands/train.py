@@ -11,7 +11,7 @@ import os
 import sys
 
 from ladder.commands.common import path_arg, whole
-from ladder.errors import LadderError
+from ladder.errors import LadderError, TrainingFailed
 
 TAKES_CONFIG = True
 EXAMPLES = """
@@ -70,7 +70,7 @@ def run(args) -> int:
     config = build_config(args)
     run_dir = args.run_dir or f"runs/{config.name}"
     from ladder.eval import make_on_eval
-    from ladder.train import TrainingFailed, train
+    from ladder.train import train
 
     try:
         summary = train(config, run_dir, on_eval=make_on_eval(config, run_dir))

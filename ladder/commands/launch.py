@@ -16,7 +16,7 @@ ladder launch plan.json --backend local --config.train.log_every=10
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("plan", help="plan file written by `ladder plan`")
+    parser.add_argument("plan", help="plan file written by `ladder plan -o`")
     parser.add_argument("--backend", choices=list(BACKENDS), default="local", help="where the rungs run")
     parser.add_argument("--dry-run", action="store_true", help="print every command exactly; execute nothing "
                         "(cloud backends: first compile each rung for its slice when libtpu is installed)")

@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", nargs="?", help="get_config() file, e.g. configs/tiny.py (or file.py:arg)")
-    parser.add_argument("--plan", type=path_arg, help="plan JSON from `ladder plan`; train one of its rungs")
+    parser.add_argument("--plan", type=path_arg, help="plan file written by `ladder plan -o`; train one of its rungs")
     parser.add_argument("--rung", help="rung name within --plan, e.g. 370M-5xC")
     parser.add_argument("--run-dir", type=path_arg, help="run directory (default: runs/<config name>); resumes from it")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 for multi-process runs")

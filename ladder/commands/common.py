@@ -43,7 +43,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or "default" in text.lower()
                 or not action.option_strings or action.help == argparse.SUPPRESS):
             return text
-        if isinstance(action.default, (tuple, list)):
+        if isinstance(action.default, (tuple, list)) and all(isinstance(v, (int, float)) for v in action.default):
             typed = " ".join(f"{v:g}".replace("e+0", "e").replace("e+", "e") for v in action.default)
             return text + f" (default: {typed})"
         return text + " (default: %(default)s)"

@@ -160,8 +160,8 @@ def run_each_set(args, cols: dict) -> int:
     require(not args.holdout, "--holdout", "is for one training set", "add --set NAME to hold out its runs")
     sets = training_sets.choose_sets(cols, args.training_set)
     folders = plot_dir_names(sets)
-    note_unused_flops(cols, targets)
     out, targets, plot_dir = _outputs_and_targets(args)
+    note_unused_flops(cols, targets)
     with storage.all_or_nothing(out.parent, plot_dir):
         out.parent.mkdir(parents=True, exist_ok=True)
         preds = training_sets.predict_each_set(

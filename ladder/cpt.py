@@ -26,7 +26,6 @@ Output: <out>/study.json (every figure above plus stage times), the fit's and re
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -230,7 +229,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
     times, summary = {}, {"name": cfg.name}
     with _timed(times, "plan"):
         bases, rungs = plan_study(cfg)
-        storage.write_text(out / "rungs.json", json.dumps({"base": bases, "cpt": rungs}, indent=1))
+        storage.write_json(out / "rungs.json", {"base": bases, "cpt": rungs}, indent=1)
         log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
             f"{len(cfg.budgets)} budgets per size)")
 
@@ -270,7 +269,7 @@ def _run_stages(cfg, out: Path, log) -> dict:
         with _timed(times, "cross_domain"):
             summary["cross_domain"] = cross_domain_stage(cfg, out, bases, rungs, spec)
     summary["seconds"] = times
-    storage.write_text(out / "study.json", json.dumps(summary, indent=1, default=float) + "\n")
+    storage.write_json(out / "study.json", summary, indent=1)
     log(f"# wrote {out / 'study.json'}; stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return summary
 

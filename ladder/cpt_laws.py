@@ -8,7 +8,6 @@ specialization`), written under <out>/specialization/ and summarised for study.j
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,7 @@ def fit_study(cfg, table: dict, n: float, d: float, spec: Path) -> tuple[dict, d
             variant["rule_a"] = _rule_a(variant, n, d, cfg.fit.tolerance, fitted_range)
             laws["positive_share"] = _laws(variant)
         summary["dcpt_positive_share"] = variant
-        storage.write_text(spec / "dcpt_positive_share.json", json.dumps(variant, indent=1, default=float) + "\n")
+        storage.write_json(spec / "dcpt_positive_share.json", variant, indent=1)
     return summary, laws
 
 
@@ -136,5 +135,5 @@ def compare_split_laws(results_path: Path, starts: int, out: Path) -> dict:
         result = compare_with_baselines(read_table(results_path), n_starts=starts)
     except LadderError as e:
         result = {"error": str(e)}
-    storage.write_text(out / "split_comparison.json", json.dumps(result, indent=1, default=float) + "\n")
+    storage.write_json(out / "split_comparison.json", result, indent=1)
     return result

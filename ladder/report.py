@@ -175,9 +175,11 @@ def _field(r: dict, key: str, where: str, default, ok, kind: str):
 
 
 def _real(r: dict, key: str, where: str, default=REQUIRED):
-    """A number (NaN and infinities too: a failed fit writes them); None only where the stage may write null."""
-    return _field(r, key, where, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-                  "a number")
+    """A number; a missing one (a failed fit's) is null in the JSON (storage.json_text; files of older versions
+    wrote NaN), read as NaN where the field is required and as None where the stage may leave it out."""
+    v = _field(r, key, where, default, lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool),
+               "a number")
+    return float("nan") if v is None and default is REQUIRED else v
 
 
 def _text(r: dict, key: str, where: str, default=REQUIRED) -> str:

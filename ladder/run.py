@@ -255,7 +255,7 @@ def _check_task(cols: dict, task: str, p: dict, window: int) -> dict:
     last = np.argsort(cols["step"][mask])[-window:]
     acc = float(cols["acc"][mask][last].mean())
     feature = p.get("feature", "loss")
-    single = p["method"] == "single-step"
+    single = p["method"] == "single-step" or p.get("loss") is None  # null: no method predicted the loss
     loss = None if single else float(cols[feature][mask][last].mean())
     lo, hi = (None, None) if single else (p.get("loss_lo"), p.get("loss_hi"))
     return {"method": p["method"], "feature": feature,

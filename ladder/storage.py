@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import errno
 import json
+import math
 import os
 
 from etils import epath
@@ -214,6 +215,30 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+def json_text(obj, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Standard JSON text of `obj` (numpy scalars and arrays as numbers and lists), every NaN or infinity
+    written as null: Python's `NaN`/`Infinity` tokens are not JSON (JSON.parse and strict parsers refuse
+    them, jq reads null), so a missing number is null, the one spelling every reader knows. The one
+    encoder of every JSON file ladder writes (write_json) and of `ladder predict -o`."""
+    return json.dumps(_finite_or_null(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
+def _finite_or_null(v):
+    if isinstance(v, dict):
+        return {k: _finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_null(x) for x in v]
+    if isinstance(v, (bool, str, type(None))):
+        return v
+    if hasattr(v, "tolist"):  # numpy scalars and arrays
+        return _finite_or_null(v.tolist())
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, int):
+        return v
+    return _finite_or_null(float(v))  # what default=float accepted before
+
+
 def write_json(p, obj, *, indent: int | None = 2, sort_keys: bool = False) -> None:
-    """JSON (numpy scalars as floats) written atomically by write_text."""
-    write_text(p, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=float) + "\n")
+    """Standard JSON (json_text: NaN and infinities as null) written atomically by write_text."""
+    write_text(p, json_text(obj, indent=indent, sort_keys=sort_keys) + "\n")

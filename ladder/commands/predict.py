@@ -9,7 +9,6 @@ With --set all (or a list of sets): the same per training set, one JSON {set: th
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import warnings
@@ -95,7 +94,7 @@ def run(args) -> int:
             print(f"warning: {w.message}")
         print(f"fitted runs: {', '.join(pred.runs)}")
         print(pred.table())
-        storage.write_text(out, json.dumps(pred.to_json(), indent=2) + "\n")
+        storage.write_json(out, pred.to_json())
         print(f"wrote {out} and plots step1.png, step2.png, chain.png in {plot_dir}")
         if args.holdout:
             _report_held_out(cols, pred, test, _holdout_path(out))
@@ -147,7 +146,7 @@ def _report_held_out(cols: dict, pred, test: list[str], path: Path) -> None:
         print(f"{task:<14} " + " ".join(f"{per[m]['error']:>13.4f}" if math.isfinite(per[m]["error"])
                                         else f"{'n/a':>13}" for m in methods))
     print("n/a: the method cannot be fitted to these runs (the reason is in the JSON's 'problem')")
-    storage.write_text(path, json.dumps(report, indent=2) + "\n")
+    storage.write_json(path, report)
     print(f"wrote {path}")
 
 
@@ -180,7 +179,7 @@ def run_each_set(args, cols: dict) -> int:
             print(pred.table())
         print("\nevery set (the tables above, side by side):")
         print(training_sets.summary(preds))
-        storage.write_text(out, json.dumps(training_sets.to_json(preds), indent=2) + "\n")
+        storage.write_json(out, training_sets.to_json(preds))
         failed = [name for name, p in preds.items() if isinstance(p, str)]
         print(f"\nwrote {out} ({len(preds) - len(failed)} of {len(preds)} sets predicted) and plots in "
               f"{plot_dir}/SET/")

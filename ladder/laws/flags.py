@@ -18,7 +18,9 @@ LEGEND = {
             "accuracy too high)",
     "BOOT": "more than 5% of the bootstrap refits did not converge",
     "X100": "the target is more than 100x the compute of the largest fitted run",
-    "IN": "the target is inside the ladder's range: not an extrapolation",
+    "IN": "the target is inside the ladder's range (N and tokens per parameter): not an extrapolation",
+    "BELOW": "the target is below the ladder (smaller N, or fewer tokens per parameter, than any fitted run): "
+             "an extrapolation downward; its interval grows with the decades below",
     "BTL": "a back-test missed the held-out task loss by more than 100% (the loss law fails on this task)",
     "FPT": "the target's FLOPs/token were extrapolated from the ladder (give them as NAME=N:D:F)",
     "NOISY": "the predicted change from the largest fitted run is under 2x the checkpoint-to-checkpoint "

@@ -149,12 +149,14 @@ def _warn(notes: list[str], msg: str) -> None:
 
 
 def _inside_targets(targets: dict, ladder: FittedLadder) -> list[str]:
-    """Notes (and warnings) for targets inside the ladder's range: they are not extrapolations."""
+    """Notes (and warnings) for targets inside the ladder's range (not extrapolations) or below it."""
     notes: list[str] = []
     for name, (N, D) in targets.items():
         if ladder.inside(N, D):
             _warn(notes, f"target {name} (N={N:.3g}, D={D:.3g}) is inside the ladder's range (largest rung N="
                          f"{ladder.n_max:.3g}, C={ladder.c_max:.3g}): not an extrapolation")
+        elif ladder.below(N, D):
+            _warn(notes, f"target {name} is below the ladder ({ladder.below(N, D)}): an extrapolation downward")
     return notes
 
 

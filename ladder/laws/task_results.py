@@ -3,7 +3,7 @@
 The last stage of `predict` (predict.py fits; this reads the fits and writes `Prediction.results`), kept in
 one place because every number of a result row is decided here: the bootstrap's percentile interval widened
 by the ensemble's calibrated band, the predicted change against the checkpoint noise, and the flags about the
-target (X100, IN, FPT, NOISY, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
+target (X100, IN, BELOW, FPT, NOISY, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
 "Bootstrap over whole runs", "Flags", "Predictability").
 """
 
@@ -33,15 +33,37 @@ class FittedLadder:
     c_max: float            # the largest fitted 6ND
     n_max: float            # the largest fitted N
     reference: str          # the run the predicted change is measured from (largest N x D)
+    n_min: float = 0.0      # the smallest fitted N
+    tpp: tuple = (0.0, float("inf"))  # the fitted runs' fewest and most tokens per parameter D/N
 
     @classmethod
     def of(cls, cols: dict, runs: list[str]) -> "FittedLadder":
         nd = run_table(cols)
+        tpp = [nd[r][1] / nd[r][0] for r in runs]
         return cls(runs, nd, max(6 * nd[r][0] * nd[r][1] for r in runs), max(nd[r][0] for r in runs),
-                   max(runs, key=lambda r: nd[r][0] * nd[r][1]))
+                   max(runs, key=lambda r: nd[r][0] * nd[r][1]), min(nd[r][0] for r in runs), (min(tpp), max(tpp)))
 
     def inside(self, N: float, D: float) -> bool:
-        return 6 * N * D <= self.c_max or N <= self.n_max
+        """Within the fitted range on both sides of both axes the interval's distance measures (N, and tokens
+        per parameter D/N): not an extrapolation. (Before: 6ND <= the largest rung's or N <= its N, so a
+        target far below the smallest rung was 'inside'.)"""
+        return self.n_min <= N <= self.n_max and self.tpp[0] <= D / N <= self.tpp[1]
+
+    def below(self, N: float, D: float) -> str:
+        """Why (N, D) lies below the ladder ('' when it does not): N under the smallest fitted N, or fewer tokens
+        per parameter than any fitted run. A downward extrapolation: the laws were never checked there."""
+        why = []
+        if N < self.n_min:
+            why.append(f"N={N:.3g} < the smallest fitted N={self.n_min:.3g}")
+        if D / N < self.tpp[0]:
+            why.append(f"D/N={D / N:.3g} < the fewest fitted tokens per parameter {self.tpp[0]:.3g}")
+        return ", ".join(why)
+
+    def below_decades(self, N: float, D: float) -> float:
+        """Decades below the ladder: of N under the smallest fitted N plus of D/N under the fewest fitted tokens
+        per parameter (0 within or above it); added to a target's distance g (ensemble.distance counts only
+        decades above), so a target below the ladder gets a band as wide as one as far above."""
+        return float(np.log10(max(self.n_min / N, 1.0)) + np.log10(max(self.tpp[0] / (D / N), 1.0)))
 
 
 def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
@@ -136,7 +158,7 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             if np.isfinite(Lb).any():
                 r["loss_lo"], r["loss_hi"] = bootstrap_interval(Lb, L)
         r["distance"] = float(distance(N, D, [ladder.nd[x][0] for x in ladder.runs],
-                                       [ladder.nd[x][1] for x in ladder.runs]))
+                                       [ladder.nd[x][1] for x in ladder.runs])) + ladder.below_decades(N, D)
         if pred.calibration is not None:
             widen_to_calibration(r, pred.calibration)
             r["weights"] = dict(fit.weights)
@@ -145,6 +167,8 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {ladder.reference}"))
         if ladder.inside(N, D):
             f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
+        elif ladder.below(N, D):
+            f.append(("BELOW", ladder.below(N, D)))
         if uses_compute and F is None:
             f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
         if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:

@@ -1,0 +1,74 @@
+"""Honest flags and honest files (#13 item 4): what a prediction says about itself must hold.
+
+Each test failed before its fix: a target below the ladder flagged IN, accuracy below chance predicted above
+every data point with no flag, BOOT on every exact (noise-free) ladder, bare NaN in the JSON files.
+"""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from ladder import storage
+from ladder.cli import main
+from ladder.laws.predict import predict
+from ladder.results import append_rows, read_table
+from test_predict import synthetic_rows
+
+
+def _strict(text: str):
+    """json.loads refusing NaN/Infinity: what JSON.parse and jq's strict readers accept."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "r.csv"
+    append_rows(path, synthetic_rows())
+    return path
+
+
+def test_write_json_writes_null_for_missing_numbers(tmp_path):
+    storage.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [np.float64("inf"), np.float32(1.5)],
+                                             "c": np.array([1.0, np.nan]), "d": np.int64(3), "e": True})
+    assert _strict((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 1.5], "c": [1.0, None],
+                                                          "d": 3, "e": True}
+
+
+def test_every_json_predict_writes_is_strict_json(table, tmp_path, capsys):
+    """Before: the back-test error of a method without cells (single-step here) was written as bare NaN."""
+    out = tmp_path / "p.json"
+    assert main(["predict", str(table), "--target", "x=7e9:2.8e11", "--bootstrap", "0", "-o", str(out)]) == 0
+    assert _strict(out.read_text())["x"]["t"]["backtest_error"]["single-step"] is None
+    out = tmp_path / "h.json"
+    assert main(["predict", str(table), "--target", "x=7e9:2.8e11", "--bootstrap", "0", "--method", "paper",
+                 "--holdout", "800M-*", "-o", str(out)]) == 0
+    capsys.readouterr()
+    for path in (out, out.with_name("h.holdout.json")):
+        _strict(path.read_text())
+
+
+def test_a_target_below_the_ladder_is_an_extrapolation_not_inside(table):
+    """Before: x=100:1e9 (N 10^6 below the smallest rung) was flagged IN, 'not an extrapolation', with the
+    calibrated band of a target inside (distance g = 1)."""
+    cols = read_table(table, validate=True)
+    targets = {"in": (2e8, 4e9), "tiny": (100.0, 1e9), "short": (4e8, 2e9), "big": (7e9, 2.8e11)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = predict(cols, targets, n_bootstrap=0)
+    flags = {t: pred.results[t]["t"]["flags"] for t in targets}
+    assert "IN" in flags["in"] and "BELOW" not in flags["in"]
+    for t in ("tiny", "short"):  # N below the smallest rung; 5 tokens per parameter, the ladder's fewest 20
+        assert "BELOW" in flags[t] and "IN" not in flags[t]
+        assert any(f"target {t} is below the ladder" in str(w.message) for w in caught)
+    assert not {"IN", "BELOW"} & set(flags["big"])
+    width = {t: pred.results[t]["t"]["acc_hi"] - pred.results[t]["t"]["acc_lo"] for t in targets}
+    g = {t: pred.results[t]["t"]["distance"] for t in targets}
+    assert g["in"] == 1.0 and g["tiny"] == pytest.approx(1 + math.log10(1e8 / 100) + math.log10(1e9 / 100 / 200))  # and D/N above
+    assert g["short"] == pytest.approx(1 + math.log10(20 / 5))
+    assert width["short"] > width["in"] and width["tiny"] > width["in"]
+    assert "BELOW" in pred.table() and "below the ladder" in pred.table()

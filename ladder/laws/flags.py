@@ -25,6 +25,8 @@ LEGEND = {
     "FPT": "the target's FLOPs/token were extrapolated from the ladder (give them as NAME=N:D:F)",
     "NOISY": "the predicted change from the largest fitted run is under 2x the checkpoint-to-checkpoint "
              "noise of accuracy: this task barely moves at this scale",
+    "SUB": "accuracy is below chance on every fitted run: the laws assume it rises from chance, so the point "
+           "is a guess; the interval reaches down to the best measured accuracy",
     "DIR": "accuracy FALLS as compute grows on the fitted runs: the accuracy printed is meaningless (the law "
            "assumes it rises); the interval is the whole range [chance, 1]",
     "FB": "a method of the ensemble could not be fitted (e.g. no task loss) and was left out",

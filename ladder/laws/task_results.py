@@ -3,7 +3,7 @@
 The last stage of `predict` (predict.py fits; this reads the fits and writes `Prediction.results`), kept in
 one place because every number of a result row is decided here: the bootstrap's percentile interval widened
 by the ensemble's calibrated band, the predicted change against the checkpoint noise, and the flags about the
-target (X100, IN, BELOW, FPT, NOISY, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
+target (X100, IN, BELOW, FPT, NOISY, SUB, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
 "Bootstrap over whole runs", "Flags", "Predictability").
 """
 
@@ -129,6 +129,29 @@ def wrong_direction(cols: dict, task: str, runs: list[str], acc_sd: float) -> st
     return None
 
 
+def below_chance(cols: dict, task: str, runs: list[str], acc_sd: float) -> tuple[str | None, float]:
+    """(Why the task's accuracy sits below chance on every fitted run, or None; the best fitted final accuracy).
+    Below chance means the best final accuracy is more than 2x the checkpoint noise (0.01 where unknown) under
+    the task's chance level: the task scores worse than guessing everywhere (a wrong chance level, a scoring
+    bug, or a task the models get systematically wrong at this scale). The laws assume accuracy rises from
+    chance, so their rise is one guess among others (docs/laws.md, "Flags": SUB)."""
+    chance = task_constants(cols, task)[1]
+    chosen = present(cols, task, runs)
+    if not chance or not chosen:
+        return None, float("nan")
+    rows, starts = groups(cols, task, chosen)
+    acc = cols["acc"][rows[starts[1:] - 1]]
+    acc = acc[np.isfinite(acc)]
+    if not len(acc):
+        return None, float("nan")
+    best = float(acc.max())
+    bar = 2 * acc_sd if np.isfinite(acc_sd) else 0.01
+    if best < chance - bar:
+        return (f"{task}: every fitted run's final accuracy is below chance {chance:.3g} (the best {best:.3f}, "
+                f"the worst {float(acc.min()):.3f})"), best
+    return None, best
+
+
 def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, flag_list: list,
                  flops: dict) -> None:
     """One task's result for every target (pred.results): point, interval, predictability and flags."""
@@ -140,6 +163,7 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
     nz = noise(cols, task, ladder.runs)
     backwards = wrong_direction(cols, task, ladder.runs, nz["acc_sd"])
+    sub, best = below_chance(cols, task, ladder.runs, nz["acc_sd"])
     ref = task_data(cols, task, [ladder.reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
     uses_compute = any(f.method.form == "c" and f.data.fpt is not None
                        for f in getattr(fit, "members", {"": fit}).values())
@@ -173,6 +197,10 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
         if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:
             f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {nz['acc_sd']:.3f}"))
+        if sub:
+            # the laws' rise from chance is not in the data: staying at the best measured accuracy is as likely
+            f.append(("SUB", sub))
+            r["acc_lo"] = min(r["acc_lo"], best)
         if backwards:
             # the number is no prediction: report the whole range accuracy can take
             f.append(("DIR", backwards))

@@ -16,7 +16,8 @@ LEGEND = {
     "B": "a parameter sits at a bound of its range (named in flag_details): the data do not pin it down",
     "CEIL": "step 2's ceiling b sits at 1 (no saturation in view; a lower true ceiling would make the "
             "accuracy too high)",
-    "BOOT": "more than 5% of the bootstrap refits did not converge",
+    "BOOT": "more than 5% of the bootstrap refits stopped short of their optimum (the solver gave up, or was still "
+            "gaining after its extra iterations): the interval's spread is not the data's alone",
     "X100": "the target is more than 100x the compute of the largest fitted run",
     "IN": "the target is inside the ladder's range (N and tokens per parameter): not an extrapolation",
     "BELOW": "the target is below the ladder (smaller N, or fewer tokens per parameter, than any fitted run): "

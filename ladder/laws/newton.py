@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ladder.laws.batched import CHUNK_ELEMENTS, robust_value
+from ladder.laws.batched import CHUNK_ELEMENTS, exact_fit, robust_value
 
 
 def _derivatives(residual_fn, curvature_fn, x, w, delta, rows, sel, kept=None):
@@ -188,4 +188,4 @@ def newton_batched(
             ok[ask] = left <= tiny[ask]
         conv[idx] = ok
         done[idx] = ok | (lam[idx] >= 1e12)
-    return x, f, conv
+    return x, f, conv | exact_fit(f, w_all)

@@ -22,6 +22,7 @@ from ladder.laws.taskdata import FINAL_WINDOW, groups, present, task_constants, 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
 NOISY_RATIO = 2.0       # flag a task whose predicted change is under 2x its checkpoint noise
+BOOT_SHARE = 0.05       # BOOT: more than 5% of the bootstrap refits stopped short of their optimum
 
 
 @dataclass
@@ -156,11 +157,10 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
                  flops: dict) -> None:
     """One task's result for every target (pred.results): point, interval, predictability and flags."""
     fit, rows = pred.fits[task], pred.samples.get(task)
+    conv = None
     if rows is not None:
         conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
                 else rows["converged"])
-        if conv.mean() < 0.95:
-            flag_list.append(("BOOT", f"{100 * (1 - conv.mean()):.0f}% of refits did not converge"))
     nz = noise(cols, task, ladder.runs)
     backwards = wrong_direction(cols, task, ladder.runs, nz["acc_sd"])
     sub, best = below_chance(cols, task, ladder.runs, nz["acc_sd"])
@@ -179,6 +179,7 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
         if rows is not None:
             Lb, ab = fit.predict(N, D, F, rows)
             r["acc_lo"], r["acc_hi"] = bootstrap_interval(ab, acc)
+            short = refits_short(ab, conv)
             if np.isfinite(Lb).any():
                 r["loss_lo"], r["loss_hi"] = bootstrap_interval(Lb, L)
         r["distance"] = float(distance(N, D, [ladder.nd[x][0] for x in ladder.runs],
@@ -187,6 +188,8 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             widen_to_calibration(r, pred.calibration)
             r["weights"] = dict(fit.weights)
         f = list(flag_list)
+        if rows is not None and short:
+            f.append(("BOOT", short))
         if ratio > EXTRAPOLATION_FLAG:
             f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {ladder.reference}"))
         if ladder.inside(N, D):
@@ -209,6 +212,26 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
         if task in pred.backtests:
             r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}
         pred.results[name][task] = r
+
+
+def refits_short(samples, converged) -> str:
+    """Why the bootstrap interval of `samples` [B] is unreliable ('' when it is not): more than BOOT_SHARE of the
+    refits stopped short of their optimum, after their extra iterations (chinchilla.REFIT_MORE): the solver
+    gave up (no step lowered the objective) or ran out of iterations still gaining. The detail says how far
+    leaving them out moves the interval's ends: a biased subset (the resamples hardest to fit), so a hint of
+    their weight, not the move continuing them would make. (Before: every refit past 1,000 iterations, or at
+    an exact fit where a relative tolerance cannot hold, counted; BOOT fired on every clean ladder.)"""
+    samples, converged = np.asarray(samples, dtype=np.float64), np.asarray(converged, dtype=bool)
+    share = float((~converged).sum()) / max(len(converged), 1)
+    if (~converged).sum() <= BOOT_SHARE * len(converged):
+        return ""
+    lo, hi = np.nanpercentile(samples, INTERVAL)
+    kept = samples[converged & np.isfinite(samples)]
+    if len(kept) < 2:
+        return f"{share:.0%} of refits stopped short of their optimum (fewer than 2 converged)"
+    klo, khi = np.percentile(kept, INTERVAL)
+    move = max(abs(klo - lo), abs(khi - hi))
+    return f"{share:.0%} of refits stopped short of their optimum (without them the interval's ends move {move:.3f})"
 
 
 def bootstrap_interval(samples, point: float) -> tuple[float, float]:

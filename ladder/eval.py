@@ -234,7 +234,7 @@ def restore_logits_fn(run_dir, step: int | None = None):
     import ml_collections
 
     from ladder import sharding
-    from ladder.checkpoint import Checkpoints
+    from ladder.checkpoint import Checkpoints, check_restored_step, check_step_in_run
     from ladder.step import bind_logits_fn, make_train_step
 
     run_dir = Path(run_dir)
@@ -259,7 +259,9 @@ def restore_logits_fn(run_dir, step: int | None = None):
     step = max(available) if step is None else step
     if step not in available:
         raise LadderError(f"--step: no checkpoint at step {step} in {run_dir}; available: {sorted(available)}")
+    check_step_in_run(run_dir / "checkpoints", step, config.train.total_steps)
     state = ckpts.restore(step, program.abstract_state)
+    check_restored_step(run_dir / "checkpoints", step, state)
     dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
     return config, step, bind_logits_fn(program, state["params"], dp)
 

@@ -27,7 +27,7 @@ from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
 from ladder.arch import arch_of
-from ladder.checkpoint import Checkpoints
+from ladder.checkpoint import Checkpoints, check_restored_step, check_step_in_run
 from ladder.data import make_source
 from ladder.device_checks import check_fits_memory, validate_for_mesh
 from ladder.errors import LadderError, TrainingFailed, require
@@ -145,7 +145,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
             storage.write_json(run_dir / rundir.CONFIG, dict(config.to_dict(), config_hash=digest))
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
-    state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
+    state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead, config.train.total_steps)
     log = TrainLog(config, run_dir, start, ckpts, lead)
     preempted = _run_recording_failures(config, program, state, start, source, row_sharding, ckpts, log, on_eval,
                                         run_dir)
@@ -239,7 +239,8 @@ def _open_checkpoints(ckpt_dir, t, lead: bool) -> Checkpoints:
     return ckpts
 
 
-def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, seed: int, run_dir, lead: bool):
+def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, seed: int, run_dir, lead: bool,
+                 total_steps: int):
     """(state, step) to start from: the newest checkpoint (a resume), else the base run's (continual
     pretraining), else a fresh init from train.seed."""
     start = ckpts.latest_step()
@@ -252,7 +253,9 @@ def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, s
     elif start is None:
         state, start = program.init_fn(jax.random.key(seed)), 0
     else:
+        check_step_in_run(ckpts.directory, start, total_steps)
         state = ckpts.restore(start, program.abstract_state)  # verified above (by process 0)
+        check_restored_step(ckpts.directory, start, state)
         if lead:
             print(f"ladder train: resuming {run_dir} from the checkpoint at step {start}", file=sys.stderr)
     return state, start

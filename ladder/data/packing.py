@@ -237,7 +237,10 @@ class PackedSource(RowSource):
             doc = doc_order[m]
             base, n = self.offsets[doc], self.unit[doc] - 1
             targets = np.where(o < n, self.tokens[base + np.minimum(o, n - 1)], self.eos_id)
-            inputs = np.where(o == 0, self.eos_id, self.tokens[base + np.maximum(o - 1, 0)])
+            # Both branches are read for every position: past the epoch's end (padding, valid False) o runs
+            # beyond the last unit, so the index is clamped into the document (a one-document corpus, or the
+            # last document in token order drawn last, read past the token array: IndexError mid-run).
+            inputs = np.where(o == 0, self.eos_id, self.tokens[base + np.clip(o - 1, 0, np.maximum(n - 1, 0))])
             if self.use_segments:
                 segments = m - m[:, :1] + 1
                 positions = p - np.maximum(starts[m], s[:, None])

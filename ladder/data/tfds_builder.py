@@ -115,7 +115,7 @@ class LadderFiles(_SplitByHash):
             if path.endswith((".jsonl", ".json")):
                 yield from read_jsonl_texts(path, cfg.text_field)
             else:
-                text = Path(path).read_text("utf-8", errors="replace")
+                text = read_text_file(path)
                 if text.strip():
                     yield path, text
 
@@ -123,17 +123,40 @@ class LadderFiles(_SplitByHash):
         return "the files are empty or hold no non-blank text field"
 
 
+def read_text_file(path: str) -> str:
+    """One .txt/.md document. Bytes that are not UTF-8 (a Latin-1 export, a binary file named .txt) and NUL
+    bytes are one LadderError naming the file and offset: they were read with errors="replace" and trained on
+    as U+FFFD tokens without a word (a random 3 kB file gave 5,468 tokens of nothing)."""
+    from ladder.errors import read_utf8
+
+    return read_utf8(path, "data.files")
+
+
+_ONE_PER_LINE = " (a .jsonl/.json file holds one JSON object per line, JSON Lines)"
+
+
 def read_jsonl_texts(path: str, field: str):
     """(id, text) per JSONL line; a malformed line is a LadderError naming the file and line number."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes: a non-UTF-8 line is named (a UnicodeDecodeError traceback before)
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise LadderError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                  "save the file as UTF-8") from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]  # a byte-order mark, as read_utf8 drops it
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise LadderError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove the line") from None
-            if not isinstance(record, dict) or field not in record:
+                hint = _ONE_PER_LINE if lineno == 1 and line.strip() in ("{", "[") else ""  # pretty-printed JSON
+                raise LadderError(f"{path}:{lineno}: malformed JSON ({e.msg}){hint}; fix or remove the line") from None
+            if not isinstance(record, dict):  # a JSON array or value: "no 'text' field" sent users to text_field
+                raise LadderError(f"{path}:{lineno}: a JSON {type(record).__name__}, not an object{_ONE_PER_LINE}; "
+                                  f"write one {{{field!r}: ...}} object per line")
+            if field not in record:
                 raise LadderError(f"{path}:{lineno}: no {field!r} field; set data.text_field to the text's key")
             text = record[field]
             if not isinstance(text, str):
@@ -147,14 +170,29 @@ def expand_paths(spec: str) -> list[str]:
     out: list[str] = []
     for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
         p = Path(part).expanduser()
-        if p.is_dir():
-            out += sorted(str(q) for q in p.rglob("*") if q.is_file() and q.suffix in (".txt", ".md", ".jsonl", ".json"))
-        else:
-            out += sorted(glob.glob(str(p), recursive=True))
+        for match in [str(p)] if p.is_dir() else sorted(glob.glob(str(p), recursive=True)):
+            out += _regular_files(Path(match), spec)
     out = sorted(set(out))
     if not out:
         raise LadderError(f"data.files: {spec!r} matches no .txt/.md/.jsonl files; give a directory, glob or list")
     return out
+
+
+_TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json")
+
+
+def _regular_files(path: Path, spec: str) -> list[str]:
+    """A directory's text files (recursively: one a glob matched too, which was opened as a file before), or
+    the one regular file named. A FIFO, socket or device named by the spec was read and blocked forever (a
+    FIFO) or streamed garbage; a link to nothing failed in os.path.getsize: each is one line now."""
+    if path.is_dir():
+        return sorted(str(q) for q in path.rglob("*") if q.is_file() and q.suffix in _TEXT_SUFFIXES)
+    if path.is_file():
+        return [str(path)]
+    what = "a link to nothing" if path.is_symlink() and not path.exists() else "not a regular file (a FIFO, " \
+        "socket or device)"
+    named = f"{path}" if str(path) == str(spec).strip() else f"{path} (from {spec!r})"
+    raise LadderError(f"data.files: {named} is {what}; name regular .txt/.md/.jsonl files")
 
 
 @contextlib.contextmanager
@@ -188,8 +226,8 @@ def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str
     cfg = FilesConfig(name=name or f"files-{key.hexdigest()[:12]}", paths=paths, text_field=text_field,
                       description=f"{len(paths)} local files")
     set_aside_if_damaged(Path(data_dir), LadderFiles.name, cfg.name, str(LadderFiles.VERSION))
-    with _tfds_scratch():
-        return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")
+    with _tfds_scratch(), _absl_quiet():  # "Using custom data configuration: FilesConfig(...)": every config is
+        return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")  # custom, by design
 
 
 def prepared(builder) -> object:
@@ -217,11 +255,19 @@ def is_prepared(builder) -> bool:
     """builder.is_prepared() without the absl WARNING tfds (4.9) logs whenever the answer is no ("Variant
     folder ... has no dataset_info.json", twice on every fresh cache): that is the question being asked, not a
     problem. The "absl" logger is raised to ERROR for the call only (builders are opened from one thread)."""
+    with _absl_quiet():
+        return builder.is_prepared()
+
+
+@contextlib.contextmanager
+def _absl_quiet():
+    """The "absl" logger raised to ERROR for the block only (builders are opened from one thread): tfds's
+    WARNINGs there answer questions ladder asks on purpose."""
     absl = logging.getLogger("absl")
     saved = absl.level
     absl.setLevel(logging.ERROR)
     try:
-        return builder.is_prepared()
+        yield
     finally:
         absl.setLevel(saved)
 
@@ -307,9 +353,23 @@ def read_split(builder, split: str):
     """A random-access source of {"text": bytes, "id": bytes} records (tfds array_record, no TF)."""
     sources = builder.as_data_source()
     if split not in sources:
-        raise LadderError(f"data.split: {builder.name}/{builder.builder_config.name} has no split {split!r}; "
-                          f"it has {', '.join(sources)}")
+        name = f"{builder.name}/{builder.builder_config.name}"
+        if isinstance(builder, _SplitByHash) and split in corpus.SPLITS:  # a small corpus: no document drew it
+            have = ", ".join(f"{len(v)} in {k}" for k, v in sources.items())
+            raise LadderError(f"{name}: no document fell in the {split!r} split (a document's split is drawn from "
+                              f"a hash of its text: {_SHARES}; this dataset has {have}); add documents (a few dozen "
+                              f"give every split some), or read another split (data.split; the held-out loss reads "
+                              f"validation: eval.lm_loss_batches=0 turns it off)")
+        raise LadderError(f"data.split: {name} has no split {split!r}; it has {', '.join(sources)}")
     return sources[split]
+
+
+_SHARES = ", ".join(f"{v / 10:g}% {k}" for k, v in corpus.HELD_OUT_PER_MILLE.items()) + ", the rest train"
+
+
+def has_split(builder, split: str) -> bool:
+    """Whether a built dataset holds `split` (a small local corpus may have no validation or test document)."""
+    return split in builder.info.splits
 
 
 def catalog_source(name: str, split: str, data_dir: str, *, try_gcs: bool = False, download: bool = False):

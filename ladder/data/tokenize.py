@@ -119,6 +119,7 @@ def _jsonl_chunk(path: str, start: int, stop: int, field: str):
 
 def _texts(spec: dict, unit: dict):
     from ladder.data.corpus import split_of
+    from ladder.data.tfds_builder import read_text_file
 
     if unit["kind"] == "records":
         records, field = _records(spec, unit["key"]), spec.get("text_field", "text")
@@ -128,7 +129,7 @@ def _texts(spec: dict, unit: dict):
             yield value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
         return
     texts = (_jsonl_chunk(unit["path"], unit["start"], unit["stop"], spec["text_field"]) if unit["kind"] == "jsonl"
-             else (open(p, encoding="utf-8", errors="replace").read() for p in unit["paths"]))
+             else (read_text_file(p) for p in unit["paths"]))  # non-UTF-8 / NUL: one line, as source=files
     for text in texts:  # local files are split by document hash, as data.source=files splits them
         if text.strip() and (spec["split"] == "all" or split_of(text) == spec["split"]):
             yield text

@@ -1,0 +1,217 @@
+"""Issue 18, session 9's probe round on the training side: classes no earlier round tried. Corpora that are
+not text (binary, Latin-1, a FIFO, a link to nothing, a directory a glob matched, pretty-printed JSON), corpora
+too small to fill a sequence or a held-out split, the packer's padded positions, a backend JAX_PLATFORMS asks
+for that the machine lacks, checkpoint steps past the run's total_steps or renamed by hand
+(docs/training.md "Reliability"; the probe table is in the session's closing note)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ladder.errors import LadderError
+
+
+# ------------------------------------------------------------------ packing
+@pytest.mark.parametrize("lengths, seq_len, batches", [((25,), 16, 4), ((10, 27), 16, 50), ((500, 700, 1800), 128, 300)])
+def test_padded_rows_never_read_past_the_tokens(lengths, seq_len, batches):
+    """Past an epoch's last unit both np.where branches were read: an epoch ending on the physically last
+    document indexed past the token array (IndexError mid-run; 29 of 50 batches of the 2-document corpus)."""
+    from ladder.data.packing import PackedSource
+
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = (np.arange(offsets[-1]) % 250 + 3).astype(np.uint16)
+    source = PackedSource(tokens, offsets, seq_len, 4, seed=0, eos_id=1, pad_id=0)
+    seen = []
+    for k in range(batches):
+        b = source.batch(k)
+        pad = b["segment_ids"] == 0
+        assert (b["inputs"][pad] == 0).all() and (b["targets"][pad] == 0).all()
+        seen.append(b["targets"][~pad])
+    # every epoch holds each token once plus one EOS per document: the padded tail added nothing
+    epoch_rows = source.rows(np.arange(source.rows_per_epoch))
+    real = epoch_rows["targets"][epoch_rows["segment_ids"] > 0]
+    assert len(real) == offsets[-1] + len(lengths)
+    assert sorted(real[real != 1]) == sorted(tokens.tolist())
+
+
+def test_a_one_document_corpus_shorter_than_a_row_trains(tmp_path):
+    from ladder.data.packing import PackedSource
+
+    source = PackedSource(np.arange(3, 8, dtype=np.uint16), np.array([0, 5]), 16, 2, seed=0, eos_id=1, pad_id=0)
+    b = source.batch(7)
+    assert b["inputs"][0, :6].tolist() == [1, 3, 4, 5, 6, 7] and b["targets"][0, :6].tolist() == [3, 4, 5, 6, 7, 1]
+    assert (b["segment_ids"][0, 6:] == 0).all()
+
+
+# ------------------------------------------------------------------ corpus files
+def _write(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("b.txt", bytes(range(256)) * 4, r"data.files: .*b.txt is not UTF-8 text \(byte 0x80 at offset 128\)"),
+    ("l.txt", "café".encode("latin-1"), r"l.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"),
+    ("n.md", b"text\x00more", r"n.md has a NUL byte at offset 4, so it is binary"),
+    ("a.jsonl", '{"text": "café"}\n'.encode("latin-1"), r"a.jsonl:1: not UTF-8 \(byte 0xe9 at column 14\)"),
+    ("p.json", b'{\n "text": "x"\n}\n', r"p.json:1: malformed JSON .*one JSON object per line"),
+    ("j.json", b'[{"text": "x"}]\n', r"j.json:1: a JSON list, not an object .*one JSON object per line"),
+])
+def test_corpus_files_that_are_not_utf8_jsonl_text_name_the_file(tmp_path, name, data, message):
+    """They were read with errors="replace" (a binary .txt trained as U+FFFD tokens, without a word) or
+    raised a UnicodeDecodeError traceback (JSONL); a JSON array said "no 'text' field"."""
+    from ladder.data import tfds_builder as tb
+
+    path = _write(tmp_path / name, data)
+    builder = tb.LadderFiles.__new__(tb.LadderFiles)  # only _documents is exercised: no tfds directory made
+    builder.__dict__["_builder_config"] = tb.FilesConfig(name="x", paths=(path,))
+    with pytest.raises(LadderError, match=message):
+        list(tb.LadderFiles._documents(builder))
+
+
+def test_a_byte_order_mark_in_jsonl_is_dropped(tmp_path):
+    from ladder.data import tfds_builder as tb
+
+    path = _write(tmp_path / "a.jsonl", b'\xef\xbb\xbf{"text": "hi"}\n')
+    assert list(tb.read_jsonl_texts(path, "text")) == [(f"{path}:1", "hi")]
+
+
+def test_paths_that_are_not_regular_files(tmp_path):
+    """A FIFO named .txt was opened and read: the build blocked forever; a link to nothing failed in
+    os.path.getsize; a directory a glob matched was opened as a file (IsADirectoryError)."""
+    from ladder.data import tfds_builder as tb
+
+    os.mkfifo(tmp_path / "fifo.txt")
+    with pytest.raises(LadderError, match=r"fifo.txt is not a regular file \(a FIFO"):
+        tb.expand_paths(str(tmp_path / "fifo.txt"))
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "missing" / "x.txt")
+    with pytest.raises(LadderError, match=r"gone.txt is a link to nothing"):
+        tb.expand_paths(str(tmp_path / "gone.txt"))
+    _write(tmp_path / "d" / "sub.txt" / "in.md", b"inside")
+    _write(tmp_path / "d" / "top.txt", b"top")
+    assert tb.expand_paths(str(tmp_path / "d" / "*.txt")) == [str(tmp_path / "d" / "sub.txt" / "in.md"),
+                                                            str(tmp_path / "d" / "top.txt")]
+    assert tb.expand_paths(str(tmp_path / "d")) == tb.expand_paths(str(tmp_path / "d" / "*.txt"))  # the FIFO: skipped
+
+
+def test_tokenize_reads_text_files_as_source_files_does(tmp_path):
+    from ladder.data.tokenize import _texts
+
+    path = _write(tmp_path / "l.txt", "café".encode("latin-1"))
+    with pytest.raises(LadderError, match=r"l.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        list(_texts({"split": "all"}, {"kind": "text", "paths": [path]}))
+
+
+def test_a_corpus_too_small_for_a_held_out_split(tmp_path, capsys):
+    """`ladder data files` on a one-document corpus failed on its validation split as "data.split: ... has no
+    split 'validation'" (the user set no data.split); a run's held-out loss said the same before training.
+    Now the build notes the empty splits, and reading one says why it is empty and what to do."""
+    from ladder.cli import main
+
+    corpus = tmp_path / "one"
+    _write(corpus / "a.txt", b"hello world this is text\n")  # drawn into train by its hash
+    cache = tmp_path / "cache"
+    assert main(["data", "files", str(corpus), "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "files[train]: 1 documents, 25 tokens" in out
+    assert "files[validation]: no documents (each document's split is drawn from a hash of its text: 10% " \
+           "validation, 10% test, the rest train)" in out
+    import ml_collections
+
+    from ladder.data import pipeline
+    from ladder.data.tokenizer import ByteTokenizer
+
+    cfg = ml_collections.ConfigDict(dict(cache_dir=str(cache), source="files", files=str(corpus)))
+    with pytest.raises(LadderError, match=r"no document fell in the 'validation' split .* this dataset has 1 in "
+                       r"train\); add documents .* eval.lm_loss_batches=0"):
+        pipeline.token_cache(cfg, "validation", ByteTokenizer())
+
+
+def test_the_custom_config_warning_of_a_files_build_is_not_logged(tmp_path, caplog):
+    from ladder.data import tfds_builder as tb
+
+    _write(tmp_path / "docs" / "a.txt", b"some text")
+    with caplog.at_level("WARNING"):
+        tb.files_builder(str(tmp_path / "docs"), tmp_path / "tfds")
+    assert not [r for r in caplog.records if "custom data configuration" in r.getMessage()]
+
+
+# ------------------------------------------------------------------ environment
+def test_a_backend_jax_platforms_asks_for_that_is_absent_is_one_line(monkeypatch):
+    import jax
+
+    from ladder import sharding
+
+    def absent():
+        raise RuntimeError("Unable to initialize backend 'cuda': no GPU here. (set JAX_PLATFORMS='' to "
+                           "automatically choose an available backend)")
+
+    monkeypatch.setattr(jax, "devices", absent)
+    monkeypatch.setenv("JAX_PLATFORMS", "gpu")
+    with pytest.raises(LadderError, match=r"^JAX_PLATFORMS=gpu: Unable to initialize backend 'cuda': no GPU "
+                       r"here; unset JAX_PLATFORMS \(or set it to cpu"):
+        sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1, "dcn_data": 1})
+
+
+# ------------------------------------------------------------------ checkpoints
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A tiny run of 4 steps with checkpoints at 2 and 4."""
+    from ladder.train import train
+    from tests.test_train import tiny_config
+
+    run_dir = tmp_path_factory.mktemp("p9") / "run"
+    assert train(tiny_config(total_steps=4, checkpoint_every=2, keep_checkpoints=2), str(run_dir))["state"] == "done"
+    return run_dir
+
+
+def _copy_run(finished, tmp_path, edit):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "lock.json").unlink(missing_ok=True)
+    edit(run / "checkpoints")
+    return run
+
+
+def test_the_step_checks_name_the_directory_and_the_fix(tmp_path):
+    from ladder.checkpoint import check_restored_step, check_step_in_run
+
+    check_step_in_run(tmp_path, 4, 4)
+    with pytest.raises(LadderError, match=r"checkpoints/10 is past train.total_steps=4 of this run's config, so "
+                       r"this run did not save it \(copied in from a longer run\?\); move it out"):
+        check_step_in_run(tmp_path / "checkpoints", 10, 4)
+    check_restored_step(tmp_path, 3, {"step": np.int32(3)})
+    with pytest.raises(LadderError, match=r"/3 holds the train state of step 2, not 3 .*rename it back to 2"):
+        check_restored_step(tmp_path, 3, {"step": np.int32(2)})
+
+
+@pytest.mark.slow
+def test_a_step_past_total_steps_is_refused_by_eval_and_by_a_resume(finished, tmp_path):
+    """A step copied in from a longer run: the resume "finished" at once with loss None and status step 10,
+    and `ladder eval` wrote results rows at step 10 (D from it)."""
+    from ladder.eval import restore_logits_fn
+    from ladder.train import train
+    from tests.test_train import tiny_config
+
+    run = _copy_run(finished, tmp_path, lambda c: shutil.copytree(c / "4", c / "10"))
+    with pytest.raises(LadderError, match=r"checkpoints/10 is past train.total_steps=4 of this run's config"):
+        restore_logits_fn(run)
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps(dict(status, state="running")))  # as a crash leaves it
+    with pytest.raises(LadderError, match=r"checkpoints/10 is past train.total_steps=4"):
+        train(tiny_config(total_steps=4, checkpoint_every=2, keep_checkpoints=2), str(run))
+
+
+@pytest.mark.slow
+def test_a_renamed_step_is_refused(finished, tmp_path):
+    from ladder.eval import restore_logits_fn
+
+    run = _copy_run(finished, tmp_path, lambda c: (c / "2").rename(c / "3"))
+    with pytest.raises(LadderError, match=r"checkpoints/3 holds the train state of step 2, not 3 .*rename it back"):
+        restore_logits_fn(run, 3)
+    config, step, _ = restore_logits_fn(run)  # the untouched latest step still restores
+    assert step == 4

@@ -34,7 +34,7 @@ from ladder.errors import LadderError, TrainingFailed, require
 from ladder.preemption import EvaluationInterrupted, Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
-    RUNG_KEYS, check_run_dir, config_from_rung, config_hash, data_config,
+    RUNG_KEYS, check_run_dir, config_changes, config_from_rung, config_hash, data_config,
     default_config, resolve_vocab, validate)
 from ladder.train_log import TrainLog
 from ladder.warmstart import init_from_base, resolve_init
@@ -129,8 +129,10 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     steps and mark the run done."""
     digest = config_hash(config)
     saved = rundir.read_run_config(run_dir)
-    require(saved is None or saved.get("config_hash") == digest, "--run-dir",
-            f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
+    if saved is not None and saved.get("config_hash") != digest:
+        changed = config_changes(saved, config)
+        raise LadderError(f"--run-dir: {run_dir} holds a run with another config ({changed or 'config_hash differs'}); "
+                          "use a new --run-dir, or the config that wrote it to resume")
     status = rundir.read_status(run_dir)
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))

@@ -168,6 +168,26 @@ def config_hash(config) -> str:
     return hashlib.sha256(to_json(cfg).encode()).hexdigest()
 
 
+def config_changes(saved: dict, config, limit: int = 3) -> str:
+    """The fields in which `config` differs from a run directory's saved config.json, as
+    "optim.peak_lr 0.003 -> 0.01, ..." (the `distributed` section and config_hash left out, as config_hash
+    leaves them): "config_hash differs" alone left the user to diff two JSON files."""
+    import json
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d.items() if isinstance(d, dict) else ()):
+            if prefix == "" and k in ("distributed", "config_hash"):
+                continue
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    before, now = flat(saved), flat(json.loads(to_json(ml_collections.ConfigDict(config))))
+    keys = sorted(k for k in set(before) | set(now) if before.get(k, "<absent>") != now.get(k, "<absent>"))
+    shown = [f"{k} {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}" for k in keys[:limit]]
+    return ", ".join(shown) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 # ---------------------------------------------------------------------------------------------- validation
 
 
@@ -317,6 +337,30 @@ def _check_steps(t) -> None:
                 "remove them or raise total_steps")
 
 
+def _check_mixture(components) -> None:
+    """data.mixture's components, before any of them is built: a weight "abc" was a ValueError traceback and
+    a negative one was refused only after every component was tokenized; a misspelt key in a component
+    (`file:`) was dropped without a word, so the component read the parent's value."""
+    require(isinstance(components, (dict, ml_collections.ConfigDict)) and len(components) > 0, "data.mixture",
+            f"is {components!r}", "give {name: {weight: w, source: ..., <data fields>}, ...}")
+    known = (set(default_config().data.keys()) - {"mixture"}) | {"weight"}
+    weights = []
+    for name, part in components.items():
+        field = f"data.mixture.{name}"
+        require(isinstance(part, (dict, ml_collections.ConfigDict)), field, f"is {part!r}, not a section",
+                "give {weight: w, source: ..., <data fields>}")
+        unknown = sorted(set(part.keys()) - known)
+        require(not unknown, f"{field}.{unknown[0] if unknown else ''}", "unknown data key",
+                f"known keys: weight, {', '.join(sorted(known - {'weight'}))}")
+        w = part.get("weight", 1.0)
+        require(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0,
+                f"{field}.weight", f"{w!r} is not a finite number >= 0", "give the component's share, e.g. 0.8")
+        require(part.get("source", "embedded") != "mixture", f"{field}.source", "a component cannot itself be a "
+                "mixture", "list its parts as components of this mixture")
+        weights.append(w)
+    require(sum(weights) > 0, "data.mixture", "every weight is 0", "give at least one component a positive weight")
+
+
 def _check_data_and_eval(config) -> None:
     """The corpus domains, the evaluation's held-out losses, a continued run's base, and the domain mixture."""
     i, mix, e = config.init, config.mix, config.eval
@@ -330,6 +374,8 @@ def _check_data_and_eval(config) -> None:
     require(i.step >= -1, "init.step", f"{i.step} is not a step", "use -1 (the base run's latest) or a saved step")
     require(not (i.restore_optimizer and not i.from_run), "init.restore_optimizer", "set without init.from_run",
             "give init.from_run (the base run's directory)")
+    if config.data.source == "mixture":
+        _check_mixture(config.data.mixture)
     require(mix.r == -1 or 0 <= mix.r <= 1, "mix.r", f"{mix.r} is outside [0, 1]", "give the domain share, or -1 (off)")
     if mix.r >= 0:
         general, domain = embedded_domains(mix.general, "mix.general"), embedded_domains(mix.domain, "mix.domain")

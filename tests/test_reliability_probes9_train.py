@@ -215,3 +215,57 @@ def test_a_renamed_step_is_refused(finished, tmp_path):
         restore_logits_fn(run, 3)
     config, step, _ = restore_logits_fn(run)  # the untouched latest step still restores
     assert step == 4
+
+
+# ------------------------------------------------------------------ configs a run reads
+@pytest.mark.parametrize("mixture, message", [
+    ({"a": {"weight": "abc", "source": "files"}}, r"data.mixture.a.weight: 'abc' is not a finite number >= 0"),
+    ({"a": {"weight": -1.0}, "b": {"weight": 1.0}}, r"data.mixture.a.weight: -1.0 is not a finite number >= 0"),
+    ({"a": {"weight": 0.0}, "b": {"weight": 0}}, r"data.mixture: every weight is 0"),
+    ({"a": {"weight": 1.0, "file": "/x/*.txt"}}, r"data.mixture.a.file: unknown data key; known keys: weight, "),
+    ({"a": {"weight": 1.0, "source": "mixture"}}, r"data.mixture.a.source: a component cannot itself be a mixture"),
+    ({"a": 0.5}, r"data.mixture.a: is 0.5, not a section"),
+    ({}, r"data.mixture: is "),
+])
+def test_mixture_components_are_checked_before_any_is_built(mixture, message):
+    """A weight "abc" was a ValueError traceback; -1 was refused only after every component was tokenized;
+    a misspelt key was dropped, so the component silently read the parent's value."""
+    from ladder.train_config import validate
+    from tests.test_train import tiny_config
+
+    cfg = tiny_config()
+    cfg.data.source = "mixture"
+    cfg.data.mixture = mixture
+    with pytest.raises(LadderError, match=message):
+        validate(cfg)
+
+
+def test_a_resume_with_another_config_names_what_changed():
+    """"holds a run with another config (config_hash differs)" left the user to diff two JSON files."""
+    from ladder.train_config import config_changes, to_json
+    from tests.test_train import tiny_config
+
+    saved = json.loads(to_json(tiny_config(total_steps=6)))
+    assert config_changes(saved, tiny_config(total_steps=6)) == ""
+    now = tiny_config(total_steps=8)
+    now.optim.peak_lr = 0.01
+    assert config_changes(saved, now) == "optim.peak_lr 0.003 -> 0.01, train.total_steps 6 -> 8"
+    now.name, now.model.seq_len = "zz", 32
+    assert config_changes(saved, now) == "model.seq_len 16 -> 32, name 'run' -> 'zz', optim.peak_lr 0.003 -> 0.01 " \
+                                         "and 1 more"
+    now.distributed.process_id = 3  # per process: not part of the config hash, not a change
+    assert config_changes(saved, now).endswith("and 1 more")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"data.spm_model: .*m.model is empty, not a SentencePiece model"),
+    (b"garbage\n", r"data.spm_model: .*m.model is not a SentencePiece model \(sentencepiece cannot parse it"),
+])
+def test_a_sentencepiece_file_that_is_not_a_model(tmp_path, content, message):
+    """A text file given as the .model was a RuntimeError traceback from sentencepiece's C++; an empty one
+    "loaded", logging "Model is not initialized" before failing on its EOS id."""
+    from ladder.data.tokenizer import SentencePieceTokenizer
+
+    path = _write(tmp_path / "m.model", content)
+    with pytest.raises(LadderError, match=message):
+        SentencePieceTokenizer(path)

@@ -36,7 +36,7 @@ from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
     RUNG_KEYS, check_run_dir, config_changes, config_from_rung, config_hash, data_config,
     default_config, resolve_vocab, validate)
-from ladder.train_log import TrainLog
+from ladder.train_log import TrainLog, first_batch_sha256
 from ladder.warmstart import init_from_base, resolve_init
 
 
@@ -148,7 +148,7 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead, config.train.total_steps)
-    log = TrainLog(config, run_dir, start, ckpts, lead)
+    log = TrainLog(config, run_dir, start, ckpts, lead, first_batch_sha256(source) if lead else "")
     preempted = _run_recording_failures(config, program, state, start, source, row_sharding, ckpts, log, on_eval,
                                         run_dir)
     if preempted:

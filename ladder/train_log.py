@@ -24,7 +24,7 @@ class TrainLog:
     """What the run reports as it goes: status.json and metrics.jsonl (process 0 writes them), the rates, and
     the check of every step's loss before anything is saved or evaluated (divergence)."""
 
-    def __init__(self, config, run_dir, start: int, ckpts: Checkpoints, lead: bool):
+    def __init__(self, config, run_dir, start: int, ckpts: Checkpoints, lead: bool, data_sha: str = ""):
         t, a = config.train, arch_of(config)
         self.t, self.run_dir, self.ckpts, self.lead = t, run_dir, ckpts, lead
         self.flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
@@ -42,8 +42,11 @@ class TrainLog:
         if lead:
             rundir.truncate_metrics(run_dir, start)
             self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
+        if lead and start and data_sha:
+            same_data(status_before, data_sha, jax.process_count(), run_dir)
         self.base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=self.flops_per_token,
-                         peak_flops=self.peak, peak_source=peak_source, first_loss=first_loss)
+                         peak_flops=self.peak, peak_source=peak_source, first_loss=first_loss,
+                         **({"first_batch_sha256": data_sha, "processes": jax.process_count()} if data_sha else {}))
         self.progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
         self.clock = {"t": None, "step": start}
 
@@ -93,6 +96,34 @@ class TrainLog:
                                    lr=m["lr"], tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu,
                                    time=time.time()), eta)
             self.set_status("running")
+
+
+def first_batch_sha256(source) -> str:
+    """sha256 of this process's rows of batch 0 (every array, in key order): a fingerprint of what the run reads.
+    A source is a pure function of (data, seed, step), so a resume that gets another value reads other data."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for key, value in sorted(source.batch(0).items()):
+        h.update(key.encode() + np.ascontiguousarray(value, np.int32).tobytes())
+    return h.hexdigest()
+
+
+def same_data(status_before: dict, data_sha: str, processes: int, run_dir) -> bool:
+    """On a resume: whether the first batch is the one the run started on (status.json's first_batch_sha256,
+    compared when the process count is the same); if not, one note. A corpus file edited or added, another
+    tokenizer or a rebuilt cache changed the data under a resumed run without a word before (config_hash
+    holds the corpus's path, not its content). A note, not a stop: the checkpoints stay usable."""
+    saved = status_before.get("first_batch_sha256")
+    if not isinstance(saved, str) or status_before.get("processes") != processes or saved == data_sha:
+        return True
+    print(f"ladder train: note: {run_dir} was started on other training data (the first batch's sha256 "
+          f"{data_sha[:12]} is not status.json's {saved[:12]}): a corpus file, the tokenizer or the token cache "
+          "changed since; resuming on the data as they are now (restore the old data for a run that is a pure "
+          "function of its config)", file=sys.stderr)
+    return False
 
 
 def saved_first_loss(value, run_dir) -> float | None:

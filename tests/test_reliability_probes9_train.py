@@ -269,3 +269,35 @@ def test_a_sentencepiece_file_that_is_not_a_model(tmp_path, content, message):
     path = _write(tmp_path / "m.model", content)
     with pytest.raises(LadderError, match=message):
         SentencePieceTokenizer(path)
+
+
+def test_a_resume_on_other_data_is_noted(tmp_path, capsys):
+    """A corpus file added under a preempted run: the resume trained on the new data without a word
+    (config_hash holds the corpus's path, not its content). Checked on batch 0's rows, with a note."""
+    from ladder.data.packing import PackedSource
+    from ladder.train_log import first_batch_sha256, same_data
+
+    def source(lengths):
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        tokens = (np.arange(offsets[-1]) % 250 + 3).astype(np.uint16)
+        return PackedSource(tokens, offsets, 16, 4, seed=0, eos_id=1, pad_id=0)
+
+    before, same, grown = (first_batch_sha256(source(n)) for n in ((30, 40), (30, 40), (30, 40, 5)))
+    assert before == same != grown and len(before) == 64
+    status = {"first_batch_sha256": before, "processes": 1}
+    assert same_data(status, same, 1, tmp_path) and capsys.readouterr().err == ""
+    assert same_data(status, grown, 2, tmp_path)  # another process count reads other rows: not compared
+    assert same_data({}, grown, 1, tmp_path)  # a run started before the check: nothing to compare
+    assert not same_data(status, grown, 1, tmp_path)
+    err = capsys.readouterr().err
+    assert f"was started on other training data (the first batch's sha256 {grown[:12]} is not status.json's " \
+           f"{before[:12]})" in err and "resuming on the data as they are now" in err
+
+
+def test_a_base_run_that_is_a_file_is_named_not_a_failed_write(tmp_path):
+    """init.from_run naming a file ended "failed: storage: cannot write FILE/config.json", exit 1."""
+    from ladder.rundir import read_run_config
+
+    path = _write(tmp_path / "task.jsonl", b"{}\n")
+    with pytest.raises(LadderError, match=r"^init.from_run: .*task.jsonl is a file, not a run directory"):
+        read_run_config(path, "init.from_run")

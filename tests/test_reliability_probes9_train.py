@@ -301,3 +301,37 @@ def test_a_base_run_that_is_a_file_is_named_not_a_failed_write(tmp_path):
     path = _write(tmp_path / "task.jsonl", b"{}\n")
     with pytest.raises(LadderError, match=r"^init.from_run: .*task.jsonl is a file, not a run directory"):
         read_run_config(path, "init.from_run")
+
+
+# ------------------------------------------------------------------ signals before the steps
+def test_sigterm_while_the_trainer_starts_is_one_line_and_143(monkeypatch, capsys):
+    """A SIGTERM while `ladder train` built its data or compiled ended the process with 143 and no word (the
+    CLI left SIGTERM to the trainer, whose handler is only installed for the steps)."""
+    import signal
+
+    from ladder import cli
+    from ladder.commands import train
+
+    def run(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(train, "run", run)
+    assert cli.main(["train", "configs/tiny.py"]) == 143
+    assert "ladder train: interrupted by SIGTERM; nothing half-written" in capsys.readouterr().err
+
+
+def test_an_interrupt_from_the_command_line_skips_the_teardown_once_jax_is_loaded(monkeypatch, capsys):
+    """XLA's threads ran into the interpreter's teardown after a Ctrl-C or SIGTERM mid-compile: exit 139
+    (segmentation fault) after the one line, 2 of 5 tries. From the command line the process now ends at once."""
+    import jax  # noqa: F401 (loaded, as in any trainer)
+
+    from ladder import cli
+    from ladder.commands import train
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    monkeypatch.setattr(train, "run", lambda args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert cli._run_verb("train", ["configs/tiny.py"], from_command_line=True) == 130 and exits == [130]
+    assert cli._run_verb("train", ["configs/tiny.py"], from_command_line=False) == 130 and exits == [130]
+    assert capsys.readouterr().err.count("ladder train: interrupted") == 2

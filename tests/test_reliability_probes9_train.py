@@ -335,3 +335,23 @@ def test_an_interrupt_from_the_command_line_skips_the_teardown_once_jax_is_loade
     assert cli._run_verb("train", ["configs/tiny.py"], from_command_line=True) == 130 and exits == [130]
     assert cli._run_verb("train", ["configs/tiny.py"], from_command_line=False) == 130 and exits == [130]
     assert capsys.readouterr().err.count("ladder train: interrupted") == 2
+
+
+def test_long_data_builds_say_how_far_they_are(tmp_path, monkeypatch, capsys):
+    """Gathering a large local corpus and tokenizing it printed nothing until the end (minutes), after tfds's
+    "Downloading and preparing dataset Unknown size (download: Unknown size, ...)" for an offline build."""
+    from ladder.data import packing, tfds_builder as tb
+    from ladder.data.tokenizer import ByteTokenizer
+
+    for i in range(3):
+        _write(tmp_path / "docs" / f"{i}.txt", f"document {i} ".encode() * 50)
+    monkeypatch.setattr(tb._SplitByHash, "PROGRESS_S", 0.0)
+    monkeypatch.setattr(packing, "PROGRESS_S", 0.0)
+    builder = tb.prepared(tb.files_builder(str(tmp_path / "docs"), tmp_path / "tfds", name="p"))
+    out, err = capsys.readouterr()
+    assert "Downloading" not in out + err and "downloaded" not in out + err
+    assert f"ladder_files/p: building into {tmp_path / 'tfds'}" in err
+    assert "ladder_files/p: gathered 1 documents, 0.0 MB in 0s" in err and "gathered 3 documents" in err
+    texts = [r["text"].decode() for r in tb.read_split(builder, "train")]
+    packing.build_token_cache(texts, ByteTokenizer(), tmp_path / "cache", describe="p[train]")
+    assert f"tokenizing p[train]: {len(texts)} documents" in capsys.readouterr().err

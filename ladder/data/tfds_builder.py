@@ -56,13 +56,31 @@ class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(builder=self, features=_FEATURES(), metadata=tfds.core.MetadataDict(),
                                      description=self.__doc__)
 
+    PROGRESS_S = 10.0  # seconds between progress lines while documents are gathered
+
+    def _log_download_bytes(self) -> None:
+        """tfds prints "Downloading and preparing dataset Unknown size (download: Unknown size, ...)" here:
+        nothing is downloaded and every size is unknown. Said as what happens instead (stderr)."""
+        print(f"{self.name}/{self.builder_config.name}: building into {self.data_dir} (offline, once per cache)",
+              file=sys.stderr, flush=True)
+
+    def _log_download_done(self) -> None:  # "Dataset ... downloaded and prepared": the counts line says it
+        pass
+
     def _split_generators(self, dl_manager):
-        start = time.perf_counter()
+        start = last = time.perf_counter()
         by_split: dict[str, list[tuple[str, str]]] = {s: [] for s in corpus.SPLITS}
         digest = hashlib.sha256()
+        n_docs = n_bytes = 0
         for doc_id, text in self._documents():
             by_split[corpus.split_of(text)].append((doc_id, text))
-            digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+            encoded = text.encode("utf-8")
+            digest.update(hashlib.sha256(encoded).digest())
+            n_docs, n_bytes = n_docs + 1, n_bytes + len(encoded)
+            if time.perf_counter() - last >= self.PROGRESS_S:  # a large corpus: minutes without a word before
+                last = time.perf_counter()
+                print(f"{self.name}/{self.builder_config.name}: gathered {n_docs:,} documents, {n_bytes / 1e6:,.1f} MB "
+                      f"in {last - start:.0f}s", file=sys.stderr, flush=True)
         total = sum(len(v) for v in by_split.values())
         if total == 0:
             raise LadderError(f"{self.name}/{self.builder_config.name}: no documents found; {self._empty_hint()}")

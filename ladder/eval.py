@@ -56,11 +56,23 @@ def encode_rows(task, tokenizer, seq_len: int):
     return rows
 
 
-def score_rows(logits_fn, rows, *, batch_size: int, seq_len: int, pad_id: int) -> np.ndarray:
-    """Summed log-likelihood of each row's answer tokens, float64 [len(rows)]."""
+PROGRESS_S = 10.0  # seconds between progress lines while a task is scored
+
+
+def score_rows(logits_fn, rows, *, batch_size: int, seq_len: int, pad_id: int, describe: str = "") -> np.ndarray:
+    """Summed log-likelihood of each row's answer tokens, float64 [len(rows)]. With `describe` (a task name),
+    a line every PROGRESS_S seconds on process 0: a large task file scored for minutes without a word."""
+    import sys
+    import time
+
     out = np.zeros(len(rows), np.float64)
     positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len))
+    start = last = time.perf_counter()
     for lo in range(0, len(rows), batch_size):
+        if describe and lo and time.perf_counter() - last >= PROGRESS_S and jax.process_index() == 0:
+            last = time.perf_counter()
+            print(f"eval {describe}: {lo:,}/{len(rows):,} choices scored ({lo / len(rows):.0%}) in {last - start:.0f}s",
+                  file=sys.stderr, flush=True)
         chunk = rows[lo : lo + batch_size]
         inputs = np.full((batch_size, seq_len), pad_id, np.int32)
         targets = np.full((batch_size, seq_len), pad_id, np.int32)
@@ -105,7 +117,8 @@ def evaluate(logits_fn, tasks, tokenizer, *, batch_size: int, seq_len: int) -> l
     results = []
     for task in tasks:
         rows = encode_rows(task, tokenizer, seq_len)
-        logprobs = score_rows(logits_fn, rows, batch_size=batch_size, seq_len=seq_len, pad_id=tokenizer.pad_id)
+        logprobs = score_rows(logits_fn, rows, batch_size=batch_size, seq_len=seq_len, pad_id=tokenizer.pad_id,
+                              describe=task.name)
         results.append(task_metrics(task, logprobs, rows))
     return results
 

@@ -355,3 +355,17 @@ def test_long_data_builds_say_how_far_they_are(tmp_path, monkeypatch, capsys):
     texts = [r["text"].decode() for r in tb.read_split(builder, "train")]
     packing.build_token_cache(texts, ByteTokenizer(), tmp_path / "cache", describe="p[train]")
     assert f"tokenizing p[train]: {len(texts)} documents" in capsys.readouterr().err
+
+
+def test_a_long_evaluation_says_how_far_it_is(monkeypatch, capsys):
+    from ladder import eval as eval_lib
+    from ladder.data.tokenizer import ByteTokenizer
+    from ladder.tasks import Question, Task
+
+    task = Task("big", [Question("context", ("a", "b"), 0)] * 6)
+    rows = eval_lib.encode_rows(task, ByteTokenizer(), 16)
+    fn = lambda inputs, segments, positions: np.zeros(inputs.shape + (259,), np.float32)  # noqa: E731
+    monkeypatch.setattr(eval_lib, "PROGRESS_S", 0.0)
+    eval_lib.score_rows(fn, rows, batch_size=4, seq_len=16, pad_id=0, describe="big")
+    lines = [line.rsplit(" in ", 1)[0] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["eval big: 4/12 choices scored (33%)", "eval big: 8/12 choices scored (67%)"]

@@ -238,9 +238,10 @@ def held_out_sources(config, seq_len: int, eval_batch: int) -> dict:
 
 
 # ------------------------------------------------------------------ evaluation of a saved checkpoint
-def restore_logits_fn(run_dir, step: int | None = None):
+def restore_logits_fn(run_dir, step: int | None = None, batch_size: int | None = None):
     """(config, step, logits_fn) for a run directory's checkpoint (the latest unless `step`), placed on
-    this machine's devices."""
+    this machine's devices; `batch_size` (ladder eval --batch-size) is checked against a device's memory
+    first (the trainer checks its own eval.batch_size before training)."""
     import json
     from pathlib import Path
 
@@ -265,6 +266,11 @@ def restore_logits_fn(run_dir, step: int | None = None):
         key = str(e.args[0] if e.args else e).strip("\"'")
         raise LadderError(f"run_dir: {saved} lacks the key {key!r} (not the whole config `ladder train` writes); "
                           "restore it or retrain the run") from None
+    if batch_size:
+        from ladder.device_checks import check_eval_batch_fits
+        from ladder.train import device_bytes
+
+        check_eval_batch_fits(config, dict(mesh.shape), device_bytes(), batch_size, "--batch-size")
     ckpts = Checkpoints(run_dir / "checkpoints", keep=1, async_save=False)
     available = list(ckpts.manager.all_steps())
     if not available:
@@ -296,7 +302,7 @@ def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None =
     from ladder.config import apply_overrides
     from ladder.data.tokenizer import make_tokenizer
 
-    config, step, logits_fn = restore_logits_fn(run_dir, step)
+    config, step, logits_fn = restore_logits_fn(run_dir, step, batch_size)
     task_cfg = ml_collections.ConfigDict(config.eval.to_dict())
     task_cfg.tasks = task_cfg.tasks or "embedded"
     for key, value in (("tasks", tasks), ("k_shot", k_shot), ("max_questions", max_questions)):

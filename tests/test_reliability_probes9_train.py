@@ -369,3 +369,22 @@ def test_a_long_evaluation_says_how_far_it_is(monkeypatch, capsys):
     eval_lib.score_rows(fn, rows, batch_size=4, seq_len=16, pad_id=0, describe="big")
     lines = [line.rsplit(" in ", 1)[0] for line in capsys.readouterr().err.splitlines()]
     assert lines == ["eval big: 4/12 choices scored (33%)", "eval big: 8/12 choices scored (67%)"]
+
+
+def test_an_evaluation_batch_that_cannot_fit_is_refused_before_training():
+    """eval.batch_size=100000000 passed every check and would have asked for 2,289 GiB per device at the
+    first evaluation, after the training before it."""
+    from ladder.device_checks import check_fits_memory
+    from tests.test_train import tiny_config
+
+    cfg = tiny_config()
+    cfg.eval.tasks, cfg.eval.batch_size = "embedded", 100_000_000
+    mesh = {"data": 1, "fsdp": 2, "tensor": 1}
+    with pytest.raises(LadderError, match=r"^eval.batch_size: 100,000,000 rows per evaluation batch need 2,288.8 "
+                       r"GiB per device .*\(50,000,000 rows x seq_len 16 x vocab 384 x float32, twice\) but a device "
+                       r"here holds 16.0 GiB; use a smaller evaluation batch"):
+        check_fits_memory(cfg, mesh, 16 * 2**30)
+    cfg.eval.batch_size = 4096
+    check_fits_memory(cfg, mesh, 16 * 2**30)
+    cfg.eval.tasks, cfg.eval.batch_size = "", 100_000_000  # no evaluation: nothing to check
+    check_fits_memory(cfg, mesh, 16 * 2**30)

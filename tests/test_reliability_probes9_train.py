@@ -388,3 +388,18 @@ def test_an_evaluation_batch_that_cannot_fit_is_refused_before_training():
     check_fits_memory(cfg, mesh, 16 * 2**30)
     cfg.eval.tasks, cfg.eval.batch_size = "", 100_000_000  # no evaluation: nothing to check
     check_fits_memory(cfg, mesh, 16 * 2**30)
+
+
+def test_a_corpus_file_name_that_is_not_utf8_builds(tmp_path):
+    """A file named with Latin-1 bytes ended the build in tfds's RuntimeError ("Error while serializing
+    feature `id`: ... surrogates not allowed"); the id keeps its bytes as escapes."""
+    from ladder.data import tfds_builder as tb
+
+    directory = tmp_path / "docs"
+    directory.mkdir()
+    with open(os.path.join(os.fsencode(directory), b"caf\xe9.txt"), "w") as f:
+        f.write("hello there\n" * 5)
+    builder = tb.prepared(tb.files_builder(str(directory), tmp_path / "tfds", name="n"))
+    split = next(iter(builder.info.splits))
+    (record,) = list(tb.read_split(builder, split))
+    assert record["id"].decode().endswith("caf\\xe9.txt") and record["text"].decode() == "hello there\n" * 5

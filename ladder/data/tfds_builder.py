@@ -94,13 +94,20 @@ class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate(self, docs):
         for i, (doc_id, text) in enumerate(docs):
-            yield i, {"text": text, "id": doc_id}
+            yield i, {"text": text, "id": _text_id(doc_id)}
 
     def _generate_examples(self, *args):  # required abstract method; _split_generators returns generators
         raise NotImplementedError
 
     def _empty_hint(self) -> str:
         return "check the inputs"
+
+
+def _text_id(doc_id: str) -> str:
+    """A document id tfds can store: a file name that is not UTF-8 (Python holds its bytes as lone surrogates)
+    ended the build in tfds's RuntimeError "UnicodeEncodeError: Error while serializing feature `id`"; its
+    bytes are kept as \\xNN escapes. Ids are labels only: the content hash covers the texts."""
+    return doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class LadderCorpus(_SplitByHash):

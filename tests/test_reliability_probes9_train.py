@@ -60,6 +60,8 @@ def _write(path, data: bytes):
     ("a.jsonl", '{"text": "café"}\n'.encode("latin-1"), r"a.jsonl:1: not UTF-8 \(byte 0xe9 at column 14\)"),
     ("p.json", b'{\n "text": "x"\n}\n', r"p.json:1: malformed JSON .*one JSON object per line"),
     ("j.json", b'[{"text": "x"}]\n', r"j.json:1: a JSON list, not an object .*one JSON object per line"),
+    ("d.jsonl", b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", r"d.jsonl:1: malformed JSON \(nested too "
+     r"deeply to read\)"),
 ])
 def test_corpus_files_that_are_not_utf8_jsonl_text_name_the_file(tmp_path, name, data, message):
     """They were read with errors="replace" (a binary .txt trained as U+FFFD tokens, without a word) or
@@ -104,6 +106,11 @@ def test_tokenize_reads_text_files_as_source_files_does(tmp_path):
     path = _write(tmp_path / "l.txt", "café".encode("latin-1"))
     with pytest.raises(LadderError, match=r"l.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"):
         list(_texts({"split": "all"}, {"kind": "text", "paths": [path]}))
+    data = b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    path = _write(tmp_path / "d.jsonl", data)
+    with pytest.raises(LadderError, match=r"d.jsonl \(byte 0\): malformed JSON \(nested too deeply to read\)"):
+        list(_texts({"split": "all", "text_field": "text"}, {"kind": "jsonl", "path": path, "start": 0,
+                                                            "stop": len(data)}))
 
 
 def test_a_corpus_too_small_for_a_held_out_split(tmp_path, capsys):

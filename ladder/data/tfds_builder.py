@@ -178,6 +178,9 @@ def read_jsonl_texts(path: str, field: str):
             except json.JSONDecodeError as e:
                 hint = _ONE_PER_LINE if lineno == 1 and line.strip() in ("{", "[") else ""  # pretty-printed JSON
                 raise LadderError(f"{path}:{lineno}: malformed JSON ({e.msg}){hint}; fix or remove the line") from None
+            except RecursionError:  # 100,000 `[`: a traceback from the parser before
+                raise LadderError(f"{path}:{lineno}: malformed JSON (nested too deeply to read); fix or remove the "
+                                  "line") from None
             if not isinstance(record, dict):  # a JSON array or value: "no 'text' field" sent users to text_field
                 raise LadderError(f"{path}:{lineno}: a JSON {type(record).__name__}, not an object{_ONE_PER_LINE}; "
                                   f"write one {{{field!r}: ...}} object per line")

@@ -112,6 +112,9 @@ def _jsonl_chunk(path: str, start: int, stop: int, field: str):
                 record = json.loads(line)
             except ValueError as e:
                 raise LadderError(f"{path} (byte {offset}): malformed JSON ({e}); fix or remove the line") from None
+            except RecursionError:  # 100,000 `[`: a traceback from the parser (in a worker) before
+                raise LadderError(f"{path} (byte {offset}): malformed JSON (nested too deeply to read); fix or "
+                                  "remove the line") from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise LadderError(f"{path} (byte {offset}): no string field {field!r}; pass --text-field")
             yield record[field]

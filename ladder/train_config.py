@@ -404,6 +404,29 @@ def embedded_domains(value, field: str) -> list[str]:
     return names
 
 
+def check_run_dir_outside_data(config, run_dir) -> None:
+    """A run directory that data.files (or a mixture component's files) reads: its lock.json, config.json and
+    metrics.jsonl became corpus documents, so the run failed at once on "run/lock.json:1: malformed JSON"
+    (`--config.data.files=.` with the default run directory runs/<name> does it). Refused naming both."""
+    import fnmatch
+
+    if "://" in str(run_dir):
+        return
+    run = Path(run_dir).expanduser().resolve()
+    parts = [config.data] + (list(config.data.mixture.values()) if config.data.source == "mixture" and
+                             isinstance(config.data.mixture, (dict, ml_collections.ConfigDict)) else [])
+    specs = [p.get("files", "") for p in parts if p.get("source", config.data.source) == "files"]
+    written = [str(run / name) for name in ("lock.json", "config.json", "status.json", "metrics.jsonl")]
+    for spec in specs:
+        for part in [q.strip() for q in str(spec or "").split(",") if q.strip()]:
+            path = Path(part).expanduser()
+            inside = path.is_dir() and (run == path.resolve() or path.resolve() in run.parents)
+            matched = any(fnmatch.fnmatch(w, os.path.abspath(path)) for w in written)  # a glob (* spans /)
+            require(not (inside or matched), "--run-dir", f"{run_dir} is where data.files {part!r} reads, so the "
+                    "run's own lock.json, config.json and metrics.jsonl would be read as training documents",
+                    "put the run directory outside the corpus (--run-dir elsewhere)")
+
+
 def check_run_dir(run_dir) -> None:
     """The run directory must be creatable and writable; checked without writing anything.
 

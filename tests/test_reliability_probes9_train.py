@@ -410,3 +410,27 @@ def test_a_corpus_file_name_that_is_not_utf8_builds(tmp_path):
     split = next(iter(builder.info.splits))
     (record,) = list(tb.read_split(builder, split))
     assert record["id"].decode().endswith("caf\\xe9.txt") and record["text"].decode() == "hello there\n" * 5
+
+
+def test_a_run_directory_inside_the_corpus_is_refused(tmp_path):
+    """`--config.data.files=.` with the default run directory runs/<name>: the run's lock.json was read as a
+    corpus document, and the run failed at once on "run/lock.json:1: malformed JSON"."""
+    from ladder.train_config import check_run_dir_outside_data
+    from tests.test_train import tiny_config
+
+    _write(tmp_path / "corpus" / "a.txt", b"text")
+    cfg = tiny_config()
+    cfg.data.source, cfg.data.files = "files", str(tmp_path / "corpus")
+    with pytest.raises(LadderError, match=r"^--run-dir: .*corpus/runs/x is where data.files .* reads, so the run's "
+                       r"own lock.json, config.json and metrics.jsonl would be read as training documents"):
+        check_run_dir_outside_data(cfg, tmp_path / "corpus" / "runs" / "x")
+    check_run_dir_outside_data(cfg, tmp_path / "runs" / "x")
+    cfg.data.files = str(tmp_path / "corpus" / "**" / "*.json*")
+    with pytest.raises(LadderError, match=r"is where data.files"):
+        check_run_dir_outside_data(cfg, tmp_path / "corpus" / "runs" / "x")
+    cfg.data.files = str(tmp_path / "corpus" / "*.txt")  # cannot match what a run writes
+    check_run_dir_outside_data(cfg, tmp_path / "corpus" / "runs" / "x")
+    cfg.data.source, cfg.data.files = "mixture", ""
+    cfg.data.mixture = {"web": {"weight": 1.0, "source": "files", "files": str(tmp_path / "corpus")}}
+    with pytest.raises(LadderError, match=r"is where data.files"):
+        check_run_dir_outside_data(cfg, tmp_path / "corpus" / "run")

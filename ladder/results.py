@@ -11,6 +11,7 @@ import io
 import itertools
 import operator
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,47 @@ def _append_rows(path: Path, rows: list[dict]) -> None:
         csv.writer(buf).writerow(header)
     _check_columns(path, rows, header)
     w = csv.DictWriter(buf, fieldnames=header)
+    old = _without_rescored(path, old, header, rows)
     for r in rows:
         w.writerow({k: r.get(k, "") for k in header})
     # The table is rewritten whole and atomically (storage.write_bytes), not appended to: a kill mid-write
     # leaves the old table, never a torn last row (tables are small: one row per task per evaluation).
     storage.write_text(path, old + buf.getvalue())
+
+
+def _without_rescored(path, old: str, header: list[str], rows: list[dict]) -> str:
+    """The old table less the rows the new ones score again (same run, step and task), with a note: `ladder
+    eval RUN` run twice appended a second row for each, and every reader (fit, predict, report) then refused
+    the table ("rows repeat a (run, step, task)"). The old text is kept byte for byte when nothing repeats."""
+    if not old:
+        return old
+    key = lambda r: (str(r.get("run", "")), _step_key(r.get("step")), str(r.get("task", "")))  # noqa: E731
+    new = {key(r) for r in rows}
+    reader = csv.DictReader(io.StringIO(old, newline=""))
+    kept, dropped = [], 0
+    for r in reader:
+        if key(r) in new:
+            dropped += 1
+        else:
+            kept.append(r)
+    if not dropped:
+        return old
+    print(f"ladder: {path}: {dropped} row(s) scored again (same run, step and task) replaced by the new scores",
+          file=sys.stderr)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore", restval="")
+    w.writeheader()
+    w.writerows(kept)
+    return buf.getvalue()
+
+
+def _step_key(value) -> str:
+    """'6' and '6.0' (and 6) name one step."""
+    try:
+        f = float(value)
+        return str(int(f)) if f.is_integer() else str(f)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def header_for(rows: list[dict]) -> list[str]:

@@ -434,3 +434,20 @@ def test_a_run_directory_inside_the_corpus_is_refused(tmp_path):
     cfg.data.mixture = {"web": {"weight": 1.0, "source": "files", "files": str(tmp_path / "corpus")}}
     with pytest.raises(LadderError, match=r"is where data.files"):
         check_run_dir_outside_data(cfg, tmp_path / "corpus" / "run")
+
+
+def test_scoring_a_checkpoint_again_replaces_its_rows(tmp_path, capsys):
+    """`ladder eval RUN` run twice appended a second row per task, and every reader then refused the table
+    ("rows repeat a (run, step, task) already in the table")."""
+    from ladder.results import append_rows, read_table
+
+    row = dict(run="tiny", n=100, d=384, step=6, task="t", loss=1.0, acc=0.5, acc_raw=0.5, prob=0.5, chance=0.5)
+    path = tmp_path / "results.csv"
+    append_rows(path, [row, dict(row, task="u")])
+    before = path.read_bytes()
+    append_rows(path, [dict(row, step=4)])  # another step: appended, the old bytes kept as they were
+    assert path.read_bytes().startswith(before) and capsys.readouterr().err == ""
+    append_rows(path, [dict(row, loss=0.75)])
+    assert "1 row(s) scored again (same run, step and task) replaced by the new scores" in capsys.readouterr().err
+    cols = read_table(path, validate=True)  # refused the table with the repeat before
+    assert list(zip(cols["step"], cols["task"], cols["loss"])) == [(6, "u", 1.0), (4, "t", 1.0), (6, "t", 0.75)]

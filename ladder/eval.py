@@ -242,7 +242,6 @@ def restore_logits_fn(run_dir, step: int | None = None, batch_size: int | None =
     """(config, step, logits_fn) for a run directory's checkpoint (the latest unless `step`), placed on
     this machine's devices; `batch_size` (ladder eval --batch-size) is checked against a device's memory
     first (the trainer checks its own eval.batch_size before training)."""
-    import json
     from pathlib import Path
 
     import ml_collections

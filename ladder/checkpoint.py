@@ -247,7 +247,8 @@ def check_restored_step(directory, step: int, state) -> None:
     held = int(jax.device_get(state["step"]))
     if held != step:
         raise LadderError(f"checkpoint {epath.Path(_absolute(directory)) / str(step)} holds the train state of step "
-                          f"{held}, not {step} (renamed or copied in by hand); rename it back to {held}, or move it out")
+                          f"{held}, not {step} (renamed or copied in by hand); rename it back to {held}, or move "
+                          "it out")
 
 
 def _absolute(directory) -> str:

@@ -15,7 +15,8 @@ from ladder.errors import LadderError
 
 
 # ------------------------------------------------------------------ packing
-@pytest.mark.parametrize("lengths, seq_len, batches", [((25,), 16, 4), ((10, 27), 16, 50), ((500, 700, 1800), 128, 300)])
+@pytest.mark.parametrize("lengths, seq_len, batches", [((25,), 16, 4), ((10, 27), 16, 50),
+                                                      ((500, 700, 1800), 128, 300)])
 def test_padded_rows_never_read_past_the_tokens(lengths, seq_len, batches):
     """Past an epoch's last unit both np.where branches were read: an epoch ending on the physically last
     document indexed past the token array (IndexError mid-run; 29 of 50 batches of the 2-document corpus)."""
@@ -76,28 +77,28 @@ def test_corpus_files_that_are_not_utf8_jsonl_text_name_the_file(tmp_path, name,
 
 
 def test_a_byte_order_mark_in_jsonl_is_dropped(tmp_path):
-    from ladder.data import tfds_builder as tb
+    from ladder.data import local_files as lf
 
     path = _write(tmp_path / "a.jsonl", b'\xef\xbb\xbf{"text": "hi"}\n')
-    assert list(tb.read_jsonl_texts(path, "text")) == [(f"{path}:1", "hi")]
+    assert list(lf.read_jsonl_texts(path, "text")) == [(f"{path}:1", "hi")]
 
 
 def test_paths_that_are_not_regular_files(tmp_path):
     """A FIFO named .txt was opened and read: the build blocked forever; a link to nothing failed in
     os.path.getsize; a directory a glob matched was opened as a file (IsADirectoryError)."""
-    from ladder.data import tfds_builder as tb
+    from ladder.data import local_files as lf
 
     os.mkfifo(tmp_path / "fifo.txt")
     with pytest.raises(LadderError, match=r"fifo.txt is not a regular file \(a FIFO"):
-        tb.expand_paths(str(tmp_path / "fifo.txt"))
+        lf.expand_paths(str(tmp_path / "fifo.txt"))
     (tmp_path / "gone.txt").symlink_to(tmp_path / "missing" / "x.txt")
     with pytest.raises(LadderError, match=r"gone.txt is a link to nothing"):
-        tb.expand_paths(str(tmp_path / "gone.txt"))
+        lf.expand_paths(str(tmp_path / "gone.txt"))
     _write(tmp_path / "d" / "sub.txt" / "in.md", b"inside")
     _write(tmp_path / "d" / "top.txt", b"top")
-    assert tb.expand_paths(str(tmp_path / "d" / "*.txt")) == [str(tmp_path / "d" / "sub.txt" / "in.md"),
+    assert lf.expand_paths(str(tmp_path / "d" / "*.txt")) == [str(tmp_path / "d" / "sub.txt" / "in.md"),
                                                             str(tmp_path / "d" / "top.txt")]
-    assert tb.expand_paths(str(tmp_path / "d")) == tb.expand_paths(str(tmp_path / "d" / "*.txt"))  # the FIFO: skipped
+    assert lf.expand_paths(str(tmp_path / "d")) == lf.expand_paths(str(tmp_path / "d" / "*.txt"))  # the FIFO: skipped
 
 
 def test_tokenize_reads_text_files_as_source_files_does(tmp_path):
@@ -345,8 +346,7 @@ def test_an_interrupt_from_the_command_line_skips_the_teardown_once_jax_is_loade
 
 
 def test_long_data_builds_say_how_far_they_are(tmp_path, monkeypatch, capsys):
-    """Gathering a large local corpus and tokenizing it printed nothing until the end (minutes), after tfds's
-    "Downloading and preparing dataset Unknown size (download: Unknown size, ...)" for an offline build."""
+    """Gathering a large local corpus and tokenizing it printed nothing until the end (minutes)."""
     from ladder.data import packing, tfds_builder as tb
     from ladder.data.tokenizer import ByteTokenizer
 
@@ -357,7 +357,6 @@ def test_long_data_builds_say_how_far_they_are(tmp_path, monkeypatch, capsys):
     builder = tb.prepared(tb.files_builder(str(tmp_path / "docs"), tmp_path / "tfds", name="p"))
     out, err = capsys.readouterr()
     assert "Downloading" not in out + err and "downloaded" not in out + err
-    assert f"ladder_files/p: building into {tmp_path / 'tfds'}" in err
     assert "ladder_files/p: gathered 1 documents, 0.0 MB in 0s" in err and "gathered 3 documents" in err
     texts = [r["text"].decode() for r in tb.read_split(builder, "train")]
     packing.build_token_cache(texts, ByteTokenizer(), tmp_path / "cache", describe="p[train]")

@@ -101,9 +101,10 @@ def _files(args) -> None:
     tok = ByteTokenizer()
     cfg = ml_collections.ConfigDict(dict(cache_dir=args.cache_dir, source="files", files=args.path,
                                          text_field=args.text_field, name=args.name))
-    builder = pipeline._builder(cfg, None)
+    builder = pipeline.dataset_builder(cfg, None)
     for split in ("train", "validation", "test"):
-        if split != "train" and not tfds_builder.has_split(builder, split):  # a small corpus (no train: token_cache's error)
+        # a small corpus may have no validation or test document (no train document: token_cache's error)
+        if split != "train" and not tfds_builder.has_split(builder, split):
             print(f"files[{split}]: no documents (each document's split is drawn from a hash of its text: "
                   f"{tfds_builder._SHARES}); a held-out loss on this corpus needs more documents")
             continue

@@ -31,7 +31,7 @@ ENCODE_BATCH = 256
 def source_spec(source: str, *, split: str = "train", domains: str = "prose,code,legal", text_field: str = "text",
                 data_dir: str = "", cache_dir: str = "") -> dict:
     """What SOURCE names: `embedded`, a files directory/glob/list (.txt/.md/.jsonl), or a tfds catalog name."""
-    from ladder.data import tfds_builder
+    from ladder.data import local_files
 
     if not source:
         raise LadderError("SOURCE: empty; give embedded, a files glob or JSONL, or a tfds catalog name")
@@ -42,7 +42,7 @@ def source_spec(source: str, *, split: str = "train", domains: str = "prose,code
     looks_like_files = any(c in source for c in "*?[,") or os.path.exists(os.path.expanduser(source)) or \
         source.endswith((".txt", ".md", ".jsonl", ".json"))
     if looks_like_files:
-        paths = tfds_builder.expand_paths(source)
+        paths = local_files.expand_paths(source)
         return {"kind": "files", "paths": [[p, os.path.getsize(p)] for p in paths], "split": split,
                 "text_field": text_field}
     if not data_dir:
@@ -122,7 +122,7 @@ def _jsonl_chunk(path: str, start: int, stop: int, field: str):
 
 def _texts(spec: dict, unit: dict):
     from ladder.data.corpus import split_of
-    from ladder.data.tfds_builder import read_text_file
+    from ladder.data.local_files import read_text_file
 
     if unit["kind"] == "records":
         records, field = _records(spec, unit["key"]), spec.get("text_field", "text")

@@ -450,3 +450,18 @@ def test_scoring_a_checkpoint_again_replaces_its_rows(tmp_path, capsys):
     assert "1 row(s) scored again (same run, step and task) replaced by the new scores" in capsys.readouterr().err
     cols = read_table(path, validate=True)  # refused the table with the repeat before
     assert list(zip(cols["step"], cols["task"], cols["loss"])) == [(6, "u", 1.0), (4, "t", 1.0), (6, "t", 0.75)]
+
+
+def test_shard_sizes_that_would_make_a_store_of_crumbs_are_refused(tmp_path, monkeypatch):
+    """--shard-mb 0.000001 cut a 32 KB JSONL file into 32,400 one-byte shards (76,514 files in 2 minutes,
+    then killed); on a large corpus the plan alone would not have fit in memory."""
+    from ladder.data.tokenize import plan_units
+
+    path = _write(tmp_path / "a.jsonl", b'{"text": "' + b"x" * 200_000 + b'"}\n')
+    spec = {"kind": "files", "paths": [[path, os.path.getsize(path)]], "split": "all", "text_field": "text"}
+    with pytest.raises(LadderError, match=r"^--shard-mb: 1e-06 is 1 bytes of text per shard, below 1 KB"):
+        plan_units(spec, 65536, 0.000001)
+    assert len(plan_units(spec, 65536, 0.1)) == 2
+    monkeypatch.setattr("ladder.data.tokenize.MAX_SHARDS", 100)  # 200,013 bytes / 1,048 per shard = 191
+    with pytest.raises(LadderError, match=r"^--shard-mb: 0.001 cuts this source into 191 shards, more than 100"):
+        plan_units(spec, 65536, 0.001)

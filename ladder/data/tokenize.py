@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -74,12 +75,20 @@ def plan_units(spec: dict, shard_docs: int, shard_mb: int) -> list[dict]:
     """The job's units, in store order. Each carries `size` (records or bytes) for progress and ETA."""
     units = []
     if spec["kind"] in ("embedded", "tfds"):
-        for key in spec["domains"] if spec["kind"] == "embedded" else [spec["name"]]:
+        keys = spec["domains"] if spec["kind"] == "embedded" else [spec["name"]]
+        _check_shard_count(sum(math.ceil(len(_records(spec, k)) / shard_docs) for k in keys), "--shard-docs",
+                           shard_docs)
+        for key in keys:
             n = len(_records(spec, key))
             units += [{"kind": "records", "key": key, "start": a, "stop": min(a + shard_docs, n),
                        "size": min(a + shard_docs, n) - a} for a in range(0, n, shard_docs)]
         return units
     chunk = max(1, int(shard_mb * (1 << 20)))
+    if chunk < 1000:  # a shard smaller than most documents: one-byte shards of JSONL, each its own files
+        raise LadderError(f"--shard-mb: {shard_mb} is {chunk} bytes of text per shard, below 1 KB (0.001); raise "
+                          "it (64-256 MB is usual)")
+    _check_shard_count(sum(math.ceil(size / chunk) if path.endswith((".jsonl", ".json")) else 1
+                           for path, size in spec["paths"]), "--shard-mb", shard_mb)
     group, group_size = [], 0
     for path, size in spec["paths"]:
         if path.endswith((".jsonl", ".json")):
@@ -94,6 +103,17 @@ def plan_units(spec: dict, shard_docs: int, shard_mb: int) -> list[dict]:
     if group:
         units.append({"kind": "text", "paths": group, "size": group_size})
     return units
+
+
+MAX_SHARDS = 100_000  # a store's shard files: each is ~3 files and one unit of work
+
+
+def _check_shard_count(n: int, flag: str, value) -> None:
+    """Before any unit is planned: `--shard-mb 0.000001` (a typo) cut a 32 KB JSONL file into 32,400 one-byte
+    shards (76,514 files, 2 minutes, then killed); on a 10 GB corpus the plan alone would not fit in memory."""
+    if n > MAX_SHARDS:
+        raise LadderError(f"{flag}: {value} cuts this source into {n:,} shards, more than {MAX_SHARDS:,}; raise "
+                          f"{flag} (shards of 64-256 MB of text, or 65,536 records, are the usual)")
 
 
 def _jsonl_chunk(path: str, start: int, stop: int, field: str):

@@ -1,0 +1,132 @@
+"""Crash consistency: processes killed with SIGKILL (no handler runs) at chosen points, driven deterministically
+(a patched function kills its own process at that moment), and what the next invocation finds.
+
+Covered elsewhere: the atomic writer (test_reliability_writes.py), a torn metrics/results row and stale run
+locks (test_reliability_rundir.py, test_reliability_run.py), a kill during an evaluation (test_train.py), a
+killed rung relaunched (test_launch_local.py), a killed tokenize (test_token_store.py). Here: the moments
+around a checkpoint save, the TensorBoard and gs:// metrics buffers, and a killed tfds build.
+"""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ENV = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
+
+
+def _child(code: str, *args, env=None):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env=env or ENV)
+
+
+def tb_events(tb_dir: Path):
+    """(file name, [events]) of every event file, read as TensorBoard does (a torn last record is skipped)."""
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for f in sorted(tb_dir.iterdir()):
+        data, i, events = f.read_bytes(), 0, []
+        while i + 12 <= len(data):
+            n = struct.unpack("<Q", data[i:i + 8])[0]
+            if i + 16 + n > len(data):
+                break
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + n])
+            events.append(event)
+            i += 16 + n
+        out.append((f.name, events))
+    return out
+
+
+def loss_steps(events) -> list[int]:
+    return [e.step for e in events if e.summary.value and e.summary.value[0].tag == "train/loss"]
+
+
+WRITER = """
+    import os, signal, sys
+    from ladder import metrics, storage
+    run_dir, remote = sys.argv[1], sys.argv[2] == "remote"
+    if remote:  # an object store: no append, metrics.jsonl rewritten whole (exercised on a local path)
+        storage.is_remote = lambda path: True
+    writer = metrics.MetricsWriter(run_dir, total_steps=99, stream=open(os.devnull, "w"))
+    for step in range(1, 8):
+        writer.write(dict(step=step, tokens=step * 64, loss=5.0 - step / 10, z_loss=0.0, grad_norm=1.0, lr=1e-3,
+                          tokens_per_s=None, mfu=None, time=0.0), None)
+    writer.flush()  # what the trainer does before saving the checkpoint of step 7
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_rows_flushed_before_a_save_survive_a_kill(tmp_path, where):
+    """Before: a run killed after its step-7 checkpoint resumed at step 8, but tensorboardX still held the
+    rows up to 7 in its queue (flushed every 120 s) and on gs:// metrics.jsonl is rewritten only every 30 s:
+    those rows were lost for good. Now the trainer flushes both before each save."""
+    killed = _child(WRITER, tmp_path, where)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (name, events), = tb_events(tmp_path / "tb")
+    assert loss_steps(events) == list(range(1, 8))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 8))
+
+
+def test_a_resumed_writer_hides_the_dead_runs_later_steps_in_tensorboard(tmp_path):
+    """A run resumed from the checkpoint at step 10 logs 11, 12... again beside the dead run's event file,
+    which may hold them too (two values per step in TensorBoard). Now the new file opens with a session
+    start at step 11: TensorBoard drops the earlier files' steps >= 11 (tensorboardX's purge_step)."""
+    from ladder import metrics
+
+    for name in ("fresh", "resumed"):
+        (tmp_path / name).mkdir()
+    metrics.MetricsWriter(tmp_path / "fresh", total_steps=30, stream=open(os.devnull, "w")).close()
+    metrics.MetricsWriter(tmp_path / "resumed", total_steps=30, stream=open(os.devnull, "w"), start=10).close()
+    (_, first), = tb_events(tmp_path / "fresh" / "tb")
+    (_, resumed), = tb_events(tmp_path / "resumed" / "tb")
+    assert not [e for e in first if e.HasField("session_log")]
+    starts = [e.step for e in resumed if e.HasField("session_log")]
+    assert starts == [11]
+
+
+BUILD = """
+    import os, signal, sys
+    from ladder.data import tfds_builder as tb
+    files, data_dir = sys.argv[1:3]
+    documents = tb.LadderFiles._documents
+    def dying(self):  # dies after a few documents: tfds is writing its incomplete.* directory
+        for i, doc in enumerate(documents(self)):
+            if i == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield doc
+    tb.LadderFiles._documents = dying
+    tb.prepared(tb.files_builder(files, data_dir, name="probe"))
+"""
+
+
+def test_a_killed_dataset_build_is_rebuilt_whole_and_its_leftovers_removed(tmp_path):
+    """Before: tfds's incomplete.<random>_<version> directory of a killed build stayed forever (a dataset's
+    worth of disk per kill; the rebuild itself was right). Now the next build, under the build lock where no
+    other build of that version can run, removes it first."""
+    from ladder.data import tfds_builder as tb
+
+    files = tmp_path / "files"
+    files.mkdir()
+    texts = [f"document {i} " + "word " * (i + 3) for i in range(12)]
+    for i, text in enumerate(texts):
+        (files / f"d{i}.txt").write_text(text)
+    killed = _child(BUILD, files, tmp_path / "tfds")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert list((tmp_path / "tfds").glob("**/incomplete.*")), "the kill came before tfds began writing"
+    builder = tb.prepared(tb.files_builder(str(files), tmp_path / "tfds", name="probe"))
+    assert not list((tmp_path / "tfds").glob("**/incomplete.*"))
+    assert tb.build_problem(Path(builder.data_dir)) == ""
+    reference = tb.prepared(tb.files_builder(str(files), tmp_path / "reference", name="probe"))
+    for split_name in ("train", "validation", "test"):
+        got, want = (tb.read_split(b, split_name) for b in (builder, reference))
+        assert sorted(got[i]["text"] for i in range(len(got))) == sorted(want[i]["text"] for i in range(len(want)))

@@ -130,3 +130,52 @@ def test_a_killed_dataset_build_is_rebuilt_whole_and_its_leftovers_removed(tmp_p
     for split_name in ("train", "validation", "test"):
         got, want = (tb.read_split(b, split_name) for b in (builder, reference))
         assert sorted(got[i]["text"] for i in range(len(got))) == sorted(want[i]["text"] for i in range(len(want)))
+
+
+def _rows(step, loss=1.0, run="r"):
+    return [{"run": run, "n": 1e6, "d": 2e7, "step": step, "task": t, "loss": loss, "acc": 0.5} for t in ("a", "b")]
+
+
+KILLED_EDIT = """
+    import os, signal, sys
+    from ladder import results
+    real_replace = os.replace
+    def dying(src, dst):  # inside the edit lock: the new table whole in its temp file, not yet renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = dying
+    results.append_rows(sys.argv[1], [{"run": "killed", "n": 1e6, "d": 2e7, "step": 9, "task": "a", "loss": 1.0,
+                                       "acc": 0.5}])
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_edit_killed_inside_the_lock_leaves_the_old_table_and_no_lock(tmp_path):
+    """A `ladder eval` killed while it held the table's edit lock, its new table written but not renamed: the
+    table is the old one, whole, and the next writer neither waits (flock dies with its holder) nor reads the
+    dead writer's temp file."""
+    from ladder import results
+
+    table = tmp_path / "results.csv"
+    results.append_rows(table, _rows(10))
+    before = table.read_bytes()
+    killed = _child(KILLED_EDIT, table)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert table.read_bytes() == before and list(tmp_path.glob(".tmp-results.csv-*"))
+    results.append_rows(table, _rows(20))  # would hang here on a stale lock (the test's timeout ends it)
+    assert results.read_table(table)["step"].tolist() == [10, 10, 20, 20]
+
+
+def test_an_evaluation_run_again_replaces_its_rows_instead_of_duplicating_them(tmp_path):
+    """Before: `ladder eval` killed after its rows landed (the user cannot tell when) and run again appended
+    them a second time, and every later read refused the table ("rows repeat a (run, step, task)"). Now the
+    rows of the same (run, step, task) are replaced; other rows stay as they were."""
+    from ladder import results
+
+    table = tmp_path / "results.csv"
+    assert results.append_rows(table, _rows(10) + _rows(10, run="other")) == 0
+    assert results.append_rows(table, _rows(20)) == 0
+    assert results.append_rows(table, _rows(10, loss=2.0)) == 2  # the step-10 evaluation of run r, again
+    t = results.read_table(table)  # validates: each (run, step, task) once
+    assert sorted(zip(t["run"], t["step"], t["task"], t["loss"])) == [
+        ("other", 10, "a", 1.0), ("other", 10, "b", 1.0), ("r", 10, "a", 2.0), ("r", 10, "b", 2.0),
+        ("r", 20, "a", 1.0), ("r", 20, "b", 1.0)]

@@ -179,3 +179,25 @@ def test_an_evaluation_run_again_replaces_its_rows_instead_of_duplicating_them(t
     assert sorted(zip(t["run"], t["step"], t["task"], t["loss"])) == [
         ("other", 10, "a", 1.0), ("other", 10, "b", 1.0), ("r", 10, "a", 2.0), ("r", 10, "b", 2.0),
         ("r", 20, "a", 1.0), ("r", 20, "b", 1.0)]
+
+
+def test_status_says_at_once_when_a_running_rungs_trainer_was_killed(tmp_path):
+    """Before: a trainer killed with SIGKILL left status.json "running", and `ladder status` showed it running,
+    with no note for 15 minutes (STALE_S). Now a local run directory whose lock no process holds is named a
+    killed run at once; one whose trainer holds the lock is left alone."""
+    import time
+
+    from ladder import runlock, storage
+    from ladder.launch.status import rung_status
+
+    rung = {"name": "r", "total_steps": 30, "flops_per_token": 1.0, "flops": 1.0}
+    run_dir = tmp_path / "r"
+    with runlock.hold(run_dir, "--run-dir"):  # what a trainer holds while it trains
+        storage.write_json(run_dir / "status.json", {"state": "running", "step": 12, "updated": time.time()})
+        assert rung_status(rung, str(run_dir)).note == ""
+        # The lock file a SIGKILLed trainer leaves: its holder's record, no flock (the kernel dropped it).
+        dead = (run_dir / "lock.json").read_text()
+    (run_dir / "lock.json").write_text(dead)
+    row = rung_status(rung, str(run_dir))
+    assert row.state == "running" and row.note.startswith("its trainer has ended without recording it"), row
+    assert rung_status(rung, str(tmp_path / "never-started")).note == ""

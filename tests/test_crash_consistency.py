@@ -201,3 +201,62 @@ def test_status_says_at_once_when_a_running_rungs_trainer_was_killed(tmp_path):
     row = rung_status(rung, str(run_dir))
     assert row.state == "running" and row.note.startswith("its trainer has ended without recording it"), row
     assert rung_status(rung, str(tmp_path / "never-started")).note == ""
+
+
+# A tiny run (checkpoints every 10 steps) that SIGKILLs itself at a moment of the step-20 save, or runs to the
+# end ("none"): "rename" as orbax is about to rename the step's temporary directory into place (the step
+# written, not committed), "seal" once orbax has committed it and before ladder writes its checksums.
+TRAIN = """
+    import os, signal, sys
+    from orbax.checkpoint._src.path import atomicity
+    from ladder import checkpoint
+    from ladder.train import train
+    from tests.test_train import tiny_config
+    run_dir, point = sys.argv[1:3]
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    rename, write_manifest = atomicity.async_path.rename, checkpoint.write_manifest
+    async def dying_rename(src, dst, *a, **k):
+        if point == "rename" and os.path.basename(str(dst)) == "20":
+            die()
+        return await rename(src, dst, *a, **k)
+    def dying_write_manifest(step_dir):
+        if point == "seal" and os.path.basename(str(step_dir)) == "20":
+            die()
+        return write_manifest(step_dir)
+    atomicity.async_path.rename, checkpoint.write_manifest = dying_rename, dying_write_manifest
+    train(tiny_config(total_steps=30, checkpoint_every=10), run_dir)
+"""
+
+
+@pytest.mark.slow
+def test_kills_inside_a_checkpoint_save_resume_to_the_uninterrupted_run(tmp_path):
+    """One run killed twice inside its step-20 save, then finished: its metrics rows and final parameters equal
+    an uninterrupted run's bit for bit. Killed before orbax's rename, the step is a temporary directory
+    orbax replaces on the next save of that step; killed after it, before the checksums, the step does not
+    verify, is set aside with one line, and the run resumes from step 10."""
+    import numpy as np
+
+    from tests.test_train import _leaves, final_params, metric_rows
+
+    env = dict(ENV, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    run = lambda d, point: _child(TRAIN, d, point, env=env)  # noqa: E731
+    killed = run(tmp_path / "killed", "rename")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == [
+        "10", "20.orbax-checkpoint-tmp"]
+    killed = run(tmp_path / "killed", "seal")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "from the checkpoint at step 10" in killed.stderr
+    assert not (tmp_path / "killed" / "checkpoints" / "20" / "ladder-checksums.json").exists()
+    resumed = run(tmp_path / "killed", "none")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    lines = [line for line in resumed.stderr.splitlines() if "checkpoint step 20 failed verification" in line]
+    assert len(lines) == 1 and "ladder-checksums.json: missing" in lines[0], resumed.stderr[-2000:]
+    assert "from the checkpoint at step 10" in resumed.stderr
+    straight = run(tmp_path / "straight", "none")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert metric_rows(tmp_path / "killed") == metric_rows(tmp_path / "straight")
+    for x, y in zip(_leaves(final_params(tmp_path / "killed")), _leaves(final_params(tmp_path / "straight")),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)

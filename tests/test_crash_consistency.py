@@ -260,3 +260,22 @@ def test_kills_inside_a_checkpoint_save_resume_to_the_uninterrupted_run(tmp_path
     for x, y in zip(_leaves(final_params(tmp_path / "killed")), _leaves(final_params(tmp_path / "straight")),
                     strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_temp_files_a_killed_writer_left_are_swept_by_the_next_holder_once_old(tmp_path):
+    """Before: each kill mid-write left a `.tmp-<name>-*` partial copy at the top of the run directory (seen
+    after kills of `ladder run` at report.md and stages.json, and of `ladder train` at status.json), kept
+    forever. Now the next process taking the directory's lock deletes those ten minutes old; younger ones may
+    be a write under way and stay."""
+    from ladder import runlock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead, live = run_dir / ".tmp-status.json-ab12cd", run_dir / ".tmp-results.csv-ef34gh"
+    (run_dir / ".tmp-plots").mkdir()  # not a write's temp file: left alone
+    for p in (dead, live):
+        p.write_text('{"state": "runn')
+    os.utime(dead, (1e9, 1e9))
+    with runlock.hold(run_dir, "--run-dir"):
+        pass
+    assert sorted(p.name for p in run_dir.iterdir()) == [".tmp-plots", live.name, "lock.json"]

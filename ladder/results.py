@@ -130,6 +130,9 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
 
     With validate=True the table is checked by `validate_table` (a LadderError naming run and column).
     """
+    path = os.fsdecode(path) if isinstance(path, bytes) else path
+    require(isinstance(path, (str, os.PathLike)), "results", f"{path!r} is not a path",
+            "pass the CSV's path (str or pathlib.Path); an open file: pass its .name")
     path = Path(path)
     require(path.is_file(), "results", f"{path} {'is not a file' if path.exists() else 'not found'}",
             "pass the CSV written by the evaluator, `ladder collect` or `ladder import`")

@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     tolerant_output()
+    quiet_library_loggers()
     top = build_parser()
     if not argv or argv[0] in ("-h", "--help", "--version"):
         if argv[:1] == ["--version"]:
@@ -238,6 +239,19 @@ def tolerant_output() -> None:
             pass
 
 
+def quiet_library_loggers() -> None:
+    """gcsfs logs each failed request with its traceback (logger.exception) and a fallback warning per file;
+    with no logging configured Python's last-resort handler printed them all: an unreachable gs:// run root
+    gave `ladder status` 55 lines of aiohttp tracebacks before its one error line. A NullHandler silences only
+    that fallback: a notebook or job that configures logging still gets the records (they propagate)."""
+    import logging
+
+    for name in ("gcsfs", "google.auth"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
 def from_print(e: BaseException) -> bool:
     """Whether `e` was raised by a print (stdout on a full device, `> /dev/full`): said as standard output, not
     "a file"; stdout is then pointed at /dev/null so the interpreter's exit flush stays silent."""
@@ -280,6 +294,9 @@ def check_environment(environ=None) -> None:
 
 def os_error_line(e: OSError) -> str:
     """An OSError as '<path>: <reason>; <fix>' (no traceback: the path and the reason are what the user needs)."""
+    if not e.filename and unreachable(e):
+        return (f"Cloud Storage cannot be reached ({e.strerror or e}); check the network and the credentials "
+                "(gcloud auth application-default login), or give a local --run-root")
     path = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
     cache = os.path.expanduser(os.environ.get("LADDER_CACHE", ""))
     if cache and e.filename and _under(os.fsdecode(e.filename), cache):
@@ -288,6 +305,16 @@ def os_error_line(e: OSError) -> str:
                "writable directory, or unset it for ~/.cache/ladder"
     return f"{path}: {e.strerror or e}; check that the path exists, is of the right kind (file or directory), " \
            "is writable, and that the disk is not full"
+
+
+def unreachable(e: OSError) -> bool:
+    """A network failure (DNS, refused or dropped connection, timeout) rather than a file's: gcsfs raises
+    aiohttp's connection errors, which are OSErrors without a file name (before: "a file: Name or service not
+    known; check that ... the disk is not full")."""
+    import socket
+
+    return isinstance(e, (ConnectionError, socket.gaierror, TimeoutError)) or \
+        type(e).__module__.split(".")[0] in ("aiohttp", "requests", "urllib3")
 
 
 def _under(path: str, root: str) -> bool:

@@ -11,7 +11,6 @@ import io
 import itertools
 import operator
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,75 +36,61 @@ FRACTIONS = ("acc", "acc_raw", "prob", "chance")
 # degenerate long before (docs/results.md).
 
 
-def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Append rows (dicts with at least REQUIRED keys) to a CSV, writing the header if the file is new.
+def append_rows(path: str | os.PathLike, rows: list[dict]) -> int:
+    """Append rows (dicts with at least REQUIRED keys) to a CSV, writing the header if the file is new; returns
+    how many rows already there were replaced.
 
-    Columns are fixed by the first write; later rows may not add columns (an error, not silent loss).
+    Columns are fixed by the first write; later rows may not add columns (an error, not silent loss). A row
+    with the (run, step, task) of a new one is replaced by it: an evaluation run again (after a kill that came
+    once its rows had landed, so the user could not tell) leaves the table it would have left once, instead of
+    duplicates that every later read refuses.
     """
     if not rows:
-        return
+        return 0
     from ladder import storage
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with storage.editing(path):  # two evaluators adding to one table never drop each other's rows
-        _append_rows(path, rows)
+        return _append_rows(path, rows)
 
 
-def _append_rows(path: Path, rows: list[dict]) -> None:
+def _row_key(row: dict) -> tuple:
+    try:
+        step = float(row.get("step"))
+    except (TypeError, ValueError):
+        step = row.get("step")
+    return str(row.get("run")), step, str(row.get("task"))
+
+
+def _append_rows(path: Path, rows: list[dict]) -> int:
     from ladder import storage
 
     old = path.read_bytes().decode("utf-8") if path.exists() and path.stat().st_size > 0 else ""
     buf = io.StringIO(newline="")
+    replaced = 0
     if old:
         header = next(csv.reader(io.StringIO(old, newline="")))
         old += "" if old.endswith("\n") else "\r\n"  # a hand-edited table without its last line end
+        new_keys = {_row_key(r) for r in rows}
+        records = list(csv.reader(io.StringIO(old, newline="")))[1:]
+        kept = [rec for rec in records if _row_key(dict(zip(header, rec))) not in new_keys]
+        replaced = len(records) - len(kept)
+        if replaced:  # rewritten without them (every other row's fields as they were)
+            out = io.StringIO(newline="")
+            csv.writer(out).writerows([header, *kept])
+            old = out.getvalue()
     else:
         header = header_for(rows)
         csv.writer(buf).writerow(header)
     _check_columns(path, rows, header)
     w = csv.DictWriter(buf, fieldnames=header)
-    old = _without_rescored(path, old, header, rows)
     for r in rows:
         w.writerow({k: r.get(k, "") for k in header})
     # The table is rewritten whole and atomically (storage.write_bytes), not appended to: a kill mid-write
     # leaves the old table, never a torn last row (tables are small: one row per task per evaluation).
     storage.write_text(path, old + buf.getvalue())
-
-
-def _without_rescored(path, old: str, header: list[str], rows: list[dict]) -> str:
-    """The old table less the rows the new ones score again (same run, step and task), with a note: `ladder
-    eval RUN` run twice appended a second row for each, and every reader (fit, predict, report) then refused
-    the table ("rows repeat a (run, step, task)"). The old text is kept byte for byte when nothing repeats."""
-    if not old:
-        return old
-    key = lambda r: (str(r.get("run", "")), _step_key(r.get("step")), str(r.get("task", "")))  # noqa: E731
-    new = {key(r) for r in rows}
-    reader = csv.DictReader(io.StringIO(old, newline=""))
-    kept, dropped = [], 0
-    for r in reader:
-        if key(r) in new:
-            dropped += 1
-        else:
-            kept.append(r)
-    if not dropped:
-        return old
-    print(f"ladder: {path}: {dropped} row(s) scored again (same run, step and task) replaced by the new scores",
-          file=sys.stderr)
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore", restval="")
-    w.writeheader()
-    w.writerows(kept)
-    return buf.getvalue()
-
-
-def _step_key(value) -> str:
-    """'6' and '6.0' (and 6) name one step."""
-    try:
-        f = float(value)
-        return str(int(f)) if f.is_integer() else str(f)
-    except (TypeError, ValueError):
-        return str(value)
+    return replaced
 
 
 def header_for(rows: list[dict]) -> list[str]:
@@ -145,6 +130,9 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
 
     With validate=True the table is checked by `validate_table` (a LadderError naming run and column).
     """
+    path = os.fsdecode(path) if isinstance(path, bytes) else path
+    require(isinstance(path, (str, os.PathLike)), "results", f"{path!r} is not a path",
+            "pass the CSV's path (str or pathlib.Path); an open file: pass its .name")
     path = Path(path)
     require(path.is_file(), "results", f"{path} {'is not a file' if path.exists() else 'not found'}",
             "pass the CSV written by the evaluator, `ladder collect` or `ladder import`")

@@ -297,6 +297,8 @@ def _run_steps(config, program: TrainProgram, state, start: int, source, row_sha
                 log.set_status("running")
             preempted = preempted or preemption.requested()  # a signal during the evaluation: stop here
         must_save = scheduled_save or preempted
+        if must_save:
+            log.flush()  # rows up to `done` on storage before `done` can become a resume point
         try:
             if must_save:
                 ckpts.save(done, state)

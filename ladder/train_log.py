@@ -41,7 +41,7 @@ class TrainLog:
         self.eval_pending = pending if start and pending == start else None
         if lead:
             rundir.truncate_metrics(run_dir, start)
-            self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
+            self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps, start=start)
         if lead and start and data_sha:
             same_data(status_before, data_sha, jax.process_count(), run_dir)
         self.base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=self.flops_per_token,
@@ -60,6 +60,11 @@ class TrainLog:
                 eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
                 flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(),
                 **({"eval_pending": self.eval_pending} if self.eval_pending is not None else {}), **extra))
+
+    def flush(self) -> None:
+        """The rows logged so far onto storage (before a checkpoint save: see MetricsWriter.flush)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def record(self, done: int, device_metrics, force_log: bool) -> None:
         """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""

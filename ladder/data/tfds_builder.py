@@ -199,10 +199,21 @@ def prepared(builder) -> object:
             builder.info.read_from_directory(builder.data_dir)
         else:
             tfds.disable_progress_bar()
+            _remove_dead_builds(Path(builder.data_dir))
             with _tfds_scratch():
                 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
             _write_sums(Path(builder.data_dir))  # still under the lock: no reader sees the build without them
     return builder
+
+
+def _remove_dead_builds(version_dir: Path) -> None:
+    """tfds builds into <config>/incomplete.<random>_<version> and renames that into place; a build killed part
+    way (SIGKILL, a lost machine) left the directory behind for good, a dataset's worth of disk per kill.
+    Called under the build lock, where no other build of this version can be running: each one is dead."""
+    import shutil
+
+    for leftover in version_dir.parent.glob(f"incomplete.*_{version_dir.name}"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def is_prepared(builder) -> bool:

@@ -6,14 +6,15 @@ that layout's job would print, against the one measured check model.
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/smoke_layouts.py RUN_DIR [RUN_DIR ...] \
         --layout "10 rungs=45k-*,93k-*,160k-*,236k-0.5xC" --layout "13 rungs=*"
 
-Each RUN_DIR is a `ladder run` output directory: every rung directory under its rungs/ with a results.csv is
-read, and the self-check's (rungs/check-*) rows are the measurement. A layout is NAME=PATTERNS (fnmatch
+Each RUN_DIR is a `ladder run` output directory (its collected results.csv; a run whose predict stage
+failed for too few rungs still has one), and the self-check's (rungs/check-*) rows are the measurement. A layout is NAME=PATTERNS (fnmatch
 patterns of rung names, comma-separated).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import fnmatch
 import json
 import warnings
@@ -36,12 +37,11 @@ def main():
     a = p.parse_args()
     rows, check_rows, check_plan, target = {}, [], None, None
     for run in map(Path, a.runs):
-        for rung in sorted((run / "rungs").iterdir()):
-            got = read_results(rung) if (rung / "results.csv").exists() else []
-            if rung.name.startswith("check-"):
-                check_rows, check_plan = got, json.loads((run / "self_check_plan.json").read_text())
-            elif got:
-                rows.setdefault(rung.name, got)
+        with open(run / "results.csv", newline="") as f:  # the collected table (with its chance column)
+            for row in csv.DictReader(f):
+                rows.setdefault(row["run"], []).append(row)
+        for rung in sorted((run / "rungs").glob("check-*")):
+            check_rows, check_plan = read_results(rung), json.loads((run / "self_check_plan.json").read_text())
         if (run / "plan.json").exists() and target is None:
             plan = json.loads((run / "plan.json").read_text())
             target = {t["name"]: (float(t["n"]), float(t["tokens"])) for t in plan["targets"]}
@@ -52,6 +52,9 @@ def main():
     for layout in a.layout:
         name, _, patterns = layout.partition("=")
         chosen = [r for r in rows if any(fnmatch.fnmatch(r, pat.strip()) for pat in patterns.split(","))]
+        # the plan's order (size, then multiple), as `ladder collect` writes the table: the bootstrap resamples
+        # by row position, so another order gives other intervals
+        chosen.sort(key=lambda r: (float(rows[r][0]["n"]), float(rows[r][0]["multiple"])))
         cols = results.validate_table(results.columns([x for r in chosen for x in rows[r]], name), name)
         ns = sorted({float(n) for n in cols["n"]})
         with warnings.catch_warnings():

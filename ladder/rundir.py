@@ -55,6 +55,9 @@ def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
         raw = storage.read_bytes(file)
     except IsADirectoryError:
         raw = None
+    except NotADirectoryError:  # init.from_run naming a file: was "storage: cannot write .../config.json", exit 1
+        raise LadderError(f"{field}: {run_dir} is a file, not a run directory; give the --run-dir `ladder train` "
+                          "wrote") from None
     if raw is None:
         if file.is_dir():
             raise LadderError(f"{field}: {file} is a directory, not the config file `ladder train` writes; move it "

@@ -168,6 +168,26 @@ def config_hash(config) -> str:
     return hashlib.sha256(to_json(cfg).encode()).hexdigest()
 
 
+def config_changes(saved: dict, config, limit: int = 3) -> str:
+    """The fields in which `config` differs from a run directory's saved config.json, as
+    "optim.peak_lr 0.003 -> 0.01, ..." (the `distributed` section and config_hash left out, as config_hash
+    leaves them): "config_hash differs" alone left the user to diff two JSON files."""
+    import json
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d.items() if isinstance(d, dict) else ()):
+            if prefix == "" and k in ("distributed", "config_hash"):
+                continue
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    before, now = flat(saved), flat(json.loads(to_json(ml_collections.ConfigDict(config))))
+    keys = sorted(k for k in set(before) | set(now) if before.get(k, "<absent>") != now.get(k, "<absent>"))
+    shown = [f"{k} {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}" for k in keys[:limit]]
+    return ", ".join(shown) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 # ---------------------------------------------------------------------------------------------- validation
 
 
@@ -317,8 +337,34 @@ def _check_steps(t) -> None:
                 "remove them or raise total_steps")
 
 
+def _check_mixture(components) -> None:
+    """data.mixture's components, before any of them is built: a weight "abc" was a ValueError traceback and
+    a negative one was refused only after every component was tokenized; a misspelt key in a component
+    (`file:`) was dropped without a word, so the component read the parent's value."""
+    require(isinstance(components, (dict, ml_collections.ConfigDict)) and len(components) > 0, "data.mixture",
+            f"is {components!r}", "give {name: {weight: w, source: ..., <data fields>}, ...}")
+    known = (set(default_config().data.keys()) - {"mixture"}) | {"weight"}
+    weights = []
+    for name, part in components.items():
+        field = f"data.mixture.{name}"
+        require(isinstance(part, (dict, ml_collections.ConfigDict)), field, f"is {part!r}, not a section",
+                "give {weight: w, source: ..., <data fields>}")
+        unknown = sorted(set(part.keys()) - known)
+        require(not unknown, f"{field}.{unknown[0] if unknown else ''}", "unknown data key",
+                f"known keys: weight, {', '.join(sorted(known - {'weight'}))}")
+        w = part.get("weight", 1.0)
+        require(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0,
+                f"{field}.weight", f"{w!r} is not a finite number >= 0", "give the component's share, e.g. 0.8")
+        require(part.get("source", "embedded") != "mixture", f"{field}.source", "a component cannot itself be a "
+                "mixture", "list its parts as components of this mixture")
+        weights.append(w)
+    require(sum(weights) > 0, "data.mixture", "every weight is 0", "give at least one component a positive weight")
+
+
 def _check_data_and_eval(config) -> None:
     """The corpus domains, the evaluation's held-out losses, a continued run's base, and the domain mixture."""
+    from ladder.data.pipeline import embedded_domains
+
     i, mix, e = config.init, config.mix, config.eval
     if config.data.source == "embedded":
         embedded_domains(config.data.domains, "data.domains")
@@ -330,6 +376,8 @@ def _check_data_and_eval(config) -> None:
     require(i.step >= -1, "init.step", f"{i.step} is not a step", "use -1 (the base run's latest) or a saved step")
     require(not (i.restore_optimizer and not i.from_run), "init.restore_optimizer", "set without init.from_run",
             "give init.from_run (the base run's directory)")
+    if config.data.source == "mixture":
+        _check_mixture(config.data.mixture)
     require(mix.r == -1 or 0 <= mix.r <= 1, "mix.r", f"{mix.r} is outside [0, 1]", "give the domain share, or -1 (off)")
     if mix.r >= 0:
         general, domain = embedded_domains(mix.general, "mix.general"), embedded_domains(mix.domain, "mix.domain")
@@ -342,20 +390,27 @@ def _check_data_and_eval(config) -> None:
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
 
 
-def embedded_domains(value, field: str) -> list[str]:
-    """A comma list of embedded corpus domains, checked where it is set (before, an unknown name in mix.general
-    was reported as data.domains, and a repeated one, `prose,prose`, trained on a silently reweighted mixture)."""
-    from ladder.data.corpus import DOMAINS
-    from ladder.data.pipeline import as_list
+def check_run_dir_outside_data(config, run_dir) -> None:
+    """A run directory that data.files (or a mixture component's files) reads: its lock.json, config.json and
+    metrics.jsonl became corpus documents, so the run failed at once on "run/lock.json:1: malformed JSON"
+    (`--config.data.files=.` with the default run directory runs/<name> does it). Refused naming both."""
+    import fnmatch
 
-    names = as_list(value, field.split(".", 1)[-1])
-    require(bool(names), field, "is empty", f"choose some of {', '.join(DOMAINS)}")
-    unknown = [n for n in names if n not in DOMAINS] + [None]
-    require(unknown[0] is None, field, f"unknown embedded domain {unknown[0]!r}", f"choose from {', '.join(DOMAINS)}")
-    repeated = sorted({n for n in names if names.count(n) > 1}) + [None]
-    require(repeated[0] is None, field, f"names {repeated[0]!r} twice",
-            "list each domain once (data.weights sets their shares)")
-    return names
+    if "://" in str(run_dir):
+        return
+    run = Path(run_dir).expanduser().resolve()
+    parts = [config.data] + (list(config.data.mixture.values()) if config.data.source == "mixture" and
+                             isinstance(config.data.mixture, (dict, ml_collections.ConfigDict)) else [])
+    specs = [p.get("files", "") for p in parts if p.get("source", config.data.source) == "files"]
+    written = [str(run / name) for name in ("lock.json", "config.json", "status.json", "metrics.jsonl")]
+    for spec in specs:
+        for part in [q.strip() for q in str(spec or "").split(",") if q.strip()]:
+            path = Path(part).expanduser()
+            inside = path.is_dir() and (run == path.resolve() or path.resolve() in run.parents)
+            matched = any(fnmatch.fnmatch(w, os.path.abspath(path)) for w in written)  # a glob (* spans /)
+            require(not (inside or matched), "--run-dir", f"{run_dir} is where data.files {part!r} reads, so the "
+                    "run's own lock.json, config.json and metrics.jsonl would be read as training documents",
+                    "put the run directory outside the corpus (--run-dir elsewhere)")
 
 
 def check_run_dir(run_dir) -> None:

@@ -17,22 +17,35 @@ from pathlib import Path
 
 from ladder.errors import LadderError, require
 
-CONFIG_LINE = ("config overrides: any config field can be set as --config.section.key=value, e.g. "
-               "--config.train.total_steps=100 (repeatable; unknown keys are errors)")
+
+
+def config_line(examples: str) -> str:
+    """The help's override line for a verb that takes a config. Its example is the first override in the verb's
+    own EXAMPLES, so it names a key that verb's config has (a fixed `--config.train.total_steps=100` was an
+    unknown key for `ladder run` and `ladder cpt`, whose configs have no train section)."""
+    example = next(w for w in examples.split() if w.startswith("--config."))
+    return ("config overrides: any config field can be set as --config.section.key=value, e.g. "
+            f"{example} (repeatable; unknown keys are errors)")
+
+
 TARGET_HELP = ("a target run: a preset ({presets}), SIZE-TOKENS such as 3b-60b, or NAME=N:D such as "
                "7B=6.89e9:3.95e12 (parameters N, tokens D); repeatable")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the examples' line breaks and appends an option's default, unless it has none (None), it is a
-    flag (--dry-run, --no-compile-check) or its help already says what the default is."""
+    """Keeps the examples' line breaks and appends an option's default, unless it has none (None or ''), it is
+    a flag (--dry-run, --no-compile-check) or its help already says what the default is. A pair of numbers
+    reads as it is typed (`1e6 1e13`, not `(1000000.0, 10000000000000.0)`)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.default is None or action.nargs == 0 or action.default == argparse.SUPPRESS  # flags: no
+        if (action.default in (None, "") or action.nargs == 0 or action.default == argparse.SUPPRESS  # flags: no
                 or "default" in text.lower()
                 or not action.option_strings or action.help == argparse.SUPPRESS):
             return text
+        if isinstance(action.default, (tuple, list)) and all(isinstance(v, (int, float)) for v in action.default):
+            typed = " ".join(f"{v:g}".replace("e+0", "e").replace("e+", "e") for v in action.default)
+            return text + f" (default: {typed})"
         return text + " (default: %(default)s)"
 
 
@@ -103,10 +116,9 @@ def target_spec(text: str):
         spec["flops_per_token"] = parse_count(fields[2], field)
         # F x D is the target's compute: an F below 2N (less than one forward pass) is a typo or another unit,
         # and predicted silently from a compute thousands of times too small (F=5 for N=1e9 was accepted)
-        require(spec["flops_per_token"] >= 2 * spec["n"], field,
-                f"FLOPs per token F = {spec['flops_per_token']:.4g} is below 2N = {2 * spec['n']:.4g}, less than one "
-                "forward pass", f"give training FLOPs per token, about 6N = {6 * spec['n']:.4g} plus attention, or "
-                "drop F to extrapolate it from the ladder")
+        from ladder.plan.sizes import require_flops_per_token
+
+        require_flops_per_token(name.strip(), spec["n"], spec["flops_per_token"])
     return spec
 
 
@@ -115,6 +127,7 @@ def resolve_targets(texts) -> dict[str, tuple]:
     SIZE-TOKENS as the planner resolves them (N = the reference parameter count of the target's shape,
     docs/planning.md)."""
     from ladder.plan import resolve_target
+    from ladder.plan.sizes import require_tokens_per_parameter
 
     out = {}
     for text in texts:
@@ -123,6 +136,7 @@ def resolve_targets(texts) -> dict[str, tuple]:
         require(target["name"] not in out, "--target", f"{target['name']!r} is listed twice", "list each once")
         out[target["name"]] = (float(target["n"]), float(target["tokens"])) + \
             ((float(target["flops_per_token"]),) if "flops_per_token" in target else ())
+        require_tokens_per_parameter(target["name"], *out[target["name"]][:2], field="--target")
     return out
 
 
@@ -147,6 +161,13 @@ def run_root_arg(text: str) -> str:
     scheme = text.split("://", 1)[0] if "://" in text else None
     if scheme is not None and scheme != "gs":
         raise argparse.ArgumentTypeError(f"{scheme}:// is not supported; give a local path or gs://BUCKET/PATH")
+    if scheme == "gs":  # a bucket name Cloud Storage refuses: said now, not after a minute of retries
+        from ladder.launch.cloud_names import check_gs_root
+
+        try:
+            check_gs_root(text)
+        except LadderError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("--run-root: ")) from None
     return text
 
 

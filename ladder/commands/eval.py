@@ -2,7 +2,8 @@
 
 Restores the parameters of RUN_DIR's checkpoint (the latest unless --step) onto this machine's devices,
 evaluates the tasks by ranked classification and appends rows (run, n, d, step, task, loss, acc, ...) to
-RUN_DIR/results.csv or -o/--out (a results table grows: rows are appended, never overwritten).
+RUN_DIR/results.csv or -o/--out (a results table grows: rows are appended; only rows of the same run, step and
+task, an evaluation run again, are replaced).
 Library: ladder.eval.evaluate_checkpoint.
 """
 
@@ -26,14 +27,15 @@ ladder eval runs/tiny --config.eval.k_shot=5
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `ladder train`")
     parser.add_argument("--step", type=whole(0), help="checkpoint step (default: the latest)")
-    parser.add_argument("--tasks", help="comma list: 'embedded', embedded/catalog task names or .jsonl files "
+    parser.add_argument("--tasks", help="comma-separated: 'embedded', embedded/catalog task names or .jsonl files "
                                         "(default: the run config's eval.tasks, else 'embedded')")
     parser.add_argument("--k-shot", type=whole(0), help="few-shot examples per prompt for every task without a :k suffix "
                                                    "(default: each task's own, 5 for catalog tasks, 0 embedded)")
-    parser.add_argument("--max-questions", type=whole(0), help="cap on questions per task (0 = all)")
+    parser.add_argument("--max-questions", type=whole(0), help="cap on questions per task (0 = all; default: the run "
+                                                                    "config's eval.max_questions)")
     parser.add_argument("--batch-size", type=whole(1), help="rows per forward pass (default: the run's global batch)")
     parser.add_argument("-o", "--out", metavar="PATH", type=path_arg,
-                        help="results CSV to append to (default RUN_DIR/results.csv)")
+                        help="results CSV to append to (default: RUN_DIR/results.csv)")
 
 
 def run(args) -> int:
@@ -54,7 +56,10 @@ def run(args) -> int:
     import jax
 
     if jax.process_index() == 0:
-        results.append_rows(args.out or run_dir / "results.csv", scored["rows"])
+        table = args.out or run_dir / "results.csv"
+        if replaced := results.append_rows(table, scored["rows"]):
+            print(f"ladder eval: {table}: replaced {replaced} earlier rows of step {scored['step']} (this evaluation "
+                  "run again)", file=sys.stderr)
     for m in scored["metrics"]:
         print(f"{scored['config'].name} step {scored['step']} {m['task']}: loss {m['loss']:.4f} bpb, "
               f"acc {m['acc']:.3f} (raw {m['acc_raw']:.3f}), prob {m['prob']:.3f}, {m['n_questions']} questions",

@@ -68,3 +68,10 @@ def test_the_cpu_client_gets_fewer_threads_and_the_affinity_comes_back():
         assert out[0] == value and out[2] == "True"
         counts[value] = int(out[1])
     assert counts["1"] < counts["0"]
+
+
+def test_the_recorded_count_is_not_a_config_change():
+    from ladder.train_config import config_changes, default_config, to_json
+
+    saved = dict(json.loads(to_json(default_config())), **{cpu_threads.RECORD: 1})
+    assert config_changes(saved, default_config()) == ""

@@ -34,8 +34,7 @@ from ladder.errors import LadderError, TrainingFailed, require
 from ladder.preemption import EvaluationInterrupted, Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
-    RUNG_KEYS, check_run_dir, check_run_dir_outside_data, config_changes, config_from_rung, config_hash, data_config,
-    default_config, resolve_vocab, validate)
+    RUNG_KEYS, config_changes, config_from_rung, config_hash, data_config, default_config, resolve_vocab, validate)
 from ladder.train_log import TrainLog, first_batch_sha256
 from ladder.warmstart import init_from_base, resolve_init
 
@@ -87,8 +86,8 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
-    check_run_dir(run_dir)
-    check_run_dir_outside_data(config, run_dir)
+    rundir.check_run_dir(run_dir)
+    rundir.check_run_dir_outside_data(config, run_dir)
     run_dir = storage.path(run_dir)
     initialize_distributed(config.distributed)
     # XLA CPU threads: the count this run started with, else LADDER_XLA_CPU_THREADS (ladder/cpu_threads.py)

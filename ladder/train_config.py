@@ -1,6 +1,7 @@
 """A train config: every key with its default, the plan-rung mapping, and the checks that run before anything
 is compiled or written (each failure one line naming the field and the fix: LadderError, exit 2). The checks
-that need the mesh and the device's memory are in ladder/device_checks.py.
+that need the mesh and the device's memory are in ladder/device_checks.py; those of the run directory (writable,
+its entries of the right kind, not inside the corpus) in ladder/rundir.py, which owns its layout.
 
 No JAX here: the CLI, the planner and the launcher can build and check configs without importing it.
 """
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-from pathlib import Path
 
 import ml_collections
 
@@ -390,53 +389,3 @@ def _check_data_and_eval(config) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
-
-
-def check_run_dir_outside_data(config, run_dir) -> None:
-    """A run directory that data.files (or a mixture component's files) reads: its lock.json, config.json and
-    metrics.jsonl became corpus documents, so the run failed at once on "run/lock.json:1: malformed JSON"
-    (`--config.data.files=.` with the default run directory runs/<name> does it). Refused naming both."""
-    import fnmatch
-
-    if "://" in str(run_dir):
-        return
-    run = Path(run_dir).expanduser().resolve()
-    parts = [config.data] + (list(config.data.mixture.values()) if config.data.source == "mixture" and
-                             isinstance(config.data.mixture, (dict, ml_collections.ConfigDict)) else [])
-    specs = [p.get("files", "") for p in parts if p.get("source", config.data.source) == "files"]
-    written = [str(run / name) for name in ("lock.json", "config.json", "status.json", "metrics.jsonl")]
-    for spec in specs:
-        for part in [q.strip() for q in str(spec or "").split(",") if q.strip()]:
-            path = Path(part).expanduser()
-            inside = path.is_dir() and (run == path.resolve() or path.resolve() in run.parents)
-            matched = any(fnmatch.fnmatch(w, os.path.abspath(path)) for w in written)  # a glob (* spans /)
-            require(not (inside or matched), "--run-dir", f"{run_dir} is where data.files {part!r} reads, so the "
-                    "run's own lock.json, config.json and metrics.jsonl would be read as training documents",
-                    "put the run directory outside the corpus (--run-dir elsewhere)")
-
-
-def check_run_dir(run_dir) -> None:
-    """The run directory must be creatable and writable; checked without writing anything.
-
-    gs:// directories need credentials or an emulator (ladder.gcs: one line at once, not minutes of retries);
-    a missing bucket or permission fails at the first write. Other URL schemes are refused.
-    """
-    if "://" in str(run_dir):
-        require(str(run_dir).startswith("gs://"), "--run-dir", f"{run_dir}: only gs:// URLs are supported",
-                "use a local path or gs://BUCKET/...")
-        from ladder import gcs
-
-        gcs.require_access(run_dir, "--run-dir")
-        return
-    run_dir = Path(run_dir)
-    require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
-            "pass a directory path")
-    from ladder import rundir
-
-    rundir.check_layout(run_dir)
-    probe = run_dir
-    while not probe.exists():
-        probe = probe.parent
-    require(probe.is_dir(), "--run-dir", f"{probe} is a file, so {run_dir} cannot be created", "choose another path")
-    require(os.access(probe, os.W_OK | os.X_OK), "--run-dir", f"{probe} is not writable",
-            "choose a directory you can write to")

@@ -414,7 +414,7 @@ def test_a_corpus_file_name_that_is_not_utf8_builds(tmp_path):
 def test_a_run_directory_inside_the_corpus_is_refused(tmp_path):
     """`--config.data.files=.` with the default run directory runs/<name>: the run's lock.json was read as a
     corpus document, and the run failed at once on "run/lock.json:1: malformed JSON"."""
-    from ladder.train_config import check_run_dir_outside_data
+    from ladder.rundir import check_run_dir_outside_data
     from tests.test_train import tiny_config
 
     _write(tmp_path / "corpus" / "a.txt", b"text")

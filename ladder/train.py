@@ -22,7 +22,7 @@ from typing import Callable
 
 import jax
 
-from ladder import checkpoint
+from ladder import checkpoint, cpu_threads
 from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
@@ -90,6 +90,8 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     rundir.check_run_dir_outside_data(config, run_dir)
     run_dir = storage.path(run_dir)
     initialize_distributed(config.distributed)
+    # XLA CPU threads: the count this run started with, else LADDER_XLA_CPU_THREADS (ladder/cpu_threads.py)
+    threads = cpu_threads.create_backend(cpu_threads.for_run(rundir.read_run_config(run_dir)))
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
     check_fits_memory(config, dict(mesh.shape), device_bytes())
@@ -97,7 +99,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     # checkpoint shards, in step with it).
     with runlock.hold(run_dir, "--run-dir") if jax.process_index() == 0 else contextlib.nullcontext():
         try:
-            return _train_locked(config, run_dir, mesh, on_eval)
+            return _train_locked(config, run_dir, mesh, on_eval, threads)
         except OSError as e:  # a write before the loop (config.json, metrics.jsonl): the loop has its own
             raise storage_failure(e, run_dir, "unknown") from e
 
@@ -123,7 +125,7 @@ def device_bytes() -> float | None:
     return host / jax.local_device_count()
 
 
-def _train_locked(config, run_dir, mesh, on_eval) -> dict:
+def _train_locked(config, run_dir, mesh, on_eval, threads: int = 0) -> dict:
     """Holding the run directory: refuse another config's run, return a finished run's summary as it is, else
     write config.json, start from the newest verified checkpoint (or the base run, or a fresh init), run the
     steps and mark the run done."""
@@ -144,7 +146,8 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            storage.write_json(run_dir / rundir.CONFIG, dict(config.to_dict(), config_hash=digest))
+            storage.write_json(run_dir / rundir.CONFIG, dict(config.to_dict(), config_hash=digest,
+                                                             **{cpu_threads.RECORD: threads}))
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
     state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead, config.train.total_steps)

@@ -173,10 +173,12 @@ def config_changes(saved: dict, config, limit: int = 3) -> str:
     leaves them): "config_hash differs" alone left the user to diff two JSON files."""
     import json
 
+    from ladder.cpu_threads import RECORD as XLA_CPU_THREADS
+
     def flat(d, prefix=""):
         out = {}
         for k, v in (d.items() if isinstance(d, dict) else ()):
-            if prefix == "" and k in ("distributed", "config_hash"):
+            if prefix == "" and k in ("distributed", "config_hash", XLA_CPU_THREADS):  # the last: a run fact
                 continue
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
         return out

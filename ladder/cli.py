@@ -45,10 +45,6 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("report", "write reports (e.g. the specialization compute-effectiveness report)"),
 }
 
-# Verbs whose process trains in-process: the trainer's own SIGTERM handling (ladder/preemption.py: save a
-# checkpoint at the next step, exit 143 with its own line) owns the signal there, and the CLI leaves it alone.
-TRAINER_VERBS = ("train", "cpt")
-
 # Verbs whose process runs XLA steps: started from a shell they re-execute once with glibc's malloc tunables
 # (ladder/malloc_tunables.py; the local launcher gives its trainers them directly).
 TUNED_VERBS = ("train", "eval", "cpt")
@@ -184,7 +180,10 @@ def _run_verb(verb: str, rest: list[str], from_command_line: bool) -> int:
         print(f"ladder {verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        return interrupted(verb, e)
+        code = interrupted(verb, e)
+        if from_command_line and "jax" in sys.modules:
+            exit_now(code)
+        return code
     except MemoryError as e:  # numpy's _ArrayMemoryError (global_batch=2^31-1 asked for 1 TiB) is one too
         print(f"ladder {verb}: error: out of host memory ({e or 'an allocation failed'}); use a smaller batch, "
               "model or input", file=sys.stderr)
@@ -197,6 +196,17 @@ def _run_verb(verb: str, rest: list[str], from_command_line: bool) -> int:
             f"standard output: {e.strerror or e}; send the output somewhere that takes it (> FILE)"
         print(f"ladder {verb}: error: {line}", file=sys.stderr)
         return 2
+
+
+def exit_now(code: int) -> None:
+    """End the process after an interrupt without the interpreter's teardown once JAX is loaded: a Ctrl-C or
+    SIGTERM while `ladder train` compiled left XLA's threads running into it, and the process ended in a
+    segmentation fault (exit 139, 2 of 5 tries) after its one line. Every file is already written whole and
+    the run lock released (the exception unwound through them); a test's in-process call never gets here."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def interrupted(verb: str, e: KeyboardInterrupt) -> int:
@@ -212,10 +222,9 @@ def interrupted(verb: str, e: KeyboardInterrupt) -> int:
 @contextlib.contextmanager
 def sigterm_as_interrupt(verb: str):
     """SIGTERM during a verb is one line and exit 143, as Ctrl-C is one line and 130; before, the process
-    ended with 143 and no word. Not for TRAINER_VERBS: the trainer's Preemption owns SIGTERM there."""
-    if verb in TRAINER_VERBS:
-        yield
-        return
+    ended with 143 and no word. `ladder train` and `cpt` too, except while the trainer's Preemption
+    (ladder/preemption.py) holds SIGTERM for its steps (to save first): a SIGTERM while `ladder train` built
+    its data or compiled ended the process with no word and a stale lock.json."""
     with sigterm_raises_terminated():
         yield
 

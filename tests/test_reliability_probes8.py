@@ -447,15 +447,36 @@ def test_sigterm_while_predict_writes_leaves_the_old_output_and_no_temp_file(cap
     assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "res.csv"]
 
 
-def test_the_cli_leaves_sigterm_to_the_trainer(monkeypatch):
-    """`ladder train` (and cpt) train in-process: ladder/preemption.py's handler saves a checkpoint on SIGTERM."""
+def test_the_cli_leaves_sigterm_to_the_trainer_while_it_steps(monkeypatch):
+    """`ladder train` (and cpt) train in-process: ladder/preemption.py's handler saves a checkpoint on SIGTERM
+    while the steps run; before and after them (data build, compile) SIGTERM is the CLI's one line and 143
+    (session 9: it ended the process with no word)."""
     import signal
 
     from ladder.commands import train
+    from ladder.preemption import Preemption
 
     seen = []
-    monkeypatch.setattr(train, "run", lambda args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
-    assert cli.main(["train", TINY]) == 0 and seen == [signal.getsignal(signal.SIGTERM)]
+
+    def run(args):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        preemption = Preemption()
+        seen.append(signal.getsignal(signal.SIGTERM))
+        preemption.restore()
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return 0
+
+    outside = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train, "run", run)
+    assert cli.main(["train", TINY]) == 0 and signal.getsignal(signal.SIGTERM) == outside
+    assert seen[0] != outside and seen[1] == preemption_handler(seen[1]) and seen[2] == seen[0]
+
+
+def preemption_handler(handler):
+    from ladder.preemption import Preemption
+
+    assert getattr(handler, "__func__", None) is Preemption._handle
+    return handler
 
 
 # ------------------------------------------------------------------------------------------ -o through a link

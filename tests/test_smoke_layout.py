@@ -12,12 +12,12 @@ def _plans(tmp_path, *overrides):
     return make_plans(Context(load_config("configs/smoke.py", list(overrides)), tmp_path))
 
 
-def test_smoke_ladder_spans_four_sizes_and_its_check_extrapolates_in_n_and_d(tmp_path):
+def test_smoke_ladder_spans_five_sizes_over_8x_and_its_check_extrapolates_in_n_and_d(tmp_path):
     plan, check = _plans(tmp_path)
     names = [r["name"] for r in plan["rungs"]]
-    assert names == [f"{s}-{m}xC" for s in ("45k", "93k", "160k") for m in ("0.25", "0.5", "1")] + ["236k-0.5xC"]
+    assert names == [f"{s}-{m}xC" for s in ("29k", "45k", "93k", "160k") for m in ("0.25", "0.5", "1")] + ["236k-0.5xC"]
     ns = [r["n"] for r in plan["rungs"]]
-    assert len(set(ns)) == 4 and max(ns) / min(ns) > 5.2
+    assert len(set(ns)) == 5 and max(ns) / min(ns) > 8
     (c,) = check["rungs"]
     assert c["name"] == "check-330k-0.5xC" and c["n"] > max(ns)
     assert c["tokens"] > max(r["tokens"] for r in plan["rungs"])  # and more tokens than any rung
@@ -27,7 +27,7 @@ def test_smoke_ladder_spans_four_sizes_and_its_check_extrapolates_in_n_and_d(tmp
 
 def test_skip_names_a_rung_of_the_grid_or_fails_in_one_line(tmp_path):
     plan, _ = _plans(tmp_path, "plan.skip=[]")
-    assert len(plan["rungs"]) == 12 and "236k-1xC" in [r["name"] for r in plan["rungs"]]
+    assert len(plan["rungs"]) == 15 and "236k-1xC" in [r["name"] for r in plan["rungs"]]
     with pytest.raises(LadderError, match=r"plan.skip: 236k-2xC is not a rung of this plan.*45k-0.5xC"):
         _plans(tmp_path, "plan.skip=['236k-2xC']")
     with pytest.raises(LadderError, match="plan.skip: it leaves no rung"):

@@ -177,7 +177,22 @@ def synthetic_table(gen, sizes, ratio: float, tasks, acc_sd: dict, loss_sd: floa
     return cols, fit, test
 
 
-def summary_row(name: str, res: list[dict], methods) -> str:
+def per_task_wins(res: list[dict], tasks, a: str = "ensemble", b: str = "lm-loss") -> str:
+    """How many tasks `a` beats or ties `b` on (mean |error| over the draws' cells), and the worst task's gap."""
+    def by_task(m):
+        out = np.zeros(len(tasks))
+        for r in res:  # cells are task-major within a score: tasks x test runs
+            e = np.abs(np.asarray(r["err"].get(m, [np.nan] * len(tasks)), dtype=float)).reshape(len(tasks), -1)
+            out += e.mean(1)
+        return out / len(res)
+    ea, eb = by_task(a), by_task(b)
+    if not np.isfinite(ea).all() or not np.isfinite(eb).all():
+        return "-"
+    worst = int(np.argmax(ea - eb))
+    return f"{int(np.sum(ea <= eb + 1e-12))} of {len(tasks)} (worst {tasks[worst]} {100 * (ea - eb)[worst]:+.2f})"
+
+
+def summary_row(name: str, res: list[dict], methods, tasks=None) -> str:
     cells = []
     for m in methods:
         e = np.concatenate([r["err"].get(m, [np.nan]) for r in res])
@@ -187,7 +202,7 @@ def summary_row(name: str, res: list[dict], methods) -> str:
     fb = sorted({r["fallback"] for r in res if r["fallback"]})
     return (f"| {name} | " + " | ".join(cells)
             + f" | {'%.0f%%' % (100 * cov.mean()) if cov.size else '-'} | {'%.1f' % (100 * half.mean()) if cov.size else '-'}"
-            + f" | {', '.join(fb) or '-'} |")
+            + f" | {', '.join(fb) or '-'} |" + (f" {per_task_wins(res, tasks)} |" if tasks else ""))
 
 
 def main():
@@ -207,13 +222,13 @@ def main():
         variants["C1 ratio line"] = (["single-step", "lm-compute"], None)
         variants["C2 prior on lm-loss"] = (["single-step", "lm-loss"], {"lm-loss": 2.0})
     methods = ["ensemble", "lm-loss", "single-step"]
-    head = ("| design | " + " | ".join(methods) + " | covered | half-width | fallback |\n|---|"
-            + "---|" * (len(methods) + 3))
+    head = ("| design | " + " | ".join(methods) + " | covered | half-width | fallback | tasks ensemble <= lm-loss |"
+            "\n|---|" + "---|" * (len(methods) + 4))
     rows: dict[str, list[str]] = {v: [] for v in variants}
 
     def report(name, results):
         for v, r in results.items():
-            rows[v].append(summary_row(name, r, methods))
+            rows[v].append(summary_row(name, r, methods, tasks))
             print(f"[{v}] {rows[v][-1]}  weights {', '.join(f'{m} {w:.2f}' for m, w in r[0]['weights'].items())}",
                   file=sys.stderr, flush=True)
 

@@ -76,3 +76,17 @@ def test_band_from_too_few_cells_is_their_largest_error_not_infinite():
                                      None, distance=np.ones(2))}} for s in range(2)]
     cal = calibrate(suite, ("paper",))
     assert cal.q_acc == pytest.approx(0.03) and "only 4 back-test cells" in cal.notes[0] and "80%" in cal.notes[0]
+
+
+def test_four_runs_on_one_ratio_are_predicted_along_it_not_refused():
+    # 4 sizes x 1 run: L(N, D) has 5 parameters and single-step 7, so this ladder was refused ("step 1 has 4
+    # runs but 5 parameters"); along the ratio the C4 chain's step 1 is L(C), 3 parameters
+    cols = _one_ratio_table(acc_sd=0.0, loss_sd=0.0)
+    keep = np.isin(cols["run"], [f"{N / 1e6:.0f}M-s0" for N in SIZES[::2]])
+    cols = {k: v[keep] for k, v in cols.items()}
+    N = 2.5e9
+    with pytest.warns(UserWarning, match="falls back to the lm-loss method"):
+        pred = predict(cols, {"on": (N, RATIO * N)}, n_bootstrap=0, workers=1)
+    fit = pred.fits["t"]
+    assert fit.method.name == "lm-loss" and fit.method.form == "c" and len(fit.step1.x) == 3
+    assert abs(pred.results["on"]["t"]["acc"] - accuracy(c4_loss(N, RATIO * N))) < 0.03

@@ -15,7 +15,7 @@ from ladder.laws.ensemble import FAR, Calibration, EnsembleFit
 from ladder.laws.taskfit import TaskFit
 
 
-def _num(v: float, spec: str, blank: str = "-") -> str:
+def number_cell(v: float, spec: str, blank: str = "-") -> str:
     """A number in a fixed-width column, or `blank` right-aligned where it is NaN (no task loss, one
     checkpoint per run: "+nan%" read as a value)."""
     width = int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)
@@ -52,9 +52,9 @@ class Prediction:
         for t, per_task in self.results.items():
             for task, r in per_task.items():
                 iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
-                lines.append(f"{t:<{gw}} {task:<{tw}} {r['method']:<12} {_num(r['loss'], '7.4f')} {r['acc']:>6.3f} "
-                             f"{iv:>15} {_num(r['acc_change'], '+7.3f')} {_num(r['acc_noise'], '6.3f')} "
-                             f"{_num(r['loss_change_rel'], '+8.1%')} {_num(r['loss_noise_rel'], '7.2%')}  "
+                lines.append(f"{t:<{gw}} {task:<{tw}} {r['method']:<12} {number_cell(r['loss'], '7.4f')} {r['acc']:>6.3f} "
+                             f"{iv:>15} {number_cell(r['acc_change'], '+7.3f')} {number_cell(r['acc_noise'], '6.3f')} "
+                             f"{number_cell(r['loss_change_rel'], '+8.1%')} {number_cell(r['loss_noise_rel'], '7.2%')}  "
                              f"{' '.join(r['flags'])}")
                 used += r["flags"]
         lines.append("change: predicted accuracy minus the largest fitted run's; noise: s.d. of accuracy over "
@@ -67,7 +67,7 @@ class Prediction:
                     "from the smaller ones")
             lines += ["", what, f"{'task':<{tw}} " + " ".join(f"{m:>13}" for m in methods)]
             for task, bt in self.backtests.items():
-                lines.append(f"{task:<{tw}} " + " ".join(_num(bt[m].error, '13.4f', 'n/a') for m in methods))
+                lines.append(f"{task:<{tw}} " + " ".join(number_cell(bt[m].error, '13.4f', 'n/a') for m in methods))
             if any(not np.isfinite(h.error) for bt in self.backtests.values() for h in bt.values()):
                 lines.append("n/a: the method could not be fitted on any back-test split's runs (too few runs "
                              "for its parameters, or no feature); it gets no weight")

@@ -10,9 +10,10 @@ Two studies, both predicting the largest size from the smaller ones at the same 
     per task from the OLMo 1xC reruns; each draw predicts the 3.2B runs at the same ratio; error against the
     noisy "measured" target, and whether the default's band covers it.
 
-Methods: the default (`ensemble`, with the menu the table allows), `lm-loss` (the paper's chain on the C4
-loss: the paper's method without a task loss), `single-step` (the paper's ablation), and the candidates of
-the pre-registered check (`--candidates`). Intervals are the calibrated band alone (q g^2; `ladder predict`
+Methods: the default (`ensemble`, with the menu the table allows: `single-step` and the C4 chain, whose step 1
+on one ratio is L(C), `lm-compute` here), `lm-loss` (the paper's chain on the C4 loss with L(N, D): the
+paper's method without a task loss), `single-step` (the paper's ablation); `--candidates` adds the default
+before C1 and candidate C2 (the pre-registered check, docs/laws.md). Intervals are the calibrated band alone (q g^2; `ladder predict`
 reports its union with the bootstrap's, at least as wide), so coverage here is a lower bound.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_shapes.py [--draws 12] [--candidates]
@@ -208,7 +209,8 @@ def summary_row(name: str, res: list[dict], methods, tasks=None) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=6, help="synthetic ladders per generator and ratio")
-    ap.add_argument("--candidates", action="store_true", help="also score the pre-registered candidates C1, C2")
+    ap.add_argument("--candidates", action="store_true",
+                    help="also score the default before C1 and candidate C2 (the pre-registered check)")
     ap.add_argument("--tasks", help="comma list (default: all 8)")
     ap.add_argument("--only", choices=("olmo", "synthetic"))
     args = ap.parse_args()
@@ -217,9 +219,11 @@ def main():
     METHODS.update(CANDIDATE_METHODS)
     full, acc_only = load_olmo()
     tasks = args.tasks.split(",") if args.tasks else sorted(set(acc_only["task"].tolist()))
-    variants = {"default": (["paper", "single-step", "compute", "lm-loss", "chance-floor"], None)}
+    # `lm-compute` is the C4 chain with step 1 L(C): what `ladder predict` fits as `lm-loss` on a one-ratio
+    # ladder since C1 was adopted (predict.ALONG_RATIO); the `lm-loss` column is the chain with L(N, D)
+    variants = {"default (C1: L(C) along the ratio)": (["single-step", "lm-compute"], None)}
     if args.candidates:
-        variants["C1 ratio line"] = (["single-step", "lm-compute"], None)
+        variants["before (L(N, D) chain)"] = (["paper", "single-step", "compute", "lm-loss", "chance-floor"], None)
         variants["C2 prior on lm-loss"] = (["single-step", "lm-loss"], {"lm-loss": 2.0})
     methods = ["ensemble", "lm-loss", "single-step"]
     head = ("| design | " + " | ".join(methods) + " | covered | half-width | fallback | tasks ensemble <= lm-loss |"
@@ -236,9 +240,9 @@ def main():
         for name, fit, test in olmo_designs(acc_only):
             r = score(acc_only, fit, test, tasks, variants)
             report(name, {v: [r[v]] for v in variants})
-            k = len(test)
+            k, first = len(test), next(iter(variants))
             print(f"    {name}: per task, the default's error (points): " + ", ".join(
-                f"{t} {100 * np.mean(r['default']['err']['ensemble'][k * i:k * i + k]):+.1f}"
+                f"{t} {100 * np.mean(r[first]['err']['ensemble'][k * i:k * i + k]):+.1f}"
                 for i, t in enumerate(tasks)), file=sys.stderr)
     if args.only != "olmo":
         acc_sd, loss_sd = seed_noise(acc_only, tasks)

@@ -89,4 +89,4 @@ def test_four_runs_on_one_ratio_are_predicted_along_it_not_refused():
         pred = predict(cols, {"on": (N, RATIO * N)}, n_bootstrap=0, workers=1)
     fit = pred.fits["t"]
     assert fit.method.name == "lm-loss" and fit.method.form == "c" and len(fit.step1.x) == 3
-    assert abs(pred.results["on"]["t"]["acc"] - accuracy(c4_loss(N, RATIO * N))) < 0.03
+    assert abs(pred.results["on"]["t"]["acc"] - accuracy(c4_loss(N, RATIO * N))) < 0.005  # measured 0.8559 vs 0.8561

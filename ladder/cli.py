@@ -83,13 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def verb_parser(verb: str, module) -> argparse.ArgumentParser:
     """The verb's parser: its options (defaults shown), its examples and, for verbs that take a config, the
-    `--config.section.key=value` override line (the module's own CONFIG_LINE if it has one)."""
-    from ladder.commands.common import CONFIG_LINE, HelpFormatter
+    `--config.section.key=value` override line (the module's own CONFIG_LINE if it has one, else one whose
+    example is the first override in its EXAMPLES)."""
+    from ladder.commands.common import HelpFormatter, config_line
 
     takes_config = getattr(module, "TAKES_CONFIG", False)
     epilog = "examples:\n" + "\n".join(f"  {line}" for line in module.EXAMPLES.strip().splitlines())
     if takes_config:
-        epilog += "\n\n" + getattr(module, "CONFIG_LINE", CONFIG_LINE)
+        epilog += "\n\n" + (getattr(module, "CONFIG_LINE", None) or config_line(module.EXAMPLES))
     parser = argparse.ArgumentParser(prog=f"ladder {verb}", description=VERBS[verb][1], formatter_class=HelpFormatter,
                                      epilog=epilog)
     module.add_arguments(parser)

@@ -228,7 +228,6 @@ def held_out_sources(config, seq_len: int, eval_batch: int) -> dict:
 def restore_logits_fn(run_dir, step: int | None = None):
     """(config, step, logits_fn) for a run directory's checkpoint (the latest unless `step`), placed on
     this machine's devices."""
-    import json
     from pathlib import Path
 
     import ml_collections

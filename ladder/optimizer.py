@@ -59,7 +59,8 @@ def schedule_fn(kind: str, inputs: dict):
 
 
 def make_schedule(optim_cfg, total_steps: int):
-    """step -> learning rate of one run (host-side: plots, tests); the step uses schedule_fn on its inputs."""
+    """step -> learning rate of one run, on the host (tests check the schedules' shapes with it); the step itself
+    uses schedule_fn on schedule_inputs, so a changed LR is an input, not a recompile."""
     return schedule_fn(optim_cfg.schedule, schedule_inputs(optim_cfg, total_steps))
 
 

@@ -319,6 +319,8 @@ def _check_steps(t) -> None:
 
 def _check_data_and_eval(config) -> None:
     """The corpus domains, the evaluation's held-out losses, a continued run's base, and the domain mixture."""
+    from ladder.data.pipeline import embedded_domains
+
     i, mix, e = config.init, config.mix, config.eval
     if config.data.source == "embedded":
         embedded_domains(config.data.domains, "data.domains")
@@ -340,22 +342,6 @@ def _check_data_and_eval(config) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
-
-
-def embedded_domains(value, field: str) -> list[str]:
-    """A comma list of embedded corpus domains, checked where it is set (before, an unknown name in mix.general
-    was reported as data.domains, and a repeated one, `prose,prose`, trained on a silently reweighted mixture)."""
-    from ladder.data.corpus import DOMAINS
-    from ladder.data.pipeline import as_list
-
-    names = as_list(value, field.split(".", 1)[-1])
-    require(bool(names), field, "is empty", f"choose some of {', '.join(DOMAINS)}")
-    unknown = [n for n in names if n not in DOMAINS] + [None]
-    require(unknown[0] is None, field, f"unknown embedded domain {unknown[0]!r}", f"choose from {', '.join(DOMAINS)}")
-    repeated = sorted({n for n in names if names.count(n) > 1}) + [None]
-    require(repeated[0] is None, field, f"names {repeated[0]!r} twice",
-            "list each domain once (data.weights sets their shares)")
-    return names
 
 
 def check_run_dir(run_dir) -> None:

@@ -45,6 +45,31 @@ def test_every_verb_has_examples_defaults_and_says_how_to_override_a_config(verb
         cli.parse(verb, argv[2:])
 
 
+# The config each verb's --config.* overrides land in (launch and compile: every rung's train config).
+OVERRIDDEN_CONFIG = {"train": "configs/tiny.py", "run": "configs/smoke.py", "cpt": "configs/specialization.py",
+                     "launch": "configs/tiny.py", "compile": "configs/tiny.py"}
+
+
+@pytest.mark.parametrize("verb", sorted(OVERRIDDEN_CONFIG))
+def test_the_override_line_names_a_key_the_verbs_config_has(verb):
+    """Before: every verb's help gave --config.train.total_steps=100, an unknown key for `ladder run` and `ladder
+    cpt` (their configs have no train section)."""
+    from ladder.config import load_config
+
+    module = cli._load(verb)
+    assert module.TAKES_CONFIG and not hasattr(module, "CONFIG_LINE")
+    line = cli.verb_parser(verb, module).epilog.splitlines()[-1]
+    example = line.split("e.g. ")[1].split()[0]
+    load_config(OVERRIDDEN_CONFIG[verb], [example[len("--config."):]])
+
+
+def test_help_defaults_read_as_typed(capsys):
+    text = " ".join(cli.verb_parser("allocate", cli._load("allocate")).format_help().split())
+    assert "(default: 1e6 1e13)" in text and "(default: 0 1)" in text
+    text = " ".join(cli.verb_parser("data", cli._load("data")).format_help().split())
+    assert "(default: )" not in text
+
+
 def test_defaults_are_shown_once():
     text = " ".join(cli.verb_parser("fit", cli._load("fit")).format_help().split())
     assert "(default: 24)" in text and "(default: text)" in text

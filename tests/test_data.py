@@ -131,6 +131,19 @@ def test_catalog_dataset_not_prepared_is_an_error_not_a_download(tmp_path):
         catalog_source("ai2_arc/ARC-Easy", "test", "")
 
 
+def test_a_local_build_prints_its_own_counts_not_tfds_download_lines(tmp_path, capsys):
+    """Before: a fresh build printed tfds's "Downloading and preparing dataset Unknown size (download: Unknown
+    size, ...)" and "Dataset ... downloaded and prepared ... Subsequent calls will reuse this data." around the
+    builder's own counts line, for a build that downloads nothing."""
+    from ladder.data import tfds_builder
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a document with some words in it\n" * 20)
+    tfds_builder.prepared(tfds_builder.files_builder(str(tmp_path / "docs"), tmp_path / "tfds", name="tiny"))
+    out = capsys.readouterr().out
+    assert out.startswith("ladder_files/tiny: train ") and out.count("\n") == 1, out
+
+
 class _Rows:
     def __init__(self, tag):
         self.tag = tag

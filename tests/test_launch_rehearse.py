@@ -86,6 +86,22 @@ def test_queued_resources_rehearsal_with_a_preemption_drill(tmp_path, monkeypatc
     assert table[0].startswith("run,") and len(table) == 2 and ",prose_continuation," in table[1]
 
 
+def test_sigterm_during_a_rehearsal_is_the_verbs_sigterm_and_the_handler_comes_back(monkeypatch):
+    """Before: the rehearsal installed its own SIGTERM handler for good, raising a plain KeyboardInterrupt, so
+    `timeout ... ladder launch --rehearse` ended "interrupted" and 130 instead of the SIGTERM line and 143."""
+    import signal
+    import time
+
+    from ladder.errors import Terminated
+    from ladder.launch import rehearse
+
+    monkeypatch.setattr(rehearse, "prepare", lambda opts: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(10))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as stopped:  # the plain one, before, would stop pytest itself
+        rehearse.rehearse(None)
+    assert stopped.type is Terminated and signal.getsignal(signal.SIGTERM) is before
+
+
 def test_preflight_names_what_jax_sees_when_it_is_not_the_slice():
     """The worker script stops before training when JAX does not see the slice's devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")

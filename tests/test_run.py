@@ -91,3 +91,24 @@ def test_cloud_and_gpu_configs_dry_run(tmp_path):
 def test_bad_override_is_one_line_exit_2(tmp_path):
     r = ladder("run", "configs/smoke.py", "--dry-run", "--out", str(tmp_path), "--config.predict.bootstrapp=3")
     assert r.returncode == 2 and "bootstrapp" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sigterm_in_the_launcher_phase_is_the_sigterm_line_and_143(tmp_path, monkeypatch, capsys):
+    """`ladder run`'s training stage runs the local launcher, which installs its own SIGTERM handler: before
+    (session 8) that handler raised a plain KeyboardInterrupt, so the run ended with "interrupted" and 130
+    instead of the SIGTERM line and 143 every other verb gives. No trainer starts: the rung signals itself."""
+    from ladder import cli
+    from ladder.launch import local
+
+    def rung_sends_sigterm(self, job, opts, devices, print_fn=print):
+        os.kill(os.getpid(), signal.SIGTERM)
+        local._STOP.wait(10)  # set by the launcher once it has the interrupt
+        return False
+
+    monkeypatch.setattr(local.LocalBackend, "run_rung", rung_sends_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["run", "configs/smoke.py:quick", "-o", str(tmp_path / "run")]) == 143
+    assert capsys.readouterr().err.endswith("ladder run: interrupted by SIGTERM; nothing half-written (every file is "
+                                            "written whole or not at all), re-run the same command to do the work\n")
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "train" not in json.loads((tmp_path / "run" / "stages.json").read_text())

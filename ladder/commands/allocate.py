@@ -53,7 +53,7 @@ READERS = {dest: (flag, (what,)) for what, options in (
 
 
 def run(args) -> int:
-    from ladder import specialization as spec
+    from ladder import specialization as spec, storage
     from ladder.specialization import jsonable
 
     refuse_unread_options(args, add_arguments, READERS, args.what, "ladder allocate")
@@ -72,8 +72,6 @@ def run(args) -> int:
         result = spec.dcpt_rule(fitted, args.rule, n=args.n, d=args.d, tolerance=args.tolerance,
                                 ratio_range=args.ratio_range, domain_tokens=args.domain_tokens,
                                 max_tokens=args.max_tokens, compute=args.compute, r=args.r)
-    from ladder import storage
-
     with storage.all_or_nothing(out):  # JSON, CSV and plot land together, or none does
         files = spec.write_allocation(result, out, stem)
     if result.get("warning"):

@@ -17,22 +17,35 @@ from pathlib import Path
 
 from ladder.errors import LadderError, require
 
-CONFIG_LINE = ("config overrides: any config field can be set as --config.section.key=value, e.g. "
-               "--config.train.total_steps=100 (repeatable; unknown keys are errors)")
+
+
+def config_line(examples: str) -> str:
+    """The help's override line for a verb that takes a config. Its example is the first override in the verb's
+    own EXAMPLES, so it names a key that verb's config has (a fixed `--config.train.total_steps=100` was an
+    unknown key for `ladder run` and `ladder cpt`, whose configs have no train section)."""
+    example = next(w for w in examples.split() if w.startswith("--config."))
+    return ("config overrides: any config field can be set as --config.section.key=value, e.g. "
+            f"{example} (repeatable; unknown keys are errors)")
+
+
 TARGET_HELP = ("a target run: a preset ({presets}), SIZE-TOKENS such as 3b-60b, or NAME=N:D such as "
                "7B=6.89e9:3.95e12 (parameters N, tokens D); repeatable")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the examples' line breaks and appends an option's default, unless it has none (None), it is a
-    flag (--dry-run, --no-compile-check) or its help already says what the default is."""
+    """Keeps the examples' line breaks and appends an option's default, unless it has none (None or ''), it is
+    a flag (--dry-run, --no-compile-check) or its help already says what the default is. A pair of numbers
+    reads as it is typed (`1e6 1e13`, not `(1000000.0, 10000000000000.0)`)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.default is None or action.nargs == 0 or action.default == argparse.SUPPRESS  # flags: no
+        if (action.default in (None, "") or action.nargs == 0 or action.default == argparse.SUPPRESS  # flags: no
                 or "default" in text.lower()
                 or not action.option_strings or action.help == argparse.SUPPRESS):
             return text
+        if isinstance(action.default, (tuple, list)) and all(isinstance(v, (int, float)) for v in action.default):
+            typed = " ".join(f"{v:g}".replace("e+0", "e").replace("e+", "e") for v in action.default)
+            return text + f" (default: {typed})"
         return text + " (default: %(default)s)"
 
 

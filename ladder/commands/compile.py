@@ -14,7 +14,7 @@ EXAMPLES = """
 ladder compile plan.json --topology v5e-16
 ladder compile plan.json --chip v5p
 ladder compile plan.json --targets --rung 7b-4t --topology v5p-512 -o 7b.json
-ladder compile plan.json --topology v5e-16 --config.model.remat=True
+ladder compile plan.json --topology v5e-16 --config.model.remat=full
 """
 
 
@@ -36,6 +36,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ladder.launch.jobs import plan_chip
     from ladder.plan import load_plan
 
     if args.topology and args.chip:
@@ -47,8 +48,6 @@ def run(args) -> int:
         check_out(args.out, args.overwrite)
     plan = load_plan(args.plan)
     print(compile_report.TABLE_HEADER)
-    from ladder.launch.jobs import plan_chip
-
     reports = aot.check_plan(plan, args.topology, chip=plan_chip(plan, args.chip), num_slices=args.num_slices, rungs=args.rung,
                              targets=args.targets, overrides=args.config_overrides,
                              count_flops=not args.no_flops,

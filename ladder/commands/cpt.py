@@ -30,12 +30,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ladder import cpt
     from ladder.config import load_config, require_kind
+    from ladder.errors import TrainingFailed
 
     cfg = load_config(args.config, args.config_overrides)
     require_kind(cfg, "cpt", args.config)  # a train or run config: say which verb takes it, not "unknown key"
     cpt.check_config(cfg)
-    from ladder.train import TrainingFailed
-
     try:
         summary = cpt.run_study(cfg, args.out, log=cpt.main_log)
     except TrainingFailed as e:  # a run diverged: exit 1 like `ladder train`; rerunning resumes the study

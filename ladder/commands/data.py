@@ -30,9 +30,9 @@ ladder data verify /tmp/tokens-embedded
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=["build", "files", "spm", "tasks", "tokenize", "verify"],
                         help="what to build or check (see the examples)")
-    parser.add_argument("path", nargs="?", help="files: a directory, glob or comma list of .txt/.jsonl files; "
+    parser.add_argument("path", nargs="?", help="files: a directory, glob or comma-separated list of .txt/.jsonl files; "
                         "tokenize: SOURCE = embedded, such files, or a tfds catalog name (with --data-dir)")
-    parser.add_argument("--domains", default="prose,code,legal", help="embedded domains (comma list)")
+    parser.add_argument("--domains", default="prose,code,legal", help="embedded domains (comma-separated)")
     parser.add_argument("--cache-dir", default="", help="token caches and tfds data (default: $LADDER_CACHE or "
                         "~/.cache/ladder)")
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
@@ -47,7 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=whole(0), default=0, help="tokenize: worker processes (0 = one per CPU)")
     parser.add_argument("--split", default="train",
                         help="tokenize: train | validation | test (by document hash for local files; 'all' keeps all)")
-    parser.add_argument("--data-dir", default="", help="tokenize: where a tfds catalog dataset is prepared")
+    parser.add_argument("--data-dir", default="", help="tokenize: where a tfds catalog dataset is prepared (needed for a "
+                        "catalog name)")
     parser.add_argument("--shard-docs", type=whole(1), default=65536, help="tokenize: records per shard (embedded, tfds)")
     parser.add_argument("--shard-mb", type=POSITIVE, default=256, help="tokenize: MB of text per shard (local files)")
 
@@ -80,14 +81,12 @@ def _build(args) -> None:
     from ladder.data import pipeline
     from ladder.data.tokenizer import ByteTokenizer
 
-    from ladder.train_config import embedded_domains
-
     tok = ByteTokenizer()
-    for domain in embedded_domains(args.domains, "--domains"):  # ',' built nothing, exit 0
+    for domain in pipeline.embedded_domains(args.domains, "--domains"):  # ',' built nothing, exit 0
         cfg = _embedded_config(args)
         for split in ("train", "validation", "test"):
             _report(f"{domain}[{split}]", lambda: pipeline.token_cache(cfg, split, tok, domain=domain))
-        meta = pipeline._builder(cfg, domain).info.metadata
+        meta = pipeline.dataset_builder(cfg, domain).info.metadata
         print(f"{domain}: content_sha256 {meta['content_sha256']} (docs/data.md lists the pinned values)")
 
 
@@ -98,7 +97,7 @@ def _files(args) -> None:
     from ladder.data.tokenizer import ByteTokenizer
 
     if not args.path:
-        raise LadderError("ladder data files: give PATH (a directory, glob or comma list of .txt/.jsonl files)")
+        raise LadderError("ladder data files: give PATH (a directory, glob or comma-separated list of .txt/.jsonl files)")
     tok = ByteTokenizer()
     cfg = ml_collections.ConfigDict(dict(cache_dir=args.cache_dir, source="files", files=args.path,
                                          text_field=args.text_field, name=args.name))
@@ -113,10 +112,8 @@ def _spm(args) -> None:
     if not args.out:
         raise LadderError("--out: give the SentencePiece .model file to write (-o X.model)")
     check_out(args.out, args.overwrite)
-    from ladder.train_config import embedded_domains
-
     cfg = _embedded_config(args)
-    texts = [t for d in embedded_domains(args.domains, "--domains") for t in pipeline.documents(cfg, "train", domain=d)]
+    texts = [t for d in pipeline.embedded_domains(args.domains, "--domains") for t in pipeline.documents(cfg, "train", domain=d)]
     start = time.perf_counter()
     try:
         model = train_sentencepiece(texts, args.out, args.vocab_size)
@@ -165,7 +162,7 @@ def _verify(args) -> None:
 def _tasks(args) -> None:
     from pathlib import Path
 
-    from ladder import tasks
+    from ladder import storage, tasks
 
     if not args.out:
         raise LadderError("--out: give a directory for the task JSONL files (-o DIR)")
@@ -173,8 +170,6 @@ def _tasks(args) -> None:
     for name in tasks.EMBEDDED:
         check_out(out / f"{name}.jsonl", args.overwrite)
     cfg = _embedded_config(args)
-    from ladder import storage
-
     with storage.all_or_nothing(out):  # every task file lands, or none does
         out.mkdir(parents=True, exist_ok=True)
         for name in tasks.EMBEDDED:

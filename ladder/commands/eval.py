@@ -26,14 +26,15 @@ ladder eval runs/tiny --config.eval.k_shot=5
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `ladder train`")
     parser.add_argument("--step", type=whole(0), help="checkpoint step (default: the latest)")
-    parser.add_argument("--tasks", help="comma list: 'embedded', embedded/catalog task names or .jsonl files "
+    parser.add_argument("--tasks", help="comma-separated: 'embedded', embedded/catalog task names or .jsonl files "
                                         "(default: the run config's eval.tasks, else 'embedded')")
     parser.add_argument("--k-shot", type=whole(0), help="few-shot examples per prompt for every task without a :k suffix "
                                                    "(default: each task's own, 5 for catalog tasks, 0 embedded)")
-    parser.add_argument("--max-questions", type=whole(0), help="cap on questions per task (0 = all)")
+    parser.add_argument("--max-questions", type=whole(0), help="cap on questions per task (0 = all; default: the run "
+                                                                    "config's eval.max_questions)")
     parser.add_argument("--batch-size", type=whole(1), help="rows per forward pass (default: the run's global batch)")
     parser.add_argument("-o", "--out", metavar="PATH", type=path_arg,
-                        help="results CSV to append to (default RUN_DIR/results.csv)")
+                        help="results CSV to append to (default: RUN_DIR/results.csv)")
 
 
 def run(args) -> int:

@@ -23,7 +23,7 @@ ladder fit split results.csv --format json
 def add_arguments(p) -> None:
     p.add_argument("law", choices=["dcpt", "split"], help="dcpt: L(N, D, r) per loss; split: L(N, D, D') per domain")
     p.add_argument("results", help="results CSV with the CPT columns of docs/specialization.md")
-    add_out(p, "output directory (default: RESULTS' directory /specialization)")
+    add_out(p, "output directory (default: specialization/ beside RESULTS)")
     p.add_argument("--format", choices=["text", "json", "csv"], default="text", help="what to print on stdout")
     p.add_argument("--domain", help="fit only rows of this `domain` value")
     p.add_argument("--steps", choices=["final", "all"], default="final", help="dcpt: each run's last step, or every step")

@@ -16,7 +16,7 @@ ladder launch plan.json --backend local --config.train.log_every=10
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("plan", help="plan file written by `ladder plan`")
+    parser.add_argument("plan", help="plan file written by `ladder plan -o`")
     parser.add_argument("--backend", choices=list(BACKENDS), default="local", help="where the rungs run")
     parser.add_argument("--dry-run", action="store_true", help="print every command exactly; execute nothing "
                         "(cloud backends: first compile each rung for its slice when libtpu is installed)")
@@ -44,9 +44,9 @@ def add_arguments(parser) -> None:
     cloud.add_argument("--keep", action="store_true", help="leave TPU VMs / requests / workloads standing when "
                        "their rungs are done (default: delete what the launch created)")
     cloud.add_argument("--poll-s", type=POSITIVE, default=60.0, help="seconds between checks of the resources and "
-                       "rungs while the launch watches them (default %(default)s)")
+                       "rungs while the launch watches them (default: %(default)g)")
     cloud.add_argument("--price", action="append", metavar="CHIP=USD", help="price per chip-hour for the cost "
-                       "estimate, e.g. v5p=2.10 for spot (default table: launch.costs); repeatable")
+                       "estimate, e.g. v5p=2.10 for spot (default: on-demand list prices, ladder/launch/costs.py); repeatable")
     cloud.add_argument("--rehearse", action="store_true", help="tpu-vm / queued-resources: run the exact worker "
                        "scripts on local processes (one per host, CPU devices), gs:// served by a local Cloud "
                        "Storage emulator, gcloud replaced by a recording stand-in (docs/cloud-tpu.md, step 0)")

@@ -21,12 +21,15 @@ ladder plan --preset smoke --dry-run
 
 def add_arguments(parser) -> None:
     add_targets(parser, extra_help=" (default: the preset's targets)")
-    parser.add_argument("--preset", help=f"ladder preset: {', '.join(plan_lib.LADDERS)}")
+    parser.add_argument("--preset", help=f"ladder preset: {', '.join(plan_lib.LADDERS)} (default: none; the "
+                                                  "targets' family sets the rules)")
     parser.add_argument("--fraction", type=float,
-                        help="share of the targets' combined 6ND to spend (default 0.01 when choosing sizes; "
+                        help="share of the targets' combined 6ND to spend (default: 0.01 when choosing sizes; "
                              "a cap when sizes are given)")
-    parser.add_argument("--sizes", help="comma-separated sizes, e.g. 60M,150M,370M or 2e8")
-    parser.add_argument("--multiples", help="comma-separated Chinchilla multiples, e.g. 1,2,5,10")
+    parser.add_argument("--sizes", help="comma-separated sizes, e.g. 60M,150M,370M or 2e8 (default: the "
+                                               "preset's, else the widest ladder --fraction buys)")
+    parser.add_argument("--multiples", help="comma-separated Chinchilla multiples, e.g. 1,2,5,10 (default: "
+                                                   "the preset's, else chosen with the sizes)")
     parser.add_argument("--seed", type=whole(0), default=0, help="the rungs' training seed")
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "wsd"), help="learning-rate schedule")
     parser.add_argument("--eval-fractions", metavar="F,F,...",
@@ -37,7 +40,7 @@ def add_arguments(parser) -> None:
                         help="check every rung on --chip/--devices/--mesh: batch divisibility, memory, time")
     parser.add_argument("--chip", help="chip for --dry-run (v4, v5e, v5p, v6e, cpu; default: the family's, "
                                        "v5p for the OLMo ladder, cpu for smoke)")
-    parser.add_argument("--devices", type=whole(1), help="devices per rung for --dry-run (default: choose_slice)")
+    parser.add_argument("--devices", type=whole(1), help="devices per rung for --dry-run (default: the planner's slice for --chip)")
     parser.add_argument("--mesh", help="mesh for --dry-run, e.g. data=2,fsdp=-1,tensor=1 (default: fsdp over "
                                        "every chip, or tensor-parallel where the batch cannot split that far)")
 

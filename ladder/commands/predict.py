@@ -40,15 +40,15 @@ def add_arguments(parser) -> None:
                        "from the ladder)")
     which.add_argument("--plan", type=path_arg,
                        help="predict the targets of this plan file (written by `ladder plan -o`)")
-    parser.add_argument("--runs", help="runs to fit: comma list of names or globs ('paper' = the paper's 16); "
+    parser.add_argument("--runs", help="runs to fit: comma-separated names or globs ('paper' = the paper's 16); "
                         "default: where the paper's 16 are present, every size's 1xC-10xC runs (the 16 and "
                         "the 3B runs; no 0.5xC, no reruns: docs/laws.md), else all runs")
     parser.add_argument("--set", dest="training_set", metavar="NAME|all", help="fit only the runs of this training set "
                         "(the table's `set` column, `ladder import csv --map set=COL`); required when it holds "
-                        "several. 'all', or a comma list of names and globs: fit each set on its own (one law "
+                        "several. 'all', or comma-separated names and globs: fit each set on its own (one law "
                         "per set), a table per set, one JSON {set: prediction}, plots in PLOTS/SET/; a set "
                         "that cannot be fitted gets {\"problem\": ...} and exit code 1")
-    parser.add_argument("--tasks", help="comma list of tasks (default: all in the table)")
+    parser.add_argument("--tasks", help="comma-separated tasks (default: all in the table)")
     parser.add_argument("--method", default="ensemble",
                         help="ensemble (default: back-tested weights, calibrated intervals) | auto | paper | "
                         "single-step | compute | lm-loss | chance-floor (docs/laws.md)")

@@ -25,7 +25,7 @@ ladder report specialization results.csv --domain legal
 def add_arguments(p) -> None:
     p.add_argument("kind", choices=KINDS, help="which report")
     p.add_argument("results", help="results CSV (CPT columns: docs/specialization.md)")
-    add_out(p, "output directory (default: RESULTS' directory /specialization)")
+    add_out(p, "output directory (default: specialization/ beside RESULTS)")
     p.add_argument("--format", choices=["text", "json", "csv"], default="text", help="what to print on stdout")
     p.add_argument("--metric", default="domain_loss", help="loss column to compare (lower is better)")
     p.add_argument("--task", help="compare this task's accuracy instead of --metric")

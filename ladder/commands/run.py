@@ -23,10 +23,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ladder.config import load_config
+    from ladder.config import load_config, require_kind
     from ladder.run import run as run_ladder
-
-    from ladder.config import require_kind
 
     cfg = load_config(args.config, args.config_overrides)
     require_kind(cfg, "run", args.config)

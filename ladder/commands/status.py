@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file the ladder was launched from")
     add_run_root(parser)
     parser.add_argument("--logs", metavar="RUNG", help="print the tail of this rung's logs (every worker's) instead")
-    parser.add_argument("--lines", type=whole(1), default=40, help="--logs: lines per log (default %(default)s)")
+    parser.add_argument("--lines", type=whole(1), default=40, help="--logs: lines per log (default: %(default)s)")
 
 
 def run(args) -> int:

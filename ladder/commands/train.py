@@ -11,7 +11,7 @@ import os
 import sys
 
 from ladder.commands.common import path_arg, whole
-from ladder.errors import LadderError
+from ladder.errors import LadderError, TrainingFailed
 
 TAKES_CONFIG = True
 EXAMPLES = """
@@ -26,11 +26,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", nargs="?", help="get_config() file, e.g. configs/tiny.py (or file.py:arg)")
-    parser.add_argument("--plan", type=path_arg, help="plan JSON from `ladder plan`; train one of its rungs")
+    parser.add_argument("--plan", type=path_arg, help="plan file written by `ladder plan -o`; train one of its rungs")
     parser.add_argument("--rung", help="rung name within --plan, e.g. 370M-5xC")
-    parser.add_argument("--run-dir", type=path_arg, help="run directory (default runs/<config name>); resumes from it")
+    parser.add_argument("--run-dir", type=path_arg, help="run directory (default: runs/<config name>); resumes from it")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 for multi-process runs")
-    parser.add_argument("--num-processes", type=whole(1), help="number of processes in a multi-process run")
+    parser.add_argument("--num-processes", type=whole(1), help="number of processes in a multi-process run (default: one "
+                                                                      "process)")
     parser.add_argument("--process-id", type=whole(0), help="this process's index in [0, num-processes)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() with no arguments (TPU VM environment)")
@@ -69,7 +70,7 @@ def run(args) -> int:
     config = build_config(args)
     run_dir = args.run_dir or f"runs/{config.name}"
     from ladder.eval import make_on_eval
-    from ladder.train import TrainingFailed, train
+    from ladder.train import train
 
     try:
         summary = train(config, run_dir, on_eval=make_on_eval(config, run_dir))

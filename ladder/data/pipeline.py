@@ -10,7 +10,7 @@ Config fields under `data` (all read with defaults; see docs/data.md):
     tfds_name     catalog dataset, e.g. "c4/en" (source "tfds"); data_dir, try_gcs, download, max_documents
     mixture       {component name: {weight: w, <any data field overriding the parent>}} (source "mixture")
     split         "train" | "validation" | "test" (default "train")
-    tokenizer     "byte" | "sentencepiece" (+ spm_model: path to a .model file)
+    tokenizer     "byte" | a SentencePiece .model or tokenizer.json path | "sentencepiece" (+ spm_model: a .model)
     segment_ids   True: documents do not attend to each other (default True)
     seed          shuffling seed (default 0)
     cache_dir     where datasets and token caches live ("" = $LADDER_CACHE or ~/.cache/ladder)
@@ -24,10 +24,11 @@ import sys
 from pathlib import Path
 
 from ladder.data import tfds_builder
+from ladder.data.corpus import DOMAINS
 from ladder.data.mixture import MixtureSource
 from ladder.data.packing import PackedSource, build_token_cache, cache_ready, load_token_cache
 from ladder.data.tokenizer import make_tokenizer
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require
 
 SOURCES = ("embedded", "files", "tfds", "tokens", "mixture", "synthetic")
 
@@ -46,6 +47,19 @@ def as_list(value, field: str) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     raise LadderError(f"data.{field}: expected a comma-separated string or a list, got {value!r}")
+
+
+def embedded_domains(value, field: str) -> list[str]:
+    """A comma list of embedded corpus domains, checked where it is set (before, an unknown name in mix.general
+    was reported as data.domains, and a repeated one, `prose,prose`, trained on a silently reweighted mixture)."""
+    names = as_list(value, field.split(".", 1)[-1])
+    require(bool(names), field, "is empty", f"choose some of {', '.join(DOMAINS)}")
+    unknown = [n for n in names if n not in DOMAINS] + [None]
+    require(unknown[0] is None, field, f"unknown embedded domain {unknown[0]!r}", f"choose from {', '.join(DOMAINS)}")
+    repeated = sorted({n for n in names if names.count(n) > 1}) + [None]
+    require(repeated[0] is None, field, f"names {repeated[0]!r} twice",
+            "list each domain once (data.weights sets their shares)")
+    return names
 
 
 def vocab_size(data_cfg) -> int:
@@ -88,12 +102,14 @@ def _cache_key(builder, split: str, tokenizer) -> Path:
 def documents(data_cfg, split: str | None = None, *, domain: str | None = None) -> list[str]:
     """Raw texts of one split of an embedded domain or local-files dataset (used by the embedded tasks)."""
     split = split or _get(data_cfg, "split", "train")
-    builder = _builder(data_cfg, domain)
+    builder = dataset_builder(data_cfg, domain)
     source = tfds_builder.read_split(builder, split)
     return [_text_of(source[i], "text") for i in range(len(source))]
 
 
-def _builder(data_cfg, domain: str | None):
+def dataset_builder(data_cfg, domain: str | None):
+    """The prepared tfds builder of an embedded domain (`domain`, or data.source=embedded) or of data.files;
+    its metadata holds the split counts and the content hash (ladder/data/tfds_builder.py)."""
     kind = _get(data_cfg, "source", "embedded")
     root = tfds_builder.cache_dir(data_cfg) / "tfds"
     if kind == "embedded" or domain is not None:
@@ -125,7 +141,7 @@ def token_cache(data_cfg, split: str, tokenizer, domain: str | None = None):
         texts = (_text_of(source[i], field) for i in range(min(limit, len(source))))
         return load_token_cache(build_token_cache(texts, tokenizer, directory, describe=f"{name}[{split}]"),
                                 verified=True)
-    builder = _builder(data_cfg, domain)
+    builder = dataset_builder(data_cfg, domain)
     directory = cache / _cache_key(builder, split, tokenizer)
     if not cache_ready(directory):  # absent, or damaged (set aside with one line): built (again)
         source = tfds_builder.read_split(builder, split)

@@ -1,7 +1,7 @@
 """Every text source is a tfds dataset read as an array_record data source: no TensorFlow, no network.
 
-- `EmbeddedCorpus` ("ladder_corpus/<domain>"): the embedded corpus of `ladder.data.corpus`, built offline.
-- `LocalText` ("ladder_files/<name>"): text or JSONL files (a directory, a glob, or a comma-separated list).
+- `LadderCorpus` ("ladder_corpus/<domain>"): the embedded corpus of `ladder.data.corpus`, built offline.
+- `LadderFiles` ("ladder_files/<name>"): text or JSONL files (a directory, a glob, or a comma-separated list).
 - catalog datasets by name (e.g. "c4/en" with a gs:// data_dir) for cloud runs: `catalog_source` only opens
   a dataset that is already prepared under data_dir (or on GCS when try_gcs is asked for); it never
   downloads unless `download=True` is explicit, because an unbuilt dataset makes tfds hang for minutes.
@@ -83,6 +83,16 @@ class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _empty_hint(self) -> str:
         return "check the inputs"
+
+    # tfds prints (to stdout, not a logger) "Downloading and preparing dataset Unknown size (download: Unknown
+    # size, ...)" before a build and "Dataset ... downloaded and prepared to ... Subsequent calls will reuse this
+    # data." after it. These builders download nothing and report their own counts (the line above), so both
+    # were noise on every fresh `ladder data build`; catalog datasets, which do download, keep them.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
 
 
 class LadderCorpus(_SplitByHash):

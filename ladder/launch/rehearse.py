@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ladder import storage
-from ladder.errors import LadderError
+from ladder.errors import LadderError, sigterm_raises_terminated
 from ladder.launch import LaunchOptions, emulator, get_backend, jobs as jobs_lib, launch_plan, standin
 
 BACKENDS = ("tpu-vm", "queued-resources")
@@ -174,11 +174,13 @@ def bitwise_equal(a: str, b: str) -> bool:
 
 def rehearse(opts: LaunchOptions, *, preempt_at: int | None = None, print_fn=print) -> int:
     """The CLI's `--rehearse`: serve the bucket, rehearse (an uninterrupted reference first when drilling),
-    check, collect, and say how to read the bucket again. Exit 0 when every check passed."""
-    import signal
+    check, collect, and say how to read the bucket again. Exit 0 when every check passed. SIGTERM (`timeout`)
+    stops the hosts as Ctrl-C does, and the verb ends with the SIGTERM line and 143 (errors.Terminated)."""
+    with sigterm_raises_terminated():
+        return _rehearse(opts, preempt_at, print_fn)
 
-    if threading.current_thread() is threading.main_thread():  # `timeout` / SIGTERM: stop the hosts too
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+def _rehearse(opts: LaunchOptions, preempt_at: int | None, print_fn) -> int:
     opts = prepare(opts)
     root = rehearsal_dir(opts)
     for sub in ("hosts", "bucket", "scripts"):  # a rehearsal starts from an empty bucket and fresh hosts

@@ -280,7 +280,7 @@ def thin_runs(cols: dict, runs: list[str], progress=None, limit: int = MAX_SUITE
 
 
 def suite_state(cols: dict, tasks, runs: list[str], methods=None, progress=None) -> dict:
-    """What the suite's jobs (`suite_job`) read: the table, the (thinned) runs, the splits and the methods."""
+    """What the suite's jobs (`suite_tasks`) read: the table, the (thinned) runs, the splits and the methods."""
     methods = methods or list(METHODS)
     runs = thin_runs(cols, runs, progress)
     sps = splits(cols, runs)

@@ -78,11 +78,6 @@ class DcptLaw:
                    beta=p["beta"], C=np.exp(p["c"]), gamma=p["gamma"], eps=np.exp(p["log_eps"]),
                    F=np.exp(p["f"]) if "f" in p else 0.0, mu=p.get("mu", 0.0))
 
-    def fit_vector(self, cross: bool = False) -> np.ndarray:
-        x = [np.log(self.E), np.log(self.A), self.alpha, np.log(self.B), self.eta, self.beta, np.log(self.C),
-             self.gamma, np.log(self.eps)]
-        return np.array(x + ([np.log(self.F), self.mu] if cross else []))
-
 
 @dataclass
 class Points:

@@ -10,16 +10,15 @@ Two studies, both predicting the largest size from the smaller ones at the same 
     per task from the OLMo 1xC reruns; each draw predicts the 3.2B runs at the same ratio; error against the
     noisy "measured" target, and whether the default's band covers it.
 
-Methods: the default (`ensemble`, with the menu the table allows: `single-step` and the C4 chain, whose step 1
-on one ratio is L(C), `lm-compute` here), `lm-loss` (the paper's chain on the C4 loss with L(N, D): the
-paper's method without a task loss), `single-step` (the paper's ablation); `--candidates` adds the default
-before C1 and candidate C2 (the pre-registered check, docs/laws.md). Intervals are the calibrated band alone (q g^2; `ladder predict`
+Methods: the default (`ensemble`, with the menu the table allows: `single-step` and `lm-loss`, the paper's prior
+2 on `lm-loss` since C2), `lm-loss` (the paper's chain on the C4 loss: the paper's method without a task loss),
+`single-step` (the paper's ablation); `--candidates` adds the default before C2 and candidate C1 (`lm-compute`:
+the C4 chain with step 1 L(C); not adopted), the pre-registered check of docs/laws.md. Intervals are the calibrated band alone (q g^2; `ladder predict`
 reports its union with the bootstrap's, at least as wide), so coverage here is a lower bound.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_shapes.py [--draws 12] [--candidates]
 
-Needs ../shared/reference/olmo_ladder (exits otherwise). About 1 CPU-minute per draw (8 shapes x generators) on a
-shared machine: --draws 6 took ~7 CPU-minutes.
+Needs ../shared/reference/olmo_ladder (exits otherwise). --candidates --draws 6: ~6.5 CPU-minutes on the shared machine.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ SHARED = ROOT.parent / "shared" / "reference"
 
 from ladder.laws import ensemble as ens_mod  # noqa: E402
 from ladder.laws.backtest import fit_methods, holdout_fits, run_suite  # noqa: E402
-from ladder.laws.ensemble import calibrate  # noqa: E402
+from ladder.laws.ensemble import PAPER_STAND_IN, calibrate  # noqa: E402
 from ladder.laws.predict import FALLBACK_ORDER, unavailable  # noqa: E402
 from ladder.laws.taskfit import METHODS, Method  # noqa: E402
 
@@ -77,12 +76,17 @@ def score(cols: dict, fit_runs, test_runs, tasks, variants: dict) -> dict:
     "fallback"}}; the members' errors are the same in every variant."""
     every = list(dict.fromkeys(m for menu, _ in variants.values() for m in menu))
     every = [m for m in every if m not in unavailable(cols, every)]
+    # the fits and back-tests see a table of the fitted runs only: on the whole table the suite's `beyond`
+    # split would predict the test runs themselves, and the weights and band would have seen the answer
+    seen = {k: v[np.isin(cols["run"], list(fit_runs))] for k, v in cols.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        suite = run_suite(cols, tasks, list(fit_runs), every, workers=1)
+        suite = run_suite(seen, tasks, list(fit_runs), every, workers=1)
+        assert not any(n.startswith("beyond") for n in (next(iter(next(iter(p.values())).values())).split
+                                                        for p in suite))
         hs_all = {}
         for task in tasks:
-            fits, problems = fit_methods(cols, task, list(fit_runs), every)
+            fits, problems = fit_methods(seen, task, list(fit_runs), every)
             hs_all[task] = holdout_fits(cols, task, fits, list(fit_runs), list(test_runs), problems)
     out = {}
     for vname, (menu, prior) in variants.items():
@@ -94,7 +98,9 @@ def score(cols: dict, fit_runs, test_runs, tasks, variants: dict) -> dict:
             cal = calibrate(suite, menu) if suite else None
         finally:
             ens_mod.PRIOR.clear(), ens_mod.PRIOR.update(old)
-        fallback = "" if cal else next(m for m in FALLBACK_ORDER + tuple(menu) if m in menu)
+        # `ladder predict`'s fallback order, `lm-compute` where predict's `lm-loss` is on one ratio
+        order = tuple(x for m in FALLBACK_ORDER for x in ((m, "lm-compute") if m == "lm-loss" else (m,)))
+        fallback = "" if cal else next(m for m in order + tuple(menu) if m in menu)
         res = {"err": {}, "covered": [], "half": [], "weights": cal.weights if cal else {}, "fallback": fallback}
         for task in tasks:
             hs = hs_all[task]
@@ -219,12 +225,13 @@ def main():
     METHODS.update(CANDIDATE_METHODS)
     full, acc_only = load_olmo()
     tasks = args.tasks.split(",") if args.tasks else sorted(set(acc_only["task"].tolist()))
-    # `lm-compute` is the C4 chain with step 1 L(C): what `ladder predict` fits as `lm-loss` on a one-ratio
-    # ladder since C1 was adopted (predict.ALONG_RATIO); the `lm-loss` column is the chain with L(N, D)
-    variants = {"default (C1: L(C) along the ratio)": (["single-step", "lm-compute"], None)}
+    # the default on a one-ratio table without task loss: C2, the paper's prior on lm-loss (ensemble.PAPER_STAND_IN);
+    # `lm-compute` (candidate C1, not adopted) is the C4 chain with step 1 L(C)
+    variants = {"default (C2: prior 2 on lm-loss)": (["single-step", "lm-loss"], dict(PAPER_STAND_IN))}
     if args.candidates:
-        variants["before (L(N, D) chain)"] = (["paper", "single-step", "compute", "lm-loss", "chance-floor"], None)
-        variants["C2 prior on lm-loss"] = (["single-step", "lm-loss"], {"lm-loss": 2.0})
+        variants["before (prior 2 on the absent paper)"] = (["paper", "single-step", "compute", "lm-loss",
+                                                            "chance-floor"], None)
+        variants["C1 L(C) along the ratio (not adopted)"] = (["single-step", "lm-compute"], None)
     methods = ["ensemble", "lm-loss", "single-step"]
     head = ("| design | " + " | ".join(methods) + " | covered | half-width | fallback | tasks ensemble <= lm-loss |"
             "\n|---|" + "---|" * (len(methods) + 4))

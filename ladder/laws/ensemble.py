@@ -25,6 +25,10 @@ from ladder.laws.taskfit import Method, TaskFit
 
 MENU = ("paper", "single-step", "compute", "lm-loss", "chance-floor")
 PRIOR = {"paper": 2.0}
+# On a one-ratio ladder without a task loss the paper's chain can only run on the LM loss: `lm-loss` carries the
+# paper's prior there (candidate C2, adopted by a check written before scoring; docs/laws.md "Ladders of other
+# shapes"). Chosen by predict.py, which knows the ladder's shape.
+PAPER_STAND_IN = {"lm-loss": 2.0}
 LEVEL = 0.95
 # How the interval grows with distance: half-width q g^GROWTH. Back-test errors grow faster than g (OLS of
 # log |error| on log g over 344 OLMo cells up to g 2.32: exponent 2.4); out of sample, in designs whose own
@@ -104,14 +108,15 @@ class Calibration:
         return (self.q_loss if loss else self.q_acc) * np.asarray(g, dtype=np.float64) ** self.growth
 
 
-def weights_from(err: np.ndarray, methods) -> tuple[dict[str, float], dict[str, float]]:
+def weights_from(err: np.ndarray, methods, prior: dict | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """prior / MSE weights over methods with an error on every cell some method could fit (others 0). A cell
     no method could fit (a split whose fit set is degenerate: every accuracy at chance) judges none of them;
     counted, it zeroed every weight and the default refused a ladder its own methods fit."""
     err = err[np.isfinite(err).any(1)]
     usable = [j for j, _ in enumerate(methods) if len(err) and np.isfinite(err[:, j]).all()]
     mse = {m: float(np.mean(err[:, j] ** 2)) if j in usable else float("nan") for j, m in enumerate(methods)}
-    raw = {m: PRIOR.get(m, 1.0) / max(mse[m], 1e-12) if j in usable else 0.0 for j, m in enumerate(methods)}
+    prior = PRIOR if prior is None else prior
+    raw = {m: prior.get(m, 1.0) / max(mse[m], 1e-12) if j in usable else 0.0 for j, m in enumerate(methods)}
     total = sum(raw.values())
     return {m: v / total for m, v in raw.items()} if total > 0 else raw, mse
 
@@ -122,11 +127,12 @@ def _combine(x: np.ndarray, w: dict[str, float], methods) -> np.ndarray:
     return x @ wv
 
 
-def calibrate(suite, methods=MENU) -> Calibration:
-    """Weights and interval scale from the whole suite; coverage and error by leaving each split out."""
+def calibrate(suite, methods=MENU, prior: dict | None = None) -> Calibration:
+    """Weights and interval scale from the whole suite; coverage and error by leaving each split out.
+    prior: {method: prior weight} (default PRIOR; others 1)."""
     methods = [m for m in methods if any(m in hs for per in suite for hs in per.values())]
     c = _cells(suite, methods)
-    w, mse = weights_from(c["err"], methods)
+    w, mse = weights_from(c["err"], methods, prior)
     g = c["g"] ** GROWTH  # the scale of the cells' errors: extrapolation distance ** GROWTH
     ens = _combine(c["err"], w, methods)
     # the loss: weighted over the members that predict the task loss on that cell (not lm-loss's LM loss)
@@ -145,7 +151,7 @@ def calibrate(suite, methods=MENU) -> Calibration:
     covered, lcovered, abs_err, far = [], [], [], []
     for s in np.unique(c["split"]):
         tr, te = c["split"] != s, c["split"] == s
-        ws, _ = weights_from(c["err"][tr], methods)
+        ws, _ = weights_from(c["err"][tr], methods, prior)
         e_tr, e_te = _combine(c["err"][tr], ws, methods), _combine(c["err"][te], ws, methods)
         q = band_scale(np.abs(e_tr) / g[tr])
         covered += list(np.abs(e_te) <= q * g[te])

@@ -17,7 +17,7 @@ from ladder.errors import LadderError, require
 from ladder.laws import flags as fl
 from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
                                  suite_of, suite_state, suite_tasks)
-from ladder.laws.ensemble import MENU, EnsembleFit, calibrate
+from ladder.laws.ensemble import MENU, PAPER_STAND_IN, EnsembleFit, calibrate
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
@@ -58,17 +58,6 @@ def parse_target(spec: str) -> tuple[str, tuple[float, ...]]:
 
 
 FEATURE_NAMES = {"loss": "a task loss", "lm_loss": "an LM loss"}
-# On a one-ratio ladder (every fitted run at one tokens-per-parameter level, D = k N) the LM-loss chain's step
-# 1 is L(C) = E + A/C^alpha, exactly E + A'/N^(2 alpha) along the line: the 3 parameters the line identifies,
-# where L(N, D)'s 5 trade along it (E -> 0, a D exponent of 29 on OLMo's 1xC runs). Adopted by a check written
-# before scoring (docs/laws.md "Ladders of other shapes": candidate C1; bench/backtest_shapes.py).
-ALONG_RATIO = {"lm-loss": Method("lm-loss", feature="lm_loss", form="c")}
-
-
-def along_ratio(method: str | Method, one_ratio: bool) -> Method:
-    """The method as fitted on this ladder: its ALONG_RATIO form where the fitted runs sit on one ratio."""
-    m = METHODS[method] if isinstance(method, str) else method
-    return ALONG_RATIO.get(m.name, m) if one_ratio and m.form == "nd" else m
 FALLBACK_ORDER = ("paper", "lm-loss", "single-step")  # without back-tests: the paper's chain, else its nearest
 
 
@@ -132,13 +121,12 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     notes = _inside_targets(targets, ladder) + _one_ratio(targets, ladder)
     pred = Prediction(targets, ladder.runs, {}, {t: {} for t in targets}, warnings=notes)
     menu, skipped = _menu(cols, method, notes)
-    one_ratio = ladder.ratio is not None
     fallback = []
     full = None
     if method == "ensemble":
-        full = _suite_and_fits(pred, cols, tasks, [along_ratio(m, one_ratio) for m in menu], progress, workers)
-        method, fallback = _calibrate(pred, menu, notes)
-    flag_lists = _fit_tasks(pred, cols, tasks, method, menu, skipped, fallback, workers, full, one_ratio)
+        full = _suite_and_fits(pred, cols, tasks, menu, progress, workers)
+        method, fallback = _calibrate(pred, menu, notes, ladder.ratio is not None)
+    flag_lists = _fit_tasks(pred, cols, tasks, method, menu, skipped, fallback, workers, full)
     n_bootstrap = _bootstrap_budget(n_bootstrap, len(ladder.runs), notes)
     if n_bootstrap:
         if progress:
@@ -176,8 +164,7 @@ def _one_ratio(targets: dict, ladder: FittedLadder) -> list[str]:
     off = [name for name, (N, D) in targets.items() if ladder.off_ratio(N, D)]
     notes: list[str] = []
     _warn(notes, f"every fitted run has {ladder.ratio_text()} tokens per parameter (one ratio, D = k N): the fits "
-                 "cannot tell the N term from the D term, so predictions hold along that ratio only (lm-loss's "
-                 "step 1 is fitted along it as L(C) = E + A/C^alpha)"
+                 "cannot tell the N term from the D term, so predictions hold along that ratio only"
                  + (f"; {', '.join(off)} {'is' if len(off) == 1 else 'are'} off it (flag RATIO)" if off else ""))
     return notes
 
@@ -224,11 +211,14 @@ def _ensemble_job(state: dict, kind: str, tasks: tuple) -> list:
     return _fit_members(state, tasks)
 
 
-def _calibrate(pred: Prediction, menu, notes) -> tuple[str, list]:
+def _calibrate(pred: Prediction, menu, notes, one_ratio: bool = False) -> tuple[str, list]:
     """Set the ensemble's weights and interval scale from the back-test suite. Returns (method, fallback
-    flags): "ensemble", or where the ladder allows no split, the paper's method or its nearest, loudly."""
+    flags): "ensemble", or where the ladder allows no split, the paper's method or its nearest, loudly.
+    On a one-ratio ladder without the paper's method (no task loss) its prior goes to `lm-loss`, the paper's
+    chain on the LM loss (ensemble.PAPER_STAND_IN)."""
     if pred.suite:
-        pred.calibration = calibrate(pred.suite)
+        stand_in = one_ratio and "paper" not in menu and "lm-loss" in menu
+        pred.calibration = calibrate(pred.suite, prior=PAPER_STAND_IN if stand_in else None)
         for note in pred.calibration.notes:
             _warn(notes, note)
         return "ensemble", []
@@ -239,14 +229,13 @@ def _calibrate(pred: Prediction, menu, notes) -> tuple[str, list]:
 
 
 def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, fallback, workers,
-               full: dict | None = None, one_ratio: bool = False) -> dict:
+               full: dict | None = None) -> dict:
     """Fit every task (pred.fits, pred.backtests); returns each task's flags so far. full: the ensemble
     members' fits when `_suite_and_fits` made them (a fallback method fits here)."""
     runs, flag_lists = pred.runs, {}
     if method != "ensemble":
         fitted = dict(zip(tasks, map_jobs(_fit_method, [(t,) for t in tasks],
-                                          {"cols": cols, "runs": runs, "method": method, "one_ratio": one_ratio},
-                                          workers)))
+                                          {"cols": cols, "runs": runs, "method": method}, workers)))
     for task in tasks:
         extra = []
         if method == "ensemble":
@@ -283,12 +272,11 @@ def _bootstrap_budget(n_bootstrap: int, n_runs: int, notes: list[str]) -> int:
 def _fit_method(state: dict, task: str):
     """(fit, back-tests or None) of one named method, or of `auto`'s choice, for one task (a job of predict)."""
     cols, runs, method, bt = state["cols"], state["runs"], state["method"], None
-    one_ratio = state.get("one_ratio", False)
     chosen = method
     if method == "auto":
-        bt = backtest(cols, task, runs, [along_ratio(m, one_ratio) for m in METHODS])
+        bt = backtest(cols, task, runs)
         chosen = choose_method(bt)
-    m = along_ratio(chosen, one_ratio)
+    m = METHODS[chosen]
     data = task_data(cols, task, runs, m.needs)
     base = None
     if m.single_step == "paper":  # the paper's step 1 gives single-step a loss to report, when there is one
@@ -325,8 +313,7 @@ def holdout_report(cols: dict, pred: Prediction, test_runs: list[str]) -> dict:
     {task: {method: {error, loss_error, predicted, actual, runs}}}. `ladder predict --holdout`."""
     report = {}
     for task, fit in pred.fits.items():
-        one_ratio = FittedLadder.of(cols, pred.runs).ratio is not None
-        fits, problems = fit_methods(cols, task, pred.runs, [along_ratio(m, one_ratio) for m in METHODS])
+        fits, problems = fit_methods(cols, task, pred.runs, list(METHODS))
         if isinstance(fit, EnsembleFit):
             fits["ensemble"] = fit
         hs = holdout_fits(cols, task, fits, pred.runs, test_runs, problems)

@@ -24,7 +24,9 @@ def get_config(arg=None):
                   multiples=[0.25, 0.5, 1], skip=["236k-0.25xC", "236k-1xC"],
                   eval_fractions=[0.5, 0.92, 0.94, 0.96, 0.98, 1])
     c.train_overrides = ["eval.tasks=embedded", "eval.lm_loss_batches=4", "model.scan_layers=False"]
-    c.launch.parallel = 2  # two single-rung trainers share 2 cores better than one (bench/summary.py)
+    # two single-rung trainers share 2 cores better than one (bench/summary.py), each on one XLA CPU thread, which
+    # the launcher gives parallel trainers (ladder/cpu_threads.py; LADDER_XLA_CPU_THREADS=0 turns it off)
+    c.launch.parallel = 2
     c.predict.update(method="ensemble", bootstrap=200)  # docs/laws.md, "The default"
     c.self_check.update(enabled=True, size="330k", multiple=0.5)
     if arg == "quick":

@@ -229,6 +229,28 @@ def restore_params(directory, step: int, abstract_params):
         return manager.restore(step, args=args)["params"]
 
 
+def check_step_in_run(directory, step: int, total_steps: int) -> None:
+    """A step directory past the run's train.total_steps is not one this run saved (copied in from a longer
+    run): a resume from it ran no step and marked the run done with loss None, and `ladder eval` wrote rows
+    at that step. One line before anything is restored."""
+    if step > total_steps:
+        raise LadderError(f"checkpoint {epath.Path(_absolute(directory)) / str(step)} is past train.total_steps="
+                          f"{total_steps} of this run's config, so this run did not save it (copied in from a longer "
+                          "run?); move it out of the run directory, or use the config that wrote it")
+
+
+def check_restored_step(directory, step: int, state) -> None:
+    """The train state's own step counter must be the directory's name: a step directory renamed or copied
+    under another number would resume (or be evaluated, its tokens D computed) at the wrong step."""
+    import jax
+
+    held = int(jax.device_get(state["step"]))
+    if held != step:
+        raise LadderError(f"checkpoint {epath.Path(_absolute(directory)) / str(step)} holds the train state of step "
+                          f"{held}, not {step} (renamed or copied in by hand); rename it back to {held}, or move "
+                          "it out")
+
+
 def _absolute(directory) -> str:
     return str(directory) if "://" in str(directory) else os.path.abspath(directory)
 

@@ -45,10 +45,6 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("report", "write reports (e.g. the specialization compute-effectiveness report)"),
 }
 
-# Verbs whose process trains in-process: the trainer's own SIGTERM handling (ladder/preemption.py: save a
-# checkpoint at the next step, exit 143 with its own line) owns the signal there, and the CLI leaves it alone.
-TRAINER_VERBS = ("train", "cpt")
-
 # Verbs whose process runs XLA steps: started from a shell they re-execute once with glibc's malloc tunables
 # (ladder/malloc_tunables.py; the local launcher gives its trainers them directly).
 TUNED_VERBS = ("train", "eval", "cpt")
@@ -151,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     tolerant_output()
+    quiet_library_loggers()
     top = build_parser()
     if not argv or argv[0] in ("-h", "--help", "--version"):
         if argv[:1] == ["--version"]:
@@ -183,7 +180,10 @@ def _run_verb(verb: str, rest: list[str], from_command_line: bool) -> int:
         print(f"ladder {verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        return interrupted(verb, e)
+        code = interrupted(verb, e)
+        if from_command_line and "jax" in sys.modules:
+            exit_now(code)
+        return code
     except MemoryError as e:  # numpy's _ArrayMemoryError (global_batch=2^31-1 asked for 1 TiB) is one too
         print(f"ladder {verb}: error: out of host memory ({e or 'an allocation failed'}); use a smaller batch, "
               "model or input", file=sys.stderr)
@@ -196,6 +196,17 @@ def _run_verb(verb: str, rest: list[str], from_command_line: bool) -> int:
             f"standard output: {e.strerror or e}; send the output somewhere that takes it (> FILE)"
         print(f"ladder {verb}: error: {line}", file=sys.stderr)
         return 2
+
+
+def exit_now(code: int) -> None:
+    """End the process after an interrupt without the interpreter's teardown once JAX is loaded: a Ctrl-C or
+    SIGTERM while `ladder train` compiled left XLA's threads running into it, and the process ended in a
+    segmentation fault (exit 139, 2 of 5 tries) after its one line. Every file is already written whole and
+    the run lock released (the exception unwound through them); a test's in-process call never gets here."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def interrupted(verb: str, e: KeyboardInterrupt) -> int:
@@ -211,10 +222,9 @@ def interrupted(verb: str, e: KeyboardInterrupt) -> int:
 @contextlib.contextmanager
 def sigterm_as_interrupt(verb: str):
     """SIGTERM during a verb is one line and exit 143, as Ctrl-C is one line and 130; before, the process
-    ended with 143 and no word. Not for TRAINER_VERBS: the trainer's Preemption owns SIGTERM there."""
-    if verb in TRAINER_VERBS:
-        yield
-        return
+    ended with 143 and no word. `ladder train` and `cpt` too, except while the trainer's Preemption
+    (ladder/preemption.py) holds SIGTERM for its steps (to save first): a SIGTERM while `ladder train` built
+    its data or compiled ended the process with no word and a stale lock.json."""
     with sigterm_raises_terminated():
         yield
 
@@ -227,6 +237,19 @@ def tolerant_output() -> None:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError, OSError):  # a test's capture, or a closed stream
             pass
+
+
+def quiet_library_loggers() -> None:
+    """gcsfs logs each failed request with its traceback (logger.exception) and a fallback warning per file;
+    with no logging configured Python's last-resort handler printed them all: an unreachable gs:// run root
+    gave `ladder status` 55 lines of aiohttp tracebacks before its one error line. A NullHandler silences only
+    that fallback: a notebook or job that configures logging still gets the records (they propagate)."""
+    import logging
+
+    for name in ("gcsfs", "google.auth"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
 
 
 def from_print(e: BaseException) -> bool:
@@ -271,6 +294,9 @@ def check_environment(environ=None) -> None:
 
 def os_error_line(e: OSError) -> str:
     """An OSError as '<path>: <reason>; <fix>' (no traceback: the path and the reason are what the user needs)."""
+    if not e.filename and unreachable(e):
+        return (f"Cloud Storage cannot be reached ({e.strerror or e}); check the network and the credentials "
+                "(gcloud auth application-default login), or give a local --run-root")
     path = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
     cache = os.path.expanduser(os.environ.get("LADDER_CACHE", ""))
     if cache and e.filename and _under(os.fsdecode(e.filename), cache):
@@ -279,6 +305,16 @@ def os_error_line(e: OSError) -> str:
                "writable directory, or unset it for ~/.cache/ladder"
     return f"{path}: {e.strerror or e}; check that the path exists, is of the right kind (file or directory), " \
            "is writable, and that the disk is not full"
+
+
+def unreachable(e: OSError) -> bool:
+    """A network failure (DNS, refused or dropped connection, timeout) rather than a file's: gcsfs raises
+    aiohttp's connection errors, which are OSErrors without a file name (before: "a file: Name or service not
+    known; check that ... the disk is not full")."""
+    import socket
+
+    return isinstance(e, (ConnectionError, socket.gaierror, TimeoutError)) or \
+        type(e).__module__.split(".")[0] in ("aiohttp", "requests", "urllib3")
 
 
 def _under(path: str, root: str) -> bool:

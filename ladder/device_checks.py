@@ -72,3 +72,23 @@ def check_fits_memory(config, mesh_shape: dict, bytes_per_device: float | None) 
             f"activations {need['activations'] / gib:,.1f} GiB) but a device here holds {bytes_per_device / gib:,.1f} GiB",
             "shrink model.n_layers / d_model / seq_len or train.global_batch, raise train.microbatches or "
             "model.remat, or use more devices (ladder plan sizes rungs for a slice)")
+    if config.eval.tasks:
+        check_eval_batch_fits(config, mesh_shape, bytes_per_device, config.eval.batch_size or config.train.global_batch,
+                              "eval.batch_size")
+
+
+def check_eval_batch_fits(config, mesh_shape: dict, bytes_per_device: float | None, batch_size: int,
+                          field: str) -> None:
+    """An evaluation batch's float32 logits [batch / (data*fsdp), seq_len, vocab] and their log-softmax must fit
+    one device: `eval.batch_size=100000000` (a typo's extra zeros) passed every check and asked the allocator
+    for terabytes at the run's first evaluation, after the training before it."""
+    if not bytes_per_device:
+        return
+    a = arch_of(config)
+    dp = mesh_shape["data"] * mesh_shape["fsdp"]
+    need = 2 * math.ceil(batch_size / dp) * a.seq_len * a.padded_vocab * 4
+    gib = 2**30
+    require(need <= bytes_per_device, field, f"{batch_size:,} rows per evaluation batch need {need / gib:,.1f} GiB "
+            f"per device for their logits alone ({math.ceil(batch_size / dp):,} rows x seq_len {a.seq_len} x vocab "
+            f"{a.padded_vocab} x float32, twice) but a device here holds {bytes_per_device / gib:,.1f} GiB",
+            "use a smaller evaluation batch (0 = train.global_batch)")

@@ -56,11 +56,23 @@ def encode_rows(task, tokenizer, seq_len: int):
     return rows
 
 
-def score_rows(logits_fn, rows, *, batch_size: int, seq_len: int, pad_id: int) -> np.ndarray:
-    """Summed log-likelihood of each row's answer tokens, float64 [len(rows)]."""
+PROGRESS_S = 10.0  # seconds between progress lines while a task is scored
+
+
+def score_rows(logits_fn, rows, *, batch_size: int, seq_len: int, pad_id: int, describe: str = "") -> np.ndarray:
+    """Summed log-likelihood of each row's answer tokens, float64 [len(rows)]. With `describe` (a task name),
+    a line every PROGRESS_S seconds on process 0: a large task file scored for minutes without a word."""
+    import sys
+    import time
+
     out = np.zeros(len(rows), np.float64)
     positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len))
+    start = last = time.perf_counter()
     for lo in range(0, len(rows), batch_size):
+        if describe and lo and time.perf_counter() - last >= PROGRESS_S and jax.process_index() == 0:
+            last = time.perf_counter()
+            print(f"eval {describe}: {lo:,}/{len(rows):,} choices scored ({lo / len(rows):.0%}) in {last - start:.0f}s",
+                  file=sys.stderr, flush=True)
         chunk = rows[lo : lo + batch_size]
         inputs = np.full((batch_size, seq_len), pad_id, np.int32)
         targets = np.full((batch_size, seq_len), pad_id, np.int32)
@@ -105,7 +117,8 @@ def evaluate(logits_fn, tasks, tokenizer, *, batch_size: int, seq_len: int) -> l
     results = []
     for task in tasks:
         rows = encode_rows(task, tokenizer, seq_len)
-        logprobs = score_rows(logits_fn, rows, batch_size=batch_size, seq_len=seq_len, pad_id=tokenizer.pad_id)
+        logprobs = score_rows(logits_fn, rows, batch_size=batch_size, seq_len=seq_len, pad_id=tokenizer.pad_id,
+                              describe=task.name)
         results.append(task_metrics(task, logprobs, rows))
     return results
 
@@ -225,15 +238,16 @@ def held_out_sources(config, seq_len: int, eval_batch: int) -> dict:
 
 
 # ------------------------------------------------------------------ evaluation of a saved checkpoint
-def restore_logits_fn(run_dir, step: int | None = None):
+def restore_logits_fn(run_dir, step: int | None = None, batch_size: int | None = None):
     """(config, step, logits_fn) for a run directory's checkpoint (the latest unless `step`), placed on
-    this machine's devices."""
+    this machine's devices; `batch_size` (ladder eval --batch-size) is checked against a device's memory
+    first (the trainer checks its own eval.batch_size before training)."""
     from pathlib import Path
 
     import ml_collections
 
     from ladder import sharding
-    from ladder.checkpoint import Checkpoints
+    from ladder.checkpoint import Checkpoints, check_restored_step, check_step_in_run
     from ladder.step import bind_logits_fn, make_train_step
 
     run_dir = Path(run_dir)
@@ -251,6 +265,11 @@ def restore_logits_fn(run_dir, step: int | None = None):
         key = str(e.args[0] if e.args else e).strip("\"'")
         raise LadderError(f"run_dir: {saved} lacks the key {key!r} (not the whole config `ladder train` writes); "
                           "restore it or retrain the run") from None
+    if batch_size:
+        from ladder.device_checks import check_eval_batch_fits
+        from ladder.train import device_bytes
+
+        check_eval_batch_fits(config, dict(mesh.shape), device_bytes(), batch_size, "--batch-size")
     ckpts = Checkpoints(run_dir / "checkpoints", keep=1, async_save=False)
     available = list(ckpts.manager.all_steps())
     if not available:
@@ -258,7 +277,9 @@ def restore_logits_fn(run_dir, step: int | None = None):
     step = max(available) if step is None else step
     if step not in available:
         raise LadderError(f"--step: no checkpoint at step {step} in {run_dir}; available: {sorted(available)}")
+    check_step_in_run(run_dir / "checkpoints", step, config.train.total_steps)
     state = ckpts.restore(step, program.abstract_state)
+    check_restored_step(run_dir / "checkpoints", step, state)
     dp = dict(mesh.shape)["data"] * dict(mesh.shape)["fsdp"]
     return config, step, bind_logits_fn(program, state["params"], dp)
 
@@ -280,7 +301,7 @@ def evaluate_checkpoint(run_dir, step: int | None = None, *, tasks: str | None =
     from ladder.config import apply_overrides
     from ladder.data.tokenizer import make_tokenizer
 
-    config, step, logits_fn = restore_logits_fn(run_dir, step)
+    config, step, logits_fn = restore_logits_fn(run_dir, step, batch_size)
     task_cfg = ml_collections.ConfigDict(config.eval.to_dict())
     task_cfg.tasks = task_cfg.tasks or "embedded"
     for key, value in (("tasks", tasks), ("k_shot", k_shot), ("max_questions", max_questions)):

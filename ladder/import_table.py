@@ -13,8 +13,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
+import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from ladder import import_checks as checks
@@ -34,9 +37,18 @@ def parse_mapping(spec: str) -> dict[str, str]:
 
     A value may be a column name, a pattern with one `*` over columns (a wide table: the `*` part is the
     task), or a constant (`chance=0.25`, `task=mmlu`, `step=0`); `run` may join columns with `+`
-    (`run=data+size`: run names `DATA-SIZE`, one per combination)."""
-    path = Path(spec)
-    if path.is_file():
+    (`run=data+size`: run names `DATA-SIZE`, one per combination). From Python the mapping may also be a
+    dict {field: column} (checked the same way; a number is a constant)."""
+    if isinstance(spec, Mapping):
+        bad = next((k for k, v in spec.items() if not isinstance(v, (str, int, float)) or isinstance(v, bool)), None)
+        require(bad is None, "--map", f"{bad!r} maps to {spec.get(bad)!r}, not a column name or constant",
+                "give each field a column name (str), e.g. {'run': 'model', 'n': 'params', 'acc': 'accuracy'}")
+        items = [f"{k}={v}" for k, v in spec.items()]
+    elif not isinstance(spec, (str, os.PathLike)):
+        raise LadderError(f"--map: {spec!r} is not FIELD=COLUMN text, a mapping file or a dict; write e.g. "
+                          "run=model,n=params,acc=accuracy")
+    elif Path(spec).is_file():
+        path = Path(spec)
         text = read_utf8(path, "--map")
         if text.lstrip().startswith("{"):
             mapping = parse_json(text, f"--map {spec}", 'write {"run": "COL", ...}', problem=": not valid JSON")
@@ -45,7 +57,7 @@ def parse_mapping(spec: str) -> dict[str, str]:
         else:
             items = [line.split("#")[0].strip() for line in text.splitlines()]
     else:
-        items = spec.split(",")
+        items = str(spec).split(",")
     mapping = {}
     for item in filter(None, items):
         hint = " (and no such file)" if len(items) == 1 and ("/" in item or item.endswith((".txt", ".json"))) else ""
@@ -65,8 +77,10 @@ def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     (run, task)'s rows are numbered in order of D. Without `loss` the task loss is left blank: methods that
     need it say so. Tokens: `d`, else `tpp` x N, else `flops` / 6N. Notes (percentages divided by 100, runs
     sharing N and D) are warnings."""
+    require(isinstance(path, (str, os.PathLike)), "import", f"{path!r} is not a path", "pass the CSV's path")
     path = Path(path)
     require(path.is_file(), str(path), "no such file", "give the CSV to import")
+    mapping = parse_mapping(mapping)  # a dict or FIELD=COLUMN text from Python: one set of checks
     _require_fields(mapping)
     sheet = Sheet(path)
     columns = _Columns(path, mapping, sheet)
@@ -130,9 +144,20 @@ class _Columns:
     def __post_init__(self):
         object.__setattr__(self, "_kinds", {f: self._find_kind(f) for f in self.mapping})  # asked once per cell
         for field in self.mapping:
-            require(self.kind(field) != "missing", str(self.path),
-                    f"has no column {self.mapping[field]!r} (mapped to {field})", f"columns: {self._some_columns()}"
-                    + (f" (its columns are split by {self.sheet.separator!r}" if len(self.header) == 1 else ""))
+            if self.kind(field) != "missing":
+                continue
+            near = self._spelled_alike(self.mapping[field])
+            raise LadderError(f"{self.path}: has no column {self.mapping[field]!r} (mapped to {field}); "
+                              + (f"did you mean {near!r}? (names are compared exactly); " if near else "")
+                              + f"columns: {self._some_columns()}"
+                              + (f" (its columns are split by {self.sheet.separator!r})" if len(self.header) == 1 else ""))
+
+    def _spelled_alike(self, name: str) -> str | None:
+        """The header's column that differs from `name` only in case, spaces, punctuation or invisible
+        characters ('Params' for params, 'accu\u200bracy' for accuracy): named in the error, never taken."""
+        def key(s):
+            return "".join(c for c in s.casefold() if c.isalnum())
+        return next((h for h in self.header if key(h) == key(name) and h != name), None)
 
     @property
     def header(self) -> list[str]:
@@ -258,15 +283,25 @@ class _Columns:
         if k == "cols":
             return "-".join(self.parts(rec, field))
         if k == "const":
-            return v if field in TEXT_FIELDS else self.sheet.number(v, where, field)[0]
+            return v if field in TEXT_FIELDS else self._number(field, v, where, field)
         if k == "cell":
             cell = self.cell_value(v, rec, where)
-            return " ".join(cell.split()) if field in TEXT_FIELDS else self.sheet.number(cell, where, v)[0]
+            return " ".join(cell.split()) if field in TEXT_FIELDS else self._number(field, cell, where, v)
         col = self.source(field, task)
         require(col in self.header, str(self.path), f"has no column {col!r} (pattern {v!r}, task {task!r})",
                 "map a pattern every task has, or leave the field out")
         # a name's inner whitespace (a wrapped spreadsheet cell: 'OLMo 1B\nseed 2') becomes single spaces
-        return " ".join(rec[col].split()) if field in TEXT_FIELDS else self.sheet.number(rec[col], where, col)[0]
+        return " ".join(rec[col].split()) if field in TEXT_FIELDS else self._number(field, rec[col], where, col)
+
+    def _number(self, field: str, cell, where: str, column: str) -> float:
+        """A numeric cell; an infinite count, step or accuracy (`inf`, `1e400`) is named at its cell. Before,
+        `n = 1e400` read as "gives run 'm0' 1.5e+09 tokens for inf parameters" and `acc = inf` as "neither all
+        fractions nor all percentages". Losses keep their own rule (infinite: a diverged run, refused by the
+        schema check naming the column)."""
+        x = self.sheet.number(cell, where, column)[0]
+        require(not (math.isinf(x) and field not in ("loss", "lm_loss")), where,
+                f"column {column!r} has {cell!r}, an infinite {field}", "fix the cell, or leave it blank")
+        return x
 
     def row(self, rec: dict, task: str | None, where: str) -> tuple[dict, dict] | None:
         """(the results row of record `rec` (and `task` in a wide table), the source column of its acc and

@@ -126,7 +126,7 @@ def log_eval(run_dir, step: int, tokens: int, rows: list[dict]) -> None:
 class MetricsWriter:
     """metrics.jsonl, tb/ event files and a one-line progress display. Create it on process 0 only."""
 
-    def __init__(self, run_dir, total_steps: int, stream=None):
+    def __init__(self, run_dir, total_steps: int, stream=None, start: int = 0):
         from tensorboardX import SummaryWriter  # imported here: only process 0 pays for it
 
         self.run_dir, self.total_steps, self.stream = storage.path(run_dir), total_steps, stream or sys.stderr
@@ -135,7 +135,9 @@ class MetricsWriter:
             self.jsonl, self.lines, self.flushed = None, [json.dumps(r) for r in rundir.read_metrics(run_dir)], 0.0
         else:
             self.jsonl = open(path, "a")
-        self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        # A resumed run (from the checkpoint at `start`) logs steps start+1... again; the event file of the run
+        # that died may hold some of them: purge_step makes TensorBoard hide that file's steps > start.
+        self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start + 1 if start else None)
         self.tty = self.stream.isatty()
 
     def write(self, row: dict, eta_s: float | None) -> None:
@@ -155,6 +157,23 @@ class MetricsWriter:
                 f"eta {formats.format_duration(eta_s, unknown='?')}")
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()
+
+    def flush(self) -> None:
+        """Every row written so far onto storage. The trainer calls it before each checkpoint save: a run killed
+        later resumes after that step and never writes its rows again, so rows still buffered (gs://
+        metrics.jsonl is rewritten only every REMOTE_FLUSH_S; tensorboardX queues events for a writer thread
+        and flushes every 120 s) would be lost for good. The event queue is drained by stopping tensorboardX's
+        writer thread (it writes every queued event first) and starting a new one on the same file."""
+        if self.jsonl is None:
+            self._flush_remote()
+        for w in (self.tb.all_writers or {}).values():
+            events = w.event_writer
+            worker = getattr(events, "_worker", None)
+            if worker is not None and not events._closed:
+                worker.stop()
+                events._worker = type(worker)(events._event_queue, events._ev_writer, events._flush_secs)
+                events._worker.start()
+            events.flush()
 
     def _flush_remote(self) -> None:
         storage.write_text(self.run_dir / rundir.METRICS, "".join(r + "\n" for r in self.lines))

@@ -36,29 +36,50 @@ FRACTIONS = ("acc", "acc_raw", "prob", "chance")
 # degenerate long before (docs/results.md).
 
 
-def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Append rows (dicts with at least REQUIRED keys) to a CSV, writing the header if the file is new.
+def append_rows(path: str | os.PathLike, rows: list[dict]) -> int:
+    """Append rows (dicts with at least REQUIRED keys) to a CSV, writing the header if the file is new; returns
+    how many rows already there were replaced.
 
-    Columns are fixed by the first write; later rows may not add columns (an error, not silent loss).
+    Columns are fixed by the first write; later rows may not add columns (an error, not silent loss). A row
+    with the (run, step, task) of a new one is replaced by it: an evaluation run again (after a kill that came
+    once its rows had landed, so the user could not tell) leaves the table it would have left once, instead of
+    duplicates that every later read refuses.
     """
     if not rows:
-        return
+        return 0
     from ladder import storage
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with storage.editing(path):  # two evaluators adding to one table never drop each other's rows
-        _append_rows(path, rows)
+        return _append_rows(path, rows)
 
 
-def _append_rows(path: Path, rows: list[dict]) -> None:
+def _row_key(row: dict) -> tuple:
+    try:
+        step = float(row.get("step"))
+    except (TypeError, ValueError):
+        step = row.get("step")
+    return str(row.get("run")), step, str(row.get("task"))
+
+
+def _append_rows(path: Path, rows: list[dict]) -> int:
     from ladder import storage
 
     old = path.read_bytes().decode("utf-8") if path.exists() and path.stat().st_size > 0 else ""
     buf = io.StringIO(newline="")
+    replaced = 0
     if old:
         header = next(csv.reader(io.StringIO(old, newline="")))
         old += "" if old.endswith("\n") else "\r\n"  # a hand-edited table without its last line end
+        new_keys = {_row_key(r) for r in rows}
+        records = list(csv.reader(io.StringIO(old, newline="")))[1:]
+        kept = [rec for rec in records if _row_key(dict(zip(header, rec))) not in new_keys]
+        replaced = len(records) - len(kept)
+        if replaced:  # rewritten without them (every other row's fields as they were)
+            out = io.StringIO(newline="")
+            csv.writer(out).writerows([header, *kept])
+            old = out.getvalue()
     else:
         header = header_for(rows)
         csv.writer(buf).writerow(header)
@@ -69,6 +90,7 @@ def _append_rows(path: Path, rows: list[dict]) -> None:
     # The table is rewritten whole and atomically (storage.write_bytes), not appended to: a kill mid-write
     # leaves the old table, never a torn last row (tables are small: one row per task per evaluation).
     storage.write_text(path, old + buf.getvalue())
+    return replaced
 
 
 def header_for(rows: list[dict]) -> list[str]:
@@ -108,6 +130,9 @@ def read_table(path: str | os.PathLike, *, validate: bool = False) -> dict[str, 
 
     With validate=True the table is checked by `validate_table` (a LadderError naming run and column).
     """
+    path = os.fsdecode(path) if isinstance(path, bytes) else path
+    require(isinstance(path, (str, os.PathLike)), "results", f"{path!r} is not a path",
+            "pass the CSV's path (str or pathlib.Path); an open file: pass its .name")
     path = Path(path)
     require(path.is_file(), "results", f"{path} {'is not a file' if path.exists() else 'not found'}",
             "pass the CSV written by the evaluator, `ladder collect` or `ladder import`")

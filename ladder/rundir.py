@@ -4,7 +4,9 @@ A run directory holds: config.json (the train config and its hash), status.json 
 init.json (the base a continued run started from), metrics.jsonl (one row per logged step), results.csv
 (evaluation rows, docs/results.md), launch.json (what the local launcher saw) and checkpoints/. The
 trainer, the evaluator, the launcher, `ladder status`, `ladder collect`, the CPT study and the report all
-go through these functions, so a gs:// root works wherever a local one does.
+go through these functions, so a gs:// root works wherever a local one does. The checks the trainer makes
+before writing anything (check_run_dir, check_run_dir_outside_data) are here too, next to the layout they
+check.
 
 Reading and writing go through ladder/storage.py (local or gs://, every write atomic).
 """
@@ -15,6 +17,9 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
+
+import ml_collections
 
 from ladder.errors import LadderError, require
 from ladder import storage
@@ -45,6 +50,54 @@ def check_layout(run_dir, field: str = "--run-dir", files=FILES, directories=DIR
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 
 
+def check_run_dir_outside_data(config, run_dir) -> None:
+    """A run directory that data.files (or a mixture component's files) reads: its lock.json, config.json and
+    metrics.jsonl became corpus documents, so the run failed at once on "run/lock.json:1: malformed JSON"
+    (`--config.data.files=.` with the default run directory runs/<name> does it). Refused naming both."""
+    import fnmatch
+
+    if "://" in str(run_dir):
+        return
+    run = Path(run_dir).expanduser().resolve()
+    parts = [config.data] + (list(config.data.mixture.values()) if config.data.source == "mixture" and
+                             isinstance(config.data.mixture, (dict, ml_collections.ConfigDict)) else [])
+    specs = [p.get("files", "") for p in parts if p.get("source", config.data.source) == "files"]
+    written = [str(run / name) for name in ("lock.json", "config.json", "status.json", "metrics.jsonl")]
+    for spec in specs:
+        for part in [q.strip() for q in str(spec or "").split(",") if q.strip()]:
+            path = Path(part).expanduser()
+            inside = path.is_dir() and (run == path.resolve() or path.resolve() in run.parents)
+            matched = any(fnmatch.fnmatch(w, os.path.abspath(path)) for w in written)  # a glob (* spans /)
+            require(not (inside or matched), "--run-dir", f"{run_dir} is where data.files {part!r} reads, so the "
+                    "run's own lock.json, config.json and metrics.jsonl would be read as training documents",
+                    "put the run directory outside the corpus (--run-dir elsewhere)")
+
+
+def check_run_dir(run_dir) -> None:
+    """The run directory must be creatable and writable; checked without writing anything.
+
+    gs:// directories need credentials or an emulator (ladder.gcs: one line at once, not minutes of retries);
+    a missing bucket or permission fails at the first write. Other URL schemes are refused.
+    """
+    if "://" in str(run_dir):
+        require(str(run_dir).startswith("gs://"), "--run-dir", f"{run_dir}: only gs:// URLs are supported",
+                "use a local path or gs://BUCKET/...")
+        from ladder import gcs
+
+        gcs.require_access(run_dir, "--run-dir")
+        return
+    run_dir = Path(run_dir)
+    require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
+            "pass a directory path")
+    check_layout(run_dir)
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    require(probe.is_dir(), "--run-dir", f"{probe} is a file, so {run_dir} cannot be created", "choose another path")
+    require(os.access(probe, os.W_OK | os.X_OK), "--run-dir", f"{probe} is not writable",
+            "choose a directory you can write to")
+
+
 def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
     """A run directory's config.json; None when absent. Present but unreadable is an error, never "no run":
     a fresh start there would train on top of (and later mix with) the old run's checkpoints."""
@@ -55,6 +108,9 @@ def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:
         raw = storage.read_bytes(file)
     except IsADirectoryError:
         raw = None
+    except NotADirectoryError:  # init.from_run naming a file: was "storage: cannot write .../config.json", exit 1
+        raise LadderError(f"{field}: {run_dir} is a file, not a run directory; give the --run-dir `ladder train` "
+                          "wrote") from None
     if raw is None:
         if file.is_dir():
             raise LadderError(f"{field}: {file} is a directory, not the config file `ladder train` writes; move it "

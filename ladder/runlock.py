@@ -161,6 +161,7 @@ def _acquire(directory: Path, what: str):
     if previous and "released" not in previous and previous.get("pid") != os.getpid():
         print(f"ladder: taking over the lock of {directory} from {_describe(previous)}: {_why_stale(previous)}",
               file=sys.stderr)
+    _sweep_dead_writes(directory)
     try:
         f.seek(0)
         f.truncate()
@@ -171,6 +172,21 @@ def _acquire(directory: Path, what: str):
         raise LadderError(f"{what}: cannot write the lock file {directory / LOCK_NAME} ({e.strerror}); "
                           "free space or make the directory writable") from None
     return f, created
+
+
+DEAD_WRITE_AGE_S = 600.0
+
+
+def _sweep_dead_writes(directory: Path) -> None:
+    """Delete the temp files of atomic writes (storage.write_bytes: `.tmp-<name>-*`) that a holder killed mid-write
+    left at the top of the directory: never read, but each a partial copy of a run file (metrics.jsonl,
+    results.csv, status.json), one more per kill. Only those DEAD_WRITE_AGE_S old: a write takes seconds,
+    so a younger one may still be under way (`ladder eval -o` into a run directory does not take its lock)."""
+    cutoff = time.time() - DEAD_WRITE_AGE_S
+    for p in directory.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff:
+                p.unlink()
 
 
 def _release(f, directory: Path, created: bool) -> None:

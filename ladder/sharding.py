@@ -59,7 +59,7 @@ def make_mesh(mesh_cfg, devices=None, *, num_slices: int | None = None) -> Mesh:
     """
     from jax.experimental import mesh_utils
 
-    devices = jax.devices() if devices is None else list(devices)
+    devices = available_devices() if devices is None else list(devices)
     slices = int(num_slices if num_slices is not None else (mesh_cfg.get("dcn_data", 1) or 1))
     axis_types = (AxisType.Auto,) * len(MESH_AXES)
     if slices < 1 or len(devices) % slices:
@@ -79,6 +79,23 @@ def make_mesh(mesh_cfg, devices=None, *, num_slices: int | None = None) -> Mesh:
         blocks = [np.array(devices[i * per_slice:(i + 1) * per_slice]).reshape(ici) for i in range(slices)]
         grid = np.concatenate(blocks, axis=0)
     return Mesh(grid, MESH_AXES, axis_types=axis_types)
+
+
+def available_devices() -> list:
+    """jax.devices(), or one line naming JAX_PLATFORMS when the backend it asks for cannot start (gpu on a
+    machine without one: a RuntimeError traceback from deep inside jax before)."""
+    import os
+
+    try:
+        return jax.devices()
+    except RuntimeError as e:
+        if "backend" not in str(e).lower():
+            raise
+        asked = os.environ.get("JAX_PLATFORMS", "")
+        first = str(e).strip().splitlines()[0].split(" (set JAX_PLATFORMS")[0].rstrip(". ")
+        where = f"JAX_PLATFORMS={asked}" if asked else "the accelerator backend"
+        raise LadderError(f"{where}: {first}; unset JAX_PLATFORMS (or set it to cpu, or to a backend this "
+                          "machine has)") from None
 
 
 def logical_shardings(logical_specs, mesh: Mesh):

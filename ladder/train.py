@@ -22,21 +22,20 @@ from typing import Callable
 
 import jax
 
-from ladder import checkpoint
+from ladder import checkpoint, cpu_threads
 from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
 from ladder.arch import arch_of
-from ladder.checkpoint import Checkpoints
+from ladder.checkpoint import Checkpoints, check_restored_step, check_step_in_run
 from ladder.data import make_source
 from ladder.device_checks import check_fits_memory, validate_for_mesh
 from ladder.errors import LadderError, TrainingFailed, require
 from ladder.preemption import EvaluationInterrupted, Preemption
 from ladder.step import TrainProgram, bind_logits_fn, make_train_step
 from ladder.train_config import (  # noqa: F401 (re-exported: ladder.train is the documented entry point)
-    RUNG_KEYS, check_run_dir, config_from_rung, config_hash, data_config,
-    default_config, resolve_vocab, validate)
-from ladder.train_log import TrainLog
+    RUNG_KEYS, config_changes, config_from_rung, config_hash, data_config, default_config, resolve_vocab, validate)
+from ladder.train_log import TrainLog, first_batch_sha256
 from ladder.warmstart import init_from_base, resolve_init
 
 
@@ -87,9 +86,12 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
     validate(config)
-    check_run_dir(run_dir)
+    rundir.check_run_dir(run_dir)
+    rundir.check_run_dir_outside_data(config, run_dir)
     run_dir = storage.path(run_dir)
     initialize_distributed(config.distributed)
+    # XLA CPU threads: the count this run started with, else LADDER_XLA_CPU_THREADS (ladder/cpu_threads.py)
+    threads = cpu_threads.create_backend(cpu_threads.for_run(rundir.read_run_config(run_dir)))
     mesh = sharding.make_mesh(config.mesh)
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
     check_fits_memory(config, dict(mesh.shape), device_bytes())
@@ -97,7 +99,7 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     # checkpoint shards, in step with it).
     with runlock.hold(run_dir, "--run-dir") if jax.process_index() == 0 else contextlib.nullcontext():
         try:
-            return _train_locked(config, run_dir, mesh, on_eval)
+            return _train_locked(config, run_dir, mesh, on_eval, threads)
         except OSError as e:  # a write before the loop (config.json, metrics.jsonl): the loop has its own
             raise storage_failure(e, run_dir, "unknown") from e
 
@@ -123,14 +125,16 @@ def device_bytes() -> float | None:
     return host / jax.local_device_count()
 
 
-def _train_locked(config, run_dir, mesh, on_eval) -> dict:
+def _train_locked(config, run_dir, mesh, on_eval, threads: int = 0) -> dict:
     """Holding the run directory: refuse another config's run, return a finished run's summary as it is, else
     write config.json, start from the newest verified checkpoint (or the base run, or a fresh init), run the
     steps and mark the run done."""
     digest = config_hash(config)
     saved = rundir.read_run_config(run_dir)
-    require(saved is None or saved.get("config_hash") == digest, "--run-dir",
-            f"{run_dir} holds a run with another config (config_hash differs)", "use a new --run-dir")
+    if saved is not None and saved.get("config_hash") != digest:
+        changed = config_changes(saved, config)
+        raise LadderError(f"--run-dir: {run_dir} holds a run with another config ({changed or 'config_hash differs'}); "
+                          "use a new --run-dir, or the config that wrote it to resume")
     status = rundir.read_status(run_dir)
     if status and status.get("state") == "done":
         return dict(status, run_dir=str(run_dir))
@@ -142,11 +146,12 @@ def _train_locked(config, run_dir, mesh, on_eval) -> dict:
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            storage.write_json(run_dir / rundir.CONFIG, dict(config.to_dict(), config_hash=digest))
+            storage.write_json(run_dir / rundir.CONFIG, dict(config.to_dict(), config_hash=digest,
+                                                             **{cpu_threads.RECORD: threads}))
     program = make_train_step(config, mesh, reuse=True)  # one trace per program in this process
     ckpts = _open_checkpoints(run_dir / "checkpoints", config.train, lead)
-    state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead)
-    log = TrainLog(config, run_dir, start, ckpts, lead)
+    state, start = _start_state(program, ckpts, init, config.train.seed, run_dir, lead, config.train.total_steps)
+    log = TrainLog(config, run_dir, start, ckpts, lead, first_batch_sha256(source) if lead else "")
     preempted = _run_recording_failures(config, program, state, start, source, row_sharding, ckpts, log, on_eval,
                                         run_dir)
     if preempted:
@@ -239,7 +244,8 @@ def _open_checkpoints(ckpt_dir, t, lead: bool) -> Checkpoints:
     return ckpts
 
 
-def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, seed: int, run_dir, lead: bool):
+def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, seed: int, run_dir, lead: bool,
+                 total_steps: int):
     """(state, step) to start from: the newest checkpoint (a resume), else the base run's (continual
     pretraining), else a fresh init from train.seed."""
     start = ckpts.latest_step()
@@ -252,7 +258,9 @@ def _start_state(program: TrainProgram, ckpts: Checkpoints, init: dict | None, s
     elif start is None:
         state, start = program.init_fn(jax.random.key(seed)), 0
     else:
+        check_step_in_run(ckpts.directory, start, total_steps)
         state = ckpts.restore(start, program.abstract_state)  # verified above (by process 0)
+        check_restored_step(ckpts.directory, start, state)
         if lead:
             print(f"ladder train: resuming {run_dir} from the checkpoint at step {start}", file=sys.stderr)
     return state, start
@@ -291,6 +299,8 @@ def _run_steps(config, program: TrainProgram, state, start: int, source, row_sha
                 log.set_status("running")
             preempted = preempted or preemption.requested()  # a signal during the evaluation: stop here
         must_save = scheduled_save or preempted
+        if must_save:
+            log.flush()  # rows up to `done` on storage before `done` can become a resume point
         try:
             if must_save:
                 ckpts.save(done, state)

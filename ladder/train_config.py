@@ -1,6 +1,7 @@
 """A train config: every key with its default, the plan-rung mapping, and the checks that run before anything
 is compiled or written (each failure one line naming the field and the fix: LadderError, exit 2). The checks
-that need the mesh and the device's memory are in ladder/device_checks.py.
+that need the mesh and the device's memory are in ladder/device_checks.py; those of the run directory (writable,
+its entries of the right kind, not inside the corpus) in ladder/rundir.py, which owns its layout.
 
 No JAX here: the CLI, the planner and the launcher can build and check configs without importing it.
 """
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-from pathlib import Path
 
 import ml_collections
 
@@ -168,6 +167,28 @@ def config_hash(config) -> str:
     return hashlib.sha256(to_json(cfg).encode()).hexdigest()
 
 
+def config_changes(saved: dict, config, limit: int = 3) -> str:
+    """The fields in which `config` differs from a run directory's saved config.json, as
+    "optim.peak_lr 0.003 -> 0.01, ..." (the `distributed` section and config_hash left out, as config_hash
+    leaves them): "config_hash differs" alone left the user to diff two JSON files."""
+    import json
+
+    from ladder.cpu_threads import RECORD as XLA_CPU_THREADS
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d.items() if isinstance(d, dict) else ()):
+            if prefix == "" and k in ("distributed", "config_hash", XLA_CPU_THREADS):  # the last: a run fact
+                continue
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    before, now = flat(saved), flat(json.loads(to_json(ml_collections.ConfigDict(config))))
+    keys = sorted(k for k in set(before) | set(now) if before.get(k, "<absent>") != now.get(k, "<absent>"))
+    shown = [f"{k} {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}" for k in keys[:limit]]
+    return ", ".join(shown) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 # ---------------------------------------------------------------------------------------------- validation
 
 
@@ -317,6 +338,30 @@ def _check_steps(t) -> None:
                 "remove them or raise total_steps")
 
 
+def _check_mixture(components) -> None:
+    """data.mixture's components, before any of them is built: a weight "abc" was a ValueError traceback and
+    a negative one was refused only after every component was tokenized; a misspelt key in a component
+    (`file:`) was dropped without a word, so the component read the parent's value."""
+    require(isinstance(components, (dict, ml_collections.ConfigDict)) and len(components) > 0, "data.mixture",
+            f"is {components!r}", "give {name: {weight: w, source: ..., <data fields>}, ...}")
+    known = (set(default_config().data.keys()) - {"mixture"}) | {"weight"}
+    weights = []
+    for name, part in components.items():
+        field = f"data.mixture.{name}"
+        require(isinstance(part, (dict, ml_collections.ConfigDict)), field, f"is {part!r}, not a section",
+                "give {weight: w, source: ..., <data fields>}")
+        unknown = sorted(set(part.keys()) - known)
+        require(not unknown, f"{field}.{unknown[0] if unknown else ''}", "unknown data key",
+                f"known keys: weight, {', '.join(sorted(known - {'weight'}))}")
+        w = part.get("weight", 1.0)
+        require(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0,
+                f"{field}.weight", f"{w!r} is not a finite number >= 0", "give the component's share, e.g. 0.8")
+        require(part.get("source", "embedded") != "mixture", f"{field}.source", "a component cannot itself be a "
+                "mixture", "list its parts as components of this mixture")
+        weights.append(w)
+    require(sum(weights) > 0, "data.mixture", "every weight is 0", "give at least one component a positive weight")
+
+
 def _check_data_and_eval(config) -> None:
     """The corpus domains, the evaluation's held-out losses, a continued run's base, and the domain mixture."""
     from ladder.data.pipeline import embedded_domains
@@ -332,6 +377,8 @@ def _check_data_and_eval(config) -> None:
     require(i.step >= -1, "init.step", f"{i.step} is not a step", "use -1 (the base run's latest) or a saved step")
     require(not (i.restore_optimizer and not i.from_run), "init.restore_optimizer", "set without init.from_run",
             "give init.from_run (the base run's directory)")
+    if config.data.source == "mixture":
+        _check_mixture(config.data.mixture)
     require(mix.r == -1 or 0 <= mix.r <= 1, "mix.r", f"{mix.r} is outside [0, 1]", "give the domain share, or -1 (off)")
     if mix.r >= 0:
         general, domain = embedded_domains(mix.general, "mix.general"), embedded_domains(mix.domain, "mix.domain")
@@ -342,30 +389,3 @@ def _check_data_and_eval(config) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
-
-
-def check_run_dir(run_dir) -> None:
-    """The run directory must be creatable and writable; checked without writing anything.
-
-    gs:// directories need credentials or an emulator (ladder.gcs: one line at once, not minutes of retries);
-    a missing bucket or permission fails at the first write. Other URL schemes are refused.
-    """
-    if "://" in str(run_dir):
-        require(str(run_dir).startswith("gs://"), "--run-dir", f"{run_dir}: only gs:// URLs are supported",
-                "use a local path or gs://BUCKET/...")
-        from ladder import gcs
-
-        gcs.require_access(run_dir, "--run-dir")
-        return
-    run_dir = Path(run_dir)
-    require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
-            "pass a directory path")
-    from ladder import rundir
-
-    rundir.check_layout(run_dir)
-    probe = run_dir
-    while not probe.exists():
-        probe = probe.parent
-    require(probe.is_dir(), "--run-dir", f"{probe} is a file, so {run_dir} cannot be created", "choose another path")
-    require(os.access(probe, os.W_OK | os.X_OK), "--run-dir", f"{probe} is not writable",
-            "choose a directory you can write to")

@@ -24,7 +24,7 @@ class TrainLog:
     """What the run reports as it goes: status.json and metrics.jsonl (process 0 writes them), the rates, and
     the check of every step's loss before anything is saved or evaluated (divergence)."""
 
-    def __init__(self, config, run_dir, start: int, ckpts: Checkpoints, lead: bool):
+    def __init__(self, config, run_dir, start: int, ckpts: Checkpoints, lead: bool, data_sha: str = ""):
         t, a = config.train, arch_of(config)
         self.t, self.run_dir, self.ckpts, self.lead = t, run_dir, ckpts, lead
         self.flops_per_token = arch_lib.flops_per_token(a, t.mfu_accounting)
@@ -41,9 +41,12 @@ class TrainLog:
         self.eval_pending = pending if start and pending == start else None
         if lead:
             rundir.truncate_metrics(run_dir, start)
-            self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps)
+            self.writer = metrics_lib.MetricsWriter(run_dir, t.total_steps, start=start)
+        if lead and start and data_sha:
+            same_data(status_before, data_sha, jax.process_count(), run_dir)
         self.base = dict(total_steps=t.total_steps, n=arch_lib.n_params(a), flops_per_token=self.flops_per_token,
-                         peak_flops=self.peak, peak_source=peak_source, first_loss=first_loss)
+                         peak_flops=self.peak, peak_source=peak_source, first_loss=first_loss,
+                         **({"first_batch_sha256": data_sha, "processes": jax.process_count()} if data_sha else {}))
         self.progress = {"step": start, "loss": None, "tokens_per_s": 0.0, "eta_s": None, "mfu": None}
         self.clock = {"t": None, "step": start}
 
@@ -57,6 +60,11 @@ class TrainLog:
                 eta_s=progress["eta_s"], tokens=done * self.tokens_per_step,
                 flops_done=done * self.tokens_per_step * self.flops_per_token, updated=time.time(),
                 **({"eval_pending": self.eval_pending} if self.eval_pending is not None else {}), **extra))
+
+    def flush(self) -> None:
+        """The rows logged so far onto storage (before a checkpoint save: see MetricsWriter.flush)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def record(self, done: int, device_metrics, force_log: bool) -> None:
         """Read one step's metrics (blocking on that step only), stop on NaN/Inf, log on schedule."""
@@ -93,6 +101,34 @@ class TrainLog:
                                    lr=m["lr"], tokens=done * tokens_per_step, tokens_per_s=rate, mfu=mfu,
                                    time=time.time()), eta)
             self.set_status("running")
+
+
+def first_batch_sha256(source) -> str:
+    """sha256 of this process's rows of batch 0 (every array, in key order): a fingerprint of what the run reads.
+    A source is a pure function of (data, seed, step), so a resume that gets another value reads other data."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for key, value in sorted(source.batch(0).items()):
+        h.update(key.encode() + np.ascontiguousarray(value, np.int32).tobytes())
+    return h.hexdigest()
+
+
+def same_data(status_before: dict, data_sha: str, processes: int, run_dir) -> bool:
+    """On a resume: whether the first batch is the one the run started on (status.json's first_batch_sha256,
+    compared when the process count is the same); if not, one note. A corpus file edited or added, another
+    tokenizer or a rebuilt cache changed the data under a resumed run without a word before (config_hash
+    holds the corpus's path, not its content). A note, not a stop: the checkpoints stay usable."""
+    saved = status_before.get("first_batch_sha256")
+    if not isinstance(saved, str) or status_before.get("processes") != processes or saved == data_sha:
+        return True
+    print(f"ladder train: note: {run_dir} was started on other training data (the first batch's sha256 "
+          f"{data_sha[:12]} is not status.json's {saved[:12]}): a corpus file, the tokenizer or the token cache "
+          "changed since; resuming on the data as they are now (restore the old data for a run that is a pure "
+          "function of its config)", file=sys.stderr)
+    return False
 
 
 def saved_first_loss(value, run_dir) -> float | None:

@@ -50,8 +50,12 @@ def ladder_runs(tmp_path_factory):
     # CPU-s for this file). Bitwise comparisons stay bitwise: a loaded program is the compiled one.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp / ".jax-cache"))
-        # Uninterrupted reference for the rung that will be killed.
+        # Uninterrupted reference for the rung that will be killed, with the one XLA CPU thread the parallel
+        # launch below gives its trainers (the thread count changes the bits: ladder/cpu_threads.py). The
+        # relaunch runs with parallel=1, so it gets no count from the launcher: the rung's recorded one must win.
+        mp.setenv("LADDER_XLA_CPU_THREADS", "1")
         out["reference_rc"] = launch_plan(LaunchOptions(plan, str(tmp / "reference"), rungs=[KILLED]), log.append)
+        mp.delenv("LADDER_XLA_CPU_THREADS")
 
         # Both rungs at once; KILLED dies at step 7 and, with one attempt allowed, is reported failed.
         mp.setenv("LADDER_TEST_KILL_RUNG", KILLED)

@@ -29,7 +29,7 @@ def plan_path(tmp_path, monkeypatch):
 
 def launch(plan_path, slices, overrides=(), rungs=None) -> list[str]:
     lines: list[str] = []
-    opts = LaunchOptions(plan_path, "gs://bkt/ladder", backend="tpu-vm", dry_run=True, project="p", zone="z",
+    opts = LaunchOptions(plan_path, "gs://bkt/ladder", backend="tpu-vm", dry_run=True, project="p", zone="us-west4-a",
                          package="ladder", slices=jobs_lib.parse_slice_overrides(slices), overrides=tuple(overrides),
                          rungs=rungs, compile_check=False)
     assert launch_plan(opts, print_fn=lines.append) == 0

@@ -271,11 +271,11 @@ def test_flops_per_token_below_a_forward_pass_is_refused(target, ok):
     # before: each ran, exit 0, the option silently meaningless
     (["launch", "{plan}", "--dry-run", "--spot"], "--spot: applies to --backend tpu-vm / queued-resources / xpk, not local"),
     (["launch", "{plan}", "--dry-run", "--zone", "us-west4-a"], "--zone: applies to --backend"),
-    (["launch", "{plan}", "--dry-run", "--backend", "tpu-vm", "--run-root", "gs://b/x", "--pack"],
+    (["launch", "{plan}", "--dry-run", "--backend", "tpu-vm", "--run-root", "gs://bkt/x", "--pack"],
      "--pack: applies to --backend queued-resources, not tpu-vm"),
-    (["launch", "{plan}", "--dry-run", "--backend", "queued-resources", "--run-root", "gs://b/x", "--image", "x"],
+    (["launch", "{plan}", "--dry-run", "--backend", "queued-resources", "--run-root", "gs://bkt/x", "--image", "x"],
      "--image: applies to --backend xpk, not queued-resources"),
-    (["launch", "{plan}", "--dry-run", "--backend", "xpk", "--run-root", "gs://b/x", "--parallel", "2"],
+    (["launch", "{plan}", "--dry-run", "--backend", "xpk", "--run-root", "gs://bkt/x", "--parallel", "2"],
      "--parallel: applies to --backend local, not xpk"),
     (["status", "{plan}", "--lines", "5"], "--lines: applies with --logs RUNG only"),
     (["fit", "split", "{tmp}/study.csv", "--n", "1e6"], "--n: applies to ladder fit dcpt, not split"),
@@ -447,15 +447,36 @@ def test_sigterm_while_predict_writes_leaves_the_old_output_and_no_temp_file(cap
     assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "res.csv"]
 
 
-def test_the_cli_leaves_sigterm_to_the_trainer(monkeypatch):
-    """`ladder train` (and cpt) train in-process: ladder/preemption.py's handler saves a checkpoint on SIGTERM."""
+def test_the_cli_leaves_sigterm_to_the_trainer_while_it_steps(monkeypatch):
+    """`ladder train` (and cpt) train in-process: ladder/preemption.py's handler saves a checkpoint on SIGTERM
+    while the steps run; before and after them (data build, compile) SIGTERM is the CLI's one line and 143
+    (session 9: it ended the process with no word)."""
     import signal
 
     from ladder.commands import train
+    from ladder.preemption import Preemption
 
     seen = []
-    monkeypatch.setattr(train, "run", lambda args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
-    assert cli.main(["train", TINY]) == 0 and seen == [signal.getsignal(signal.SIGTERM)]
+
+    def run(args):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        preemption = Preemption()
+        seen.append(signal.getsignal(signal.SIGTERM))
+        preemption.restore()
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return 0
+
+    outside = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train, "run", run)
+    assert cli.main(["train", TINY]) == 0 and signal.getsignal(signal.SIGTERM) == outside
+    assert seen[0] != outside and seen[1] == preemption_handler(seen[1]) and seen[2] == seen[0]
+
+
+def preemption_handler(handler):
+    from ladder.preemption import Preemption
+
+    assert getattr(handler, "__func__", None) is Preemption._handle
+    return handler
 
 
 # ------------------------------------------------------------------------------------------ -o through a link

@@ -208,7 +208,7 @@ def test_planted_lock_path_is_refused_without_writing_elsewhere(tmp_path, plant)
                                         ("lock.json", "dir"), ("checkpoints", "file"), ("tb", "file")])
 def test_run_dir_entry_of_the_wrong_kind_is_named_before_any_work(tmp_path, name, kind):
     """Before: "storage: cannot write .../status.json (Is a directory) ... free space or fix permissions"."""
-    from ladder.train_config import check_run_dir
+    from ladder.rundir import check_run_dir
 
     (tmp_path / name).mkdir() if kind == "dir" else (tmp_path / name).write_text("x")
     want = "a file" if kind == "dir" else "a directory"

@@ -143,3 +143,13 @@ def test_comparison_on_held_out_runs_picks_the_law_that_generated_them():
         for baseline in ("total", "dcpt"):
             assert row[baseline]["mean_abs_rel_err"] > 3 * row["split"]["mean_abs_rel_err"] + 0.03
     assert out["best"] == "split"
+
+
+def test_a_domain_no_row_has_is_refused_naming_the_domains_there_are(tmp_path):
+    """`--domain leagl` used to reach the fit as "0 distinct (N, D, D') points cannot pin down ..."."""
+    from ladder.results import read_table
+
+    table = read_table(write_two_domain_study(tmp_path / "results.csv"))
+    assert len(split.points_from_table(table, domain="legal").loss) > 0
+    with pytest.raises(LadderError, match=r"no rows for domain 'leagl'.*\['code', 'legal'\]"):
+        split.points_from_table(table, domain="leagl")

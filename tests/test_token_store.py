@@ -267,7 +267,7 @@ def test_gcs_without_credentials_or_emulator_fails_at_once_in_one_line(tmp_path)
         from ladder.data.tokenize import tokenize
         from ladder.data.tokenizer import tokenizer_from_spec
         from ladder.errors import LadderError
-        from ladder.train_config import check_run_dir
+        from ladder.rundir import check_run_dir
         cfg = ml_collections.ConfigDict(dict(source="tokens", path="gs://nowhere/store", tokenizer="byte", seed=0,
                                              vocab_size=259, segment_ids=True))
         for call in (lambda: make_source(cfg, 16, 4), lambda: tokenizer_from_spec("gs://nowhere/tokenizer.json"),

@@ -184,7 +184,7 @@ def test_run_dir_urls_and_object_store_writes(tmp_path, monkeypatch):
     """gs:// run dirs pass the pre-write checks (other schemes do not); on an object store metrics.jsonl is
     rewritten whole (no append) with the rows before the resume point kept: exercised here on a local path."""
     from ladder import metrics, rundir, storage
-    from ladder.train_config import check_run_dir
+    from ladder.rundir import check_run_dir
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # credentials or an emulator: ladder.gcs
     check_run_dir("gs://bucket/ladder/run")

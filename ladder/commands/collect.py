@@ -7,7 +7,7 @@ from ladder.launch.status import collect
 from ladder.commands.common import add_out, add_run_root, check_out, run_root
 
 EXAMPLES = """
-ladder collect olmo.json --run-root gs://MY_BUCKET/olmo-ladder -o results.csv
+ladder collect olmo.json --run-root gs://my-bucket/olmo-ladder -o results.csv
 ladder collect smoke.json -o results.csv --overwrite
 """
 

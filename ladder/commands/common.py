@@ -116,10 +116,9 @@ def target_spec(text: str):
         spec["flops_per_token"] = parse_count(fields[2], field)
         # F x D is the target's compute: an F below 2N (less than one forward pass) is a typo or another unit,
         # and predicted silently from a compute thousands of times too small (F=5 for N=1e9 was accepted)
-        require(spec["flops_per_token"] >= 2 * spec["n"], field,
-                f"FLOPs per token F = {spec['flops_per_token']:.4g} is below 2N = {2 * spec['n']:.4g}, less than one "
-                "forward pass", f"give training FLOPs per token, about 6N = {6 * spec['n']:.4g} plus attention, or "
-                "drop F to extrapolate it from the ladder")
+        from ladder.plan.sizes import require_flops_per_token
+
+        require_flops_per_token(name.strip(), spec["n"], spec["flops_per_token"])
     return spec
 
 
@@ -128,6 +127,7 @@ def resolve_targets(texts) -> dict[str, tuple]:
     SIZE-TOKENS as the planner resolves them (N = the reference parameter count of the target's shape,
     docs/planning.md)."""
     from ladder.plan import resolve_target
+    from ladder.plan.sizes import require_tokens_per_parameter
 
     out = {}
     for text in texts:
@@ -136,6 +136,7 @@ def resolve_targets(texts) -> dict[str, tuple]:
         require(target["name"] not in out, "--target", f"{target['name']!r} is listed twice", "list each once")
         out[target["name"]] = (float(target["n"]), float(target["tokens"])) + \
             ((float(target["flops_per_token"]),) if "flops_per_token" in target else ())
+        require_tokens_per_parameter(target["name"], *out[target["name"]][:2], field="--target")
     return out
 
 
@@ -160,6 +161,13 @@ def run_root_arg(text: str) -> str:
     scheme = text.split("://", 1)[0] if "://" in text else None
     if scheme is not None and scheme != "gs":
         raise argparse.ArgumentTypeError(f"{scheme}:// is not supported; give a local path or gs://BUCKET/PATH")
+    if scheme == "gs":  # a bucket name Cloud Storage refuses: said now, not after a minute of retries
+        from ladder.launch.cloud_names import check_gs_root
+
+        try:
+            check_gs_root(text)
+        except LadderError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("--run-root: ")) from None
     return text
 
 

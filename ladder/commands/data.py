@@ -93,7 +93,7 @@ def _build(args) -> None:
 def _files(args) -> None:
     import ml_collections
 
-    from ladder.data import pipeline
+    from ladder.data import pipeline, tfds_builder
     from ladder.data.tokenizer import ByteTokenizer
 
     if not args.path:
@@ -101,7 +101,13 @@ def _files(args) -> None:
     tok = ByteTokenizer()
     cfg = ml_collections.ConfigDict(dict(cache_dir=args.cache_dir, source="files", files=args.path,
                                          text_field=args.text_field, name=args.name))
+    builder = pipeline.dataset_builder(cfg, None)
     for split in ("train", "validation", "test"):
+        # a small corpus may have no validation or test document (no train document: token_cache's error)
+        if split != "train" and not tfds_builder.has_split(builder, split):
+            print(f"files[{split}]: no documents (each document's split is drawn from a hash of its text: "
+                  f"{tfds_builder._SHARES}); a held-out loss on this corpus needs more documents")
+            continue
         _report(f"files[{split}]", lambda: pipeline.token_cache(cfg, split, tok))
 
 

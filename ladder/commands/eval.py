@@ -2,7 +2,8 @@
 
 Restores the parameters of RUN_DIR's checkpoint (the latest unless --step) onto this machine's devices,
 evaluates the tasks by ranked classification and appends rows (run, n, d, step, task, loss, acc, ...) to
-RUN_DIR/results.csv or -o/--out (a results table grows: rows are appended, never overwritten).
+RUN_DIR/results.csv or -o/--out (a results table grows: rows are appended; only rows of the same run, step and
+task, an evaluation run again, are replaced).
 Library: ladder.eval.evaluate_checkpoint.
 """
 
@@ -55,7 +56,10 @@ def run(args) -> int:
     import jax
 
     if jax.process_index() == 0:
-        results.append_rows(args.out or run_dir / "results.csv", scored["rows"])
+        table = args.out or run_dir / "results.csv"
+        if replaced := results.append_rows(table, scored["rows"]):
+            print(f"ladder eval: {table}: replaced {replaced} earlier rows of step {scored['step']} (this evaluation "
+                  "run again)", file=sys.stderr)
     for m in scored["metrics"]:
         print(f"{scored['config'].name} step {scored['step']} {m['task']}: loss {m['loss']:.4f} bpb, "
               f"acc {m['acc']:.3f} (raw {m['acc_raw']:.3f}), prob {m['prob']:.3f}, {m['n_questions']} questions",

@@ -10,7 +10,7 @@ from ladder.commands.common import POSITIVE, add_run_root, refuse_unread_options
 TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`
 EXAMPLES = """
 ladder launch smoke.json --backend local --parallel 2
-ladder launch olmo.json --backend queued-resources --chip v5p --spot --run-root gs://MY_BUCKET/olmo-ladder --dry-run
+ladder launch olmo.json --backend queued-resources --chip v5p --spot --run-root gs://my-bucket/olmo-ladder --dry-run
 ladder launch plan.json --backend local --config.train.log_every=10
 """
 

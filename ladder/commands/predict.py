@@ -8,11 +8,14 @@ With --set all (or a list of sets): the same per training set, one JSON {set: th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
@@ -74,6 +77,7 @@ def run(args) -> int:
         return run_each_set(args, cols)
     cols = one_training_set(cols, args.training_set, args.runs)
     out, targets, plot_dir = _outputs_and_targets(args)
+    note_unused_flops(cols, targets)
     tasks = split_list(args.tasks)
     runs, test = _runs_to_fit_and_hold_out(cols, args) if args.holdout else (args.runs, None)
     require_tasks_in_runs(cols, select_runs(cols, runs), tasks)
@@ -155,7 +159,9 @@ def run_each_set(args, cols: dict) -> int:
 
     require(not args.holdout, "--holdout", "is for one training set", "add --set NAME to hold out its runs")
     sets = training_sets.choose_sets(cols, args.training_set)
+    folders = plot_dir_names(sets)
     out, targets, plot_dir = _outputs_and_targets(args)
+    note_unused_flops(cols, targets)
     with storage.all_or_nothing(out.parent, plot_dir):
         out.parent.mkdir(parents=True, exist_ok=True)
         preds = training_sets.predict_each_set(
@@ -168,8 +174,9 @@ def run_each_set(args, cols: dict) -> int:
                 print(f"not fitted: {pred}")
                 continue
             plot_prediction(pred, training_sets.one_training_set(cols, name, None),
-                            plot_dir / plot_dir_name(name))
-            print(f"fitted runs: {', '.join(pred.runs)}")
+                            plot_dir / folders[name])
+            print(f"fitted runs: {', '.join(pred.runs)}" + (f"; plots in {plot_dir / folders[name]}"
+                                                              if folders[name] != name else ""))
             print(pred.table())
         print("\nevery set (the tables above, side by side):")
         print(training_sets.summary(preds))
@@ -182,6 +189,27 @@ def run_each_set(args, cols: dict) -> int:
     return 1 if failed else 0
 
 
+def note_unused_flops(cols: dict, targets: dict) -> None:
+    """A target's F (NAME=N:D:F) is read by the compute method only against a table's `flops` column: without
+    one, compute is 6ND for the ladder and the target alike, and F is not used. Said, not silently dropped."""
+    given = [name for name, v in targets.items() if len(v) > 2]
+    if given and ("flops" not in cols or not np.isfinite(cols["flops"]).any()):
+        print(f"note: --target {', '.join(given)}: F is not used; the table has no flops column, so the compute "
+              "method takes 6ND for the ladder and the targets alike (docs/laws.md, Data each method sees)")
+
+
+def plot_dir_names(sets: list[str]) -> dict[str, str]:
+    """Each set's plot folder (plot_dir_name), with a digest added to names that differ only in case ('C4',
+    'c4'): one folder on a case-insensitive disk (macOS, Windows)."""
+    folders = {s: plot_dir_name(s) for s in sets}
+    folded = [f.casefold() for f in folders.values()]
+    return {s: f if folded.count(f.casefold()) == 1 else f"{f}-{hashlib.sha256(s.encode()).hexdigest()[:6]}"
+            for s, f in folders.items()}
+
+
 def plot_dir_name(name: str) -> str:
-    """A set's plot folder: its name with characters a path cannot safely hold replaced by '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+    """A set's plot folder: its name with characters a path cannot safely hold replaced by '_', and then, when
+    that changed it, a digest of the name: before, sets 'a/b' and 'a_b' (or 'c4 en' and 'c4_en', or two
+    non-Latin names of one length) shared a folder and the second set's plots replaced the first's."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"

@@ -10,7 +10,7 @@ from ladder.launch import jobs
 from ladder.launch.status import format_status, ladder_status, log_tail
 
 EXAMPLES = """
-ladder status olmo.json --run-root gs://MY_BUCKET/olmo-ladder
+ladder status olmo.json --run-root gs://my-bucket/olmo-ladder
 ladder status smoke.json
 """
 

@@ -37,6 +37,7 @@ from ladder.errors import LadderError
 
 CACHE_FORMAT = "ladder-token-cache-v2"  # meta.json's "format": entries of another format are rebuilt
 CACHE_FILES = ("tokens.npy", "offsets.npy")
+PROGRESS_S = 10.0  # seconds between progress lines while a cache entry is tokenized
 
 
 def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "", log=None) -> Path:
@@ -50,14 +51,19 @@ def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "", 
     directory = Path(directory)
     if cache_ready(directory, log=log):
         return directory
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     pieces, lengths, n_bytes = [], [], 0
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     for text in texts:
         ids = tokenizer.encode_array(text)
         if ids.size:
             pieces.append(ids)
             lengths.append(ids.size)
             n_bytes += len(text.encode("utf-8")) if isinstance(text, str) else len(text)
+        if time.perf_counter() - last >= PROGRESS_S:  # a large corpus (or SentencePiece): no word for minutes
+            last = time.perf_counter()
+            say(f"tokenizing {describe or directory}: {len(lengths):,} documents, {sum(lengths):,} tokens, "
+                f"{n_bytes / 1e6:,.1f} MB in {last - start:.0f}s")
     if not pieces:
         raise LadderError(f"{describe or directory}: no document has any tokens; the corpus is empty")
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
@@ -237,7 +243,10 @@ class PackedSource(RowSource):
             doc = doc_order[m]
             base, n = self.offsets[doc], self.unit[doc] - 1
             targets = np.where(o < n, self.tokens[base + np.minimum(o, n - 1)], self.eos_id)
-            inputs = np.where(o == 0, self.eos_id, self.tokens[base + np.maximum(o - 1, 0)])
+            # Both branches are read for every position: past the epoch's end (padding, valid False) o runs
+            # beyond the last unit, so the index is clamped into the document (a one-document corpus, or the
+            # last document in token order drawn last, read past the token array: IndexError mid-run).
+            inputs = np.where(o == 0, self.eos_id, self.tokens[base + np.clip(o - 1, 0, np.maximum(n - 1, 0))])
             if self.use_segments:
                 segments = m - m[:, :1] + 1
                 positions = p - np.maximum(starts[m], s[:, None])

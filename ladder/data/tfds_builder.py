@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import hashlib
 import json
 import logging
@@ -28,6 +27,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from ladder.data import corpus
+from ladder.data.local_files import expand_paths, read_jsonl_texts, read_text_file
 from ladder.errors import LadderError
 
 _FEATURES = lambda: tfds.features.FeaturesDict({"text": tfds.features.Text(), "id": tfds.features.Text()})  # noqa: E731
@@ -56,13 +56,22 @@ class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(builder=self, features=_FEATURES(), metadata=tfds.core.MetadataDict(),
                                      description=self.__doc__)
 
+    PROGRESS_S = 10.0  # seconds between progress lines while documents are gathered
+
     def _split_generators(self, dl_manager):
-        start = time.perf_counter()
+        start = last = time.perf_counter()
         by_split: dict[str, list[tuple[str, str]]] = {s: [] for s in corpus.SPLITS}
         digest = hashlib.sha256()
+        n_docs = n_bytes = 0
         for doc_id, text in self._documents():
             by_split[corpus.split_of(text)].append((doc_id, text))
-            digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+            encoded = text.encode("utf-8")
+            digest.update(hashlib.sha256(encoded).digest())
+            n_docs, n_bytes = n_docs + 1, n_bytes + len(encoded)
+            if time.perf_counter() - last >= self.PROGRESS_S:  # a large corpus: minutes without a word before
+                last = time.perf_counter()
+                print(f"{self.name}/{self.builder_config.name}: gathered {n_docs:,} documents, {n_bytes / 1e6:,.1f} MB "
+                      f"in {last - start:.0f}s", file=sys.stderr, flush=True)
         total = sum(len(v) for v in by_split.values())
         if total == 0:
             raise LadderError(f"{self.name}/{self.builder_config.name}: no documents found; {self._empty_hint()}")
@@ -76,7 +85,7 @@ class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate(self, docs):
         for i, (doc_id, text) in enumerate(docs):
-            yield i, {"text": text, "id": doc_id}
+            yield i, {"text": text, "id": _text_id(doc_id)}
 
     def _generate_examples(self, *args):  # required abstract method; _split_generators returns generators
         raise NotImplementedError
@@ -93,6 +102,13 @@ class _SplitByHash(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _log_download_done(self) -> None:
         pass
+
+
+def _text_id(doc_id: str) -> str:
+    """A document id tfds can store: a file name that is not UTF-8 (Python holds its bytes as lone surrogates)
+    ended the build in tfds's RuntimeError "UnicodeEncodeError: Error while serializing feature `id`"; its
+    bytes are kept as \\xNN escapes. Ids are labels only: the content hash covers the texts."""
+    return doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class LadderCorpus(_SplitByHash):
@@ -125,46 +141,12 @@ class LadderFiles(_SplitByHash):
             if path.endswith((".jsonl", ".json")):
                 yield from read_jsonl_texts(path, cfg.text_field)
             else:
-                text = Path(path).read_text("utf-8", errors="replace")
+                text = read_text_file(path)
                 if text.strip():
                     yield path, text
 
     def _empty_hint(self) -> str:
         return "the files are empty or hold no non-blank text field"
-
-
-def read_jsonl_texts(path: str, field: str):
-    """(id, text) per JSONL line; a malformed line is a LadderError naming the file and line number."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LadderError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove the line") from None
-            if not isinstance(record, dict) or field not in record:
-                raise LadderError(f"{path}:{lineno}: no {field!r} field; set data.text_field to the text's key")
-            text = record[field]
-            if not isinstance(text, str):
-                raise LadderError(f"{path}:{lineno}: field {field!r} is {type(text).__name__}, not a string")
-            if text.strip():
-                yield f"{path}:{lineno}", text
-
-
-def expand_paths(spec: str) -> list[str]:
-    """A directory (every .txt/.md/.jsonl/.json under it), a glob, or a comma-separated list of those."""
-    out: list[str] = []
-    for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
-        p = Path(part).expanduser()
-        if p.is_dir():
-            out += sorted(str(q) for q in p.rglob("*") if q.is_file() and q.suffix in (".txt", ".md", ".jsonl", ".json"))
-        else:
-            out += sorted(glob.glob(str(p), recursive=True))
-    out = sorted(set(out))
-    if not out:
-        raise LadderError(f"data.files: {spec!r} matches no .txt/.md/.jsonl files; give a directory, glob or list")
-    return out
 
 
 @contextlib.contextmanager
@@ -198,8 +180,8 @@ def files_builder(spec: str, data_dir: Path, text_field: str = "text", name: str
     cfg = FilesConfig(name=name or f"files-{key.hexdigest()[:12]}", paths=paths, text_field=text_field,
                       description=f"{len(paths)} local files")
     set_aside_if_damaged(Path(data_dir), LadderFiles.name, cfg.name, str(LadderFiles.VERSION))
-    with _tfds_scratch():
-        return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")
+    with _tfds_scratch(), _absl_quiet():  # "Using custom data configuration: FilesConfig(...)": every config is
+        return LadderFiles(config=cfg, data_dir=str(data_dir), file_format="array_record")  # custom, by design
 
 
 def prepared(builder) -> object:
@@ -217,21 +199,40 @@ def prepared(builder) -> object:
             builder.info.read_from_directory(builder.data_dir)
         else:
             tfds.disable_progress_bar()
+            _remove_dead_builds(Path(builder.data_dir))
             with _tfds_scratch():
                 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
             _write_sums(Path(builder.data_dir))  # still under the lock: no reader sees the build without them
     return builder
 
 
+def _remove_dead_builds(version_dir: Path) -> None:
+    """tfds builds into <config>/incomplete.<random>_<version> and renames that into place; a build killed part
+    way (SIGKILL, a lost machine) left the directory behind for good, a dataset's worth of disk per kill.
+    Called under the build lock, where no other build of this version can be running: each one is dead."""
+    import shutil
+
+    for leftover in version_dir.parent.glob(f"incomplete.*_{version_dir.name}"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def is_prepared(builder) -> bool:
     """builder.is_prepared() without the absl WARNING tfds (4.9) logs whenever the answer is no ("Variant
     folder ... has no dataset_info.json", twice on every fresh cache): that is the question being asked, not a
     problem. The "absl" logger is raised to ERROR for the call only (builders are opened from one thread)."""
+    with _absl_quiet():
+        return builder.is_prepared()
+
+
+@contextlib.contextmanager
+def _absl_quiet():
+    """The "absl" logger raised to ERROR for the block only (builders are opened from one thread): tfds's
+    WARNINGs there answer questions ladder asks on purpose."""
     absl = logging.getLogger("absl")
     saved = absl.level
     absl.setLevel(logging.ERROR)
     try:
-        return builder.is_prepared()
+        yield
     finally:
         absl.setLevel(saved)
 
@@ -317,9 +318,23 @@ def read_split(builder, split: str):
     """A random-access source of {"text": bytes, "id": bytes} records (tfds array_record, no TF)."""
     sources = builder.as_data_source()
     if split not in sources:
-        raise LadderError(f"data.split: {builder.name}/{builder.builder_config.name} has no split {split!r}; "
-                          f"it has {', '.join(sources)}")
+        name = f"{builder.name}/{builder.builder_config.name}"
+        if isinstance(builder, _SplitByHash) and split in corpus.SPLITS:  # a small corpus: no document drew it
+            have = ", ".join(f"{len(v)} in {k}" for k, v in sources.items())
+            raise LadderError(f"{name}: no document fell in the {split!r} split (a document's split is drawn from "
+                              f"a hash of its text: {_SHARES}; this dataset has {have}); add documents (a few dozen "
+                              f"give every split some), or read another split (data.split; the held-out loss reads "
+                              f"validation: eval.lm_loss_batches=0 turns it off)")
+        raise LadderError(f"data.split: {name} has no split {split!r}; it has {', '.join(sources)}")
     return sources[split]
+
+
+_SHARES = ", ".join(f"{v / 10:g}% {k}" for k, v in corpus.HELD_OUT_PER_MILLE.items()) + ", the rest train"
+
+
+def has_split(builder, split: str) -> bool:
+    """Whether a built dataset holds `split` (a small local corpus may have no validation or test document)."""
+    return split in builder.info.splits
 
 
 def catalog_source(name: str, split: str, data_dir: str, *, try_gcs: bool = False, download: bool = False):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -31,7 +32,7 @@ ENCODE_BATCH = 256
 def source_spec(source: str, *, split: str = "train", domains: str = "prose,code,legal", text_field: str = "text",
                 data_dir: str = "", cache_dir: str = "") -> dict:
     """What SOURCE names: `embedded`, a files directory/glob/list (.txt/.md/.jsonl), or a tfds catalog name."""
-    from ladder.data import tfds_builder
+    from ladder.data import local_files
 
     if not source:
         raise LadderError("SOURCE: empty; give embedded, a files glob or JSONL, or a tfds catalog name")
@@ -42,7 +43,7 @@ def source_spec(source: str, *, split: str = "train", domains: str = "prose,code
     looks_like_files = any(c in source for c in "*?[,") or os.path.exists(os.path.expanduser(source)) or \
         source.endswith((".txt", ".md", ".jsonl", ".json"))
     if looks_like_files:
-        paths = tfds_builder.expand_paths(source)
+        paths = local_files.expand_paths(source)
         return {"kind": "files", "paths": [[p, os.path.getsize(p)] for p in paths], "split": split,
                 "text_field": text_field}
     if not data_dir:
@@ -74,12 +75,20 @@ def plan_units(spec: dict, shard_docs: int, shard_mb: int) -> list[dict]:
     """The job's units, in store order. Each carries `size` (records or bytes) for progress and ETA."""
     units = []
     if spec["kind"] in ("embedded", "tfds"):
-        for key in spec["domains"] if spec["kind"] == "embedded" else [spec["name"]]:
+        keys = spec["domains"] if spec["kind"] == "embedded" else [spec["name"]]
+        _check_shard_count(sum(math.ceil(len(_records(spec, k)) / shard_docs) for k in keys), "--shard-docs",
+                           shard_docs)
+        for key in keys:
             n = len(_records(spec, key))
             units += [{"kind": "records", "key": key, "start": a, "stop": min(a + shard_docs, n),
                        "size": min(a + shard_docs, n) - a} for a in range(0, n, shard_docs)]
         return units
     chunk = max(1, int(shard_mb * (1 << 20)))
+    if chunk < 1000:  # a shard smaller than most documents: one-byte shards of JSONL, each its own files
+        raise LadderError(f"--shard-mb: {shard_mb} is {chunk} bytes of text per shard, below 1 KB (0.001); raise "
+                          "it (64-256 MB is usual)")
+    _check_shard_count(sum(math.ceil(size / chunk) if path.endswith((".jsonl", ".json")) else 1
+                           for path, size in spec["paths"]), "--shard-mb", shard_mb)
     group, group_size = [], 0
     for path, size in spec["paths"]:
         if path.endswith((".jsonl", ".json")):
@@ -94,6 +103,17 @@ def plan_units(spec: dict, shard_docs: int, shard_mb: int) -> list[dict]:
     if group:
         units.append({"kind": "text", "paths": group, "size": group_size})
     return units
+
+
+MAX_SHARDS = 100_000  # a store's shard files: each is ~3 files and one unit of work
+
+
+def _check_shard_count(n: int, flag: str, value) -> None:
+    """Before any unit is planned: `--shard-mb 0.000001` (a typo) cut a 32 KB JSONL file into 32,400 one-byte
+    shards (76,514 files, 2 minutes, then killed); on a 10 GB corpus the plan alone would not fit in memory."""
+    if n > MAX_SHARDS:
+        raise LadderError(f"{flag}: {value} cuts this source into {n:,} shards, more than {MAX_SHARDS:,}; raise "
+                          f"{flag} (shards of 64-256 MB of text, or 65,536 records, are the usual)")
 
 
 def _jsonl_chunk(path: str, start: int, stop: int, field: str):
@@ -112,6 +132,9 @@ def _jsonl_chunk(path: str, start: int, stop: int, field: str):
                 record = json.loads(line)
             except ValueError as e:
                 raise LadderError(f"{path} (byte {offset}): malformed JSON ({e}); fix or remove the line") from None
+            except RecursionError:  # 100,000 `[`: a traceback from the parser (in a worker) before
+                raise LadderError(f"{path} (byte {offset}): malformed JSON (nested too deeply to read); fix or "
+                                  "remove the line") from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise LadderError(f"{path} (byte {offset}): no string field {field!r}; pass --text-field")
             yield record[field]
@@ -119,6 +142,7 @@ def _jsonl_chunk(path: str, start: int, stop: int, field: str):
 
 def _texts(spec: dict, unit: dict):
     from ladder.data.corpus import split_of
+    from ladder.data.local_files import read_text_file
 
     if unit["kind"] == "records":
         records, field = _records(spec, unit["key"]), spec.get("text_field", "text")
@@ -128,7 +152,7 @@ def _texts(spec: dict, unit: dict):
             yield value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
         return
     texts = (_jsonl_chunk(unit["path"], unit["start"], unit["stop"], spec["text_field"]) if unit["kind"] == "jsonl"
-             else (open(p, encoding="utf-8", errors="replace").read() for p in unit["paths"]))
+             else (read_text_file(p) for p in unit["paths"]))  # non-UTF-8 / NUL: one line, as source=files
     for text in texts:  # local files are split by document hash, as data.source=files splits them
         if text.strip() and (spec["split"] == "all" or split_of(text) == spec["split"]):
             yield text

@@ -77,7 +77,15 @@ class SentencePieceTokenizer:
         self._bytes = read_bytes(path, "data.spm_model", "train one with `ladder data spm --vocab-size N -o "
                                  "PATH.model` or point data.spm_model at a .model file")
         self.path = path
-        self._sp = spm.SentencePieceProcessor(model_proto=self._bytes)
+        if not self._bytes:  # sentencepiece "loads" zero bytes, logging "Model is not initialized" per call
+            raise LadderError(f"data.spm_model: {path} is empty, not a SentencePiece model; train one with `ladder "
+                              "data spm --vocab-size N -o PATH.model`")
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=self._bytes)
+        except RuntimeError as e:  # "INTERNAL: ... ParseFromArray ...": any file that is not a model proto
+            raise LadderError(f"data.spm_model: {path} is not a SentencePiece model (sentencepiece cannot parse "
+                              f"it: {str(e).strip().splitlines()[0][:120]}); point it at a .model file, e.g. one "
+                              "from `ladder data spm`") from None
         self.vocab_size = int(self._sp.get_piece_size())
         self.eos_id = int(self._sp.eos_id())
         self.bos_id = int(self._sp.bos_id())

@@ -96,6 +96,10 @@ def launch_plan(opts: LaunchOptions, print_fn=print, runner=None) -> int:
     if backend.cloud and not opts.run_root.startswith("gs://"):
         raise LadderError(f"--run-root: {opts.backend} workers write to Cloud Storage; pass gs://BUCKET/PATH "
                           f"(got {opts.run_root!r})")
+    if backend.cloud:
+        from ladder.launch.cloud_names import check_cloud_options
+
+        check_cloud_options(opts)  # project, zone, bucket, ... as gcloud will read them, before the plan ships
     backend.check_options(opts)
     if not opts.dry_run and runner is None:
         missing = [t for t in backend.tools if shutil.which(t) is None]

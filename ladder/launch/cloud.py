@@ -82,6 +82,7 @@ class CloudBackend(Backend):
         from ladder.launch import lifecycle
 
         groups = self.groups(jobs, opts)
+        require_distinct_names(groups)
         if opts.dry_run:
             commands.run_steps(self.steps(jobs, opts), dry_run=True, print_fn=print_fn)
             print_fn(f"# then `ladder launch` watches every {opts.poll_s:g} s: a resource found "
@@ -106,6 +107,19 @@ class CloudBackend(Backend):
             if self.state(group.name, opts) not in (None, "?"):  # "?": not observable (xpk)
                 commands.run_steps([self.delete_step(group, opts)], dry_run=False, print_fn=print_fn,
                                    runner=self.runner)
+
+
+def require_distinct_names(groups: list[Group]) -> None:
+    """Resource names are lowercase with '-' for anything else (jobs.resource_name), so rungs '370M-1xC' and
+    '370m-1xC', or '1.3B-1xC' and '1-3B-1xC', of a hand-edited plan got one TPU VM: the second rung's "describe ||
+    create" found the first's VM and started its trainer there. Refused, naming both."""
+    seen: dict[str, Group] = {}
+    for g in groups:
+        if g.name in seen:
+            a, b = (", ".join(j.name for j in x.jobs) for x in (seen[g.name], g))
+            raise LadderError(f"rungs {a} and {b} would share the cloud resource name {g.name} (names are lowercased "
+                              "and punctuation becomes '-'); rename one in the plan")
+        seen[g.name] = g
 
 
 def plan_uri(opts: LaunchOptions) -> str:

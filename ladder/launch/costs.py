@@ -24,7 +24,7 @@ def parse_prices(items: list[str] | None) -> dict[str, float]:
             price = float(value)
         except ValueError:
             price = -1.0
-        if not sep or name.strip().lower() not in chips.CHIPS or price < 0:
+        if not sep or name.strip().lower() not in chips.CHIPS or not 0 <= price < float("inf"):  # nan, inf: $nan
             raise LadderError(f"--price {item}: expected CHIP=USD_PER_CHIP_HOUR such as v5p=2.10 "
                               f"(chips: {', '.join(PRICE_PER_CHIP_HOUR)})")
         out[name.strip().lower()] = price

@@ -118,6 +118,9 @@ def make_jobs(
                           f"rungs: {', '.join(by_name)}")
     chosen = list(plan["rungs"])
     if rungs:
+        twice = next((n for i, n in enumerate(rungs) if n in rungs[:i]), None)
+        if twice is not None:  # before: launched (and costed) twice, two trainers on one run directory
+            raise LadderError(f"--rung: {twice} is listed twice; list each rung once")
         missing = [n for n in rungs if n not in by_name]
         if missing:
             raise LadderError(f"--rung: no rung named {', '.join(missing)} in the plan; rungs: {', '.join(by_name)}")

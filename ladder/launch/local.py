@@ -22,6 +22,7 @@ from pathlib import Path
 from ladder.launch import Backend, LaunchOptions, commands
 from ladder.launch.emulator import free_port
 from ladder.launch.jobs import Job
+from ladder.cpu_threads import SWITCH as CPU_THREADS
 from ladder.malloc_tunables import with_tunables
 from ladder import rundir
 from ladder.errors import LadderError, sigterm_raises_terminated
@@ -97,11 +98,12 @@ class LocalBackend(Backend):
         for g in groups:
             free.put(g)
         jobs = start_order(jobs, opts.parallel)
+        threads = cpu_threads_for(opts, len(jobs))
 
         def run_one(job: Job) -> bool:
             group = free.get()
             try:
-                return self.run_rung(job, opts, group, print_fn)
+                return self.run_rung(job, opts, group, print_fn, threads)
             finally:
                 free.put(group)
 
@@ -125,13 +127,16 @@ class LocalBackend(Backend):
         print_fn(f"# {len(jobs)} rung(s) done")
         return 0
 
-    def run_rung(self, job: Job, opts: LaunchOptions, devices: str | None, print_fn=print) -> bool:
+    def run_rung(self, job: Job, opts: LaunchOptions, devices: str | None, print_fn=print,
+                 cpu_threads: int = 0) -> bool:
         """Run one rung to completion with retries; True when it finished."""
         run_dir = Path(job.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
+        if cpu_threads:  # a value the user set wins (0 or empty: XLA's default)
+            env.setdefault(CPU_THREADS, str(cpu_threads))
         # One persistent XLA compilation cache per ladder: rungs of one size share their evaluation programs,
         # and a resumed or retried rung recompiles nothing (on 2 CPU cores compiling is ~1/3 of a small rung).
         # JAX keys entries by program, backend and version, so a stale entry is never used.
@@ -162,6 +167,15 @@ class LocalBackend(Backend):
                 break
         print_fn(f"# {job.name}: failed after {len(codes)} attempt(s), exit codes {codes}; see {run_dir}/launch.log")
         return False
+
+
+def cpu_threads_for(opts: LaunchOptions, n_jobs: int) -> int:
+    """XLA CPU threads per trainer (0: XLA's default, one per core). One when several trainers run side by
+    side on the CPU: the cores are shared out by the launcher's slots, and on the smoke ladder's small matrices
+    one thread per step costs ~15% less CPU than two and trains the same bits on any core count
+    (ladder/cpu_threads.py, docs/run.md "Threads"). A lone trainer (one slot, or a launch of one rung, as
+    the self-check's) keeps every core. Accelerator slots (--devices) are left alone."""
+    return 1 if min(opts.parallel, n_jobs) > 1 and not opts.devices else 0
 
 
 def wait_for_owner(run_dir: Path, name: str, print_fn=print, poll_s: float = 2.0) -> None:

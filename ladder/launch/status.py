@@ -82,7 +82,10 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         codes = f", exit codes {launch['exit_codes']}" if launch.get("exit_codes") else ""
         state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"
     age = now - status["updated"] if "updated" in status else None
-    if state == "running" and age is not None and age > STALE_S:
+    if state == "running" and _trainer_gone(run_dir):
+        note = ("its trainer has ended without recording it (killed: SIGKILL, out of memory, a lost machine); "
+                "relaunch to resume from the last verified checkpoint")
+    elif state == "running" and age is not None and age > STALE_S:
         note = f"no update for {formats.format_duration(age)}: stopped or preempted? relaunch to resume"
     tokens = int(status.get("tokens") or 0)
     return RungStatus(
@@ -94,6 +97,18 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         age_s=age, attempts=int(launch.get("attempts") or 0), logs=launch.get("logs") or log_location(run_dir),
         note="; ".join(n for n in [note, *notes] if n),
     )
+
+
+def _trainer_gone(run_dir: str) -> bool:
+    """A local run whose trainer took the run directory's lock and no process holds it now. A trainer that
+    stops records it (done, failed, preempted), so "running" with a free lock is one killed without a handler
+    running: said at once instead of after STALE_S. The kernel is asked (runlock.live_holder); gs:// run
+    directories have no lock, and keep the STALE_S rule."""
+    from ladder import runlock
+
+    if storage.is_remote(run_dir) or not (storage.path(run_dir) / runlock.LOCK_NAME).is_file():
+        return False
+    return runlock.live_holder(run_dir) is None
 
 
 def log_location(run_dir: str) -> str:

@@ -145,18 +145,11 @@ def fit_methods(cols: dict, task: str, runs, methods, quick: bool = False) -> tu
     return fits, problems
 
 
-def fit_methods_splits(cols: dict, task: str, runs, splits_: list[Split], methods, quick: bool = True):
-    """`fit_methods` for every split at once: each method is fitted on all splits' fit sets together (0/1
-    weightings of `runs`, ladder.laws.taskfit.fit_task_splits), which shares the grid searches and batched
-    descents across splits. Returns (fits, problems), one dict per split, as fit_methods would per split.
-    One task of `fit_methods_tasks`."""
-    return fit_methods_tasks(cols, [task], runs, splits_, methods, quick)[0]
-
-
 def fit_methods_tasks(cols: dict, tasks, runs, splits_: list[Split], methods, quick: bool = True) -> list:
-    """`fit_methods_splits` for several tasks: each method's fits of every task and split share one batched
-    descent (ladder.laws.taskfit.fit_tasks_splits), each task's fits bit for bit its own. Returns one
-    (fits, problems) pair per task."""
+    """`fit_methods` for several tasks and every split at once: each method is fitted on all splits' fit sets
+    together (0/1 weightings of `runs`), and its fits of every task and split share one batched descent
+    (ladder.laws.taskfit.fit_tasks_splits), each task's fits bit for bit its own. Returns one (fits, problems)
+    pair per task, each a list with one dict per split."""
     if not splits_:
         return [([], []) for _ in tasks]
     fit_sets, run_set = [set(sp.fit_runs) for sp in splits_], set(runs)

@@ -51,6 +51,23 @@ def _normal_equations(residual_fn, x: np.ndarray, w: np.ndarray, delta: float | 
     return g, H
 
 
+def take_accepted(accept, rows, x, f, x_new, f_new, kept, kept_new):
+    """The accepted trial steps, taken in place: each still-moving problem (`rows` of x [B, P] and f [B]) whose
+    step is accepted moves to x_new, f_new, and its trial's intermediates (kept_new) become its `kept`, so its
+    next Jacobian pass takes no transcendental again; kept is None until a `trial` returns any. Both solvers
+    of the `trial` protocol (minimize_batched and ladder.laws.newton.newton_batched) take steps through here,
+    so the cache cannot drift from the point it belongs to. Returns (kept, gain: f's drop per moving
+    problem, 0 where the step was rejected)."""
+    xi, fi = x[rows], f[rows]
+    if kept_new is not None:
+        if kept is None:
+            kept = np.empty_like(kept_new)
+        kept[accept] = kept_new[accept]
+    x[rows] = np.where(accept[:, None], x_new, xi)
+    f[rows] = np.where(accept, f_new, fi)
+    return kept, np.where(accept, fi - f_new, 0.0)
+
+
 def minimize_batched(
     residual_fn: Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]],
     x0: np.ndarray,
@@ -138,14 +155,8 @@ def minimize_batched(
         r_new, kept_new = value_act(x_new)
         f_new = (w * robust_value(r_new, delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new)
-        if kept_new is not None:
-            if kept_act is None:
-                kept_act = np.empty_like(kept_new)
-            kept_act[accept] = kept_new[accept]
+        kept_act, gain = take_accepted(accept, idx, x, f, x_new, f_new, kept_act, kept_new)
         stale = accept
-        gain = np.where(accept, fi - f_new, 0.0)
-        x[idx] = np.where(accept[:, None], x_new, xi)
-        f[idx] = np.where(accept, f_new, fi)
         lam[idx] = np.clip(np.where(accept, li / 3.0, li * 4.0), 1e-12, 1e12)
         # Done when a step gains, or the model promises, almost nothing, or no step however short helps.
         tiny = rtol * np.maximum(fi, 1e-300)

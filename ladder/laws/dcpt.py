@@ -26,6 +26,7 @@ import numpy as np
 
 from ladder.errors import LadderError, require
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
+from ladder.laws.specialization_rows import keep_domain, note_dropped, require_no_infinite
 from ladder.results import last_rows
 
 # Fit-space parameters: amplitudes as logs (so they stay > 0), exponents bounded > 0, eps as a log.
@@ -122,26 +123,6 @@ def validate_points(p: Points, n_params: int = len(NAMES)) -> None:
                 f"the law needs at least {need} distinct values of {name} to separate its terms")
 
 
-def require_no_infinite(loss: np.ndarray, run, step, column: str) -> None:
-    """An infinite loss is a diverged run, not a missing value: refused, naming the run, rather than dropped
-    with the blank and NaN rows (before: left out under a note that called it blank or NaN)."""
-    bad = np.isinf(loss)
-    if bad.any():
-        i = int(np.argmax(bad))
-        require(False, column, f"is {float(loss[i])} in {int(bad.sum())} rows, first run {str(run[i])!r} step "
-                f"{float(step[i]):g} (a diverged run)", "drop that run's rows or rerun it")
-
-
-def note_dropped(dropped: np.ndarray, run, step, what: str) -> None:
-    """Rows a fit leaves out are never left out silently: one line on stderr with the count and the first."""
-    if dropped.any():
-        import sys
-
-        i = int(np.argmax(dropped))
-        print(f"ladder: note: {int(dropped.sum())} {what} left out of the fit (first: run {str(run[i])!r} step "
-              f"{float(step[i]):g})", file=sys.stderr)
-
-
 def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, domain: str | None = None,
                       steps: str = "final") -> Points:
     """Extract D-CPT points from a results table (columns documented in docs/specialization.md).
@@ -160,10 +141,7 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
     keep = np.isfinite(d) & (d > 0) & np.isfinite(table[column])
     note_dropped(np.isfinite(d) & (d > 0) & ~np.isfinite(table[column]), run, step,
                  f"CPT rows with a blank or NaN {column}")
-    if domain is not None:
-        require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
-        keep &= table["domain"] == domain
-        require(keep.any(), "domain", f"no CPT rows for domain {domain!r}", f"choose one of {sorted(set(table['domain'].tolist()))}")
+    keep = keep_domain(table, keep, domain, "CPT rows")
     if steps == "final":
         last = last_rows(run, step, keep)
         keep = np.zeros_like(keep)

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ladder.laws.batched import CHUNK_ELEMENTS, robust_value
+from ladder.laws.batched import CHUNK_ELEMENTS, robust_value, take_accepted
 
 
 def _derivatives(residual_fn, curvature_fn, x, w, delta, rows, sel, kept=None):
@@ -162,14 +162,8 @@ def newton_batched(
         r_new, kept_new = value_fn(x_new)
         f_new = (w_act * robust_value(r_new, delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new) & (promised > 0) & np.all(np.isfinite(step), -1)
-        if kept_new is not None:
-            if kept_act is None:
-                kept_act = np.empty_like(kept_new)
-            kept_act[accept] = kept_new[accept]
+        kept_act, gain = take_accepted(accept, idx, x, f, x_new, f_new, kept_act, kept_new)
         stale = accept
-        gain = np.where(accept, fi - f_new, 0.0)
-        x[idx] = np.where(accept[:, None], x_new, xi)
-        f[idx] = np.where(accept, f_new, fi)
         lam[idx] = np.clip(np.where(accept, li / 5.0, li * 4.0), 1e-15, 1e12)
         # Done when a step gains almost nothing and the gradient is small in the IRLS metric (the gain a
         # step of the majorising model would promise: independent of the damping, which can make any step,

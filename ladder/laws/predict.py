@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from ladder.errors import LadderError, require
-from ladder.laws import flags as fl
+from ladder.laws import flags as fl, inputs
 from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
                                  suite_of, suite_state, suite_tasks)
 from ladder.laws.ensemble import MENU, PAPER_STAND_IN, EnsembleFit, calibrate
@@ -110,9 +110,13 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     The steps: check the targets, choose the methods the table allows, back-test and calibrate (ensemble),
     fit every task, bootstrap, and write one result per target and task.
     """
+    method = inputs.method_name(method)  # a notebook's arguments in any form it has: ladder/laws/inputs.py
     require(method in ("ensemble", "auto") or method in METHODS, "--method", f"unknown method {method!r}",
             f"choose ensemble, auto or one of {', '.join(METHODS)}")
-    require(bool(targets), "--target", "no targets given", "pass at least one NAME=N:D")
+    cols, targets = inputs.results_columns(cols), inputs.target_values(targets)
+    runs, tasks = inputs.name_list(runs, "runs"), inputs.name_list(tasks, "tasks")
+    n_bootstrap, seed = inputs.whole(n_bootstrap, "n_bootstrap", 0), inputs.whole(seed, "seed", 0)
+    workers = inputs.workers(workers)
     keep_freed_memory()  # the solvers' arrays reuse their pages, not fresh ones per iteration (ladder/malloc_tunables.py)
     flops = {k: v[2] for k, v in targets.items() if len(v) > 2}
     targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}

@@ -226,9 +226,9 @@ def _polish(prepared: list[dict], top_k: int) -> list[list[FitResult]]:
 
 
 def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):
-    """`refit_batched` for U problems at once (x0s [U, 7]; N, D, acc [U, n], e.g. one per task) under the same
-    B weightings, in one solver call (as chinchilla.refit_loss_many). Returns X [U, B, 7], objective and
-    converged [U, B]."""
+    """Bootstrap refits of U problems at once (x0s [U, 7], each warm-started from its full fit; N, D, acc [U, n],
+    e.g. one per task) under the same B weightings, in one solver call (as chinchilla.refit_loss_many). Returns
+    X [U, B, 7], objective and converged [U, B]."""
     x0s = np.atleast_2d(np.asarray(x0s, dtype=np.float64))
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     U, B = len(x0s), len(weights)
@@ -242,11 +242,3 @@ def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):
                                data=tuple(np.repeat(v.astype(np.float64), B, 0) for v in logs),
                                trial=(_trial_value, _trial_jacobian))
     return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)
-
-
-def refit_batched(x0, N, D, acc, weights, *, rtol: float = 1e-6):
-    """Bootstrap refits (weights [B, n]) warm-started from x0; returns (X, objective, converged): one problem
-    of `refit_many`."""
-    X, f, c = refit_many(np.asarray(x0, dtype=np.float64)[None], np.asarray(N)[None], np.asarray(D)[None],
-                         np.asarray(acc)[None], weights, rtol=rtol)
-    return X[0], f[0], c[0]

@@ -29,7 +29,8 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
 from ladder.errors import require
-from ladder.laws.dcpt import note_dropped, r_squared, require_no_infinite
+from ladder.laws.dcpt import r_squared
+from ladder.laws.specialization_rows import keep_domain, note_dropped, require_no_infinite
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 from ladder.results import last_rows
 
@@ -107,9 +108,7 @@ def points_from_table(table: dict[str, np.ndarray], *, domain: str | None = None
     require_no_infinite(loss, run, step, "domain_loss")
     keep = np.isfinite(loss)
     note_dropped(~keep, run, step, "rows with a blank or NaN domain_loss")
-    if domain is not None:
-        require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
-        keep &= table["domain"] == domain
+    keep = keep_domain(table, keep, domain, "rows")
     idx = last_rows(run, step, keep)
     d = table["d"][idx]
     return SplitPoints(table["n"][idx], d - d_cpt[idx] + (1 - r[idx]) * d_cpt[idx], r[idx] * d_cpt[idx], loss[idx], run[idx])

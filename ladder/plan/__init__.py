@@ -18,7 +18,7 @@ from ladder.plan.planfile import VERSION, format_table, load_plan, print_table, 
 from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset
 from ladder.plan.resources import MFU, check_rung, choose_slice, estimate_memory, estimate_seconds
 from ladder.plan.rungs import TOKENS_PER_PARAM, make_rung
-from ladder.plan.sizes import arch_for_size, format_count, parse_count
+from ladder.plan.sizes import arch_for_size, format_count, parse_count, require_tokens_per_parameter
 
 __all__ = [
     "plan_ladder", "resolve_target", "write_plan", "load_plan", "rung_arch", "estimate_memory", "estimate_seconds", "choose_slice",
@@ -49,6 +49,7 @@ def _target(spec, family: Family) -> tuple[dict, Family]:
         raise LadderError(f"target: cannot read {spec!r}; give a preset name, SIZE-TOKENS, or a dict with "
                           "tokens and arch or n")
     tokens, n = int(tokens), n_params(arch)
+    require_tokens_per_parameter(name, n, tokens)
     return {"name": name, "n": n, "tokens": tokens, "flops_6nd": 6 * n * tokens,
             "flops": flops_per_token_reference(arch) * tokens, "arch": arch.to_dict()}, family
 
@@ -108,6 +109,10 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
     places each rung's evaluations as fractions of its steps.
     """
     ladder = ladder_preset(preset) if preset is not None else None
+    # one target or a comma string where a list is meant (a notebook's plan_ladder("7b-4t", sizes="60M,150M")):
+    # before, the string was taken character by character ("target: '7' is neither a preset ...")
+    targets = [targets] if isinstance(targets, (str, dict)) else targets
+    sizes, multiples = (v.split(",") if isinstance(v, str) else v for v in (sizes, multiples))
     if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise LadderError(f"fraction: {fraction!r} is outside (0, 1]; give a share of the targets' compute, "
                           "e.g. 0.01")
@@ -131,6 +136,9 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
     if fraction is not None and spent > fraction * (1 + 1e-9):
         raise LadderError(f"fraction: these rungs spend {spent:.3%} of the targets' compute, more than the "
                           f"--fraction cap {fraction:.3%}; drop sizes or multiples, or raise --fraction")
+    if spent > 1:  # without a cap (explicit sizes and multiples), e.g. --multiples 1e12 (a rung of 10^21 tokens)
+        raise LadderError(f"multiples: these rungs spend {spent:.3g}x the targets' compute: a ladder costs a small "
+                          "share of what it predicts; use smaller --multiples or --sizes (e.g. 1,2,5,10)")
     return {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
             "fraction": spent, "defaults": dict(family.defaults), "rungs": rungs}
 

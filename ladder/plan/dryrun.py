@@ -8,8 +8,11 @@ with its mesh, rows and bytes per device and time (ladder.plan.resources.check_r
 
 from __future__ import annotations
 
+import math
+
 from ladder.chips import GiB
 from ladder.errors import LadderError
+from ladder.topology import fill_mesh
 from ladder.plan.resources import MFU, check_rung, target_rungs
 from ladder.formats import format_duration
 
@@ -46,9 +49,16 @@ def parse_mesh(text: str | None) -> dict | None:
     for item in text.split(","):
         key, _, value = item.partition("=")
         try:
-            out[key.strip()] = int(value)
+            size = int(value)
         except ValueError:
             raise LadderError(f"mesh: cannot read {item!r}; write AXIS=SIZE items such as data=2,fsdp=-1") from None
+        if key.strip() in out:
+            raise LadderError(f"mesh: axis {key.strip()} is given twice; give each axis once, e.g. data=2,fsdp=-1")
+        out[key.strip()] = size
+    # the axes and sizes now, whatever the device count: before, an unknown axis, a 0 or two -1s without
+    # --devices were reported as "does not fit any slice by the memory estimate", and a mesh without `tensor`
+    # ended in a KeyError. fill_mesh on the fixed sizes' product checks exactly what does not depend on it.
+    fill_mesh(out, math.prod(abs(v) for v in out.values() if v > 0))
     return out
 
 

@@ -201,21 +201,27 @@ def choose_slice(rung: dict, chip: str = "v5e", *, mesh: dict | None = None, hea
     c = chip_for(chip)
     if not c.type_prefix:
         raise LadderError(f"chip: {c.name} is not a Cloud TPU; choose_slice knows v4, v5e, v5p, v6e")
-    fitting, fits_pure_fsdp = [], False
+    fitting, fits_pure_fsdp, why = [], False, []
     for n in slice_sizes(c):
         m = slice_mesh(rung, c, n, mesh)
         if fits_pure_fsdp and mesh is None and m is not None and m["tensor"] > 1:
             break  # every larger slice needs tensor parallelism too: the batch or d_model stops dividing
         try:
             recipe = fit_recipe(rung, n, m, headroom * c.hbm_bytes)
-        except LadderError:
+        except LadderError as e:
+            why.append(str(e))
             continue  # batch or mesh does not divide over n devices
         if recipe is not None:
             fitting.append(n)
             # a fit that needs gradient accumulation does not stop tensor parallelism from trying larger slices
-            fits_pure_fsdp |= (m is None or m["tensor"] == 1) and recipe["microbatches"] == 1
+            fits_pure_fsdp |= (m is None or m.get("tensor", 1) == 1) and recipe["microbatches"] == 1
             if estimate_seconds(rung, c, n) <= max_hours * 3600:
                 return chips.slice_name(c, n)
+    if not fitting and mesh is not None and len(why) == len(slice_sizes(c)):
+        # no slice size divides as the given mesh asks: say that, not memory
+        raise LadderError(f"mesh: no {c.name} slice ({', '.join(map(str, slice_sizes(c)))} chips) takes mesh "
+                          f"{','.join(f'{k}={v}' for k, v in mesh.items())} for {rung['name']} ({why[-1]}); give "
+                          "--devices, or a mesh with one axis -1")
     if not fitting:
         raise LadderError(f"chip: {rung['name']} does not fit any single {c.name} slice by the memory estimate; "
                           "pick a chip with more HBM, or give a mesh with more tensor parallelism")

@@ -14,7 +14,7 @@ import math
 import re
 
 from ladder.arch import Arch, n_params, n_params_per_layer
-from ladder.errors import LadderError
+from ladder.errors import LadderError, require
 
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 TOLERANCE = 0.05  # arch search must land within 5% of the requested N
@@ -40,6 +40,32 @@ def parse_count(text: str | float | int, field: str) -> float:
         raise LadderError(f"{field}: {text!r} is above {MAX_COUNT:.0e}, beyond any model or corpus; check the "
                           "exponent")
     return value
+
+
+def require_tokens_per_parameter(name, n: float, tokens: float, field: str = "target") -> None:
+    """A target trained on fewer tokens than it has parameters is a unit slip, not a run: '7b-4' (4 tokens,
+    meant 4T), '7B=7:4' (N and D in billions and trillions). Before, `ladder predict` fitted such a target
+    and flagged it IN ("inside the ladder's range"). Every rung of every preset sees >= 10 tokens per
+    parameter (0.5xC), and a target below 1 lies far below the ladder in D."""
+    if not tokens >= n:
+        raise LadderError(f"{field} {name}: {format_count(tokens)} tokens for {format_count(n)} parameters, fewer "
+                          "tokens than parameters (is a count in other units?); write the tokens with a suffix "
+                          "or in full, e.g. 7b-4t or 7B=6.9e9:4e12")
+
+
+MAX_FLOPS_PER_PARAM = 6e3  # F / N above this (1000 x 6N) is the total compute, not FLOPs per token
+
+
+def require_flops_per_token(name, n: float, f: float, field: str = "--target") -> None:
+    """A target's FLOPs per token F lies between one forward pass (2N) and 1000 x 6N: attention adds at most a
+    few times 6N even for tiny long-context models, while the total training FLOPs given by mistake is 6ND,
+    about 10^12 x 6N (before: `7B=6.89e9:3.95e12:1.7e23` was predicted from that compute, no flag)."""
+    require(f >= 2 * n, f"{field} {name}", f"FLOPs per token F = {f:.4g} is below 2N = {2 * n:.4g}, less than one "
+            "forward pass", f"give training FLOPs per token, about 6N = {6 * n:.4g} plus attention, or drop F to "
+            "extrapolate it from the ladder")
+    require(f <= MAX_FLOPS_PER_PARAM * n, f"{field} {name}", f"FLOPs per token F = {f:.4g} is {f / (6 * n):.3g} x 6N "
+            "(is it the total training FLOPs?)", f"give training FLOPs per token, about 6N = {6 * n:.4g} plus "
+            "attention, or drop F to extrapolate it from the ladder")
 
 
 def format_count(value: float) -> str:

@@ -1,0 +1,78 @@
+"""How many worker threads XLA's CPU client gets in a trainer: one per trainer when the local launcher runs
+several trainers side by side on the CPU.
+
+XLA:CPU sizes its thread pools (the intra-op Eigen pool, the thunk executor's workers) from the cores this
+process may run on when the client is created; jax 0.10.2 has no flag for it (`XLA_FLAGS` has no thread-count
+option; `--xla_cpu_multi_thread_eigen=false` leaves the pools as they are and gained nothing, docs/run.md).
+So the client is created while the process's CPU affinity is held to `n` cores, and the affinity is put back
+at once: the pools keep `n` threads, and the operating system still moves them to whichever core is free.
+
+Why one: on the smoke ladder's small matrices (32-96 wide) two threads per step spend more on handing work
+over and waking each other than they save (one thread: -16% user time per 160k step, bench/bench_cpu_threads.py);
+the launcher already keeps both cores busy with two single-rung trainers. And the trained bits depend on the
+thread count (reductions are split by it: weights differ by ~1e-9 after 42 steps), so a fixed count makes a
+rung's numbers the same on any machine, not only on one with this machine's core count.
+
+LADDER_XLA_CPU_THREADS=N sets it (the local launcher sets 1 for its trainers when it runs several at once;
+a value the user set wins, 0 or empty leaves XLA's default). A run keeps the count it started with: the trainer
+records it in config.json (`xla_cpu_threads`, outside the config hash) and a resume uses that, whatever the
+environment says, so a rung stopped under one launch and resumed under another trains the bits an
+uninterrupted run would. Nothing happens when JAX_PLATFORMS keeps the process off the CPU, or when the
+backend was already created (then it is too late).
+"""
+
+from __future__ import annotations
+
+import os
+
+SWITCH = "LADDER_XLA_CPU_THREADS"
+RECORD = "xla_cpu_threads"  # the key in a run's config.json
+
+
+def requested(env=os.environ) -> int:
+    """The thread count asked for in `env` (0: XLA's default)."""
+    value = env.get(SWITCH, "").strip()
+    if not value:
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        from ladder.errors import LadderError
+
+        raise LadderError(f"{SWITCH}={value!r}: give a whole number of threads (1 = one per trainer, 0 = "
+                          "XLA's default)") from None
+    return max(n, 0)
+
+
+def on_cpu(env=os.environ) -> bool:
+    platforms = [p.strip() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    return not platforms or "cpu" in platforms
+
+
+def for_run(saved: dict | None, env=os.environ) -> int:
+    """The count a run trains with: the one its config.json recorded at its first start, else the env's."""
+    if saved and isinstance(saved.get(RECORD), int) and saved[RECORD] >= 0:
+        return saved[RECORD]
+    return requested(env)
+
+
+def create_backend(n: int, env=os.environ) -> int:
+    """Create JAX's backends now, with the CPU client's pools sized to `n` threads (0: XLA's default, left
+    alone); returns the count applied. Call before anything else touches the backend, after
+    jax.distributed.initialize (which must come first)."""
+    if not n or not on_cpu(env) or not hasattr(os, "sched_setaffinity"):
+        return 0
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return 0
+    cpus = os.sched_getaffinity(0)
+    if n >= len(cpus):  # XLA's default is already that many (its pools have one thread per core)
+        return n
+    os.sched_setaffinity(0, set(sorted(cpus)[:n]))
+    try:
+        jax.devices()
+    finally:
+        os.sched_setaffinity(0, cpus)
+    return n

@@ -1,0 +1,43 @@
+"""Row filters shared by the specialization laws (D-CPT, split) when they read points from a results table.
+
+One place decides what a fit leaves out and says so: a diverged run is refused, blank rows are dropped under a
+note, and `--domain NAME` must name a domain the table holds.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from ladder.errors import require
+
+
+def require_no_infinite(loss: np.ndarray, run, step, column: str) -> None:
+    """An infinite loss is a diverged run, not a missing value: refused, naming the run, rather than dropped
+    with the blank and NaN rows (before: left out under a note that called it blank or NaN)."""
+    bad = np.isinf(loss)
+    if bad.any():
+        i = int(np.argmax(bad))
+        require(False, column, f"is {float(loss[i])} in {int(bad.sum())} rows, first run {str(run[i])!r} step "
+                f"{float(step[i]):g} (a diverged run)", "drop that run's rows or rerun it")
+
+
+def note_dropped(dropped: np.ndarray, run, step, what: str) -> None:
+    """Rows a fit leaves out are never left out silently: one line on stderr with the count and the first."""
+    if dropped.any():
+        i = int(np.argmax(dropped))
+        print(f"ladder: note: {int(dropped.sum())} {what} left out of the fit (first: run {str(run[i])!r} step "
+              f"{float(step[i]):g})", file=sys.stderr)
+
+
+def keep_domain(table: dict[str, np.ndarray], keep: np.ndarray, domain: str | None, rows: str) -> np.ndarray:
+    """`--domain NAME`'s row filter, shared by the D-CPT and split laws: a name that matches no row is refused
+    naming the domains there are (a typo otherwise reached the fit as "0 points cannot pin down ...")."""
+    if domain is None:
+        return keep
+    require("domain" in table, "domain", "no 'domain' column to select from", "drop --domain")
+    keep = keep & (table["domain"] == domain)
+    require(bool(keep.any()), "domain", f"no {rows} for domain {domain!r}",
+            f"choose one of {sorted(set(table['domain'].tolist()))}")
+    return keep

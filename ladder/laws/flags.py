@@ -19,6 +19,8 @@ LEGEND = {
     "BOOT": "more than 5% of the bootstrap refits did not converge",
     "X100": "the target is more than 100x the compute of the largest fitted run",
     "IN": "the target is inside the ladder's range: not an extrapolation",
+    "RATIO": "every fitted run has one tokens-per-parameter ratio and the target another: on D = k N the "
+             "N and D terms cannot be told apart, so how the target's D moves it is the law's form, not the data",
     "BTL": "a back-test missed the held-out task loss by more than 100% (the loss law fails on this task)",
     "FPT": "the target's FLOPs/token were extrapolated from the ladder (give them as NAME=N:D:F)",
     "NOISY": "the predicted change from the largest fitted run is under 2x the checkpoint-to-checkpoint "

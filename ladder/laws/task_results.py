@@ -3,7 +3,7 @@
 The last stage of `predict` (predict.py fits; this reads the fits and writes `Prediction.results`), kept in
 one place because every number of a result row is decided here: the bootstrap's percentile interval widened
 by the ensemble's calibrated band, the predicted change against the checkpoint noise, and the flags about the
-target (X100, IN, FPT, NOISY, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
+target (X100, IN, RATIO, FPT, NOISY, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
 "Bootstrap over whole runs", "Flags", "Predictability").
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.laws import flags as fl
-from ladder.laws.backtest import run_table
+from ladder.laws.backtest import LEVEL_SPAN, run_table, tpp_levels
 from ladder.laws.ensemble import Calibration, EnsembleFit, distance
 from ladder.laws.prediction import Prediction
 from ladder.laws.taskdata import FINAL_WINDOW, groups, present, task_constants, task_data
@@ -33,15 +33,32 @@ class FittedLadder:
     c_max: float            # the largest fitted 6ND
     n_max: float            # the largest fitted N
     reference: str          # the run the predicted change is measured from (largest N x D)
+    ratio: tuple[float, float] | None = None  # (lowest, highest) tokens per parameter when every fitted run
+    # sits on one ratio D = k N (one token budget, backtest.tpp_levels), else None
 
     @classmethod
     def of(cls, cols: dict, runs: list[str]) -> "FittedLadder":
         nd = run_table(cols)
+        levels = tpp_levels(nd[r][1] / nd[r][0] for r in runs)
         return cls(runs, nd, max(6 * nd[r][0] * nd[r][1] for r in runs), max(nd[r][0] for r in runs),
-                   max(runs, key=lambda r: nd[r][0] * nd[r][1]))
+                   max(runs, key=lambda r: nd[r][0] * nd[r][1]),
+                   (levels[0][0], levels[0][-1]) if len(levels) == 1 else None)
 
     def inside(self, N: float, D: float) -> bool:
         return 6 * N * D <= self.c_max or N <= self.n_max
+
+    def ratio_text(self) -> str:
+        """The one ratio as printed: '20', or '18.5-21' where the runs spread over the level."""
+        lo, hi = self.ratio
+        return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}-{hi:.3g}"
+
+    def off_ratio(self, N: float, D: float) -> bool:
+        """Whether a target leaves a one-ratio ladder's line D = k N (by more than its level's span): there
+        the data say nothing about how accuracy moves with D at fixed N (flag RATIO)."""
+        if self.ratio is None:
+            return False
+        lo, hi = self.ratio
+        return not lo / LEVEL_SPAN <= D / N <= hi * LEVEL_SPAN
 
 
 def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
@@ -145,6 +162,9 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {ladder.reference}"))
         if ladder.inside(N, D):
             f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
+        if ladder.off_ratio(N, D):
+            f.append(("RATIO", f"every fitted run has {ladder.ratio_text()} tokens per parameter, the target "
+                               f"{D / N:.3g}"))
         if uses_compute and F is None:
             f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
         if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:

@@ -21,6 +21,7 @@ from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_tasks_sp
 
 
 MIN_FIT_RUNS = 6  # a split's fit set: at least the paper's step-1 parameters (5) plus one
+LEVEL_SPAN = 1.2  # tokens per parameter within 1.2x of a level's first run are one token budget (`tpp_levels`)
 MAX_SIZE_SPLITS = 8  # size-out splits at most; more sizes than this are left out in bins (see `splits`)
 # Runs the back-test suite refits at most. A ladder has tens of runs (OLMo's 25, DataDecide's ~1,000); a
 # sweep of tens of thousands would refit every method on every split for minutes. Past this, the suite (which
@@ -77,6 +78,19 @@ _RUN_TABLE: dict = {}  # the last table's run_table (predict and its back-tests 
 # are read-only once read, so the same column arrays mean the same runs
 
 
+def tpp_levels(tpps) -> list[list[float]]:
+    """Token budgets: the runs' tokens per parameter, sorted and grouped, a value within LEVEL_SPAN of its
+    level's first one joining that level. One level means every run sits on one ratio D = k N (ensemble.py's
+    `one_ratio`: a law in N and D cannot tell the two terms apart there)."""
+    levels: list[list[float]] = []
+    for v in sorted(tpps):
+        if levels and v <= levels[-1][0] * LEVEL_SPAN:
+            levels[-1].append(v)
+        else:
+            levels.append([v])
+    return levels
+
+
 def splits(cols: dict, runs: list[str]) -> list[Split]:
     """The back-test splits a ladder allows (each fit set keeps >= 2 sizes and >= MIN_FIT_RUNS runs; a method
     with more parameters than a split's runs gets no cell there, hence no weight in the ensemble)."""
@@ -101,12 +115,7 @@ def splits(cols: dict, runs: list[str]) -> list[Split]:
     # far: the largest size's runs past the smaller sizes' lower half of token budgets (tokens per parameter),
     # extrapolating in N and in D/N at once as a target does. On OLMo's 20 runs: 3B at 5xC and 10xC from the
     # smaller sizes at 1xC-2xC, g 1.79-2.09, the targets' distances (1.79, 1.90); the other splits reach 1.39.
-    levels = []  # token budgets: tokens per parameter within 1.2x of a level's first run are one level
-    for v in sorted(tpp.values()):
-        if levels and v <= levels[-1][0] * 1.2:
-            levels[-1].append(v)
-        else:
-            levels.append([v])
+    levels = tpp_levels(tpp.values())
     if len(sizes) >= 3 and len(levels) >= 2:
         cut = max(levels[(len(levels) - 1) // 2])  # the lower half of the levels, its top level included
         fit = tuple(r for r in runs if nd[r][0] < sizes[-1] and tpp[r] <= cut)

@@ -25,6 +25,10 @@ from ladder.laws.taskfit import Method, TaskFit
 
 MENU = ("paper", "single-step", "compute", "lm-loss", "chance-floor")
 PRIOR = {"paper": 2.0}
+# On a one-ratio ladder without a task loss the paper's chain can only run on the LM loss: `lm-loss` carries the
+# paper's prior there (candidate C2, adopted by a check written before scoring; docs/laws.md "Ladders of other
+# shapes"). Chosen by predict.py, which knows the ladder's shape.
+PAPER_STAND_IN = {"lm-loss": 2.0}
 LEVEL = 0.95
 # How the interval grows with distance: half-width q g^GROWTH. Back-test errors grow faster than g (OLS of
 # log |error| on log g over 344 OLMo cells up to g 2.32: exponent 2.4); out of sample, in designs whose own
@@ -34,6 +38,8 @@ LEVEL = 0.95
 GROWTH = 2.0
 FAR = 1.5  # cells past this distance are reported apart: a target 10x the ladder's compute sits at g ~1.8-2.3
 ENSEMBLE = Method("ensemble")
+# the fewest cells whose conformal LEVEL quantile is finite: ceil(0.95 (n + 1)) <= n from n = 19
+MIN_CELLS = next(n for n in range(1, 10 ** 4) if math.ceil(LEVEL * (n + 1)) <= n)
 
 
 def distance(N, D, fit_n, fit_d) -> np.ndarray:
@@ -51,6 +57,15 @@ def conformal_quantile(scores: np.ndarray, level: float = LEVEL) -> float:
     s = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
     k = math.ceil(level * (len(s) + 1))
     return float(s[k - 1]) if 0 < k <= len(s) else float("inf")
+
+
+def band_scale(scores: np.ndarray, level: float = LEVEL) -> float:
+    """The band's scale q from the cells' scaled errors: the split-conformal quantile, or where the cells are
+    too few for it (fewer than 19 at 95%: the quantile is infinite, and the band was [0, 1] on a one-task,
+    one-ratio ladder of 8 sizes, 16 cells) the largest of them, whose conformal level is n / (n + 1)."""
+    q = conformal_quantile(scores, level)
+    finite = np.asarray(scores, dtype=np.float64)[np.isfinite(scores)]
+    return float(finite.max()) if not np.isfinite(q) and len(finite) else q
 
 
 def _cells(suite: list[dict[str, dict[str, Holdout]]], methods) -> dict:
@@ -93,14 +108,15 @@ class Calibration:
         return (self.q_loss if loss else self.q_acc) * np.asarray(g, dtype=np.float64) ** self.growth
 
 
-def weights_from(err: np.ndarray, methods) -> tuple[dict[str, float], dict[str, float]]:
+def weights_from(err: np.ndarray, methods, prior: dict | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """prior / MSE weights over methods with an error on every cell some method could fit (others 0). A cell
     no method could fit (a split whose fit set is degenerate: every accuracy at chance) judges none of them;
     counted, it zeroed every weight and the default refused a ladder its own methods fit."""
     err = err[np.isfinite(err).any(1)]
     usable = [j for j, _ in enumerate(methods) if len(err) and np.isfinite(err[:, j]).all()]
     mse = {m: float(np.mean(err[:, j] ** 2)) if j in usable else float("nan") for j, m in enumerate(methods)}
-    raw = {m: PRIOR.get(m, 1.0) / max(mse[m], 1e-12) if j in usable else 0.0 for j, m in enumerate(methods)}
+    prior = PRIOR if prior is None else prior
+    raw = {m: prior.get(m, 1.0) / max(mse[m], 1e-12) if j in usable else 0.0 for j, m in enumerate(methods)}
     total = sum(raw.values())
     return {m: v / total for m, v in raw.items()} if total > 0 else raw, mse
 
@@ -111,11 +127,12 @@ def _combine(x: np.ndarray, w: dict[str, float], methods) -> np.ndarray:
     return x @ wv
 
 
-def calibrate(suite, methods=MENU) -> Calibration:
-    """Weights and interval scale from the whole suite; coverage and error by leaving each split out."""
+def calibrate(suite, methods=MENU, prior: dict | None = None) -> Calibration:
+    """Weights and interval scale from the whole suite; coverage and error by leaving each split out.
+    prior: {method: prior weight} (default PRIOR; others 1)."""
     methods = [m for m in methods if any(m in hs for per in suite for hs in per.values())]
     c = _cells(suite, methods)
-    w, mse = weights_from(c["err"], methods)
+    w, mse = weights_from(c["err"], methods, prior)
     g = c["g"] ** GROWTH  # the scale of the cells' errors: extrapolation distance ** GROWTH
     ens = _combine(c["err"], w, methods)
     # the loss: weighted over the members that predict the task loss on that cell (not lm-loss's LM loss)
@@ -124,26 +141,31 @@ def calibrate(suite, methods=MENU) -> Calibration:
     lsum = (finite * lw).sum(1)
     has_loss = lsum > 0
     ens_loss = np.where(finite, c["loss"], 0.0) @ lw / np.where(has_loss, lsum, 1.0)
-    q_acc = conformal_quantile(np.abs(ens) / g)
-    q_loss = conformal_quantile(np.abs(ens_loss[has_loss]) / g[has_loss]) if has_loss.any() else float("inf")
+    q_acc = band_scale(np.abs(ens) / g)
+    q_loss = band_scale(np.abs(ens_loss[has_loss]) / g[has_loss]) if has_loss.any() else float("inf")
+    n_finite = int(np.isfinite(ens).sum())
+    notes = [] if n_finite >= MIN_CELLS else [
+        f"only {n_finite} back-test cells, fewer than a {LEVEL:.0%} band needs ({MIN_CELLS}): "
+        f"the band is the largest back-test error scaled by distance, a level of n/(n+1) = "
+        f"{n_finite / (n_finite + 1):.0%}; more tasks or runs give more cells"]
     covered, lcovered, abs_err, far = [], [], [], []
     for s in np.unique(c["split"]):
         tr, te = c["split"] != s, c["split"] == s
-        ws, _ = weights_from(c["err"][tr], methods)
+        ws, _ = weights_from(c["err"][tr], methods, prior)
         e_tr, e_te = _combine(c["err"][tr], ws, methods), _combine(c["err"][te], ws, methods)
-        q = conformal_quantile(np.abs(e_tr) / g[tr])
+        q = band_scale(np.abs(e_tr) / g[tr])
         covered += list(np.abs(e_te) <= q * g[te])
         far += list(c["g"][te] > FAR)
         abs_err += list(np.abs(e_te))
         ltr, lte = tr & has_loss, te & has_loss
         if lte.any() and ltr.any():
-            ql = conformal_quantile(np.abs(ens_loss[ltr]) / g[ltr])
+            ql = band_scale(np.abs(ens_loss[ltr]) / g[ltr])
             lcovered += list(np.abs(ens_loss[lte]) <= ql * g[lte])
     method_mae = {m: float(np.mean(np.abs(c["err"][:, j]))) for j, m in enumerate(methods)}  # NaN: not fitted
     far_covered = np.array(covered, dtype=bool)[np.array(far, dtype=bool)]
     return Calibration(w, mse, q_acc, q_loss, len(g), float(np.mean(covered)) if covered else float("nan"),
                        float(np.mean(lcovered)) if lcovered else float("nan"), float(np.mean(abs_err)), method_mae,
-                       far_coverage=float(np.mean(far_covered)) if len(far_covered) else float("nan"),
+                       notes=notes, far_coverage=float(np.mean(far_covered)) if len(far_covered) else float("nan"),
                        n_far=len(far_covered))
 
 

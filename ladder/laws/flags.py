@@ -22,6 +22,8 @@ LEGEND = {
     "IN": "the target is inside the ladder's range (N and tokens per parameter): not an extrapolation",
     "BELOW": "the target is below the ladder (smaller N, or fewer tokens per parameter, than any fitted run): "
              "an extrapolation downward; its interval grows with the decades below",
+    "RATIO": "every fitted run has one tokens-per-parameter ratio and the target another: on D = k N the "
+             "N and D terms cannot be told apart, so how the target's D moves it is the law's form, not the data",
     "BTL": "a back-test missed the held-out task loss by more than 100% (the loss law fails on this task)",
     "FPT": "the target's FLOPs/token were extrapolated from the ladder (give them as NAME=N:D:F)",
     "NOISY": "the predicted change from the largest fitted run is under 2x the checkpoint-to-checkpoint "

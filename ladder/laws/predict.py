@@ -17,7 +17,7 @@ from ladder.errors import LadderError, require
 from ladder.laws import flags as fl, inputs
 from ladder.laws.backtest import (Holdout, Split, backtest, fit_methods, fit_methods_tasks, holdout, holdout_fits,
                                  suite_of, suite_state, suite_tasks)
-from ladder.laws.ensemble import MENU, EnsembleFit, calibrate
+from ladder.laws.ensemble import MENU, PAPER_STAND_IN, EnsembleFit, calibrate
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
@@ -122,14 +122,14 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}
     ladder = FittedLadder.of(cols, select_runs(cols, runs))
     tasks = list(dict.fromkeys(cols["task"].tolist())) if tasks is None else list(tasks)
-    notes = _inside_targets(targets, ladder)
+    notes = _inside_targets(targets, ladder) + _one_ratio(targets, ladder)
     pred = Prediction(targets, ladder.runs, {}, {t: {} for t in targets}, warnings=notes)
     menu, skipped = _menu(cols, method, notes)
     fallback = []
     full = None
     if method == "ensemble":
         full = _suite_and_fits(pred, cols, tasks, menu, progress, workers)
-        method, fallback = _calibrate(pred, menu, notes)
+        method, fallback = _calibrate(pred, menu, notes, ladder.ratio is not None)
     flag_lists = _fit_tasks(pred, cols, tasks, method, menu, skipped, fallback, workers, full)
     n_bootstrap = _bootstrap_budget(n_bootstrap, len(ladder.runs), notes)
     if n_bootstrap:
@@ -157,6 +157,21 @@ def _inside_targets(targets: dict, ladder: FittedLadder) -> list[str]:
                          f"{ladder.n_max:.3g}, C={ladder.c_max:.3g}): not an extrapolation")
         elif ladder.below(N, D):
             _warn(notes, f"target {name} is below the ladder ({ladder.below(N, D)}): an extrapolation downward")
+    return notes
+
+
+def _one_ratio(targets: dict, ladder: FittedLadder) -> list[str]:
+    """A note (and warning) when every fitted run sits on one ratio D = k N: a law in N and D is fitted along
+    a line there (its N and D terms trade off: E -> 0, a D exponent of 30 fit as well as the truth), so it
+    predicts along that line and nowhere else; targets off it are flagged RATIO (docs/laws.md, "Ladders of
+    other shapes")."""
+    if ladder.ratio is None:
+        return []
+    off = [name for name, (N, D) in targets.items() if ladder.off_ratio(N, D)]
+    notes: list[str] = []
+    _warn(notes, f"every fitted run has {ladder.ratio_text()} tokens per parameter (one ratio, D = k N): the fits "
+                 "cannot tell the N term from the D term, so predictions hold along that ratio only"
+                 + (f"; {', '.join(off)} {'is' if len(off) == 1 else 'are'} off it (flag RATIO)" if off else ""))
     return notes
 
 
@@ -202,11 +217,16 @@ def _ensemble_job(state: dict, kind: str, tasks: tuple) -> list:
     return _fit_members(state, tasks)
 
 
-def _calibrate(pred: Prediction, menu, notes) -> tuple[str, list]:
+def _calibrate(pred: Prediction, menu, notes, one_ratio: bool = False) -> tuple[str, list]:
     """Set the ensemble's weights and interval scale from the back-test suite. Returns (method, fallback
-    flags): "ensemble", or where the ladder allows no split, the paper's method or its nearest, loudly."""
+    flags): "ensemble", or where the ladder allows no split, the paper's method or its nearest, loudly.
+    On a one-ratio ladder without the paper's method (no task loss) its prior goes to `lm-loss`, the paper's
+    chain on the LM loss (ensemble.PAPER_STAND_IN)."""
     if pred.suite:
-        pred.calibration = calibrate(pred.suite)
+        stand_in = one_ratio and "paper" not in menu and "lm-loss" in menu
+        pred.calibration = calibrate(pred.suite, prior=PAPER_STAND_IN if stand_in else None)
+        for note in pred.calibration.notes:
+            _warn(notes, note)
         return "ensemble", []
     method = next(m for m in FALLBACK_ORDER + tuple(menu) if m in menu)
     _warn(notes, "the ladder allows no back-test split (it needs 3 sizes, or 2 token budgets, and 6 runs per "

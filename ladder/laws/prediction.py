@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ladder.laws import flags as fl
 from ladder.laws.backtest import Holdout
 from ladder.laws.ensemble import FAR, Calibration, EnsembleFit
 from ladder.laws.taskfit import TaskFit
+
+
+def number_cell(v: float, spec: str, blank: str = "-") -> str:
+    """A number in a fixed-width column, or `blank` right-aligned where it is NaN (no task loss, one
+    checkpoint per run: "+nan%" read as a value)."""
+    width = int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)
+    return f"{v:{'>' + spec}}" if np.isfinite(v) else f"{blank:>{width}}"
 
 
 @dataclass
@@ -43,9 +52,10 @@ class Prediction:
         for t, per_task in self.results.items():
             for task, r in per_task.items():
                 iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
-                lines.append(f"{t:<{gw}} {task:<{tw}} {r['method']:<12} {r['loss']:>7.4f} {r['acc']:>6.3f} {iv:>15} "
-                             f"{r['acc_change']:>+7.3f} {r['acc_noise']:>6.3f} {r['loss_change_rel']:>+8.1%} "
-                             f"{r['loss_noise_rel']:>7.2%}  {' '.join(r['flags'])}")
+                lines.append(f"{t:<{gw}} {task:<{tw}} {r['method']:<12} {number_cell(r['loss'], '7.4f')} {r['acc']:>6.3f} "
+                             f"{iv:>15} {number_cell(r['acc_change'], '+7.3f')} {number_cell(r['acc_noise'], '6.3f')} "
+                             f"{number_cell(r['loss_change_rel'], '+8.1%')} {number_cell(r['loss_noise_rel'], '7.2%')}  "
+                             f"{' '.join(r['flags'])}")
                 used += r["flags"]
         lines.append("change: predicted accuracy minus the largest fitted run's; noise: s.d. of accuracy over "
                      "a run's last 5 evaluations; Lchange, Lnoise: the same for the task loss, relative "
@@ -57,7 +67,10 @@ class Prediction:
                     "from the smaller ones")
             lines += ["", what, f"{'task':<{tw}} " + " ".join(f"{m:>13}" for m in methods)]
             for task, bt in self.backtests.items():
-                lines.append(f"{task:<{tw}} " + " ".join(f"{bt[m].error:>13.4f}" for m in methods))
+                lines.append(f"{task:<{tw}} " + " ".join(number_cell(bt[m].error, '13.4f', 'n/a') for m in methods))
+            if any(not np.isfinite(h.error) for bt in self.backtests.values() for h in bt.values()):
+                lines.append("n/a: the method could not be fitted on any back-test split's runs (too few runs "
+                             "for its parameters, or no feature); it gets no weight")
         if self.calibration:
             c = self.calibration
             lines.append("ensemble weights: " + ", ".join(f"{m} {w:.2f}" for m, w in c.weights.items()))

@@ -3,7 +3,7 @@
 The last stage of `predict` (predict.py fits; this reads the fits and writes `Prediction.results`), kept in
 one place because every number of a result row is decided here: the bootstrap's percentile interval widened
 by the ensemble's calibrated band, the predicted change against the checkpoint noise, and the flags about the
-target (X100, IN, BELOW, FPT, NOISY, SUB, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
+target (X100, IN, BELOW, RATIO, FPT, NOISY, SUB, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
 "Bootstrap over whole runs", "Flags", "Predictability").
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.laws import flags as fl
-from ladder.laws.backtest import run_table
+from ladder.laws.backtest import LEVEL_SPAN, run_table, tpp_levels
 from ladder.laws.ensemble import Calibration, EnsembleFit, distance
 from ladder.laws.prediction import Prediction
 from ladder.laws.taskdata import FINAL_WINDOW, groups, present, task_constants, task_data
@@ -34,15 +34,20 @@ class FittedLadder:
     c_max: float            # the largest fitted 6ND
     n_max: float            # the largest fitted N
     reference: str          # the run the predicted change is measured from (largest N x D)
+    ratio: tuple[float, float] | None = None  # (lowest, highest) tokens per parameter when every fitted run
+    # sits on one ratio D = k N (one token budget, backtest.tpp_levels), else None
     n_min: float = 0.0      # the smallest fitted N
     tpp: tuple = (0.0, float("inf"))  # the fitted runs' fewest and most tokens per parameter D/N
 
     @classmethod
     def of(cls, cols: dict, runs: list[str]) -> "FittedLadder":
         nd = run_table(cols)
+        levels = tpp_levels(nd[r][1] / nd[r][0] for r in runs)
         tpp = [nd[r][1] / nd[r][0] for r in runs]
         return cls(runs, nd, max(6 * nd[r][0] * nd[r][1] for r in runs), max(nd[r][0] for r in runs),
-                   max(runs, key=lambda r: nd[r][0] * nd[r][1]), min(nd[r][0] for r in runs), (min(tpp), max(tpp)))
+                   max(runs, key=lambda r: nd[r][0] * nd[r][1]),
+                   (levels[0][0], levels[0][-1]) if len(levels) == 1 else None,
+                   n_min=min(nd[r][0] for r in runs), tpp=(min(tpp), max(tpp)))
 
     def inside(self, N: float, D: float) -> bool:
         """Within the fitted range on both sides of both axes the interval's distance measures (N, and tokens
@@ -65,6 +70,19 @@ class FittedLadder:
         per parameter (0 within or above it); added to a target's distance g (ensemble.distance counts only
         decades above), so a target below the ladder gets a band as wide as one as far above."""
         return float(np.log10(max(self.n_min / N, 1.0)) + np.log10(max(self.tpp[0] / (D / N), 1.0)))
+
+    def ratio_text(self) -> str:
+        """The one ratio as printed: '20', or '18.5-21' where the runs spread over the level."""
+        lo, hi = self.ratio
+        return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}-{hi:.3g}"
+
+    def off_ratio(self, N: float, D: float) -> bool:
+        """Whether a target leaves a one-ratio ladder's line D = k N (by more than its level's span): there
+        the data say nothing about how accuracy moves with D at fixed N (flag RATIO)."""
+        if self.ratio is None:
+            return False
+        lo, hi = self.ratio
+        return not lo / LEVEL_SPAN <= D / N <= hi * LEVEL_SPAN
 
 
 def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) -> dict:
@@ -196,6 +214,9 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
         elif ladder.below(N, D):
             f.append(("BELOW", ladder.below(N, D)))
+        if ladder.off_ratio(N, D):
+            f.append(("RATIO", f"every fitted run has {ladder.ratio_text()} tokens per parameter, the target "
+                               f"{D / N:.3g}"))
         if uses_compute and F is None:
             f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
         if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:

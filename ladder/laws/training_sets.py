@@ -17,6 +17,7 @@ import numpy as np
 
 from ladder.errors import LadderError, require
 from ladder.laws.predict import predict
+from ladder.laws.prediction import number_cell
 from ladder.laws.taskdata import select_runs
 
 ALL = "all"
@@ -138,7 +139,7 @@ def summary(preds: dict) -> str:
     tw = max([12] + [len(t) for p in fitted for t in p.results])
     kw = max([14] + [len(k) for p in fitted for per in p.results.values() for k in per])
     lines = [f"{'set':<{sw}} {'target':<{tw}} {'task':<{kw}} {'method':<12} {'loss':>7} {'acc':>6} "
-             f"{'95% interval':>15}"]
+             f"{'95% interval':>15}  flags"]
     for name, p in preds.items():
         if isinstance(p, str):
             lines.append(f"{name:<{sw}} not fitted (see its section above)")
@@ -146,6 +147,6 @@ def summary(preds: dict) -> str:
         for target, per_task in p.results.items():
             for task, r in per_task.items():
                 iv = f"[{r['acc_lo']:.3f}, {r['acc_hi']:.3f}]"
-                lines.append(f"{name:<{sw}} {target:<{tw}} {task:<{kw}} {r['method']:<12} {r['loss']:>7.4f} "
-                             f"{r['acc']:>6.3f} {iv:>15}")
+                lines.append(f"{name:<{sw}} {target:<{tw}} {task:<{kw}} {r['method']:<12} "
+                             f"{number_cell(r['loss'], '7.4f')} {r['acc']:>6.3f} {iv:>15}  {' '.join(r['flags'])}")
     return "\n".join(lines)

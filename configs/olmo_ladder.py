@@ -19,15 +19,15 @@ def get_config():
     c.plan.update(targets=["7b-4t", "13b-5t"], preset="olmo-ladder")
     c.train_overrides = [
         # Pre-tokenized once (docs/data.md): ladder data tokenize c4/en:3.1.0 --data-dir gs://.../tensorflow_datasets
-        # --tokenizer gs://YOUR_BUCKET/dolma2/tokenizer.json -o gs://YOUR_BUCKET/tokens/c4-train (and --split validation).
-        "data.source=tokens", "data.path=gs://YOUR_BUCKET/tokens/c4-{split}",
-        "data.tokenizer=gs://YOUR_BUCKET/dolma2/tokenizer.json",
+        # --tokenizer gs://my-bucket/dolma2/tokenizer.json -o gs://my-bucket/tokens/c4-train (and --split validation).
+        "data.source=tokens", "data.path=gs://my-bucket/tokens/c4-{split}",
+        "data.tokenizer=gs://my-bucket/dolma2/tokenizer.json",
         "eval.tasks=arc_easy,arc_challenge,hellaswag,piqa,openbookqa,boolq",
-        "eval.tfds_data_dir=gs://YOUR_BUCKET/tensorflow_datasets", "eval.k_shot=5",
+        "eval.tfds_data_dir=gs://my-bucket/tensorflow_datasets", "eval.k_shot=5",
     ]
     # chip: the plan's (the OLMo family plans on v5p), stated here so `ladder run` and `ladder launch` agree.
-    c.launch.update(backend="queued-resources", run_root="gs://YOUR_BUCKET/ladder/olmo", chip="v5p",
-                    project="YOUR_PROJECT", zone="us-east5-a", package="ladder @ git+https://github.com/YOUR_ORG/ladder",
+    c.launch.update(backend="queued-resources", run_root="gs://my-bucket/ladder/olmo", chip="v5p",
+                    project="my-project", zone="us-east5-a", package="ladder @ git+https://github.com/YOUR_ORG/ladder",
                     spot=True)
     c.predict.update(method="ensemble", bootstrap=1000)
     c.self_check.update(enabled=False)  # the targets are the check: compare with the real 7B/13B runs

@@ -100,7 +100,7 @@ def test_sigterm_in_the_launcher_phase_is_the_sigterm_line_and_143(tmp_path, mon
     from ladder import cli
     from ladder.launch import local
 
-    def rung_sends_sigterm(self, job, opts, devices, print_fn=print):
+    def rung_sends_sigterm(self, job, opts, devices, *_):
         os.kill(os.getpid(), signal.SIGTERM)
         local._STOP.wait(10)  # set by the launcher once it has the interrupt
         return False

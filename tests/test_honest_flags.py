@@ -107,3 +107,16 @@ def test_boot_counts_refits_short_of_their_optimum():
     conv[:10] = False
     assert refits_short(samples, conv).startswith("10% of refits stopped short of their optimum")
     assert "fewer than 2 converged" in refits_short(samples, np.zeros(100, dtype=bool))
+
+
+def test_a_loss_band_over_100_percent_stops_at_zero():
+    """The smoke ladder's calibrated loss band is wider than 100% far out: loss x (1 - band) was reported as a
+    negative lower bound (prose_continuation loss_lo -0.09)."""
+    from ladder.laws.ensemble import Calibration
+    from ladder.laws.task_results import widen_to_calibration
+
+    c = Calibration(weights={}, mse={}, q_acc=0.01, q_loss=0.5, n_cells=20, coverage=0.95, loss_coverage=0.95,
+                    ensemble_mae=0.01)
+    r = {"acc": 0.5, "acc_lo": 0.45, "acc_hi": 0.55, "loss": 2.0, "loss_lo": 1.9, "loss_hi": 2.1, "distance": 2.0}
+    widen_to_calibration(r, c)  # half-width 0.5 x 2^2 = 200%
+    assert r["loss_lo"] == 0.0 and r["loss_hi"] == pytest.approx(6.0)

@@ -272,5 +272,6 @@ def widen_to_calibration(r: dict, c: Calibration) -> None:
     # the band is symmetric in accuracy, which is a probability: never report one outside [0, 1]
     r["acc_lo"], r["acc_hi"] = max(r["acc_lo"], 0.0), min(r["acc_hi"], 1.0)
     if np.isfinite(c.q_loss) and np.isfinite(r["loss"]):
-        r["loss_lo"] = min(r["loss_lo"], r["loss"] * (1 - hl))
+        # a task loss (nats or bits per byte) is never negative: a band over 100% stops at 0, not below it
+        r["loss_lo"] = max(min(r["loss_lo"], r["loss"] * (1 - hl)), 0.0)
         r["loss_hi"] = max(r["loss_hi"], r["loss"] * (1 + hl))

@@ -234,7 +234,9 @@ def _run_stages(cfg, out: Path, log) -> dict:
             f"{len(cfg.budgets)} budgets per size)")
 
     with _timed(times, "train"):
-        for rung in bases + rungs:
+        runs = bases + rungs
+        for i, rung in enumerate(runs, 1):  # the trainer's step lines do not name their run: this line does
+            log(f"# run {i}/{len(runs)}: {rung['name']}")
             train_run(run_config(cfg, rung, out), out / "runs" / rung["name"], log)
 
     with _timed(times, "collect"):

@@ -130,6 +130,27 @@ def test_status_shows_attempts_tokens_and_logs_and_tails_them(ladder_dir, capsys
                    f"==> {b}/logs/w1.log (last 1 of 1 lines) <==", "only line"]
 
 
+def test_status_of_one_train_run_directory(tmp_path, capsys):
+    """`ladder status runs/tiny`: a run directory `ladder train` wrote gets the rung line (name = the directory,
+    steps and FLOPs from status.json and config.json); a directory that is no run is one line naming both forms."""
+    from ladder.commands import status as status_cmd
+
+    run = tmp_path / "tiny"
+    write_run(run, dict(state="done", step=200, total_steps=200, loss=5.5608, tokens=409600, flops_per_token=10.0,
+                        updated=NOW), config=dict(train=dict(global_batch=16, total_steps=200), model=dict(seq_len=128)))
+    parser = argparse.ArgumentParser()
+    status_cmd.add_arguments(parser)
+    assert status_cmd.run(parser.parse_args([str(run)])) == 0
+    head, line, total = capsys.readouterr().out.splitlines()
+    assert line.split()[:5] == ["tiny", "done", "200/200", "100%", "410k"] and line.endswith("  -")  # no launch log
+    assert "1 done" in total and "4.1e+06 of 4.1e+06 FLOPs (100.0% of the plan)" in total
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LadderError, match="without status.json or config.json; pass the plan file"):
+        status_cmd.run(parser.parse_args([str(tmp_path / "empty")]))
+    with pytest.raises(LadderError, match="is a run directory: --run-root and --logs apply to a plan file"):
+        status_cmd.run(parser.parse_args([str(run), "--logs", "tiny"]))
+
+
 def test_status_and_collect_read_gs_run_dirs(ladder_dir, monkeypatch):
     """gs:// goes through etils.epath; here its backend is mocked onto the local tmp dir."""
     plan, tmp = ladder_dir

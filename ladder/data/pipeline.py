@@ -226,7 +226,8 @@ def _mixture(data_cfg, sources, weights, global_batch, process_index, process_co
     mix = MixtureSource(sources, weights, global_batch, int(_get(data_cfg, "seed", 0)), process_index, process_count)
     if process_index == 0:
         shares = mix.token_shares(1000)
-        print("data mixture token shares over the first 1000 batches: "
+        # the train source and the evaluator's held-out source each say theirs: name the split
+        print(f"data mixture ({_get(data_cfg, 'split', 'train')}) token shares over the first 1000 batches: "
               + ", ".join(f"{n} {s:.4f} (weight {w:.4f})" for (n, s), w in zip(shares.items(), mix.weights)),
               file=sys.stderr, flush=True)
     return mix

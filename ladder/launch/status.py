@@ -132,6 +132,23 @@ def log_tail(run_dir: str, lines: int = 40) -> str:
     return "\n".join(out)
 
 
+def run_dir_rung(run_dir: str) -> dict:
+    """A `ladder train` run directory (`ladder status runs/tiny`) read as a one-rung plan: its name is the
+    directory's, its steps and FLOPs per token come from status.json (else config.json), so rung_status and
+    format_status show it as they show a launched rung. No status.json and no config.json: not a run."""
+    status, config = rundir.read_status(run_dir), rundir.read_run_config(run_dir, "plan")
+    if not status and config is None:
+        raise LadderError(f"plan: {run_dir} is a directory without status.json or config.json; pass the plan file "
+                          "a ladder was launched from, or a run directory `ladder train` wrote")
+    train, model = (config or {}).get("train", {}), (config or {}).get("model", {})
+    total = next((v for v in (status.get("total_steps"), train.get("total_steps")) if _finite(v) and v > 0), 1)
+    per_token = status.get("flops_per_token") if _finite(status.get("flops_per_token")) else 0.0
+    step_tokens = train.get("global_batch", 0) * model.get("seq_len", 0) if config else 0
+    step_tokens = step_tokens if _finite(step_tokens) else 0
+    return {"name": storage.path(run_dir).name, "total_steps": int(total), "flops_per_token": per_token,
+            "flops": per_token * step_tokens * total}
+
+
 def ladder_status(plan: dict, run_root: str) -> list[RungStatus]:
     return [rung_status(r, storage.join(run_root, r["name"])) for r in plan["rungs"]]
 

@@ -27,7 +27,7 @@ def get_config():
     ]
     # chip: the plan's (the OLMo family plans on v5p), stated here so `ladder run` and `ladder launch` agree.
     c.launch.update(backend="queued-resources", run_root="gs://my-bucket/ladder/olmo", chip="v5p",
-                    project="my-project", zone="us-east5-a", package="ladder @ git+https://github.com/YOUR_ORG/ladder",
+                    project="my-project", zone="us-east5-a", package="ladder @ git+https://github.com/ORG/ladder",
                     spot=True)
     c.predict.update(method="ensemble", bootstrap=1000)
     c.self_check.update(enabled=False)  # the targets are the check: compare with the real 7B/13B runs

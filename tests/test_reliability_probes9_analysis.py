@@ -237,6 +237,10 @@ def test_cloud_names_are_checked_before_the_plan_ships(olmo_plan, capsys, extra,
 def test_xpk_cluster_and_image_and_a_work_dir_that_is_a_file(olmo_plan, capsys, tmp_path):
     code, _, err = _launch(olmo_plan, capsys, "--cluster", "C_1 x", backend="xpk")
     assert code == 2 and "is not a GKE cluster name" in err
+    code, _, err = _launch(olmo_plan, capsys, "--image", "us-docker.pkg.dev/MY_PROJECT/l/l:v1", backend="xpk")
+    assert code == 2 and "capitals in its repository path 'MY_PROJECT/l/l'" in err
+    for ok in ("localhost:5000/team/img:RC1", "ubuntu:Jammy", "gcr.io/p/img@sha256:ABC"):  # tags, digests, ports
+        cloud_names.check_image(ok)
     (tmp_path / "w").write_text("")
     code, _, err = _launch(olmo_plan, capsys, "--work-dir", tmp_path / "w")
     assert code == 2 and "--work-dir" in err and "is a file" in err

@@ -90,8 +90,9 @@ def run(args) -> int:
         print(f"ladder train: stopped by {sig} at step {summary['step']} after saving a checkpoint; "
               f"run the same command to resume{redo}", file=sys.stderr)
         return EXIT_INTERRUPTED if sig == "SIGINT" else EXIT_PREEMPTED
-    mfu = summary.get("mfu")
+    mfu, loss = summary.get("mfu"), summary.get("loss")
+    loss = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"  # as the step lines print it (was 16 digits)
     print(f"ladder train: {summary['state']} {run_dir}: step {summary['step']}/{summary['total_steps']}, "
-          f"loss {summary.get('loss')}, N={summary.get('n'):,}" + (f", mfu {mfu:.1%}" if mfu else ""),
+          f"loss {loss}, N={summary.get('n'):,}" + (f", mfu {mfu:.1%}" if mfu else ""),
           file=sys.stderr)
     return 0

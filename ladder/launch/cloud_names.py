@@ -73,6 +73,20 @@ def check_text(value: str | None, flag: str, *, spaces: bool) -> None:
         raise LadderError(f"{flag}: {value!r} has {what}; give it on one line" + ("" if spaces else ", as one word"))
 
 
+def check_image(image: str | None) -> None:
+    """A container image reference, [HOST[:PORT]/]PATH[:TAG|@DIGEST]: one word, and a PATH in lowercase (Docker's
+    reference grammar; `us-docker.pkg.dev/MY_PROJECT/...` was accepted here and refused by GKE at pull time)."""
+    check_text(image, "--image", spaces=False)
+    if image is None:
+        return
+    host, _, rest = image.split("@", 1)[0].partition("/")
+    path = rest if rest and ("." in host or ":" in host or host == "localhost") else image.split("@", 1)[0]
+    path = path.rsplit(":", 1)[0] if ":" in path.rsplit("/", 1)[-1] else path  # the tag may hold capitals
+    if path != path.lower():
+        raise LadderError(f"--image: {image!r} has capitals in its repository path {path!r}; image repositories "
+                          "are lowercase, e.g. us-docker.pkg.dev/my-project/ladder/ladder:v0.1.0")
+
+
 def check_cloud_options(opts) -> None:
     """Every name a cloud launch hands to gcloud or xpk (LaunchOptions), before the plan is shipped."""
     check_project(opts.project)
@@ -85,7 +99,7 @@ def check_cloud_options(opts) -> None:
                           "the file or pass another --work-dir")
     check_text(opts.package, "--package", spaces=True)
     check_text(opts.runtime_version, "--runtime-version", spaces=False)
-    check_text(opts.image, "--image", spaces=False)
+    check_image(opts.image)
     if opts.cluster is not None and not CLUSTER.match(opts.cluster):
         raise LadderError(f"--cluster: {opts.cluster!r} is not a GKE cluster name (lowercase letters, digits and "
                           "dashes, starting with a letter, at most 40); see `gcloud container clusters list`")

@@ -56,7 +56,8 @@ def fit_flags(fits: dict) -> list[tuple[str, str]]:
 
 
 def merge(flags: list[tuple[str, str]]) -> tuple[list[str], dict[str, str]]:
-    """(codes in first-seen order, code -> details joined by '; ')."""
+    """(codes in LEGEND's order, code -> details joined by '; '). One order for every row: in first-seen order
+    the table read "CEIL B FPT" on one task and "B CEIL FPT" on the next for the same three flags."""
     codes, details = [], {}
     for code, detail in flags:
         if code not in details:
@@ -64,7 +65,8 @@ def merge(flags: list[tuple[str, str]]) -> tuple[list[str], dict[str, str]]:
             details[code] = detail
         elif detail not in details[code]:
             details[code] += "; " + detail
-    return codes, details
+    order = {c: i for i, c in enumerate(LEGEND)}
+    return sorted(codes, key=lambda c: order.get(c, len(order))), details
 
 
 def legend(codes) -> list[str]:

@@ -39,6 +39,14 @@ class Prediction:
     def to_json(self) -> dict:
         return self.results
 
+    def distances_line(self) -> str:
+        """Each target's extrapolation distance g (docs/laws.md, "Intervals"): the number the band's width
+        scales with, which the line above names and the table did not show."""
+        g = {t: next((r["distance"] for r in per_task.values() if "distance" in r), np.nan)
+             for t, per_task in self.results.items()}
+        return "distance: " + ", ".join(f"{t} {number_cell(v, '.2f')}" for t, v in g.items()) + \
+            " (1 + decades of N and of tokens per parameter beyond the largest fitted run; docs/laws.md)"
+
     def table(self) -> str:
         """Plain text: one line per target x task (interval, predicted change vs noise, flag codes), the
         back-test table, and one legend for the codes used."""
@@ -77,6 +85,7 @@ class Prediction:
             lines.append(f"interval: +-{c.q_acc:.4f} acc x extrapolation distance^{c.growth:g}, union with the bootstrap; "
                          f"covers {c.coverage:.0%} of {c.n_cells} back-test cells (leave-one-split-out)"
                          + (f", {c.far_coverage:.0%} of the {c.n_far} at distance > {FAR:g}" if c.n_far else ""))
+            lines.append(self.distances_line())
         if used:
             lines += ["", "flags:"] + fl.legend(used)
         return "\n".join(lines)

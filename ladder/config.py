@@ -34,6 +34,22 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
         raise LadderError(f"config: {what} {path!r}; pass a get_config() file such as configs/smoke.py")
     if file.suffix != ".py":
         raise LadderError(f"config: {path} is not a .py file; pass a get_config() file such as configs/smoke.py")
+    module = _exec_config_file(file, path)
+    if not callable(getattr(module, "get_config", None)):
+        raise LadderError(f"config: {path} defines no get_config(); add `def get_config(arg=None)`")
+    if arg and not _takes_argument(module.get_config):
+        raise LadderError(f"config: {path} has no variants (its get_config takes no argument), so "
+                          f"{spec!r} names none; drop ':{arg}'")
+    cfg = _call_get_config(module.get_config, file, path, arg)
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise LadderError(f"config: {path}: get_config returned {type(cfg).__name__}, not a ConfigDict; "
+                          "return ml_collections.ConfigDict (start from ladder.train.default_config())")
+    return apply_overrides(cfg, overrides)
+
+
+def _exec_config_file(file: Path, path: str):
+    """The config file run as a module; whatever stops it (bad Python, an import it lacks, sys.exit) is one line
+    naming the file as the user wrote it (`path`) and, where known, the line."""
     module_spec = importlib.util.spec_from_file_location(f"_ladder_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -49,30 +65,25 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
                           "a config file must define get_config(), not exit") from None
     except Exception as e:  # an import it lacks, a name it misspells: the user's code, so name its line
         raise LadderError(f"config: {path}{_line_in(e, file)} failed while loading: {_one_line(e)}; fix the file") from None
-    if not callable(getattr(module, "get_config", None)):
-        raise LadderError(f"config: {path} defines no get_config(); add `def get_config(arg=None)`")
-    if arg and not _takes_argument(module.get_config):
-        raise LadderError(f"config: {path} has no variants (its get_config takes no argument), so "
-                          f"{spec!r} names none; drop ':{arg}'")
+    return module
+
+
+def _call_get_config(get_config, file: Path, path: str, arg: str):
+    """get_config(arg) (or get_config() without a variant); an error inside it is one line at its line, and a
+    ValueError/KeyError/TypeError keeps its own message (the usual way to refuse an unknown variant)."""
+    what = f"variant {arg!r}" if arg else "get_config()"
     try:
-        cfg = module.get_config(arg) if arg else module.get_config()
+        return get_config(arg) if arg else get_config()
     except (ValueError, KeyError, TypeError) as e:
-        what = f"variant {arg!r}" if arg else "get_config()"
         message = str(e.args[0]) if e.args else type(e).__name__
         raise LadderError(f"config: {path}: {what} failed: {message}") from None
     except (KeyboardInterrupt, LadderError):
         raise
     except SystemExit as e:
-        what = f"variant {arg!r}" if arg else "get_config()"
         raise LadderError(f"config: {path}{_line_in(e, file)}: {what} called sys.exit({e.code!r}); "
                           "return a ConfigDict instead") from None
     except Exception as e:  # any other error inside the user's get_config: one line at its line, not a traceback
-        what = f"variant {arg!r}" if arg else "get_config()"
         raise LadderError(f"config: {path}{_line_in(e, file)}: {what} raised {_one_line(e)}; fix the file") from None
-    if not isinstance(cfg, ml_collections.ConfigDict):
-        raise LadderError(f"config: {path}: get_config returned {type(cfg).__name__}, not a ConfigDict; "
-                          "return ml_collections.ConfigDict (start from ladder.train.default_config())")
-    return apply_overrides(cfg, overrides)
 
 
 KINDS = {  # config kind -> (sections that mark it, the verb that takes it, an example)

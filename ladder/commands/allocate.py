@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from ladder.commands.common import (COUNT, POSITIVE, add_out, check_outs, path_arg, real, refuse_unread_options,
-                                   split_list)
+from ladder.commands.common import (COUNT, POSITIVE, add_out, check_outs, key_values, path_arg, real,
+                                   refuse_unread_options, split_list)
 from ladder.errors import read_user_json, require
 
 EXAMPLES = """
@@ -82,6 +82,6 @@ def run(args) -> int:
     elif args.format == "csv":
         print((out / f"{stem}.csv").read_text(), end="")
     else:
-        print(json.dumps(shown))
+        print(key_values(shown))
         print("wrote " + ", ".join(files))
     return 0

@@ -181,6 +181,20 @@ def split_list(text: str | None) -> list[str] | None:
     return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
 
 
+def key_values(record: dict, skip=("warning",)) -> str:
+    """One record as `key=value` pairs, reals to 4 significant digits, nested values as compact JSON: the text
+    format of `ladder fit` and `ladder allocate` (a JSON dump was their "text"). A warning is left out: the
+    verb prints it on stderr."""
+    import json
+
+    def one(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return json.dumps(v, default=float) if isinstance(v, (dict, list, tuple)) else str(v)
+
+    return "  ".join(f"{k}={one(v)}" for k, v in record.items() if k not in skip)
+
+
 def path_arg(text: str) -> str:
     """An argparse type for a path option: an empty string (`--run-dir ""`, an unset shell variable) is a usage
     error, never a silent fall back to the default location (runs/<name>) or the current directory."""

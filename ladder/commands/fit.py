@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from ladder.commands.common import COUNT, POSITIVE, add_out, check_outs, real, refuse_unread_options, whole
+from ladder.commands.common import (COUNT, POSITIVE, add_out, check_outs, key_values, real, refuse_unread_options,
+                                    whole)
 
 EXAMPLES = """
 ladder fit dcpt runs/specialization/results.csv --holdout --n 2.5e5 --d 1e6 -o fits/
@@ -67,12 +68,12 @@ def run(args) -> int:
         print((out / f"{args.law}.csv").read_text(), end="")
     else:
         for r in fit.rows:
-            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+            print(key_values(r))
         for rule in fit.summary.get("rules", []):
             if rule.get("warning"):
                 print(f"ladder fit: warning: {rule['warning']}", file=sys.stderr)
         for key in ("rules", "holdout"):
             for item in fit.summary.get(key, []):
-                print(f"{key}: {json.dumps(jsonable(item))}")
+                print(f"{key}: {key_values(jsonable(item))}")
         print("wrote " + ", ".join(files))
     return 0

@@ -138,6 +138,10 @@ def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:
         for line in report.fit_lines():
             print_fn("# " + line)
 
+    # minutes of silence otherwise (stdout is often a file: `--dry-run > launch.sh`), so say it on stderr
+    print(f"ladder launch: compiling {len(jobs)} rung(s) for their slices on this CPU before printing the commands "
+          "(1-8 min a rung, docs/tpu-compile.md; --no-compile-check skips it)", file=sys.stderr, flush=True)
+
     placements = [(job.rung, job.accelerator, job.num_slices, job.overrides) for job in jobs]
     reports = aot.check_rungs(plan, placements, count_flops=False, log=log)
     flags = []

@@ -93,6 +93,26 @@ def split_slices(accelerator: str) -> tuple[str, int]:
     return m.group(2), int(m.group(1) or 1)
 
 
+def selected_rungs(plan: dict, rungs: list[str] | None, slices: dict) -> list[dict]:
+    """The plan's rungs `--rung` names (all when none), in `--rung` order; every `--slice` key must name a rung
+    or a size of the plan, and no rung may be listed twice."""
+    by_name = {r["name"]: r for r in plan["rungs"]}
+    sizes = {r["size"] for r in plan["rungs"]}
+    unknown = [k for k in slices if k not in by_name and k not in sizes]
+    if unknown:
+        raise LadderError(f"--slice: no rung or size named {', '.join(unknown)} in the plan; "
+                          f"rungs: {', '.join(by_name)}")
+    if not rungs:
+        return list(plan["rungs"])
+    twice = next((n for i, n in enumerate(rungs) if n in rungs[:i]), None)
+    if twice is not None:  # before: launched (and costed) twice, two trainers on one run directory
+        raise LadderError(f"--rung: {twice} is listed twice; list each rung once")
+    missing = [n for n in rungs if n not in by_name]
+    if missing:
+        raise LadderError(f"--rung: no rung named {', '.join(missing)} in the plan; rungs: {', '.join(by_name)}")
+    return [by_name[n] for n in rungs]
+
+
 def make_jobs(
     plan: dict,
     run_root: str,
@@ -110,24 +130,8 @@ def make_jobs(
     planner and the compile check assume (`mesh_overrides`); user overrides come last so they win.
     """
     slices = dict(slices or {})
-    by_name = {r["name"]: r for r in plan["rungs"]}
-    sizes = {r["size"] for r in plan["rungs"]}
-    unknown = [k for k in slices if k not in by_name and k not in sizes]
-    if unknown:
-        raise LadderError(f"--slice: no rung or size named {', '.join(unknown)} in the plan; "
-                          f"rungs: {', '.join(by_name)}")
-    chosen = list(plan["rungs"])
-    if rungs:
-        twice = next((n for i, n in enumerate(rungs) if n in rungs[:i]), None)
-        if twice is not None:  # before: launched (and costed) twice, two trainers on one run directory
-            raise LadderError(f"--rung: {twice} is listed twice; list each rung once")
-        missing = [n for n in rungs if n not in by_name]
-        if missing:
-            raise LadderError(f"--rung: no rung named {', '.join(missing)} in the plan; rungs: {', '.join(by_name)}")
-        chosen = [by_name[n] for n in rungs]
-
     jobs = []
-    for rung in chosen:
+    for rung in selected_rungs(plan, rungs, slices):
         accelerator, n_slices, extra = "", 1, []
         if chip is not None:
             if rung["name"] in slices or rung["size"] in slices:

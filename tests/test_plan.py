@@ -256,6 +256,18 @@ def test_bad_input_is_one_line_naming_the_argument(argv, field, capsys):
     assert len(err.splitlines()) == 1 and err.startswith(f"ladder plan: error: {field}")
 
 
+@pytest.mark.parametrize("target, hint", [("1b", "e.g. 1b-20b for 20 tokens"), ("7B", "e.g. 7B-140B for 20"),
+                                          ("bogus", None)])
+def test_a_size_without_tokens_names_the_form(target, hint, capsys):
+    """`--target 1b` has no token count and no default; the line shows the form with an example, and the example
+    parses."""
+    assert cli.main(["plan", "--target", target]) == 2
+    err = capsys.readouterr().err
+    assert ("a size alone gives no tokens" in err) == (hint is not None) and (hint is None or hint in err)
+    if hint:
+        assert cli.main(["plan", "--target", hint.split()[1], "--sizes", "60M,150M", "--multiples", "1,2"]) == 0
+
+
 def test_planner_does_not_import_jax():
     import subprocess
     import sys

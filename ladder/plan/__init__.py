@@ -28,6 +28,18 @@ __all__ = [
 DEFAULT_FRACTION = 0.01
 
 
+def _tokens_hint(text: str) -> str:
+    """A size alone ('1b') names no token count, and there is no default: suggest 20 tokens per parameter
+    (Chinchilla) as an example of the form, not a choice made for the user."""
+    try:
+        n = parse_count(text, "target")
+    except LadderError:
+        return ""
+    tokens = format_count(20 * n)
+    tokens = tokens.lower() if text == text.lower() else tokens  # 1b-20b, 7B-140B: the way it was written
+    return f"; a size alone gives no tokens: e.g. {text}-{tokens} for 20 tokens per parameter"
+
+
 def _target(spec, family: Family) -> tuple[dict, Family]:
     """A preset name ('7b-4t'), 'SIZE-TOKENS' ('3b-60b', shape by arch search), or a dict
     {'name', 'tokens', and 'arch' (Arch fields) or 'n'}."""
@@ -37,8 +49,9 @@ def _target(spec, family: Family) -> tuple[dict, Family]:
     elif isinstance(spec, str):
         m = re.fullmatch(r"([^-]+)-([^-]+)", spec.strip())
         if not m:
+            hint = _tokens_hint(spec.strip())
             raise LadderError(f"target: {spec!r} is neither a preset ({', '.join(TARGETS)}) nor SIZE-TOKENS "
-                              "such as 3b-60b")
+                              f"such as 3b-60b{hint}")
         n, tokens = parse_count(m.group(1), "target"), parse_count(m.group(2), "target")
         name, arch = spec.lower(), arch_for_size(n, family.vocab_size, family.seq_len, field="target")
     elif isinstance(spec, dict) and "tokens" in spec and ("arch" in spec or "n" in spec):

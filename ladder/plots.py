@@ -119,6 +119,18 @@ def _figure(plt, pred, draw_panel, path: Path) -> Path:
     return _save(plt, fig, path)
 
 
+def _plain_log_y(ax) -> None:
+    """A log y axis labelled 0.8, 0.9, 1 rather than 8 x 10^-1: a range within one decade (a task loss, a
+    training loss) has at most one major tick, so matplotlib labels the minor ones, in that notation."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    lo, hi = ax.get_ylim()
+    if 0 < lo and hi / lo < 10:
+        ax.yaxis.set_minor_formatter(plain)
+
+
 def _step1_panel(plt, ax, pred, task: str) -> None:
     """Step 1: the feature over D, one curve per ladder N (and per target N), final points, targets with
     intervals."""
@@ -139,6 +151,7 @@ def _step1_panel(plt, ax, pred, task: str) -> None:
         _target(ax, D, r, "loss", mk, f"{name} (predicted)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_y(ax)
     ax.set_xlabel("tokens D")
     ax.set_ylabel(_feature_label(fit))
     ax.set_title(f"{task} — step 1 ({fit.method.name})", fontsize=9)
@@ -215,6 +228,7 @@ def plot_loss_curves(plan: dict, run_root: str, out: Path) -> Path | None:
         return None
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_y(ax)
     ax.set_xlabel("tokens seen D")
     ax.set_ylabel("training loss (nats/token)")
     ax.set_title("Training loss of every rung")

@@ -52,7 +52,8 @@ def estimate_lines(jobs, prices: dict[str, float] | None = None) -> list[str]:
                    f"{num(hours * n)} chip-hours" + ("" if cost is None else f", ${num(cost)} at ${price:.2f}/chip-hour"))
     mfu = getattr(plan_lib, "MFU", None)
     out.append(f"# estimate: total {num(total_ch)} chip-hours, ${num(total_cost)}" + (f" at {mfu:.0%} MFU" if mfu else "")
-               + " (prices per chip-hour: launch.costs, override with --price CHIP=USD)")
+               + " (on-demand list prices per chip-hour, launch.costs, even with --spot: "
+                 "set yours with --price CHIP=USD)")
     return out
 
 

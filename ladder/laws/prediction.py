@@ -65,9 +65,10 @@ class Prediction:
                              f"{number_cell(r['loss_change_rel'], '+8.1%')} {number_cell(r['loss_noise_rel'], '7.2%')}  "
                              f"{' '.join(r['flags'])}")
                 used += r["flags"]
-        lines.append("change: predicted accuracy minus the largest fitted run's; noise: s.d. of accuracy over "
-                     "a run's last 5 evaluations; Lchange, Lnoise: the same for the task loss, relative "
-                     "(docs/laws.md, 'Predictability')")
+        lines.append("loss: predicted task loss (bits per byte; '-' where no method has one); 95% interval: of acc; "
+                     "change: predicted acc minus the largest-compute (N x D) fitted run's")
+        lines.append("noise: s.d. of acc over a run's last 5 evaluations, mean over the largest size's runs; "
+                     "Lchange, Lnoise: the same for the task loss, relative (docs/laws.md, 'Predictability')")
         if self.backtests:
             methods = list(next(iter(self.backtests.values())))
             what = ("back-test: mean |predicted - actual| accuracy over every split (docs/laws.md)"

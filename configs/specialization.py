@@ -8,7 +8,8 @@ and cosine decay at half the base's peak LR. Then the D-CPT fit (published form 
 own-data share > 0) with held-out checks, rule (a) at T = 3% checked by a run, and the compute-effectiveness
 report. Measured figures: docs/specialization.md, "Smoke study".
 
-Variant `:ci` (tests/test_cpt_study.py): 2 sizes, 3 ratios, 2 budgets, tiny base runs (~1 minute).
+Variant `:ci` (tests/test_cpt_study.py): 2 sizes, 3 ratios, 2 budgets, tiny base runs (46 CPU-s; 3 minutes
+wall at load 11).
 Variant `:measure`: domain scidocs, 3 sizes at 0.25x Chinchilla, 3 shares x 2 budgets + general CPT at 16x
 and 64x the smaller budget, legal and notices as cross domains: the split law against its baselines, the
 compute ratio with intervals and the cross-domain hold-out (docs/specialization.md, "Measured study").

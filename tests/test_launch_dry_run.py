@@ -86,6 +86,19 @@ def test_dry_run_estimates_chip_hours_from_the_plan(plan_dir):
         costs.parse_prices(["v5x=1"])
 
 
+def test_a_ladder_that_evaluates_no_tasks_is_warned_before_it_starts(plan_dir, capsys):
+    """Rungs with eval steps but no eval.tasks evaluate nothing and leave `ladder collect` no rows: said on stderr
+    before the launch; naming tasks quiets it."""
+    plan = tiny_plan()
+    for rung in plan["rungs"]:
+        rung["eval_steps"] = [rung["total_steps"]]
+    write_plan(plan_dir / "plan.json", plan)
+    launch_plan(options("tpu-vm", **CASES["tpu-vm"]), print_fn=lambda line: None)
+    assert "2 rung(s) (20M-1xC, 60M-2xC) evaluate no tasks (eval.tasks is empty)" in capsys.readouterr().err
+    launch_plan(options("tpu-vm", overrides=("eval.tasks=embedded",), **CASES["tpu-vm"]), print_fn=lambda line: None)
+    assert "evaluate no tasks" not in capsys.readouterr().err
+
+
 def test_one_chip_everywhere_from_the_plan(plan_dir, monkeypatch):
     """launch and compile take the chip from the plan's family (the OLMo ladder: v5p) unless overridden."""
     from ladder import plan as plan_lib

@@ -102,7 +102,7 @@ def test_budget_choice_refuses_a_too_small_fraction():
 
 def test_smoke_preset_is_a_small_1_percent_ladder():
     p = plan_lib.plan_ladder(preset="smoke")
-    assert p["defaults"] == {"data.source": "embedded"}
+    assert p["defaults"] == {"data.source": "embedded", "eval.tasks": "embedded"}
     assert len({r["size"] for r in p["rungs"]}) == 3 and len({r["multiple"] for r in p["rungs"]}) == 3
     assert 0.009 < p["fraction"] <= 0.0101
     target = p["targets"][0]

@@ -118,9 +118,21 @@ def launch_plan(opts: LaunchOptions, print_fn=print, runner=None) -> int:
     for job in todo:  # the memory recipe each rung trains with on its slice (jobs.recipe_note)
         if job.recipe:
             print_fn(f"# {job.recipe}")
+    warn_no_eval_tasks(todo)
     if opts.compile_check and opts.dry_run and backend.cloud:
         compile_check(plan, todo, print_fn)
     return backend.launch(todo, opts, print_fn)
+
+
+def warn_no_eval_tasks(jobs: list[Job]) -> None:
+    """Rungs with eval steps and no eval.tasks evaluate nothing: `ladder collect` then finds no rows and there is
+    nothing to predict from, found only after the ladder has trained. Said before it starts (stderr)."""
+    bare = [job.name for job in jobs if list(job.config.train.eval_steps) and not job.config.eval.tasks]
+    if bare:
+        print(f"ladder launch: warning: {len(bare)} rung(s) ({', '.join(bare[:3])}{', ...' if len(bare) > 3 else ''}) "
+              "evaluate no tasks (eval.tasks is empty), so their eval steps write no results and `ladder collect` "
+              "will find none; add --config.eval.tasks=... (docs/tasks.md; configs/olmo_ladder.py lists the "
+              "published ladder's)", file=sys.stderr, flush=True)
 
 
 def compile_check(plan: dict, jobs: list[Job], print_fn=print) -> None:

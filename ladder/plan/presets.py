@@ -66,7 +66,9 @@ SMOKE = Family(
     # only: with mixed head widths (32, 16, 32) the step-1 fit mistook shape effects for size effects and
     # missed the 330k model's held-out LM loss by +4.9%; with one head width, by +1.6% (docs/run.md).
     named_archs={"45k": _byte(32, 2, 2), "93k": _byte(48, 2, 3), "160k": _byte(64, 2, 4), "330k": _byte(96, 2, 6)},
-    defaults={"data.source": "embedded"},
+    # the embedded tasks at the plan's eval steps: without them a rung launched from the plan alone (`ladder
+    # launch smoke.json`) evaluated nothing, and `ladder collect` found no rows (configs/smoke.py sets the same)
+    defaults={"data.source": "embedded", "eval.tasks": "embedded"},
     chip="cpu", eval_fractions=SPARSE_EVALS,
 )
 FAMILIES = {f.name: f for f in (OLMO, SMOKE)}

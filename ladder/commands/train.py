@@ -69,6 +69,9 @@ def build_config(args):
 def run(args) -> int:
     config = build_config(args)
     run_dir = args.run_dir or f"runs/{config.name}"
+    from ladder.train_config import validate
+
+    validate(config, data=False)  # a bad value is its one line before any warning about it (train() checks again)
     if list(config.train.eval_steps) and not config.eval.tasks:  # as `ladder launch` warns: a rung of a plan alone
         print("ladder train: warning: train.eval_steps are set but eval.tasks is empty, so nothing is evaluated and "
               "results.csv stays empty; add --config.eval.tasks=embedded (or your tasks, docs/tasks.md)",

@@ -51,3 +51,17 @@ def test_a_rung_name_in_two_plans_and_a_cloud_backend_are_refused(tmp_path):
     with pytest.raises(LadderError, match="extra plans ride along in local launches only"):
         launch_plan(LaunchOptions(main, "gs://my-bucket/ladder", backend="tpu-vm", project="my-project",
                                   zone="us-central2-b", dry_run=True, extra_plans=(check,)), lambda *_: None)
+
+
+@pytest.mark.parametrize("overrides, carried", [((), True), (("self_check.enabled=False",), False),
+                                                (("launch.backend=tpu-vm",), False)])
+def test_ladder_runs_train_stage_carries_the_self_check_rung_on_the_local_backend(tmp_path, monkeypatch, overrides,
+                                                                                  carried):
+    from ladder import run as run_lib
+    from ladder.config import load_config
+
+    calls = []
+    monkeypatch.setattr(run_lib, "_launch", lambda ctx, plan, label, extra=(): calls.append((plan, label, extra)))
+    ctx = run_lib.Context(load_config("configs/smoke.py:quick", list(overrides)), tmp_path)
+    run_lib.stage_train(ctx)
+    assert calls == [(ctx.plan_path, "train", (ctx.check_plan_path,) if carried else ())]

@@ -11,9 +11,9 @@ Why one: on the smoke ladder's small matrices (32-96 wide) two threads per step 
 over and waking each other than they save (one thread: -16% user time per 160k step, bench/bench_cpu_threads.py);
 the launcher already keeps both cores busy with two single-rung trainers. And the trained bits depend on the
 thread count (reductions are split by it: weights differ by ~1e-9 after 42 steps), so a fixed count makes a
-rung's numbers the same on any machine, not only on one with this machine's core count.
+rung's numbers the same whatever the core count (not across CPU models: docs/run.md, "Time").
 
-LADDER_XLA_CPU_THREADS=N sets it (the local launcher sets 1 for its trainers when it runs several at once;
+LADDER_XLA_CPU_THREADS=N sets it (the local launcher sets 1 for its trainers when `launch.parallel` > 1;
 a value the user set wins, 0 or empty leaves XLA's default). A run keeps the count it started with: the trainer
 records it in config.json (`xla_cpu_threads`, outside the config hash) and a resume uses that, whatever the
 environment says, so a rung stopped under one launch and resumed under another trains the bits an

@@ -96,8 +96,9 @@ def stage_plan(ctx: Context) -> dict:
     return {"rungs": len(plan["rungs"]), "fraction": plan["fraction"]}
 
 
-def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
-    """Launch a plan's rungs with the configured backend; block (with a progress line) for `local`."""
+def _launch(ctx: Context, plan_path: Path, label: str, extra_plans: tuple[Path, ...] = ()) -> dict:
+    """Launch a plan's rungs with the configured backend; block (with a progress line) for `local`. The rungs of
+    `extra_plans` (local only) train in the same pool; the stage's record counts the plan's own rungs."""
     from ladder.launch import LaunchOptions, launch_plan
     from ladder.launch.jobs import load
     from ladder.launch.status import ladder_status
@@ -107,7 +108,8 @@ def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
         str(plan_path), ctx.run_root, backend=L.backend, dry_run=ctx.dry_run, chip=L.chip,
         overrides=tuple(ctx.cfg.train_overrides), parallel=L.parallel, max_attempts=L.max_attempts,
         project=L.project or None, zone=L.zone or None, package=L.package or None, image=L.image or None,
-        cluster=L.cluster or None, spot=L.spot, devices=list(L.devices) or None)
+        cluster=L.cluster or None, spot=L.spot, devices=list(L.devices) or None,
+        extra_plans=tuple(map(str, extra_plans)))
     plan = load(str(plan_path))
     if ctx.dry_run or L.backend != "local":
         rc = launch_plan(opts, print_fn=ctx.print_fn)
@@ -123,10 +125,14 @@ def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
     # checkpoint); a daemon thread draws the progress line from the rungs' status files meanwhile.
     log, stop = [], threading.Event()
     start = time.time()
+    extras = [load(str(p)) for p in extra_plans]
+
+    def every_row():
+        return [r for p in (plan, *extras) for r in ladder_status(p, ctx.run_root)]
 
     def progress():
         while not stop.wait(2.0):
-            show_progress(label, ladder_status(plan, ctx.run_root), time.time() - start)
+            show_progress(label, every_row(), time.time() - start)
 
     thread = threading.Thread(target=progress, daemon=True)
     thread.start()
@@ -135,7 +141,7 @@ def _launch(ctx: Context, plan_path: Path, label: str) -> dict:
     finally:
         stop.set()
         thread.join()
-        show_progress(label, ladder_status(plan, ctx.run_root), time.time() - start, final=True)
+        show_progress(label, every_row(), time.time() - start, final=True)
         for line in log:
             ctx.print_fn(line)
     rows = ladder_status(plan, ctx.run_root)
@@ -169,7 +175,11 @@ def show_progress(label: str, rows, elapsed: float, final: bool = False) -> None
 
 
 def stage_train(ctx: Context) -> dict:
-    return _launch(ctx, ctx.plan_path, "train")
+    """The ladder's rungs and, on the local backend, the self-check's beside them (it reads nothing of theirs; the
+    predict stage reads the ladder's rows only): the largest job starts first and both cores stay busy to the end,
+    instead of the check training alone afterwards (docs/run.md "Time"). The self-check stage finds it done."""
+    check = ctx.cfg.self_check.enabled and ctx.cfg.launch.backend == "local" and not ctx.dry_run
+    return _launch(ctx, ctx.plan_path, "train", (ctx.check_plan_path,) if check else ())
 
 
 def stage_collect(ctx: Context) -> dict:

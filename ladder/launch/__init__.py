@@ -60,6 +60,9 @@ class LaunchOptions:
     work_dir: str = ".ladder-launch"  # local files a cloud launch writes (startup scripts)
     # Local backend.
     parallel: int = 1
+    # Plans whose pending rungs join this launch's pool (local backend): `ladder run` trains the self-check's
+    # rung beside the ladder's, as it reads nothing of theirs, so both cores stay busy to the end.
+    extra_plans: tuple[str, ...] = ()
     processes: int = 1
     devices: list[str] | None = None
     max_attempts: int = 3
@@ -93,6 +96,9 @@ def launch_plan(opts: LaunchOptions, print_fn=print, runner=None) -> int:
     backend = get_backend(opts.backend)
     if runner is not None:
         backend.runner = runner
+    if opts.extra_plans and backend.cloud:
+        raise LadderError(f"--backend {opts.backend}: extra plans ride along in local launches only; launch "
+                          f"{', '.join(opts.extra_plans)} on its own")
     if backend.cloud and not opts.run_root.startswith("gs://"):
         raise LadderError(f"--run-root: {opts.backend} workers write to Cloud Storage; pass gs://BUCKET/PATH "
                           f"(got {opts.run_root!r})")
@@ -109,6 +115,14 @@ def launch_plan(opts: LaunchOptions, print_fn=print, runner=None) -> int:
     plan = jobs_lib.load(opts.plan_path)
     all_jobs = jobs_lib.make_jobs(plan, opts.run_root, chip=jobs_lib.plan_chip(plan, opts.chip) if backend.cloud else None,
                                   slices=opts.slices, rungs=opts.rungs, overrides=opts.overrides)
+    for extra in opts.extra_plans:
+        all_jobs += [dataclasses.replace(job, plan_path=extra) for job in jobs_lib.make_jobs(
+            jobs_lib.load(extra), opts.run_root, chip=None, overrides=opts.overrides)]
+    names = [job.name for job in all_jobs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # two trainers on one run directory
+        raise LadderError(f"extra plans: rung {', '.join(twice)} is in two of the plans launched together; "
+                          "rename it in one of them")
     todo = pending(all_jobs, read_remote=not opts.dry_run, print_fn=print_fn)
     if not todo:
         print_fn(f"# all {len(all_jobs)} rungs are done; see `ladder status {opts.plan_path}`")

@@ -36,6 +36,9 @@ class Job:
     # "RUNG on SLICE: recipe REMAT xK (estimate G GiB, P% HBM)": the memory recipe it trains with on this
     # slice (recipe_note); "" where none was worked out (local backend, a batch that does not split)
     recipe: str = dataclasses.field(default="", compare=False)
+    # The plan file the trainer reads the rung from; "" is the launch's own (LaunchOptions.plan_path). Set for
+    # the rungs of LaunchOptions.extra_plans, which ride along in another plan's launch.
+    plan_path: str = dataclasses.field(default="", compare=False)
 
     @property
     def name(self) -> str:

@@ -72,7 +72,7 @@ class LocalBackend(Backend):
 
     def argvs(self, job: Job, opts: LaunchOptions, port: int | str | None) -> list[list[str]]:
         """One trainer argv per process of the rung."""
-        plan = str(Path(opts.plan_path).resolve())
+        plan = str(Path(job.plan_path or opts.plan_path).resolve())
         if opts.processes == 1:
             return [commands.train_argv(opts.python, plan, job)]
         return [commands.train_argv(opts.python, plan, job, (
@@ -98,7 +98,7 @@ class LocalBackend(Backend):
         for g in groups:
             free.put(g)
         jobs = start_order(jobs, opts.parallel)
-        threads = cpu_threads_for(opts, len(jobs))
+        threads = cpu_threads_for(opts)
 
         def run_one(job: Job) -> bool:
             group = free.get()
@@ -169,13 +169,14 @@ class LocalBackend(Backend):
         return False
 
 
-def cpu_threads_for(opts: LaunchOptions, n_jobs: int) -> int:
-    """XLA CPU threads per trainer (0: XLA's default, one per core). One when several trainers run side by
-    side on the CPU: the cores are shared out by the launcher's slots, and on the smoke ladder's small matrices
-    one thread per step costs ~15% less CPU than two and trains the same bits on any core count
-    (ladder/cpu_threads.py, docs/run.md "Threads"). A lone trainer (one slot, or a launch of one rung, as
-    the self-check's) keeps every core. Accelerator slots (--devices) are left alone."""
-    return 1 if min(opts.parallel, n_jobs) > 1 and not opts.devices else 0
+def cpu_threads_for(opts: LaunchOptions) -> int:
+    """XLA CPU threads per trainer (0: XLA's default, one per core). One when the launch runs trainers side by
+    side on the CPU (`parallel` > 1): the cores are shared out by the launcher's slots, and on the smoke ladder's
+    small matrices one thread per step costs ~15% less CPU than two and trains the same bits on any core count
+    (ladder/cpu_threads.py, docs/run.md "Threads"). It depends on `parallel` only, not on how many rungs are
+    pending, so a rung trains the same bits whether it starts in a full launch or alone in a relaunch.
+    Accelerator slots (--devices) are left alone."""
+    return 1 if opts.parallel > 1 and not opts.devices else 0
 
 
 def wait_for_owner(run_dir: Path, name: str, print_fn=print, poll_s: float = 2.0) -> None:

@@ -34,14 +34,12 @@ def requested(env=os.environ) -> int:
     value = env.get(SWITCH, "").strip()
     if not value:
         return 0
-    try:
-        n = int(value)
-    except ValueError:
+    if not value.isdigit():  # "abc", "-3" (was XLA's default without a word), "2.5"
         from ladder.errors import LadderError
 
         raise LadderError(f"{SWITCH}={value!r}: give a whole number of threads (1 = one per trainer, 0 = "
                           "XLA's default)") from None
-    return max(n, 0)
+    return int(value)
 
 
 def on_cpu(env=os.environ) -> bool:

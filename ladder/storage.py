@@ -108,7 +108,7 @@ def write_bytes(p, data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=f".tmp-{name[:100]}-")
     except OSError as e:
-        raise type(e)(e.errno, e.strerror, parent or ".") from None
+        raise named_error(e, parent or ".") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -124,8 +124,20 @@ def write_bytes(p, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise type(e)(e.errno, e.strerror, p, None, target if target != p else None) from None
+            raise named_error(e, p, target if target != p else None) from None
         raise
+
+
+def named_error(e: OSError, target, target2=None) -> OSError:
+    """`e` again, of its type, naming `target` (the file the user knows, not a temp file) and always with a
+    reason: numpy's ndarray.tofile (under np.save) reports a write the disk cut short as a bare
+    "OSError: 1048576 requested and 0 written", with no errno, which printed as "[Errno None] None"."""
+    errno_, reason = e.errno, e.strerror
+    if not reason:
+        short = "requested and" in str(e) and "written" in str(e)
+        errno_ = errno.ENOSPC if short else errno_
+        reason = "No space left on device (the write stopped short)" if short else (str(e) or type(e).__name__)
+    return type(e)(errno_, reason, os.fspath(target), None, target2)
 
 
 def through_links(p: str) -> str:
@@ -177,7 +189,7 @@ def all_or_nothing(*dirs):
             for left, _ in staged[i:]:
                 with contextlib.suppress(OSError):
                     os.unlink(left)
-            raise type(e)(e.errno, e.strerror, target) from None
+            raise named_error(e, target) from None
 
 
 @contextlib.contextmanager

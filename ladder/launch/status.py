@@ -86,7 +86,7 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
     if trainer is False:
         note = ("its trainer has ended without recording it (killed: SIGKILL, out of memory, a lost machine); "
                 "relaunch to resume from the last verified checkpoint")
-    elif trainer is None and age is not None and age > STALE_S:  # a live holder is alive whatever the clock says
+    elif state == "running" and trainer is None and age is not None and age > STALE_S:  # a held lock: alive
         note = f"no update for {formats.format_duration(age)}: stopped or preempted? relaunch to resume"
     tokens = int(status.get("tokens") or 0)
     return RungStatus(

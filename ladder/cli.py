@@ -296,7 +296,11 @@ def check_environment(environ=None) -> None:
     if cache and os.path.exists(os.path.expanduser(cache)) and not os.path.isdir(os.path.expanduser(cache)):
         raise LadderError(f"LADDER_CACHE: {cache} is a file, not a directory; point LADDER_CACHE at a directory, "
                           "or unset it for ~/.cache/ladder")
-    from ladder import cpu_threads, malloc_tunables  # their one readers: LADDER_XLA_CPU_THREADS, _MALLOC_TUNABLES
+    from ladder import cpu_threads, malloc_tunables, storage  # cpu_threads, malloc_tunables: their one readers
+
+    problem = cache and storage.native_path_problem(os.path.expanduser(cache))
+    if problem:
+        raise LadderError(f"LADDER_CACHE: {problem}; {storage.NATIVE_PATH_FIX}")
 
     cpu_threads.requested(environ)
     malloc_tunables.check_switch(environ)

@@ -108,7 +108,10 @@ LONGEST_INSIDE = 256
 def check_local_path(p, field: str, inside: int = 0) -> None:
     """A local path that can be used at all: not a loop of symbolic links (Python's resolve raised a
     RuntimeError traceback), and short enough that the files written `inside` characters below it stay under
-    the system's path limit (a 4,100-character --run-dir trained every step, then failed at the first save)."""
+    the system's path limit (a 4,100-character --run-dir trained every step, then failed at the first save), and
+    the same name for the C++ checkpoint writer as for Python (storage.native_path_problem)."""
+    problem = storage.native_path_problem(p)
+    require(problem is None, field, str(problem), storage.NATIVE_PATH_FIX)
     try:
         os.stat(p)
     except OSError as e:

@@ -18,6 +18,7 @@ import errno
 import json
 import math
 import os
+import sys
 
 from etils import epath
 
@@ -138,6 +139,30 @@ def named_error(e: OSError, target, target2=None) -> OSError:
         errno_ = errno.ENOSPC if short else errno_
         reason = "No space left on device (the write stopped short)" if short else (str(e) or type(e).__name__)
     return type(e)(errno_, reason, os.fspath(target), None, target2)
+
+
+def native_path_problem(p) -> str | None:
+    """Why a local path cannot be handed to the C++ writers (orbax/tensorstore checkpoints, array_record), or
+    None. They take paths as UTF-8; Python takes them in the locale's encoding. Under a C locale without UTF-8
+    (PYTHONCOERCECLOCALE=0 PYTHONUTF8=0 LC_ALL=C) a non-ASCII name decodes to lone surrogates that pybind11
+    cannot cast: a run trained every step, then failed at its first save; a Latin-1 locale would have written
+    the checkpoints under another directory's name."""
+    if is_remote(p):
+        return None
+    try:
+        same = os.fsencode(os.fspath(p)) == os.fspath(p).encode("utf-8")
+    except UnicodeEncodeError:
+        same = False
+    if same:
+        return None
+    import locale
+
+    return (f"{os.fspath(p)!r} is not the same name in UTF-8 as in this locale's file-name encoding "
+            f"({sys.getfilesystemencoding()}, LC_CTYPE={locale.setlocale(locale.LC_CTYPE)}), and the C++ "
+            "writers (checkpoints, built datasets) take UTF-8")
+
+
+NATIVE_PATH_FIX = "run under a UTF-8 locale (export LC_ALL=C.UTF-8) or use an ASCII path"
 
 
 def through_links(p: str) -> str:

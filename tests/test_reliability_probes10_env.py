@@ -1,7 +1,7 @@
 """Session 10's hostile-environment and crash round: classes no earlier round tried. The process environment
 (XLA_FLAGS XLA aborts on, LADDER_* switches read as a default without a word, an unwritable HOME under the
 default cache), the storage under a run (a loop of symbolic links, a path too long for the files below it, a
-disk that cuts numpy's write short), a console that closes under a trainer (`ladder train 2>&1 | head`, a
+disk that cuts numpy's write short, a name a C locale cannot hand to the C++ checkpoint writer), a console that closes under a trainer (`ladder train 2>&1 | head`, a
 dropped terminal's SIGHUP), a system clock set forward under `ladder status`, a disk that fills mid-run and is
 then given room, and a launcher killed with SIGKILL mid-launch. Each is one line naming the cause and the fix
 (exit 2), or a save and a resume equal bit for bit to an uninterrupted run. Probes that passed as they were
@@ -138,6 +138,22 @@ def test_a_run_dir_too_long_for_the_files_below_it_is_refused_before_training(tm
         rundir.check_run_dir(deep)
     assert not tmp_path.joinpath("c" * 200).exists()
     rundir.check_run_dir(tmp_path.joinpath(*["c" * 200] * 5))  # 1,000 bytes: fine
+
+
+def test_a_name_the_locale_cannot_hand_to_the_checkpoint_writer_is_refused_before_training(tmp_path):
+    """Under LC_ALL=C with PYTHONCOERCECLOCALE=0 PYTHONUTF8=0, `--run-dir 'runs/ü'` reaches Python as lone
+    surrogates: the run trained every step, then failed at its first save ("storage: cannot write ... Unable to
+    cast Python instance of type <class 'str'> to C++ type"). Now refused before any work, and so is such a
+    LADDER_CACHE."""
+    from ladder import rundir
+
+    bad = str(tmp_path / "loc \udcc3\udcbc")  # what os.fsdecode(b"loc \xc3\xbc") gives under an ASCII locale
+    with pytest.raises(LadderError, match=r"--run-dir: .* is not the same name in UTF-8 .*export LC_ALL=C\.UTF-8"):
+        rundir.check_run_dir(bad)
+    with pytest.raises(LadderError, match="LADDER_CACHE: .* use an ASCII path"):
+        cli.check_environment({"LADDER_CACHE": bad})  # as os.environ reads it under that locale
+    rundir.check_run_dir(tmp_path / "run dir ü ☃")  # under this UTF-8 locale, the same bytes either way
+    assert storage.native_path_problem("gs://my-bucket/ü") is None
 
 
 def test_a_write_the_disk_cut_short_is_named_as_a_full_disk(tmp_path, monkeypatch):

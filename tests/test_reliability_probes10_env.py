@@ -353,3 +353,16 @@ def test_a_launcher_killed_mid_launch_and_run_again_trains_nothing_twice(tmp_pat
         assert _rows(tmp_path / "runs" / rung) == {s: r for s, r in _rows(tmp_path / "reference" / rung).items()
                                                     if s in steps}
         assert json.loads((tmp_path / "runs" / rung / "status.json").read_text())["state"] == "done"
+
+
+def test_an_unreachable_emulator_names_storage_emulator_host(monkeypatch):
+    """STORAGE_EMULATOR_HOST=notaurl (or an emulator not started): before, "Cloud Storage cannot be reached ...;
+    check the network and the credentials", which sent the user to gcloud auth."""
+    import socket
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "notaurl")
+    line = cli.os_error_line(socket.gaierror(-2, "Name or service not known"))
+    assert line == ("STORAGE_EMULATOR_HOST=notaurl: the Cloud Storage emulator cannot be reached (Name or service "
+                    "not known); start it there, or unset STORAGE_EMULATOR_HOST for Cloud Storage")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    assert cli.os_error_line(socket.gaierror(-2, "x")).startswith("Cloud Storage cannot be reached (x); check the")

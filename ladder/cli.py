@@ -340,8 +340,8 @@ def os_error_line(e: OSError) -> str:
     if not e.filename and unreachable(e):
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:  # not the network or credentials: the variable that sends gs:// elsewhere
-            return (f"STORAGE_EMULATOR_HOST={emulator}: the Cloud Storage emulator cannot be reached ({e.strerror or e}); "
-                    "start it there, or unset STORAGE_EMULATOR_HOST for Cloud Storage")
+            return (f"STORAGE_EMULATOR_HOST={emulator}: the Cloud Storage emulator cannot be reached "
+                    f"({e.strerror or e}); start it there, or unset STORAGE_EMULATOR_HOST for Cloud Storage")
         return (f"Cloud Storage cannot be reached ({e.strerror or e}); check the network and the credentials "
                 "(gcloud auth application-default login), or give a local --run-root")
     path = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"

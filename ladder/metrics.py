@@ -160,8 +160,8 @@ class MetricsWriter:
 
     def _show(self, text: str) -> None:
         """The progress display, on a console that may close: `ladder train 2>&1 | head` or a dropped terminal
-        made the line's write fail, and the run stopped as a *storage* failure without saving. The display
-        goes to /dev/null instead and `console_lost` names the signal the loss stands for (SIGPIPE, SIGHUP):
+        made the line's write fail, and the run stopped as a *storage* failure without saving. The display is
+        dropped from then on and `console_lost` names the signal the loss stands for (SIGPIPE, SIGHUP):
         the trainer then saves the step and stops, as it does for those signals."""
         if self.console_lost:
             return

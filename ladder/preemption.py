@@ -1,7 +1,7 @@
-"""Preemption at a step boundary: a signal (SIGTERM from a preempted VM, Ctrl-C, a closed terminal) asks the trainer to save the
-step it has just finished and stop, so a resume loses nothing. An evaluation under way stops between two
-batches (one process), so the stop is not held up by a long evaluation; the resume redoes that evaluation.
-docs/training.md, "Preemption"."""
+"""Preemption at a step boundary: a signal (SIGTERM from a preempted VM, Ctrl-C, a closed terminal's SIGHUP) or a
+closed console asks the trainer to save the step it has just finished and stop, so a resume loses nothing. An
+evaluation under way stops between two batches (one process), so the stop is not held up by a long evaluation;
+the resume redoes that evaluation. docs/training.md, "Preemption"."""
 
 from __future__ import annotations
 

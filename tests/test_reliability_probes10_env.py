@@ -1,6 +1,6 @@
 """Session 10's hostile-environment and crash round: classes no earlier round tried. The process environment
-(XLA_FLAGS XLA aborts on, LADDER_* switches read as a default without a word, an unwritable HOME under the
-default cache, STORAGE_EMULATOR_HOST), the storage under a run (a loop of symbolic links, a path too long for
+(XLA_FLAGS XLA aborts on, libtpu's start-up noise on a CPU machine, LADDER_* switches read as a default without
+a word, an unwritable HOME under the default cache, STORAGE_EMULATOR_HOST), the storage under a run (a loop of symbolic links, a path too long for
 the files below it, a disk that cuts numpy's write short, a name a C locale cannot hand to the C++ checkpoint
 writer), a console that closes under a trainer (`ladder train 2>&1 | head`, a dropped terminal's SIGHUP), a
 system clock set forward under `ladder status`, a disk that fills mid-run and is then given room, and a
@@ -368,3 +368,22 @@ def test_an_unreachable_emulator_names_storage_emulator_host(monkeypatch):
                     "not known); start it there, or unset STORAGE_EMULATOR_HOST for Cloud Storage")
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
     assert cli.os_error_line(socket.gaierror(-2, "x")).startswith("Cloud Storage cannot be reached (x); check the")
+
+
+def test_libtpu_start_up_lines_are_dropped_only_where_no_tpu_is_attached(monkeypatch):
+    """A CPU machine with the [tpu] extra (for `ladder compile`) and JAX_PLATFORMS unset: every `ladder train`
+    began with libtpu's 5 C++ lines ("could not determine TPU accelerator type", TPU_WORKER_HOSTNAMES, a source
+    trace). Backends now start inside native_stderr_quiet there (replayed if the start fails); with TPU chips
+    attached, or JAX_PLATFORMS set, nothing is hidden."""
+    import contextlib
+    import glob
+    import importlib.util
+
+    from ladder import cpu_threads
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "libtpu" else None)
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    assert not isinstance(cpu_threads.quiet_start({}), contextlib.nullcontext)
+    assert isinstance(cpu_threads.quiet_start({"JAX_PLATFORMS": "cpu"}), contextlib.nullcontext)
+    monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/vfio/0"] if pattern.startswith("/dev/vfio") else [])
+    assert isinstance(cpu_threads.quiet_start({}), contextlib.nullcontext)

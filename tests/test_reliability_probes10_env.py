@@ -1,14 +1,14 @@
 """Session 10's hostile-environment and crash round: classes no earlier round tried. The process environment
-(XLA_FLAGS XLA aborts on, libtpu's start-up noise on a CPU machine, LADDER_* switches read as a default without
-a word, an unwritable HOME under the default cache, STORAGE_EMULATOR_HOST), the storage under a run (a loop
-of symbolic links, a path too long for the files below it, a disk that cuts numpy's write short, a name a C
-locale cannot hand to the C++ checkpoint writer), a console that closes under a trainer (`ladder train 2>&1 |
-head`, a dropped terminal's SIGHUP), a system clock set forward under `ladder status`, a disk that fills mid-run and is then given room, and a
-launcher killed with SIGKILL mid-launch. Each is one line naming the cause and the fix (exit 2), or a save and a
-resume equal bit for bit to an uninterrupted run. Probes that passed as they were (run dir and cache on two
-filesystems, read-only bound metrics.jsonl/status.json, TMPDIR unwritable, HOME unset, an unwritable JAX
-compilation cache) are in the session's closing note; a space and non-ASCII letters in the run directory's
-name ride along in the slow console test.
+(XLA_FLAGS XLA aborts on, libtpu's start-up noise on a CPU machine, LADDER_* switches read as a default without a
+word, an unwritable HOME under the default cache, STORAGE_EMULATOR_HOST), the storage under a run (a loop of
+symbolic links, a path too long for the files below it, a disk that cuts numpy's write short, a name a C locale
+cannot hand to the C++ checkpoint writer), a console that closes under a trainer (`ladder train 2>&1 | head`, a
+dropped terminal's SIGHUP), a system clock set forward under `ladder status`, a disk that fills mid-run and is
+then given room, and a launcher killed with SIGKILL mid-launch. Each is one line naming the cause and the fix
+(exit 2), or a save and a resume equal bit for bit to an uninterrupted run. Probes that passed as they were (run
+dir and cache on two filesystems, read-only bound metrics.jsonl/status.json, TMPDIR unwritable, HOME unset, an
+unwritable JAX compilation cache) are in the session's closing note; a space and non-ASCII letters in the run
+directory's name ride along in the slow console test.
 
 The tests that train or spawn (closed console, SIGHUP, full disk, killed launcher) are slow; the rest take
 ~2 CPU-s together (the console test imports JAX through ladder.metrics).

@@ -23,20 +23,19 @@ Facts this module relies on (libtpu 0.0.51, jax 0.10.2, measured):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib.util
 import math
 import os
 import re
-import sys
 import tempfile
 import time
 
 from ladder import chips, topology
 from ladder.arch import Arch, arch_of, flops_per_token_6n, flops_per_token_reference, n_params, n_params_per_layer
 from ladder.compile_report import CompileReport, suggestions
+from ladder.cpu_threads import native_stderr_quiet
 from ladder.errors import LadderError
 from ladder.topology import GRIDS, Topology, default_mesh_overrides, next_topology, parse_topology
 
@@ -48,29 +47,6 @@ def require_libtpu() -> None:
     if not libtpu_available():
         raise LadderError("compile: libtpu is not installed, so JAX cannot compile for Cloud TPU here; "
                           "install the extra: pip install 'ladder[tpu]' (libtpu==0.0.51)")
-
-
-@contextlib.contextmanager
-def native_stderr_quiet():
-    """libtpu's start-up writes warnings to file descriptor 2 from C++ when it loads off a TPU VM ("could not
-    determine TPU accelerator type", an INVALID_ARGUMENT about TPU_WORKER_HOSTNAMES, 5 lines): harmless for
-    compile-only devices, and no env var silences them (TPU_STDERR_LOG_LEVEL, TPU_MIN_LOG_LEVEL,
-    TF_CPP_MIN_LOG_LEVEL tried, libtpu 0.0.51). So fd 2 goes to a temporary file meanwhile; if the block
-    fails, what was written is replayed on stderr for the diagnosis."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 @functools.cache

@@ -188,6 +188,12 @@ def _run_verb(verb: str, rest: list[str], from_command_line: bool) -> int:
         print(f"ladder {verb}: error: out of host memory ({e or 'an allocation failed'}); use a smaller batch, "
               "model or input", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # Python 3.11's Path.resolve on a loop of links (3.13 raises OSError ELOOP instead)
+        if not str(e).startswith("Symlink loop from "):
+            raise
+        print(f"ladder {verb}: error: {str(e)[len('Symlink loop from '):]}: a loop of symbolic links; remove the "
+              "link or give another path", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `ladder plan ... | head -1`: the reader has what it wanted; not a file error
         quiet_stdout()
         return 141  # 128 + SIGPIPE, as a shell tool killed by the closed pipe reports
@@ -290,11 +296,52 @@ def check_environment(environ=None) -> None:
     if cache and os.path.exists(os.path.expanduser(cache)) and not os.path.isdir(os.path.expanduser(cache)):
         raise LadderError(f"LADDER_CACHE: {cache} is a file, not a directory; point LADDER_CACHE at a directory, "
                           "or unset it for ~/.cache/ladder")
+    from ladder import cpu_threads, malloc_tunables, storage  # cpu_threads, malloc_tunables: their one readers
+
+    problem = cache and storage.native_path_problem(os.path.expanduser(cache))
+    if problem:
+        raise LadderError(f"LADDER_CACHE: {problem}; {storage.NATIVE_PATH_FIX}")
+
+    cpu_threads.requested(environ)
+    malloc_tunables.check_switch(environ)
+    check_xla_flags(environ.get("XLA_FLAGS", ""))
+
+
+# XLA_FLAGS entries XLA parses as numbers, with the least value that starts a backend (0 or -1 devices did not).
+_XLA_COUNTS = {"xla_force_host_platform_device_count": 1}
+
+
+def check_xla_flags(value: str) -> None:
+    """XLA_FLAGS as XLA reads it, checked before JAX loads: XLA aborts the process on a flag it cannot parse
+    (`--xla_force_host_platform_device_count=abc` printed its 90-line flag list and exit 1, a value without
+    `--` is taken for a file of flags) and silently skips words that are not flags (`--x= 2` drops the 2).
+    Names XLA does not know are left to XLA, whose one line names them."""
+    words = value.split()
+    if not words:
+        return
+    fix = "write flags as --name=value separated by spaces, or unset XLA_FLAGS"
+    if not words[0].startswith("--"):
+        if os.path.isfile(value.strip()):
+            return  # XLA reads the flags from that file
+        raise LadderError(f"XLA_FLAGS={value!r}: does not start with --, so XLA reads it as a file of flags, and "
+                          f"there is no such file; {fix}")
+    for word in words:
+        name, _, given = word[2:].partition("=")
+        if not word.startswith("--") or not name:
+            raise LadderError(f"XLA_FLAGS: {word!r} is not a flag (XLA would skip it without a word); {fix}")
+        least = _XLA_COUNTS.get(name)
+        if least is not None and not (given.isdigit() and int(given) >= least):
+            raise LadderError(f"XLA_FLAGS: --{name}={given!r} is not a whole number >= {least}; give e.g. "
+                              f"--{name}=4, or leave it out")
 
 
 def os_error_line(e: OSError) -> str:
     """An OSError as '<path>: <reason>; <fix>' (no traceback: the path and the reason are what the user needs)."""
     if not e.filename and unreachable(e):
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator:  # not the network or credentials: the variable that sends gs:// elsewhere
+            return (f"STORAGE_EMULATOR_HOST={emulator}: the Cloud Storage emulator cannot be reached "
+                    f"({e.strerror or e}); start it there, or unset STORAGE_EMULATOR_HOST for Cloud Storage")
         return (f"Cloud Storage cannot be reached ({e.strerror or e}); check the network and the credentials "
                 "(gcloud auth application-default login), or give a local --run-root")
     path = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
@@ -303,6 +350,12 @@ def os_error_line(e: OSError) -> str:
         # the path came from the environment, not the command line: name the variable to change
         return f"LADDER_CACHE={os.environ['LADDER_CACHE']}: {path}: {e.strerror or e}; point LADDER_CACHE at a " \
                "writable directory, or unset it for ~/.cache/ladder"
+    home = os.path.expanduser("~")
+    default = os.path.join(home, ".cache", "ladder")
+    if not cache and e.filename and home != "/" and _under(name := os.fsdecode(e.filename), home) and \
+            (_under(name, default) or _under(default, name)):  # the default cache, or a directory on its way
+        return f"the default cache {default} (LADDER_CACHE unset, HOME={home}): {path}: {e.strerror or e}; set " \
+               "LADDER_CACHE to a writable directory"
     return f"{path}: {e.strerror or e}; check that the path exists, is of the right kind (file or directory), " \
            "is writable, and that the disk is not full"
 

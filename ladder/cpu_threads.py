@@ -23,7 +23,9 @@ backend was already created (then it is too late).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 SWITCH = "LADDER_XLA_CPU_THREADS"
 RECORD = "xla_cpu_threads"  # the key in a run's config.json
@@ -34,14 +36,12 @@ def requested(env=os.environ) -> int:
     value = env.get(SWITCH, "").strip()
     if not value:
         return 0
-    try:
-        n = int(value)
-    except ValueError:
+    if not value.isdigit():  # "abc", "-3" (was XLA's default without a word), "2.5"
         from ladder.errors import LadderError
 
         raise LadderError(f"{SWITCH}={value!r}: give a whole number of threads (1 = one per trainer, 0 = "
                           "XLA's default)") from None
-    return max(n, 0)
+    return int(value)
 
 
 def on_cpu(env=os.environ) -> bool:
@@ -54,6 +54,43 @@ def for_run(saved: dict | None, env=os.environ) -> int:
     if saved and isinstance(saved.get(RECORD), int) and saved[RECORD] >= 0:
         return saved[RECORD]
     return requested(env)
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """libtpu's start-up writes warnings to file descriptor 2 from C++ when it loads off a TPU VM ("could not
+    determine TPU accelerator type", an INVALID_ARGUMENT about TPU_WORKER_HOSTNAMES, 5 lines): harmless for
+    compile-only devices and on a CPU machine with the [tpu] extra installed, and no env var silences them
+    (TPU_STDERR_LOG_LEVEL, TPU_MIN_LOG_LEVEL, TF_CPP_MIN_LOG_LEVEL tried, libtpu 0.0.51). So fd 2 goes to a
+    temporary file meanwhile; if the block fails, what was written is replayed on stderr for the diagnosis."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def quiet_start(env=os.environ):
+    """The context JAX's backends start in: native_stderr_quiet where libtpu is installed, no TPU is attached
+    (no /dev/accel*, no /dev/vfio/N) and JAX_PLATFORMS leaves JAX to try it, so `ladder train` on a CPU machine
+    with the [tpu] extra began with libtpu's 5 lines of C++ warnings; elsewhere nothing changes."""
+    import glob
+    import importlib.util
+
+    quiet = (not env.get("JAX_PLATFORMS", "").strip() and importlib.util.find_spec("libtpu") is not None
+             and not glob.glob("/dev/accel*") and not glob.glob("/dev/vfio/[0-9]*"))
+    return native_stderr_quiet() if quiet else contextlib.nullcontext()
 
 
 def create_backend(n: int, env=os.environ) -> int:
@@ -72,7 +109,8 @@ def create_backend(n: int, env=os.environ) -> int:
         return n
     os.sched_setaffinity(0, set(sorted(cpus)[:n]))
     try:
-        jax.devices()
+        with quiet_start(env):
+            jax.devices()
     finally:
         os.sched_setaffinity(0, cpus)
     return n

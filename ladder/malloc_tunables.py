@@ -55,6 +55,16 @@ def enabled(env=os.environ) -> bool:
             and sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
 
 
+def check_switch(env=os.environ) -> None:
+    """LADDER_MALLOC_TUNABLES is 0 (off) or 1 (on, the default); another value ("off", "false") read as on
+    without a word. Empty counts as unset."""
+    value = env.get(SWITCH, "").strip()
+    if value not in ("", "0", "1"):
+        from ladder.errors import LadderError
+
+        raise LadderError(f"{SWITCH}={value!r}: give 0 to leave GLIBC_TUNABLES alone or 1 (the default), or unset it")
+
+
 def with_tunables(env: dict) -> dict:
     """`env` (a child process's environment) with the tunables merged into GLIBC_TUNABLES, unless turned off."""
     if enabled(env):

@@ -139,6 +139,7 @@ class MetricsWriter:
         # that died may hold some of them: purge_step makes TensorBoard hide that file's steps > start.
         self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start + 1 if start else None)
         self.tty = self.stream.isatty()
+        self.console_lost = None  # the signal a closed console stands for, once a progress line could not be shown
 
     def write(self, row: dict, eta_s: float | None) -> None:
         """One metrics row; tokens_per_s, mfu and eta_s may be None (no rate yet: the first step after a start)."""
@@ -155,8 +156,21 @@ class MetricsWriter:
         mfu = "?" if row["mfu"] is None else f"{row['mfu']:.1%}"
         line = (f"step {row['step']}/{self.total_steps}  loss {row['loss']:.4f}  {rate} tok/s  mfu {mfu}  "
                 f"eta {formats.format_duration(eta_s, unknown='?')}")
-        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        self.stream.flush()
+        self._show(("\r" + line + "\033[K") if self.tty else line + "\n")
+
+    def _show(self, text: str) -> None:
+        """The progress display, on a console that may close: `ladder train 2>&1 | head` or a dropped terminal
+        made the line's write fail, and the run stopped as a *storage* failure without saving. The display is
+        dropped from then on and `console_lost` names the signal the loss stands for (SIGPIPE, SIGHUP):
+        the trainer then saves the step and stops, as it does for those signals."""
+        if self.console_lost:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError) as e:  # ValueError: the stream was closed
+            self.console_lost = "SIGPIPE" if isinstance(e, BrokenPipeError) else "SIGHUP"
+            self.tty = False
 
     def flush(self) -> None:
         """Every row written so far onto storage. The trainer calls it before each checkpoint save: a run killed
@@ -201,7 +215,7 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self.tty:
-            self.stream.write("\n")
+            self._show("\n")
         if self.jsonl is not None:
             self.jsonl.close()
         else:

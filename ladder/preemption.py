@@ -1,7 +1,7 @@
-"""Preemption at a step boundary: a signal (SIGTERM from a preempted VM, Ctrl-C) asks the trainer to save the
-step it has just finished and stop, so a resume loses nothing. An evaluation under way stops between two
-batches (one process), so the stop is not held up by a long evaluation; the resume redoes that evaluation.
-docs/training.md, "Preemption"."""
+"""Preemption at a step boundary: a signal (SIGTERM from a preempted VM, Ctrl-C, a closed terminal's SIGHUP) or a
+closed console asks the trainer to save the step it has just finished and stop, so a resume loses nothing. An
+evaluation under way stops between two batches (one process), so the stop is not held up by a long evaluation;
+the resume redoes that evaluation. docs/training.md, "Preemption"."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ class Preemption:
     Multi-process runs ask JAX's preemption service, which agrees on one step across processes (a save called
     on one host only would hang the others)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    # SIGHUP: the terminal the run was started from closed (an ssh session dropped); it ended the run without a
+    # save, losing every step since the last checkpoint.
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self):
         self.flag = False
@@ -40,6 +42,12 @@ class Preemption:
             raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
         self.flag = True
         self.signal_name = signal.Signals(signum).name
+
+    def request(self, why: str) -> None:
+        """Stop as a signal would (one process): the progress display's console is gone (MetricsWriter). Several
+        processes train on without it: a save on one alone would hang the others."""
+        if not self.multi and not self.flag:
+            self.flag, self.signal_name = True, why
 
     def reached(self, step: int) -> bool:
         if not self.multi:

@@ -13,6 +13,7 @@ Reading and writing go through ladder/storage.py (local or gs://, every write at
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -87,6 +88,7 @@ def check_run_dir(run_dir) -> None:
         gcs.require_access(run_dir, "--run-dir")
         return
     run_dir = Path(run_dir)
+    check_local_path(run_dir, "--run-dir", LONGEST_INSIDE)
     require(not run_dir.exists() or run_dir.is_dir(), "--run-dir", f"{run_dir} exists and is not a directory",
             "pass a directory path")
     check_layout(run_dir)
@@ -96,6 +98,40 @@ def check_run_dir(run_dir) -> None:
     require(probe.is_dir(), "--run-dir", f"{probe} is a file, so {run_dir} cannot be created", "choose another path")
     require(os.access(probe, os.W_OK | os.X_OK), "--run-dir", f"{probe} is not writable",
             "choose a directory you can write to")
+
+
+# The longest path ladder writes below a run directory, with room to spare: an orbax save's
+# checkpoints/<step>.orbax-checkpoint-tmp/default.orbax-checkpoint-tmp/ocdbt.process_0/d/<32 hex> is ~130.
+LONGEST_INSIDE = 256
+
+
+def check_local_path(p, field: str, inside: int = 0) -> None:
+    """A local path that can be used at all: not a loop of symbolic links (Python's resolve raised a
+    RuntimeError traceback), and short enough that the files written `inside` characters below it stay under
+    the system's path limit (a 4,100-character --run-dir trained every step, then failed at the first save), and
+    the same name for the C++ checkpoint writer as for Python (storage.native_path_problem)."""
+    problem = storage.native_path_problem(p)
+    require(problem is None, field, str(problem), storage.NATIVE_PATH_FIX)
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LadderError(f"{field}: {p} is a loop of symbolic links; remove the link or choose another "
+                              "path") from None
+    limit = _path_max(p)
+    length = len(os.fsencode(os.path.abspath(p)))
+    require(length + inside <= limit, field, f"{str(p)[:60]}... is {length:,} bytes long, and the files written "
+            f"under it would pass this system's {limit:,}-byte limit on a path", "choose a shorter path")
+
+
+def _path_max(p) -> int:
+    probe = os.path.abspath(p)
+    while not os.path.isdir(probe) and probe != os.path.dirname(probe):
+        probe = os.path.dirname(probe)
+    try:
+        return os.pathconf(probe, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096
 
 
 def read_run_config(run_dir, field: str = "--run-dir") -> dict | None:

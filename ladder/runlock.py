@@ -115,7 +115,7 @@ def hold(directory, what: str):
         yield
         return
     directory = Path(directory)
-    key = str(directory.resolve())
+    key = os.path.realpath(directory)  # never raises: Path.resolve raised RuntimeError on a loop of links
     if key in _HELD:
         _HELD[key][1] += 1
         try:

@@ -86,8 +86,11 @@ def available_devices() -> list:
     machine without one: a RuntimeError traceback from deep inside jax before)."""
     import os
 
+    from ladder.cpu_threads import quiet_start
+
     try:
-        return jax.devices()
+        with quiet_start():
+            return jax.devices()
     except RuntimeError as e:
         if "backend" not in str(e).lower():
             raise

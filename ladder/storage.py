@@ -18,6 +18,7 @@ import errno
 import json
 import math
 import os
+import sys
 
 from etils import epath
 
@@ -108,7 +109,7 @@ def write_bytes(p, data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=f".tmp-{name[:100]}-")
     except OSError as e:
-        raise type(e)(e.errno, e.strerror, parent or ".") from None
+        raise named_error(e, parent or ".") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -124,8 +125,44 @@ def write_bytes(p, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise type(e)(e.errno, e.strerror, p, None, target if target != p else None) from None
+            raise named_error(e, p, target if target != p else None) from None
         raise
+
+
+def named_error(e: OSError, target, target2=None) -> OSError:
+    """`e` again, of its type, naming `target` (the file the user knows, not a temp file) and always with a
+    reason: numpy's ndarray.tofile (under np.save) reports a write the disk cut short as a bare
+    "OSError: 1048576 requested and 0 written", with no errno, which printed as "[Errno None] None"."""
+    errno_, reason = e.errno, e.strerror
+    if not reason:
+        short = "requested and" in str(e) and "written" in str(e)
+        errno_ = errno.ENOSPC if short else errno_
+        reason = "No space left on device (the write stopped short)" if short else (str(e) or type(e).__name__)
+    return type(e)(errno_, reason, os.fspath(target), None, target2)
+
+
+def native_path_problem(p) -> str | None:
+    """Why a local path cannot be handed to the C++ writers (orbax/tensorstore checkpoints, array_record), or
+    None. They take paths as UTF-8; Python takes them in the locale's encoding. Under a C locale without UTF-8
+    (PYTHONCOERCECLOCALE=0 PYTHONUTF8=0 LC_ALL=C) a non-ASCII name decodes to lone surrogates that pybind11
+    cannot cast: a run trained every step, then failed at its first save; a Latin-1 locale would have written
+    the checkpoints under another directory's name."""
+    if is_remote(p):
+        return None
+    try:
+        same = os.fsencode(os.fspath(p)) == os.fspath(p).encode("utf-8")
+    except UnicodeEncodeError:
+        same = False
+    if same:
+        return None
+    import locale
+
+    return (f"{os.fspath(p)!r} is not the same name in UTF-8 as in this locale's file-name encoding "
+            f"({sys.getfilesystemencoding()}, LC_CTYPE={locale.setlocale(locale.LC_CTYPE)}), and the C++ "
+            "writers (checkpoints, built datasets) take UTF-8")
+
+
+NATIVE_PATH_FIX = "run under a UTF-8 locale (export LC_ALL=C.UTF-8) or use an ASCII path"
 
 
 def through_links(p: str) -> str:
@@ -177,7 +214,7 @@ def all_or_nothing(*dirs):
             for left, _ in staged[i:]:
                 with contextlib.suppress(OSError):
                     os.unlink(left)
-            raise type(e)(e.errno, e.strerror, target) from None
+            raise named_error(e, target) from None
 
 
 @contextlib.contextmanager

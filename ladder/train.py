@@ -285,6 +285,8 @@ def _run_steps(config, program: TrainProgram, state, start: int, source, row_sha
         if pending:
             log.record(*pending, force_log=False)
         pending = (done, device_metrics)
+        if log.writer and log.writer.console_lost:
+            preemption.request(log.writer.console_lost)
         preempted = preemption.reached(done)
         scheduled_save = done in save_steps or bool(t.checkpoint_every and done % t.checkpoint_every == 0)
         forced = scheduled_save or done in eval_steps  # logged whatever log_every says (save_steps has the end)

@@ -126,16 +126,17 @@ def test_predict_takes_its_targets_from_a_plan(tmp_path, capsys):
 
 
 def test_native_stderr_is_quiet_while_libtpu_loads_and_replayed_on_failure(capfd):
-    """`ladder compile` loads libtpu inside aot.native_stderr_quiet: its C++ start-up lines (written to fd 2,
+    """`ladder compile` (and a trainer's backend start off a TPU VM) loads libtpu inside
+    cpu_threads.native_stderr_quiet: its C++ start-up lines (written to fd 2,
     which no env var silences) are dropped, unless loading fails, when they are the diagnosis."""
     import os
 
-    from ladder import aot
+    from ladder.cpu_threads import native_stderr_quiet
 
-    with aot.native_stderr_quiet():
+    with native_stderr_quiet():
         os.write(2, b"WARNING: could not determine TPU accelerator type\n")
     assert capfd.readouterr().err == ""
-    with pytest.raises(RuntimeError), aot.native_stderr_quiet():
+    with pytest.raises(RuntimeError), native_stderr_quiet():
         os.write(2, b"E0000 libtpu_init_utils.cc:370\n")
         raise RuntimeError("libtpu failed")
     assert capfd.readouterr().err == "E0000 libtpu_init_utils.cc:370\n"

@@ -1,13 +1,16 @@
 """`ladder train CONFIG | --plan PLAN --rung NAME [--run-dir DIR] [--config.k=v ...]`.
 
 Exit 0 when the run is done (also when it already was), 2 on bad input (and when another process holds the
-run directory), 1 on failure (NaN or diverged loss, a failed write, distributed start-up), 143 / 130 when
-stopped by SIGTERM / SIGINT (Ctrl-C) after saving a checkpoint (run the same command again to resume).
+run directory), 1 on failure (NaN or diverged loss, a failed write, distributed start-up), 143 / 130 / 129 / 141
+when stopped by SIGTERM / SIGINT (Ctrl-C) / SIGHUP (its terminal closed) / a closed output pipe after saving a
+checkpoint (run the same command again to resume).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 from ladder.commands.common import path_arg, whole
@@ -20,8 +23,6 @@ ladder train configs/tiny.py --config.train.total_steps=100 --config.optim.peak_
 ladder train --plan plan.json --rung 370M-5xC --run-dir runs/370M-5xC
 ladder train configs/tiny.py --coordinator 10.0.0.2:8476 --num-processes 4 --process-id 0
 """
-EXIT_PREEMPTED = 143  # 128 + SIGTERM, the shell's convention for "terminated"
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 def add_arguments(parser) -> None:
@@ -94,9 +95,10 @@ def run(args) -> int:
     if summary["state"] == "preempted":
         sig = summary.get("signal", "SIGTERM")
         redo = " (its evaluation, interrupted, is redone first)" if "eval_pending" in summary else ""
-        print(f"ladder train: stopped by {sig} at step {summary['step']} after saving a checkpoint; "
-              f"run the same command to resume{redo}", file=sys.stderr)
-        return EXIT_INTERRUPTED if sig == "SIGINT" else EXIT_PREEMPTED
+        with contextlib.suppress(OSError, ValueError):  # SIGHUP/SIGPIPE: the console may be gone
+            print(f"ladder train: stopped by {sig} at step {summary['step']} after saving a checkpoint; "
+                  f"run the same command to resume{redo}", file=sys.stderr)
+        return 128 + getattr(signal, sig, signal.SIGTERM)  # the shell's code: 130 SIGINT, 143 SIGTERM, 129, 141
     mfu, loss = summary.get("mfu"), summary.get("loss")
     loss = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"  # as the step lines print it (was 16 digits)
     print(f"ladder train: {summary['state']} {run_dir}: step {summary['step']}/{summary['total_steps']}, "

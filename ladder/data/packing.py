@@ -33,6 +33,7 @@ import numpy as np
 
 from ladder.data import RowSource
 from ladder.errors import LadderError
+from ladder import storage
 
 
 CACHE_FORMAT = "ladder-token-cache-v2"  # meta.json's "format": entries of another format are rebuilt
@@ -85,7 +86,7 @@ def build_token_cache(texts, tokenizer, directory: Path, *, describe: str = "", 
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if not cache_ready(directory, log=log):  # not another process's entry that won the race: a real failure
-            raise type(e)(e.errno, e.strerror, str(directory)) from None  # named: the cache entry, not a temp file
+            raise storage.named_error(e, directory) from None  # named: the cache entry, not a temp file
     return directory
 
 

@@ -82,10 +82,11 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
         codes = f", exit codes {launch['exit_codes']}" if launch.get("exit_codes") else ""
         state, note = "failed", f"launcher gave up after {launch.get('attempts')} attempt(s){codes}"
     age = now - status["updated"] if "updated" in status else None
-    if state == "running" and _trainer_gone(run_dir):
+    trainer = _trainer_holds(run_dir) if state == "running" else None
+    if trainer is False:
         note = ("its trainer has ended without recording it (killed: SIGKILL, out of memory, a lost machine); "
                 "relaunch to resume from the last verified checkpoint")
-    elif state == "running" and age is not None and age > STALE_S:
+    elif state == "running" and trainer is None and age is not None and age > STALE_S:  # a held lock: alive
         note = f"no update for {formats.format_duration(age)}: stopped or preempted? relaunch to resume"
     tokens = int(status.get("tokens") or 0)
     return RungStatus(
@@ -99,16 +100,18 @@ def rung_status(rung: dict, run_dir: str, now: float | None = None) -> RungStatu
     )
 
 
-def _trainer_gone(run_dir: str) -> bool:
-    """A local run whose trainer took the run directory's lock and no process holds it now. A trainer that
-    stops records it (done, failed, preempted), so "running" with a free lock is one killed without a handler
-    running: said at once instead of after STALE_S. The kernel is asked (runlock.live_holder); gs:// run
-    directories have no lock, and keep the STALE_S rule."""
+def _trainer_holds(run_dir: str) -> bool | None:
+    """Whether a process holds the lock a local run's trainer took (the kernel is asked: runlock.live_holder);
+    None where that cannot be known (gs:// run directories have no lock; no lock file yet), which keeps the
+    STALE_S rule. A trainer that stops records it (done, failed, preempted), so "running" with a free lock is
+    one killed without a handler running: said at once instead of after STALE_S. And "running" with a held
+    lock is alive, however old status.json looks: a step or an evaluation longer than STALE_S, or the system
+    clock set forward, made `ladder status` say "stopped or preempted? relaunch" of a live trainer."""
     from ladder import runlock
 
     if storage.is_remote(run_dir) or not (storage.path(run_dir) / runlock.LOCK_NAME).is_file():
-        return False
-    return runlock.live_holder(run_dir) is None
+        return None
+    return runlock.live_holder(run_dir) is not None
 
 
 def log_location(run_dir: str) -> str:

@@ -6,19 +6,21 @@ Two studies, both predicting the largest size from the smaller ones at the same 
   - `olmo`: the published OLMo ladder cut to that shape (final checkpoint, C4 loss, no task loss, no FLOPs,
     one budget: 1xC with its reruns as a second seed); 3B from 190M-1B and 1B from 190M-760M;
   - `synthetic`: ladders drawn from laws fitted on the OLMo ladder (two generators: the paper's chain on the C4
-    loss, and the paper's single step), in the SHAPES below (sizes at one ratio, SEEDS seeds each), seed noise
+    loss, and the paper's single step), in the SHAPES below (sizes at one ratio, 2-3 seeds each), seed noise
     per task from the OLMo 1xC reruns; each draw predicts the 3.2B runs at the same ratio; error against the
     noisy "measured" target, and whether the default's band covers it.
 
 Methods: the default (`ensemble`, with the menu the table allows: `single-step` and `lm-loss`, the paper's prior
-2 on `lm-loss` since C2), `lm-loss` (the paper's chain on the C4 loss: the paper's method without a task loss),
-`single-step` (the paper's ablation); `--candidates` adds the default before C2 and candidate C1 (`lm-compute`:
-the C4 chain with step 1 L(C); not adopted), the pre-registered check of docs/laws.md. Intervals are the calibrated band alone (q g^2; `ladder predict`
+2 on `lm-loss` since C2, and its session-10 rule, ensemble.RULE), `lm-loss` (the paper's chain on the C4 loss:
+the paper's method without a task loss), `single-step` (the paper's ablation); `--rules` scores the session-10
+candidates (S steep guard, Z unjudged member, P per-task shrink) in every combination and prints the
+pre-registered pass rule's numbers; `--candidates` adds the default before C2 and candidate C1 (`lm-compute`:
+the C4 chain with step 1 L(C); not adopted). Intervals are the calibrated band alone (q g^2; `ladder predict`
 reports its union with the bootstrap's, at least as wide), so coverage here is a lower bound.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_shapes.py [--draws 12] [--candidates]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_shapes.py [--draws 12] [--rules] [--candidates]
 
-Needs ../shared/reference/olmo_ladder (exits otherwise). --candidates --draws 6: ~6.5 CPU-minutes on the shared machine.
+Needs ../shared/reference/olmo_ladder (exits otherwise). --rules --draws 6: ~5 CPU-minutes on the shared machine.
 """
 
 from __future__ import annotations
@@ -270,7 +272,7 @@ def main():
     # the default on a one-ratio table without task loss: C2, the paper's prior on lm-loss (ensemble.PAPER_STAND_IN);
     # `lm-compute` (candidate C1, not adopted) is the C4 chain with step 1 L(C)
     variants = {f"rule {name}": (["single-step", "lm-loss"], dict(PAPER_STAND_IN), rule)
-                for name, rule in (RULES.items() if args.rules else [("default", Rule())])}
+                for name, rule in (RULES.items() if args.rules else [("default", ens_mod.RULE)])}
     if args.candidates:
         variants["before C2 (prior 2 on the absent paper)"] = (["paper", "single-step", "compute", "lm-loss",
                                                                "chance-floor"], None, RULES["now"])
@@ -292,10 +294,11 @@ def main():
         for name, fit, test in olmo_designs(acc_only):
             r = score(acc_only, fit, test, tasks, variants)
             report(name, {v: [r[v]] for v in variants})
-            k, first = len(test), next(iter(variants))
-            print(f"    {name}: per task, the default's error (points): " + ", ".join(
-                f"{t} {100 * np.mean(r[first]['err']['ensemble'][k * i:k * i + k]):+.1f}"
-                for i, t in enumerate(tasks)), file=sys.stderr)
+            k = len(test)
+            for v in variants:
+                print(f"    [{v}] {name}: per task, the default's error (points): " + ", ".join(
+                    f"{t} {100 * np.mean(r[v]['err']['ensemble'][k * i:k * i + k]):+.1f}"
+                    for i, t in enumerate(tasks)), file=sys.stderr)
     if args.only != "olmo":
         acc_sd, loss_sd = seed_noise(acc_only, tasks)
         print("seed noise (s.d., points): " + ", ".join(f"{t} {100 * v:.2f}" for t, v in acc_sd.items())

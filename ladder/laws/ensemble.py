@@ -48,12 +48,14 @@ class Rule:
     """The session-10 candidates the default applies (pre-registered, docs/laws.md "Ladders of other shapes");
     bench/backtest_shapes.py scores each on and off."""
 
-    steep: bool = True      # S: every member held within its steep guard's envelope (steep.py)
+    steep: bool = False     # S: every member held within its steep guard's envelope (steep.py); off: flag only
     unjudged: bool = True   # Z: a member with no back-test cell weighs as the worst judged member
-    per_task: bool = True   # P: a task whose cells the paper member fits better than the ensemble uses it alone
+    per_task: bool = False  # P: a task whose cells the paper member fits better than the ensemble uses it alone
 
 
-RULE = Rule()
+# the adopted rule: Z passed the pre-registered check; S failed its clause (b) (the chain generator) and is a flag
+# (STEEP) only; P failed clause (d) (OLMo's leave-one-split-out coverage fell). docs/laws.md, session 10.
+RULE = Rule(steep=False, unjudged=True, per_task=False)
 
 
 def distance(N, D, fit_n, fit_d) -> np.ndarray:
@@ -243,9 +245,10 @@ class EnsembleFit:
 
     def __init__(self, members: dict[str, TaskFit], weights: dict[str, float], steep: bool | None = None):
         self.members = {m: f for m, f in members.items() if weights.get(m, 0) > 0}
-        # S: each member's accuracy past the ladder held within what its fitted runs support (steep.py)
-        on = RULE.steep if steep is None else steep
-        self.envelopes = {m: envelope_of(f) for m, f in self.members.items()} if on else {}
+        # S: each member's accuracy past the ladder held within what its fitted runs support (steep.py) where
+        # the rule says so; flagged STEEP either way
+        self.clip = RULE.steep if steep is None else steep
+        self.envelopes = {m: envelope_of(f) for m, f in self.members.items()}
         self.weights = {m: weights[m] for m in self.members}
         total = sum(self.weights.values())
         self.weights = {m: v / total for m, v in self.weights.items()}
@@ -261,7 +264,7 @@ class EnsembleFit:
         acc, loss, lw = 0.0, 0.0, 0.0
         for m, fit in self.members.items():
             L, a = fit.predict(N, D, F, rows.get(m))
-            if self.envelopes.get(m) is not None:
+            if self.clip and self.envelopes.get(m) is not None:
                 a = self.envelopes[m].clip(a, N, D)
             acc = acc + self.weights[m] * a
             if fit.method.feature == "loss" and np.all(np.isfinite(L)):
@@ -269,14 +272,17 @@ class EnsembleFit:
         return (loss / lw if lw else np.full(np.shape(acc), np.nan)), acc
 
     def steep_clips(self, N, D, F=None) -> list[tuple[str, str]]:
-        """STEEP flags: each member whose point prediction at (N, D) the guard moved, with both values."""
+        """STEEP flags: each member whose accuracy at (N, D) is past its guard's envelope, with both values (held
+        to the bound where the rule clips, else only said)."""
         out = []
         for m, env in self.envelopes.items():
-            a = float(self.members[m].predict(N, D, F)[1]) if env is not None else float("nan")
-            kept = float(env.clip(a, N, D)) if env is not None else a
-            if env is not None and kept != a:
-                out.append(("STEEP", f"{m}: {a:.3f} held to {kept:.3f} (the fitted runs' steepest slope "
-                                     f"{env.slope:.3f} per decade of 6ND, x{STEEP_K:g} past the largest)"))
+            if env is None:
+                continue
+            a = float(self.members[m].predict(N, D, F)[1])
+            bound = float(env.clip(a, N, D))
+            if bound != a:
+                out.append(("STEEP", f"{m}: {a:.3f}{' held to' if self.clip else ', past'} {bound:.3f} (the fitted "
+                                     f"runs' steepest slope {env.slope:.3f} per decade of 6ND, x{STEEP_K:g})"))
         return out
 
     def fits(self) -> dict:

@@ -261,6 +261,8 @@ def main():
     ap.add_argument("--rules", action="store_true",
                     help="score the session-10 candidates S, Z, P in every combination (RULES), not the default alone")
     ap.add_argument("--shapes", help="comma list of SHAPES indices (default: all)")
+    ap.add_argument("--seed", type=int, default=0, help="the synthetic draws' seed (fresh draws for a second check)")
+    ap.add_argument("--only-rules", help="comma list of RULES names to score (with --rules)")
     ap.add_argument("--tasks", help="comma list (default: all 8)")
     ap.add_argument("--only", choices=("olmo", "synthetic"))
     args = ap.parse_args()
@@ -272,7 +274,8 @@ def main():
     # the default on a one-ratio table without task loss: C2, the paper's prior on lm-loss (ensemble.PAPER_STAND_IN);
     # `lm-compute` (candidate C1, not adopted) is the C4 chain with step 1 L(C)
     variants = {f"rule {name}": (["single-step", "lm-loss"], dict(PAPER_STAND_IN), rule)
-                for name, rule in (RULES.items() if args.rules else [("default", ens_mod.RULE)])}
+                for name, rule in (RULES.items() if args.rules else [("default", ens_mod.RULE)])
+                if not args.only_rules or name in args.only_rules.split(",")}
     if args.candidates:
         variants["before C2 (prior 2 on the absent paper)"] = (["paper", "single-step", "compute", "lm-loss",
                                                                "chance-floor"], None, RULES["now"])
@@ -306,7 +309,7 @@ def main():
         for gname, gen in generators(full, tasks).items():
             chosen = [SHAPES[int(i)] for i in args.shapes.split(",")] if args.shapes else SHAPES
             for label, sizes, ratio, seeds, worths in chosen:
-                rng = np.random.default_rng(0)
+                rng = np.random.default_rng(args.seed)
                 res = {v: [] for v in variants}
                 for i in range(args.draws):
                     cols, fit, test = synthetic_table(gen, sizes, ratio, tasks, acc_sd, loss_sd, rng, seeds,

@@ -281,8 +281,8 @@ class EnsembleFit:
             a = float(self.members[m].predict(N, D, F)[1])
             bound = float(env.clip(a, N, D))
             if bound != a:
-                out.append(("STEEP", f"{m}: {a:.3f}{' held to' if self.clip else ', past'} {bound:.3f} (the fitted "
-                                     f"runs' steepest slope {env.slope:.3f} per decade of 6ND, x{STEEP_K:g})"))
+                out.append(("STEEP", f"{m}: {a:.3f}{' held to' if self.clip else ', past'} {bound:.3f} ({STEEP_K:g} x "
+                                     f"the fitted runs' steepest slope, {env.slope:.3f} per decade of 6ND)"))
         return out
 
     def fits(self) -> dict:

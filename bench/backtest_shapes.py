@@ -253,7 +253,7 @@ def rule_checks(raw: dict, tasks) -> str:
     return "\n".join(lines)
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=6, help="synthetic ladders per generator and ratio")
     ap.add_argument("--candidates", action="store_true",
@@ -265,14 +265,13 @@ def main():
     ap.add_argument("--only-rules", help="comma list of RULES names to score (with --rules)")
     ap.add_argument("--tasks", help="comma list (default: all 8)")
     ap.add_argument("--only", choices=("olmo", "synthetic"))
-    args = ap.parse_args()
-    if not (SHARED / "olmo_ladder").is_dir():
-        sys.exit("needs ../shared/reference/olmo_ladder")
-    METHODS.update(CANDIDATE_METHODS)
-    full, acc_only = load_olmo()
-    tasks = args.tasks.split(",") if args.tasks else sorted(set(acc_only["task"].tolist()))
-    # the default on a one-ratio table without task loss: C2, the paper's prior on lm-loss (ensemble.PAPER_STAND_IN);
-    # `lm-compute` (candidate C1, not adopted) is the C4 chain with step 1 L(C)
+    return ap.parse_args()
+
+
+def variants_of(args) -> dict:
+    """{name: (menu, prior, Rule)}: the default on a one-ratio table without task loss is C2, the paper's prior
+    on lm-loss (ensemble.PAPER_STAND_IN), under its rule (or each of RULES); `lm-compute` (candidate C1, not
+    adopted) is the C4 chain with step 1 L(C)."""
     variants = {f"rule {name}": (["single-step", "lm-loss"], dict(PAPER_STAND_IN), rule)
                 for name, rule in (RULES.items() if args.rules else [("default", ens_mod.RULE)])
                 if not args.only_rules or name in args.only_rules.split(",")}
@@ -280,6 +279,17 @@ def main():
         variants["before C2 (prior 2 on the absent paper)"] = (["paper", "single-step", "compute", "lm-loss",
                                                                "chance-floor"], None, RULES["now"])
         variants["C1 L(C) along the ratio (not adopted)"] = (["single-step", "lm-compute"], None, RULES["now"])
+    return variants
+
+
+def main():
+    args = parse_args()
+    if not (SHARED / "olmo_ladder").is_dir():
+        sys.exit("needs ../shared/reference/olmo_ladder")
+    METHODS.update(CANDIDATE_METHODS)
+    full, acc_only = load_olmo()
+    tasks = args.tasks.split(",") if args.tasks else sorted(set(acc_only["task"].tolist()))
+    variants = variants_of(args)
     methods = ["ensemble", "lm-loss", "single-step"]
     head = ("| design | " + " | ".join(methods) + " | covered | half-width | fallback | tasks ensemble <= lm-loss |"
             "\n|---|" + "---|" * (len(methods) + 4))

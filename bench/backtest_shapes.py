@@ -263,6 +263,8 @@ def parse_args():
     ap.add_argument("--shapes", help="comma list of SHAPES indices (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="the synthetic draws' seed (fresh draws for a second check)")
     ap.add_argument("--only-rules", help="comma list of RULES names to score (with --rules)")
+    ap.add_argument("--stand-in-prior", type=float,
+                    help="also score each rule with this prior on lm-loss in place of C2's 2 (candidate P2)")
     ap.add_argument("--tasks", help="comma list (default: all 8)")
     ap.add_argument("--only", choices=("olmo", "synthetic"))
     return ap.parse_args()
@@ -275,6 +277,10 @@ def variants_of(args) -> dict:
     variants = {f"rule {name}": (["single-step", "lm-loss"], dict(PAPER_STAND_IN), rule)
                 for name, rule in (RULES.items() if args.rules else [("default", ens_mod.RULE)])
                 if not args.only_rules or name in args.only_rules.split(",")}
+    if args.stand_in_prior:
+        variants.update({f"{v}, stand-in prior {args.stand_in_prior:g}": (menu, {"lm-loss": args.stand_in_prior},
+                                                                         rule)
+                         for v, (menu, _, rule) in list(variants.items())})
     if args.candidates:
         variants["before C2 (prior 2 on the absent paper)"] = (["paper", "single-step", "compute", "lm-loss",
                                                                "chance-floor"], None, RULES["now"])

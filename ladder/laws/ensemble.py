@@ -6,7 +6,9 @@ Rule (fixed before looking at any target, docs/laws.md "The default"):
     for the others, so where back-tests cannot tell methods apart the paper keeps the largest share
     (inverse-MSE combination: Bates & Granger 1969; it beats fitted stacking weights when the errors are
     noisy, Stock & Watson 2004). A method that cannot be fitted on this ladder (no task loss, too few
-    runs) gets weight 0 and the others are renormalised;
+    runs) gets weight 0 and the others are renormalised; one fitted on all runs but on no back-test cell
+    weighs as the worst judged method (rule Z); every member's accuracy past the ladder is held within its
+    steep guard (rule S, steep.py), in the back-tests as at the targets;
   - intervals: split-conformal on the ensemble's back-test errors scaled by extrapolation distance g
     (`distance`: 1 + decades of N beyond the largest fitted N + decades of tokens/parameter beyond the
     largest fitted); the half-width at a target is q * g_target^GROWTH, q the ceil(0.95 (n + 1))-th smallest

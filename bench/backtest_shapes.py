@@ -6,19 +6,21 @@ Two studies, both predicting the largest size from the smaller ones at the same 
   - `olmo`: the published OLMo ladder cut to that shape (final checkpoint, C4 loss, no task loss, no FLOPs,
     one budget: 1xC with its reruns as a second seed); 3B from 190M-1B and 1B from 190M-760M;
   - `synthetic`: ladders drawn from laws fitted on the OLMo ladder (two generators: the paper's chain on the C4
-    loss, and the paper's single step), in the SHAPES below (sizes at one ratio, SEEDS seeds each), seed noise
+    loss, and the paper's single step), in the SHAPES below (sizes at one ratio, 2-3 seeds each), seed noise
     per task from the OLMo 1xC reruns; each draw predicts the 3.2B runs at the same ratio; error against the
     noisy "measured" target, and whether the default's band covers it.
 
 Methods: the default (`ensemble`, with the menu the table allows: `single-step` and `lm-loss`, the paper's prior
-2 on `lm-loss` since C2), `lm-loss` (the paper's chain on the C4 loss: the paper's method without a task loss),
-`single-step` (the paper's ablation); `--candidates` adds the default before C2 and candidate C1 (`lm-compute`:
-the C4 chain with step 1 L(C); not adopted), the pre-registered check of docs/laws.md. Intervals are the calibrated band alone (q g^2; `ladder predict`
+2 on `lm-loss` since C2, and its session-10 rule, ensemble.RULE), `lm-loss` (the paper's chain on the C4 loss:
+the paper's method without a task loss), `single-step` (the paper's ablation); `--rules` scores the session-10
+candidates (S steep guard, Z unjudged member, P per-task shrink) in every combination and prints the
+pre-registered pass rule's numbers; `--candidates` adds the default before C2 and candidate C1 (`lm-compute`:
+the C4 chain with step 1 L(C); not adopted). Intervals are the calibrated band alone (q g^2; `ladder predict`
 reports its union with the bootstrap's, at least as wide), so coverage here is a lower bound.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_shapes.py [--draws 12] [--candidates]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest_shapes.py [--draws 12] [--rules] [--candidates]
 
-Needs ../shared/reference/olmo_ladder (exits otherwise). --candidates --draws 6: ~6.5 CPU-minutes on the shared machine.
+Needs ../shared/reference/olmo_ladder (exits otherwise). --rules --draws 6: ~5 CPU-minutes on the shared machine.
 """
 
 from __future__ import annotations
@@ -41,18 +43,25 @@ SHARED = ROOT.parent / "shared" / "reference"
 
 from ladder.laws import ensemble as ens_mod  # noqa: E402
 from ladder.laws.backtest import fit_methods, holdout_fits, run_suite  # noqa: E402
-from ladder.laws.ensemble import PAPER_STAND_IN, calibrate  # noqa: E402
+from ladder.laws.ensemble import PAPER_STAND_IN, Rule, calibrate, predicted  # noqa: E402
 from ladder.laws.predict import FALLBACK_ORDER, unavailable  # noqa: E402
 from ladder.laws.taskfit import METHODS, Method  # noqa: E402
 
 TARGET_N = 3.17e9  # the target: OLMo's 3B, one size step past the ladders' largest 1.28B (g = 1.39)
-SEEDS = 2          # runs per size (OLMo's 1xC run and its rerun)
-# (label, fitted sizes, tokens per parameter): OLMo's range at its 1xC and 10xC ratios, OLMo's own 4 sizes
-# (the real cut's shape), and a DataDecide-like wide ladder (10 sizes from 20M, 100 tokens per parameter)
-SHAPES = (("8 sizes 150M-1.3B, 20 tok/param", np.geomspace(150e6, 1.28e9, 8), 20.0),
-          ("8 sizes 150M-1.3B, 200 tok/param", np.geomspace(150e6, 1.28e9, 8), 200.0),
-          ("4 sizes 190M-1.3B, 20 tok/param", np.array([190e6, 371e6, 758e6, 1.28e9]), 20.0),
-          ("10 sizes 20M-1.3B, 100 tok/param", np.geomspace(20e6, 1.28e9, 10), 100.0))
+# (label, fitted sizes, tokens per parameter, runs per size, training sets): OLMo's range at its 1xC and 10xC
+# ratios, OLMo's own 4 sizes (the real cut's shape), a DataDecide-like wide ladder (10 sizes from 20M, 100 tokens
+# per parameter), and (session 10) 12 sizes over 250x from 5.1M, 3 seeds, several training sets: draw i is set
+# i mod 3, a recipe worth m x the tokens (m in 0.5, 1, 2: the law at D_eff = m D), small models near chance
+SHAPES = (("8 sizes 150M-1.3B, 20 tok/param", np.geomspace(150e6, 1.28e9, 8), 20.0, 2, (1.0,)),
+          ("8 sizes 150M-1.3B, 200 tok/param", np.geomspace(150e6, 1.28e9, 8), 200.0, 2, (1.0,)),
+          ("4 sizes 190M-1.3B, 20 tok/param", np.array([190e6, 371e6, 758e6, 1.28e9]), 20.0, 2, (1.0,)),
+          ("10 sizes 20M-1.3B, 100 tok/param", np.geomspace(20e6, 1.28e9, 10), 100.0, 2, (1.0,)),
+          ("12 sizes 5.1M-1.3B x 3 seeds, 100 tok/param, 3 sets", np.geomspace(1.28e9 / 250, 1.28e9, 12), 100.0, 3,
+           (0.5, 1.0, 2.0)))
+# the session-10 candidates (docs/laws.md "Ladders of other shapes"): S steep guard, Z unjudged member, P per task
+RULES = {"now": Rule(False, False, False), "S": Rule(True, False, False), "Z": Rule(False, True, False),
+         "P": Rule(False, False, True), "S+Z": Rule(True, True, False), "S+P": Rule(True, False, True),
+         "Z+P": Rule(False, True, True), "S+Z+P": Rule(True, True, True)}
 CANDIDATE_METHODS = {"lm-compute": Method("lm-compute", feature="lm_loss", form="c")}
 
 
@@ -71,10 +80,10 @@ def load_olmo():
 def score(cols: dict, fit_runs, test_runs, tasks, variants: dict) -> dict:
     """Each method's and each variant of the default's errors at the test runs, as `ladder predict` would fit
     them: the ensemble's weights and band from back-tests inside the fit set (one suite of every method the
-    variants use, each variant calibrated on its own menu), without splits the fallback method. variants:
-    {name: (menu, prior or None)}. Returns {variant: {"err": {method: [cells]}, "covered", "half", "weights",
+    variants use, each variant calibrated on its own menu and rule), without splits the fallback method.
+    variants: {name: (menu, prior or None, Rule)}. Returns {variant: {"err": {method: [cells]}, "covered", "half", "weights",
     "fallback"}}; the members' errors are the same in every variant."""
-    every = list(dict.fromkeys(m for menu, _ in variants.values() for m in menu))
+    every = list(dict.fromkeys(m for menu, _, _ in variants.values() for m in menu))
     every = [m for m in every if m not in unavailable(cols, every)]
     # the fits and back-tests see a table of the fitted runs only: on the whole table the suite's `beyond`
     # split would predict the test runs themselves, and the weights and band would have seen the answer
@@ -89,13 +98,13 @@ def score(cols: dict, fit_runs, test_runs, tasks, variants: dict) -> dict:
             fits, problems = fit_methods(seen, task, list(fit_runs), every)
             hs_all[task] = holdout_fits(cols, task, fits, list(fit_runs), list(test_runs), problems)
     out = {}
-    for vname, (menu, prior) in variants.items():
+    for vname, (menu, prior, rule) in variants.items():
         menu = [m for m in menu if m in every]
         old = dict(ens_mod.PRIOR)
         if prior is not None:
             ens_mod.PRIOR.clear(), ens_mod.PRIOR.update(prior)
         try:
-            cal = calibrate(suite, menu) if suite else None
+            cal = calibrate(suite, menu, rule=rule) if suite else None
         finally:
             ens_mod.PRIOR.clear(), ens_mod.PRIOR.update(old)
         # `ladder predict`'s fallback order, `lm-compute` where predict's `lm-loss` is on one ratio
@@ -107,10 +116,14 @@ def score(cols: dict, fit_runs, test_runs, tasks, variants: dict) -> dict:
             for m, h in hs.items():
                 res["err"].setdefault(m, []).extend((h.predicted - h.actual).tolist())
             fitted = {m for m, h in hs.items() if m in menu and not h.problem}
-            # the default: EnsembleFit's weighted mean of the fitted members (weights renormalised over them)
-            w = {m: cal.weights.get(m, 0.0) for m in fitted} if cal else {fallback: 1.0}
-            w = {m: v for m, v in w.items() if v > 0 and m in fitted}
-            e = (sum(v * (hs[m].predicted - hs[m].actual) for m, v in w.items()) / sum(w.values())
+            # the default: EnsembleFit's weighted mean of the fitted members (weights renormalised over them),
+            # each member held within its steep guard where the rule says so
+            tw = cal.weights_for(task) if cal else {fallback: 1.0}
+            if cal and not any(tw.get(m, 0) > 0 for m in fitted):
+                tw = cal.weights
+            w = {m: v for m, v in tw.items() if v > 0 and m in fitted}
+            steep = rule.steep and cal is not None
+            e = (sum(v * (predicted(hs[m], steep) - hs[m].actual) for m, v in w.items()) / sum(w.values())
                  if w else np.full(len(test_runs), np.nan))
             res["err"].setdefault("ensemble", []).extend(np.asarray(e).tolist())
             if cal and w:
@@ -164,14 +177,16 @@ def generators(full: dict, tasks) -> dict:
     return {"chain": chain, "single-step": single}
 
 
-def synthetic_table(gen, sizes, ratio: float, tasks, acc_sd: dict, loss_sd: float, rng) -> tuple[dict, list, list]:
-    """One drawn ladder: sizes x SEEDS runs at D = ratio N, plus SEEDS target runs at TARGET_N; one row per
-    run and task (the final checkpoint). Returns (cols, fit runs, test runs)."""
+def synthetic_table(gen, sizes, ratio: float, tasks, acc_sd: dict, loss_sd: float, rng, seeds: int = 2,
+                    worth: float = 1.0) -> tuple[dict, list, list]:
+    """One drawn ladder: sizes x `seeds` runs at D = ratio N, plus `seeds` target runs at TARGET_N; one row per
+    run and task (the final checkpoint); a training set whose tokens are `worth` x the generator's (the law at
+    D_eff = worth D). Returns (cols, fit runs, test runs)."""
     rows = {k: [] for k in ("run", "n", "d", "step", "task", "loss", "acc", "lm_loss")}
     fit, test = [], []
     for N in list(sizes) + [TARGET_N]:
-        L, accs = gen(N, ratio * N)
-        for s in range(SEEDS):
+        L, accs = gen(N, worth * ratio * N)
+        for s in range(seeds):
             run = f"{N / 1e6:.0f}M-s{s}"
             (test if N == TARGET_N else fit).append(run)
             lm = float(L) * (1 + loss_sd * rng.standard_normal())
@@ -212,34 +227,85 @@ def summary_row(name: str, res: list[dict], methods, tasks=None) -> str:
             + f" | {', '.join(fb) or '-'} |" + (f" {per_task_wins(res, tasks)} |" if tasks else ""))
 
 
-def main():
+def rule_checks(raw: dict, tasks) -> str:
+    """The pre-registered pass rule's numbers per variant (docs/laws.md "Ladders of other shapes", session 10):
+    mean over rows of the rows' mean |error| (points), per generator the default's and `lm-loss`'s, coverage
+    of every banded cell, and the (row, task) pairs where the default is worse than `lm-loss`."""
+    def mean_abs(res, m):
+        e = np.concatenate([r["err"].get(m, [np.nan]) for r in res])
+        return 100 * np.nanmean(np.abs(e)) if np.isfinite(e).any() else np.nan
+
+    lines = ["| variant | rows' mean | chain: default / lm-loss | single-step: default / lm-loss | OLMo: default / "
+             "lm-loss | covered | (row, task) worse than lm-loss |", "|---|---|---|---|---|---|---|"]
+    for v, pairs in raw.items():
+        gen = {"chain": [], "single-step": [], "OLMo": []}
+        worse, cov = 0, []
+        for name, res in pairs:
+            key = "OLMo" if name.startswith("OLMo") else name.split()[1].rstrip(":")
+            gen[key].append((mean_abs(res, "ensemble"), mean_abs(res, "lm-loss")))
+            cov += [c for r in res for c in r["covered"]]
+            w = per_task_wins(res, tasks)
+            worse += len(tasks) - int(w.split()[0]) if w != "-" else 0
+        cells = [f"{np.mean([a for a, _ in g]):.3f} / {np.mean([b for _, b in g]):.3f}" if g else "-"
+                 for g in gen.values()]
+        lines.append(f"| {v} | {np.mean([mean_abs(r, 'ensemble') for _, r in pairs]):.3f} | " + " | ".join(cells)
+                     + f" | {100 * np.mean(cov):.1f}% of {len(cov)} | {worse} |")
+    return "\n".join(lines)
+
+
+def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=6, help="synthetic ladders per generator and ratio")
     ap.add_argument("--candidates", action="store_true",
                     help="also score the default before C1 and candidate C2 (the pre-registered check)")
+    ap.add_argument("--rules", action="store_true",
+                    help="score the session-10 candidates S, Z, P in every combination (RULES), not the default alone")
+    ap.add_argument("--shapes", help="comma list of SHAPES indices (default: all)")
+    ap.add_argument("--seed", type=int, default=0, help="the synthetic draws' seed (fresh draws for a second check)")
+    ap.add_argument("--only-rules", help="comma list of RULES names to score (with --rules)")
+    ap.add_argument("--stand-in-prior", type=float,
+                    help="also score each rule with this prior on lm-loss in place of C2's 2 (candidate P2)")
     ap.add_argument("--tasks", help="comma list (default: all 8)")
     ap.add_argument("--only", choices=("olmo", "synthetic"))
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def variants_of(args) -> dict:
+    """{name: (menu, prior, Rule)}: the default on a one-ratio table without task loss is C2, the paper's prior
+    on lm-loss (ensemble.PAPER_STAND_IN), under its rule (or each of RULES); `lm-compute` (candidate C1, not
+    adopted) is the C4 chain with step 1 L(C)."""
+    variants = {f"rule {name}": (["single-step", "lm-loss"], dict(PAPER_STAND_IN), rule)
+                for name, rule in (RULES.items() if args.rules else [("default", ens_mod.RULE)])
+                if not args.only_rules or name in args.only_rules.split(",")}
+    if args.stand_in_prior:
+        variants.update({f"{v}, stand-in prior {args.stand_in_prior:g}": (menu, {"lm-loss": args.stand_in_prior},
+                                                                         rule)
+                         for v, (menu, _, rule) in list(variants.items())})
+    if args.candidates:
+        variants["before C2 (prior 2 on the absent paper)"] = (["paper", "single-step", "compute", "lm-loss",
+                                                               "chance-floor"], None, RULES["now"])
+        variants["C1 L(C) along the ratio (not adopted)"] = (["single-step", "lm-compute"], None, RULES["now"])
+    return variants
+
+
+def main():
+    args = parse_args()
     if not (SHARED / "olmo_ladder").is_dir():
         sys.exit("needs ../shared/reference/olmo_ladder")
     METHODS.update(CANDIDATE_METHODS)
     full, acc_only = load_olmo()
     tasks = args.tasks.split(",") if args.tasks else sorted(set(acc_only["task"].tolist()))
-    # the default on a one-ratio table without task loss: C2, the paper's prior on lm-loss (ensemble.PAPER_STAND_IN);
-    # `lm-compute` (candidate C1, not adopted) is the C4 chain with step 1 L(C)
-    variants = {"default (C2: prior 2 on lm-loss)": (["single-step", "lm-loss"], dict(PAPER_STAND_IN))}
-    if args.candidates:
-        variants["before (prior 2 on the absent paper)"] = (["paper", "single-step", "compute", "lm-loss",
-                                                            "chance-floor"], None)
-        variants["C1 L(C) along the ratio (not adopted)"] = (["single-step", "lm-compute"], None)
+    variants = variants_of(args)
     methods = ["ensemble", "lm-loss", "single-step"]
     head = ("| design | " + " | ".join(methods) + " | covered | half-width | fallback | tasks ensemble <= lm-loss |"
             "\n|---|" + "---|" * (len(methods) + 4))
     rows: dict[str, list[str]] = {v: [] for v in variants}
+    raw: dict[str, list[tuple[str, list[dict]]]] = {v: [] for v in variants}
 
     def report(name, results):
         for v, r in results.items():
             rows[v].append(summary_row(name, r, methods, tasks))
+            raw[v].append((name, r))
             print(f"[{v}] {rows[v][-1]}  weights {', '.join(f'{m} {w:.2f}' for m, w in r[0]['weights'].items())}",
                   file=sys.stderr, flush=True)
 
@@ -247,28 +313,32 @@ def main():
         for name, fit, test in olmo_designs(acc_only):
             r = score(acc_only, fit, test, tasks, variants)
             report(name, {v: [r[v]] for v in variants})
-            k, first = len(test), next(iter(variants))
-            print(f"    {name}: per task, the default's error (points): " + ", ".join(
-                f"{t} {100 * np.mean(r[first]['err']['ensemble'][k * i:k * i + k]):+.1f}"
-                for i, t in enumerate(tasks)), file=sys.stderr)
+            k = len(test)
+            for v in variants:
+                print(f"    [{v}] {name}: per task, the default's error (points): " + ", ".join(
+                    f"{t} {100 * np.mean(r[v]['err']['ensemble'][k * i:k * i + k]):+.1f}"
+                    for i, t in enumerate(tasks)), file=sys.stderr)
     if args.only != "olmo":
         acc_sd, loss_sd = seed_noise(acc_only, tasks)
         print("seed noise (s.d., points): " + ", ".join(f"{t} {100 * v:.2f}" for t, v in acc_sd.items())
               + f"; C4 loss {100 * loss_sd:.3f}%", file=sys.stderr)
         for gname, gen in generators(full, tasks).items():
-            for label, sizes, ratio in SHAPES:
-                rng = np.random.default_rng(0)
+            chosen = [SHAPES[int(i)] for i in args.shapes.split(",")] if args.shapes else SHAPES
+            for label, sizes, ratio, seeds, worths in chosen:
+                rng = np.random.default_rng(args.seed)
                 res = {v: [] for v in variants}
-                for _ in range(args.draws):
-                    cols, fit, test = synthetic_table(gen, sizes, ratio, tasks, acc_sd, loss_sd, rng)
+                for i in range(args.draws):
+                    cols, fit, test = synthetic_table(gen, sizes, ratio, tasks, acc_sd, loss_sd, rng, seeds,
+                                                      worths[i % len(worths)])
                     r = score(cols, fit, test, tasks, variants)
                     for v in variants:
                         res[v].append(r[v])
                 report(f"synthetic {gname}: {label} ({args.draws} draws)", res)
-    for v, (menu, prior) in variants.items():
+    for v, (menu, prior, _) in variants.items():
         print(f"\n{v} (menu {', '.join(menu)}{'' if prior is None else f', prior {prior}'}):\n")
         print(head)
         print("\n".join(rows[v]))
+    print("\n" + rule_checks(raw, tasks))
 
 
 if __name__ == "__main__":

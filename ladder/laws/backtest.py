@@ -16,6 +16,7 @@ import numpy as np
 
 from ladder.errors import LadderError
 from ladder.laws.parallel import map_jobs, task_chunks
+from ladder.laws.steep import guarded
 from ladder.laws.taskdata import task_data
 from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task, fit_tasks_splits
 
@@ -47,6 +48,7 @@ class Holdout:
     split: str = ""
     loss_rel: np.ndarray | None = None       # [T] predicted / measured intermediate feature - 1 (None: no loss)
     distance: np.ndarray | None = None       # [T] extrapolation distance g of each test run (ensemble.distance)
+    guarded: np.ndarray | None = None        # [T] `predicted` held within the steep guard's envelope (steep.py)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,8 @@ def holdout_fits(cols: dict, task: str, fits: dict[str, TaskFit], fit_runs, test
             loss_rel = L / test.feature - 1
             loss_err = float(np.mean(np.abs(loss_rel)))
         out[name] = Holdout(name, task, list(fit_runs), list(test_runs), acc, test.acc,
-                            float(np.mean(np.abs(acc - test.acc))), loss_err, "", ratio, split, loss_rel, g)
+                            float(np.mean(np.abs(acc - test.acc))), loss_err, "", ratio, split, loss_rel, g,
+                            guarded(fit, acc, test.n, test.d))
     order = list(METHODS) + [m for m in fits if m not in METHODS]
     return {m: out[m] for m in sorted(out, key=lambda m: order.index(m) if m in order else len(order))}
 

@@ -32,6 +32,9 @@ LEGEND = {
            "is a guess; the interval reaches down to the best measured accuracy",
     "DIR": "accuracy FALLS as compute grows on the fitted runs: the accuracy printed is meaningless (the law "
            "assumes it rises); the interval is the whole range [chance, 1]",
+    "STEEP": "a member's accuracy past the ladder moved more than twice the steepest slope its fitted runs show "
+             "(per decade of compute) allows, and was held to that bound: a sigmoid on near-chance points "
+             "guessed its onset",
     "FB": "a method of the ensemble could not be fitted (e.g. no task loss) and was left out",
 }
 

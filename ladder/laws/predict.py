@@ -247,10 +247,13 @@ def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, 
         if method == "ensemble":
             members, problems = full[task]
             problems = {**skipped, **problems}
-            weighed = any(pred.calibration.weights.get(m, 0) > 0 for m in members)  # else EnsembleFit has none
+            weights = pred.calibration.weights_for(task)  # the paper member alone where P chose it
+            if not any(weights.get(m, 0) > 0 for m in members):
+                weights = pred.calibration.weights  # ... unless its full fit failed
+            weighed = any(weights.get(m, 0) > 0 for m in members)  # else EnsembleFit has none
             require(weighed, f"task {task}", "no method of the ensemble could be fitted: "
                     + "; ".join(problems.values()), "check the table's columns")
-            fit = EnsembleFit(members, pred.calibration.weights)
+            fit = EnsembleFit(members, weights)
             extra += [("FB", f"{m}: {p}") for m, p in problems.items()]
             pred.backtests[task] = _pooled(pred.suite, task)
         else:

@@ -217,6 +217,8 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
         if ladder.off_ratio(N, D):
             f.append(("RATIO", f"every fitted run has {ladder.ratio_text()} tokens per parameter, the target "
                                f"{D / N:.3g}"))
+        if isinstance(fit, EnsembleFit):
+            f += fit.steep_clips(N, D, F)
         if uses_compute and F is None:
             f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
         if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:

@@ -66,7 +66,28 @@ def parse_mapping(spec: str) -> dict[str, str]:
         require(k in CSV_FIELDS, "--map", f"unknown field {k!r}", f"fields: {', '.join(CSV_FIELDS)}")
         require(k not in mapping, "--map", f"maps {k!r} twice ({mapping.get(k)!r} and {v!r})", "keep one")
         mapping[k] = v
+    _require_numbers_apart(mapping)
     return mapping
+
+
+def _require_numbers_apart(mapping: dict[str, str]) -> None:
+    """Two numeric fields read from one column is a slip, never a table: `n=params,d=params` imported every run at
+    one token per parameter without a word (a constant such as step=0 may repeat)."""
+    by_column: dict[str, list[str]] = {}
+    for field, column in mapping.items():
+        if field not in TEXT_FIELDS and not _is_number(column):
+            by_column.setdefault(column, []).append(field)
+    same = next(((c, fs) for c, fs in by_column.items() if len(fs) > 1), None)
+    require(same is None, "--map", f"{' and '.join(same[1]) if same else ''} both read column "
+            f"{same[0] if same else ''!r}, but they are different numbers", "map each field to its own column")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ladder.effectiveness import compute_effectiveness
 from ladder.errors import require, require_file_part
+from ladder.laws.specialization_rows import require_cpt_tokens
 
 DCPT_FORM = "L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma"
 SPLIT_FORM = "L = E + A/N^alpha + B/(D' + k D^rho)^beta"
@@ -76,6 +77,7 @@ def read_study(results) -> tuple[dict, Path]:
     # the results schema's checks (a (run, step, task) twice, n or d not a count, ...): a table appended twice
     # or a run's row edited into a second copy would otherwise be fitted silently, first row winning
     validate_table(table, str(path))
+    require_cpt_tokens(table)  # the CPT columns' own rules, for the report as for the fits
     return table, path.parent / "specialization"
 
 

@@ -16,6 +16,7 @@ import ml_collections
 from ladder import arch as arch_lib
 from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
+from ladder.plan.planfile import MAX_INT32
 
 DTYPES = ("float32", "bfloat16")
 REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
@@ -23,6 +24,7 @@ ATTENTIONS = ("auto", "xla", "splash", "cudnn")  # ladder.attention.IMPLEMENTATI
 # Values older plans and configs carry: model.remat was a bool (True = recompute each whole layer).
 LEGACY_VALUES = {"model.remat": {True: "full", False: "none"}}
 SCHEDULES = ("cosine", "wsd")
+FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # float32's (and bfloat16's) smallest normal, largest
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -219,8 +221,13 @@ def check_value_type(field: str, ref, value) -> None:
         require(isinstance(ref, float) or float(value).is_integer(), field, f"expected an integer, got {value!r}",
                 "write a whole number")
         require(math.isfinite(value), field, f"must be finite, got {value!r}", "write a finite number")
+        # the device computes in float32 or bfloat16: 1e300 overflows there and 1e-300 is 0 (rope_theta=1e-300,
+        # init_std=1e300 were a NaN loss at step 1 whose message blamed the learning rate)
+        require(not isinstance(ref, float) or value == 0 or FLOAT32_TINY <= abs(value) <= FLOAT32_MAX, field,
+                f"{value!r} is outside float32's range (|x| from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}), so the "
+                "device would compute with inf or 0", "write a number of a sensible size")
         # counts (steps, batch, sizes, seeds) live in int32 on the device: 1e30 steps would overflow there
-        require(isinstance(ref, float) or abs(value) < 2**31, field, f"{value!r} is too large (at most 2^31 - 1)",
+        require(isinstance(ref, float) or abs(value) <= MAX_INT32, field, f"{value!r} is too large (at most 2^31 - 1)",
                 "write a smaller whole number")
     elif isinstance(ref, str):
         require(isinstance(value, str), field, f"expected a string, got {value!r}", "quote the value")

@@ -209,7 +209,8 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
         if rows is not None and short:
             f.append(("BOOT", short))
         if ratio > EXTRAPOLATION_FLAG:
-            f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {ladder.reference}"))
+            f.append(("X100", f"{ratio:,.0f}x the compute (6ND) of {ladder.reference}" if ratio < 1e6
+                            else f"{ratio:.3g}x the compute (6ND) of {ladder.reference}"))  # not 39 digits
         if ladder.inside(N, D):
             f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
         elif ladder.below(N, D):

@@ -66,7 +66,6 @@ def parse_mapping(spec: str) -> dict[str, str]:
         require(k in CSV_FIELDS, "--map", f"unknown field {k!r}", f"fields: {', '.join(CSV_FIELDS)}")
         require(k not in mapping, "--map", f"maps {k!r} twice ({mapping.get(k)!r} and {v!r})", "keep one")
         mapping[k] = v
-    _require_numbers_apart(mapping)
     return mapping
 
 
@@ -149,6 +148,7 @@ def _require_fields(mapping: dict[str, str]) -> None:
     require(any(f in mapping for f in ("d", "tpp", "flops")), "--map", "no column for 'd' (tokens)",
             "add d=COLUMN, or tpp=COLUMN (tokens per parameter: D = tpp x N), or flops=COLUMN (D = flops / 6N)")
     require(not ("d" in mapping and "tpp" in mapping), "--map", "maps both d and tpp", "keep one: D is d, or tpp x N")
+    _require_numbers_apart(mapping)
     require("*" in mapping["acc"] or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or "
             "acc=PATTERN_* (one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
 

@@ -16,7 +16,7 @@ import ml_collections
 from ladder import arch as arch_lib
 from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
-from ladder.plan.planfile import MAX_INT32
+from ladder.config_checks import check_known_keys
 
 DTYPES = ("float32", "bfloat16")
 REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
@@ -24,7 +24,6 @@ ATTENTIONS = ("auto", "xla", "splash", "cudnn")  # ladder.attention.IMPLEMENTATI
 # Values older plans and configs carry: model.remat was a bool (True = recompute each whole layer).
 LEGACY_VALUES = {"model.remat": {True: "full", False: "none"}}
 SCHEDULES = ("cosine", "wsd")
-FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # float32's (and bfloat16's) smallest normal, largest
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -194,57 +193,13 @@ def config_changes(saved: dict, config, limit: int = 3) -> str:
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def check_known_keys(config, reference=None, prefix="") -> None:
-    """A config file that sets a key default_config() lacks (a typo) is an error, as an unknown override is;
-    so is a value of another type than the default's (a string where a number belongs), and a float that is
-    not finite (1e999 parses as inf)."""
-    reference = default_config() if reference is None else reference
-    for key in config.keys():
-        field = f"{prefix}{key}"
-        require(key in reference, field, "unknown config key",
-                f"known keys here: {', '.join(sorted(reference.keys()))}")
-        ref, value = reference[key], config[key]
-        if isinstance(ref, ml_collections.ConfigDict):
-            require(isinstance(value, ml_collections.ConfigDict), field, f"is {value!r}, not a section",
-                    "set its keys, e.g. --config.{field}.KEY=VALUE")
-            check_known_keys(value, ref, f"{field}.")
-            continue
-        check_value_type(field, ref, value)
-
-
-def check_value_type(field: str, ref, value) -> None:
-    if isinstance(ref, bool):
-        require(isinstance(value, bool), field, f"expected True or False, got {value!r}", "write True or False")
-    elif isinstance(ref, (int, float)):
-        require(isinstance(value, (int, float)) and not isinstance(value, bool), field,
-                f"expected a number, got {value!r}", "write a number")
-        require(isinstance(ref, float) or float(value).is_integer(), field, f"expected an integer, got {value!r}",
-                "write a whole number")
-        require(math.isfinite(value), field, f"must be finite, got {value!r}", "write a finite number")
-        # the device computes in float32 or bfloat16: 1e300 overflows there and 1e-300 is 0 (rope_theta=1e-300,
-        # init_std=1e300 were a NaN loss at step 1 whose message blamed the learning rate)
-        require(not isinstance(ref, float) or value == 0 or FLOAT32_TINY <= abs(value) <= FLOAT32_MAX, field,
-                f"{value!r} is outside float32's range (|x| from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}), so the "
-                "device would compute with inf or 0", "write a number of a sensible size")
-        # counts (steps, batch, sizes, seeds) live in int32 on the device: 1e30 steps would overflow there
-        require(isinstance(ref, float) or abs(value) <= MAX_INT32, field, f"{value!r} is too large (at most 2^31 - 1)",
-                "write a smaller whole number")
-    elif isinstance(ref, str):
-        require(isinstance(value, str), field, f"expected a string, got {value!r}", "quote the value")
-    elif isinstance(ref, (list, tuple)):
-        require(isinstance(value, (list, tuple)), field, f"expected a list, got {value!r}", "write e.g. [1, 2]")
-        for v in value:
-            require(not isinstance(v, float) or math.isfinite(v), field, f"has {v!r}, not finite",
-                    "write finite numbers")
-
-
 def validate(config, *, data: bool = True) -> None:
     """Checks that need no devices. Each failure is one line naming the field and the fix. data=False skips the
     one check that reads the data's tokenizer (resolve_rung on a launching machine that may not hold it)."""
     from ladder.config import require_kind
 
     require_kind(config, "train", "this config")
-    check_known_keys(config)
+    check_known_keys(config, default_config())
     require_path_name(config.name, "name")  # the default run directory is runs/<name>
     _check_positive(config)
     _check_model(config.model)

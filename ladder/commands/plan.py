@@ -9,7 +9,7 @@ import sys
 from ladder import plan as plan_lib
 from ladder.commands.common import add_out, add_targets, check_out, split_list, target_spec, whole
 from ladder.errors import LadderError
-from ladder.plan.planfile import MAX_INT32
+from ladder.config_checks import MAX_INT32
 
 EXAMPLES = """
 ladder plan --target 7b-4t --target 13b-5t --preset olmo-ladder -o plan.json

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ladder.arch import Arch
+from ladder.config_checks import MAX_INT32
 from ladder.errors import LadderError, require_path_name
 
 VERSION = 1
@@ -49,7 +50,6 @@ RUNG_COUNTS = ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "n", "
                "batch_sequences", "batch_tokens", "total_steps", "flops", "flops_6n", "flops_6nd",
                "flops_per_token", "flops_per_token_6n")
 RUNG_WHOLE = ("mlp_hidden", "warmup_steps", "seed")  # at most MAX_INT32: the trainer keeps them in int32
-MAX_INT32 = 2**31 - 1
 RUNG_REALS = ("multiple", "peak_lr", "final_lr_ratio", "beta1", "beta2", "eps", "weight_decay", "clip", "z_loss",
               "share")
 RUNG_STEPS = ("eval_steps", "checkpoint_steps")

@@ -136,3 +136,11 @@ def workers(value, what: str = "workers") -> int | None:
 def method_name(value, what: str = "method") -> str:
     require(isinstance(value, str), what, f"is {value!r}", "give one method name, e.g. 'ensemble' or 'paper'")
     return value
+
+
+def positive(value, what: str) -> float:
+    """A count or budget from Python (N, D, FLOPs): a positive finite number (int, float, numpy scalar); text
+    and bools are refused (before: allocate_split(fit, "1e20") was a TypeError inside the allocator)."""
+    ok = isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_))
+    require(ok and math.isfinite(value) and value > 0, what, f"is {value!r}", "give a positive finite number")
+    return float(value)

@@ -268,3 +268,16 @@ def test_a_huge_compute_ratio_is_written_readably(ladder_csv):
     detail = pred.results["x"]["arc_easy"]["flag_details"]["X100"]
     assert detail.startswith("8.66e+38x the compute"), detail
     json.dumps(pred.results)  # and the result is still plain JSON
+
+
+def test_accuracy_that_does_not_follow_compute_is_flagged_flat(ladder_csv):
+    """Accuracies drawn at random (no relation to scale): before, 7B was predicted at 0.997 flagged only X100.
+    The clean ladder (rank correlation +1) is not flagged."""
+    rng = np.random.default_rng(0)
+    noisy = [dict(r, acc=float(rng.uniform(0.2, 0.9))) for r in _ladder()]
+    for rows, flat in ((noisy, True), (_ladder(), False)):
+        pred = predict(rows, {"7B": (7e9, 4e12)}, method="paper", n_bootstrap=0, workers=1)
+        res = pred.results["7B"]["arc_easy"]
+        assert ("FLAT" in res["flags"]) == flat and "DIR" not in res["flags"]
+        if flat:
+            assert "rank correlation" in res["flag_details"]["FLAT"]

@@ -32,6 +32,8 @@ LEGEND = {
            "is a guess; the interval reaches down to the best measured accuracy",
     "DIR": "accuracy FALLS as compute grows on the fitted runs: the accuracy printed is meaningless (the law "
            "assumes it rises); the interval is the whole range [chance, 1]",
+    "FLAT": "accuracy does not clearly rise with compute on the fitted runs (rank correlation under +0.5): the "
+            "rise the laws extrapolate is their assumption, not the data's",
     "FB": "a method of the ensemble could not be fitted (e.g. no task loss) and was left out",
 }
 

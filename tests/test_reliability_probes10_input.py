@@ -281,3 +281,17 @@ def test_accuracy_that_does_not_follow_compute_is_flagged_flat(ladder_csv):
         assert ("FLAT" in res["flags"]) == flat and "DIR" not in res["flags"]
         if flat:
             assert "rank correlation" in res["flag_details"]["FLAT"]
+
+
+def test_a_quote_left_open_is_named_not_read_as_one_cell(capsys, tmp_path):
+    """A stray `"` made the csv module read the rest of the file as one cell: the import said "no row with an
+    accuracy; check the acc mapping", and a results table lost its rows. Now both readers are strict."""
+    src = tmp_path / "in.csv"
+    src.write_text('model,params,tokens,task,accuracy\n"m1,6e7,1.2e9,arc,0.3\nm2,1.5e8,3e9,arc,0.4\n')
+    rc, err = _probe(capsys, ["import", "csv", src, "--map", "run=model,n=params,d=tokens,task=task,acc=accuracy",
+                              "-o", tmp_path / "out.csv"])
+    assert rc == 2 and 'has a quote (") opened on line 2 or after that is never closed' in err, err
+    table = tmp_path / "results.csv"
+    table.write_text('run,n,d,step,task,loss,acc\n"r1,1e6,2e7,1,t,3,0.3\nr2,2e6,4e7,1,t,3,0.4\n')
+    rc, err = _probe(capsys, ["predict", table, "--target", "x=1e9:2e10", "-o", tmp_path / "p.json"])
+    assert rc == 2 and "unexpected end of data" in err, err

@@ -295,3 +295,10 @@ def test_a_quote_left_open_is_named_not_read_as_one_cell(capsys, tmp_path):
     table.write_text('run,n,d,step,task,loss,acc\n"r1,1e6,2e7,1,t,3,0.3\nr2,2e6,4e7,1,t,3,0.4\n')
     rc, err = _probe(capsys, ["predict", table, "--target", "x=1e9:2e10", "-o", tmp_path / "p.json"])
     assert rc == 2 and "unexpected end of data" in err, err
+
+
+@pytest.mark.parametrize("name", ["a\nb", "7B\t", "   "])
+def test_a_target_name_that_would_break_the_table_is_refused(ladder_csv, name):
+    """A line break in a target's name split its row of the printed table in two (exit 0)."""
+    with pytest.raises(LadderError, match="is not a name of printable characters"):
+        predict(read_table(ladder_csv, validate=True), {name: (7e9, 4e12)}, method="paper", n_bootstrap=0)

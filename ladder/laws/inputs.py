@@ -79,6 +79,9 @@ def target_values(targets, what: str = "targets") -> dict[str, tuple[float, ...]
     out = {}
     for name, vals in targets.items():
         where = f"{what}[{name!r}]"
+        # a name is a row label of the printed table and a JSON key: a line break split the table's row in two
+        require(isinstance(name, str) and name.strip() != "" and name.isprintable(), where, "is not a name of "
+                "printable characters (blank, or a line break or tab in it)", "name the target e.g. 7B or my-2b")
         require(not isinstance(vals, (str, bytes, Mapping)) and hasattr(vals, "__len__") and len(vals) in (2, 3),
                 where, f"is {vals!r}", "give (N, D) or (N, D, FLOPs per token): parameters and tokens as plain "
                 "counts, e.g. (6.89e9, 3.95e12)")

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ladder import cli, cpt
+from ladder import cpt
 from ladder.config import apply_overrides, load_config
 from ladder.errors import LadderError
 from ladder.laws.predict import predict
@@ -20,33 +20,16 @@ from ladder.results import read_table, write_table
 from ladder.train_config import default_config, validate
 from test_dcpt import write_study
 from test_split import write_two_domain_study
+from tests.test_reliability_inputs import _probe
+from tests.test_reliability_probes9_analysis import _rows
 
 SMOKE_QUICK = "configs/smoke.py:quick"
-SIZES, MULTS = (60e6, 150e6, 370e6, 760e6), (1, 2, 5, 10)
-
-
-def _probe(capsys, argv):
-    """The CLI in-process: (exit code, stderr); argparse's refusals count as one line too; never a traceback."""
-    try:
-        rc = cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err + out.out
-    return rc, out.err
+SIZES = (60e6, 150e6, 370e6, 760e6)
 
 
 def _ladder(scale_d=1.0):
-    """A clean 4-size x 4-budget ladder, two checkpoints per run, one task; d scaled by `scale_d`."""
-    rows = []
-    for n in SIZES:
-        for m in MULTS:
-            for s in (1, 2):
-                d = 20 * n * m * s / 2
-                rows.append({"run": f"{n / 1e6:.0f}M-{m}xC", "n": n, "d": d * scale_d, "step": 100 * s,
-                             "task": "arc_easy", "loss": 0.5 + 400 / n ** 0.3 + 300 / d ** 0.3,
-                             "acc": min(0.95, 0.25 + 0.05 * np.log10(6 * n * d / 1e17))})
-    return rows
+    """probes9's clean 4-size x 4-budget ladder (one task, arc_easy), its d scaled by `scale_d`."""
+    return [dict(r, d=r["d"] * scale_d) for r in _rows()]
 
 
 @pytest.fixture(scope="module")

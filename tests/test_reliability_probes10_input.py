@@ -285,3 +285,10 @@ def test_a_target_name_that_would_break_the_table_is_refused(ladder_csv, name):
     """A line break in a target's name split its row of the printed table in two (exit 0)."""
     with pytest.raises(LadderError, match="is not a name of printable characters"):
         predict(read_table(ladder_csv, validate=True), {name: (7e9, 4e12)}, method="paper", n_bootstrap=0)
+
+
+@pytest.mark.parametrize("spelling", ["true", "yes", "1", "'False'", "on"])
+def test_a_boolean_spelled_another_way_says_how_python_spells_it(spelling):
+    with pytest.raises(LadderError, match=r"expected bool .* write True or False as Python spells them, e\.g\. "
+                                          r"--config\.train\.async_checkpoints=False"):
+        load_config("configs/tiny.py", [f"train.async_checkpoints={spelling}"])

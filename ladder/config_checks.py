@@ -13,6 +13,9 @@ from ladder.errors import require
 
 MAX_INT32 = 2**31 - 1  # counts, steps and seeds live in int32 on the device
 FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # float32's (and bfloat16's) smallest normal, largest
+# questions per embedded task (eval.n_questions, `ladder data --tasks --n-questions`): more than any benchmark's
+# test split (HellaSwag's 10,042); 10^8 (a typo for 300?) built 10^8 questions (~0.14 CPU-ms each) before scoring one
+MAX_QUESTIONS = 100_000
 ORDERED_LISTS = ("train_overrides",)  # "key=value" overrides applied in order: a repeat is a later override
 
 

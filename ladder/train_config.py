@@ -16,7 +16,7 @@ import ml_collections
 from ladder import arch as arch_lib
 from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
-from ladder.config_checks import check_known_keys
+from ladder.config_checks import MAX_QUESTIONS, check_known_keys
 
 DTYPES = ("float32", "bfloat16")
 REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
@@ -351,3 +351,5 @@ def _check_data_and_eval(config) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
+    require(e.n_questions <= MAX_QUESTIONS, "eval.n_questions", f"{e.n_questions:,} is more than {MAX_QUESTIONS:,}",
+            "use e.g. 300 (questions per embedded task)")

@@ -292,3 +292,11 @@ def test_a_boolean_spelled_another_way_says_how_python_spells_it(spelling):
     with pytest.raises(LadderError, match=r"expected bool .* write True or False as Python spells them, e\.g\. "
                                           r"--config\.train\.async_checkpoints=False"):
         load_config("configs/tiny.py", [f"train.async_checkpoints={spelling}"])
+
+
+def test_a_question_count_no_benchmark_has_is_refused_where_it_is_given(capsys, tmp_path):
+    """eval.n_questions=10^8 (a typo for 300) built 10^8 questions (~0.14 CPU-ms each) before scoring one."""
+    with pytest.raises(LadderError, match="eval.n_questions: 100,000,000 is more than 100,000"):
+        validate(load_config("configs/tiny.py", ["eval.n_questions=100000000", "eval.tasks=embedded"]))
+    rc, err = _probe(capsys, ["data", "--tasks", "--n-questions", 10 ** 8, "-o", tmp_path / "q"])
+    assert rc == 2 and "argument --n-questions: must be <= 100,000" in err, err

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from ladder.errors import require
+from ladder.errors import LadderError, require
 
 
 def require_no_infinite(loss: np.ndarray, run, step, column: str) -> None:
@@ -50,7 +50,11 @@ def require_cpt_tokens(table: dict[str, np.ndarray]) -> None:
     a missing base run."""
     if "d_cpt" not in table:
         return
-    d_cpt, run = table["d_cpt"], table["run"]
+    try:  # a dict of columns from Python may hold text (read_table's columns are float64)
+        d_cpt, run = np.asarray(table["d_cpt"], dtype=np.float64), table["run"]
+    except (TypeError, ValueError):
+        raise LadderError("d_cpt: is not a column of numbers; give the CPT tokens as counts (blank for a base "
+                          "run)") from None
     bad = ~np.isnan(d_cpt) & ~((d_cpt >= 0) & np.isfinite(d_cpt))
     if bad.any():
         i = int(np.argmax(bad))

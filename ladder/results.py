@@ -173,7 +173,8 @@ def _split_csv(text: str, path) -> tuple[list[str], list[list[str]]]:
             header = next(reader, None)
             rows = [r for r in reader if r]
         except csv.Error as e:
-            raise LadderError(f"results: {path} line {reader.line_num}: {e}; fix the CSV") from None
+            why = 'a quote (") is never closed' if "end of data" in str(e) else str(e)
+            raise LadderError(f"results: {path} line {reader.line_num}: {why}; fix the CSV") from None
         if header is None:
             return [], []
         counts = [len(r) for r in rows]

@@ -277,7 +277,7 @@ def test_a_quote_left_open_is_named_not_read_as_one_cell(capsys, tmp_path):
     table = tmp_path / "results.csv"
     table.write_text('run,n,d,step,task,loss,acc\n"r1,1e6,2e7,1,t,3,0.3\nr2,2e6,4e7,1,t,3,0.4\n')
     rc, err = _probe(capsys, ["predict", table, "--target", "x=1e9:2e10", "-o", tmp_path / "p.json"])
-    assert rc == 2 and "unexpected end of data" in err, err
+    assert rc == 2 and 'results.csv line 3: a quote (") is never closed' in err, err
 
 
 @pytest.mark.parametrize("name", ["a\nb", "7B\t", "   "])

@@ -175,7 +175,9 @@ def set_path(cfg: ml_collections.ConfigDict, key: str, value) -> None:
         isinstance(old, (list, tuple)) and isinstance(value, (list, tuple))
     ):
         fix = "write a value of that type"
-        if isinstance(old, str):  # 1,2,3 and 123 parse as Python literals; the shell strips plain quotes
+        if isinstance(old, bool):  # true, yes, 1, 'False': the spellings other tools take
+            fix = f"write True or False as Python spells them, e.g. --config.{key}={not old}"
+        elif isinstance(old, str):  # 1,2,3 and 123 parse as Python literals; the shell strips plain quotes
             fix = f"quote it for the shell and for Python, e.g. --config.{key}='\"{raw_text(value)}\"'"
         elif isinstance(old, (list, tuple)) and isinstance(value, str) and value.startswith("["):
             # [a,b] after the shell stripped the quotes of ['a','b']: the names need Python quotes inside shell ones

@@ -78,7 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def check_config(cfg) -> None:
     """Unknown keys (typos) and values the study cannot use, as one-line LadderErrors naming the field."""
-    from ladder.train_config import check_known_keys
+    from ladder.config_checks import check_known_keys
 
     check_known_keys(cfg, default_config())
     require(0.0 in list(cfg.ratios) and all(0 <= r <= 1 for r in cfg.ratios), "ratios", f"{list(cfg.ratios)}",
@@ -94,6 +94,11 @@ def check_config(cfg) -> None:
     def positive(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
+    require(all(positive(b) for b in cfg.general_budgets), "general_budgets", f"{list(cfg.general_budgets)}",
+            "give positive CPT budgets in tokens per parameter (or leave it empty)")
+    stray = [s for s in cfg.cross_domain_sizes if s not in list(cfg.base.sizes)]
+    require(not stray, "cross_domain_sizes", f"{stray} are not base sizes, so no run would continue them",
+            f"choose from base.sizes {list(cfg.base.sizes)} (or leave it empty for every size)")
     require(whole(cfg.cpt.global_batch, 1), "cpt.global_batch", f"{cfg.cpt.global_batch!r}", "give a batch >= 1")
     require(positive(cfg.cpt.lr_factor), "cpt.lr_factor", f"{cfg.cpt.lr_factor!r} is not a positive number",
             "give the CPT peak LR as a factor of the base's, e.g. 0.5")
@@ -131,6 +136,14 @@ def plan_study(cfg) -> tuple[list[dict], list[dict]]:
     for r in rungs:
         r["seed"] = r["seed"] + cfg.cpt.seed_offset
     return bases, rungs
+
+
+def study_configs(cfg, out: Path) -> tuple[list[dict], list[dict], list]:
+    """(base rungs, CPT rungs, the train config of each, bases first), every config resolved and checked before
+    the first run trains: cross_domains=['nosuch'], a domain inside `general` or budgets of 10^30 tokens per
+    parameter were refused only when their CPT run started, after every base run had trained."""
+    bases, rungs = plan_study(cfg)
+    return bases, rungs, [run_config(cfg, rung, out) for rung in bases + rungs]
 
 
 def run_config(cfg, rung: dict, out: Path):
@@ -228,16 +241,16 @@ def _run_stages(cfg, out: Path, log) -> dict:
 
     times, summary = {}, {"name": cfg.name}
     with _timed(times, "plan"):
-        bases, rungs = plan_study(cfg)
+        bases, rungs, configs = study_configs(cfg, out)
         storage.write_json(out / "rungs.json", {"base": bases, "cpt": rungs}, indent=1)
         log(f"# plan: {len(bases)} base runs, {len(rungs)} CPT runs ({len(cfg.ratios)} ratios x "
             f"{len(cfg.budgets)} budgets per size)")
 
     with _timed(times, "train"):
-        runs = bases + rungs
-        for i, rung in enumerate(runs, 1):  # the trainer's step lines do not name their run: this line does
+        runs = list(zip(bases + rungs, configs))
+        for i, (rung, config) in enumerate(runs, 1):  # the trainer's step lines do not name their run: this line does
             log(f"# run {i}/{len(runs)}: {rung['name']}")
-            train_run(run_config(cfg, rung, out), out / "runs" / rung["name"], log)
+            train_run(config, out / "runs" / rung["name"], log)
 
     with _timed(times, "collect"):
         results_path = out / "results.csv"

@@ -12,9 +12,9 @@ import warnings
 from collections import defaultdict
 
 from ladder.errors import LadderError, require
+from ladder.plan.sizes import MIN_RUN_TOKENS_PER_PARAM
 
 MIN_PARAMS = 1e4  # fewer parameters is a count in millions or billions (190 for 190M), not a language model
-MIN_TOKENS_PER_PARAM = 0.01  # a run's final D below N/100 is tokens per parameter or billions, not tokens
 
 
 def fractions(rows: list[dict], sources: list[dict], field: str, path) -> None:
@@ -70,7 +70,7 @@ def require_counts(rows: list[dict], mapping: dict[str, str]) -> None:
         require(not r["n"] < MIN_PARAMS, f"column {mapping['n']!r}", f"gives run {run!r} {r['n']:g} parameters",
                 "is it in millions or billions? write 190M or 1.3B (or the plain count)")
         d_from = mapping.get("d") or mapping.get("tpp") or mapping["flops"]
-        require(not r["d"] < MIN_TOKENS_PER_PARAM * r["n"], f"column {d_from!r}", f"gives run {run!r} at most "
+        require(not r["d"] < MIN_RUN_TOKENS_PER_PARAM * r["n"], f"column {d_from!r}", f"gives run {run!r} at most "
                 f"{r['d']:g} tokens for {r['n']:,.0f} parameters (under N/100)",
                 "is it tokens per parameter (map tpp=COLUMN: D = tpp x N) or in billions (write 26B)?")
 

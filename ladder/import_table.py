@@ -69,6 +69,26 @@ def parse_mapping(spec: str) -> dict[str, str]:
     return mapping
 
 
+def _require_numbers_apart(mapping: dict[str, str]) -> None:
+    """Two numeric fields read from one column is a slip, never a table: `n=params,d=params` imported every run at
+    one token per parameter without a word (a constant such as step=0 may repeat)."""
+    by_column: dict[str, list[str]] = {}
+    for field, column in mapping.items():
+        if field not in TEXT_FIELDS and not _is_number(column):
+            by_column.setdefault(column, []).append(field)
+    same = next(((c, fs) for c, fs in by_column.items() if len(fs) > 1), None)
+    require(same is None, "--map", f"{' and '.join(same[1]) if same else ''} both read column "
+            f"{same[0] if same else ''!r}, but they are different numbers", "map each field to its own column")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def import_csv(path: str | Path, mapping: dict[str, str]) -> list[dict]:
     """Rows for a results table from any CSV, its columns named by `mapping` (parse_mapping).
 
@@ -128,6 +148,7 @@ def _require_fields(mapping: dict[str, str]) -> None:
     require(any(f in mapping for f in ("d", "tpp", "flops")), "--map", "no column for 'd' (tokens)",
             "add d=COLUMN, or tpp=COLUMN (tokens per parameter: D = tpp x N), or flops=COLUMN (D = flops / 6N)")
     require(not ("d" in mapping and "tpp" in mapping), "--map", "maps both d and tpp", "keep one: D is d, or tpp x N")
+    _require_numbers_apart(mapping)
     require("*" in mapping["acc"] or "task" in mapping, "--map", "no task: map task=COLUMN (long table) or "
             "acc=PATTERN_* (one accuracy column per task)", "e.g. task=benchmark or acc=acc_*")
 

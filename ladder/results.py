@@ -149,7 +149,7 @@ def csv_records(text: str, path, what: str = "results") -> tuple[list[str], list
     """(header, one dict per row) of CSV text, for readers that map columns by name (the importers); what the
     csv module refuses (a field over its 128 KiB limit, a NUL inside quotes) is one LadderError naming the file
     and line, not a _csv.Error traceback."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         return list(reader.fieldnames or []), list(reader)
     except csv.Error as e:
@@ -168,12 +168,13 @@ def _split_csv(text: str, path) -> tuple[list[str], list[list[str]]]:
         text = text.replace("\r\n", "\n")  # csv.writer's line ends
     lines = text.split("\n")
     if quoted or "\r" in text or not lines[0]:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # a quote left open is an error, as in sheet.py
         try:
             header = next(reader, None)
             rows = [r for r in reader if r]
         except csv.Error as e:
-            raise LadderError(f"results: {path} line {reader.line_num}: {e}; fix the CSV") from None
+            why = 'a quote (") is never closed' if "end of data" in str(e) else str(e)
+            raise LadderError(f"results: {path} line {reader.line_num}: {why}; fix the CSV") from None
         if header is None:
             return [], []
         counts = [len(r) for r in rows]

@@ -359,7 +359,7 @@ def validate(cfg) -> None:
     """A `ladder run` config: its kind first (a train config given here is one line, not an AttributeError),
     then its keys, types and values."""
     from ladder.config import require_kind
-    from ladder.train_config import check_known_keys
+    from ladder.config_checks import check_known_keys
 
     require_kind(cfg, "run", "this config")
     check_known_keys(cfg, default_config())
@@ -368,8 +368,14 @@ def validate(cfg) -> None:
     *others, last = BACKENDS
     require(cfg.launch.backend in BACKENDS, "launch.backend", f"unknown backend {cfg.launch.backend!r}",
             f"choose {', '.join(others)} or {last}")
-    require(cfg.predict.bootstrap >= 0, "predict.bootstrap", "must be >= 0", "use e.g. 200")
-    from ladder.laws.taskfit import METHODS  # checked before training: a bogus method failed after every rung
+    # the predict stage's values, checked as `ladder predict` checks its options, before any rung trains (a seed of
+    # -1 failed after every rung had trained; a bootstrap of 10^9 had no cap here)
+    from ladder.laws import MAX_BOOTSTRAP
+    from ladder.laws.taskfit import METHODS
+
+    require(0 <= cfg.predict.bootstrap <= MAX_BOOTSTRAP, "predict.bootstrap", f"{cfg.predict.bootstrap} is outside "
+            f"[0, {MAX_BOOTSTRAP:,}]", "use e.g. 200")
+    require(cfg.predict.seed >= 0, "predict.seed", f"{cfg.predict.seed} is negative", "use a whole number >= 0")
 
     methods = ("ensemble", "auto", *METHODS)
     require(cfg.predict.method in methods, "predict.method", f"unknown method {cfg.predict.method!r}",

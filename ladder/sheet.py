@@ -58,15 +58,19 @@ class Sheet:
         head = [line for line in text.splitlines() if line.strip()][:5]  # a title line may come first
         self.separator = sep_line[1] if sep_line else max(
             SEPARATORS, key=lambda s: (max((line.count(s) for line in head), default=0), s == ","))
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.separator)
+        # strict: a quote never closed is an error at its line, not the rest of the file read as one cell (before:
+        # "no row with an accuracy; check the acc mapping" for one stray `"`)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.separator, strict=True)
         rows = []  # (line number, cells) of the non-blank rows
         try:
             for cells in reader:
                 if any(c.strip() for c in cells):
                     rows.append((reader.line_num, cells))
-        except csv.Error as e:  # a field over the csv module's 128 KiB limit, a NUL inside quotes
-            raise LadderError(f"{what}: {path} after line {reader.line_num}: {e}; fix the CSV (is it the right "
-                              "file?)") from None
+        except csv.Error as e:  # a field over the csv module's 128 KiB limit, a NUL inside quotes, a quote left open
+            start = rows[-1][0] + 1 if rows else 1  # where the record the reader was inside began (or later)
+            why = (f'has a quote (") opened on line {start} or after that is never closed' if "end of data" in str(e)
+                   else f"after line {reader.line_num}: {e}")
+            raise LadderError(f"{what}: {path} {why}; fix the CSV (is it the right file?)") from None
         require(bool(rows), str(path), "is empty", "export the table with its header row")
         # lines of one cell around the table (a caption above the header, notes below) are not rows of it
         lone = [sum(bool(c.strip()) for c in cells) == 1 for _, cells in rows]

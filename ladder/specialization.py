@@ -26,6 +26,8 @@ import numpy as np
 
 from ladder.effectiveness import compute_effectiveness
 from ladder.errors import require, require_file_part
+from ladder.laws.inputs import positive, results_columns
+from ladder.laws.specialization_rows import require_cpt_tokens
 
 DCPT_FORM = "L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma"
 SPLIT_FORM = "L = E + A/N^alpha + B/(D' + k D^rho)^beta"
@@ -76,7 +78,15 @@ def read_study(results) -> tuple[dict, Path]:
     # the results schema's checks (a (run, step, task) twice, n or d not a count, ...): a table appended twice
     # or a run's row edited into a second copy would otherwise be fitted silently, first row winning
     validate_table(table, str(path))
-    return table, path.parent / "specialization"
+    return study_table(table), path.parent / "specialization"
+
+
+def study_table(table) -> dict:
+    """A study's results table in any form the predictor takes (ladder.laws.inputs: the read table, its path,
+    row dicts), with the CPT columns' own rules (before: a path was "run: column missing", None a TypeError)."""
+    table = results_columns(table, "table")
+    require_cpt_tokens(table)
+    return table
 
 
 @dataclass
@@ -129,6 +139,8 @@ def fit_dcpt(table: dict, *, domain: str | None = None, steps: str = "final", cr
     (b) n and domain_tokens, (c) compute and r."""
     from ladder.laws import dcpt, dcpt_rules
 
+    table = study_table(table)
+    require(steps in ("final", "all"), "steps", f"is {steps!r}", "give 'final' or 'all'")
     if domain is None and not cross_domain and "domain" in table:
         # one law per domain (the cross-domain law is the one that spans them): pooled domains fit neither
         # (before: fitted anyway, domain R^2 -0.04, exit 0)
@@ -168,6 +180,8 @@ def fit_split(table: dict, *, domain: str | None = None, holdout: bool = False) 
     import numpy as np
 
     from ladder.laws import split
+
+    table = study_table(table)
 
     domains = [domain] if domain else (sorted(set(table["domain"].tolist())) if "domain" in table else [None])
     for name in domains:  # each becomes split_<domain>.png
@@ -239,6 +253,7 @@ def allocate_split(fitted: dict, budget: float, *, domains=None, n_range=(1e6, 1
     from ladder.laws.split import SplitLaw, allocate, loss_profile
 
     require(budget is not None, "--budget", "is required here", "pass --budget")
+    budget = positive(budget, "--budget")
     require("domains" in fitted, "--law", "is not a `ladder fit split` output (no 'domains')", "pass split.json")
     require(isinstance(fitted["domains"], dict), "--law: domains", "is not a mapping of domain -> law",
             "pass split.json")
@@ -278,6 +293,8 @@ def dcpt_rule(fitted: dict, rule: str, *, n=None, d=None, tolerance: float = 0.0
         for name, value in values.items():
             flag = "--" + name.replace("_", "-")
             require(value is not None, flag, "is required here", f"pass {flag}")
+            if name != "rule":
+                positive(value, flag)  # a number, not text (a TypeError deep in the rule before)
 
     require("fits" in fitted, "--law", "is not a `ladder fit dcpt` output (no 'fits')", "pass dcpt.json")
     need(rule=rule)
@@ -346,7 +363,7 @@ def effectiveness_report(table: dict, *, metric: str = "domain_loss", task: str 
     """The compute-effectiveness report (ladder.effectiveness.compute_effectiveness), after checking the table.
     `domain` keeps that domain's runs and the runs of no domain (the bases): pooled domains give one trend
     of none of them (before: printed, exit 0), so a table of several is refused without it."""
-    require(bool(table), "results", "has no rows", "collect CPT runs first")
+    table = study_table(table)
     value_col = "acc" if task else metric
     if value_col in table:  # the flag the user typed is named before the table's contents
         require(table[value_col].dtype.kind == "f", f"--metric {value_col}", "is a text column, not a loss",

@@ -16,6 +16,7 @@ import ml_collections
 from ladder import arch as arch_lib
 from ladder.config import apply_overrides, set_path, to_json
 from ladder.errors import LadderError, require, require_path_name
+from ladder.config_checks import MAX_QUESTIONS, check_known_keys
 
 DTYPES = ("float32", "bfloat16")
 REMATS = ("none", "save_dots", "full")  # ladder.model.REMAT_POLICIES, least recompute first
@@ -192,52 +193,13 @@ def config_changes(saved: dict, config, limit: int = 3) -> str:
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def check_known_keys(config, reference=None, prefix="") -> None:
-    """A config file that sets a key default_config() lacks (a typo) is an error, as an unknown override is;
-    so is a value of another type than the default's (a string where a number belongs), and a float that is
-    not finite (1e999 parses as inf)."""
-    reference = default_config() if reference is None else reference
-    for key in config.keys():
-        field = f"{prefix}{key}"
-        require(key in reference, field, "unknown config key",
-                f"known keys here: {', '.join(sorted(reference.keys()))}")
-        ref, value = reference[key], config[key]
-        if isinstance(ref, ml_collections.ConfigDict):
-            require(isinstance(value, ml_collections.ConfigDict), field, f"is {value!r}, not a section",
-                    "set its keys, e.g. --config.{field}.KEY=VALUE")
-            check_known_keys(value, ref, f"{field}.")
-            continue
-        check_value_type(field, ref, value)
-
-
-def check_value_type(field: str, ref, value) -> None:
-    if isinstance(ref, bool):
-        require(isinstance(value, bool), field, f"expected True or False, got {value!r}", "write True or False")
-    elif isinstance(ref, (int, float)):
-        require(isinstance(value, (int, float)) and not isinstance(value, bool), field,
-                f"expected a number, got {value!r}", "write a number")
-        require(isinstance(ref, float) or float(value).is_integer(), field, f"expected an integer, got {value!r}",
-                "write a whole number")
-        require(math.isfinite(value), field, f"must be finite, got {value!r}", "write a finite number")
-        # counts (steps, batch, sizes, seeds) live in int32 on the device: 1e30 steps would overflow there
-        require(isinstance(ref, float) or abs(value) < 2**31, field, f"{value!r} is too large (at most 2^31 - 1)",
-                "write a smaller whole number")
-    elif isinstance(ref, str):
-        require(isinstance(value, str), field, f"expected a string, got {value!r}", "quote the value")
-    elif isinstance(ref, (list, tuple)):
-        require(isinstance(value, (list, tuple)), field, f"expected a list, got {value!r}", "write e.g. [1, 2]")
-        for v in value:
-            require(not isinstance(v, float) or math.isfinite(v), field, f"has {v!r}, not finite",
-                    "write finite numbers")
-
-
 def validate(config, *, data: bool = True) -> None:
     """Checks that need no devices. Each failure is one line naming the field and the fix. data=False skips the
     one check that reads the data's tokenizer (resolve_rung on a launching machine that may not hold it)."""
     from ladder.config import require_kind
 
     require_kind(config, "train", "this config")
-    check_known_keys(config)
+    check_known_keys(config, default_config())
     require_path_name(config.name, "name")  # the default run directory is runs/<name>
     _check_positive(config)
     _check_model(config.model)
@@ -389,3 +351,5 @@ def _check_data_and_eval(config) -> None:
         require(not e.tasks or e.lm_loss_batches > 0, "eval.lm_loss_batches", "0 with mix.r set",
                 "set it > 0: general_loss and domain_loss are held-out LM losses")
     require(e.batch_size >= 0, "eval.batch_size", f"must be >= 0, got {e.batch_size}", "use 0 for train.global_batch")
+    require(e.n_questions <= MAX_QUESTIONS, "eval.n_questions", f"{e.n_questions:,} is more than {MAX_QUESTIONS:,}",
+            "use e.g. 300 (questions per embedded task)")

@@ -19,6 +19,12 @@ from ladder.arch import arch_of
 from ladder.checkpoint import Checkpoints
 from ladder.errors import TrainingFailed
 
+# A loss or gradient that is not finite at step 1 was computed from the initial weights, before any update: the
+# learning rate cannot be the cause (before, the message said to lower it for model.init_std=1e30).
+FIRST_STEP_FIX = ("the first step's loss comes from the initial weights, before any update, so the learning rate is "
+                  "not the cause: check model.init_std, model.rope_theta, model.norm_eps, the dtypes and the data "
+                  "(or the base run's weights with init.from_run)")
+
 
 class TrainLog:
     """What the run reports as it goes: status.json and metrics.jsonl (process 0 writes them), the rates, and
@@ -79,7 +85,8 @@ class TrainLog:
             kept = self.ckpts.last_verified
             raise TrainingFailed(f"step {done}: {problem}; stopped before saving it; the last verified checkpoint "
                                  f"is {'step ' + str(kept) if kept is not None else 'none (nothing saved yet)'}; "
-                                 "lower optim.peak_lr, raise optim.warmup_steps or check the data")
+                                 + (FIRST_STEP_FIX if done == 1 else "lower optim.peak_lr, raise "
+                                    "optim.warmup_steps or check the data"))
         now = time.perf_counter()
         progress.update(step=done, loss=m["loss"])
         first = clock["t"] is None  # the first step after a start includes compilation: rates start after it

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # parameter and FLOP accounting) come first: every stage may use them.
 STAGES = [
     ("base", ["ladder.errors", "ladder.storage", "ladder.formats", "ladder.config", "ladder.chips", "ladder.arch",
-              "ladder.gcs", "ladder.runlock", "ladder.topology", "ladder.malloc_tunables", "ladder.cpu_threads", "ladder"]),
+              "ladder.gcs", "ladder.runlock", "ladder.topology", "ladder.malloc_tunables", "ladder.cpu_threads",
+              "ladder.config_checks", "ladder"]),
     ("plan", ["ladder.plan"]),
     ("data", ["ladder.data", "ladder.tasks"]),
     ("model", ["ladder.model", "ladder.attention", "ladder.loss", "ladder.sharding", "ladder.optimizer"]),

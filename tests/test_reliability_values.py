@@ -81,7 +81,7 @@ PLAN_EDITS = [
     (_rung(n=0), "n is 0, not a whole number > 0"),
     (_rung(batch_sequences=3.5), "batch_sequences is 3.5, not a whole number > 0"),
     (_rung(peak_lr=float("nan")), "peak_lr is nan, not a finite number"),
-    (_rung(warmup_steps=-1), "warmup_steps is -1, not a whole number >= 0"),
+    (_rung(warmup_steps=-1), "warmup_steps is -1, not a whole number in [0, 2147483647]"),
     (_rung(eval_steps="10,20"), "eval_steps is '10,20', not a list of steps in [1, total_steps]"),
     (_rung(checkpoint_steps=[-5]), "checkpoint_steps is [-5], not a list of steps"),
     (_rung(schedule=3), "schedule is 3, not a string"),

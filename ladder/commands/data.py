@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from ladder.commands.common import POSITIVE, check_out, refuse_unread_options, whole
+from ladder.config_checks import MAX_QUESTIONS
 from ladder.errors import LadderError
 
 EXAMPLES = """
@@ -38,7 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
     parser.add_argument("--name", default="", help="files: dataset config name (default: a hash of the inputs)")
     parser.add_argument("--vocab-size", type=whole(2), default=8192, help="spm: vocabulary size")
-    parser.add_argument("--n-questions", type=whole(1), default=300, help="tasks: questions per embedded task")
+    parser.add_argument("--n-questions", type=whole(1, MAX_QUESTIONS), default=300,
+                        help="tasks: questions per embedded task")
     parser.add_argument("-o", "--out", metavar="PATH", help="spm: the .model file to write; tasks: a directory; "
                         "tokenize: the token store directory (local or gs://)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output (tokenize: what --out "

@@ -9,6 +9,7 @@ import sys
 from ladder import plan as plan_lib
 from ladder.commands.common import add_out, add_targets, check_out, split_list, target_spec, whole
 from ladder.errors import LadderError
+from ladder.config_checks import MAX_INT32
 
 EXAMPLES = """
 ladder plan --target 7b-4t --target 13b-5t --preset olmo-ladder -o plan.json
@@ -30,7 +31,7 @@ def add_arguments(parser) -> None:
                                                "preset's, else the widest ladder --fraction buys)")
     parser.add_argument("--multiples", help="comma-separated Chinchilla multiples, e.g. 1,2,5,10 (default: "
                                                    "the preset's, else chosen with the sizes)")
-    parser.add_argument("--seed", type=whole(0), default=0, help="the rungs' training seed")
+    parser.add_argument("--seed", type=whole(0, MAX_INT32), default=0, help="the rungs' training seed")
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "wsd"), help="learning-rate schedule")
     parser.add_argument("--eval-fractions", metavar="F,F,...",
                         help="where each rung is evaluated, as fractions of its steps, e.g. 0.25,0.5,0.9,1 "

@@ -20,8 +20,8 @@ from ladder import storage
 from ladder.commands.common import (TARGET_HELP, add_out, check_out, path_arg, plan_targets, resolve_targets,
                                     split_list, whole)
 from ladder.errors import require
+from ladder.laws import MAX_BOOTSTRAP
 
-MAX_BOOTSTRAP = 100_000  # 1,000 gives the intervals' percentiles to ~0.1 point; 10^9 ran for ever
 EXAMPLES = """
 ladder predict results.csv --plan plan.json -o pred.json
 ladder predict results.csv --target 7b-4t --target 13b-5t -o pred.json

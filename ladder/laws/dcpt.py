@@ -26,7 +26,7 @@ import numpy as np
 
 from ladder.errors import LadderError, require
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
-from ladder.laws.specialization_rows import keep_domain, note_dropped, require_no_infinite
+from ladder.laws.specialization_rows import keep_domain, note_dropped, require_cpt_tokens, require_no_infinite
 from ladder.results import last_rows
 
 # Fit-space parameters: amplitudes as logs (so they stay > 0), exponents bounded > 0, eps as a log.
@@ -137,6 +137,7 @@ def points_from_table(table: dict[str, np.ndarray], loss: str = "domain", *, dom
         require(col in table, col, "column missing from the results table",
                 "write CPT rows with the columns listed in docs/specialization.md")
     run, n, step, r, d = table["run"], table["n"], table["step"], table["r"], table["d_cpt"]
+    require_cpt_tokens(table)
     require_no_infinite(table[column], run, step, column)
     keep = np.isfinite(d) & (d > 0) & np.isfinite(table[column])
     note_dropped(np.isfinite(d) & (d > 0) & ~np.isfinite(table[column]), run, step,

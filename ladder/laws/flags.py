@@ -35,6 +35,8 @@ LEGEND = {
     "STEEP": "a member's accuracy past the ladder moved more than twice the steepest slope its fitted runs show "
              "(per decade of compute) allows, and was held to that bound: a sigmoid on near-chance points "
              "guessed its onset",
+    "FLAT": "accuracy does not clearly rise with compute on the fitted runs (rank correlation under +0.5): the "
+            "rise the laws extrapolate is their assumption, not the data's",
     "FB": "a method of the ensemble could not be fitted (e.g. no task loss) and was left out",
 }
 

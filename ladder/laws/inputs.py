@@ -79,6 +79,9 @@ def target_values(targets, what: str = "targets") -> dict[str, tuple[float, ...]
     out = {}
     for name, vals in targets.items():
         where = f"{what}[{name!r}]"
+        # a name is a row label of the printed table and a JSON key: a line break split the table's row in two
+        require(isinstance(name, str) and name.strip() != "" and name.isprintable(), where, "is not a name of "
+                "printable characters (blank, or a line break or tab in it)", "name the target e.g. 7B or my-2b")
         require(not isinstance(vals, (str, bytes, Mapping)) and hasattr(vals, "__len__") and len(vals) in (2, 3),
                 where, f"is {vals!r}", "give (N, D) or (N, D, FLOPs per token): parameters and tokens as plain "
                 "counts, e.g. (6.89e9, 3.95e12)")
@@ -136,3 +139,11 @@ def workers(value, what: str = "workers") -> int | None:
 def method_name(value, what: str = "method") -> str:
     require(isinstance(value, str), what, f"is {value!r}", "give one method name, e.g. 'ensemble' or 'paper'")
     return value
+
+
+def positive(value, what: str) -> float:
+    """A count or budget from Python (N, D, FLOPs): a positive finite number (int, float, numpy scalar); text
+    and bools are refused (before: allocate_split(fit, "1e20") was a TypeError inside the allocator)."""
+    ok = isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_))
+    require(ok and math.isfinite(value) and value > 0, what, f"is {value!r}", "give a positive finite number")
+    return float(value)

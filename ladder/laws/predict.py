@@ -21,10 +21,11 @@ from ladder.laws.ensemble import MENU, PAPER_STAND_IN, EnsembleFit, calibrate
 from ladder.laws.parallel import map_jobs, task_chunks
 from ladder.laws.prediction import Prediction
 from ladder.laws.bootstrap import bootstrap, bootstrap_many
-from ladder.laws.task_results import FittedLadder, noise, task_results
+from ladder.laws.task_results import INTERVAL, FittedLadder, noise, task_results
 from ladder.laws.taskdata import FINAL_WINDOW, PAPER_RUNS, TaskData, select_runs, task_data
 from ladder.laws.taskfit import METHODS, Method, TaskFit, fit_task
 from ladder.malloc_tunables import keep_freed_memory
+from ladder.plan.sizes import MIN_RUN_TOKENS_PER_PARAM
 
 # A bootstrap refits every resample on every run's points: its time and memory grow as resamples x runs
 # (10^6 rows over 62,500 runs: 100 resamples took over 3 CPU-minutes and 3 GB). Past this budget (4,096 runs
@@ -121,6 +122,7 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
     flops = {k: v[2] for k, v in targets.items() if len(v) > 2}
     targets = {k: (float(v[0]), float(v[1])) for k, v in targets.items()}
     ladder = FittedLadder.of(cols, select_runs(cols, runs))
+    _require_token_counts(ladder)
     tasks = list(dict.fromkeys(cols["task"].tolist())) if tasks is None else list(tasks)
     notes = _inside_targets(targets, ladder) + _one_ratio(targets, ladder)
     pred = Prediction(targets, ladder.runs, {}, {t: {} for t in targets}, warnings=notes)
@@ -140,6 +142,17 @@ def predict(cols: dict, targets: dict[str, tuple], *, method: str = DEFAULT_METH
         task_results(pred, cols, task, ladder, flag_lists[task], flops)
     return pred
 
+
+
+def _require_token_counts(ladder: FittedLadder) -> None:
+    """A fitted run ending under N/100 tokens is the importer's unit slip (D in billions, or tokens per
+    parameter), in a table written by hand: refused as the importer and a target with D < N are. Before, D in
+    millions was fitted (compute ratios of 10^8, a confident accuracy) with no word but X100."""
+    few = min(ladder.runs, key=lambda r: ladder.nd[r][1] / ladder.nd[r][0])
+    n, d = ladder.nd[few]
+    require(d >= MIN_RUN_TOKENS_PER_PARAM * n, "results table", f"run {few!r} ends at {d:g} tokens for {n:,.0f} "
+            "parameters (under N/100), so d is not a plain count of tokens", "write d as tokens seen, e.g. 2.6e10 "
+            "(not 26 for billions, nor tokens per parameter)")
 
 
 def _warn(notes: list[str], msg: str) -> None:
@@ -267,7 +280,14 @@ def _fit_tasks(pred: Prediction, cols: dict, tasks, method: str, menu, skipped, 
 
 
 def _bootstrap_budget(n_bootstrap: int, n_runs: int, notes: list[str]) -> int:
-    """The resamples to draw: n_bootstrap, cut (loudly) to fit BOOTSTRAP_BUDGET run refits."""
+    """The resamples to draw: n_bootstrap, cut (loudly) to fit BOOTSTRAP_BUDGET run refits. Under 1/0.025 = 40
+    resamples a 95% interval's 2.5% tails hold less than one resample each: the ends are the extremes seen
+    (--bootstrap 1 printed a '95% interval' from one refit), so that is said too."""
+    tails = round(100 / INTERVAL[0])
+    if 0 < n_bootstrap < tails:
+        _warn(notes, f"bootstrap: {n_bootstrap} resamples are too few for a 95% interval (its 2.5% tails need "
+                     f"{tails}+): the interval printed is the spread of {n_bootstrap} refits; use --bootstrap 0 "
+                     f"for none or at least {tails}")
     if n_bootstrap and n_bootstrap * n_runs > BOOTSTRAP_BUDGET:
         cut = max(MIN_RESAMPLES, BOOTSTRAP_BUDGET // n_runs)
         if cut < n_bootstrap:

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from ladder.errors import require
+from ladder.errors import LadderError, require
 
 
 def require_no_infinite(loss: np.ndarray, run, step, column: str) -> None:
@@ -41,3 +41,29 @@ def keep_domain(table: dict[str, np.ndarray], keep: np.ndarray, domain: str | No
     require(bool(keep.any()), "domain", f"no {rows} for domain {domain!r}",
             f"choose one of {sorted(set(table['domain'].tolist()))}")
     return keep
+
+
+def require_cpt_tokens(table: dict[str, np.ndarray]) -> None:
+    """`d_cpt` (the CPT tokens behind a checkpoint) is blank for base runs, else a finite count >= 0 that is part
+    of its total tokens `d`. Before, a negative d_cpt row was dropped from the D-CPT fit without a word (the
+    split law refused it, the report skipped it), and d_cpt > d was fitted by D-CPT while the split law blamed
+    a missing base run."""
+    if "d_cpt" not in table:
+        return
+    try:  # a dict of columns from Python may hold text (read_table's columns are float64)
+        d_cpt, run = np.asarray(table["d_cpt"], dtype=np.float64), table["run"]
+    except (TypeError, ValueError):
+        raise LadderError("d_cpt: is not a column of numbers; give the CPT tokens as counts (blank for a base "
+                          "run)") from None
+    bad = ~np.isnan(d_cpt) & ~((d_cpt >= 0) & np.isfinite(d_cpt))
+    if bad.any():
+        i = int(np.argmax(bad))
+        require(False, "d_cpt", f"is {float(d_cpt[i]):g} in {int(bad.sum())} rows, first run {str(run[i])!r}",
+                "give the CPT tokens as a count >= 0 (blank or 0 for a base run)")
+    if "d" in table:
+        over = d_cpt > table["d"] * (1 + 1e-9)
+        if over.any():
+            i = int(np.argmax(over))
+            require(False, "d_cpt", f"is above d (the checkpoint's total tokens) in {int(over.sum())} rows, first "
+                    f"run {str(run[i])!r} (d_cpt {float(d_cpt[i]):g} > d {float(table['d'][i]):g})",
+                    "d counts pretraining plus CPT tokens: fix whichever column is wrong")

@@ -30,7 +30,7 @@ from scipy.optimize import brentq, minimize_scalar
 
 from ladder.errors import require
 from ladder.laws.dcpt import r_squared
-from ladder.laws.specialization_rows import keep_domain, note_dropped, require_no_infinite
+from ladder.laws.specialization_rows import keep_domain, note_dropped, require_cpt_tokens, require_no_infinite
 from ladder.laws.fitting import FitResult, log_sum_exp_huber, minimize_from_grid
 from ladder.results import last_rows
 
@@ -100,6 +100,7 @@ def points_from_table(table: dict[str, np.ndarray], *, domain: str | None = None
     for col in ("run", "n", "d", "step", "domain_loss"):
         require(col in table, col, "column missing from the results table", "see docs/specialization.md")
     zeros = np.zeros(len(table["run"]))  # base-run-only tables have no CPT columns: D' = 0 everywhere
+    require_cpt_tokens(table)
     run, step, loss = table["run"], table["step"], table["domain_loss"]
     d_cpt, r = np.nan_to_num(table.get("d_cpt", zeros)), np.nan_to_num(table.get("r", zeros))
     bad = ~((r >= 0) & (r <= 1))

@@ -3,8 +3,8 @@
 The last stage of `predict` (predict.py fits; this reads the fits and writes `Prediction.results`), kept in
 one place because every number of a result row is decided here: the bootstrap's percentile interval widened
 by the ensemble's calibrated band, the predicted change against the checkpoint noise, and the flags about the
-target (X100, IN, BELOW, RATIO, FPT, NOISY, SUB, DIR). The formulas are in docs/laws.md ("The default: a back-tested ensemble",
-"Bootstrap over whole runs", "Flags", "Predictability").
+target (X100, IN, BELOW, RATIO, FPT, NOISY, SUB, DIR, FLAT). The formulas are in docs/laws.md ("The default: a
+back-tested ensemble", "Bootstrap over whole runs", "Flags", "Predictability").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ladder.laws.taskdata import FINAL_WINDOW, groups, present, task_constants, 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
 NOISY_RATIO = 2.0       # flag a task whose predicted change is under 2x its checkpoint noise
+FLAT_RHO = 0.5          # flag a task whose final accuracy ranks with compute under this (Spearman)
 BOOT_SHARE = 0.05       # BOOT: more than 5% of the bootstrap refits stopped short of their optimum
 
 
@@ -122,12 +123,15 @@ def noise(cols: dict, task: str, runs: list[str], window: int = FINAL_WINDOW) ->
     return out
 
 
-def wrong_direction(cols: dict, task: str, runs: list[str], acc_sd: float) -> str | None:
-    """Why the task's accuracy runs the wrong way, or None: over the fitted runs' final accuracies, a Spearman
-    rank correlation with compute 6ND of -0.5 or below **and** a fall, by the least-squares line in log
-    compute across the fitted range, of more than 2x the checkpoint noise (0.01 where unknown). The step-2
-    sigmoid cannot bend that way (k >= 0), so it fits a flat line at the ceiling and predicts ~1: a number
-    from nothing. Near-chance tasks wobble, hence the noise bar (docs/laws.md, "Flags": DIR)."""
+def direction(cols: dict, task: str, runs: list[str], acc_sd: float) -> tuple[str, str] | None:
+    """("DIR", why) when the task's accuracy runs the wrong way, ("FLAT", why) when it does not clearly rise,
+    else None. Over the fitted runs' final accuracies: DIR is a Spearman rank correlation with compute 6ND of
+    -0.5 or below **and** a fall, by the least-squares line in log compute across the fitted range, of more
+    than 2x the checkpoint noise (0.01 where unknown). The step-2 sigmoid cannot bend that way (k >= 0), so it
+    fits a flat line at the ceiling and predicts ~1: a number from nothing. Near-chance tasks wobble, hence the
+    noise bar. FLAT is any other rank correlation under +0.5: accuracies as noise around a level (probed:
+    uniform draws in [0.2, 0.9] predicted 0.997 for 7B, flagged only X100), so the rise the law extrapolates is
+    its assumption, not the data's (docs/laws.md, "Flags": DIR, FLAT; every OLMo task has +0.98 or more)."""
     chosen = present(cols, task, runs)
     if len(chosen) < 3:
         return None
@@ -144,7 +148,9 @@ def wrong_direction(cols: dict, task: str, runs: list[str], acc_sd: float) -> st
     fall = -float(np.polyfit(logc, acc, 1)[0]) * float(np.ptp(logc))
     bar = 2 * acc_sd if np.isfinite(acc_sd) else 0.01
     if rho <= -0.5 and fall > bar:
-        return f"final accuracy falls {fall:.3f} across the fitted compute range (rank correlation {rho:+.2f})"
+        return "DIR", f"final accuracy falls {fall:.3f} across the fitted compute range (rank correlation {rho:+.2f})"
+    if rho < FLAT_RHO:
+        return "FLAT", f"final accuracy barely follows compute on the fitted runs (rank correlation {rho:+.2f})"
     return None
 
 
@@ -180,7 +186,7 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
         conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
                 else rows["converged"])
     nz = noise(cols, task, ladder.runs)
-    backwards = wrong_direction(cols, task, ladder.runs, nz["acc_sd"])
+    trend = direction(cols, task, ladder.runs, nz["acc_sd"])
     sub, best = below_chance(cols, task, ladder.runs, nz["acc_sd"])
     ref = task_data(cols, task, [ladder.reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
     uses_compute = any(f.method.form == "c" and f.data.fpt is not None
@@ -209,7 +215,8 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
         if rows is not None and short:
             f.append(("BOOT", short))
         if ratio > EXTRAPOLATION_FLAG:
-            f.append(("X100", f"{ratio:.0f}x the compute (6ND) of {ladder.reference}"))
+            f.append(("X100", f"{ratio:,.0f}x the compute (6ND) of {ladder.reference}" if ratio < 1e6
+                            else f"{ratio:.3g}x the compute (6ND) of {ladder.reference}"))  # not 39 digits
         if ladder.inside(N, D):
             f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
         elif ladder.below(N, D):
@@ -227,9 +234,9 @@ def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, 
             # the laws' rise from chance is not in the data: staying at the best measured accuracy is as likely
             f.append(("SUB", sub))
             r["acc_lo"] = min(r["acc_lo"], best)
-        if backwards:
-            # the number is no prediction: report the whole range accuracy can take
-            f.append(("DIR", backwards))
+        if trend:
+            f.append(trend)
+        if trend and trend[0] == "DIR":  # the number is no prediction: report the whole range accuracy can take
             r["acc_lo"], r["acc_hi"] = float(task_constants(cols, task)[1] or 0.0), 1.0
         r["flags"], r["flag_details"] = fl.merge(f)
         if task in pred.backtests:

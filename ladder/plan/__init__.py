@@ -14,7 +14,8 @@ import re
 from ladder.arch import Arch, flops_per_token_reference, n_params
 from ladder.errors import LadderError
 from ladder.plan.budget import choose_rungs
-from ladder.plan.planfile import VERSION, format_table, load_plan, print_table, rung_arch, write_plan
+from ladder.plan.planfile import (VERSION, format_table, load_plan, print_table, rung_arch, validate_plan,
+                                 write_plan)
 from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset
 from ladder.plan.resources import MFU, check_rung, choose_slice, estimate_memory, estimate_seconds
 from ladder.plan.rungs import TOKENS_PER_PARAM, make_rung
@@ -152,8 +153,12 @@ def plan_ladder(targets=None, fraction: float | None = None, sizes=None, multipl
     if spent > 1:  # without a cap (explicit sizes and multiples), e.g. --multiples 1e12 (a rung of 10^21 tokens)
         raise LadderError(f"multiples: these rungs spend {spent:.3g}x the targets' compute: a ladder costs a small "
                           "share of what it predicts; use smaller --multiples or --sizes (e.g. 1,2,5,10)")
-    return {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
+    plan = {"version": VERSION, "preset": preset, "family": family.name, "targets": target_list,
             "fraction": spent, "defaults": dict(family.defaults), "rungs": rungs}
+    # the plan file reader's checks, here too: a plan shown or returned is one `ladder launch` accepts (before,
+    # --seed 2**40 was planned and written, and refused by every rung at launch)
+    validate_plan(plan, "plan")
+    return plan
 
 
 def _targets_and_family(targets, ladder) -> tuple[list[dict], Family]:

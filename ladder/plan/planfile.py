@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ladder.arch import Arch
+from ladder.config_checks import MAX_INT32
 from ladder.errors import LadderError, require_path_name
 
 VERSION = 1
@@ -48,7 +49,7 @@ def load_plan(path: str | os.PathLike) -> dict:
 RUNG_COUNTS = ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "n", "n_total", "tokens",
                "batch_sequences", "batch_tokens", "total_steps", "flops", "flops_6n", "flops_6nd",
                "flops_per_token", "flops_per_token_6n")
-RUNG_WHOLE = ("mlp_hidden", "warmup_steps", "seed")
+RUNG_WHOLE = ("mlp_hidden", "warmup_steps", "seed")  # at most MAX_INT32: the trainer keeps them in int32
 RUNG_REALS = ("multiple", "peak_lr", "final_lr_ratio", "beta1", "beta2", "eps", "weight_decay", "clip", "z_loss",
               "share")
 RUNG_STEPS = ("eval_steps", "checkpoint_steps")
@@ -68,7 +69,8 @@ def _check_rung_values(r: dict, where: str) -> None:
     for key in RUNG_COUNTS:
         need(_number(r[key]) and r[key] == int(r[key]) and r[key] > 0, key, "not a whole number > 0")
     for key in RUNG_WHOLE:
-        need(_number(r[key]) and r[key] == int(r[key]) and r[key] >= 0, key, "not a whole number >= 0")
+        need(_number(r[key]) and r[key] == int(r[key]) and 0 <= r[key] <= MAX_INT32, key,
+             f"not a whole number in [0, {MAX_INT32}]")
     for key in RUNG_REALS:
         need(_number(r[key]), key, "not a finite number")
     for key in ("size", "schedule"):

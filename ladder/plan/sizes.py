@@ -42,6 +42,12 @@ def parse_count(text: str | float | int, field: str) -> float:
     return value
 
 
+# A run whose final D is under N/100 is a count in other units (billions of tokens, tokens per parameter), not a
+# run: even a smoke rung sees 5 tokens per parameter, and one checkpoint early in a run about 1. The importer
+# (import_checks.require_counts) and the predictor (laws/predict.py) refuse such a run's table alike.
+MIN_RUN_TOKENS_PER_PARAM = 0.01
+
+
 def require_tokens_per_parameter(name, n: float, tokens: float, field: str = "target") -> None:
     """A target trained on fewer tokens than it has parameters is a unit slip, not a run: '7b-4' (4 tokens,
     meant 4T), '7B=7:4' (N and D in billions and trillions). Before, `ladder predict` fitted such a target

@@ -1,6 +1,7 @@
 """A k-step bootstrap (Andrews 2002; Davidson & MacKinnon 1999) against today's refits, on the OLMo default.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_kstep_bootstrap.py [--ks 1,2,3,4] [--parts step2,nd,c,single]
+        [--show single-step]   (also print that member's 7B-4T percentiles per task, each row)
 
 Each resample's refit takes at most k iterations of its production solver from the full-sample optimum (the
 solver's own damped steps, each one trial pass: step 1 `nd` and `c` Newton, `newton.newton_batched`; single-step
@@ -141,6 +142,7 @@ def main():
     ap.add_argument("--ks", default="1,2,3,4")
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--show", help="also print this member's 7B-4T 2.5/97.5 percentiles per task, each row")
     args = ap.parse_args()
     cols = load()
     with warnings.catch_warnings():
@@ -153,6 +155,10 @@ def main():
     print(f"production, serial CPU-s per part: {', '.join(f'{k} {v:.2f}' for k, v in base['cpu'].items())}; "
           f"load {os.getloadavg()[0]:.1f}")
     print(inside_band(base))
+    show = (lambda label, r: print(f"  {args.show} 7B-4T, {label}: " + ", ".join(
+        f"{task} {100 * r['ends']['7B', task, args.show][0][0]:.1f}-{100 * r['ends']['7B', task, args.show][0][1]:.1f}"
+        for task in pred.fits))) if args.show else (lambda label, r: None)
+    show("production", base)
     print("| part | k | its CPU-s (production) | largest end move, acc points / loss %: "
           + " / ".join(("ensemble bootstrap", *next(iter(pred.fits.values())).members, "reported")) + " |")
     for part in args.parts.split(","):
@@ -163,6 +169,7 @@ def main():
             cells = [f"{mv[w][0]:.2f} / {mv[w][1]:.2f}" for w in ("ensemble", *members)]
             print(f"| {part} | {k} | {r['cpu'][part]:.2f} ({base['cpu'][part]:.2f}) | {' | '.join(cells)} | "
                   f"{mv['reported'][0]:.2f} / {mv['reported'][1]:.2f}, {mv['same']} |", flush=True)
+            show(f"{part} k={k}", r)
 
 
 if __name__ == "__main__":

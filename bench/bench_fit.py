@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "reference"
 
 from ladder.importers import import_olmo  # noqa: E402
+from ladder.laws import parallel  # noqa: E402
 from ladder.laws.chinchilla import LOSS_ND, fit_loss  # noqa: E402
 from ladder.laws.predict import predict  # noqa: E402
 from ladder.results import append_rows, read_table  # noqa: E402
@@ -74,6 +75,40 @@ def package_fit(N, D, L, grid: str):
     return dt, obj, {k: float(v) for k, v in p.items()}, n_starts
 
 
+JOBS_LOG: list = []  # [path, ladder.laws.parallel's own _run] while record_jobs is on
+
+
+def _logged_run(fn, job):
+    """parallel._run, logging the job's CPU-s and process (module level: the pool pickles it by name)."""
+    t = time.process_time()
+    out = JOBS_LOG[1](fn, job)
+    with open(JOBS_LOG[0], "a") as f:
+        f.write(f"{fn.__name__} {os.getpid()} {time.process_time() - t}\n")
+    return out
+
+
+def record_jobs(path: Path) -> None:
+    """Log every fitting job's CPU-s and process to `path` (the forked workers inherit the patched
+    ladder.laws.parallel._run): what each worker was busy with, whatever the load on the machine."""
+    JOBS_LOG[:] = [path, parallel._run]
+    parallel._run = _logged_run
+
+
+def idle_projection(path: Path, parent_cpu: float) -> str:
+    """The wall time on idle cores, from CPU-s: the parent's own CPU plus, per stage (one pool: the back-test
+    suite and full fits, then the bootstrap), its busiest worker's. Fork and pickling are left out; loaded
+    cores take more CPU-s than idle ones, so under load this overestimates."""
+    busy: dict = {}
+    for line in path.read_text().splitlines():
+        stage, pid, c = line.split()
+        busy.setdefault(stage, {}).setdefault(pid, 0.0)
+        busy[stage][pid] += float(c)
+    stages = {k: sorted(v.values(), reverse=True) for k, v in busy.items()}
+    total = parent_cpu + sum(v[0] for v in stages.values())
+    return (f"idle-core projection {total:.2f} s = parent {parent_cpu:.2f} + busiest worker per stage ("
+            + ", ".join(f"{k}: {' / '.join(f'{x:.2f}' for x in v)} per worker" for k, v in stages.items()) + ")")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--package-grid", choices=["coarse", "full"], default="coarse")
@@ -97,15 +132,20 @@ def main():
             t = os.times()
             return t.user + t.system + t.children_user + t.children_system
 
+        jobs_log = Path(tempfile.mkdtemp()) / "jobs.txt"
+        record_jobs(jobs_log)
         for method in args.methods.split(","):
-            t, c = time.perf_counter(), cpu()
+            jobs_log.write_text("")
+            t, c, own = time.perf_counter(), cpu(), sum(os.times()[:2])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 predict(cols, targets, method=method, n_bootstrap=args.bootstrap, workers=args.workers)
+            own = sum(os.times()[:2]) - own
             print(f"OLMo ladder, 8 tasks, {method}, {args.bootstrap}-sample bootstrap, {args.workers or 'all'} "
                   f"worker(s): {time.perf_counter() - t:.2f} s wall, {cpu() - c:.2f} s CPU"
                   + (" (back-test suite included)" if method == "ensemble" else "")
                   + f"; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+            print(f"  {idle_projection(jobs_log, own)}")
 
     if (SHARED / "chinchilla").is_dir():
         N, D, L = chinchilla_points()

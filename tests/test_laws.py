@@ -248,6 +248,13 @@ def test_single_step_refits_with_kept_trials_equal_the_plain_solver_bit_for_bit(
                              max_iter=2000, rtol=1e-6, data=logs)
     X, f, c = ss.refit_many(x0, N, D, acc, W)
     assert np.array_equal(X[0], plain[0]) and np.array_equal(f[0], plain[1]) and np.array_equal(c[0], plain[2])
+    # max_iter caps the same iterates (bench/bench_kstep_bootstrap.py's k-step refits): 3 steps are the plain
+    # solver's first 3, and most refits are not done after them
+    plain3 = minimize_batched(residual_fn, np.repeat(x0[None], 60, 0), W, delta=ss.HUBER_DELTA, bounds=ss.BOUNDS,
+                              max_iter=3, rtol=1e-6, data=logs)
+    X3, f3, c3 = ss.refit_many(x0, N, D, acc, W, max_iter=3)
+    assert np.array_equal(X3[0], plain3[0]) and np.array_equal(f3[0], plain3[1]) and np.array_equal(c3[0], plain3[2])
+    assert (f3[0] >= f[0]).all() and not c3[0].all()
 
 
 def test_fits_of_several_tasks_in_one_descent_equal_their_own_bit_for_bit():

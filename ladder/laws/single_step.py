@@ -225,7 +225,7 @@ def _polish(prepared: list[dict], top_k: int) -> list[list[FitResult]]:
     return [[next(fits) for _ in p["W"]] for p in prepared]
 
 
-def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):
+def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6, max_iter: int = 2000):
     """Bootstrap refits of U problems at once (x0s [U, 7], each warm-started from its full fit; N, D, acc [U, n],
     e.g. one per task) under the same B weightings, in one solver call (as chinchilla.refit_loss_many). Returns
     X [U, B, 7], objective and converged [U, B]."""
@@ -238,7 +238,7 @@ def refit_many(x0s, N, D, acc, weights, *, rtol: float = 1e-6):
         return _residuals(logN, logD, logA)(X, jac)
 
     X, f, c = minimize_batched(residual_fn, np.repeat(x0s, B, 0), np.tile(weights, (U, 1)), delta=HUBER_DELTA,
-                               bounds=BOUNDS, max_iter=2000, rtol=rtol,
+                               bounds=BOUNDS, max_iter=max_iter, rtol=rtol,
                                data=tuple(np.repeat(v.astype(np.float64), B, 0) for v in logs),
                                trial=(_trial_value, _trial_jacobian))
     return X.reshape(U, B, -1), f.reshape(U, B), c.reshape(U, B)

@@ -8,7 +8,7 @@ then times ladder.results.read_table(validate=True) and ladder.laws.predict.pred
 seconds and in CPU seconds of this process and its fit workers (the fair figure on a shared machine), with the load average.
 Before the per-run grouping was vectorised (issue 18) the fit compared every run name against every row
 (62,500 x 10^6 string comparisons) and was still running after 10 minutes. Figures: docs/results.md;
-the default method's, sessions 5 and 6: docs/laws.md ("Speed"). Session 6's default figure was taken with
+the default method's, sessions 5 and 6: docs/laws-history.md ("Speed"). Session 6's default figure was taken with
 LADDER_FIT_WORKERS=1 (one process) and --method ensemble: 18.4 CPU-s, from 39.7 back to back.
 """
 

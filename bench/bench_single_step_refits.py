@@ -1,8 +1,8 @@
-"""Solvers tried for single-step's bootstrap refits, against converged references (none kept: docs/laws.md,
-Bootstrap). Reads the problems `bench_bootstrap_convergence.py --save FILE` writes (their references are
-L-BFGS-B to machine precision from four starts) and prints, per task, the share of resamples more than 1e-7
-(relative objective) above the reference and the CPU seconds of each variant (all tasks in one call, as
-bootstrap_many runs them):
+"""Solvers tried for single-step's bootstrap refits, against converged references (none kept:
+docs/laws-history.md, "Single-step's bootstrap refits: solvers tried"). Reads the problems
+`bench_bootstrap_convergence.py --save FILE` writes (their references are L-BFGS-B to machine precision from four
+starts) and prints, per task, the share of resamples more than 1e-7 (relative objective) above the reference
+and the CPU seconds of each variant (all tasks in one call, as bootstrap_many runs them):
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_bootstrap_convergence.py --save /tmp/p.pkl
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_single_step_refits.py /tmp/p.pkl [VARIANT ...]

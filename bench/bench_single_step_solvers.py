@@ -1,6 +1,7 @@
-"""Single-step's bootstrap refits against solvers that converge them (session 9; none adopted: docs/laws.md,
-Bootstrap). Builds the default's single-step refit problems on the OLMo ladder (its 8 tasks, the full fits as
-warm starts, `--samples` resamples of whole runs as bootstrap_many draws them) and runs, all tasks in one call:
+"""Single-step's bootstrap refits against solvers that converge them (session 9; none adopted:
+docs/laws-history.md, "Single-step's bootstrap refits: solvers tried"). Builds the default's single-step refit
+problems on the OLMo ladder (its 8 tasks, the full fits as warm starts, `--samples` resamples of whole runs as
+bootstrap_many draws them) and runs, all tasks in one call:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_single_step_solvers.py [--samples 200] [VARIANT ...]
 

@@ -16,9 +16,9 @@ keeps off the CPU (a Cloud TPU worker) is left alone. Other C libraries (musl, m
 A process already running cannot get the tunables, but it can set the two thresholds with mallopt
 (`keep_freed_memory`): `ladder predict` does, because its bootstrap solvers allocate and free arrays of a few MB
 on every iteration (~140,000 page faults and 1.3-1.7 of ~18 CPU-s of system time on the OLMo default; with the
-thresholds 35,000 and 0.4-0.7, every number identical as bytes: docs/laws.md "Speed"). Both must be set
-together: either alone turns off glibc's adaptive mmap threshold and then every large array is mmapped (1.1 M
-faults measured). The cost is resident memory: up to 512 MB the fits freed stays with the process.
+thresholds 35,000 and 0.4-0.7, every number identical as bytes: docs/laws-history.md "Speed", session 8).
+Both must be set together: either alone turns off glibc's adaptive mmap threshold and then every large array is
+mmapped (1.1 M faults measured). The cost is resident memory: up to 512 MB the fits freed stays with the process.
 """
 
 from __future__ import annotations

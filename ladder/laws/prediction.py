@@ -40,8 +40,8 @@ class Prediction:
         return self.results
 
     def distances_line(self) -> str:
-        """Each target's extrapolation distance g (docs/laws.md, "Intervals"): the number the band's width
-        scales with, which the line above names and the table did not show."""
+        """Each target's extrapolation distance g (docs/laws.md, "The default", item 3: intervals): the number the
+        band's width scales with, which the line above names and the table did not show."""
         g = {t: next((r["distance"] for r in per_task.values() if "distance" in r), np.nan)
              for t, per_task in self.results.items()}
         return "distance: " + ", ".join(f"{t} {number_cell(v, '.2f')}" for t, v in g.items()) + \

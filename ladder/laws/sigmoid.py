@@ -150,10 +150,11 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     that reduced objective with Kaufman's Gauss-Newton matrix (the Schur complement of the linear block of
     J^T W J; Golub & Pereyra 2003), k >= 0 by an active set, the acceptance and stopping rules of
     `ladder.laws.batched.minimize_batched`. A pass is one sigmoid and a few weighted sums per point, and the
-    refits need about half the passes of the 4-parameter descent (docs/laws.md, "Speed"). A start shared by
-    all problems (the bootstrap's) costs one matrix product, not a pass (`_shared_start`), and a problem stops
-    as soon as the model's gain left is under rtol, before paying for one more step. A start with k = 0 (a
-    flat sigmoid) is refitted by that descent instead. Returns (X [B, P], objective [B], converged [B])."""
+    refits need about half the passes of the 4-parameter descent (docs/laws-history.md, "Speed", session 5).
+    A start shared by all problems (the bootstrap's) costs one matrix product, not a pass (`_shared_start`),
+    and a problem stops as soon as the model's gain left is under rtol, before paying for one more step. A start
+    with k = 0 (a flat sigmoid) is refitted by that descent instead.
+    Returns (X [B, P], objective [B], converged [B])."""
     L, y = np.asarray(L, dtype=np.float64), np.asarray(acc, dtype=np.float64)
     W = np.ascontiguousarray(np.atleast_2d(np.asarray(weights, dtype=np.float64)))
     B = len(W)

@@ -70,8 +70,9 @@ def build_config(args):
 def run(args) -> int:
     config = build_config(args)
     run_dir = args.run_dir or f"runs/{config.name}"
-    from ladder.train_config import validate
+    from ladder.train_config import resolve_vocab, validate
 
+    resolve_vocab(config)  # as train() does first: vocab_size 0 is the data's, not a bad value
     validate(config, data=False)  # a bad value is its one line before any warning about it (train() checks again)
     if list(config.train.eval_steps) and not config.eval.tasks:  # as `ladder launch` warns: a rung of a plan alone
         print("ladder train: warning: train.eval_steps are set but eval.tasks is empty, so nothing is evaluated and "

@@ -20,6 +20,7 @@ from scipy.special import expit
 from ladder.laws.chinchilla import SEARCH_POINTS
 from ladder.laws.batched import minimize_batched
 from ladder.laws.fitting import FitResult, huber
+from ladder.laws.newton import newton_batched
 from ladder.laws.polish import minimize_from_grid_many
 
 NAMES = ("a", "b", "alpha", "beta", "E", "p", "q")
@@ -80,6 +81,38 @@ def _trial_jacobian(X, kept, logN, logD, logA):
     J[..., 4], J[..., 5], J[..., 6] = dz, s, 1.0
     J *= ((y > ACC_FLOOR) / np.maximum(y, ACC_FLOOR))[..., None]
     return r, J
+
+
+def _curvature(X, r, J, v, logN, logD, logA):
+    """sum_i v[b, i] d2r_i/dx2 [B, 7, 7] of the log residuals r = log(p s + q) - log Acc at rows X (r, J from
+    `_residuals`; v = w rho'(r)), for ladder.laws.newton's exact Hessian: d2r = d2y / y - J J^T, where y's
+    second derivatives come from s'' = s'(1 - 2s) along z = t1 + t2 + E, from z's own (t1 and t2 are
+    exponentials of a - alpha log N and b - beta log D), and from p's s'. Zero below ACC_FLOOR (as J)."""
+    a, b, alpha, beta, E, p, q = (X[:, i : i + 1] for i in range(7))
+    t1, t2 = np.exp(a - alpha * logN), np.exp(b - beta * logD)
+    s = expit(t1 + t2 + E)
+    y = p * s + q
+    u = v * (y > ACC_FLOOR) / np.maximum(y, ACC_FLOOR)      # v / y where the residual is alive
+    ds = s * (1 - s)
+    dz = np.stack([t1, t2, -t1 * logN, -t2 * logD, np.ones_like(t1)], -1)   # dz/d(a, b, alpha, beta, E)
+    out = -np.matmul(np.swapaxes(J * v[..., None], 1, 2), J)
+    out[:, :5, :5] += np.matmul(np.swapaxes(dz * (u * p * ds * (1 - 2 * s))[..., None], 1, 2), dz)
+    k = u * p * ds                                          # times z's second derivatives
+    c1, c2 = np.einsum("bn,bn->b", k, t1), np.einsum("bn,bn->b", k, t2)
+    n1 = np.einsum("bn,bn->b", k, t1 * logN)
+    n2 = np.einsum("bn,bn->b", k, t2 * logD)
+    out[:, 0, 0] += c1
+    out[:, 1, 1] += c2
+    out[:, 0, 2] -= n1
+    out[:, 2, 0] -= n1
+    out[:, 1, 3] -= n2
+    out[:, 3, 1] -= n2
+    out[:, 2, 2] += np.einsum("bn,bn->b", k, t1 * logN * logN)
+    out[:, 3, 3] += np.einsum("bn,bn->b", k, t2 * logD * logD)
+    cross = np.einsum("bn,bnp->bp", u * ds, dz)             # d2y/dp dz-params = s' dz
+    out[:, 5, :5] += cross
+    out[:, :5, 5] += cross
+    return out
 
 
 def _huber_terms(x, logN, logD, logA):
@@ -192,7 +225,7 @@ def fit_single_step_tasks(problems, *, top_k: int = 4) -> list[list[FitResult]]:
                                                                                  prepared[u]["search"][i].size))
                                      for u in us]) for i in range(3))
         X, f = _descend(np.concatenate([prepared[u]["X0"] for u in us]), np.concatenate([prepared[u]["W0"] for u in us]),
-                        data, len(prepared[us[0]]["S"]))
+                        data)
         at = 0
         for u in us:
             n = len(prepared[u]["X0"])
@@ -205,26 +238,22 @@ def _search_residuals(X, jac, logN, logD, logA):
     return _residuals(logN, logD, logA)(X, jac)
 
 
-# The descent settles the starts that can win to a tight stationarity (SETTLE), not just 300 steps: a start
-# stopped mid-valley is a point that depends on the last bits of exp and log, so which start L-BFGS-B then
-# polishes, and into which optimum, did too (numpy's AVX-512 and AVX2 exp/log moved OLMo back-test cells by
-# up to 15 points). Settled starts sit in their optima and give the same fits on every CPU (docs/laws.md "Same
-# numbers on every CPU"). Only starts within SETTLE_WITHIN (relative) of their fit's best after the first 300
-# steps settle: the others cannot win, and settling all would cost twice as much.
-SETTLE = {"max_iter": 3000, "rtol": 1e-11}
-SETTLE_WITHIN = 0.25
+# Every descended start is then settled by Newton's method on the exact Hessian (ladder.laws.newton with
+# `_curvature`) to a tight stationarity test, before the best starts are chosen for L-BFGS-B. Stopped after the
+# 300 Levenberg-Marquardt steps alone, starts sat mid-valley (the IRLS majoriser creeps: one OLMo fit needs
+# ~20,000 of its steps, Newton ~400) at points that depended on the last bits of exp and log, so which start
+# was polished, and into which optimum, did too: numpy's AVX-512 and AVX2 exp/log moved OLMo back-test cells
+# by up to 15 points and the default's weights by 0.06 (docs/laws.md "Same numbers on every CPU").
+SETTLE = {"max_iter": 1000, "rtol": 1e-12}
 
 
-def _descend(X0: np.ndarray, W0: np.ndarray, data: tuple, n_starts: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batched descent of every start (rows of X0, `n_starts` per fit, in order) and the settling of those
-    that can win (SETTLE): (X, f)."""
+def _descend(X0: np.ndarray, W0: np.ndarray, data: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Every start (rows of X0) descended by the batched Levenberg-Marquardt, then settled (SETTLE): (X, f)."""
     X, f, _ = minimize_batched(_search_residuals, X0, W0, delta=HUBER_DELTA, bounds=BOUNDS, max_iter=300, data=data)
-    per_fit = np.where(np.isfinite(f), f, np.inf).reshape(-1, n_starts)
-    best = per_fit.min(1, keepdims=True)
-    rows = np.flatnonzero((np.isfinite(per_fit) & (per_fit <= best * (1 + SETTLE_WITHIN))).ravel())
+    rows = np.flatnonzero(np.isfinite(f))
     if rows.size:
-        X[rows], f[rows], _ = minimize_batched(_search_residuals, X[rows], W0[rows], delta=HUBER_DELTA, bounds=BOUNDS,
-                                               data=tuple(d[rows] for d in data), **SETTLE)
+        X[rows], f[rows], _ = newton_batched(_search_residuals, _curvature, X[rows], W0[rows], delta=HUBER_DELTA,
+                                             bounds=BOUNDS, data=tuple(d[rows] for d in data), **SETTLE)
     return X, f
 
 

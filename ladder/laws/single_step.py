@@ -8,8 +8,8 @@ into A, B and E. Fitted like the authors' code (scripts/scaling/single_step.py):
 points of Huber(delta = 1e-3) of log Acc-hat - log Acc, L-BFGS-B within their bounds, from their start
 (3, 5, 0.2, 0.3, 0, chance - 1, 1). We add a few more starts, descend and settle every start to its
 optimum (Levenberg-Marquardt, then Newton: SETTLE) before L-BFGS-B, and keep the lowest objective (the same
-objective; the authors' start is among those settled, so the answer does not hang on the last bits of the
-arithmetic: POLISH_FROM_SETTLED). Formulas and sources: docs/laws.md.
+objective; the authors' start is settled too, so the answer does not hang on the last bits of the
+arithmetic: `_polish`). Formulas and sources: docs/laws.md.
 """
 
 from __future__ import annotations
@@ -237,6 +237,7 @@ def fit_single_step_tasks(problems, *, top_k: int = 4) -> list[list[FitResult]]:
 
 
 def _search_residuals(X, jac, logN, logD, logA):
+    """`_residuals` as the batched solvers call it: residual_fn(X, jac, *the rows' data)."""
     return _residuals(logN, logD, logA)(X, jac)
 
 
@@ -259,17 +260,14 @@ def _descend(X0: np.ndarray, W0: np.ndarray, data: tuple) -> tuple[np.ndarray, n
     return X, f
 
 
-# POLISH_FROM_SETTLED: L-BFGS-B also ran from the authors' raw start, and that one long run's path into an
-# optimum hung on the last bits too: on the accuracy-only OLMo table (hellaswag, far split) it found an optimum
-# 0.8% lower than every settled start under AVX-512 and the settled starts' own under AVX2, moving two cells
-# by 1 point. Over the 112 back-test fits of both OLMo tables it was otherwise lower than all settled starts
-# once, by 3e-7 relative.
-
-
 def _polish(prepared: list[dict], top_k: int) -> list[list[FitResult]]:
     """Each problem's weightings' `top_k` best descended starts and the authors' start, finished by L-BFGS-B:
     every fit's runs go through one lockstep call (ladder.laws.polish), each fit its own
-    minimize_from_grid's bit for bit."""
+    minimize_from_grid's bit for bit. The authors' start runs from its settled point, not its raw values:
+    that one long L-BFGS-B path into an optimum hung on the last bits too (on the accuracy-only OLMo table,
+    hellaswag's far split, it found an optimum 0.8% lower than every settled start under AVX-512 and the
+    settled one under AVX2, moving two cells by 1 point; over the 112 back-test fits of both OLMo tables it was
+    otherwise lower than every settled start once, by 3e-7 relative)."""
     problems, objectives = [], []
     for p in prepared:
         (logN, logD, logA), S, X, f = p["logs"], p["S"], p["X"], p["f"]
@@ -278,8 +276,8 @@ def _polish(prepared: list[dict], top_k: int) -> list[list[FitResult]]:
             res = _residuals(logN[keep], logD[keep], logA[keep])
             data = (logN[keep], logD[keep], logA[keep], w[keep])
             Xs, fs = X[s * len(S): (s + 1) * len(S)], f[s * len(S): (s + 1) * len(S)]
-            # the authors' start (row 0), descended and settled like the others (not from its raw values: see
-            # POLISH_FROM_SETTLED), always runs through L-BFGS-B, then the top_k best other starts
+            # the authors' start (row 0), settled like the others, always runs through L-BFGS-B; then the top_k
+            # best other starts
             order = [i for i in np.argsort(np.where(np.isfinite(fs), fs, np.inf), kind="stable") if i != 0]
             Xs = Xs[[0] + order[:top_k]]
             problems.append((_objective(*data), Xs, lambda x, res=res: res(x[None], False)[0][0]))

@@ -32,3 +32,26 @@ def test_a_one_ulp_change_of_the_accuracies_moves_no_back_test_prediction(shared
         for direction in (np.inf, -np.inf):
             nudged = dict(cols, acc=np.nextafter(cols["acc"], direction))
             assert np.max(np.abs(_far_split_predictions(nudged, task) - base)) < TOLERANCE, (task, direction)
+
+
+def test_single_step_curvature_is_the_derivative_of_the_weighted_jacobian():
+    """single_step._curvature (Newton's exact Hessian term, sum_i v_i d2r_i/dx2) against central differences of
+    sum_i v_i dr_i/dx, on points and parameters of the OLMo scale, the floor clip included (one row below it)."""
+    from ladder.laws import single_step as ss
+
+    rng = np.random.default_rng(1)
+    logN, logD = np.log(np.geomspace(2e8, 3e9, 9)), np.log(np.geomspace(4e9, 6e10, 9))
+    logA = np.log(rng.uniform(0.3, 0.7, 9))
+    X = np.array([[3.0, 5.0, 0.2, 0.3, 0.1, -0.6, 0.9], [6.0, 8.0, 0.35, 0.4, -1.0, -0.3, 0.7],
+                  [1.0, 1.0, 0.1, 0.1, 5.0, -0.9999, 0.0]])        # the last: every point under ACC_FLOOR
+    v = rng.uniform(-1e-3, 1e-3, (3, 9))
+    r, J = ss._residuals(logN, logD, logA)(X, True)
+    S = ss._curvature(X, r, J, v, logN, logD, logA)
+    fd = np.empty_like(S)
+    for j in range(7):
+        e = np.zeros(7)
+        e[j] = 1e-6
+        up, down = (np.einsum("bn,bnp->bp", v, ss._residuals(logN, logD, logA)(X + s * e, True)[1]) for s in (1, -1))
+        fd[:, :, j] = (up - down) / 2e-6
+    assert np.allclose(S, fd, rtol=1e-5, atol=1e-9 * np.abs(fd).max())
+    assert np.allclose(S, np.swapaxes(S, 1, 2), rtol=0, atol=1e-15) and not S[2].any()

@@ -13,7 +13,7 @@ Two studies, both predicting the largest size from the smaller ones at the same 
 Methods: the default (`ensemble`, with the menu the table allows: `single-step` and `lm-loss`, the paper's prior
 2 on `lm-loss` since C2, and its session-10 rule, ensemble.RULE), `lm-loss` (the paper's chain on the C4 loss:
 the paper's method without a task loss), `single-step` (the paper's ablation); `--rules` scores the session-10
-candidates (S steep guard, Z unjudged member, P per-task shrink) in every combination and prints the
+candidates (S steep guard, Z unjudged member, P per-task shrink; U upward cells, as S+Z+U) and prints the
 pre-registered pass rule's numbers; `--candidates` adds the default before C2 and candidate C1 (`lm-compute`:
 the C4 chain with step 1 L(C); not adopted). Intervals are the calibrated band alone (q g^2; `ladder predict`
 reports its union with the bootstrap's, at least as wide), so coverage here is a lower bound.

@@ -13,7 +13,7 @@ Two studies, both predicting the largest size from the smaller ones at the same 
 Methods: the default (`ensemble`, with the menu the table allows: `single-step` and `lm-loss`, the paper's prior
 2 on `lm-loss` since C2, and its session-10 rule, ensemble.RULE), `lm-loss` (the paper's chain on the C4 loss:
 the paper's method without a task loss), `single-step` (the paper's ablation); `--rules` scores the session-10
-candidates (S steep guard, Z unjudged member, P per-task shrink) in every combination and prints the
+candidates (S steep guard, Z unjudged member, P per-task shrink; U upward cells, as S+Z+U) and prints the
 pre-registered pass rule's numbers; `--candidates` adds the default before C2 and candidate C1 (`lm-compute`:
 the C4 chain with step 1 L(C); not adopted). Intervals are the calibrated band alone (q g^2; `ladder predict`
 reports its union with the bootstrap's, at least as wide), so coverage here is a lower bound.
@@ -61,7 +61,8 @@ SHAPES = (("8 sizes 150M-1.3B, 20 tok/param", np.geomspace(150e6, 1.28e9, 8), 20
 # the session-10 candidates (docs/laws.md "Ladders of other shapes"): S steep guard, Z unjudged member, P per task
 RULES = {"now": Rule(False, False, False), "S": Rule(True, False, False), "Z": Rule(False, True, False),
          "P": Rule(False, False, True), "S+Z": Rule(True, True, False), "S+P": Rule(True, False, True),
-         "Z+P": Rule(False, True, True), "S+Z+P": Rule(True, True, True)}
+         "Z+P": Rule(False, True, True), "S+Z+P": Rule(True, True, True),
+         "S+Z+U": Rule(True, True, False, True)}  # U: the upward cells' band (docs/laws.md "interval coverage")
 CANDIDATE_METHODS = {"lm-compute": Method("lm-compute", feature="lm_loss", form="c")}
 
 
@@ -236,20 +237,26 @@ def rule_checks(raw: dict, tasks) -> str:
         return 100 * np.nanmean(np.abs(e)) if np.isfinite(e).any() else np.nan
 
     lines = ["| variant | rows' mean | chain: default / lm-loss | single-step: default / lm-loss | OLMo: default / "
-             "lm-loss | covered | (row, task) worse than lm-loss |", "|---|---|---|---|---|---|---|"]
+             "lm-loss | covered | (row, task) worse than lm-loss | covered: chain / single-step / OLMo | median "
+             "synthetic half-width |", "|---|---|---|---|---|---|---|---|---|"]
     for v, pairs in raw.items():
         gen = {"chain": [], "single-step": [], "OLMo": []}
-        worse, cov = 0, []
+        gcov: dict = {k: [] for k in gen}
+        worse, cov, half = 0, [], []
         for name, res in pairs:
             key = "OLMo" if name.startswith("OLMo") else name.split()[1].rstrip(":")
             gen[key].append((mean_abs(res, "ensemble"), mean_abs(res, "lm-loss")))
             cov += [c for r in res for c in r["covered"]]
+            gcov[key] += [c for r in res for c in r["covered"]]
+            half += [h for r in res for h in r["half"]] if key != "OLMo" else []  # the synthetic targets'
             w = per_task_wins(res, tasks)
             worse += len(tasks) - int(w.split()[0]) if w != "-" else 0
         cells = [f"{np.mean([a for a, _ in g]):.3f} / {np.mean([b for _, b in g]):.3f}" if g else "-"
                  for g in gen.values()]
         lines.append(f"| {v} | {np.mean([mean_abs(r, 'ensemble') for _, r in pairs]):.3f} | " + " | ".join(cells)
-                     + f" | {100 * np.mean(cov):.1f}% of {len(cov)} | {worse} |")
+                     + f" | {100 * np.mean(cov):.1f}% of {len(cov)} | {worse} | "
+                     + " / ".join(f"{100 * np.mean(c):.1f}%" if c else "-" for c in gcov.values())
+                     + f" | {100 * np.median(half):.2f} |")
     return "\n".join(lines)
 
 

@@ -100,4 +100,4 @@ def test_calibrate_with_an_unjudged_member_keeps_the_band_of_the_judged():
 
 
 def test_the_default_rule_is_the_adopted_one():
-    assert ensemble.RULE == Rule(steep=True, unjudged=True, per_task=False)
+    assert ensemble.RULE == Rule(steep=True, unjudged=True, per_task=False, upward=True)

@@ -218,7 +218,7 @@ def newton_batched(
         xi, fi, li = x[idx], f[idx], lam[idx]
         rows.refresh(xi, delta, chunk)
         g = rows.g
-        free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))  # held: on a bound, the gradient outward
+        free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))  # active set: held on a bound g pushes past
         step, promised = _step_within_bounds(rows.H, g, rows.D, xi, li, free, lo, hi)
         x_new = np.clip(xi + step, lo, hi)
         r_new, kept_new = rows.value(x_new)

@@ -125,8 +125,9 @@ def target_spec(text: str):
 def resolve_targets(texts) -> dict[str, tuple]:
     """name -> (N, D) for --target values: NAME=N:D exactly as written (NAME=N:D:F: (N, D, F)), presets and
     SIZE-TOKENS as the planner resolves them (N = the reference parameter count of the target's shape,
-    docs/planning.md)."""
-    from ladder.plan import resolve_target
+    docs/planning.md). A preset's architecture is known, so it gets (N, D, F) with F its FLOPs/token as the
+    planner counts them (`preset_flops_per_token`), not one extrapolated from the ladder."""
+    from ladder.plan import preset_flops_per_token, resolve_target
     from ladder.plan.sizes import require_tokens_per_parameter
 
     out = {}
@@ -134,19 +135,24 @@ def resolve_targets(texts) -> dict[str, tuple]:
         spec = target_spec(text)
         target = spec if isinstance(spec, dict) else resolve_target(spec)
         require(target["name"] not in out, "--target", f"{target['name']!r} is listed twice", "list each once")
-        out[target["name"]] = (float(target["n"]), float(target["tokens"])) + \
-            ((float(target["flops_per_token"]),) if "flops_per_token" in target else ())
+        fpt = target.get("flops_per_token") or preset_flops_per_token(spec)
+        out[target["name"]] = (float(target["n"]), float(target["tokens"])) + ((float(fpt),) if fpt else ())
         require_tokens_per_parameter(target["name"], *out[target["name"]][:2], field="--target")
     return out
 
 
-def plan_targets(path) -> dict[str, tuple[float, float]]:
-    """name -> (N, D) of a plan file's targets (`ladder predict --plan`)."""
-    from ladder.plan import load_plan
+def plan_targets(path) -> dict[str, tuple]:
+    """name -> (N, D) of a plan file's targets (`ladder predict --plan`), (N, D, F) for a preset's
+    (`preset_flops_per_token`), as resolve_targets reads the same --target."""
+    from ladder.plan import load_plan, preset_flops_per_token
 
     plan = load_plan(path)
     require(bool(plan.get("targets")), "--plan", f"{path} lists no targets", "plan with --target")
-    return {t["name"]: (float(t["n"]), float(t["tokens"])) for t in plan["targets"]}
+    out = {}
+    for t in plan["targets"]:
+        fpt = preset_flops_per_token(t["name"], t.get("arch", {}))
+        out[t["name"]] = (float(t["n"]), float(t["tokens"])) + ((float(fpt),) if fpt else ())
+    return out
 
 
 def add_run_root(parser, help: str = "root of the rungs' run dirs (a path or gs://BUCKET/PATH); rung run dir "

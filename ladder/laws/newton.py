@@ -58,18 +58,122 @@ def _model_step(H, g, D, lam, free, d=None):
     """The damped Newton step, (H + lam D) s = -g over the free coordinates (H, g: `_hessian`), the others
     moved by d (to their bound; 0 when d is None), and the gain the undamped quadratic model promises for the
     whole step."""
-    P = H.shape[2]
-    m = free.astype(np.float64)
     A = H + lam[:, None, None] * D
-    rhs = (g if d is None else g + np.einsum("bpq,bq->bp", A, d)) * m
-    A = A * (m[:, :, None] * m[:, None, :])
-    diag = np.arange(P)
-    A[:, diag, diag] += np.where(free, 1e-12 * (1.0 + np.abs(A[:, diag, diag])), 1.0)
-    s = -np.linalg.solve(A, rhs[..., None])[..., 0]
+    rhs = (g if d is None else g + np.einsum("bpq,bq->bp", A, d)) * free.astype(np.float64)
+    s = -np.linalg.solve(_on_free(A, free), rhs[..., None])[..., 0]
     if d is not None:
         s += d
     promised = -np.einsum("bp,bp->b", g, s) - 0.5 * np.einsum("bp,bpq,bq->b", s, H, s)
     return s, promised
+
+
+def _on_free(A, free):
+    """A [B, P, P] restricted to the free coordinates: rows and columns of held ones zeroed and a unit
+    diagonal put there (so the solve leaves them at 0), and the free diagonal nudged by 1e-12 of itself
+    (so a singular block still solves)."""
+    m = free.astype(np.float64)
+    A = A * (m[:, :, None] * m[:, None, :])
+    diag = np.arange(A.shape[2])
+    A[:, diag, diag] += np.where(free, 1e-12 * (1.0 + np.abs(A[:, diag, diag])), 1.0)
+    return A
+
+
+def _bound_arrays(bounds, P: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo [P], hi [P]) from `bounds` [(lo or None, hi or None)] (None: unbounded)."""
+    if not bounds:
+        return np.full(P, -np.inf), np.full(P, np.inf)
+    return (np.array([-np.inf if b[0] is None else b[0] for b in bounds]),
+            np.array([np.inf if b[1] is None else b[1] for b in bounds]))
+
+
+def _snap_to_bounds(x, lo, hi):
+    """x with every coordinate within rounding (1e-12 relative) of a bound put on it, then clipped inside.
+    A start a hair off its bound (e^log(E_FLOOR) is not E_FLOOR) is outside the active set's test, so the
+    first step is clipped unjudged, rejected, and the refit never leaves its start."""
+    near = 1e-12 * np.maximum(1.0, np.abs(np.where(np.isfinite(lo), lo, 0.0)))
+    x = np.where(np.abs(x - lo) <= near, lo, x)
+    near = 1e-12 * np.maximum(1.0, np.abs(np.where(np.isfinite(hi), hi, 0.0)))
+    return np.clip(np.where(np.abs(x - hi) <= near, hi, x), lo, hi)
+
+
+def _step_within_bounds(H, g, D, x, lam, free, lo, hi):
+    """The damped step from rows x (`_model_step`), a coordinate it would carry past its bound stopped on
+    it and the others' step solved again with it there. Clipping the step instead leaves one the model
+    never judged: the refit stalls a hair inside the bound, every damped step clipped and rejected.
+    Returns (step [B, P], the model's promised gain [B])."""
+    step, promised = _model_step(H, g, D, lam, free)
+    out = free & ((x + step < lo) | (x + step > hi))
+    again = np.flatnonzero(out.any(-1))
+    if again.size:
+        d = np.where(out[again], np.clip(x[again] + step[again], lo, hi) - x[again], 0.0)
+        step[again], promised[again] = _model_step(H[again], g[again], D[again], lam[again],
+                                                   free[again] & ~out[again], d)
+    return step, promised
+
+
+def _converged(accept, gain, f, g, D, free, rtol: float) -> np.ndarray:
+    """Which rows are done: the step was accepted and gained under rtol of the objective f, and the gradient
+    g is small in the IRLS metric D (the gain a step of the majorising model would promise, independent of
+    the damping, which can make any step, and so its gain and its promise, tiny). The gradient's size is
+    needed only where the gain was tiny: computed for those rows alone."""
+    tiny = rtol * np.maximum(f, 1e-300)
+    ok = accept & (gain <= tiny)
+    ask = np.flatnonzero(ok)
+    if ask.size:
+        gm = g[ask] * free[ask].astype(np.float64)
+        left = 0.5 * np.einsum("bp,bp->b", gm, np.linalg.solve(_on_free(D[ask], free[ask]), gm[..., None])[..., 0])
+        ok[ask] = left <= tiny[ask]
+    return ok
+
+
+class _MovingRows:
+    """newton_batched's problems still moving and what each keeps between iterations: its weights and data
+    rows, its residuals, Jacobian and curvature terms at its current point (r, J, S, D, and H, g from
+    `_hessian`), whether they are stale (the point moved since), and the trial's intermediates there. A
+    rejected step leaves a row's point, so its derivatives are reused, not recomputed; a finished row is
+    dropped, so every pass works on moving rows only."""
+
+    def __init__(self, residual_fn, curvature_fn, trial, w, data, P: int):
+        B, n = w.shape
+        self.residual_fn, self.curvature_fn, self.trial = residual_fn, curvature_fn, trial
+        self.idx, self.w, self.data = np.arange(B), w, tuple(data)
+        self.r, self.J = np.empty((B, n)), np.empty((B, n, P))
+        self.S, self.D, self.stale = np.empty((B, P, P)), np.empty((B, P, P)), np.ones(B, dtype=bool)
+        self.H, self.g = np.empty((B, P, P)), np.empty((B, P))
+        self.kept = None  # the trial's intermediates at each row's x (rows whose last step was accepted)
+
+    def keep(self, moving) -> None:
+        """Drop the rows not `moving` (a mask over the current rows)."""
+        if moving.all():
+            return
+        self.idx, self.w, self.stale = self.idx[moving], self.w[moving], self.stale[moving]
+        self.r, self.J, self.S, self.D = self.r[moving], self.J[moving], self.S[moving], self.D[moving]
+        self.H, self.g = self.H[moving], self.g[moving]
+        self.kept = None if self.kept is None else self.kept[moving]
+        self.data = tuple(d[moving] for d in self.data)
+
+    def residuals(self, X, jac, rows=slice(None)):
+        return self.residual_fn(X, jac, *(d[rows] for d in self.data))
+
+    def curvature(self, X, r, J, v, rows):
+        return self.curvature_fn(X, r, J, v, *(d[rows] for d in self.data))
+
+    def value(self, X):
+        """Trial residuals at X [rows, P] and the intermediates their Jacobian needs (None without `trial`)."""
+        return (self.residuals(X, False)[0], None) if self.trial is None else self.trial[0](X, *self.data)
+
+    def jacobian(self, X, kept, rows):
+        return self.trial[1](X, kept, *(d[rows] for d in self.data))
+
+    def refresh(self, x, delta: float, chunk: int) -> None:
+        """r, J, S, D, H and g at the stale rows' points x [rows, P] (from the kept intermediates when any)."""
+        redo = np.flatnonzero(self.stale)
+        if not redo.size:
+            return
+        self.r[redo], self.J[redo], self.S[redo], self.D[redo] = _derivatives(
+            self.residuals, self.curvature, x[redo], self.w[redo], delta, chunk, redo,
+            None if self.kept is None else (self.jacobian, self.kept[redo]))
+        self.H[redo], self.g[redo] = _hessian(self.r[redo], self.J[redo], self.S[redo], self.w[redo], delta)
 
 
 def newton_batched(
@@ -93,93 +197,37 @@ def newton_batched(
     (active set); steps are clipped to `bounds`. `trial`: optionally (value_fn, jacobian_fn), a trial point's
     residuals with the intermediates its Jacobian needs and that Jacobian from them, as for
     `batched.minimize_batched` (bit for bit residual_fn's). Returns (X [B, P], objective [B], converged [B]).
+
+    Each iteration: drop finished rows, refresh the derivatives where the point moved, take the damped step
+    within the bounds, keep it where the objective falls (damping /5, else x4), and test convergence.
     """
     x = np.array(x0, dtype=np.float64)
     B, P = x.shape
-    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds]) if bounds else np.full(P, -np.inf)
-    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds]) if bounds else np.full(P, np.inf)
-    # a start within rounding of a bound is on it (e^log(E_FLOOR) is not E_FLOOR): else its active set misses
-    # the bound, the step is clipped unjudged, rejected, and the refit never leaves its start
-    near = 1e-12 * np.maximum(1.0, np.abs(np.where(np.isfinite(lo), lo, 0.0)))
-    x = np.where(np.abs(x - lo) <= near, lo, x)
-    near = 1e-12 * np.maximum(1.0, np.abs(np.where(np.isfinite(hi), hi, 0.0)))
-    x = np.clip(np.where(np.abs(x - hi) <= near, hi, x), lo, hi)
+    lo, hi = _bound_arrays(bounds, P)
+    x = _snap_to_bounds(x, lo, hi)
     w_all = np.broadcast_to(np.asarray(weights, dtype=np.float64), (B,) + np.shape(weights)[-1:])
+    rows = _MovingRows(residual_fn, curvature_fn, trial, w_all, data, P)
+    f = (w_all * robust_value(rows.residuals(x, False)[0], delta)).sum(-1)
+    chunk = max(1, CHUNK_ELEMENTS // max(1, w_all.shape[-1] * P * P))
     lam, done, conv = np.full(B, 1e-4), np.zeros(B, dtype=bool), np.zeros(B, dtype=bool)
-    idx, w_act, data_act = np.arange(B), w_all, tuple(data)
-
-    def res_fn(X, jac, rows=slice(None)):
-        return residual_fn(X, jac, *(d[rows] for d in data_act))
-
-    def curv_fn(X, r, J, v, rows):
-        return curvature_fn(X, r, J, v, *(d[rows] for d in data_act))
-
-    def value_fn(X):
-        return (res_fn(X, False)[0], None) if trial is None else trial[0](X, *data_act)
-
-    def jac_fn(X, kept, rows):
-        return trial[1](X, kept, *(d[rows] for d in data_act))
-
-    kept_act = None  # the trial's intermediates at each moving row's x (rows whose last step was accepted)
-
-    f = (w_all * robust_value(res_fn(x, False)[0], delta)).sum(-1)
-    n = w_all.shape[-1]
-    chunk = max(1, CHUNK_ELEMENTS // max(1, n * P * P))
-    r_act, J_act = np.empty((B, n)), np.empty((B, n, P))
-    S_act, D_act, stale = np.empty((B, P, P)), np.empty((B, P, P)), np.ones(B, dtype=bool)
-    H_act, g_act = np.empty((B, P, P)), np.empty((B, P))
-    diag = np.arange(P)
     for _ in range(max_iter):
-        moving = ~done[idx]
-        if not moving.all():
-            idx, w_act, stale = idx[moving], w_act[moving], stale[moving]
-            r_act, J_act, S_act, D_act = r_act[moving], J_act[moving], S_act[moving], D_act[moving]
-            H_act, g_act = H_act[moving], g_act[moving]
-            kept_act = None if kept_act is None else kept_act[moving]
-            data_act = tuple(d[moving] for d in data_act)
+        rows.keep(~done[rows.idx])
+        idx = rows.idx
         if idx.size == 0:
             break
         xi, fi, li = x[idx], f[idx], lam[idx]
-        redo = np.flatnonzero(stale)
-        if redo.size:
-            r_act[redo], J_act[redo], S_act[redo], D_act[redo] = _derivatives(
-                res_fn, curv_fn, xi[redo], w_act[redo], delta, chunk, redo,
-                None if kept_act is None else (jac_fn, kept_act[redo]))
-            H_act[redo], g_act[redo] = _hessian(r_act[redo], J_act[redo], S_act[redo], w_act[redo], delta)
-        g = g_act
-        free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))
-        step, promised = _model_step(H_act, g, D_act, li, free)
-        # a coordinate the step would carry past its bound stops on it, and the others' step is solved again
-        # with it there (clipping the step instead leaves one the model never judged: the refit stalls
-        # a hair inside the bound, every damped step clipped and rejected)
-        out = free & ((xi + step < lo) | (xi + step > hi))
-        again = np.flatnonzero(out.any(-1))
-        if again.size:
-            d = np.where(out[again], np.clip(xi[again] + step[again], lo, hi) - xi[again], 0.0)
-            step[again], promised[again] = _model_step(H_act[again], g[again], D_act[again], li[again],
-                                                       free[again] & ~out[again], d)
+        rows.refresh(xi, delta, chunk)
+        g = rows.g
+        free = ~(((xi <= lo) & (g > 0)) | ((xi >= hi) & (g < 0)))  # active set: held on a bound g pushes past
+        step, promised = _step_within_bounds(rows.H, g, rows.D, xi, li, free, lo, hi)
         x_new = np.clip(xi + step, lo, hi)
-        r_new, kept_new = value_fn(x_new)
-        f_new = (w_act * robust_value(r_new, delta)).sum(-1)
+        r_new, kept_new = rows.value(x_new)
+        f_new = (rows.w * robust_value(r_new, delta)).sum(-1)
         accept = (f_new <= fi) & np.isfinite(f_new) & (promised > 0) & np.all(np.isfinite(step), -1)
-        kept_act, gain = take_accepted(accept, idx, x, f, x_new, f_new, kept_act, kept_new)
-        stale = accept
+        rows.kept, gain = take_accepted(accept, idx, x, f, x_new, f_new, rows.kept, kept_new)
+        rows.stale = accept
         lam[idx] = np.clip(np.where(accept, li / 5.0, li * 4.0), 1e-15, 1e12)
-        # Done when a step gains almost nothing and the gradient is small in the IRLS metric (the gain a
-        # step of the majorising model would promise: independent of the damping, which can make any step,
-        # and so its gain and its promise, tiny); given up when no step however damped lowers f.
-        # (The gradient's size is needed only where the gain was tiny: computed for those rows alone.)
-        tiny = rtol * np.maximum(fi, 1e-300)
-        ok = accept & (gain <= tiny)
-        ask = np.flatnonzero(ok)
-        if ask.size:
-            fr = free[ask]
-            m = fr.astype(np.float64)
-            gm = g[ask] * m
-            Dm = D_act[ask] * (m[:, :, None] * m[:, None, :])
-            Dm[:, diag, diag] += np.where(fr, 1e-12 * (1.0 + np.abs(Dm[:, diag, diag])), 1.0)
-            left = 0.5 * np.einsum("bp,bp->b", gm, np.linalg.solve(Dm, gm[..., None])[..., 0])
-            ok[ask] = left <= tiny[ask]
+        ok = _converged(accept, gain, fi, g, rows.D, free, rtol)
         conv[idx] = ok
-        done[idx] = ok | (lam[idx] >= 1e12)
+        done[idx] = ok | (lam[idx] >= 1e12)  # given up: no step however damped lowers f
     return x, f, conv | exact_fit(f, w_all)

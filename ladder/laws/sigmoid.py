@@ -18,6 +18,7 @@ from scipy.special import expit
 from ladder.laws.chinchilla import SEARCH_POINTS
 from ladder.laws.batched import CHUNK_ELEMENTS, minimize_batched
 from ladder.laws.fitting import FitResult, best_starts, minimize_from_grid
+from ladder.laws.sigmoid_projection import damped_step, linear_optimum, reduced_model
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     or [B, P]; the objective is fit_sigmoid's, 0.5 sum w (Acc-hat - acc)^2.
 
     By variable projection: given (k, L0) the best (a, b) is a bounded linear least-squares problem, solved
-    exactly (`_linear_optimum`), so each refit is a 2-parameter problem in (k, L0). Levenberg-Marquardt on
+    exactly (`linear_optimum`), so each refit is a 2-parameter problem in (k, L0). Levenberg-Marquardt on
     that reduced objective with Kaufman's Gauss-Newton matrix (the Schur complement of the linear block of
     J^T W J; Golub & Pereyra 2003), k >= 0 by an active set, the acceptance and stopping rules of
     `ladder.laws.batched.minimize_batched`. A pass is one sigmoid and a few weighted sums per point, and the
@@ -161,67 +162,95 @@ def fit_sigmoid_batched(form: SigmoidForm, x0, L, acc, weights, *, rtol: float =
     theta = np.array(form.full(np.broadcast_to(np.asarray(x0, dtype=np.float64), (B, len(form.names))))[:, 2:4])
     if (theta[:, 0] <= 0.0).any():
         return _refit_from_flat_start(form, x0, L, y, W, rtol)
-    const = {"1": W.sum(1), "y": W @ y, "yy": W @ (y * y)}
-    # The points' fixed columns for the sums of d = s (1 - s): (1, u, y, u y, u^2) with u = L - c centred on
-    # the start's midpoint c, so that L - L0 = u - (L0 - c) stays small and the expansion of
-    # sum w d^2 (L - L0)^2 into these sums loses no digits (`_sums`).
-    c = float(np.median(theta[:, 1]))
-    u = L - c
-    F_d = np.ascontiguousarray(np.column_stack([np.ones_like(L), u, y, u * y, u * u]))
-    chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
-    trial = _projected_trial(form, L, y, W, const, chunk)
-    G_all = np.empty((B, 5, 5))
-    if (theta == theta[0]).all():
-        # One start for all (the bootstrap's: the full fit): the sigmoid is the same row for every problem,
-        # so the start's sums are one product of the weights with per-point columns (`_shared_start`), not
-        # a sigmoid and two passes over [B, n] each.
-        s = np.empty((B, L.size))  # a row is read only after an accepted step has written it
-        a, b, f, lin, G_all[:] = _shared_start(form, theta[0], L, y, W, c, const)
-        stale = np.zeros(B, dtype=bool)
-    else:
-        s, a, b, f, lin = trial(np.arange(B), theta)
-        stale = np.ones(B, dtype=bool)
-    S_ss, S_s = lin["ss"].copy(), lin["s"].copy()  # sum w s^2, sum w s at each problem's current (k, L0)
-    lam = np.full(B, 1e-3)
-    done = np.zeros(B, dtype=bool)
+    fits = _ProjectedFits(form, theta, L, y, W)
+    lam, done = np.full(B, 1e-3), np.zeros(B, dtype=bool)
     for _ in range(max_iter):
         idx = np.flatnonzero(~done)
         if idx.size == 0:
             break
-        th, ai, bi, fi, li = theta[idx], a[idx], b[idx], f[idx], lam[idx]
-        redo = idx[stale[idx]]  # a rejected step leaves (k, L0) and so the sums where they were
-        if redo.size:
-            G_all[redo] = _sums(s[redo], W[redo], theta[redo, 1] - c, F_d, chunk)
-            G_all[redo, 0, 0], G_all[redo, 0, 3] = S_ss[redo], S_s[redo]
-            G_all[redo, 3, 0], G_all[redo, 3, 3] = S_s[redo], const["1"][redo]
-        g, H = _reduced(form, G_all[idx], ai, bi, th[:, 0])
-        step, left = _damped_step(g, H, th[:, 0], li)
+        step, left = fits.step(idx, lam[idx])
         # Done when the model says less than rtol of the objective is left to gain, before paying for the
         # step's sigmoid. (A tiny gain from a damped step is no test here: where a linear parameter meets
         # its bound the model overshoots, the damping grows, and a short step gains little far from the
         # optimum.)
-        stop = ~np.isfinite(left) | (left <= rtol * np.maximum(fi, 1e-300))
+        stop = ~np.isfinite(left) | (left <= rtol * np.maximum(fits.f[idx], 1e-300))
         if stop.any():
             done[idx[stop]] = True
-            go = ~stop
-            idx, th, ai, bi, fi, li, step = idx[go], th[go], ai[go], bi[go], fi[go], li[go], step[go]
+            idx, step = idx[~stop], step[~stop]
             if idx.size == 0:
                 break
-        th_new = th + step
-        th_new[:, 0] = np.maximum(th_new[:, 0], 0.0)
-        s_new, a_new, b_new, f_new, lin = trial(idx, th_new)
-        accept = (f_new <= fi) & np.isfinite(f_new)
-        stale[idx] = accept
-        theta[idx] = np.where(accept[:, None], th_new, th)
-        s[idx[accept]] = s_new[accept]
-        S_ss[idx[accept]], S_s[idx[accept]] = lin["ss"][accept], lin["s"][accept]
-        a[idx], b[idx], f[idx] = (np.where(accept, new, old) for new, old in ((a_new, ai), (b_new, bi), (f_new, fi)))
+        accept = fits.take_step(idx, step)
         # an accepted step cuts the damping 30-fold (3-fold took 8% more passes, and 3 of the default's
         # 24,000 refits ran out of iterations: the damping fell too slowly after a run of rejections)
-        lam[idx] = np.clip(np.where(accept, li / 30.0, li * 4.0), 1e-12, 1e12)
+        lam[idx] = np.clip(np.where(accept, lam[idx] / 30.0, lam[idx] * 4.0), 1e-12, 1e12)
         done[idx] = lam[idx] >= 1e12
-    X = np.column_stack([a, b, theta]) if form.floor is None else np.column_stack([b, theta])
-    return X, f, done
+    return fits.params(), fits.f, done
+
+
+class _ProjectedFits:
+    """fit_sigmoid_batched's problems: each one's (k, L0) = theta [B, 2], the exact (a, b) and objective f
+    there, its sigmoid s [B, n], and the weighted sums its reduced model reads (G [B, 5, 5]: `_sums`, with
+    sum w s^2, sum w s from the trial). A rejected step leaves theta, so its sums are kept (`stale` marks
+    the problems whose theta moved since they were formed)."""
+
+    def __init__(self, form: SigmoidForm, theta, L, y, W):
+        B = len(W)
+        self.form, self.W, self.theta = form, W, theta
+        self.const = {"1": W.sum(1), "y": W @ y, "yy": W @ (y * y)}
+        # The points' fixed columns for the sums of d = s (1 - s): (1, u, y, u y, u^2) with u = L - c centred on
+        # the start's midpoint c, so that L - L0 = u - (L0 - c) stays small and the expansion of
+        # sum w d^2 (L - L0)^2 into these sums loses no digits (`_sums`).
+        self.c = float(np.median(theta[:, 1]))
+        u = L - self.c
+        self.F_d = np.ascontiguousarray(np.column_stack([np.ones_like(L), u, y, u * y, u * u]))
+        self.chunk = max(1, CHUNK_ELEMENTS // (5 * max(1, L.size)))
+        self.trial = _projected_trial(form, L, y, W, self.const, self.chunk)
+        self.G = np.empty((B, 5, 5))
+        if (theta == theta[0]).all():
+            # One start for all (the bootstrap's: the full fit): the sigmoid is the same row for every problem,
+            # so the start's sums are one product of the weights with per-point columns (`_shared_start`), not
+            # a sigmoid and two passes over [B, n] each.
+            self.s = np.empty((B, L.size))  # a row is read only after an accepted step has written it
+            self.a, self.b, self.f, lin, self.G[:] = _shared_start(form, theta[0], L, y, W, self.c, self.const)
+            self.stale = np.zeros(B, dtype=bool)
+        else:
+            self.s, self.a, self.b, self.f, lin = self.trial(np.arange(B), theta)
+            self.stale = np.ones(B, dtype=bool)
+        self.S_ss, self.S_s = lin["ss"].copy(), lin["s"].copy()  # sum w s^2, sum w s at each current theta
+
+    def step(self, idx, lam):
+        """Problems idx's damped steps in (k, L0) and the gain their model says is left (`damped_step`),
+        their sums formed again first where theta moved."""
+        redo = idx[self.stale[idx]]
+        if redo.size:
+            G = self.G
+            G[redo] = _sums(self.s[redo], self.W[redo], self.theta[redo, 1] - self.c, self.F_d, self.chunk)
+            G[redo, 0, 0], G[redo, 0, 3] = self.S_ss[redo], self.S_s[redo]
+            G[redo, 3, 0], G[redo, 3, 3] = self.S_s[redo], self.const["1"][redo]
+        k = self.theta[idx, 0]
+        g, H = reduced_model(self.form, self.G[idx], self.a[idx], self.b[idx], k)
+        return damped_step(g, H, k, lam)
+
+    def take_step(self, idx, step):
+        """Move problems idx by step (k kept >= 0) where the objective does not rise; returns which moved."""
+        th = self.theta[idx]
+        th_new = th + step
+        th_new[:, 0] = np.maximum(th_new[:, 0], 0.0)
+        s_new, a_new, b_new, f_new, lin = self.trial(idx, th_new)
+        accept = (f_new <= self.f[idx]) & np.isfinite(f_new)
+        self.stale[idx] = accept
+        self.theta[idx] = np.where(accept[:, None], th_new, th)
+        moved = idx[accept]
+        self.s[moved] = s_new[accept]
+        self.S_ss[moved], self.S_s[moved] = lin["ss"][accept], lin["s"][accept]
+        self.a[moved], self.b[moved], self.f[moved] = a_new[accept], b_new[accept], f_new[accept]
+        return accept
+
+    def params(self):
+        """The problems' parameter rows [B, P] in the form's order."""
+        if self.form.floor is None:
+            return np.column_stack([self.a, self.b, self.theta])
+        return np.column_stack([self.b, self.theta])
 
 
 def _refit_from_flat_start(form: SigmoidForm, x0, L, y, W, rtol: float):
@@ -239,7 +268,7 @@ def _refit_from_flat_start(form: SigmoidForm, x0, L, y, W, rtol: float):
 def _projected_trial(form: SigmoidForm, L, y, W, const: dict, chunk: int):
     """fit_sigmoid_batched's evaluation of trial points: trial(rows, th) -> (s, a, b, objective, sums), the
     sigmoid s [m, n] at th [m, 2] = (k, L0) of problems `rows`, the exact (a, b, objective) there
-    (`_linear_optimum`), and the sums (sum w s^2, sum w s) that `_sums` reuses. `chunk` problems at a time
+    (`linear_optimum`), and the sums (sum w s^2, sum w s) that `_sums` reuses. `chunk` problems at a time
     through one reused buffer, so their blocks stay in cache (every descent pass is one call)."""
     F_lin = np.ascontiguousarray(np.column_stack([np.ones_like(L), y]))  # the points' fixed columns (1, y)
     buf = np.empty((2, min(chunk, len(W)), L.size))
@@ -257,29 +286,13 @@ def _projected_trial(form: SigmoidForm, L, y, W, const: dict, chunk: int):
             np.multiply(P[0], si, out=P[1])
             np.matmul(P, F_lin, out=R[:, i : i + chunk])  # (ws, ws s) against (1, y)
         sums = {"ss": R[1, :, 0], "s": R[0, :, 0], "sy": R[0, :, 1], **{k: v[rows] for k, v in const.items()}}
-        return (s,) + _linear_optimum(form, sums) + (sums,)
+        return (s,) + linear_optimum(form, sums) + (sums,)
 
     return trial
 
 
-def _damped_step(g, H, k, lam):
-    """One Levenberg-Marquardt step in (k, L0) per problem from the reduced gradient g [m, 2] and Gauss-Newton
-    matrix H [m, 2, 2], damping lam [m], and the model's own estimate of the objective left to gain (the
-    undamped Newton decrement, fit_sigmoid_batched's stopping test). k on its bound (0) with the gradient
-    pushing outward stays fixed this step (active set). Returns (step [m, 2], left [m])."""
-    eye = np.eye(2)
-    free = np.column_stack([~((k <= 0.0) & (g[:, 0] > 0)), np.ones(len(g), dtype=bool)])
-    diag = np.diagonal(H, axis1=1, axis2=2)
-    m = free.astype(np.float64)
-    mask, unit = m[:, :, None] * m[:, None, :], eye * (1.0 - m)[:, :, None]
-    A = (H + lam[:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)) * mask + unit
-    step = -np.linalg.solve(A, (g * m)[..., None])[..., 0]
-    newton = np.linalg.solve((H + 1e-12 * (diag[:, :, None] * eye + eye)) * mask + unit, (g * m)[..., None])[..., 0]
-    return step, 0.5 * np.einsum("bp,bp->b", g * m, newton)
-
-
 def _sums(s, W, L0c, F, chunk):
-    """The weighted sums of products of (s, e, d, 1, y) per problem [m, 5, 5] that `_reduced` reads and that
+    """The weighted sums of products of (s, e, d, 1, y) per problem [m, 5, 5] that `reduced_model` reads and that
     depend on d = s (1 - s), the sigmoid's derivative in its argument, and e = d (L - L0): every one is a
     sum of w d, w d s or w d^2 against a column of F = (1, u, y, u y, u^2) (u = L - c, L0c = L0 - c), so
     one matrix product per `chunk` problems forms them all (the [3, chunk, n] block stays in cache); the
@@ -326,72 +339,8 @@ def _shared_start(form: SigmoidForm, th0, L, y, W, c, const):
     cols = np.column_stack([s, s * s, s * y, d[:, None] * F, (d * s)[:, None] * F, (d * d)[:, None] * F])
     P = W @ cols
     lin = {"ss": P[:, 1], "s": P[:, 0], "sy": P[:, 2], **const}
-    a, b, f = _linear_optimum(form, lin)
+    a, b, f = linear_optimum(form, lin)
     G = np.zeros((len(W), 5, 5))
     _fill_sums(G, P[:, 3:].reshape(len(W), 3, 5).transpose(1, 0, 2), np.full(len(W), th0[1] - c))
     G[:, 0, 0], G[:, 0, 3], G[:, 3, 0], G[:, 3, 3] = lin["ss"], lin["s"], lin["s"], const["1"]
     return a, b, f, lin, G
-
-
-def _reduced(form: SigmoidForm, G, a, b, k):
-    """Gradient [m, 2] and Kaufman Gauss-Newton matrix [m, 2, 2] of the reduced objective in (k, L0), from
-    the sums G (`_sums`) at the exact linear optimum (a, b): r = a s + b - y, dr/dk = a e, dr/dL0 = -a k d,
-    and the linear columns (s and 1; 1 - s under a pinned floor) not on a bound are projected out."""
-    S = lambda i, j: G[:, i, j]  # noqa: E731  (0 s, 1 e, 2 d, 3 one, 4 y)
-    ck, cl = a, -a * k          # scales of the theta columns: dr/dk = ck e, dr/dL0 = cl d
-    g = np.stack([ck * (a * S(0, 1) + b * S(1, 3) - S(1, 4)), cl * (a * S(0, 2) + b * S(2, 3) - S(2, 4))], -1)
-    Mtt = np.stack([np.stack([ck * ck * S(1, 1), ck * cl * S(1, 2)], -1),
-                    np.stack([ck * cl * S(1, 2), cl * cl * S(2, 2)], -1)], 1)
-    if form.floor is None:
-        live = np.stack([(a > -1) & (a < 0), (b > 0) & (b < 1)], 1)
-        Mct = np.stack([np.stack([ck * S(0, 1), cl * S(0, 2)], -1), np.stack([ck * S(1, 3), cl * S(2, 3)], -1)], 1)
-        Mcc = np.stack([np.stack([S(0, 0), S(0, 3)], -1), np.stack([S(0, 3), S(3, 3)], -1)], 1)
-    else:
-        lo, hi = form.bounds[0]
-        live = ((b > lo) & (b < hi))[:, None]
-        Mct = np.stack([ck * (S(1, 3) - S(0, 1)), cl * (S(2, 3) - S(0, 2))], -1)[:, None]
-        Mcc = (S(3, 3) - 2 * S(0, 3) + S(0, 0))[:, None, None]
-    live = live.astype(np.float64)
-    nc = live.shape[1]
-    Mcc = Mcc * live[:, :, None] * live[:, None, :] + np.eye(nc) * (1.0 - live)[:, :, None]
-    Mct = Mct * live[:, :, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        try:
-            proj = np.linalg.solve(Mcc, Mct)
-        except np.linalg.LinAlgError:  # s constant over the weighted points (k = 0): s and 1 are one column
-            proj = np.matmul(np.linalg.pinv(Mcc), Mct)
-        H = Mtt - np.matmul(np.swapaxes(Mct, 1, 2), proj)
-    return g, np.where(np.isfinite(H), H, 0.0)
-
-
-def _linear_optimum(form: SigmoidForm, S: dict):
-    """The exact bounded least-squares (a, b) for fixed (k, L0), from each problem's weighted sums S.
-
-    0.5 sum w (a s + b - y)^2 = 0.5 (c' Q c - 2 q' c + Syy), c = (a, b), Q = [[Sss, Ss], [Ss, S1]],
-    q = (Ssy, Sy): a convex quadratic on the box a in [-1, 0], b in [0, 1], so its minimum is the
-    unconstrained one if that lies in the box, else the best of the four edges' clipped 1-D minima (exact in
-    2-D). Under a pinned floor a = floor - b, a 1-D problem in b. Returns (a, b, objective), [B] each."""
-    Sss, Ss, S1, Ssy, Sy, Syy = (S[k] for k in ("ss", "s", "1", "sy", "y", "yy"))
-
-    def value(a, b):
-        return 0.5 * (a * a * Sss + 2 * a * b * Ss + b * b * S1 - 2 * a * Ssy - 2 * b * Sy + Syy)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if form.floor is not None:  # r = b (1 - s) - (y - floor s)
-            F, (lo, hi) = form.floor, form.bounds[0]
-            Stt, Sty = S1 - 2 * Ss + Sss, Sy - F * Ss - Ssy + F * Sss
-            b = np.clip(np.where(Stt > 0, Sty / Stt, lo), lo, hi)
-            return F - b, b, np.maximum(value(F - b, b), 0.0)
-        det = Sss * S1 - Ss * Ss
-        a0, b0 = (S1 * Ssy - Ss * Sy) / det, (Sss * Sy - Ss * Ssy) / det
-        inside = (det > 0) & (a0 >= -1) & (a0 <= 0) & (b0 >= 0) & (b0 <= 1)
-        cands = [(np.where(inside, a0, 0.0), np.where(inside, b0, 0.0))]
-        for edge in (-1.0, 0.0):
-            cands.append((np.full_like(Sss, edge), np.clip(np.where(S1 > 0, (Sy - edge * Ss) / S1, 0.0), 0.0, 1.0)))
-        for edge in (0.0, 1.0):
-            cands.append((np.clip(np.where(Sss > 0, (Ssy - edge * Ss) / Sss, 0.0), -1.0, 0.0), np.full_like(Sss, edge)))
-    vals = np.stack([value(a, b) for a, b in cands])
-    vals[0] = np.where(inside, vals[0], np.inf)
-    best, pick = np.argmin(vals, 0), np.arange(len(Sss))
-    a, b = np.stack([c[0] for c in cands])[best, pick], np.stack([c[1] for c in cands])[best, pick]
-    return a, b, np.maximum(vals[best, pick], 0.0)

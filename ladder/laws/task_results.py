@@ -17,7 +17,7 @@ from ladder.laws import flags as fl
 from ladder.laws.backtest import LEVEL_SPAN, run_table, tpp_levels
 from ladder.laws.ensemble import Calibration, EnsembleFit, distance
 from ladder.laws.prediction import Prediction
-from ladder.laws.taskdata import FINAL_WINDOW, groups, present, task_constants, task_data
+from ladder.laws.taskdata import FINAL_WINDOW, TaskData, groups, present, task_constants, task_data
 
 EXTRAPOLATION_FLAG = 100.0  # flag targets more than 100x the largest rung's compute (6ND)
 INTERVAL = (2.5, 97.5)  # bootstrap percentiles (a 95% interval)
@@ -177,71 +177,128 @@ def below_chance(cols: dict, task: str, runs: list[str], acc_sd: float) -> tuple
     return None, best
 
 
+@dataclass
+class _TaskFacts:
+    """What every target's row of one task shares: the task's checkpoint noise (`noise`), its trend on the
+    fitted runs (`direction`: DIR, FLAT or None), why it sits below chance (`below_chance`, or None) with the
+    best fitted final accuracy, the reference run's point (the predicted change is measured from it), whether
+    an ensemble member or the method fits compute from FLOPs/token (FPT), and which bootstrap refits
+    converged (None without a bootstrap)."""
+
+    noise: dict
+    trend: tuple[str, str] | None
+    below_chance: str | None
+    best: float
+    reference: TaskData     # the reference run's point
+    uses_compute: bool
+    converged: np.ndarray | None
+
+    @classmethod
+    def of(cls, pred: Prediction, cols: dict, task: str, ladder: FittedLadder) -> "_TaskFacts":
+        fit, samples = pred.fits[task], pred.samples.get(task)
+        converged = None
+        if samples is not None:  # an ensemble's refit converged where every member's did
+            converged = (np.all([s["converged"] for s in samples.values()], 0) if isinstance(fit, EnsembleFit)
+                         else samples["converged"])
+        noisy = noise(cols, task, ladder.runs)
+        trend = direction(cols, task, ladder.runs, noisy["acc_sd"])
+        why_below, best = below_chance(cols, task, ladder.runs, noisy["acc_sd"])
+        reference = task_data(cols, task, [ladder.reference], "loss" if np.isfinite(noisy["loss_sd_rel"]) else "")
+        uses_compute = any(f.method.form == "c" and f.data.fpt is not None
+                           for f in getattr(fit, "members", {"": fit}).values())
+        return cls(noisy, trend, why_below, best, reference, uses_compute, converged)
+
+
 def task_results(pred: Prediction, cols: dict, task: str, ladder: FittedLadder, flag_list: list,
                  flops: dict) -> None:
-    """One task's result for every target (pred.results): point, interval, predictability and flags."""
-    fit, rows = pred.fits[task], pred.samples.get(task)
-    conv = None
-    if rows is not None:
-        conv = (np.all([r["converged"] for r in rows.values()], 0) if isinstance(fit, EnsembleFit)
-                else rows["converged"])
-    nz = noise(cols, task, ladder.runs)
-    trend = direction(cols, task, ladder.runs, nz["acc_sd"])
-    sub, best = below_chance(cols, task, ladder.runs, nz["acc_sd"])
-    ref = task_data(cols, task, [ladder.reference], "loss" if np.isfinite(nz["loss_sd_rel"]) else "")
-    uses_compute = any(f.method.form == "c" and f.data.fpt is not None
-                       for f in getattr(fit, "members", {"": fit}).values())
+    """One task's result for every target (pred.results), in four phases: the point and its change against
+    the reference run (`_point_row`), the bootstrap's interval (`_widen_to_bootstrap`), the distance and
+    the calibrated band (`widen_to_calibration`), and the flags, about where the target lies (`_where_flags`)
+    and about the task's data (`_task_flags`, which also widens the interval where the law's rise is not in
+    the data)."""
+    fit, samples = pred.fits[task], pred.samples.get(task)
+    facts = _TaskFacts.of(pred, cols, task, ladder)
     for name, (N, D) in pred.targets.items():
         F = flops.get(name)
         L, acc = fit.predict(N, D, F)
-        ratio = 6 * N * D / ladder.c_max
-        r = {"loss": float(L), "acc": float(acc), "acc_lo": float(acc), "acc_hi": float(acc),
-             "loss_lo": float(L), "loss_hi": float(L), "method": fit.method.name,
-             "feature": fit.method.feature, "compute_ratio": ratio,
-             "acc_change": float(acc - ref.acc[0]), "acc_noise": nz["acc_sd"],
-             "loss_change_rel": float(L / ref.feature[0] - 1), "loss_noise_rel": nz["loss_sd_rel"]}
-        if rows is not None:
-            Lb, ab = fit.predict(N, D, F, rows)
-            r["acc_lo"], r["acc_hi"] = bootstrap_interval(ab, acc)
-            short = refits_short(ab, conv)
-            if np.isfinite(Lb).any():
-                r["loss_lo"], r["loss_hi"] = bootstrap_interval(Lb, L)
+        r = _point_row(fit, facts, ladder, N, D, L, acc)
+        short = "" if samples is None else _widen_to_bootstrap(r, fit, samples, facts.converged, N, D, F, L, acc)
         r["distance"] = float(distance(N, D, [ladder.nd[x][0] for x in ladder.runs],
                                        [ladder.nd[x][1] for x in ladder.runs])) + ladder.below_decades(N, D)
         if pred.calibration is not None:
             widen_to_calibration(r, pred.calibration)
             r["weights"] = dict(fit.weights)
-        f = list(flag_list)
-        if rows is not None and short:
-            f.append(("BOOT", short))
-        if ratio > EXTRAPOLATION_FLAG:
-            f.append(("X100", f"{ratio:,.0f}x the compute (6ND) of {ladder.reference}" if ratio < 1e6
-                            else f"{ratio:.3g}x the compute (6ND) of {ladder.reference}"))  # not 39 digits
-        if ladder.inside(N, D):
-            f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
-        elif ladder.below(N, D):
-            f.append(("BELOW", ladder.below(N, D)))
-        if ladder.off_ratio(N, D):
-            f.append(("RATIO", f"every fitted run has {ladder.ratio_text()} tokens per parameter, the target "
-                               f"{D / N:.3g}"))
-        if isinstance(fit, EnsembleFit):
-            f += fit.steep_clips(N, D, F)
-        if uses_compute and F is None:
-            f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
-        if np.isfinite(nz["acc_sd"]) and abs(r["acc_change"]) < NOISY_RATIO * nz["acc_sd"]:
-            f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {nz['acc_sd']:.3f}"))
-        if sub:
-            # the laws' rise from chance is not in the data: staying at the best measured accuracy is as likely
-            f.append(("SUB", sub))
-            r["acc_lo"] = min(r["acc_lo"], best)
-        if trend:
-            f.append(trend)
-        if trend and trend[0] == "DIR":  # the number is no prediction: report the whole range accuracy can take
-            r["acc_lo"], r["acc_hi"] = float(task_constants(cols, task)[1] or 0.0), 1.0
+        f = list(flag_list) + ([("BOOT", short)] if short else [])
+        f += _where_flags(fit, ladder, N, D, F, facts.uses_compute, r["compute_ratio"])
+        f += _task_flags(r, facts, cols, task)
         r["flags"], r["flag_details"] = fl.merge(f)
         if task in pred.backtests:
             r["backtest_error"] = {k: h.error for k, h in pred.backtests[task].items()}
         pred.results[name][task] = r
+
+
+def _point_row(fit, facts: _TaskFacts, ladder: FittedLadder, N: float, D: float, L, acc) -> dict:
+    """A target's result row before its interval: the predicted loss L and accuracy acc (the interval starts
+    as the point), the method, the compute ratio to the ladder's largest run, and the predicted change from
+    the reference run beside the checkpoint noise (NOISY compares them)."""
+    ref = facts.reference
+    return {"loss": float(L), "acc": float(acc), "acc_lo": float(acc), "acc_hi": float(acc),
+            "loss_lo": float(L), "loss_hi": float(L), "method": fit.method.name,
+            "feature": fit.method.feature, "compute_ratio": 6 * N * D / ladder.c_max,
+            "acc_change": float(acc - ref.acc[0]), "acc_noise": facts.noise["acc_sd"],
+            "loss_change_rel": float(L / ref.feature[0] - 1), "loss_noise_rel": facts.noise["loss_sd_rel"]}
+
+
+def _widen_to_bootstrap(r: dict, fit, samples, converged, N, D, F, L, acc) -> str:
+    """r's accuracy (and, where the refits predict one, loss) interval from the bootstrap refits' predictions
+    at the target; returns why the interval is unreliable ('' when it is not: `refits_short`)."""
+    loss_samples, acc_samples = fit.predict(N, D, F, samples)
+    r["acc_lo"], r["acc_hi"] = bootstrap_interval(acc_samples, acc)
+    short = refits_short(acc_samples, converged)
+    if np.isfinite(loss_samples).any():
+        r["loss_lo"], r["loss_hi"] = bootstrap_interval(loss_samples, L)
+    return short
+
+
+def _where_flags(fit, ladder: FittedLadder, N: float, D: float, F, uses_compute: bool, ratio: float) -> list:
+    """The flags about where the target lies against the fitted ladder: far beyond its compute (X100),
+    inside it (IN) or below it (BELOW), off its one tokens-per-parameter ratio (RATIO), where an ensemble
+    member's curve is clipped as too steep (STEEP), and FLOPs/token extrapolated for the compute law (FPT)."""
+    f = []
+    if ratio > EXTRAPOLATION_FLAG:
+        f.append(("X100", f"{ratio:,.0f}x the compute (6ND) of {ladder.reference}" if ratio < 1e6
+                        else f"{ratio:.3g}x the compute (6ND) of {ladder.reference}"))  # not 39 digits
+    if ladder.inside(N, D):
+        f.append(("IN", f"N={N:.3g}, 6ND={6 * N * D:.3g}"))
+    elif ladder.below(N, D):
+        f.append(("BELOW", ladder.below(N, D)))
+    if ladder.off_ratio(N, D):
+        f.append(("RATIO", f"every fitted run has {ladder.ratio_text()} tokens per parameter, the target "
+                           f"{D / N:.3g}"))
+    if isinstance(fit, EnsembleFit):
+        f += fit.steep_clips(N, D, F)
+    if uses_compute and F is None:
+        f.append(("FPT", "FLOPs/token extrapolated as 6N + k N^g from the ladder"))
+    return f
+
+
+def _task_flags(r: dict, facts: _TaskFacts, cols: dict, task: str) -> list:
+    """The flags about the task's own data, NOISY (the predicted change within the checkpoint noise), SUB
+    (below chance on every fitted run) and the trend's DIR or FLAT, and what they do to r's interval: under
+    SUB the law's rise from chance is not in the data, so staying at the best measured accuracy is as likely
+    (the interval reaches down to it); under DIR the number is no prediction, so the interval is the whole
+    range accuracy can take."""
+    f, acc_sd = [], facts.noise["acc_sd"]
+    if np.isfinite(acc_sd) and abs(r["acc_change"]) < NOISY_RATIO * acc_sd:
+        f.append(("NOISY", f"change {r['acc_change']:+.3f} vs noise {acc_sd:.3f}"))
+    if facts.below_chance:
+        f.append(("SUB", facts.below_chance))
+        r["acc_lo"] = min(r["acc_lo"], facts.best)
+    if facts.trend:
+        f.append(facts.trend)
+        if facts.trend[0] == "DIR":
+            r["acc_lo"], r["acc_hi"] = float(task_constants(cols, task)[1] or 0.0), 1.0
+    return f
 
 
 def refits_short(samples, converged) -> str:

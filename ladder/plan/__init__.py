@@ -16,7 +16,7 @@ from ladder.errors import LadderError
 from ladder.plan.budget import choose_rungs
 from ladder.plan.planfile import (VERSION, format_table, load_plan, print_table, rung_arch, validate_plan,
                                  write_plan)
-from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset
+from ladder.plan.presets import FAMILIES, LADDERS, OLMO, TARGETS, Family, ladder_preset, preset_flops_per_token
 from ladder.plan.resources import MFU, check_rung, choose_slice, estimate_memory, estimate_seconds
 from ladder.plan.rungs import TOKENS_PER_PARAM, make_rung
 from ladder.plan.sizes import arch_for_size, format_count, parse_count, require_tokens_per_parameter
@@ -24,6 +24,7 @@ from ladder.plan.sizes import arch_for_size, format_count, parse_count, require_
 __all__ = [
     "plan_ladder", "resolve_target", "write_plan", "load_plan", "rung_arch", "estimate_memory", "estimate_seconds", "choose_slice",
     "check_rung", "print_table", "FAMILIES", "MFU", "format_table", "parse_count", "arch_for_size", "LADDERS", "TARGETS", "VERSION",
+    "preset_flops_per_token",
 ]
 
 DEFAULT_FRACTION = 0.01

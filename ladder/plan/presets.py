@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ladder.arch import Arch
+from ladder.arch import Arch, flops_per_token_reference
 from ladder.errors import LadderError
 
 OLMO_VOCAB = 100_278  # the OLMo-2 / dolma2 tokenizer; embeddings pad it to 100,352
@@ -109,3 +109,16 @@ def ladder_preset(name: str) -> LadderPreset:
     if name not in LADDERS:
         raise LadderError(f"preset: unknown preset {name!r}; choose one of {', '.join(LADDERS)}")
     return LADDERS[name]
+
+
+def preset_flops_per_token(spec, arch: dict | None = None) -> int | None:
+    """A preset target's training FLOPs/token (None for any other target): the planner's accounting,
+    `arch.flops_per_token_reference` (docs/flops.md), which the OLMo importer's published FLOPs and `ladder
+    collect`'s `flops` column share (7b-4t: 49,412,071,424, 13b-5t: 91,335,915,520, as published). A
+    SIZE-TOKENS target's shape is the planner's guess (arch search), not the run's: its F stays extrapolated.
+    arch: the shape a plan file records for the target, which must be the preset's (a target merely named
+    like a preset is not one)."""
+    preset = TARGETS.get(spec.lower()) if isinstance(spec, str) else None
+    if preset is None or (arch is not None and arch != preset.arch.to_dict()):
+        return None
+    return flops_per_token_reference(preset.arch)

@@ -74,3 +74,17 @@ def test_refits_with_kept_trials_equal_the_plain_solver_bit_for_bit(form):
     y, kept = form.log_loss_kept(X0[:3], *(d[:3] for d in data[:2]))
     y2, J2 = form.log_loss_by_exp(X0[:3], *(d[:3] for d in data[:2]))
     assert np.array_equal(y, y2) and np.array_equal(form.jacobian_kept(kept, data[0][:3], data[1][:3]), J2)
+
+
+def test_an_exactly_singular_row_takes_the_least_squares_step_and_spares_the_batch():
+    """One row whose damped matrix is exactly singular in floating point (seen on a single-step settle,
+    bench/backtest_shapes.py --seed 2) failed the whole batch's solve with LinAlgError; now that row takes
+    the least-squares step and every other row keeps its bits."""
+    from ladder.laws.newton import _solve
+
+    A = np.array([[[2.0, 0.5], [0.5, 1.0]], [[1.0, 1.0], [1.0, 1.0]], [[3.0, 1.0], [0.0, 2.0]]])
+    b = np.array([[1.0, 2.0], [1.0, 1.0], [0.5, -1.0]])
+    x = _solve(A, b)
+    for i in (0, 2):
+        assert np.array_equal(x[i], np.linalg.solve(A[i], b[i]))
+    assert np.allclose(x[1], np.linalg.lstsq(A[1], b[1], rcond=None)[0])

@@ -60,11 +60,27 @@ def _model_step(H, g, D, lam, free, d=None):
     whole step."""
     A = H + lam[:, None, None] * D
     rhs = (g if d is None else g + np.einsum("bpq,bq->bp", A, d)) * free.astype(np.float64)
-    s = -np.linalg.solve(_on_free(A, free), rhs[..., None])[..., 0]
+    s = -_solve(_on_free(A, free), rhs)
     if d is not None:
         s += d
     promised = -np.einsum("bp,bp->b", g, s) - 0.5 * np.einsum("bp,bpq,bq->b", s, H, s)
     return s, promised
+
+
+def _solve(A, b):
+    """x with A x = b for each row [B, P, P] x [B, P]. A row whose matrix is exactly singular in floating point
+    (the 1e-12 nudge of `_on_free` cancelled by damping terms ~1e9 larger: seen on a 7-parameter single-step
+    settle) takes the least-squares step instead of failing every row of the batch."""
+    try:
+        return np.linalg.solve(A, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = np.empty_like(b)
+        for i in range(len(A)):
+            try:
+                out[i] = np.linalg.solve(A[i], b[i])
+            except np.linalg.LinAlgError:
+                out[i] = np.linalg.lstsq(A[i], b[i], rcond=None)[0]
+        return out
 
 
 def _on_free(A, free):
@@ -121,7 +137,7 @@ def _converged(accept, gain, f, g, D, free, rtol: float) -> np.ndarray:
     ask = np.flatnonzero(ok)
     if ask.size:
         gm = g[ask] * free[ask].astype(np.float64)
-        left = 0.5 * np.einsum("bp,bp->b", gm, np.linalg.solve(_on_free(D[ask], free[ask]), gm[..., None])[..., 0])
+        left = 0.5 * np.einsum("bp,bp->b", gm, _solve(_on_free(D[ask], free[ask]), gm))
         ok[ask] = left <= tiny[ask]
     return ok
 

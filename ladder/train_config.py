@@ -61,7 +61,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Sizes within one slice (one may be -1 = fill); dcn_data > 1: the data axis also spans that many slices.
     c.mesh = dict(data=1, fsdp=-1, tensor=1, dcn_data=1)
     # initialize=True with no coordinator: jax.distributed.initialize() reads the TPU VM environment.
-    c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300)
+    # timeout_s: every process must join within it; heartbeat_timeout_s: a peer silent this long is dead (and
+    # the shutdown barrier waits no longer for one); ladder/distributed.py bounds each with one line.
+    c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300,
+                         heartbeat_timeout_s=100)
     return c
 
 
@@ -220,7 +223,7 @@ def _check_positive(config) -> None:
     for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "rope_theta",
                                  "norm_eps", "init_std")),
                       ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
-                      ("optim", ("peak_lr",)), ("eval", ("n_questions",)), ("distributed", ("timeout_s",))):
+                      ("optim", ("peak_lr",)), ("eval", ("n_questions",)), ("distributed", ("timeout_s", "heartbeat_timeout_s"))):
         for key in keys:
             value = config[sec][key]
             require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")

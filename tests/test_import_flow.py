@@ -20,7 +20,7 @@ STAGES = [
     ("plan", ["ladder.plan"]),
     ("data", ["ladder.data", "ladder.tasks"]),
     ("model", ["ladder.model", "ladder.attention", "ladder.loss", "ladder.sharding", "ladder.optimizer"]),
-    ("train", ["ladder.train", "ladder.train_config", "ladder.device_checks", "ladder.step", "ladder.checkpoint",
+    ("train", ["ladder.train", "ladder.distributed", "ladder.train_config", "ladder.device_checks", "ladder.step", "ladder.checkpoint",
                "ladder.warmstart", "ladder.preemption", "ladder.metrics", "ladder.train_log", "ladder.rundir"]),
     ("eval", ["ladder.eval"]),
     ("results", ["ladder.results", "ladder.importers", "ladder.import_table", "ladder.sheet", "ladder.import_checks"]),

@@ -210,12 +210,25 @@ def validate(config, *, data: bool = True) -> None:
     _check_counts_and_mesh(config)
     _check_steps(config.train)
     _check_data_and_eval(config)
+    _check_distributed(config.distributed)
     if data and config.data.source != "synthetic":
         from ladder.data.pipeline import vocab_size
 
         need, have = vocab_size(config.data), config.model.vocab_size
         require(need <= have, "model.vocab_size", f"{have} is smaller than the tokenizer's {need}",
                 f"set model.vocab_size={need}")
+
+
+def _check_distributed(d) -> None:
+    """Peer settings JAX would ignore: a coordinator, process count or id without initialize (one process
+    trains alone), or a count or id without a coordinator (initialize() then reads them from the TPU VM)."""
+    peers = d.num_processes != 0 or d.process_id != -1
+    require(d.initialize or not (d.coordinator or peers), "distributed.coordinator",
+            "coordinator / num_processes / process_id are set but distributed.initialize is False, so they would "
+            "be ignored", "pass --coordinator, --num-processes and --process-id to `ladder train`")
+    require(not d.initialize or d.coordinator or not peers, "distributed.num_processes",
+            "num_processes / process_id are set without a coordinator, so they would be ignored (JAX reads the "
+            "TPU environment)", "add --coordinator HOST:PORT, or drop them")
 
 
 def _check_positive(config) -> None:

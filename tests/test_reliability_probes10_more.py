@@ -223,3 +223,53 @@ def test_launch_stall_minutes_is_checked(capsys, tmp_path, argv, message):
 def test_distributed_settings_jax_would_ignore(capsys, tmp_path, overrides, message):
     rc, err = _probe(capsys, ["train", "configs/tiny.py", "--run-dir", str(tmp_path / "r"), *overrides])
     assert rc == 2 and message in err, err
+
+
+# ------------------------------------------------ names that differ only by case or Unicode form (ladder/names.py)
+
+NFC_E, NFD_E = "caf\u00e9", "cafe\u0301"
+
+
+def _ladder_rows(rename=None):
+    """probes9's clean ladder (one task, arc_easy), `rename(i, row)` applied to each row."""
+    from tests.test_reliability_probes9_analysis import _rows
+
+    rows = _rows()
+    return [dict(r, **(rename(i, r) if rename else {})) for i, r in enumerate(rows)]
+
+
+@pytest.mark.parametrize("rename, message", [
+    # before: two tasks, each fitted on half the rows, without a word
+    (lambda i, r: {"task": "ARC_Easy" if i % 2 else "arc_easy"}, "task 'ARC_Easy' and 'arc_easy' differ only by case"),
+    (lambda i, r: {"task": NFD_E if i % 2 else NFC_E}, r"task 'cafe\u0301' and 'caf\xe9' differ only by case or "
+     "Unicode form"),
+    (lambda i, r: {"run": r["run"].lower() if i == 1 else r["run"]}, "run '60M-1xC' and '60m-1xc' differ"),
+    (lambda i, r: {"task": "arc_easy "}, "task 'arc_easy ' has spaces around it"),
+    (lambda i, r: {"task": "arc\u200b_easy"}, r"task 'arc\u200b_easy' holds the invisible character U+200B "
+     "(ZERO WIDTH SPACE)"),
+    (lambda i, r: {"set": "Dolma" if i % 2 else "dolma"}, "set 'Dolma' and 'dolma' differ only by case"),
+    (lambda i, r: {"run": "\ufeff" + r["run"]}, "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),  # a BOM inside a cell
+])
+def test_predict_refuses_names_that_differ_only_by_spelling(capsys, tmp_path, rename, message):
+    from ladder.results import write_table
+
+    table = tmp_path / "results.csv"
+    write_table(table, _ladder_rows(rename))
+    rc, err = _probe(capsys, ["predict", table, "--target", "x=7e9:2.8e11", "--method", "paper", "--bootstrap", 0,
+                              "-o", tmp_path / "p.json"])
+    assert rc == 2 and message in err, err
+
+
+def test_import_refuses_tasks_that_differ_only_by_case(capsys, tmp_path):
+    src = tmp_path / "wide.csv"
+    src.write_text("model,params,tokens,task,accuracy\nm1,1e8,2e9,ARC,0.3\nm1,1e8,2e9,arc,0.31\n")
+    rc, err = _probe(capsys, ["import", "csv", src, "--map", "run=model,n=params,d=tokens,task=task,acc=accuracy",
+                              "-o", tmp_path / "out.csv"])
+    assert rc == 2 and "task 'ARC' and 'arc' differ only by case" in err, err
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_names_rule_keeps_distinct_and_internal_spaces():
+    from ladder.names import check_names
+
+    check_names(["DCLM-Baseline 25% / Dolma 75%", "dolma", "arc_easy", "arc_challenge", NFC_E], "set", "t")

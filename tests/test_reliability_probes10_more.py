@@ -273,3 +273,44 @@ def test_names_rule_keeps_distinct_and_internal_spaces():
     from ladder.names import check_names
 
     check_names(["DCLM-Baseline 25% / Dolma 75%", "dolma", "arc_easy", "arc_challenge", NFC_E], "set", "t")
+
+
+# ------------------------------------------------------------ `ladder eval` killed mid-table, then run again
+
+KILL_AT_THIRD_TASK = """
+import os, signal, sys
+from ladder import cli, eval as ev
+real, seen = ev.task_metrics, []
+def dying(task, *a, **k):  # SIGKILL (no handler runs) while the third task is being scored
+    seen.append(task.name)
+    if len(seen) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(task, *a, **k)
+ev.task_metrics = dying
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_eval_killed_mid_table_then_run_again_matches_an_uninterrupted_one(tmp_path):
+    """Before this round nothing killed `ladder eval` between tasks: the rows of the first two tasks must not
+    land alone (a table the next fit would read as complete), and the re-run must equal an uninterrupted
+    evaluation bit for bit, each (run, step, task) once."""
+    run = tmp_path / "run"
+    train = subprocess.run([PY, "-m", "ladder", "train", *TINY[:4], TINY[5], "--config.train.total_steps=2",
+                            "--config.optim.warmup_steps=0", "--run-dir", str(run)], cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    common = ["eval", str(run), "--tasks", "embedded", "--max-questions", "8"]
+    killed = subprocess.run([PY, "-c", KILL_AT_THIRD_TASK, *common, "-o", str(tmp_path / "a.csv")], cwd=ROOT,
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "a.csv").exists()  # no partial table: rows are appended once, after every task
+    for out in ("a.csv", "b.csv"):
+        r = subprocess.run([PY, "-m", "ladder", *common, "-o", str(tmp_path / out)], cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    from ladder.results import read_table
+
+    assert len(read_table(tmp_path / "a.csv", validate=True)["task"]) == 3  # the three embedded tasks, once each

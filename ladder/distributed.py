@@ -86,13 +86,20 @@ def initialize(dist) -> None:
 
 def check_same_config(digest: str) -> None:
     """Every process trains the same config: one all-gather of the config_hash (without the `distributed`
-    section, which differs per process). A mismatch stops every process with the same line."""
+    section, which differs per process). A mismatch stops every process with the same line. Call after the
+    backends have started (jax.process_count() starts them, libtpu's start-up noise and all)."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
 
     mine = np.frombuffer(bytes.fromhex(digest[:64].ljust(64, "0")), dtype=np.uint8)
-    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+    try:
+        every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+    except jax.errors.JaxRuntimeError as e:  # a peer that stopped before it (its own bad input, a crash)
+        error = peer_lost(e)
+        if error is None:
+            raise
+        raise error from e
     hashes = [row.tobytes().hex()[:12] for row in every]
     odd = [i for i, h in enumerate(hashes) if h != hashes[0]]
     if odd:

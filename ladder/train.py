@@ -22,7 +22,7 @@ from typing import Callable
 
 import jax
 
-from ladder import checkpoint, cpu_threads, distributed
+from ladder import attention, checkpoint, cpu_threads, distributed
 from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
@@ -72,8 +72,9 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     distributed.initialize(config.distributed)
     # XLA CPU threads: the count this run started with, else LADDER_XLA_CPU_THREADS (ladder/cpu_threads.py)
     threads = cpu_threads.create_backend(cpu_threads.for_run(rundir.read_run_config(run_dir)))
+    mesh = sharding.make_mesh(config.mesh)  # starts the backends (quietly: sharding.make_mesh)
     distributed.check_same_config(config_hash(config))  # a peer with other overrides: every process stops
-    mesh = sharding.make_mesh(config.mesh)
+    attention.resolve(config.model.attention, jax.default_backend(), config.model.seq_len)  # before any write
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
     check_fits_memory(config, dict(mesh.shape), device_bytes())
     # One writer per run directory: process 0 holds its lock for the whole run (the others write only

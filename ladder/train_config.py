@@ -353,11 +353,16 @@ def _check_data_and_eval(config) -> None:
     if e.lm_loss_domains:
         embedded_domains(e.lm_loss_domains, "eval.lm_loss_domains")
     require(i.step >= -1, "init.step", f"{i.step} is not a step", "use -1 (the base run's latest) or a saved step")
-    require(not (i.restore_optimizer and not i.from_run), "init.restore_optimizer", "set without init.from_run",
-            "give init.from_run (the base run's directory)")
+    for key, unset in (("restore_optimizer", False), ("step", -1)):  # read only with a base run
+        require(i.from_run or i[key] == unset, f"init.{key}", "set without init.from_run, so it would be ignored",
+                "give init.from_run (the base run's directory)")
     if config.data.source == "mixture":
         _check_mixture(config.data.mixture)
     require(mix.r == -1 or 0 <= mix.r <= 1, "mix.r", f"{mix.r} is outside [0, 1]", "give the domain share, or -1 (off)")
+    off = default_config().mix
+    require(mix.r >= 0 or (mix.general, mix.domain) == (off.general, off.domain), "mix.general",
+            "mix.general / mix.domain are set but mix.r is -1 (off), so they would be ignored",
+            "set mix.r to the domain share in [0, 1], or leave them out")
     if mix.r >= 0:
         general, domain = embedded_domains(mix.general, "mix.general"), embedded_domains(mix.domain, "mix.domain")
         require(general and domain and not set(general) & set(domain), "mix.general",

@@ -12,10 +12,15 @@ and environment rounds (test_reliability_probes10_input.py, test_reliability_pro
 - config values accepted and then ignored: `launch.chip` / `spot` / `zone` ... with the local backend (the
   shipped configs/gpu_ladder.py carried chip="h100" that nothing read), `parallel` / `devices` /
   `max_attempts` with a cloud backend, `--stall-minutes` with a cloud backend, distributed.coordinator /
-  num_processes / process_id without distributed.initialize, num_processes without a coordinator.
+  num_processes / process_id without distributed.initialize, num_processes without a coordinator, init.step
+  without init.from_run, mix.general / mix.domain with mix.r off; and model.attention=cudnn off a GPU (a
+  traceback after config.json was written);
+- run, task and training-set names that differ only by case or Unicode form, or carry spaces or invisible
+  characters (ladder/names.py: refused naming both spellings; before, two tasks fitted apart);
+- `ladder eval` SIGKILLed between tasks, then run again (passed as it was: no partial table, byte-equal re-run).
 
-The multi-process and hang tests spawn real processes and are slow (each JAX process ~5 CPU-s); the rest take
-~3 CPU-s together.
+The multi-process and eval-kill tests spawn real processes and are slow (~40 CPU-s together); the rest take
+~5 CPU-s together.
 """
 
 from __future__ import annotations
@@ -212,6 +217,14 @@ def test_launch_stall_minutes_is_checked(capsys, tmp_path, argv, message):
     assert rc == 2 and message in err
 
 
+def test_cudnn_attention_off_a_gpu_is_one_line_before_any_write(capsys, tmp_path):
+    """Before: jax's "cuDNN is not detected" traceback, after config.json was written (so the fixed command then
+    met "holds a run with another config"). Splash off TPU runs in Pallas interpret mode on purpose (tests)."""
+    rc, err = _probe(capsys, ["train", *TINY[:5], "--config.model.attention=cudnn", "--run-dir", tmp_path / "r"])
+    assert rc == 2 and "model.attention: 'cudnn' is cuDNN's kernel for NVIDIA GPUs and these devices are cpu" in err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["--config.distributed.coordinator=127.0.0.1:1234"], "distributed.coordinator: coordinator / num_processes /"
      " process_id are set but distributed.initialize is False"),
@@ -219,6 +232,9 @@ def test_launch_stall_minutes_is_checked(capsys, tmp_path, argv, message):
     (["--distributed", "--config.distributed.num_processes=2", "--config.distributed.process_id=0"],
      "distributed.num_processes: num_processes / process_id are set without a coordinator"),
     (["--config.distributed.heartbeat_timeout_s=0"], "distributed.heartbeat_timeout_s: must be positive"),
+    # before: trained without a word that they were never read
+    (["--config.init.step=5"], "init.step: set without init.from_run, so it would be ignored"),
+    (["--config.mix.domain=prose"], "mix.general: mix.general / mix.domain are set but mix.r is -1 (off)"),
 ])
 def test_distributed_settings_jax_would_ignore(capsys, tmp_path, overrides, message):
     rc, err = _probe(capsys, ["train", "configs/tiny.py", "--run-dir", str(tmp_path / "r"), *overrides])

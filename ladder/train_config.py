@@ -236,7 +236,8 @@ def _check_positive(config) -> None:
     for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "rope_theta",
                                  "norm_eps", "init_std")),
                       ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
-                      ("optim", ("peak_lr",)), ("eval", ("n_questions",)), ("distributed", ("timeout_s", "heartbeat_timeout_s"))):
+                      ("optim", ("peak_lr",)), ("eval", ("n_questions",)),
+                      ("distributed", ("timeout_s", "heartbeat_timeout_s"))):
         for key in keys:
             value = config[sec][key]
             require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")

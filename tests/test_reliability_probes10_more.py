@@ -19,8 +19,8 @@ and environment rounds (test_reliability_probes10_input.py, test_reliability_pro
   characters (ladder/names.py: refused naming both spellings; before, two tasks fitted apart);
 - `ladder eval` SIGKILLed between tasks, then run again (passed as it was: no partial table, byte-equal re-run).
 
-The multi-process and eval-kill tests spawn real processes and are slow (~45 CPU-s together, measured with tests/test_multiprocess.py: 49 CPU-s); the rest take
-~3 CPU-s together.
+The multi-process and eval-kill tests spawn real processes and are slow (~45 CPU-s together; with
+tests/test_multiprocess.py 49 CPU-s measured); the rest take ~3 CPU-s together.
 """
 
 from __future__ import annotations

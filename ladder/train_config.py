@@ -341,11 +341,28 @@ def _check_mixture(components) -> None:
     require(sum(weights) > 0, "data.mixture", "every weight is 0", "give at least one component a positive weight")
 
 
+# Data fields only a corpus reads: with source "synthetic" (uniform random tokens, the default) they were
+# ignored without a word (`data.files=...` trained on random tokens). tokenizer / spm_model stay: vocab_size 0
+# reads them.
+CORPUS_ONLY = ("domains", "weights", "files", "text_field", "tfds_name", "data_dir", "max_documents", "mixture",
+               "path")
+
+
+def _check_synthetic_reads_nothing(data) -> None:
+    if data.source != "synthetic":
+        return
+    default = default_config().data
+    unread = [k for k in CORPUS_ONLY if data[k] != default[k]]
+    require(not unread, f"data.{unread[0] if unread else ''}", "is set but data.source is 'synthetic' (uniform random "
+            "tokens), so it would be ignored", "set data.source to the source that reads it (docs/data.md), or drop it")
+
+
 def _check_data_and_eval(config) -> None:
     """The corpus domains, the evaluation's held-out losses, a continued run's base, and the domain mixture."""
     from ladder.data.pipeline import embedded_domains
 
     i, mix, e = config.init, config.mix, config.eval
+    _check_synthetic_reads_nothing(config.data)
     if config.data.source == "embedded":
         embedded_domains(config.data.domains, "data.domains")
     require(e.tasks or not (e.lm_loss_batches or e.lm_loss_domains), "eval.lm_loss_batches",

@@ -13,8 +13,8 @@ and environment rounds (test_reliability_probes10_input.py, test_reliability_pro
   shipped configs/gpu_ladder.py carried chip="h100" that nothing read), `parallel` / `devices` /
   `max_attempts` with a cloud backend, `--stall-minutes` with a cloud backend, distributed.coordinator /
   num_processes / process_id without distributed.initialize, num_processes without a coordinator, init.step
-  without init.from_run, mix.general / mix.domain with mix.r off; and model.attention=cudnn off a GPU (a
-  traceback after config.json was written);
+  without init.from_run, mix.general / mix.domain with mix.r off, data.files / tfds_name / ... with the
+  synthetic source; and model.attention=cudnn off a GPU (a traceback after config.json was written);
 - run, task and training-set names that differ only by case or Unicode form, or carry spaces or invisible
   characters (ladder/names.py: refused naming both spellings; before, two tasks fitted apart);
 - `ladder eval` SIGKILLed between tasks, then run again (passed as it was: no partial table, byte-equal re-run).
@@ -235,6 +235,8 @@ def test_cudnn_attention_off_a_gpu_is_one_line_before_any_write(capsys, tmp_path
     # before: trained without a word that they were never read
     (["--config.init.step=5"], "init.step: set without init.from_run, so it would be ignored"),
     (["--config.mix.domain=prose"], "mix.general: mix.general / mix.domain are set but mix.r is -1 (off)"),
+    (["--config.data.files=/data/corpus.txt"], "data.files: is set but data.source is 'synthetic'"),
+    (["--config.data.tfds_name=c4"], "data.tfds_name: is set but data.source is 'synthetic'"),
 ])
 def test_distributed_settings_jax_would_ignore(capsys, tmp_path, overrides, message):
     rc, err = _probe(capsys, ["train", "configs/tiny.py", "--run-dir", str(tmp_path / "r"), *overrides])

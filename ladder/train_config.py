@@ -342,10 +342,9 @@ def _check_mixture(components) -> None:
 
 
 # Data fields only a corpus reads: with source "synthetic" (uniform random tokens, the default) they were
-# ignored without a word (`data.files=...` trained on random tokens). tokenizer / spm_model stay: vocab_size 0
-# reads them.
-CORPUS_ONLY = ("domains", "weights", "files", "text_field", "tfds_name", "data_dir", "max_documents", "mixture",
-               "path")
+# ignored without a word (`data.files=...` trained on random tokens). tokenizer / spm_model stay (vocab_size 0
+# reads them), and data_dir: launches pass it to every rung of a plan (`--config.data.data_dir=gs://...`).
+CORPUS_ONLY = ("domains", "weights", "files", "text_field", "tfds_name", "max_documents", "mixture", "path")
 
 
 def _check_synthetic_reads_nothing(data) -> None:

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from ladder.errors import LadderError
+
 IMPLEMENTATIONS = ("auto", "xla", "splash", "cudnn")
 BLOCK_Q = 512  # xla path: queries per block (the [B, H, BLOCK_Q, L] fp32 scores are its working set)
 SPLASH_BLOCK = 512  # splash: q and kv tile (MaxText's default for v5); capped at the sequence length
@@ -38,6 +40,9 @@ BATCH_AXES = ("data", "fsdp")  # ladder.sharding's batch axes; heads split over 
 def resolve(name: str, platform: str, seq_len: int) -> str:
     """The implementation `name` means on `platform` ("tpu", "gpu"/"cuda", "cpu"): auto picks the kernel
     (splash only where the sequence tiles into 128-lane blocks; xla otherwise)."""
+    if name == "cudnn" and platform not in ("gpu", "cuda"):  # was jax's "cuDNN is not detected" traceback
+        raise LadderError(f"model.attention: 'cudnn' is cuDNN's kernel for NVIDIA GPUs and these devices are "
+                          f"{platform}; use auto (xla here) or xla")
     if name != "auto":
         return name
     if platform == "tpu":

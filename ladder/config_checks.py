@@ -78,3 +78,13 @@ def check_list_items(field: str, ref, value) -> None:
         for v in value:
             require(v not in seen, field, f"lists {v!r} twice", "list each value once")
             seen.append(v)
+
+
+def check_read_fields(section, reference, readers: dict, chosen: str, prefix: str, choice: str) -> None:
+    """A config field set away from its default that the chosen mode never reads is one line naming the modes
+    that read it, as the CLI's refuse_unread_options does for flags: `readers` maps a field to the modes that
+    read it. Before, `launch.chip=v6e` or `launch.spot=True` with the local backend ran without a word."""
+    for key, modes in readers.items():
+        if chosen not in modes and section[key] != reference[key]:
+            require(False, f"{prefix}.{key}", f"applies to {choice} {' / '.join(modes)}, not {chosen} (it would be "
+                    "ignored)", f"drop it or choose one of those")

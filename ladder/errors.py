@@ -17,6 +17,7 @@ class TrainingFailed(Exception):
     """The run started but cannot go on (NaN or diverged loss, a failed write, distributed start-up): exit 1."""
 
     storage = False  # a failed write: orbax's writer threads may still hold failing futures (see commands/train)
+    exit_at_once = False  # a peer process is gone: the interpreter's exit would wait at JAX's shutdown barrier
 
 
 def require(ok: bool, field: str, problem: str, fix: str) -> None:

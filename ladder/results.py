@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ladder.errors import LadderError, read_utf8, require
+from ladder.names import check_names
 from ladder.plan.sizes import MAX_COUNT
 
 # Required columns, in file order. `loss` is the task loss in bits per byte of the correct answer.
@@ -295,6 +296,9 @@ def _require_columns_and_names(cols: dict, source: str) -> None:
         blank = np.char.strip(cols[k].astype(str)) == ""
         require(not blank.any(), source, f"column {k!r} is blank in {int(blank.sum())} rows, first data row "
                 f"{int(blank.argmax()) + 1}", f"give every row its {k} name")
+    for k in ("run", "task", "set"):  # `ARC` and `arc`, NFC and NFD, a trailing space: one rule (ladder/names.py)
+        if k in cols:
+            check_names(np.unique(cols[k].astype(str)), k, source)
 
 
 def _require_positive(cols: dict, source: str) -> None:

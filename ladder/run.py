@@ -107,6 +107,7 @@ def _launch(ctx: Context, plan_path: Path, label: str, extra_plans: tuple[Path, 
     opts = LaunchOptions(
         str(plan_path), ctx.run_root, backend=L.backend, dry_run=ctx.dry_run, chip=L.chip,
         overrides=tuple(ctx.cfg.train_overrides), parallel=L.parallel, max_attempts=L.max_attempts,
+        stall_minutes=L.stall_minutes,
         project=L.project or None, zone=L.zone or None, package=L.package or None, image=L.image or None,
         cluster=L.cluster or None, spot=L.spot, devices=list(L.devices) or None,
         extra_plans=tuple(map(str, extra_plans)))
@@ -359,15 +360,17 @@ def validate(cfg) -> None:
     """A `ladder run` config: its kind first (a train config given here is one line, not an AttributeError),
     then its keys, types and values."""
     from ladder.config import require_kind
-    from ladder.config_checks import check_known_keys
+    from ladder.config_checks import check_known_keys, check_read_fields
 
     require_kind(cfg, "run", "this config")
     check_known_keys(cfg, default_config())
-    from ladder.launch import BACKENDS
+    from ladder.launch import BACKENDS, RUN_LAUNCH_READERS
 
     *others, last = BACKENDS
     require(cfg.launch.backend in BACKENDS, "launch.backend", f"unknown backend {cfg.launch.backend!r}",
             f"choose {', '.join(others)} or {last}")
+    check_read_fields(cfg.launch, default_config().launch, RUN_LAUNCH_READERS, cfg.launch.backend, "launch",
+                      "launch.backend")
     # the predict stage's values, checked as `ladder predict` checks its options, before any rung trains (a seed of
     # -1 failed after every rung had trained; a bootstrap of 10^9 had no cap here)
     from ladder.laws import MAX_BOOTSTRAP
@@ -396,8 +399,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.plan = dict(targets=[], preset="", fraction=0.0, sizes=[], multiples=[], seed=0, eval_fractions=[], skip=[])
     # train-config overrides for every rung, "key=value" as after --config. (eval.tasks turns evaluation on)
     c.train_overrides = ["eval.tasks=embedded"]
-    c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, chip="v5p", devices=[],
-                    project="", zone="", package="", image="", cluster="", spot=False)
+    c.launch = dict(backend="local", run_root="", parallel=1, max_attempts=3, stall_minutes=60.0, chip="v5p",
+                    devices=[], project="", zone="", package="", image="", cluster="", spot=False)
     c.predict = dict(method="ensemble", bootstrap=200, seed=0)  # docs/laws.md, "The default"
     # train a model larger than every rung (size, Chinchilla multiple) and check the prediction against it
     c.self_check = dict(enabled=True, size="", multiple=0.5)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import jax
 
-from ladder import checkpoint, cpu_threads
+from ladder import attention, checkpoint, cpu_threads, distributed
 from ladder import rundir, storage
 from ladder import runlock
 from ladder import sharding
@@ -62,26 +62,6 @@ def storage_failure(e: BaseException, path, last_verified: int | None | str) -> 
     return error
 
 
-def initialize_distributed(dist) -> None:
-    """jax.distributed.initialize when the config asks; before any other JAX call touches the backend."""
-    if not dist.initialize:
-        return
-    kwargs = {"initialization_timeout": int(dist.timeout_s)}
-    if dist.coordinator:
-        require(dist.num_processes > 0 and 0 <= dist.process_id < dist.num_processes, "distributed.process_id",
-                f"process_id={dist.process_id} with num_processes={dist.num_processes}",
-                "give --num-processes N and --process-id in [0, N)")
-        kwargs.update(coordinator_address=dist.coordinator, num_processes=dist.num_processes,
-                      process_id=dist.process_id)
-    try:
-        jax.distributed.initialize(**kwargs)
-    except Exception as e:  # noqa: BLE001 (jax raises several types; all mean the same thing here)
-        where = dist.coordinator or "the TPU environment"
-        raise TrainingFailed(f"jax.distributed.initialize via {where} failed within {dist.timeout_s}s "
-                             f"(check the coordinator address/port and that every process started): "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-
-
 def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     """Train (or resume, or notice it is already done). Returns a summary dict; see docs/training.md."""
     resolve_vocab(config)  # model.vocab_size = 0: from the tokenizer or the token store's manifest
@@ -89,10 +69,12 @@ def train(config, run_dir, on_eval: Callable | None = None) -> dict:
     rundir.check_run_dir(run_dir)
     rundir.check_run_dir_outside_data(config, run_dir)
     run_dir = storage.path(run_dir)
-    initialize_distributed(config.distributed)
+    distributed.initialize(config.distributed)
     # XLA CPU threads: the count this run started with, else LADDER_XLA_CPU_THREADS (ladder/cpu_threads.py)
     threads = cpu_threads.create_backend(cpu_threads.for_run(rundir.read_run_config(run_dir)))
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = sharding.make_mesh(config.mesh)  # starts the backends (quietly: sharding.make_mesh)
+    distributed.check_same_config(config_hash(config))  # a peer with other overrides: every process stops
+    attention.resolve(config.model.attention, jax.default_backend(), config.model.seq_len)  # before any write
     validate_for_mesh(config, dict(mesh.shape), jax.process_count())
     check_fits_memory(config, dict(mesh.shape), device_bytes())
     # One writer per run directory: process 0 holds its lock for the whole run (the others write only
@@ -193,6 +175,13 @@ def _run_recording_failures(config, program: TrainProgram, state, start: int, so
         failed = True
         _record_failure(log.set_status, e, ckpts)
         raise
+    except jax.errors.JaxRuntimeError as e:  # a collective whose peer process is gone: one line, not a traceback
+        error = distributed.peer_lost(e)
+        if error is None:
+            raise
+        failed = True
+        _record_failure(log.set_status, error)  # not ckpts.wait(): an async save may wait for the dead peer
+        raise error from e
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a save, but never leave "running" behind
         failed = True
         with contextlib.suppress(OSError):

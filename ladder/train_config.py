@@ -61,7 +61,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Sizes within one slice (one may be -1 = fill); dcn_data > 1: the data axis also spans that many slices.
     c.mesh = dict(data=1, fsdp=-1, tensor=1, dcn_data=1)
     # initialize=True with no coordinator: jax.distributed.initialize() reads the TPU VM environment.
-    c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300)
+    # timeout_s: every process must join within it; heartbeat_timeout_s: a peer silent this long is dead (and
+    # the shutdown barrier waits no longer for one); ladder/distributed.py bounds each with one line.
+    c.distributed = dict(initialize=False, coordinator="", num_processes=0, process_id=-1, timeout_s=300,
+                         heartbeat_timeout_s=100)
     return c
 
 
@@ -207,6 +210,7 @@ def validate(config, *, data: bool = True) -> None:
     _check_counts_and_mesh(config)
     _check_steps(config.train)
     _check_data_and_eval(config)
+    _check_distributed(config.distributed)
     if data and config.data.source != "synthetic":
         from ladder.data.pipeline import vocab_size
 
@@ -215,12 +219,25 @@ def validate(config, *, data: bool = True) -> None:
                 f"set model.vocab_size={need}")
 
 
+def _check_distributed(d) -> None:
+    """Peer settings JAX would ignore: a coordinator, process count or id without initialize (one process
+    trains alone), or a count or id without a coordinator (initialize() then reads them from the TPU VM)."""
+    peers = d.num_processes != 0 or d.process_id != -1
+    require(d.initialize or not (d.coordinator or peers), "distributed.coordinator",
+            "coordinator / num_processes / process_id are set but distributed.initialize is False, so they would "
+            "be ignored", "pass --coordinator, --num-processes and --process-id to `ladder train`")
+    require(not d.initialize or d.coordinator or not peers, "distributed.num_processes",
+            "num_processes / process_id are set without a coordinator, so they would be ignored (JAX reads the "
+            "TPU environment)", "add --coordinator HOST:PORT, or drop them")
+
+
 def _check_positive(config) -> None:
     """Sizes, counts and rates that only make sense above zero."""
     for sec, keys in (("model", ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "rope_theta",
                                  "norm_eps", "init_std")),
                       ("train", ("global_batch", "total_steps", "keep_checkpoints", "log_every")),
-                      ("optim", ("peak_lr",)), ("eval", ("n_questions",)), ("distributed", ("timeout_s",))):
+                      ("optim", ("peak_lr",)), ("eval", ("n_questions",)),
+                      ("distributed", ("timeout_s", "heartbeat_timeout_s"))):
         for key in keys:
             value = config[sec][key]
             require(value > 0, f"{sec}.{key}", f"must be positive, got {value}", "set a positive value")
@@ -324,11 +341,27 @@ def _check_mixture(components) -> None:
     require(sum(weights) > 0, "data.mixture", "every weight is 0", "give at least one component a positive weight")
 
 
+# Data fields only a corpus reads: with source "synthetic" (uniform random tokens, the default) they were
+# ignored without a word (`data.files=...` trained on random tokens). tokenizer / spm_model stay (vocab_size 0
+# reads them), and data_dir: launches pass it to every rung of a plan (`--config.data.data_dir=gs://...`).
+CORPUS_ONLY = ("domains", "weights", "files", "text_field", "tfds_name", "max_documents", "mixture", "path")
+
+
+def _check_synthetic_reads_nothing(data) -> None:
+    if data.source != "synthetic":
+        return
+    default = default_config().data
+    unread = [k for k in CORPUS_ONLY if data[k] != default[k]]
+    require(not unread, f"data.{unread[0] if unread else ''}", "is set but data.source is 'synthetic' (uniform random "
+            "tokens), so it would be ignored", "set data.source to the source that reads it (docs/data.md), or drop it")
+
+
 def _check_data_and_eval(config) -> None:
     """The corpus domains, the evaluation's held-out losses, a continued run's base, and the domain mixture."""
     from ladder.data.pipeline import embedded_domains
 
     i, mix, e = config.init, config.mix, config.eval
+    _check_synthetic_reads_nothing(config.data)
     if config.data.source == "embedded":
         embedded_domains(config.data.domains, "data.domains")
     require(e.tasks or not (e.lm_loss_batches or e.lm_loss_domains), "eval.lm_loss_batches",
@@ -337,11 +370,16 @@ def _check_data_and_eval(config) -> None:
     if e.lm_loss_domains:
         embedded_domains(e.lm_loss_domains, "eval.lm_loss_domains")
     require(i.step >= -1, "init.step", f"{i.step} is not a step", "use -1 (the base run's latest) or a saved step")
-    require(not (i.restore_optimizer and not i.from_run), "init.restore_optimizer", "set without init.from_run",
-            "give init.from_run (the base run's directory)")
+    for key, unset in (("restore_optimizer", False), ("step", -1)):  # read only with a base run
+        require(i.from_run or i[key] == unset, f"init.{key}", "set without init.from_run, so it would be ignored",
+                "give init.from_run (the base run's directory)")
     if config.data.source == "mixture":
         _check_mixture(config.data.mixture)
     require(mix.r == -1 or 0 <= mix.r <= 1, "mix.r", f"{mix.r} is outside [0, 1]", "give the domain share, or -1 (off)")
+    off = default_config().mix
+    require(mix.r >= 0 or (mix.general, mix.domain) == (off.general, off.domain), "mix.general",
+            "mix.general / mix.domain are set but mix.r is -1 (off), so they would be ignored",
+            "set mix.r to the domain share in [0, 1], or leave them out")
     if mix.r >= 0:
         general, domain = embedded_domains(mix.general, "mix.general"), embedded_domains(mix.domain, "mix.domain")
         require(general and domain and not set(general) & set(domain), "mix.general",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ladder.launch import BACKENDS, LaunchOptions, launch_plan
+from ladder.launch import BACKENDS, CLOUD, LaunchOptions, launch_plan
 from ladder.launch.costs import parse_prices
 from ladder.launch.jobs import parse_slice_overrides
-from ladder.commands.common import POSITIVE, add_run_root, refuse_unread_options, run_root, whole
+from ladder.commands.common import POSITIVE, add_run_root, real, refuse_unread_options, run_root, whole
 
 TAKES_CONFIG = True  # the overrides reach every rung's `ladder train`
 EXAMPLES = """
@@ -59,9 +59,10 @@ def add_arguments(parser) -> None:
     local.add_argument("--processes", type=whole(1), default=1, help="processes per rung on 127.0.0.1 (multi-host path)")
     local.add_argument("--devices", help="comma-separated GPU ids split between --parallel rungs, e.g. 0,1,2,3")
     local.add_argument("--max-attempts", type=whole(1), default=3, help="tries per rung before it is failed")
+    local.add_argument("--stall-minutes", type=real(0.0), default=60.0, help="stop (and retry) an attempt whose "
+                       "trainers log nothing for this long (0: never)")
 
 
-CLOUD = ("tpu-vm", "queued-resources", "xpk")
 # option dest -> (its flag, the backends that read it). Before, `--backend local --spot` (or --zone, --pack, ...)
 # launched without a word that the option meant nothing there.
 OPTION_BACKENDS = {
@@ -72,6 +73,7 @@ OPTION_BACKENDS = {
     "keep": ("--keep", CLOUD), "price": ("--price", CLOUD), "name_prefix": ("--name-prefix", CLOUD),
     "work_dir": ("--work-dir", ("tpu-vm", "queued-resources")), "parallel": ("--parallel", ("local",)),
     "processes": ("--processes", ("local",)), "max_attempts": ("--max-attempts", ("local",)),
+    "stall_minutes": ("--stall-minutes", ("local",)),
 }
 
 
@@ -89,7 +91,7 @@ def run(args) -> int:
         image=args.image, cluster=args.cluster, spot=args.spot, pack=args.pack, name_prefix=args.name_prefix,
         keep=args.keep, poll_s=args.poll_s, prices=parse_prices(args.price),
         work_dir=args.work_dir, parallel=args.parallel, processes=args.processes,
-        devices=args.devices.split(",") if args.devices else None, max_attempts=args.max_attempts,
+        devices=args.devices.split(",") if args.devices else None, max_attempts=args.max_attempts, stall_minutes=args.stall_minutes,
     )
     if args.rehearse or args.preempt_at is not None:
         from ladder.launch import rehearse

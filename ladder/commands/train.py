@@ -85,7 +85,7 @@ def run(args) -> int:
         summary = train(config, run_dir, on_eval=make_on_eval(config, run_dir))
     except TrainingFailed as e:
         print(f"ladder train: failed: {e}", file=sys.stderr)
-        if e.storage:
+        if e.storage or e.exit_at_once:
             # orbax's background writers still hold futures failing on the same storage; at interpreter exit
             # they print tracebacks (asyncio, atexit) after the one line above. Nothing of ours is left open
             # (metrics closed, the last verified checkpoint sealed, the run lock dies with the process).

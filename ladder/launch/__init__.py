@@ -28,6 +28,13 @@ BACKENDS = {
     "queued-resources": ("ladder.launch.queued_resources", "QueuedResourcesBackend"),
     "xpk": ("ladder.launch.xpk", "XpkBackend"),
 }
+CLOUD = ("tpu-vm", "queued-resources", "xpk")
+# A `ladder run` config's launch field -> the backends that read it (config_checks.check_read_fields).
+RUN_LAUNCH_READERS = {
+    "chip": CLOUD, "project": CLOUD, "zone": CLOUD, "spot": CLOUD, "package": ("tpu-vm", "queued-resources"),
+    "image": ("xpk",), "cluster": ("xpk",), "parallel": ("local",), "devices": ("local",),
+    "max_attempts": ("local",), "stall_minutes": ("local",),
+}
 
 
 @dataclasses.dataclass
@@ -66,6 +73,9 @@ class LaunchOptions:
     processes: int = 1
     devices: list[str] | None = None
     max_attempts: int = 3
+    # An attempt whose trainers write no log line, metrics row or status for this long is stopped as hung and
+    # retried (0: wait forever). Longer than any compile or evaluation between two log lines.
+    stall_minutes: float = 60.0
     python: str = sys.executable
 
 

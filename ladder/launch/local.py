@@ -28,6 +28,8 @@ from ladder import rundir
 from ladder.errors import LadderError, sigterm_raises_terminated
 
 BAD_INPUT = 2
+STALLED = 124  # an attempt the launcher stopped for making no progress (timeout(1)'s code); it is retried
+PROGRESS_FILES = ("metrics.jsonl", "status.json")  # with the attempt's launch logs: what a live trainer touches
 
 
 
@@ -155,7 +157,9 @@ class LocalBackend(Backend):
                 return False
             print_fn(f"# {job.name}: attempt {attempt}/{opts.max_attempts}")
             rc = run_processes(self.argvs(job, opts, free_port() if opts.processes > 1 else None), run_dir, env,
-                               attempt)
+                               attempt, opts.stall_minutes * 60)
+            if rc == STALLED:
+                print_fn(f"# {job.name}: no progress for {opts.stall_minutes:g} min: stopped as hung (--stall-minutes)")
             codes.append(rc)
             rundir.write_launch_record(run_dir, attempts=attempt, exit_codes=codes,
                                 state="done" if rc == 0 else ("failed" if rc == BAD_INPUT or attempt == opts.max_attempts
@@ -194,11 +198,22 @@ def wait_for_owner(run_dir: Path, name: str, print_fn=print, poll_s: float = 2.0
         pass
 
 
-def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int) -> int:
+def last_progress(run_dir: Path, processes: int) -> float:
+    """When the rung's trainers last wrote anything (a log line, a metrics row, a status update)."""
+    times = [0.0]
+    for name in (*PROGRESS_FILES, *(log_name(i) for i in range(processes))):
+        with contextlib.suppress(OSError):
+            times.append((run_dir / name).stat().st_mtime)
+    return max(times)
+
+
+def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int, stall_s: float = 0) -> int:
     """Start one process per argv (logs: launch.log for process 0, launch.<i>.log for the others) and wait.
 
     If one process fails the others are stopped: peers of a dead process would wait in a collective forever.
-    Returns 0 when all succeed, else the first non-zero exit code.
+    So are all when none has written a log line, metrics row or status for `stall_s` seconds (0: never): a hung
+    trainer (a peer stopped but not dead, a stuck filesystem) would otherwise hold its slot forever.
+    Returns 0 when all succeed, STALLED for a hang, else the first non-zero exit code.
     """
     procs, logs = [], []
     for i, argv in enumerate(argvs):
@@ -214,6 +229,11 @@ def run_processes(argvs: list[list[str]], run_dir: Path, env: dict, attempt: int
     try:
         while any(p.poll() is None for p in procs):
             bad = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if not bad and stall_s and time.time() - last_progress(run_dir, len(procs)) > stall_s:
+                logs[0].write(f"\n=== launcher: no log line, metrics row or status for {stall_s:.0f}s: stopping this "
+                              "attempt as hung (SIGTERM, SIGKILL after 30s); --stall-minutes sets the limit\n")
+                logs[0].flush()
+                bad = [STALLED]
             if bad:
                 rc = bad[0]
                 for p in procs:

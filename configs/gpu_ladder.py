@@ -5,7 +5,7 @@ machine with the local backend, one rung per GPU (`launch.parallel` = 8, CUDA_VI
 `launch.devices`). Point the data at a tfds dataset built on local disk. `--dry-run` prints every command.
 """
 
-from ladder.run import default_config
+from ladder.run_config import default_config
 
 
 def get_config():

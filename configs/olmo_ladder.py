@@ -9,7 +9,7 @@ location, then `ladder run configs/olmo_ladder.py --dry-run` prints every comman
 step-by-step. Re-running `ladder run` collects, predicts and reports once the rungs are done.
 """
 
-from ladder.run import default_config
+from ladder.run_config import default_config
 
 
 def get_config():

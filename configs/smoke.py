@@ -9,7 +9,7 @@ ladder's shape, 1.4x the largest rung in N and in D, at 0.5xC) and checks the pr
 Variant `configs/smoke.py:quick` is the same pipeline on a few-minute budget (CI's end-to-end test).
 """
 
-from ladder.run import default_config
+from ladder.run_config import default_config
 
 
 def get_config(arg=None):

@@ -28,7 +28,7 @@ STAGES = [
     ("laws", ["ladder.laws"]),
     ("report", ["ladder.report", "ladder.plots", "ladder.effectiveness", "ladder.specialization", "ladder.domain_filter",
                 "ladder.cpt_laws", "ladder.cpt_domains", "ladder.compile_report", "ladder.aot", "ladder.hlo_flops"]),
-    ("launch", ["ladder.launch", "ladder.run_state", "ladder.run", "ladder.cpt"]),
+    ("launch", ["ladder.launch", "ladder.run_state", "ladder.run_config", "ladder.run", "ladder.cpt"]),
     ("cli", ["ladder.cli", "ladder.commands", "ladder.__main__"]),
 ]
 RANK = {stage: i for i, (stage, _) in enumerate(STAGES)}

@@ -255,7 +255,7 @@ def test_domain_lists_outside_train_configs(capsys, tmp_path):
     """`ladder data build --domains ,` built nothing and exited 0; a run config's unknown predict.method failed
     only after every rung had trained."""
     from ladder.config import load_config
-    from ladder.run import validate
+    from ladder.run_config import validate
 
     rc, err = _probe(capsys, ["data", "build", "--domains", ",", "--cache-dir", tmp_path])
     assert rc == 2 and "--domains: is empty" in err, err

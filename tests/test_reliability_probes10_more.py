@@ -187,7 +187,7 @@ def test_a_hung_trainer_is_stopped_after_the_stall_limit(tmp_path):
 ])
 def test_run_config_fields_the_backend_never_reads(capsys, tmp_path, override, message):
     from ladder.config import load_config
-    from ladder.run import validate
+    from ladder.run_config import validate
 
     cfg = load_config(SMOKE_QUICK, [override])
     if message is None:
@@ -199,7 +199,7 @@ def test_run_config_fields_the_backend_never_reads(capsys, tmp_path, override, m
 
 def test_local_only_run_fields_refused_on_a_cloud_backend():
     from ladder.config import load_config
-    from ladder.run import validate
+    from ladder.run_config import validate
 
     cfg = load_config("configs/olmo_ladder.py", ["launch.parallel=4"])
     with pytest.raises(LadderError, match="launch.parallel: applies to launch.backend local, not queued-resources"):

@@ -116,7 +116,7 @@ def test_a_stop_during_an_evaluation_saves_that_step_and_the_resume_redoes_it(tm
 
 def _run_config():
     """Two 0.02xC rungs and a self-check (planned for real; the stages after the plan are stand-ins)."""
-    from ladder.run import default_config
+    from ladder.run_config import default_config
 
     c = default_config()
     c.plan.update(targets=["smoke-target"], preset="", sizes=["29k", "45k"], multiples=[0.02], eval_fractions=[1])

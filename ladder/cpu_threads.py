@@ -112,5 +112,17 @@ def create_backend(n: int, env=os.environ) -> int:
         with quiet_start(env):
             jax.devices()
     finally:
-        os.sched_setaffinity(0, cpus)
+        _restore_affinity(cpus)
     return n
+
+
+def _restore_affinity(cpus) -> None:
+    """Give every thread of this process `cpus` again. sched_setaffinity(0) sets the calling thread alone, and
+    the threads the client started meanwhile inherited the held core: until session 10 every XLA worker of every
+    trainer stayed pinned to core 0, two trainers shared one core and the other idled (the main job ran at ~50%
+    of 2 cores). Affinity moves no bits: the pools' thread count, fixed at creation, is what the results
+    depend on."""
+    tasks = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    for tid in tasks:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(tid, cpus)

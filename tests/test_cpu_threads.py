@@ -54,10 +54,13 @@ def test_launcher_gives_parallel_trainers_one_thread(tmp_path, monkeypatch, user
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to hold the pools below them")
 def test_the_cpu_client_gets_fewer_threads_and_the_affinity_comes_back():
+    """Every thread's affinity, not the main thread's alone: the client's threads inherited the held core, and
+    two one-thread trainers shared core 0 while core 1 idled."""
     code = ("import os; from ladder import cpu_threads; cpus = os.sched_getaffinity(0); "
             "n = cpu_threads.create_backend(cpu_threads.requested()); import jax, jax.numpy as jnp; "
             "jax.jit(lambda a: (a @ a).sum())(jnp.ones((256, 256))).block_until_ready(); "
-            "print(n, len(os.listdir('/proc/self/task')), os.sched_getaffinity(0) == cpus)")
+            "tids = [int(t) for t in os.listdir('/proc/self/task')]; "
+            "print(n, len(tids), all(os.sched_getaffinity(t) == cpus for t in tids))")
     counts = {}
     for value in ("0", "1"):
         env = dict(os.environ, JAX_PLATFORMS="cpu", **{cpu_threads.SWITCH: value})
